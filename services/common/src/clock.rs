@@ -1,0 +1,95 @@
+//! Time as an injectable dependency, so expiry and windows are testable
+//! without sleeping. Instants are integer microseconds since the Unix epoch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch, UTC.
+pub type Micros = i64;
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> Micros;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Micros {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A clock that only moves when told to; clones share the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn new(start: Micros) -> Self {
+        Self(Arc::new(AtomicI64::new(start)))
+    }
+
+    pub fn advance(&self, by: Micros) {
+        self.0.fetch_add(by, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, to: Micros) {
+        self.0.store(to, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Micros {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Converts to the protobuf timestamp.
+pub fn to_timestamp(micros: Micros) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(MICROS_PER_SECOND),
+        nanos: (micros.rem_euclid(MICROS_PER_SECOND) * 1_000) as i32,
+    }
+}
+
+/// Converts from the protobuf timestamp; `None` when out of range.
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<Micros> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return None;
+    }
+    ts.seconds
+        .checked_mul(MICROS_PER_SECOND)?
+        .checked_add(i64::from(ts.nanos / 1_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trip_keeps_microseconds_including_before_epoch() {
+        for micros in [0, 1, 1_500_000, -1, -1_500_001, 1_764_000_000_123_456] {
+            assert_eq!(from_timestamp(&to_timestamp(micros)), Some(micros));
+        }
+    }
+
+    #[test]
+    fn bad_nanos_are_rejected() {
+        let ts = prost_types::Timestamp { seconds: 1, nanos: -5 };
+        assert_eq!(from_timestamp(&ts), None);
+    }
+
+    #[test]
+    fn manual_clock_clones_share_time() {
+        let a = ManualClock::new(10);
+        let b = a.clone();
+        a.advance(5);
+        assert_eq!(b.now(), 15);
+    }
+}

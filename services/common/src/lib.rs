@@ -1,0 +1,15 @@
+//! What every loyalty service repeats: typed config pieces, the clock,
+//! telemetry, gRPC serving with health, reflection and graceful shutdown,
+//! the database pool and migrations, the Redis connection, and the helpers
+//! that turn domain errors into `tonic::Status`.
+
+pub mod clock;
+pub mod db;
+pub mod metrics;
+pub mod redis;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod testing;
+pub mod validate;

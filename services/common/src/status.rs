@@ -1,0 +1,118 @@
+//! Turning domain failures into `tonic::Status`: the right code, an
+//! `ErrorInfo` detail with a machine-readable reason, `BadRequest` field
+//! violations for invalid input, and a generic message for internal errors.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::validate::FieldViolation;
+
+/// Reason given with every INVALID_ARGUMENT.
+pub const REASON_INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+
+/// The failure classes every service speaks; each maps to one gRPC code,
+/// and the gateway maps each gRPC code to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorClass {
+    pub fn code(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::Unavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
+        }
+    }
+}
+
+/// INVALID_ARGUMENT naming every bad field.
+pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut details = ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// A business failure with its reason (e.g. `INSUFFICIENT_POINTS`).
+pub fn failure(
+    class: ErrorClass,
+    reason: &str,
+    domain: &str,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, domain, metadata);
+    Status::with_error_details(class.code(), message, details)
+}
+
+/// Logs the error in full and answers with a generic message, so no
+/// internal detail (SQL, hostnames) reaches a caller.
+pub fn internal(domain: &str, error: &(dyn std::error::Error + 'static)) -> Status {
+    tracing::error!(error = %error_chain(error), domain, "internal error");
+    let details = ErrorDetails::with_error_info("INTERNAL", domain, HashMap::new());
+    Status::with_error_details(Code::Internal, "internal error", details)
+}
+
+/// UNAVAILABLE: the caller may retry with the same idempotency key.
+pub fn unavailable(domain: &str, what: &str, error: &(dyn std::error::Error + 'static)) -> Status {
+    tracing::warn!(error = %error_chain(error), domain, what, "dependency unavailable");
+    let details = ErrorDetails::with_error_info("UNAVAILABLE", domain, HashMap::new());
+    Status::with_error_details(Code::Unavailable, format!("{what} is unavailable, retry later"), details)
+}
+
+/// `outer: inner: innermost` for a log line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_reason_and_every_field() {
+        let status = invalid_argument(
+            "points.loyalty",
+            &[FieldViolation::new("points", "must be greater than zero"), FieldViolation::new("program_id", "must not be empty")],
+        );
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("points: must be greater than zero"));
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, REASON_INVALID_ARGUMENT);
+        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["points", "program_id"]);
+    }
+
+    #[test]
+    fn internal_hides_the_cause() {
+        let error = std::io::Error::other("password=hunter2 at db:5432");
+        let status = internal("points.loyalty", &error);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+    }
+}

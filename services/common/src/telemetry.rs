@@ -1,0 +1,129 @@
+//! All telemetry set-up in one place: a `tracing` subscriber that prints
+//! lowercase, structured log lines, and, when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set, OTLP export of spans and logs (the SDK reads the other `OTEL_*`
+//! variables itself). W3C trace context is the propagator.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How log lines are printed on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Telemetry settings every binary shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log line format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info,loyalty_points=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Flushes exporters on `shutdown()`; dropping it without calling
+/// `shutdown()` may lose the last spans.
+#[must_use = "call shutdown() before exit to flush telemetry"]
+pub struct TelemetryGuard {
+    tracer: Option<SdkTracerProvider>,
+    logger: Option<SdkLoggerProvider>,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer
+            && let Err(error) = tracer.shutdown()
+        {
+            eprintln!("telemetry: span export shutdown failed: {error}");
+        }
+        if let Some(logger) = self.logger
+            && let Err(error) = logger.shutdown()
+        {
+            eprintln!("telemetry: log export shutdown failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber. Call once, from `main`, inside the runtime.
+pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| format!("RUST_LOG: {e}"))?;
+    let fmt = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
+
+    let export = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
+    let (tracer, logger) = if export {
+        let resource = Resource::builder().with_service_name(service_name).build();
+        let spans = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let tracer = SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_resource(resource.clone())
+            .build();
+        let logs = opentelemetry_otlp::LogExporter::builder().with_tonic().build()?;
+        let logger = SdkLoggerProvider::builder().with_batch_exporter(logs).with_resource(resource).build();
+        opentelemetry::global::set_tracer_provider(tracer.clone());
+        (Some(tracer), Some(logger))
+    } else {
+        (None, None)
+    };
+
+    let otel_traces = tracer
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    // The log bridge must not see the exporter's own logs, or it would loop.
+    let otel_logs = logger.as_ref().map(|provider| {
+        OpenTelemetryTracingBridge::new(provider).with_filter(
+            EnvFilter::new("info").add_directive("h2=off".parse().expect("static directive"))
+                .add_directive("tonic=off".parse().expect("static directive"))
+                .add_directive("hyper=off".parse().expect("static directive"))
+                .add_directive("opentelemetry=off".parse().expect("static directive")),
+        )
+    });
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel_traces)
+        .with(otel_logs)
+        .try_init()?;
+    if export {
+        tracing::info!(service = service_name, "otlp export enabled");
+    }
+    Ok(TelemetryGuard { tracer, logger })
+}
+
+/// Reads W3C trace context out of HTTP headers.
+pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Writes W3C trace context into outgoing HTTP headers (gRPC metadata).
+pub struct HeaderInjector<'a>(pub &'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}

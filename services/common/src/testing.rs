@@ -1,0 +1,85 @@
+//! Throwaway PostgreSQL databases and Redis key prefixes for tests, so tests
+//! run in parallel and never depend on data another run left. They read
+//! `LOYALTY_TEST_DATABASE_URL` / `LOYALTY_TEST_REDIS_URL` (defaults: the
+//! local servers) and fail loudly when those servers do not answer.
+
+use sqlx::any::install_default_drivers;
+use sqlx::{AnyPool, AssertSqlSafe, Executor};
+
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The admin URL of the test PostgreSQL server.
+pub fn postgres_admin_url() -> String {
+    std::env::var("LOYALTY_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// The test Redis URL.
+pub fn redis_url() -> String {
+    std::env::var("LOYALTY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned())
+}
+
+/// A unique, lowercase suffix for names made by one test.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// A fresh, empty PostgreSQL database; drop it with [`TestDatabase::drop_database`].
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Panics with a clear message when the test server does not answer.
+    pub async fn create() -> Self {
+        install_default_drivers();
+        let admin_url = postgres_admin_url();
+        let name = format!("loyalty_test_{}", unique_suffix());
+        let admin = AnyPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL for tests does not answer at {admin_url} (set LOYALTY_TEST_DATABASE_URL or run tests/run): {e}")
+        });
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        admin.close().await;
+        let url = replace_database(&admin_url, &name);
+        Self { url, name, admin_url }
+    }
+
+    pub async fn drop_database(self) {
+        if let Ok(admin) = AnyPool::connect(&self.admin_url).await {
+            let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).await;
+            admin.close().await;
+        }
+    }
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with the database name replaced.
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host = path_start.map_or(base, |i| &base[..i]);
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced_keeping_the_query() {
+        assert_eq!(replace_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"), "postgres://postgres@127.0.0.1:5432/t1");
+        assert_eq!(replace_database("postgres://p@h/db?sslmode=disable", "t2"), "postgres://p@h/t2?sslmode=disable");
+        assert_eq!(replace_database("postgres://p@h", "t3"), "postgres://p@h/t3");
+    }
+}

@@ -1,0 +1,72 @@
+//! Every way a points request can fail, and the one mapping to `tonic::Status`.
+
+use std::collections::HashMap;
+
+use loyalty_common::status::{self, ErrorClass};
+use loyalty_common::validate::FieldViolation;
+use tonic::Status;
+
+use crate::domain::RuleViolation;
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const DOMAIN: &str = "points.loyalty";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error(transparent)]
+    Rule(#[from] RuleViolation),
+    #[error("earn {0} not found in this program")]
+    EarnNotFound(String),
+    #[error("idempotency key already used for a different {method} request")]
+    IdempotencyKeyReused { method: &'static str },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let fail = |class, reason, message: String, metadata| status::failure(class, reason, DOMAIN, message, metadata);
+        match error {
+            Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
+            Error::Rule(RuleViolation::InvalidField { field, description }) => {
+                status::invalid_argument(DOMAIN, &[FieldViolation::new(field, description)])
+            }
+            Error::Rule(ref rule @ RuleViolation::InsufficientPoints { available, requested }) => fail(
+                ErrorClass::FailedPrecondition,
+                "INSUFFICIENT_POINTS",
+                rule.to_string(),
+                HashMap::from([("available".into(), available.to_string()), ("requested".into(), requested.to_string())]),
+            ),
+            Error::Rule(ref rule @ RuleViolation::ReversalExceedsEarn { reversible, requested }) => fail(
+                ErrorClass::FailedPrecondition,
+                "REVERSAL_EXCEEDS_EARN",
+                rule.to_string(),
+                HashMap::from([("reversible".into(), reversible.to_string()), ("requested".into(), requested.to_string())]),
+            ),
+            Error::Rule(ref rule @ RuleViolation::NothingPending) => {
+                fail(ErrorClass::FailedPrecondition, "NOTHING_PENDING", rule.to_string(), HashMap::new())
+            }
+            Error::EarnNotFound(_) => fail(ErrorClass::NotFound, "EARN_NOT_FOUND", error.to_string(), HashMap::new()),
+            Error::IdempotencyKeyReused { .. } => {
+                fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
+            }
+            Error::Database(ref e) if is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
+            Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
+        }
+    }
+}
+
+/// Connection trouble is worth a retry; anything else is a bug.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+}

@@ -1,0 +1,169 @@
+//! The points ledger as the API sees it: the store, the balance cache, the
+//! stream publisher and the expiry job, wired together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use loyalty_common::clock::Micros;
+use loyalty_common::shutdown::ShutdownSignal;
+
+use crate::cache::BalanceCache;
+use crate::domain::{Account, Balance};
+use crate::error::Error;
+use crate::store::{Command, Execution, LedgerRow, LedgerStore};
+
+/// How often the publisher looks for rows committed by other replicas, or
+/// left behind while an older transaction was still in flight.
+const PUBLISH_POLL: Duration = Duration::from_millis(100);
+/// Accounts settled per batch by the expiry job.
+const SETTLE_BATCH: i64 = 500;
+
+/// What one expiry run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryRun {
+    pub accounts_settled: i64,
+    pub points_expired: i64,
+    pub points_activated: i64,
+}
+
+pub struct Ledger {
+    store: LedgerStore,
+    cache: BalanceCache,
+    published: watch::Sender<i64>,
+    publish_now: Notify,
+}
+
+impl Ledger {
+    pub async fn new(store: LedgerStore, cache: BalanceCache) -> Result<Self, Error> {
+        let last = store.last_sequence().await?;
+        Ok(Self { store, cache, published: watch::Sender::new(last), publish_now: Notify::new() })
+    }
+
+    pub fn now(&self) -> Micros {
+        self.store.now()
+    }
+
+    /// Runs a write under its idempotency key and refreshes the cache.
+    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+        let execution = self.store.execute(program_id, idempotency_key, command).await?;
+        if let Some(account) = &execution.account {
+            self.committed(account, execution.published_up_to).await;
+        }
+        Ok(execution)
+    }
+
+    /// The balance now: from the cache when fresh, else from the database,
+    /// settling first if a pending lot activated or a lot expired meanwhile.
+    pub async fn balance(&self, program_id: &str, customer_id: &str) -> Result<Balance, Error> {
+        let now = self.store.now();
+        if let Some(balance) = self.cache.get(program_id, customer_id, now).await {
+            return Ok(balance);
+        }
+        let Some(account) = self.store.account(program_id, customer_id).await? else {
+            return Ok(Balance::default());
+        };
+        let account = if account.is_due(now) {
+            let (account, _, published) = self.store.settle(program_id, customer_id).await?;
+            self.committed(&account, published).await;
+            account
+        } else {
+            self.cache.put(program_id, customer_id, &account.balance()).await;
+            account
+        };
+        Ok(account.balance())
+    }
+
+    pub async fn entries(&self, program_id: &str, customer_id: &str, before_id: Option<i64>, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+        self.store.entries(program_id, customer_id, before_id, limit).await
+    }
+
+    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+        self.store.entries_after(after, program_id, limit).await
+    }
+
+    pub async fn expiring(&self, program_id: &str, customer_id: &str, until: Micros) -> Result<Vec<(Micros, i64)>, Error> {
+        self.store.expiring(program_id, customer_id, until).await
+    }
+
+    /// Watches the highest published stream position.
+    pub fn published(&self) -> watch::Receiver<i64> {
+        self.published.subscribe()
+    }
+
+    /// Settles every account with something due (optionally in one program).
+    pub async fn run_expiry(&self, program_id: Option<&str>) -> Result<ExpiryRun, Error> {
+        let mut run = ExpiryRun::default();
+        loop {
+            let due = self.store.due_accounts(program_id, SETTLE_BATCH).await?;
+            let batch_len = due.len();
+            for (program, customer) in due {
+                let (account, settlement, published) = self.store.settle(&program, &customer).await?;
+                self.committed(&account, published).await;
+                run.accounts_settled += 1;
+                run.points_expired += settlement.points_expired;
+                run.points_activated += settlement.points_activated;
+            }
+            if batch_len < usize::try_from(SETTLE_BATCH).unwrap_or(usize::MAX) {
+                return Ok(run);
+            }
+        }
+    }
+
+    /// Background job: `run_expiry` every `interval` until shutdown.
+    pub async fn expiry_job(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.fired() => return,
+            }
+            match self.run_expiry(None).await {
+                Ok(run) if run.accounts_settled > 0 => tracing::info!(
+                    accounts = run.accounts_settled,
+                    expired = run.points_expired,
+                    activated = run.points_activated,
+                    "expiry run settled accounts"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error, "expiry run failed, will retry"),
+            }
+        }
+    }
+
+    /// Background job: hands out stream positions after commits (PostgreSQL).
+    pub async fn publisher(self: Arc<Self>, mut shutdown: ShutdownSignal) {
+        loop {
+            tokio::select! {
+                () = self.publish_now.notified() => {}
+                () = tokio::time::sleep(PUBLISH_POLL) => {}
+                () = shutdown.fired() => return,
+            }
+            match self.store.publish().await {
+                Ok(Some(seq)) => self.advance(seq),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(error = %error, "publishing ledger entries failed, will retry"),
+            }
+        }
+    }
+
+    async fn committed(&self, account: &Account, published_up_to: Option<i64>) {
+        match published_up_to {
+            Some(seq) => self.advance(seq),
+            None => self.publish_now.notify_one(),
+        }
+        self.cache.put(&account.program_id, &account.customer_id, &account.balance()).await;
+    }
+
+    fn advance(&self, seq: i64) {
+        self.published.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
+    }
+}

@@ -1,0 +1,207 @@
+//! The points ledger service: earn, pending, spend, expiry, reversal, and the
+//! ledger as an event stream. `main.rs` only parses the config and calls [`run`].
+
+pub mod api;
+pub mod cache;
+pub mod domain;
+pub mod error;
+pub mod ledger;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use loyalty_common::clock::{Clock, SystemClock};
+use loyalty_common::db::{self, Dialect, EmbeddedMigration};
+use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
+
+use crate::api::PointsApi;
+use crate::cache::BalanceCache;
+use crate::ledger::Ledger;
+use crate::store::LedgerStore;
+
+pub const SERVICE_NAME: &str = "loyalty.points.v1.PointsService";
+
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "ledger",
+    sql: include_str!("../migrations/postgres/0001_ledger.sql"),
+}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "ledger",
+    sql: include_str!("../migrations/sqlite/0001_ledger.sql"),
+}];
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-points", version, about = "The loyalty points ledger, served over gRPC.")]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    pub metrics_addr: SocketAddr,
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/points.db", hide_env_values = true)]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this service writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "loyalty:points:")]
+    pub redis_key_prefix: String,
+    /// How long a balance may stay in Redis without being refreshed, in seconds.
+    #[arg(long, env = "BALANCE_CACHE_TTL_SECS", default_value_t = 300)]
+    pub balance_cache_ttl_secs: u64,
+    /// Longest wait for one Redis command before falling back to the database, in milliseconds.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_timeout_ms: u64,
+    /// How often the expiry job activates due pending points and expires old lots, in seconds.
+    #[arg(long, env = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
+    pub expiry_interval_secs: u64,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] db::DbError),
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("POINTS_METRICS_ADDR {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot read the ledger: {0}")]
+    Ledger(#[from] error::Error),
+}
+
+/// A running points server.
+pub struct PointsServer {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl PointsServer {
+    /// Connects storage, applies migrations and starts serving on `listener`.
+    /// The wall clock unless `clock` says otherwise (tests pass a manual one).
+    pub async fn start(config: Config, listener: TcpListener, clock: Option<Arc<dyn Clock>>) -> Result<Self, StartError> {
+        let bind_addr = listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
+
+        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        let migrations = match database.dialect {
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+        };
+        db::migrate(&database, migrations).await?;
+
+        let metrics = Metrics::new();
+        let cache = match &config.redis_url {
+            Some(url) => {
+                let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
+                BalanceCache::redis(conn, config.redis_key_prefix.clone(), Duration::from_secs(config.balance_cache_ttl_secs), &metrics)
+            }
+            None => BalanceCache::local(&metrics),
+        };
+        let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache).await?);
+
+        let (trigger, signal) = shutdown::channel();
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let mut tasks = vec![
+            tokio::spawn(ledger.clone().publisher(signal.clone())),
+            tokio::spawn(ledger.clone().expiry_job(Duration::from_secs(config.expiry_interval_secs.max(1)), signal.clone())),
+            tokio::spawn(watch_database(database.clone(), health.clone(), signal.clone())),
+        ];
+        let metrics_signal = signal.clone();
+        let served_metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }));
+
+        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, signal.clone())));
+        let grpc = tokio::spawn(loyalty_common::server::serve(listener, routes, (health.clone(), health_service), metrics, signal));
+        health.set(true).await;
+        tracing::info!(
+            grpc = %bind_addr,
+            metrics = %metrics_addr,
+            database = ?database.dialect,
+            cache = if config.redis_url.is_some() { "redis" } else { "in-process" },
+            "points service ready"
+        );
+        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and
+    /// background jobs to finish.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.grpc.await?;
+        for task in self.tasks {
+            task.await?;
+        }
+        served
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = PointsServer::start(config, listener, None).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!("points service stopped");
+    Ok(())
+}
+
+/// Keeps health in step with the database: NOT_SERVING while it does not answer.
+async fn watch_database(database: db::Database, health: loyalty_common::server::Health, mut shutdown: ShutdownSignal) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.fired() => return,
+        }
+        let up = db::ping(&database).await;
+        if up != serving && !shutdown.is_fired() {
+            serving = up;
+            health.set(up).await;
+            if up {
+                tracing::info!("database answers again, serving");
+            } else {
+                tracing::warn!("database does not answer, not serving");
+            }
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! The ledger in SQL. One implementation serves PostgreSQL and SQLite through
+//! sqlx's `Any` driver; where they differ (row locks, stream numbering) the
+//! [`Dialect`] decides.
+//!
+//! A write runs in one transaction: claim the idempotency key, lock the
+//! account row (PostgreSQL: the upsert's row lock; SQLite: the database write
+//! lock taken by `BEGIN IMMEDIATE`), load the lots the command needs, let the
+//! domain decide, write lots, entries and the account, save the result under
+//! the key, commit.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+
+use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::db::{Database, Dialect};
+
+use crate::domain::{Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id};
+use crate::error::Error;
+
+/// Which earn a reversal refers to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum EarnRef {
+    TransactionId(String),
+    IdempotencyKey(String),
+}
+
+/// A validated write; its JSON form is what the idempotency hash covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    Earn { customer_id: String, points: i64, reason: String, pending_until: Option<Micros>, expires_at: Option<Micros> },
+    Spend { customer_id: String, points: i64, reason: String },
+    Reverse { original: EarnRef, points: Option<i64>, reason: String },
+    Adjust { customer_id: String, points: i64, reason: String, expires_at: Option<Micros>, allow_debt: bool },
+    ActivatePending { customer_id: String, earn_transaction_id: Option<String> },
+}
+
+impl Command {
+    /// The RPC name; idempotency keys are scoped to (program, method).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Earn { .. } => "Earn",
+            Self::Spend { .. } => "Spend",
+            Self::Reverse { .. } => "Reverse",
+            Self::Adjust { .. } => "Adjust",
+            Self::ActivatePending { .. } => "ActivatePending",
+        }
+    }
+
+    /// Commands that only add a lot can skip loading the account's lots.
+    fn only_adds(&self) -> bool {
+        matches!(self, Self::Earn { .. }) || matches!(self, Self::Adjust { points, .. } if *points > 0)
+    }
+}
+
+/// The saved result of a write, returned again on replay.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub transaction_id: String,
+    pub customer_id: String,
+    pub points: i64,
+    pub transaction_ids: Vec<String>,
+    pub balance: Balance,
+}
+
+#[derive(Debug)]
+pub struct Execution {
+    pub receipt: Receipt,
+    pub replayed: bool,
+    /// The account after the write, for the cache; `None` on replay.
+    pub account: Option<Account>,
+    /// Highest stream position written, when known at commit (SQLite).
+    pub published_up_to: Option<i64>,
+}
+
+/// A ledger row as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub sequence: i64,
+    pub transaction_id: String,
+    pub program_id: String,
+    pub customer_id: String,
+    pub kind: EntryKind,
+    pub points: i64,
+    pub pending_points: i64,
+    pub reason: String,
+    pub related_transaction_id: String,
+    pub created_at: Micros,
+    pub pending_until: Option<Micros>,
+    pub expires_at: Option<Micros>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LedgerStore {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, lifetime_earned, spent, expired, reversed, debt, \
+     version, next_transition_us, next_expiry_us, next_expiry_points";
+const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
+     pending_until_us, expires_at_us, earned_at_us";
+const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
+     related_transaction_id, created_at_us, pending_until_us, expires_at_us";
+
+/// Any constant works as long as every replica uses the same one.
+const PUBLISHER_LOCK_KEY: i64 = 0x6c6f_7961_6c74_79;
+
+impl LedgerStore {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    pub fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.db.dialect {
+            // Take the write lock up front: a deferred transaction that reads
+            // first could fail to upgrade under concurrent writers.
+            Dialect::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.db.pool.begin().await,
+        }
+    }
+
+    /// Runs one write command under its idempotency key.
+    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+        let method = command.method();
+        let hash = request_hash(program_id, &command);
+        let now = self.clock.now();
+        let mut tx = self.begin().await?;
+
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(program_id)
+        .bind(method)
+        .bind(idempotency_key)
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let row = sqlx::query(
+                "SELECT request_hash, response FROM idempotency_keys \
+                 WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
+            )
+            .bind(program_id)
+            .bind(method)
+            .bind(idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            let saved_hash: String = row.try_get("request_hash")?;
+            if saved_hash != hash {
+                return Err(Error::IdempotencyKeyReused { method });
+            }
+            let response: Option<String> = row.try_get("response")?;
+            let response = response.ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))?;
+            let receipt = serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Ok(Execution { receipt, replayed: true, account: None, published_up_to: None });
+        }
+
+        let (customer_id, target_lot) = match &command {
+            Command::Reverse { original, .. } => {
+                let (customer, lot) = self.find_earn(&mut tx, program_id, original).await?;
+                (customer, Some(lot))
+            }
+            Command::Earn { customer_id, .. }
+            | Command::Spend { customer_id, .. }
+            | Command::Adjust { customer_id, .. }
+            | Command::ActivatePending { customer_id, .. } => (customer_id.clone(), None),
+        };
+
+        let account = lock_account(&mut tx, program_id, &customer_id).await?;
+        let before = account.clone();
+        let load_lots = !command.only_adds() || account.is_due(now);
+        let mut lots = if load_lots { open_lots(&mut tx, program_id, &customer_id).await? } else { Vec::new() };
+        if let Some(lot_id) = &target_lot
+            && !lots.iter().any(|l| &l.lot_id == lot_id)
+        {
+            lots.extend(lot_by_id(&mut tx, program_id, lot_id).await?);
+        }
+        let mut book = AccountBook::new(account, lots, load_lots, now);
+        if load_lots {
+            book.settle();
+        }
+
+        let transaction_id = new_transaction_id();
+        let mut receipt_points = 0;
+        let mut transaction_ids = Vec::new();
+        let outcome: Result<(), RuleViolation> = match &command {
+            Command::Earn { points, reason, pending_until, expires_at, .. } => {
+                receipt_points = *points;
+                book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)
+            }
+            Command::Spend { points, reason, .. } => {
+                receipt_points = *points;
+                book.spend(&transaction_id, *points, reason)
+            }
+            Command::Reverse { points, reason, .. } => {
+                let lot_id = target_lot.as_deref().expect("reverse resolved its lot");
+                book.reverse(&transaction_id, lot_id, *points, reason).map(|reversed| receipt_points = reversed)
+            }
+            Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
+                receipt_points = *points;
+                book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)
+            }
+            Command::ActivatePending { earn_transaction_id, .. } => {
+                book.activate_pending(earn_transaction_id.as_deref()).map(|(ids, points)| {
+                    transaction_ids = ids;
+                    receipt_points = points;
+                })
+            }
+        };
+        // A refusal rolls everything back, the key included, so a retry after
+        // the customer's situation changed is judged afresh.
+        outcome?;
+        book.finish();
+
+        let published_up_to = self.persist(&mut tx, &book, &before).await?;
+        let main_id = match &command {
+            Command::ActivatePending { .. } => transaction_ids.first().cloned().unwrap_or_default(),
+            _ => transaction_id,
+        };
+        let receipt = Receipt {
+            transaction_id: main_id,
+            customer_id,
+            points: receipt_points,
+            transaction_ids,
+            balance: book.account.balance(),
+        };
+        let response = serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET response = $1, transaction_id = $2 \
+             WHERE program_id = $3 AND method = $4 AND idempotency_key = $5",
+        )
+        .bind(response)
+        .bind(&receipt.transaction_id)
+        .bind(program_id)
+        .bind(method)
+        .bind(idempotency_key)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to })
+    }
+
+    /// Activates and expires whatever is due on one account.
+    pub async fn settle(&self, program_id: &str, customer_id: &str) -> Result<(Account, Settlement, Option<i64>), Error> {
+        let now = self.clock.now();
+        let mut tx = self.begin().await?;
+        let account = lock_account(&mut tx, program_id, customer_id).await?;
+        let before = account.clone();
+        let lots = open_lots(&mut tx, program_id, customer_id).await?;
+        let mut book = AccountBook::new(account, lots, true, now);
+        let settlement = book.settle();
+        book.finish();
+        let published = self.persist(&mut tx, &book, &before).await?;
+        tx.commit().await?;
+        Ok((book.account, settlement, published))
+    }
+
+    /// Accounts with a transition due by now, oldest first.
+    pub async fn due_accounts(&self, program_id: Option<&str>, limit: i64) -> Result<Vec<(String, String)>, Error> {
+        let now = self.clock.now();
+        let rows = sqlx::query(
+            "SELECT program_id, customer_id FROM accounts \
+             WHERE next_transition_us IS NOT NULL AND next_transition_us <= $1 AND ($2 = '' OR program_id = $2) \
+             ORDER BY next_transition_us LIMIT $3",
+        )
+        .bind(now)
+        .bind(program_id.unwrap_or_default())
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?))).collect()
+    }
+
+    /// The account as stored, without settling; `None` if it never had an entry.
+    pub async fn account(&self, program_id: &str, customer_id: &str) -> Result<Option<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE program_id = $1 AND customer_id = $2"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_optional(&self.db.pool).await?;
+        row.as_ref().map(account_from_row).transpose().map_err(Error::from)
+    }
+
+    /// One page of an account's entries, newest first, strictly before `before_id`.
+    pub async fn entries(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
+             WHERE program_id = $1 AND customer_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(program_id)
+            .bind(customer_id)
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Published entries after `after`, in stream order.
+    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
+             WHERE seq > $1 AND ($2 = '' OR program_id = $2) ORDER BY seq LIMIT $3"
+        ));
+        let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Active points expiring in `(now, until]`, summed per instant.
+    pub async fn expiring(&self, program_id: &str, customer_id: &str, until: Micros) -> Result<Vec<(Micros, i64)>, Error> {
+        let now = self.clock.now();
+        let rows = sqlx::query(
+            "SELECT expires_at_us, CAST(SUM(remaining) AS BIGINT) AS points FROM point_lots \
+             WHERE program_id = $1 AND customer_id = $2 AND remaining > 0 AND state = 'active' \
+               AND expires_at_us > $3 AND expires_at_us <= $4 \
+             GROUP BY expires_at_us ORDER BY expires_at_us",
+        )
+        .bind(program_id)
+        .bind(customer_id)
+        .bind(now)
+        .bind(until)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?))).collect()
+    }
+
+    /// Hands out stream positions to committed, unnumbered entries (PostgreSQL).
+    /// Only rows written by transactions older than every transaction still
+    /// in flight are numbered, so no row can later commit behind a position
+    /// a consumer has already passed. Returns the highest position handed out.
+    pub async fn publish(&self) -> Result<Option<i64>, Error> {
+        if self.db.dialect == Dialect::Sqlite {
+            return Ok(None);
+        }
+        let mut tx = self.db.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(PUBLISHER_LOCK_KEY)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            // Another replica is publishing right now; it will number our rows too.
+            return Ok(None);
+        }
+        let max: Option<i64> = sqlx::query_scalar(
+            "WITH ready AS ( \
+                 SELECT id FROM ledger_entries \
+                 WHERE seq IS NULL AND tx_xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx_xid, id LIMIT 10000 \
+             ), numbered AS ( \
+                 SELECT id, nextval('ledger_stream_seq') AS seq FROM ready \
+             ), updated AS ( \
+                 UPDATE ledger_entries e SET seq = n.seq FROM numbered n WHERE e.id = n.id RETURNING e.seq \
+             ) SELECT MAX(seq) FROM updated",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(max)
+    }
+
+    /// The highest published stream position (0 when none).
+    pub async fn last_sequence(&self) -> Result<i64, Error> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&self.db.pool).await?;
+        Ok(max.unwrap_or(0))
+    }
+
+    async fn find_earn(
+        &self,
+        tx: &mut AnyConnection,
+        program_id: &str,
+        original: &EarnRef,
+    ) -> Result<(String, String), Error> {
+        let lot_id = match original {
+            EarnRef::TransactionId(id) => id.clone(),
+            EarnRef::IdempotencyKey(key) => {
+                let id: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT transaction_id FROM idempotency_keys \
+                     WHERE program_id = $1 AND method = 'Earn' AND idempotency_key = $2",
+                )
+                .bind(program_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                id.flatten().ok_or_else(|| Error::EarnNotFound(key.clone()))?
+            }
+        };
+        let customer: Option<String> =
+            sqlx::query_scalar("SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2")
+                .bind(program_id)
+                .bind(&lot_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let customer = customer.ok_or_else(|| Error::EarnNotFound(lot_id.clone()))?;
+        Ok((customer, lot_id))
+    }
+
+    /// Writes what the book changed; returns the highest stream position
+    /// written when the dialect numbers rows inside the transaction.
+    async fn persist(&self, tx: &mut AnyConnection, book: &AccountBook, before: &Account) -> Result<Option<i64>, Error> {
+        let account = &book.account;
+        let (program_id, customer_id) = (account.program_id.as_str(), account.customer_id.as_str());
+        for lot in book.lots.iter().filter(|l| l.dirty) {
+            if lot.is_new {
+                sqlx::query(
+                    "INSERT INTO point_lots (lot_id, program_id, customer_id, original, remaining, consumed, expired, \
+                     reversed, expired_reversed, state, pending_until_us, expires_at_us, earned_at_us) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&lot.lot_id)
+                .bind(program_id)
+                .bind(customer_id)
+                .bind(lot.original)
+                .bind(lot.remaining)
+                .bind(lot.consumed)
+                .bind(lot.expired)
+                .bind(lot.reversed)
+                .bind(lot.expired_reversed)
+                .bind(lot_state(lot.active))
+                .bind(lot.pending_until)
+                .bind(lot.expires_at)
+                .bind(lot.earned_at)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE point_lots SET remaining = $1, consumed = $2, expired = $3, reversed = $4, \
+                     expired_reversed = $5, state = $6 WHERE lot_id = $7",
+                )
+                .bind(lot.remaining)
+                .bind(lot.consumed)
+                .bind(lot.expired)
+                .bind(lot.reversed)
+                .bind(lot.expired_reversed)
+                .bind(lot_state(lot.active))
+                .bind(&lot.lot_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let insert_entry = match self.db.dialect {
+            Dialect::Postgres => {
+                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq"
+            }
+            // Writers are serialised, so numbering at insert is numbering in commit order.
+            Dialect::Sqlite => {
+                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
+            }
+        };
+        let mut published = None;
+        for entry in &book.entries {
+            let seq: Option<i64> = sqlx::query_scalar(insert_entry)
+                .bind(&entry.transaction_id)
+                .bind(program_id)
+                .bind(customer_id)
+                .bind(entry.kind.as_str())
+                .bind(entry.points)
+                .bind(entry.pending_points)
+                .bind(&entry.reason)
+                .bind(&entry.related_transaction_id)
+                .bind(book.now)
+                .bind(entry.pending_until)
+                .bind(entry.expires_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            published = published.max(seq);
+        }
+        if book.account != *before {
+            sqlx::query(
+                "UPDATE accounts SET available = $1, pending = $2, lifetime_earned = $3, spent = $4, expired = $5, \
+                 reversed = $6, debt = $7, version = $8, next_transition_us = $9, next_expiry_us = $10, \
+                 next_expiry_points = $11 WHERE program_id = $12 AND customer_id = $13",
+            )
+            .bind(account.available)
+            .bind(account.pending)
+            .bind(account.lifetime_earned)
+            .bind(account.spent)
+            .bind(account.expired)
+            .bind(account.reversed)
+            .bind(account.debt)
+            .bind(account.version)
+            .bind(account.next_transition_at)
+            .bind(account.next_expiry_at)
+            .bind(account.next_expiry_points)
+            .bind(program_id)
+            .bind(customer_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(published)
+    }
+}
+
+/// Creates the account on first use and locks its row until commit.
+async fn lock_account(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Account, Error> {
+    // The no-op update makes PostgreSQL return (and lock) an existing row in
+    // the same round trip that creates a new one.
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO accounts (program_id, customer_id) VALUES ($1, $2) \
+         ON CONFLICT (program_id, customer_id) DO UPDATE SET version = accounts.version \
+         RETURNING {ACCOUNT_COLUMNS}"
+    ));
+    let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_one(&mut *tx).await?;
+    Ok(account_from_row(&row)?)
+}
+
+async fn open_lots(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Vec<PointLot>, Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND customer_id = $2 AND remaining > 0"
+    ));
+    let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&mut *tx).await?;
+    rows.iter().map(|r| lot_from_row(r).map_err(Error::from)).collect()
+}
+
+async fn lot_by_id(tx: &mut AnyConnection, program_id: &str, lot_id: &str) -> Result<Option<PointLot>, Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND lot_id = $2"));
+    let row = sqlx::query(sql).bind(program_id).bind(lot_id).fetch_optional(&mut *tx).await?;
+    row.as_ref().map(lot_from_row).transpose().map_err(Error::from)
+}
+
+fn account_from_row(row: &AnyRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        program_id: row.try_get("program_id")?,
+        customer_id: row.try_get("customer_id")?,
+        available: row.try_get("available")?,
+        pending: row.try_get("pending")?,
+        lifetime_earned: row.try_get("lifetime_earned")?,
+        spent: row.try_get("spent")?,
+        expired: row.try_get("expired")?,
+        reversed: row.try_get("reversed")?,
+        debt: row.try_get("debt")?,
+        version: row.try_get("version")?,
+        next_transition_at: row.try_get("next_transition_us")?,
+        next_expiry_at: row.try_get("next_expiry_us")?,
+        next_expiry_points: row.try_get("next_expiry_points")?,
+    })
+}
+
+fn lot_from_row(row: &AnyRow) -> Result<PointLot, sqlx::Error> {
+    Ok(PointLot {
+        lot_id: row.try_get("lot_id")?,
+        original: row.try_get("original")?,
+        remaining: row.try_get("remaining")?,
+        consumed: row.try_get("consumed")?,
+        expired: row.try_get("expired")?,
+        reversed: row.try_get("reversed")?,
+        expired_reversed: row.try_get("expired_reversed")?,
+        active: row.try_get::<String, _>("state")? == "active",
+        pending_until: row.try_get("pending_until_us")?,
+        expires_at: row.try_get("expires_at_us")?,
+        earned_at: row.try_get("earned_at_us")?,
+        dirty: false,
+        is_new: false,
+    })
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
+    let kind: String = row.try_get("kind")?;
+    let seq: Option<i64> = row.try_get("seq")?;
+    Ok(LedgerRow {
+        id: row.try_get("id")?,
+        sequence: seq.unwrap_or(0),
+        transaction_id: row.try_get("transaction_id")?,
+        program_id: row.try_get("program_id")?,
+        customer_id: row.try_get("customer_id")?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("unknown entry kind {kind:?}")))?,
+        points: row.try_get("points")?,
+        pending_points: row.try_get("pending_points")?,
+        reason: row.try_get("reason")?,
+        related_transaction_id: row.try_get("related_transaction_id")?,
+        created_at: row.try_get("created_at_us")?,
+        pending_until: row.try_get("pending_until_us")?,
+        expires_at: row.try_get("expires_at_us")?,
+    })
+}
+
+fn lot_state(active: bool) -> &'static str {
+    if active { "active" } else { "pending" }
+}
+
+fn request_hash(program_id: &str, command: &Command) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(program_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(command).expect("commands serialise"));
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
