@@ -1,7 +1,8 @@
 //! Rust types and gRPC stubs for the loyalty services, generated at build time.
 
 /// Encoded `FileDescriptorSet` of every loyalty proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
 
 pub mod points {
     pub mod v1 {

@@ -21,7 +21,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Micros {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
     }
 }
@@ -81,7 +83,10 @@ mod tests {
 
     #[test]
     fn bad_nanos_are_rejected() {
-        let ts = prost_types::Timestamp { seconds: 1, nanos: -5 };
+        let ts = prost_types::Timestamp {
+            seconds: 1,
+            nanos: -5,
+        };
         assert_eq!(from_timestamp(&ts), None);
     }
 

@@ -13,6 +13,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::metrics::{Metrics, RpcObserverLayer};
+
+/// Longest wait for in-flight calls after shutdown begins; Kubernetes'
+/// default grace period is 30 s, so we close what is left before it kills us.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 use crate::shutdown::ShutdownSignal;
 
 /// Health handle for one gRPC service name plus the overall ("") status.
@@ -24,16 +28,30 @@ pub struct Health {
 
 impl Health {
     pub async fn set(&self, serving: bool) {
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         self.reporter.set_service_status("", status).await;
-        self.reporter.set_service_status(self.service_name, status).await;
+        self.reporter
+            .set_service_status(self.service_name, status)
+            .await;
     }
 }
 
 /// The health service and its handle, NOT_SERVING until told otherwise.
-pub async fn health(service_name: &'static str) -> (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
+pub async fn health(
+    service_name: &'static str,
+) -> (
+    Health,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (reporter, server) = tonic_health::server::health_reporter();
-    let health = Health { reporter, service_name };
+    let health = Health {
+        reporter,
+        service_name,
+    };
     health.set(false).await;
     (health, server)
 }
@@ -43,7 +61,10 @@ pub async fn health(service_name: &'static str) -> (Health, tonic_health::pb::he
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    health: (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>),
+    health: (
+        Health,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ),
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -56,18 +77,27 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let routes = routes.add_service(health_server).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let routes = routes
+        .add_service(health_server)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut deadline = shutdown.clone();
     let signal = async move {
         shutdown.fired().await;
         health.set(false).await;
         tracing::info!("draining in-flight calls");
     };
-    tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcObserverLayer::new(metrics))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        served = serving => served?,
+        () = async { deadline.fired().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out, closing the remaining connections");
+        }
+    }
     Ok(())
 }

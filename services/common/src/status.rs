@@ -44,7 +44,8 @@ pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut details = ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
+    let mut details =
+        ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
@@ -75,7 +76,11 @@ pub fn internal(domain: &str, error: &(dyn std::error::Error + 'static)) -> Stat
 pub fn unavailable(domain: &str, what: &str, error: &(dyn std::error::Error + 'static)) -> Status {
     tracing::warn!(error = %error_chain(error), domain, what, "dependency unavailable");
     let details = ErrorDetails::with_error_info("UNAVAILABLE", domain, HashMap::new());
-    Status::with_error_details(Code::Unavailable, format!("{what} is unavailable, retry later"), details)
+    Status::with_error_details(
+        Code::Unavailable,
+        format!("{what} is unavailable, retry later"),
+        details,
+    )
 }
 
 /// `outer: inner: innermost` for a log line.
@@ -98,13 +103,29 @@ mod tests {
     fn invalid_argument_carries_reason_and_every_field() {
         let status = invalid_argument(
             "points.loyalty",
-            &[FieldViolation::new("points", "must be greater than zero"), FieldViolation::new("program_id", "must not be empty")],
+            &[
+                FieldViolation::new("points", "must be greater than zero"),
+                FieldViolation::new("program_id", "must not be empty"),
+            ],
         );
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("points: must be greater than zero"));
+        assert!(
+            status
+                .message()
+                .contains("points: must be greater than zero")
+        );
         let details = status.get_error_details();
-        assert_eq!(details.error_info().unwrap().reason, REASON_INVALID_ARGUMENT);
-        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            details.error_info().unwrap().reason,
+            REASON_INVALID_ARGUMENT
+        );
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(fields, ["points", "program_id"]);
     }
 

@@ -39,7 +39,12 @@ impl PointsApi {
         Self { ledger, shutdown }
     }
 
-    async fn write(&self, program_id: &str, key: &str, command: Command) -> Result<Execution, Status> {
+    async fn write(
+        &self,
+        program_id: &str,
+        key: &str,
+        command: Command,
+    ) -> Result<Execution, Status> {
         let execution = self.ledger.execute(program_id, key, command).await?;
         Ok(execution)
     }
@@ -73,13 +78,18 @@ impl Check {
         let ts = value?;
         let micros = from_timestamp(ts);
         if micros.is_none() {
-            self.0.push(FieldViolation::new(field, "is not a valid timestamp"));
+            self.0
+                .push(FieldViolation::new(field, "is not a valid timestamp"));
         }
         micros
     }
 
     fn done(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0).into()) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0).into())
+        }
     }
 }
 
@@ -87,45 +97,86 @@ fn respond<T>(execution: &Execution, message: T) -> Response<T> {
     let mut response = Response::new(message);
     if execution.replayed {
         // Lets a caller tell a replay from a first execution without changing the body.
-        response.metadata_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+        response.metadata_mut().insert(
+            "idempotent-replayed",
+            "true".parse().expect("static header value"),
+        );
     }
     response
 }
 
 #[tonic::async_trait]
 impl PointsService for PointsApi {
-    async fn earn(&self, request: Request<pb::EarnRequest>) -> Result<Response<pb::EarnResponse>, Status> {
+    async fn earn(
+        &self,
+        request: Request<pb::EarnRequest>,
+    ) -> Result<Response<pb::EarnResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("idempotency_key", &r.idempotency_key);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
         let pending_until = check.timestamp("pending_until", r.pending_until.as_ref());
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
         check.done()?;
-        let command = Command::Earn { customer_id: r.customer_id, points: r.points, reason: r.reason, pending_until, expires_at };
-        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let command = Command::Earn {
+            customer_id: r.customer_id,
+            points: r.points,
+            reason: r.reason,
+            pending_until,
+            expires_at,
+        };
+        let execution = self
+            .write(&r.program_id, &r.idempotency_key, command)
+            .await?;
         let receipt = &execution.receipt;
-        let message = pb::EarnResponse { transaction_id: receipt.transaction_id.clone(), balance: Some(balance(&receipt.balance)) };
+        let message = pb::EarnResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
         Ok(respond(&execution, message))
     }
 
-    async fn spend(&self, request: Request<pb::SpendRequest>) -> Result<Response<pb::SpendResponse>, Status> {
+    async fn spend(
+        &self,
+        request: Request<pb::SpendRequest>,
+    ) -> Result<Response<pb::SpendResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("idempotency_key", &r.idempotency_key);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
         check.done()?;
-        let command = Command::Spend { customer_id: r.customer_id, points: r.points, reason: r.reason };
-        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let command = Command::Spend {
+            customer_id: r.customer_id,
+            points: r.points,
+            reason: r.reason,
+        };
+        let execution = self
+            .write(&r.program_id, &r.idempotency_key, command)
+            .await?;
         let receipt = &execution.receipt;
-        let message = pb::SpendResponse { transaction_id: receipt.transaction_id.clone(), balance: Some(balance(&receipt.balance)) };
+        let message = pb::SpendResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
         Ok(respond(&execution, message))
     }
 
-    async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+    async fn reverse(
+        &self,
+        request: Request<pb::ReverseRequest>,
+    ) -> Result<Response<pb::ReverseResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).text("reason", &r.reason);
+        check
+            .id("program_id", &r.program_id)
+            .id("idempotency_key", &r.idempotency_key)
+            .text("reason", &r.reason);
         let original = match r.original {
             Some(pb::reverse_request::Original::OriginalTransactionId(id)) => {
                 check.id("original_transaction_id", &id);
@@ -136,7 +187,10 @@ impl PointsService for PointsApi {
                 Some(EarnRef::IdempotencyKey(key))
             }
             None => {
-                check.add(Err(FieldViolation::new("original", "set original_transaction_id or original_idempotency_key")));
+                check.add(Err(FieldViolation::new(
+                    "original",
+                    "set original_transaction_id or original_idempotency_key",
+                )));
                 None
             }
         };
@@ -145,8 +199,14 @@ impl PointsService for PointsApi {
         }
         check.done()?;
         let original = original.expect("validated above");
-        let command = Command::Reverse { original, points: r.points, reason: r.reason };
-        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let command = Command::Reverse {
+            original,
+            points: r.points,
+            reason: r.reason,
+        };
+        let execution = self
+            .write(&r.program_id, &r.idempotency_key, command)
+            .await?;
         let receipt = &execution.receipt;
         let message = pb::ReverseResponse {
             transaction_id: receipt.transaction_id.clone(),
@@ -157,17 +217,31 @@ impl PointsService for PointsApi {
         Ok(respond(&execution, message))
     }
 
-    async fn adjust(&self, request: Request<pb::AdjustRequest>) -> Result<Response<pb::AdjustResponse>, Status> {
+    async fn adjust(
+        &self,
+        request: Request<pb::AdjustRequest>,
+    ) -> Result<Response<pb::AdjustResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("idempotency_key", &r.idempotency_key);
-        check.points("points", r.points.checked_abs().unwrap_or(i64::MAX)).text("reason", &r.reason);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        check
+            .points("points", r.points.checked_abs().unwrap_or(i64::MAX))
+            .text("reason", &r.reason);
         if r.reason.trim().is_empty() {
-            check.add(Err(FieldViolation::new("reason", "an adjustment needs a reason")));
+            check.add(Err(FieldViolation::new(
+                "reason",
+                "an adjustment needs a reason",
+            )));
         }
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
         if r.points < 0 && expires_at.is_some() {
-            check.add(Err(FieldViolation::new("expires_at", "only applies to a positive adjustment")));
+            check.add(Err(FieldViolation::new(
+                "expires_at",
+                "only applies to a positive adjustment",
+            )));
         }
         check.done()?;
         let command = Command::Adjust {
@@ -177,9 +251,14 @@ impl PointsService for PointsApi {
             expires_at,
             allow_debt: r.allow_debt,
         };
-        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let execution = self
+            .write(&r.program_id, &r.idempotency_key, command)
+            .await?;
         let receipt = &execution.receipt;
-        let message = pb::AdjustResponse { transaction_id: receipt.transaction_id.clone(), balance: Some(balance(&receipt.balance)) };
+        let message = pb::AdjustResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
         Ok(respond(&execution, message))
     }
 
@@ -189,14 +268,22 @@ impl PointsService for PointsApi {
     ) -> Result<Response<pb::ActivatePendingResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("idempotency_key", &r.idempotency_key);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
         if !r.earn_transaction_id.is_empty() {
             check.id("earn_transaction_id", &r.earn_transaction_id);
         }
         check.done()?;
         let earn = Some(r.earn_transaction_id).filter(|id| !id.is_empty());
-        let command = Command::ActivatePending { customer_id: r.customer_id, earn_transaction_id: earn };
-        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let command = Command::ActivatePending {
+            customer_id: r.customer_id,
+            earn_transaction_id: earn,
+        };
+        let execution = self
+            .write(&r.program_id, &r.idempotency_key, command)
+            .await?;
         let receipt = &execution.receipt;
         let message = pb::ActivatePendingResponse {
             points_activated: receipt.points,
@@ -206,13 +293,20 @@ impl PointsService for PointsApi {
         Ok(respond(&execution, message))
     }
 
-    async fn get_balance(&self, request: Request<pb::GetBalanceRequest>) -> Result<Response<pb::GetBalanceResponse>, Status> {
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id);
         check.done()?;
         let found = self.ledger.balance(&r.program_id, &r.customer_id).await?;
-        Ok(Response::new(pb::GetBalanceResponse { balance: Some(balance(&found)) }))
+        Ok(Response::new(pb::GetBalanceResponse {
+            balance: Some(balance(&found)),
+        }))
     }
 
     async fn list_transactions(
@@ -221,27 +315,56 @@ impl PointsService for PointsApi {
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id);
         if !(0..=MAX_PAGE_SIZE).contains(&r.page_size) {
-            check.add(Err(FieldViolation::new("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}"))));
+            check.add(Err(FieldViolation::new(
+                "page_size",
+                format!("must be between 0 and {MAX_PAGE_SIZE}"),
+            )));
         }
         let before = if r.page_token.is_empty() {
             None
         } else {
             let parsed = r.page_token.parse::<i64>().ok().filter(|id| *id > 0);
             if parsed.is_none() {
-                check.add(Err(FieldViolation::new("page_token", "is not a token from a previous page")));
+                check.add(Err(FieldViolation::new(
+                    "page_token",
+                    "is not a token from a previous page",
+                )));
             }
             parsed
         };
         check.done()?;
-        let page_size = if r.page_size == 0 { DEFAULT_PAGE_SIZE } else { r.page_size };
+        let page_size = if r.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            r.page_size
+        };
         // One extra row tells whether another page follows.
-        let mut rows = self.ledger.entries(&r.program_id, &r.customer_id, before, i64::from(page_size) + 1).await?;
+        let mut rows = self
+            .ledger
+            .entries(
+                &r.program_id,
+                &r.customer_id,
+                before,
+                i64::from(page_size) + 1,
+            )
+            .await?;
         let more = rows.len() > usize::try_from(page_size).unwrap_or(0);
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
-        let next_page_token = if more { rows.last().map(|row| row.id.to_string()).unwrap_or_default() } else { String::new() };
-        Ok(Response::new(pb::ListTransactionsResponse { entries: rows.iter().map(entry).collect(), next_page_token }))
+        let next_page_token = if more {
+            rows.last()
+                .map(|row| row.id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListTransactionsResponse {
+            entries: rows.iter().map(entry).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_expiring_points(
@@ -250,18 +373,29 @@ impl PointsService for PointsApi {
     ) -> Result<Response<pb::GetExpiringPointsResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id);
         let within = match r.within {
             None => {
-                check.add(Err(FieldViolation::new("within", "is required, e.g. 2592000s for 30 days")));
+                check.add(Err(FieldViolation::new(
+                    "within",
+                    "is required, e.g. 2592000s for 30 days",
+                )));
                 0
             }
             Some(d) => {
-                let micros = d.seconds.checked_mul(MICROS_PER_SECOND).and_then(|s| s.checked_add(i64::from(d.nanos / 1_000)));
+                let micros = d
+                    .seconds
+                    .checked_mul(MICROS_PER_SECOND)
+                    .and_then(|s| s.checked_add(i64::from(d.nanos / 1_000)));
                 match micros {
                     Some(m) if m > 0 && m <= MAX_EXPIRING_HORIZON => m,
                     _ => {
-                        check.add(Err(FieldViolation::new("within", "must be positive and at most 10 years")));
+                        check.add(Err(FieldViolation::new(
+                            "within",
+                            "must be positive and at most 10 years",
+                        )));
                         0
                     }
                 }
@@ -269,16 +403,28 @@ impl PointsService for PointsApi {
         };
         check.done()?;
         let until = self.ledger.now().saturating_add(within);
-        let lots = self.ledger.expiring(&r.program_id, &r.customer_id, until).await?;
+        let lots = self
+            .ledger
+            .expiring(&r.program_id, &r.customer_id, until)
+            .await?;
         let total_points = lots.iter().map(|(_, points)| points).sum();
         let expiring = lots
             .into_iter()
-            .map(|(at, points)| pb::ExpiringPoints { points, expires_at: Some(to_timestamp(at)) })
+            .map(|(at, points)| pb::ExpiringPoints {
+                points,
+                expires_at: Some(to_timestamp(at)),
+            })
             .collect();
-        Ok(Response::new(pb::GetExpiringPointsResponse { expiring, total_points }))
+        Ok(Response::new(pb::GetExpiringPointsResponse {
+            expiring,
+            total_points,
+        }))
     }
 
-    async fn run_expiry(&self, request: Request<pb::RunExpiryRequest>) -> Result<Response<pb::RunExpiryResponse>, Status> {
+    async fn run_expiry(
+        &self,
+        request: Request<pb::RunExpiryRequest>,
+    ) -> Result<Response<pb::RunExpiryResponse>, Status> {
         let r = request.into_inner();
         let program = if r.program_id.is_empty() {
             None
@@ -296,7 +442,8 @@ impl PointsService for PointsApi {
         }))
     }
 
-    type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send + 'static>>;
+    type StreamEventsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send + 'static>>;
 
     async fn stream_events(
         &self,
@@ -305,7 +452,10 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         if r.after_sequence < 0 {
-            check.add(Err(FieldViolation::new("after_sequence", "must not be negative")));
+            check.add(Err(FieldViolation::new(
+                "after_sequence",
+                "must not be negative",
+            )));
         }
         if !r.program_id.is_empty() {
             check.id("program_id", &r.program_id);
@@ -314,7 +464,13 @@ impl PointsService for PointsApi {
         let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
         let ledger = self.ledger.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(feed_stream(ledger, r.after_sequence, r.program_id, tx, shutdown));
+        tokio::spawn(feed_stream(
+            ledger,
+            r.after_sequence,
+            r.program_id,
+            tx,
+            shutdown,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -330,7 +486,10 @@ async fn feed_stream(
 ) {
     let mut published = ledger.published();
     loop {
-        let rows = match ledger.entries_after(cursor, &program_id, STREAM_BATCH).await {
+        let rows = match ledger
+            .entries_after(cursor, &program_id, STREAM_BATCH)
+            .await
+        {
             Ok(rows) => rows,
             Err(error) => {
                 let _ = tx.send(Err(error.into())).await;
@@ -339,7 +498,13 @@ async fn feed_stream(
         };
         let caught_up = rows.len() < STREAM_BATCH as usize;
         for row in &rows {
-            if tx.send(Ok(pb::StreamEventsResponse { entry: Some(entry(row)) })).await.is_err() {
+            if tx
+                .send(Ok(pb::StreamEventsResponse {
+                    entry: Some(entry(row)),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
             cursor = row.sequence;

@@ -35,32 +35,63 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let fail = |class, reason, message: String, metadata| status::failure(class, reason, DOMAIN, message, metadata);
+        let fail = |class, reason, message: String, metadata| {
+            status::failure(class, reason, DOMAIN, message, metadata)
+        };
         match error {
             Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
             Error::Rule(RuleViolation::InvalidField { field, description }) => {
                 status::invalid_argument(DOMAIN, &[FieldViolation::new(field, description)])
             }
-            Error::Rule(ref rule @ RuleViolation::InsufficientPoints { available, requested }) => fail(
+            Error::Rule(
+                ref rule @ RuleViolation::InsufficientPoints {
+                    available,
+                    requested,
+                },
+            ) => fail(
                 ErrorClass::FailedPrecondition,
                 "INSUFFICIENT_POINTS",
                 rule.to_string(),
-                HashMap::from([("available".into(), available.to_string()), ("requested".into(), requested.to_string())]),
+                HashMap::from([
+                    ("available".into(), available.to_string()),
+                    ("requested".into(), requested.to_string()),
+                ]),
             ),
-            Error::Rule(ref rule @ RuleViolation::ReversalExceedsEarn { reversible, requested }) => fail(
+            Error::Rule(
+                ref rule @ RuleViolation::ReversalExceedsEarn {
+                    reversible,
+                    requested,
+                },
+            ) => fail(
                 ErrorClass::FailedPrecondition,
                 "REVERSAL_EXCEEDS_EARN",
                 rule.to_string(),
-                HashMap::from([("reversible".into(), reversible.to_string()), ("requested".into(), requested.to_string())]),
+                HashMap::from([
+                    ("reversible".into(), reversible.to_string()),
+                    ("requested".into(), requested.to_string()),
+                ]),
             ),
-            Error::Rule(ref rule @ RuleViolation::NothingPending) => {
-                fail(ErrorClass::FailedPrecondition, "NOTHING_PENDING", rule.to_string(), HashMap::new())
+            Error::Rule(ref rule @ RuleViolation::NothingPending) => fail(
+                ErrorClass::FailedPrecondition,
+                "NOTHING_PENDING",
+                rule.to_string(),
+                HashMap::new(),
+            ),
+            Error::EarnNotFound(_) => fail(
+                ErrorClass::NotFound,
+                "EARN_NOT_FOUND",
+                error.to_string(),
+                HashMap::new(),
+            ),
+            Error::IdempotencyKeyReused { .. } => fail(
+                ErrorClass::AlreadyExists,
+                "IDEMPOTENCY_KEY_REUSED",
+                error.to_string(),
+                HashMap::new(),
+            ),
+            Error::Database(ref e) if is_unavailable(e) => {
+                status::unavailable(DOMAIN, "the database", &error)
             }
-            Error::EarnNotFound(_) => fail(ErrorClass::NotFound, "EARN_NOT_FOUND", error.to_string(), HashMap::new()),
-            Error::IdempotencyKeyReused { .. } => {
-                fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
-            }
-            Error::Database(ref e) if is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
             Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
         }
     }
@@ -68,5 +99,8 @@ impl From<Error> for Status {
 
 /// Connection trouble is worth a retry; anything else is a bug.
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
 }

@@ -38,7 +38,12 @@ pub struct Ledger {
 impl Ledger {
     pub async fn new(store: LedgerStore, cache: BalanceCache) -> Result<Self, Error> {
         let last = store.last_sequence().await?;
-        Ok(Self { store, cache, published: watch::Sender::new(last), publish_now: Notify::new() })
+        Ok(Self {
+            store,
+            cache,
+            published: watch::Sender::new(last),
+            publish_now: Notify::new(),
+        })
     }
 
     pub fn now(&self) -> Micros {
@@ -46,8 +51,16 @@ impl Ledger {
     }
 
     /// Runs a write under its idempotency key and refreshes the cache.
-    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
-        let execution = self.store.execute(program_id, idempotency_key, command).await?;
+    pub async fn execute(
+        &self,
+        program_id: &str,
+        idempotency_key: &str,
+        command: Command,
+    ) -> Result<Execution, Error> {
+        let execution = self
+            .store
+            .execute(program_id, idempotency_key, command)
+            .await?;
         if let Some(account) = &execution.account {
             self.committed(account, execution.published_up_to).await;
         }
@@ -69,21 +82,41 @@ impl Ledger {
             self.committed(&account, published).await;
             account
         } else {
-            self.cache.put(program_id, customer_id, &account.balance()).await;
+            self.cache
+                .put(program_id, customer_id, &account.balance())
+                .await;
             account
         };
         Ok(account.balance())
     }
 
-    pub async fn entries(&self, program_id: &str, customer_id: &str, before_id: Option<i64>, limit: i64) -> Result<Vec<LedgerRow>, Error> {
-        self.store.entries(program_id, customer_id, before_id, limit).await
+    pub async fn entries(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        self.store
+            .entries(program_id, customer_id, before_id, limit)
+            .await
     }
 
-    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+    pub async fn entries_after(
+        &self,
+        after: i64,
+        program_id: &str,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
         self.store.entries_after(after, program_id, limit).await
     }
 
-    pub async fn expiring(&self, program_id: &str, customer_id: &str, until: Micros) -> Result<Vec<(Micros, i64)>, Error> {
+    pub async fn expiring(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        until: Micros,
+    ) -> Result<Vec<(Micros, i64)>, Error> {
         self.store.expiring(program_id, customer_id, until).await
     }
 
@@ -99,7 +132,8 @@ impl Ledger {
             let due = self.store.due_accounts(program_id, SETTLE_BATCH).await?;
             let batch_len = due.len();
             for (program, customer) in due {
-                let (account, settlement, published) = self.store.settle(&program, &customer).await?;
+                let (account, settlement, published) =
+                    self.store.settle(&program, &customer).await?;
                 self.committed(&account, published).await;
                 run.accounts_settled += 1;
                 run.points_expired += settlement.points_expired;
@@ -144,7 +178,9 @@ impl Ledger {
             match self.store.publish().await {
                 Ok(Some(seq)) => self.advance(seq),
                 Ok(None) => {}
-                Err(error) => tracing::warn!(error = %error, "publishing ledger entries failed, will retry"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "publishing ledger entries failed, will retry")
+                }
             }
         }
     }
@@ -154,7 +190,13 @@ impl Ledger {
             Some(seq) => self.advance(seq),
             None => self.publish_now.notify_one(),
         }
-        self.cache.put(&account.program_id, &account.customer_id, &account.balance()).await;
+        self.cache
+            .put(
+                &account.program_id,
+                &account.customer_id,
+                &account.balance(),
+            )
+            .await;
     }
 
     fn advance(&self, seq: i64) {

@@ -42,7 +42,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "loyalty-points", version, about = "The loyalty points ledger, served over gRPC.")]
+#[command(
+    name = "loyalty-points",
+    version,
+    about = "The loyalty points ledger, served over gRPC."
+)]
 pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
@@ -51,7 +55,12 @@ pub struct Config {
     #[arg(long, env = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
     /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/points.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/points.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
@@ -68,6 +77,9 @@ pub struct Config {
     /// Longest wait for one Redis command before falling back to the database, in milliseconds.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
+    /// After a Redis failure, how long to serve from the database alone before trying Redis again, in milliseconds.
+    #[arg(long, env = "REDIS_BACKOFF_MS", default_value_t = 1_000)]
+    pub redis_backoff_ms: u64,
     /// How often the expiry job activates due pending points and expires old lots, in seconds.
     #[arg(long, env = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
     pub expiry_interval_secs: u64,
@@ -82,7 +94,10 @@ pub enum StartError {
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("POINTS_METRICS_ADDR {addr}: {source}")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot read the ledger: {0}")]
     Ledger(#[from] error::Error),
 }
@@ -99,8 +114,17 @@ pub struct PointsServer {
 impl PointsServer {
     /// Connects storage, applies migrations and starts serving on `listener`.
     /// The wall clock unless `clock` says otherwise (tests pass a manual one).
-    pub async fn start(config: Config, listener: TcpListener, clock: Option<Arc<dyn Clock>>) -> Result<Self, StartError> {
-        let bind_addr = listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, StartError> {
+        let bind_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind {
+                addr: config.grpc_addr,
+                source,
+            })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
 
@@ -114,8 +138,17 @@ impl PointsServer {
         let metrics = Metrics::new();
         let cache = match &config.redis_url {
             Some(url) => {
-                let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
-                BalanceCache::redis(conn, config.redis_key_prefix.clone(), Duration::from_secs(config.balance_cache_ttl_secs), &metrics)
+                let conn = loyalty_common::redis::connect(
+                    url,
+                    Duration::from_millis(config.redis_timeout_ms),
+                )?;
+                BalanceCache::redis(
+                    conn,
+                    config.redis_key_prefix.clone(),
+                    Duration::from_secs(config.balance_cache_ttl_secs),
+                    Duration::from_millis(config.redis_backoff_ms),
+                    &metrics,
+                )
             }
             None => BalanceCache::local(&metrics),
         };
@@ -124,23 +157,51 @@ impl PointsServer {
         let (trigger, signal) = shutdown::channel();
         let metrics_listener = TcpListener::bind(config.metrics_addr)
             .await
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let metrics_addr = metrics_listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+            .map_err(|source| StartError::MetricsBind {
+                addr: config.metrics_addr,
+                source,
+            })?;
+        let metrics_addr =
+            metrics_listener
+                .local_addr()
+                .map_err(|source| StartError::MetricsBind {
+                    addr: config.metrics_addr,
+                    source,
+                })?;
         let mut tasks = vec![
             tokio::spawn(ledger.clone().publisher(signal.clone())),
-            tokio::spawn(ledger.clone().expiry_job(Duration::from_secs(config.expiry_interval_secs.max(1)), signal.clone())),
-            tokio::spawn(watch_database(database.clone(), health.clone(), signal.clone())),
+            tokio::spawn(ledger.clone().expiry_job(
+                Duration::from_secs(config.expiry_interval_secs.max(1)),
+                signal.clone(),
+            )),
+            tokio::spawn(watch_database(
+                database.clone(),
+                health.clone(),
+                signal.clone(),
+            )),
         ];
         let metrics_signal = signal.clone();
         let served_metrics = metrics.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
+            if let Err(error) =
+                loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal)
+                    .await
+            {
                 tracing::error!(%error, "metrics server failed");
             }
         }));
 
-        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, signal.clone())));
-        let grpc = tokio::spawn(loyalty_common::server::serve(listener, routes, (health.clone(), health_service), metrics, signal));
+        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(
+            ledger,
+            signal.clone(),
+        )));
+        let grpc = tokio::spawn(loyalty_common::server::serve(
+            listener,
+            routes,
+            (health.clone(), health_service),
+            metrics,
+            signal,
+        ));
         health.set(true).await;
         tracing::info!(
             grpc = %bind_addr,
@@ -149,7 +210,13 @@ impl PointsServer {
             cache = if config.redis_url.is_some() { "redis" } else { "in-process" },
             "points service ready"
         );
-        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+        Ok(Self {
+            bind_addr,
+            metrics_addr,
+            trigger,
+            tasks,
+            grpc,
+        })
     }
 
     pub fn bind_addr(&self) -> SocketAddr {
@@ -186,7 +253,11 @@ pub async fn run(
 }
 
 /// Keeps health in step with the database: NOT_SERVING while it does not answer.
-async fn watch_database(database: db::Database, health: loyalty_common::server::Health, mut shutdown: ShutdownSignal) {
+async fn watch_database(
+    database: db::Database,
+    health: loyalty_common::server::Health,
+    mut shutdown: ShutdownSignal,
+) {
     let mut serving = true;
     loop {
         tokio::select! {

@@ -18,7 +18,10 @@ use sqlx::{Any, AnyConnection, Row, Transaction};
 use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{Database, Dialect};
 
-use crate::domain::{Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id};
+use crate::domain::{
+    Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement,
+    new_transaction_id,
+};
 use crate::error::Error;
 
 /// Which earn a reversal refers to.
@@ -31,11 +34,34 @@ pub enum EarnRef {
 /// A validated write; its JSON form is what the idempotency hash covers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Command {
-    Earn { customer_id: String, points: i64, reason: String, pending_until: Option<Micros>, expires_at: Option<Micros> },
-    Spend { customer_id: String, points: i64, reason: String },
-    Reverse { original: EarnRef, points: Option<i64>, reason: String },
-    Adjust { customer_id: String, points: i64, reason: String, expires_at: Option<Micros>, allow_debt: bool },
-    ActivatePending { customer_id: String, earn_transaction_id: Option<String> },
+    Earn {
+        customer_id: String,
+        points: i64,
+        reason: String,
+        pending_until: Option<Micros>,
+        expires_at: Option<Micros>,
+    },
+    Spend {
+        customer_id: String,
+        points: i64,
+        reason: String,
+    },
+    Reverse {
+        original: EarnRef,
+        points: Option<i64>,
+        reason: String,
+    },
+    Adjust {
+        customer_id: String,
+        points: i64,
+        reason: String,
+        expires_at: Option<Micros>,
+        allow_debt: bool,
+    },
+    ActivatePending {
+        customer_id: String,
+        earn_transaction_id: Option<String>,
+    },
 }
 
 impl Command {
@@ -52,7 +78,8 @@ impl Command {
 
     /// Commands that only add a lot can skip loading the account's lots.
     fn only_adds(&self) -> bool {
-        matches!(self, Self::Earn { .. }) || matches!(self, Self::Adjust { points, .. } if *points > 0)
+        matches!(self, Self::Earn { .. })
+            || matches!(self, Self::Adjust { points, .. } if *points > 0)
     }
 }
 
@@ -108,7 +135,7 @@ const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, k
      related_transaction_id, created_at_us, pending_until_us, expires_at_us";
 
 /// Any constant works as long as every replica uses the same one.
-const PUBLISHER_LOCK_KEY: i64 = 0x6c6f_7961_6c74_79;
+const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
 
 impl LedgerStore {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
@@ -133,7 +160,12 @@ impl LedgerStore {
     }
 
     /// Runs one write command under its idempotency key.
-    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+    pub async fn execute(
+        &self,
+        program_id: &str,
+        idempotency_key: &str,
+        command: Command,
+    ) -> Result<Execution, Error> {
         let method = command.method();
         let hash = request_hash(program_id, &command);
         let now = self.clock.now();
@@ -168,9 +200,16 @@ impl LedgerStore {
                 return Err(Error::IdempotencyKeyReused { method });
             }
             let response: Option<String> = row.try_get("response")?;
-            let response = response.ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))?;
-            let receipt = serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
-            return Ok(Execution { receipt, replayed: true, account: None, published_up_to: None });
+            let response = response
+                .ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))?;
+            let receipt =
+                serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Ok(Execution {
+                receipt,
+                replayed: true,
+                account: None,
+                published_up_to: None,
+            });
         }
 
         let (customer_id, target_lot) = match &command {
@@ -187,7 +226,11 @@ impl LedgerStore {
         let account = lock_account(&mut tx, program_id, &customer_id).await?;
         let before = account.clone();
         let load_lots = !command.only_adds() || account.is_due(now);
-        let mut lots = if load_lots { open_lots(&mut tx, program_id, &customer_id).await? } else { Vec::new() };
+        let mut lots = if load_lots {
+            open_lots(&mut tx, program_id, &customer_id).await?
+        } else {
+            Vec::new()
+        };
         if let Some(lot_id) = &target_lot
             && !lots.iter().any(|l| &l.lot_id == lot_id)
         {
@@ -202,9 +245,22 @@ impl LedgerStore {
         let mut receipt_points = 0;
         let mut transaction_ids = Vec::new();
         let outcome: Result<(), RuleViolation> = match &command {
-            Command::Earn { points, reason, pending_until, expires_at, .. } => {
+            Command::Earn {
+                points,
+                reason,
+                pending_until,
+                expires_at,
+                ..
+            } => {
                 receipt_points = *points;
-                book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)
+                book.earn(
+                    &transaction_id,
+                    EntryKind::Earn,
+                    *points,
+                    reason,
+                    *pending_until,
+                    *expires_at,
+                )
             }
             Command::Spend { points, reason, .. } => {
                 receipt_points = *points;
@@ -212,18 +268,28 @@ impl LedgerStore {
             }
             Command::Reverse { points, reason, .. } => {
                 let lot_id = target_lot.as_deref().expect("reverse resolved its lot");
-                book.reverse(&transaction_id, lot_id, *points, reason).map(|reversed| receipt_points = reversed)
+                book.reverse(&transaction_id, lot_id, *points, reason)
+                    .map(|reversed| receipt_points = reversed)
             }
-            Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
+            Command::Adjust {
+                points,
+                reason,
+                expires_at,
+                allow_debt,
+                ..
+            } => {
                 receipt_points = *points;
                 book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)
             }
-            Command::ActivatePending { earn_transaction_id, .. } => {
-                book.activate_pending(earn_transaction_id.as_deref()).map(|(ids, points)| {
+            Command::ActivatePending {
+                earn_transaction_id,
+                ..
+            } => book
+                .activate_pending(earn_transaction_id.as_deref())
+                .map(|(ids, points)| {
                     transaction_ids = ids;
                     receipt_points = points;
-                })
-            }
+                }),
         };
         // A refusal rolls everything back, the key included, so a retry after
         // the customer's situation changed is judged afresh.
@@ -242,7 +308,8 @@ impl LedgerStore {
             transaction_ids,
             balance: book.account.balance(),
         };
-        let response = serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let response =
+            serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
         sqlx::query(
             "UPDATE idempotency_keys SET response = $1, transaction_id = $2 \
              WHERE program_id = $3 AND method = $4 AND idempotency_key = $5",
@@ -255,11 +322,20 @@ impl LedgerStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to })
+        Ok(Execution {
+            receipt,
+            replayed: false,
+            account: Some(book.account),
+            published_up_to,
+        })
     }
 
     /// Activates and expires whatever is due on one account.
-    pub async fn settle(&self, program_id: &str, customer_id: &str) -> Result<(Account, Settlement, Option<i64>), Error> {
+    pub async fn settle(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+    ) -> Result<(Account, Settlement, Option<i64>), Error> {
         let now = self.clock.now();
         let mut tx = self.begin().await?;
         let account = lock_account(&mut tx, program_id, customer_id).await?;
@@ -274,7 +350,11 @@ impl LedgerStore {
     }
 
     /// Accounts with a transition due by now, oldest first.
-    pub async fn due_accounts(&self, program_id: Option<&str>, limit: i64) -> Result<Vec<(String, String)>, Error> {
+    pub async fn due_accounts(
+        &self,
+        program_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, Error> {
         let now = self.clock.now();
         let rows = sqlx::query(
             "SELECT program_id, customer_id FROM accounts \
@@ -286,16 +366,29 @@ impl LedgerStore {
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?)))
+            .collect()
     }
 
     /// The account as stored, without settling; `None` if it never had an entry.
-    pub async fn account(&self, program_id: &str, customer_id: &str) -> Result<Option<Account>, Error> {
+    pub async fn account(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+    ) -> Result<Option<Account>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE program_id = $1 AND customer_id = $2"
         ));
-        let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_optional(&self.db.pool).await?;
-        row.as_ref().map(account_from_row).transpose().map_err(Error::from)
+        let row = sqlx::query(sql)
+            .bind(program_id)
+            .bind(customer_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref()
+            .map(account_from_row)
+            .transpose()
+            .map_err(Error::from)
     }
 
     /// One page of an account's entries, newest first, strictly before `before_id`.
@@ -321,17 +414,32 @@ impl LedgerStore {
     }
 
     /// Published entries after `after`, in stream order.
-    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+    pub async fn entries_after(
+        &self,
+        after: i64,
+        program_id: &str,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
              WHERE seq > $1 AND ($2 = '' OR program_id = $2) ORDER BY seq LIMIT $3"
         ));
-        let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(program_id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter().map(entry_from_row).collect()
     }
 
     /// Active points expiring in `(now, until]`, summed per instant.
-    pub async fn expiring(&self, program_id: &str, customer_id: &str, until: Micros) -> Result<Vec<(Micros, i64)>, Error> {
+    pub async fn expiring(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        until: Micros,
+    ) -> Result<Vec<(Micros, i64)>, Error> {
         let now = self.clock.now();
         let rows = sqlx::query(
             "SELECT expires_at_us, CAST(SUM(remaining) AS BIGINT) AS points FROM point_lots \
@@ -345,13 +453,17 @@ impl LedgerStore {
         .bind(until)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?)))
+            .collect()
     }
 
     /// Hands out stream positions to committed, unnumbered entries (PostgreSQL).
-    /// Only rows written by transactions older than every transaction still
-    /// in flight are numbered, so no row can later commit behind a position
-    /// a consumer has already passed. Returns the highest position handed out.
+    /// Publishers run one at a time under an advisory lock, and each numbers
+    /// only rows already committed when it starts; a row committing later
+    /// gets a higher position from a later run. So positions grow in the order
+    /// rows become visible, and `seq > cursor` never skips one. Returns the
+    /// highest position handed out.
     pub async fn publish(&self) -> Result<Option<i64>, Error> {
         if self.db.dialect == Dialect::Sqlite {
             return Ok(None);
@@ -367,9 +479,7 @@ impl LedgerStore {
         }
         let max: Option<i64> = sqlx::query_scalar(
             "WITH ready AS ( \
-                 SELECT id FROM ledger_entries \
-                 WHERE seq IS NULL AND tx_xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY tx_xid, id LIMIT 10000 \
+                 SELECT id FROM ledger_entries WHERE seq IS NULL ORDER BY id LIMIT 10000 \
              ), numbered AS ( \
                  SELECT id, nextval('ledger_stream_seq') AS seq FROM ready \
              ), updated AS ( \
@@ -384,7 +494,9 @@ impl LedgerStore {
 
     /// The highest published stream position (0 when none).
     pub async fn last_sequence(&self) -> Result<i64, Error> {
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&self.db.pool).await?;
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries")
+            .fetch_one(&self.db.pool)
+            .await?;
         Ok(max.unwrap_or(0))
     }
 
@@ -405,22 +517,29 @@ impl LedgerStore {
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await?;
-                id.flatten().ok_or_else(|| Error::EarnNotFound(key.clone()))?
+                id.flatten()
+                    .ok_or_else(|| Error::EarnNotFound(key.clone()))?
             }
         };
-        let customer: Option<String> =
-            sqlx::query_scalar("SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2")
-                .bind(program_id)
-                .bind(&lot_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let customer: Option<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2",
+        )
+        .bind(program_id)
+        .bind(&lot_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let customer = customer.ok_or_else(|| Error::EarnNotFound(lot_id.clone()))?;
         Ok((customer, lot_id))
     }
 
     /// Writes what the book changed; returns the highest stream position
     /// written when the dialect numbers rows inside the transaction.
-    async fn persist(&self, tx: &mut AnyConnection, book: &AccountBook, before: &Account) -> Result<Option<i64>, Error> {
+    async fn persist(
+        &self,
+        tx: &mut AnyConnection,
+        book: &AccountBook,
+        before: &Account,
+    ) -> Result<Option<i64>, Error> {
         let account = &book.account;
         let (program_id, customer_id) = (account.program_id.as_str(), account.customer_id.as_str());
         for lot in book.lots.iter().filter(|l| l.dirty) {
@@ -520,7 +639,11 @@ impl LedgerStore {
 }
 
 /// Creates the account on first use and locks its row until commit.
-async fn lock_account(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Account, Error> {
+async fn lock_account(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    customer_id: &str,
+) -> Result<Account, Error> {
     // The no-op update makes PostgreSQL return (and lock) an existing row in
     // the same round trip that creates a new one.
     let sql = sqlx::AssertSqlSafe(format!(
@@ -528,22 +651,49 @@ async fn lock_account(tx: &mut AnyConnection, program_id: &str, customer_id: &st
          ON CONFLICT (program_id, customer_id) DO UPDATE SET version = accounts.version \
          RETURNING {ACCOUNT_COLUMNS}"
     ));
-    let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_one(&mut *tx).await?;
+    let row = sqlx::query(sql)
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_one(&mut *tx)
+        .await?;
     Ok(account_from_row(&row)?)
 }
 
-async fn open_lots(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Vec<PointLot>, Error> {
+async fn open_lots(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    customer_id: &str,
+) -> Result<Vec<PointLot>, Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND customer_id = $2 AND remaining > 0"
     ));
-    let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&mut *tx).await?;
-    rows.iter().map(|r| lot_from_row(r).map_err(Error::from)).collect()
+    let rows = sqlx::query(sql)
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter()
+        .map(|r| lot_from_row(r).map_err(Error::from))
+        .collect()
 }
 
-async fn lot_by_id(tx: &mut AnyConnection, program_id: &str, lot_id: &str) -> Result<Option<PointLot>, Error> {
-    let sql = sqlx::AssertSqlSafe(format!("SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND lot_id = $2"));
-    let row = sqlx::query(sql).bind(program_id).bind(lot_id).fetch_optional(&mut *tx).await?;
-    row.as_ref().map(lot_from_row).transpose().map_err(Error::from)
+async fn lot_by_id(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    lot_id: &str,
+) -> Result<Option<PointLot>, Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND lot_id = $2"
+    ));
+    let row = sqlx::query(sql)
+        .bind(program_id)
+        .bind(lot_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.as_ref()
+        .map(lot_from_row)
+        .transpose()
+        .map_err(Error::from)
 }
 
 fn account_from_row(row: &AnyRow) -> Result<Account, sqlx::Error> {
@@ -591,7 +741,8 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         transaction_id: row.try_get("transaction_id")?,
         program_id: row.try_get("program_id")?,
         customer_id: row.try_get("customer_id")?,
-        kind: EntryKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("unknown entry kind {kind:?}")))?,
+        kind: EntryKind::parse(&kind)
+            .ok_or_else(|| Error::Corrupt(format!("unknown entry kind {kind:?}")))?,
         points: row.try_get("points")?,
         pending_points: row.try_get("pending_points")?,
         reason: row.try_get("reason")?,
@@ -611,5 +762,9 @@ fn request_hash(program_id: &str, command: &Command) -> String {
     hasher.update(program_id.as_bytes());
     hasher.update([0]);
     hasher.update(serde_json::to_vec(command).expect("commands serialise"));
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

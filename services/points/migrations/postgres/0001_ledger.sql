@@ -44,12 +44,12 @@ CREATE TABLE point_lots (
 CREATE INDEX point_lots_open ON point_lots (program_id, customer_id) WHERE remaining > 0;
 
 -- Append-only. `seq` is the stream position: NULL at insert, handed out
--- after commit by a single publisher in transaction-id order, so a consumer
+-- after commit by one publisher at a time (an advisory lock serialises
+-- them), so positions grow in the order rows become visible and a consumer
 -- reading `seq > cursor` can never skip a row that committed late.
 CREATE TABLE ledger_entries (
     id                      BIGSERIAL PRIMARY KEY,
     seq                     BIGINT  UNIQUE,
-    tx_xid                  xid8    NOT NULL DEFAULT pg_current_xact_id(),
     transaction_id          TEXT    NOT NULL UNIQUE,
     program_id              TEXT    NOT NULL,
     customer_id             TEXT    NOT NULL,
@@ -63,7 +63,7 @@ CREATE TABLE ledger_entries (
     expires_at_us           BIGINT
 );
 CREATE INDEX ledger_entries_account ON ledger_entries (program_id, customer_id, id DESC);
-CREATE INDEX ledger_entries_unpublished ON ledger_entries (tx_xid, id) WHERE seq IS NULL;
+CREATE INDEX ledger_entries_unpublished ON ledger_entries (id) WHERE seq IS NULL;
 CREATE SEQUENCE ledger_stream_seq;
 
 -- One row per (program, method, key): the request's hash and the saved result.

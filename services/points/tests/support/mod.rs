@@ -1,0 +1,311 @@
+//! Starts a real points server on loopback against a throwaway SQLite file
+//! or a throwaway PostgreSQL database (+ a Redis key prefix), with a manual
+//! clock, and connects the generated client to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use loyalty_common::clock::{ManualClock, Micros};
+use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
+use loyalty_common::testing::{self, TestDatabase};
+use loyalty_points::{Config, PointsServer};
+use loyalty_proto::points::v1 as pb;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::Channel;
+
+/// 2025-11-24T00:00:00Z.
+pub const T0: Micros = 1_763_942_400_000_000;
+pub const DAY: Micros = 86_400_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a SQLite file and the in-process cache.
+    Sqlite,
+    /// PostgreSQL and Redis, as in production.
+    Postgres,
+}
+
+pub struct Harness {
+    pub client: PointsServiceClient<Channel>,
+    pub clock: ManualClock,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub redis_prefix: String,
+    server: Option<PointsServer>,
+    database: Option<TestDatabase>,
+    sqlite_dir: Option<std::path::PathBuf>,
+}
+
+pub struct Options {
+    /// Overrides the Redis URL (e.g. a proxy in front of the real Redis).
+    pub redis_url: Option<String>,
+    pub redis_backoff_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_backoff_ms: 1_000,
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: Options) -> Self {
+        let suffix = testing::unique_suffix();
+        let redis_prefix = format!("loyalty-test:{suffix}:");
+        let (database_url, redis_url, database, sqlite_dir) = match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("loyalty-points-test-{suffix}"));
+                let url = format!("sqlite://{}/points.db", dir.display());
+                (url, None, None, Some(dir))
+            }
+            Backend::Postgres => {
+                let database = TestDatabase::create().await;
+                let redis = options.redis_url.clone().unwrap_or_else(testing::redis_url);
+                (database.url.clone(), Some(redis), Some(database), None)
+            }
+        };
+        let config = Config {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            database_max_connections: 16,
+            redis_url,
+            redis_key_prefix: redis_prefix.clone(),
+            balance_cache_ttl_secs: 300,
+            redis_timeout_ms: 500,
+            redis_backoff_ms: options.redis_backoff_ms,
+            expiry_interval_secs: 3_600,
+            telemetry: TelemetryArgs {
+                log_format: LogFormat::Text,
+                log_filter: "info".into(),
+            },
+        };
+        let clock = ManualClock::new(T0);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = PointsServer::start(config, listener, Some(Arc::new(clock.clone())))
+            .await
+            .expect("server starts");
+        let addr = server.bind_addr();
+        let metrics_addr = server.metrics_addr();
+        let client = PointsServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("client connects");
+        Self {
+            client,
+            clock,
+            addr,
+            metrics_addr,
+            redis_prefix,
+            server: Some(server),
+            database,
+            sqlite_dir,
+        }
+    }
+
+    /// A fresh client on its own connection.
+    pub async fn client(&self) -> PointsServiceClient<Channel> {
+        PointsServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        if let Some(database) = self.database.take() {
+            database.drop_database().await;
+        }
+        if let Some(dir) = self.sqlite_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Ok(client) = redis::Client::open(testing::redis_url())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", self.redis_prefix))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for key in keys {
+                let _: Result<(), _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+            }
+        }
+    }
+
+    pub async fn earn(
+        &mut self,
+        program: &str,
+        customer: &str,
+        points: i64,
+        key: &str,
+    ) -> pb::EarnResponse {
+        self.client
+            .earn(pb::EarnRequest {
+                program_id: program.into(),
+                customer_id: customer.into(),
+                points,
+                reason: "order".into(),
+                idempotency_key: key.into(),
+                pending_until: None,
+                expires_at: None,
+            })
+            .await
+            .expect("earn")
+            .into_inner()
+    }
+
+    pub async fn spend(
+        &mut self,
+        program: &str,
+        customer: &str,
+        points: i64,
+        key: &str,
+    ) -> Result<pb::SpendResponse, tonic::Status> {
+        let request = pb::SpendRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+            points,
+            reason: "reward".into(),
+            idempotency_key: key.into(),
+        };
+        self.client
+            .spend(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn balance(&mut self, program: &str, customer: &str) -> pb::Balance {
+        let request = pb::GetBalanceRequest {
+            program_id: program.into(),
+            customer_id: customer.into(),
+        };
+        self.client
+            .get_balance(request)
+            .await
+            .expect("balance")
+            .into_inner()
+            .balance
+            .expect("balance set")
+    }
+
+    /// Every entry of the account, newest first, following page tokens.
+    pub async fn all_entries(&mut self, program: &str, customer: &str) -> Vec<pb::LedgerEntry> {
+        let mut entries = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .client
+                .list_transactions(pb::ListTransactionsRequest {
+                    program_id: program.into(),
+                    customer_id: customer.into(),
+                    page_size: 7,
+                    page_token: token.clone(),
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            entries.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                return entries;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Asserts that the ledger adds up to the balance.
+    pub async fn assert_ledger_matches_balance(
+        &mut self,
+        program: &str,
+        customer: &str,
+    ) -> pb::Balance {
+        let balance = self.balance(program, customer).await;
+        let entries = self.all_entries(program, customer).await;
+        let available: i64 = entries.iter().map(|e| e.points).sum();
+        let pending: i64 = entries.iter().map(|e| e.pending_points).sum();
+        assert_eq!(available, balance.available, "ledger sum vs available");
+        assert_eq!(pending, balance.pending, "ledger sum vs pending");
+        balance
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.metrics_addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+}
+
+pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
+    loyalty_common::clock::to_timestamp(micros)
+}
+
+/// A TCP proxy that can cut every connection and refuse new ones, to take
+/// Redis away from the service without touching the shared Redis server.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (accept_up, accept_generation) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
