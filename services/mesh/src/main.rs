@@ -15,13 +15,28 @@ use loyalty_common::telemetry::TelemetryArgs;
 )]
 struct Args {
     /// Directory for the services' SQLite files.
-    #[arg(long, env = "LOYALTY_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "LOYALTY_DATA_DIR",
+        value_name = "LOYALTY_DATA_DIR",
+        default_value = "./data"
+    )]
     data_dir: PathBuf,
     /// gRPC address of the points service.
-    #[arg(long, env = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "POINTS_GRPC_ADDR",
+        value_name = "POINTS_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     points_grpc_addr: std::net::SocketAddr,
     /// Metrics address of the points service.
-    #[arg(long, env = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    #[arg(
+        long,
+        env = "POINTS_METRICS_ADDR",
+        value_name = "POINTS_METRICS_ADDR",
+        default_value = "127.0.0.1:9101"
+    )]
     points_metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
     telemetry: TelemetryArgs,

@@ -49,10 +49,20 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
 )]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(long, env = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "POINTS_GRPC_ADDR",
+        value_name = "POINTS_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub grpc_addr: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, env = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    #[arg(
+        long,
+        env = "POINTS_METRICS_ADDR",
+        value_name = "POINTS_METRICS_ADDR",
+        default_value = "127.0.0.1:9101"
+    )]
     pub metrics_addr: SocketAddr,
     /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
     #[arg(
@@ -63,25 +73,60 @@ pub struct Config {
     )]
     pub database_url: String,
     /// Largest number of database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        value_name = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
     pub database_max_connections: u32,
     /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this service writes.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "loyalty:points:")]
+    #[arg(
+        long,
+        env = "REDIS_KEY_PREFIX",
+        value_name = "REDIS_KEY_PREFIX",
+        default_value = "loyalty:points:"
+    )]
     pub redis_key_prefix: String,
     /// How long a balance may stay in Redis without being refreshed, in seconds.
-    #[arg(long, env = "BALANCE_CACHE_TTL_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "BALANCE_CACHE_TTL_SECS",
+        value_name = "BALANCE_CACHE_TTL_SECS",
+        default_value_t = 300
+    )]
     pub balance_cache_ttl_secs: u64,
     /// Longest wait for one Redis command before falling back to the database, in milliseconds.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
+    #[arg(
+        long,
+        env = "REDIS_TIMEOUT_MS",
+        value_name = "REDIS_TIMEOUT_MS",
+        default_value_t = 250
+    )]
     pub redis_timeout_ms: u64,
     /// After a Redis failure, how long to serve from the database alone before trying Redis again, in milliseconds.
-    #[arg(long, env = "REDIS_BACKOFF_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "REDIS_BACKOFF_MS",
+        value_name = "REDIS_BACKOFF_MS",
+        default_value_t = 1_000
+    )]
     pub redis_backoff_ms: u64,
     /// How often the expiry job activates due pending points and expires old lots, in seconds.
-    #[arg(long, env = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "EXPIRY_INTERVAL_SECS",
+        value_name = "EXPIRY_INTERVAL_SECS",
+        default_value_t = 60
+    )]
     pub expiry_interval_secs: u64,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
