@@ -1,8 +1,13 @@
 //! Rust types and gRPC stubs for the loyalty services, generated at build time.
 
 /// Encoded `FileDescriptorSet` of every loyalty proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
+
+pub mod tiers {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.tiers.v1");
+    }
+}
 
 pub mod points {
     pub mod v1 {

@@ -21,9 +21,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Micros {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
     }
 }
@@ -65,9 +63,7 @@ pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<Micros> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return None;
     }
-    ts.seconds
-        .checked_mul(MICROS_PER_SECOND)?
-        .checked_add(i64::from(ts.nanos / 1_000))
+    ts.seconds.checked_mul(MICROS_PER_SECOND)?.checked_add(i64::from(ts.nanos / 1_000))
 }
 
 #[cfg(test)]
@@ -83,10 +79,7 @@ mod tests {
 
     #[test]
     fn bad_nanos_are_rejected() {
-        let ts = prost_types::Timestamp {
-            seconds: 1,
-            nanos: -5,
-        };
+        let ts = prost_types::Timestamp { seconds: 1, nanos: -5 };
         assert_eq!(from_timestamp(&ts), None);
     }
 

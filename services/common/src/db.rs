@@ -35,10 +35,7 @@ pub enum DbError {
     #[error("must start with postgres://, postgresql:// or sqlite: (got scheme {0:?})")]
     UnsupportedUrl(String),
     #[error("cannot create the directory for the SQLite file {path}")]
-    CreateDir {
-        path: String,
-        source: std::io::Error,
-    },
+    CreateDir { path: String, source: std::io::Error },
     #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
     #[error("cannot apply migrations")]
@@ -66,11 +63,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
         Dialect::Postgres => (url.to_owned(), max_connections),
         Dialect::Sqlite => {
             prepare_sqlite_path(url)?;
-            let url = if url.contains('?') {
-                url.to_owned()
-            } else {
-                format!("{url}?mode=rwc")
-            };
+            let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
             // SQLite has one writer at a time; more connections only spin on the lock.
             (url, max_connections.min(8))
         }
@@ -93,9 +86,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
         .map_err(DbError::Connect)?;
     if dialect == Dialect::Sqlite {
         // Readers never block the writer in WAL mode; the mode sticks to the file.
-        pool.execute("PRAGMA journal_mode = WAL")
-            .await
-            .map_err(DbError::Connect)?;
+        pool.execute("PRAGMA journal_mode = WAL").await.map_err(DbError::Connect)?;
     }
     Ok(Database { pool, dialect })
 }
@@ -115,10 +106,7 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
             )
         })
         .collect();
-    Migrator::with_migrations(migrations)
-        .run(&db.pool)
-        .await
-        .map_err(DbError::Migrate)
+    Migrator::with_migrations(migrations).run(&db.pool).await.map_err(DbError::Migrate)
 }
 
 /// True when the database answers a trivial query.
@@ -135,10 +123,7 @@ fn prepare_sqlite_path(url: &str) -> Result<(), DbError> {
     if let Some(dir) = Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-            path: path.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir { path: path.to_owned(), source })?;
     }
     Ok(())
 }
@@ -149,16 +134,8 @@ mod tests {
 
     #[test]
     fn dialect_follows_the_url_scheme() {
-        assert_eq!(
-            Dialect::from_url("postgres://u@h/db").unwrap(),
-            Dialect::Postgres
-        );
-        assert_eq!(
-            Dialect::from_url("sqlite://./data/x.db").unwrap(),
-            Dialect::Sqlite
-        );
-        assert!(
-            matches!(Dialect::from_url("mysql://h/db"), Err(DbError::UnsupportedUrl(s)) if s == "mysql")
-        );
+        assert_eq!(Dialect::from_url("postgres://u@h/db").unwrap(), Dialect::Postgres);
+        assert_eq!(Dialect::from_url("sqlite://./data/x.db").unwrap(), Dialect::Sqlite);
+        assert!(matches!(Dialect::from_url("mysql://h/db"), Err(DbError::UnsupportedUrl(s)) if s == "mysql"));
     }
 }

@@ -52,29 +52,18 @@ impl Metrics {
         let durations = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 17))
         });
-        registry.register(
-            "rpc_server_requests",
-            "gRPC requests handled, by method and status code",
-            requests.clone(),
-        );
+        registry.register("rpc_server_requests", "gRPC requests handled, by method and status code", requests.clone());
         registry.register(
             "rpc_server_duration_seconds",
             "gRPC request latency until the response headers, by method and status code",
             durations.clone(),
         );
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
-            requests,
-            durations,
-        }
+        Self { registry: Arc::new(Mutex::new(registry)), requests, durations }
     }
 
     /// Registers a service's own metric (cache hits, job runs, ...).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
-            .lock()
-            .expect("metrics registry poisoned")
-            .register(name, help, metric);
+        self.registry.lock().expect("metrics registry poisoned").register(name, help, metric);
     }
 
     /// The registry in Prometheus / OpenMetrics text format.
@@ -87,40 +76,25 @@ impl Metrics {
     }
 
     fn observe(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
-        let labels = RpcLabels {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            code: format!("{code:?}"),
-        };
+        let labels = RpcLabels { service: service.to_owned(), method: method.to_owned(), code: format!("{code:?}") };
         self.requests.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(seconds);
     }
 }
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    mut shutdown: ShutdownSignal,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.fired().await })
-        .await
+pub async fn serve(listener: TcpListener, metrics: Metrics, mut shutdown: ShutdownSignal) -> std::io::Result<()> {
+    let app =
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+                }
+            }),
+        );
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.fired().await }).await
 }
 
 /// Tower layer for the gRPC server: one span and one metrics sample per RPC.
@@ -139,10 +113,7 @@ impl<S> tower::Layer<S> for RpcObserverLayer {
     type Service = RpcObserver<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcObserver {
-            inner,
-            metrics: self.metrics.clone(),
-        }
+        RpcObserver { inner, metrics: self.metrics.clone() }
     }
 }
 
@@ -171,8 +142,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (service, method) = split_path(request.uri().path());
-        let parent =
-            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+        let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
         let span = tracing::info_span!(
             "rpc",
             otel.name = format!("{service}/{method}"),
@@ -232,22 +202,14 @@ mod tests {
     fn paths_split_into_service_and_method() {
         assert_eq!(
             split_path("/loyalty.points.v1.PointsService/Earn"),
-            (
-                "loyalty.points.v1.PointsService".to_owned(),
-                "Earn".to_owned()
-            )
+            ("loyalty.points.v1.PointsService".to_owned(), "Earn".to_owned())
         );
     }
 
     #[test]
     fn observed_rpcs_show_up_in_the_text_format() {
         let metrics = Metrics::new();
-        metrics.observe(
-            "loyalty.points.v1.PointsService",
-            "Spend",
-            tonic::Code::FailedPrecondition,
-            0.002,
-        );
+        metrics.observe("loyalty.points.v1.PointsService", "Spend", tonic::Code::FailedPrecondition, 0.002);
         let text = metrics.render();
         assert!(text.contains(r#"rpc_server_requests_total{service="loyalty.points.v1.PointsService",method="Spend",code="FailedPrecondition"} 1"#), "{text}");
         assert!(text.contains("rpc_server_duration_seconds_bucket"));

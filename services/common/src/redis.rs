@@ -8,10 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// Redis is down; the manager reconnects on its own when Redis comes back.
 /// Every command is bounded by `response_timeout`, so a dead Redis costs a
 /// caller at most that long before it falls back to the database.
-pub fn connect(
-    url: &str,
-    response_timeout: Duration,
-) -> Result<ConnectionManager, redis::RedisError> {
+pub fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, redis::RedisError> {
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(response_timeout))

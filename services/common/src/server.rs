@@ -28,30 +28,18 @@ pub struct Health {
 
 impl Health {
     pub async fn set(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.reporter.set_service_status("", status).await;
-        self.reporter
-            .set_service_status(self.service_name, status)
-            .await;
+        self.reporter.set_service_status(self.service_name, status).await;
     }
 }
 
 /// The health service and its handle, NOT_SERVING until told otherwise.
 pub async fn health(
     service_name: &'static str,
-) -> (
-    Health,
-    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-) {
+) -> (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
     let (reporter, server) = tonic_health::server::health_reporter();
-    let health = Health {
-        reporter,
-        service_name,
-    };
+    let health = Health { reporter, service_name };
     health.set(false).await;
     (health, server)
 }
@@ -61,10 +49,7 @@ pub async fn health(
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    health: (
-        Health,
-        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-    ),
+    health: (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>),
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -77,10 +62,7 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let routes = routes
-        .add_service(health_server)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let routes = routes.add_service(health_server).add_service(reflection_v1).add_service(reflection_v1alpha);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut deadline = shutdown.clone();
     let signal = async move {

@@ -39,13 +39,8 @@ impl ErrorClass {
 
 /// INVALID_ARGUMENT naming every bad field.
 pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
-    let message = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut details =
-        ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
+    let message = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let mut details = ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
@@ -76,11 +71,7 @@ pub fn internal(domain: &str, error: &(dyn std::error::Error + 'static)) -> Stat
 pub fn unavailable(domain: &str, what: &str, error: &(dyn std::error::Error + 'static)) -> Status {
     tracing::warn!(error = %error_chain(error), domain, what, "dependency unavailable");
     let details = ErrorDetails::with_error_info("UNAVAILABLE", domain, HashMap::new());
-    Status::with_error_details(
-        Code::Unavailable,
-        format!("{what} is unavailable, retry later"),
-        details,
-    )
+    Status::with_error_details(Code::Unavailable, format!("{what} is unavailable, retry later"), details)
 }
 
 /// `outer: inner: innermost` for a log line.
@@ -109,23 +100,10 @@ mod tests {
             ],
         );
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status
-                .message()
-                .contains("points: must be greater than zero")
-        );
+        assert!(status.message().contains("points: must be greater than zero"));
         let details = status.get_error_details();
-        assert_eq!(
-            details.error_info().unwrap().reason,
-            REASON_INVALID_ARGUMENT
-        );
-        let fields: Vec<_> = details
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        assert_eq!(details.error_info().unwrap().reason, REASON_INVALID_ARGUMENT);
+        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["points", "program_id"]);
     }
 

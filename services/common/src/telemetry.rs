@@ -24,21 +24,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// Log line format on stderr.
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_name = "LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info,loyalty_points=debug`.
-    #[arg(
-        long,
-        env = "RUST_LOG",
-        value_name = "RUST_LOG",
-        default_value = "info"
-    )]
+    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 }
 
@@ -66,48 +55,29 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber. Call once, from `main`, inside the runtime.
-pub fn init(
-    service_name: &'static str,
-    args: &TelemetryArgs,
-) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
+pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| format!("RUST_LOG: {e}"))?;
     let fmt = match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
 
     let export = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
     let (tracer, logger) = if export {
         let resource = Resource::builder().with_service_name(service_name).build();
-        let spans = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
-        let tracer = SdkTracerProvider::builder()
-            .with_batch_exporter(spans)
-            .with_resource(resource.clone())
-            .build();
-        let logs = opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .build()?;
-        let logger = SdkLoggerProvider::builder()
-            .with_batch_exporter(logs)
-            .with_resource(resource)
-            .build();
+        let spans = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let tracer = SdkTracerProvider::builder().with_batch_exporter(spans).with_resource(resource.clone()).build();
+        let logs = opentelemetry_otlp::LogExporter::builder().with_tonic().build()?;
+        let logger = SdkLoggerProvider::builder().with_batch_exporter(logs).with_resource(resource).build();
         opentelemetry::global::set_tracer_provider(tracer.clone());
         (Some(tracer), Some(logger))
     } else {
         (None, None)
     };
 
-    let otel_traces = tracer
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    let otel_traces =
+        tracer.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
     // The log bridge must not see the exporter's own logs, or it would loop.
     let otel_logs = logger.as_ref().map(|provider| {
         OpenTelemetryTracingBridge::new(provider).with_filter(
@@ -119,12 +89,7 @@ pub fn init(
         )
     });
 
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel_traces)
-        .with(otel_logs)
-        .try_init()?;
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel_traces).with(otel_logs).try_init()?;
     if export {
         tracing::info!(service = service_name, "otlp export enabled");
     }
@@ -149,10 +114,7 @@ pub struct HeaderInjector<'a>(pub &'a mut http::HeaderMap);
 
 impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::try_from(key),
-            http::HeaderValue::try_from(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
     }

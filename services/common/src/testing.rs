@@ -11,8 +11,7 @@ pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The admin URL of the test PostgreSQL server.
 pub fn postgres_admin_url() -> String {
-    std::env::var("LOYALTY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+    std::env::var("LOYALTY_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
 }
 
 /// The test Redis URL.
@@ -47,21 +46,12 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         admin.close().await;
         let url = replace_database(&admin_url, &name);
-        Self {
-            url,
-            name,
-            admin_url,
-        }
+        Self { url, name, admin_url }
     }
 
     pub async fn drop_database(self) {
         if let Ok(admin) = AnyPool::connect(&self.admin_url).await {
-            let _ = admin
-                .execute(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                )))
-                .await;
+            let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).await;
             admin.close().await;
         }
     }
@@ -92,13 +82,7 @@ mod tests {
             replace_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
             "postgres://postgres@127.0.0.1:5432/t1"
         );
-        assert_eq!(
-            replace_database("postgres://p@h/db?sslmode=disable", "t2"),
-            "postgres://p@h/t2?sslmode=disable"
-        );
-        assert_eq!(
-            replace_database("postgres://p@h", "t3"),
-            "postgres://p@h/t3"
-        );
+        assert_eq!(replace_database("postgres://p@h/db?sslmode=disable", "t2"), "postgres://p@h/t2?sslmode=disable");
+        assert_eq!(replace_database("postgres://p@h", "t3"), "postgres://p@h/t3");
     }
 }

@@ -14,10 +14,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -27,16 +24,10 @@ pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
         return Err(FieldViolation::new(field, "must not be empty"));
     }
     if value.len() > MAX_ID_BYTES {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {MAX_ID_BYTES} bytes"),
-        ));
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_ID_BYTES} bytes")));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(FieldViolation::new(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -44,10 +35,7 @@ pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
 /// Optional free text of at most [`MAX_REASON_BYTES`].
 pub fn text(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.len() > MAX_REASON_BYTES {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {MAX_REASON_BYTES} bytes"),
-        ));
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_REASON_BYTES} bytes")));
     }
     Ok(())
 }

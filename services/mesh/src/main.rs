@@ -8,35 +8,16 @@ use clap::Parser;
 use loyalty_common::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "loyalty-mesh",
-    version,
-    about = "Runs every loyalty service in one process on embedded storage."
-)]
+#[command(name = "loyalty-mesh", version, about = "Runs every loyalty service in one process on embedded storage.")]
 struct Args {
     /// Directory for the services' SQLite files.
-    #[arg(
-        long,
-        env = "LOYALTY_DATA_DIR",
-        value_name = "LOYALTY_DATA_DIR",
-        default_value = "./data"
-    )]
+    #[arg(long, env = "LOYALTY_DATA_DIR", value_name = "LOYALTY_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
     /// gRPC address of the points service.
-    #[arg(
-        long,
-        env = "POINTS_GRPC_ADDR",
-        value_name = "POINTS_GRPC_ADDR",
-        default_value = "127.0.0.1:50051"
-    )]
+    #[arg(long, env = "POINTS_GRPC_ADDR", value_name = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     points_grpc_addr: std::net::SocketAddr,
     /// Metrics address of the points service.
-    #[arg(
-        long,
-        env = "POINTS_METRICS_ADDR",
-        value_name = "POINTS_METRICS_ADDR",
-        default_value = "127.0.0.1:9101"
-    )]
+    #[arg(long, env = "POINTS_METRICS_ADDR", value_name = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     points_metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
     telemetry: TelemetryArgs,
@@ -74,6 +55,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         balance_cache_ttl_secs: 300,
         redis_timeout_ms: 250,
         redis_backoff_ms: 1_000,
+        tiers_addr: None,
+        tiers_timeout_ms: 300,
         expiry_interval_secs: 60,
         telemetry: args.telemetry.clone(),
     };
@@ -82,14 +65,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         .map_err(|e| format!("POINTS_GRPC_ADDR {}: {e}", args.points_grpc_addr))?;
     let points = loyalty_points::PointsServer::start(points_config, listener, None).await?;
     let grpc = points.bind_addr();
-    println!(
-        "loyalty mesh is up, storage in {} (no servers needed)",
-        args.data_dir.display()
-    );
-    println!(
-        "  points  grpc {grpc}  metrics http://{}/metrics",
-        points.metrics_addr()
-    );
+    println!("loyalty mesh is up, storage in {} (no servers needed)", args.data_dir.display());
+    println!("  points  grpc {grpc}  metrics http://{}/metrics", points.metrics_addr());
     println!("try it (grpcurl uses server reflection, no proto files needed):");
     println!(
         "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {grpc} loyalty.points.v1.PointsService/Earn"

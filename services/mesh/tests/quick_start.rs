@@ -11,12 +11,7 @@ use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let data_dir = std::env::temp_dir().join(format!("loyalty-mesh-test-{}", std::process::id()));
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (grpc, metrics) = (free(), free());
     let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"))
         .env("LOYALTY_DATA_DIR", &data_dir)
@@ -31,18 +26,10 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> = (&mut lines).take(5).map(Result::unwrap).collect();
     assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
-    assert!(
-        banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))),
-        "{banner:?}"
-    );
-    assert!(
-        banner.iter().any(|l| l.contains("PointsService/Earn")),
-        "{banner:?}"
-    );
+    assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
 
-    let mut client = PointsServiceClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
+    let mut client = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let earned = client
         .earn(pb::EarnRequest {
             program_id: "demo".into(),
@@ -57,26 +44,17 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .into_inner();
     assert_eq!(earned.balance.unwrap().available, 120);
     let balance = client
-        .get_balance(pb::GetBalanceRequest {
-            program_id: "demo".into(),
-            customer_id: "anna".into(),
-        })
+        .get_balance(pb::GetBalanceRequest { program_id: "demo".into(), customer_id: "anna".into() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(balance.balance.unwrap().available, 120);
     assert!(data_dir.join("points.db").exists());
 
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(killed.success());
     // Wait off the runtime, so the still-open client connection can answer the server's GOAWAY.
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit on SIGTERM: {status:?}");
     let _ = std::fs::remove_dir_all(data_dir);
 }

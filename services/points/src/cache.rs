@@ -48,16 +48,8 @@ struct CacheCounters {
 impl CacheCounters {
     fn register(metrics: &Metrics) -> Self {
         let counters = Self::default();
-        metrics.register(
-            "balance_cache_hits",
-            "GetBalance answers served from the cache",
-            counters.hits.clone(),
-        );
-        metrics.register(
-            "balance_cache_misses",
-            "GetBalance answers read from the database",
-            counters.misses.clone(),
-        );
+        metrics.register("balance_cache_hits", "GetBalance answers served from the cache", counters.hits.clone());
+        metrics.register("balance_cache_misses", "GetBalance answers read from the database", counters.misses.clone());
         metrics.register(
             "balance_cache_errors",
             "Cache operations that failed (Redis unreachable)",
@@ -95,20 +87,11 @@ struct Trouble {
 
 impl BalanceCache {
     pub fn local(metrics: &Metrics) -> Self {
-        Self {
-            backend: Backend::Local(RwLock::new(HashMap::new())),
-            counters: CacheCounters::register(metrics),
-        }
+        Self { backend: Backend::Local(RwLock::new(HashMap::new())), counters: CacheCounters::register(metrics) }
     }
 
     /// `backoff`: how long to leave Redis alone after it failed.
-    pub fn redis(
-        conn: ConnectionManager,
-        prefix: String,
-        ttl: Duration,
-        backoff: Duration,
-        metrics: &Metrics,
-    ) -> Self {
+    pub fn redis(conn: ConnectionManager, prefix: String, ttl: Duration, backoff: Duration, metrics: &Metrics) -> Self {
         let redis = RedisCache {
             conn,
             prefix,
@@ -117,20 +100,15 @@ impl BalanceCache {
             script: redis::Script::new(PUT_IF_NEWER),
             trouble: Mutex::new(Trouble::default()),
         };
-        Self {
-            backend: Backend::Redis(redis),
-            counters: CacheCounters::register(metrics),
-        }
+        Self { backend: Backend::Redis(redis), counters: CacheCounters::register(metrics) }
     }
 
     /// A balance that is still valid at `now`, if cached.
     pub async fn get(&self, program_id: &str, customer_id: &str, now: Micros) -> Option<Balance> {
         let found = match &self.backend {
-            Backend::Local(map) => map
-                .read()
-                .expect("cache lock")
-                .get(&(program_id.to_owned(), customer_id.to_owned()))
-                .cloned(),
+            Backend::Local(map) => {
+                map.read().expect("cache lock").get(&(program_id.to_owned(), customer_id.to_owned())).cloned()
+            }
             Backend::Redis(redis) => match redis.get(program_id, customer_id).await {
                 Ok(found) => found,
                 Err(()) => {
@@ -158,10 +136,7 @@ impl BalanceCache {
                     map.clear();
                 }
                 let key = (program_id.to_owned(), customer_id.to_owned());
-                if map
-                    .get(&key)
-                    .is_none_or(|cached| cached.version < balance.version)
-                {
+                if map.get(&key).is_none_or(|cached| cached.version < balance.version) {
                     map.insert(key, balance.clone());
                 }
             }
@@ -178,11 +153,7 @@ impl RedisCache {
     /// `{prefix}bal:{<len>:<program>:<customer>}`: unambiguous whatever the
     /// ids contain, and one hash slot per account on Redis Cluster.
     fn key(&self, program_id: &str, customer_id: &str) -> String {
-        format!(
-            "{}bal:{{{}:{program_id}:{customer_id}}}",
-            self.prefix,
-            program_id.len()
-        )
+        format!("{}bal:{{{}:{program_id}:{customer_id}}}", self.prefix, program_id.len())
     }
 
     async fn get(&self, program_id: &str, customer_id: &str) -> Result<Option<Balance>, ()> {
@@ -210,24 +181,14 @@ impl RedisCache {
         let json = serde_json::to_string(balance).expect("balances serialise");
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
-        let result: redis::RedisResult<i64> = self
-            .script
-            .key(&key)
-            .arg(balance.version)
-            .arg(json)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await;
-        result
-            .map(drop)
-            .map_err(|error| self.failed(Some(key), &error))
+        let result: redis::RedisResult<i64> =
+            self.script.key(&key).arg(balance.version).arg(json).arg(ttl_ms).invoke_async(&mut conn).await;
+        result.map(drop).map_err(|error| self.failed(Some(key), &error))
     }
 
     fn skipping(&self) -> bool {
         let trouble = self.trouble.lock().expect("cache lock");
-        trouble
-            .skip_until
-            .is_some_and(|until| Instant::now() < until)
+        trouble.skip_until.is_some_and(|until| Instant::now() < until)
     }
 
     fn remember_dirty(&self, key: String) {
@@ -253,32 +214,18 @@ impl RedisCache {
     async fn usable(&self) -> bool {
         let (keys, overflowed) = {
             let mut trouble = self.trouble.lock().expect("cache lock");
-            if trouble
-                .skip_until
-                .is_some_and(|until| Instant::now() < until)
-            {
+            if trouble.skip_until.is_some_and(|until| Instant::now() < until) {
                 return false;
             }
             if trouble.dirty.is_empty() && !trouble.overflowed {
                 return true;
             }
-            (
-                std::mem::take(&mut trouble.dirty),
-                std::mem::take(&mut trouble.overflowed),
-            )
+            (std::mem::take(&mut trouble.dirty), std::mem::take(&mut trouble.overflowed))
         };
-        let cleaned = if overflowed {
-            self.delete_prefix().await
-        } else {
-            self.delete(&keys).await
-        };
+        let cleaned = if overflowed { self.delete_prefix().await } else { self.delete(&keys).await };
         match cleaned {
             Ok(()) => {
-                tracing::info!(
-                    keys = keys.len(),
-                    overflowed,
-                    "redis back, stale balances removed"
-                );
+                tracing::info!(keys = keys.len(), overflowed, "redis back, stale balances removed");
                 true
             }
             Err(error) => {

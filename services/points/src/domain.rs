@@ -72,11 +72,7 @@ pub struct Account {
 
 impl Account {
     pub fn new(program_id: &str, customer_id: &str) -> Self {
-        Self {
-            program_id: program_id.to_owned(),
-            customer_id: customer_id.to_owned(),
-            ..Self::default()
-        }
+        Self { program_id: program_id.to_owned(), customer_id: customer_id.to_owned(), ..Self::default() }
     }
 
     /// True when a pending lot should activate or an active lot expire by `now`.
@@ -138,11 +134,7 @@ pub struct PointLot {
 impl PointLot {
     fn spend_order(&self) -> (bool, Micros, Micros) {
         // Earliest expiry first; lots that never expire last; then oldest.
-        (
-            self.expires_at.is_none(),
-            self.expires_at.unwrap_or(0),
-            self.earned_at,
-        )
+        (self.expires_at.is_none(), self.expires_at.unwrap_or(0), self.earned_at)
     }
 }
 
@@ -168,11 +160,16 @@ pub enum RuleViolation {
     ReversalExceedsEarn { reversible: i64, requested: i64 },
     #[error("that earn has no pending points to activate")]
     NothingPending,
+    #[error("only {refundable} of the order's amount is left to refund, {requested} requested")]
+    RefundExceedsOrder { refundable: i64, requested: i64 },
+    #[error("{activity_type} is not rewarded in this program")]
+    ActivityNotRewarded { activity_type: String },
+    #[error("{activity_type} was already rewarded {limit}")]
+    ActivityCapReached { activity_type: String, limit: String },
+    #[error("orders in {got} are not accepted; this program counts in {expected}")]
+    CurrencyMismatch { expected: String, got: String },
     #[error("{field}: {description}")]
-    InvalidField {
-        field: &'static str,
-        description: String,
-    },
+    InvalidField { field: &'static str, description: String },
 }
 
 /// One account, its loaded lots, and the entries a command produced.
@@ -198,19 +195,8 @@ pub fn new_transaction_id() -> String {
 }
 
 impl AccountBook {
-    pub fn new(
-        account: Account,
-        lots: Vec<PointLot>,
-        all_open_lots_loaded: bool,
-        now: Micros,
-    ) -> Self {
-        Self {
-            account,
-            lots,
-            all_open_lots_loaded,
-            entries: Vec::new(),
-            now,
-        }
+    pub fn new(account: Account, lots: Vec<PointLot>, all_open_lots_loaded: bool, now: Micros) -> Self {
+        Self { account, lots, all_open_lots_loaded, entries: Vec::new(), now }
     }
 
     /// Activates pending lots whose time has come, then expires what is left
@@ -326,17 +312,9 @@ impl AccountBook {
     }
 
     /// Consumes active points, earliest-expiring lots first.
-    pub fn spend(
-        &mut self,
-        transaction_id: &str,
-        points: i64,
-        reason: &str,
-    ) -> Result<(), RuleViolation> {
+    pub fn spend(&mut self, transaction_id: &str, points: i64, reason: &str) -> Result<(), RuleViolation> {
         if self.account.available < points {
-            return Err(RuleViolation::InsufficientPoints {
-                available: self.account.available,
-                requested: points,
-            });
+            return Err(RuleViolation::InsufficientPoints { available: self.account.available, requested: points });
         }
         let taken = self.consume_fifo(points);
         debug_assert_eq!(taken, points, "available covered the spend");
@@ -357,21 +335,11 @@ impl AccountBook {
         allow_debt: bool,
     ) -> Result<(), RuleViolation> {
         if points > 0 {
-            return self.earn(
-                transaction_id,
-                EntryKind::Adjust,
-                points,
-                reason,
-                None,
-                expires_at,
-            );
+            return self.earn(transaction_id, EntryKind::Adjust, points, reason, None, expires_at);
         }
         let amount = -points;
         if !allow_debt && self.account.available < amount {
-            return Err(RuleViolation::InsufficientPoints {
-                available: self.account.available,
-                requested: amount,
-            });
+            return Err(RuleViolation::InsufficientPoints { available: self.account.available, requested: amount });
         }
         let taken = self.consume_fifo(amount);
         self.account.debt += amount - taken;
@@ -391,17 +359,12 @@ impl AccountBook {
         points: Option<i64>,
         reason: &str,
     ) -> Result<i64, RuleViolation> {
-        let index = self
-            .lot_index(lot_id)
-            .expect("the store loads the lot to reverse");
+        let index = self.lot_index(lot_id).expect("the store loads the lot to reverse");
         let lot = &self.lots[index];
         let reversible = lot.original - lot.reversed;
         let requested = points.unwrap_or(reversible);
         if requested == 0 || requested > reversible {
-            return Err(RuleViolation::ReversalExceedsEarn {
-                reversible,
-                requested,
-            });
+            return Err(RuleViolation::ReversalExceedsEarn { reversible, requested });
         }
         let lot = &mut self.lots[index];
         lot.reversed += requested;
@@ -438,10 +401,7 @@ impl AccountBook {
 
     /// Activates the pending lot `lot_id`, or every pending lot when `None`.
     /// Returns the activation entries' transaction ids and the points activated.
-    pub fn activate_pending(
-        &mut self,
-        lot_id: Option<&str>,
-    ) -> Result<(Vec<String>, i64), RuleViolation> {
+    pub fn activate_pending(&mut self, lot_id: Option<&str>) -> Result<(Vec<String>, i64), RuleViolation> {
         let targets: Vec<usize> = match lot_id {
             Some(id) => {
                 let index = self.lot_index(id).ok_or(RuleViolation::NothingPending)?;
@@ -451,19 +411,12 @@ impl AccountBook {
                 }
                 vec![index]
             }
-            None => (0..self.lots.len())
-                .filter(|&i| !self.lots[i].active && self.lots[i].remaining > 0)
-                .collect(),
+            None => (0..self.lots.len()).filter(|&i| !self.lots[i].active && self.lots[i].remaining > 0).collect(),
         };
         let first_entry = self.entries.len();
-        let points = targets
-            .into_iter()
-            .map(|i| self.activate_lot(i, "activated before the pending period ended"))
-            .sum();
-        let ids = self.entries[first_entry..]
-            .iter()
-            .map(|e| e.transaction_id.clone())
-            .collect();
+        let points =
+            targets.into_iter().map(|i| self.activate_lot(i, "activated before the pending period ended")).sum();
+        let ids = self.entries[first_entry..].iter().map(|e| e.transaction_id.clone()).collect();
         Ok((ids, points))
     }
 
@@ -475,46 +428,24 @@ impl AccountBook {
         }
         if self.all_open_lots_loaded {
             let open = self.lots.iter().filter(|l| l.remaining > 0);
-            self.account.next_transition_at = open
-                .clone()
-                .filter_map(|l| {
-                    if l.active {
-                        l.expires_at
-                    } else {
-                        l.pending_until
-                    }
-                })
-                .min();
-            self.account.next_expiry_at = open
-                .clone()
-                .filter(|l| l.active)
-                .filter_map(|l| l.expires_at)
-                .min();
+            self.account.next_transition_at =
+                open.clone().filter_map(|l| if l.active { l.expires_at } else { l.pending_until }).min();
+            self.account.next_expiry_at = open.clone().filter(|l| l.active).filter_map(|l| l.expires_at).min();
             self.account.next_expiry_points = match self.account.next_expiry_at {
-                Some(at) => open
-                    .filter(|l| l.active && l.expires_at == Some(at))
-                    .map(|l| l.remaining)
-                    .sum(),
+                Some(at) => open.filter(|l| l.active && l.expires_at == Some(at)).map(|l| l.remaining).sum(),
                 None => 0,
             };
         } else {
             // Only new lots were added: fold them into what the row already knows.
             for lot in self.lots.iter().filter(|l| l.is_new && l.remaining > 0) {
-                let transition = if lot.active {
-                    lot.expires_at
-                } else {
-                    lot.pending_until
-                };
-                self.account.next_transition_at =
-                    min_opt(self.account.next_transition_at, transition);
+                let transition = if lot.active { lot.expires_at } else { lot.pending_until };
+                self.account.next_transition_at = min_opt(self.account.next_transition_at, transition);
                 if lot.active
                     && let Some(at) = lot.expires_at
                 {
                     match self.account.next_expiry_at {
                         Some(current) if current < at => {}
-                        Some(current) if current == at => {
-                            self.account.next_expiry_points += lot.remaining
-                        }
+                        Some(current) if current == at => self.account.next_expiry_points += lot.remaining,
                         _ => {
                             self.account.next_expiry_at = Some(at);
                             self.account.next_expiry_points = lot.remaining;
@@ -562,9 +493,8 @@ impl AccountBook {
 
     /// Takes up to `points` from active lots, earliest expiry first; returns what it took.
     fn consume_fifo(&mut self, points: i64) -> i64 {
-        let mut order: Vec<usize> = (0..self.lots.len())
-            .filter(|&i| self.lots[i].active && self.lots[i].remaining > 0)
-            .collect();
+        let mut order: Vec<usize> =
+            (0..self.lots.len()).filter(|&i| self.lots[i].active && self.lots[i].remaining > 0).collect();
         order.sort_by_key(|&i| self.lots[i].spend_order());
         let mut left = points;
         for i in order {
@@ -581,14 +511,7 @@ impl AccountBook {
         points - left
     }
 
-    fn push_simple(
-        &mut self,
-        transaction_id: &str,
-        kind: EntryKind,
-        points: i64,
-        reason: &str,
-        related: &str,
-    ) {
+    fn push_simple(&mut self, transaction_id: &str, kind: EntryKind, points: i64, reason: &str, related: &str) {
         self.entries.push(NewEntry {
             transaction_id: transaction_id.to_owned(),
             kind,
@@ -624,55 +547,23 @@ mod tests {
 
     /// The invariants from the module docs, against the entries produced so far.
     fn check(book: &AccountBook, ledger: &[NewEntry]) {
-        let active: i64 = book
-            .lots
-            .iter()
-            .filter(|l| l.active)
-            .map(|l| l.remaining)
-            .sum();
-        let pending: i64 = book
-            .lots
-            .iter()
-            .filter(|l| !l.active)
-            .map(|l| l.remaining)
-            .sum();
-        assert_eq!(
-            book.account.available,
-            active - book.account.debt,
-            "available vs lots"
-        );
+        let active: i64 = book.lots.iter().filter(|l| l.active).map(|l| l.remaining).sum();
+        let pending: i64 = book.lots.iter().filter(|l| !l.active).map(|l| l.remaining).sum();
+        assert_eq!(book.account.available, active - book.account.debt, "available vs lots");
         assert_eq!(book.account.pending, pending, "pending vs lots");
-        assert!(
-            book.account.debt == 0 || active == 0,
-            "debt with points left"
-        );
-        assert_eq!(
-            book.account.available,
-            ledger.iter().map(|e| e.points).sum::<i64>(),
-            "available vs ledger"
-        );
-        assert_eq!(
-            book.account.pending,
-            ledger.iter().map(|e| e.pending_points).sum::<i64>(),
-            "pending vs ledger"
-        );
+        assert!(book.account.debt == 0 || active == 0, "debt with points left");
+        assert_eq!(book.account.available, ledger.iter().map(|e| e.points).sum::<i64>(), "available vs ledger");
+        assert_eq!(book.account.pending, ledger.iter().map(|e| e.pending_points).sum::<i64>(), "pending vs ledger");
         for lot in &book.lots {
-            assert!(
-                lot.remaining + lot.consumed + lot.expired <= lot.original,
-                "lot {lot:?} holds more than it got"
-            );
-            assert!(
-                lot.reversed <= lot.original && lot.expired_reversed <= lot.expired,
-                "lot {lot:?} over-reversed"
-            );
+            assert!(lot.remaining + lot.consumed + lot.expired <= lot.original, "lot {lot:?} holds more than it got");
+            assert!(lot.reversed <= lot.original && lot.expired_reversed <= lot.expired, "lot {lot:?} over-reversed");
         }
     }
 
     fn earn(book: &mut AccountBook, points: i64, expires_in_days: Option<i64>) -> String {
         let id = new_transaction_id();
         let expires_at = expires_in_days.map(|d| book.now + d * MICROS_PER_DAY);
-        book.earn(&id, EntryKind::Earn, points, "order", None, expires_at)
-            .unwrap();
+        book.earn(&id, EntryKind::Earn, points, "order", None, expires_at).unwrap();
         id
     }
 
@@ -695,13 +586,7 @@ mod tests {
     fn spend_refuses_to_overdraw() {
         let mut b = book();
         earn(&mut b, 10, None);
-        assert_eq!(
-            b.spend("s", 11, "x"),
-            Err(RuleViolation::InsufficientPoints {
-                available: 10,
-                requested: 11
-            })
-        );
+        assert_eq!(b.spend("s", 11, "x"), Err(RuleViolation::InsufficientPoints { available: 10, requested: 11 }));
         assert_eq!(b.account.available, 10);
     }
 
@@ -716,15 +601,8 @@ mod tests {
         assert_eq!(settled.points_expired, 70);
         assert_eq!(b.account.available, 50);
         assert_eq!(b.account.expired, 70);
-        let expire = b
-            .entries
-            .iter()
-            .find(|e| e.kind == EntryKind::Expire)
-            .unwrap();
-        assert_eq!(
-            (expire.points, expire.related_transaction_id.as_str()),
-            (-70, soon.as_str())
-        );
+        let expire = b.entries.iter().find(|e| e.kind == EntryKind::Expire).unwrap();
+        assert_eq!((expire.points, expire.related_transaction_id.as_str()), (-70, soon.as_str()));
         b.finish();
         assert_eq!(b.account.next_expiry_points, 50);
         assert_eq!(b.account.next_expiry_at, Some(T0 + 30 * MICROS_PER_DAY));
@@ -735,20 +613,9 @@ mod tests {
     #[test]
     fn pending_points_activate_when_their_time_comes() {
         let mut b = book();
-        b.earn(
-            "e",
-            EntryKind::Earn,
-            40,
-            "order",
-            Some(T0 + 14 * MICROS_PER_DAY),
-            None,
-        )
-        .unwrap();
+        b.earn("e", EntryKind::Earn, 40, "order", Some(T0 + 14 * MICROS_PER_DAY), None).unwrap();
         assert_eq!((b.account.available, b.account.pending), (0, 40));
-        assert!(matches!(
-            b.spend("s", 1, "x"),
-            Err(RuleViolation::InsufficientPoints { .. })
-        ));
+        assert!(matches!(b.spend("s", 1, "x"), Err(RuleViolation::InsufficientPoints { .. })));
         b.finish();
         assert_eq!(b.account.next_transition_at, Some(T0 + 14 * MICROS_PER_DAY));
         b.now += 14 * MICROS_PER_DAY;
@@ -761,20 +628,9 @@ mod tests {
     #[test]
     fn reversing_pending_points_cancels_them() {
         let mut b = book();
-        b.earn(
-            "e",
-            EntryKind::Earn,
-            40,
-            "order",
-            Some(T0 + MICROS_PER_DAY),
-            None,
-        )
-        .unwrap();
+        b.earn("e", EntryKind::Earn, 40, "order", Some(T0 + MICROS_PER_DAY), None).unwrap();
         assert_eq!(b.reverse("r", "e", Some(15), "refund").unwrap(), 15);
-        assert_eq!(
-            (b.account.available, b.account.pending, b.account.reversed),
-            (0, 25, 15)
-        );
+        assert_eq!((b.account.available, b.account.pending, b.account.reversed), (0, 25, 15));
         let entries = b.entries.clone();
         check(&b, &entries);
     }
@@ -809,10 +665,7 @@ mod tests {
         assert_eq!(b.account.available, 100);
         assert_eq!(
             b.reverse("r2", &e, Some(41), "refund"),
-            Err(RuleViolation::ReversalExceedsEarn {
-                reversible: 40,
-                requested: 41
-            })
+            Err(RuleViolation::ReversalExceedsEarn { reversible: 40, requested: 41 })
         );
         let entries = b.entries.clone();
         check(&b, &entries);
@@ -832,57 +685,27 @@ mod tests {
     #[test]
     fn expires_at_must_follow_pending_until_and_lie_ahead() {
         let mut b = book();
-        let err = b
-            .earn("e", EntryKind::Earn, 1, "x", Some(T0 + 10), Some(T0 + 5))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            RuleViolation::InvalidField {
-                field: "expires_at",
-                ..
-            }
-        ));
-        assert!(
-            b.earn("e", EntryKind::Earn, 1, "x", None, Some(T0))
-                .is_err()
-        );
+        let err = b.earn("e", EntryKind::Earn, 1, "x", Some(T0 + 10), Some(T0 + 5)).unwrap_err();
+        assert!(matches!(err, RuleViolation::InvalidField { field: "expires_at", .. }));
+        assert!(b.earn("e", EntryKind::Earn, 1, "x", None, Some(T0)).is_err());
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        Earn {
-            points: i64,
-            pending_days: Option<i64>,
-            expires_days: Option<i64>,
-        },
+        Earn { points: i64, pending_days: Option<i64>, expires_days: Option<i64> },
         Spend(i64),
-        Reverse {
-            lot: usize,
-            points: Option<i64>,
-        },
-        Adjust {
-            points: i64,
-            allow_debt: bool,
-        },
+        Reverse { lot: usize, points: Option<i64> },
+        Adjust { points: i64, allow_debt: bool },
         Activate,
         Advance(i64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (
-                1..500i64,
-                proptest::option::of(1..20i64),
-                proptest::option::of(21..60i64)
-            )
-                .prop_map(|(points, pending_days, expires_days)| Op::Earn {
-                    points,
-                    pending_days,
-                    expires_days
-                }),
+            (1..500i64, proptest::option::of(1..20i64), proptest::option::of(21..60i64))
+                .prop_map(|(points, pending_days, expires_days)| Op::Earn { points, pending_days, expires_days }),
             (1..400i64).prop_map(Op::Spend),
-            (0..8usize, proptest::option::of(1..300i64))
-                .prop_map(|(lot, points)| Op::Reverse { lot, points }),
+            (0..8usize, proptest::option::of(1..300i64)).prop_map(|(lot, points)| Op::Reverse { lot, points }),
             (-300..300i64, any::<bool>())
                 .prop_filter("non-zero", |(p, _)| *p != 0)
                 .prop_map(|(points, allow_debt)| Op::Adjust { points, allow_debt }),

@@ -19,6 +19,14 @@ pub enum Error {
     Rule(#[from] RuleViolation),
     #[error("earn {0} not found in this program")]
     EarnNotFound(String),
+    #[error("order {0} not found in this program")]
+    OrderNotFound(String),
+    #[error("campaign {0} not found in this program")]
+    CampaignNotFound(String),
+    #[error("settings changed meanwhile: version is {actual}, expected {expected}")]
+    VersionMismatch { expected: i64, actual: i64 },
+    #[error("the tiers service is unavailable")]
+    TiersUnavailable(#[source] tonic::Status),
     #[error("idempotency key already used for a different {method} request")]
     IdempotencyKeyReused { method: &'static str },
     #[error("database error")]
@@ -35,20 +43,13 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let fail = |class, reason, message: String, metadata| {
-            status::failure(class, reason, DOMAIN, message, metadata)
-        };
+        let fail = |class, reason, message: String, metadata| status::failure(class, reason, DOMAIN, message, metadata);
         match error {
             Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
             Error::Rule(RuleViolation::InvalidField { field, description }) => {
                 status::invalid_argument(DOMAIN, &[FieldViolation::new(field, description)])
             }
-            Error::Rule(
-                ref rule @ RuleViolation::InsufficientPoints {
-                    available,
-                    requested,
-                },
-            ) => fail(
+            Error::Rule(ref rule @ RuleViolation::InsufficientPoints { available, requested }) => fail(
                 ErrorClass::FailedPrecondition,
                 "INSUFFICIENT_POINTS",
                 rule.to_string(),
@@ -57,12 +58,7 @@ impl From<Error> for Status {
                     ("requested".into(), requested.to_string()),
                 ]),
             ),
-            Error::Rule(
-                ref rule @ RuleViolation::ReversalExceedsEarn {
-                    reversible,
-                    requested,
-                },
-            ) => fail(
+            Error::Rule(ref rule @ RuleViolation::ReversalExceedsEarn { reversible, requested }) => fail(
                 ErrorClass::FailedPrecondition,
                 "REVERSAL_EXCEEDS_EARN",
                 rule.to_string(),
@@ -71,27 +67,44 @@ impl From<Error> for Status {
                     ("requested".into(), requested.to_string()),
                 ]),
             ),
-            Error::Rule(ref rule @ RuleViolation::NothingPending) => fail(
-                ErrorClass::FailedPrecondition,
-                "NOTHING_PENDING",
-                rule.to_string(),
-                HashMap::new(),
-            ),
-            Error::EarnNotFound(_) => fail(
-                ErrorClass::NotFound,
-                "EARN_NOT_FOUND",
-                error.to_string(),
-                HashMap::new(),
-            ),
-            Error::IdempotencyKeyReused { .. } => fail(
-                ErrorClass::AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
-                error.to_string(),
-                HashMap::new(),
-            ),
-            Error::Database(ref e) if is_unavailable(e) => {
-                status::unavailable(DOMAIN, "the database", &error)
+            Error::Rule(ref rule @ RuleViolation::NothingPending) => {
+                fail(ErrorClass::FailedPrecondition, "NOTHING_PENDING", rule.to_string(), HashMap::new())
             }
+            Error::Rule(ref rule @ RuleViolation::RefundExceedsOrder { refundable, requested }) => fail(
+                ErrorClass::FailedPrecondition,
+                "REFUND_EXCEEDS_ORDER",
+                rule.to_string(),
+                HashMap::from([
+                    ("refundable".into(), refundable.to_string()),
+                    ("requested".into(), requested.to_string()),
+                ]),
+            ),
+            Error::Rule(ref rule @ RuleViolation::ActivityNotRewarded { .. }) => {
+                fail(ErrorClass::FailedPrecondition, "ACTIVITY_NOT_REWARDED", rule.to_string(), HashMap::new())
+            }
+            Error::Rule(ref rule @ RuleViolation::ActivityCapReached { .. }) => {
+                fail(ErrorClass::FailedPrecondition, "ACTIVITY_CAP_REACHED", rule.to_string(), HashMap::new())
+            }
+            Error::Rule(ref rule @ RuleViolation::CurrencyMismatch { .. }) => {
+                fail(ErrorClass::FailedPrecondition, "CURRENCY_MISMATCH", rule.to_string(), HashMap::new())
+            }
+            Error::EarnNotFound(_) => fail(ErrorClass::NotFound, "EARN_NOT_FOUND", error.to_string(), HashMap::new()),
+            Error::OrderNotFound(_) => fail(ErrorClass::NotFound, "ORDER_NOT_FOUND", error.to_string(), HashMap::new()),
+            Error::CampaignNotFound(_) => {
+                fail(ErrorClass::NotFound, "CAMPAIGN_NOT_FOUND", error.to_string(), HashMap::new())
+            }
+            Error::VersionMismatch { .. } => {
+                fail(ErrorClass::FailedPrecondition, "VERSION_MISMATCH", error.to_string(), HashMap::new())
+            }
+            Error::TiersUnavailable(ref cause) => {
+                tracing::warn!(code = ?cause.code(), message = cause.message(), "tiers service unavailable");
+                let message = "the tiers service is unavailable, retry with the same key".to_owned();
+                fail(ErrorClass::Unavailable, "TIERS_UNAVAILABLE", message, HashMap::new())
+            }
+            Error::IdempotencyKeyReused { .. } => {
+                fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
+            }
+            Error::Database(ref e) if is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
             Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
         }
     }
@@ -99,8 +112,5 @@ impl From<Error> for Status {
 
 /// Connection trouble is worth a retry; anything else is a bug.
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
 }

@@ -10,9 +10,12 @@ use loyalty_common::clock::Micros;
 use loyalty_common::shutdown::ShutdownSignal;
 
 use crate::cache::BalanceCache;
-use crate::domain::{Account, Balance};
+use crate::domain::{Account, Balance, RuleViolation};
 use crate::error::Error;
-use crate::store::{Command, Execution, LedgerRow, LedgerStore};
+use crate::program::ProgramStore;
+use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
+use crate::store::{Command, Execution, LedgerRow, LedgerStore, OrderRequest};
+use crate::tiers::TierSource;
 
 /// How often the publisher looks for rows committed by other replicas, or
 /// left behind while an older transaction was still in flight.
@@ -31,19 +34,111 @@ pub struct ExpiryRun {
 pub struct Ledger {
     store: LedgerStore,
     cache: BalanceCache,
+    programs: ProgramStore,
+    tiers: TierSource,
     published: watch::Sender<i64>,
     publish_now: Notify,
 }
 
 impl Ledger {
-    pub async fn new(store: LedgerStore, cache: BalanceCache) -> Result<Self, Error> {
+    pub async fn new(
+        store: LedgerStore,
+        cache: BalanceCache,
+        programs: ProgramStore,
+        tiers: TierSource,
+    ) -> Result<Self, Error> {
         let last = store.last_sequence().await?;
-        Ok(Self {
-            store,
-            cache,
-            published: watch::Sender::new(last),
-            publish_now: Notify::new(),
-        })
+        Ok(Self { store, cache, programs, tiers, published: watch::Sender::new(last), publish_now: Notify::new() })
+    }
+
+    /// Settings, campaigns and their audit log.
+    pub fn programs(&self) -> &ProgramStore {
+        &self.programs
+    }
+
+    /// An order's points from the rules, the customer's tier and the
+    /// campaigns active when it was placed.
+    pub async fn price_order(
+        &self,
+        program_id: &str,
+        customer_id: Option<&str>,
+        amount_minor: i64,
+        currency: &str,
+        at: Micros,
+    ) -> Result<(Breakdown, rules::ProgramSettings), Error> {
+        let settings = self.programs.settings(program_id).await?;
+        if !settings.currency.is_empty() && settings.currency != currency {
+            let mismatch =
+                RuleViolation::CurrencyMismatch { expected: settings.currency.clone(), got: currency.to_owned() };
+            return Err(mismatch.into());
+        }
+        let tier = match customer_id {
+            Some(customer) => self.tiers.standing(program_id, customer).await?,
+            None => TierStanding::none(),
+        };
+        let campaigns = self.programs.active_campaigns(program_id, at).await?;
+        let base = settings.order_base_points(amount_minor);
+        Ok((rules::breakdown(base, &tier, true, &campaigns, ORDER_TARGET, at), settings))
+    }
+
+    /// Earns an order's points once per order id.
+    pub async fn earn_for_order(&self, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
+        let command = Command::OrderEarn {
+            order: order.clone(),
+            points: 0,
+            breakdown: Breakdown::default(),
+            pending_until: None,
+            expires_at: None,
+        };
+        // A replay answers from the saved result before asking anyone anything.
+        if let Some(saved) = self.store.saved(program_id, &order.order_id, &command).await? {
+            return Ok(saved);
+        }
+        let now = self.now();
+        let at = order.occurred_at.unwrap_or(now);
+        let (breakdown, settings) =
+            self.price_order(program_id, Some(&order.customer_id), order.amount_minor, &order.currency, at).await?;
+        let expires_at = settings.expires_at(at);
+        if expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::invalid("occurred_at", "is so long ago that its points would already have expired"));
+        }
+        let key = order.order_id.clone();
+        let command = Command::OrderEarn {
+            points: breakdown.total_points,
+            pending_until: settings.pending_until(at),
+            expires_at,
+            breakdown,
+            order,
+        };
+        self.execute(program_id, &key, command).await
+    }
+
+    /// Awards an activity rule's points, within its cap.
+    pub async fn record_activity(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        activity_type: &str,
+        activity_ref: &str,
+        idempotency_key: &str,
+    ) -> Result<Execution, Error> {
+        let now = self.now();
+        let settings = self.programs.settings(program_id).await?;
+        let rule = settings.rule(activity_type).filter(|r| r.active).cloned().ok_or_else(|| {
+            Error::Rule(RuleViolation::ActivityNotRewarded { activity_type: activity_type.to_owned() })
+        })?;
+        let campaigns = self.programs.active_campaigns(program_id, now).await?;
+        // Tier multipliers reward spending; activities earn their rule's points.
+        let breakdown = rules::breakdown(rule.points, &TierStanding::none(), false, &campaigns, activity_type, now);
+        let command = Command::Activity {
+            customer_id: customer_id.to_owned(),
+            activity_type: activity_type.to_owned(),
+            activity_ref: activity_ref.to_owned(),
+            rule,
+            breakdown,
+            expires_at: settings.expires_at(now),
+        };
+        self.execute(program_id, idempotency_key, command).await
     }
 
     pub fn now(&self) -> Micros {
@@ -51,16 +146,8 @@ impl Ledger {
     }
 
     /// Runs a write under its idempotency key and refreshes the cache.
-    pub async fn execute(
-        &self,
-        program_id: &str,
-        idempotency_key: &str,
-        command: Command,
-    ) -> Result<Execution, Error> {
-        let execution = self
-            .store
-            .execute(program_id, idempotency_key, command)
-            .await?;
+    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+        let execution = self.store.execute(program_id, idempotency_key, command).await?;
         if let Some(account) = &execution.account {
             self.committed(account, execution.published_up_to).await;
         }
@@ -82,9 +169,7 @@ impl Ledger {
             self.committed(&account, published).await;
             account
         } else {
-            self.cache
-                .put(program_id, customer_id, &account.balance())
-                .await;
+            self.cache.put(program_id, customer_id, &account.balance()).await;
             account
         };
         Ok(account.balance())
@@ -97,17 +182,10 @@ impl Ledger {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, Error> {
-        self.store
-            .entries(program_id, customer_id, before_id, limit)
-            .await
+        self.store.entries(program_id, customer_id, before_id, limit).await
     }
 
-    pub async fn entries_after(
-        &self,
-        after: i64,
-        program_id: &str,
-        limit: i64,
-    ) -> Result<Vec<LedgerRow>, Error> {
+    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
         self.store.entries_after(after, program_id, limit).await
     }
 
@@ -132,8 +210,7 @@ impl Ledger {
             let due = self.store.due_accounts(program_id, SETTLE_BATCH).await?;
             let batch_len = due.len();
             for (program, customer) in due {
-                let (account, settlement, published) =
-                    self.store.settle(&program, &customer).await?;
+                let (account, settlement, published) = self.store.settle(&program, &customer).await?;
                 self.committed(&account, published).await;
                 run.accounts_settled += 1;
                 run.points_expired += settlement.points_expired;
@@ -190,13 +267,7 @@ impl Ledger {
             Some(seq) => self.advance(seq),
             None => self.publish_now.notify_one(),
         }
-        self.cache
-            .put(
-                &account.program_id,
-                &account.customer_id,
-                &account.balance(),
-            )
-            .await;
+        self.cache.put(&account.program_id, &account.customer_id, &account.balance()).await;
     }
 
     fn advance(&self, seq: i64) {

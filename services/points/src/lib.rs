@@ -6,7 +6,10 @@ pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod ledger;
+pub mod program;
+pub mod rules;
 pub mod store;
+pub mod tiers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,108 +28,72 @@ use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 use crate::api::PointsApi;
 use crate::cache::BalanceCache;
 use crate::ledger::Ledger;
+use crate::program::ProgramStore;
 use crate::store::LedgerStore;
+use crate::tiers::TierSource;
 
 pub const SERVICE_NAME: &str = "loyalty.points.v1.PointsService";
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "ledger",
-    sql: include_str!("../migrations/postgres/0001_ledger.sql"),
-}];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "ledger",
-    sql: include_str!("../migrations/sqlite/0001_ledger.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "ledger",
+        sql: include_str!("../migrations/postgres/0001_ledger.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "program rules",
+        sql: include_str!("../migrations/postgres/0002_program_rules.sql"),
+    },
+];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
+    EmbeddedMigration {
+        version: 2,
+        description: "program rules",
+        sql: include_str!("../migrations/sqlite/0002_program_rules.sql"),
+    },
+];
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "loyalty-points",
-    version,
-    about = "The loyalty points ledger, served over gRPC."
-)]
+#[command(name = "loyalty-points", version, about = "The loyalty points ledger, served over gRPC.")]
 pub struct Config {
     /// Address the gRPC server listens on.
-    #[arg(
-        long,
-        env = "POINTS_GRPC_ADDR",
-        value_name = "POINTS_GRPC_ADDR",
-        default_value = "127.0.0.1:50051"
-    )]
+    #[arg(long, env = "POINTS_GRPC_ADDR", value_name = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(
-        long,
-        env = "POINTS_METRICS_ADDR",
-        value_name = "POINTS_METRICS_ADDR",
-        default_value = "127.0.0.1:9101"
-    )]
+    #[arg(long, env = "POINTS_METRICS_ADDR", value_name = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
     /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://./data/points.db",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/points.db", hide_env_values = true)]
     pub database_url: String,
     /// Largest number of database connections.
-    #[arg(
-        long,
-        env = "DATABASE_MAX_CONNECTIONS",
-        value_name = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
     /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        value_name = "REDIS_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this service writes.
-    #[arg(
-        long,
-        env = "REDIS_KEY_PREFIX",
-        value_name = "REDIS_KEY_PREFIX",
-        default_value = "loyalty:points:"
-    )]
+    #[arg(long, env = "REDIS_KEY_PREFIX", value_name = "REDIS_KEY_PREFIX", default_value = "loyalty:points:")]
     pub redis_key_prefix: String,
+    /// `host:port` of the tiers service, asked for each order's tier multiplier; unset: 1x for everyone.
+    #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
+    pub tiers_addr: Option<String>,
+    /// Deadline for one call to the tiers service, in milliseconds.
+    #[arg(long, env = "TIERS_TIMEOUT_MS", value_name = "TIERS_TIMEOUT_MS", default_value_t = 300)]
+    pub tiers_timeout_ms: u64,
     /// How long a balance may stay in Redis without being refreshed, in seconds.
-    #[arg(
-        long,
-        env = "BALANCE_CACHE_TTL_SECS",
-        value_name = "BALANCE_CACHE_TTL_SECS",
-        default_value_t = 300
-    )]
+    #[arg(long, env = "BALANCE_CACHE_TTL_SECS", value_name = "BALANCE_CACHE_TTL_SECS", default_value_t = 300)]
     pub balance_cache_ttl_secs: u64,
     /// Longest wait for one Redis command before falling back to the database, in milliseconds.
-    #[arg(
-        long,
-        env = "REDIS_TIMEOUT_MS",
-        value_name = "REDIS_TIMEOUT_MS",
-        default_value_t = 250
-    )]
+    #[arg(long, env = "REDIS_TIMEOUT_MS", value_name = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
     /// After a Redis failure, how long to serve from the database alone before trying Redis again, in milliseconds.
-    #[arg(
-        long,
-        env = "REDIS_BACKOFF_MS",
-        value_name = "REDIS_BACKOFF_MS",
-        default_value_t = 1_000
-    )]
+    #[arg(long, env = "REDIS_BACKOFF_MS", value_name = "REDIS_BACKOFF_MS", default_value_t = 1_000)]
     pub redis_backoff_ms: u64,
     /// How often the expiry job activates due pending points and expires old lots, in seconds.
-    #[arg(
-        long,
-        env = "EXPIRY_INTERVAL_SECS",
-        value_name = "EXPIRY_INTERVAL_SECS",
-        default_value_t = 60
-    )]
+    #[arg(long, env = "EXPIRY_INTERVAL_SECS", value_name = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
     pub expiry_interval_secs: u64,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -139,10 +106,9 @@ pub enum StartError {
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("POINTS_METRICS_ADDR {addr}: {source}")]
-    MetricsBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("TIERS_ADDR: {0}")]
+    Tiers(#[from] tonic::transport::Error),
     #[error("cannot read the ledger: {0}")]
     Ledger(#[from] error::Error),
 }
@@ -164,12 +130,8 @@ impl PointsServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
-        let bind_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::MetricsBind {
-                addr: config.grpc_addr,
-                source,
-            })?;
+        let bind_addr =
+            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
 
@@ -183,10 +145,7 @@ impl PointsServer {
         let metrics = Metrics::new();
         let cache = match &config.redis_url {
             Some(url) => {
-                let conn = loyalty_common::redis::connect(
-                    url,
-                    Duration::from_millis(config.redis_timeout_ms),
-                )?;
+                let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
                 BalanceCache::redis(
                     conn,
                     config.redis_key_prefix.clone(),
@@ -197,49 +156,33 @@ impl PointsServer {
             }
             None => BalanceCache::local(&metrics),
         };
-        let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache).await?);
+        let tiers = TierSource::connect(config.tiers_addr.as_deref(), Duration::from_millis(config.tiers_timeout_ms))?;
+        let programs = ProgramStore::new(database.clone(), clock.clone());
+        let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache, programs, tiers).await?);
 
         let (trigger, signal) = shutdown::channel();
         let metrics_listener = TcpListener::bind(config.metrics_addr)
             .await
-            .map_err(|source| StartError::MetricsBind {
-                addr: config.metrics_addr,
-                source,
-            })?;
-        let metrics_addr =
-            metrics_listener
-                .local_addr()
-                .map_err(|source| StartError::MetricsBind {
-                    addr: config.metrics_addr,
-                    source,
-                })?;
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
         let mut tasks = vec![
             tokio::spawn(ledger.clone().publisher(signal.clone())),
-            tokio::spawn(ledger.clone().expiry_job(
-                Duration::from_secs(config.expiry_interval_secs.max(1)),
-                signal.clone(),
-            )),
-            tokio::spawn(watch_database(
-                database.clone(),
-                health.clone(),
-                signal.clone(),
-            )),
+            tokio::spawn(
+                ledger.clone().expiry_job(Duration::from_secs(config.expiry_interval_secs.max(1)), signal.clone()),
+            ),
+            tokio::spawn(watch_database(database.clone(), health.clone(), signal.clone())),
         ];
         let metrics_signal = signal.clone();
         let served_metrics = metrics.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(error) =
-                loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal)
-                    .await
-            {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
                 tracing::error!(%error, "metrics server failed");
             }
         }));
 
-        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(
-            ledger,
-            signal.clone(),
-        )));
+        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, signal.clone())));
         let grpc = tokio::spawn(loyalty_common::server::serve(
             listener,
             routes,
@@ -255,13 +198,7 @@ impl PointsServer {
             cache = if config.redis_url.is_some() { "redis" } else { "in-process" },
             "points service ready"
         );
-        Ok(Self {
-            bind_addr,
-            metrics_addr,
-            trigger,
-            tasks,
-            grpc,
-        })
+        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
     }
 
     pub fn bind_addr(&self) -> SocketAddr {
@@ -298,11 +235,7 @@ pub async fn run(
 }
 
 /// Keeps health in step with the database: NOT_SERVING while it does not answer.
-async fn watch_database(
-    database: db::Database,
-    health: loyalty_common::server::Health,
-    mut shutdown: ShutdownSignal,
-) {
+async fn watch_database(database: db::Database, health: loyalty_common::server::Health, mut shutdown: ShutdownSignal) {
     let mut serving = true;
     loop {
         tokio::select! {

@@ -19,10 +19,10 @@ use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{Database, Dialect};
 
 use crate::domain::{
-    Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement,
-    new_transaction_id,
+    Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
 };
 use crate::error::Error;
+use crate::rules::{self, ActivityRule, Breakdown};
 
 /// Which earn a reversal refers to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,6 +62,38 @@ pub enum Command {
         customer_id: String,
         earn_transaction_id: Option<String>,
     },
+    /// An order's points, computed from the program's rules by the caller.
+    OrderEarn {
+        order: OrderRequest,
+        points: i64,
+        breakdown: Breakdown,
+        pending_until: Option<Micros>,
+        expires_at: Option<Micros>,
+    },
+    OrderRefund {
+        order_id: String,
+        refunded_amount_minor: i64,
+    },
+    /// An activity's points, computed from its rule by the caller; the cap is checked here.
+    Activity {
+        customer_id: String,
+        activity_type: String,
+        activity_ref: String,
+        rule: ActivityRule,
+        breakdown: Breakdown,
+        expires_at: Option<Micros>,
+    },
+}
+
+/// What identifies an order earn: its replay must match these, whatever the
+/// rules say by then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub customer_id: String,
+    pub order_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub occurred_at: Option<Micros>,
 }
 
 impl Command {
@@ -73,12 +105,27 @@ impl Command {
             Self::Reverse { .. } => "Reverse",
             Self::Adjust { .. } => "Adjust",
             Self::ActivatePending { .. } => "ActivatePending",
+            Self::OrderEarn { .. } => "EarnForOrder",
+            Self::OrderRefund { .. } => "RefundOrder",
+            Self::Activity { .. } => "RecordActivity",
+        }
+    }
+
+    /// What a replay must repeat: the caller's request, not what the rules
+    /// computed from it (rules may change between the first call and a replay).
+    fn request_identity(&self) -> serde_json::Value {
+        match self {
+            Self::OrderEarn { order, .. } => serde_json::json!({ "order": order }),
+            Self::Activity { customer_id, activity_type, activity_ref, .. } => {
+                serde_json::json!({ "activity": [customer_id, activity_type, activity_ref] })
+            }
+            other => serde_json::to_value(other).expect("commands serialise"),
         }
     }
 
     /// Commands that only add a lot can skip loading the account's lots.
     fn only_adds(&self) -> bool {
-        matches!(self, Self::Earn { .. })
+        matches!(self, Self::Earn { .. } | Self::OrderEarn { .. } | Self::Activity { .. })
             || matches!(self, Self::Adjust { points, .. } if *points > 0)
     }
 }
@@ -91,6 +138,14 @@ pub struct Receipt {
     pub points: i64,
     pub transaction_ids: Vec<String>,
     pub balance: Balance,
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
+    #[serde(default)]
+    pub pending_until: Option<Micros>,
+    #[serde(default)]
+    pub expires_at: Option<Micros>,
+    #[serde(default)]
+    pub total_refunded_minor: i64,
 }
 
 #[derive(Debug)]
@@ -151,86 +206,53 @@ impl LedgerStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.db.dialect {
-            // Take the write lock up front: a deferred transaction that reads
-            // first could fail to upgrade under concurrent writers.
-            Dialect::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.db.pool.begin().await,
-        }
+        begin_write(&self.db).await
     }
 
     /// Runs one write command under its idempotency key.
-    pub async fn execute(
-        &self,
-        program_id: &str,
-        idempotency_key: &str,
-        command: Command,
-    ) -> Result<Execution, Error> {
+    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
         let method = command.method();
-        let hash = request_hash(program_id, &command);
+        let hash = request_hash(program_id, &command.request_identity());
         let now = self.clock.now();
         let mut tx = self.begin().await?;
-
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(program_id)
-        .bind(method)
-        .bind(idempotency_key)
-        .bind(&hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            let row = sqlx::query(
-                "SELECT request_hash, response FROM idempotency_keys \
-                 WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
-            )
-            .bind(program_id)
-            .bind(method)
-            .bind(idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        if let Some(saved) = claim_key(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
             tx.rollback().await?;
-            let saved_hash: String = row.try_get("request_hash")?;
-            if saved_hash != hash {
-                return Err(Error::IdempotencyKeyReused { method });
-            }
-            let response: Option<String> = row.try_get("response")?;
-            let response = response
-                .ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))?;
-            let receipt =
-                serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
-            return Ok(Execution {
-                receipt,
-                replayed: true,
-                account: None,
-                published_up_to: None,
-            });
+            let receipt = serde_json::from_str(&saved).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Ok(Execution { receipt, replayed: true, account: None, published_up_to: None });
         }
 
+        let mut order = None;
         let (customer_id, target_lot) = match &command {
             Command::Reverse { original, .. } => {
                 let (customer, lot) = self.find_earn(&mut tx, program_id, original).await?;
                 (customer, Some(lot))
             }
+            Command::OrderRefund { order_id, .. } => {
+                let found = self.order(&mut tx, program_id, order_id, false).await?;
+                let found = found.ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
+                let lot = Some(found.transaction_id.clone()).filter(|id| !id.is_empty());
+                (found.customer_id, lot)
+            }
             Command::Earn { customer_id, .. }
             | Command::Spend { customer_id, .. }
             | Command::Adjust { customer_id, .. }
-            | Command::ActivatePending { customer_id, .. } => (customer_id.clone(), None),
+            | Command::ActivatePending { customer_id, .. }
+            | Command::Activity { customer_id, .. } => (customer_id.clone(), None),
+            Command::OrderEarn { order, .. } => (order.customer_id.clone(), None),
         };
 
         let account = lock_account(&mut tx, program_id, &customer_id).await?;
+        if let Command::OrderRefund { order_id, .. } = &command {
+            // Locked after the account, like every other path, so no two
+            // transactions wait on each other.
+            order = self.order(&mut tx, program_id, order_id, true).await?;
+        }
+        if let Command::Activity { activity_type, activity_ref, rule, .. } = &command {
+            check_activity_cap(&mut tx, program_id, &customer_id, activity_type, activity_ref, rule, now).await?;
+        }
         let before = account.clone();
         let load_lots = !command.only_adds() || account.is_due(now);
-        let mut lots = if load_lots {
-            open_lots(&mut tx, program_id, &customer_id).await?
-        } else {
-            Vec::new()
-        };
+        let mut lots = if load_lots { open_lots(&mut tx, program_id, &customer_id).await? } else { Vec::new() };
         if let Some(lot_id) = &target_lot
             && !lots.iter().any(|l| &l.lot_id == lot_id)
         {
@@ -244,23 +266,12 @@ impl LedgerStore {
         let transaction_id = new_transaction_id();
         let mut receipt_points = 0;
         let mut transaction_ids = Vec::new();
+        let mut entry_written = true;
+        let mut total_refunded_minor = 0;
         let outcome: Result<(), RuleViolation> = match &command {
-            Command::Earn {
-                points,
-                reason,
-                pending_until,
-                expires_at,
-                ..
-            } => {
+            Command::Earn { points, reason, pending_until, expires_at, .. } => {
                 receipt_points = *points;
-                book.earn(
-                    &transaction_id,
-                    EntryKind::Earn,
-                    *points,
-                    reason,
-                    *pending_until,
-                    *expires_at,
-                )
+                book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)
             }
             Command::Spend { points, reason, .. } => {
                 receipt_points = *points;
@@ -268,28 +279,62 @@ impl LedgerStore {
             }
             Command::Reverse { points, reason, .. } => {
                 let lot_id = target_lot.as_deref().expect("reverse resolved its lot");
-                book.reverse(&transaction_id, lot_id, *points, reason)
-                    .map(|reversed| receipt_points = reversed)
+                book.reverse(&transaction_id, lot_id, *points, reason).map(|reversed| receipt_points = reversed)
             }
-            Command::Adjust {
-                points,
-                reason,
-                expires_at,
-                allow_debt,
-                ..
-            } => {
+            Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
                 receipt_points = *points;
                 book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)
             }
-            Command::ActivatePending {
-                earn_transaction_id,
-                ..
-            } => book
-                .activate_pending(earn_transaction_id.as_deref())
-                .map(|(ids, points)| {
+            Command::ActivatePending { earn_transaction_id, .. } => {
+                book.activate_pending(earn_transaction_id.as_deref()).map(|(ids, points)| {
                     transaction_ids = ids;
                     receipt_points = points;
-                }),
+                })
+            }
+            Command::OrderEarn { order, points, pending_until, expires_at, .. } => {
+                receipt_points = *points;
+                entry_written = *points > 0;
+                if entry_written {
+                    let reason = format!("order {}", order.order_id);
+                    book.earn(&transaction_id, EntryKind::Earn, *points, &reason, *pending_until, *expires_at)
+                } else {
+                    Ok(())
+                }
+            }
+            Command::OrderRefund { order_id, refunded_amount_minor } => {
+                let order = order.as_ref().ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
+                let refundable = order.amount_minor - order.refunded_minor;
+                if *refunded_amount_minor > refundable {
+                    Err(RuleViolation::RefundExceedsOrder { refundable, requested: *refunded_amount_minor })
+                } else {
+                    total_refunded_minor = order.refunded_minor + refunded_amount_minor;
+                    let due = rules::refund_reversal(
+                        order.points,
+                        order.amount_minor,
+                        order.refunded_minor,
+                        *refunded_amount_minor,
+                    );
+                    // Points already taken back by a direct Reverse are not taken twice.
+                    let reversible = target_lot
+                        .as_deref()
+                        .and_then(|lot| book.lot_index(lot))
+                        .map_or(0, |i| book.lots[i].original - book.lots[i].reversed);
+                    let points = due.min(reversible);
+                    entry_written = points > 0;
+                    let reason = format!("refund of order {order_id}");
+                    match target_lot.as_deref() {
+                        Some(lot) if entry_written => {
+                            book.reverse(&transaction_id, lot, Some(points), &reason).map(|r| receipt_points = r)
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            }
+            Command::Activity { activity_type, breakdown, expires_at, .. } => {
+                receipt_points = breakdown.total_points;
+                let reason = format!("activity {activity_type}");
+                book.earn(&transaction_id, EntryKind::Earn, breakdown.total_points, &reason, None, *expires_at)
+            }
         };
         // A refusal rolls everything back, the key included, so a retry after
         // the customer's situation changed is judged afresh.
@@ -299,7 +344,15 @@ impl LedgerStore {
         let published_up_to = self.persist(&mut tx, &book, &before).await?;
         let main_id = match &command {
             Command::ActivatePending { .. } => transaction_ids.first().cloned().unwrap_or_default(),
+            _ if !entry_written => String::new(),
             _ => transaction_id,
+        };
+        let (breakdown, pending_until, expires_at) = match &command {
+            Command::OrderEarn { breakdown, pending_until, expires_at, .. } => {
+                (Some(breakdown.clone()), pending_until.filter(|&at| at > now), *expires_at)
+            }
+            Command::Activity { breakdown, expires_at, .. } => (Some(breakdown.clone()), None, *expires_at),
+            _ => (None, None, None),
         };
         let receipt = Receipt {
             transaction_id: main_id,
@@ -307,27 +360,83 @@ impl LedgerStore {
             points: receipt_points,
             transaction_ids,
             balance: book.account.balance(),
+            breakdown,
+            pending_until,
+            expires_at,
+            total_refunded_minor,
         };
-        let response =
-            serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "UPDATE idempotency_keys SET response = $1, transaction_id = $2 \
-             WHERE program_id = $3 AND method = $4 AND idempotency_key = $5",
+        match &command {
+            Command::OrderEarn { order, .. } => {
+                sqlx::query(
+                    "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, currency, points, \
+                     transaction_id, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(program_id)
+                .bind(&order.order_id)
+                .bind(&order.customer_id)
+                .bind(order.amount_minor)
+                .bind(&order.currency)
+                .bind(receipt.points)
+                .bind(&receipt.transaction_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Command::OrderRefund { order_id, .. } => {
+                sqlx::query(
+                    "UPDATE orders SET refunded_minor = $1, reversed_points = reversed_points + $2 \
+                     WHERE program_id = $3 AND order_id = $4",
+                )
+                .bind(total_refunded_minor)
+                .bind(receipt.points)
+                .bind(program_id)
+                .bind(order_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Command::Activity { activity_type, activity_ref, .. } => {
+                sqlx::query(
+                    "INSERT INTO activity_awards (program_id, customer_id, activity_type, activity_ref, \
+                     transaction_id, awarded_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(program_id)
+                .bind(&receipt.customer_id)
+                .bind(activity_type)
+                .bind(activity_ref)
+                .bind(&receipt.transaction_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        let response = serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
+        save_key(&mut tx, program_id, method, idempotency_key, &response, &receipt.transaction_id).await?;
+        tx.commit().await?;
+        Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to })
+    }
+
+    /// The saved result of `command` under `key`, if it ran before; the same
+    /// key with other arguments is an error, as in [`LedgerStore::execute`].
+    pub async fn saved(&self, program_id: &str, key: &str, command: &Command) -> Result<Option<Execution>, Error> {
+        let method = command.method();
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys \
+             WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
         )
-        .bind(response)
-        .bind(&receipt.transaction_id)
         .bind(program_id)
         .bind(method)
-        .bind(idempotency_key)
-        .execute(&mut *tx)
+        .bind(key)
+        .fetch_optional(&self.db.pool)
         .await?;
-        tx.commit().await?;
-        Ok(Execution {
-            receipt,
-            replayed: false,
-            account: Some(book.account),
-            published_up_to,
-        })
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<String, _>("request_hash")? != request_hash(program_id, &command.request_identity()) {
+            return Err(Error::IdempotencyKeyReused { method });
+        }
+        // Claimed by a transaction still in flight: let `execute` wait for it.
+        let Some(response) = row.try_get::<Option<String>, _>("response")? else { return Ok(None) };
+        let receipt = serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
+        Ok(Some(Execution { receipt, replayed: true, account: None, published_up_to: None }))
     }
 
     /// Activates and expires whatever is due on one account.
@@ -350,11 +459,7 @@ impl LedgerStore {
     }
 
     /// Accounts with a transition due by now, oldest first.
-    pub async fn due_accounts(
-        &self,
-        program_id: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<(String, String)>, Error> {
+    pub async fn due_accounts(&self, program_id: Option<&str>, limit: i64) -> Result<Vec<(String, String)>, Error> {
         let now = self.clock.now();
         let rows = sqlx::query(
             "SELECT program_id, customer_id FROM accounts \
@@ -366,29 +471,16 @@ impl LedgerStore {
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?))).collect()
     }
 
     /// The account as stored, without settling; `None` if it never had an entry.
-    pub async fn account(
-        &self,
-        program_id: &str,
-        customer_id: &str,
-    ) -> Result<Option<Account>, Error> {
+    pub async fn account(&self, program_id: &str, customer_id: &str) -> Result<Option<Account>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE program_id = $1 AND customer_id = $2"
         ));
-        let row = sqlx::query(sql)
-            .bind(program_id)
-            .bind(customer_id)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        row.as_ref()
-            .map(account_from_row)
-            .transpose()
-            .map_err(Error::from)
+        let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_optional(&self.db.pool).await?;
+        row.as_ref().map(account_from_row).transpose().map_err(Error::from)
     }
 
     /// One page of an account's entries, newest first, strictly before `before_id`.
@@ -414,22 +506,12 @@ impl LedgerStore {
     }
 
     /// Published entries after `after`, in stream order.
-    pub async fn entries_after(
-        &self,
-        after: i64,
-        program_id: &str,
-        limit: i64,
-    ) -> Result<Vec<LedgerRow>, Error> {
+    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
              WHERE seq > $1 AND ($2 = '' OR program_id = $2) ORDER BY seq LIMIT $3"
         ));
-        let rows = sqlx::query(sql)
-            .bind(after)
-            .bind(program_id)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
         rows.iter().map(entry_from_row).collect()
     }
 
@@ -453,9 +535,7 @@ impl LedgerStore {
         .bind(until)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?))).collect()
     }
 
     /// Hands out stream positions to committed, unnumbered entries (PostgreSQL).
@@ -494,10 +574,33 @@ impl LedgerStore {
 
     /// The highest published stream position (0 when none).
     pub async fn last_sequence(&self) -> Result<i64, Error> {
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries")
-            .fetch_one(&self.db.pool)
-            .await?;
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&self.db.pool).await?;
         Ok(max.unwrap_or(0))
+    }
+
+    /// The order as recorded by `EarnForOrder`; `lock` holds its row until commit.
+    async fn order(
+        &self,
+        tx: &mut AnyConnection,
+        program_id: &str,
+        order_id: &str,
+        lock: bool,
+    ) -> Result<Option<OrderRow>, Error> {
+        let suffix = if lock && self.db.dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT customer_id, amount_minor, points, transaction_id, refunded_minor FROM orders \
+             WHERE program_id = $1 AND order_id = $2{suffix}"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(order_id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(OrderRow {
+            customer_id: row.try_get("customer_id")?,
+            amount_minor: row.try_get("amount_minor")?,
+            points: row.try_get("points")?,
+            transaction_id: row.try_get("transaction_id")?,
+            refunded_minor: row.try_get("refunded_minor")?,
+        }))
     }
 
     async fn find_earn(
@@ -517,17 +620,15 @@ impl LedgerStore {
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await?;
-                id.flatten()
-                    .ok_or_else(|| Error::EarnNotFound(key.clone()))?
+                id.flatten().ok_or_else(|| Error::EarnNotFound(key.clone()))?
             }
         };
-        let customer: Option<String> = sqlx::query_scalar(
-            "SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2",
-        )
-        .bind(program_id)
-        .bind(&lot_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let customer: Option<String> =
+            sqlx::query_scalar("SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2")
+                .bind(program_id)
+                .bind(&lot_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let customer = customer.ok_or_else(|| Error::EarnNotFound(lot_id.clone()))?;
         Ok((customer, lot_id))
     }
@@ -638,12 +739,149 @@ impl LedgerStore {
     }
 }
 
-/// Creates the account on first use and locks its row until commit.
-async fn lock_account(
+/// An order as `RefundOrder` needs it.
+#[derive(Debug, Clone)]
+struct OrderRow {
+    customer_id: String,
+    amount_minor: i64,
+    points: i64,
+    transaction_id: String,
+    refunded_minor: i64,
+}
+
+/// Starts a write transaction; on SQLite it takes the write lock up front,
+/// since a deferred transaction that reads first could fail to upgrade.
+pub(crate) async fn begin_write(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match db.dialect {
+        Dialect::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::Postgres => db.pool.begin().await,
+    }
+}
+
+/// Claims `key` for this request. `Ok(None)`: claimed, go ahead. `Ok(Some)`:
+/// a replay, here is the saved response. Concurrent claims of one key wait
+/// on each other, so exactly one goes ahead.
+pub(crate) async fn claim_key(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    method: &'static str,
+    key: &str,
+    hash: &str,
+    now: Micros,
+) -> Result<Option<String>, Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, created_at_us) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(program_id)
+    .bind(method)
+    .bind(key)
+    .bind(hash)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT request_hash, response FROM idempotency_keys \
+         WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
+    )
+    .bind(program_id)
+    .bind(method)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let saved_hash: String = row.try_get("request_hash")?;
+    if saved_hash != hash {
+        return Err(Error::IdempotencyKeyReused { method });
+    }
+    let response: Option<String> = row.try_get("response")?;
+    response.map(Some).ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))
+}
+
+/// Saves the response of a claimed key, in the same transaction as the write.
+pub(crate) async fn save_key(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    method: &'static str,
+    key: &str,
+    response: &str,
+    transaction_id: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET response = $1, transaction_id = $2 \
+         WHERE program_id = $3 AND method = $4 AND idempotency_key = $5",
+    )
+    .bind(response)
+    .bind(transaction_id)
+    .bind(program_id)
+    .bind(method)
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Refuses an activity whose rule's cap is reached. Runs with the account
+/// locked, so parallel requests for one customer are counted one by one.
+async fn check_activity_cap(
     tx: &mut AnyConnection,
     program_id: &str,
     customer_id: &str,
-) -> Result<Account, Error> {
+    activity_type: &str,
+    activity_ref: &str,
+    rule: &ActivityRule,
+    now: Micros,
+) -> Result<(), Error> {
+    let refused = |limit: String| {
+        Error::Rule(RuleViolation::ActivityCapReached { activity_type: activity_type.to_owned(), limit })
+    };
+    if rule.once_per_ref {
+        let seen: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM activity_awards WHERE program_id = $1 AND customer_id = $2 AND activity_type = $3 \
+             AND activity_ref = $4 LIMIT 1",
+        )
+        .bind(program_id)
+        .bind(customer_id)
+        .bind(activity_type)
+        .bind(activity_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if seen.is_some() {
+            return Err(refused(format!("once for {activity_ref:?}")));
+        }
+    }
+    if rule.cap_count > 0 {
+        let since = rules::period_start(rule.cap_period, now).unwrap_or(i64::MIN);
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM activity_awards WHERE program_id = $1 AND customer_id = $2 \
+             AND activity_type = $3 AND awarded_at_us >= $4",
+        )
+        .bind(program_id)
+        .bind(customer_id)
+        .bind(activity_type)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count >= i64::from(rule.cap_count) {
+            let period = match rule.cap_period {
+                rules::CapPeriod::Lifetime => "in total",
+                rules::CapPeriod::Year => "this year",
+                rules::CapPeriod::Month => "this month",
+                rules::CapPeriod::Week => "this week",
+                rules::CapPeriod::Day => "today",
+            };
+            return Err(refused(format!("{} time(s) {period}", rule.cap_count)));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the account on first use and locks its row until commit.
+async fn lock_account(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Account, Error> {
     // The no-op update makes PostgreSQL return (and lock) an existing row in
     // the same round trip that creates a new one.
     let sql = sqlx::AssertSqlSafe(format!(
@@ -651,49 +889,23 @@ async fn lock_account(
          ON CONFLICT (program_id, customer_id) DO UPDATE SET version = accounts.version \
          RETURNING {ACCOUNT_COLUMNS}"
     ));
-    let row = sqlx::query(sql)
-        .bind(program_id)
-        .bind(customer_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_one(&mut *tx).await?;
     Ok(account_from_row(&row)?)
 }
 
-async fn open_lots(
-    tx: &mut AnyConnection,
-    program_id: &str,
-    customer_id: &str,
-) -> Result<Vec<PointLot>, Error> {
+async fn open_lots(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Vec<PointLot>, Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND customer_id = $2 AND remaining > 0"
     ));
-    let rows = sqlx::query(sql)
-        .bind(program_id)
-        .bind(customer_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    rows.iter()
-        .map(|r| lot_from_row(r).map_err(Error::from))
-        .collect()
+    let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&mut *tx).await?;
+    rows.iter().map(|r| lot_from_row(r).map_err(Error::from)).collect()
 }
 
-async fn lot_by_id(
-    tx: &mut AnyConnection,
-    program_id: &str,
-    lot_id: &str,
-) -> Result<Option<PointLot>, Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND lot_id = $2"
-    ));
-    let row = sqlx::query(sql)
-        .bind(program_id)
-        .bind(lot_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.as_ref()
-        .map(lot_from_row)
-        .transpose()
-        .map_err(Error::from)
+async fn lot_by_id(tx: &mut AnyConnection, program_id: &str, lot_id: &str) -> Result<Option<PointLot>, Error> {
+    let sql =
+        sqlx::AssertSqlSafe(format!("SELECT {LOT_COLUMNS} FROM point_lots WHERE program_id = $1 AND lot_id = $2"));
+    let row = sqlx::query(sql).bind(program_id).bind(lot_id).fetch_optional(&mut *tx).await?;
+    row.as_ref().map(lot_from_row).transpose().map_err(Error::from)
 }
 
 fn account_from_row(row: &AnyRow) -> Result<Account, sqlx::Error> {
@@ -741,8 +953,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         transaction_id: row.try_get("transaction_id")?,
         program_id: row.try_get("program_id")?,
         customer_id: row.try_get("customer_id")?,
-        kind: EntryKind::parse(&kind)
-            .ok_or_else(|| Error::Corrupt(format!("unknown entry kind {kind:?}")))?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("unknown entry kind {kind:?}")))?,
         points: row.try_get("points")?,
         pending_points: row.try_get("pending_points")?,
         reason: row.try_get("reason")?,
@@ -757,14 +968,11 @@ fn lot_state(active: bool) -> &'static str {
     if active { "active" } else { "pending" }
 }
 
-fn request_hash(program_id: &str, command: &Command) -> String {
+/// SHA-256 of the program and the request, hex.
+pub(crate) fn request_hash(program_id: &str, request: &serde_json::Value) -> String {
     let mut hasher = Sha256::new();
     hasher.update(program_id.as_bytes());
     hasher.update([0]);
-    hasher.update(serde_json::to_vec(command).expect("commands serialise"));
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.update(request.to_string().as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

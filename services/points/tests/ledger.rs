@@ -70,10 +70,7 @@ async fn concurrent_spends_never_overdraw(backend: Backend) {
             Ok(_) => succeeded += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-                assert_eq!(
-                    status.get_error_details().error_info().unwrap().reason,
-                    "INSUFFICIENT_POINTS"
-                );
+                assert_eq!(status.get_error_details().error_info().unwrap().reason, "INSUFFICIENT_POINTS");
             }
         }
     }
@@ -112,22 +109,13 @@ async fn concurrent_replays_of_one_earn_write_one_entry(backend: Backend) {
             replays += 1;
         }
         let body = response.into_inner();
-        assert_eq!(
-            body.balance.unwrap().available,
-            250,
-            "a replay returns the original result"
-        );
+        assert_eq!(body.balance.unwrap().available, 250, "a replay returns the original result");
         ids.insert(body.transaction_id);
     }
     assert_eq!(ids.len(), 1, "one transaction id for every replay");
     assert_eq!(replays, 49);
     assert_eq!(h.all_entries("shop", "ben").await.len(), 1);
-    assert_eq!(
-        h.assert_ledger_matches_balance("shop", "ben")
-            .await
-            .available,
-        250
-    );
+    assert_eq!(h.assert_ledger_matches_balance("shop", "ben").await.available, 250);
     h.stop().await;
 }
 
@@ -147,27 +135,15 @@ async fn replay_with_other_arguments_is_refused(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
-    assert_eq!(
-        status.get_error_details().error_info().unwrap().reason,
-        "IDEMPOTENCY_KEY_REUSED"
-    );
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "IDEMPOTENCY_KEY_REUSED");
     // Keys are scoped per method: the same key on Spend is a new request.
-    h.spend("shop", "cleo", 10, "k1")
-        .await
-        .expect("spend with the earn's key");
+    h.spend("shop", "cleo", 10, "k1").await.expect("spend with the earn's key");
     // A refused write saves nothing: the same key succeeds once the balance allows it.
     let refused = h.spend("shop", "cleo", 500, "big").await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     h.earn("shop", "cleo", 1_000, "k2").await;
-    h.spend("shop", "cleo", 500, "big")
-        .await
-        .expect("judged afresh");
-    assert_eq!(
-        h.assert_ledger_matches_balance("shop", "cleo")
-            .await
-            .available,
-        590
-    );
+    h.spend("shop", "cleo", 500, "big").await.expect("judged afresh");
+    assert_eq!(h.assert_ledger_matches_balance("shop", "cleo").await.available, 590);
     h.stop().await;
 }
 
@@ -182,20 +158,8 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
         pending_until: None,
         expires_at: Some(timestamp(T0 + days * DAY)),
     };
-    let late = h
-        .client
-        .earn(earn(100, 60, "late"))
-        .await
-        .unwrap()
-        .into_inner()
-        .transaction_id;
-    let soon = h
-        .client
-        .earn(earn(100, 10, "soon"))
-        .await
-        .unwrap()
-        .into_inner()
-        .transaction_id;
+    let late = h.client.earn(earn(100, 60, "late")).await.unwrap().into_inner().transaction_id;
+    let soon = h.client.earn(earn(100, 10, "soon")).await.unwrap().into_inner().transaction_id;
     h.spend("shop", "dina", 30, "s1").await.unwrap();
 
     let balance = h.balance("shop", "dina").await;
@@ -210,10 +174,7 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
         .get_expiring_points(pb::GetExpiringPointsRequest {
             program_id: "shop".into(),
             customer_id: "dina".into(),
-            within: Some(prost_types::Duration {
-                seconds: 30 * 86_400,
-                nanos: 0,
-            }),
+            within: Some(prost_types::Duration { seconds: 30 * 86_400, nanos: 0 }),
         })
         .await
         .unwrap()
@@ -226,25 +187,11 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
     let balance = h.balance("shop", "dina").await;
     assert_eq!((balance.available, balance.expired), (100, 70));
     // ...and the job finds nothing left to do for this account.
-    let run = h
-        .client
-        .run_expiry(pb::RunExpiryRequest {
-            program_id: "shop".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = h.client.run_expiry(pb::RunExpiryRequest { program_id: "shop".into() }).await.unwrap().into_inner();
     assert_eq!(run.points_expired, 0);
 
     h.clock.advance(50 * DAY);
-    let run = h
-        .client
-        .run_expiry(pb::RunExpiryRequest {
-            program_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = h.client.run_expiry(pb::RunExpiryRequest { program_id: String::new() }).await.unwrap().into_inner();
     assert_eq!((run.accounts_settled, run.points_expired), (1, 100));
     let entries = h.all_entries("shop", "dina").await;
     let expired: Vec<_> = entries
@@ -254,14 +201,7 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
         .collect();
     assert_eq!(expired, vec![(late, -100), (soon, -70)], "newest first");
     let balance = h.assert_ledger_matches_balance("shop", "dina").await;
-    assert_eq!(
-        (
-            balance.available,
-            balance.expired,
-            balance.next_expiry_points
-        ),
-        (0, 170, 0)
-    );
+    assert_eq!((balance.available, balance.expired, balance.next_expiry_points), (0, 170, 0));
     h.stop().await;
 }
 
@@ -276,20 +216,9 @@ async fn pending_points_activate_and_reversals_take_points_back(backend: Backend
         pending_until: Some(timestamp(T0 + 14 * DAY)),
         expires_at: None,
     };
-    let first = h
-        .client
-        .earn(pending_earn("o1", 40))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        first.balance.as_ref().map(|b| (b.available, b.pending)),
-        Some((0, 40))
-    );
-    assert_eq!(
-        h.spend("shop", "emil", 1, "s0").await.unwrap_err().code(),
-        Code::FailedPrecondition
-    );
+    let first = h.client.earn(pending_earn("o1", 40)).await.unwrap().into_inner();
+    assert_eq!(first.balance.as_ref().map(|b| (b.available, b.pending)), Some((0, 40)));
+    assert_eq!(h.spend("shop", "emil", 1, "s0").await.unwrap_err().code(), Code::FailedPrecondition);
 
     // Early activation of one earn.
     let activated = h
@@ -304,10 +233,7 @@ async fn pending_points_activate_and_reversals_take_points_back(backend: Backend
         .unwrap()
         .into_inner();
     assert_eq!(activated.points_activated, 40);
-    assert_eq!(
-        activated.balance.map(|b| (b.available, b.pending)),
-        Some((40, 0))
-    );
+    assert_eq!(activated.balance.map(|b| (b.available, b.pending)), Some((40, 0)));
 
     // Reversal of pending points cancels them.
     h.client.earn(pending_earn("o2", 60)).await.unwrap();
@@ -315,9 +241,7 @@ async fn pending_points_activate_and_reversals_take_points_back(backend: Backend
         .client
         .reverse(pb::ReverseRequest {
             program_id: "shop".into(),
-            original: Some(pb::reverse_request::Original::OriginalIdempotencyKey(
-                "o2".into(),
-            )),
+            original: Some(pb::reverse_request::Original::OriginalIdempotencyKey("o2".into())),
             points: Some(25),
             idempotency_key: "r1".into(),
             reason: "partial refund".into(),
@@ -325,14 +249,8 @@ async fn pending_points_activate_and_reversals_take_points_back(backend: Backend
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        (reversed.points_reversed, reversed.customer_id.as_str()),
-        (25, "emil")
-    );
-    assert_eq!(
-        reversed.balance.map(|b| (b.available, b.pending)),
-        Some((40, 35))
-    );
+    assert_eq!((reversed.points_reversed, reversed.customer_id.as_str()), (25, "emil"));
+    assert_eq!(reversed.balance.map(|b| (b.available, b.pending)), Some((40, 35)));
 
     // The pending period ends: the rest activates without any call.
     h.clock.advance(14 * DAY);
@@ -343,31 +261,17 @@ async fn pending_points_activate_and_reversals_take_points_back(backend: Backend
     h.spend("shop", "emil", 70, "s1").await.unwrap();
     let reverse_first = |key: &str, points| pb::ReverseRequest {
         program_id: "shop".into(),
-        original: Some(pb::reverse_request::Original::OriginalTransactionId(
-            first.transaction_id.clone(),
-        )),
+        original: Some(pb::reverse_request::Original::OriginalTransactionId(first.transaction_id.clone())),
         points,
         idempotency_key: key.into(),
         reason: "refund".into(),
     };
-    let all = h
-        .client
-        .reverse(reverse_first("r2", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let all = h.client.reverse(reverse_first("r2", None)).await.unwrap().into_inner();
     assert_eq!(all.points_reversed, 40);
     assert_eq!(all.balance.as_ref().map(|b| b.available), Some(-35));
-    let over = h
-        .client
-        .reverse(reverse_first("r3", Some(1)))
-        .await
-        .unwrap_err();
+    let over = h.client.reverse(reverse_first("r3", Some(1))).await.unwrap_err();
     assert_eq!(over.code(), Code::FailedPrecondition);
-    assert_eq!(
-        over.get_error_details().error_info().unwrap().reason,
-        "REVERSAL_EXCEEDS_EARN"
-    );
+    assert_eq!(over.get_error_details().error_info().unwrap().reason, "REVERSAL_EXCEEDS_EARN");
     // The next earn repays the debt.
     h.earn("shop", "emil", 50, "o3").await;
     let balance = h.assert_ledger_matches_balance("shop", "emil").await;
@@ -389,10 +293,7 @@ async fn stream_consumer_racing_writers_sees_every_entry_once(backend: Backend) 
             // Reconnect from the stored cursor every 50 entries, as a consumer restarting would.
             while seen.len() < total {
                 let mut stream = client
-                    .stream_events(pb::StreamEventsRequest {
-                        after_sequence: cursor,
-                        program_id: "race".into(),
-                    })
+                    .stream_events(pb::StreamEventsRequest { after_sequence: cursor, program_id: "race".into() })
                     .await
                     .unwrap()
                     .into_inner();
@@ -438,10 +339,7 @@ async fn stream_consumer_racing_writers_sees_every_entry_once(backend: Backend) 
     for writer in writers {
         written.extend(writer.await.unwrap());
     }
-    let seen = tokio::time::timeout(Duration::from_secs(60), consumer)
-        .await
-        .expect("the consumer catches up")
-        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(60), consumer).await.expect("the consumer catches up").unwrap();
     let seen_ids: HashSet<_> = seen.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(seen.len(), total, "no entry seen twice");
     assert_eq!(seen_ids, written, "every entry seen");
@@ -452,12 +350,7 @@ async fn invalid_input_names_the_field(backend: Backend) {
     let mut h = Harness::start(backend).await;
     let bad = [
         (
-            pb::EarnRequest {
-                customer_id: "c".into(),
-                points: 1,
-                idempotency_key: "k".into(),
-                ..Default::default()
-            },
+            pb::EarnRequest { customer_id: "c".into(), points: 1, idempotency_key: "k".into(), ..Default::default() },
             "program_id",
         ),
         (
@@ -491,12 +384,7 @@ async fn invalid_input_names_the_field(backend: Backend) {
             "points",
         ),
         (
-            pb::EarnRequest {
-                program_id: "p".into(),
-                customer_id: "c".into(),
-                points: 1,
-                ..Default::default()
-            },
+            pb::EarnRequest { program_id: "p".into(), customer_id: "c".into(), points: 1, ..Default::default() },
             "idempotency_key",
         ),
         (
@@ -515,30 +403,17 @@ async fn invalid_input_names_the_field(backend: Backend) {
         let status = h.client.earn(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .expect("field violations")
-            .field_violations
-            .iter()
-            .map(|v| v.field.clone())
-            .collect();
+        let fields: Vec<_> =
+            details.bad_request().expect("field violations").field_violations.iter().map(|v| v.field.clone()).collect();
         assert_eq!(fields, vec![field.to_owned()]);
     }
     let status = h
         .client
-        .reverse(pb::ReverseRequest {
-            program_id: "p".into(),
-            idempotency_key: "k".into(),
-            ..Default::default()
-        })
+        .reverse(pb::ReverseRequest { program_id: "p".into(), idempotency_key: "k".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().contains("original"),
-        "{}",
-        status.message()
-    );
+    assert!(status.message().contains("original"), "{}", status.message());
     let status = h
         .client
         .list_transactions(pb::ListTransactionsRequest {
@@ -550,11 +425,7 @@ async fn invalid_input_names_the_field(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(
-        h.balance("p", "c").await.available,
-        0,
-        "nothing was written"
-    );
+    assert_eq!(h.balance("p", "c").await.available, 0, "nothing was written");
     h.stop().await;
 }
 
@@ -564,20 +435,13 @@ async fn programs_never_see_each_other(backend: Backend) {
     h.earn("shop-b", "same-customer", 5, "k").await;
     assert_eq!(h.balance("shop-a", "same-customer").await.available, 300);
     assert_eq!(h.balance("shop-b", "same-customer").await.available, 5);
-    assert!(
-        h.all_entries("shop-b", "same-customer")
-            .await
-            .iter()
-            .all(|e| e.program_id == "shop-b")
-    );
+    assert!(h.all_entries("shop-b", "same-customer").await.iter().all(|e| e.program_id == "shop-b"));
     // Program B cannot reverse program A's earn, by id or by key.
     let status = h
         .client
         .reverse(pb::ReverseRequest {
             program_id: "shop-b".into(),
-            original: Some(pb::reverse_request::Original::OriginalTransactionId(
-                earn.transaction_id,
-            )),
+            original: Some(pb::reverse_request::Original::OriginalTransactionId(earn.transaction_id)),
             points: None,
             idempotency_key: "r".into(),
             reason: String::new(),
@@ -587,10 +451,7 @@ async fn programs_never_see_each_other(backend: Backend) {
     assert_eq!(status.code(), Code::NotFound);
     let mut stream = h
         .client
-        .stream_events(pb::StreamEventsRequest {
-            after_sequence: 0,
-            program_id: "shop-b".into(),
-        })
+        .stream_events(pb::StreamEventsRequest { after_sequence: 0, program_id: "shop-b".into() })
         .await
         .unwrap()
         .into_inner();
@@ -608,17 +469,12 @@ async fn health_reflection_and_metrics_answer(backend: Backend) {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let mut h = Harness::start(backend).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", h.addr)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
     for service in ["", loyalty_points::SERVICE_NAME] {
         let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
             .await
             .unwrap()
             .into_inner()
@@ -631,34 +487,20 @@ async fn health_reflection_and_metrics_answer(backend: Backend) {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.next().await.unwrap().unwrap().message_response
+    let mut responses = reflection.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected a service list");
     };
     let names: HashSet<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(loyalty_points::SERVICE_NAME) && names.contains("grpc.health.v1.Health"),
-        "{names:?}"
-    );
+    assert!(names.contains(loyalty_points::SERVICE_NAME) && names.contains("grpc.health.v1.Health"), "{names:?}");
 
     h.earn("shop", "fay", 1, "k").await;
     let _ = h.spend("shop", "fay", 5, "s").await;
     let text = h.metrics_text().await;
-    assert!(
-        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
-        "{text}"
-    );
+    assert!(text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(text.contains(r#"method="Earn",code="Ok"} 1"#), "{text}");
-    assert!(
-        text.contains(r#"method="Spend",code="FailedPrecondition"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"method="Spend",code="FailedPrecondition"} 1"#), "{text}");
     assert!(text.contains("balance_cache_"), "{text}");
     h.stop().await;
 }
@@ -669,54 +511,30 @@ async fn health_reflection_and_metrics_answer(backend: Backend) {
 async fn redis_outage_loses_nothing_and_serves_nothing_stale() {
     let upstream = redis_socket_addr();
     let proxy = CuttableProxy::start(upstream).await;
-    let options = Options {
-        redis_url: Some(format!("redis://{}", proxy.addr)),
-        redis_backoff_ms: 0,
-    };
+    let options =
+        Options { redis_url: Some(format!("redis://{}", proxy.addr)), redis_backoff_ms: 0, ..Options::default() };
     let mut h = Harness::start_with(Backend::Postgres, options).await;
 
     h.earn("shop", "gus", 100, "e1").await;
     assert_eq!(h.balance("shop", "gus").await.available, 100);
-    let cached = cached_balance(&h, "shop", "gus")
-        .await
-        .expect("the balance is cached in Redis");
+    let cached = cached_balance(&h, "shop", "gus").await.expect("the balance is cached in Redis");
     assert_eq!(cached["available"], 100);
 
     proxy.cut();
-    h.spend("shop", "gus", 30, "s1")
-        .await
-        .expect("writes go on without Redis");
-    assert_eq!(
-        h.balance("shop", "gus").await.available,
-        70,
-        "reads fall back to the database"
-    );
+    h.spend("shop", "gus", 30, "s1").await.expect("writes go on without Redis");
+    assert_eq!(h.balance("shop", "gus").await.available, 70, "reads fall back to the database");
     h.earn("shop", "gus", 5, "e2").await;
     // Redis itself still holds the balance from before the outage.
-    assert_eq!(
-        cached_balance(&h, "shop", "gus")
-            .await
-            .expect("still there")["available"],
-        100
-    );
+    assert_eq!(cached_balance(&h, "shop", "gus").await.expect("still there")["available"], 100);
 
     proxy.restore();
     for _ in 0..20 {
-        assert_eq!(
-            h.balance("shop", "gus").await.available,
-            75,
-            "never the stale 100"
-        );
+        assert_eq!(h.balance("shop", "gus").await.available, 75, "never the stale 100");
     }
-    let refreshed = cached_balance(&h, "shop", "gus")
-        .await
-        .expect("cached again once Redis is back");
+    let refreshed = cached_balance(&h, "shop", "gus").await.expect("cached again once Redis is back");
     assert_eq!(refreshed["available"], 75);
     let metrics = h.metrics_text().await;
-    assert!(
-        !metrics.contains("balance_cache_errors_total 0"),
-        "the outage was noticed: {metrics}"
-    );
+    assert!(!metrics.contains("balance_cache_errors_total 0"), "the outage was noticed: {metrics}");
     h.stop().await;
 }
 
@@ -724,32 +542,13 @@ fn redis_socket_addr() -> std::net::SocketAddr {
     let url = loyalty_common::testing::redis_url();
     let hostport = url.trim_start_matches("redis://").trim_end_matches('/');
     let hostport = hostport.rsplit('@').next().unwrap();
-    std::net::ToSocketAddrs::to_socket_addrs(hostport)
-        .unwrap()
-        .next()
-        .unwrap()
+    std::net::ToSocketAddrs::to_socket_addrs(hostport).unwrap().next().unwrap()
 }
 
-async fn cached_balance(
-    h: &Harness,
-    program: &str,
-    customer: &str,
-) -> Option<HashMap<String, serde_json::Value>> {
+async fn cached_balance(h: &Harness, program: &str, customer: &str) -> Option<HashMap<String, serde_json::Value>> {
     let client = redis::Client::open(loyalty_common::testing::redis_url()).unwrap();
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("test Redis answers");
-    let key = format!(
-        "{}bal:{{{}:{program}:{customer}}}",
-        h.redis_prefix,
-        program.len()
-    );
-    let json: Option<String> = redis::cmd("HGET")
-        .arg(key)
-        .arg("d")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.expect("test Redis answers");
+    let key = format!("{}bal:{{{}:{program}:{customer}}}", h.redis_prefix, program.len());
+    let json: Option<String> = redis::cmd("HGET").arg(key).arg("d").query_async(&mut conn).await.unwrap();
     json.map(|j| serde_json::from_str(&j).unwrap())
 }

@@ -44,14 +44,12 @@ pub struct Options {
     /// Overrides the Redis URL (e.g. a proxy in front of the real Redis).
     pub redis_url: Option<String>,
     pub redis_backoff_ms: u64,
+    pub tiers_addr: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            redis_url: None,
-            redis_backoff_ms: 1_000,
-        }
+        Self { redis_url: None, redis_backoff_ms: 1_000, tiers_addr: None }
     }
 }
 
@@ -85,39 +83,23 @@ impl Harness {
             balance_cache_ttl_secs: 300,
             redis_timeout_ms: 500,
             redis_backoff_ms: options.redis_backoff_ms,
+            tiers_addr: options.tiers_addr.clone(),
+            tiers_timeout_ms: 300,
             expiry_interval_secs: 3_600,
-            telemetry: TelemetryArgs {
-                log_format: LogFormat::Text,
-                log_filter: "info".into(),
-            },
+            telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
         };
         let clock = ManualClock::new(T0);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = PointsServer::start(config, listener, Some(Arc::new(clock.clone())))
-            .await
-            .expect("server starts");
+        let server = PointsServer::start(config, listener, Some(Arc::new(clock.clone()))).await.expect("server starts");
         let addr = server.bind_addr();
         let metrics_addr = server.metrics_addr();
-        let client = PointsServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("client connects");
-        Self {
-            client,
-            clock,
-            addr,
-            metrics_addr,
-            redis_prefix,
-            server: Some(server),
-            database,
-            sqlite_dir,
-        }
+        let client = PointsServiceClient::connect(format!("http://{addr}")).await.expect("client connects");
+        Self { client, clock, addr, metrics_addr, redis_prefix, server: Some(server), database, sqlite_dir }
     }
 
     /// A fresh client on its own connection.
     pub async fn client(&self) -> PointsServiceClient<Channel> {
-        PointsServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
+        PointsServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -144,13 +126,7 @@ impl Harness {
         }
     }
 
-    pub async fn earn(
-        &mut self,
-        program: &str,
-        customer: &str,
-        points: i64,
-        key: &str,
-    ) -> pb::EarnResponse {
+    pub async fn earn(&mut self, program: &str, customer: &str, points: i64, key: &str) -> pb::EarnResponse {
         self.client
             .earn(pb::EarnRequest {
                 program_id: program.into(),
@@ -180,24 +156,12 @@ impl Harness {
             reason: "reward".into(),
             idempotency_key: key.into(),
         };
-        self.client
-            .spend(request)
-            .await
-            .map(tonic::Response::into_inner)
+        self.client.spend(request).await.map(tonic::Response::into_inner)
     }
 
     pub async fn balance(&mut self, program: &str, customer: &str) -> pb::Balance {
-        let request = pb::GetBalanceRequest {
-            program_id: program.into(),
-            customer_id: customer.into(),
-        };
-        self.client
-            .get_balance(request)
-            .await
-            .expect("balance")
-            .into_inner()
-            .balance
-            .expect("balance set")
+        let request = pb::GetBalanceRequest { program_id: program.into(), customer_id: customer.into() };
+        self.client.get_balance(request).await.expect("balance").into_inner().balance.expect("balance set")
     }
 
     /// Every entry of the account, newest first, following page tokens.
@@ -225,11 +189,7 @@ impl Harness {
     }
 
     /// Asserts that the ledger adds up to the balance.
-    pub async fn assert_ledger_matches_balance(
-        &mut self,
-        program: &str,
-        customer: &str,
-    ) -> pb::Balance {
+    pub async fn assert_ledger_matches_balance(&mut self, program: &str, customer: &str) -> pb::Balance {
         let balance = self.balance(program, customer).await;
         let entries = self.all_entries(program, customer).await;
         let available: i64 = entries.iter().map(|e| e.points).sum();
@@ -242,10 +202,7 @@ impl Harness {
     pub async fn metrics_text(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(self.metrics_addr).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
         let mut body = String::new();
         stream.read_to_string(&mut body).await.unwrap();
         body
@@ -292,11 +249,7 @@ impl CuttableProxy {
                 });
             }
         });
-        Self {
-            addr,
-            up,
-            generation,
-        }
+        Self { addr, up, generation }
     }
 
     /// Drops every open connection and refuses new ones.

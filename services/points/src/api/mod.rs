@@ -1,0 +1,680 @@
+//! The gRPC face of the ledger: the only file that touches prost types.
+//! Every request is validated here, at the edge, before it reaches the ledger.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use loyalty_common::clock::{MICROS_PER_SECOND, Micros, from_timestamp, to_timestamp};
+use loyalty_common::shutdown::ShutdownSignal;
+use loyalty_common::validate::{self, FieldViolation};
+use loyalty_proto::points::v1 as pb;
+use loyalty_proto::points::v1::points_service_server::PointsService;
+
+mod convert;
+
+use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::rules::{self, MAX_ORDER_MINOR};
+use crate::store::{Command, EarnRef, Execution, LedgerRow, OrderRequest};
+use convert::{
+    audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, settings_from_proto, settings_to_proto,
+};
+
+const DEFAULT_PAGE_SIZE: i32 = 50;
+const MAX_PAGE_SIZE: i32 = 200;
+/// How far in the future an order's `occurred_at` may lie (clocks differ).
+const MAX_CLOCK_SKEW: Micros = 5 * 60 * MICROS_PER_SECOND;
+const MAX_EXPIRING_HORIZON: Micros = 10 * 366 * 86_400 * MICROS_PER_SECOND;
+/// Entries read per query while a stream catches up.
+const STREAM_BATCH: i64 = 500;
+/// A stream re-checks the database at least this often, for entries
+/// published by another replica.
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+pub struct PointsApi {
+    ledger: Arc<Ledger>,
+    shutdown: ShutdownSignal,
+}
+
+impl PointsApi {
+    pub fn new(ledger: Arc<Ledger>, shutdown: ShutdownSignal) -> Self {
+        Self { ledger, shutdown }
+    }
+
+    async fn write(&self, program_id: &str, key: &str, command: Command) -> Result<Execution, Status> {
+        let execution = self.ledger.execute(program_id, key, command).await?;
+        Ok(execution)
+    }
+}
+
+/// Collects every bad field of a request before answering.
+#[derive(Default)]
+struct Check(Vec<FieldViolation>);
+
+impl Check {
+    fn add(&mut self, result: Result<(), FieldViolation>) -> &mut Self {
+        if let Err(violation) = result {
+            self.0.push(violation);
+        }
+        self
+    }
+
+    fn id(&mut self, field: &str, value: &str) -> &mut Self {
+        self.add(validate::id(field, value))
+    }
+
+    fn text(&mut self, field: &str, value: &str) -> &mut Self {
+        self.add(validate::text(field, value))
+    }
+
+    fn points(&mut self, field: &str, value: i64) -> &mut Self {
+        self.add(validate::positive(field, value, MAX_POINTS_PER_COMMAND))
+    }
+
+    fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) -> Option<Micros> {
+        let ts = value?;
+        let micros = from_timestamp(ts);
+        if micros.is_none() {
+            self.0.push(FieldViolation::new(field, "is not a valid timestamp"));
+        }
+        micros
+    }
+
+    /// Page size (0: the default) and the position a page token encodes.
+    fn page(&mut self, page_size: i32, page_token: &str) -> Page {
+        if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
+            self.add(Err(FieldViolation::new("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}"))));
+        }
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            let parsed = page_token.parse::<i64>().ok().filter(|id| *id > 0);
+            if parsed.is_none() {
+                self.add(Err(FieldViolation::new("page_token", "is not a token from a previous page")));
+            }
+            parsed
+        };
+        let size = if page_size <= 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
+        Page { size: i64::from(size), before }
+    }
+
+    /// An order amount and its currency.
+    fn order(&mut self, amount_minor: i64, currency: &str) -> &mut Self {
+        if !(0..=MAX_ORDER_MINOR).contains(&amount_minor) {
+            self.add(Err(FieldViolation::new("amount_minor", format!("must be between 0 and {MAX_ORDER_MINOR}"))));
+        }
+        if !rules::is_currency_code(currency) {
+            self.add(Err(FieldViolation::new("currency", "must be an ISO 4217 code such as EUR")));
+        }
+        self
+    }
+
+    fn done(self) -> Result<(), Status> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0).into()) }
+    }
+}
+
+struct Page {
+    size: i64,
+    before: Option<i64>,
+}
+
+impl Page {
+    /// Trims the extra row fetched beyond the page and makes the next token from the last row kept.
+    fn cut<T>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> i64) -> (Vec<T>, String) {
+        let size = usize::try_from(self.size).unwrap_or(0);
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let token =
+            if more { rows.last().map(|row| position(row).to_string()).unwrap_or_default() } else { String::new() };
+        (rows, token)
+    }
+}
+
+fn respond<T>(execution: &Execution, message: T) -> Response<T> {
+    let mut response = Response::new(message);
+    if execution.replayed {
+        // Lets a caller tell a replay from a first execution without changing the body.
+        response.metadata_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+    }
+    response
+}
+
+#[tonic::async_trait]
+impl PointsService for PointsApi {
+    async fn earn(&self, request: Request<pb::EarnRequest>) -> Result<Response<pb::EarnResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        check.points("points", r.points).text("reason", &r.reason);
+        let pending_until = check.timestamp("pending_until", r.pending_until.as_ref());
+        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
+        check.done()?;
+        let command =
+            Command::Earn { customer_id: r.customer_id, points: r.points, reason: r.reason, pending_until, expires_at };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::EarnResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn spend(&self, request: Request<pb::SpendRequest>) -> Result<Response<pb::SpendResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        check.points("points", r.points).text("reason", &r.reason);
+        check.done()?;
+        let command = Command::Spend { customer_id: r.customer_id, points: r.points, reason: r.reason };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::SpendResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn reverse(&self, request: Request<pb::ReverseRequest>) -> Result<Response<pb::ReverseResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).text("reason", &r.reason);
+        let original = match r.original {
+            Some(pb::reverse_request::Original::OriginalTransactionId(id)) => {
+                check.id("original_transaction_id", &id);
+                Some(EarnRef::TransactionId(id))
+            }
+            Some(pb::reverse_request::Original::OriginalIdempotencyKey(key)) => {
+                check.id("original_idempotency_key", &key);
+                Some(EarnRef::IdempotencyKey(key))
+            }
+            None => {
+                check.add(Err(FieldViolation::new(
+                    "original",
+                    "set original_transaction_id or original_idempotency_key",
+                )));
+                None
+            }
+        };
+        if let Some(points) = r.points {
+            check.points("points", points);
+        }
+        check.done()?;
+        let original = original.expect("validated above");
+        let command = Command::Reverse { original, points: r.points, reason: r.reason };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::ReverseResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            customer_id: receipt.customer_id.clone(),
+            points_reversed: receipt.points,
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn adjust(&self, request: Request<pb::AdjustRequest>) -> Result<Response<pb::AdjustResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        check.points("points", r.points.checked_abs().unwrap_or(i64::MAX)).text("reason", &r.reason);
+        if r.reason.trim().is_empty() {
+            check.add(Err(FieldViolation::new("reason", "an adjustment needs a reason")));
+        }
+        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
+        if r.points < 0 && expires_at.is_some() {
+            check.add(Err(FieldViolation::new("expires_at", "only applies to a positive adjustment")));
+        }
+        check.done()?;
+        let command = Command::Adjust {
+            customer_id: r.customer_id,
+            points: r.points,
+            reason: r.reason,
+            expires_at,
+            allow_debt: r.allow_debt,
+        };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::AdjustResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn activate_pending(
+        &self,
+        request: Request<pb::ActivatePendingRequest>,
+    ) -> Result<Response<pb::ActivatePendingResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        if !r.earn_transaction_id.is_empty() {
+            check.id("earn_transaction_id", &r.earn_transaction_id);
+        }
+        check.done()?;
+        let earn = Some(r.earn_transaction_id).filter(|id| !id.is_empty());
+        let command = Command::ActivatePending { customer_id: r.customer_id, earn_transaction_id: earn };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::ActivatePendingResponse {
+            points_activated: receipt.points,
+            transaction_ids: receipt.transaction_ids.clone(),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.done()?;
+        let found = self.ledger.balance(&r.program_id, &r.customer_id).await?;
+        Ok(Response::new(pb::GetBalanceResponse { balance: Some(balance(&found)) }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        let page = check.page(r.page_size, &r.page_token);
+        check.done()?;
+        // One extra row tells whether another page follows.
+        let rows = self.ledger.entries(&r.program_id, &r.customer_id, page.before, page.size + 1).await?;
+        let (rows, next_page_token) = page.cut(rows, |row| row.id);
+        Ok(Response::new(pb::ListTransactionsResponse { entries: rows.iter().map(entry).collect(), next_page_token }))
+    }
+
+    async fn get_expiring_points(
+        &self,
+        request: Request<pb::GetExpiringPointsRequest>,
+    ) -> Result<Response<pb::GetExpiringPointsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        let within = match r.within {
+            None => {
+                check.add(Err(FieldViolation::new("within", "is required, e.g. 2592000s for 30 days")));
+                0
+            }
+            Some(d) => {
+                let micros =
+                    d.seconds.checked_mul(MICROS_PER_SECOND).and_then(|s| s.checked_add(i64::from(d.nanos / 1_000)));
+                match micros {
+                    Some(m) if m > 0 && m <= MAX_EXPIRING_HORIZON => m,
+                    _ => {
+                        check.add(Err(FieldViolation::new("within", "must be positive and at most 10 years")));
+                        0
+                    }
+                }
+            }
+        };
+        check.done()?;
+        let until = self.ledger.now().saturating_add(within);
+        let lots = self.ledger.expiring(&r.program_id, &r.customer_id, until).await?;
+        let total_points = lots.iter().map(|(_, points)| points).sum();
+        let expiring = lots
+            .into_iter()
+            .map(|(at, points)| pb::ExpiringPoints { points, expires_at: Some(to_timestamp(at)) })
+            .collect();
+        Ok(Response::new(pb::GetExpiringPointsResponse { expiring, total_points }))
+    }
+
+    async fn run_expiry(
+        &self,
+        request: Request<pb::RunExpiryRequest>,
+    ) -> Result<Response<pb::RunExpiryResponse>, Status> {
+        let r = request.into_inner();
+        let program = if r.program_id.is_empty() {
+            None
+        } else {
+            let mut check = Check::default();
+            check.id("program_id", &r.program_id);
+            check.done()?;
+            Some(r.program_id.as_str())
+        };
+        let run = self.ledger.run_expiry(program).await?;
+        Ok(Response::new(pb::RunExpiryResponse {
+            accounts_settled: run.accounts_settled,
+            points_expired: run.points_expired,
+            points_activated: run.points_activated,
+        }))
+    }
+
+    async fn get_program_settings(
+        &self,
+        request: Request<pb::GetProgramSettingsRequest>,
+    ) -> Result<Response<pb::GetProgramSettingsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        check.done()?;
+        let settings = self.ledger.programs().settings(&r.program_id).await?;
+        Ok(Response::new(pb::GetProgramSettingsResponse { settings: Some(settings_to_proto(&settings)) }))
+    }
+
+    async fn put_program_settings(
+        &self,
+        request: Request<pb::PutProgramSettingsRequest>,
+    ) -> Result<Response<pb::PutProgramSettingsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        // An absent message reads as all defaults, which fail validation field by field.
+        let settings = settings_from_proto(r.settings.unwrap_or_default(), &mut check.0);
+        check.done()?;
+        let stored = self
+            .ledger
+            .programs()
+            .put_settings(&r.program_id, settings, &r.actor, &r.idempotency_key, r.expected_version)
+            .await?;
+        Ok(Response::new(pb::PutProgramSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
+    }
+
+    async fn list_campaigns(
+        &self,
+        request: Request<pb::ListCampaignsRequest>,
+    ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        check.done()?;
+        let campaigns = self.ledger.programs().campaigns(&r.program_id, r.include_ended).await?;
+        Ok(Response::new(pb::ListCampaignsResponse { campaigns: campaigns.iter().map(campaign_to_proto).collect() }))
+    }
+
+    async fn create_campaign(
+        &self,
+        request: Request<pb::CreateCampaignRequest>,
+    ) -> Result<Response<pb::CreateCampaignResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
+        if !campaign.campaign_id.is_empty() {
+            check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
+        }
+        check.done()?;
+        let created =
+            self.ledger.programs().create_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
+        Ok(Response::new(pb::CreateCampaignResponse { campaign: Some(campaign_to_proto(&created)) }))
+    }
+
+    async fn update_campaign(
+        &self,
+        request: Request<pb::UpdateCampaignRequest>,
+    ) -> Result<Response<pb::UpdateCampaignResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
+        check.id("campaign.campaign_id", &campaign.campaign_id);
+        check.done()?;
+        let updated =
+            self.ledger.programs().update_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
+        Ok(Response::new(pb::UpdateCampaignResponse { campaign: Some(campaign_to_proto(&updated)) }))
+    }
+
+    async fn end_campaign(
+        &self,
+        request: Request<pb::EndCampaignRequest>,
+    ) -> Result<Response<pb::EndCampaignResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        check.id("campaign_id", &r.campaign_id);
+        check.done()?;
+        let ended =
+            self.ledger.programs().end_campaign(&r.program_id, &r.campaign_id, &r.actor, &r.idempotency_key).await?;
+        Ok(Response::new(pb::EndCampaignResponse { campaign: Some(campaign_to_proto(&ended)) }))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let page = check.page(r.page_size, &r.page_token);
+        check.done()?;
+        let rows = self.ledger.programs().audit_entries(&r.program_id, page.before, page.size + 1).await?;
+        let (rows, next_page_token) = page.cut(rows, |row| row.audit_id);
+        Ok(Response::new(pb::ListAuditEntriesResponse {
+            entries: rows.iter().map(audit_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn earn_for_order(
+        &self,
+        request: Request<pb::EarnForOrderRequest>,
+    ) -> Result<Response<pb::EarnForOrderResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("order_id", &r.order_id);
+        check.order(r.amount_minor, &r.currency);
+        let occurred_at = check.timestamp("occurred_at", r.occurred_at.as_ref());
+        if occurred_at.is_some_and(|at| at > self.ledger.now() + MAX_CLOCK_SKEW) {
+            check.add(Err(FieldViolation::new("occurred_at", "must not lie in the future")));
+        }
+        check.done()?;
+        let order = OrderRequest {
+            customer_id: r.customer_id,
+            order_id: r.order_id,
+            amount_minor: r.amount_minor,
+            currency: r.currency,
+            occurred_at,
+        };
+        let execution = self.ledger.earn_for_order(&r.program_id, order).await?;
+        let receipt = &execution.receipt;
+        let message = pb::EarnForOrderResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            points: receipt.points,
+            breakdown: receipt.breakdown.as_ref().map(breakdown_to_proto),
+            pending_until: receipt.pending_until.map(to_timestamp),
+            expires_at: receipt.expires_at.map(to_timestamp),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn refund_order(
+        &self,
+        request: Request<pb::RefundOrderRequest>,
+    ) -> Result<Response<pb::RefundOrderResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("order_id", &r.order_id).id("idempotency_key", &r.idempotency_key);
+        check.add(validate::positive("refunded_amount_minor", r.refunded_amount_minor, MAX_ORDER_MINOR));
+        check.done()?;
+        let command = Command::OrderRefund { order_id: r.order_id, refunded_amount_minor: r.refunded_amount_minor };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::RefundOrderResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            points_reversed: receipt.points,
+            total_refunded_minor: receipt.total_refunded_minor,
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn record_activity(
+        &self,
+        request: Request<pb::RecordActivityRequest>,
+    ) -> Result<Response<pb::RecordActivityResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        check.add(rules::activity_type(&r.activity_type));
+        if !r.activity_ref.is_empty() {
+            check.id("activity_ref", &r.activity_ref);
+        }
+        check.done()?;
+        let execution = self
+            .ledger
+            .record_activity(&r.program_id, &r.customer_id, &r.activity_type, &r.activity_ref, &r.idempotency_key)
+            .await?;
+        let receipt = &execution.receipt;
+        let message = pb::RecordActivityResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            points: receipt.points,
+            breakdown: receipt.breakdown.as_ref().map(breakdown_to_proto),
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn preview_order(
+        &self,
+        request: Request<pb::PreviewOrderRequest>,
+    ) -> Result<Response<pb::PreviewOrderResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        if !r.customer_id.is_empty() {
+            check.id("customer_id", &r.customer_id);
+        }
+        check.order(r.amount_minor, &r.currency);
+        check.done()?;
+        let customer = Some(r.customer_id.as_str()).filter(|c| !c.is_empty());
+        let now = self.ledger.now();
+        let (breakdown, _) = self.ledger.price_order(&r.program_id, customer, r.amount_minor, &r.currency, now).await?;
+        Ok(Response::new(pb::PreviewOrderResponse {
+            points: breakdown.total_points,
+            breakdown: Some(breakdown_to_proto(&breakdown)),
+        }))
+    }
+
+    type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send + 'static>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        if r.after_sequence < 0 {
+            check.add(Err(FieldViolation::new("after_sequence", "must not be negative")));
+        }
+        if !r.program_id.is_empty() {
+            check.id("program_id", &r.program_id);
+        }
+        check.done()?;
+        let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
+        let ledger = self.ledger.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(feed_stream(ledger, r.after_sequence, r.program_id, tx, shutdown));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends every published entry after `cursor`, then waits for more, until
+/// the client goes away or the server shuts down.
+async fn feed_stream(
+    ledger: Arc<Ledger>,
+    mut cursor: i64,
+    program_id: String,
+    tx: mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut published = ledger.published();
+    loop {
+        let rows = match ledger.entries_after(cursor, &program_id, STREAM_BATCH).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                let _ = tx.send(Err(error.into())).await;
+                return;
+            }
+        };
+        let caught_up = rows.len() < STREAM_BATCH as usize;
+        for row in &rows {
+            if tx.send(Ok(pb::StreamEventsResponse { entry: Some(entry(row)) })).await.is_err() {
+                return;
+            }
+            cursor = row.sequence;
+        }
+        if caught_up {
+            published.mark_unchanged();
+            tokio::select! {
+                _ = published.changed() => {}
+                () = tokio::time::sleep(STREAM_POLL) => {}
+                () = tx.closed() => return,
+                () = shutdown.fired() => return,
+            }
+        }
+    }
+}
+
+fn balance(b: &Balance) -> pb::Balance {
+    pb::Balance {
+        available: b.available,
+        pending: b.pending,
+        lifetime_earned: b.lifetime_earned,
+        spent: b.spent,
+        expired: b.expired,
+        reversed: b.reversed,
+        next_expiry_points: b.next_expiry_points,
+        next_expiry_at: b.next_expiry_at.map(to_timestamp),
+        version: b.version,
+    }
+}
+
+fn entry(row: &LedgerRow) -> pb::LedgerEntry {
+    pb::LedgerEntry {
+        transaction_id: row.transaction_id.clone(),
+        sequence: row.sequence,
+        program_id: row.program_id.clone(),
+        customer_id: row.customer_id.clone(),
+        kind: kind(row.kind) as i32,
+        points: row.points,
+        pending_points: row.pending_points,
+        reason: row.reason.clone(),
+        related_transaction_id: row.related_transaction_id.clone(),
+        created_at: Some(to_timestamp(row.created_at)),
+        pending_until: row.pending_until.map(to_timestamp),
+        expires_at: row.expires_at.map(to_timestamp),
+    }
+}
+
+fn kind(kind: EntryKind) -> pb::EntryKind {
+    match kind {
+        EntryKind::Earn => pb::EntryKind::Earn,
+        EntryKind::Spend => pb::EntryKind::Spend,
+        EntryKind::Reverse => pb::EntryKind::Reverse,
+        EntryKind::Adjust => pb::EntryKind::Adjust,
+        EntryKind::Activate => pb::EntryKind::Activate,
+        EntryKind::Expire => pb::EntryKind::Expire,
+    }
+}

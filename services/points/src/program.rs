@@ -1,0 +1,342 @@
+//! Program configuration in SQL: settings, campaigns and the audit log of
+//! every change to them. Admin writes are idempotent like ledger writes, and
+//! each one writes its audit entry in the same transaction.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{AnyConnection, Row};
+
+use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::db::{Database, Dialect};
+
+use crate::error::Error;
+use crate::rules::{Campaign, ProgramSettings};
+use crate::store::{begin_write, claim_key, request_hash, save_key};
+
+/// One change, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub audit_id: i64,
+    pub actor: String,
+    pub changed_at: Micros,
+    pub entity: String,
+    pub entity_id: String,
+    pub old_value: String,
+    pub new_value: String,
+}
+
+/// Who asks for which admin write, under which idempotency key.
+#[derive(Clone, Copy)]
+struct AdminCall<'a> {
+    program_id: &'a str,
+    method: &'static str,
+    key: &'a str,
+    actor: &'a str,
+}
+
+/// What an admin write changed, for the audit log.
+struct Change {
+    entity: &'static str,
+    entity_id: String,
+    old_value: String,
+    new_value: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProgramStore {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl ProgramStore {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// The program's settings, or the defaults when it has none.
+    pub async fn settings(&self, program_id: &str) -> Result<ProgramSettings, Error> {
+        let row = sqlx::query("SELECT settings FROM program_settings WHERE program_id = $1")
+            .bind(program_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        match row {
+            Some(row) => from_json(&row.try_get::<String, _>("settings")?),
+            None => Ok(ProgramSettings::default()),
+        }
+    }
+
+    /// Replaces the settings (already validated); refused when
+    /// `expected_version` is given and no longer matches.
+    pub async fn put_settings(
+        &self,
+        program_id: &str,
+        settings: ProgramSettings,
+        actor: &str,
+        key: &str,
+        expected_version: Option<i64>,
+    ) -> Result<ProgramSettings, Error> {
+        let request = serde_json::json!({ "settings": settings, "expected_version": expected_version });
+        let dialect = self.db.dialect;
+        let (program_id, actor) = (program_id.to_owned(), actor.to_owned());
+        let call =
+            AdminCall { program_id: &program_id.clone(), method: "PutProgramSettings", key, actor: &actor.clone() };
+        self.admin_write(call, &request, move |tx, now| {
+            Box::pin(async move {
+                // Make sure the row exists, so that locking it serialises concurrent puts.
+                sqlx::query(
+                    "INSERT INTO program_settings (program_id, settings, version, updated_at_us, updated_by) \
+                     VALUES ($1, $2, 0, $3, '') ON CONFLICT DO NOTHING",
+                )
+                .bind(&program_id)
+                .bind(to_json(&ProgramSettings::default()))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT settings, version FROM program_settings WHERE program_id = $1{}",
+                    for_update(dialect)
+                ));
+                let row = sqlx::query(sql).bind(&program_id).fetch_one(&mut *tx).await?;
+                let old_json: String = row.try_get("settings")?;
+                let version: i64 = row.try_get("version")?;
+                if let Some(expected) = expected_version
+                    && expected != version
+                {
+                    return Err(Error::VersionMismatch { expected, actual: version });
+                }
+                let stored = ProgramSettings { version: version + 1, ..settings };
+                let new_json = to_json(&stored);
+                sqlx::query(
+                    "UPDATE program_settings SET settings = $1, version = $2, updated_at_us = $3, updated_by = $4 \
+                     WHERE program_id = $5",
+                )
+                .bind(&new_json)
+                .bind(stored.version)
+                .bind(now)
+                .bind(&actor)
+                .bind(&program_id)
+                .execute(&mut *tx)
+                .await?;
+                let change =
+                    Change { entity: "settings", entity_id: program_id, old_value: old_json, new_value: new_json };
+                Ok((stored, change))
+            })
+        })
+        .await
+    }
+
+    /// Campaigns not yet ended (or all), earliest start first.
+    pub async fn campaigns(&self, program_id: &str, include_ended: bool) -> Result<Vec<Campaign>, Error> {
+        let after = if include_ended { i64::MIN } else { self.clock.now() };
+        let rows = sqlx::query(
+            "SELECT body FROM campaigns WHERE program_id = $1 AND ends_at_us > $2 ORDER BY starts_at_us, campaign_id",
+        )
+        .bind(program_id)
+        .bind(after)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    /// Campaigns whose window contains `at`.
+    pub async fn active_campaigns(&self, program_id: &str, at: Micros) -> Result<Vec<Campaign>, Error> {
+        let rows = sqlx::query(
+            "SELECT body FROM campaigns WHERE program_id = $1 AND ends_at_us > $2 AND starts_at_us <= $2 \
+             ORDER BY campaign_id",
+        )
+        .bind(program_id)
+        .bind(at)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+    }
+
+    /// Stores a new campaign (already validated) under a fresh id.
+    pub async fn create_campaign(
+        &self,
+        program_id: &str,
+        campaign: Campaign,
+        actor: &str,
+        key: &str,
+    ) -> Result<Campaign, Error> {
+        let request = serde_json::json!({ "campaign": Campaign { campaign_id: String::new(), ..campaign.clone() } });
+        let owner = program_id.to_owned();
+        let call = AdminCall { program_id, method: "CreateCampaign", key, actor };
+        self.admin_write(call, &request, move |tx, now| {
+            Box::pin(async move {
+                let campaign = Campaign { campaign_id: format!("cmp_{}", uuid::Uuid::now_v7().simple()), ..campaign };
+                let body = to_json(&campaign);
+                sqlx::query(
+                    "INSERT INTO campaigns (campaign_id, program_id, body, starts_at_us, ends_at_us, updated_at_us) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&campaign.campaign_id)
+                .bind(&owner)
+                .bind(&body)
+                .bind(campaign.starts_at)
+                .bind(campaign.ends_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let change = Change {
+                    entity: "campaign",
+                    entity_id: campaign.campaign_id.clone(),
+                    old_value: String::new(),
+                    new_value: body,
+                };
+                Ok((campaign, change))
+            })
+        })
+        .await
+    }
+
+    /// Replaces a campaign (already validated) with the same id.
+    pub async fn update_campaign(
+        &self,
+        program_id: &str,
+        campaign: Campaign,
+        actor: &str,
+        key: &str,
+    ) -> Result<Campaign, Error> {
+        let request = serde_json::json!({ "campaign": campaign });
+        let call = AdminCall { program_id, method: "UpdateCampaign", key, actor };
+        self.replace_campaign(call, &request, campaign.campaign_id.clone(), move |_, _| campaign).await
+    }
+
+    /// Cuts the campaign's window short at now (a campaign that has not
+    /// started yet gets an empty window).
+    pub async fn end_campaign(
+        &self,
+        program_id: &str,
+        campaign_id: &str,
+        actor: &str,
+        key: &str,
+    ) -> Result<Campaign, Error> {
+        let request = serde_json::json!({ "campaign_id": campaign_id });
+        let call = AdminCall { program_id, method: "EndCampaign", key, actor };
+        let end = |old: Campaign, now: Micros| Campaign { ends_at: old.ends_at.min(now.max(old.starts_at)), ..old };
+        self.replace_campaign(call, &request, campaign_id.to_owned(), end).await
+    }
+
+    /// Audit entries, newest first, strictly before `before_id`.
+    pub async fn audit_entries(
+        &self,
+        program_id: &str,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT audit_id, actor, changed_at_us, entity, entity_id, old_value, new_value FROM audit_entries \
+             WHERE program_id = $1 AND audit_id < $2 ORDER BY audit_id DESC LIMIT $3",
+        )
+        .bind(program_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    audit_id: r.try_get("audit_id")?,
+                    actor: r.try_get("actor")?,
+                    changed_at: r.try_get("changed_at_us")?,
+                    entity: r.try_get("entity")?,
+                    entity_id: r.try_get("entity_id")?,
+                    old_value: r.try_get("old_value")?,
+                    new_value: r.try_get("new_value")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Locks the campaign, lets `change` derive its new form, stores and audits it.
+    async fn replace_campaign(
+        &self,
+        call: AdminCall<'_>,
+        request: &serde_json::Value,
+        campaign_id: String,
+        change: impl FnOnce(Campaign, Micros) -> Campaign + Send + 'static,
+    ) -> Result<Campaign, Error> {
+        let dialect = self.db.dialect;
+        let owner = call.program_id.to_owned();
+        self.admin_write(call, request, move |tx, now| {
+            Box::pin(async move {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT body FROM campaigns WHERE program_id = $1 AND campaign_id = $2{}",
+                    for_update(dialect)
+                ));
+                let row = sqlx::query(sql).bind(&owner).bind(&campaign_id).fetch_optional(&mut *tx).await?;
+                let row = row.ok_or_else(|| Error::CampaignNotFound(campaign_id.clone()))?;
+                let old_json: String = row.try_get("body")?;
+                let updated = change(from_json(&old_json)?, now);
+                let new_json = to_json(&updated);
+                sqlx::query(
+                    "UPDATE campaigns SET body = $1, starts_at_us = $2, ends_at_us = $3, updated_at_us = $4 \
+                     WHERE campaign_id = $5",
+                )
+                .bind(&new_json)
+                .bind(updated.starts_at)
+                .bind(updated.ends_at)
+                .bind(now)
+                .bind(&campaign_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok((
+                    updated,
+                    Change { entity: "campaign", entity_id: campaign_id, old_value: old_json, new_value: new_json },
+                ))
+            })
+        })
+        .await
+    }
+
+    /// Runs `op` in one transaction under the idempotency key, writes its
+    /// audit entry, and saves its result for replays.
+    async fn admin_write<T, F>(&self, call: AdminCall<'_>, request: &serde_json::Value, op: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: for<'c> FnOnce(&'c mut AnyConnection, Micros) -> BoxFuture<'c, Result<(T, Change), Error>>,
+    {
+        let AdminCall { program_id, method, key, actor } = call;
+        let now = self.clock.now();
+        let hash = request_hash(program_id, request);
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = claim_key(&mut tx, program_id, method, key, &hash, now).await? {
+            tx.rollback().await?;
+            return from_json(&saved);
+        }
+        let (result, change) = op(&mut tx, now).await?;
+        sqlx::query(
+            "INSERT INTO audit_entries (program_id, actor, changed_at_us, entity, entity_id, old_value, new_value) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(program_id)
+        .bind(actor)
+        .bind(now)
+        .bind(change.entity)
+        .bind(&change.entity_id)
+        .bind(&change.old_value)
+        .bind(&change.new_value)
+        .execute(&mut *tx)
+        .await?;
+        save_key(&mut tx, program_id, method, key, &to_json(&result), "").await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+}
+
+fn for_update(dialect: Dialect) -> &'static str {
+    // SQLite's write transaction already excludes every other writer.
+    if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("program configuration serialises")
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored program configuration: {e}")))
+}

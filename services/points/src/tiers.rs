@@ -1,0 +1,55 @@
+//! The customer's tier multiplier, asked of the tiers service with a deadline.
+//! Without `TIERS_ADDR` every customer earns at 1x. With it, a tiers service
+//! that does not answer fails the earn with UNAVAILABLE (the caller retries
+//! with the same key) rather than award the wrong amount.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use loyalty_proto::tiers::v1::GetMultiplierRequest;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+
+use crate::error::Error;
+use crate::rules::{BP_ONE, MAX_MULTIPLIER_BP, TierStanding};
+
+#[derive(Clone, Debug)]
+pub enum TierSource {
+    /// No tiers service: 1x for everyone.
+    Off,
+    Remote {
+        client: TiersServiceClient<Channel>,
+        deadline: Duration,
+    },
+}
+
+impl TierSource {
+    /// Connects lazily, so the points service starts while tiers is down.
+    pub fn connect(addr: Option<&str>, deadline: Duration) -> Result<Self, tonic::transport::Error> {
+        let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let channel = Endpoint::from_shared(uri)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
+        Ok(Self::Remote { client: TiersServiceClient::new(channel), deadline })
+    }
+
+    pub async fn standing(&self, program_id: &str, customer_id: &str) -> Result<TierStanding, Error> {
+        let Self::Remote { client, deadline } = self else { return Ok(TierStanding::none()) };
+        let mut request = tonic::Request::new(GetMultiplierRequest {
+            program_id: program_id.into(),
+            customer_id: customer_id.into(),
+        });
+        request.set_timeout(*deadline);
+        match client.clone().get_multiplier(request).await {
+            Ok(response) => {
+                let answer = response.into_inner();
+                Ok(TierStanding {
+                    tier_id: answer.tier_id,
+                    multiplier_bp: i64::from(answer.multiplier_bp).clamp(BP_ONE, MAX_MULTIPLIER_BP),
+                })
+            }
+            // A customer the tiers service does not know has no tier.
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(TierStanding::none()),
+            Err(status) => Err(Error::TiersUnavailable(status)),
+        }
+    }
+}

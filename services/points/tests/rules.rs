@@ -1,0 +1,460 @@
+//! Earning rules end to end over gRPC, on both back-ends: program settings
+//! and their audit log, campaigns in time, orders with refunds, activities
+//! with caps, and the tier multiplier from a (fake) tiers service.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use loyalty_proto::points::v1 as pb;
+use loyalty_proto::tiers::v1 as tiers;
+use support::{Backend, DAY, Harness, Options, T0, timestamp};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    settings_are_validated_versioned_and_audited,
+    orders_earn_by_the_rules_and_refunds_take_back_in_proportion,
+    activity_caps_hold_under_concurrency_and_over_time,
+    campaigns_apply_only_inside_their_window,
+    tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn,
+);
+
+fn shop_settings() -> pb::ProgramSettings {
+    pb::ProgramSettings {
+        currency: "EUR".into(),
+        earn_rate: Some(pb::EarnRate { points: 1, per_amount_minor: 100 }),
+        rounding: pb::Rounding::Nearest as i32,
+        minimum_order_minor: 1_000,
+        pending_days: 14,
+        expiry: Some(pb::ExpiryPolicy { kind: pb::ExpiryPolicyKind::DaysAfterEarn as i32, count: 365 }),
+        activity_rules: vec![
+            rule("signup", 500, 1, pb::CapPeriod::Lifetime, false),
+            rule("birthday", 200, 1, pb::CapPeriod::Year, false),
+            rule("review", 50, 0, pb::CapPeriod::Unspecified, true),
+            pb::ActivityRule { active: false, ..rule("social_follow", 20, 0, pb::CapPeriod::Unspecified, true) },
+        ],
+        version: 0,
+    }
+}
+
+fn rule(kind: &str, points: i64, cap: i32, period: pb::CapPeriod, once_per_ref: bool) -> pb::ActivityRule {
+    pb::ActivityRule {
+        activity_type: kind.into(),
+        points,
+        active: true,
+        cap_count: cap,
+        cap_period: period as i32,
+        once_per_ref,
+    }
+}
+
+async fn put_settings(h: &mut Harness, program: &str, settings: pb::ProgramSettings, key: &str) -> pb::ProgramSettings {
+    h.client
+        .put_program_settings(pb::PutProgramSettingsRequest {
+            program_id: program.into(),
+            settings: Some(settings),
+            actor: "admin@shop".into(),
+            idempotency_key: key.into(),
+            expected_version: None,
+        })
+        .await
+        .expect("settings accepted")
+        .into_inner()
+        .settings
+        .unwrap()
+}
+
+fn order(program: &str, customer: &str, order_id: &str, amount_minor: i64) -> pb::EarnForOrderRequest {
+    pb::EarnForOrderRequest {
+        program_id: program.into(),
+        customer_id: customer.into(),
+        order_id: order_id.into(),
+        amount_minor,
+        currency: "EUR".into(),
+        occurred_at: None,
+    }
+}
+
+fn activity(customer: &str, kind: &str, reference: &str, key: &str) -> pb::RecordActivityRequest {
+    pb::RecordActivityRequest {
+        program_id: "shop".into(),
+        customer_id: customer.into(),
+        activity_type: kind.into(),
+        activity_ref: reference.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+fn campaign(name: &str, kind: pb::CampaignKind, value: i64, from: i64, to: i64) -> pb::Campaign {
+    pb::Campaign {
+        campaign_id: String::new(),
+        name: name.into(),
+        kind: kind as i32,
+        multiplier_bp: if kind == pb::CampaignKind::Multiplier { value as i32 } else { 0 },
+        bonus_points: if kind == pb::CampaignKind::Bonus { value } else { 0 },
+        starts_at: Some(timestamp(from)),
+        ends_at: Some(timestamp(to)),
+        tier_ids: Vec::new(),
+        applies_to: Vec::new(),
+    }
+}
+
+async fn create_campaign(h: &mut Harness, campaign: pb::Campaign, key: &str) -> pb::Campaign {
+    h.client
+        .create_campaign(pb::CreateCampaignRequest {
+            program_id: "shop".into(),
+            campaign: Some(campaign),
+            actor: "marketing@shop".into(),
+            idempotency_key: key.into(),
+        })
+        .await
+        .expect("campaign created")
+        .into_inner()
+        .campaign
+        .unwrap()
+}
+
+async fn settings_are_validated_versioned_and_audited(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let defaults = h
+        .client
+        .get_program_settings(pb::GetProgramSettingsRequest { program_id: "shop".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(defaults.earn_rate, Some(pb::EarnRate { points: 1, per_amount_minor: 100 }));
+    assert_eq!(defaults.version, 0);
+
+    let stored = put_settings(&mut h, "shop", shop_settings(), "s1").await;
+    assert_eq!(stored.version, 1);
+    let replay = put_settings(&mut h, "shop", shop_settings(), "s1").await;
+    assert_eq!(replay.version, 1, "a replay changes nothing");
+
+    let mut bad = shop_settings();
+    bad.earn_rate = Some(pb::EarnRate { points: -1, per_amount_minor: 100 });
+    bad.activity_rules.push(rule("signup", 10, 0, pb::CapPeriod::Unspecified, false));
+    let status = h
+        .client
+        .put_program_settings(pb::PutProgramSettingsRequest {
+            program_id: "shop".into(),
+            settings: Some(bad),
+            actor: "admin@shop".into(),
+            idempotency_key: "s2".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<_> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["settings.earn_rate.points", "settings.activity_rules[4].activity_type"]);
+
+    let stale = h
+        .client
+        .put_program_settings(pb::PutProgramSettingsRequest {
+            program_id: "shop".into(),
+            settings: Some(pb::ProgramSettings { pending_days: 30, ..shop_settings() }),
+            actor: "other@shop".into(),
+            idempotency_key: "s3".into(),
+            expected_version: Some(0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.get_error_details().error_info().unwrap().reason, "VERSION_MISMATCH");
+
+    let audit = h
+        .client
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            program_id: "shop".into(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.entries.len(), 1, "one change, whatever was refused or replayed");
+    let entry = &audit.entries[0];
+    assert_eq!((entry.actor.as_str(), entry.entity.as_str()), ("admin@shop", "settings"));
+    assert!(entry.old_value.contains("\"pending_days\":0") && entry.new_value.contains("\"pending_days\":14"));
+    h.stop().await;
+}
+
+async fn orders_earn_by_the_rules_and_refunds_take_back_in_proportion(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    put_settings(&mut h, "shop", shop_settings(), "s").await;
+
+    let earned = h.client.earn_for_order(order("shop", "ida", "o-1", 12_950)).await.unwrap().into_inner();
+    assert_eq!(earned.points, 130, "129.50 at 1 point per 1.00, rounded to nearest");
+    let breakdown = earned.breakdown.unwrap();
+    assert_eq!((breakdown.base_points, breakdown.tier_bonus_points, breakdown.campaign_bonus_points), (130, 0, 0));
+    assert_eq!(earned.pending_until, Some(timestamp(T0 + 14 * DAY)));
+    assert_eq!(earned.expires_at, Some(timestamp(T0 + 365 * DAY)));
+    assert_eq!(earned.balance.as_ref().map(|b| (b.available, b.pending)), Some((0, 130)));
+
+    let replay = h.client.earn_for_order(order("shop", "ida", "o-1", 12_950)).await.unwrap();
+    assert!(replay.metadata().get("idempotent-replayed").is_some());
+    assert_eq!(replay.into_inner().transaction_id, earned.transaction_id);
+    let other = h.client.earn_for_order(order("shop", "ida", "o-1", 99_999)).await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "one order id, one amount");
+
+    let small = h.client.earn_for_order(order("shop", "ida", "o-2", 999)).await.unwrap().into_inner();
+    assert_eq!((small.points, small.transaction_id.as_str()), (0, ""), "below the minimum order");
+    let dollars = pb::EarnForOrderRequest { currency: "USD".into(), ..order("shop", "ida", "o-3", 5_000) };
+    let status = h.client.earn_for_order(dollars).await.unwrap_err();
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "CURRENCY_MISMATCH");
+
+    let refund = |amount, key: &str| pb::RefundOrderRequest {
+        program_id: "shop".into(),
+        order_id: "o-1".into(),
+        refunded_amount_minor: amount,
+        idempotency_key: key.into(),
+    };
+    // Refunded within the return window: the pending points are cancelled.
+    let first = h.client.refund_order(refund(3_000, "r1")).await.unwrap().into_inner();
+    assert_eq!((first.points_reversed, first.total_refunded_minor), (30, 3_000));
+    assert_eq!(first.balance.map(|b| b.pending), Some(100));
+    h.clock.advance(15 * DAY);
+    assert_eq!(h.balance("shop", "ida").await.available, 100, "the rest activated");
+    let second = h.client.refund_order(refund(3_333, "r2")).await.unwrap().into_inner();
+    assert_eq!(second.points_reversed, 33);
+    let too_much = h.client.refund_order(refund(10_000, "r3")).await.unwrap_err();
+    assert_eq!(too_much.get_error_details().error_info().unwrap().reason, "REFUND_EXCEEDS_ORDER");
+    let rest = h.client.refund_order(refund(12_950 - 6_333, "r4")).await.unwrap().into_inner();
+    assert_eq!(first.points_reversed + second.points_reversed + rest.points_reversed, 130, "never more, never less");
+    let balance = h.assert_ledger_matches_balance("shop", "ida").await;
+    assert_eq!((balance.available, balance.pending, balance.reversed), (0, 0, 130));
+
+    let unknown =
+        h.client.refund_order(pb::RefundOrderRequest { order_id: "nope".into(), ..refund(1, "r5") }).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let preview = h
+        .client
+        .preview_order(pb::PreviewOrderRequest {
+            program_id: "shop".into(),
+            customer_id: String::new(),
+            amount_minor: 25_049,
+            currency: "EUR".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.points, 250);
+    assert_eq!(
+        h.all_entries("shop", "ida").await.len(),
+        5,
+        "earn, 3 refunds and the activation; preview wrote nothing"
+    );
+    h.stop().await;
+}
+
+async fn activity_caps_hold_under_concurrency_and_over_time(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    put_settings(&mut h, "shop", shop_settings(), "s").await;
+
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut client = h.client.clone();
+        calls.push(tokio::spawn(async move {
+            client.record_activity(activity("jo", "signup", "", &format!("signup-{i}"))).await
+        }));
+    }
+    let mut awarded = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => {
+                awarded += 1;
+                assert_eq!(response.into_inner().points, 500);
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition);
+                assert_eq!(status.get_error_details().error_info().unwrap().reason, "ACTIVITY_CAP_REACHED");
+            }
+        }
+    }
+    assert_eq!(awarded, 1, "20 parallel sign-ups award once");
+
+    h.client.record_activity(activity("jo", "birthday", "", "bd-2025")).await.expect("first birthday");
+    let again = h.client.record_activity(activity("jo", "birthday", "", "bd-2025b")).await.unwrap_err();
+    assert_eq!(again.get_error_details().error_info().unwrap().reason, "ACTIVITY_CAP_REACHED");
+    h.clock.set(T0 + 40 * DAY); // 2026-01-03: a new calendar year.
+    h.client.record_activity(activity("jo", "birthday", "", "bd-2026")).await.expect("next year's birthday");
+
+    h.client.record_activity(activity("jo", "review", "product-a", "rv-1")).await.expect("first review of a");
+    let twice = h.client.record_activity(activity("jo", "review", "product-a", "rv-2")).await.unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    h.client.record_activity(activity("jo", "review", "product-b", "rv-3")).await.expect("another product");
+
+    let inactive = h.client.record_activity(activity("jo", "social_follow", "instagram", "f-1")).await.unwrap_err();
+    assert_eq!(inactive.get_error_details().error_info().unwrap().reason, "ACTIVITY_NOT_REWARDED");
+    let unknown = h.client.record_activity(activity("jo", "newsletter", "", "n-1")).await.unwrap_err();
+    assert_eq!(unknown.get_error_details().error_info().unwrap().reason, "ACTIVITY_NOT_REWARDED");
+
+    let balance = h.assert_ledger_matches_balance("shop", "jo").await;
+    assert_eq!(balance.available, 500 + 200 + 200 + 50 + 50);
+    h.stop().await;
+}
+
+async fn campaigns_apply_only_inside_their_window(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    put_settings(
+        &mut h,
+        "shop",
+        pb::ProgramSettings { pending_days: 0, minimum_order_minor: 0, ..shop_settings() },
+        "s",
+    )
+    .await;
+    let weekend = create_campaign(
+        &mut h,
+        campaign("double weekend", pb::CampaignKind::Multiplier, 20_000, T0 + DAY, T0 + 3 * DAY),
+        "c1",
+    )
+    .await;
+    let triple =
+        create_campaign(&mut h, campaign("triple", pb::CampaignKind::Multiplier, 30_000, T0 + DAY, T0 + 2 * DAY), "c2")
+            .await;
+    let welcome =
+        create_campaign(&mut h, campaign("welcome bonus", pb::CampaignKind::Bonus, 25, T0, T0 + 10 * DAY), "c3").await;
+    let replayed =
+        create_campaign(&mut h, campaign("welcome bonus", pb::CampaignKind::Bonus, 25, T0, T0 + 10 * DAY), "c3").await;
+    assert_eq!(replayed.campaign_id, welcome.campaign_id, "a replayed create makes no second campaign");
+
+    let bad = h
+        .client
+        .create_campaign(pb::CreateCampaignRequest {
+            program_id: "shop".into(),
+            campaign: Some(campaign("backwards", pb::CampaignKind::Bonus, 5, T0 + DAY, T0)),
+            actor: "marketing@shop".into(),
+            idempotency_key: "c4".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.get_error_details().bad_request().unwrap().field_violations[0].field, "campaign.ends_at");
+
+    let points = |e: pb::EarnForOrderResponse| (e.points, e.breakdown.unwrap().campaign_ids);
+    let before = h.client.earn_for_order(order("shop", "kim", "o-1", 10_000)).await.unwrap().into_inner();
+    assert_eq!(points(before), (125, vec![welcome.campaign_id.clone()]));
+    h.clock.advance(DAY);
+    let during = h.client.earn_for_order(order("shop", "kim", "o-2", 10_000)).await.unwrap().into_inner();
+    assert_eq!(
+        points(during),
+        (325, vec![triple.campaign_id.clone(), welcome.campaign_id.clone()]),
+        "highest multiplier wins, bonuses add"
+    );
+    h.clock.advance(DAY);
+    let later = h.client.earn_for_order(order("shop", "kim", "o-3", 10_000)).await.unwrap().into_inner();
+    assert_eq!(points(later), (225, vec![weekend.campaign_id.clone(), welcome.campaign_id.clone()]));
+
+    h.client
+        .end_campaign(pb::EndCampaignRequest {
+            program_id: "shop".into(),
+            campaign_id: weekend.campaign_id.clone(),
+            actor: "marketing@shop".into(),
+            idempotency_key: "e1".into(),
+        })
+        .await
+        .unwrap();
+    let ended = h.client.earn_for_order(order("shop", "kim", "o-4", 10_000)).await.unwrap().into_inner();
+    assert_eq!(ended.points, 125);
+    let listed = h
+        .client
+        .list_campaigns(pb::ListCampaignsRequest { program_id: "shop".into(), include_ended: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: HashSet<_> = listed.campaigns.iter().map(|c| c.campaign_id.clone()).collect();
+    assert_eq!(ids, HashSet::from([welcome.campaign_id.clone()]));
+    let audit = h
+        .client
+        .list_audit_entries(pb::ListAuditEntriesRequest {
+            program_id: "shop".into(),
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.entries[0].entity_id, weekend.campaign_id, "the end, newest first");
+    assert!(!audit.next_page_token.is_empty(), "settings and three creations follow");
+    h.stop().await;
+}
+
+/// A tiers service that says every customer is gold, earning 1.5x.
+struct GoldTiers;
+
+#[tonic::async_trait]
+impl tiers::tiers_service_server::TiersService for GoldTiers {
+    async fn get_multiplier(
+        &self,
+        _request: tonic::Request<tiers::GetMultiplierRequest>,
+    ) -> Result<tonic::Response<tiers::GetMultiplierResponse>, tonic::Status> {
+        Ok(tonic::Response::new(tiers::GetMultiplierResponse { tier_id: "gold".into(), multiplier_bp: 15_000 }))
+    }
+}
+
+async fn serve_gold_tiers() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tiers::tiers_service_server::TiersServiceServer::new(GoldTiers))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+async fn tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn(backend: Backend) {
+    let tiers_addr = serve_gold_tiers().await;
+    let mut h =
+        Harness::start_with(backend, Options { tiers_addr: Some(tiers_addr.to_string()), ..Options::default() }).await;
+    put_settings(&mut h, "shop", pb::ProgramSettings { pending_days: 0, ..shop_settings() }, "s").await;
+    let mut vip = campaign("gold only", pb::CampaignKind::Bonus, 10, T0 - DAY, T0 + DAY);
+    vip.tier_ids = vec!["gold".into()];
+    create_campaign(&mut h, vip, "c1").await;
+    let earned = h.client.earn_for_order(order("shop", "lee", "o-1", 10_001)).await.unwrap().into_inner();
+    let b = earned.breakdown.unwrap();
+    assert_eq!(
+        (b.base_points, b.tier_bonus_points, b.campaign_bonus_points, b.tier_id.as_str()),
+        (100, 50, 10, "gold")
+    );
+    assert_eq!(earned.points, 160);
+    h.stop().await;
+
+    // Nothing listens at this address: the tiers service is configured but down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut h =
+        Harness::start_with(backend, Options { tiers_addr: Some(closed.to_string()), ..Options::default() }).await;
+    let status = h.client.earn_for_order(order("shop", "lee", "o-1", 10_001)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "TIERS_UNAVAILABLE");
+    assert_eq!(h.balance("shop", "lee").await.available, 0, "nothing was awarded at the wrong rate");
+    // Activities do not depend on tiers.
+    put_settings(&mut h, "shop", shop_settings(), "s").await;
+    h.client.record_activity(activity("lee", "signup", "", "a1")).await.expect("activities need no tier");
+    h.stop().await;
+}
