@@ -420,21 +420,12 @@ impl LedgerStore {
     /// key with other arguments is an error, as in [`LedgerStore::execute`].
     pub async fn saved(&self, program_id: &str, key: &str, command: &Command) -> Result<Option<Execution>, Error> {
         let method = command.method();
-        let row = sqlx::query(
-            "SELECT request_hash, response FROM idempotency_keys \
-             WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
-        )
-        .bind(program_id)
-        .bind(method)
-        .bind(key)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        if row.try_get::<String, _>("request_hash")? != request_hash(program_id, &command.request_identity()) {
+        let Some((hash, response)) = stored_key(&self.db.pool, program_id, method, key).await? else { return Ok(None) };
+        if hash != request_hash(program_id, &command.request_identity()) {
             return Err(Error::IdempotencyKeyReused { method });
         }
         // Claimed by a transaction still in flight: let `execute` wait for it.
-        let Some(response) = row.try_get::<Option<String>, _>("response")? else { return Ok(None) };
+        let Some(response) = response else { return Ok(None) };
         let receipt = serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
         Ok(Some(Execution { receipt, replayed: true, account: None, published_up_to: None }))
     }
@@ -785,6 +776,22 @@ pub(crate) async fn claim_key(
     if claimed {
         return Ok(None);
     }
+    let (saved_hash, response) = stored_key(&mut *tx, program_id, method, key)
+        .await?
+        .ok_or_else(|| Error::Corrupt(format!("{method} key neither claimed nor stored")))?;
+    if saved_hash != hash {
+        return Err(Error::IdempotencyKeyReused { method });
+    }
+    response.map(Some).ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))
+}
+
+/// The request hash and saved response stored under a key, if any.
+async fn stored_key<'c>(
+    executor: impl sqlx::Executor<'c, Database = Any>,
+    program_id: &str,
+    method: &str,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, Error> {
     let row = sqlx::query(
         "SELECT request_hash, response FROM idempotency_keys \
          WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
@@ -792,14 +799,9 @@ pub(crate) async fn claim_key(
     .bind(program_id)
     .bind(method)
     .bind(key)
-    .fetch_one(&mut *tx)
+    .fetch_optional(executor)
     .await?;
-    let saved_hash: String = row.try_get("request_hash")?;
-    if saved_hash != hash {
-        return Err(Error::IdempotencyKeyReused { method });
-    }
-    let response: Option<String> = row.try_get("response")?;
-    response.map(Some).ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))
+    row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("response")?))).transpose()
 }
 
 /// Saves the response of a claimed key, in the same transaction as the write.

@@ -2,6 +2,7 @@
 //! client, and every test on both back-ends (SQLite + in-process cache, and
 //! PostgreSQL + Redis).
 
+#[macro_use]
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -12,27 +13,6 @@ use loyalty_proto::points::v1 as pb;
 use support::{Backend, CuttableProxy, DAY, Harness, Options, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     concurrent_spends_never_overdraw,

@@ -2,6 +2,7 @@
 //! and their audit log, campaigns in time, orders with refunds, activities
 //! with caps, and the tier multiplier from a (fake) tiers service.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashSet;
@@ -12,27 +13,6 @@ use loyalty_proto::tiers::v1 as tiers;
 use support::{Backend, DAY, Harness, Options, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     settings_are_validated_versioned_and_audited,

@@ -69,6 +69,11 @@ impl Check {
         self.add(validate::id(field, value))
     }
 
+    /// The ids every write to one account carries.
+    fn account_write(&mut self, program_id: &str, customer_id: &str, idempotency_key: &str) -> &mut Self {
+        self.id("program_id", program_id).id("customer_id", customer_id).id("idempotency_key", idempotency_key)
+    }
+
     fn text(&mut self, field: &str, value: &str) -> &mut Self {
         self.add(validate::text(field, value))
     }
@@ -151,10 +156,7 @@ impl PointsService for PointsApi {
     async fn earn(&self, request: Request<pb::EarnRequest>) -> Result<Response<pb::EarnResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check
-            .id("program_id", &r.program_id)
-            .id("customer_id", &r.customer_id)
-            .id("idempotency_key", &r.idempotency_key);
+        check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
         let pending_until = check.timestamp("pending_until", r.pending_until.as_ref());
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
@@ -173,10 +175,7 @@ impl PointsService for PointsApi {
     async fn spend(&self, request: Request<pb::SpendRequest>) -> Result<Response<pb::SpendResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check
-            .id("program_id", &r.program_id)
-            .id("customer_id", &r.customer_id)
-            .id("idempotency_key", &r.idempotency_key);
+        check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
         check.done()?;
         let command = Command::Spend { customer_id: r.customer_id, points: r.points, reason: r.reason };
@@ -230,10 +229,7 @@ impl PointsService for PointsApi {
     async fn adjust(&self, request: Request<pb::AdjustRequest>) -> Result<Response<pb::AdjustResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check
-            .id("program_id", &r.program_id)
-            .id("customer_id", &r.customer_id)
-            .id("idempotency_key", &r.idempotency_key);
+        check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.points("points", r.points.checked_abs().unwrap_or(i64::MAX)).text("reason", &r.reason);
         if r.reason.trim().is_empty() {
             check.add(Err(FieldViolation::new("reason", "an adjustment needs a reason")));
@@ -265,10 +261,7 @@ impl PointsService for PointsApi {
     ) -> Result<Response<pb::ActivatePendingResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check
-            .id("program_id", &r.program_id)
-            .id("customer_id", &r.customer_id)
-            .id("idempotency_key", &r.idempotency_key);
+        check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         if !r.earn_transaction_id.is_empty() {
             check.id("earn_transaction_id", &r.earn_transaction_id);
         }
@@ -533,10 +526,7 @@ impl PointsService for PointsApi {
     ) -> Result<Response<pb::RecordActivityResponse>, Status> {
         let r = request.into_inner();
         let mut check = Check::default();
-        check
-            .id("program_id", &r.program_id)
-            .id("customer_id", &r.customer_id)
-            .id("idempotency_key", &r.idempotency_key);
+        check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.add(rules::activity_type(&r.activity_type));
         if !r.activity_ref.is_empty() {
             check.id("activity_ref", &r.activity_ref);
