@@ -5,20 +5,27 @@
 
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use loyalty_proto::tiers::v1::GetMultiplierRequest;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
+use loyalty_common::telemetry::inject_trace_context;
+
 use crate::error::Error;
 use crate::rules::{BP_ONE, MAX_MULTIPLIER_BP, TierStanding};
+
+type TiersClient = TiersServiceClient<
+    InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>,
+>;
 
 #[derive(Clone, Debug)]
 pub enum TierSource {
     /// No tiers service: 1x for everyone.
     Off,
     Remote {
-        client: TiersServiceClient<Channel>,
+        client: TiersClient,
         deadline: Duration,
     },
 }
@@ -29,7 +36,8 @@ impl TierSource {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
         let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
         let channel = Endpoint::from_shared(uri)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Self::Remote { client: TiersServiceClient::new(channel), deadline })
+        let inject: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> = inject_trace_context;
+        Ok(Self::Remote { client: TiersServiceClient::with_interceptor(channel, inject), deadline })
     }
 
     pub async fn standing(&self, program_id: &str, customer_id: &str) -> Result<TierStanding, Error> {
