@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::db::Database;
 use crate::metrics::{Metrics, RpcObserverLayer};
 
 /// Longest wait for in-flight calls after shutdown begins; Kubernetes'
@@ -82,4 +83,25 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Keeps health in step with the database: NOT_SERVING while it does not answer.
+pub async fn watch_database(database: Database, health: Health, mut shutdown: ShutdownSignal) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.fired() => return,
+        }
+        let up = crate::db::ping(&database).await;
+        if up != serving && !shutdown.is_fired() {
+            serving = up;
+            health.set(up).await;
+            if up {
+                tracing::info!("database answers again, serving");
+            } else {
+                tracing::warn!("database does not answer, not serving");
+            }
+        }
+    }
 }

@@ -40,6 +40,84 @@ pub fn text(field: &str, value: &str) -> Result<(), FieldViolation> {
     Ok(())
 }
 
+/// Default page size of every list RPC.
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+/// Largest page size of every list RPC.
+pub const MAX_PAGE_SIZE: i32 = 200;
+
+/// Collects every bad field of a request before answering.
+#[derive(Debug, Default)]
+pub struct Check(pub Vec<FieldViolation>);
+
+impl Check {
+    pub fn add(&mut self, result: Result<(), FieldViolation>) -> &mut Self {
+        if let Err(violation) = result {
+            self.0.push(violation);
+        }
+        self
+    }
+
+    pub fn id(&mut self, field: &str, value: &str) -> &mut Self {
+        self.add(id(field, value))
+    }
+
+    pub fn text(&mut self, field: &str, value: &str) -> &mut Self {
+        self.add(text(field, value))
+    }
+
+    /// An optional timestamp, converted; a malformed one is a violation.
+    pub fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) -> Option<crate::clock::Micros> {
+        let micros = crate::clock::from_timestamp(value?);
+        if micros.is_none() {
+            self.0.push(FieldViolation::new(field, "is not a valid timestamp"));
+        }
+        micros
+    }
+
+    /// Page size (0: the default) and the position a page token encodes.
+    pub fn page(&mut self, page_size: i32, page_token: &str) -> Page {
+        if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
+            self.0.push(FieldViolation::new("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}")));
+        }
+        let before = if page_token.is_empty() {
+            None
+        } else {
+            let parsed = page_token.parse::<i64>().ok().filter(|id| *id > 0);
+            if parsed.is_none() {
+                self.0.push(FieldViolation::new("page_token", "is not a token from a previous page"));
+            }
+            parsed
+        };
+        let size = if page_size <= 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
+        Page { size: i64::from(size), before }
+    }
+
+    /// Every violation found, if any.
+    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
+}
+
+/// One page of a list: its size and the position it starts after.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub size: i64,
+    pub before: Option<i64>,
+}
+
+impl Page {
+    /// Trims the extra row fetched beyond the page and makes the next token
+    /// from the last row kept (fetch `size + 1` rows to know whether more follow).
+    pub fn cut<T>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> i64) -> (Vec<T>, String) {
+        let size = usize::try_from(self.size).unwrap_or(0);
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let token =
+            if more { rows.last().map(|row| position(row).to_string()).unwrap_or_default() } else { String::new() };
+        (rows, token)
+    }
+}
+
 /// A strictly positive amount no larger than `max`.
 pub fn positive(field: &str, value: i64, max: i64) -> Result<(), FieldViolation> {
     if value <= 0 {

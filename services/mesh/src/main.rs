@@ -1,11 +1,13 @@
 //! The quick start: every service in one process, each on its own embedded
-//! SQLite file and in-process cache, so a fresh machine needs no servers.
-//! Production runs each service as its own binary instead.
+//! SQLite file and in-process cache, wired to each other, so a fresh machine
+//! needs no servers. Production runs each service as its own binary instead.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use loyalty_common::telemetry::TelemetryArgs;
+use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
 #[command(name = "loyalty-mesh", version, about = "Runs every loyalty service in one process on embedded storage.")]
@@ -15,10 +17,16 @@ struct Args {
     data_dir: PathBuf,
     /// gRPC address of the points service.
     #[arg(long, env = "POINTS_GRPC_ADDR", value_name = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
-    points_grpc_addr: std::net::SocketAddr,
+    points_grpc_addr: SocketAddr,
     /// Metrics address of the points service.
     #[arg(long, env = "POINTS_METRICS_ADDR", value_name = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
-    points_metrics_addr: std::net::SocketAddr,
+    points_metrics_addr: SocketAddr,
+    /// gRPC address of the tiers service.
+    #[arg(long, env = "TIERS_GRPC_ADDR", value_name = "TIERS_GRPC_ADDR", default_value = "127.0.0.1:50052")]
+    tiers_grpc_addr: SocketAddr,
+    /// Metrics address of the tiers service.
+    #[arg(long, env = "TIERS_METRICS_ADDR", value_name = "TIERS_METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    tiers_metrics_addr: SocketAddr,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -44,38 +52,64 @@ async fn main() -> std::process::ExitCode {
     code
 }
 
+async fn bind(addr: SocketAddr, variable: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("{variable} {addr}: {e}"))
+}
+
+fn sqlite(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}", dir.join(file).display())
+}
+
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Both listeners first: each service is told where the other one is.
+    let points_listener = bind(args.points_grpc_addr, "POINTS_GRPC_ADDR").await?;
+    let tiers_listener = bind(args.tiers_grpc_addr, "TIERS_GRPC_ADDR").await?;
+    let (points_addr, tiers_addr) = (points_listener.local_addr()?, tiers_listener.local_addr()?);
+
     let points_config = loyalty_points::Config {
-        grpc_addr: args.points_grpc_addr,
+        grpc_addr: points_addr,
         metrics_addr: args.points_metrics_addr,
-        database_url: format!("sqlite://{}", args.data_dir.join("points.db").display()),
+        database_url: sqlite(&args.data_dir, "points.db"),
         database_max_connections: 8,
         redis_url: None,
         redis_key_prefix: "loyalty:points:".into(),
         balance_cache_ttl_secs: 300,
         redis_timeout_ms: 250,
         redis_backoff_ms: 1_000,
-        tiers_addr: None,
+        tiers_addr: Some(tiers_addr.to_string()),
         tiers_timeout_ms: 300,
         expiry_interval_secs: 60,
         telemetry: args.telemetry.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(args.points_grpc_addr)
-        .await
-        .map_err(|e| format!("POINTS_GRPC_ADDR {}: {e}", args.points_grpc_addr))?;
-    let points = loyalty_points::PointsServer::start(points_config, listener, None).await?;
-    let grpc = points.bind_addr();
+    let tiers_config = loyalty_tiers::Config {
+        grpc_addr: tiers_addr,
+        metrics_addr: args.tiers_metrics_addr,
+        database_url: sqlite(&args.data_dir, "tiers.db"),
+        database_max_connections: 8,
+        points_addr: Some(points_addr.to_string()),
+        review_interval_secs: 60,
+        multiplier_cache_ttl_ms: 5_000,
+        telemetry: args.telemetry.clone(),
+    };
+    let points = loyalty_points::PointsServer::start(points_config, points_listener, None).await?;
+    let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;
+
     println!("loyalty mesh is up, storage in {} (no servers needed)", args.data_dir.display());
-    println!("  points  grpc {grpc}  metrics http://{}/metrics", points.metrics_addr());
+    println!("  points  grpc {points_addr}  metrics http://{}/metrics", points.metrics_addr());
+    println!("  tiers   grpc {tiers_addr}  metrics http://{}/metrics", tiers.metrics_addr());
     println!("try it (grpcurl uses server reflection, no proto files needed):");
     println!(
-        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {grpc} loyalty.points.v1.PointsService/Earn"
+        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {points_addr} loyalty.points.v1.PointsService/Earn"
     );
     println!(
-        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {grpc} loyalty.points.v1.PointsService/GetBalance"
+        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {points_addr} loyalty.points.v1.PointsService/GetBalance"
+    );
+    println!(
+        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {tiers_addr} loyalty.tiers.v1.TiersService/GetMembership"
     );
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;
+    tiers.shutdown().await?;
     points.shutdown().await?;
     Ok(())
 }

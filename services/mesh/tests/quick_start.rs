@@ -7,16 +7,20 @@ use std::process::{Command, Stdio};
 
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::tiers::v1 as tiers;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let data_dir = std::env::temp_dir().join(format!("loyalty-mesh-test-{}", std::process::id()));
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (grpc, metrics) = (free(), free());
+    let (grpc, metrics, tiers_grpc, tiers_metrics) = (free(), free(), free(), free());
     let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"))
         .env("LOYALTY_DATA_DIR", &data_dir)
         .env("POINTS_GRPC_ADDR", grpc.to_string())
         .env("POINTS_METRICS_ADDR", metrics.to_string())
+        .env("TIERS_GRPC_ADDR", tiers_grpc.to_string())
+        .env("TIERS_METRICS_ADDR", tiers_metrics.to_string())
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
@@ -24,10 +28,11 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .spawn()
         .expect("mesh binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner: Vec<String> = (&mut lines).take(5).map(Result::unwrap).collect();
+    let banner: Vec<String> = (&mut lines).take(7).map(Result::unwrap).collect();
     assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains(&format!("grpc {tiers_grpc}"))), "{banner:?}");
 
     let mut client = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let earned = client
@@ -50,6 +55,18 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .into_inner();
     assert_eq!(balance.balance.unwrap().available, 120);
     assert!(data_dir.join("points.db").exists());
+    // The tiers service follows the points ledger it was wired to.
+    let mut tiers = TiersServiceClient::connect(format!("http://{tiers_grpc}")).await.unwrap();
+    let mut counted = 0;
+    for _ in 0..250 {
+        let request = tiers::GetMembershipRequest { program_id: "demo".into(), customer_id: "anna".into() };
+        counted = tiers.get_membership(request).await.unwrap().into_inner().membership.unwrap().qualifying_points;
+        if counted == 120 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted, 120, "tiers counted the earn");
 
     let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(killed.success());

@@ -35,6 +35,17 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl From<loyalty_common::idempotency::KeyError> for Error {
+    fn from(error: loyalty_common::idempotency::KeyError) -> Self {
+        use loyalty_common::idempotency::KeyError;
+        match error {
+            KeyError::Reused { method } => Self::IdempotencyKeyReused { method },
+            KeyError::Corrupt { method } => Self::Corrupt(format!("{method} key without a saved result")),
+            KeyError::Database(e) => Self::Database(e),
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(field: &str, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use loyalty_common::clock::{Clock, SystemClock};
 use loyalty_common::db::{self, Dialect, EmbeddedMigration};
 use loyalty_common::metrics::Metrics;
-use loyalty_common::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+use loyalty_common::shutdown::{self, ShutdownTrigger};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
@@ -172,7 +172,7 @@ impl PointsServer {
             tokio::spawn(
                 ledger.clone().expiry_job(Duration::from_secs(config.expiry_interval_secs.max(1)), signal.clone()),
             ),
-            tokio::spawn(watch_database(database.clone(), health.clone(), signal.clone())),
+            tokio::spawn(loyalty_common::server::watch_database(database.clone(), health.clone(), signal.clone())),
         ];
         let metrics_signal = signal.clone();
         let served_metrics = metrics.clone();
@@ -232,25 +232,4 @@ pub async fn run(
     server.shutdown().await?;
     tracing::info!("points service stopped");
     Ok(())
-}
-
-/// Keeps health in step with the database: NOT_SERVING while it does not answer.
-async fn watch_database(database: db::Database, health: loyalty_common::server::Health, mut shutdown: ShutdownSignal) {
-    let mut serving = true;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-            () = shutdown.fired() => return,
-        }
-        let up = db::ping(&database).await;
-        if up != serving && !shutdown.is_fired() {
-            serving = up;
-            health.set(up).await;
-            if up {
-                tracing::info!("database answers again, serving");
-            } else {
-                tracing::warn!("database does not answer, not serving");
-            }
-        }
-    }
 }

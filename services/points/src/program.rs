@@ -14,7 +14,7 @@ use loyalty_common::db::{Database, Dialect};
 
 use crate::error::Error;
 use crate::rules::{Campaign, ProgramSettings};
-use crate::store::{begin_write, claim_key, request_hash, save_key};
+use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 /// One change, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,7 @@ impl ProgramStore {
         let now = self.clock.now();
         let hash = request_hash(program_id, request);
         let mut tx = begin_write(&self.db).await?;
-        if let Some(saved) = claim_key(&mut tx, program_id, method, key, &hash, now).await? {
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, method, key, &hash, now).await? {
             tx.rollback().await?;
             return from_json(&saved);
         }
@@ -322,7 +322,7 @@ impl ProgramStore {
         .bind(&change.new_value)
         .execute(&mut *tx)
         .await?;
-        save_key(&mut tx, program_id, method, key, &to_json(&result), "").await?;
+        idempotency::save(&mut tx, program_id, method, key, &to_json(&result), "").await?;
         tx.commit().await?;
         Ok(result)
     }

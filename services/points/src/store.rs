@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{Database, Dialect};
+use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{
     Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
@@ -215,7 +215,7 @@ impl LedgerStore {
         let hash = request_hash(program_id, &command.request_identity());
         let now = self.clock.now();
         let mut tx = self.begin().await?;
-        if let Some(saved) = claim_key(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
             tx.rollback().await?;
             let receipt = serde_json::from_str(&saved).map_err(|e| Error::Corrupt(e.to_string()))?;
             return Ok(Execution { receipt, replayed: true, account: None, published_up_to: None });
@@ -411,7 +411,7 @@ impl LedgerStore {
             _ => {}
         }
         let response = serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
-        save_key(&mut tx, program_id, method, idempotency_key, &response, &receipt.transaction_id).await?;
+        idempotency::save(&mut tx, program_id, method, idempotency_key, &response, &receipt.transaction_id).await?;
         tx.commit().await?;
         Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to })
     }
@@ -420,7 +420,9 @@ impl LedgerStore {
     /// key with other arguments is an error, as in [`LedgerStore::execute`].
     pub async fn saved(&self, program_id: &str, key: &str, command: &Command) -> Result<Option<Execution>, Error> {
         let method = command.method();
-        let Some((hash, response)) = stored_key(&self.db.pool, program_id, method, key).await? else { return Ok(None) };
+        let Some((hash, response)) = idempotency::stored(&self.db.pool, program_id, method, key).await? else {
+            return Ok(None);
+        };
         if hash != request_hash(program_id, &command.request_identity()) {
             return Err(Error::IdempotencyKeyReused { method });
         }
@@ -740,93 +742,6 @@ struct OrderRow {
     refunded_minor: i64,
 }
 
-/// Starts a write transaction; on SQLite it takes the write lock up front,
-/// since a deferred transaction that reads first could fail to upgrade.
-pub(crate) async fn begin_write(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match db.dialect {
-        Dialect::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await,
-        Dialect::Postgres => db.pool.begin().await,
-    }
-}
-
-/// Claims `key` for this request. `Ok(None)`: claimed, go ahead. `Ok(Some)`:
-/// a replay, here is the saved response. Concurrent claims of one key wait
-/// on each other, so exactly one goes ahead.
-pub(crate) async fn claim_key(
-    tx: &mut AnyConnection,
-    program_id: &str,
-    method: &'static str,
-    key: &str,
-    hash: &str,
-    now: Micros,
-) -> Result<Option<String>, Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, created_at_us) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(program_id)
-    .bind(method)
-    .bind(key)
-    .bind(hash)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        return Ok(None);
-    }
-    let (saved_hash, response) = stored_key(&mut *tx, program_id, method, key)
-        .await?
-        .ok_or_else(|| Error::Corrupt(format!("{method} key neither claimed nor stored")))?;
-    if saved_hash != hash {
-        return Err(Error::IdempotencyKeyReused { method });
-    }
-    response.map(Some).ok_or_else(|| Error::Corrupt(format!("{method} key without a saved result")))
-}
-
-/// The request hash and saved response stored under a key, if any.
-async fn stored_key<'c>(
-    executor: impl sqlx::Executor<'c, Database = Any>,
-    program_id: &str,
-    method: &str,
-    key: &str,
-) -> Result<Option<(String, Option<String>)>, Error> {
-    let row = sqlx::query(
-        "SELECT request_hash, response FROM idempotency_keys \
-         WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
-    )
-    .bind(program_id)
-    .bind(method)
-    .bind(key)
-    .fetch_optional(executor)
-    .await?;
-    row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("response")?))).transpose()
-}
-
-/// Saves the response of a claimed key, in the same transaction as the write.
-pub(crate) async fn save_key(
-    tx: &mut AnyConnection,
-    program_id: &str,
-    method: &'static str,
-    key: &str,
-    response: &str,
-    transaction_id: &str,
-) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET response = $1, transaction_id = $2 \
-         WHERE program_id = $3 AND method = $4 AND idempotency_key = $5",
-    )
-    .bind(response)
-    .bind(transaction_id)
-    .bind(program_id)
-    .bind(method)
-    .bind(key)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// Refuses an activity whose rule's cap is reached. Runs with the account
 /// locked, so parallel requests for one customer are counted one by one.
 async fn check_activity_cap(
@@ -968,13 +883,4 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
 
 fn lot_state(active: bool) -> &'static str {
     if active { "active" } else { "pending" }
-}
-
-/// SHA-256 of the program and the request, hex.
-pub(crate) fn request_hash(program_id: &str, request: &serde_json::Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(program_id.as_bytes());
-    hasher.update([0]);
-    hasher.update(request.to_string().as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

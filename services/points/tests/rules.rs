@@ -395,6 +395,55 @@ impl tiers::tiers_service_server::TiersService for GoldTiers {
     ) -> Result<tonic::Response<tiers::GetMultiplierResponse>, tonic::Status> {
         Ok(tonic::Response::new(tiers::GetMultiplierResponse { tier_id: "gold".into(), multiplier_bp: 15_000 }))
     }
+
+    async fn get_ladder(
+        &self,
+        _request: tonic::Request<tiers::GetLadderRequest>,
+    ) -> Result<tonic::Response<tiers::GetLadderResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn put_ladder(
+        &self,
+        _request: tonic::Request<tiers::PutLadderRequest>,
+    ) -> Result<tonic::Response<tiers::PutLadderResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn get_membership(
+        &self,
+        _request: tonic::Request<tiers::GetMembershipRequest>,
+    ) -> Result<tonic::Response<tiers::GetMembershipResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn list_membership_history(
+        &self,
+        _request: tonic::Request<tiers::ListMembershipHistoryRequest>,
+    ) -> Result<tonic::Response<tiers::ListMembershipHistoryResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn assign_tier(
+        &self,
+        _request: tonic::Request<tiers::AssignTierRequest>,
+    ) -> Result<tonic::Response<tiers::AssignTierResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn remove_assignment(
+        &self,
+        _request: tonic::Request<tiers::RemoveAssignmentRequest>,
+    ) -> Result<tonic::Response<tiers::RemoveAssignmentResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
+
+    async fn reevaluate(
+        &self,
+        _request: tonic::Request<tiers::ReevaluateRequest>,
+    ) -> Result<tonic::Response<tiers::ReevaluateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+    }
 }
 
 async fn serve_gold_tiers() -> SocketAddr {

@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use loyalty_common::clock::{MICROS_PER_SECOND, Micros, from_timestamp, to_timestamp};
+use loyalty_common::clock::{MICROS_PER_SECOND, Micros, to_timestamp};
 use loyalty_common::shutdown::ShutdownSignal;
-use loyalty_common::validate::{self, FieldViolation};
+use loyalty_common::validate::{self, Check, FieldViolation};
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_server::PointsService;
 
@@ -26,8 +26,6 @@ use convert::{
     audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, settings_from_proto, settings_to_proto,
 };
 
-const DEFAULT_PAGE_SIZE: i32 = 50;
-const MAX_PAGE_SIZE: i32 = 200;
 /// How far in the future an order's `occurred_at` may lie (clocks differ).
 const MAX_CLOCK_SKEW: Micros = 5 * 60 * MICROS_PER_SECOND;
 const MAX_EXPIRING_HORIZON: Micros = 10 * 366 * 86_400 * MICROS_PER_SECOND;
@@ -53,63 +51,25 @@ impl PointsApi {
     }
 }
 
-/// Collects every bad field of a request before answering.
-#[derive(Default)]
-struct Check(Vec<FieldViolation>);
-
-impl Check {
-    fn add(&mut self, result: Result<(), FieldViolation>) -> &mut Self {
-        if let Err(violation) = result {
-            self.0.push(violation);
-        }
-        self
-    }
-
-    fn id(&mut self, field: &str, value: &str) -> &mut Self {
-        self.add(validate::id(field, value))
-    }
-
+/// The points service's own checks on top of the shared ones.
+trait PointsCheck {
     /// The ids every write to one account carries.
+    fn account_write(&mut self, program_id: &str, customer_id: &str, idempotency_key: &str) -> &mut Self;
+    fn points(&mut self, field: &str, value: i64) -> &mut Self;
+    /// An order amount and its currency.
+    fn order(&mut self, amount_minor: i64, currency: &str) -> &mut Self;
+    fn done(self) -> Result<(), Status>;
+}
+
+impl PointsCheck for Check {
     fn account_write(&mut self, program_id: &str, customer_id: &str, idempotency_key: &str) -> &mut Self {
         self.id("program_id", program_id).id("customer_id", customer_id).id("idempotency_key", idempotency_key)
-    }
-
-    fn text(&mut self, field: &str, value: &str) -> &mut Self {
-        self.add(validate::text(field, value))
     }
 
     fn points(&mut self, field: &str, value: i64) -> &mut Self {
         self.add(validate::positive(field, value, MAX_POINTS_PER_COMMAND))
     }
 
-    fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) -> Option<Micros> {
-        let ts = value?;
-        let micros = from_timestamp(ts);
-        if micros.is_none() {
-            self.0.push(FieldViolation::new(field, "is not a valid timestamp"));
-        }
-        micros
-    }
-
-    /// Page size (0: the default) and the position a page token encodes.
-    fn page(&mut self, page_size: i32, page_token: &str) -> Page {
-        if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
-            self.add(Err(FieldViolation::new("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}"))));
-        }
-        let before = if page_token.is_empty() {
-            None
-        } else {
-            let parsed = page_token.parse::<i64>().ok().filter(|id| *id > 0);
-            if parsed.is_none() {
-                self.add(Err(FieldViolation::new("page_token", "is not a token from a previous page")));
-            }
-            parsed
-        };
-        let size = if page_size <= 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
-        Page { size: i64::from(size), before }
-    }
-
-    /// An order amount and its currency.
     fn order(&mut self, amount_minor: i64, currency: &str) -> &mut Self {
         if !(0..=MAX_ORDER_MINOR).contains(&amount_minor) {
             self.add(Err(FieldViolation::new("amount_minor", format!("must be between 0 and {MAX_ORDER_MINOR}"))));
@@ -121,24 +81,7 @@ impl Check {
     }
 
     fn done(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0).into()) }
-    }
-}
-
-struct Page {
-    size: i64,
-    before: Option<i64>,
-}
-
-impl Page {
-    /// Trims the extra row fetched beyond the page and makes the next token from the last row kept.
-    fn cut<T>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> i64) -> (Vec<T>, String) {
-        let size = usize::try_from(self.size).unwrap_or(0);
-        let more = rows.len() > size;
-        rows.truncate(size);
-        let token =
-            if more { rows.last().map(|row| position(row).to_string()).unwrap_or_default() } else { String::new() };
-        (rows, token)
+        self.finish().map_err(|violations| Error::InvalidArgument(violations).into())
     }
 }
 

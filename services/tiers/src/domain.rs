@@ -1,0 +1,478 @@
+//! Tier rules, free of transport and storage: the ladder, the qualification
+//! window, the downgrade policy, and the evaluation that moves a member.
+
+use serde::{Deserialize, Serialize};
+
+use loyalty_common::clock::{MICROS_PER_DAY, Micros};
+use loyalty_common::validate::{self, FieldViolation};
+
+/// 1x in basis points.
+pub const BP_ONE: i64 = 10_000;
+/// Largest earn multiplier a tier may carry: 10x.
+pub const MAX_MULTIPLIER_BP: i64 = 100_000;
+const MAX_TIERS: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    pub tier_id: String,
+    pub name: String,
+    pub threshold: i64,
+    pub multiplier_bp: i64,
+    pub perks: Vec<String>,
+    pub exclusive_rewards: bool,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Window {
+    CalendarYear,
+    RollingDays(i32),
+    Lifetime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Downgrade {
+    Immediate,
+    GraceDays(i32),
+    /// A tier reached in one calendar year is kept through the next.
+    EndOfNextPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ladder {
+    /// Lowest first.
+    pub tiers: Vec<Tier>,
+    pub window: Window,
+    pub downgrade: Downgrade,
+    pub version: i64,
+}
+
+impl Default for Ladder {
+    /// No tiers: nobody has a tier, everyone earns at 1x.
+    fn default() -> Self {
+        Self { tiers: Vec::new(), window: Window::CalendarYear, downgrade: Downgrade::Immediate, version: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    Threshold,
+    GraceExpired,
+    PeriodEnded,
+    Manual,
+    AssignmentEnded,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Threshold => "threshold",
+            Self::GraceExpired => "grace_expired",
+            Self::PeriodEnded => "period_ended",
+            Self::Manual => "manual",
+            Self::AssignmentEnded => "assignment_ended",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Threshold, Self::GraceExpired, Self::PeriodEnded, Self::Manual, Self::AssignmentEnded]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}
+
+/// One customer's standing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub program_id: String,
+    pub customer_id: String,
+    /// Empty: no tier.
+    pub tier_id: String,
+    pub since: Micros,
+    pub qualifying: i64,
+    pub assigned_tier_id: Option<String>,
+    pub assigned_until: Option<Micros>,
+    pub grace_until: Option<Micros>,
+    pub next_review_at: Option<Micros>,
+    pub version: i64,
+}
+
+/// A tier change, for the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub from_tier_id: String,
+    pub to_tier_id: String,
+    pub reason: Reason,
+    pub at: Micros,
+    pub actor: String,
+}
+
+/// What evaluation needs to know of the customer's qualifying points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Qualifying {
+    /// In the current window.
+    pub current: i64,
+    /// In the previous calendar year (only read by `EndOfNextPeriod`).
+    pub previous_period: i64,
+    /// The oldest positive event still in a rolling window: when it leaves,
+    /// the member must be looked at again.
+    pub oldest_in_window: Option<Micros>,
+}
+
+impl Ladder {
+    pub fn validate(&self) -> Vec<FieldViolation> {
+        let mut bad = Vec::new();
+        if self.tiers.len() > MAX_TIERS {
+            bad.push(FieldViolation::new("ladder.tiers", format!("at most {MAX_TIERS} tiers")));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut last_threshold: Option<i64> = None;
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let field = |name: &str| format!("ladder.tiers[{i}].{name}");
+            if let Err(v) = validate::id(&field("tier_id"), &tier.tier_id) {
+                bad.push(v);
+            } else if !ids.insert(tier.tier_id.as_str()) {
+                bad.push(FieldViolation::new(field("tier_id"), "appears twice"));
+            }
+            if tier.name.trim().is_empty() || tier.name.len() > 100 {
+                bad.push(FieldViolation::new(field("name"), "must be 1 to 100 bytes"));
+            }
+            if !(BP_ONE..=MAX_MULTIPLIER_BP).contains(&tier.multiplier_bp) {
+                bad.push(FieldViolation::new(field("multiplier_bp"), "must be between 10000 (1x) and 100000 (10x)"));
+            }
+            if tier.perks.len() > 50 || tier.perks.iter().any(|p| p.is_empty() || p.len() > 200) {
+                bad.push(FieldViolation::new(field("perks"), "at most 50 perks of 1 to 200 bytes"));
+            }
+            if tier.hidden {
+                continue;
+            }
+            if tier.threshold < 0 {
+                bad.push(FieldViolation::new(field("threshold"), "must not be negative"));
+            } else if last_threshold.is_some_and(|last| tier.threshold <= last) {
+                bad.push(FieldViolation::new(field("threshold"), "must be above the previous visible tier's"));
+            }
+            last_threshold = Some(tier.threshold);
+        }
+        match self.window {
+            Window::RollingDays(days) if !(1..=3_660).contains(&days) => {
+                bad.push(FieldViolation::new("ladder.window.days", "must be between 1 and 3660"));
+            }
+            _ => {}
+        }
+        match self.downgrade {
+            Downgrade::GraceDays(days) if !(1..=730).contains(&days) => {
+                bad.push(FieldViolation::new("ladder.downgrade.grace_days", "must be between 1 and 730"));
+            }
+            Downgrade::EndOfNextPeriod if self.window != Window::CalendarYear => {
+                bad.push(FieldViolation::new(
+                    "ladder.downgrade.kind",
+                    "END_OF_NEXT_PERIOD needs the calendar-year window",
+                ));
+            }
+            _ => {}
+        }
+        bad
+    }
+
+    pub fn tier(&self, tier_id: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.tier_id == tier_id)
+    }
+
+    /// Position on the ladder; no tier (or a tier since removed) is below all.
+    fn rank(&self, tier_id: &str) -> Option<usize> {
+        self.tiers.iter().position(|t| t.tier_id == tier_id)
+    }
+
+    /// The highest visible tier whose threshold `qualifying` reaches.
+    pub fn reached(&self, qualifying: i64) -> Option<&Tier> {
+        self.tiers.iter().filter(|t| !t.hidden && t.threshold <= qualifying).max_by_key(|t| t.threshold)
+    }
+
+    /// The lowest visible tier above `tier_id` (or above nothing).
+    pub fn next_above(&self, tier_id: &str) -> Option<&Tier> {
+        let floor = self.tier(tier_id).filter(|t| !t.hidden).map(|t| t.threshold);
+        self.tiers.iter().filter(|t| !t.hidden && floor.is_none_or(|f| t.threshold > f)).min_by_key(|t| t.threshold)
+    }
+
+    /// First instant counted in the window at `now`; `None` for lifetime.
+    pub fn window_start(&self, now: Micros) -> Option<Micros> {
+        match self.window {
+            Window::CalendarYear => Some(year_start(now)),
+            // An event at t counts while now < t + days.
+            Window::RollingDays(days) => Some(now - i64::from(days) * MICROS_PER_DAY + 1),
+            Window::Lifetime => None,
+        }
+    }
+
+    pub fn multiplier_bp(&self, tier_id: &str) -> i64 {
+        self.tier(tier_id).map_or(BP_ONE, |t| t.multiplier_bp)
+    }
+}
+
+/// Moves `member` to where the ladder, its qualifying points, any manual
+/// assignment and the downgrade policy put it at `now`; returns the change,
+/// if any. Upgrades are immediate; downgrades follow the policy.
+pub fn evaluate(ladder: &Ladder, member: &mut Membership, qualifying: Qualifying, now: Micros) -> Option<Change> {
+    member.qualifying = qualifying.current;
+    let mut assignment_ended = false;
+    if member.assigned_until.is_some_and(|until| until <= now) {
+        member.assigned_tier_id = None;
+        member.assigned_until = None;
+        assignment_ended = true;
+    }
+    let by_points = held_by_points(ladder, qualifying);
+    let (target, reason) = match &member.assigned_tier_id {
+        Some(assigned) => {
+            member.grace_until = None;
+            (assigned.clone(), Reason::Manual)
+        }
+        None => {
+            let current_rank = ladder.rank(&member.tier_id);
+            let points_rank = ladder.rank(&by_points);
+            let going_down = match (current_rank, points_rank) {
+                (Some(current), Some(points)) => points < current,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !going_down || assignment_ended {
+                member.grace_until = None;
+                let reason = if assignment_ended { Reason::AssignmentEnded } else { Reason::Threshold };
+                (by_points, reason)
+            } else {
+                match ladder.downgrade {
+                    Downgrade::Immediate => (by_points, Reason::Threshold),
+                    Downgrade::EndOfNextPeriod => (by_points, Reason::PeriodEnded),
+                    Downgrade::GraceDays(days) => match member.grace_until {
+                        Some(until) if until <= now => {
+                            member.grace_until = None;
+                            (by_points, Reason::GraceExpired)
+                        }
+                        Some(_) => (member.tier_id.clone(), Reason::Threshold),
+                        None => {
+                            member.grace_until = Some(now + i64::from(days) * MICROS_PER_DAY);
+                            (member.tier_id.clone(), Reason::Threshold)
+                        }
+                    },
+                }
+            }
+        }
+    };
+    member.next_review_at = next_review(ladder, member, qualifying, now);
+    if target == member.tier_id {
+        return None;
+    }
+    let change = Change {
+        from_tier_id: member.tier_id.clone(),
+        to_tier_id: target.clone(),
+        reason,
+        at: now,
+        actor: String::new(),
+    };
+    member.tier_id = target;
+    member.since = now;
+    Some(change)
+}
+
+/// The tier the points alone give: the current window's, or under
+/// `EndOfNextPeriod` the better of this year's and last year's.
+fn held_by_points(ladder: &Ladder, qualifying: Qualifying) -> String {
+    let now_reached = ladder.reached(qualifying.current);
+    let reached = if ladder.downgrade == Downgrade::EndOfNextPeriod {
+        let last_year = ladder.reached(qualifying.previous_period);
+        match (now_reached, last_year) {
+            (Some(a), Some(b)) => Some(if a.threshold >= b.threshold { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    } else {
+        now_reached
+    };
+    reached.map(|t| t.tier_id.clone()).unwrap_or_default()
+}
+
+/// When the membership could change with no new points.
+fn next_review(ladder: &Ladder, member: &Membership, qualifying: Qualifying, now: Micros) -> Option<Micros> {
+    let boundary = match ladder.window {
+        Window::CalendarYear
+            if !member.tier_id.is_empty() || qualifying.current > 0 || qualifying.previous_period > 0 =>
+        {
+            Some(next_year_start(now))
+        }
+        Window::RollingDays(days) => qualifying.oldest_in_window.map(|t| t + i64::from(days) * MICROS_PER_DAY),
+        _ => None,
+    };
+    [boundary, member.grace_until, member.assigned_until].into_iter().flatten().min()
+}
+
+/// The qualifying points still needed for the next visible tier.
+pub fn progress<'a>(ladder: &'a Ladder, member: &Membership) -> Option<(&'a Tier, i64)> {
+    let next = ladder.next_above(&member.tier_id)?;
+    Some((next, (next.threshold - member.qualifying).max(0)))
+}
+
+/// January 1st, 00:00 UTC, of the year containing `at`.
+pub fn year_start(at: Micros) -> Micros {
+    let (year, _, _) = civil_from_days(at.div_euclid(MICROS_PER_DAY));
+    days_from_civil(year, 1, 1) * MICROS_PER_DAY
+}
+
+pub fn next_year_start(at: Micros) -> Micros {
+    let (year, _, _) = civil_from_days(at.div_euclid(MICROS_PER_DAY));
+    days_from_civil(year + 1, 1, 1) * MICROS_PER_DAY
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((yoe + era * 400 + i64::from(month <= 2)) as i32, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Micros = 1_763_942_400_000_000; // 2025-11-24
+
+    fn tier(id: &str, threshold: i64, bp: i64) -> Tier {
+        Tier {
+            tier_id: id.into(),
+            name: id.into(),
+            threshold,
+            multiplier_bp: bp,
+            perks: Vec::new(),
+            exclusive_rewards: false,
+            hidden: false,
+        }
+    }
+
+    fn ladder(downgrade: Downgrade) -> Ladder {
+        let mut winback = tier("winback", 0, 12_000);
+        winback.hidden = true;
+        Ladder {
+            tiers: vec![
+                tier("explorer", 0, 10_000),
+                tier("catalyst", 1_000, 15_000),
+                winback,
+                tier("advocate", 5_000, 20_000),
+            ],
+            window: Window::CalendarYear,
+            downgrade,
+            version: 1,
+        }
+    }
+
+    fn q(current: i64) -> Qualifying {
+        Qualifying { current, ..Qualifying::default() }
+    }
+
+    #[test]
+    fn upgrades_are_immediate_and_progress_counts_to_the_next_visible_tier() {
+        let l = ladder(Downgrade::Immediate);
+        let mut m = Membership::default();
+        let change = evaluate(&l, &mut m, q(10), T0).unwrap();
+        assert_eq!((change.from_tier_id.as_str(), change.to_tier_id.as_str()), ("", "explorer"));
+        assert_eq!(progress(&l, &m).map(|(t, n)| (t.tier_id.as_str(), n)), Some(("catalyst", 990)));
+        let change = evaluate(&l, &mut m, q(5_000), T0 + 1).unwrap();
+        assert_eq!((change.to_tier_id.as_str(), change.reason), ("advocate", Reason::Threshold));
+        assert_eq!(progress(&l, &m), None, "top of the ladder");
+        assert_eq!(m.next_review_at, Some(next_year_start(T0)));
+    }
+
+    #[test]
+    fn grace_delays_a_downgrade_and_recovery_cancels_it() {
+        let l = ladder(Downgrade::GraceDays(30));
+        let mut m = Membership::default();
+        evaluate(&l, &mut m, q(1_500), T0);
+        assert_eq!(evaluate(&l, &mut m, q(500), T0 + DAY), None);
+        assert_eq!(m.grace_until, Some(T0 + 31 * DAY));
+        assert_eq!(m.next_review_at, Some(T0 + 31 * DAY));
+        assert_eq!(evaluate(&l, &mut m, q(1_200), T0 + 2 * DAY), None);
+        assert_eq!(m.grace_until, None, "back above the threshold");
+        evaluate(&l, &mut m, q(500), T0 + 3 * DAY);
+        let change = evaluate(&l, &mut m, q(500), T0 + 33 * DAY).unwrap();
+        assert_eq!((change.to_tier_id.as_str(), change.reason), ("explorer", Reason::GraceExpired));
+    }
+
+    const DAY: Micros = MICROS_PER_DAY;
+
+    #[test]
+    fn end_of_next_period_keeps_last_years_tier() {
+        let l = ladder(Downgrade::EndOfNextPeriod);
+        let mut m = Membership::default();
+        evaluate(&l, &mut m, q(6_000), T0);
+        let next_year = Qualifying { current: 0, previous_period: 6_000, oldest_in_window: None };
+        assert_eq!(evaluate(&l, &mut m, next_year, next_year_start(T0)), None, "kept through the next year");
+        let year_after = Qualifying { current: 0, previous_period: 1_100, oldest_in_window: None };
+        let change = evaluate(&l, &mut m, year_after, next_year_start(next_year_start(T0))).unwrap();
+        assert_eq!((change.to_tier_id.as_str(), change.reason), ("catalyst", Reason::PeriodEnded));
+    }
+
+    #[test]
+    fn hidden_tiers_are_never_reached_by_points_and_assignments_end() {
+        let l = ladder(Downgrade::Immediate);
+        let mut m = Membership::default();
+        evaluate(&l, &mut m, q(1_000_000), T0);
+        assert_eq!(m.tier_id, "advocate");
+        let mut m = Membership {
+            assigned_tier_id: Some("winback".into()),
+            assigned_until: Some(T0 + 10 * DAY),
+            ..Membership::default()
+        };
+        let change = evaluate(&l, &mut m, q(1_200), T0).unwrap();
+        assert_eq!((change.to_tier_id.as_str(), change.reason), ("winback", Reason::Manual));
+        assert_eq!(m.next_review_at, Some(T0 + 10 * DAY));
+        let change = evaluate(&l, &mut m, q(1_200), T0 + 10 * DAY).unwrap();
+        assert_eq!((change.to_tier_id.as_str(), change.reason), ("catalyst", Reason::AssignmentEnded));
+    }
+
+    #[test]
+    fn rolling_windows_drop_points_as_they_age() {
+        let l = Ladder { window: Window::RollingDays(90), ..ladder(Downgrade::Immediate) };
+        assert_eq!(l.window_start(T0 + 90 * DAY), Some(T0 + 1), "an event at T0 has just left");
+        let mut m = Membership::default();
+        evaluate(&l, &mut m, Qualifying { current: 1_000, previous_period: 0, oldest_in_window: Some(T0) }, T0);
+        assert_eq!(m.next_review_at, Some(T0 + 90 * DAY));
+        let change = evaluate(&l, &mut m, q(0), T0 + 90 * DAY).unwrap();
+        assert_eq!(change.to_tier_id, "explorer");
+    }
+
+    #[test]
+    fn ladders_are_validated_field_by_field() {
+        let mut l = ladder(Downgrade::GraceDays(0));
+        l.tiers.push(tier("catalyst", 100, 5_000));
+        l.window = Window::RollingDays(0);
+        let fields: Vec<String> = l.validate().into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "ladder.tiers[4].tier_id",
+                "ladder.tiers[4].multiplier_bp",
+                "ladder.tiers[4].threshold",
+                "ladder.window.days",
+                "ladder.downgrade.grace_days"
+            ]
+        );
+        assert!(ladder(Downgrade::Immediate).validate().is_empty());
+    }
+
+    #[test]
+    fn calendar_years_start_on_january_first() {
+        assert_eq!(year_start(T0), days_from_civil(2025, 1, 1) * DAY);
+        assert_eq!(next_year_start(T0), days_from_civil(2026, 1, 1) * DAY);
+    }
+}

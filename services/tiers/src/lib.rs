@@ -1,0 +1,182 @@
+//! The tiers service: ladders, qualification windows, downgrade policies,
+//! hidden tiers and manual assignments, kept up to date by following the
+//! points ledger. `main.rs` only parses the config and calls [`run`].
+
+pub mod api;
+pub mod consumer;
+pub mod domain;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use loyalty_common::clock::{Clock, SystemClock};
+use loyalty_common::db::{self, Dialect, EmbeddedMigration};
+use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
+
+use crate::api::TiersApi;
+use crate::service::Tiers;
+use crate::store::TierStore;
+
+pub const SERVICE_NAME: &str = "loyalty.tiers.v1.TiersService";
+
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "tiers",
+    sql: include_str!("../migrations/postgres/0001_tiers.sql"),
+}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] =
+    &[EmbeddedMigration { version: 1, description: "tiers", sql: include_str!("../migrations/sqlite/0001_tiers.sql") }];
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-tiers", version, about = "The loyalty tiers service, served over gRPC.")]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "TIERS_GRPC_ADDR", value_name = "TIERS_GRPC_ADDR", default_value = "127.0.0.1:50052")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "TIERS_METRICS_ADDR", value_name = "TIERS_METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: SocketAddr,
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://./data/tiers.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// `host:port` of the points service, whose ledger drives memberships; unset: memberships only change by hand.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
+    pub points_addr: Option<String>,
+    /// How often memberships with a due review (window boundary, grace end, assignment end) are looked at, in seconds.
+    #[arg(long, env = "REVIEW_INTERVAL_SECS", value_name = "REVIEW_INTERVAL_SECS", default_value_t = 60)]
+    pub review_interval_secs: u64,
+    /// How long GetMultiplier may answer from memory, in milliseconds; bounds how late another replica's change is seen.
+    #[arg(long, env = "MULTIPLIER_CACHE_TTL_MS", value_name = "MULTIPLIER_CACHE_TTL_MS", default_value_t = 5_000)]
+    pub multiplier_cache_ttl_ms: u64,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] db::DbError),
+    #[error("TIERS_METRICS_ADDR {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running tiers server.
+pub struct TiersServer {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl TiersServer {
+    /// Connects storage, applies migrations, starts following the ledger and serving on `listener`.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, StartError> {
+        let bind_addr =
+            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
+        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        let migrations = match database.dialect {
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+        };
+        db::migrate(&database, migrations).await?;
+
+        let metrics = Metrics::new();
+        let store = TierStore::new(database.clone(), clock);
+        let tiers = Arc::new(Tiers::new(store, Duration::from_millis(config.multiplier_cache_ttl_ms), &metrics));
+        let (trigger, signal) = shutdown::channel();
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let review = Duration::from_secs(config.review_interval_secs.max(1));
+        let mut tasks = vec![tokio::spawn(tiers.clone().review_job(review, signal.clone()))];
+        match config.points_addr.clone().filter(|a| !a.is_empty()) {
+            Some(points) => tasks.push(tokio::spawn(consumer::run(tiers.clone(), points, signal.clone()))),
+            None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
+        }
+        let metrics_signal = signal.clone();
+        let served_metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }));
+        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
+            database.clone(),
+            health.clone(),
+            signal.clone(),
+        )));
+
+        let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));
+        let grpc = tokio::spawn(loyalty_common::server::serve(
+            listener,
+            routes,
+            (health.clone(), health_service),
+            metrics,
+            signal,
+        ));
+        health.set(true).await;
+        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "tiers service ready");
+        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.grpc.await?;
+        for task in self.tasks {
+            task.await?;
+        }
+        served
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = TiersServer::start(config, listener, None).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!("tiers service stopped");
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The tiers service's core: the store, an in-process multiplier cache for
+//! the points service's hot path, and the review job.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+
+use loyalty_common::clock::Micros;
+use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::ShutdownSignal;
+
+use crate::domain::{Ladder, Membership};
+use crate::error::Error;
+use crate::store::{QualifyingEntry, TierStore};
+
+/// Memberships reviewed per batch by the review job.
+const REVIEW_BATCH: i64 = 500;
+/// Bound on the multiplier cache.
+const CACHE_CAPACITY: usize = 200_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CachedTier {
+    tier_id: String,
+    multiplier_bp: i64,
+    fetched: Instant,
+    /// When a review is due: the entry is stale from then on.
+    valid_until: Option<Micros>,
+}
+
+pub struct Tiers {
+    store: TierStore,
+    cache_ttl: Duration,
+    multipliers: RwLock<HashMap<(String, String), CachedTier>>,
+    hits: Counter,
+    misses: Counter,
+}
+
+impl Tiers {
+    /// `cache_ttl` bounds how long another replica's change can go unseen.
+    pub fn new(store: TierStore, cache_ttl: Duration, metrics: &Metrics) -> Self {
+        let (hits, misses) = (Counter::default(), Counter::default());
+        metrics.register("tier_multiplier_cache_hits", "GetMultiplier answers served from memory", hits.clone());
+        metrics.register(
+            "tier_multiplier_cache_misses",
+            "GetMultiplier answers read from the database",
+            misses.clone(),
+        );
+        Self { store, cache_ttl, multipliers: RwLock::new(HashMap::new()), hits, misses }
+    }
+
+    pub fn store(&self) -> &TierStore {
+        &self.store
+    }
+
+    /// The customer's tier and multiplier; from memory when fresh.
+    pub async fn multiplier(&self, program_id: &str, customer_id: &str) -> Result<(String, i64), Error> {
+        let key = (program_id.to_owned(), customer_id.to_owned());
+        let now = self.store.now();
+        if let Some(hit) = self
+            .multipliers
+            .read()
+            .expect("cache lock")
+            .get(&key)
+            .filter(|c| c.fetched.elapsed() < self.cache_ttl && c.valid_until.is_none_or(|until| now < until))
+        {
+            self.hits.inc();
+            return Ok((hit.tier_id.clone(), hit.multiplier_bp));
+        }
+        self.misses.inc();
+        let (member, ladder) = self.membership(program_id, customer_id).await?;
+        let bp = ladder.multiplier_bp(&member.tier_id);
+        Ok((member.tier_id, bp))
+    }
+
+    /// The membership now, evaluated first when a review is due.
+    pub async fn membership(&self, program_id: &str, customer_id: &str) -> Result<(Membership, Ladder), Error> {
+        let now = self.store.now();
+        let stored = self.store.membership(program_id, customer_id).await?;
+        let (member, ladder) = match stored {
+            Some(member) if member.next_review_at.is_none_or(|at| at > now) => {
+                (member, self.store.ladder(program_id).await?)
+            }
+            Some(_) => self.store.evaluate(program_id, customer_id).await?,
+            None => {
+                let member = Membership {
+                    program_id: program_id.to_owned(),
+                    customer_id: customer_id.to_owned(),
+                    ..Membership::default()
+                };
+                (member, self.store.ladder(program_id).await?)
+            }
+        };
+        self.remember(&member, &ladder);
+        Ok((member, ladder))
+    }
+
+    pub async fn reevaluate(&self, program_id: &str, customer_id: &str) -> Result<(Membership, Ladder), Error> {
+        let (member, ladder) = self.store.evaluate(program_id, customer_id).await?;
+        self.remember(&member, &ladder);
+        Ok((member, ladder))
+    }
+
+    pub async fn assign(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        tier_id: Option<&str>,
+        ends_at: Option<Micros>,
+        actor: &str,
+        key: &str,
+    ) -> Result<(Membership, Ladder), Error> {
+        let (member, ladder) = self.store.assign(program_id, customer_id, tier_id, ends_at, actor, key).await?;
+        self.remember(&member, &ladder);
+        Ok((member, ladder))
+    }
+
+    pub async fn put_ladder(&self, program_id: &str, ladder: Ladder, actor: &str, key: &str) -> Result<Ladder, Error> {
+        let stored = self.store.put_ladder(program_id, ladder, actor, key).await?;
+        // Multipliers of this program may all have changed.
+        self.multipliers.write().expect("cache lock").retain(|(program, _), _| program != program_id);
+        Ok(stored)
+    }
+
+    /// Applies a batch from the ledger consumer.
+    pub async fn apply(&self, entries: &[QualifyingEntry], last_sequence: i64) -> Result<(), Error> {
+        let changed = self.store.apply(entries, last_sequence).await?;
+        let mut ladders: HashMap<String, Ladder> = HashMap::new();
+        for member in changed {
+            if !ladders.contains_key(&member.program_id) {
+                ladders.insert(member.program_id.clone(), self.store.ladder(&member.program_id).await?);
+            }
+            self.remember(&member, &ladders[&member.program_id]);
+        }
+        Ok(())
+    }
+
+    /// Reviews every membership that is due (window boundary, grace end,
+    /// assignment end). Returns how many were reviewed.
+    pub async fn review_due(&self) -> Result<usize, Error> {
+        let mut reviewed = 0;
+        loop {
+            let due = self.store.due(REVIEW_BATCH).await?;
+            let batch = due.len();
+            for (program_id, customer_id) in due {
+                self.reevaluate(&program_id, &customer_id).await?;
+            }
+            reviewed += batch;
+            if batch < usize::try_from(REVIEW_BATCH).unwrap_or(usize::MAX) {
+                return Ok(reviewed);
+            }
+        }
+    }
+
+    /// Background job: `review_due` every `interval` until shutdown.
+    pub async fn review_job(self: std::sync::Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.fired() => return,
+            }
+            match self.review_due().await {
+                Ok(0) => {}
+                Ok(reviewed) => tracing::info!(reviewed, "membership review done"),
+                Err(error) => tracing::warn!(error = %error, "membership review failed, will retry"),
+            }
+        }
+    }
+
+    fn remember(&self, member: &Membership, ladder: &Ladder) {
+        let mut cache = self.multipliers.write().expect("cache lock");
+        if cache.len() >= CACHE_CAPACITY {
+            // Crude but bounded: start over rather than grow without limit.
+            cache.clear();
+        }
+        cache.insert(
+            (member.program_id.clone(), member.customer_id.clone()),
+            CachedTier {
+                tier_id: member.tier_id.clone(),
+                multiplier_bp: ladder.multiplier_bp(&member.tier_id),
+                fetched: Instant::now(),
+                valid_until: member.next_review_at,
+            },
+        );
+    }
+}

@@ -1,0 +1,470 @@
+//! The tiers service end to end: a real points service and a real tiers
+//! service on loopback, wired to each other, sharing one manual clock, on
+//! SQLite and on PostgreSQL.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use loyalty_common::clock::{Clock, MICROS_PER_DAY, ManualClock, Micros, to_timestamp};
+use loyalty_common::testing::{TestDatabase, unique_suffix};
+use loyalty_points::PointsServer;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::tiers::v1 as pb;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_tiers::TiersServer;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// 2025-11-24T00:00:00Z.
+const T0: Micros = 1_763_942_400_000_000;
+const DAY: Micros = MICROS_PER_DAY;
+/// 2026-01-01T00:00:00Z.
+const NEW_YEAR: Micros = 1_767_225_600_000_000;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Mesh {
+    points: PointsServiceClient<Channel>,
+    tiers: TiersServiceClient<Channel>,
+    clock: ManualClock,
+    points_server: PointsServer,
+    tiers_server: Option<TiersServer>,
+    tiers_url: String,
+    points_addr: SocketAddr,
+    databases: Vec<TestDatabase>,
+    dir: std::path::PathBuf,
+}
+
+impl Mesh {
+    async fn start(backend: Backend) -> Self {
+        let dir = std::env::temp_dir().join(format!("loyalty-tiers-test-{}", unique_suffix()));
+        let (points_url, tiers_url, databases) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/points.db", dir.display()),
+                format!("sqlite://{}/tiers.db", dir.display()),
+                Vec::new(),
+            ),
+            Backend::Postgres => {
+                let (p, t) = (TestDatabase::create().await, TestDatabase::create().await);
+                (p.url.clone(), t.url.clone(), vec![p, t])
+            }
+        };
+        let clock = ManualClock::new(T0);
+        let points_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tiers_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (points_addr, tiers_addr) = (points_listener.local_addr().unwrap(), tiers_listener.local_addr().unwrap());
+        let points_config = loyalty_points::Config::parse_from([
+            "loyalty-points",
+            "--database-url",
+            &points_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--tiers-addr",
+            &tiers_addr.to_string(),
+        ]);
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let points_server = PointsServer::start(points_config, points_listener, Some(shared)).await.unwrap();
+        let mut mesh = Self {
+            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
+            tiers: TiersServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+            clock,
+            points_server,
+            tiers_server: None,
+            tiers_url,
+            points_addr,
+            databases,
+            dir,
+        };
+        mesh.start_tiers(tiers_listener).await;
+        mesh
+    }
+
+    async fn start_tiers(&mut self, listener: TcpListener) {
+        let addr = listener.local_addr().unwrap();
+        let config = loyalty_tiers::Config::parse_from([
+            "loyalty-tiers",
+            "--database-url",
+            &self.tiers_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            &self.points_addr.to_string(),
+            "--review-interval-secs",
+            "3600",
+        ]);
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        self.tiers_server = Some(TiersServer::start(config, listener, Some(clock)).await.unwrap());
+        self.tiers = TiersServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    }
+
+    async fn restart_tiers(&mut self) {
+        self.tiers_server.take().unwrap().shutdown().await.unwrap();
+        self.start_tiers(TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    }
+
+    async fn stop(mut self) {
+        if let Some(tiers) = self.tiers_server.take() {
+            tiers.shutdown().await.unwrap();
+        }
+        self.points_server.shutdown().await.unwrap();
+        for database in self.databases {
+            database.drop_database().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+
+    async fn put_ladder(&mut self, window: pb::Window, downgrade: pb::DowngradePolicy) {
+        let ladder = pb::Ladder {
+            tiers: vec![
+                tier("explorer", 0, 10_000, false),
+                tier("catalyst", 1_000, 15_000, false),
+                tier("winback", 0, 12_000, true),
+                tier("advocate", 5_000, 20_000, false),
+            ],
+            window: Some(window),
+            downgrade: Some(downgrade),
+            version: 0,
+        };
+        self.tiers
+            .put_ladder(pb::PutLadderRequest {
+                program_id: "shop".into(),
+                ladder: Some(ladder),
+                actor: "admin@shop".into(),
+                idempotency_key: "ladder-1".into(),
+            })
+            .await
+            .expect("ladder accepted");
+    }
+
+    async fn earn(&mut self, customer: &str, points: i64, key: &str) -> String {
+        self.points
+            .earn(points::EarnRequest {
+                program_id: "shop".into(),
+                customer_id: customer.into(),
+                points,
+                reason: "order".into(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .transaction_id
+    }
+
+    async fn membership(&mut self, customer: &str) -> pb::Membership {
+        let request = pb::GetMembershipRequest { program_id: "shop".into(), customer_id: customer.into() };
+        self.tiers.get_membership(request).await.unwrap().into_inner().membership.unwrap()
+    }
+
+    /// Waits (bounded) until the consumer has counted `qualifying` points for the customer.
+    async fn caught_up(&mut self, customer: &str, qualifying: i64) -> pb::Membership {
+        for _ in 0..500 {
+            let membership = self.membership(customer).await;
+            if membership.qualifying_points == qualifying {
+                return membership;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "tiers never counted {qualifying} qualifying points for {customer}: {:?}",
+            self.membership(customer).await
+        );
+    }
+
+    async fn history(&mut self, customer: &str) -> Vec<(String, i32, String)> {
+        let request = pb::ListMembershipHistoryRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            page_size: 0,
+            page_token: String::new(),
+        };
+        let changes = self.tiers.list_membership_history(request).await.unwrap().into_inner().changes;
+        changes.into_iter().map(|c| (c.to_tier_id, c.reason, c.actor)).collect()
+    }
+}
+
+fn tier(id: &str, threshold: i64, bp: i32, hidden: bool) -> pb::Tier {
+    pb::Tier {
+        tier_id: id.into(),
+        name: id.to_uppercase(),
+        threshold,
+        multiplier_bp: bp,
+        perks: vec![format!("{id} perk")],
+        exclusive_rewards: false,
+        hidden,
+    }
+}
+
+fn window(kind: pb::WindowKind, days: i32) -> pb::Window {
+    pb::Window { kind: kind as i32, days }
+}
+
+fn downgrade(kind: pb::DowngradeKind, grace_days: i32) -> pb::DowngradePolicy {
+    pb::DowngradePolicy { kind: kind as i32, grace_days }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    crossing_a_threshold_upgrades_and_grace_delays_the_downgrade,
+    rolling_windows_drop_points_and_calendar_years_reset,
+    hidden_tiers_are_assigned_by_hand_and_expire,
+    consumer_restart_counts_every_entry_once,
+    top_tier_customer_earns_with_the_multiplier,
+    ladders_are_validated,
+);
+
+async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::GraceDays, 30)).await;
+    let earn = m.earn("ana", 1_200, "o1").await;
+    let member = m.caught_up("ana", 1_200).await;
+    assert_eq!((member.tier_id.as_str(), member.multiplier_bp), ("catalyst", 15_000));
+    assert_eq!((member.next_tier_id.as_str(), member.points_to_next_tier), ("advocate", 3_800));
+
+    m.points
+        .reverse(points::ReverseRequest {
+            program_id: "shop".into(),
+            original: Some(points::reverse_request::Original::OriginalTransactionId(earn)),
+            points: Some(400),
+            idempotency_key: "r1".into(),
+            reason: "refund".into(),
+        })
+        .await
+        .unwrap();
+    let member = m.caught_up("ana", 800).await;
+    assert_eq!(member.tier_id, "catalyst", "kept during the grace period");
+    assert_eq!(member.downgrade_at, Some(to_timestamp(T0 + 30 * DAY)));
+
+    m.clock.advance(30 * DAY);
+    let member = m.membership("ana").await;
+    assert_eq!(member.tier_id, "explorer", "down once the grace period ended");
+    let reasons: Vec<i32> = m.history("ana").await.into_iter().map(|(_, reason, _)| reason).collect();
+    assert_eq!(reasons, [pb::ChangeReason::GraceExpired as i32, pb::ChangeReason::Threshold as i32]);
+    m.stop().await;
+}
+
+async fn rolling_windows_drop_points_and_calendar_years_reset(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::RollingDays, 30), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    m.earn("ben", 1_000, "o1").await;
+    assert_eq!(m.caught_up("ben", 1_000).await.tier_id, "catalyst");
+    m.clock.advance(29 * DAY);
+    assert_eq!(m.membership("ben").await.tier_id, "catalyst");
+    m.clock.advance(DAY);
+    let member = m.membership("ben").await;
+    assert_eq!((member.tier_id.as_str(), member.qualifying_points), ("explorer", 0), "the earn left the window");
+
+    let mut m2 = Mesh::start(backend).await;
+    m2.put_ladder(window(pb::WindowKind::CalendarYear, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    m2.earn("cy", 1_500, "o1").await;
+    assert_eq!(m2.caught_up("cy", 1_500).await.next_review_at, Some(to_timestamp(NEW_YEAR)));
+    m2.clock.set(NEW_YEAR);
+    // The review job finds the member due and resets it without any request for it.
+    let reviewed =
+        m2.tiers.reevaluate(pb::ReevaluateRequest { program_id: "shop".into(), customer_id: "cy".into() }).await;
+    let member = reviewed.unwrap().into_inner().membership.unwrap();
+    assert_eq!((member.tier_id.as_str(), member.qualifying_points), ("explorer", 0));
+    assert_eq!(member.window_start, Some(to_timestamp(NEW_YEAR)));
+    m.stop().await;
+    m2.stop().await;
+}
+
+async fn hidden_tiers_are_assigned_by_hand_and_expire(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    m.earn("cat", 9_000, "o1").await;
+    assert_eq!(m.caught_up("cat", 9_000).await.tier_id, "advocate", "points never reach the hidden tier");
+
+    let assign = |key: &str| pb::AssignTierRequest {
+        program_id: "shop".into(),
+        customer_id: "cat".into(),
+        tier_id: "winback".into(),
+        ends_at: Some(to_timestamp(T0 + 10 * DAY)),
+        actor: "support@shop".into(),
+        idempotency_key: key.into(),
+    };
+    let member = m.tiers.assign_tier(assign("a1")).await.unwrap().into_inner().membership.unwrap();
+    assert_eq!((member.tier_id.as_str(), member.assigned), ("winback", true));
+    let multiplier = m
+        .tiers
+        .get_multiplier(pb::GetMultiplierRequest { program_id: "shop".into(), customer_id: "cat".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((multiplier.tier_id.as_str(), multiplier.multiplier_bp), ("winback", 12_000));
+    m.earn("cat", 1_000, "o2").await;
+    assert_eq!(m.caught_up("cat", 10_000).await.tier_id, "winback", "the assignment wins over the ladder");
+
+    let unknown =
+        m.tiers.assign_tier(pb::AssignTierRequest { tier_id: "gold".into(), ..assign("a2") }).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    m.clock.advance(10 * DAY);
+    let member = m.membership("cat").await;
+    assert_eq!((member.tier_id.as_str(), member.assigned), ("advocate", false), "back by points when it ends");
+    let history = m.history("cat").await;
+    assert_eq!(history[0], ("advocate".into(), pb::ChangeReason::AssignmentEnded as i32, String::new()));
+    assert_eq!(history[1], ("winback".into(), pb::ChangeReason::Manual as i32, "support@shop".into()));
+    m.stop().await;
+}
+
+async fn consumer_restart_counts_every_entry_once(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    let customers = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    let points_client = m.points.clone();
+    let earn_round = |round: usize| {
+        let client = points_client.clone();
+        async move {
+            let mut writers = Vec::new();
+            for w in 0..4 {
+                let mut client = client.clone();
+                writers.push(tokio::spawn(async move {
+                    for i in 0..25 {
+                        let customer = customers[(w + i) % customers.len()];
+                        let points = 37 * (1 + (i as i64 % 7));
+                        client
+                            .earn(points::EarnRequest {
+                                program_id: "shop".into(),
+                                customer_id: customer.into(),
+                                points,
+                                reason: "order".into(),
+                                idempotency_key: format!("r{round}-w{w}-{i}"),
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        }
+    };
+    let first = tokio::spawn(earn_round(0));
+    // Stop the tiers service while points are being earned, earn more while it is down, start it again.
+    m.restart_tiers().await;
+    first.await.unwrap();
+    let stopped = m.tiers_server.take().unwrap();
+    stopped.shutdown().await.unwrap();
+    earn_round(1).await;
+    m.start_tiers(TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+
+    let mut expected: HashMap<&str, i64> = HashMap::new();
+    for customer in customers {
+        let balance = m
+            .points
+            .get_balance(points::GetBalanceRequest { program_id: "shop".into(), customer_id: customer.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .balance
+            .unwrap();
+        expected.insert(customer, balance.lifetime_earned);
+    }
+    for customer in customers {
+        let member = m.caught_up(customer, expected[customer]).await;
+        let tier = if expected[customer] >= 5_000 {
+            "advocate"
+        } else if expected[customer] >= 1_000 {
+            "catalyst"
+        } else {
+            "explorer"
+        };
+        assert_eq!(member.tier_id, tier, "{customer}: {}", expected[customer]);
+    }
+    assert_eq!(expected.values().sum::<i64>(), 2 * 4 * (37 * (1 + 2 + 3 + 4 + 5 + 6 + 7) * 3 + 37 * (1 + 2 + 3 + 4)));
+    m.stop().await;
+}
+
+async fn top_tier_customer_earns_with_the_multiplier(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::CalendarYear, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    m.earn("dee", 6_000, "bonus").await;
+    assert_eq!(m.caught_up("dee", 6_000).await.tier_id, "advocate");
+    let earned = m
+        .points
+        .earn_for_order(points::EarnForOrderRequest {
+            program_id: "shop".into(),
+            customer_id: "dee".into(),
+            order_id: "o-1".into(),
+            amount_minor: 10_000,
+            currency: "EUR".into(),
+            occurred_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let breakdown = earned.breakdown.unwrap();
+    assert_eq!(
+        (breakdown.base_points, breakdown.tier_bonus_points, breakdown.tier_id.as_str(), breakdown.tier_multiplier_bp),
+        (100, 100, "advocate", 20_000)
+    );
+    assert_eq!(earned.points, 200);
+    m.stop().await;
+}
+
+async fn ladders_are_validated(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let ladder = pb::Ladder {
+        tiers: vec![tier("a", 100, 10_000, false), tier("b", 100, 9_000, false)],
+        window: Some(window(pb::WindowKind::Unspecified, 0)),
+        downgrade: Some(downgrade(pb::DowngradeKind::Immediate, 0)),
+        version: 0,
+    };
+    let status = m
+        .tiers
+        .put_ladder(pb::PutLadderRequest {
+            program_id: "shop".into(),
+            ladder: Some(ladder),
+            actor: "admin@shop".into(),
+            idempotency_key: "l1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        status.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["ladder.window.kind", "ladder.tiers[1].multiplier_bp", "ladder.tiers[1].threshold"]);
+    // A program without a ladder: no tier, 1x.
+    let multiplier = m
+        .tiers
+        .get_multiplier(pb::GetMultiplierRequest { program_id: "none".into(), customer_id: "x".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((multiplier.tier_id.as_str(), multiplier.multiplier_bp), ("", 10_000));
+    m.stop().await;
+}
