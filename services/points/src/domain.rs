@@ -145,6 +145,10 @@ pub struct NewEntry {
     pub kind: EntryKind,
     pub points: i64,
     pub pending_points: i64,
+    /// The points the operation concerned, whatever the deltas: earned,
+    /// spent, reversed (expired points included), expired, activated,
+    /// adjusted (signed).
+    pub amount: i64,
     pub reason: String,
     pub related_transaction_id: String,
     pub pending_until: Option<Micros>,
@@ -238,6 +242,7 @@ impl AccountBook {
                 kind: EntryKind::Expire,
                 points: -points,
                 pending_points: 0,
+                amount: points,
                 reason: "points expired".to_owned(),
                 related_transaction_id: lot_id,
                 pending_until: None,
@@ -296,6 +301,7 @@ impl AccountBook {
             kind,
             points: 0,
             pending_points: points,
+            amount: points,
             reason: reason.to_owned(),
             related_transaction_id: String::new(),
             pending_until,
@@ -391,6 +397,7 @@ impl AccountBook {
             kind: EntryKind::Reverse,
             points: available_delta,
             pending_points: pending_delta,
+            amount: requested,
             reason: reason.to_owned(),
             related_transaction_id: lot_id.to_owned(),
             pending_until: None,
@@ -469,6 +476,7 @@ impl AccountBook {
             kind: EntryKind::Activate,
             points,
             pending_points: -points,
+            amount: points,
             reason: reason.to_owned(),
             related_transaction_id: lot_id,
             pending_until: None,
@@ -517,6 +525,7 @@ impl AccountBook {
             kind,
             points,
             pending_points: 0,
+            amount: points.abs(),
             reason: reason.to_owned(),
             related_transaction_id: related.to_owned(),
             pending_until: None,
@@ -663,6 +672,8 @@ mod tests {
         // All of the first earn expired: reversing it costs nothing more.
         assert_eq!(b.reverse("r1", &e, Some(60), "refund").unwrap(), 60);
         assert_eq!(b.account.available, 100);
+        let reversal = b.entries.last().unwrap();
+        assert_eq!((reversal.points, reversal.amount), (0, 60), "no balance moved, 60 points reversed");
         assert_eq!(
             b.reverse("r2", &e, Some(41), "refund"),
             Err(RuleViolation::ReversalExceedsEarn { reversible: 40, requested: 41 })

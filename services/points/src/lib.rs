@@ -45,6 +45,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "program rules",
         sql: include_str!("../migrations/postgres/0002_program_rules.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "entry amount",
+        sql: include_str!("../migrations/postgres/0003_entry_amount.sql"),
+    },
 ];
 const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
@@ -52,6 +57,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 2,
         description: "program rules",
         sql: include_str!("../migrations/sqlite/0002_program_rules.sql"),
+    },
+    EmbeddedMigration {
+        version: 3,
+        description: "entry amount",
+        sql: include_str!("../migrations/sqlite/0003_entry_amount.sql"),
     },
 ];
 

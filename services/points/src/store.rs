@@ -174,6 +174,7 @@ pub struct LedgerRow {
     pub created_at: Micros,
     pub pending_until: Option<Micros>,
     pub expires_at: Option<Micros>,
+    pub amount: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -187,7 +188,7 @@ const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, life
 const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
      pending_until_us, expires_at_us, earned_at_us";
 const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
-     related_transaction_id, created_at_us, pending_until_us, expires_at_us";
+     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount";
 
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
@@ -677,14 +678,14 @@ impl LedgerStore {
         let insert_entry = match self.db.dialect {
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq"
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
@@ -702,6 +703,7 @@ impl LedgerStore {
                 .bind(book.now)
                 .bind(entry.pending_until)
                 .bind(entry.expires_at)
+                .bind(entry.amount)
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);
@@ -878,6 +880,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         created_at: row.try_get("created_at_us")?,
         pending_until: row.try_get("pending_until_us")?,
         expires_at: row.try_get("expires_at_us")?,
+        amount: row.try_get("amount")?,
     })
 }
 

@@ -103,8 +103,8 @@ async fn consume(tiers: &Tiers, uri: &str, shutdown: &mut ShutdownSignal) -> Res
 fn qualifying(entry: points::LedgerEntry) -> Option<QualifyingEntry> {
     let kind = points::EntryKind::try_from(entry.kind).ok()?;
     let (points, reverses) = match kind {
-        points::EntryKind::Earn => (entry.points + entry.pending_points, None),
-        points::EntryKind::Reverse => (entry.points + entry.pending_points, Some(entry.related_transaction_id)),
+        points::EntryKind::Earn => (entry.amount, None),
+        points::EntryKind::Reverse => (-entry.amount, Some(entry.related_transaction_id)),
         _ => return None,
     };
     Some(QualifyingEntry {

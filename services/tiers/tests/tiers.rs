@@ -237,6 +237,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     crossing_a_threshold_upgrades_and_grace_delays_the_downgrade,
+    reversed_points_stop_qualifying_even_after_they_expired,
     rolling_windows_drop_points_and_calendar_years_reset,
     hidden_tiers_are_assigned_by_hand_and_expire,
     consumer_restart_counts_every_entry_once,
@@ -271,6 +272,41 @@ async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: B
     assert_eq!(member.tier_id, "explorer", "down once the grace period ended");
     let reasons: Vec<i32> = m.history("ana").await.into_iter().map(|(_, reason, _)| reason).collect();
     assert_eq!(reasons, [pb::ChangeReason::GraceExpired as i32, pb::ChangeReason::Threshold as i32]);
+    m.stop().await;
+}
+
+async fn reversed_points_stop_qualifying_even_after_they_expired(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
+    let earn = m
+        .points
+        .earn(points::EarnRequest {
+            program_id: "shop".into(),
+            customer_id: "eve".into(),
+            points: 1_200,
+            reason: "order".into(),
+            idempotency_key: "o1".into(),
+            pending_until: None,
+            expires_at: Some(to_timestamp(T0 + 10 * DAY)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transaction_id;
+    assert_eq!(m.caught_up("eve", 1_200).await.tier_id, "catalyst");
+    m.clock.advance(11 * DAY);
+    m.points.run_expiry(points::RunExpiryRequest { program_id: "shop".into() }).await.unwrap();
+    m.points
+        .reverse(points::ReverseRequest {
+            program_id: "shop".into(),
+            original: Some(points::reverse_request::Original::OriginalTransactionId(earn)),
+            points: Some(400),
+            idempotency_key: "r1".into(),
+            reason: "refund".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(m.caught_up("eve", 800).await.tier_id, "explorer", "expiry keeps qualifying, the refund does not");
     m.stop().await;
 }
 

@@ -598,6 +598,7 @@ fn entry(row: &LedgerRow) -> pb::LedgerEntry {
         created_at: Some(to_timestamp(row.created_at)),
         pending_until: row.pending_until.map(to_timestamp),
         expires_at: row.expires_at.map(to_timestamp),
+        amount: row.amount,
     }
 }
 
