@@ -8,6 +8,7 @@ use tokio::sync::{Notify, watch};
 
 use loyalty_common::clock::Micros;
 use loyalty_common::shutdown::ShutdownSignal;
+use loyalty_common::validate::FieldViolation;
 
 use crate::cache::BalanceCache;
 use crate::domain::{Account, Balance, RuleViolation};
@@ -54,6 +55,29 @@ impl Ledger {
     /// Settings, campaigns and their audit log.
     pub fn programs(&self) -> &ProgramStore {
         &self.programs
+    }
+
+    /// Refuses a campaign restricted to tiers the program's ladder lacks.
+    pub async fn check_campaign_tiers(&self, program_id: &str, campaign: &rules::Campaign) -> Result<(), Error> {
+        if campaign.tier_ids.is_empty() {
+            return Ok(());
+        }
+        let Some(known) = self.tiers.tier_ids(program_id).await? else {
+            return Err(Error::invalid(
+                "campaign.tier_ids",
+                "needs a tiers service (TIERS_ADDR) to check the tiers against",
+            ));
+        };
+        let unknown: Vec<FieldViolation> = campaign
+            .tier_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !known.contains(id))
+            .map(|(i, id)| {
+                FieldViolation::new(format!("campaign.tier_ids[{i}]"), format!("{id:?} is not on the tier ladder"))
+            })
+            .collect();
+        if unknown.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(unknown)) }
     }
 
     /// An order's points from the rules, the customer's tier and the

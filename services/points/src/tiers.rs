@@ -8,8 +8,8 @@ use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use loyalty_proto::tiers::v1::GetMultiplierRequest;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_proto::tiers::v1::{GetLadderRequest, GetMultiplierRequest};
 
 use loyalty_common::telemetry::inject_trace_context;
 
@@ -59,5 +59,14 @@ impl TierSource {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(TierStanding::none()),
             Err(status) => Err(Error::TiersUnavailable(status)),
         }
+    }
+
+    /// The tier ids on the program's ladder; `None` without a tiers service.
+    pub async fn tier_ids(&self, program_id: &str) -> Result<Option<Vec<String>>, Error> {
+        let Self::Remote { client, deadline } = self else { return Ok(None) };
+        let mut request = tonic::Request::new(GetLadderRequest { program_id: program_id.into() });
+        request.set_timeout(*deadline);
+        let ladder = client.clone().get_ladder(request).await.map_err(Error::TiersUnavailable)?.into_inner().ladder;
+        Ok(Some(ladder.map(|l| l.tiers.into_iter().map(|t| t.tier_id).collect()).unwrap_or_default()))
     }
 }

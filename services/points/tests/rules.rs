@@ -400,49 +400,53 @@ impl tiers::tiers_service_server::TiersService for GoldTiers {
         &self,
         _request: tonic::Request<tiers::GetLadderRequest>,
     ) -> Result<tonic::Response<tiers::GetLadderResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        let gold =
+            tiers::Tier { tier_id: "gold".into(), name: "Gold".into(), multiplier_bp: 15_000, ..Default::default() };
+        Ok(tonic::Response::new(tiers::GetLadderResponse {
+            ladder: Some(tiers::Ladder { tiers: vec![gold], ..Default::default() }),
+        }))
     }
 
     async fn put_ladder(
         &self,
         _request: tonic::Request<tiers::PutLadderRequest>,
     ) -> Result<tonic::Response<tiers::PutLadderResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
     async fn get_membership(
         &self,
         _request: tonic::Request<tiers::GetMembershipRequest>,
     ) -> Result<tonic::Response<tiers::GetMembershipResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
     async fn list_membership_history(
         &self,
         _request: tonic::Request<tiers::ListMembershipHistoryRequest>,
     ) -> Result<tonic::Response<tiers::ListMembershipHistoryResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
     async fn assign_tier(
         &self,
         _request: tonic::Request<tiers::AssignTierRequest>,
     ) -> Result<tonic::Response<tiers::AssignTierResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
     async fn remove_assignment(
         &self,
         _request: tonic::Request<tiers::RemoveAssignmentRequest>,
     ) -> Result<tonic::Response<tiers::RemoveAssignmentResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
     async fn reevaluate(
         &self,
         _request: tonic::Request<tiers::ReevaluateRequest>,
     ) -> Result<tonic::Response<tiers::ReevaluateResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the points service only asks for multipliers"))
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 }
 
@@ -464,7 +468,21 @@ async fn tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn(
     put_settings(&mut h, "shop", pb::ProgramSettings { pending_days: 0, ..shop_settings() }, "s").await;
     let mut vip = campaign("gold only", pb::CampaignKind::Bonus, 10, T0 - DAY, T0 + DAY);
     vip.tier_ids = vec!["gold".into()];
-    create_campaign(&mut h, vip, "c1").await;
+    create_campaign(&mut h, vip.clone(), "c1").await;
+    vip.tier_ids = vec!["gold".into(), "platinum".into()];
+    let unknown = h
+        .client
+        .create_campaign(pb::CreateCampaignRequest {
+            program_id: "shop".into(),
+            campaign: Some(vip),
+            actor: "marketing@shop".into(),
+            idempotency_key: "c2".into(),
+        })
+        .await
+        .unwrap_err();
+    let fields: Vec<_> =
+        unknown.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["campaign.tier_ids[1]"], "unknown tiers are refused");
     let earned = h.client.earn_for_order(order("shop", "lee", "o-1", 10_001)).await.unwrap().into_inner();
     let b = earned.breakdown.unwrap();
     assert_eq!(

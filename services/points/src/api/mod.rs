@@ -358,6 +358,7 @@ impl PointsService for PointsApi {
             check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
         }
         check.done()?;
+        self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let created =
             self.ledger.programs().create_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::CreateCampaignResponse { campaign: Some(campaign_to_proto(&created)) }))
@@ -373,6 +374,7 @@ impl PointsService for PointsApi {
         let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
         check.id("campaign.campaign_id", &campaign.campaign_id);
         check.done()?;
+        self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let updated =
             self.ledger.programs().update_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::UpdateCampaignResponse { campaign: Some(campaign_to_proto(&updated)) }))
