@@ -97,7 +97,7 @@ impl Ledger {
             return Err(mismatch.into());
         }
         let tier = match customer_id {
-            Some(customer) => self.tiers.standing(program_id, customer).await?,
+            Some(customer) => self.tiers.standing(program_id, customer, at).await?,
             None => TierStanding::none(),
         };
         let campaigns = self.programs.active_campaigns(program_id, at).await?;

@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_proto::tiers::v1::{GetLadderRequest, GetMultiplierRequest};
 
+use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::telemetry::inject_trace_context;
 
 use crate::error::Error;
@@ -40,11 +41,13 @@ impl TierSource {
         Ok(Self::Remote { client: TiersServiceClient::with_interceptor(channel, inject), deadline })
     }
 
-    pub async fn standing(&self, program_id: &str, customer_id: &str) -> Result<TierStanding, Error> {
+    /// The customer's tier when the order was placed (`at`).
+    pub async fn standing(&self, program_id: &str, customer_id: &str, at: Micros) -> Result<TierStanding, Error> {
         let Self::Remote { client, deadline } = self else { return Ok(TierStanding::none()) };
         let mut request = tonic::Request::new(GetMultiplierRequest {
             program_id: program_id.into(),
             customer_id: customer_id.into(),
+            at: Some(to_timestamp(at)),
         });
         request.set_timeout(*deadline);
         match client.clone().get_multiplier(request).await {

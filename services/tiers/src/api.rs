@@ -152,8 +152,11 @@ impl TiersService for TiersApi {
         request: Request<pb::GetMultiplierRequest>,
     ) -> Result<Response<pb::GetMultiplierResponse>, Status> {
         let r = request.into_inner();
-        customer(&r.program_id, &r.customer_id)?;
-        let (tier_id, bp) = self.tiers.multiplier(&r.program_id, &r.customer_id).await?;
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        let at = check.timestamp("at", r.at.as_ref());
+        done(check)?;
+        let (tier_id, bp) = self.tiers.multiplier(&r.program_id, &r.customer_id, at).await?;
         Ok(Response::new(pb::GetMultiplierResponse { tier_id, multiplier_bp: i32::try_from(bp).unwrap_or(i32::MAX) }))
     }
 }

@@ -24,6 +24,8 @@ const CACHE_CAPACITY: usize = 200_000;
 struct CachedTier {
     tier_id: String,
     multiplier_bp: i64,
+    /// Since when the member holds the tier.
+    since: Micros,
     fetched: Instant,
     /// When a review is due: the entry is stale from then on.
     valid_until: Option<Micros>,
@@ -54,24 +56,35 @@ impl Tiers {
         &self.store
     }
 
-    /// The customer's tier and multiplier; from memory when fresh.
-    pub async fn multiplier(&self, program_id: &str, customer_id: &str) -> Result<(String, i64), Error> {
+    /// The customer's tier and multiplier at `at` (default: now); from
+    /// memory when fresh and the tier has not changed since `at`.
+    pub async fn multiplier(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        at: Option<Micros>,
+    ) -> Result<(String, i64), Error> {
         let key = (program_id.to_owned(), customer_id.to_owned());
         let now = self.store.now();
-        if let Some(hit) = self
-            .multipliers
-            .read()
-            .expect("cache lock")
-            .get(&key)
-            .filter(|c| c.fetched.elapsed() < self.cache_ttl && c.valid_until.is_none_or(|until| now < until))
-        {
+        let at = at.unwrap_or(now).min(now);
+        let fresh = |c: &&CachedTier| {
+            c.fetched.elapsed() < self.cache_ttl && c.valid_until.is_none_or(|until| now < until) && c.since <= at
+        };
+        if let Some(hit) = self.multipliers.read().expect("cache lock").get(&key).filter(fresh) {
             self.hits.inc();
             return Ok((hit.tier_id.clone(), hit.multiplier_bp));
         }
         self.misses.inc();
         let (member, ladder) = self.membership(program_id, customer_id).await?;
-        let bp = ladder.multiplier_bp(&member.tier_id);
-        Ok((member.tier_id, bp))
+        let tier_id = if member.since <= at {
+            member.tier_id
+        } else {
+            // The tier changed after `at`: the history says what it was then
+            // (at today's ladder multipliers).
+            self.store.tier_at(program_id, customer_id, at).await?
+        };
+        let bp = ladder.multiplier_bp(&tier_id);
+        Ok((tier_id, bp))
     }
 
     /// The membership now, evaluated first when a review is due.
@@ -181,6 +194,7 @@ impl Tiers {
             CachedTier {
                 tier_id: member.tier_id.clone(),
                 multiplier_bp: ladder.multiplier_bp(&member.tier_id),
+                since: member.since,
                 fetched: Instant::now(),
                 valid_until: member.next_review_at,
             },

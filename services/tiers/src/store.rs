@@ -223,6 +223,20 @@ impl TierStore {
             .collect()
     }
 
+    /// The tier the customer held at `at`, from the history.
+    pub async fn tier_at(&self, program_id: &str, customer_id: &str, at: Micros) -> Result<String, Error> {
+        let tier: Option<String> = sqlx::query_scalar(
+            "SELECT to_tier_id FROM membership_history WHERE program_id = $1 AND customer_id = $2 \
+             AND changed_at_us <= $3 ORDER BY change_id DESC LIMIT 1",
+        )
+        .bind(program_id)
+        .bind(customer_id)
+        .bind(at)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(tier.unwrap_or_default())
+    }
+
     /// Where the ledger consumer stands (0 before the first entry).
     pub async fn cursor(&self) -> Result<i64, Error> {
         let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")

@@ -354,7 +354,7 @@ async fn hidden_tiers_are_assigned_by_hand_and_expire(backend: Backend) {
     assert_eq!((member.tier_id.as_str(), member.assigned), ("winback", true));
     let multiplier = m
         .tiers
-        .get_multiplier(pb::GetMultiplierRequest { program_id: "shop".into(), customer_id: "cat".into() })
+        .get_multiplier(pb::GetMultiplierRequest { program_id: "shop".into(), customer_id: "cat".into(), at: None })
         .await
         .unwrap()
         .into_inner();
@@ -469,6 +469,23 @@ async fn top_tier_customer_earns_with_the_multiplier(backend: Backend) {
         (100, 100, "advocate", 20_000)
     );
     assert_eq!(earned.points, 200);
+
+    // An order placed before the customer reached the tier earns at that time's rate.
+    m.clock.advance(DAY);
+    let late = m
+        .points
+        .earn_for_order(points::EarnForOrderRequest {
+            program_id: "shop".into(),
+            customer_id: "dee".into(),
+            order_id: "o-0".into(),
+            amount_minor: 10_000,
+            currency: "EUR".into(),
+            occurred_at: Some(to_timestamp(T0 - DAY)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((late.points, late.breakdown.unwrap().tier_id.as_str()), (100, ""));
     m.stop().await;
 }
 
@@ -497,7 +514,7 @@ async fn ladders_are_validated(backend: Backend) {
     // A program without a ladder: no tier, 1x.
     let multiplier = m
         .tiers
-        .get_multiplier(pb::GetMultiplierRequest { program_id: "none".into(), customer_id: "x".into() })
+        .get_multiplier(pb::GetMultiplierRequest { program_id: "none".into(), customer_id: "x".into(), at: None })
         .await
         .unwrap()
         .into_inner();
