@@ -50,6 +50,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "entry amount",
         sql: include_str!("../migrations/postgres/0003_entry_amount.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "entry order",
+        sql: include_str!("../migrations/postgres/0004_entry_order.sql"),
+    },
 ];
 const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
@@ -62,6 +67,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 3,
         description: "entry amount",
         sql: include_str!("../migrations/sqlite/0003_entry_amount.sql"),
+    },
+    EmbeddedMigration {
+        version: 4,
+        description: "entry order",
+        sql: include_str!("../migrations/sqlite/0004_entry_order.sql"),
     },
 ];
 

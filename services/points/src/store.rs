@@ -175,6 +175,16 @@ pub struct LedgerRow {
     pub pending_until: Option<Micros>,
     pub expires_at: Option<Micros>,
     pub amount: i64,
+    pub order_id: String,
+    pub order_amount_minor: i64,
+}
+
+/// Which entry of a write belongs to which order, and the amount concerned.
+#[derive(Debug, Clone, Copy)]
+struct OrderRef<'a> {
+    transaction_id: &'a str,
+    order_id: &'a str,
+    amount: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -188,7 +198,7 @@ const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, life
 const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
      pending_until_us, expires_at_us, earned_at_us";
 const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
-     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount";
+     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor";
 
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
@@ -342,7 +352,17 @@ impl LedgerStore {
         outcome?;
         book.finish();
 
-        let published_up_to = self.persist(&mut tx, &book, &before).await?;
+        // Order entries say which order they belong to, for the stream's consumers.
+        let order_ref = match &command {
+            Command::OrderEarn { order, .. } => Some((order.order_id.as_str(), order.amount_minor)),
+            Command::OrderRefund { order_id, refunded_amount_minor } => {
+                Some((order_id.as_str(), *refunded_amount_minor))
+            }
+            _ => None,
+        };
+        let order_ref =
+            order_ref.map(|(order_id, amount)| OrderRef { transaction_id: &transaction_id, order_id, amount });
+        let published_up_to = self.persist(&mut tx, &book, order_ref, &before).await?;
         let main_id = match &command {
             Command::ActivatePending { .. } => transaction_ids.first().cloned().unwrap_or_default(),
             _ if !entry_written => String::new(),
@@ -447,7 +467,7 @@ impl LedgerStore {
         let mut book = AccountBook::new(account, lots, true, now);
         let settlement = book.settle();
         book.finish();
-        let published = self.persist(&mut tx, &book, &before).await?;
+        let published = self.persist(&mut tx, &book, None, &before).await?;
         tx.commit().await?;
         Ok((book.account, settlement, published))
     }
@@ -633,6 +653,7 @@ impl LedgerStore {
         &self,
         tx: &mut AnyConnection,
         book: &AccountBook,
+        order_ref: Option<OrderRef<'_>>,
         before: &Account,
     ) -> Result<Option<i64>, Error> {
         let account = &book.account;
@@ -678,19 +699,25 @@ impl LedgerStore {
         let insert_entry = match self.db.dialect {
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING seq"
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+                 order_amount_minor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+                 order_amount_minor, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
         let mut published = None;
         for entry in &book.entries {
+            let (order_id, order_amount) = match &order_ref {
+                Some(r) if r.transaction_id == entry.transaction_id => (r.order_id, r.amount),
+                _ => ("", 0),
+            };
             let seq: Option<i64> = sqlx::query_scalar(insert_entry)
                 .bind(&entry.transaction_id)
                 .bind(program_id)
@@ -704,6 +731,8 @@ impl LedgerStore {
                 .bind(entry.pending_until)
                 .bind(entry.expires_at)
                 .bind(entry.amount)
+                .bind(order_id)
+                .bind(order_amount)
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);
@@ -881,6 +910,8 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         pending_until: row.try_get("pending_until_us")?,
         expires_at: row.try_get("expires_at_us")?,
         amount: row.try_get("amount")?,
+        order_id: row.try_get("order_id")?,
+        order_amount_minor: row.try_get("order_amount_minor")?,
     })
 }
 

@@ -228,6 +228,24 @@ async fn orders_earn_by_the_rules_and_refunds_take_back_in_proportion(backend: B
     assert_eq!(first.points_reversed + second.points_reversed + rest.points_reversed, 130, "never more, never less");
     let balance = h.assert_ledger_matches_balance("shop", "ida").await;
     assert_eq!((balance.available, balance.pending, balance.reversed), (0, 0, 130));
+    let orders: Vec<(i32, String, i64)> = h
+        .all_entries("shop", "ida")
+        .await
+        .into_iter()
+        .filter(|e| !e.order_id.is_empty())
+        .map(|e| (e.kind, e.order_id, e.order_amount_minor))
+        .collect();
+    let (earn, reverse) = (pb::EntryKind::Earn as i32, pb::EntryKind::Reverse as i32);
+    assert_eq!(
+        orders,
+        [
+            (reverse, "o-1".into(), 6_617),
+            (reverse, "o-1".into(), 3_333),
+            (reverse, "o-1".into(), 3_000),
+            (earn, "o-1".into(), 12_950)
+        ],
+        "entries tell their order and amount, newest first"
+    );
 
     let unknown =
         h.client.refund_order(pb::RefundOrderRequest { order_id: "nope".into(), ..refund(1, "r5") }).await.unwrap_err();

@@ -601,6 +601,8 @@ fn entry(row: &LedgerRow) -> pb::LedgerEntry {
         pending_until: row.pending_until.map(to_timestamp),
         expires_at: row.expires_at.map(to_timestamp),
         amount: row.amount,
+        order_id: row.order_id.clone(),
+        order_amount_minor: row.order_amount_minor,
     }
 }
 
