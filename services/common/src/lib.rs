@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod follow;
 pub mod idempotency;
 pub mod metrics;
 pub mod redis;

@@ -120,7 +120,9 @@ impl TiersServer {
         let review = Duration::from_secs(config.review_interval_secs.max(1));
         let mut tasks = vec![tokio::spawn(tiers.clone().review_job(review, signal.clone()))];
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => tasks.push(tokio::spawn(consumer::run(tiers.clone(), points, signal.clone()))),
+            Some(points) => {
+                tasks.push(tokio::spawn(loyalty_common::follow::run(tiers.clone(), points, signal.clone())))
+            }
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
         let metrics_signal = signal.clone();

@@ -1,0 +1,114 @@
+//! Following the points ledger: `StreamEvents` from a cursor the consumer
+//! stores itself, in batches, each applied in one transaction together with
+//! the cursor. After downtime a consumer resumes where it stopped; entries it
+//! already applied are skipped (consumers also key what they record by
+//! transaction id), so nothing counts twice.
+//!
+//! Only one replica of a consuming service follows at a time: on PostgreSQL,
+//! replicas take turns through a session advisory lock held for as long as
+//! they consume. SQLite means one process anyway.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::AnyConnection;
+
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+
+use crate::db::{Database, Dialect};
+use crate::shutdown::ShutdownSignal;
+use crate::telemetry::inject_trace_context;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Entries applied per transaction at most.
+const BATCH: usize = 256;
+/// How long a batch waits for more entries before it is applied.
+const LINGER: Duration = Duration::from_millis(20);
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A service that consumes the ledger.
+pub trait LedgerConsumer: Send + Sync + 'static {
+    /// Names the consumer in logs.
+    const NAME: &'static str;
+    /// The advisory lock that elects the one replica that consumes.
+    const LOCK_KEY: i64;
+
+    fn database(&self) -> &Database;
+    /// The last sequence applied (0 before the first).
+    fn cursor(&self) -> impl Future<Output = Result<i64, BoxError>> + Send;
+    /// Applies `entries` and moves the cursor to `last_sequence`, in one transaction.
+    fn apply(
+        &self,
+        entries: Vec<points::LedgerEntry>,
+        last_sequence: i64,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Runs until shutdown, reconnecting after any failure.
+pub async fn run<C: LedgerConsumer>(consumer: Arc<C>, points_addr: String, mut shutdown: ShutdownSignal) {
+    let uri = if points_addr.contains("://") { points_addr } else { format!("http://{points_addr}") };
+    loop {
+        let Some(leadership) = become_leader(consumer.database(), C::LOCK_KEY, &mut shutdown).await else { return };
+        match consume(consumer.as_ref(), &uri, &mut shutdown).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(consumer = C::NAME, %error, "ledger consumer interrupted, reconnecting"),
+        }
+        drop(leadership);
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = shutdown.fired() => return,
+        }
+    }
+}
+
+/// Waits for the consumer lock (PostgreSQL); `None` on shutdown.
+async fn become_leader(db: &Database, key: i64, shutdown: &mut ShutdownSignal) -> Option<Option<AnyConnection>> {
+    if db.dialect == Dialect::Sqlite {
+        return Some(None);
+    }
+    loop {
+        if let Ok(mut conn) = db.pool.acquire().await {
+            let locked: Result<bool, _> =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await;
+            if let Ok(true) = locked {
+                // The session lock lives as long as this connection; take it
+                // out of the pool so it is never handed to anyone else.
+                return Some(Some(conn.detach()));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = shutdown.fired() => return None,
+        }
+    }
+}
+
+async fn consume<C: LedgerConsumer>(consumer: &C, uri: &str, shutdown: &mut ShutdownSignal) -> Result<(), BoxError> {
+    let channel = tonic::transport::Endpoint::from_shared(uri.to_owned())?.connect().await?;
+    let mut client = PointsServiceClient::with_interceptor(channel, inject_trace_context);
+    let cursor = consumer.cursor().await?;
+    let request = points::StreamEventsRequest { after_sequence: cursor, program_id: String::new() };
+    let mut stream = client.stream_events(request).await?.into_inner();
+    tracing::info!(consumer = C::NAME, after_sequence = cursor, "following the points ledger");
+    loop {
+        let first = tokio::select! {
+            next = stream.next() => next,
+            () = shutdown.fired() => return Ok(()),
+        };
+        let Some(first) = first else { return Err("the points ledger stream ended".into()) };
+        let mut batch = vec![first?];
+        while batch.len() < BATCH {
+            match tokio::time::timeout(LINGER, stream.next()).await {
+                Ok(Some(message)) => batch.push(message?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let entries: Vec<points::LedgerEntry> = batch.into_iter().filter_map(|m| m.entry).collect();
+        let last = entries.iter().map(|e| e.sequence).max().unwrap_or(cursor);
+        consumer.apply(entries, last).await?;
+    }
+}
