@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut protos = Vec::new();
     collect_protos(root, &mut protos)?;
     protos.sort();
+    // The directory too, so that a new .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed=loyalty");
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

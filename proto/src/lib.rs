@@ -3,6 +3,12 @@
 /// Encoded `FileDescriptorSet` of every loyalty proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
 
+pub mod referral {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.referral.v1");
+    }
+}
+
 pub mod tiers {
     pub mod v1 {
         tonic::include_proto!("loyalty.tiers.v1");

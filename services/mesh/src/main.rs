@@ -27,6 +27,12 @@ struct Args {
     /// Metrics address of the tiers service.
     #[arg(long, env = "TIERS_METRICS_ADDR", value_name = "TIERS_METRICS_ADDR", default_value = "127.0.0.1:9102")]
     tiers_metrics_addr: SocketAddr,
+    /// gRPC address of the referral service.
+    #[arg(long, env = "REFERRAL_GRPC_ADDR", value_name = "REFERRAL_GRPC_ADDR", default_value = "127.0.0.1:50053")]
+    referral_grpc_addr: SocketAddr,
+    /// Metrics address of the referral service.
+    #[arg(long, env = "REFERRAL_METRICS_ADDR", value_name = "REFERRAL_METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    referral_metrics_addr: SocketAddr,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -64,7 +70,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     // Both listeners first: each service is told where the other one is.
     let points_listener = bind(args.points_grpc_addr, "POINTS_GRPC_ADDR").await?;
     let tiers_listener = bind(args.tiers_grpc_addr, "TIERS_GRPC_ADDR").await?;
+    let referral_listener = bind(args.referral_grpc_addr, "REFERRAL_GRPC_ADDR").await?;
     let (points_addr, tiers_addr) = (points_listener.local_addr()?, tiers_listener.local_addr()?);
+    let referral_addr = referral_listener.local_addr()?;
 
     let points_config = loyalty_points::Config {
         grpc_addr: points_addr,
@@ -91,12 +99,22 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         multiplier_cache_ttl_ms: 5_000,
         telemetry: args.telemetry.clone(),
     };
+    let referral_config = loyalty_referral::Config {
+        grpc_addr: referral_addr,
+        metrics_addr: args.referral_metrics_addr,
+        database_url: sqlite(&args.data_dir, "referral.db"),
+        database_max_connections: 8,
+        points_addr: Some(points_addr.to_string()),
+        telemetry: args.telemetry.clone(),
+    };
     let points = loyalty_points::PointsServer::start(points_config, points_listener, None).await?;
     let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;
+    let referral = loyalty_referral::ReferralServer::start(referral_config, referral_listener, None).await?;
 
     println!("loyalty mesh is up, storage in {} (no servers needed)", args.data_dir.display());
     println!("  points  grpc {points_addr}  metrics http://{}/metrics", points.metrics_addr());
     println!("  tiers   grpc {tiers_addr}  metrics http://{}/metrics", tiers.metrics_addr());
+    println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
     println!("try it (grpcurl uses server reflection, no proto files needed):");
     println!(
         "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {points_addr} loyalty.points.v1.PointsService/Earn"
@@ -109,6 +127,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     );
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;
+    referral.shutdown().await?;
     tiers.shutdown().await?;
     points.shutdown().await?;
     Ok(())

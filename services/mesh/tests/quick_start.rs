@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1 as referral;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use loyalty_proto::tiers::v1 as tiers;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
@@ -15,12 +17,15 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let data_dir = std::env::temp_dir().join(format!("loyalty-mesh-test-{}", std::process::id()));
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (grpc, metrics, tiers_grpc, tiers_metrics) = (free(), free(), free(), free());
+    let (referral_grpc, referral_metrics) = (free(), free());
     let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"))
         .env("LOYALTY_DATA_DIR", &data_dir)
         .env("POINTS_GRPC_ADDR", grpc.to_string())
         .env("POINTS_METRICS_ADDR", metrics.to_string())
         .env("TIERS_GRPC_ADDR", tiers_grpc.to_string())
         .env("TIERS_METRICS_ADDR", tiers_metrics.to_string())
+        .env("REFERRAL_GRPC_ADDR", referral_grpc.to_string())
+        .env("REFERRAL_METRICS_ADDR", referral_metrics.to_string())
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
@@ -28,11 +33,12 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .spawn()
         .expect("mesh binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner: Vec<String> = (&mut lines).take(7).map(Result::unwrap).collect();
+    let banner: Vec<String> = (&mut lines).take(8).map(Result::unwrap).collect();
     assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {tiers_grpc}"))), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains(&format!("grpc {referral_grpc}"))), "{banner:?}");
 
     let mut client = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let earned = client
@@ -67,6 +73,14 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(counted, 120, "tiers counted the earn");
+    let mut referral = ReferralServiceClient::connect(format!("http://{referral_grpc}")).await.unwrap();
+    let code = referral
+        .get_or_create_code(referral::GetOrCreateCodeRequest { program_id: "demo".into(), customer_id: "anna".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .code;
+    assert_eq!(code.len(), 8, "the referral service answers: {code}");
 
     let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(killed.success());

@@ -1,0 +1,182 @@
+//! The referral service: codes, attribution, two-sided rewards through the
+//! points service, abuse checks and clawback, driven by the points ledger.
+//! `main.rs` only parses the config and calls [`run`].
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use loyalty_common::clock::{Clock, SystemClock};
+use loyalty_common::db::{self, Dialect, EmbeddedMigration};
+use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
+
+use crate::api::ReferralApi;
+use crate::service::Referrals;
+use crate::store::ReferralStore;
+
+pub const SERVICE_NAME: &str = "loyalty.referral.v1.ReferralService";
+
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "referral",
+    sql: include_str!("../migrations/postgres/0001_referral.sql"),
+}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "referral",
+    sql: include_str!("../migrations/sqlite/0001_referral.sql"),
+}];
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-referral", version, about = "The loyalty referral service, served over gRPC.")]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "REFERRAL_GRPC_ADDR", value_name = "REFERRAL_GRPC_ADDR", default_value = "127.0.0.1:50053")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "REFERRAL_METRICS_ADDR", value_name = "REFERRAL_METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    pub metrics_addr: SocketAddr,
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://./data/referral.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// `host:port` of the points service: its ledger tells of orders and refunds, and it pays the rewards.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
+    pub points_addr: Option<String>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] db::DbError),
+    #[error("REFERRAL_METRICS_ADDR {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running referral server.
+pub struct ReferralServer {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl ReferralServer {
+    /// Connects storage, applies migrations, starts following the ledger, sending rewards and serving.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, StartError> {
+        let bind_addr =
+            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
+        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        let migrations = match database.dialect {
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+        };
+        db::migrate(&database, migrations).await?;
+
+        let metrics = Metrics::new();
+        let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), clock)));
+        let (trigger, signal) = shutdown::channel();
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let mut tasks = Vec::new();
+        match config.points_addr.clone().filter(|a| !a.is_empty()) {
+            Some(points) => {
+                tasks.push(tokio::spawn(loyalty_common::follow::run(
+                    referrals.clone(),
+                    points.clone(),
+                    signal.clone(),
+                )));
+                tasks.push(tokio::spawn(referrals.clone().dispatcher(points, signal.clone())));
+            }
+            None => tracing::warn!("POINTS_ADDR is not set: no orders are followed and no rewards are paid"),
+        }
+        let metrics_signal = signal.clone();
+        let served_metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }));
+        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
+            database.clone(),
+            health.clone(),
+            signal.clone(),
+        )));
+
+        let routes = tonic::service::Routes::new(ReferralServiceServer::new(ReferralApi::new(referrals)));
+        let grpc = tokio::spawn(loyalty_common::server::serve(
+            listener,
+            routes,
+            (health.clone(), health_service),
+            metrics,
+            signal,
+        ));
+        health.set(true).await;
+        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "referral service ready");
+        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.grpc.await?;
+        for task in self.tasks {
+            task.await?;
+        }
+        served
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = ReferralServer::start(config, listener, None).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!("referral service stopped");
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The referral service's core: the store, the ledger consumer that turns
+//! orders and refunds into referral changes, and the dispatcher that sends
+//! the resulting rewards and clawbacks to the points service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use loyalty_common::clock::from_timestamp;
+use loyalty_common::db::Database;
+use loyalty_common::follow::{BoxError, LedgerConsumer};
+use loyalty_common::shutdown::ShutdownSignal;
+use loyalty_common::telemetry::inject_trace_context;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+
+use crate::domain::Referral;
+use crate::error::Error;
+use crate::store::{OrderEvent, ReferralStore, RewardTask};
+
+/// Deadline of one call to the points service.
+const POINTS_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the dispatcher looks for tasks when nobody wakes it.
+const DISPATCH_POLL: Duration = Duration::from_millis(500);
+
+pub struct Referrals {
+    store: ReferralStore,
+    tasks_added: Notify,
+}
+
+type PointsClient = PointsServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+impl Referrals {
+    pub fn new(store: ReferralStore) -> Self {
+        Self { store, tasks_added: Notify::new() }
+    }
+
+    pub fn store(&self) -> &ReferralStore {
+        &self.store
+    }
+
+    /// An order or refund reported through the API.
+    pub async fn record(&self, event: &OrderEvent) -> Result<Option<Referral>, Error> {
+        let changed = self.store.record(event).await?;
+        if changed.is_some() {
+            self.tasks_added.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// Sends reward tasks to the points service until shutdown. Every call
+    /// carries the task id as its idempotency key, so a task sent twice
+    /// (a crash before it was marked done) still counts once.
+    pub async fn dispatcher(self: Arc<Self>, points_addr: String, mut shutdown: ShutdownSignal) {
+        let uri = if points_addr.contains("://") { points_addr } else { format!("http://{points_addr}") };
+        let channel = match Endpoint::from_shared(uri) {
+            Ok(endpoint) => endpoint.timeout(POINTS_DEADLINE).connect_lazy(),
+            Err(error) => {
+                tracing::error!(%error, "POINTS_ADDR is not a valid address; no rewards will be sent");
+                return;
+            }
+        };
+        let inject: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> = inject_trace_context;
+        let client: PointsClient = PointsServiceClient::with_interceptor(channel, inject);
+        loop {
+            match self.dispatch(&client).await {
+                Ok(sent) if sent > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error, "sending referral rewards failed, will retry"),
+            }
+            tokio::select! {
+                () = self.tasks_added.notified() => {}
+                () = tokio::time::sleep(DISPATCH_POLL) => {}
+                () = shutdown.fired() => return,
+            }
+        }
+    }
+
+    /// Sends pending tasks in order; stops at the first that fails for a
+    /// reason worth retrying, so a clawback never overtakes its reward.
+    async fn dispatch(&self, client: &PointsClient) -> Result<usize, BoxError> {
+        let tasks = self.store.pending_tasks(100).await?;
+        let mut sent = 0;
+        for task in tasks {
+            match send(client.clone(), &task).await {
+                Ok(()) => {}
+                Err(status) if retryable(status.code()) => return Err(Box::new(status)),
+                Err(status) => {
+                    // Settled one way or another (already reversed, nothing to
+                    // take back): retrying cannot change the answer.
+                    tracing::warn!(task = %task.task_id, code = ?status.code(), message = status.message(), "reward task refused");
+                }
+            }
+            self.store.task_done(&task.task_id).await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
+async fn send(mut client: PointsClient, task: &RewardTask) -> Result<(), tonic::Status> {
+    if task.reverse {
+        let request = points::ReverseRequest {
+            program_id: task.program_id.clone(),
+            original: Some(points::reverse_request::Original::OriginalIdempotencyKey(task.original_key.clone())),
+            points: None,
+            idempotency_key: task.task_id.clone(),
+            reason: task.reason.clone(),
+        };
+        client.reverse(request).await.map(drop)
+    } else {
+        let request = points::EarnRequest {
+            program_id: task.program_id.clone(),
+            customer_id: task.customer_id.clone(),
+            points: task.points,
+            reason: task.reason.clone(),
+            idempotency_key: task.task_id.clone(),
+            pending_until: None,
+            expires_at: None,
+        };
+        client.earn(request).await.map(drop)
+    }
+}
+
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Cancelled
+    )
+}
+
+impl LedgerConsumer for Referrals {
+    const NAME: &'static str = "referral";
+    const LOCK_KEY: i64 = 0x0072_6566_6572_0001;
+
+    fn database(&self) -> &Database {
+        self.store.database()
+    }
+
+    async fn cursor(&self) -> Result<i64, BoxError> {
+        Ok(self.store.cursor().await?)
+    }
+
+    async fn apply(&self, entries: Vec<points::LedgerEntry>, last_sequence: i64) -> Result<(), BoxError> {
+        let events: Vec<(i64, OrderEvent)> = entries.into_iter().filter_map(order_event).collect();
+        if self.store.apply_batch(&events, last_sequence).await? > 0 {
+            self.tasks_added.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Order earns are purchases and order reversals are refunds; everything
+/// else on the ledger (including our own rewards) is not about orders.
+fn order_event(entry: points::LedgerEntry) -> Option<(i64, OrderEvent)> {
+    if entry.order_id.is_empty() {
+        return None;
+    }
+    let at = entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default();
+    let event = match points::EntryKind::try_from(entry.kind).ok()? {
+        points::EntryKind::Earn => OrderEvent::Purchase {
+            program_id: entry.program_id,
+            customer_id: entry.customer_id,
+            order_id: entry.order_id,
+            amount_minor: entry.order_amount_minor,
+            at,
+        },
+        points::EntryKind::Reverse => OrderEvent::Refund {
+            program_id: entry.program_id,
+            order_id: entry.order_id,
+            refund_key: format!("ledger:{}", entry.transaction_id),
+            amount_minor: entry.order_amount_minor,
+            at,
+        },
+        _ => return None,
+    };
+    Some((entry.sequence, event))
+}

@@ -1,0 +1,588 @@
+//! Referrals in SQL (PostgreSQL or SQLite through sqlx's `Any` driver).
+//! Every state change writes the points calls it needs as reward tasks in
+//! the same transaction, so a crash between the change and the call loses
+//! nothing: the dispatcher sends them until the points service confirms.
+
+use std::sync::Arc;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::db::{Database, Dialect};
+use loyalty_common::idempotency::{self, begin_write, request_hash};
+
+use crate::domain::{self, OrderEffect, Referral, Refusal, Settings, Status};
+use crate::error::Error;
+
+const CONSUMER: &str = "points-ledger";
+const REFERRAL_COLUMNS: &str = "referral_id, program_id, code, referrer_customer_id, referee_customer_id, status, \
+     created_at_us, completed_at_us, reversed_at_us, qualifying_order_id, referrer_points";
+
+/// An order or a refund, from the ledger or from the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderEvent {
+    Purchase {
+        program_id: String,
+        customer_id: String,
+        order_id: String,
+        amount_minor: i64,
+        at: Micros,
+    },
+    /// `refund_key` makes each refund count once (ledger transaction id or API key).
+    Refund {
+        program_id: String,
+        order_id: String,
+        refund_key: String,
+        amount_minor: i64,
+        at: Micros,
+    },
+}
+
+/// A points call still to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardTask {
+    pub task_id: String,
+    pub program_id: String,
+    pub customer_id: String,
+    pub reverse: bool,
+    pub points: i64,
+    pub reason: String,
+    pub original_key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub invited: i64,
+    pub pending: i64,
+    pub completed: i64,
+    pub reversed: i64,
+    pub expired: i64,
+    pub points_earned: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReferralStore {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl ReferralStore {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    pub fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub async fn settings(&self, program_id: &str) -> Result<Settings, Error> {
+        settings_in(&mut *self.db.pool.acquire().await?, program_id).await
+    }
+
+    pub async fn put_settings(
+        &self,
+        program_id: &str,
+        settings: Settings,
+        actor: &str,
+        key: &str,
+    ) -> Result<Settings, Error> {
+        let now = self.now();
+        let hash = request_hash(program_id, &serde_json::json!({ "settings": settings }));
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutReferralSettings", key, &hash, now).await? {
+            tx.rollback().await?;
+            return from_json(&saved);
+        }
+        let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM referral_settings WHERE program_id = $1{}",
+            for_update(self.db.dialect)
+        )))
+        .bind(program_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let stored = Settings { version: version.unwrap_or(0) + 1, ..settings };
+        let body = to_json(&stored);
+        sqlx::query(
+            "INSERT INTO referral_settings (program_id, body, version, updated_at_us, updated_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (program_id) DO UPDATE SET body = excluded.body, version = excluded.version, \
+             updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by",
+        )
+        .bind(program_id)
+        .bind(&body)
+        .bind(stored.version)
+        .bind(now)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        idempotency::save(&mut tx, program_id, "PutReferralSettings", key, &body, "").await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// The customer's code and whether it is enabled, created on first call.
+    pub async fn code_for(&self, program_id: &str, customer_id: &str) -> Result<(String, bool), Error> {
+        for _ in 0..8 {
+            if let Some(found) = self.code_of(program_id, customer_id).await? {
+                return Ok(found);
+            }
+            // A clash with another customer's code (or a concurrent first
+            // call for this customer) inserts nothing; look again.
+            sqlx::query(
+                "INSERT INTO referral_codes (program_id, customer_id, code, created_at_us) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(program_id)
+            .bind(customer_id)
+            .bind(domain::new_code())
+            .bind(self.now())
+            .execute(&self.db.pool)
+            .await?;
+        }
+        self.code_of(program_id, customer_id).await?.ok_or_else(|| Error::Corrupt("no free referral code".into()))
+    }
+
+    async fn code_of(&self, program_id: &str, customer_id: &str) -> Result<Option<(String, bool)>, Error> {
+        let row = sqlx::query("SELECT code, enabled FROM referral_codes WHERE program_id = $1 AND customer_id = $2")
+            .bind(program_id)
+            .bind(customer_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("code")?, r.try_get::<i64, _>("enabled")? != 0))).transpose()
+    }
+
+    /// The code's owner and whether the code is enabled.
+    pub async fn resolve(&self, program_id: &str, code: &str) -> Result<Option<(String, bool)>, Error> {
+        let row = sqlx::query("SELECT customer_id, enabled FROM referral_codes WHERE program_id = $1 AND code = $2")
+            .bind(program_id)
+            .bind(code)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("customer_id")?, r.try_get::<i64, _>("enabled")? != 0))).transpose()
+    }
+
+    pub async fn disable_code(&self, program_id: &str, customer_id: &str) -> Result<String, Error> {
+        let (code, _) = self.code_for(program_id, customer_id).await?;
+        sqlx::query("UPDATE referral_codes SET enabled = 0 WHERE program_id = $1 AND customer_id = $2")
+            .bind(program_id)
+            .bind(customer_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(code)
+    }
+
+    /// Records a sign-up as a PENDING referral, or says why not. The code's
+    /// row is locked meanwhile, so a referrer's cap holds under concurrency.
+    pub async fn signup(&self, program_id: &str, code: &str, referee: &str, key: &str) -> Result<Referral, Error> {
+        let now = self.now();
+        let hash = request_hash(program_id, &serde_json::json!({ "code": code, "referee": referee }));
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, "RecordSignup", key, &hash, now).await? {
+            tx.rollback().await?;
+            return from_json(&saved);
+        }
+        let settings = settings_in(&mut tx, program_id).await?;
+        if !settings.enabled {
+            return Err(Refusal::ReferralsOff.into());
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT customer_id, enabled FROM referral_codes WHERE program_id = $1 AND code = $2{}",
+            for_update(self.db.dialect)
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(code).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Err(Refusal::UnknownCode(code.to_owned()).into()) };
+        let referrer: String = row.try_get("customer_id")?;
+        if row.try_get::<i64, _>("enabled")? == 0 {
+            return Err(Refusal::CodeDisabled(code.to_owned()).into());
+        }
+        if referrer == referee {
+            return Err(Refusal::SelfReferral.into());
+        }
+        let referred: Option<String> =
+            sqlx::query_scalar("SELECT referral_id FROM referrals WHERE program_id = $1 AND referee_customer_id = $2")
+                .bind(program_id)
+                .bind(referee)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if referred.is_some() {
+            return Err(Refusal::AlreadyReferred.into());
+        }
+        let ordered: Option<String> =
+            sqlx::query_scalar("SELECT order_id FROM orders_seen WHERE program_id = $1 AND customer_id = $2 LIMIT 1")
+                .bind(program_id)
+                .bind(referee)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if ordered.is_some() {
+            return Err(Refusal::ExistingCustomer.into());
+        }
+        if settings.cap_count > 0 {
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM referrals WHERE program_id = $1 AND referrer_customer_id = $2 AND created_at_us > $3",
+            )
+            .bind(program_id)
+            .bind(&referrer)
+            .bind(settings.cap_since(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            if recent >= i64::from(settings.cap_count) {
+                return Err(Refusal::CapReached { cap: settings.cap_count, days: settings.cap_period_days }.into());
+            }
+        }
+        let referral = Referral {
+            referral_id: format!("ref_{}", uuid::Uuid::now_v7().simple()),
+            program_id: program_id.to_owned(),
+            code: code.to_owned(),
+            referrer_customer_id: referrer,
+            referee_customer_id: referee.to_owned(),
+            status: Status::Pending,
+            created_at: now,
+            completed_at: None,
+            reversed_at: None,
+            qualifying_order_id: String::new(),
+            referrer_points: 0,
+        };
+        sqlx::query(
+            "INSERT INTO referrals (referral_id, program_id, code, referrer_customer_id, referee_customer_id, status, \
+             created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&referral.referral_id)
+        .bind(program_id)
+        .bind(code)
+        .bind(&referral.referrer_customer_id)
+        .bind(referee)
+        .bind(Status::Pending.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        idempotency::save(&mut tx, program_id, "RecordSignup", key, &to_json(&referral), &referral.referral_id).await?;
+        tx.commit().await?;
+        Ok(referral)
+    }
+
+    /// One order or refund from the API, in its own transaction.
+    pub async fn record(&self, event: &OrderEvent) -> Result<Option<Referral>, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let changed = self.apply_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Where the ledger consumer stands (0 before the first entry).
+    pub async fn cursor(&self) -> Result<i64, Error> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
+            .bind(CONSUMER)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(last.unwrap_or(0))
+    }
+
+    /// A batch from the ledger, with the cursor, in one transaction.
+    pub async fn apply_batch(&self, events: &[(i64, OrderEvent)], last_sequence: i64) -> Result<usize, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
+            for_update(self.db.dialect)
+        ));
+        let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
+        let cursor = cursor.unwrap_or(0);
+        let mut changed = 0;
+        for (_, event) in events.iter().filter(|(sequence, _)| *sequence > cursor) {
+            changed += usize::from(self.apply_event(&mut tx, event).await?.is_some());
+        }
+        sqlx::query(
+            "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
+             WHERE consumer_cursors.last_sequence < excluded.last_sequence",
+        )
+        .bind(CONSUMER)
+        .bind(last_sequence)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Applies an order or refund once; returns the referral it changed.
+    async fn apply_event(&self, tx: &mut AnyConnection, event: &OrderEvent) -> Result<Option<Referral>, Error> {
+        match event {
+            OrderEvent::Purchase { program_id, customer_id, order_id, amount_minor, at } => {
+                let first_time = sqlx::query(
+                    "INSERT INTO orders_seen (program_id, order_id, customer_id, amount_minor, occurred_at_us) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(program_id)
+                .bind(order_id)
+                .bind(customer_id)
+                .bind(amount_minor)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !first_time {
+                    return Ok(None);
+                }
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND referee_customer_id = $2 \
+                     AND status = 'pending'{}",
+                    for_update(self.db.dialect)
+                ));
+                let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_optional(&mut *tx).await?;
+                let Some(mut referral) = row.as_ref().map(referral_from_row).transpose()? else { return Ok(None) };
+                let settings = settings_in(tx, program_id).await?;
+                match domain::order_effect(&settings, &referral, *amount_minor, *at) {
+                    OrderEffect::Nothing => return Ok(None),
+                    OrderEffect::Expire => referral.status = Status::Expired,
+                    OrderEffect::Complete => {
+                        referral.status = Status::Completed;
+                        referral.completed_at = Some(*at);
+                        referral.qualifying_order_id.clone_from(order_id);
+                        referral.referrer_points = settings.referrer_points;
+                        let id = &referral.referral_id;
+                        let referee_reason = format!("welcome bonus: referred by {}", referral.referrer_customer_id);
+                        let referrer_reason = format!("referral reward: {} ordered", referral.referee_customer_id);
+                        let rewards = [
+                            (&referral.referrer_customer_id, settings.referrer_points, "referrer", referrer_reason),
+                            (&referral.referee_customer_id, settings.referee_points, "referee", referee_reason),
+                        ];
+                        for (customer, points, side, reason) in rewards.into_iter().filter(|(_, p, _, _)| *p > 0) {
+                            let task = RewardTask {
+                                task_id: format!("referral:{id}:{side}"),
+                                program_id: program_id.clone(),
+                                customer_id: customer.clone(),
+                                reverse: false,
+                                points,
+                                reason,
+                                original_key: String::new(),
+                            };
+                            self.add_task(tx, &task).await?;
+                        }
+                    }
+                }
+                self.save_referral(tx, &referral).await?;
+                Ok(Some(referral))
+            }
+            OrderEvent::Refund { program_id, order_id, refund_key, amount_minor, at } => {
+                let first_time = sqlx::query(
+                    "INSERT INTO refunds_seen (program_id, refund_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(program_id)
+                .bind(refund_key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !first_time {
+                    return Ok(None);
+                }
+                let row = sqlx::query(
+                    "UPDATE orders_seen SET refunded_minor = refunded_minor + $1 WHERE program_id = $2 AND order_id = $3 \
+                     RETURNING amount_minor, refunded_minor",
+                )
+                .bind(amount_minor)
+                .bind(program_id)
+                .bind(order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let (amount, refunded): (i64, i64) = (row.try_get("amount_minor")?, row.try_get("refunded_minor")?);
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND qualifying_order_id = $2 \
+                     AND status = 'completed'{}",
+                    for_update(self.db.dialect)
+                ));
+                let row = sqlx::query(sql).bind(program_id).bind(order_id).fetch_optional(&mut *tx).await?;
+                let Some(mut referral) = row.as_ref().map(referral_from_row).transpose()? else { return Ok(None) };
+                let settings = settings_in(tx, program_id).await?;
+                let completed_at = referral.completed_at.unwrap_or(referral.created_at);
+                if !domain::claws_back(&settings, completed_at, amount, refunded, *at) {
+                    return Ok(None);
+                }
+                referral.status = Status::Reversed;
+                referral.reversed_at = Some(*at);
+                for (customer, side) in
+                    [(&referral.referrer_customer_id, "referrer"), (&referral.referee_customer_id, "referee")]
+                {
+                    let original_key = format!("referral:{}:{side}", referral.referral_id);
+                    // Only what was (to be) awarded is taken back.
+                    let awarded: Option<i64> = sqlx::query_scalar("SELECT points FROM reward_tasks WHERE task_id = $1")
+                        .bind(&original_key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(points) = awarded else { continue };
+                    let task = RewardTask {
+                        task_id: format!("{original_key}:clawback"),
+                        program_id: program_id.clone(),
+                        customer_id: customer.clone(),
+                        reverse: true,
+                        points,
+                        reason: format!("referral reversed: order {order_id} refunded"),
+                        original_key,
+                    };
+                    self.add_task(tx, &task).await?;
+                }
+                self.save_referral(tx, &referral).await?;
+                Ok(Some(referral))
+            }
+        }
+    }
+
+    async fn add_task(&self, tx: &mut AnyConnection, task: &RewardTask) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO reward_tasks (task_id, program_id, customer_id, kind, points, reason, original_key, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&task.task_id)
+        .bind(&task.program_id)
+        .bind(&task.customer_id)
+        .bind(if task.reverse { "reverse" } else { "earn" })
+        .bind(task.points)
+        .bind(&task.reason)
+        .bind(&task.original_key)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_referral(&self, tx: &mut AnyConnection, referral: &Referral) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE referrals SET status = $1, completed_at_us = $2, reversed_at_us = $3, qualifying_order_id = $4, \
+             referrer_points = $5 WHERE referral_id = $6",
+        )
+        .bind(referral.status.as_str())
+        .bind(referral.completed_at)
+        .bind(referral.reversed_at)
+        .bind(&referral.qualifying_order_id)
+        .bind(referral.referrer_points)
+        .bind(&referral.referral_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Points calls not yet confirmed, oldest first.
+    pub async fn pending_tasks(&self, limit: i64) -> Result<Vec<RewardTask>, Error> {
+        let rows = sqlx::query(
+            "SELECT task_id, program_id, customer_id, kind, points, reason, original_key FROM reward_tasks \
+             WHERE done = 0 ORDER BY task_seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RewardTask {
+                    task_id: r.try_get("task_id")?,
+                    program_id: r.try_get("program_id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    reverse: r.try_get::<String, _>("kind")? == "reverse",
+                    points: r.try_get("points")?,
+                    reason: r.try_get("reason")?,
+                    original_key: r.try_get("original_key")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn task_done(&self, task_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE reward_tasks SET done = 1, attempts = attempts + 1 WHERE task_id = $1")
+            .bind(task_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A referrer's referrals, newest first, with their list positions.
+    pub async fn referrals(
+        &self,
+        program_id: &str,
+        referrer: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Referral)>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT referral_seq, {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND referrer_customer_id = $2 \
+             AND referral_seq < $3 ORDER BY referral_seq DESC LIMIT $4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(program_id)
+            .bind(referrer)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("referral_seq")?, referral_from_row(r)?))).collect()
+    }
+
+    pub async fn stats(&self, program_id: &str, referrer: &str) -> Result<Stats, Error> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n, CAST(COALESCE(SUM(referrer_points), 0) AS BIGINT) AS points FROM referrals \
+             WHERE program_id = $1 AND referrer_customer_id = $2 GROUP BY status",
+        )
+        .bind(program_id)
+        .bind(referrer)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut stats = Stats::default();
+        for row in rows {
+            let (status, n, points): (String, i64, i64) =
+                (row.try_get("status")?, row.try_get("n")?, row.try_get("points")?);
+            stats.invited += n;
+            match Status::parse(&status) {
+                Some(Status::Pending) => stats.pending = n,
+                Some(Status::Completed) => {
+                    stats.completed = n;
+                    stats.points_earned = points;
+                }
+                Some(Status::Reversed) => stats.reversed = n,
+                Some(Status::Expired) => stats.expired = n,
+                None => return Err(Error::Corrupt(format!("referral status {status:?}"))),
+            }
+        }
+        Ok(stats)
+    }
+}
+
+async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Settings, Error> {
+    let body: Option<String> = sqlx::query_scalar("SELECT body FROM referral_settings WHERE program_id = $1")
+        .bind(program_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    body.map_or_else(|| Ok(Settings::default()), |b| from_json(&b))
+}
+
+fn referral_from_row(row: &AnyRow) -> Result<Referral, Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Referral {
+        referral_id: row.try_get("referral_id")?,
+        program_id: row.try_get("program_id")?,
+        code: row.try_get("code")?,
+        referrer_customer_id: row.try_get("referrer_customer_id")?,
+        referee_customer_id: row.try_get("referee_customer_id")?,
+        status: Status::parse(&status).ok_or_else(|| Error::Corrupt(format!("referral status {status:?}")))?,
+        created_at: row.try_get("created_at_us")?,
+        completed_at: row.try_get("completed_at_us")?,
+        reversed_at: row.try_get("reversed_at_us")?,
+        qualifying_order_id: row.try_get("qualifying_order_id")?,
+        referrer_points: row.try_get("referrer_points")?,
+    })
+}
+
+fn for_update(dialect: Dialect) -> &'static str {
+    // SQLite's write transaction already excludes every other writer.
+    if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("referral data serialises")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored referral data: {e}")))
+}

@@ -1,0 +1,421 @@
+//! The referral service end to end: a real points service and a real
+//! referral service on loopback, wired to each other, sharing one manual
+//! clock, on SQLite and on PostgreSQL.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use loyalty_common::clock::{Clock, MICROS_PER_DAY, ManualClock, Micros};
+use loyalty_common::testing::{TestDatabase, unique_suffix};
+use loyalty_points::PointsServer;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1 as pb;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_referral::ReferralServer;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// 2025-11-24T00:00:00Z.
+const T0: Micros = 1_763_942_400_000_000;
+const DAY: Micros = MICROS_PER_DAY;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Mesh {
+    points: PointsServiceClient<Channel>,
+    referral: ReferralServiceClient<Channel>,
+    clock: ManualClock,
+    points_server: PointsServer,
+    referral_server: Option<ReferralServer>,
+    referral_url: String,
+    points_addr: SocketAddr,
+    databases: Vec<TestDatabase>,
+    dir: std::path::PathBuf,
+}
+
+impl Mesh {
+    async fn start(backend: Backend) -> Self {
+        let dir = std::env::temp_dir().join(format!("loyalty-referral-test-{}", unique_suffix()));
+        let (points_url, referral_url, databases) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/points.db", dir.display()),
+                format!("sqlite://{}/referral.db", dir.display()),
+                Vec::new(),
+            ),
+            Backend::Postgres => {
+                let (p, r) = (TestDatabase::create().await, TestDatabase::create().await);
+                (p.url.clone(), r.url.clone(), vec![p, r])
+            }
+        };
+        let clock = ManualClock::new(T0);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let points_addr = listener.local_addr().unwrap();
+        let config = loyalty_points::Config::parse_from([
+            "loyalty-points",
+            "--database-url",
+            &points_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]);
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let points_server = PointsServer::start(config, listener, Some(shared)).await.unwrap();
+        let mut mesh = Self {
+            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
+            referral: ReferralServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+            clock,
+            points_server,
+            referral_server: None,
+            referral_url,
+            points_addr,
+            databases,
+            dir,
+        };
+        mesh.start_referral().await;
+        mesh
+    }
+
+    async fn start_referral(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = loyalty_referral::Config::parse_from([
+            "loyalty-referral",
+            "--database-url",
+            &self.referral_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            &self.points_addr.to_string(),
+        ]);
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        self.referral_server = Some(ReferralServer::start(config, listener, Some(clock)).await.unwrap());
+        self.referral = ReferralServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    }
+
+    async fn stop_referral(&mut self) {
+        self.referral_server.take().unwrap().shutdown().await.unwrap();
+    }
+
+    async fn stop(mut self) {
+        if let Some(server) = self.referral_server.take() {
+            server.shutdown().await.unwrap();
+        }
+        self.points_server.shutdown().await.unwrap();
+        for database in self.databases {
+            database.drop_database().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+
+    async fn settings(&mut self, cap_count: i32) {
+        let settings = pb::ReferralSettings {
+            enabled: true,
+            referrer_points: 500,
+            referee_points: 250,
+            minimum_order_minor: 2_000,
+            cap_count,
+            cap_period_days: 30,
+            attribution_window_days: 30,
+            clawback_window_days: 14,
+            version: 0,
+        };
+        self.referral
+            .put_referral_settings(pb::PutReferralSettingsRequest {
+                program_id: "shop".into(),
+                settings: Some(settings),
+                actor: "admin@shop".into(),
+                idempotency_key: format!("settings-{cap_count}"),
+            })
+            .await
+            .expect("settings accepted");
+    }
+
+    async fn code(&mut self, customer: &str) -> String {
+        let request = pb::GetOrCreateCodeRequest { program_id: "shop".into(), customer_id: customer.into() };
+        self.referral.get_or_create_code(request).await.unwrap().into_inner().code
+    }
+
+    async fn signup(&mut self, code: &str, referee: &str) -> Result<pb::Referral, tonic::Status> {
+        let request = pb::RecordSignupRequest {
+            program_id: "shop".into(),
+            code: code.into(),
+            referee_customer_id: referee.into(),
+            idempotency_key: format!("signup-{referee}"),
+        };
+        self.referral.record_signup(request).await.map(|r| r.into_inner().referral.unwrap())
+    }
+
+    async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) {
+        self.points
+            .earn_for_order(points::EarnForOrderRequest {
+                program_id: "shop".into(),
+                customer_id: customer.into(),
+                order_id: order_id.into(),
+                amount_minor,
+                currency: "EUR".into(),
+                occurred_at: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn available(&mut self, customer: &str) -> i64 {
+        let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: customer.into() };
+        self.points.get_balance(request).await.unwrap().into_inner().balance.unwrap().available
+    }
+
+    /// Waits (bounded) for the customer's balance to reach `expected`.
+    async fn balance_reaches(&mut self, customer: &str, expected: i64) {
+        for _ in 0..500 {
+            if self.available(customer).await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{customer} never reached {expected} points (has {})", self.available(customer).await);
+    }
+
+    async fn status(&mut self, referrer: &str) -> Vec<i32> {
+        let request = pb::ListReferralsRequest {
+            program_id: "shop".into(),
+            referrer_customer_id: referrer.into(),
+            page_size: 0,
+            page_token: String::new(),
+        };
+        let referrals = self.referral.list_referrals(request).await.unwrap().into_inner().referrals;
+        referrals.into_iter().map(|r| r.status).collect()
+    }
+
+    async fn ledger_len(&mut self, customer: &str) -> usize {
+        let request = points::ListTransactionsRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            page_size: 200,
+            page_token: String::new(),
+        };
+        self.points.list_transactions(request).await.unwrap().into_inner().entries.len()
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_first_order_rewards_both_sides_exactly_once,
+    every_refusal_has_its_reason,
+    a_refund_within_the_window_claws_back,
+    concurrent_signups_respect_the_cap,
+);
+
+async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.settings(10).await;
+    let code = m.code("anna").await;
+    assert_eq!(m.code("anna").await, code, "stable once issued");
+    let resolved = m
+        .referral
+        .resolve_code(pb::ResolveCodeRequest { program_id: "shop".into(), code: code.to_lowercase() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resolved.valid, resolved.referrer_customer_id.as_str(), resolved.referee_points), (true, "anna", 250));
+
+    let referral = m.signup(&code, "ben").await.unwrap();
+    assert_eq!(referral.status, pb::ReferralStatus::Pending as i32);
+    assert_eq!(
+        m.signup(&code, "ben").await.unwrap().referral_id,
+        referral.referral_id,
+        "a replay, not a second referral"
+    );
+
+    // Ben's first order is placed while the referral service is down.
+    m.stop_referral().await;
+    m.order("ben", "o-1", 5_000).await;
+    m.start_referral().await;
+    m.balance_reaches("anna", 500).await;
+    m.balance_reaches("ben", 250 + 50).await;
+
+    // The same order reported again, explicitly: counted once.
+    let again = m
+        .referral
+        .record_purchase(pb::RecordPurchaseRequest {
+            program_id: "shop".into(),
+            customer_id: "ben".into(),
+            order_id: "o-1".into(),
+            amount_minor: 5_000,
+            occurred_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.referral.is_none());
+    m.order("ben", "o-2", 9_000).await;
+    m.balance_reaches("ben", 250 + 50 + 90).await;
+    assert_eq!(m.available("anna").await, 500, "rewarded once");
+    assert_eq!(m.ledger_len("anna").await, 1);
+    let stats = m
+        .referral
+        .get_referral_stats(pb::GetReferralStatsRequest { program_id: "shop".into(), customer_id: "anna".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.invited, stats.completed, stats.points_earned), (1, 1, 500));
+    m.stop().await;
+}
+
+async fn every_refusal_has_its_reason(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let code = m.code("anna").await;
+    let off = m.signup(&code, "zed").await.unwrap_err();
+    assert_eq!((off.code(), reason(&off)), (Code::FailedPrecondition, "REFERRALS_DISABLED".into()));
+    m.settings(1).await;
+
+    let unknown = m.signup("ABCDEFGH", "zed").await.unwrap_err();
+    assert_eq!((unknown.code(), reason(&unknown)), (Code::NotFound, "UNKNOWN_CODE".into()));
+    let malformed = m.signup("ABC0", "zed").await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let own = m.signup(&code, "anna").await.unwrap_err();
+    assert_eq!((own.code(), reason(&own)), (Code::FailedPrecondition, "SELF_REFERRAL".into()));
+
+    m.referral
+        .record_purchase(pb::RecordPurchaseRequest {
+            program_id: "shop".into(),
+            customer_id: "old-customer".into(),
+            order_id: "o-old".into(),
+            amount_minor: 100,
+            occurred_at: None,
+        })
+        .await
+        .unwrap();
+    let existing = m.signup(&code, "old-customer").await.unwrap_err();
+    assert_eq!(reason(&existing), "EXISTING_CUSTOMER");
+
+    m.signup(&code, "ben").await.expect("the first one is fine");
+    let carl_code = m.code("carl").await;
+    let twice = m
+        .referral
+        .record_signup(pb::RecordSignupRequest {
+            program_id: "shop".into(),
+            code: carl_code,
+            referee_customer_id: "ben".into(),
+            idempotency_key: "ben-again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((twice.code(), reason(&twice)), (Code::AlreadyExists, "ALREADY_REFERRED".into()));
+    let capped = m.signup(&code, "dora").await.unwrap_err();
+    assert_eq!(reason(&capped), "REFERRER_CAP_REACHED");
+    assert!(capped.message().contains("limit of 1 referrals in 30 days"), "{}", capped.message());
+
+    m.referral
+        .disable_code(pb::DisableCodeRequest { program_id: "shop".into(), customer_id: "anna".into() })
+        .await
+        .unwrap();
+    let disabled = m.signup(&code, "eli").await.unwrap_err();
+    assert_eq!(reason(&disabled), "CODE_DISABLED");
+    m.stop().await;
+}
+
+async fn a_refund_within_the_window_claws_back(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.settings(10).await;
+    let code = m.code("anna").await;
+    m.signup(&code, "ben").await.unwrap();
+    m.signup(&code, "cal").await.unwrap();
+    m.order("ben", "o-ben", 5_000).await;
+    m.order("cal", "o-cal", 5_000).await;
+    m.balance_reaches("anna", 1_000).await;
+    m.balance_reaches("ben", 300).await;
+
+    // Ben returns everything within the window: both rewards go.
+    m.points
+        .refund_order(points::RefundOrderRequest {
+            program_id: "shop".into(),
+            order_id: "o-ben".into(),
+            refunded_amount_minor: 5_000,
+            idempotency_key: "refund-ben".into(),
+        })
+        .await
+        .unwrap();
+    m.balance_reaches("anna", 500).await;
+    m.balance_reaches("ben", 0).await;
+
+    // Cal returns after the window: the referral stands.
+    m.clock.advance(15 * DAY);
+    m.points
+        .refund_order(points::RefundOrderRequest {
+            program_id: "shop".into(),
+            order_id: "o-cal".into(),
+            refunded_amount_minor: 5_000,
+            idempotency_key: "refund-cal".into(),
+        })
+        .await
+        .unwrap();
+    m.balance_reaches("cal", 250).await;
+    let mut statuses = m.status("anna").await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [pb::ReferralStatus::Completed as i32, pb::ReferralStatus::Reversed as i32]);
+    assert_eq!(m.available("anna").await, 500);
+    m.stop().await;
+}
+
+async fn concurrent_signups_respect_the_cap(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    m.settings(10).await;
+    let code = m.code("anna").await;
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let mut client = m.referral.clone();
+        let code = code.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .record_signup(pb::RecordSignupRequest {
+                    program_id: "shop".into(),
+                    code,
+                    referee_customer_id: format!("friend-{i}"),
+                    idempotency_key: format!("k-{i}"),
+                })
+                .await
+        }));
+    }
+    let mut pending = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => pending += 1,
+            Err(status) => assert_eq!(reason(&status), "REFERRER_CAP_REACHED", "{status:?}"),
+        }
+    }
+    assert_eq!(pending, 10);
+    assert_eq!(m.status("anna").await.len(), 10);
+    m.stop().await;
+}
