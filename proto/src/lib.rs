@@ -9,6 +9,12 @@ pub mod referral {
     }
 }
 
+pub mod rewards {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.rewards.v1");
+    }
+}
+
 pub mod tiers {
     pub mod v1 {
         tonic::include_proto!("loyalty.tiers.v1");

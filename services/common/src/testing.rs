@@ -3,8 +3,13 @@
 //! `LOYALTY_TEST_DATABASE_URL` / `LOYALTY_TEST_REDIS_URL` (defaults: the
 //! local servers) and fail loudly when those servers do not answer.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sqlx::any::install_default_drivers;
 use sqlx::{AnyPool, AssertSqlSafe, Executor};
+use tokio::net::{TcpListener, TcpStream};
 
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -69,6 +74,56 @@ fn replace_database(url: &str, name: &str) -> String {
     match query {
         Some(q) => format!("{host}/{name}?{q}"),
         None => format!("{host}/{name}"),
+    }
+}
+
+/// A TCP proxy that can cut every connection and refuse new ones, to take
+/// a dependency (Redis, a peer service) away without touching the server itself.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (accept_up, accept_generation) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, generation }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
 

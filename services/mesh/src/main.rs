@@ -33,6 +33,18 @@ struct Args {
     /// Metrics address of the referral service.
     #[arg(long, env = "REFERRAL_METRICS_ADDR", value_name = "REFERRAL_METRICS_ADDR", default_value = "127.0.0.1:9103")]
     referral_metrics_addr: SocketAddr,
+    /// gRPC address of the rewards service.
+    #[arg(long, env = "REWARDS_GRPC_ADDR", value_name = "REWARDS_GRPC_ADDR", default_value = "127.0.0.1:50054")]
+    rewards_grpc_addr: SocketAddr,
+    /// Metrics address of the rewards service.
+    #[arg(long, env = "REWARDS_METRICS_ADDR", value_name = "REWARDS_METRICS_ADDR", default_value = "127.0.0.1:9104")]
+    rewards_metrics_addr: SocketAddr,
+    /// HTTP address of the gateway.
+    #[arg(long, env = "GATEWAY_HTTP_ADDR", value_name = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    gateway_http_addr: SocketAddr,
+    /// Metrics address of the gateway.
+    #[arg(long, env = "GATEWAY_METRICS_ADDR", value_name = "GATEWAY_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    gateway_metrics_addr: SocketAddr,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -73,6 +85,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let referral_listener = bind(args.referral_grpc_addr, "REFERRAL_GRPC_ADDR").await?;
     let (points_addr, tiers_addr) = (points_listener.local_addr()?, tiers_listener.local_addr()?);
     let referral_addr = referral_listener.local_addr()?;
+    let rewards_listener = bind(args.rewards_grpc_addr, "REWARDS_GRPC_ADDR").await?;
+    let rewards_addr = rewards_listener.local_addr()?;
+    let gateway_listener = bind(args.gateway_http_addr, "GATEWAY_HTTP_ADDR").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
 
     let points_config = loyalty_points::Config {
         grpc_addr: points_addr,
@@ -107,14 +123,41 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         points_addr: Some(points_addr.to_string()),
         telemetry: args.telemetry.clone(),
     };
+    let rewards_config = loyalty_rewards::Config {
+        grpc_addr: rewards_addr,
+        metrics_addr: args.rewards_metrics_addr,
+        database_url: sqlite(&args.data_dir, "rewards.db"),
+        database_max_connections: 8,
+        points_addr: points_addr.to_string(),
+        tiers_addr: Some(tiers_addr.to_string()),
+        upstream_timeout_ms: 2_000,
+        recovery_interval_ms: 5_000,
+        telemetry: args.telemetry.clone(),
+    };
+    let mut gateway_config = loyalty_gateway::Config::from_env()?;
+    gateway_config.http_addr = gateway_addr;
+    gateway_config.metrics_addr = args.gateway_metrics_addr;
+    gateway_config.points_addr = points_addr.to_string();
+    gateway_config.tiers_addr = Some(tiers_addr.to_string());
+    gateway_config.referral_addr = Some(referral_addr.to_string());
+    gateway_config.rewards_addr = Some(rewards_addr.to_string());
+    gateway_config.database_url = sqlite(&args.data_dir, "gateway.db");
+    let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database_url, 2).await?;
+    let demo_key = keys.create("demo", loyalty_gateway::keys::Scope::Admin, "quick start").await?;
     let points = loyalty_points::PointsServer::start(points_config, points_listener, None).await?;
     let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;
     let referral = loyalty_referral::ReferralServer::start(referral_config, referral_listener, None).await?;
+    let rewards = loyalty_rewards::RewardsServer::start(rewards_config, rewards_listener, None).await?;
+    let gateway = loyalty_gateway::GatewayServer::start(gateway_config, gateway_listener).await?;
 
     println!("loyalty mesh is up, storage in {} (no servers needed)", args.data_dir.display());
     println!("  points  grpc {points_addr}  metrics http://{}/metrics", points.metrics_addr());
     println!("  tiers   grpc {tiers_addr}  metrics http://{}/metrics", tiers.metrics_addr());
     println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
+    println!("  rewards grpc {rewards_addr}  metrics http://{}/metrics", rewards.metrics_addr());
+    println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
+    println!("admin API key for program \"demo\" (shown once, created at every start): {}", demo_key.key);
+    println!("  curl -H 'Authorization: Bearer {}' http://{gateway_addr}/v1/customers/anna/loyalty", demo_key.key);
     println!("try it (grpcurl uses server reflection, no proto files needed):");
     println!(
         "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {points_addr} loyalty.points.v1.PointsService/Earn"
@@ -127,6 +170,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     );
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;
+    gateway.shutdown().await?;
+    rewards.shutdown().await?;
     referral.shutdown().await?;
     tiers.shutdown().await?;
     points.shutdown().await?;

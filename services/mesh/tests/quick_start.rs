@@ -2,7 +2,7 @@
 //! directory with no servers, prints where to call, answers the calls it
 //! prints, and exits 0 on SIGTERM.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
 use loyalty_proto::points::v1 as pb;
@@ -18,6 +18,7 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (grpc, metrics, tiers_grpc, tiers_metrics) = (free(), free(), free(), free());
     let (referral_grpc, referral_metrics) = (free(), free());
+    let (rewards_grpc, rewards_metrics, gateway_http, gateway_metrics) = (free(), free(), free(), free());
     let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"))
         .env("LOYALTY_DATA_DIR", &data_dir)
         .env("POINTS_GRPC_ADDR", grpc.to_string())
@@ -26,6 +27,10 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .env("TIERS_METRICS_ADDR", tiers_metrics.to_string())
         .env("REFERRAL_GRPC_ADDR", referral_grpc.to_string())
         .env("REFERRAL_METRICS_ADDR", referral_metrics.to_string())
+        .env("REWARDS_GRPC_ADDR", rewards_grpc.to_string())
+        .env("REWARDS_METRICS_ADDR", rewards_metrics.to_string())
+        .env("GATEWAY_HTTP_ADDR", gateway_http.to_string())
+        .env("GATEWAY_METRICS_ADDR", gateway_metrics.to_string())
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
@@ -33,12 +38,15 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .spawn()
         .expect("mesh binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner: Vec<String> = (&mut lines).take(8).map(Result::unwrap).collect();
+    let banner: Vec<String> = (&mut lines).take(12).map(Result::unwrap).collect();
     assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {tiers_grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {referral_grpc}"))), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains(&format!("grpc {rewards_grpc}"))), "{banner:?}");
+    let key_line = banner.iter().find(|l| l.starts_with("admin API key")).expect("an admin key is printed");
+    let key = key_line.rsplit(' ').next().unwrap().to_owned();
 
     let mut client = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let earned = client
@@ -82,10 +90,26 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .code;
     assert_eq!(code.len(), 8, "the referral service answers: {code}");
 
+    // The printed key works on the gateway, which reaches the services.
+    let page = http_get(gateway_http, "/v1/customers/anna/loyalty", &key);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("\"available\":120"), "{page}");
+
     let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(killed.success());
     // Wait off the runtime, so the still-open client connection can answer the server's GOAWAY.
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit on SIGTERM: {status:?}");
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// A bare HTTP/1.1 GET, so the test needs no HTTP client library.
+fn http_get(addr: std::net::SocketAddr, path: &str, key: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

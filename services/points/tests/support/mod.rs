@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use loyalty_common::clock::{ManualClock, Micros};
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
@@ -235,52 +234,4 @@ pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
     loyalty_common::clock::to_timestamp(micros)
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones, to take
-/// Redis away from the service without touching the shared Redis server.
-pub struct CuttableProxy {
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl CuttableProxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let (accept_up, accept_generation) = (up.clone(), generation.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !accept_up.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut = accept_generation.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { addr, up, generation }
-    }
-
-    /// Drops every open connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
+pub use loyalty_common::testing::CuttableProxy;

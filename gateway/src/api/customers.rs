@@ -1,0 +1,132 @@
+//! One customer: activities (scope `server`), the loyalty page and the
+//! transaction history (scope `storefront`).
+
+use axum::extract::State;
+use axum::response::Response;
+use tonic::Code;
+
+use crate::api::{AppState, json, points_failed, written};
+use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope, StorefrontScope};
+use crate::model::{
+    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, TierPart, TransactionPage,
+};
+use crate::problem::{Problem, ProblemDocument};
+use crate::upstream::Upstreams;
+
+fn customer_not_found() -> Problem {
+    Problem::not_found("CUSTOMER_NOT_FOUND", "this program has no points activity for this customer")
+}
+
+/// Awards an activity rule's points (`signup`, `birthday`, `review`, ...), within its cap.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{customer_id}/activities",
+    tag = "customers",
+    operation_id = "recordActivity",
+    security(("api_key" = ["server"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+    ),
+    request_body = ActivityBody,
+    responses(
+        (status = 200, description = "The points awarded", body = ActivityRecorded,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "No active rule (`ACTIVITY_NOT_REWARDED`), the cap is reached (`ACTIVITY_CAP_REACHED`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn record_activity(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    Segment(customer_id): Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<ActivityBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), customer_id, key);
+    let reply = state.upstreams.record_activity(request).await.map_err(points_failed)?;
+    Ok(written(reply.replayed, &ActivityRecorded::from(reply.message)))
+}
+
+/// The customer's loyalty standing: balance, pending points, what expires
+/// within 30 days, and the tier.
+///
+/// The backends are asked in parallel. Points are essential: without them
+/// there is no page (503). Every other part is marked `available: false`
+/// when its service is not configured or does not answer, and the page is
+/// still served.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/loyalty",
+    tag = "customers",
+    operation_id = "getLoyaltyPage",
+    security(("api_key" = ["storefront"])),
+    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    responses(
+        (status = 200, description = "The loyalty page", body = LoyaltyPage),
+        (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn loyalty_page(
+    State(state): State<AppState>,
+    auth: Authorized<StorefrontScope>,
+    Segment(customer_id): Segment<String>,
+) -> Result<Response, Problem> {
+    let program = auth.program();
+    let up = &state.upstreams;
+    let (balance, expiring, tier) = tokio::join!(
+        up.get_balance(model::balance_request(program, &customer_id)),
+        up.get_expiring_points(model::expiring_request(program, &customer_id)),
+        tier_part(up, program, &customer_id),
+    );
+    let balance = balance.map_err(points_failed)?.message.balance;
+    if !model::is_known_account(balance.as_ref()) {
+        return Err(customer_not_found());
+    }
+    let expiring = expiring.map_err(points_failed)?.message;
+    Ok(json(&LoyaltyPage { customer_id, points: PointsPart::from_proto(balance, expiring), tier }))
+}
+
+/// The tier part: never fails the page.
+async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart {
+    match up.get_membership(model::membership_request(program, customer_id)).await {
+        None => TierPart::absent(Absence::NotConfigured),
+        Some(Ok(reply)) => TierPart::from_proto(reply.message.membership),
+        Some(Err(status)) if status.code() == Code::NotFound => TierPart::no_tier(),
+        Some(Err(status)) => {
+            tracing::warn!(grpc.code = ?status.code(), grpc.message = status.message(), "tiers part unavailable");
+            TierPart::absent(Absence::Unavailable)
+        }
+    }
+}
+
+/// The customer's ledger entries, newest first, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/transactions",
+    tag = "customers",
+    operation_id = "listTransactions",
+    security(("api_key" = ["storefront"])),
+    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"), PageQuery),
+    responses(
+        (status = 200, description = "One page of entries", body = TransactionPage),
+        (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn transactions(
+    State(state): State<AppState>,
+    auth: Authorized<StorefrontScope>,
+    Segment(customer_id): Segment<String>,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Response, Problem> {
+    let first_page = page.page_token.as_deref().unwrap_or_default().is_empty();
+    let request = model::transactions_request(auth.program(), customer_id, page);
+    let reply = state.upstreams.list_transactions(request).await.map_err(points_failed)?;
+    // Every account has at least one entry: an empty first page means no such customer here.
+    if first_page && reply.message.entries.is_empty() {
+        return Err(customer_not_found());
+    }
+    Ok(json(&TransactionPage::from(reply.message)))
+}

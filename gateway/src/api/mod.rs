@@ -1,0 +1,195 @@
+//! The HTTP API: the route table, the middleware stack and the shared state.
+//! Handlers live beside this file, one module per audience; each turns one
+//! request into calls to the backends and never touches prost types itself.
+
+pub mod admin;
+pub mod customers;
+pub mod ops;
+pub mod orders;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodFilter;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use loyalty_common::db::Database;
+
+use crate::extract::Guard;
+use crate::observe::{self, HttpMetrics};
+use crate::problem::Problem;
+use crate::upstream::Upstreams;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub upstreams: Upstreams,
+    pub guard: Guard,
+    pub database: Database,
+    pub openapi: Arc<String>,
+}
+
+impl FromRef<AppState> for Guard {
+    fn from_ref(state: &AppState) -> Self {
+        state.guard.clone()
+    }
+}
+
+/// One route of the API: what `/openapi.json` must document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+}
+
+/// The router and the list of routes it serves, built together so the list cannot drift.
+struct RouteTable {
+    router: Router<AppState>,
+    specs: Vec<RouteSpec>,
+}
+
+impl RouteTable {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum can route");
+        self.router = self.router.route(path, axum::routing::on(filter, handler));
+        self.specs.push(RouteSpec { method, path });
+        self
+    }
+}
+
+/// How the HTTP layer behaves, from the config.
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub cors_origins: Vec<String>,
+}
+
+/// The whole application, and the routes it documents.
+pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) -> (Router, Vec<RouteSpec>) {
+    let table = RouteTable { router: Router::new(), specs: Vec::new() }
+        .add(Method::GET, "/healthz", ops::healthz)
+        .add(Method::GET, "/readyz", ops::readyz)
+        // Shop back end.
+        .add(Method::POST, "/v1/orders", orders::earn_for_order)
+        .add(Method::GET, "/v1/orders/preview", orders::preview_order)
+        .add(Method::POST, "/v1/orders/{order_id}/refunds", orders::refund_order)
+        .add(Method::POST, "/v1/customers/{customer_id}/activities", customers::record_activity)
+        // Storefront.
+        .add(Method::GET, "/v1/customers/{customer_id}/loyalty", customers::loyalty_page)
+        .add(Method::GET, "/v1/customers/{customer_id}/transactions", customers::transactions)
+        // Admin.
+        .add(Method::POST, "/v1/customers/{customer_id}/adjustments", admin::adjust)
+        .add(Method::GET, "/v1/settings", admin::get_settings)
+        .add(Method::PUT, "/v1/settings", admin::put_settings)
+        .add(Method::GET, "/v1/campaigns", admin::list_campaigns)
+        .add(Method::POST, "/v1/campaigns", admin::create_campaign)
+        .add(Method::PUT, "/v1/campaigns/{campaign_id}", admin::update_campaign)
+        .add(Method::POST, "/v1/campaigns/{campaign_id}/end", admin::end_campaign)
+        .add(Method::GET, "/v1/audit", admin::audit);
+    let RouteTable { router, specs } = table;
+
+    let router = router
+        // The document itself is not one of the documented operations.
+        .route("/openapi.json", axum::routing::get(ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        // Innermost first: each layer wraps the ones above it.
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            Problem::internal().into_response()
+        }))
+        .layer(axum::middleware::from_fn_with_state(settings.request_timeout, observe::time_limit))
+        .layer(cors(&settings.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe::observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    (router, specs)
+}
+
+/// `scheme://host[:port]`, as browsers send it in `Origin`.
+pub fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/') && HeaderValue::from_str(text).is_ok()
+}
+
+/// Storefront widgets call from the shop's own origin; only listed origins may.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .expose_headers([
+            HeaderName::from_static("idempotent-replayed"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("NOT_FOUND", "no such route; see /openapi.json")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this route does not accept this method")
+}
+
+/// A 200 JSON answer.
+pub fn json<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a response");
+            Problem::internal().into_response()
+        }
+    }
+}
+
+/// A 200 JSON answer to a write, marked `Idempotent-Replayed: true` when the
+/// backend returned the saved answer of an earlier request with the same key.
+pub fn written<T: Serialize>(replayed: bool, body: &T) -> Response {
+    let mut response = json(body);
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The problem for a failed call to the points service.
+pub fn points_failed(status: tonic::Status) -> Problem {
+    Problem::from_upstream("points", &status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_and_host() {
+        assert!(is_origin("https://shop.example"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("shop.example"));
+        assert!(!is_origin("https://shop.example/path"));
+        assert!(!is_origin("ftp://shop.example"));
+        assert!(!is_origin("https://"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Orders, for the shop's back end (scope `server`).
+
+use axum::extract::State;
+use axum::response::Response;
+
+use crate::api::{AppState, json, points_failed, written};
+use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
+use crate::model::{OrderBody, OrderEarned, Preview, PreviewQuery, RefundBody, Refunded};
+use crate::problem::{Problem, ProblemDocument};
+
+/// Earns an order's points, once per order.
+///
+/// The points come from the program's earning rules, the customer's tier and
+/// active campaigns; they stay pending for the return window. The order id
+/// makes this call idempotent: recording the same order again returns the
+/// first answer (with `Idempotent-Replayed: true`), so the `Idempotency-Key`
+/// header, required on every write, may carry any value here.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    operation_id = "earnForOrder",
+    security(("api_key" = ["server"])),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "Required on every write. Here the order id is what makes the call idempotent.")),
+    request_body = OrderBody,
+    responses(
+        (status = 200, description = "The points earned (or the first answer, when replayed)", body = OrderEarned,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "The order id was used with other arguments (`IDEMPOTENCY_KEY_REUSED`), or the currency does not match the program's", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn earn_for_order(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    _key: IdempotencyKey,
+    JsonBody(body): JsonBody<OrderBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program())?;
+    let reply = state.upstreams.earn_for_order(request).await.map_err(points_failed)?;
+    Ok(written(reply.replayed, &OrderEarned::from(reply.message)))
+}
+
+/// Reverses an order's points in proportion to the amount refunded.
+///
+/// After any number of partial refunds the order has lost
+/// `points × refunded ÷ amount` (rounded down); a refund inside the return
+/// window cancels pending points.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/refunds",
+    tag = "orders",
+    operation_id = "refundOrder",
+    security(("api_key" = ["server"])),
+    params(
+        ("order_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's order id, as recorded with POST /v1/orders"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "One key per refund; a retry with the same key returns the first answer"),
+    ),
+    request_body = RefundBody,
+    responses(
+        (status = 200, description = "The points taken back", body = Refunded,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 404, description = "No such order in this program (`ORDER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Refunds would exceed the order (`REFUND_EXCEEDS_ORDER`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refund_order(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    Segment(order_id): Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<RefundBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), order_id, key);
+    let reply = state.upstreams.refund_order(request).await.map_err(points_failed)?;
+    Ok(written(reply.replayed, &Refunded::from(reply.message)))
+}
+
+/// What an order would earn ("you will earn N points"), writing nothing.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/preview",
+    tag = "orders",
+    operation_id = "previewOrder",
+    security(("api_key" = ["server"])),
+    params(PreviewQuery),
+    responses(
+        (status = 200, description = "The points the order would earn", body = Preview),
+        (status = 409, description = "The currency does not match the program's (`CURRENCY_MISMATCH`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn preview_order(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    QueryParams(query): QueryParams<PreviewQuery>,
+) -> Result<Response, Problem> {
+    let reply = state.upstreams.preview_order(query.into_proto(auth.program())).await.map_err(points_failed)?;
+    Ok(json(&Preview::from(reply.message)))
+}

@@ -1,0 +1,239 @@
+//! Request extractors that answer every refusal as problem+json: the API
+//! key (401 / 403 / 429), the `Idempotency-Key` header, JSON bodies (400 /
+//! 413 / 415, naming the bad field), query strings and path segments.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use loyalty_common::validate;
+
+use crate::keys::{AuthError, Caller, KeyVerifier, Scope};
+use crate::problem::{FieldError, Problem};
+use crate::ratelimit::RateLimiter;
+
+/// What authentication needs from the application state.
+#[derive(Clone)]
+pub struct Guard {
+    pub keys: Arc<KeyVerifier>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// The scope a route needs, as a type.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+pub struct StorefrontScope;
+pub struct ServerScope;
+pub struct AdminScope;
+
+impl RequiredScope for StorefrontScope {
+    const SCOPE: Scope = Scope::Storefront;
+}
+impl RequiredScope for ServerScope {
+    const SCOPE: Scope = Scope::Server;
+}
+impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+/// A caller whose key is valid, allowed on the route, and within its rate limit.
+pub struct Authorized<S: RequiredScope> {
+    pub caller: Caller,
+    scope: PhantomData<S>,
+}
+
+impl<S: RequiredScope> Authorized<S> {
+    pub fn program(&self) -> &str {
+        &self.caller.program_id
+    }
+
+    /// Who made a change, for the services' audit log.
+    pub fn actor(&self) -> String {
+        format!("api-key:{}", self.caller.key_id)
+    }
+}
+
+impl<S, St> FromRequestParts<St> for Authorized<S>
+where
+    S: RequiredScope,
+    Guard: FromRef<St>,
+    St: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let guard = Guard::from_ref(state);
+        let presented = bearer(parts)?;
+        let caller = guard.keys.verify(presented).await.map_err(|error| match error {
+            AuthError::Invalid => Problem::unauthenticated("the API key is not valid"),
+            AuthError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "cannot check an api key");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "cannot check the API key, retry later")
+            }
+        })?;
+        let span = tracing::Span::current();
+        span.record("api.key_id", caller.key_id.as_str());
+        span.record("loyalty.program_id", caller.program_id.as_str());
+        if !caller.scope.allows(S::SCOPE) {
+            let detail = format!("this route needs a key with the {} scope; this key has {}", S::SCOPE, caller.scope);
+            return Err(Problem::new(StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE", detail));
+        }
+        if let Err(wait) = guard.limiter.acquire(&caller.key_id) {
+            return Err(Problem::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64));
+        }
+        Ok(Self { caller, scope: PhantomData })
+    }
+}
+
+/// The key of `Authorization: Bearer <key>`.
+fn bearer(parts: &Parts) -> Result<&str, Problem> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Problem::unauthenticated("send the API key as Authorization: Bearer <key>"))?;
+    let text = value.to_str().map_err(|_| Problem::unauthenticated("the API key is not valid"))?;
+    match text.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
+        _ => Err(Problem::unauthenticated("send the API key as Authorization: Bearer <key>")),
+    }
+}
+
+/// The `Idempotency-Key` header every write needs: 1–128 visible ASCII
+/// characters (a UUID is a good choice). A retry with the same key returns the first answer.
+pub struct IdempotencyKey(pub String);
+
+impl<St: Send + Sync> FromRequestParts<St> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        const FIELD: &str = "Idempotency-Key";
+        let Some(value) = parts.headers.get(FIELD) else {
+            return Err(Problem::malformed(
+                "MISSING_IDEMPOTENCY_KEY",
+                "every write needs an Idempotency-Key header; retry with the same key to get the first answer",
+                vec![FieldError::new(FIELD, "is required")],
+            ));
+        };
+        let bytes = value.as_bytes();
+        if bytes.is_empty() || bytes.len() > validate::MAX_ID_BYTES || !bytes.iter().all(|b| (b'!'..=b'~').contains(b))
+        {
+            let description = format!("must be 1 to {} visible ASCII characters", validate::MAX_ID_BYTES);
+            return Err(Problem::malformed(
+                "INVALID_IDEMPOTENCY_KEY",
+                format!("{FIELD} {description}"),
+                vec![FieldError::new(FIELD, description)],
+            ));
+        }
+        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+/// A JSON body: `Content-Type: application/json`, at most the body limit,
+/// every field known and of the right type.
+pub struct JsonBody<T>(pub T);
+
+impl<T, St> FromRequest<St> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    St: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &St) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BODY_TOO_LARGE",
+                    "the body is larger than this API accepts",
+                )
+            } else {
+                Problem::malformed("INVALID_BODY", "the body could not be read", Vec::new())
+            }
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let (field, description) = describe(&error.path().to_string(), &error.inner().to_string());
+            invalid_body(field, description)
+        })?;
+        deserializer.end().map_err(|error| invalid_body("body".to_owned(), error.to_string()))?;
+        Ok(Self(value))
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The field a decoding error is about: serde's path, or the name a
+/// "missing field `x`" message gives when the path is the whole body.
+fn describe(path: &str, message: &str) -> (String, String) {
+    let field = if path.is_empty() || path == "." {
+        message.split('`').nth(1).filter(|_| message.starts_with("missing field")).unwrap_or("body").to_owned()
+    } else {
+        path.to_owned()
+    };
+    (field, message.to_owned())
+}
+
+fn invalid_body(field: String, description: String) -> Problem {
+    let detail = format!("the JSON body is not valid: {description}");
+    Problem::malformed("INVALID_BODY", detail, vec![FieldError::new(field, description)])
+}
+
+/// Query parameters, decoded with the same field-naming errors as bodies.
+/// Unknown parameters are ignored.
+pub struct QueryParams<T>(pub T);
+
+impl<T, St> FromRequestParts<St> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    St: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(Self).map_err(|error| {
+            let (field, description) = describe(&error.path().to_string(), &error.inner().to_string());
+            let detail = format!("the query string is not valid: {description}");
+            Problem::malformed("INVALID_QUERY", detail, vec![FieldError::new(field, description)])
+        })
+    }
+}
+
+/// Path segments (`{customer_id}`, `{order_id}`, ...), percent-decoded.
+pub struct Segment<T>(pub T);
+
+impl<T, St> FromRequestParts<St> for Segment<T>
+where
+    T: DeserializeOwned + Send,
+    St: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| Self(p.0)).map_err(|rejection| {
+            Problem::malformed("INVALID_PATH", format!("the path is not valid: {}", rejection.body_text()), Vec::new())
+        })
+    }
+}

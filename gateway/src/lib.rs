@@ -1,0 +1,254 @@
+//! The loyalty gateway: the HTTP/JSON API that shops and storefront widgets
+//! call, translated into gRPC calls to the services. `main.rs` only parses
+//! the command line and calls [`run`] or [`cli::run_keys`].
+
+pub mod api;
+pub mod cli;
+pub mod extract;
+pub mod keys;
+pub mod model;
+pub mod observe;
+pub mod openapi;
+pub mod problem;
+pub mod ratelimit;
+pub mod rfc3339;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use loyalty_common::db::{self, DbError};
+use loyalty_common::metrics::Metrics;
+use loyalty_common::server::DRAIN_TIMEOUT;
+use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::telemetry::TelemetryArgs;
+
+use crate::api::{AppState, HttpSettings, RouteSpec};
+use crate::extract::Guard;
+use crate::keys::{KeyStore, KeyVerifier};
+use crate::observe::HttpMetrics;
+use crate::ratelimit::RateLimiter;
+use crate::upstream::{AddressError, Upstreams};
+
+/// Every setting of the server, from flags or the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "GATEWAY_HTTP_ADDR", value_name = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "GATEWAY_METRICS_ADDR", value_name = "GATEWAY_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    pub metrics_addr: SocketAddr,
+    /// `host:port` of the points service; a comma-separated list balances calls over several.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR", default_value = "127.0.0.1:50051")]
+    pub points_addr: String,
+    /// `host:port` of the tiers service, for the tier part of the loyalty page; unset: that part is marked not configured.
+    #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
+    pub tiers_addr: Option<String>,
+    /// `host:port` of the referral service (reserved: no route uses it yet).
+    #[arg(long, env = "REFERRAL_ADDR", value_name = "REFERRAL_ADDR")]
+    pub referral_addr: Option<String>,
+    /// `host:port` of the rewards service (reserved: no route uses it yet).
+    #[arg(long, env = "REWARDS_ADDR", value_name = "REWARDS_ADDR")]
+    pub rewards_addr: Option<String>,
+    /// Deadline of every call to a backend service, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_UPSTREAM_TIMEOUT_MS",
+        value_name = "GATEWAY_UPSTREAM_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub upstream_timeout_ms: u64,
+    /// Longest time one HTTP request may take, in milliseconds (then 504).
+    #[arg(
+        long,
+        env = "GATEWAY_REQUEST_TIMEOUT_MS",
+        value_name = "GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+    /// Largest request body accepted, in bytes (then 413).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", value_name = "GATEWAY_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Requests per second each API key may make on average (token bucket refill); 0 turns limiting off.
+    #[arg(long, env = "GATEWAY_RATE_LIMIT_PER_SEC", value_name = "GATEWAY_RATE_LIMIT_PER_SEC", default_value_t = 50)]
+    pub rate_limit_per_sec: u32,
+    /// Requests each API key may make in a burst (token bucket size).
+    #[arg(long, env = "GATEWAY_RATE_LIMIT_BURST", value_name = "GATEWAY_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// How long a verified API key is trusted without reading the key store again, in seconds;
+    /// a revoked key stops working within this time. 0: read the store on every request.
+    #[arg(long, env = "GATEWAY_KEY_CACHE_TTL_SECS", value_name = "GATEWAY_KEY_CACHE_TTL_SECS", default_value_t = 30)]
+    pub key_cache_ttl_secs: u64,
+    /// Origins allowed to call from a browser (storefront widgets), comma-separated, e.g.
+    /// `https://shop.example`; `*` allows any. Empty: no cross-origin calls.
+    #[arg(
+        long,
+        env = "GATEWAY_CORS_ORIGINS",
+        value_name = "GATEWAY_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_origins: Vec<String>,
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file (the API keys).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://./data/gateway.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// The settings `loyalty-gateway` would use without flags: the environment, then the defaults.
+    /// A bad value fails with a message naming the variable.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        use clap::FromArgMatches;
+        let command = <Self as clap::Args>::augment_args(clap::Command::new("loyalty-gateway"));
+        let matches = command.no_binary_name(true).try_get_matches_from(Vec::<String>::new())?;
+        Self::from_arg_matches(&matches)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("GATEWAY_METRICS_ADDR {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("GATEWAY_HTTP_ADDR {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("GATEWAY_CORS_ORIGINS: {0:?} is not an origin such as https://shop.example")]
+    CorsOrigin(String),
+}
+
+/// A running gateway.
+pub struct GatewayServer {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    routes: Vec<RouteSpec>,
+    trigger: ShutdownTrigger,
+    http: JoinHandle<std::io::Result<()>>,
+    metrics: JoinHandle<()>,
+}
+
+impl GatewayServer {
+    /// Opens the key store (applying migrations), connects the backends
+    /// lazily, and starts serving HTTP on `listener` and metrics on `GATEWAY_METRICS_ADDR`.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        let bind_addr =
+            listener.local_addr().map_err(|source| StartError::HttpBind { addr: config.http_addr, source })?;
+        let cors_origins: Vec<String> =
+            config.cors_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+        if let Some(bad) = cors_origins.iter().find(|o| *o != "*" && !api::is_origin(o)) {
+            return Err(StartError::CorsOrigin(bad.clone()));
+        }
+        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        KeyStore::migrate(&database).await?;
+        let deadline = Duration::from_millis(config.upstream_timeout_ms.max(1));
+        let upstreams = Upstreams::connect(&config.points_addr, config.tiers_addr.as_deref(), deadline)?;
+
+        let metrics = Metrics::new();
+        let http_metrics = HttpMetrics::register(&metrics);
+        let guard = Guard {
+            keys: Arc::new(KeyVerifier::new(
+                KeyStore::new(database.clone()),
+                Duration::from_secs(config.key_cache_ttl_secs),
+            )),
+            limiter: Arc::new(RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst)),
+        };
+        let state = AppState { upstreams, guard, database: database.clone(), openapi: Arc::new(openapi::document()) };
+        let settings = HttpSettings {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+            cors_origins,
+        };
+        let (router, routes) = api::router(state, http_metrics, &settings);
+
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+
+        let (trigger, signal) = shutdown::channel();
+        let metrics_signal = signal.clone();
+        let metrics_task = tokio::spawn(async move {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, metrics, metrics_signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        });
+        let mut graceful = signal.clone();
+        let mut deadline = signal;
+        let http = tokio::spawn(async move {
+            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+                graceful.fired().await;
+                tracing::info!("draining in-flight requests");
+            });
+            tokio::select! {
+                served = serving => served,
+                () = async { deadline.fired().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                    tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out, closing the remaining connections");
+                    Ok(())
+                }
+            }
+        });
+        tracing::info!(
+            http = %bind_addr,
+            metrics = %metrics_addr,
+            points = %config.points_addr,
+            tiers = config.tiers_addr.as_deref().unwrap_or("unset"),
+            database = ?database.dialect,
+            "gateway ready"
+        );
+        Ok(Self { bind_addr, metrics_addr, routes, trigger, http, metrics: metrics_task })
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Every documented route the router serves (what `/openapi.json` must list).
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), stops the metrics server.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.http.await?;
+        self.metrics.await?;
+        Ok(served?)
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = GatewayServer::start(config, listener).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and
+//! the JSON types. A test compares it with the router's route table.
+
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{admin, customers, ops, orders};
+use crate::problem::{self, FieldError, ProblemDocument};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Loyalty gateway",
+        description = "The HTTP/JSON API of the loyalty mesh for shops and storefront widgets.\n\n\
+            Every `/v1` route needs `Authorization: Bearer <API key>`. A key belongs to one program (the \
+            program is never in the URL or body) and has a scope: `storefront` (read one customer), \
+            `server` (the shop's back end; includes `storefront`) or `admin` (includes `server`).\n\n\
+            Every write (POST, PUT) needs an `Idempotency-Key` header; a retry with the same key returns \
+            the first answer, marked `Idempotent-Replayed: true`.\n\n\
+            Errors are RFC 9457 `application/problem+json` documents with a machine-readable `code` and, \
+            for invalid input, `errors` naming each field: 400 for a request that cannot be read, 422 for \
+            values the service refuses, 409 for a conflict with the current state (e.g. \
+            `INSUFFICIENT_POINTS`), 429 with `Retry-After` past the key's rate limit."
+    ),
+    paths(
+        ops::healthz,
+        ops::readyz,
+        orders::earn_for_order,
+        orders::preview_order,
+        orders::refund_order,
+        customers::record_activity,
+        customers::loyalty_page,
+        customers::transactions,
+        admin::adjust,
+        admin::get_settings,
+        admin::put_settings,
+        admin::list_campaigns,
+        admin::create_campaign,
+        admin::update_campaign,
+        admin::end_campaign,
+        admin::audit,
+    ),
+    components(schemas(ProblemDocument, FieldError)),
+    modifiers(&SecurityAndProblems),
+    tags(
+        (name = "orders", description = "The shop's back end (scope `server`)"),
+        (name = "customers", description = "One customer: activities (`server`), loyalty page and history (`storefront`)"),
+        (name = "admin", description = "Program administration (scope `admin`)"),
+        (name = "operations", description = "Probes; no key needed"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The bearer scheme, and the problem answers every operation may give.
+struct SecurityAndProblems;
+
+impl Modify for SecurityAndProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key made with `loyalty-gateway keys create`"))
+                    .build(),
+            ),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.put, &mut item.post].into_iter().flatten() {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty() && has_scheme(s));
+                let writes = operation
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|ps| ps.iter().any(|p| p.name.eq_ignore_ascii_case("idempotency-key")));
+                let mut add = |status: &str, description: &str| {
+                    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description));
+                };
+                if secured {
+                    add(
+                        "400",
+                        "The request cannot be read: malformed JSON, an unknown field, a wrong type, or a missing Idempotency-Key header",
+                    );
+                    add("401", "No API key, or a key that is not valid (unknown, wrong or revoked)");
+                    add("403", "The key's scope does not allow this route");
+                    add("429", "The key's rate limit is exhausted; retry after `Retry-After` seconds");
+                    add(
+                        "503",
+                        "A backend service is unavailable; retry later (with the same Idempotency-Key for writes)",
+                    );
+                    add("504", "A backend service did not answer in time; retry later");
+                }
+                if writes {
+                    add("413", "The body is larger than the API accepts");
+                    add("415", "The body is not `application/json`");
+                }
+                add("default", "Any other problem");
+            }
+        }
+    }
+}
+
+fn has_scheme(requirements: &[utoipa::openapi::security::SecurityRequirement]) -> bool {
+    // `security(())` documents an open route as one empty requirement.
+    serde_json::to_value(requirements)
+        .is_ok_and(|v| v.as_array().is_some_and(|a| a.iter().any(|r| r != &serde_json::json!({}))))
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    RefOr::T(ResponseBuilder::new().description(description).content(problem::CONTENT_TYPE, content).build())
+}
+
+/// The document as served at `/openapi.json`.
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes")
+}

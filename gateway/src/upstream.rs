@@ -1,0 +1,236 @@
+//! One gRPC client per backend, on one shared channel each (connections are
+//! reused and multiplexed), and one small function per backend call. Every
+//! call carries a deadline and the caller's W3C trace context.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use loyalty_common::telemetry::inject_trace_context;
+use loyalty_proto::points::v1 as pb;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::tiers::v1 as tiers_pb;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+
+type Intercept = fn(tonic::Request<()>) -> Result<tonic::Request<()>, Status>;
+type Traced = InterceptedService<Channel, Intercept>;
+
+/// The gRPC service name the points health check asks about.
+const POINTS_SERVICE: &str = "loyalty.points.v1.PointsService";
+
+/// A backend's answer, and whether it was the replay of an earlier write.
+pub struct Reply<T> {
+    pub message: T,
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct AddressError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone)]
+pub struct Upstreams {
+    points: PointsServiceClient<Traced>,
+    points_health: HealthClient<Channel>,
+    tiers: Option<TiersServiceClient<Traced>>,
+    deadline: Duration,
+}
+
+impl Upstreams {
+    /// Connects lazily, so the gateway starts (and reports not ready) while a backend is down.
+    /// `points` may list several `host:port` endpoints, comma-separated; calls are balanced over them.
+    pub fn connect(points: &str, tiers: Option<&str>, deadline: Duration) -> Result<Self, AddressError> {
+        let points_channel = channel("POINTS_ADDR", points, deadline)?;
+        let tiers = match tiers.map(str::trim).filter(|a| !a.is_empty()) {
+            Some(addr) => Some(TiersServiceClient::with_interceptor(channel("TIERS_ADDR", addr, deadline)?, traced())),
+            None => None,
+        };
+        Ok(Self {
+            points: PointsServiceClient::with_interceptor(points_channel.clone(), traced()),
+            points_health: HealthClient::new(points_channel),
+            tiers,
+            deadline,
+        })
+    }
+
+    pub fn has_tiers(&self) -> bool {
+        self.tiers.is_some()
+    }
+
+    /// True when the points service answers its health check with SERVING.
+    pub async fn points_ready(&self) -> bool {
+        let mut client = self.points_health.clone();
+        let request = HealthCheckRequest { service: POINTS_SERVICE.to_owned() };
+        let answer = self.unary(request, |r| async move { client.check(r).await }).await;
+        answer.is_ok_and(|reply| reply.message.status == ServingStatus::Serving as i32)
+    }
+
+    /// Sends one unary call with the deadline both as `grpc-timeout` (so the
+    /// service can give up too) and enforced here.
+    async fn unary<Req, Res, F, Fut>(&self, message: Req, call: F) -> Result<Reply<Res>, Status>
+    where
+        F: FnOnce(tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.deadline);
+        let started = Instant::now();
+        let deadline_exceeded = || Status::deadline_exceeded(format!("no answer within {:?}", self.deadline));
+        match tokio::time::timeout(self.deadline, call(request)).await {
+            Err(_) => Err(deadline_exceeded()),
+            // tonic reports its own client-side timeout as CANCELLED; the gateway never cancels otherwise.
+            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= self.deadline => {
+                Err(deadline_exceeded())
+            }
+            Ok(Err(status)) => Err(status),
+            Ok(Ok(response)) => {
+                let replayed = response.metadata().get("idempotent-replayed").is_some_and(|v| v == "true");
+                Ok(Reply { message: response.into_inner(), replayed })
+            }
+        }
+    }
+
+    pub async fn earn_for_order(&self, r: pb::EarnForOrderRequest) -> Result<Reply<pb::EarnForOrderResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.earn_for_order(r).await }).await
+    }
+
+    pub async fn refund_order(&self, r: pb::RefundOrderRequest) -> Result<Reply<pb::RefundOrderResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.refund_order(r).await }).await
+    }
+
+    pub async fn record_activity(
+        &self,
+        r: pb::RecordActivityRequest,
+    ) -> Result<Reply<pb::RecordActivityResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.record_activity(r).await }).await
+    }
+
+    pub async fn preview_order(&self, r: pb::PreviewOrderRequest) -> Result<Reply<pb::PreviewOrderResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.preview_order(r).await }).await
+    }
+
+    pub async fn adjust(&self, r: pb::AdjustRequest) -> Result<Reply<pb::AdjustResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.adjust(r).await }).await
+    }
+
+    pub async fn get_balance(&self, r: pb::GetBalanceRequest) -> Result<Reply<pb::GetBalanceResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.get_balance(r).await }).await
+    }
+
+    pub async fn get_expiring_points(
+        &self,
+        r: pb::GetExpiringPointsRequest,
+    ) -> Result<Reply<pb::GetExpiringPointsResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.get_expiring_points(r).await }).await
+    }
+
+    pub async fn list_transactions(
+        &self,
+        r: pb::ListTransactionsRequest,
+    ) -> Result<Reply<pb::ListTransactionsResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.list_transactions(r).await }).await
+    }
+
+    pub async fn get_program_settings(
+        &self,
+        r: pb::GetProgramSettingsRequest,
+    ) -> Result<Reply<pb::GetProgramSettingsResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.get_program_settings(r).await }).await
+    }
+
+    pub async fn put_program_settings(
+        &self,
+        r: pb::PutProgramSettingsRequest,
+    ) -> Result<Reply<pb::PutProgramSettingsResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.put_program_settings(r).await }).await
+    }
+
+    pub async fn list_campaigns(
+        &self,
+        r: pb::ListCampaignsRequest,
+    ) -> Result<Reply<pb::ListCampaignsResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.list_campaigns(r).await }).await
+    }
+
+    pub async fn create_campaign(
+        &self,
+        r: pb::CreateCampaignRequest,
+    ) -> Result<Reply<pb::CreateCampaignResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.create_campaign(r).await }).await
+    }
+
+    pub async fn update_campaign(
+        &self,
+        r: pb::UpdateCampaignRequest,
+    ) -> Result<Reply<pb::UpdateCampaignResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.update_campaign(r).await }).await
+    }
+
+    pub async fn end_campaign(&self, r: pb::EndCampaignRequest) -> Result<Reply<pb::EndCampaignResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.end_campaign(r).await }).await
+    }
+
+    pub async fn list_audit_entries(
+        &self,
+        r: pb::ListAuditEntriesRequest,
+    ) -> Result<Reply<pb::ListAuditEntriesResponse>, Status> {
+        let mut c = self.points.clone();
+        self.unary(r, |r| async move { c.list_audit_entries(r).await }).await
+    }
+
+    /// The customer's membership; `None` when no tiers service is configured.
+    pub async fn get_membership(
+        &self,
+        r: tiers_pb::GetMembershipRequest,
+    ) -> Option<Result<Reply<tiers_pb::GetMembershipResponse>, Status>> {
+        let mut c = self.tiers.clone()?;
+        Some(self.unary(r, |r| async move { c.get_membership(r).await }).await)
+    }
+}
+
+fn traced() -> Intercept {
+    inject_trace_context
+}
+
+/// A lazily connecting channel, balanced over every listed endpoint.
+fn channel(variable: &'static str, addresses: &str, deadline: Duration) -> Result<Channel, AddressError> {
+    let endpoints = addresses
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|addr| {
+            let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+            Endpoint::from_shared(uri)
+                .map(|e| e.connect_timeout(deadline).tcp_nodelay(true))
+                .map_err(|e| AddressError { variable, reason: format!("{addr:?}: {e}") })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match endpoints.len() {
+        0 => Err(AddressError { variable, reason: "no address given".to_owned() }),
+        1 => Ok(endpoints.into_iter().next().expect("one endpoint").connect_lazy()),
+        _ => Ok(Channel::balance_list(endpoints.into_iter())),
+    }
+}

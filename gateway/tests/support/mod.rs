@@ -1,0 +1,323 @@
+//! Starts a real points service and a real gateway in front of it, both on
+//! loopback port 0, against throwaway SQLite files or throwaway PostgreSQL
+//! databases, and talks to the gateway over real HTTP.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
+use loyalty_common::testing::{self, TestDatabase};
+use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
+use loyalty_gateway::{Config, GatewayServer};
+use loyalty_points::PointsServer;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Knobs a test may turn; everything else is a sensible test default.
+pub struct Options {
+    pub backend: Backend,
+    /// Start no points service and point the gateway here instead.
+    pub points_addr: Option<String>,
+    pub tiers_addr: Option<String>,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub key_cache_ttl_secs: u64,
+    pub max_body_bytes: usize,
+    pub upstream_timeout_ms: u64,
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            points_addr: None,
+            tiers_addr: None,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 100,
+            key_cache_ttl_secs: 30,
+            max_body_bytes: 64 * 1024,
+            upstream_timeout_ms: 2_000,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+pub struct Harness {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub keys: KeyStore,
+    pub database_url: String,
+    pub gateway: Option<GatewayServer>,
+    points: Option<PointsServer>,
+    databases: Vec<TestDatabase>,
+    dir: PathBuf,
+}
+
+/// A decoded HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{:#}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json", "{:#}", self.body);
+        assert_eq!(self.body["status"], status, "{:#}", self.body);
+        assert_eq!(self.body["code"], code, "{:#}", self.body);
+        for member in ["type", "title", "detail"] {
+            assert!(self.body[member].is_string(), "problem without {member}: {:#}", self.body);
+        }
+        &self.body
+    }
+
+    /// The `field`s of the problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{:#}", self.body);
+        assert_eq!(self.content_type(), "application/json");
+        &self.body
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let suffix = testing::unique_suffix();
+        let dir = std::env::temp_dir().join(format!("loyalty-gateway-test-{suffix}"));
+        let mut databases = Vec::new();
+        let (points_url, points_db) = database(options.backend, &dir, "points").await;
+        let (gateway_url, gateway_db) = database(options.backend, &dir, "gateway").await;
+        databases.extend(points_db);
+        databases.extend(gateway_db);
+
+        let (points, points_addr) = match options.points_addr.clone() {
+            Some(addr) => (None, addr),
+            None => {
+                let server = start_points(points_url).await;
+                let addr = server.bind_addr().to_string();
+                (Some(server), addr)
+            }
+        };
+        let config = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            points_addr,
+            tiers_addr: options.tiers_addr.clone(),
+            referral_addr: None,
+            rewards_addr: None,
+            upstream_timeout_ms: options.upstream_timeout_ms,
+            request_timeout_ms: 10_000,
+            max_body_bytes: options.max_body_bytes,
+            rate_limit_per_sec: options.rate_limit_per_sec,
+            rate_limit_burst: options.rate_limit_burst,
+            key_cache_ttl_secs: options.key_cache_ttl_secs,
+            cors_origins: options.cors_origins.clone(),
+            database_url: gateway_url.clone(),
+            database_max_connections: 4,
+            telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = GatewayServer::start(config, listener).await.expect("gateway starts");
+        let keys = KeyStore::open(&gateway_url, 2).await.expect("key store opens");
+        Self {
+            base: format!("http://{}", gateway.bind_addr()),
+            http: reqwest::Client::new(),
+            keys,
+            database_url: gateway_url,
+            gateway: Some(gateway),
+            points,
+            databases,
+            dir,
+        }
+    }
+
+    pub fn gateway(&self) -> &GatewayServer {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    /// A fresh key, made by the same library code as `loyalty-gateway keys create`.
+    pub async fn key(&self, program: &str, scope: Scope) -> String {
+        self.new_key(program, scope).await.key
+    }
+
+    pub async fn new_key(&self, program: &str, scope: Scope) -> NewKey {
+        self.keys.create(program, scope, "test").await.expect("key created")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await.expect("gateway shuts down cleanly");
+        }
+        if let Some(points) = self.points.take() {
+            points.shutdown().await.expect("points shuts down cleanly");
+        }
+        self.keys.database().pool.close().await;
+        for database in self.databases.drain(..) {
+            database.drop_database().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Answer {
+        self.send(Method::GET, path, Some(key), &[], None).await
+    }
+
+    /// A JSON write with an idempotency key.
+    pub async fn write(&self, method: Method, key: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        let headers = [("content-type", "application/json"), ("idempotency-key", idempotency_key)];
+        self.send(method, path, Some(key), &headers, Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        self.write(Method::POST, key, path, idempotency_key, body).await
+    }
+
+    pub async fn put(&self, key: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        self.write(Method::PUT, key, path, idempotency_key, body).await
+    }
+
+    /// Records an order of `amount_minor` cents in EUR.
+    pub async fn order(&self, key: &str, customer: &str, order_id: &str, amount_minor: i64) -> Answer {
+        let body = serde_json::json!({
+            "customer_id": customer, "order_id": order_id, "amount_minor": amount_minor, "currency": "EUR",
+        });
+        self.post(key, "/v1/orders", &format!("order-{order_id}"), body).await
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.gateway().metrics_addr());
+        self.http.get(url).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Each service owns its database: a SQLite file each, or a PostgreSQL database each.
+async fn database(backend: Backend, dir: &std::path::Path, name: &str) -> (String, Option<TestDatabase>) {
+    match backend {
+        Backend::Sqlite => (format!("sqlite://{}/{name}.db", dir.display()), None),
+        Backend::Postgres => {
+            let database = TestDatabase::create().await;
+            (database.url.clone(), Some(database))
+        }
+    }
+}
+
+async fn start_points(database_url: String) -> PointsServer {
+    let config = loyalty_points::Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        database_max_connections: 8,
+        redis_url: None,
+        redis_key_prefix: "unused:".into(),
+        balance_cache_ttl_secs: 300,
+        redis_timeout_ms: 500,
+        redis_backoff_ms: 1_000,
+        tiers_addr: None,
+        tiers_timeout_ms: 300,
+        expiry_interval_secs: 3_600,
+        telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    PointsServer::start(config, listener, None).await.expect("points starts")
+}
+
+/// An address where nothing listens: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A TCP server that accepts connections and never says a word, like a hung backend.
+pub async fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

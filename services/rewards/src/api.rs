@@ -1,0 +1,319 @@
+//! The gRPC face of the rewards service: the only file that touches prost
+//! types. Every request is validated here, at the edge.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::validate::{Check, FieldViolation};
+use loyalty_proto::rewards::v1 as pb;
+use loyalty_proto::rewards::v1::rewards_service_server::RewardsService;
+
+use crate::domain::{self, Kind, Reward, Unavailable};
+use crate::error::Error;
+use crate::service::Rewards;
+use crate::store::{CatalogEntry, Redemption, Status as RedemptionStatus};
+
+pub struct RewardsApi {
+    rewards: Arc<Rewards>,
+}
+
+impl RewardsApi {
+    pub fn new(rewards: Arc<Rewards>) -> Self {
+        Self { rewards }
+    }
+}
+
+fn done(check: Check) -> Result<(), Status> {
+    check.finish().map_err(|violations| Error::InvalidArgument(violations).into())
+}
+
+fn admin(check: &mut Check, program_id: &str, actor: &str, key: &str) {
+    check.id("program_id", program_id).id("actor", actor).id("idempotency_key", key);
+}
+
+fn voucher_code(check: &mut Check, input: &str) -> String {
+    domain::normalize_code(input).unwrap_or_else(|| {
+        check.add(Err(FieldViolation::new("code", "is not a voucher code (12 characters, dashes allowed)")));
+        String::new()
+    })
+}
+
+#[tonic::async_trait]
+impl RewardsService for RewardsApi {
+    async fn create_reward(
+        &self,
+        request: Request<pb::CreateRewardRequest>,
+    ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
+        if !reward.reward_id.is_empty() {
+            check.add(Err(FieldViolation::new("reward.reward_id", "is given by the service; leave it empty")));
+        }
+        done(check)?;
+        let entry = self.rewards.store().create(&r.program_id, reward, &r.idempotency_key).await?;
+        Ok(Response::new(pb::CreateRewardResponse { reward: Some(reward_to_proto(&entry)) }))
+    }
+
+    async fn update_reward(
+        &self,
+        request: Request<pb::UpdateRewardRequest>,
+    ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
+        check.id("reward.reward_id", &reward.reward_id);
+        done(check)?;
+        // Replacing with the same content twice is the same replacement: idempotent by nature.
+        let entry = self.rewards.store().update(&r.program_id, reward).await?;
+        Ok(Response::new(pb::UpdateRewardResponse { reward: Some(reward_to_proto(&entry)) }))
+    }
+
+    async fn archive_reward(
+        &self,
+        request: Request<pb::ArchiveRewardRequest>,
+    ) -> Result<Response<pb::ArchiveRewardResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        check.id("reward_id", &r.reward_id);
+        done(check)?;
+        let entry = self.rewards.store().archive(&r.program_id, &r.reward_id).await?;
+        Ok(Response::new(pb::ArchiveRewardResponse { reward: Some(reward_to_proto(&entry)) }))
+    }
+
+    async fn list_rewards(
+        &self,
+        request: Request<pb::ListRewardsRequest>,
+    ) -> Result<Response<pb::ListRewardsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        done(check)?;
+        let catalog = self.rewards.store().catalog(&r.program_id, r.include_archived).await?;
+        Ok(Response::new(pb::ListRewardsResponse { rewards: catalog.iter().map(reward_to_proto).collect() }))
+    }
+
+    async fn list_available_rewards(
+        &self,
+        request: Request<pb::ListAvailableRewardsRequest>,
+    ) -> Result<Response<pb::ListAvailableRewardsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        done(check)?;
+        let (entries, available_points) = self.rewards.available(&r.program_id, &r.customer_id).await?;
+        let rewards = entries
+            .iter()
+            .map(|(entry, why)| {
+                let (unavailability, points_short) = match why {
+                    None => (pb::Unavailability::Unspecified, 0),
+                    Some(Unavailable::PointsShort(n)) => (pb::Unavailability::PointsShort, *n),
+                    Some(Unavailable::TierTooLow) => (pb::Unavailability::TierTooLow, 0),
+                    Some(Unavailable::OutOfStock) => (pb::Unavailability::OutOfStock, 0),
+                    Some(Unavailable::LimitReached) => (pb::Unavailability::LimitReached, 0),
+                };
+                pb::AvailableReward {
+                    reward: Some(reward_to_proto(entry)),
+                    redeemable: why.is_none(),
+                    unavailability: unavailability as i32,
+                    points_short,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListAvailableRewardsResponse { rewards, available_points }))
+    }
+
+    async fn redeem(&self, request: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.id("reward_id", &r.reward_id).id("idempotency_key", &r.idempotency_key);
+        done(check)?;
+        let redemption = self.rewards.redeem(&r.program_id, &r.customer_id, &r.reward_id, &r.idempotency_key).await?;
+        Ok(Response::new(pb::RedeemResponse { redemption: Some(redemption_to_proto(&redemption)) }))
+    }
+
+    async fn list_redemptions(
+        &self,
+        request: Request<pb::ListRedemptionsRequest>,
+    ) -> Result<Response<pb::ListRedemptionsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        let page = check.page(r.page_size, &r.page_token);
+        done(check)?;
+        let rows = self.rewards.store().redemptions(&r.program_id, &r.customer_id, page.before, page.size + 1).await?;
+        let (rows, next_page_token) = page.cut(rows, |(seq, _)| *seq);
+        let redemptions = rows.iter().map(|(_, redemption)| redemption_to_proto(redemption)).collect();
+        Ok(Response::new(pb::ListRedemptionsResponse { redemptions, next_page_token }))
+    }
+
+    async fn cancel_redemption(
+        &self,
+        request: Request<pb::CancelRedemptionRequest>,
+    ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("redemption_id", &r.redemption_id);
+        check.id("idempotency_key", &r.idempotency_key);
+        done(check)?;
+        let cancelled = self.rewards.store().cancel(&r.program_id, &r.redemption_id).await?;
+        // The refund goes out now if the points service answers, else with the next background round.
+        if let Err(error) = self.rewards.send_refunds().await {
+            tracing::warn!(%error, "refund of a cancelled voucher delayed");
+        }
+        Ok(Response::new(pb::CancelRedemptionResponse { redemption: Some(redemption_to_proto(&cancelled)) }))
+    }
+
+    async fn validate_voucher(
+        &self,
+        request: Request<pb::ValidateVoucherRequest>,
+    ) -> Result<Response<pb::ValidateVoucherResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let code = voucher_code(&mut check, &r.code);
+        done(check)?;
+        let found = self.rewards.store().by_code(&r.program_id, &code).await?;
+        let found = found.filter(|v| r.customer_id.is_empty() || v.customer_id == r.customer_id);
+        let now = self.rewards.store().now();
+        let Some(redemption) = found else {
+            return Ok(Response::new(pb::ValidateVoucherResponse {
+                state: pb::VoucherState::Unknown as i32,
+                ..Default::default()
+            }));
+        };
+        let state = voucher_state(&redemption, now);
+        let reward = if state == pb::VoucherState::Unknown {
+            None
+        } else {
+            Some(reward_to_proto(&self.rewards.store().entry(&r.program_id, &redemption.reward_id).await?))
+        };
+        let redemption = (state != pb::VoucherState::Unknown).then(|| redemption_to_proto(&redemption));
+        Ok(Response::new(pb::ValidateVoucherResponse { state: state as i32, redemption, reward }))
+    }
+
+    async fn consume_voucher(
+        &self,
+        request: Request<pb::ConsumeVoucherRequest>,
+    ) -> Result<Response<pb::ConsumeVoucherResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("order_id", &r.order_id);
+        let code = voucher_code(&mut check, &r.code);
+        done(check)?;
+        let used = self.rewards.store().consume(&r.program_id, &code, &r.order_id).await?;
+        Ok(Response::new(pb::ConsumeVoucherResponse { redemption: Some(redemption_to_proto(&used)) }))
+    }
+}
+
+fn voucher_state(redemption: &Redemption, now: Micros) -> pb::VoucherState {
+    match redemption.status {
+        RedemptionStatus::Active if redemption.voucher_expires_at > now => pb::VoucherState::Valid,
+        RedemptionStatus::Active | RedemptionStatus::Expired => pb::VoucherState::Expired,
+        RedemptionStatus::Used => pb::VoucherState::Used,
+        RedemptionStatus::Cancelled => pb::VoucherState::Cancelled,
+        RedemptionStatus::Pending | RedemptionStatus::Failed => pb::VoucherState::Unknown,
+    }
+}
+
+fn reward_from_proto(r: pb::Reward, check: &mut Check) -> Reward {
+    let kind = match pb::RewardKind::try_from(r.kind) {
+        Ok(pb::RewardKind::FixedDiscount) => Kind::FixedDiscount { amount_minor: r.amount_minor, currency: r.currency },
+        Ok(pb::RewardKind::PercentDiscount) => Kind::PercentDiscount { percent_bp: i64::from(r.percent_bp) },
+        Ok(pb::RewardKind::FreeShipping) => Kind::FreeShipping,
+        Ok(pb::RewardKind::FreeProduct) => Kind::FreeProduct { sku: r.sku },
+        Ok(pb::RewardKind::Custom) => Kind::Custom,
+        _ => {
+            check.add(Err(FieldViolation::new("reward.kind", "must be set")));
+            Kind::Custom
+        }
+    };
+    let starts_at = check.timestamp("reward.starts_at", r.starts_at.as_ref());
+    let ends_at = check.timestamp("reward.ends_at", r.ends_at.as_ref());
+    let reward = Reward {
+        reward_id: r.reward_id,
+        name: r.name,
+        description: r.description,
+        kind,
+        point_cost: r.point_cost,
+        minimum_tier_id: r.minimum_tier_id,
+        total_stock: r.total_stock,
+        per_customer_limit: r.per_customer_limit,
+        limit_period_days: r.limit_period_days,
+        starts_at,
+        ends_at,
+        voucher_validity_days: r.voucher_validity_days,
+        refund_expired: r.refund_expired,
+    };
+    for violation in reward.validate() {
+        check.add(Err(violation));
+    }
+    reward
+}
+
+fn reward_to_proto(entry: &CatalogEntry) -> pb::Reward {
+    let r = &entry.reward;
+    let (kind, amount_minor, currency, percent_bp, sku) = match &r.kind {
+        Kind::FixedDiscount { amount_minor, currency } => {
+            (pb::RewardKind::FixedDiscount, *amount_minor, currency.clone(), 0, String::new())
+        }
+        Kind::PercentDiscount { percent_bp } => {
+            (pb::RewardKind::PercentDiscount, 0, String::new(), i32::try_from(*percent_bp).unwrap_or(0), String::new())
+        }
+        Kind::FreeShipping => (pb::RewardKind::FreeShipping, 0, String::new(), 0, String::new()),
+        Kind::FreeProduct { sku } => (pb::RewardKind::FreeProduct, 0, String::new(), 0, sku.clone()),
+        Kind::Custom => (pb::RewardKind::Custom, 0, String::new(), 0, String::new()),
+    };
+    pb::Reward {
+        reward_id: r.reward_id.clone(),
+        name: r.name.clone(),
+        description: r.description.clone(),
+        kind: kind as i32,
+        amount_minor,
+        currency,
+        percent_bp,
+        sku,
+        point_cost: r.point_cost,
+        minimum_tier_id: r.minimum_tier_id.clone(),
+        total_stock: r.total_stock,
+        remaining_stock: entry.remaining_stock.unwrap_or(0),
+        per_customer_limit: r.per_customer_limit,
+        limit_period_days: r.limit_period_days,
+        starts_at: r.starts_at.map(to_timestamp),
+        ends_at: r.ends_at.map(to_timestamp),
+        voucher_validity_days: r.voucher_validity_days,
+        refund_expired: r.refund_expired,
+        archived: entry.archived,
+    }
+}
+
+fn redemption_to_proto(r: &Redemption) -> pb::Redemption {
+    let status = match r.status {
+        RedemptionStatus::Pending => pb::RedemptionStatus::Pending,
+        RedemptionStatus::Active => pb::RedemptionStatus::Active,
+        RedemptionStatus::Used => pb::RedemptionStatus::Used,
+        RedemptionStatus::Cancelled => pb::RedemptionStatus::Cancelled,
+        RedemptionStatus::Expired => pb::RedemptionStatus::Expired,
+        RedemptionStatus::Failed => pb::RedemptionStatus::Failed,
+    };
+    // A code is only shown once it is (or was) a real voucher.
+    let issued = !matches!(r.status, RedemptionStatus::Pending | RedemptionStatus::Failed);
+    pb::Redemption {
+        redemption_id: r.redemption_id.clone(),
+        customer_id: r.customer_id.clone(),
+        reward_id: r.reward_id.clone(),
+        reward_name: r.reward_name.clone(),
+        points_spent: if r.status == RedemptionStatus::Failed { 0 } else { r.points },
+        status: status as i32,
+        voucher_code: if issued { domain::display_code(&r.voucher_code) } else { String::new() },
+        created_at: Some(to_timestamp(r.created_at)),
+        voucher_expires_at: issued.then(|| to_timestamp(r.voucher_expires_at)),
+        consumed_order_id: r.consumed_order_id.clone(),
+    }
+}

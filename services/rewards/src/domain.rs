@@ -1,0 +1,219 @@
+//! Reward rules, free of transport and storage: the catalog entry, whether a
+//! customer can redeem it now, and voucher codes.
+
+use serde::{Deserialize, Serialize};
+
+use loyalty_common::clock::{MICROS_PER_DAY, Micros};
+use loyalty_common::validate::{self, FieldViolation};
+
+/// Readable aloud: no 0/O and no 1/I.
+const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+/// 12 symbols of 5 bits: 60 random bits from the operating system's CSPRNG.
+pub const VOUCHER_LENGTH: usize = 12;
+const MAX_POINT_COST: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    FixedDiscount { amount_minor: i64, currency: String },
+    PercentDiscount { percent_bp: i64 },
+    FreeShipping,
+    FreeProduct { sku: String },
+    Custom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reward {
+    pub reward_id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: Kind,
+    pub point_cost: i64,
+    pub minimum_tier_id: String,
+    pub total_stock: Option<i64>,
+    pub per_customer_limit: i32,
+    pub limit_period_days: i32,
+    pub starts_at: Option<Micros>,
+    pub ends_at: Option<Micros>,
+    pub voucher_validity_days: i32,
+    pub refund_expired: bool,
+}
+
+/// Why a customer cannot redeem a reward now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    PointsShort(i64),
+    TierTooLow,
+    OutOfStock,
+    LimitReached,
+}
+
+/// What is known of a customer when deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub available_points: i64,
+    /// Whether the customer's tier reaches the reward's minimum tier.
+    pub tier_ok: bool,
+    /// Redemptions of this reward by the customer in the limit period.
+    pub recent_redemptions: i64,
+}
+
+impl Reward {
+    pub fn validate(&self) -> Vec<FieldViolation> {
+        let mut bad = Vec::new();
+        let mut push =
+            |field: &str, description: &str| bad.push(FieldViolation::new(format!("reward.{field}"), description));
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            push("name", "must be 1 to 200 bytes");
+        }
+        if self.description.len() > 2_000 {
+            push("description", "must be at most 2000 bytes");
+        }
+        match &self.kind {
+            Kind::FixedDiscount { amount_minor, currency } => {
+                if *amount_minor <= 0 {
+                    push("amount_minor", "must be greater than zero");
+                }
+                if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                    push("currency", "must be an ISO 4217 code such as EUR");
+                }
+            }
+            Kind::PercentDiscount { percent_bp } if !(1..=10_000).contains(percent_bp) => {
+                push("percent_bp", "must be 1 to 10000 (0.01% to 100%)");
+            }
+            Kind::FreeProduct { sku } if validate::id("reward.sku", sku).is_err() => {
+                push("sku", "must be 1 to 128 bytes");
+            }
+            _ => {}
+        }
+        if !(1..=MAX_POINT_COST).contains(&self.point_cost) {
+            push("point_cost", "must be 1 to 1000000000");
+        }
+        if !self.minimum_tier_id.is_empty() && validate::id("x", &self.minimum_tier_id).is_err() {
+            push("minimum_tier_id", "must be at most 128 bytes");
+        }
+        if self.total_stock.is_some_and(|s| s < 0) {
+            push("total_stock", "must not be negative");
+        }
+        if self.per_customer_limit < 0 {
+            push("per_customer_limit", "must not be negative");
+        }
+        if self.per_customer_limit > 0 && !(1..=3_660).contains(&self.limit_period_days) {
+            push("limit_period_days", "must be 1 to 3660 when a limit is set");
+        }
+        if let (Some(start), Some(end)) = (self.starts_at, self.ends_at)
+            && end <= start
+        {
+            push("ends_at", "must be after starts_at");
+        }
+        if !(1..=3_660).contains(&self.voucher_validity_days) {
+            push("voucher_validity_days", "must be 1 to 3660");
+        }
+        bad
+    }
+
+    pub fn is_active(&self, now: Micros) -> bool {
+        self.starts_at.is_none_or(|s| s <= now) && self.ends_at.is_none_or(|e| now < e)
+    }
+
+    /// Start of the per-customer limit period ending at `now`.
+    pub fn limit_since(&self, now: Micros) -> Micros {
+        now - i64::from(self.limit_period_days) * MICROS_PER_DAY
+    }
+
+    pub fn voucher_expires_at(&self, issued_at: Micros) -> Micros {
+        issued_at + i64::from(self.voucher_validity_days) * MICROS_PER_DAY
+    }
+
+    /// Why the customer cannot redeem it now, checked in the order a
+    /// customer can act on: tier, limit, stock, then points.
+    pub fn unavailable(&self, standing: Standing, remaining_stock: Option<i64>) -> Option<Unavailable> {
+        if !standing.tier_ok {
+            Some(Unavailable::TierTooLow)
+        } else if self.per_customer_limit > 0 && standing.recent_redemptions >= i64::from(self.per_customer_limit) {
+            Some(Unavailable::LimitReached)
+        } else if remaining_stock.is_some_and(|s| s <= 0) {
+            Some(Unavailable::OutOfStock)
+        } else if standing.available_points < self.point_cost {
+            Some(Unavailable::PointsShort(self.point_cost - standing.available_points.max(0)))
+        } else {
+            None
+        }
+    }
+}
+
+/// A fresh random voucher code.
+pub fn new_voucher_code() -> String {
+    let random = uuid::Uuid::new_v4().as_u128();
+    (0..VOUCHER_LENGTH).map(|i| CODE_ALPHABET[((random >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+/// `ABCD-EFGH-JKLM` for people.
+pub fn display_code(code: &str) -> String {
+    code.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-")
+}
+
+/// A code as typed (any case, dashes or spaces); `None` when it cannot be one.
+pub fn normalize_code(input: &str) -> Option<String> {
+    let code: String = input.chars().filter(|c| !matches!(c, '-' | ' ')).collect::<String>().to_ascii_uppercase();
+    (code.len() == VOUCHER_LENGTH && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reward() -> Reward {
+        Reward {
+            reward_id: "r".into(),
+            name: "5 EUR off".into(),
+            description: String::new(),
+            kind: Kind::FixedDiscount { amount_minor: 500, currency: "EUR".into() },
+            point_cost: 500,
+            minimum_tier_id: String::new(),
+            total_stock: None,
+            per_customer_limit: 1,
+            limit_period_days: 30,
+            starts_at: None,
+            ends_at: None,
+            voucher_validity_days: 90,
+            refund_expired: false,
+        }
+    }
+
+    #[test]
+    fn unavailability_says_why() {
+        let ok = Standing { available_points: 600, tier_ok: true, recent_redemptions: 0 };
+        assert_eq!(reward().unavailable(ok, None), None);
+        assert_eq!(
+            reward().unavailable(Standing { available_points: 120, ..ok }, None),
+            Some(Unavailable::PointsShort(380))
+        );
+        assert_eq!(reward().unavailable(Standing { tier_ok: false, ..ok }, None), Some(Unavailable::TierTooLow));
+        assert_eq!(
+            reward().unavailable(Standing { recent_redemptions: 1, ..ok }, None),
+            Some(Unavailable::LimitReached)
+        );
+        assert_eq!(reward().unavailable(ok, Some(0)), Some(Unavailable::OutOfStock));
+    }
+
+    #[test]
+    fn voucher_codes_carry_60_random_bits_in_a_readable_alphabet() {
+        let codes: std::collections::HashSet<String> = (0..2_000).map(|_| new_voucher_code()).collect();
+        assert_eq!(codes.len(), 2_000);
+        let code = codes.iter().next().unwrap();
+        assert_eq!(code.len(), VOUCHER_LENGTH);
+        assert_eq!(normalize_code(&display_code(code).to_lowercase()), Some(code.clone()));
+        assert_eq!(normalize_code("ABCD-EFGH-JKL0"), None);
+    }
+
+    #[test]
+    fn rewards_are_validated_field_by_field() {
+        let mut r = reward();
+        r.kind = Kind::PercentDiscount { percent_bp: 0 };
+        r.point_cost = 0;
+        r.voucher_validity_days = 0;
+        let fields: Vec<String> = r.validate().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["reward.percent_bp", "reward.point_cost", "reward.voucher_validity_days"]);
+        assert!(reward().validate().is_empty());
+    }
+}

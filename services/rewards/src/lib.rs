@@ -1,0 +1,185 @@
+//! The rewards service: the catalog, redemption through the points service,
+//! and vouchers used exactly once. `main.rs` only parses the config and
+//! calls [`run`].
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use loyalty_common::clock::{Clock, SystemClock};
+use loyalty_common::db::{self, Dialect, EmbeddedMigration};
+use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
+
+use crate::api::RewardsApi;
+use crate::service::Rewards;
+use crate::store::RewardsStore;
+
+pub const SERVICE_NAME: &str = "loyalty.rewards.v1.RewardsService";
+
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "rewards",
+    sql: include_str!("../migrations/postgres/0001_rewards.sql"),
+}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "rewards",
+    sql: include_str!("../migrations/sqlite/0001_rewards.sql"),
+}];
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-rewards", version, about = "The loyalty rewards service, served over gRPC.")]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "REWARDS_GRPC_ADDR", value_name = "REWARDS_GRPC_ADDR", default_value = "127.0.0.1:50054")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "REWARDS_METRICS_ADDR", value_name = "REWARDS_METRICS_ADDR", default_value = "127.0.0.1:9104")]
+    pub metrics_addr: SocketAddr,
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://./data/rewards.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+    /// `host:port` of the points service, which spends and gives back the points.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR", default_value = "127.0.0.1:50051")]
+    pub points_addr: String,
+    /// `host:port` of the tiers service, for rewards with a minimum tier; unset: such rewards are out of reach.
+    #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
+    pub tiers_addr: Option<String>,
+    /// Deadline of one call to the points or tiers service, in milliseconds.
+    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", value_name = "UPSTREAM_TIMEOUT_MS", default_value_t = 2_000)]
+    pub upstream_timeout_ms: u64,
+    /// How often half-done redemptions are settled, refunds sent and vouchers expired, in milliseconds.
+    #[arg(long, env = "RECOVERY_INTERVAL_MS", value_name = "RECOVERY_INTERVAL_MS", default_value_t = 5_000)]
+    pub recovery_interval_ms: u64,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] db::DbError),
+    #[error("REWARDS_METRICS_ADDR {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("POINTS_ADDR or TIERS_ADDR: {0}")]
+    Peer(#[from] tonic::transport::Error),
+}
+
+/// A running rewards server.
+pub struct RewardsServer {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl RewardsServer {
+    /// Connects storage, applies migrations, starts recovery and serving.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, StartError> {
+        let bind_addr =
+            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
+        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
+        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        let migrations = match database.dialect {
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+        };
+        db::migrate(&database, migrations).await?;
+
+        let metrics = Metrics::new();
+        let store = RewardsStore::new(database.clone(), clock);
+        let deadline = std::time::Duration::from_millis(config.upstream_timeout_ms);
+        let rewards = Arc::new(Rewards::new(store, &config.points_addr, config.tiers_addr.as_deref(), deadline)?);
+        let (trigger, signal) = shutdown::channel();
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
+        let mut tasks = vec![tokio::spawn(rewards.clone().background(interval, signal.clone()))];
+        let metrics_signal = signal.clone();
+        let served_metrics = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }));
+        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
+            database.clone(),
+            health.clone(),
+            signal.clone(),
+        )));
+
+        let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
+        let grpc = tokio::spawn(loyalty_common::server::serve(
+            listener,
+            routes,
+            (health.clone(), health_service),
+            metrics,
+            signal,
+        ));
+        health.set(true).await;
+        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "rewards service ready");
+        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.grpc.await?;
+        for task in self.tasks {
+            task.await?;
+        }
+        served
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = RewardsServer::start(config, listener, None).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!("rewards service stopped");
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The rewards service's core: the redemption saga, its recovery, and the
+//! refunds sent to the points service.
+//!
+//! A redemption reserves stock and records itself PENDING, spends the points
+//! with a key derived from the redemption, then becomes ACTIVE. If the spend
+//! is refused, it FAILS with nothing spent. If the spend's outcome is
+//! unknown (timeout, points down), the redemption is settled by replaying
+//! the spend with the same key: whatever happened the first time, points are
+//! then spent exactly once, and are given back before the redemption FAILS.
+//! A crash anywhere leaves a PENDING row that the recovery loop settles the
+//! same way. So a customer ends with the voucher or the points, never
+//! neither, never both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use loyalty_common::clock::{MICROS_PER_SECOND, Micros};
+use loyalty_common::shutdown::ShutdownSignal;
+use loyalty_common::telemetry::inject_trace_context;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::tiers::v1 as tiers;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+
+use crate::domain::{Standing, Unavailable};
+use crate::error::Error;
+use crate::store::{CatalogEntry, Redemption, RefundTask, RewardsStore, Staged};
+
+type Inject = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+type PointsClient = PointsServiceClient<InterceptedService<Channel, Inject>>;
+type TiersClient = TiersServiceClient<InterceptedService<Channel, Inject>>;
+
+/// A PENDING redemption untouched this long is settled by the recovery loop.
+const SETTLE_AFTER: Micros = 30 * MICROS_PER_SECOND;
+
+/// How a spend went.
+enum Spend {
+    Done,
+    Refused { available: i64 },
+    Unknown(tonic::Status),
+}
+
+pub struct Rewards {
+    store: RewardsStore,
+    points: PointsClient,
+    tiers: Option<TiersClient>,
+    work_added: Notify,
+}
+
+fn channel(addr: &str, deadline: Duration) -> Result<Channel, tonic::transport::Error> {
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(uri)?.connect_timeout(deadline).timeout(deadline).connect_lazy())
+}
+
+impl Rewards {
+    /// Clients connect lazily, so the service starts while its peers are down.
+    pub fn new(
+        store: RewardsStore,
+        points_addr: &str,
+        tiers_addr: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
+        let inject: Inject = inject_trace_context;
+        let points = PointsServiceClient::with_interceptor(channel(points_addr, deadline)?, inject);
+        let tiers = match tiers_addr.filter(|a| !a.is_empty()) {
+            Some(addr) => Some(TiersServiceClient::with_interceptor(channel(addr, deadline)?, inject)),
+            None => None,
+        };
+        Ok(Self { store, points, tiers, work_added: Notify::new() })
+    }
+
+    pub fn store(&self) -> &RewardsStore {
+        &self.store
+    }
+
+    pub async fn redeem(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        reward_id: &str,
+        key: &str,
+    ) -> Result<Redemption, Error> {
+        let entry = self.store.entry(program_id, reward_id).await?;
+        if !self.tier_reaches(program_id, customer_id, &entry.reward.minimum_tier_id).await? {
+            return Err(Error::TierTooLow);
+        }
+        let redemption = match self.store.stage(program_id, customer_id, reward_id, key).await? {
+            Staged::Replay(redemption) => return Ok(redemption),
+            Staged::New(redemption) => redemption,
+        };
+        match self.spend(&redemption).await {
+            Spend::Done => self.store.activate(&redemption.redemption_id).await,
+            Spend::Refused { available } => {
+                self.store.fail(&redemption, false).await?;
+                Err(Error::InsufficientPoints { available, cost: redemption.points })
+            }
+            Spend::Unknown(status) => {
+                self.store.needs_compensation(&redemption.redemption_id).await?;
+                // Settle now if the points service answers again; the recovery loop otherwise.
+                if self.settle(&redemption).await.is_ok() {
+                    self.work_added.notify_one();
+                }
+                Err(Error::Upstream("the points service", status))
+            }
+        }
+    }
+
+    /// Each catalog reward with why the customer cannot redeem it now, if so,
+    /// and the customer's available points.
+    pub async fn available(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+    ) -> Result<(Vec<(CatalogEntry, Option<Unavailable>)>, i64), Error> {
+        let request = points::GetBalanceRequest { program_id: program_id.into(), customer_id: customer_id.into() };
+        let balance =
+            self.points.clone().get_balance(request).await.map_err(|s| Error::Upstream("the points service", s))?;
+        let available_points = balance.into_inner().balance.map_or(0, |b| b.available);
+        let now = self.store.now();
+        let mut out = Vec::new();
+        for entry in self.store.catalog(program_id, false).await? {
+            if !entry.reward.is_active(now) {
+                continue;
+            }
+            let reward = &entry.reward;
+            let recent_redemptions = if reward.per_customer_limit > 0 {
+                self.store.recent_redemptions(&reward.reward_id, customer_id, reward.limit_since(now)).await?
+            } else {
+                0
+            };
+            let tier_ok = self.tier_reaches(program_id, customer_id, &reward.minimum_tier_id).await?;
+            let standing = Standing { available_points, tier_ok, recent_redemptions };
+            let why = reward.unavailable(standing, entry.remaining_stock);
+            out.push((entry, why));
+        }
+        Ok((out, available_points))
+    }
+
+    /// Settles PENDING redemptions that are flagged or stale. Returns how many.
+    pub async fn recover(&self) -> Result<usize, Error> {
+        let stale = self.store.unsettled(self.store.now() - SETTLE_AFTER, 100).await?;
+        let mut settled = 0;
+        for redemption in stale {
+            self.settle(&redemption).await?;
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
+    /// Sends the points given back, each with its task id as the key.
+    pub async fn send_refunds(&self) -> Result<usize, Error> {
+        let mut sent = 0;
+        for task in self.store.pending_tasks(100).await? {
+            match refund(self.points.clone(), &task).await {
+                Ok(()) => {}
+                Err(status) if matches!(status.code(), Code::InvalidArgument | Code::AlreadyExists) => {
+                    tracing::error!(task = %task.task_id, message = status.message(), "refund refused, dropped");
+                }
+                Err(status) => return Err(Error::Upstream("the points service", status)),
+            }
+            self.store.task_done(&task.task_id).await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Background: recovery at start-up and then periodically, refunds, and
+    /// voucher expiry, until shutdown.
+    pub async fn background(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
+        loop {
+            if let Err(error) = self.recover().await {
+                tracing::warn!(%error, "redemption recovery failed, will retry");
+            }
+            if let Err(error) = self.store.expire_vouchers(500).await {
+                tracing::warn!(%error, "voucher expiry failed, will retry");
+            }
+            if let Err(error) = self.send_refunds().await {
+                tracing::warn!(%error, "sending refunds failed, will retry");
+            }
+            tokio::select! {
+                () = self.work_added.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.fired() => return,
+            }
+        }
+    }
+
+    /// Replays the spend (same key, so at most once in all) and gives the
+    /// points back if it went through; the redemption FAILS either way.
+    async fn settle(&self, redemption: &Redemption) -> Result<(), Error> {
+        match self.spend(redemption).await {
+            Spend::Done => self.store.fail(redemption, true).await?,
+            Spend::Refused { .. } => self.store.fail(redemption, false).await?,
+            Spend::Unknown(status) => return Err(Error::Upstream("the points service", status)),
+        };
+        self.send_refunds().await?;
+        Ok(())
+    }
+
+    async fn spend(&self, redemption: &Redemption) -> Spend {
+        let request = points::SpendRequest {
+            program_id: redemption.program_id.clone(),
+            customer_id: redemption.customer_id.clone(),
+            points: redemption.points,
+            reason: format!("redeemed {}", redemption.reward_name),
+            idempotency_key: redemption.spend_key(),
+        };
+        match self.points.clone().spend(request).await {
+            Ok(_) => Spend::Done,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                use tonic_types::StatusExt;
+                let available = status
+                    .get_error_details()
+                    .error_info()
+                    .and_then(|info| info.metadata.get("available").and_then(|a| a.parse().ok()))
+                    .unwrap_or(0);
+                Spend::Refused { available }
+            }
+            Err(status) => Spend::Unknown(status),
+        }
+    }
+
+    /// Whether the customer's tier is `minimum` or above on the program's ladder.
+    async fn tier_reaches(&self, program_id: &str, customer_id: &str, minimum: &str) -> Result<bool, Error> {
+        if minimum.is_empty() {
+            return Ok(true);
+        }
+        let Some(tiers) = &self.tiers else { return Ok(false) };
+        let unavailable = |s| Error::Upstream("the tiers service", s);
+        let ladder = tiers
+            .clone()
+            .get_ladder(tiers::GetLadderRequest { program_id: program_id.into() })
+            .await
+            .map_err(unavailable)?
+            .into_inner()
+            .ladder
+            .unwrap_or_default();
+        let held = tiers
+            .clone()
+            .get_multiplier(tiers::GetMultiplierRequest {
+                program_id: program_id.into(),
+                customer_id: customer_id.into(),
+                at: None,
+            })
+            .await
+            .map_err(unavailable)?
+            .into_inner()
+            .tier_id;
+        let rank = |id: &str| ladder.tiers.iter().position(|t| t.tier_id == id);
+        Ok(matches!((rank(&held), rank(minimum)), (Some(h), Some(m)) if h >= m))
+    }
+}
+
+async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic::Status> {
+    let request = points::AdjustRequest {
+        program_id: task.program_id.clone(),
+        customer_id: task.customer_id.clone(),
+        points: task.points,
+        reason: task.reason.clone(),
+        idempotency_key: task.task_id.clone(),
+        expires_at: None,
+        allow_debt: false,
+    };
+    client.adjust(request).await.map(drop)
+}

@@ -1,0 +1,625 @@
+//! The catalog, redemptions and vouchers in SQL (PostgreSQL or SQLite
+//! through sqlx's `Any` driver). Stock is reserved with a conditional update
+//! on the reward's row, which also serialises redemptions of one reward, so
+//! stock and per-customer limits hold under concurrency.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::db::{Database, Dialect};
+use loyalty_common::idempotency::{self, begin_write, request_hash};
+
+use crate::domain::{self, Reward};
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Pending,
+    Active,
+    Used,
+    Cancelled,
+    Expired,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Used => "used",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Active, Self::Used, Self::Cancelled, Self::Expired, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    pub redemption_id: String,
+    pub program_id: String,
+    pub customer_id: String,
+    pub reward_id: String,
+    pub reward_name: String,
+    pub points: i64,
+    pub status: Status,
+    pub voucher_code: String,
+    pub voucher_expires_at: Micros,
+    pub consumed_order_id: String,
+    pub created_at: Micros,
+}
+
+impl Redemption {
+    /// The idempotency key of the spend, derived from the redemption.
+    pub fn spend_key(&self) -> String {
+        format!("redemption:{}:spend", self.redemption_id)
+    }
+}
+
+/// A reward as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub reward: Reward,
+    pub remaining_stock: Option<i64>,
+    pub archived: bool,
+}
+
+/// Points to give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundTask {
+    pub task_id: String,
+    pub program_id: String,
+    pub customer_id: String,
+    pub points: i64,
+    pub reason: String,
+}
+
+/// The first step of a redemption.
+#[derive(Debug)]
+pub enum Staged {
+    /// A new redemption, stock reserved, points still to spend.
+    New(Redemption),
+    /// The key was used before: the redemption as it stands.
+    Replay(Redemption),
+}
+
+const REDEMPTION_COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
+     voucher_code, voucher_expires_at_us, consumed_order_id, created_at_us";
+
+#[derive(Clone, Debug)]
+pub struct RewardsStore {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl RewardsStore {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    pub fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    /// Stores a new reward (already validated) under a fresh id.
+    pub async fn create(&self, program_id: &str, reward: Reward, key: &str) -> Result<CatalogEntry, Error> {
+        let request = serde_json::json!({ "reward": Reward { reward_id: String::new(), ..reward.clone() } });
+        let hash = request_hash(program_id, &request);
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, "CreateReward", key, &hash, self.now()).await? {
+            tx.rollback().await?;
+            let reward_id: String = from_json(&saved)?;
+            return self.entry(program_id, &reward_id).await;
+        }
+        let reward = Reward { reward_id: format!("rwd_{}", uuid::Uuid::now_v7().simple()), ..reward };
+        sqlx::query(
+            "INSERT INTO rewards (reward_id, program_id, body, total_stock, remaining_stock, created_at_us) \
+             VALUES ($1, $2, $3, $4, $4, $5)",
+        )
+        .bind(&reward.reward_id)
+        .bind(program_id)
+        .bind(to_json(&reward))
+        .bind(reward.total_stock)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await?;
+        idempotency::save(&mut tx, program_id, "CreateReward", key, &to_json(&reward.reward_id), "").await?;
+        tx.commit().await?;
+        self.entry(program_id, &reward.reward_id).await
+    }
+
+    /// Replaces a reward; vouchers already issued still count against a new total stock.
+    pub async fn update(&self, program_id: &str, reward: Reward) -> Result<CatalogEntry, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let current = self.lock_reward(&mut tx, program_id, &reward.reward_id).await?;
+        let issued = match (current.reward.total_stock, current.remaining_stock) {
+            (Some(total), Some(remaining)) => total - remaining,
+            _ => self.issued(&mut tx, &reward.reward_id).await?,
+        };
+        let remaining = reward.total_stock.map(|total| (total - issued).max(0));
+        sqlx::query("UPDATE rewards SET body = $1, total_stock = $2, remaining_stock = $3 WHERE reward_id = $4")
+            .bind(to_json(&reward))
+            .bind(reward.total_stock)
+            .bind(remaining)
+            .bind(&reward.reward_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.entry(program_id, &reward.reward_id).await
+    }
+
+    pub async fn archive(&self, program_id: &str, reward_id: &str) -> Result<CatalogEntry, Error> {
+        let done = sqlx::query("UPDATE rewards SET archived = 1 WHERE program_id = $1 AND reward_id = $2")
+            .bind(program_id)
+            .bind(reward_id)
+            .execute(&self.db.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::RewardNotFound(reward_id.to_owned()));
+        }
+        self.entry(program_id, reward_id).await
+    }
+
+    pub async fn entry(&self, program_id: &str, reward_id: &str) -> Result<CatalogEntry, Error> {
+        let row =
+            sqlx::query("SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2")
+                .bind(program_id)
+                .bind(reward_id)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))
+    }
+
+    pub async fn catalog(&self, program_id: &str, include_archived: bool) -> Result<Vec<CatalogEntry>, Error> {
+        let rows = sqlx::query(
+            "SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND (archived = 0 OR $2 = 1) \
+             ORDER BY created_at_us, reward_id",
+        )
+        .bind(program_id)
+        .bind(i64::from(include_archived))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Redemptions of a reward by a customer since `since` that hold or held a voucher.
+    pub async fn recent_redemptions(&self, reward_id: &str, customer_id: &str, since: Micros) -> Result<i64, Error> {
+        recent_in(&mut *self.db.pool.acquire().await?, reward_id, customer_id, since).await
+    }
+
+    /// Reserves stock and records a PENDING redemption, re-checking limit and
+    /// stock under the reward's row lock. A replayed key gets its redemption back.
+    pub async fn stage(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        reward_id: &str,
+        key: &str,
+    ) -> Result<Staged, Error> {
+        let now = self.now();
+        let hash = request_hash(program_id, &serde_json::json!({ "customer_id": customer_id, "reward_id": reward_id }));
+        if let Some((stored_hash, redemption)) = self.by_key(program_id, key).await? {
+            if stored_hash != hash {
+                return Err(Error::Key(idempotency::KeyError::Reused { method: "Redeem" }));
+            }
+            return Ok(Staged::Replay(redemption));
+        }
+        let mut tx = begin_write(&self.db).await?;
+        let entry = self.lock_reward(&mut tx, program_id, reward_id).await?;
+        if entry.archived || !entry.reward.is_active(now) {
+            return Err(Error::RewardNotActive(reward_id.to_owned()));
+        }
+        let reward = &entry.reward;
+        if reward.per_customer_limit > 0
+            && recent_in(&mut tx, reward_id, customer_id, reward.limit_since(now)).await?
+                >= i64::from(reward.per_customer_limit)
+        {
+            return Err(Error::LimitReached);
+        }
+        if entry.remaining_stock.is_some_and(|s| s <= 0) {
+            return Err(Error::OutOfStock);
+        }
+        sqlx::query("UPDATE rewards SET remaining_stock = remaining_stock - 1 WHERE reward_id = $1 AND remaining_stock IS NOT NULL")
+            .bind(reward_id)
+            .execute(&mut *tx)
+            .await?;
+        let redemption = Redemption {
+            redemption_id: format!("rdm_{}", uuid::Uuid::now_v7().simple()),
+            program_id: program_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            reward_id: reward_id.to_owned(),
+            reward_name: reward.name.clone(),
+            points: reward.point_cost,
+            status: Status::Pending,
+            voucher_code: domain::new_voucher_code(),
+            voucher_expires_at: reward.voucher_expires_at(now),
+            consumed_order_id: String::new(),
+            created_at: now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
+             voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT DO NOTHING",
+        )
+        .bind(&redemption.redemption_id)
+        .bind(program_id)
+        .bind(customer_id)
+        .bind(reward_id)
+        .bind(&redemption.reward_name)
+        .bind(redemption.points)
+        .bind(Status::Pending.as_str())
+        .bind(&redemption.voucher_code)
+        .bind(redemption.voucher_expires_at)
+        .bind(key)
+        .bind(&hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // The same key raced us and won (or, once in 2^60, the code clashed): answer as a replay.
+            tx.rollback().await?;
+            return match self.by_key(program_id, key).await? {
+                Some((stored_hash, redemption)) if stored_hash == hash => Ok(Staged::Replay(redemption)),
+                Some(_) => Err(Error::Key(idempotency::KeyError::Reused { method: "Redeem" })),
+                None => Err(Error::Corrupt("voucher code clash; retry".into())),
+            };
+        }
+        tx.commit().await?;
+        Ok(Staged::New(redemption))
+    }
+
+    /// PENDING → ACTIVE once the points are spent.
+    pub async fn activate(&self, redemption_id: &str) -> Result<Redemption, Error> {
+        self.set_status(redemption_id, Status::Pending, Status::Active).await?;
+        self.redemption(redemption_id).await
+    }
+
+    /// PENDING → FAILED: stock released and, when points were spent, a refund task written.
+    pub async fn fail(&self, redemption: &Redemption, points_were_spent: bool) -> Result<Redemption, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let changed = sqlx::query(
+            "UPDATE redemptions SET status = 'failed', updated_at_us = $1 WHERE redemption_id = $2 AND status = 'pending'",
+        )
+        .bind(self.now())
+        .bind(&redemption.redemption_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            release_stock(&mut tx, &redemption.reward_id).await?;
+            if points_were_spent {
+                let task = RefundTask {
+                    task_id: format!("redemption:{}:refund", redemption.redemption_id),
+                    program_id: redemption.program_id.clone(),
+                    customer_id: redemption.customer_id.clone(),
+                    points: redemption.points,
+                    reason: format!("redemption of {} did not go through", redemption.reward_name),
+                };
+                self.add_task(&mut tx, &task).await?;
+            }
+        }
+        tx.commit().await?;
+        self.redemption(&redemption.redemption_id).await
+    }
+
+    /// Marks a redemption whose spend has an unknown outcome, for recovery.
+    pub async fn needs_compensation(&self, redemption_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE redemptions SET compensate = 1 WHERE redemption_id = $1 AND status = 'pending'")
+            .bind(redemption_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// PENDING redemptions to settle: flagged, or untouched since `before`.
+    pub async fn unsettled(&self, before: Micros, limit: i64) -> Result<Vec<Redemption>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE status = 'pending' AND (compensate = 1 OR updated_at_us < $1) \
+             ORDER BY updated_at_us LIMIT $2"
+        ));
+        let rows = sqlx::query(sql).bind(before).bind(limit).fetch_all(&self.db.pool).await?;
+        rows.iter().map(redemption_from_row).collect()
+    }
+
+    pub async fn redemption(&self, redemption_id: &str) -> Result<Redemption, Error> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE redemption_id = $1"));
+        let row = sqlx::query(sql).bind(redemption_id).fetch_optional(&self.db.pool).await?;
+        row.as_ref()
+            .map(redemption_from_row)
+            .transpose()?
+            .ok_or_else(|| Error::RedemptionNotFound(redemption_id.to_owned()))
+    }
+
+    pub async fn by_code(&self, program_id: &str, code: &str) -> Result<Option<Redemption>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND voucher_code = $2"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(code).fetch_optional(&self.db.pool).await?;
+        row.as_ref().map(redemption_from_row).transpose()
+    }
+
+    async fn by_key(&self, program_id: &str, key: &str) -> Result<Option<(String, Redemption)>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT request_hash, {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND idempotency_key = $2"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(key).fetch_optional(&self.db.pool).await?;
+        row.map(|r| Ok((r.try_get("request_hash")?, redemption_from_row(&r)?))).transpose()
+    }
+
+    /// A customer's redemptions, newest first, with their list positions.
+    pub async fn redemptions(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Redemption)>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT redemption_seq, {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND customer_id = $2 \
+             AND redemption_seq < $3 ORDER BY redemption_seq DESC LIMIT $4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(program_id)
+            .bind(customer_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("redemption_seq")?, redemption_from_row(r)?))).collect()
+    }
+
+    /// ACTIVE → USED for `order_id`, exactly once; the same order again is a replay.
+    pub async fn consume(&self, program_id: &str, code: &str, order_id: &str) -> Result<Redemption, Error> {
+        let now = self.now();
+        let used = sqlx::query(
+            "UPDATE redemptions SET status = 'used', consumed_order_id = $1, updated_at_us = $2 \
+             WHERE program_id = $3 AND voucher_code = $4 AND status = 'active' AND voucher_expires_at_us > $2",
+        )
+        .bind(order_id)
+        .bind(now)
+        .bind(program_id)
+        .bind(code)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        let redemption = self.by_code(program_id, code).await?.ok_or(Error::VoucherNotFound)?;
+        match redemption.status {
+            _ if used == 1 => Ok(redemption),
+            Status::Used if redemption.consumed_order_id == order_id => Ok(redemption),
+            Status::Used => Err(Error::VoucherUsed),
+            Status::Cancelled => Err(Error::VoucherCancelled),
+            Status::Active | Status::Expired => Err(Error::VoucherExpired),
+            Status::Pending | Status::Failed => Err(Error::VoucherNotFound),
+        }
+    }
+
+    /// ACTIVE → CANCELLED with a refund task; a cancelled one answers as it is.
+    pub async fn cancel(&self, program_id: &str, redemption_id: &str) -> Result<Redemption, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let changed = sqlx::query(
+            "UPDATE redemptions SET status = 'cancelled', updated_at_us = $1 \
+             WHERE program_id = $2 AND redemption_id = $3 AND status = 'active'",
+        )
+        .bind(self.now())
+        .bind(program_id)
+        .bind(redemption_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND redemption_id = $2"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(redemption_id).fetch_optional(&mut *tx).await?;
+        let redemption = row
+            .as_ref()
+            .map(redemption_from_row)
+            .transpose()?
+            .ok_or_else(|| Error::RedemptionNotFound(redemption_id.to_owned()))?;
+        if changed == 1 {
+            release_stock(&mut tx, &redemption.reward_id).await?;
+            let task = RefundTask {
+                task_id: format!("redemption:{redemption_id}:cancel"),
+                program_id: program_id.to_owned(),
+                customer_id: redemption.customer_id.clone(),
+                points: redemption.points,
+                reason: format!("voucher for {} cancelled", redemption.reward_name),
+            };
+            self.add_task(&mut tx, &task).await?;
+        }
+        tx.commit().await?;
+        match redemption.status {
+            Status::Cancelled => Ok(redemption),
+            Status::Used => Err(Error::VoucherUsed),
+            Status::Expired => Err(Error::VoucherExpired),
+            Status::Pending | Status::Failed | Status::Active => {
+                Err(Error::RedemptionNotFound(redemption_id.to_owned()))
+            }
+        }
+    }
+
+    /// ACTIVE vouchers past their date → EXPIRED, with a refund task where
+    /// the reward says so. Returns how many expired.
+    pub async fn expire_vouchers(&self, limit: i64) -> Result<usize, Error> {
+        let now = self.now();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE status = 'active' AND voucher_expires_at_us <= $1 LIMIT $2"
+        ));
+        let due: Vec<Redemption> = sqlx::query(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(redemption_from_row)
+            .collect::<Result<_, _>>()?;
+        let mut expired = 0;
+        for redemption in due {
+            let mut tx = begin_write(&self.db).await?;
+            let changed = sqlx::query(
+                "UPDATE redemptions SET status = 'expired', updated_at_us = $1 WHERE redemption_id = $2 AND status = 'active'",
+            )
+            .bind(now)
+            .bind(&redemption.redemption_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let refund =
+                self.entry(&redemption.program_id, &redemption.reward_id).await.map(|e| e.reward.refund_expired);
+            if changed == 1 && refund.unwrap_or(false) {
+                let task = RefundTask {
+                    task_id: format!("redemption:{}:expired", redemption.redemption_id),
+                    program_id: redemption.program_id.clone(),
+                    customer_id: redemption.customer_id.clone(),
+                    points: redemption.points,
+                    reason: format!("voucher for {} expired unused", redemption.reward_name),
+                };
+                self.add_task(&mut tx, &task).await?;
+            }
+            tx.commit().await?;
+            expired += usize::try_from(changed).unwrap_or(0);
+        }
+        Ok(expired)
+    }
+
+    pub async fn pending_tasks(&self, limit: i64) -> Result<Vec<RefundTask>, Error> {
+        let rows = sqlx::query(
+            "SELECT task_id, program_id, customer_id, points, reason FROM points_tasks WHERE done = 0 ORDER BY task_seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RefundTask {
+                    task_id: r.try_get("task_id")?,
+                    program_id: r.try_get("program_id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    points: r.try_get("points")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn task_done(&self, task_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE points_tasks SET done = 1 WHERE task_id = $1").bind(task_id).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    async fn add_task(&self, tx: &mut AnyConnection, task: &RefundTask) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&task.task_id)
+        .bind(&task.program_id)
+        .bind(&task.customer_id)
+        .bind(task.points)
+        .bind(&task.reason)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_status(&self, redemption_id: &str, from: Status, to: Status) -> Result<(), Error> {
+        sqlx::query("UPDATE redemptions SET status = $1, updated_at_us = $2 WHERE redemption_id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(self.now())
+            .bind(redemption_id)
+            .bind(from.as_str())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_reward(
+        &self,
+        tx: &mut AnyConnection,
+        program_id: &str,
+        reward_id: &str,
+    ) -> Result<CatalogEntry, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2{}",
+            if self.db.dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(reward_id).fetch_optional(&mut *tx).await?;
+        row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))
+    }
+
+    async fn issued(&self, tx: &mut AnyConnection, reward_id: &str) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM redemptions WHERE reward_id = $1 AND status IN ('pending', 'active', 'used', 'expired')",
+        )
+        .bind(reward_id)
+        .fetch_one(&mut *tx)
+        .await?)
+    }
+}
+
+async fn recent_in(conn: &mut AnyConnection, reward_id: &str, customer_id: &str, since: Micros) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM redemptions WHERE reward_id = $1 AND customer_id = $2 AND created_at_us > $3 \
+         AND status IN ('pending', 'active', 'used', 'expired')",
+    )
+    .bind(reward_id)
+    .bind(customer_id)
+    .bind(since)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+async fn release_stock(tx: &mut AnyConnection, reward_id: &str) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE rewards SET remaining_stock = remaining_stock + 1 WHERE reward_id = $1 AND remaining_stock IS NOT NULL",
+    )
+    .bind(reward_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<CatalogEntry, Error> {
+    Ok(CatalogEntry {
+        reward: from_json(&row.try_get::<String, _>("body")?)?,
+        remaining_stock: row.try_get("remaining_stock")?,
+        archived: row.try_get::<i64, _>("archived")? != 0,
+    })
+}
+
+fn redemption_from_row(row: &AnyRow) -> Result<Redemption, Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Redemption {
+        redemption_id: row.try_get("redemption_id")?,
+        program_id: row.try_get("program_id")?,
+        customer_id: row.try_get("customer_id")?,
+        reward_id: row.try_get("reward_id")?,
+        reward_name: row.try_get("reward_name")?,
+        points: row.try_get("points")?,
+        status: Status::parse(&status).ok_or_else(|| Error::Corrupt(format!("redemption status {status:?}")))?,
+        voucher_code: row.try_get("voucher_code")?,
+        voucher_expires_at: row.try_get("voucher_expires_at_us")?,
+        consumed_order_id: row.try_get("consumed_order_id")?,
+        created_at: row.try_get("created_at_us")?,
+    })
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("rewards data serialises")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored rewards data: {e}")))
+}

@@ -1,0 +1,468 @@
+//! The rewards service end to end: real points, tiers and rewards services
+//! on loopback (rewards reaching points through a proxy that can cut it),
+//! sharing one manual clock, on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use loyalty_common::clock::{Clock, ManualClock, Micros};
+use loyalty_common::db;
+use loyalty_common::testing::{CuttableProxy, TestDatabase, unique_suffix};
+use loyalty_points::PointsServer;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::rewards::v1 as pb;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
+use loyalty_proto::tiers::v1 as tiers;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_rewards::RewardsServer;
+use loyalty_rewards::store::{RewardsStore, Staged};
+use loyalty_tiers::TiersServer;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// 2025-11-24T00:00:00Z.
+const T0: Micros = 1_763_942_400_000_000;
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Mesh {
+    points: PointsServiceClient<Channel>,
+    tiers: TiersServiceClient<Channel>,
+    rewards: RewardsServiceClient<Channel>,
+    proxy: CuttableProxy,
+    clock: ManualClock,
+    rewards_url: String,
+    servers: (PointsServer, TiersServer, RewardsServer),
+    databases: Vec<TestDatabase>,
+    dir: std::path::PathBuf,
+}
+
+impl Mesh {
+    async fn start(backend: Backend) -> Self {
+        let dir = std::env::temp_dir().join(format!("loyalty-rewards-test-{}", unique_suffix()));
+        let (urls, databases) = match backend {
+            Backend::Sqlite => {
+                (["points", "tiers", "rewards"].map(|name| format!("sqlite://{}/{name}.db", dir.display())), Vec::new())
+            }
+            Backend::Postgres => {
+                let dbs =
+                    vec![TestDatabase::create().await, TestDatabase::create().await, TestDatabase::create().await];
+                ([dbs[0].url.clone(), dbs[1].url.clone(), dbs[2].url.clone()], dbs)
+            }
+        };
+        let clock = ManualClock::new(T0);
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let (points_listener, tiers_listener, rewards_listener) = (
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let points_addr = points_listener.local_addr().unwrap();
+        let tiers_addr = tiers_listener.local_addr().unwrap();
+        let rewards_addr = rewards_listener.local_addr().unwrap();
+        let proxy = CuttableProxy::start(points_addr).await;
+        let points_config = loyalty_points::Config::parse_from([
+            "loyalty-points",
+            "--database-url",
+            &urls[0],
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]);
+        let tiers_config = loyalty_tiers::Config::parse_from([
+            "loyalty-tiers",
+            "--database-url",
+            &urls[1],
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            &points_addr.to_string(),
+        ]);
+        let rewards_config = loyalty_rewards::Config::parse_from([
+            "loyalty-rewards",
+            "--database-url",
+            &urls[2],
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            &proxy.addr.to_string(),
+            "--tiers-addr",
+            &tiers_addr.to_string(),
+            "--upstream-timeout-ms",
+            "1000",
+            "--recovery-interval-ms",
+            "50",
+        ]);
+        let servers = (
+            PointsServer::start(points_config, points_listener, Some(shared.clone())).await.unwrap(),
+            TiersServer::start(tiers_config, tiers_listener, Some(shared.clone())).await.unwrap(),
+            RewardsServer::start(rewards_config, rewards_listener, Some(shared)).await.unwrap(),
+        );
+        Self {
+            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
+            tiers: TiersServiceClient::connect(format!("http://{tiers_addr}")).await.unwrap(),
+            rewards: RewardsServiceClient::connect(format!("http://{rewards_addr}")).await.unwrap(),
+            proxy,
+            clock,
+            rewards_url: urls[2].clone(),
+            servers,
+            databases,
+            dir,
+        }
+    }
+
+    async fn stop(self) {
+        let (points, tiers, rewards) = self.servers;
+        rewards.shutdown().await.unwrap();
+        tiers.shutdown().await.unwrap();
+        points.shutdown().await.unwrap();
+        for database in self.databases {
+            database.drop_database().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+
+    async fn earn(&mut self, customer: &str, points: i64) {
+        self.points
+            .earn(points::EarnRequest {
+                program_id: "shop".into(),
+                customer_id: customer.into(),
+                points,
+                reason: "order".into(),
+                idempotency_key: format!("earn-{customer}-{points}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn available(&mut self, customer: &str) -> i64 {
+        let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: customer.into() };
+        self.points.get_balance(request).await.unwrap().into_inner().balance.unwrap().available
+    }
+
+    async fn reward(&mut self, reward: pb::Reward) -> String {
+        let key = format!("create-{}", reward.name);
+        self.rewards
+            .create_reward(pb::CreateRewardRequest {
+                program_id: "shop".into(),
+                reward: Some(reward),
+                actor: "admin@shop".into(),
+                idempotency_key: key,
+            })
+            .await
+            .expect("reward created")
+            .into_inner()
+            .reward
+            .unwrap()
+            .reward_id
+    }
+
+    async fn redeem(&mut self, customer: &str, reward_id: &str, key: &str) -> Result<pb::Redemption, tonic::Status> {
+        let request = pb::RedeemRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            reward_id: reward_id.into(),
+            idempotency_key: key.into(),
+        };
+        self.rewards.redeem(request).await.map(|r| r.into_inner().redemption.unwrap())
+    }
+
+    async fn validate(&mut self, code: &str) -> i32 {
+        let request =
+            pb::ValidateVoucherRequest { program_id: "shop".into(), code: code.into(), customer_id: String::new() };
+        self.rewards.validate_voucher(request).await.unwrap().into_inner().state
+    }
+
+    async fn redemptions(&mut self, customer: &str) -> Vec<pb::Redemption> {
+        let request = pb::ListRedemptionsRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            page_size: 0,
+            page_token: String::new(),
+        };
+        self.rewards.list_redemptions(request).await.unwrap().into_inner().redemptions
+    }
+
+    /// Waits (bounded) until the customer's latest redemption is FAILED and the balance is `points`.
+    async fn settled(&mut self, customer: &str, points: i64) {
+        for _ in 0..500 {
+            let failed =
+                self.redemptions(customer).await.first().map(|r| r.status) == Some(pb::RedemptionStatus::Failed as i32);
+            if failed && self.available(customer).await == points {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{customer}'s redemption never settled: {:?}, {} points",
+            self.redemptions(customer).await,
+            self.available(customer).await
+        );
+    }
+}
+
+fn discount(name: &str, cost: i64) -> pb::Reward {
+    pb::Reward {
+        name: name.into(),
+        kind: pb::RewardKind::FixedDiscount as i32,
+        amount_minor: 500,
+        currency: "EUR".into(),
+        point_cost: cost,
+        voucher_validity_days: 90,
+        ..Default::default()
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_voucher_is_issued_validated_and_consumed_once,
+    refusals_spend_nothing,
+    stock_holds_under_concurrent_redemptions,
+    points_down_during_redeem_leaves_the_points,
+    a_crash_after_the_spend_is_compensated,
+    cancelling_gives_the_points_back,
+);
+
+async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let reward = m.reward(discount("5 EUR off", 500)).await;
+    m.earn("ann", 1_200).await;
+    let redemption = m.redeem("ann", &reward, "r1").await.unwrap();
+    assert_eq!(redemption.status, pb::RedemptionStatus::Active as i32);
+    assert_eq!(redemption.voucher_code.len(), 14, "ABCD-EFGH-JKLM");
+    assert_eq!(m.available("ann").await, 700);
+    assert_eq!(m.redeem("ann", &reward, "r1").await.unwrap().redemption_id, redemption.redemption_id, "a replay");
+
+    let code = redemption.voucher_code.to_lowercase();
+    assert_eq!(m.validate(&code).await, pb::VoucherState::Valid as i32);
+    let consume = |order: &str| pb::ConsumeVoucherRequest {
+        program_id: "shop".into(),
+        code: code.clone(),
+        order_id: order.into(),
+    };
+    let used = m.rewards.consume_voucher(consume("o-1")).await.unwrap().into_inner().redemption.unwrap();
+    assert_eq!((used.status, used.consumed_order_id.as_str()), (pb::RedemptionStatus::Used as i32, "o-1"));
+    m.rewards.consume_voucher(consume("o-1")).await.expect("the same order again is a replay");
+    let twice = m.rewards.consume_voucher(consume("o-2")).await.unwrap_err();
+    assert_eq!((twice.code(), reason(&twice)), (Code::FailedPrecondition, "VOUCHER_USED".into()));
+    assert_eq!(m.validate(&code).await, pb::VoucherState::Used as i32);
+    assert_eq!(m.validate("ABCD-EFGH-JKLM").await, pb::VoucherState::Unknown as i32);
+    m.stop().await;
+}
+
+async fn refusals_spend_nothing(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let expensive = m.reward(discount("big", 5_000)).await;
+    let once = m.reward(pb::Reward { per_customer_limit: 1, limit_period_days: 30, ..discount("once", 100) }).await;
+    let scarce = m.reward(pb::Reward { total_stock: Some(1), ..discount("scarce", 100) }).await;
+    let gold_only = m.reward(pb::Reward { minimum_tier_id: "gold".into(), ..discount("gold only", 100) }).await;
+    let ladder = tiers::Ladder {
+        tiers: vec![
+            tiers::Tier {
+                tier_id: "base".into(),
+                name: "Base".into(),
+                threshold: 0,
+                multiplier_bp: 10_000,
+                ..Default::default()
+            },
+            tiers::Tier {
+                tier_id: "gold".into(),
+                name: "Gold".into(),
+                threshold: 10_000,
+                multiplier_bp: 20_000,
+                ..Default::default()
+            },
+        ],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        version: 0,
+    };
+    m.tiers
+        .put_ladder(tiers::PutLadderRequest {
+            program_id: "shop".into(),
+            ladder: Some(ladder),
+            actor: "admin@shop".into(),
+            idempotency_key: "l1".into(),
+        })
+        .await
+        .unwrap();
+    m.earn("bob", 1_000).await;
+    m.earn("cy", 1_000).await;
+
+    let short = m.redeem("bob", &expensive, "e1").await.unwrap_err();
+    assert_eq!((short.code(), reason(&short)), (Code::FailedPrecondition, "INSUFFICIENT_POINTS".into()));
+    let tier = m.redeem("bob", &gold_only, "g1").await.unwrap_err();
+    assert_eq!(reason(&tier), "TIER_TOO_LOW");
+    m.redeem("bob", &once, "o1").await.unwrap();
+    let limit = m.redeem("bob", &once, "o2").await.unwrap_err();
+    assert_eq!(reason(&limit), "LIMIT_REACHED");
+    m.redeem("bob", &scarce, "s1").await.unwrap();
+    let stock = m.redeem("cy", &scarce, "s2").await.unwrap_err();
+    assert_eq!(reason(&stock), "OUT_OF_STOCK");
+    assert_eq!(
+        (m.available("bob").await, m.available("cy").await),
+        (800, 1_000),
+        "only the two vouchers were paid for"
+    );
+
+    let listed = m
+        .rewards
+        .list_available_rewards(pb::ListAvailableRewardsRequest {
+            program_id: "shop".into(),
+            customer_id: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let why = |name: &str| {
+        let found = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == name).unwrap();
+        (found.redeemable, found.unavailability, found.points_short)
+    };
+    assert_eq!(listed.available_points, 800);
+    assert_eq!(why("big"), (false, pb::Unavailability::PointsShort as i32, 4_200));
+    assert_eq!(why("once"), (false, pb::Unavailability::LimitReached as i32, 0));
+    assert_eq!(why("scarce"), (false, pb::Unavailability::OutOfStock as i32, 0));
+    assert_eq!(why("gold only"), (false, pb::Unavailability::TierTooLow as i32, 0));
+    m.stop().await;
+}
+
+async fn stock_holds_under_concurrent_redemptions(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let reward = m.reward(pb::Reward { total_stock: Some(10), ..discount("ten only", 100) }).await;
+    for i in 0..100 {
+        m.earn(&format!("c{i}"), 500).await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let mut client = m.rewards.clone();
+        let reward = reward.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .redeem(pb::RedeemRequest {
+                    program_id: "shop".into(),
+                    customer_id: format!("c{i}"),
+                    reward_id: reward,
+                    idempotency_key: format!("k{i}"),
+                })
+                .await
+        }));
+    }
+    let mut vouchers = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => vouchers += 1,
+            Err(status) => assert_eq!(reason(&status), "OUT_OF_STOCK", "{status:?}"),
+        }
+    }
+    assert_eq!(vouchers, 10);
+    let mut spent = 0;
+    for i in 0..100 {
+        spent += 500 - m.available(&format!("c{i}")).await;
+    }
+    assert_eq!(spent, 10 * 100, "exactly ten spends");
+    m.stop().await;
+}
+
+async fn points_down_during_redeem_leaves_the_points(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let reward = m.reward(discount("5 EUR off", 300)).await;
+    m.earn("dee", 1_000).await;
+    m.proxy.cut();
+    let status = m.redeem("dee", &reward, "r1").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(m.available("dee").await, 1_000, "nothing spent");
+    m.proxy.restore();
+    m.settled("dee", 1_000).await;
+    let redemption = &m.redemptions("dee").await[0];
+    assert!(redemption.voucher_code.is_empty(), "no voucher");
+    m.stop().await;
+}
+
+async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let reward = m.reward(discount("5 EUR off", 300)).await;
+    m.earn("eve", 1_000).await;
+    // The saga's first two steps, then nothing: as if the service died right after the spend.
+    let database = db::connect(&m.rewards_url, 2).await.unwrap();
+    let store = RewardsStore::new(database, Arc::new(m.clock.clone()));
+    let Staged::New(redemption) = store.stage("shop", "eve", &reward, "r1").await.unwrap() else {
+        panic!("a new redemption")
+    };
+    m.points
+        .spend(points::SpendRequest {
+            program_id: "shop".into(),
+            customer_id: "eve".into(),
+            points: redemption.points,
+            reason: "redeemed 5 EUR off".into(),
+            idempotency_key: redemption.spend_key(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(m.available("eve").await, 700);
+    m.clock.advance(60_000_000);
+    m.settled("eve", 1_000).await;
+    assert_eq!(m.validate(&redemption.voucher_code).await, pb::VoucherState::Unknown as i32, "no voucher");
+    m.stop().await;
+}
+
+async fn cancelling_gives_the_points_back(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let reward = m.reward(pb::Reward { total_stock: Some(1), ..discount("5 EUR off", 300) }).await;
+    m.earn("fay", 1_000).await;
+    let first = m.redeem("fay", &reward, "r1").await.unwrap();
+    let cancel = |id: &str, key: &str| pb::CancelRedemptionRequest {
+        program_id: "shop".into(),
+        redemption_id: id.into(),
+        idempotency_key: key.into(),
+    };
+    let cancelled = m.rewards.cancel_redemption(cancel(&first.redemption_id, "c1")).await.unwrap().into_inner();
+    assert_eq!(cancelled.redemption.unwrap().status, pb::RedemptionStatus::Cancelled as i32);
+    assert_eq!(m.available("fay").await, 1_000);
+    assert_eq!(m.validate(&first.voucher_code).await, pb::VoucherState::Cancelled as i32);
+
+    let second = m.redeem("fay", &reward, "r2").await.expect("the stock came back");
+    m.rewards
+        .consume_voucher(pb::ConsumeVoucherRequest {
+            program_id: "shop".into(),
+            code: second.voucher_code.clone(),
+            order_id: "o-9".into(),
+        })
+        .await
+        .unwrap();
+    let refused = m.rewards.cancel_redemption(cancel(&second.redemption_id, "c2")).await.unwrap_err();
+    assert_eq!(reason(&refused), "VOUCHER_USED");
+    assert_eq!(m.available("fay").await, 700);
+    m.stop().await;
+}
