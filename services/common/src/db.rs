@@ -109,6 +109,18 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
     Migrator::with_migrations(migrations).run(&db.pool).await.map_err(DbError::Migrate)
 }
 
+/// Connects and applies the migrations of the back-end the URL names.
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    postgres: &[EmbeddedMigration],
+    sqlite: &[EmbeddedMigration],
+) -> Result<Database, DbError> {
+    let db = connect(url, max_connections).await?;
+    migrate(&db, if db.dialect == Dialect::Postgres { postgres } else { sqlite }).await?;
+    Ok(db)
+}
+
 /// True when the database answers a trivial query.
 pub async fn ping(db: &Database) -> bool {
     sqlx::query("SELECT 1").execute(&db.pool).await.is_ok()

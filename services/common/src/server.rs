@@ -4,9 +4,12 @@
 //! without proto files), the per-RPC observer layer, and graceful shutdown
 //! that stops accepting and lets in-flight calls finish.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -14,6 +17,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::db::Database;
 use crate::metrics::{Metrics, RpcObserverLayer};
+use crate::shutdown::ShutdownTrigger;
 
 /// Longest wait for in-flight calls after shutdown begins; Kubernetes'
 /// default grace period is 30 s, so we close what is left before it kills us.
@@ -35,14 +39,122 @@ impl Health {
     }
 }
 
+type HealthServer = tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
 /// The health service and its handle, NOT_SERVING until told otherwise.
-pub async fn health(
-    service_name: &'static str,
-) -> (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
-    let (reporter, server) = tonic_health::server::health_reporter();
+pub async fn health(service_name: &'static str) -> (Health, HealthServer) {
+    let reporter = HealthReporter::new();
+    let server = HealthServer::new(tonic_health::server::HealthService::from_health_reporter(reporter.clone()));
     let health = Health { reporter, service_name };
     health.set(false).await;
     (health, server)
+}
+
+/// The start-up every service shares around its own wiring: health
+/// (NOT_SERVING until [`Launch::serve`]), the metrics registry and endpoint,
+/// the shutdown signal, background tasks, and the database health watcher.
+pub struct Launch {
+    service_name: &'static str,
+    pub health: Health,
+    health_server: HealthServer,
+    pub metrics: Metrics,
+    trigger: ShutdownTrigger,
+    signal: ShutdownSignal,
+    metrics_listener: TcpListener,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Launch {
+    /// Binds the metrics endpoint; fails naming the address.
+    pub async fn prepare(service_name: &'static str, metrics_addr: SocketAddr) -> Result<Self, BindError> {
+        let (health, health_server) = health(service_name).await;
+        let (trigger, signal) = crate::shutdown::channel();
+        let metrics_listener =
+            TcpListener::bind(metrics_addr).await.map_err(|source| BindError { addr: metrics_addr, source })?;
+        Ok(Self {
+            service_name,
+            health,
+            health_server,
+            metrics: Metrics::new(),
+            trigger,
+            signal,
+            metrics_listener,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// The signal background tasks stop on.
+    pub fn signal(&self) -> ShutdownSignal {
+        self.signal.clone()
+    }
+
+    /// A background task, awaited at shutdown.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Serves `routes` (plus health and reflection) on `listener` and the
+    /// metrics endpoint, watches `database`, then reports SERVING.
+    pub async fn serve(mut self, listener: TcpListener, routes: Routes, database: &Database) -> RunningService {
+        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+        let bind_addr = listener.local_addr().unwrap_or(unbound);
+        let metrics_addr = self.metrics_listener.local_addr().unwrap_or(unbound);
+        let (metrics, signal, metrics_listener) = (self.metrics.clone(), self.signal.clone(), self.metrics_listener);
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(error) = crate::metrics::serve(metrics_listener, metrics, signal).await {
+                tracing::error!(%error, "metrics server failed");
+            }
+        }));
+        self.tasks.push(tokio::spawn(watch_database(database.clone(), self.health.clone(), self.signal.clone())));
+        let health = (self.health.clone(), self.health_server);
+        let grpc = tokio::spawn(serve(listener, routes, health, self.metrics.clone(), self.signal.clone()));
+        self.health.set(true).await;
+        tracing::info!(
+            service = self.service_name,
+            grpc = %bind_addr,
+            metrics = %metrics_addr,
+            database = ?database.dialect,
+            "service ready"
+        );
+        RunningService { bind_addr, metrics_addr, trigger: self.trigger, tasks: self.tasks, grpc }
+    }
+}
+
+/// The metrics address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// A service that is up: where it listens, and how to stop it.
+pub struct RunningService {
+    bind_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+}
+
+impl RunningService {
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background tasks.
+    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.trigger.fire();
+        let served = self.grpc.await?;
+        for task in self.tasks {
+            task.await?;
+        }
+        served
+    }
 }
 
 /// Serves `routes` plus health and reflection on `listener` until `shutdown`
@@ -50,7 +162,7 @@ pub async fn health(
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    health: (Health, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>),
+    health: (Health, HealthServer),
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, Dialect, EmbeddedMigration};
-use loyalty_common::metrics::Metrics;
-use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::server::{BindError, Launch, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
@@ -125,21 +123,23 @@ pub enum StartError {
     Database(#[from] db::DbError),
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("POINTS_METRICS_ADDR {addr}: {source}")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("POINTS_METRICS_ADDR {0}")]
+    Metrics(#[from] BindError),
     #[error("TIERS_ADDR: {0}")]
     Tiers(#[from] tonic::transport::Error),
     #[error("cannot read the ledger: {0}")]
     Ledger(#[from] error::Error),
 }
 
-/// A running points server.
-pub struct PointsServer {
-    bind_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
-    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+/// A running points server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
+pub struct PointsServer(RunningService);
+
+impl std::ops::Deref for PointsServer {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
+    }
 }
 
 impl PointsServer {
@@ -150,94 +150,34 @@ impl PointsServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
-        let bind_addr =
-            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
-
-        let database = db::connect(&config.database_url, config.database_max_connections).await?;
-        let migrations = match database.dialect {
-            Dialect::Postgres => POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => SQLITE_MIGRATIONS,
-        };
-        db::migrate(&database, migrations).await?;
-
-        let metrics = Metrics::new();
+        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let database =
+            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
+                .await?;
         let cache = match &config.redis_url {
             Some(url) => {
                 let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
-                BalanceCache::redis(
-                    conn,
-                    config.redis_key_prefix.clone(),
-                    Duration::from_secs(config.balance_cache_ttl_secs),
-                    Duration::from_millis(config.redis_backoff_ms),
-                    &metrics,
-                )
+                let ttl = Duration::from_secs(config.balance_cache_ttl_secs);
+                let backoff = Duration::from_millis(config.redis_backoff_ms);
+                BalanceCache::redis(conn, config.redis_key_prefix.clone(), ttl, backoff, &launch.metrics)
             }
-            None => BalanceCache::local(&metrics),
+            None => BalanceCache::local(&launch.metrics),
         };
         let tiers = TierSource::connect(config.tiers_addr.as_deref(), Duration::from_millis(config.tiers_timeout_ms))?;
         let programs = ProgramStore::new(database.clone(), clock.clone());
         let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache, programs, tiers).await?);
-
-        let (trigger, signal) = shutdown::channel();
-        let metrics_listener = TcpListener::bind(config.metrics_addr)
-            .await
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let mut tasks = vec![
-            tokio::spawn(ledger.clone().publisher(signal.clone())),
-            tokio::spawn(
-                ledger.clone().expiry_job(Duration::from_secs(config.expiry_interval_secs.max(1)), signal.clone()),
-            ),
-            tokio::spawn(loyalty_common::server::watch_database(database.clone(), health.clone(), signal.clone())),
-        ];
-        let metrics_signal = signal.clone();
-        let served_metrics = metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
-                tracing::error!(%error, "metrics server failed");
-            }
-        }));
-
-        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, signal.clone())));
-        let grpc = tokio::spawn(loyalty_common::server::serve(
-            listener,
-            routes,
-            (health.clone(), health_service),
-            metrics,
-            signal,
-        ));
-        health.set(true).await;
-        tracing::info!(
-            grpc = %bind_addr,
-            metrics = %metrics_addr,
-            database = ?database.dialect,
-            cache = if config.redis_url.is_some() { "redis" } else { "in-process" },
-            "points service ready"
-        );
-        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
+        launch.spawn(ledger.clone().publisher(launch.signal()));
+        let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
+        launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));
+        tracing::info!(cache = if config.redis_url.is_some() { "redis" } else { "in-process" }, "balance cache");
+        let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, launch.signal())));
+        Ok(Self(launch.serve(listener, routes, &database).await))
     }
 
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.bind_addr
-    }
-
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
-    }
-
-    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and
-    /// background jobs to finish.
+    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.trigger.fire();
-        let served = self.grpc.await?;
-        for task in self.tasks {
-            task.await?;
-        }
-        served
+        self.0.shutdown().await
     }
 }
 

@@ -9,8 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use loyalty_common::testing::CuttableProxy;
 use loyalty_proto::points::v1 as pb;
-use support::{Backend, CuttableProxy, DAY, Harness, Options, T0, timestamp};
+use support::{Backend, DAY, Harness, Options, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
 

@@ -12,12 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, Dialect, EmbeddedMigration};
-use loyalty_common::metrics::Metrics;
-use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::server::{BindError, Launch, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
 
@@ -71,17 +69,19 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("REFERRAL_METRICS_ADDR {addr}: {source}")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("REFERRAL_METRICS_ADDR {0}")]
+    Metrics(#[from] BindError),
 }
 
-/// A running referral server.
-pub struct ReferralServer {
-    bind_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
-    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+/// A running referral server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
+pub struct ReferralServer(RunningService);
+
+impl std::ops::Deref for ReferralServer {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
+    }
 }
 
 impl ReferralServer {
@@ -91,80 +91,26 @@ impl ReferralServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
-        let bind_addr =
-            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
-        let database = db::connect(&config.database_url, config.database_max_connections).await?;
-        let migrations = match database.dialect {
-            Dialect::Postgres => POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => SQLITE_MIGRATIONS,
-        };
-        db::migrate(&database, migrations).await?;
-
-        let metrics = Metrics::new();
+        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let database =
+            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
+                .await?;
         let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), clock)));
-        let (trigger, signal) = shutdown::channel();
-        let metrics_listener = TcpListener::bind(config.metrics_addr)
-            .await
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let mut tasks = Vec::new();
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
-                tasks.push(tokio::spawn(loyalty_common::follow::run(
-                    referrals.clone(),
-                    points.clone(),
-                    signal.clone(),
-                )));
-                tasks.push(tokio::spawn(referrals.clone().dispatcher(points, signal.clone())));
+                launch.spawn(loyalty_common::follow::run(referrals.clone(), points.clone(), launch.signal()));
+                launch.spawn(referrals.clone().dispatcher(points, launch.signal()));
             }
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed and no rewards are paid"),
         }
-        let metrics_signal = signal.clone();
-        let served_metrics = metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
-                tracing::error!(%error, "metrics server failed");
-            }
-        }));
-        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
-            database.clone(),
-            health.clone(),
-            signal.clone(),
-        )));
-
         let routes = tonic::service::Routes::new(ReferralServiceServer::new(ReferralApi::new(referrals)));
-        let grpc = tokio::spawn(loyalty_common::server::serve(
-            listener,
-            routes,
-            (health.clone(), health_service),
-            metrics,
-            signal,
-        ));
-        health.set(true).await;
-        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "referral service ready");
-        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
-    }
-
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.bind_addr
-    }
-
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        Ok(Self(launch.serve(listener, routes, &database).await))
     }
 
     /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.trigger.fire();
-        let served = self.grpc.await?;
-        for task in self.tasks {
-            task.await?;
-        }
-        served
+        self.0.shutdown().await
     }
 }
 

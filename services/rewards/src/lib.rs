@@ -12,12 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, Dialect, EmbeddedMigration};
-use loyalty_common::metrics::Metrics;
-use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::server::{BindError, Launch, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
 
@@ -80,19 +78,21 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("REWARDS_METRICS_ADDR {addr}: {source}")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("REWARDS_METRICS_ADDR {0}")]
+    Metrics(#[from] BindError),
     #[error("POINTS_ADDR or TIERS_ADDR: {0}")]
     Peer(#[from] tonic::transport::Error),
 }
 
-/// A running rewards server.
-pub struct RewardsServer {
-    bind_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
-    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+/// A running rewards server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
+pub struct RewardsServer(RunningService);
+
+impl std::ops::Deref for RewardsServer {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
+    }
 }
 
 impl RewardsServer {
@@ -102,72 +102,23 @@ impl RewardsServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
-        let bind_addr =
-            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
-        let database = db::connect(&config.database_url, config.database_max_connections).await?;
-        let migrations = match database.dialect {
-            Dialect::Postgres => POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => SQLITE_MIGRATIONS,
-        };
-        db::migrate(&database, migrations).await?;
-
-        let metrics = Metrics::new();
+        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let database =
+            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
+                .await?;
         let store = RewardsStore::new(database.clone(), clock);
         let deadline = std::time::Duration::from_millis(config.upstream_timeout_ms);
         let rewards = Arc::new(Rewards::new(store, &config.points_addr, config.tiers_addr.as_deref(), deadline)?);
-        let (trigger, signal) = shutdown::channel();
-        let metrics_listener = TcpListener::bind(config.metrics_addr)
-            .await
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
-        let mut tasks = vec![tokio::spawn(rewards.clone().background(interval, signal.clone()))];
-        let metrics_signal = signal.clone();
-        let served_metrics = metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
-                tracing::error!(%error, "metrics server failed");
-            }
-        }));
-        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
-            database.clone(),
-            health.clone(),
-            signal.clone(),
-        )));
-
+        launch.spawn(rewards.clone().background(interval, launch.signal()));
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
-        let grpc = tokio::spawn(loyalty_common::server::serve(
-            listener,
-            routes,
-            (health.clone(), health_service),
-            metrics,
-            signal,
-        ));
-        health.set(true).await;
-        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "rewards service ready");
-        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
-    }
-
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.bind_addr
-    }
-
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        Ok(Self(launch.serve(listener, routes, &database).await))
     }
 
     /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.trigger.fire();
-        let served = self.grpc.await?;
-        for task in self.tasks {
-            task.await?;
-        }
-        served
+        self.0.shutdown().await
     }
 }
 

@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, Dialect, EmbeddedMigration};
-use loyalty_common::metrics::Metrics;
-use loyalty_common::shutdown::{self, ShutdownTrigger};
+use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::server::{BindError, Launch, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
 
@@ -76,17 +74,19 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("TIERS_METRICS_ADDR {addr}: {source}")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    #[error("TIERS_METRICS_ADDR {0}")]
+    Metrics(#[from] BindError),
 }
 
-/// A running tiers server.
-pub struct TiersServer {
-    bind_addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
-    grpc: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+/// A running tiers server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
+pub struct TiersServer(RunningService);
+
+impl std::ops::Deref for TiersServer {
+    type Target = RunningService;
+
+    fn deref(&self) -> &RunningService {
+        &self.0
+    }
 }
 
 impl TiersServer {
@@ -96,77 +96,27 @@ impl TiersServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
-        let bind_addr =
-            listener.local_addr().map_err(|source| StartError::MetricsBind { addr: config.grpc_addr, source })?;
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let (health, health_service) = loyalty_common::server::health(SERVICE_NAME).await;
-        let database = db::connect(&config.database_url, config.database_max_connections).await?;
-        let migrations = match database.dialect {
-            Dialect::Postgres => POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => SQLITE_MIGRATIONS,
-        };
-        db::migrate(&database, migrations).await?;
-
-        let metrics = Metrics::new();
+        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let database =
+            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
+                .await?;
         let store = TierStore::new(database.clone(), clock);
-        let tiers = Arc::new(Tiers::new(store, Duration::from_millis(config.multiplier_cache_ttl_ms), &metrics));
-        let (trigger, signal) = shutdown::channel();
-        let metrics_listener = TcpListener::bind(config.metrics_addr)
-            .await
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
+        let ttl = Duration::from_millis(config.multiplier_cache_ttl_ms);
+        let tiers = Arc::new(Tiers::new(store, ttl, &launch.metrics));
         let review = Duration::from_secs(config.review_interval_secs.max(1));
-        let mut tasks = vec![tokio::spawn(tiers.clone().review_job(review, signal.clone()))];
+        launch.spawn(tiers.clone().review_job(review, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => {
-                tasks.push(tokio::spawn(loyalty_common::follow::run(tiers.clone(), points, signal.clone())))
-            }
+            Some(points) => launch.spawn(loyalty_common::follow::run(tiers.clone(), points, launch.signal())),
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
-        let metrics_signal = signal.clone();
-        let served_metrics = metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, served_metrics, metrics_signal).await {
-                tracing::error!(%error, "metrics server failed");
-            }
-        }));
-        tasks.push(tokio::spawn(loyalty_common::server::watch_database(
-            database.clone(),
-            health.clone(),
-            signal.clone(),
-        )));
-
         let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));
-        let grpc = tokio::spawn(loyalty_common::server::serve(
-            listener,
-            routes,
-            (health.clone(), health_service),
-            metrics,
-            signal,
-        ));
-        health.set(true).await;
-        tracing::info!(grpc = %bind_addr, metrics = %metrics_addr, database = ?database.dialect, "tiers service ready");
-        Ok(Self { bind_addr, metrics_addr, trigger, tasks, grpc })
-    }
-
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.bind_addr
-    }
-
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        Ok(Self(launch.serve(listener, routes, &database).await))
     }
 
     /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
     pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.trigger.fire();
-        let served = self.grpc.await?;
-        for task in self.tasks {
-            task.await?;
-        }
-        served
+        self.0.shutdown().await
     }
 }
 

@@ -233,5 +233,3 @@ impl Harness {
 pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
     loyalty_common::clock::to_timestamp(micros)
 }
-
-pub use loyalty_common::testing::CuttableProxy;
