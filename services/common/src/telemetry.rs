@@ -13,6 +13,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// Set once OTLP export is on: per-call spans are then worth their cost.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when spans leave the process (OTLP export configured).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How log lines are printed on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -71,6 +79,7 @@ pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetr
         let logs = opentelemetry_otlp::LogExporter::builder().with_tonic().build()?;
         let logger = SdkLoggerProvider::builder().with_batch_exporter(logs).with_resource(resource).build();
         opentelemetry::global::set_tracer_provider(tracer.clone());
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         (Some(tracer), Some(logger))
     } else {
         (None, None)

@@ -186,7 +186,10 @@ impl Ledger {
             return Ok(balance);
         }
         let Some(account) = self.store.account(program_id, customer_id).await? else {
-            return Ok(Balance::default());
+            // Version 0: the first write to the account replaces it.
+            let empty = Balance::default();
+            self.cache.put(program_id, customer_id, &empty).await;
+            return Ok(empty);
         };
         let account = if account.is_due(now) {
             let (account, _, published) = self.store.settle(program_id, customer_id).await?;
