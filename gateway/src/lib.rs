@@ -32,7 +32,7 @@ use crate::extract::Guard;
 use crate::keys::{KeyStore, KeyVerifier};
 use crate::observe::HttpMetrics;
 use crate::ratelimit::RateLimiter;
-use crate::upstream::{AddressError, Upstreams};
+use crate::upstream::{AddressError, Addresses, Upstreams};
 
 /// Every setting of the server, from flags or the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,13 +46,16 @@ pub struct Config {
     /// `host:port` of the points service; a comma-separated list balances calls over several.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR", default_value = "127.0.0.1:50051")]
     pub points_addr: String,
-    /// `host:port` of the tiers service, for the tier part of the loyalty page; unset: that part is marked not configured.
+    /// `host:port` of the tiers service (ladder, memberships, the tier part of the loyalty page);
+    /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED` and the page marks its part not configured.
     #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
     pub tiers_addr: Option<String>,
-    /// `host:port` of the referral service (reserved: no route uses it yet).
+    /// `host:port` of the referral service (codes, sign-ups, settings, the referral part of the loyalty page);
+    /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED` and `referral_code` on orders is reported not recorded.
     #[arg(long, env = "REFERRAL_ADDR", value_name = "REFERRAL_ADDR")]
     pub referral_addr: Option<String>,
-    /// `host:port` of the rewards service (reserved: no route uses it yet).
+    /// `host:port` of the rewards service (catalog, redemptions, vouchers, the rewards part of the loyalty page);
+    /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED` and the page marks its part not configured.
     #[arg(long, env = "REWARDS_ADDR", value_name = "REWARDS_ADDR")]
     pub rewards_addr: Option<String>,
     /// Deadline of every call to a backend service, in milliseconds.
@@ -159,7 +162,13 @@ impl GatewayServer {
         let database = db::connect(&config.database_url, config.database_max_connections).await?;
         KeyStore::migrate(&database).await?;
         let deadline = Duration::from_millis(config.upstream_timeout_ms.max(1));
-        let upstreams = Upstreams::connect(&config.points_addr, config.tiers_addr.as_deref(), deadline)?;
+        let addresses = Addresses {
+            points: &config.points_addr,
+            tiers: config.tiers_addr.as_deref(),
+            referral: config.referral_addr.as_deref(),
+            rewards: config.rewards_addr.as_deref(),
+        };
+        let upstreams = Upstreams::connect(&addresses, deadline)?;
 
         let metrics = Metrics::new();
         let http_metrics = HttpMetrics::register(&metrics);
@@ -212,6 +221,8 @@ impl GatewayServer {
             metrics = %metrics_addr,
             points = %config.points_addr,
             tiers = config.tiers_addr.as_deref().unwrap_or("unset"),
+            referral = config.referral_addr.as_deref().unwrap_or("unset"),
+            rewards = config.rewards_addr.as_deref().unwrap_or("unset"),
             database = ?database.dialect,
             "gateway ready"
         );

@@ -8,6 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use loyalty_common::clock::{from_timestamp, to_timestamp};
 use loyalty_proto::points::v1 as pb;
+use loyalty_proto::referral::v1 as referral_pb;
+use loyalty_proto::rewards::v1 as rewards_pb;
 use loyalty_proto::tiers::v1 as tiers_pb;
 
 use crate::problem::{FieldError, Problem};
@@ -126,9 +128,20 @@ pub struct OrderBody {
     /// When the order was placed; absent: now. The return window and expiry count from it.
     #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
+    /// A friend's referral code the customer signed up with: recorded before the order earns, so
+    /// this order can complete the referral. A refusal does not fail the order (see `referral`).
+    pub referral_code: Option<String>,
 }
 
 impl OrderBody {
+    /// The sign-up to record first, when the order names a referral code. Its idempotency key
+    /// derives from the order id, which is what makes the whole call idempotent.
+    pub fn signup_request(&self, program_id: &str) -> Option<referral_pb::RecordSignupRequest> {
+        let code = self.referral_code.as_deref().map(str::trim).filter(|c| !c.is_empty())?;
+        let key = format!("order:{}:signup", self.order_id);
+        Some(signup_request(program_id, code.to_owned(), self.customer_id.clone(), key))
+    }
+
     pub fn into_proto(self, program_id: &str) -> Result<pb::EarnForOrderRequest, Problem> {
         let occurred_at = self.occurred_at.as_deref().map(|t| time_in("occurred_at", t)).transpose()?;
         Ok(pb::EarnForOrderRequest {
@@ -157,11 +170,15 @@ pub struct OrderEarned {
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     pub balance: Balance,
+    /// Present when the order named a `referral_code`: whether the sign-up was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral: Option<ReferralOutcome>,
 }
 
 impl From<pb::EarnForOrderResponse> for OrderEarned {
     fn from(r: pb::EarnForOrderResponse) -> Self {
         Self {
+            referral: None,
             transaction_id: non_empty(r.transaction_id),
             points: r.points,
             breakdown: Breakdown::from_proto(r.breakdown),
@@ -335,6 +352,64 @@ pub struct LoyaltyPage {
     pub customer_id: String,
     pub points: PointsPart,
     pub tier: TierPart,
+    pub referral: ReferralPart,
+    pub rewards: RewardsPart,
+}
+
+/// The customer's referral code and stats.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ReferralPart {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Absence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// False when the code was disabled or the program has referrals off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ReferralStats>,
+}
+
+impl ReferralPart {
+    pub fn absent(reason: Absence) -> Self {
+        Self { available: false, reason: Some(reason), ..Self::default() }
+    }
+
+    pub fn from_proto(
+        code: referral_pb::GetOrCreateCodeResponse,
+        stats: referral_pb::GetReferralStatsResponse,
+    ) -> Self {
+        Self {
+            available: true,
+            reason: None,
+            code: Some(code.code),
+            enabled: Some(code.enabled),
+            stats: Some(stats.into()),
+        }
+    }
+}
+
+/// The rewards the customer can redeem right now (the full list with reasons is
+/// `GET /v1/customers/{customer_id}/rewards`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct RewardsPart {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Absence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeemable: Option<Vec<Reward>>,
+}
+
+impl RewardsPart {
+    pub fn absent(reason: Absence) -> Self {
+        Self { available: false, reason: Some(reason), ..Self::default() }
+    }
+
+    pub fn from_proto(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
+        let redeemable = r.rewards.into_iter().filter(|a| a.redeemable).map(|a| Reward::from_proto(a.reward)).collect();
+        Self { available: true, reason: None, redeemable: Some(redeemable) }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -957,4 +1032,1032 @@ pub fn audit_request(program_id: &str, page: PageQuery) -> pb::ListAuditEntriesR
 pub struct HealthStatus {
     /// `ok` (alive) or `ready` (can serve).
     pub status: String,
+}
+
+// ---------------------------------------------------------------- tiers
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// Points earned since January 1st (UTC).
+    CalendarYear,
+    /// Points earned in the last `days` days.
+    RollingDays,
+    Lifetime,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DowngradeKind {
+    Immediate,
+    /// Down only after `grace_days` below the threshold.
+    GraceDays,
+    /// A tier reached in one calendar year is kept through the next (needs the `calendar_year` window).
+    EndOfNextPeriod,
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Stable id, e.g. `gold`.
+    pub tier_id: String,
+    pub name: String,
+    /// Qualifying points needed in the window; ignored for hidden tiers.
+    #[serde(default)]
+    pub threshold: i64,
+    /// Earn multiplier in basis points: 10000 is 1x, 15000 is 1.5x.
+    pub multiplier_bp: i32,
+    #[serde(default)]
+    pub perks: Vec<String>,
+    #[serde(default)]
+    pub exclusive_rewards: bool,
+    /// Only assigned by hand, never reached by points.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// Which earned points qualify.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierWindow {
+    pub kind: WindowKind,
+    /// For `rolling_days`.
+    #[serde(default)]
+    pub days: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DowngradePolicy {
+    pub kind: DowngradeKind,
+    /// For `grace_days`.
+    #[serde(default)]
+    pub grace_days: i32,
+}
+
+/// The program's tier ladder, lowest tier first.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LadderBody {
+    /// Lowest first; thresholds strictly increase among visible tiers.
+    pub tiers: Vec<Tier>,
+    pub window: TierWindow,
+    pub downgrade: DowngradePolicy,
+}
+
+impl LadderBody {
+    pub fn into_proto(self, program_id: &str, actor: String, key: String) -> tiers_pb::PutLadderRequest {
+        let ladder = tiers_pb::Ladder {
+            tiers: self
+                .tiers
+                .into_iter()
+                .map(|t| tiers_pb::Tier {
+                    tier_id: t.tier_id,
+                    name: t.name,
+                    threshold: t.threshold,
+                    multiplier_bp: t.multiplier_bp,
+                    perks: t.perks,
+                    exclusive_rewards: t.exclusive_rewards,
+                    hidden: t.hidden,
+                })
+                .collect(),
+            window: Some(tiers_pb::Window {
+                kind: match self.window.kind {
+                    WindowKind::CalendarYear => tiers_pb::WindowKind::CalendarYear,
+                    WindowKind::RollingDays => tiers_pb::WindowKind::RollingDays,
+                    WindowKind::Lifetime => tiers_pb::WindowKind::Lifetime,
+                } as i32,
+                days: self.window.days,
+            }),
+            downgrade: Some(tiers_pb::DowngradePolicy {
+                kind: match self.downgrade.kind {
+                    DowngradeKind::Immediate => tiers_pb::DowngradeKind::Immediate,
+                    DowngradeKind::GraceDays => tiers_pb::DowngradeKind::GraceDays,
+                    DowngradeKind::EndOfNextPeriod => tiers_pb::DowngradeKind::EndOfNextPeriod,
+                } as i32,
+                grace_days: self.downgrade.grace_days,
+            }),
+            version: 0,
+        };
+        tiers_pb::PutLadderRequest {
+            program_id: program_id.to_owned(),
+            ladder: Some(ladder),
+            actor,
+            idempotency_key: key,
+        }
+    }
+}
+
+/// The ladder as stored; `version` grows with every change (0: never set, no tiers).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ladder {
+    pub tiers: Vec<Tier>,
+    pub window: TierWindow,
+    pub downgrade: DowngradePolicy,
+    pub version: i64,
+}
+
+impl Ladder {
+    pub fn from_proto(l: Option<tiers_pb::Ladder>) -> Self {
+        let l = l.unwrap_or_default();
+        let window = l.window.unwrap_or_default();
+        let downgrade = l.downgrade.unwrap_or_default();
+        Self {
+            tiers: l
+                .tiers
+                .into_iter()
+                .map(|t| Tier {
+                    tier_id: t.tier_id,
+                    name: t.name,
+                    threshold: t.threshold,
+                    multiplier_bp: t.multiplier_bp,
+                    perks: t.perks,
+                    exclusive_rewards: t.exclusive_rewards,
+                    hidden: t.hidden,
+                })
+                .collect(),
+            window: TierWindow {
+                kind: match tiers_pb::WindowKind::try_from(window.kind) {
+                    Ok(tiers_pb::WindowKind::CalendarYear) => WindowKind::CalendarYear,
+                    Ok(tiers_pb::WindowKind::RollingDays) => WindowKind::RollingDays,
+                    _ => WindowKind::Lifetime,
+                },
+                days: window.days,
+            },
+            downgrade: DowngradePolicy {
+                kind: match tiers_pb::DowngradeKind::try_from(downgrade.kind) {
+                    Ok(tiers_pb::DowngradeKind::GraceDays) => DowngradeKind::GraceDays,
+                    Ok(tiers_pb::DowngradeKind::EndOfNextPeriod) => DowngradeKind::EndOfNextPeriod,
+                    _ => DowngradeKind::Immediate,
+                },
+                grace_days: downgrade.grace_days,
+            },
+            version: l.version,
+        }
+    }
+}
+
+pub fn ladder_request(program_id: &str) -> tiers_pb::GetLadderRequest {
+    tiers_pb::GetLadderRequest { program_id: program_id.to_owned() }
+}
+
+/// A customer's tier and the progress to the next one. Without `tier_id` the customer has no tier yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Membership {
+    pub customer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_name: Option<String>,
+    /// Earn multiplier in basis points: 10000 is 1x.
+    pub multiplier_bp: i32,
+    /// Qualifying points in the current window.
+    pub qualifying_points: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub window_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_tier_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_tier_name: Option<String>,
+    /// Qualifying points still needed for the next tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_to_next_tier: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub next_review_at: Option<String>,
+    /// The tier was assigned by hand.
+    pub assigned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub assignment_ends_at: Option<String>,
+    /// Set while below the threshold under a grace policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub downgrade_at: Option<String>,
+}
+
+impl Membership {
+    pub fn from_proto(customer_id: String, m: Option<tiers_pb::Membership>) -> Self {
+        let m = m.unwrap_or_default();
+        let has_next = !m.next_tier_id.is_empty();
+        Self {
+            customer_id,
+            tier_id: non_empty(m.tier_id),
+            tier_name: non_empty(m.tier_name),
+            multiplier_bp: m.multiplier_bp,
+            qualifying_points: m.qualifying_points,
+            window_start: time_out(m.window_start.as_ref()),
+            next_tier_id: non_empty(m.next_tier_id),
+            next_tier_name: non_empty(m.next_tier_name),
+            points_to_next_tier: has_next.then_some(m.points_to_next_tier),
+            since: time_out(m.since.as_ref()),
+            next_review_at: time_out(m.next_review_at.as_ref()),
+            assigned: m.assigned,
+            assignment_ends_at: time_out(m.assignment_ends_at.as_ref()),
+            downgrade_at: time_out(m.downgrade_at.as_ref()),
+        }
+    }
+}
+
+/// Puts the customer in a tier by hand (hidden tiers included); it wins over the ladder while it lasts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentBody {
+    pub tier_id: String,
+    /// Absent: until removed.
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+}
+
+impl AssignmentBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        customer_id: String,
+        actor: String,
+        key: String,
+    ) -> Result<tiers_pb::AssignTierRequest, Problem> {
+        let ends_at = self.ends_at.as_deref().map(|t| time_in("ends_at", t)).transpose()?;
+        Ok(tiers_pb::AssignTierRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            tier_id: self.tier_id,
+            ends_at,
+            actor,
+            idempotency_key: key,
+        })
+    }
+}
+
+pub fn remove_assignment_request(
+    program_id: &str,
+    customer_id: String,
+    actor: String,
+    key: String,
+) -> tiers_pb::RemoveAssignmentRequest {
+    tiers_pb::RemoveAssignmentRequest { program_id: program_id.to_owned(), customer_id, actor, idempotency_key: key }
+}
+
+// ---------------------------------------------------------------- rewards
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardKind {
+    /// `amount_minor` off, in `currency`.
+    FixedDiscount,
+    /// `percent_bp` off (1500 = 15%).
+    PercentDiscount,
+    FreeShipping,
+    /// The product `sku` for free.
+    FreeProduct,
+    Custom,
+}
+
+/// A catalog entry, as created or replaced.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardBody {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub kind: RewardKind,
+    /// For `fixed_discount`.
+    pub amount_minor: Option<i64>,
+    /// For `fixed_discount`: ISO 4217.
+    pub currency: Option<String>,
+    /// For `percent_discount`, in basis points.
+    pub percent_bp: Option<i32>,
+    /// For `free_product`.
+    pub sku: Option<String>,
+    pub point_cost: i64,
+    /// Only customers in this tier or above; absent: anyone.
+    pub minimum_tier_id: Option<String>,
+    /// Vouchers that can be issued in total; absent: unlimited.
+    pub total_stock: Option<i64>,
+    /// At most this many redemptions per customer per `limit_period_days`; 0: no limit.
+    #[serde(default)]
+    pub per_customer_limit: i32,
+    #[serde(default)]
+    pub limit_period_days: i32,
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    /// How long an issued voucher stays valid, in days.
+    #[serde(default)]
+    pub voucher_validity_days: i32,
+    /// Give the points back when a voucher expires unused.
+    #[serde(default)]
+    pub refund_expired: bool,
+}
+
+impl RewardBody {
+    pub fn into_proto(self, reward_id: String) -> Result<rewards_pb::Reward, Problem> {
+        let starts_at = self.starts_at.as_deref().map(|t| time_in("starts_at", t)).transpose()?;
+        let ends_at = self.ends_at.as_deref().map(|t| time_in("ends_at", t)).transpose()?;
+        Ok(rewards_pb::Reward {
+            reward_id,
+            name: self.name,
+            description: self.description,
+            kind: match self.kind {
+                RewardKind::FixedDiscount => rewards_pb::RewardKind::FixedDiscount,
+                RewardKind::PercentDiscount => rewards_pb::RewardKind::PercentDiscount,
+                RewardKind::FreeShipping => rewards_pb::RewardKind::FreeShipping,
+                RewardKind::FreeProduct => rewards_pb::RewardKind::FreeProduct,
+                RewardKind::Custom => rewards_pb::RewardKind::Custom,
+            } as i32,
+            amount_minor: self.amount_minor.unwrap_or(0),
+            currency: self.currency.unwrap_or_default(),
+            percent_bp: self.percent_bp.unwrap_or(0),
+            sku: self.sku.unwrap_or_default(),
+            point_cost: self.point_cost,
+            minimum_tier_id: self.minimum_tier_id.unwrap_or_default(),
+            total_stock: self.total_stock,
+            remaining_stock: 0,
+            per_customer_limit: self.per_customer_limit,
+            limit_period_days: self.limit_period_days,
+            starts_at,
+            ends_at,
+            voucher_validity_days: self.voucher_validity_days,
+            refund_expired: self.refund_expired,
+            archived: false,
+        })
+    }
+}
+
+/// A catalog entry as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reward {
+    pub reward_id: String,
+    pub name: String,
+    pub description: String,
+    pub kind: RewardKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_bp: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    pub point_cost: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_tier_id: Option<String>,
+    /// Absent: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_stock: Option<i64>,
+    /// Vouchers left, when `total_stock` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_stock: Option<i64>,
+    pub per_customer_limit: i32,
+    pub limit_period_days: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    pub voucher_validity_days: i32,
+    pub refund_expired: bool,
+    pub archived: bool,
+}
+
+impl Reward {
+    pub fn from_proto(r: Option<rewards_pb::Reward>) -> Self {
+        let r = r.unwrap_or_default();
+        let kind = match rewards_pb::RewardKind::try_from(r.kind) {
+            Ok(rewards_pb::RewardKind::FixedDiscount) => RewardKind::FixedDiscount,
+            Ok(rewards_pb::RewardKind::PercentDiscount) => RewardKind::PercentDiscount,
+            Ok(rewards_pb::RewardKind::FreeShipping) => RewardKind::FreeShipping,
+            Ok(rewards_pb::RewardKind::FreeProduct) => RewardKind::FreeProduct,
+            _ => RewardKind::Custom,
+        };
+        let fixed = matches!(kind, RewardKind::FixedDiscount);
+        Self {
+            reward_id: r.reward_id,
+            name: r.name,
+            description: r.description,
+            kind,
+            amount_minor: fixed.then_some(r.amount_minor),
+            currency: non_empty(r.currency).filter(|_| fixed),
+            percent_bp: matches!(kind, RewardKind::PercentDiscount).then_some(r.percent_bp),
+            sku: non_empty(r.sku).filter(|_| matches!(kind, RewardKind::FreeProduct)),
+            point_cost: r.point_cost,
+            minimum_tier_id: non_empty(r.minimum_tier_id),
+            remaining_stock: r.total_stock.map(|_| r.remaining_stock),
+            total_stock: r.total_stock,
+            per_customer_limit: r.per_customer_limit,
+            limit_period_days: r.limit_period_days,
+            starts_at: time_out(r.starts_at.as_ref()),
+            ends_at: time_out(r.ends_at.as_ref()),
+            voucher_validity_days: r.voucher_validity_days,
+            refund_expired: r.refund_expired,
+            archived: r.archived,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardList {
+    pub rewards: Vec<Reward>,
+}
+
+impl From<rewards_pb::ListRewardsResponse> for RewardList {
+    fn from(r: rewards_pb::ListRewardsResponse) -> Self {
+        Self { rewards: r.rewards.into_iter().map(|r| Reward::from_proto(Some(r))).collect() }
+    }
+}
+
+/// `include_archived=true` lists archived rewards too.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RewardQuery {
+    pub include_archived: Option<bool>,
+}
+
+pub fn rewards_request(program_id: &str, query: RewardQuery) -> rewards_pb::ListRewardsRequest {
+    rewards_pb::ListRewardsRequest {
+        program_id: program_id.to_owned(),
+        include_archived: query.include_archived.unwrap_or(false),
+    }
+}
+
+pub fn create_reward_request(
+    program_id: &str,
+    reward: rewards_pb::Reward,
+    actor: String,
+    key: String,
+) -> rewards_pb::CreateRewardRequest {
+    rewards_pb::CreateRewardRequest {
+        program_id: program_id.to_owned(),
+        reward: Some(reward),
+        actor,
+        idempotency_key: key,
+    }
+}
+
+pub fn update_reward_request(
+    program_id: &str,
+    reward: rewards_pb::Reward,
+    actor: String,
+    key: String,
+) -> rewards_pb::UpdateRewardRequest {
+    rewards_pb::UpdateRewardRequest {
+        program_id: program_id.to_owned(),
+        reward: Some(reward),
+        actor,
+        idempotency_key: key,
+    }
+}
+
+pub fn archive_reward_request(
+    program_id: &str,
+    reward_id: String,
+    actor: String,
+    key: String,
+) -> rewards_pb::ArchiveRewardRequest {
+    rewards_pb::ArchiveRewardRequest { program_id: program_id.to_owned(), reward_id, actor, idempotency_key: key }
+}
+
+/// Why a customer cannot redeem a reward now.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unavailability {
+    /// Not enough points: `points_short` are missing.
+    PointsShort,
+    TierTooLow,
+    OutOfStock,
+    LimitReached,
+    Unknown,
+}
+
+/// An active reward and whether the customer can redeem it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AvailableReward {
+    pub reward: Reward,
+    pub redeemable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailability: Option<Unavailability>,
+    /// With `points_short`: how many points are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_short: Option<i64>,
+}
+
+impl AvailableReward {
+    fn from_proto(a: rewards_pb::AvailableReward) -> Self {
+        let unavailability = match rewards_pb::Unavailability::try_from(a.unavailability) {
+            Ok(rewards_pb::Unavailability::Unspecified) => None,
+            Ok(rewards_pb::Unavailability::PointsShort) => Some(Unavailability::PointsShort),
+            Ok(rewards_pb::Unavailability::TierTooLow) => Some(Unavailability::TierTooLow),
+            Ok(rewards_pb::Unavailability::OutOfStock) => Some(Unavailability::OutOfStock),
+            Ok(rewards_pb::Unavailability::LimitReached) => Some(Unavailability::LimitReached),
+            Err(_) => Some(Unavailability::Unknown),
+        }
+        .filter(|_| !a.redeemable);
+        Self {
+            points_short: matches!(unavailability, Some(Unavailability::PointsShort)).then_some(a.points_short),
+            reward: Reward::from_proto(a.reward),
+            redeemable: a.redeemable,
+            unavailability,
+        }
+    }
+}
+
+/// The active rewards, each with whether the customer can redeem it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AvailableRewards {
+    pub customer_id: String,
+    /// The customer's spendable points.
+    pub available_points: i64,
+    pub rewards: Vec<AvailableReward>,
+}
+
+impl AvailableRewards {
+    pub fn from_proto(customer_id: String, r: rewards_pb::ListAvailableRewardsResponse) -> Self {
+        Self {
+            customer_id,
+            available_points: r.available_points,
+            rewards: r.rewards.into_iter().map(AvailableReward::from_proto).collect(),
+        }
+    }
+}
+
+pub fn available_rewards_request(program_id: &str, customer_id: &str) -> rewards_pb::ListAvailableRewardsRequest {
+    rewards_pb::ListAvailableRewardsRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    pub reward_id: String,
+}
+
+impl RedeemBody {
+    pub fn into_proto(self, program_id: &str, customer_id: String, key: String) -> rewards_pb::RedeemRequest {
+        rewards_pb::RedeemRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            reward_id: self.reward_id,
+            idempotency_key: key,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedemptionStatus {
+    /// Points being spent; settled shortly.
+    Pending,
+    /// The voucher is issued and usable.
+    Active,
+    Used,
+    Cancelled,
+    Expired,
+    /// Did not go through; any points spent were given back.
+    Failed,
+    Unknown,
+}
+
+/// A redemption and its voucher.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Redemption {
+    pub redemption_id: String,
+    pub customer_id: String,
+    pub reward_id: String,
+    pub reward_name: String,
+    pub points_spent: i64,
+    pub status: RedemptionStatus,
+    /// Set once the redemption is `active`, e.g. `ABCD-EFGH-JKLM`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voucher_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub voucher_expires_at: Option<String>,
+    /// The order the voucher was used for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumed_order_id: Option<String>,
+}
+
+impl Redemption {
+    pub fn from_proto(r: Option<rewards_pb::Redemption>) -> Self {
+        let r = r.unwrap_or_default();
+        Self {
+            status: match rewards_pb::RedemptionStatus::try_from(r.status) {
+                Ok(rewards_pb::RedemptionStatus::Pending) => RedemptionStatus::Pending,
+                Ok(rewards_pb::RedemptionStatus::Active) => RedemptionStatus::Active,
+                Ok(rewards_pb::RedemptionStatus::Used) => RedemptionStatus::Used,
+                Ok(rewards_pb::RedemptionStatus::Cancelled) => RedemptionStatus::Cancelled,
+                Ok(rewards_pb::RedemptionStatus::Expired) => RedemptionStatus::Expired,
+                Ok(rewards_pb::RedemptionStatus::Failed) => RedemptionStatus::Failed,
+                Ok(rewards_pb::RedemptionStatus::Unspecified) | Err(_) => RedemptionStatus::Unknown,
+            },
+            redemption_id: r.redemption_id,
+            customer_id: r.customer_id,
+            reward_id: r.reward_id,
+            reward_name: r.reward_name,
+            points_spent: r.points_spent,
+            voucher_code: non_empty(r.voucher_code),
+            created_at: time_out(r.created_at.as_ref()),
+            voucher_expires_at: time_out(r.voucher_expires_at.as_ref()),
+            consumed_order_id: non_empty(r.consumed_order_id),
+        }
+    }
+}
+
+/// Newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedemptionPage {
+    pub redemptions: Vec<Redemption>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl From<rewards_pb::ListRedemptionsResponse> for RedemptionPage {
+    fn from(r: rewards_pb::ListRedemptionsResponse) -> Self {
+        Self {
+            redemptions: r.redemptions.into_iter().map(|r| Redemption::from_proto(Some(r))).collect(),
+            next_page_token: non_empty(r.next_page_token),
+        }
+    }
+}
+
+pub fn redemptions_request(
+    program_id: &str,
+    customer_id: String,
+    page: PageQuery,
+) -> rewards_pb::ListRedemptionsRequest {
+    rewards_pb::ListRedemptionsRequest {
+        program_id: program_id.to_owned(),
+        customer_id,
+        page_size: page.page_size.unwrap_or(0),
+        page_token: page.page_token.unwrap_or_default(),
+    }
+}
+
+pub fn cancel_redemption_request(
+    program_id: &str,
+    redemption_id: String,
+    key: String,
+) -> rewards_pb::CancelRedemptionRequest {
+    rewards_pb::CancelRedemptionRequest { program_id: program_id.to_owned(), redemption_id, idempotency_key: key }
+}
+
+/// Checks a voucher at the checkout; writes nothing.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// When set, a voucher of another customer is reported `unknown`.
+    pub customer_id: Option<String>,
+}
+
+impl ValidateBody {
+    pub fn into_proto(self, program_id: &str, code: String) -> rewards_pb::ValidateVoucherRequest {
+        rewards_pb::ValidateVoucherRequest {
+            program_id: program_id.to_owned(),
+            code,
+            customer_id: self.customer_id.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoucherState {
+    /// Usable now.
+    Valid,
+    /// No such voucher (for this customer, when one was named).
+    Unknown,
+    Expired,
+    Used,
+    Cancelled,
+}
+
+/// Whether a voucher is good, and what it grants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoucherCheck {
+    pub state: VoucherState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redemption: Option<Redemption>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<Reward>,
+}
+
+impl From<rewards_pb::ValidateVoucherResponse> for VoucherCheck {
+    fn from(r: rewards_pb::ValidateVoucherResponse) -> Self {
+        let state = match rewards_pb::VoucherState::try_from(r.state) {
+            Ok(rewards_pb::VoucherState::Valid) => VoucherState::Valid,
+            Ok(rewards_pb::VoucherState::Expired) => VoucherState::Expired,
+            Ok(rewards_pb::VoucherState::Used) => VoucherState::Used,
+            Ok(rewards_pb::VoucherState::Cancelled) => VoucherState::Cancelled,
+            _ => VoucherState::Unknown,
+        };
+        let known = !matches!(state, VoucherState::Unknown);
+        Self {
+            state,
+            redemption: r.redemption.filter(|_| known).map(|x| Redemption::from_proto(Some(x))),
+            reward: r.reward.filter(|_| known).map(|x| Reward::from_proto(Some(x))),
+        }
+    }
+}
+
+/// Uses a voucher for an order, exactly once; the same order again answers as the first time.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeBody {
+    pub order_id: String,
+}
+
+impl ConsumeBody {
+    pub fn into_proto(self, program_id: &str, code: String) -> rewards_pb::ConsumeVoucherRequest {
+        rewards_pb::ConsumeVoucherRequest { program_id: program_id.to_owned(), code, order_id: self.order_id }
+    }
+}
+
+// ---------------------------------------------------------------- referrals
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ReferralStats {
+    /// Friends who signed up with the code.
+    pub invited: i64,
+    pub pending: i64,
+    pub completed: i64,
+    pub reversed: i64,
+    pub expired: i64,
+    /// Referrer rewards of completed referrals, not reversed.
+    pub points_earned: i64,
+}
+
+impl From<referral_pb::GetReferralStatsResponse> for ReferralStats {
+    fn from(s: referral_pb::GetReferralStatsResponse) -> Self {
+        Self {
+            invited: s.invited,
+            pending: s.pending,
+            completed: s.completed,
+            reversed: s.reversed,
+            expired: s.expired,
+            points_earned: s.points_earned,
+        }
+    }
+}
+
+/// The customer's own referral code, and how their referrals went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerReferral {
+    pub customer_id: String,
+    /// Stable once issued.
+    pub code: String,
+    /// False when the code was disabled or the program has referrals off.
+    pub enabled: bool,
+    pub stats: ReferralStats,
+}
+
+impl CustomerReferral {
+    pub fn from_proto(
+        customer_id: String,
+        code: referral_pb::GetOrCreateCodeResponse,
+        stats: referral_pb::GetReferralStatsResponse,
+    ) -> Self {
+        Self { customer_id, code: code.code, enabled: code.enabled, stats: stats.into() }
+    }
+}
+
+pub fn code_request(program_id: &str, customer_id: &str) -> referral_pb::GetOrCreateCodeRequest {
+    referral_pb::GetOrCreateCodeRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+}
+
+pub fn referral_stats_request(program_id: &str, customer_id: &str) -> referral_pb::GetReferralStatsRequest {
+    referral_pb::GetReferralStatsRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+}
+
+/// What a code is worth, for a storefront ("Anna invited you: 500 points").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeInfo {
+    pub code: String,
+    /// False for unknown or disabled codes, or when referrals are off.
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer_customer_id: Option<String>,
+    /// The friend's welcome bonus.
+    pub referee_points: i64,
+    /// The friend's first order must reach this amount to qualify.
+    pub minimum_order_minor: i64,
+}
+
+impl CodeInfo {
+    pub fn from_proto(code: String, r: referral_pb::ResolveCodeResponse) -> Self {
+        Self {
+            code,
+            valid: r.valid,
+            referrer_customer_id: non_empty(r.referrer_customer_id).filter(|_| r.valid),
+            referee_points: r.referee_points,
+            minimum_order_minor: r.minimum_order_minor,
+        }
+    }
+}
+
+pub fn resolve_code_request(program_id: &str, code: String) -> referral_pb::ResolveCodeRequest {
+    referral_pb::ResolveCodeRequest { program_id: program_id.to_owned(), code }
+}
+
+/// A friend signed up with a code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupBody {
+    pub code: String,
+    /// The friend's customer id.
+    pub customer_id: String,
+}
+
+impl SignupBody {
+    pub fn into_proto(self, program_id: &str, key: String) -> referral_pb::RecordSignupRequest {
+        signup_request(program_id, self.code, self.customer_id, key)
+    }
+}
+
+pub fn signup_request(
+    program_id: &str,
+    code: String,
+    referee_customer_id: String,
+    key: String,
+) -> referral_pb::RecordSignupRequest {
+    referral_pb::RecordSignupRequest {
+        program_id: program_id.to_owned(),
+        code,
+        referee_customer_id,
+        idempotency_key: key,
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferralStatus {
+    /// Signed up, no qualifying order yet.
+    Pending,
+    /// Qualifying order placed; both sides rewarded.
+    Completed,
+    /// The qualifying order was refunded within the clawback window; rewards taken back.
+    Reversed,
+    /// No qualifying order within the attribution window.
+    Expired,
+    Unknown,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Referral {
+    pub referral_id: String,
+    pub code: String,
+    pub referrer_customer_id: String,
+    pub referee_customer_id: String,
+    pub status: ReferralStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub reversed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifying_order_id: Option<String>,
+}
+
+impl Referral {
+    pub fn from_proto(r: Option<referral_pb::Referral>) -> Self {
+        let r = r.unwrap_or_default();
+        Self {
+            status: match referral_pb::ReferralStatus::try_from(r.status) {
+                Ok(referral_pb::ReferralStatus::Pending) => ReferralStatus::Pending,
+                Ok(referral_pb::ReferralStatus::Completed) => ReferralStatus::Completed,
+                Ok(referral_pb::ReferralStatus::Reversed) => ReferralStatus::Reversed,
+                Ok(referral_pb::ReferralStatus::Expired) => ReferralStatus::Expired,
+                Ok(referral_pb::ReferralStatus::Unspecified) | Err(_) => ReferralStatus::Unknown,
+            },
+            referral_id: r.referral_id,
+            code: r.code,
+            referrer_customer_id: r.referrer_customer_id,
+            referee_customer_id: r.referee_customer_id,
+            created_at: time_out(r.created_at.as_ref()),
+            completed_at: time_out(r.completed_at.as_ref()),
+            reversed_at: time_out(r.reversed_at.as_ref()),
+            qualifying_order_id: non_empty(r.qualifying_order_id),
+        }
+    }
+}
+
+/// What became of an order's `referral_code`. The order earns its points either way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferralOutcome {
+    pub recorded: bool,
+    /// Why not, when not recorded: the referral service's reason (`ALREADY_REFERRED`, `UNKNOWN_CODE`,
+    /// `SELF_REFERRAL`, `EXISTING_CUSTOMER`, `REFERRALS_DISABLED`, ...), or `BACKEND_NOT_CONFIGURED`
+    /// / `UNAVAILABLE` when the service could not be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The pending referral, when recorded; it completes on its own once the order counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Referral>,
+}
+
+impl ReferralOutcome {
+    /// The sign-up's answer; a refusal or an outage is reported, never raised.
+    pub fn from_signup(answer: Result<referral_pb::RecordSignupResponse, Problem>) -> Self {
+        match answer {
+            Ok(r) => Self { recorded: true, reason: None, referral: Some(Referral::from_proto(r.referral)) },
+            Err(problem) => {
+                if problem.status().is_server_error() {
+                    tracing::warn!(code = %problem.code, "an order's referral sign-up was not recorded");
+                }
+                Self { recorded: false, reason: Some(problem.code.clone()), referral: None }
+            }
+        }
+    }
+}
+
+/// A referral program's rules.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralSettingsBody {
+    /// Off until a shop turns it on.
+    pub enabled: bool,
+    pub referrer_points: i64,
+    /// The friend's welcome bonus.
+    pub referee_points: i64,
+    /// The friend's first order must reach this amount to qualify.
+    #[serde(default)]
+    pub minimum_order_minor: i64,
+    /// At most `cap_count` referrals per referrer per `cap_period_days`; 0: no cap.
+    #[serde(default)]
+    pub cap_count: i32,
+    #[serde(default)]
+    pub cap_period_days: i32,
+    /// Days from sign-up to the qualifying order.
+    pub attribution_window_days: i32,
+    /// Days after completion in which a refund of the qualifying order claws back.
+    pub clawback_window_days: i32,
+}
+
+impl ReferralSettingsBody {
+    pub fn into_proto(self, program_id: &str, actor: String, key: String) -> referral_pb::PutReferralSettingsRequest {
+        referral_pb::PutReferralSettingsRequest {
+            program_id: program_id.to_owned(),
+            settings: Some(referral_pb::ReferralSettings {
+                enabled: self.enabled,
+                referrer_points: self.referrer_points,
+                referee_points: self.referee_points,
+                minimum_order_minor: self.minimum_order_minor,
+                cap_count: self.cap_count,
+                cap_period_days: self.cap_period_days,
+                attribution_window_days: self.attribution_window_days,
+                clawback_window_days: self.clawback_window_days,
+                version: 0,
+            }),
+            actor,
+            idempotency_key: key,
+        }
+    }
+}
+
+/// The referral rules as stored; `version` grows with every change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferralSettings {
+    pub enabled: bool,
+    pub referrer_points: i64,
+    pub referee_points: i64,
+    pub minimum_order_minor: i64,
+    pub cap_count: i32,
+    pub cap_period_days: i32,
+    pub attribution_window_days: i32,
+    pub clawback_window_days: i32,
+    pub version: i64,
+}
+
+impl ReferralSettings {
+    pub fn from_proto(s: Option<referral_pb::ReferralSettings>) -> Self {
+        let s = s.unwrap_or_default();
+        Self {
+            enabled: s.enabled,
+            referrer_points: s.referrer_points,
+            referee_points: s.referee_points,
+            minimum_order_minor: s.minimum_order_minor,
+            cap_count: s.cap_count,
+            cap_period_days: s.cap_period_days,
+            attribution_window_days: s.attribution_window_days,
+            clawback_window_days: s.clawback_window_days,
+            version: s.version,
+        }
+    }
+}
+
+pub fn referral_settings_request(program_id: &str) -> referral_pb::GetReferralSettingsRequest {
+    referral_pb::GetReferralSettingsRequest { program_id: program_id.to_owned() }
 }

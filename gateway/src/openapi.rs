@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, customers, ops, orders};
+use crate::api::{admin, customers, ops, orders, referrals, rewards, tiers};
 use crate::problem::{self, FieldError, ProblemDocument};
 
 #[derive(OpenApi)]
@@ -22,7 +22,10 @@ use crate::problem::{self, FieldError, ProblemDocument};
             Errors are RFC 9457 `application/problem+json` documents with a machine-readable `code` and, \
             for invalid input, `errors` naming each field: 400 for a request that cannot be read, 422 for \
             values the service refuses, 409 for a conflict with the current state (e.g. \
-            `INSUFFICIENT_POINTS`), 429 with `Retry-After` past the key's rate limit."
+            `INSUFFICIENT_POINTS`), 429 with `Retry-After` past the key's rate limit.\n\n\
+            The tiers, referral and rewards services are optional: a route that needs one the gateway \
+            has no address for answers 503 with code `BACKEND_NOT_CONFIGURED`; the loyalty page then \
+            marks that part `available: false, reason: not_configured`."
     ),
     paths(
         ops::healthz,
@@ -41,6 +44,26 @@ use crate::problem::{self, FieldError, ProblemDocument};
         admin::update_campaign,
         admin::end_campaign,
         admin::audit,
+        rewards::available,
+        rewards::redeem,
+        rewards::redemptions,
+        rewards::validate_voucher,
+        rewards::consume_voucher,
+        rewards::list,
+        rewards::create,
+        rewards::update,
+        rewards::archive,
+        rewards::cancel_redemption,
+        referrals::customer_referral,
+        referrals::signup,
+        referrals::resolve_code,
+        referrals::get_settings,
+        referrals::put_settings,
+        tiers::get_ladder,
+        tiers::put_ladder,
+        tiers::membership,
+        tiers::assign,
+        tiers::remove_assignment,
     ),
     components(schemas(ProblemDocument, FieldError)),
     modifiers(&SecurityAndProblems),
@@ -48,6 +71,9 @@ use crate::problem::{self, FieldError, ProblemDocument};
         (name = "orders", description = "The shop's back end (scope `server`)"),
         (name = "customers", description = "One customer: activities (`server`), loyalty page and history (`storefront`)"),
         (name = "admin", description = "Program administration (scope `admin`)"),
+        (name = "rewards", description = "Rewards, redemptions (`storefront`), vouchers at the checkout (`server`) and the catalog (`admin`); needs the rewards service"),
+        (name = "referrals", description = "Referral codes and sign-ups (`storefront`) and settings (`admin`); needs the referral service"),
+        (name = "tiers", description = "The tier ladder, memberships and manual assignments (scope `admin`); needs the tiers service"),
         (name = "operations", description = "Probes; no key needed"),
     )
 )]
@@ -69,7 +95,7 @@ impl Modify for SecurityAndProblems {
             ),
         );
         for item in openapi.paths.paths.values_mut() {
-            for operation in [&mut item.get, &mut item.put, &mut item.post].into_iter().flatten() {
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten() {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty() && has_scheme(s));
                 let writes = operation
                     .parameters
@@ -88,7 +114,8 @@ impl Modify for SecurityAndProblems {
                     add("429", "The key's rate limit is exhausted; retry after `Retry-After` seconds");
                     add(
                         "503",
-                        "A backend service is unavailable; retry later (with the same Idempotency-Key for writes)",
+                        "A backend service is unavailable; retry later (with the same Idempotency-Key for writes). \
+                         `BACKEND_NOT_CONFIGURED`: the gateway has no address for the optional service this route needs",
                     );
                     add("504", "A backend service did not answer in time; retry later");
                 }

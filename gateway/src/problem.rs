@@ -114,6 +114,13 @@ impl Problem {
         problem
     }
 
+    /// A 503 for a route whose backend service the gateway has no address for
+    /// (an optional service left unset): retrying does not help until it is configured.
+    pub fn not_configured(backend: &str, variable: &str) -> Self {
+        let detail = format!("this gateway is not connected to a {backend} service ({variable} is not set)");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "BACKEND_NOT_CONFIGURED", detail)
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
     }

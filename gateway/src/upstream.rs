@@ -15,6 +15,10 @@ use tonic_health::pb::health_client::HealthClient;
 use loyalty_common::telemetry::inject_trace_context;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1 as referral_pb;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_proto::rewards::v1 as rewards_pb;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_proto::tiers::v1 as tiers_pb;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
@@ -30,6 +34,29 @@ pub struct Reply<T> {
     pub replayed: bool,
 }
 
+/// Why a call to a backend failed: the gateway has no address for that
+/// (optional) service, or the service answered with an error status.
+#[derive(Debug)]
+pub enum Failure {
+    /// The name of the service's address variable, e.g. `REWARDS_ADDR`.
+    NotConfigured(&'static str),
+    Status(Status),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+/// The backends' addresses, as configured: points is required, the others optional.
+pub struct Addresses<'a> {
+    pub points: &'a str,
+    pub tiers: Option<&'a str>,
+    pub referral: Option<&'a str>,
+    pub rewards: Option<&'a str>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
 pub struct AddressError {
@@ -42,28 +69,47 @@ pub struct Upstreams {
     points: PointsServiceClient<Traced>,
     points_health: HealthClient<Channel>,
     tiers: Option<TiersServiceClient<Traced>>,
+    referral: Option<ReferralServiceClient<Traced>>,
+    rewards: Option<RewardsServiceClient<Traced>>,
     deadline: Duration,
 }
 
 impl Upstreams {
     /// Connects lazily, so the gateway starts (and reports not ready) while a backend is down.
     /// `points` may list several `host:port` endpoints, comma-separated; calls are balanced over them.
-    pub fn connect(points: &str, tiers: Option<&str>, deadline: Duration) -> Result<Self, AddressError> {
-        let points_channel = channel("POINTS_ADDR", points, deadline)?;
-        let tiers = match tiers.map(str::trim).filter(|a| !a.is_empty()) {
-            Some(addr) => Some(TiersServiceClient::with_interceptor(channel("TIERS_ADDR", addr, deadline)?, traced())),
-            None => None,
+    /// An optional backend without an address stays unset: its calls fail with [`Failure::NotConfigured`].
+    pub fn connect(addresses: &Addresses<'_>, deadline: Duration) -> Result<Self, AddressError> {
+        let points_channel = channel("POINTS_ADDR", addresses.points, deadline)?;
+        let optional = |variable: &'static str, address: Option<&str>| {
+            address.map(str::trim).filter(|a| !a.is_empty()).map(|a| channel(variable, a, deadline)).transpose()
         };
+        let tiers = optional("TIERS_ADDR", addresses.tiers)?;
+        let referral = optional("REFERRAL_ADDR", addresses.referral)?;
+        let rewards = optional("REWARDS_ADDR", addresses.rewards)?;
         Ok(Self {
             points: PointsServiceClient::with_interceptor(points_channel.clone(), traced()),
             points_health: HealthClient::new(points_channel),
-            tiers,
+            tiers: tiers.map(|c| TiersServiceClient::with_interceptor(c, traced())),
+            referral: referral.map(|c| ReferralServiceClient::with_interceptor(c, traced())),
+            rewards: rewards.map(|c| RewardsServiceClient::with_interceptor(c, traced())),
             deadline,
         })
     }
 
     pub fn has_tiers(&self) -> bool {
         self.tiers.is_some()
+    }
+
+    fn tiers(&self) -> Result<TiersServiceClient<Traced>, Failure> {
+        self.tiers.clone().ok_or(Failure::NotConfigured("TIERS_ADDR"))
+    }
+
+    fn referral(&self) -> Result<ReferralServiceClient<Traced>, Failure> {
+        self.referral.clone().ok_or(Failure::NotConfigured("REFERRAL_ADDR"))
+    }
+
+    fn rewards(&self) -> Result<RewardsServiceClient<Traced>, Failure> {
+        self.rewards.clone().ok_or(Failure::NotConfigured("REWARDS_ADDR"))
     }
 
     /// True when the points service answers its health check with SERVING.
@@ -201,13 +247,175 @@ impl Upstreams {
         self.unary(r, |r| async move { c.list_audit_entries(r).await }).await
     }
 
-    /// The customer's membership; `None` when no tiers service is configured.
+    // ------------------------------------------------------------ tiers
+
     pub async fn get_membership(
         &self,
         r: tiers_pb::GetMembershipRequest,
-    ) -> Option<Result<Reply<tiers_pb::GetMembershipResponse>, Status>> {
-        let mut c = self.tiers.clone()?;
-        Some(self.unary(r, |r| async move { c.get_membership(r).await }).await)
+    ) -> Result<Reply<tiers_pb::GetMembershipResponse>, Failure> {
+        let mut c = self.tiers()?;
+        Ok(self.unary(r, |r| async move { c.get_membership(r).await }).await?)
+    }
+
+    pub async fn get_ladder(
+        &self,
+        r: tiers_pb::GetLadderRequest,
+    ) -> Result<Reply<tiers_pb::GetLadderResponse>, Failure> {
+        let mut c = self.tiers()?;
+        Ok(self.unary(r, |r| async move { c.get_ladder(r).await }).await?)
+    }
+
+    pub async fn put_ladder(
+        &self,
+        r: tiers_pb::PutLadderRequest,
+    ) -> Result<Reply<tiers_pb::PutLadderResponse>, Failure> {
+        let mut c = self.tiers()?;
+        Ok(self.unary(r, |r| async move { c.put_ladder(r).await }).await?)
+    }
+
+    pub async fn assign_tier(
+        &self,
+        r: tiers_pb::AssignTierRequest,
+    ) -> Result<Reply<tiers_pb::AssignTierResponse>, Failure> {
+        let mut c = self.tiers()?;
+        Ok(self.unary(r, |r| async move { c.assign_tier(r).await }).await?)
+    }
+
+    pub async fn remove_assignment(
+        &self,
+        r: tiers_pb::RemoveAssignmentRequest,
+    ) -> Result<Reply<tiers_pb::RemoveAssignmentResponse>, Failure> {
+        let mut c = self.tiers()?;
+        Ok(self.unary(r, |r| async move { c.remove_assignment(r).await }).await?)
+    }
+
+    // ------------------------------------------------------------ referral
+
+    pub async fn get_or_create_code(
+        &self,
+        r: referral_pb::GetOrCreateCodeRequest,
+    ) -> Result<Reply<referral_pb::GetOrCreateCodeResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.get_or_create_code(r).await }).await?)
+    }
+
+    pub async fn get_referral_stats(
+        &self,
+        r: referral_pb::GetReferralStatsRequest,
+    ) -> Result<Reply<referral_pb::GetReferralStatsResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.get_referral_stats(r).await }).await?)
+    }
+
+    pub async fn resolve_code(
+        &self,
+        r: referral_pb::ResolveCodeRequest,
+    ) -> Result<Reply<referral_pb::ResolveCodeResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.resolve_code(r).await }).await?)
+    }
+
+    pub async fn record_signup(
+        &self,
+        r: referral_pb::RecordSignupRequest,
+    ) -> Result<Reply<referral_pb::RecordSignupResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.record_signup(r).await }).await?)
+    }
+
+    pub async fn get_referral_settings(
+        &self,
+        r: referral_pb::GetReferralSettingsRequest,
+    ) -> Result<Reply<referral_pb::GetReferralSettingsResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.get_referral_settings(r).await }).await?)
+    }
+
+    pub async fn put_referral_settings(
+        &self,
+        r: referral_pb::PutReferralSettingsRequest,
+    ) -> Result<Reply<referral_pb::PutReferralSettingsResponse>, Failure> {
+        let mut c = self.referral()?;
+        Ok(self.unary(r, |r| async move { c.put_referral_settings(r).await }).await?)
+    }
+
+    // ------------------------------------------------------------ rewards
+
+    pub async fn list_rewards(
+        &self,
+        r: rewards_pb::ListRewardsRequest,
+    ) -> Result<Reply<rewards_pb::ListRewardsResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.list_rewards(r).await }).await?)
+    }
+
+    pub async fn create_reward(
+        &self,
+        r: rewards_pb::CreateRewardRequest,
+    ) -> Result<Reply<rewards_pb::CreateRewardResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.create_reward(r).await }).await?)
+    }
+
+    pub async fn update_reward(
+        &self,
+        r: rewards_pb::UpdateRewardRequest,
+    ) -> Result<Reply<rewards_pb::UpdateRewardResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.update_reward(r).await }).await?)
+    }
+
+    pub async fn archive_reward(
+        &self,
+        r: rewards_pb::ArchiveRewardRequest,
+    ) -> Result<Reply<rewards_pb::ArchiveRewardResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.archive_reward(r).await }).await?)
+    }
+
+    pub async fn list_available_rewards(
+        &self,
+        r: rewards_pb::ListAvailableRewardsRequest,
+    ) -> Result<Reply<rewards_pb::ListAvailableRewardsResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.list_available_rewards(r).await }).await?)
+    }
+
+    pub async fn redeem(&self, r: rewards_pb::RedeemRequest) -> Result<Reply<rewards_pb::RedeemResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.redeem(r).await }).await?)
+    }
+
+    pub async fn list_redemptions(
+        &self,
+        r: rewards_pb::ListRedemptionsRequest,
+    ) -> Result<Reply<rewards_pb::ListRedemptionsResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.list_redemptions(r).await }).await?)
+    }
+
+    pub async fn cancel_redemption(
+        &self,
+        r: rewards_pb::CancelRedemptionRequest,
+    ) -> Result<Reply<rewards_pb::CancelRedemptionResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.cancel_redemption(r).await }).await?)
+    }
+
+    pub async fn validate_voucher(
+        &self,
+        r: rewards_pb::ValidateVoucherRequest,
+    ) -> Result<Reply<rewards_pb::ValidateVoucherResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.validate_voucher(r).await }).await?)
+    }
+
+    pub async fn consume_voucher(
+        &self,
+        r: rewards_pb::ConsumeVoucherRequest,
+    ) -> Result<Reply<rewards_pb::ConsumeVoucherResponse>, Failure> {
+        let mut c = self.rewards()?;
+        Ok(self.unary(r, |r| async move { c.consume_voucher(r).await }).await?)
     }
 }
 

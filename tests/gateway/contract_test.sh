@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # tests/gateway/contract_test.sh - the gateway against its own OpenAPI document.
 #
-# Builds loyalty-points and loyalty-gateway (debug, in ${CARGO_TARGET_DIR:-target}),
-# starts both on free loopback ports with SQLite files in a temporary
-# directory, creates an admin API key with `loyalty-gateway keys create`, and
+# Builds loyalty-points, loyalty-tiers, loyalty-referral, loyalty-rewards and
+# loyalty-gateway (debug, in ${CARGO_TARGET_DIR:-target}), starts them all on
+# free loopback ports with SQLite files in a temporary directory (tiers,
+# referral and rewards following the points service, the gateway in front of
+# all four, so no route answers 503 BACKEND_NOT_CONFIGURED), creates an admin
+# API key with `loyalty-gateway keys create`, and
 # runs schemathesis against http://127.0.0.1:PORT/openapi.json with that key.
 # Every generated request must get a documented status (never a 5xx), a
 # documented content type and headers, and a body that matches the schema;
@@ -38,10 +41,13 @@ die() { printf 'contract_test: ERROR: %s\n' "$*" >&2; exit 1; }
 
 WORK="$(mktemp -d -t loyalty-contract.XXXXXX)"
 POINTS_PID=""
+TIERS_PID=""
+REFERRAL_PID=""
+REWARDS_PID=""
 GATEWAY_PID=""
 cleanup() {
     local pid
-    for pid in "$GATEWAY_PID" "$POINTS_PID"; do
+    for pid in "$GATEWAY_PID" "$REWARDS_PID" "$REFERRAL_PID" "$TIERS_PID" "$POINTS_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -59,10 +65,11 @@ fi
     || die "cannot install $REQUIREMENTS into $VENV"
 
 if [ "${LOYALTY_SKIP_BUILD:-0}" != 1 ]; then
-    log "building loyalty-points and loyalty-gateway"
-    (cd "$ROOT" && cargo build --quiet --locked -p loyalty-points -p loyalty-gateway) || die "build failed"
+    log "building the services and the gateway"
+    (cd "$ROOT" && cargo build --quiet --locked -p loyalty-points -p loyalty-tiers -p loyalty-referral \
+        -p loyalty-rewards -p loyalty-gateway) || die "build failed"
 fi
-for binary in loyalty-points loyalty-gateway; do
+for binary in loyalty-points loyalty-tiers loyalty-referral loyalty-rewards loyalty-gateway; do
     [ -x "$BIN/$binary" ] || die "$BIN/$binary is missing (build it or unset LOYALTY_SKIP_BUILD)"
 done
 
@@ -105,17 +112,39 @@ POINTS_GRPC_ADDR=127.0.0.1:0 POINTS_METRICS_ADDR=127.0.0.1:0 \
 DATABASE_URL="sqlite://$WORK/points.db" \
     "$BIN/loyalty-points" >"$WORK/points.log" 2>&1 &
 POINTS_PID=$!
-POINTS_ADDR="$(wait_for_addr "$POINTS_PID" "$WORK/points.log" grpc "points service ready")"
+POINTS_ADDR="$(wait_for_addr "$POINTS_PID" "$WORK/points.log" grpc "service ready")"
+
+log "starting the tiers and referral services, following $POINTS_ADDR"
+LOG_FORMAT=json RUST_LOG=info \
+TIERS_GRPC_ADDR=127.0.0.1:0 TIERS_METRICS_ADDR=127.0.0.1:0 \
+DATABASE_URL="sqlite://$WORK/tiers.db" POINTS_ADDR="$POINTS_ADDR" \
+    "$BIN/loyalty-tiers" >"$WORK/tiers.log" 2>&1 &
+TIERS_PID=$!
+LOG_FORMAT=json RUST_LOG=info \
+REFERRAL_GRPC_ADDR=127.0.0.1:0 REFERRAL_METRICS_ADDR=127.0.0.1:0 \
+DATABASE_URL="sqlite://$WORK/referral.db" POINTS_ADDR="$POINTS_ADDR" \
+    "$BIN/loyalty-referral" >"$WORK/referral.log" 2>&1 &
+REFERRAL_PID=$!
+TIERS_ADDR="$(wait_for_addr "$TIERS_PID" "$WORK/tiers.log" grpc "service ready")"
+REFERRAL_ADDR="$(wait_for_addr "$REFERRAL_PID" "$WORK/referral.log" grpc "service ready")"
+
+log "starting the rewards service"
+LOG_FORMAT=json RUST_LOG=info \
+REWARDS_GRPC_ADDR=127.0.0.1:0 REWARDS_METRICS_ADDR=127.0.0.1:0 \
+DATABASE_URL="sqlite://$WORK/rewards.db" POINTS_ADDR="$POINTS_ADDR" TIERS_ADDR="$TIERS_ADDR" \
+    "$BIN/loyalty-rewards" >"$WORK/rewards.log" 2>&1 &
+REWARDS_PID=$!
+REWARDS_ADDR="$(wait_for_addr "$REWARDS_PID" "$WORK/rewards.log" grpc "service ready")"
 
 GATEWAY_DB="sqlite://$WORK/gateway.db"
 KEY="$(DATABASE_URL="$GATEWAY_DB" "$BIN/loyalty-gateway" keys create --program contract --scope admin --label contract-test 2>/dev/null)" \
     || die "cannot create an API key"
 
-log "starting the gateway in front of $POINTS_ADDR"
+log "starting the gateway in front of points $POINTS_ADDR, tiers $TIERS_ADDR, referral $REFERRAL_ADDR, rewards $REWARDS_ADDR"
 LOG_FORMAT=json RUST_LOG=warn,loyalty_gateway=info,loyalty_gateway::observe=warn \
 GATEWAY_HTTP_ADDR=127.0.0.1:0 GATEWAY_METRICS_ADDR=127.0.0.1:0 \
-POINTS_ADDR="$POINTS_ADDR" DATABASE_URL="$GATEWAY_DB" \
-GATEWAY_RATE_LIMIT_PER_SEC=0 \
+POINTS_ADDR="$POINTS_ADDR" TIERS_ADDR="$TIERS_ADDR" REFERRAL_ADDR="$REFERRAL_ADDR" REWARDS_ADDR="$REWARDS_ADDR" \
+DATABASE_URL="$GATEWAY_DB" GATEWAY_RATE_LIMIT_PER_SEC=0 \
     "$BIN/loyalty-gateway" >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 GATEWAY_ADDR="$(wait_for_addr "$GATEWAY_PID" "$WORK/gateway.log" http "gateway ready")"

@@ -8,10 +8,11 @@ use tonic::Code;
 use crate::api::{AppState, json, points_failed, written};
 use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope, StorefrontScope};
 use crate::model::{
-    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, TierPart, TransactionPage,
+    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, ReferralPart, RewardsPart,
+    TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
-use crate::upstream::Upstreams;
+use crate::upstream::{Failure, Upstreams};
 
 fn customer_not_found() -> Problem {
     Problem::not_found("CUSTOMER_NOT_FOUND", "this program has no points activity for this customer")
@@ -49,7 +50,8 @@ pub async fn record_activity(
 }
 
 /// The customer's loyalty standing: balance, pending points, what expires
-/// within 30 days, and the tier.
+/// within 30 days, the tier, the referral code with its stats, and the
+/// rewards redeemable now.
 ///
 /// The backends are asked in parallel. Points are essential: without them
 /// there is no page (503). Every other part is marked `available: false`
@@ -75,29 +77,59 @@ pub async fn loyalty_page(
 ) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;
-    let (balance, expiring, tier) = tokio::join!(
+    let (balance, expiring, tier, referral, rewards) = tokio::join!(
         up.get_balance(model::balance_request(program, &customer_id)),
         up.get_expiring_points(model::expiring_request(program, &customer_id)),
         tier_part(up, program, &customer_id),
+        referral_part(up, program, &customer_id),
+        rewards_part(up, program, &customer_id),
     );
     let balance = balance.map_err(points_failed)?.message.balance;
     if !model::is_known_account(balance.as_ref()) {
         return Err(customer_not_found());
     }
     let expiring = expiring.map_err(points_failed)?.message;
-    Ok(json(&LoyaltyPage { customer_id, points: PointsPart::from_proto(balance, expiring), tier }))
+    let points = PointsPart::from_proto(balance, expiring);
+    Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards }))
+}
+
+/// Why an optional part is missing, logged when the service failed.
+fn absence(part: &str, failure: Failure) -> Absence {
+    match failure {
+        Failure::NotConfigured(_) => Absence::NotConfigured,
+        Failure::Status(status) => {
+            tracing::warn!(part, grpc.code = ?status.code(), grpc.message = status.message(), "loyalty page part unavailable");
+            Absence::Unavailable
+        }
+    }
 }
 
 /// The tier part: never fails the page.
 async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart {
     match up.get_membership(model::membership_request(program, customer_id)).await {
-        None => TierPart::absent(Absence::NotConfigured),
-        Some(Ok(reply)) => TierPart::from_proto(reply.message.membership),
-        Some(Err(status)) if status.code() == Code::NotFound => TierPart::no_tier(),
-        Some(Err(status)) => {
-            tracing::warn!(grpc.code = ?status.code(), grpc.message = status.message(), "tiers part unavailable");
-            TierPart::absent(Absence::Unavailable)
-        }
+        Ok(reply) => TierPart::from_proto(reply.message.membership),
+        Err(Failure::Status(status)) if status.code() == Code::NotFound => TierPart::no_tier(),
+        Err(failure) => TierPart::absent(absence("tier", failure)),
+    }
+}
+
+/// The referral part (the code, created on first look, and its stats): never fails the page.
+async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> ReferralPart {
+    let (code, stats) = tokio::join!(
+        up.get_or_create_code(model::code_request(program, customer_id)),
+        up.get_referral_stats(model::referral_stats_request(program, customer_id)),
+    );
+    match (code, stats) {
+        (Ok(code), Ok(stats)) => ReferralPart::from_proto(code.message, stats.message),
+        (Err(failure), _) | (_, Err(failure)) => ReferralPart::absent(absence("referral", failure)),
+    }
+}
+
+/// The rewards part: never fails the page.
+async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str) -> RewardsPart {
+    match up.list_available_rewards(model::available_rewards_request(program, customer_id)).await {
+        Ok(reply) => RewardsPart::from_proto(reply.message),
+        Err(failure) => RewardsPart::absent(absence("rewards", failure)),
     }
 }
 

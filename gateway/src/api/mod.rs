@@ -6,6 +6,9 @@ pub mod admin;
 pub mod customers;
 pub mod ops;
 pub mod orders;
+pub mod referrals;
+pub mod rewards;
+pub mod tiers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +29,7 @@ use loyalty_common::db::Database;
 use crate::extract::Guard;
 use crate::observe::{self, HttpMetrics};
 use crate::problem::Problem;
-use crate::upstream::Upstreams;
+use crate::upstream::{Failure, Upstreams};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -97,7 +100,30 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/campaigns", admin::create_campaign)
         .add(Method::PUT, "/v1/campaigns/{campaign_id}", admin::update_campaign)
         .add(Method::POST, "/v1/campaigns/{campaign_id}/end", admin::end_campaign)
-        .add(Method::GET, "/v1/audit", admin::audit);
+        .add(Method::GET, "/v1/audit", admin::audit)
+        // Storefront: rewards and referrals.
+        .add(Method::GET, "/v1/customers/{customer_id}/rewards", rewards::available)
+        .add(Method::POST, "/v1/customers/{customer_id}/redemptions", rewards::redeem)
+        .add(Method::GET, "/v1/customers/{customer_id}/redemptions", rewards::redemptions)
+        .add(Method::GET, "/v1/customers/{customer_id}/referral", referrals::customer_referral)
+        .add(Method::POST, "/v1/referrals/signups", referrals::signup)
+        .add(Method::GET, "/v1/referrals/codes/{code}", referrals::resolve_code)
+        // Shop back end: the checkout's vouchers.
+        .add(Method::POST, "/v1/vouchers/{code}/validate", rewards::validate_voucher)
+        .add(Method::POST, "/v1/vouchers/{code}/consume", rewards::consume_voucher)
+        // Admin: tiers, the rewards catalog, referral settings.
+        .add(Method::GET, "/v1/tiers/ladder", tiers::get_ladder)
+        .add(Method::PUT, "/v1/tiers/ladder", tiers::put_ladder)
+        .add(Method::GET, "/v1/customers/{customer_id}/tier", tiers::membership)
+        .add(Method::POST, "/v1/customers/{customer_id}/tier-assignment", tiers::assign)
+        .add(Method::DELETE, "/v1/customers/{customer_id}/tier-assignment", tiers::remove_assignment)
+        .add(Method::GET, "/v1/rewards", rewards::list)
+        .add(Method::POST, "/v1/rewards", rewards::create)
+        .add(Method::PUT, "/v1/rewards/{reward_id}", rewards::update)
+        .add(Method::POST, "/v1/rewards/{reward_id}/archive", rewards::archive)
+        .add(Method::POST, "/v1/redemptions/{redemption_id}/cancel", rewards::cancel_redemption)
+        .add(Method::GET, "/v1/referrals/settings", referrals::get_settings)
+        .add(Method::PUT, "/v1/referrals/settings", referrals::put_settings);
     let RouteTable { router, specs } = table;
 
     let router = router
@@ -135,7 +161,7 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
         .expose_headers([
             HeaderName::from_static("idempotent-replayed"),
@@ -177,6 +203,28 @@ pub fn written<T: Serialize>(replayed: bool, body: &T) -> Response {
 /// The problem for a failed call to the points service.
 pub fn points_failed(status: tonic::Status) -> Problem {
     Problem::from_upstream("points", &status)
+}
+
+/// The problem for a failed call to an optional backend: 503
+/// `BACKEND_NOT_CONFIGURED` when the gateway has no address for it, else the
+/// one gRPC-to-HTTP map.
+pub fn backend_failed(backend: &'static str, failure: Failure) -> Problem {
+    match failure {
+        Failure::NotConfigured(variable) => Problem::not_configured(backend, variable),
+        Failure::Status(status) => Problem::from_upstream(backend, &status),
+    }
+}
+
+pub fn tiers_failed(failure: Failure) -> Problem {
+    backend_failed("tiers", failure)
+}
+
+pub fn referral_failed(failure: Failure) -> Problem {
+    backend_failed("referral", failure)
+}
+
+pub fn rewards_failed(failure: Failure) -> Problem {
+    backend_failed("rewards", failure)
 }
 
 #[cfg(test)]

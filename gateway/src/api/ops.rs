@@ -24,6 +24,10 @@ pub async fn healthz() -> Response {
 }
 
 /// The gateway can serve: its key store answers and the points service reports SERVING.
+///
+/// Only points is checked: the tiers, referral and rewards services are
+/// optional, and while one is down its routes answer 503 and the loyalty
+/// page marks its part unavailable, but everything else still serves.
 #[utoipa::path(
     get,
     path = "/readyz",

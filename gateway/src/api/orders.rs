@@ -3,9 +3,9 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::api::{AppState, json, points_failed, written};
+use crate::api::{AppState, json, points_failed, referral_failed, written};
 use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
-use crate::model::{OrderBody, OrderEarned, Preview, PreviewQuery, RefundBody, Refunded};
+use crate::model::{OrderBody, OrderEarned, Preview, PreviewQuery, ReferralOutcome, RefundBody, Refunded};
 use crate::problem::{Problem, ProblemDocument};
 
 /// Earns an order's points, once per order.
@@ -15,6 +15,13 @@ use crate::problem::{Problem, ProblemDocument};
 /// makes this call idempotent: recording the same order again returns the
 /// first answer (with `Idempotent-Replayed: true`), so the `Idempotency-Key`
 /// header, required on every write, may carry any value here.
+///
+/// With `referral_code`, the customer's sign-up with that code is recorded
+/// first (once per order), so this order can complete the referral: the
+/// referral service learns of the order from the points ledger and rewards
+/// both sides on its own. A refused sign-up (`ALREADY_REFERRED`,
+/// `UNKNOWN_CODE`, ...) or an unreachable referral service does not fail the
+/// order: the answer's `referral` says `recorded: false` and why.
 #[utoipa::path(
     post,
     path = "/v1/orders",
@@ -36,9 +43,19 @@ pub async fn earn_for_order(
     _key: IdempotencyKey,
     JsonBody(body): JsonBody<OrderBody>,
 ) -> Result<Response, Problem> {
+    let signup = body.signup_request(auth.program());
     let request = body.into_proto(auth.program())?;
+    let referral = match signup {
+        Some(signup) => {
+            let answer = state.upstreams.record_signup(signup).await.map(|reply| reply.message);
+            Some(ReferralOutcome::from_signup(answer.map_err(referral_failed)))
+        }
+        None => None,
+    };
     let reply = state.upstreams.earn_for_order(request).await.map_err(points_failed)?;
-    Ok(written(reply.replayed, &OrderEarned::from(reply.message)))
+    let mut earned = OrderEarned::from(reply.message);
+    earned.referral = referral;
+    Ok(written(reply.replayed, &earned))
 }
 
 /// Reverses an order's points in proportion to the amount refunded.

@@ -1,6 +1,7 @@
-//! Starts a real points service and a real gateway in front of it, both on
-//! loopback port 0, against throwaway SQLite files or throwaway PostgreSQL
-//! databases, and talks to the gateway over real HTTP.
+//! Starts real points, tiers, referral and rewards services (the last three
+//! following the same points service) and a real gateway in front of them,
+//! all on loopback port 0, against throwaway SQLite files or throwaway
+//! PostgreSQL databases, and talks to the gateway over real HTTP.
 
 #![allow(dead_code)]
 
@@ -8,11 +9,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Parser;
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
 use loyalty_common::testing::{self, TestDatabase};
 use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
 use loyalty_gateway::{Config, GatewayServer};
 use loyalty_points::PointsServer;
+use loyalty_referral::ReferralServer;
+use loyalty_rewards::RewardsServer;
+use loyalty_tiers::TiersServer;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -27,9 +32,17 @@ pub enum Backend {
 /// Knobs a test may turn; everything else is a sensible test default.
 pub struct Options {
     pub backend: Backend,
-    /// Start no points service and point the gateway here instead.
+    /// Start no points service and point the gateway here instead (then no optional service is started).
     pub points_addr: Option<String>,
+    /// Start the tiers, referral and rewards services (unless an address below replaces one);
+    /// false: the gateway has no address for them.
+    pub optional_services: bool,
+    /// Start no tiers service and point the gateway here instead.
     pub tiers_addr: Option<String>,
+    /// Start no referral service and point the gateway here instead.
+    pub referral_addr: Option<String>,
+    /// Start no rewards service and point the gateway here instead.
+    pub rewards_addr: Option<String>,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     pub key_cache_ttl_secs: u64,
@@ -43,7 +56,10 @@ impl Default for Options {
         Self {
             backend: Backend::Sqlite,
             points_addr: None,
+            optional_services: true,
             tiers_addr: None,
+            referral_addr: None,
+            rewards_addr: None,
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
             key_cache_ttl_secs: 30,
@@ -61,6 +77,9 @@ pub struct Harness {
     pub database_url: String,
     pub gateway: Option<GatewayServer>,
     points: Option<PointsServer>,
+    tiers: Option<TiersServer>,
+    referral: Option<ReferralServer>,
+    rewards: Option<RewardsServer>,
     databases: Vec<TestDatabase>,
     dir: PathBuf,
 }
@@ -125,21 +144,64 @@ impl Harness {
         databases.extend(points_db);
         databases.extend(gateway_db);
 
-        let (points, points_addr) = match options.points_addr.clone() {
-            Some(addr) => (None, addr),
-            None => {
-                let server = start_points(points_url).await;
-                let addr = server.bind_addr().to_string();
-                (Some(server), addr)
+        // Every listener first, so each service can be told where the others are.
+        let own_points = options.points_addr.is_none();
+        let start = |wanted: bool| async move {
+            if wanted { Some(TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None }
+        };
+        let optional = own_points && options.optional_services;
+        let points_listener = start(own_points).await;
+        let tiers_listener = start(optional && options.tiers_addr.is_none()).await;
+        let referral_listener = start(optional && options.referral_addr.is_none()).await;
+        let rewards_listener = start(optional && options.rewards_addr.is_none()).await;
+        let addr = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().unwrap().to_string());
+        let points_addr = options.points_addr.clone().or_else(|| addr(&points_listener)).unwrap();
+        let tiers_addr = options.tiers_addr.clone().or_else(|| addr(&tiers_listener));
+        let referral_addr = options.referral_addr.clone().or_else(|| addr(&referral_listener));
+        let rewards_addr = options.rewards_addr.clone().or_else(|| addr(&rewards_listener));
+
+        let points = match points_listener {
+            Some(listener) => Some(start_points(points_url, addr(&tiers_listener), listener).await),
+            None => None,
+        };
+        let tiers = match tiers_listener {
+            Some(listener) => {
+                let (url, db) = database(options.backend, &dir, "tiers").await;
+                databases.extend(db);
+                let args = service_args("loyalty-tiers", &url, &points_addr, &[]);
+                Some(TiersServer::start(loyalty_tiers::Config::parse_from(args), listener, None).await.unwrap())
             }
+            None => None,
+        };
+        let referral = match referral_listener {
+            Some(listener) => {
+                let (url, db) = database(options.backend, &dir, "referral").await;
+                databases.extend(db);
+                let args = service_args("loyalty-referral", &url, &points_addr, &[]);
+                Some(ReferralServer::start(loyalty_referral::Config::parse_from(args), listener, None).await.unwrap())
+            }
+            None => None,
+        };
+        let rewards = match rewards_listener {
+            Some(listener) => {
+                let (url, db) = database(options.backend, &dir, "rewards").await;
+                databases.extend(db);
+                let mut extra = vec!["--recovery-interval-ms".to_owned(), "200".to_owned()];
+                if let Some(tiers) = &tiers_addr {
+                    extra.extend(["--tiers-addr".to_owned(), tiers.clone()]);
+                }
+                let args = service_args("loyalty-rewards", &url, &points_addr, &extra);
+                Some(RewardsServer::start(loyalty_rewards::Config::parse_from(args), listener, None).await.unwrap())
+            }
+            None => None,
         };
         let config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             points_addr,
-            tiers_addr: options.tiers_addr.clone(),
-            referral_addr: None,
-            rewards_addr: None,
+            tiers_addr,
+            referral_addr,
+            rewards_addr,
             upstream_timeout_ms: options.upstream_timeout_ms,
             request_timeout_ms: 10_000,
             max_body_bytes: options.max_body_bytes,
@@ -161,6 +223,9 @@ impl Harness {
             database_url: gateway_url,
             gateway: Some(gateway),
             points,
+            tiers,
+            referral,
+            rewards,
             databases,
             dir,
         }
@@ -182,6 +247,15 @@ impl Harness {
     pub async fn stop(mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await.expect("gateway shuts down cleanly");
+        }
+        if let Some(rewards) = self.rewards.take() {
+            rewards.shutdown().await.expect("rewards shuts down cleanly");
+        }
+        if let Some(referral) = self.referral.take() {
+            referral.shutdown().await.expect("referral shuts down cleanly");
+        }
+        if let Some(tiers) = self.tiers.take() {
+            tiers.shutdown().await.expect("tiers shuts down cleanly");
         }
         if let Some(points) = self.points.take() {
             points.shutdown().await.expect("points shuts down cleanly");
@@ -267,7 +341,27 @@ async fn database(backend: Backend, dir: &std::path::Path, name: &str) -> (Strin
     }
 }
 
-async fn start_points(database_url: String) -> PointsServer {
+/// The command line of an optional service following `points_addr`, as its binary would get it.
+fn service_args(name: &str, database_url: &str, points_addr: &str, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [name, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]
+        .into_iter()
+        .chain(["--database-url", database_url, "--points-addr", points_addr])
+        .map(str::to_owned)
+        .collect();
+    args.extend(extra.iter().cloned());
+    args
+}
+
+impl Harness {
+    /// Stops the referral service early, to see the gateway without it.
+    pub async fn stop_referral(&mut self) {
+        if let Some(referral) = self.referral.take() {
+            referral.shutdown().await.expect("referral shuts down cleanly");
+        }
+    }
+}
+
+async fn start_points(database_url: String, tiers_addr: Option<String>, listener: TcpListener) -> PointsServer {
     let config = loyalty_points::Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -278,12 +372,11 @@ async fn start_points(database_url: String) -> PointsServer {
         balance_cache_ttl_secs: 300,
         redis_timeout_ms: 500,
         redis_backoff_ms: 1_000,
-        tiers_addr: None,
+        tiers_addr,
         tiers_timeout_ms: 300,
         expiry_interval_secs: 3_600,
         telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     PointsServer::start(config, listener, None).await.expect("points starts")
 }
 

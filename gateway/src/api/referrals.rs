@@ -1,0 +1,138 @@
+//! Refer-a-friend: a customer's code and stats, sign-ups and what a code is
+//! worth (scope `storefront`), and the program's referral settings (scope
+//! `admin`). Every route needs the referral service (`REFERRAL_ADDR`);
+//! without it they answer 503 `BACKEND_NOT_CONFIGURED`.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use crate::api::{AppState, json, referral_failed, written};
+use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment, StorefrontScope};
+use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
+use crate::problem::{Problem, ProblemDocument};
+
+/// Field names the service prefixes with the message they belong to.
+const SETTINGS_PREFIX: &str = "settings.";
+
+/// The customer's referral code (created on first call, stable afterwards) and how their referrals went.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/referral",
+    tag = "referrals",
+    operation_id = "getCustomerReferral",
+    security(("api_key" = ["storefront"])),
+    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    responses(
+        (status = 200, description = "The code and its stats", body = CustomerReferral),
+        (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn customer_referral(
+    State(state): State<AppState>,
+    auth: Authorized<StorefrontScope>,
+    Segment(customer_id): Segment<String>,
+) -> Result<Response, Problem> {
+    let program = auth.program();
+    let up = &state.upstreams;
+    let (code, stats) = tokio::join!(
+        up.get_or_create_code(model::code_request(program, &customer_id)),
+        up.get_referral_stats(model::referral_stats_request(program, &customer_id)),
+    );
+    let code = code.map_err(referral_failed)?.message;
+    let stats = stats.map_err(referral_failed)?.message;
+    Ok(json(&CustomerReferral::from_proto(customer_id, code, stats)))
+}
+
+/// A friend signed up with a code: a pending referral, completed by the
+/// friend's first qualifying order, or a clear refusal.
+#[utoipa::path(
+    post,
+    path = "/v1/referrals/signups",
+    tag = "referrals",
+    operation_id = "recordReferralSignup",
+    security(("api_key" = ["storefront"])),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer")),
+    request_body = SignupBody,
+    responses(
+        (status = 200, description = "The pending referral", body = Referral,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 404, description = "No such code (`UNKNOWN_CODE`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Refused: `ALREADY_REFERRED`, `SELF_REFERRAL`, `EXISTING_CUSTOMER`, `CODE_DISABLED`, `REFERRALS_DISABLED`, `REFERRER_CAP_REACHED`, or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn signup(
+    State(state): State<AppState>,
+    auth: Authorized<StorefrontScope>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<SignupBody>,
+) -> Result<Response, Problem> {
+    let reply = state.upstreams.record_signup(body.into_proto(auth.program(), key)).await;
+    let reply = reply.map_err(referral_failed)?;
+    Ok(written(reply.replayed, &Referral::from_proto(reply.message.referral)))
+}
+
+/// What a code is worth, for a storefront ("Anna invited you: 500 points").
+/// Unknown or disabled codes answer `valid: false`.
+#[utoipa::path(
+    get,
+    path = "/v1/referrals/codes/{code}",
+    tag = "referrals",
+    operation_id = "resolveReferralCode",
+    security(("api_key" = ["storefront"])),
+    params(("code" = String, Path, min_length = 1, max_length = 128, description = "A customer's referral code")),
+    responses(
+        (status = 200, description = "Whether the code is valid, and what it gives", body = CodeInfo),
+        (status = 422, description = "The code is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn resolve_code(
+    State(state): State<AppState>,
+    auth: Authorized<StorefrontScope>,
+    Segment(code): Segment<String>,
+) -> Result<Response, Problem> {
+    let reply = state.upstreams.resolve_code(model::resolve_code_request(auth.program(), code.clone())).await;
+    Ok(json(&CodeInfo::from_proto(code, reply.map_err(referral_failed)?.message)))
+}
+
+/// The program's referral rules (switched off until first set).
+#[utoipa::path(
+    get,
+    path = "/v1/referrals/settings",
+    tag = "referrals",
+    operation_id = "getReferralSettings",
+    security(("api_key" = ["admin"])),
+    responses((status = 200, description = "The referral rules", body = ReferralSettings))
+)]
+pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
+    let reply = state.upstreams.get_referral_settings(model::referral_settings_request(auth.program())).await;
+    Ok(json(&ReferralSettings::from_proto(reply.map_err(referral_failed)?.message.settings)))
+}
+
+/// Replaces the program's referral rules; validated.
+#[utoipa::path(
+    put,
+    path = "/v1/referrals/settings",
+    tag = "referrals",
+    operation_id = "putReferralSettings",
+    security(("api_key" = ["admin"])),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer")),
+    request_body = ReferralSettingsBody,
+    responses(
+        (status = 200, description = "The stored rules", body = ReferralSettings,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "The key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A rule is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<ReferralSettingsBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), auth.actor(), key);
+    let reply = state.upstreams.put_referral_settings(request).await;
+    let reply = reply.map_err(|failure| referral_failed(failure).strip_field_prefix(SETTINGS_PREFIX))?;
+    Ok(written(reply.replayed, &ReferralSettings::from_proto(reply.message.settings)))
+}
