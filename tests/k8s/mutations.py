@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Proves the validation catches what it claims to: each case breaks one
+property in a scratch copy of k8s/ and requires the named stage to fail with
+the expected message. A case whose edit no longer applies fails too, so the
+cases cannot silently go stale when the manifests change.
+
+Usage: mutations.py [--checkov PATH]   (checkov cases are skipped without it)
+Last line: `RESULT <passed> <failed>` for validate.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any, Callable
+
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import ValidationError
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import properties  # noqa: E402
+import render  # noqa: E402
+
+ROOT = HERE.parents[1]
+
+
+def edit_yaml(path: Path, change: Callable[[list[Any]], None]) -> None:
+    docs = render.load_yaml_documents(path)
+    change(docs)
+    path.write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs), encoding="utf-8")
+
+
+def edit_text(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if old not in text:
+        raise AssertionError(f"mutation no longer applies: {old!r} not in {path}")
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def container(docs: list[Any], kind: str = "Deployment") -> dict:
+    return next(d for d in docs if d["kind"] == kind)["spec"]["template"]["spec"]["containers"][0]
+
+
+def pop(mapping: dict, key: str) -> None:
+    if key not in mapping:
+        raise AssertionError(f"mutation no longer applies: no {key}")
+    del mapping[key]
+
+
+# Each case: (what is broken, overlay to render, stage that must fail,
+# expected text in the failure, edit of the scratch k8s/ tree).
+CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
+    ("points loses its readinessProbe", "dev", "properties", "container points: readinessProbe",
+     lambda k: edit_yaml(k / "base/points/deployment.yaml", lambda d: pop(container(d), "readinessProbe"))),
+    ("gateway loses its livenessProbe", "prod", "properties", "container gateway: livenessProbe",
+     lambda k: edit_yaml(k / "base/gateway/deployment.yaml", lambda d: pop(container(d), "livenessProbe"))),
+    ("gateway root filesystem writable", "prod", "properties", "readOnlyRootFilesystem",
+     lambda k: edit_yaml(k / "base/gateway/deployment.yaml",
+                         lambda d: container(d)["securityContext"].update(readOnlyRootFilesystem=False))),
+    ("tiers allows privilege escalation", "dev", "properties", "allowPrivilegeEscalation",
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml",
+                         lambda d: container(d)["securityContext"].update(allowPrivilegeEscalation=True))),
+    ("points keeps NET_RAW", "dev", "properties", "capabilities drop ALL",
+     lambda k: edit_yaml(k / "base/points/deployment.yaml",
+                         lambda d: container(d)["securityContext"].update(capabilities={"drop": ["NET_RAW"]}))),
+    ("points runs as root", "dev", "properties", "runAsUser",
+     lambda k: edit_yaml(k / "base/points/deployment.yaml",
+                         lambda d: container(d)["securityContext"].update(runAsUser=0))),
+    ("redis without a memory limit", "dev", "properties", "resources.limits.memory",
+     lambda k: edit_yaml(k / "overlays/dev/redis.yaml",
+                         lambda d: pop(container(d)["resources"]["limits"], "memory"))),
+    ("tiers database URL as a literal", "dev", "properties", "must come from a Secret",
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml", lambda d: container(d)["env"].__setitem__(
+         0, {"name": "DATABASE_URL", "value": "postgres://tiers:hunter2@db:5432/tiers"}))),
+    ("credentials in a ConfigMap", "prod", "properties", "holds no credentials",
+     lambda k: edit_yaml(k / "overlays/prod/patches/configmap-points.yaml",
+                         lambda d: d[0]["data"].update(TIERS_ADDR="http://u:p@loyalty-tiers:50052"))),
+    ("secretKeyRef to an undocumented key", "prod", "properties", "neither rendered nor documented",
+     lambda k: edit_yaml(k / "base/points/deployment.yaml",
+                         lambda d: container(d)["env"][0]["valueFrom"]["secretKeyRef"].update(key="pointz-url"))),
+    ("a Secret committed to prod", "prod", "properties", "prod: no Secret objects",
+     lambda k: (k.joinpath("overlays/prod/leak.yaml").write_text(
+         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: leak\nstringData:\n  url: x\n"),
+                edit_text(k / "overlays/prod/kustomization.yaml", "  - namespace.yaml\n",
+                          "  - namespace.yaml\n  - leak.yaml\n"))),
+    ("points without a PodDisruptionBudget", "dev", "properties", "PodDisruptionBudget",
+     lambda k: edit_text(k / "base/points/kustomization.yaml", "  - pdb.yaml\n", "")),
+    ("gateway's HPA scales something else", "prod", "properties", "one autoscaling/v2 HPA",
+     lambda k: edit_text(k / "base/gateway/hpa.yaml", "    name: loyalty-gateway\n", "    name: gateway\n")),
+    ("tiers without a Service", "dev", "properties", "a Service selects its pods",
+     lambda k: edit_text(k / "base/tiers/kustomization.yaml", "  - service.yaml\n", "")),
+    ("points without its NetworkPolicy", "dev", "properties", "a NetworkPolicy of its own",
+     lambda k: edit_text(k / "base/points/kustomization.yaml", "  - networkpolicy.yaml\n", "")),
+    ("tiers admits the load generator", "dev", "properties", "loadgen has no business with tiers",
+     lambda k: edit_text(k / "base/tiers/networkpolicy.yaml", "                  - loyalty-gateway",
+                         "                  - loyalty-gateway\n                  - loyalty-loadgen")),
+    ("points forgets the gateway", "prod", "properties", "gateway calls points",
+     lambda k: edit_text(k / "base/points/networkpolicy.yaml", "                  - loyalty-gateway", "")),
+    ("grace period shorter than preStop + drain", "dev", "properties", "terminationGracePeriodSeconds",
+     lambda k: edit_text(k / "base/points/deployment.yaml", "terminationGracePeriodSeconds: 30",
+                         "terminationGracePeriodSeconds: 20")),
+    ("liveness on gRPC health", "dev", "properties", "livenessProbe does not use gRPC health",
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml",
+                         lambda d: container(d).update(livenessProbe={"grpc": {"port": 50052}}))),
+    ("points listens on loopback only", "dev", "properties", "listens on every interface",
+     lambda k: edit_text(k / "base/points/configmap.yaml", '"0.0.0.0:50051"', '"127.0.0.1:50051"')),
+    ("gRPC Service with a cluster IP", "prod", "properties", "gRPC Service is headless",
+     lambda k: edit_text(k / "base/points/service.yaml", "  clusterIP: None\n", "")),
+    ("prod points at a single replica", "prod", "properties", "loyalty-points runs at least 3 replicas",
+     lambda k: edit_text(k / "overlays/prod/patches/hpa-points.yaml", "minReplicas: 3", "minReplicas: 1")),
+    ("prod without node spreading", "prod", "properties", "pod anti-affinity",
+     lambda k: edit_yaml(k / "overlays/prod/patches/deployment-tiers.yaml",
+                         lambda d: pop(d[0]["spec"]["template"]["spec"], "affinity"))),
+    ("load-test Job retried", "jobs", "properties", "backoffLimit 0",
+     lambda k: edit_text(k / "jobs/loadgen.yaml", "backoffLimit: 0", "backoffLimit: 3")),
+    ("misspelled field", "dev", "schema", "readinesProbe",
+     lambda k: edit_text(k / "base/points/deployment.yaml", "readinessProbe:", "readinesProbe:")),
+    ("wrong type", "prod", "schema", "'12' is not of type 'integer'",
+     lambda k: edit_text(k / "overlays/prod/patches/hpa-gateway.yaml", "maxReplicas: 12", 'maxReplicas: "12"')),
+    ("unsupported kustomize field", "dev", "render", "not supported",
+     lambda k: edit_text(k / "overlays/dev/kustomization.yaml", "namespace: loyalty-dev\n",
+                         "namespace: loyalty-dev\ncommonLabels:\n  team: loyalty\n")),
+    ("patch without a target", "prod", "render", "matches 0 objects",
+     lambda k: edit_text(k / "overlays/prod/patches/hpa-tiers.yaml", "name: loyalty-tiers", "name: loyalty-tier")),
+    ("ambiguous octal number", "dev", "render", "ambiguous number",
+     lambda k: edit_text(k / "overlays/dev/postgres.yaml", "defaultMode: 288", "defaultMode: 0440")),
+    ("privilege escalation (security scan)", "prod", "checkov", "CKV_K8S_20",
+     lambda k: edit_yaml(k / "base/gateway/deployment.yaml",
+                         lambda d: container(d)["securityContext"].update(allowPrivilegeEscalation=True))),
+]
+
+
+def stage_failure(stage: str, overlay: str, tree: Path, checkov: Path | None, skips: str) -> str:
+    """Runs render and `stage` on the scratch tree; returns the failure text ("" if it passed)."""
+    try:
+        objects = render.render(tree / ("jobs" if overlay == "jobs" else f"overlays/{overlay}"))
+    except render.RenderError as error:
+        return f"render: {error}"
+    if stage == "render":
+        return ""
+    if stage == "properties":
+        context = render.render(tree / "overlays/dev") if overlay == "jobs" else []
+        checks = properties.run(objects, overlay, tree / "secret.example.yaml", context)
+        return "\n".join(checks.failed)
+    if stage == "schema":
+        failures = []
+        for obj in objects:
+            try:
+                kubernetes_validate.validate(obj, "1.30", strict=True)
+            except ValidationError as error:
+                failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message}")
+        return "\n".join(failures)
+    if stage == "checkov":
+        rendered = tree / "rendered.yaml"
+        rendered.write_text(render.dump_yaml_documents(objects), encoding="utf-8")
+        result = subprocess.run([str(checkov), "-f", str(rendered), "--framework", "kubernetes", "--quiet",
+                                 "--compact", "--skip-download", "--skip-check", skips],
+                                capture_output=True, text=True, check=False)
+        return result.stdout + result.stderr if result.returncode != 0 else ""
+    raise ValueError(stage)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkov", type=Path, help="checkov executable; without it checkov cases are not run")
+    parser.add_argument("--checkov-skips", default="", help="the --skip-check list validate.sh uses for prod")
+    args = parser.parse_args(argv)
+    passed = failed = 0
+    for what, overlay, stage, expected, mutate in CASES:
+        if stage == "checkov" and args.checkov is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="k8s-mutation-") as scratch:
+            tree = Path(scratch) / "k8s"
+            shutil.copytree(ROOT / "k8s", tree)
+            try:
+                mutate(tree)
+                with redirect_stdout(io.StringIO()):
+                    failure = stage_failure(stage, overlay, tree, args.checkov, args.checkov_skips)
+            except Exception as error:  # noqa: BLE001 - a stale case is a failure to report, not a crash
+                failure, expected = f"case error: {error!r}", "\0never"
+            if failure and expected in failure:
+                passed += 1
+                print(f"  caught: {what} ({stage})")
+            else:
+                failed += 1
+                print(f"  FAIL not caught: {what}: {stage} on {overlay} "
+                      f"{'passed' if not failure else 'failed otherwise: ' + failure[:300]}")
+    print(f"mutations: {passed} caught, {failed} missed")
+    print(f"RESULT {passed} {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

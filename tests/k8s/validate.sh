@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# tests/k8s/validate.sh - offline validation of the Kubernetes manifests in k8s/.
+#
+# Needs only python3 (3.11) and access to PyPI on the first run (or after
+# tests/k8s/requirements.txt changed): the tools go into .tools/venv-k8s
+# (K8S_VENV overrides the path). No cluster, kustomize or kubectl.
+#
+# Steps, each counted:
+#   1. render.py's own unit tests
+#   2. render every overlay (dev, prod) and the load-test Job with render.py,
+#      a faithful renderer of the kustomize subset k8s/ uses
+#   3. yamllint over k8s/ (tests/k8s/yamllint.yaml)
+#   4. every rendered object against the Kubernetes 1.30 and 1.37 schemas,
+#      strict (kubernetes-validate, offline)
+#   5. checkov's Kubernetes checks on the rendered output
+#   6. the project's own properties (tests/k8s/properties.py)
+#   7. mutations: breaking one property in a copy must make a step fail
+#
+# Last line: `k8s validation: N passed, M failed`; exit status 1 when M > 0.
+# K8S_RENDER_DIR=DIR keeps the rendered manifests there for inspection.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+HERE="$ROOT/tests/k8s"
+VENV="${K8S_VENV:-$ROOT/.tools/venv-k8s}"
+REQUIREMENTS="$HERE/requirements.txt"
+# Oldest Kubernetes the manifests support (the preStop `sleep` action is on by
+# default from 1.30) and the newest the bundled schemas know.
+K8S_VERSIONS=(1.30 1.37)
+
+# Checks of checkov's Kubernetes framework that do not apply here:
+#   CKV_K8S_43 (image by digest): the overlays pin tags; a release pins its
+#     digest in overlays/prod `images:` (`digest:`) when it is published.
+#   CKV_K8S_35 (secrets as files, not environment variables): the services
+#     read DATABASE_URL and REDIS_URL from the environment only (clap `env`);
+#     the values come from secretKeyRef, never from the manifests.
+SKIP_ALL="CKV_K8S_43,CKV_K8S_35"
+#   CKV_K8S_15 (imagePullPolicy Always), dev and the load-test Job only: the
+#     dev image is built locally and loaded into the cluster (kind, minikube),
+#     there is no registry to pull it from. prod pulls Always.
+SKIP_DEV="$SKIP_ALL,CKV_K8S_15"
+
+PASSED=0
+FAILED=0
+log() { printf 'k8s: %s\n' "$*"; }
+
+ensure_venv() {
+    local stamp="$VENV/.k8s-requirements.sha256" want
+    want="$(cat "$REQUIREMENTS" <(python3 --version 2>&1) | sha256sum | cut -d' ' -f1)"
+    if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+        log "removing a broken venv at $VENV"
+        rm -rf "$VENV"
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+        log "installing tests/k8s/requirements.txt into $VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
+        printf '%s\n' "$want" > "$stamp"
+    fi
+}
+
+# step NAME COMMAND...: runs COMMAND, shows its output, and counts its checks:
+# the numbers of a `RESULT <passed> <failed>` line, checkov's summary, or
+# unittest's count; otherwise one check, passed when the command succeeded.
+step() {
+    local name="$1" out status counts passed failed
+    shift
+    out="$(mktemp)"
+    status=0
+    "$@" >"$out" 2>&1 || status=$?
+    counts="$(python3 - "$out" "$status" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+status = int(sys.argv[2])
+result = re.findall(r"^RESULT (\d+) (\d+)$", text, re.M)
+checkov = re.findall(r"Passed checks: (\d+), Failed checks: (\d+)", text)
+tests = re.findall(r"^Ran (\d+) tests?", text, re.M)
+if result:
+    passed, failed = map(int, result[-1])
+elif checkov:
+    passed = sum(int(p) for p, _ in checkov)
+    failed = sum(int(f) for _, f in checkov)
+elif tests:
+    broken = re.findall(r"^FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?", text, re.M)
+    failed = sum(int(x or 0) for pair in broken for x in pair)
+    passed = int(tests[-1]) - failed
+else:
+    passed, failed = (1, 0) if status == 0 else (0, 1)
+if status != 0 and failed == 0:
+    failed = 1
+print(passed, failed)
+PY
+)"
+    read -r passed failed <<<"$counts"
+    PASSED=$((PASSED + passed))
+    FAILED=$((FAILED + failed))
+    if [ "$failed" -eq 0 ]; then
+        log "ok   $name ($passed)"
+    else
+        log "FAIL $name ($passed passed, $failed failed)"
+        grep -v '^RESULT ' "$out" | sed 's/^/       /'
+    fi
+    rm -f "$out"
+}
+
+ensure_venv
+PY="$VENV/bin/python"
+RENDERED="${K8S_RENDER_DIR:-$(mktemp -d)}"
+mkdir -p "$RENDERED"
+[ -n "${K8S_RENDER_DIR:-}" ] || trap 'rm -rf "$RENDERED"' EXIT
+
+step "render.py unit tests" "$PY" -m unittest "$HERE/test_render.py"
+
+declare -A SOURCE=([dev]=k8s/overlays/dev [prod]=k8s/overlays/prod [jobs]=k8s/jobs)
+for target in dev prod jobs; do
+    step "render ${SOURCE[$target]}" "$PY" "$HERE/render.py" "${SOURCE[$target]}" -o "$RENDERED/$target.yaml"
+done
+for target in dev prod jobs; do
+    # Later steps need every rendering; a failed one was counted above.
+    [ -s "$RENDERED/$target.yaml" ] || { log "cannot go on without $target.yaml"; echo "k8s validation: $PASSED passed, $FAILED failed"; exit 1; }
+done
+
+step "yamllint k8s/ tests/k8s/" "$VENV/bin/yamllint" --strict -c "$HERE/yamllint.yaml" k8s tests/k8s
+
+version_args=()
+for version in "${K8S_VERSIONS[@]}"; do version_args+=(--k8s-version "$version"); done
+step "schemas (strict) ${K8S_VERSIONS[*]}" "$PY" "$HERE/schema.py" "${version_args[@]}" \
+    "$RENDERED/dev.yaml" "$RENDERED/prod.yaml" "$RENDERED/jobs.yaml"
+
+checkov() {
+    "$VENV/bin/checkov" --framework kubernetes --quiet --compact --skip-download "$@"
+}
+step "checkov prod" checkov --skip-check "$SKIP_ALL" -f "$RENDERED/prod.yaml"
+step "checkov dev + load-test Job" checkov --skip-check "$SKIP_DEV" -f "$RENDERED/dev.yaml" -f "$RENDERED/jobs.yaml"
+
+step "properties dev" "$PY" "$HERE/properties.py" --overlay dev "$RENDERED/dev.yaml"
+step "properties prod" "$PY" "$HERE/properties.py" --overlay prod "$RENDERED/prod.yaml"
+step "properties load-test Job" "$PY" "$HERE/properties.py" --overlay jobs --context "$RENDERED/dev.yaml" \
+    "$RENDERED/jobs.yaml"
+
+step "mutations are caught" "$PY" "$HERE/mutations.py" --checkov "$VENV/bin/checkov" --checkov-skips "$SKIP_ALL"
+
+echo "k8s validation: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
