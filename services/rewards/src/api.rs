@@ -134,8 +134,14 @@ impl RewardsService for RewardsApi {
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.id("reward_id", &r.reward_id).id("idempotency_key", &r.idempotency_key);
         done(check)?;
-        let redemption = self.rewards.redeem(&r.program_id, &r.customer_id, &r.reward_id, &r.idempotency_key).await?;
-        Ok(Response::new(pb::RedeemResponse { redemption: Some(redemption_to_proto(&redemption)) }))
+        let (redemption, replayed) =
+            self.rewards.redeem(&r.program_id, &r.customer_id, &r.reward_id, &r.idempotency_key).await?;
+        let mut response = Response::new(pb::RedeemResponse { redemption: Some(redemption_to_proto(&redemption)) });
+        if replayed {
+            // As every service does: a replay is told apart without changing the body.
+            response.metadata_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+        }
+        Ok(response)
     }
 
     async fn list_redemptions(

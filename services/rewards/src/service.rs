@@ -78,23 +78,24 @@ impl Rewards {
         &self.store
     }
 
+    /// The redemption, and whether it answers a replayed key.
     pub async fn redeem(
         &self,
         program_id: &str,
         customer_id: &str,
         reward_id: &str,
         key: &str,
-    ) -> Result<Redemption, Error> {
+    ) -> Result<(Redemption, bool), Error> {
         let entry = self.store.entry(program_id, reward_id).await?;
         if !self.tier_reaches(program_id, customer_id, &entry.reward.minimum_tier_id).await? {
             return Err(Error::TierTooLow);
         }
         let redemption = match self.store.stage(program_id, customer_id, reward_id, key).await? {
-            Staged::Replay(redemption) => return Ok(redemption),
+            Staged::Replay(redemption) => return Ok((redemption, true)),
             Staged::New(redemption) => redemption,
         };
         match self.spend(&redemption).await {
-            Spend::Done => self.store.activate(&redemption.redemption_id).await,
+            Spend::Done => Ok((self.store.activate(&redemption.redemption_id).await?, false)),
             Spend::Refused { available } => {
                 self.store.fail(&redemption, false).await?;
                 Err(Error::InsufficientPoints { available, cost: redemption.points })

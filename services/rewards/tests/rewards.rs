@@ -263,7 +263,18 @@ async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
     assert_eq!(redemption.status, pb::RedemptionStatus::Active as i32);
     assert_eq!(redemption.voucher_code.len(), 14, "ABCD-EFGH-JKLM");
     assert_eq!(m.available("ann").await, 700);
-    assert_eq!(m.redeem("ann", &reward, "r1").await.unwrap().redemption_id, redemption.redemption_id, "a replay");
+    let replay = m
+        .rewards
+        .redeem(pb::RedeemRequest {
+            program_id: "shop".into(),
+            customer_id: "ann".into(),
+            reward_id: reward.clone(),
+            idempotency_key: "r1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(replay.metadata().get("idempotent-replayed").is_some());
+    assert_eq!(replay.into_inner().redemption.unwrap().redemption_id, redemption.redemption_id, "a replay");
 
     let code = redemption.voucher_code.to_lowercase();
     assert_eq!(m.validate(&code).await, pb::VoucherState::Valid as i32);
