@@ -11,6 +11,31 @@ use sqlx::any::install_default_drivers;
 use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Runs each listed `async fn name(backend: Backend)` as two tokio tests,
+/// `sqlite::name` and `postgres::name`; the calling test crate defines
+/// `enum Backend { Sqlite, Postgres }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
 

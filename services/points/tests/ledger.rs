@@ -2,7 +2,6 @@
 //! client, and every test on both back-ends (SQLite + in-process cache, and
 //! PostgreSQL + Redis).
 
-#[macro_use]
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +14,7 @@ use support::{Backend, DAY, Harness, Options, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-on_both_backends!(
+loyalty_common::on_both_backends!(
     concurrent_spends_never_overdraw,
     concurrent_replays_of_one_earn_write_one_entry,
     replay_with_other_arguments_is_refused,

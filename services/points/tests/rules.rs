@@ -2,7 +2,6 @@
 //! and their audit log, campaigns in time, orders with refunds, activities
 //! with caps, and the tier multiplier from a (fake) tiers service.
 
-#[macro_use]
 mod support;
 
 use std::collections::HashSet;
@@ -14,7 +13,7 @@ use support::{Backend, DAY, Harness, Options, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-on_both_backends!(
+loyalty_common::on_both_backends!(
     settings_are_validated_versioned_and_audited,
     orders_earn_by_the_rules_and_refunds_take_back_in_proportion,
     activity_caps_hold_under_concurrency_and_over_time,

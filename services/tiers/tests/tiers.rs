@@ -214,28 +214,7 @@ fn downgrade(kind: pb::DowngradeKind, grace_days: i32) -> pb::DowngradePolicy {
     pb::DowngradePolicy { kind: kind as i32, grace_days }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+loyalty_common::on_both_backends!(
     crossing_a_threshold_upgrades_and_grace_delays_the_downgrade,
     reversed_points_stop_qualifying_even_after_they_expired,
     rolling_windows_drop_points_and_calendar_years_reset,

@@ -16,28 +16,6 @@ use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
-/// Runs each listed `async fn name(backend: Backend)` as two tests, one per back-end.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 /// 2025-11-24T00:00:00Z.
 pub const T0: Micros = 1_763_942_400_000_000;
 pub const DAY: Micros = 86_400_000_000;
