@@ -252,7 +252,7 @@ impl LedgerStore {
             Command::OrderEarn { order, .. } => (order.customer_id.clone(), None),
         };
 
-        let account = lock_account(&mut tx, program_id, &customer_id).await?;
+        let account = lock_account(&mut tx, self.db.dialect, program_id, &customer_id).await?;
         if let Command::OrderRefund { order_id, .. } = &command {
             // Locked after the account, like every other path, so no two
             // transactions wait on each other.
@@ -461,7 +461,7 @@ impl LedgerStore {
     ) -> Result<(Account, Settlement, Option<i64>), Error> {
         let now = self.clock.now();
         let mut tx = self.begin().await?;
-        let account = lock_account(&mut tx, program_id, customer_id).await?;
+        let account = lock_account(&mut tx, self.db.dialect, program_id, customer_id).await?;
         let before = account.clone();
         let lots = open_lots(&mut tx, program_id, customer_id).await?;
         let mut book = AccountBook::new(account, lots, true, now);
@@ -828,16 +828,32 @@ async fn check_activity_cap(
     Ok(())
 }
 
-/// Creates the account on first use and locks its row until commit.
-async fn lock_account(tx: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<Account, Error> {
-    // The no-op update makes PostgreSQL return (and lock) an existing row in
-    // the same round trip that creates a new one.
-    let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO accounts (program_id, customer_id) VALUES ($1, $2) \
-         ON CONFLICT (program_id, customer_id) DO UPDATE SET version = accounts.version \
-         RETURNING {ACCOUNT_COLUMNS}"
-    ));
-    let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_one(&mut *tx).await?;
+/// Creates the account on first use and locks its row until commit. An
+/// existing account (the common case) costs one locking read and no write.
+async fn lock_account(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    program_id: &str,
+    customer_id: &str,
+) -> Result<Account, Error> {
+    // SQLite's write transaction already excludes every other writer.
+    let lock = if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
+    let select = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE program_id = $1 AND customer_id = $2{lock}");
+    let found = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = found {
+        return Ok(account_from_row(&row)?);
+    }
+    // A concurrent first write waits here for the other's commit, then locks its row.
+    sqlx::query("INSERT INTO accounts (program_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(program_id)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(select)).bind(program_id).bind(customer_id).fetch_one(&mut *tx).await?;
     Ok(account_from_row(&row)?)
 }
 
