@@ -29,7 +29,7 @@ use loyalty_proto::points::v1 as pb;
 
 use crate::client::{Channels, Expected, ServiceWorker};
 use crate::drive::{self, Answer, Phase, PhaseResult, Worker};
-use crate::workload::{EARN_POINTS, OpKind, SPEND_POINTS, Workload};
+use crate::workload::{EARN_POINTS, OpKind, REWARD_COST, SPEND_POINTS, Workload};
 use crate::{Args, BaselineKind, Plan, RunError, Scenario, failed};
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -102,12 +102,12 @@ pub fn describe(kind: BaselineKind) -> (&'static str, &'static str) {
             ("tonic", "bare tonic server in this process, GetBalance answered with a constant, same client settings")
         }
         BaselineKind::Redis => {
-            ("redis", "raw Redis on one multiplexed connection: GET per read, INCRBY per earn/spend")
+            ("redis", "raw Redis on one multiplexed connection: GET per read or page, INCRBY per earn/spend/redeem")
         }
         BaselineKind::Postgres => (
             "postgres",
-            "raw PostgreSQL, same pool size: UPDATE + INSERT transaction per earn, \
-             conditional single-row UPDATE transaction per spend, SELECT per read",
+            "raw PostgreSQL, same pool size: UPDATE + INSERT transaction per earn or redeem, \
+             conditional single-row UPDATE transaction per spend, SELECT per read or page",
         ),
         BaselineKind::BalanceRead => (
             "balance-read",
@@ -151,7 +151,8 @@ impl Baseline {
             BaselineKind::BalanceRead => {
                 let reference =
                     Workload { scenario: Scenario::BalanceRead, skew: 1.0, first: 0, ..plan.workload.clone() };
-                let seeded = if matches!(plan.scenario, Scenario::BalanceRead | Scenario::Mixed) {
+                let seeded = if matches!(plan.scenario, Scenario::BalanceRead | Scenario::Mixed | Scenario::LoyaltyPage)
+                {
                     HashMap::new()
                 } else {
                     crate::client::seed_hot_set(service, plan, &reference, "reference", 1_000).await?
@@ -264,8 +265,10 @@ impl RawWorker {
 impl Worker for RawWorker {
     fn op_names(&self) -> [&'static str; OpKind::COUNT] {
         match self.store {
-            RawStore::Redis { .. } => ["GET", "INCRBY", "INCRBY -1"],
-            RawStore::Postgres(_) => ["SELECT", "UPDATE+INSERT tx", "conditional UPDATE tx"],
+            RawStore::Redis { .. } => ["GET", "INCRBY", "INCRBY -1", "INCRBY -100", "GET"],
+            RawStore::Postgres(_) => {
+                ["SELECT", "UPDATE+INSERT tx", "conditional UPDATE tx", "UPDATE+INSERT tx", "SELECT"]
+            }
         }
     }
 
@@ -275,7 +278,8 @@ impl Worker for RawWorker {
             RawStore::Redis { conn, prefix } => {
                 let key = format!("{prefix}{}", op.account);
                 let result = match op.kind {
-                    OpKind::Read => conn.get::<_, Option<i64>>(key).await.map(drop),
+                    OpKind::Read | OpKind::Page => conn.get::<_, Option<i64>>(key).await.map(drop),
+                    OpKind::Redeem => conn.incr::<_, _, i64>(key, -REWARD_COST).await.map(drop),
                     OpKind::Earn => conn.incr::<_, _, i64>(key, EARN_POINTS).await.map(drop),
                     OpKind::Spend => conn.incr::<_, _, i64>(key, -SPEND_POINTS).await.map(drop),
                 };
@@ -287,12 +291,13 @@ impl Worker for RawWorker {
             RawStore::Postgres(pool) => {
                 let id = i64::from(op.account);
                 let result = match op.kind {
-                    OpKind::Read => sqlx::query("SELECT balance FROM accounts WHERE id = $1")
+                    OpKind::Read | OpKind::Page => sqlx::query("SELECT balance FROM accounts WHERE id = $1")
                         .bind(id)
                         .fetch_optional(&*pool)
                         .await
                         .map(drop),
-                    OpKind::Earn => ledger_write(pool, id).await,
+                    // A redemption is a ledger write: the closest raw equivalent.
+                    OpKind::Earn | OpKind::Redeem => ledger_write(pool, id).await,
                     OpKind::Spend => hot_row_update(pool, id).await,
                 };
                 match result {

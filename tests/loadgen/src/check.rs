@@ -11,7 +11,9 @@ use tonic::transport::Channel;
 
 use crate::Plan;
 use crate::client::{Channels, Expected, Tally};
-use crate::workload::customer_id;
+use crate::workload::{REWARD_COST, customer_id};
+use loyalty_proto::rewards::v1 as rpb;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 
 /// Violations listed in the report; the count covers all of them.
 const MAX_LISTED: usize = 20;
@@ -28,15 +30,22 @@ pub struct Correctness {
     pub acknowledged_compared: bool,
     pub violation_count: usize,
     pub violations: Vec<String>,
+    /// Accounts whose redemptions (rewards service) were compared with their ledger.
+    pub redemptions_checked: usize,
 }
 
 impl Correctness {
     pub fn summary(&self) -> String {
         if self.ok {
             format!(
-                "correctness: ok ({} accounts: ledger sums = balances{}, zero overdrafts)",
+                "correctness: ok ({} accounts: ledger sums = balances{}, zero overdrafts{})",
                 self.accounts_checked,
-                if self.acknowledged_compared { ", ledger = acknowledged writes" } else { "" }
+                if self.acknowledged_compared { ", ledger = acknowledged writes" } else { "" },
+                if self.redemptions_checked > 0 {
+                    format!("; {} accounts: redemptions match the ledger", self.redemptions_checked)
+                } else {
+                    String::new()
+                }
             )
         } else {
             let mut text =
@@ -56,7 +65,15 @@ struct AccountCheck {
     overdraft: bool,
 }
 
-pub async fn run(channels: &Channels, plan: &Plan, tally: &Tally) -> Correctness {
+/// Accounts whose redemptions are listed after the load.
+const REDEMPTION_SAMPLE: usize = 50;
+
+pub async fn run(
+    channels: &Channels,
+    plan: &Plan,
+    tally: &Tally,
+    rewards: Option<&RewardsServiceClient<Channel>>,
+) -> Correctness {
     let compare = tally.uncertain_writes == 0;
     let mut accounts: Vec<(u32, Expected)> = tally.accounts.iter().map(|(a, e)| (*a, *e)).collect();
     accounts.sort_unstable_by_key(|(account, _)| *account);
@@ -81,6 +98,28 @@ pub async fn run(channels: &Channels, plan: &Plan, tally: &Tally) -> Correctness
         overdrafts += u64::from(check.overdraft);
         violations.extend(check.violations);
     }
+    let mut redemptions_checked = 0;
+    if let Some(rewards) = rewards {
+        // Every account that was told of a redemption, at most REDEMPTION_SAMPLE of them.
+        let mut sample: Vec<(u32, Expected)> =
+            tally.accounts.iter().filter(|(_, e)| e.redeemed > 0).map(|(a, e)| (*a, *e)).collect();
+        sample.sort_unstable_by_key(|(account, _)| *account);
+        sample.truncate(REDEMPTION_SAMPLE);
+        redemptions_checked = sample.len();
+        let strict = plan.scenario == crate::Scenario::Redeem;
+        let found: Vec<Vec<String>> = futures::stream::iter(sample)
+            .enumerate()
+            .map(|(i, (account, expected))| {
+                let points = channels.client(i);
+                let rewards = rewards.clone();
+                let program = plan.program.clone();
+                async move { check_redemptions(points, rewards, program, account, expected, compare, strict).await }
+            })
+            .buffer_unordered(plan.concurrency)
+            .collect()
+            .await;
+        violations.extend(found.into_iter().flatten());
+    }
     let violation_count = violations.len();
     violations.truncate(MAX_LISTED);
     Correctness {
@@ -90,7 +129,78 @@ pub async fn run(channels: &Channels, plan: &Plan, tally: &Tally) -> Correctness
         acknowledged_compared: compare,
         violation_count,
         violations,
+        redemptions_checked,
     }
+}
+
+/// ACTIVE redemptions × the reward's cost must be what the ledger spent
+/// (`strict`: only redemptions spend, as in redeem), and as many as the
+/// clients were told (`compare`).
+async fn check_redemptions(
+    mut points: PointsServiceClient<Channel>,
+    mut rewards: RewardsServiceClient<Channel>,
+    program_id: String,
+    account: u32,
+    expected: Expected,
+    compare: bool,
+    strict: bool,
+) -> Vec<String> {
+    let customer = customer_id(account);
+    let mut violations = Vec::new();
+    let mut redemptions = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = rpb::ListRedemptionsRequest {
+            program_id: program_id.clone(),
+            customer_id: customer.clone(),
+            page_size: PAGE_SIZE,
+            page_token,
+        };
+        match rewards.list_redemptions(request).await {
+            Ok(page) => {
+                let page = page.into_inner();
+                redemptions.extend(page.redemptions);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            Err(status) => {
+                violations.push(format!("{customer}: ListRedemptions failed: {status}"));
+                return violations;
+            }
+        }
+    }
+    let active = redemptions.iter().filter(|r| r.status == rpb::RedemptionStatus::Active as i32).count() as i64;
+    let unfinished = redemptions.iter().filter(|r| r.status == rpb::RedemptionStatus::Pending as i32).count();
+    if unfinished > 0 {
+        violations.push(format!("{customer}: {unfinished} redemption(s) still PENDING after the load"));
+    }
+    if compare && active != expected.redeemed {
+        violations
+            .push(format!("{customer}: {active} ACTIVE redemption(s), clients were told of {}", expected.redeemed));
+    }
+    if strict {
+        let entries = match all_entries(&mut points, &program_id, &customer).await {
+            Ok(entries) => entries,
+            Err(status) => {
+                violations.push(format!("{customer}: ListTransactions failed: {status}"));
+                return violations;
+            }
+        };
+        let spent: i64 = -entries
+            .iter()
+            .filter(|e| matches!(pb::EntryKind::try_from(e.kind), Ok(pb::EntryKind::Spend | pb::EntryKind::Reverse)))
+            .map(|e| e.points + e.pending_points)
+            .sum::<i64>();
+        if spent != active * REWARD_COST {
+            violations.push(format!(
+                "{customer}: ledger spent {spent} points net, {active} ACTIVE redemption(s) × {REWARD_COST} = {}",
+                active * REWARD_COST
+            ));
+        }
+    }
+    violations
 }
 
 async fn check_account(

@@ -17,8 +17,10 @@ use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
 use crate::drive::{Answer, PhaseResult, Worker};
-use crate::workload::{EARN_POINTS, OpKind, SPEND_POINTS, Workload, customer_id};
+use crate::extras::{Extras, PageClient};
+use crate::workload::{EARN_POINTS, OpKind, REWARD_COST, SPEND_POINTS, Workload, customer_id};
 use crate::{Args, Plan, RunError, Scenario, failed};
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 
 /// Bound on one call; a call that takes longer counts as DeadlineExceeded.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WARMUP_SPEND_POINTS: i64 = 1_000_000_000;
 /// Points each hot account starts with in balance-read and mixed.
 const SEED_POINTS: i64 = 1_000;
+/// Points each hot account starts with in redeem: enough that no redemption runs short.
+const REDEEM_SEED_POINTS: i64 = 1_000_000_000;
 /// Spend rate assumed when the warmup was too short to measure one.
 const DEFAULT_SPEND_RATE: f64 = 200.0;
 
@@ -190,6 +194,8 @@ async fn wait_ready(addr: SocketAddr) -> Result<(), RunError> {
 pub struct Expected {
     pub earned: i64,
     pub spent: i64,
+    /// Acknowledged redemptions (each spent [`REWARD_COST`]).
+    pub redeemed: i64,
 }
 
 /// Everything the clients were told, for the correctness check.
@@ -214,6 +220,8 @@ pub struct ServiceWorker {
     acked: HashMap<u32, Expected>,
     overdrafts: u64,
     uncertain_writes: u64,
+    rewards: Option<(RewardsServiceClient<Channel>, String)>,
+    page: Option<PageClient>,
 }
 
 impl ServiceWorker {
@@ -229,8 +237,16 @@ impl ServiceWorker {
                 acked: HashMap::new(),
                 overdrafts: 0,
                 uncertain_writes: 0,
+                rewards: None,
+                page: None,
             })
             .collect()
+    }
+
+    /// Lets the worker redeem (rewards service) and load the loyalty page (gateway).
+    pub fn attach(&mut self, extras: &Extras) {
+        self.rewards = Some((extras.rewards.clone(), extras.reward_id.clone()));
+        self.page = extras.gateway.as_ref().map(|(addr, key)| PageClient::new(*addr, key));
     }
 
     pub fn set_workload(&mut self, workload: Workload) {
@@ -245,7 +261,7 @@ impl ServiceWorker {
 
 impl Worker for ServiceWorker {
     fn op_names(&self) -> [&'static str; OpKind::COUNT] {
-        ["GetBalance", "Earn", "Spend"]
+        ["GetBalance", "Earn", "Spend", "Redeem", "GET /v1/customers/{id}/loyalty"]
     }
 
     async fn call(&mut self) -> (OpKind, Answer) {
@@ -305,6 +321,41 @@ impl Worker for ServiceWorker {
                     }
                 }
             }
+            OpKind::Redeem => {
+                let Some((client, reward_id)) = self.rewards.as_mut() else {
+                    return (op.kind, Answer::Error("no rewards service".into()));
+                };
+                self.seq += 1;
+                let request = loyalty_proto::rewards::v1::RedeemRequest {
+                    program_id,
+                    customer_id,
+                    reward_id: reward_id.clone(),
+                    idempotency_key: format!("{}{}", self.key_prefix, self.seq),
+                };
+                match client.redeem(request).await {
+                    Ok(_) => {
+                        let acked = self.acked.entry(op.account).or_default();
+                        acked.spent += REWARD_COST;
+                        acked.redeemed += 1;
+                        Answer::Ok
+                    }
+                    Err(status) if insufficient_points(&status) => Answer::Refused,
+                    Err(status) => {
+                        self.uncertain_writes += 1;
+                        error(&status)
+                    }
+                }
+            }
+            OpKind::Page => {
+                let Some(page) = self.page.as_mut() else {
+                    return (op.kind, Answer::Error("no gateway".into()));
+                };
+                match page.get(&format!("/v1/customers/{customer_id}/loyalty")).await {
+                    Ok(200) => Answer::Ok,
+                    Ok(status) => Answer::Error(format!("HTTP {status}")),
+                    Err(error) => Answer::Error(error),
+                }
+            }
         };
         (op.kind, answer)
     }
@@ -338,6 +389,7 @@ pub async fn seed(channels: &Channels, plan: &Plan) -> Result<HashMap<u32, Expec
         Scenario::SpendContended => {
             seed_hot_set(channels, plan, &warmup_workload(plan), "warmup", WARMUP_SPEND_POINTS).await
         }
+        Scenario::Redeem => seed_hot_set(channels, plan, &plan.workload, "seed", REDEEM_SEED_POINTS).await,
         _ => seed_hot_set(channels, plan, &plan.workload, "seed", SEED_POINTS).await,
     }
 }
@@ -379,7 +431,7 @@ async fn earn_each(
                 client
                     .earn(request)
                     .await
-                    .map(|_| (account, Expected { earned: points, spent: 0 }))
+                    .map(|_| (account, Expected { earned: points, ..Expected::default() }))
                     .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
             }
         })
@@ -432,6 +484,7 @@ pub fn tally(workers: Vec<ServiceWorker>, seeded: HashMap<u32, Expected>) -> Tal
             let expected = tally.accounts.entry(account).or_default();
             expected.earned += acked.earned;
             expected.spent += acked.spent;
+            expected.redeemed += acked.redeemed;
         }
     }
     tally

@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod check;
 pub mod client;
 pub mod drive;
+pub mod extras;
 pub mod report;
 pub mod system;
 pub mod workload;
@@ -115,11 +116,11 @@ pub enum Scenario {
     Earn,
     /// Many clients Spend(1) on few accounts; both successes and INSUFFICIENT_POINTS, never an overdraft.
     SpendContended,
-    /// 90 % GetBalance, 9 % Earn, 1 % Spend (Spend stands in for redeem until the rewards service exists).
+    /// 90 % GetBalance, 9 % Earn, 1 % Redeem through the rewards service (a Spend(1) only if it cannot be started).
     Mixed,
-    /// Redeem a reward: needs the rewards service / gateway, not built yet.
+    /// Redeem a reward (rewards service in process, wired to the points service) with unique idempotency keys.
     Redeem,
-    /// The loyalty page of a shop: needs the rewards service / gateway, not built yet.
+    /// GET /v1/customers/{id}/loyalty through the HTTP gateway in process (HTTP/1.1 keep-alive).
     LoyaltyPage,
 }
 
@@ -232,12 +233,6 @@ pub struct Plan {
 impl Plan {
     pub fn from_args(args: &Args) -> Result<Self, RunError> {
         let scenario = args.scenario;
-        if matches!(scenario, Scenario::Redeem | Scenario::LoyaltyPage) {
-            return Err(RunError::Usage(format!(
-                "scenario {} needs the rewards service / gateway, not built yet",
-                scenario.name()
-            )));
-        }
         if args.target.is_none() && !args.start_points {
             return Err(RunError::Usage(
                 "say which service to load: --target ADDR (a running points service) or --start-points".into(),
@@ -277,8 +272,9 @@ impl Plan {
             customers: args.customers,
             hot: hot_set.resolve(args.customers),
             first: 0,
+            redeem: false,
             skew: args.skew.unwrap_or(match scenario {
-                Scenario::BalanceRead => 1.0,
+                Scenario::BalanceRead | Scenario::Redeem | Scenario::LoyaltyPage => 1.0,
                 Scenario::Mixed => 0.9,
                 _ => 0.0,
             }),
@@ -286,7 +282,8 @@ impl Plan {
         let baselines = if args.baselines.is_empty() {
             match scenario {
                 Scenario::BalanceRead => vec![BaselineKind::Tonic, BaselineKind::Redis],
-                Scenario::Earn | Scenario::SpendContended => vec![BaselineKind::Postgres],
+                Scenario::Earn | Scenario::SpendContended | Scenario::Redeem => vec![BaselineKind::Postgres],
+                Scenario::LoyaltyPage => vec![BaselineKind::BalanceRead],
                 _ => vec![BaselineKind::BalanceRead, BaselineKind::Tonic],
             }
         } else if args.baselines.contains(&BaselineKind::None) {
@@ -336,7 +333,7 @@ fn merge(total: &mut Option<PhaseResult>, slice: PhaseResult) {
 /// Runs the scenario, the correctness check and the baselines; the caller
 /// prints the report and turns a failed check into a non-zero exit.
 pub async fn run(args: Args) -> Result<Report, RunError> {
-    let plan = Plan::from_args(&args)?;
+    let mut plan = Plan::from_args(&args)?;
     let machine = system::Machine::read();
     let scenario = plan.scenario.name();
 
@@ -360,15 +357,48 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
     };
     let measure_memory = service.is_some() || memory_pid.is_some();
 
+    let mut extras: Option<extras::Extras> = None;
     let outcome = async {
+        let extras = &mut extras;
         let channels = plan.client.connect(&addr).await?;
+        let mut notes = Vec::new();
+        if matches!(plan.scenario, Scenario::Redeem | Scenario::LoyaltyPage | Scenario::Mixed) {
+            let points = addr.split_once("://").map_or(addr.as_str(), |(_, rest)| rest).to_owned();
+            let gateway = plan.scenario == Scenario::LoyaltyPage;
+            match extras::Extras::start(&plan, &points, args.database_max_connections, gateway).await {
+                Ok(started) => *extras = Some(started),
+                Err(error) if plan.scenario == Scenario::Mixed => {
+                    eprintln!("loadgen: {error}");
+                    notes.push(format!(
+                        "mixed: the rewards service did not start ({error}); the 1 % slice is a Spend(1) standing in for redeem"
+                    ));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if plan.scenario == Scenario::Mixed && extras.is_some() {
+            plan.workload.redeem = true;
+            notes.push("mixed: the 1 % slice is a real Redeem through the rewards service in process".to_owned());
+        }
+        if extras.is_some() && args.database_url.as_deref().is_some_and(|url| url.starts_with("postgres")) {
+            notes.push("the rewards service (and gateway key store) run on SQLite files, only points on the given database".to_owned());
+        }
+        if plan.scenario == Scenario::LoyaltyPage {
+            notes.push("loyalty-page: gateway with points and rewards; tiers and referral not started (marked unavailable on the page)".to_owned());
+        }
+        let plan = &plan;
         let idle_rss_kb = measure_memory.then(|| system::rss_kb(memory_pid)).flatten();
-        let mut expected = client::seed(&channels, &plan).await?;
+        let mut expected = client::seed(&channels, plan).await?;
 
-        let workers = ServiceWorker::many(&channels, &plan, client::warmup_workload(&plan));
+        let mut workers = ServiceWorker::many(&channels, plan, client::warmup_workload(plan));
+        if let Some(extras) = extras.as_ref() {
+            for worker in &mut workers {
+                worker.attach(extras);
+            }
+        }
         let (mut workers, warm) = drive::run_phase(workers, &plan.warmup(scenario), None).await;
         if plan.scenario == Scenario::SpendContended {
-            client::fund_spend_accounts(&channels, &plan, &warm, &mut expected).await?;
+            client::fund_spend_accounts(&channels, plan, &warm, &mut expected).await?;
             for worker in &mut workers {
                 worker.set_workload(plan.workload.clone());
             }
@@ -377,7 +407,7 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         let mut baselines = Vec::new();
         let mut reports = Vec::new();
         for kind in &plan.baselines {
-            match Baseline::prepare(*kind, &plan, &args, &channels).await {
+            match Baseline::prepare(*kind, plan, &args, &channels).await {
                 Ok(mut baseline) => {
                     for (account, seeded) in std::mem::take(&mut baseline.seeded) {
                         expected.entry(account).or_default().earned += seeded.earned;
@@ -406,7 +436,7 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         let measured = measured.expect("at least one round");
         let end_rss_kb = measure_memory.then(|| system::rss_kb(memory_pid)).flatten();
         let tally = client::tally(workers, expected);
-        let correctness = check::run(&channels, &plan, &tally).await;
+        let correctness = check::run(&channels, plan, &tally, extras.as_ref().map(|e| &e.rewards)).await;
 
         for (baseline, result) in baselines {
             let (name, what) = describe(baseline.kind);
@@ -416,14 +446,13 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
             let result = result.expect("at least one round");
             reports.push(BaselineReport::measured(name, what, &measured, result));
         }
-        let mut notes = Vec::new();
-        if plan.scenario == Scenario::Mixed {
-            notes.push("mixed: the 1 % Spend stands in for redeem until the rewards service exists".to_owned());
-        }
         Ok::<_, RunError>((measured, idle_rss_kb, end_rss_kb, correctness, reports, notes))
     }
     .await;
 
+    if let Some(extras) = extras.take() {
+        extras.stop().await;
+    }
     let stopped = match service {
         Some(service) => service.stop().await,
         None => Ok(()),

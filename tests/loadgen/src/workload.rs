@@ -8,16 +8,22 @@ use crate::Scenario;
 pub const EARN_POINTS: i64 = 10;
 /// Points of one Spend.
 pub const SPEND_POINTS: i64 = 1;
+/// Point cost of the reward that redeem (and mixed's 1 %) redeems.
+pub const REWARD_COST: i64 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     Read = 0,
     Earn = 1,
     Spend = 2,
+    /// Redeem a reward (rewards service).
+    Redeem = 3,
+    /// GET the loyalty page (HTTP gateway).
+    Page = 4,
 }
 
 impl OpKind {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 5;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +46,8 @@ pub struct Workload {
     pub first: u32,
     /// Share of requests that go to the hot set.
     pub skew: f64,
+    /// mixed: the 1 % slice redeems a reward (rewards service running) instead of a Spend.
+    pub redeem: bool,
 }
 
 impl Workload {
@@ -52,14 +60,13 @@ impl Workload {
                 let kind = match rng.u32(0..100) {
                     0..90 => OpKind::Read,
                     90..99 => OpKind::Earn,
+                    _ if self.redeem => OpKind::Redeem,
                     _ => OpKind::Spend,
                 };
                 self.op(kind, rng)
             }
-            // Refused when the plan is made; never driven.
-            crate::Scenario::Redeem | crate::Scenario::LoyaltyPage => {
-                unreachable!("scenario without a workload")
-            }
+            crate::Scenario::Redeem => self.op(OpKind::Redeem, rng),
+            crate::Scenario::LoyaltyPage => self.op(OpKind::Page, rng),
         }
     }
 
@@ -87,7 +94,7 @@ mod tests {
     use super::*;
 
     fn workload(scenario: Scenario, skew: f64) -> Workload {
-        Workload { scenario, customers: 1_000, hot: 10, first: 0, skew }
+        Workload { scenario, customers: 1_000, hot: 10, first: 0, skew, redeem: false }
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! The services in front of points that redeem, loyalty-page and mixed
+//! use: the rewards service and the HTTP gateway, started in this process
+//! on SQLite files of their own, and a minimal HTTP/1.1 keep-alive client
+//! for the gateway (one connection per client, one request in flight).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
+
+use loyalty_proto::rewards::v1 as rpb;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
+
+use crate::workload::REWARD_COST;
+use crate::{Plan, RunError};
+
+/// The rewards service (and, for loyalty-page, the gateway) of one run.
+pub struct Extras {
+    pub rewards_addr: SocketAddr,
+    pub rewards: RewardsServiceClient<Channel>,
+    /// The reward every redeem asks for.
+    pub reward_id: String,
+    /// Gateway address and a fresh admin key of the run's program.
+    pub gateway: Option<(SocketAddr, String)>,
+    rewards_server: loyalty_rewards::RewardsServer,
+    gateway_server: Option<loyalty_gateway::GatewayServer>,
+    dir: PathBuf,
+}
+
+impl Extras {
+    /// `points`: `host:port` of the points service.
+    pub async fn start(plan: &Plan, points: &str, max_connections: u32, gateway: bool) -> Result<Self, RunError> {
+        let dir = std::env::temp_dir().join(format!("loadgen-extras-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
+        let rewards_url = format!("sqlite://{}/rewards.db", dir.display());
+        let pool = max_connections.to_string();
+        let config = loyalty_rewards::Config::try_parse_from([
+            "loyalty-rewards",
+            "--database-url",
+            &rewards_url,
+            "--database-max-connections",
+            &pool,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            points,
+        ])
+        .map_err(|e| RunError::Usage(format!("rewards service settings: {e}")))?;
+        let listener = bind().await?;
+        let rewards_addr = listener.local_addr().map_err(|e| RunError::Failed(e.to_string()))?;
+        let rewards_server = loyalty_rewards::RewardsServer::start(config, listener, None)
+            .await
+            .map_err(|e| RunError::Failed(format!("rewards service did not start: {e}")))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{rewards_addr}"))
+            .map_err(|e| RunError::Failed(e.to_string()))?
+            .tcp_nodelay(true)
+            .timeout(crate::client::CALL_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| RunError::Failed(format!("cannot connect to the rewards service: {e:?}")))?;
+        let mut rewards = RewardsServiceClient::new(channel);
+        let reward = rpb::Reward {
+            name: "loadgen reward".into(),
+            kind: rpb::RewardKind::FreeShipping as i32,
+            point_cost: REWARD_COST,
+            voucher_validity_days: 30,
+            ..Default::default()
+        };
+        let reward_id = rewards
+            .create_reward(rpb::CreateRewardRequest {
+                program_id: plan.program.clone(),
+                reward: Some(reward),
+                actor: "loadgen".into(),
+                idempotency_key: format!("{}-reward", plan.run_id),
+            })
+            .await
+            .map_err(|s| RunError::Failed(format!("CreateReward: {:?}: {}", s.code(), s.message())))?
+            .into_inner()
+            .reward
+            .map(|r| r.reward_id)
+            .unwrap_or_default();
+        eprintln!("rewards service in process on {rewards_addr} (reward {reward_id}, {REWARD_COST} points)");
+
+        let mut extras =
+            Self { rewards_addr, rewards, reward_id, gateway: None, rewards_server, gateway_server: None, dir };
+        if gateway && let Err(error) = extras.start_gateway(plan, points).await {
+            extras.stop().await;
+            return Err(error);
+        }
+        Ok(extras)
+    }
+
+    async fn start_gateway(&mut self, plan: &Plan, points: &str) -> Result<(), RunError> {
+        let mut config =
+            loyalty_gateway::Config::from_env().map_err(|e| RunError::Usage(format!("gateway settings: {e}")))?;
+        let listener = bind().await?;
+        let addr = listener.local_addr().map_err(|e| RunError::Failed(e.to_string()))?;
+        config.http_addr = addr;
+        config.metrics_addr = "127.0.0.1:0".parse().expect("static address");
+        config.points_addr = points.to_owned();
+        config.tiers_addr = None;
+        config.referral_addr = None;
+        config.rewards_addr = Some(self.rewards_addr.to_string());
+        config.database_url = format!("sqlite://{}/gateway.db", self.dir.display());
+        config.rate_limit_per_sec = 0;
+        let keys = loyalty_gateway::keys::KeyStore::open(&config.database_url, 2)
+            .await
+            .map_err(|e| RunError::Failed(format!("gateway key store: {e}")))?;
+        let key = keys
+            .create(&plan.program, loyalty_gateway::keys::Scope::Admin, "loadgen")
+            .await
+            .map_err(|e| RunError::Failed(format!("gateway key: {e}")))?
+            .key;
+        let server = loyalty_gateway::GatewayServer::start(config, listener)
+            .await
+            .map_err(|e| RunError::Failed(format!("gateway did not start: {e}")))?;
+        eprintln!("gateway in process on http://{addr} (points, rewards; no tiers, no referral)");
+        self.gateway = Some((server.bind_addr(), key));
+        self.gateway_server = Some(server);
+        Ok(())
+    }
+
+    pub async fn stop(self) {
+        if let Some(gateway) = self.gateway_server
+            && let Err(error) = gateway.shutdown().await
+        {
+            eprintln!("loadgen: gateway shutdown: {error}");
+        }
+        if let Err(error) = self.rewards_server.shutdown().await {
+            eprintln!("loadgen: rewards service shutdown: {error}");
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+async fn bind() -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| RunError::Failed(format!("cannot bind 127.0.0.1:0: {e}")))
+}
+
+/// One HTTP/1.1 keep-alive connection to the gateway, reopened after an error.
+pub struct PageClient {
+    addr: SocketAddr,
+    authorization: String,
+    conn: Option<BufReader<TcpStream>>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl PageClient {
+    pub fn new(addr: SocketAddr, key: &str) -> Self {
+        Self { addr, authorization: format!("Bearer {key}"), conn: None, line: String::new(), body: Vec::new() }
+    }
+
+    /// GET `path`: the status code, after the whole body was read.
+    pub async fn get(&mut self, path: &str) -> Result<u16, String> {
+        let result = self.exchange(path).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, path: &str) -> Result<u16, String> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nAccept: application/json\r\n\r\n",
+            self.addr, self.authorization
+        );
+        conn.get_mut().write_all(request.as_bytes()).await.map_err(|e| format!("write: {}", e.kind()))?;
+        self.line.clear();
+        conn.read_line(&mut self.line).await.map_err(|e| format!("read: {}", e.kind()))?;
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("bad status line {:?}", self.line.trim_end()))?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut close = false;
+        loop {
+            self.line.clear();
+            if conn.read_line(&mut self.line).await.map_err(|e| format!("read: {}", e.kind()))? == 0 {
+                return Err("connection closed in the headers".into());
+            }
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.eq_ignore_ascii_case("chunked");
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        if chunked {
+            loop {
+                self.line.clear();
+                conn.read_line(&mut self.line).await.map_err(|e| format!("read: {}", e.kind()))?;
+                let size = usize::from_str_radix(self.line.trim_end().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| format!("bad chunk size {:?}", self.line.trim_end()))?;
+                self.body.resize(size + 2, 0);
+                conn.read_exact(&mut self.body).await.map_err(|e| format!("read: {}", e.kind()))?;
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            self.body.resize(length.unwrap_or(0), 0);
+            conn.read_exact(&mut self.body).await.map_err(|e| format!("read: {}", e.kind()))?;
+        }
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+}
