@@ -96,6 +96,11 @@ impl Check {
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
         if self.0.is_empty() { Ok(()) } else { Err(self.0) }
     }
+
+    /// INVALID_ARGUMENT naming every bad field, in the caller's error domain.
+    pub fn done(self, domain: &str) -> Result<(), tonic::Status> {
+        self.finish().map_err(|violations| crate::status::invalid_argument(domain, &violations))
+    }
 }
 
 /// One page of a list: its size and the position it starts after.

@@ -107,17 +107,37 @@ impl Ledger {
 
     /// Earns an order's points once per order id.
     pub async fn earn_for_order(&self, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
-        let command = Command::OrderEarn {
-            order: order.clone(),
-            points: 0,
-            breakdown: Breakdown::default(),
-            pending_until: None,
-            expires_at: None,
+        let key = order.order_id.clone();
+        let priced = self.price_for_earn(program_id, &order).await;
+        let (breakdown, pending_until, expires_at) = match priced {
+            Ok(priced) => priced,
+            Err(error) => {
+                // A replay answers from its saved result even when the rules or
+                // the tiers service would refuse it now; only failures pay for the look-up.
+                let identity = Command::OrderEarn {
+                    order,
+                    points: 0,
+                    breakdown: Breakdown::default(),
+                    pending_until: None,
+                    expires_at: None,
+                };
+                return match self.store.saved(program_id, &key, &identity).await? {
+                    Some(saved) => Ok(saved),
+                    None => Err(error),
+                };
+            }
         };
-        // A replay answers from the saved result before asking anyone anything.
-        if let Some(saved) = self.store.saved(program_id, &order.order_id, &command).await? {
-            return Ok(saved);
-        }
+        let command =
+            Command::OrderEarn { points: breakdown.total_points, pending_until, expires_at, breakdown, order };
+        self.execute(program_id, &key, command).await
+    }
+
+    /// The points, pending date and expiry of an order under today's rules.
+    async fn price_for_earn(
+        &self,
+        program_id: &str,
+        order: &OrderRequest,
+    ) -> Result<(Breakdown, Option<Micros>, Option<Micros>), Error> {
         let now = self.now();
         let at = order.occurred_at.unwrap_or(now);
         let (breakdown, settings) =
@@ -126,15 +146,7 @@ impl Ledger {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Error::invalid("occurred_at", "is so long ago that its points would already have expired"));
         }
-        let key = order.order_id.clone();
-        let command = Command::OrderEarn {
-            points: breakdown.total_points,
-            pending_until: settings.pending_until(at),
-            expires_at,
-            breakdown,
-            order,
-        };
-        self.execute(program_id, &key, command).await
+        Ok((breakdown, settings.pending_until(at), expires_at))
     }
 
     /// Awards an activity rule's points, within its cap.

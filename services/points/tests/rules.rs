@@ -198,6 +198,11 @@ async fn orders_earn_by_the_rules_and_refunds_take_back_in_proportion(backend: B
     let replay = h.client.earn_for_order(order("shop", "ida", "o-1", 12_950)).await.unwrap();
     assert!(replay.metadata().get("idempotent-replayed").is_some());
     assert_eq!(replay.into_inner().transaction_id, earned.transaction_id);
+    // Rules that would refuse the order now do not change its replay.
+    put_settings(&mut h, "shop", pb::ProgramSettings { currency: "USD".into(), ..shop_settings() }, "s-usd").await;
+    let replay = h.client.earn_for_order(order("shop", "ida", "o-1", 12_950)).await.expect("the saved result");
+    assert_eq!(replay.into_inner().transaction_id, earned.transaction_id);
+    put_settings(&mut h, "shop", shop_settings(), "s-eur").await;
     let other = h.client.earn_for_order(order("shop", "ida", "o-1", 99_999)).await.unwrap_err();
     assert_eq!(other.code(), Code::AlreadyExists, "one order id, one amount");
 

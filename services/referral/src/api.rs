@@ -11,7 +11,7 @@ use loyalty_proto::referral::v1 as pb;
 use loyalty_proto::referral::v1::referral_service_server::ReferralService;
 
 use crate::domain::{self, Referral, Settings, Status as ReferralStatus};
-use crate::error::Error;
+use crate::error::DOMAIN;
 use crate::service::Referrals;
 use crate::store::OrderEvent;
 
@@ -26,10 +26,6 @@ impl ReferralApi {
     pub fn new(referrals: Arc<Referrals>) -> Self {
         Self { referrals }
     }
-}
-
-fn done(check: Check) -> Result<(), Status> {
-    check.finish().map_err(|violations| Error::InvalidArgument(violations).into())
 }
 
 /// A code as typed by a person, or a violation naming `field`.
@@ -58,7 +54,7 @@ impl ReferralService for ReferralApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let (code, enabled) = self.referrals.store().code_for(&r.program_id, &r.customer_id).await?;
         Ok(Response::new(pb::GetOrCreateCodeResponse { code, enabled }))
     }
@@ -71,7 +67,7 @@ impl ReferralService for ReferralApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
         let code = code(&mut check, "code", &r.code);
-        done(check)?;
+        check.done(DOMAIN)?;
         let settings = self.referrals.store().settings(&r.program_id).await?;
         let found = self.referrals.store().resolve(&r.program_id, &code).await?;
         let response = match found {
@@ -93,7 +89,7 @@ impl ReferralService for ReferralApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let code = self.referrals.store().disable_code(&r.program_id, &r.customer_id).await?;
         Ok(Response::new(pb::DisableCodeResponse { code }))
     }
@@ -107,7 +103,7 @@ impl ReferralService for ReferralApi {
         check.id("program_id", &r.program_id).id("referee_customer_id", &r.referee_customer_id);
         check.id("idempotency_key", &r.idempotency_key);
         let code = code(&mut check, "code", &r.code);
-        done(check)?;
+        check.done(DOMAIN)?;
         let referral =
             self.referrals.store().signup(&r.program_id, &code, &r.referee_customer_id, &r.idempotency_key).await?;
         Ok(Response::new(pb::RecordSignupResponse { referral: Some(referral_to_proto(&referral)) }))
@@ -122,7 +118,7 @@ impl ReferralService for ReferralApi {
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("order_id", &r.order_id);
         amount(&mut check, "amount_minor", r.amount_minor);
         let at = check.timestamp("occurred_at", r.occurred_at.as_ref());
-        done(check)?;
+        check.done(DOMAIN)?;
         let event = OrderEvent::Purchase {
             program_id: r.program_id,
             customer_id: r.customer_id,
@@ -142,7 +138,7 @@ impl ReferralService for ReferralApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("order_id", &r.order_id).id("idempotency_key", &r.idempotency_key);
         amount(&mut check, "refunded_amount_minor", r.refunded_amount_minor);
-        done(check)?;
+        check.done(DOMAIN)?;
         let event = OrderEvent::Refund {
             program_id: r.program_id,
             order_id: r.order_id,
@@ -162,7 +158,7 @@ impl ReferralService for ReferralApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("referrer_customer_id", &r.referrer_customer_id);
         let page = check.page(r.page_size, &r.page_token);
-        done(check)?;
+        check.done(DOMAIN)?;
         let rows = self
             .referrals
             .store()
@@ -180,7 +176,7 @@ impl ReferralService for ReferralApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let s = self.referrals.store().stats(&r.program_id, &r.customer_id).await?;
         Ok(Response::new(pb::GetReferralStatsResponse {
             invited: s.invited,
@@ -199,7 +195,7 @@ impl ReferralService for ReferralApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let settings = self.referrals.store().settings(&r.program_id).await?;
         Ok(Response::new(pb::GetReferralSettingsResponse { settings: Some(settings_to_proto(&settings)) }))
     }
@@ -226,7 +222,7 @@ impl ReferralService for ReferralApi {
         for violation in settings.validate() {
             check.add(Err(violation));
         }
-        done(check)?;
+        check.done(DOMAIN)?;
         let stored = self.referrals.store().put_settings(&r.program_id, settings, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use loyalty_common::idempotency::KeyError;
 use loyalty_common::status::{self, ErrorClass};
-use loyalty_common::validate::FieldViolation;
 use tonic::Status;
 
 use crate::domain::Refusal;
@@ -14,8 +13,6 @@ pub const DOMAIN: &str = "referral.loyalty";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid argument")]
-    InvalidArgument(Vec<FieldViolation>),
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error(transparent)]
@@ -31,7 +28,6 @@ impl From<Error> for Status {
         let fail =
             |class, reason: &str, message: String| status::failure(class, reason, DOMAIN, message, HashMap::new());
         match error {
-            Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
             Error::Refused(ref refusal) => {
                 let (class, reason) = match refusal {
                     Refusal::ReferralsOff => (ErrorClass::FailedPrecondition, "REFERRALS_DISABLED"),

@@ -11,7 +11,7 @@ use loyalty_proto::rewards::v1 as pb;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsService;
 
 use crate::domain::{self, Kind, Reward, Unavailable};
-use crate::error::Error;
+use crate::error::DOMAIN;
 use crate::service::Rewards;
 use crate::store::{CatalogEntry, Redemption, Status as RedemptionStatus};
 
@@ -23,10 +23,6 @@ impl RewardsApi {
     pub fn new(rewards: Arc<Rewards>) -> Self {
         Self { rewards }
     }
-}
-
-fn done(check: Check) -> Result<(), Status> {
-    check.finish().map_err(|violations| Error::InvalidArgument(violations).into())
 }
 
 fn admin(check: &mut Check, program_id: &str, actor: &str, key: &str) {
@@ -53,7 +49,7 @@ impl RewardsService for RewardsApi {
         if !reward.reward_id.is_empty() {
             check.add(Err(FieldViolation::new("reward.reward_id", "is given by the service; leave it empty")));
         }
-        done(check)?;
+        check.done(DOMAIN)?;
         let entry = self.rewards.store().create(&r.program_id, reward, &r.idempotency_key).await?;
         Ok(Response::new(pb::CreateRewardResponse { reward: Some(reward_to_proto(&entry)) }))
     }
@@ -67,7 +63,7 @@ impl RewardsService for RewardsApi {
         admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
         let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
         check.id("reward.reward_id", &reward.reward_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         // Replacing with the same content twice is the same replacement: idempotent by nature.
         let entry = self.rewards.store().update(&r.program_id, reward).await?;
         Ok(Response::new(pb::UpdateRewardResponse { reward: Some(reward_to_proto(&entry)) }))
@@ -81,7 +77,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
         check.id("reward_id", &r.reward_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let entry = self.rewards.store().archive(&r.program_id, &r.reward_id).await?;
         Ok(Response::new(pb::ArchiveRewardResponse { reward: Some(reward_to_proto(&entry)) }))
     }
@@ -93,7 +89,7 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let catalog = self.rewards.store().catalog(&r.program_id, r.include_archived).await?;
         Ok(Response::new(pb::ListRewardsResponse { rewards: catalog.iter().map(reward_to_proto).collect() }))
     }
@@ -105,7 +101,7 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let (entries, available_points) = self.rewards.available(&r.program_id, &r.customer_id).await?;
         let rewards = entries
             .iter()
@@ -133,7 +129,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.id("reward_id", &r.reward_id).id("idempotency_key", &r.idempotency_key);
-        done(check)?;
+        check.done(DOMAIN)?;
         let (redemption, replayed) =
             self.rewards.redeem(&r.program_id, &r.customer_id, &r.reward_id, &r.idempotency_key).await?;
         let mut response = Response::new(pb::RedeemResponse { redemption: Some(redemption_to_proto(&redemption)) });
@@ -152,7 +148,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         let page = check.page(r.page_size, &r.page_token);
-        done(check)?;
+        check.done(DOMAIN)?;
         let rows = self.rewards.store().redemptions(&r.program_id, &r.customer_id, page.before, page.size + 1).await?;
         let (rows, next_page_token) = page.cut(rows, |(seq, _)| *seq);
         let redemptions = rows.iter().map(|(_, redemption)| redemption_to_proto(redemption)).collect();
@@ -167,7 +163,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("redemption_id", &r.redemption_id);
         check.id("idempotency_key", &r.idempotency_key);
-        done(check)?;
+        check.done(DOMAIN)?;
         let cancelled = self.rewards.store().cancel(&r.program_id, &r.redemption_id).await?;
         // The refund goes out now if the points service answers, else with the next background round.
         if let Err(error) = self.rewards.send_refunds().await {
@@ -184,7 +180,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
         let code = voucher_code(&mut check, &r.code);
-        done(check)?;
+        check.done(DOMAIN)?;
         let found = self.rewards.store().by_code(&r.program_id, &code).await?;
         let found = found.filter(|v| r.customer_id.is_empty() || v.customer_id == r.customer_id);
         let now = self.rewards.store().now();
@@ -212,7 +208,7 @@ impl RewardsService for RewardsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("order_id", &r.order_id);
         let code = voucher_code(&mut check, &r.code);
-        done(check)?;
+        check.done(DOMAIN)?;
         let used = self.rewards.store().consume(&r.program_id, &code, &r.order_id).await?;
         Ok(Response::new(pb::ConsumeVoucherResponse { redemption: Some(redemption_to_proto(&used)) }))
     }

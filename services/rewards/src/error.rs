@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use loyalty_common::idempotency::KeyError;
 use loyalty_common::status::{self, ErrorClass};
-use loyalty_common::validate::FieldViolation;
 use tonic::Status;
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -12,8 +11,6 @@ pub const DOMAIN: &str = "rewards.loyalty";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid argument")]
-    InvalidArgument(Vec<FieldViolation>),
     #[error("reward {0} not found in this program")]
     RewardNotFound(String),
     #[error("reward {0} cannot be redeemed now (archived or outside its dates)")]
@@ -51,7 +48,6 @@ impl From<Error> for Status {
         use ErrorClass::{AlreadyExists, FailedPrecondition, NotFound};
         let fail = |class, reason: &str, metadata| status::failure(class, reason, DOMAIN, error.to_string(), metadata);
         match &error {
-            Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, violations),
             Error::RewardNotFound(_) => fail(NotFound, "REWARD_NOT_FOUND", HashMap::new()),
             Error::RewardNotActive(_) => fail(FailedPrecondition, "REWARD_NOT_ACTIVE", HashMap::new()),
             Error::RedemptionNotFound(_) => fail(NotFound, "REDEMPTION_NOT_FOUND", HashMap::new()),

@@ -123,8 +123,14 @@ impl Rewards {
             self.points.clone().get_balance(request).await.map_err(|s| Error::Upstream("the points service", s))?;
         let available_points = balance.into_inner().balance.map_or(0, |b| b.available);
         let now = self.store.now();
+        let catalog = self.store.catalog(program_id, false).await?;
+        let standing = if catalog.iter().any(|e| !e.reward.minimum_tier_id.is_empty()) {
+            self.standing_in_ladder(program_id, customer_id).await?
+        } else {
+            LadderStanding::default()
+        };
         let mut out = Vec::new();
-        for entry in self.store.catalog(program_id, false).await? {
+        for entry in catalog {
             if !entry.reward.is_active(now) {
                 continue;
             }
@@ -134,7 +140,7 @@ impl Rewards {
             } else {
                 0
             };
-            let tier_ok = self.tier_reaches(program_id, customer_id, &reward.minimum_tier_id).await?;
+            let tier_ok = standing.reaches(&reward.minimum_tier_id);
             let standing = Standing { available_points, tier_ok, recent_redemptions };
             let why = reward.unavailable(standing, entry.remaining_stock);
             out.push((entry, why));
@@ -231,7 +237,13 @@ impl Rewards {
         if minimum.is_empty() {
             return Ok(true);
         }
-        let Some(tiers) = &self.tiers else { return Ok(false) };
+        Ok(self.standing_in_ladder(program_id, customer_id).await?.reaches(minimum))
+    }
+
+    /// The program's ladder order and the customer's tier on it, asked once
+    /// per request; nobody reaches a minimum tier without a tiers service.
+    async fn standing_in_ladder(&self, program_id: &str, customer_id: &str) -> Result<LadderStanding, Error> {
+        let Some(tiers) = &self.tiers else { return Ok(LadderStanding::default()) };
         let unavailable = |s| Error::Upstream("the tiers service", s);
         let ladder = tiers
             .clone()
@@ -252,8 +264,24 @@ impl Rewards {
             .map_err(unavailable)?
             .into_inner()
             .tier_id;
-        let rank = |id: &str| ladder.tiers.iter().position(|t| t.tier_id == id);
-        Ok(matches!((rank(&held), rank(minimum)), (Some(h), Some(m)) if h >= m))
+        Ok(LadderStanding { order: ladder.tiers.into_iter().map(|t| t.tier_id).collect(), held })
+    }
+}
+
+/// Tier ids lowest first, and the one the customer holds.
+#[derive(Debug, Default)]
+struct LadderStanding {
+    order: Vec<String>,
+    held: String,
+}
+
+impl LadderStanding {
+    fn reaches(&self, minimum: &str) -> bool {
+        if minimum.is_empty() {
+            return true;
+        }
+        let rank = |id: &str| self.order.iter().position(|t| t == id);
+        matches!((rank(&self.held), rank(minimum)), (Some(held), Some(min)) if held >= min)
     }
 }
 

@@ -11,7 +11,7 @@ use loyalty_proto::tiers::v1 as pb;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersService;
 
 use crate::domain::{self, Downgrade, Ladder, Membership, Reason, Tier, Window};
-use crate::error::Error;
+use crate::error::DOMAIN;
 use crate::service::Tiers;
 
 pub struct TiersApi {
@@ -24,14 +24,10 @@ impl TiersApi {
     }
 }
 
-fn done(check: Check) -> Result<(), Status> {
-    check.finish().map_err(|violations| Error::InvalidArgument(violations).into())
-}
-
 fn customer(program_id: &str, customer_id: &str) -> Result<(), Status> {
     let mut check = Check::default();
     check.id("program_id", program_id).id("customer_id", customer_id);
-    done(check)
+    check.done(DOMAIN)
 }
 
 #[tonic::async_trait]
@@ -43,7 +39,7 @@ impl TiersService for TiersApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        done(check)?;
+        check.done(DOMAIN)?;
         let ladder = self.tiers.store().ladder(&r.program_id).await?;
         Ok(Response::new(pb::GetLadderResponse { ladder: Some(ladder_to_proto(&ladder)) }))
     }
@@ -56,7 +52,7 @@ impl TiersService for TiersApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
         let ladder = ladder_from_proto(r.ladder.unwrap_or_default(), &mut check.0);
-        done(check)?;
+        check.done(DOMAIN)?;
         let stored = self.tiers.put_ladder(&r.program_id, ladder, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutLadderResponse { ladder: Some(ladder_to_proto(&stored)) }))
     }
@@ -81,7 +77,7 @@ impl TiersService for TiersApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         let page = check.page(r.page_size, &r.page_token);
-        done(check)?;
+        check.done(DOMAIN)?;
         let rows = self.tiers.store().history(&r.program_id, &r.customer_id, page.before, page.size + 1).await?;
         let (rows, next_page_token) = page.cut(rows, |row| row.change_id);
         let changes = rows
@@ -109,7 +105,7 @@ impl TiersService for TiersApi {
         if ends_at.is_some_and(|at| at <= self.tiers.store().now()) {
             check.add(Err(FieldViolation::new("ends_at", "must be in the future")));
         }
-        done(check)?;
+        check.done(DOMAIN)?;
         let (member, ladder) = self
             .tiers
             .assign(&r.program_id, &r.customer_id, Some(&r.tier_id), ends_at, &r.actor, &r.idempotency_key)
@@ -127,7 +123,7 @@ impl TiersService for TiersApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
-        done(check)?;
+        check.done(DOMAIN)?;
         let (member, ladder) =
             self.tiers.assign(&r.program_id, &r.customer_id, None, None, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::RemoveAssignmentResponse {
@@ -155,7 +151,7 @@ impl TiersService for TiersApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         let at = check.timestamp("at", r.at.as_ref());
-        done(check)?;
+        check.done(DOMAIN)?;
         let (tier_id, bp) = self.tiers.multiplier(&r.program_id, &r.customer_id, at).await?;
         Ok(Response::new(pb::GetMultiplierResponse { tier_id, multiplier_bp: i32::try_from(bp).unwrap_or(i32::MAX) }))
     }

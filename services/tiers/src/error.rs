@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use loyalty_common::idempotency::KeyError;
 use loyalty_common::status::{self, ErrorClass};
-use loyalty_common::validate::FieldViolation;
 use tonic::Status;
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -12,8 +11,6 @@ pub const DOMAIN: &str = "tiers.loyalty";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid argument")]
-    InvalidArgument(Vec<FieldViolation>),
     #[error("tier {0} is not on this program's ladder")]
     UnknownTier(String),
     #[error(transparent)]
@@ -27,7 +24,6 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
             Error::UnknownTier(_) => {
                 status::failure(ErrorClass::NotFound, "TIER_NOT_FOUND", DOMAIN, error.to_string(), HashMap::new())
             }

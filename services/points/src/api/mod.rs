@@ -18,7 +18,7 @@ use loyalty_proto::points::v1::points_service_server::PointsService;
 mod convert;
 
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
-use crate::error::Error;
+use crate::error::DOMAIN;
 use crate::ledger::Ledger;
 use crate::rules::{self, MAX_ORDER_MINOR};
 use crate::store::{Command, EarnRef, Execution, LedgerRow, OrderRequest};
@@ -58,7 +58,6 @@ trait PointsCheck {
     fn points(&mut self, field: &str, value: i64) -> &mut Self;
     /// An order amount and its currency.
     fn order(&mut self, amount_minor: i64, currency: &str) -> &mut Self;
-    fn done(self) -> Result<(), Status>;
 }
 
 impl PointsCheck for Check {
@@ -78,10 +77,6 @@ impl PointsCheck for Check {
             self.add(Err(FieldViolation::new("currency", "must be an ISO 4217 code such as EUR")));
         }
         self
-    }
-
-    fn done(self) -> Result<(), Status> {
-        self.finish().map_err(|violations| Error::InvalidArgument(violations).into())
     }
 }
 
@@ -103,7 +98,7 @@ impl PointsService for PointsApi {
         check.points("points", r.points).text("reason", &r.reason);
         let pending_until = check.timestamp("pending_until", r.pending_until.as_ref());
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
-        check.done()?;
+        check.done(DOMAIN)?;
         let command =
             Command::Earn { customer_id: r.customer_id, points: r.points, reason: r.reason, pending_until, expires_at };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
@@ -120,7 +115,7 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
-        check.done()?;
+        check.done(DOMAIN)?;
         let command = Command::Spend { customer_id: r.customer_id, points: r.points, reason: r.reason };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
         let receipt = &execution.receipt;
@@ -155,7 +150,7 @@ impl PointsService for PointsApi {
         if let Some(points) = r.points {
             check.points("points", points);
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let original = original.expect("validated above");
         let command = Command::Reverse { original, points: r.points, reason: r.reason };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
@@ -181,7 +176,7 @@ impl PointsService for PointsApi {
         if r.points < 0 && expires_at.is_some() {
             check.add(Err(FieldViolation::new("expires_at", "only applies to a positive adjustment")));
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let command = Command::Adjust {
             customer_id: r.customer_id,
             points: r.points,
@@ -208,7 +203,7 @@ impl PointsService for PointsApi {
         if !r.earn_transaction_id.is_empty() {
             check.id("earn_transaction_id", &r.earn_transaction_id);
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let earn = Some(r.earn_transaction_id).filter(|id| !id.is_empty());
         let command = Command::ActivatePending { customer_id: r.customer_id, earn_transaction_id: earn };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
@@ -228,7 +223,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        check.done()?;
+        check.done(DOMAIN)?;
         let found = self.ledger.balance(&r.program_id, &r.customer_id).await?;
         Ok(Response::new(pb::GetBalanceResponse { balance: Some(balance(&found)) }))
     }
@@ -241,7 +236,7 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         let page = check.page(r.page_size, &r.page_token);
-        check.done()?;
+        check.done(DOMAIN)?;
         // One extra row tells whether another page follows.
         let rows = self.ledger.entries(&r.program_id, &r.customer_id, page.before, page.size + 1).await?;
         let (rows, next_page_token) = page.cut(rows, |row| row.id);
@@ -272,7 +267,7 @@ impl PointsService for PointsApi {
                 }
             }
         };
-        check.done()?;
+        check.done(DOMAIN)?;
         let until = self.ledger.now().saturating_add(within);
         let lots = self.ledger.expiring(&r.program_id, &r.customer_id, until).await?;
         let total_points = lots.iter().map(|(_, points)| points).sum();
@@ -293,7 +288,7 @@ impl PointsService for PointsApi {
         } else {
             let mut check = Check::default();
             check.id("program_id", &r.program_id);
-            check.done()?;
+            check.done(DOMAIN)?;
             Some(r.program_id.as_str())
         };
         let run = self.ledger.run_expiry(program).await?;
@@ -311,7 +306,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        check.done()?;
+        check.done(DOMAIN)?;
         let settings = self.ledger.programs().settings(&r.program_id).await?;
         Ok(Response::new(pb::GetProgramSettingsResponse { settings: Some(settings_to_proto(&settings)) }))
     }
@@ -325,7 +320,7 @@ impl PointsService for PointsApi {
         check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
         // An absent message reads as all defaults, which fail validation field by field.
         let settings = settings_from_proto(r.settings.unwrap_or_default(), &mut check.0);
-        check.done()?;
+        check.done(DOMAIN)?;
         let stored = self
             .ledger
             .programs()
@@ -341,7 +336,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        check.done()?;
+        check.done(DOMAIN)?;
         let campaigns = self.ledger.programs().campaigns(&r.program_id, r.include_ended).await?;
         Ok(Response::new(pb::ListCampaignsResponse { campaigns: campaigns.iter().map(campaign_to_proto).collect() }))
     }
@@ -357,7 +352,7 @@ impl PointsService for PointsApi {
         if !campaign.campaign_id.is_empty() {
             check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let created =
             self.ledger.programs().create_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
@@ -373,7 +368,7 @@ impl PointsService for PointsApi {
         check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
         let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
         check.id("campaign.campaign_id", &campaign.campaign_id);
-        check.done()?;
+        check.done(DOMAIN)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let updated =
             self.ledger.programs().update_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
@@ -388,7 +383,7 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
         check.id("campaign_id", &r.campaign_id);
-        check.done()?;
+        check.done(DOMAIN)?;
         let ended =
             self.ledger.programs().end_campaign(&r.program_id, &r.campaign_id, &r.actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::EndCampaignResponse { campaign: Some(campaign_to_proto(&ended)) }))
@@ -402,7 +397,7 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
         let page = check.page(r.page_size, &r.page_token);
-        check.done()?;
+        check.done(DOMAIN)?;
         let rows = self.ledger.programs().audit_entries(&r.program_id, page.before, page.size + 1).await?;
         let (rows, next_page_token) = page.cut(rows, |row| row.audit_id);
         Ok(Response::new(pb::ListAuditEntriesResponse {
@@ -423,7 +418,7 @@ impl PointsService for PointsApi {
         if occurred_at.is_some_and(|at| at > self.ledger.now() + MAX_CLOCK_SKEW) {
             check.add(Err(FieldViolation::new("occurred_at", "must not lie in the future")));
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let order = OrderRequest {
             customer_id: r.customer_id,
             order_id: r.order_id,
@@ -452,7 +447,7 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("order_id", &r.order_id).id("idempotency_key", &r.idempotency_key);
         check.add(validate::positive("refunded_amount_minor", r.refunded_amount_minor, MAX_ORDER_MINOR));
-        check.done()?;
+        check.done(DOMAIN)?;
         let command = Command::OrderRefund { order_id: r.order_id, refunded_amount_minor: r.refunded_amount_minor };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
         let receipt = &execution.receipt;
@@ -476,7 +471,7 @@ impl PointsService for PointsApi {
         if !r.activity_ref.is_empty() {
             check.id("activity_ref", &r.activity_ref);
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let execution = self
             .ledger
             .record_activity(&r.program_id, &r.customer_id, &r.activity_type, &r.activity_ref, &r.idempotency_key)
@@ -502,7 +497,7 @@ impl PointsService for PointsApi {
             check.id("customer_id", &r.customer_id);
         }
         check.order(r.amount_minor, &r.currency);
-        check.done()?;
+        check.done(DOMAIN)?;
         let customer = Some(r.customer_id.as_str()).filter(|c| !c.is_empty());
         let now = self.ledger.now();
         let (breakdown, _) = self.ledger.price_order(&r.program_id, customer, r.amount_minor, &r.currency, now).await?;
@@ -526,7 +521,7 @@ impl PointsService for PointsApi {
         if !r.program_id.is_empty() {
             check.id("program_id", &r.program_id);
         }
-        check.done()?;
+        check.done(DOMAIN)?;
         let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
         let ledger = self.ledger.clone();
         let shutdown = self.shutdown.clone();
