@@ -21,11 +21,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use loyalty_common::auth::{AuthSetupError, ServiceSecret};
+use loyalty_common::clock::SystemClock;
 use loyalty_common::db::{self, DbError};
 use loyalty_common::metrics::Metrics;
+use loyalty_common::peer::Peers;
 use loyalty_common::server::DRAIN_TIMEOUT;
 use loyalty_common::shutdown::{self, ShutdownTrigger};
 use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_common::tls::{Tls, TlsArgs, TlsError};
 
 use crate::api::{AppState, HttpSettings, RouteSpec};
 use crate::extract::Guard;
@@ -109,6 +113,13 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// The secret the services share (`LOYALTY_SERVICE_SECRET` on each); the gateway derives from it
+    /// the identity it presents to them. Unset: calls carry none, which only services with
+    /// `LOYALTY_AUTH=off` accept. The gateway itself always requires API keys.
+    #[arg(long, env = "LOYALTY_SERVICE_SECRET", value_name = "LOYALTY_SERVICE_SECRET", hide_env_values = true)]
+    pub service_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -136,6 +147,10 @@ pub enum StartError {
     HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("GATEWAY_CORS_ORIGINS: {0:?} is not an origin such as https://shop.example")]
     CorsOrigin(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
 }
 
 /// A running gateway.
@@ -159,8 +174,10 @@ impl GatewayServer {
         if let Some(bad) = cors_origins.iter().find(|o| *o != "*" && !api::is_origin(o)) {
             return Err(StartError::CorsOrigin(bad.clone()));
         }
+        let tls = Tls::load(&config.tls)?;
         let database = db::connect(&config.database_url, config.database_max_connections).await?;
         KeyStore::migrate(&database).await?;
+        let peers = gateway_peers(config.service_secret.as_deref(), &tls).await?;
         let deadline = Duration::from_millis(config.upstream_timeout_ms.max(1));
         let addresses = Addresses {
             points: &config.points_addr,
@@ -168,7 +185,7 @@ impl GatewayServer {
             referral: config.referral_addr.as_deref(),
             rewards: config.rewards_addr.as_deref(),
         };
-        let upstreams = Upstreams::connect(&addresses, deadline)?;
+        let upstreams = Upstreams::connect(&addresses, deadline, &peers)?;
 
         let metrics = Metrics::new();
         let http_metrics = HttpMetrics::register(&metrics);
@@ -176,6 +193,7 @@ impl GatewayServer {
             keys: Arc::new(KeyVerifier::new(
                 KeyStore::new(database.clone()),
                 Duration::from_secs(config.key_cache_ttl_secs),
+                Arc::new(SystemClock),
             )),
             limiter: Arc::new(RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst)),
         };
@@ -196,15 +214,19 @@ impl GatewayServer {
 
         let (trigger, signal) = shutdown::channel();
         let metrics_signal = signal.clone();
+        let metrics_tls = tls.clone();
         let metrics_task = tokio::spawn(async move {
-            if let Err(error) = loyalty_common::metrics::serve(metrics_listener, metrics, metrics_signal).await {
+            if let Err(error) =
+                loyalty_common::metrics::serve(metrics_listener, metrics, &metrics_tls, metrics_signal).await
+            {
                 tracing::error!(%error, "metrics server failed");
             }
         });
         let mut graceful = signal.clone();
         let mut deadline = signal;
+        let serves_tls = tls.serves_tls();
         let http = tokio::spawn(async move {
-            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let serving = tls.serve_http(listener, router, async move {
                 graceful.fired().await;
                 tracing::info!("draining in-flight requests");
             });
@@ -224,6 +246,7 @@ impl GatewayServer {
             referral = config.referral_addr.as_deref().unwrap_or("unset"),
             rewards = config.rewards_addr.as_deref().unwrap_or("unset"),
             database = ?database.dialect,
+            tls = serves_tls,
             "gateway ready"
         );
         Ok(Self { bind_addr, metrics_addr, routes, trigger, http, metrics: metrics_task })
@@ -249,6 +272,19 @@ impl GatewayServer {
         self.metrics.await?;
         Ok(served?)
     }
+}
+
+/// The identity the gateway presents to the services (none without a secret, said loudly).
+async fn gateway_peers(service_secret: Option<&str>, tls: &Tls) -> Result<Peers, StartError> {
+    let Some(secret) = service_secret else {
+        tracing::warn!(
+            "LOYALTY_SERVICE_SECRET is not set: calls to the services carry no identity and only services \
+             running LOYALTY_AUTH=off will answer them"
+        );
+        return Ok(Peers::anonymous().over(tls.clone()));
+    };
+    let secret = ServiceSecret::new(secret).map_err(AuthSetupError::from)?;
+    Ok(Peers::presenting("gateway", &secret, tls))
 }
 
 /// Serves until `shutdown` resolves, then drains.

@@ -318,7 +318,13 @@ pub struct AdjustmentBody {
 }
 
 impl AdjustmentBody {
-    pub fn into_proto(self, program_id: &str, customer_id: String, key: String) -> Result<pb::AdjustRequest, Problem> {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        customer_id: String,
+        actor: String,
+        key: String,
+    ) -> Result<pb::AdjustRequest, Problem> {
         let expires_at = self.expires_at.as_deref().map(|t| time_in("expires_at", t)).transpose()?;
         Ok(pb::AdjustRequest {
             program_id: program_id.to_owned(),
@@ -328,6 +334,7 @@ impl AdjustmentBody {
             idempotency_key: key,
             expires_at,
             allow_debt: self.allow_debt,
+            actor,
         })
     }
 }

@@ -1,18 +1,18 @@
 //! One gRPC client per backend, on one shared channel each (connections are
 //! reused and multiplexed), and one small function per backend call. Every
-//! call carries a deadline and the caller's W3C trace context.
+//! call carries a deadline, the caller's W3C trace context and the gateway's
+//! service identity (the gateway has checked the caller's API key itself).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use loyalty_common::telemetry::inject_trace_context;
+use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as referral_pb;
@@ -22,8 +22,7 @@ use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_proto::tiers::v1 as tiers_pb;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
-type Intercept = fn(tonic::Request<()>) -> Result<tonic::Request<()>, Status>;
-type Traced = InterceptedService<Channel, Intercept>;
+type Traced = PeerChannel;
 
 /// The gRPC service name the points health check asks about.
 const POINTS_SERVICE: &str = "loyalty.points.v1.PointsService";
@@ -78,20 +77,20 @@ impl Upstreams {
     /// Connects lazily, so the gateway starts (and reports not ready) while a backend is down.
     /// `points` may list several `host:port` endpoints, comma-separated; calls are balanced over them.
     /// An optional backend without an address stays unset: its calls fail with [`Failure::NotConfigured`].
-    pub fn connect(addresses: &Addresses<'_>, deadline: Duration) -> Result<Self, AddressError> {
-        let points_channel = channel("POINTS_ADDR", addresses.points, deadline)?;
+    pub fn connect(addresses: &Addresses<'_>, deadline: Duration, peers: &Peers) -> Result<Self, AddressError> {
+        let points_channel = channel(peers, "POINTS_ADDR", addresses.points, deadline)?;
         let optional = |variable: &'static str, address: Option<&str>| {
-            address.map(str::trim).filter(|a| !a.is_empty()).map(|a| channel(variable, a, deadline)).transpose()
+            address.map(str::trim).filter(|a| !a.is_empty()).map(|a| channel(peers, variable, a, deadline)).transpose()
         };
         let tiers = optional("TIERS_ADDR", addresses.tiers)?;
         let referral = optional("REFERRAL_ADDR", addresses.referral)?;
         let rewards = optional("REWARDS_ADDR", addresses.rewards)?;
         Ok(Self {
-            points: PointsServiceClient::with_interceptor(points_channel.clone(), traced()),
+            points: PointsServiceClient::new(peers.attach(points_channel.clone())),
             points_health: HealthClient::new(points_channel),
-            tiers: tiers.map(|c| TiersServiceClient::with_interceptor(c, traced())),
-            referral: referral.map(|c| ReferralServiceClient::with_interceptor(c, traced())),
-            rewards: rewards.map(|c| RewardsServiceClient::with_interceptor(c, traced())),
+            tiers: tiers.map(|c| TiersServiceClient::new(peers.attach(c))),
+            referral: referral.map(|c| ReferralServiceClient::new(peers.attach(c))),
+            rewards: rewards.map(|c| RewardsServiceClient::new(peers.attach(c))),
             deadline,
         })
     }
@@ -419,19 +418,20 @@ impl Upstreams {
     }
 }
 
-fn traced() -> Intercept {
-    inject_trace_context
-}
-
 /// A lazily connecting channel, balanced over every listed endpoint.
-fn channel(variable: &'static str, addresses: &str, deadline: Duration) -> Result<Channel, AddressError> {
+fn channel(
+    peers: &Peers,
+    variable: &'static str,
+    addresses: &str,
+    deadline: Duration,
+) -> Result<Channel, AddressError> {
     let endpoints = addresses
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(|addr| {
-            let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-            Endpoint::from_shared(uri)
+            peers
+                .endpoint(addr)
                 .map(|e| e.connect_timeout(deadline).tcp_nodelay(true))
                 .map_err(|e| AddressError { variable, reason: format!("{addr:?}: {e}") })
         })

@@ -106,6 +106,12 @@ wait_for_addr() { # PID LOG FIELD MESSAGE
     die "no \"$4\" within 30 s"
 }
 
+# Services check callers as in production: the gateway's key database, one shared service secret.
+GATEWAY_DB="sqlite://$WORK/gateway.db"
+export LOYALTY_AUTH=required KEYS_DATABASE_URL="$GATEWAY_DB"
+LOYALTY_SERVICE_SECRET="contract-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+export LOYALTY_SERVICE_SECRET
+
 log "starting the points service (SQLite in $WORK)"
 LOG_FORMAT=json RUST_LOG=info \
 POINTS_GRPC_ADDR=127.0.0.1:0 POINTS_METRICS_ADDR=127.0.0.1:0 \
@@ -136,7 +142,6 @@ DATABASE_URL="sqlite://$WORK/rewards.db" POINTS_ADDR="$POINTS_ADDR" TIERS_ADDR="
 REWARDS_PID=$!
 REWARDS_ADDR="$(wait_for_addr "$REWARDS_PID" "$WORK/rewards.log" grpc "service ready")"
 
-GATEWAY_DB="sqlite://$WORK/gateway.db"
 KEY="$(DATABASE_URL="$GATEWAY_DB" "$BIN/loyalty-gateway" keys create --program contract --scope admin --label contract-test 2>/dev/null)" \
     || die "cannot create an API key"
 

@@ -43,7 +43,7 @@ pub async fn adjust(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<AdjustmentBody>,
 ) -> Result<Response, Problem> {
-    let request = body.into_proto(auth.program(), customer_id, key)?;
+    let request = body.into_proto(auth.program(), customer_id, auth.actor(), key)?;
     let reply = state.upstreams.adjust(request).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &Adjusted::from(reply.message)))
 }

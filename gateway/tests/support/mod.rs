@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use loyalty_common::auth::{AuthArgs, SecurityArgs};
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
 use loyalty_common::testing::{self, TestDatabase};
+use loyalty_common::tls::TlsArgs;
 use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
 use loyalty_gateway::{Config, GatewayServer};
 use loyalty_points::PointsServer;
@@ -161,14 +163,14 @@ impl Harness {
         let rewards_addr = options.rewards_addr.clone().or_else(|| addr(&rewards_listener));
 
         let points = match points_listener {
-            Some(listener) => Some(start_points(points_url, addr(&tiers_listener), listener).await),
+            Some(listener) => Some(start_points(points_url, addr(&tiers_listener), &gateway_url, listener).await),
             None => None,
         };
         let tiers = match tiers_listener {
             Some(listener) => {
                 let (url, db) = database(options.backend, &dir, "tiers").await;
                 databases.extend(db);
-                let args = service_args("loyalty-tiers", &url, &points_addr, &[]);
+                let args = service_args("loyalty-tiers", &url, &points_addr, &gateway_url, &[]);
                 Some(TiersServer::start(loyalty_tiers::Config::parse_from(args), listener, None).await.unwrap())
             }
             None => None,
@@ -177,7 +179,7 @@ impl Harness {
             Some(listener) => {
                 let (url, db) = database(options.backend, &dir, "referral").await;
                 databases.extend(db);
-                let args = service_args("loyalty-referral", &url, &points_addr, &[]);
+                let args = service_args("loyalty-referral", &url, &points_addr, &gateway_url, &[]);
                 Some(ReferralServer::start(loyalty_referral::Config::parse_from(args), listener, None).await.unwrap())
             }
             None => None,
@@ -190,7 +192,7 @@ impl Harness {
                 if let Some(tiers) = &tiers_addr {
                     extra.extend(["--tiers-addr".to_owned(), tiers.clone()]);
                 }
-                let args = service_args("loyalty-rewards", &url, &points_addr, &extra);
+                let args = service_args("loyalty-rewards", &url, &points_addr, &gateway_url, &extra);
                 Some(RewardsServer::start(loyalty_rewards::Config::parse_from(args), listener, None).await.unwrap())
             }
             None => None,
@@ -211,6 +213,8 @@ impl Harness {
             cors_origins: options.cors_origins.clone(),
             database_url: gateway_url.clone(),
             database_max_connections: 4,
+            service_secret: Some(SERVICE_SECRET.into()),
+            tls: TlsArgs::default(),
             telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -342,10 +346,14 @@ async fn database(backend: Backend, dir: &std::path::Path, name: &str) -> (Strin
 }
 
 /// The command line of an optional service following `points_addr`, as its binary would get it.
-fn service_args(name: &str, database_url: &str, points_addr: &str, extra: &[String]) -> Vec<String> {
+/// The secret the test mesh's services share: they check callers as in production.
+pub const SERVICE_SECRET: &str = "test-service-secret-0123456789abcdef";
+
+fn service_args(name: &str, database_url: &str, points_addr: &str, keys_url: &str, extra: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [name, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]
         .into_iter()
         .chain(["--database-url", database_url, "--points-addr", points_addr])
+        .chain(["--auth", "required", "--keys-database-url", keys_url, "--service-secret", SERVICE_SECRET])
         .map(str::to_owned)
         .collect();
     args.extend(extra.iter().cloned());
@@ -361,7 +369,12 @@ impl Harness {
     }
 }
 
-async fn start_points(database_url: String, tiers_addr: Option<String>, listener: TcpListener) -> PointsServer {
+async fn start_points(
+    database_url: String,
+    tiers_addr: Option<String>,
+    keys_url: &str,
+    listener: TcpListener,
+) -> PointsServer {
     let config = loyalty_points::Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -375,6 +388,7 @@ async fn start_points(database_url: String, tiers_addr: Option<String>, listener
         tiers_addr,
         tiers_timeout_ms: 300,
         expiry_interval_secs: 3_600,
+        security: SecurityArgs { auth: AuthArgs::required(keys_url, SERVICE_SECRET), tls: TlsArgs::default() },
         telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
     };
     PointsServer::start(config, listener, None).await.expect("points starts")

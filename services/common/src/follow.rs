@@ -19,8 +19,8 @@ use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
 use crate::db::{Database, Dialect};
+use crate::peer::Peers;
 use crate::shutdown::ShutdownSignal;
-use crate::telemetry::inject_trace_context;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,11 +49,10 @@ pub trait LedgerConsumer: Send + Sync + 'static {
 }
 
 /// Runs until shutdown, reconnecting after any failure.
-pub async fn run<C: LedgerConsumer>(consumer: Arc<C>, points_addr: String, mut shutdown: ShutdownSignal) {
-    let uri = if points_addr.contains("://") { points_addr } else { format!("http://{points_addr}") };
+pub async fn run<C: LedgerConsumer>(consumer: Arc<C>, points_addr: String, peers: Peers, mut shutdown: ShutdownSignal) {
     loop {
         let Some(leadership) = become_leader(consumer.database(), C::LOCK_KEY, &mut shutdown).await else { return };
-        match consume(consumer.as_ref(), &uri, &mut shutdown).await {
+        match consume(consumer.as_ref(), &points_addr, &peers, &mut shutdown).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(consumer = C::NAME, %error, "ledger consumer interrupted, reconnecting"),
         }
@@ -87,9 +86,14 @@ async fn become_leader(db: &Database, key: i64, shutdown: &mut ShutdownSignal) -
     }
 }
 
-async fn consume<C: LedgerConsumer>(consumer: &C, uri: &str, shutdown: &mut ShutdownSignal) -> Result<(), BoxError> {
-    let channel = tonic::transport::Endpoint::from_shared(uri.to_owned())?.connect().await?;
-    let mut client = PointsServiceClient::with_interceptor(channel, inject_trace_context);
+async fn consume<C: LedgerConsumer>(
+    consumer: &C,
+    points_addr: &str,
+    peers: &Peers,
+    shutdown: &mut ShutdownSignal,
+) -> Result<(), BoxError> {
+    let channel = peers.endpoint(points_addr)?.connect().await?;
+    let mut client = PointsServiceClient::new(peers.attach(channel));
     let cursor = consumer.cursor().await?;
     let request = points::StreamEventsRequest { after_sequence: cursor, program_id: String::new() };
     let mut stream = client.stream_events(request).await?.into_inner();

@@ -3,15 +3,18 @@
 //! the database pool and migrations, the Redis connection, and the helpers
 //! that turn domain errors into `tonic::Status`.
 
+pub mod auth;
 pub mod clock;
 pub mod db;
 pub mod follow;
 pub mod idempotency;
 pub mod metrics;
+pub mod peer;
 pub mod redis;
 pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod testing;
+pub mod tls;
 pub mod validate;

@@ -83,7 +83,12 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(listener: TcpListener, metrics: Metrics, mut shutdown: ShutdownSignal) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    tls: &crate::tls::Tls,
+    mut shutdown: ShutdownSignal,
+) -> std::io::Result<()> {
     let app =
         axum::Router::new().route(
             "/metrics",
@@ -94,7 +99,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, mut shutdown: Shutdo
                 }
             }),
         );
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.fired().await }).await
+    tls.serve_http(listener, app, async move { shutdown.fired().await }).await
 }
 
 /// Tower layer for the gRPC server: one span and one metrics sample per RPC.

@@ -1,11 +1,13 @@
 //! gRPC serving as every service does it: health (`grpc.health.v1`, NOT_SERVING
 //! until the service says its database answers, and again once shutdown
 //! begins), reflection v1 and v1alpha (so grpcurl, ghz and Python grpcio work
-//! without proto files), the per-RPC observer layer, and graceful shutdown
-//! that stops accepting and lets in-flight calls finish.
+//! without proto files), the per-RPC observer layer, caller checks
+//! ([`crate::auth`]), TLS ([`crate::tls`]), and graceful shutdown that stops
+//! accepting and lets in-flight calls finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -15,9 +17,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{AuthLayer, AuthSetupError, Policy, Security, SecurityArgs};
+use crate::clock::Clock;
 use crate::db::Database;
 use crate::metrics::{Metrics, RpcObserverLayer};
+use crate::peer::Peers;
 use crate::shutdown::ShutdownTrigger;
+use crate::tls::{Tls, TlsError};
 
 /// Longest wait for in-flight calls after shutdown begins; Kubernetes'
 /// default grace period is 30 s, so we close what is left before it kills us.
@@ -52,9 +58,13 @@ pub async fn health(service_name: &'static str) -> (Health, HealthServer) {
 
 /// The start-up every service shares around its own wiring: health
 /// (NOT_SERVING until [`Launch::serve`]), the metrics registry and endpoint,
-/// the shutdown signal, background tasks, and the database health watcher.
+/// the shutdown signal, background tasks, the database health watcher, and
+/// the caller checks and TLS every listener and outbound call uses.
 pub struct Launch {
     service_name: &'static str,
+    policy: Policy,
+    security: Security,
+    tls: Tls,
     pub health: Health,
     health_server: HealthServer,
     pub metrics: Metrics,
@@ -65,14 +75,27 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Binds the metrics endpoint; fails naming the address.
-    pub async fn prepare(service_name: &'static str, metrics_addr: SocketAddr) -> Result<Self, BindError> {
+    /// Loads TLS material, sets up caller checks for `policy` (`name` is the
+    /// identity this service presents to others), and binds the metrics endpoint.
+    pub async fn prepare(
+        name: &'static str,
+        policy: Policy,
+        metrics_addr: SocketAddr,
+        settings: &SecurityArgs,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LaunchError> {
+        let tls = Tls::load(&settings.tls)?;
+        let security = Security::setup(name, &settings.auth, clock).await?;
+        let service_name = policy.service;
         let (health, health_server) = health(service_name).await;
         let (trigger, signal) = crate::shutdown::channel();
         let metrics_listener =
             TcpListener::bind(metrics_addr).await.map_err(|source| BindError { addr: metrics_addr, source })?;
         Ok(Self {
             service_name,
+            policy,
+            security,
+            tls,
             health,
             health_server,
             metrics: Metrics::new(),
@@ -81,6 +104,11 @@ impl Launch {
             metrics_listener,
             tasks: Vec::new(),
         })
+    }
+
+    /// How this service calls the others.
+    pub fn peers(&self) -> Peers {
+        Peers::new(&self.security, &self.tls)
     }
 
     /// The signal background tasks stop on.
@@ -100,20 +128,24 @@ impl Launch {
         let bind_addr = listener.local_addr().unwrap_or(unbound);
         let metrics_addr = self.metrics_listener.local_addr().unwrap_or(unbound);
         let (metrics, signal, metrics_listener) = (self.metrics.clone(), self.signal.clone(), self.metrics_listener);
+        let tls = self.tls.clone();
         self.tasks.push(tokio::spawn(async move {
-            if let Err(error) = crate::metrics::serve(metrics_listener, metrics, signal).await {
+            if let Err(error) = crate::metrics::serve(metrics_listener, metrics, &tls, signal).await {
                 tracing::error!(%error, "metrics server failed");
             }
         }));
         self.tasks.push(tokio::spawn(watch_database(database.clone(), self.health.clone(), self.signal.clone())));
         let health = (self.health.clone(), self.health_server);
-        let grpc = tokio::spawn(serve(listener, routes, health, self.metrics.clone(), self.signal.clone()));
+        let guard = Guard { auth: self.security.layer(self.policy), tls: self.tls.grpc_server() };
+        let grpc = tokio::spawn(serve(listener, routes, health, guard, self.metrics.clone(), self.signal.clone()));
         self.health.set(true).await;
         tracing::info!(
             service = self.service_name,
             grpc = %bind_addr,
             metrics = %metrics_addr,
             database = ?database.dialect,
+            auth = ?self.security.mode(),
+            tls = self.tls.serves_tls(),
             "service ready"
         );
         RunningService { bind_addr, metrics_addr, trigger: self.trigger, tasks: self.tasks, grpc }
@@ -126,6 +158,23 @@ impl Launch {
 pub struct BindError {
     pub addr: SocketAddr,
     pub source: std::io::Error,
+}
+
+/// Why [`Launch::prepare`] failed; each names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("metrics address {0}")]
+    Metrics(#[from] BindError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// What stands between the network and the handlers: caller checks and TLS.
+pub struct Guard {
+    pub auth: AuthLayer,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// A service that is up: where it listens, and how to stop it.
@@ -163,6 +212,7 @@ pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     health: (Health, HealthServer),
+    guard: Guard,
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -183,9 +233,15 @@ pub async fn serve(
         health.set(false).await;
         tracing::info!("draining in-flight calls");
     };
-    let serving = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = guard.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    // The observer is outermost, so refused calls are counted and traced too.
+    let serving = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcObserverLayer::new(metrics))
+        .layer(guard.auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use loyalty_common::auth::{AuthArgs, AuthMode, SecurityArgs, ServiceSecret};
 use loyalty_common::telemetry::TelemetryArgs;
 use tokio::net::TcpListener;
 
@@ -45,6 +46,10 @@ struct Args {
     /// Metrics address of the gateway.
     #[arg(long, env = "GATEWAY_METRICS_ADDR", value_name = "GATEWAY_METRICS_ADDR", default_value = "127.0.0.1:9100")]
     gateway_metrics_addr: SocketAddr,
+    /// `required`: every gRPC call needs an API key (the admin key printed at start-up works) and
+    /// the services prove who they are to each other; `off`: every RPC is open to anyone on this machine.
+    #[arg(long, env = "LOYALTY_AUTH", value_name = "LOYALTY_AUTH", value_enum, default_value = "required")]
+    auth: AuthMode,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -90,6 +95,16 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let gateway_listener = bind(args.gateway_http_addr, "GATEWAY_HTTP_ADDR").await?;
     let gateway_addr = gateway_listener.local_addr()?;
 
+    // One process, one fresh service secret; the key store is the gateway's file.
+    let keys_url = sqlite(&args.data_dir, "gateway.db");
+    let service_secret = ServiceSecret::random();
+    let security = SecurityArgs {
+        auth: match args.auth {
+            AuthMode::Required => AuthArgs::required(&keys_url, &service_secret),
+            AuthMode::Off => AuthArgs::off(),
+        },
+        tls: Default::default(),
+    };
     let points_config = loyalty_points::Config {
         grpc_addr: points_addr,
         metrics_addr: args.points_metrics_addr,
@@ -103,6 +118,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         tiers_addr: Some(tiers_addr.to_string()),
         tiers_timeout_ms: 300,
         expiry_interval_secs: 60,
+        security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
     let tiers_config = loyalty_tiers::Config {
@@ -113,6 +129,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         points_addr: Some(points_addr.to_string()),
         review_interval_secs: 60,
         multiplier_cache_ttl_ms: 5_000,
+        security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
     let referral_config = loyalty_referral::Config {
@@ -121,6 +138,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         database_url: sqlite(&args.data_dir, "referral.db"),
         database_max_connections: 8,
         points_addr: Some(points_addr.to_string()),
+        security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
     let rewards_config = loyalty_rewards::Config {
@@ -132,6 +150,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         tiers_addr: Some(tiers_addr.to_string()),
         upstream_timeout_ms: 2_000,
         recovery_interval_ms: 5_000,
+        security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
     let mut gateway_config = loyalty_gateway::Config::from_env()?;
@@ -141,7 +160,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     gateway_config.tiers_addr = Some(tiers_addr.to_string());
     gateway_config.referral_addr = Some(referral_addr.to_string());
     gateway_config.rewards_addr = Some(rewards_addr.to_string());
-    gateway_config.database_url = sqlite(&args.data_dir, "gateway.db");
+    gateway_config.database_url = keys_url;
+    gateway_config.service_secret = Some(service_secret);
     let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database_url, 2).await?;
     let demo_key = keys.create("demo", loyalty_gateway::keys::Scope::Admin, "quick start").await?;
     let points = loyalty_points::PointsServer::start(points_config, points_listener, None).await?;
@@ -156,17 +176,29 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
     println!("  rewards grpc {rewards_addr}  metrics http://{}/metrics", rewards.metrics_addr());
     println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
-    println!("admin API key for program \"demo\" (shown once, created at every start): {}", demo_key.key);
+    match args.auth {
+        AuthMode::Required => {
+            println!("AUTH REQUIRED: every HTTP and gRPC call needs an API key. Admin key for program \"demo\"");
+            println!("(shown once, a new one at every start): {}", demo_key.key);
+        }
+        AuthMode::Off => {
+            println!("WARNING: LOYALTY_AUTH=off, every gRPC call is open to anyone who can reach these ports.");
+            println!("The gateway still needs an API key; admin key for program \"demo\": {}", demo_key.key);
+        }
+    }
     println!("  curl -H 'Authorization: Bearer {}' http://{gateway_addr}/v1/customers/anna/loyalty", demo_key.key);
     println!("try it (grpcurl uses server reflection, no proto files needed):");
     println!(
-        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {points_addr} loyalty.points.v1.PointsService/Earn"
+        "  grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\",\"points\":120,\"reason\":\"order 1001\",\"idempotency_key\":\"order-1001\"}}' {points_addr} loyalty.points.v1.PointsService/Earn",
+        key = demo_key.key
     );
     println!(
-        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {points_addr} loyalty.points.v1.PointsService/GetBalance"
+        "  grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {points_addr} loyalty.points.v1.PointsService/GetBalance",
+        key = demo_key.key
     );
     println!(
-        "  grpcurl -plaintext -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {tiers_addr} loyalty.tiers.v1.TiersService/GetMembership"
+        "  grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"program_id\":\"demo\",\"customer_id\":\"anna\"}}' {tiers_addr} loyalty.tiers.v1.TiersService/GetMembership",
+        key = demo_key.key
     );
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;

@@ -38,17 +38,31 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         .spawn()
         .expect("mesh binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner: Vec<String> = (&mut lines).take(12).map(Result::unwrap).collect();
+    let banner: Vec<String> =
+        (&mut lines).map(Result::unwrap).take_while(|line| !line.starts_with("stop with ctrl-c")).collect();
     assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {tiers_grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {referral_grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {rewards_grpc}"))), "{banner:?}");
-    let key_line = banner.iter().find(|l| l.starts_with("admin API key")).expect("an admin key is printed");
+    assert!(banner.iter().any(|l| l.starts_with("AUTH REQUIRED")), "the banner says calls need a key: {banner:?}");
+    let key_line = banner.iter().find(|l| l.contains("shown once")).expect("an admin key is printed");
     let key = key_line.rsplit(' ').next().unwrap().to_owned();
+    let authorization: tonic::metadata::MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+    let with_key = move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", authorization.clone());
+        Ok(request)
+    };
 
-    let mut client = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut anonymous = PointsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let refused = anonymous
+        .get_balance(pb::GetBalanceRequest { program_id: "demo".into(), customer_id: "anna".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "the services check callers by default");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let mut client = PointsServiceClient::with_interceptor(channel, with_key.clone());
     let earned = client
         .earn(pb::EarnRequest {
             program_id: "demo".into(),
@@ -70,7 +84,9 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     assert_eq!(balance.balance.unwrap().available, 120);
     assert!(data_dir.join("points.db").exists());
     // The tiers service follows the points ledger it was wired to.
-    let mut tiers = TiersServiceClient::connect(format!("http://{tiers_grpc}")).await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{tiers_grpc}")).unwrap().connect().await.unwrap();
+    let mut tiers = TiersServiceClient::with_interceptor(channel, with_key.clone());
     let mut counted = 0;
     for _ in 0..250 {
         let request = tiers::GetMembershipRequest { program_id: "demo".into(), customer_id: "anna".into() };
@@ -81,7 +97,9 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(counted, 120, "tiers counted the earn");
-    let mut referral = ReferralServiceClient::connect(format!("http://{referral_grpc}")).await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{referral_grpc}")).unwrap().connect().await.unwrap();
+    let mut referral = ReferralServiceClient::with_interceptor(channel, with_key);
     let code = referral
         .get_or_create_code(referral::GetOrCreateCodeRequest { program_id: "demo".into(), customer_id: "anna".into() })
         .await

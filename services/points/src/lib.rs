@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use loyalty_common::auth::keys::Scope::{Admin, Server};
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
 use loyalty_common::db::{self, EmbeddedMigration};
-use loyalty_common::server::{BindError, Launch, RunningService};
+use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
@@ -31,6 +33,36 @@ use crate::store::LedgerStore;
 use crate::tiers::TierSource;
 
 pub const SERVICE_NAME: &str = "loyalty.points.v1.PointsService";
+
+/// What each RPC needs of an API key. Storefront keys reach no RPC here:
+/// a browser holds them, and they never read or spend a customer's points.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("Earn", Access::Key(Server)),
+        ("Spend", Access::Key(Server)),
+        ("Reverse", Access::Key(Server)),
+        ("Adjust", Access::Key(Admin)),
+        ("ActivatePending", Access::Key(Server)),
+        ("GetBalance", Access::Key(Server)),
+        ("ListTransactions", Access::Key(Server)),
+        ("GetExpiringPoints", Access::Key(Server)),
+        // Every program at once: the services' own jobs and consumers only.
+        ("RunExpiry", Access::Internal),
+        ("StreamEvents", Access::Internal),
+        ("GetProgramSettings", Access::Key(Admin)),
+        ("PutProgramSettings", Access::Key(Admin)),
+        ("ListCampaigns", Access::Key(Admin)),
+        ("CreateCampaign", Access::Key(Admin)),
+        ("UpdateCampaign", Access::Key(Admin)),
+        ("EndCampaign", Access::Key(Admin)),
+        ("ListAuditEntries", Access::Key(Admin)),
+        ("EarnForOrder", Access::Key(Server)),
+        ("RefundOrder", Access::Key(Server)),
+        ("RecordActivity", Access::Key(Server)),
+        ("PreviewOrder", Access::Key(Server)),
+    ],
+};
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration {
@@ -53,6 +85,11 @@ const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "entry order",
         sql: include_str!("../migrations/postgres/0004_entry_order.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "entry actor",
+        sql: include_str!("../migrations/postgres/0005_entry_actor.sql"),
+    },
 ];
 const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
     EmbeddedMigration { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
@@ -70,6 +107,11 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         version: 4,
         description: "entry order",
         sql: include_str!("../migrations/sqlite/0004_entry_order.sql"),
+    },
+    EmbeddedMigration {
+        version: 5,
+        description: "entry actor",
+        sql: include_str!("../migrations/sqlite/0005_entry_actor.sql"),
     },
 ];
 
@@ -114,6 +156,8 @@ pub struct Config {
     #[arg(long, env = "EXPIRY_INTERVAL_SECS", value_name = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
     pub expiry_interval_secs: u64,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -123,8 +167,8 @@ pub enum StartError {
     Database(#[from] db::DbError),
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("POINTS_METRICS_ADDR {0}")]
-    Metrics(#[from] BindError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
     #[error("TIERS_ADDR: {0}")]
     Tiers(#[from] tonic::transport::Error),
     #[error("cannot read the ledger: {0}")]
@@ -151,7 +195,8 @@ impl PointsServer {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let mut launch =
+            Launch::prepare("points", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
         let database =
             db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
                 .await?;
@@ -164,7 +209,8 @@ impl PointsServer {
             }
             None => BalanceCache::local(&launch.metrics),
         };
-        let tiers = TierSource::connect(config.tiers_addr.as_deref(), Duration::from_millis(config.tiers_timeout_ms))?;
+        let tiers_deadline = Duration::from_millis(config.tiers_timeout_ms);
+        let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())?;
         let programs = ProgramStore::new(database.clone(), clock.clone());
         let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache, programs, tiers).await?);
         launch.spawn(ledger.clone().publisher(launch.signal()));

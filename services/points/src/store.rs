@@ -57,6 +57,8 @@ pub enum Command {
         reason: String,
         expires_at: Option<Micros>,
         allow_debt: bool,
+        /// Who made it (an API key id), kept on the entry.
+        actor: String,
     },
     ActivatePending {
         customer_id: String,
@@ -177,6 +179,7 @@ pub struct LedgerRow {
     pub amount: i64,
     pub order_id: String,
     pub order_amount_minor: i64,
+    pub actor: String,
 }
 
 /// Which entry of a write belongs to which order, and the amount concerned.
@@ -198,7 +201,7 @@ const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, life
 const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
      pending_until_us, expires_at_us, earned_at_us";
 const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
-     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor";
+     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor, actor";
 
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
@@ -362,7 +365,11 @@ impl LedgerStore {
         };
         let order_ref =
             order_ref.map(|(order_id, amount)| OrderRef { transaction_id: &transaction_id, order_id, amount });
-        let published_up_to = self.persist(&mut tx, &book, order_ref, &before).await?;
+        let actor = match &command {
+            Command::Adjust { actor, .. } => actor.as_str(),
+            _ => "",
+        };
+        let published_up_to = self.persist(&mut tx, &book, order_ref, actor, &before).await?;
         let main_id = match &command {
             Command::ActivatePending { .. } => transaction_ids.first().cloned().unwrap_or_default(),
             _ if !entry_written => String::new(),
@@ -467,7 +474,7 @@ impl LedgerStore {
         let mut book = AccountBook::new(account, lots, true, now);
         let settlement = book.settle();
         book.finish();
-        let published = self.persist(&mut tx, &book, None, &before).await?;
+        let published = self.persist(&mut tx, &book, None, "", &before).await?;
         tx.commit().await?;
         Ok((book.account, settlement, published))
     }
@@ -654,6 +661,7 @@ impl LedgerStore {
         tx: &mut AnyConnection,
         book: &AccountBook,
         order_ref: Option<OrderRef<'_>>,
+        actor: &str,
         before: &Account,
     ) -> Result<Option<i64>, Error> {
         let account = &book.account;
@@ -700,15 +708,15 @@ impl LedgerStore {
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq"
+                 order_amount_minor, actor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                 order_amount_minor, actor, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
@@ -733,6 +741,7 @@ impl LedgerStore {
                 .bind(entry.amount)
                 .bind(order_id)
                 .bind(order_amount)
+                .bind(actor)
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);
@@ -928,6 +937,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         amount: row.try_get("amount")?,
         order_id: row.try_get("order_id")?,
         order_amount_minor: row.try_get("order_amount_minor")?,
+        actor: row.try_get("actor")?,
     })
 }
 

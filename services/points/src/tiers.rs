@@ -5,21 +5,16 @@
 
 use std::time::Duration;
 
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_proto::tiers::v1::{GetLadderRequest, GetMultiplierRequest};
 
 use loyalty_common::clock::{Micros, to_timestamp};
-use loyalty_common::telemetry::inject_trace_context;
+use loyalty_common::peer::{PeerChannel, Peers};
 
 use crate::error::Error;
 use crate::rules::{BP_ONE, MAX_MULTIPLIER_BP, TierStanding};
 
-type TiersClient = TiersServiceClient<
-    InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>,
->;
+type TiersClient = TiersServiceClient<PeerChannel>;
 
 #[derive(Clone, Debug)]
 pub enum TierSource {
@@ -33,12 +28,10 @@ pub enum TierSource {
 
 impl TierSource {
     /// Connects lazily, so the points service starts while tiers is down.
-    pub fn connect(addr: Option<&str>, deadline: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(addr: Option<&str>, deadline: Duration, peers: &Peers) -> Result<Self, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let channel = Endpoint::from_shared(uri)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        let inject: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> = inject_trace_context;
-        Ok(Self::Remote { client: TiersServiceClient::with_interceptor(channel, inject), deadline })
+        let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
+        Ok(Self::Remote { client: TiersServiceClient::new(peers.attach(channel)), deadline })
     }
 
     /// The customer's tier when the order was placed (`at`).

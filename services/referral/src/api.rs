@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use loyalty_common::auth;
 use loyalty_common::clock::to_timestamp;
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::referral::v1 as pb;
@@ -204,9 +205,10 @@ impl ReferralService for ReferralApi {
         &self,
         request: Request<pb::PutReferralSettingsRequest>,
     ) -> Result<Response<pb::PutReferralSettingsResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
+        check.id("program_id", &r.program_id).id("actor", &actor).id("idempotency_key", &r.idempotency_key);
         let s = r.settings.unwrap_or_default();
         let settings = Settings {
             enabled: s.enabled,
@@ -223,7 +225,7 @@ impl ReferralService for ReferralApi {
             check.add(Err(violation));
         }
         check.done(DOMAIN)?;
-        let stored = self.referrals.store().put_settings(&r.program_id, settings, &r.actor, &r.idempotency_key).await?;
+        let stored = self.referrals.store().put_settings(&r.program_id, settings, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }
 }

@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use loyalty_common::auth::keys::Scope::{Admin, Server, Storefront};
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
 use loyalty_common::db::{self, EmbeddedMigration};
-use loyalty_common::server::{BindError, Launch, RunningService};
+use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
 
@@ -24,6 +26,24 @@ use crate::service::Referrals;
 use crate::store::ReferralStore;
 
 pub const SERVICE_NAME: &str = "loyalty.referral.v1.ReferralService";
+
+/// What each RPC needs of an API key. Only resolving a code (what it is
+/// worth, for a landing page) is open to storefront keys.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("GetOrCreateCode", Access::Key(Server)),
+        ("ResolveCode", Access::Key(Storefront)),
+        ("DisableCode", Access::Key(Admin)),
+        ("RecordSignup", Access::Key(Server)),
+        ("RecordPurchase", Access::Key(Server)),
+        ("RecordRefund", Access::Key(Server)),
+        ("ListReferrals", Access::Key(Server)),
+        ("GetReferralStats", Access::Key(Server)),
+        ("GetReferralSettings", Access::Key(Admin)),
+        ("PutReferralSettings", Access::Key(Admin)),
+    ],
+};
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
     version: 1,
@@ -62,6 +82,8 @@ pub struct Config {
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -69,8 +91,8 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("REFERRAL_METRICS_ADDR {0}")]
-    Metrics(#[from] BindError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
 }
 
 /// A running referral server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
@@ -92,15 +114,21 @@ impl ReferralServer {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let mut launch =
+            Launch::prepare("referral", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
         let database =
             db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
                 .await?;
         let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), clock)));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
-                launch.spawn(loyalty_common::follow::run(referrals.clone(), points.clone(), launch.signal()));
-                launch.spawn(referrals.clone().dispatcher(points, launch.signal()));
+                launch.spawn(loyalty_common::follow::run(
+                    referrals.clone(),
+                    points.clone(),
+                    launch.peers(),
+                    launch.signal(),
+                ));
+                launch.spawn(referrals.clone().dispatcher(points, launch.peers(), launch.signal()));
             }
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed and no rewards are paid"),
         }

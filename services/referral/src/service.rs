@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use loyalty_common::clock::from_timestamp;
 use loyalty_common::db::Database;
 use loyalty_common::follow::{BoxError, LedgerConsumer};
+use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::shutdown::ShutdownSignal;
-use loyalty_common::telemetry::inject_trace_context;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
@@ -31,12 +30,7 @@ pub struct Referrals {
     tasks_added: Notify,
 }
 
-type PointsClient = PointsServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-    >,
->;
+type PointsClient = PointsServiceClient<PeerChannel>;
 
 impl Referrals {
     pub fn new(store: ReferralStore) -> Self {
@@ -59,17 +53,15 @@ impl Referrals {
     /// Sends reward tasks to the points service until shutdown. Every call
     /// carries the task id as its idempotency key, so a task sent twice
     /// (a crash before it was marked done) still counts once.
-    pub async fn dispatcher(self: Arc<Self>, points_addr: String, mut shutdown: ShutdownSignal) {
-        let uri = if points_addr.contains("://") { points_addr } else { format!("http://{points_addr}") };
-        let channel = match Endpoint::from_shared(uri) {
+    pub async fn dispatcher(self: Arc<Self>, points_addr: String, peers: Peers, mut shutdown: ShutdownSignal) {
+        let channel = match peers.endpoint(&points_addr) {
             Ok(endpoint) => endpoint.timeout(POINTS_DEADLINE).connect_lazy(),
             Err(error) => {
                 tracing::error!(%error, "POINTS_ADDR is not a valid address; no rewards will be sent");
                 return;
             }
         };
-        let inject: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> = inject_trace_context;
-        let client: PointsClient = PointsServiceClient::with_interceptor(channel, inject);
+        let client: PointsClient = PointsServiceClient::new(peers.attach(channel));
         loop {
             match self.dispatch(&client).await {
                 Ok(sent) if sent > 0 => continue,

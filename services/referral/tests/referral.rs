@@ -61,6 +61,8 @@ impl Mesh {
         let points_addr = listener.local_addr().unwrap();
         let config = loyalty_points::Config::parse_from([
             "loyalty-points",
+            "--auth",
+            "off",
             "--database-url",
             &points_url,
             "--metrics-addr",
@@ -88,6 +90,8 @@ impl Mesh {
         let addr = listener.local_addr().unwrap();
         let config = loyalty_referral::Config::parse_from([
             "loyalty-referral",
+            "--auth",
+            "off",
             "--database-url",
             &self.referral_url,
             "--metrics-addr",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use loyalty_common::auth;
 use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::rewards::v1 as pb;
@@ -42,9 +43,10 @@ impl RewardsService for RewardsApi {
         &self,
         request: Request<pb::CreateRewardRequest>,
     ) -> Result<Response<pb::CreateRewardResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        admin(&mut check, &r.program_id, &actor, &r.idempotency_key);
         let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
         if !reward.reward_id.is_empty() {
             check.add(Err(FieldViolation::new("reward.reward_id", "is given by the service; leave it empty")));
@@ -58,9 +60,10 @@ impl RewardsService for RewardsApi {
         &self,
         request: Request<pb::UpdateRewardRequest>,
     ) -> Result<Response<pb::UpdateRewardResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        admin(&mut check, &r.program_id, &actor, &r.idempotency_key);
         let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
         check.id("reward.reward_id", &reward.reward_id);
         check.done(DOMAIN)?;
@@ -73,9 +76,10 @@ impl RewardsService for RewardsApi {
         &self,
         request: Request<pb::ArchiveRewardRequest>,
     ) -> Result<Response<pb::ArchiveRewardResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        admin(&mut check, &r.program_id, &r.actor, &r.idempotency_key);
+        admin(&mut check, &r.program_id, &actor, &r.idempotency_key);
         check.id("reward_id", &r.reward_id);
         check.done(DOMAIN)?;
         let entry = self.rewards.store().archive(&r.program_id, &r.reward_id).await?;

@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use loyalty_common::auth::keys::Scope::{Admin, Server};
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
 use loyalty_common::db::{self, EmbeddedMigration};
-use loyalty_common::server::{BindError, Launch, RunningService};
+use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
 
@@ -24,6 +26,24 @@ use crate::service::Rewards;
 use crate::store::RewardsStore;
 
 pub const SERVICE_NAME: &str = "loyalty.rewards.v1.RewardsService";
+
+/// What each RPC needs of an API key: the catalog is the admin's, redeeming
+/// and vouchers the shop's back end.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("CreateReward", Access::Key(Admin)),
+        ("UpdateReward", Access::Key(Admin)),
+        ("ArchiveReward", Access::Key(Admin)),
+        ("ListRewards", Access::Key(Server)),
+        ("ListAvailableRewards", Access::Key(Server)),
+        ("Redeem", Access::Key(Server)),
+        ("ListRedemptions", Access::Key(Server)),
+        ("CancelRedemption", Access::Key(Admin)),
+        ("ValidateVoucher", Access::Key(Server)),
+        ("ConsumeVoucher", Access::Key(Server)),
+    ],
+};
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
     version: 1,
@@ -71,6 +91,8 @@ pub struct Config {
     #[arg(long, env = "RECOVERY_INTERVAL_MS", value_name = "RECOVERY_INTERVAL_MS", default_value_t = 5_000)]
     pub recovery_interval_ms: u64,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -78,8 +100,8 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("REWARDS_METRICS_ADDR {0}")]
-    Metrics(#[from] BindError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
     #[error("POINTS_ADDR or TIERS_ADDR: {0}")]
     Peer(#[from] tonic::transport::Error),
 }
@@ -103,13 +125,16 @@ impl RewardsServer {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let mut launch =
+            Launch::prepare("rewards", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
         let database =
             db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
                 .await?;
         let store = RewardsStore::new(database.clone(), clock);
         let deadline = std::time::Duration::from_millis(config.upstream_timeout_ms);
-        let rewards = Arc::new(Rewards::new(store, &config.points_addr, config.tiers_addr.as_deref(), deadline)?);
+        let peers = launch.peers();
+        let rewards =
+            Arc::new(Rewards::new(store, &config.points_addr, config.tiers_addr.as_deref(), deadline, &peers)?);
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
         launch.spawn(rewards.clone().background(interval, launch.signal()));
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));

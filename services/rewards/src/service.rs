@@ -16,12 +16,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 use loyalty_common::clock::{MICROS_PER_SECOND, Micros};
+use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::shutdown::ShutdownSignal;
-use loyalty_common::telemetry::inject_trace_context;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::tiers::v1 as tiers;
@@ -31,9 +29,8 @@ use crate::domain::{Standing, Unavailable};
 use crate::error::Error;
 use crate::store::{CatalogEntry, Redemption, RefundTask, RewardsStore, Staged};
 
-type Inject = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-type PointsClient = PointsServiceClient<InterceptedService<Channel, Inject>>;
-type TiersClient = TiersServiceClient<InterceptedService<Channel, Inject>>;
+type PointsClient = PointsServiceClient<PeerChannel>;
+type TiersClient = TiersServiceClient<PeerChannel>;
 
 /// A PENDING redemption untouched this long is settled by the recovery loop.
 const SETTLE_AFTER: Micros = 30 * MICROS_PER_SECOND;
@@ -52,9 +49,8 @@ pub struct Rewards {
     work_added: Notify,
 }
 
-fn channel(addr: &str, deadline: Duration) -> Result<Channel, tonic::transport::Error> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(uri)?.connect_timeout(deadline).timeout(deadline).connect_lazy())
+fn channel(peers: &Peers, addr: &str, deadline: Duration) -> Result<PeerChannel, tonic::transport::Error> {
+    Ok(peers.attach(peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy()))
 }
 
 impl Rewards {
@@ -64,11 +60,11 @@ impl Rewards {
         points_addr: &str,
         tiers_addr: Option<&str>,
         deadline: Duration,
+        peers: &Peers,
     ) -> Result<Self, tonic::transport::Error> {
-        let inject: Inject = inject_trace_context;
-        let points = PointsServiceClient::with_interceptor(channel(points_addr, deadline)?, inject);
+        let points = PointsServiceClient::new(channel(peers, points_addr, deadline)?);
         let tiers = match tiers_addr.filter(|a| !a.is_empty()) {
-            Some(addr) => Some(TiersServiceClient::with_interceptor(channel(addr, deadline)?, inject)),
+            Some(addr) => Some(TiersServiceClient::new(channel(peers, addr, deadline)?)),
             None => None,
         };
         Ok(Self { store, points, tiers, work_added: Notify::new() })
@@ -294,6 +290,7 @@ async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic
         idempotency_key: task.task_id.clone(),
         expires_at: None,
         allow_debt: false,
+        actor: "service:rewards".into(),
     };
     client.adjust(request).await.map(drop)
 }

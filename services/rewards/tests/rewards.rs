@@ -71,6 +71,8 @@ impl Mesh {
         let proxy = CuttableProxy::start(points_addr).await;
         let points_config = loyalty_points::Config::parse_from([
             "loyalty-points",
+            "--auth",
+            "off",
             "--database-url",
             &urls[0],
             "--metrics-addr",
@@ -78,6 +80,8 @@ impl Mesh {
         ]);
         let tiers_config = loyalty_tiers::Config::parse_from([
             "loyalty-tiers",
+            "--auth",
+            "off",
             "--database-url",
             &urls[1],
             "--metrics-addr",
@@ -87,6 +91,8 @@ impl Mesh {
         ]);
         let rewards_config = loyalty_rewards::Config::parse_from([
             "loyalty-rewards",
+            "--auth",
+            "off",
             "--database-url",
             &urls[2],
             "--metrics-addr",

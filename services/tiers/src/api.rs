@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use loyalty_common::auth;
 use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::tiers::v1 as pb;
@@ -48,12 +49,13 @@ impl TiersService for TiersApi {
         &self,
         request: Request<pb::PutLadderRequest>,
     ) -> Result<Response<pb::PutLadderResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
+        check.id("program_id", &r.program_id).id("actor", &actor).id("idempotency_key", &r.idempotency_key);
         let ladder = ladder_from_proto(r.ladder.unwrap_or_default(), &mut check.0);
         check.done(DOMAIN)?;
-        let stored = self.tiers.put_ladder(&r.program_id, ladder, &r.actor, &r.idempotency_key).await?;
+        let stored = self.tiers.put_ladder(&r.program_id, ladder, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutLadderResponse { ladder: Some(ladder_to_proto(&stored)) }))
     }
 
@@ -97,10 +99,11 @@ impl TiersService for TiersApi {
         &self,
         request: Request<pb::AssignTierRequest>,
     ) -> Result<Response<pb::AssignTierResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("tier_id", &r.tier_id);
-        check.id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
+        check.id("actor", &actor).id("idempotency_key", &r.idempotency_key);
         let ends_at = check.timestamp("ends_at", r.ends_at.as_ref());
         if ends_at.is_some_and(|at| at <= self.tiers.store().now()) {
             check.add(Err(FieldViolation::new("ends_at", "must be in the future")));
@@ -108,7 +111,7 @@ impl TiersService for TiersApi {
         check.done(DOMAIN)?;
         let (member, ladder) = self
             .tiers
-            .assign(&r.program_id, &r.customer_id, Some(&r.tier_id), ends_at, &r.actor, &r.idempotency_key)
+            .assign(&r.program_id, &r.customer_id, Some(&r.tier_id), ends_at, &actor, &r.idempotency_key)
             .await?;
         Ok(Response::new(pb::AssignTierResponse {
             membership: Some(membership_to_proto(&member, &ladder, self.tiers.store().now())),
@@ -119,13 +122,14 @@ impl TiersService for TiersApi {
         &self,
         request: Request<pb::RemoveAssignmentRequest>,
     ) -> Result<Response<pb::RemoveAssignmentResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        check.id("actor", &r.actor).id("idempotency_key", &r.idempotency_key);
+        check.id("actor", &actor).id("idempotency_key", &r.idempotency_key);
         check.done(DOMAIN)?;
         let (member, ladder) =
-            self.tiers.assign(&r.program_id, &r.customer_id, None, None, &r.actor, &r.idempotency_key).await?;
+            self.tiers.assign(&r.program_id, &r.customer_id, None, None, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::RemoveAssignmentResponse {
             membership: Some(membership_to_proto(&member, &ladder, self.tiers.store().now())),
         }))

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use loyalty_common::auth::keys::Scope::{Admin, Server};
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
 use loyalty_common::db::{self, EmbeddedMigration};
-use loyalty_common::server::{BindError, Launch, RunningService};
+use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
 
@@ -26,6 +28,22 @@ use crate::service::Tiers;
 use crate::store::TierStore;
 
 pub const SERVICE_NAME: &str = "loyalty.tiers.v1.TiersService";
+
+/// What each RPC needs of an API key. The ladder names hidden tiers, so
+/// reading it takes an admin key; the multiplier is for the points service.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("GetLadder", Access::Key(Admin)),
+        ("PutLadder", Access::Key(Admin)),
+        ("GetMembership", Access::Key(Server)),
+        ("ListMembershipHistory", Access::Key(Server)),
+        ("AssignTier", Access::Key(Admin)),
+        ("RemoveAssignment", Access::Key(Admin)),
+        ("Reevaluate", Access::Key(Admin)),
+        ("GetMultiplier", Access::Internal),
+    ],
+};
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
     version: 1,
@@ -67,6 +85,8 @@ pub struct Config {
     #[arg(long, env = "MULTIPLIER_CACHE_TTL_MS", value_name = "MULTIPLIER_CACHE_TTL_MS", default_value_t = 5_000)]
     pub multiplier_cache_ttl_ms: u64,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -74,8 +94,8 @@ pub struct Config {
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] db::DbError),
-    #[error("TIERS_METRICS_ADDR {0}")]
-    Metrics(#[from] BindError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
 }
 
 /// A running tiers server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
@@ -97,7 +117,7 @@ impl TiersServer {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch = Launch::prepare(SERVICE_NAME, config.metrics_addr).await?;
+        let mut launch = Launch::prepare("tiers", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
         let database =
             db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
                 .await?;
@@ -107,7 +127,9 @@ impl TiersServer {
         let review = Duration::from_secs(config.review_interval_secs.max(1));
         launch.spawn(tiers.clone().review_job(review, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => launch.spawn(loyalty_common::follow::run(tiers.clone(), points, launch.signal())),
+            Some(points) => {
+                launch.spawn(loyalty_common::follow::run(tiers.clone(), points, launch.peers(), launch.signal()))
+            }
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
         let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));

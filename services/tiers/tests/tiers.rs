@@ -65,6 +65,8 @@ impl Mesh {
         let (points_addr, tiers_addr) = (points_listener.local_addr().unwrap(), tiers_listener.local_addr().unwrap());
         let points_config = loyalty_points::Config::parse_from([
             "loyalty-points",
+            "--auth",
+            "off",
             "--database-url",
             &points_url,
             "--metrics-addr",
@@ -93,6 +95,8 @@ impl Mesh {
         let addr = listener.local_addr().unwrap();
         let config = loyalty_tiers::Config::parse_from([
             "loyalty-tiers",
+            "--auth",
+            "off",
             "--database-url",
             &self.tiers_url,
             "--metrics-addr",

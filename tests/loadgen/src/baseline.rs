@@ -27,10 +27,11 @@ use tonic_prost::ProstCodec;
 
 use loyalty_proto::points::v1 as pb;
 
-use crate::client::{Channels, Expected, ServiceWorker};
+use crate::client::{Channels, Expected, ServiceWorker, StartedService};
 use crate::drive::{self, Answer, Phase, PhaseResult, Worker};
 use crate::workload::{EARN_POINTS, OpKind, REWARD_COST, SPEND_POINTS, Workload};
 use crate::{Args, BaselineKind, Plan, RunError, Scenario, failed};
+use loyalty_common::auth::AuthMode;
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Balance every baseline row starts with: spends never run out.
@@ -113,6 +114,11 @@ pub fn describe(kind: BaselineKind) -> (&'static str, &'static str) {
             "balance-read",
             "the balance-read scenario on the same service, same run (its peak, closed loop unless --rate)",
         ),
+        BaselineKind::AuthOff => (
+            "auth-off",
+            "the same scenario on a second points service in this process with LOYALTY_AUTH=off, \
+             same settings and client (the key still sent, not checked)",
+        ),
         BaselineKind::None => ("none", ""),
     }
 }
@@ -137,6 +143,7 @@ enum Teardown {
     Tonic { stop: oneshot::Sender<()>, server: JoinHandle<Result<(), tonic::transport::Error>> },
     Redis { url: String, prefix: String },
     Postgres { admin: PgPool, pool: PgPool, name: String },
+    Service(Box<StartedService>),
 }
 
 impl Baseline {
@@ -164,6 +171,7 @@ impl Baseline {
                     teardown: Teardown::Nothing,
                 })
             }
+            BaselineKind::AuthOff => auth_off(plan, args).await,
             BaselineKind::None => Err(RunError::Usage("none is not a baseline".into())),
         }
     }
@@ -200,6 +208,7 @@ impl Baseline {
                 pool.close().await;
                 drop_database(admin, &name).await
             }
+            Teardown::Service(service) => service.stop().await,
         }
     }
 }
@@ -234,6 +243,31 @@ async fn tonic(plan: &Plan) -> Result<Baseline, RunError> {
         seeded: HashMap::new(),
         workers: Some(Workers::Service(ServiceWorker::many(&channels, plan, workload))),
         teardown: Teardown::Tonic { stop, server },
+    })
+}
+
+/// A second points service with caller checks off, loaded by the same client
+/// (key included) on a program of its own, so its accounts never mix with
+/// the scenario's even on a shared database.
+async fn auth_off(plan: &Plan, args: &Args) -> Result<Baseline, RunError> {
+    if !args.start_points {
+        return Err(RunError::Usage("the auth-off baseline needs --start-points: it starts a second service".into()));
+    }
+    let open = Plan { program: format!("{}-open", plan.program), ..plan.clone() };
+    let service = StartedService::start(args, AuthMode::Off, &open.program).await?;
+    let channels = match plan.client.connect(&format!("http://{}", service.addr)).await {
+        Ok(channels) => channels,
+        Err(error) => {
+            service.stop().await?;
+            return Err(error);
+        }
+    };
+    crate::client::seed(&channels, &open).await?;
+    Ok(Baseline {
+        kind: BaselineKind::AuthOff,
+        seeded: HashMap::new(),
+        workers: Some(Workers::Service(ServiceWorker::many(&channels, &open, open.workload.clone()))),
+        teardown: Teardown::Service(Box::new(service)),
     })
 }
 

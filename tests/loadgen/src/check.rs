@@ -5,6 +5,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
+use loyalty_common::peer::PeerChannel;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use tonic::transport::Channel;
@@ -137,7 +138,7 @@ pub async fn run(
 /// (`strict`: only redemptions spend, as in redeem), and as many as the
 /// clients were told (`compare`).
 async fn check_redemptions(
-    mut points: PointsServiceClient<Channel>,
+    mut points: PointsServiceClient<PeerChannel>,
     mut rewards: RewardsServiceClient<Channel>,
     program_id: String,
     account: u32,
@@ -204,7 +205,7 @@ async fn check_redemptions(
 }
 
 async fn check_account(
-    mut client: PointsServiceClient<Channel>,
+    mut client: PointsServiceClient<PeerChannel>,
     program_id: String,
     account: u32,
     expected: Expected,
@@ -274,7 +275,7 @@ async fn check_account(
 }
 
 async fn all_entries(
-    client: &mut PointsServiceClient<Channel>,
+    client: &mut PointsServiceClient<PeerChannel>,
     program_id: &str,
     customer_id: &str,
 ) -> Result<Vec<pb::LedgerEntry>, tonic::Status> {

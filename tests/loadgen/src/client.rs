@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
+
+use loyalty_common::auth::keys::{KeyStore, Scope};
+use loyalty_common::auth::{AuthMode, ServiceSecret};
+use loyalty_common::peer::{PeerChannel, Peers};
 use tonic_types::StatusExt;
 
 use loyalty_points::{Config, PointsServer};
@@ -43,6 +47,8 @@ const DEFAULT_SPEND_RATE: f64 = 200.0;
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub connections: usize,
+    /// The API key every call presents (`authorization: Bearer`), to the service and the baselines alike.
+    pub key: Option<String>,
 }
 
 impl ClientSettings {
@@ -57,21 +63,25 @@ impl ClientSettings {
     /// Opens the connections now, so the first measured calls do not pay for them.
     pub async fn connect(&self, uri: &str) -> Result<Channels, RunError> {
         let endpoint = self.endpoint(uri)?;
+        let peers = match &self.key {
+            Some(key) => Peers::with_token(key).map_err(|_| RunError::Usage("--api-key: not a valid key".into()))?,
+            None => Peers::anonymous(),
+        };
         let mut channels = Vec::with_capacity(self.connections);
         for _ in 0..self.connections {
             let channel =
                 endpoint.connect().await.map_err(|e| RunError::Failed(format!("cannot connect to {uri}: {e:?}")))?;
-            channels.push(channel);
+            channels.push(peers.attach(channel));
         }
         Ok(Channels(channels))
     }
 }
 
 /// The connection groups: client `i` uses connection `i % len`.
-pub struct Channels(Vec<Channel>);
+pub struct Channels(Vec<PeerChannel>);
 
 impl Channels {
-    pub fn client(&self, i: usize) -> PointsServiceClient<Channel> {
+    pub fn client(&self, i: usize) -> PointsServiceClient<PeerChannel> {
         PointsServiceClient::new(self.0[i % self.0.len()].clone())
     }
 }
@@ -88,8 +98,12 @@ pub struct StartedService {
     pub started: Duration,
     /// From the start call to the first SERVING health check answer.
     pub ready: Duration,
+    /// With `--auth required`: an admin key of the run's program, and the services' shared secret.
+    pub key: Option<String>,
+    pub service_secret: Option<String>,
     server: PointsServer,
     sqlite_dir: Option<PathBuf>,
+    keys_dir: Option<PathBuf>,
     redis: Option<(String, String)>,
 }
 
@@ -97,7 +111,9 @@ impl StartedService {
     /// Starts the service as its binary would, from a command line; settings
     /// the load generator does not set come from the environment, as for
     /// the binary (e.g. `BALANCE_CACHE_TTL_SECS`).
-    pub async fn start(args: &Args) -> Result<Self, RunError> {
+    /// With `auth` required, callers are checked against a key store made
+    /// for the run, and the run's program gets an admin key.
+    pub async fn start(args: &Args, auth: AuthMode, program: &str) -> Result<Self, RunError> {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let (database_url, sqlite_dir) = match &args.database_url {
             Some(url) => (url.clone(), None),
@@ -134,6 +150,27 @@ impl StartedService {
         if let Some(redis) = &args.redis_url {
             argv.extend(["--redis-url", redis]);
         }
+        let (key, service_secret, keys_dir, keys_url) = match auth {
+            AuthMode::Off => (None, None, None, String::new()),
+            AuthMode::Required => {
+                let dir = std::env::temp_dir().join(format!("loadgen-keys-{suffix}"));
+                let url = format!("sqlite://{}/keys.db", dir.display());
+                let store =
+                    KeyStore::open(&url, 2).await.map_err(|e| RunError::Failed(format!("key store {url}: {e}")))?;
+                let key = store
+                    .create(program, Scope::Admin, "loadgen")
+                    .await
+                    .map_err(|e| RunError::Failed(format!("cannot create the run's API key: {e}")))?
+                    .key;
+                (Some(key), Some(ServiceSecret::random()), Some(dir), url)
+            }
+        };
+        match &service_secret {
+            Some(secret) => {
+                argv.extend(["--auth", "required", "--keys-database-url", &keys_url, "--service-secret", secret])
+            }
+            None => argv.extend(["--auth", "off"]),
+        }
         let config =
             Config::try_parse_from(argv).map_err(|e| RunError::Usage(format!("points service settings: {e}")))?;
 
@@ -149,13 +186,14 @@ impl StartedService {
         wait_ready(addr).await?;
         let ready = begin.elapsed();
         eprintln!("points service in process on {addr}, ready in {:.1} ms ({database_url})", ready.as_secs_f64() * 1e3);
-        Ok(Self { addr, started, ready, server, sqlite_dir, redis: args.redis_url.clone().map(|url| (url, prefix)) })
+        let redis = args.redis_url.clone().map(|url| (url, prefix));
+        Ok(Self { addr, started, ready, key, service_secret, server, sqlite_dir, keys_dir, redis })
     }
 
     /// Drains the server and removes what the run left: the SQLite directory, the Redis keys.
     pub async fn stop(self) -> Result<(), RunError> {
         let stopped = self.server.shutdown().await;
-        if let Some(dir) = self.sqlite_dir {
+        for dir in [self.sqlite_dir, self.keys_dir].into_iter().flatten() {
             let _ = std::fs::remove_dir_all(dir);
         }
         if let Some((url, prefix)) = self.redis {
@@ -211,7 +249,7 @@ pub struct Tally {
 
 /// Calls the points service (or the bare tonic baseline, which answers GetBalance only).
 pub struct ServiceWorker {
-    client: PointsServiceClient<Channel>,
+    client: PointsServiceClient<PeerChannel>,
     workload: Workload,
     program: String,
     key_prefix: String,

@@ -37,8 +37,11 @@ impl Extras {
         std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
         let rewards_url = format!("sqlite://{}/rewards.db", dir.display());
         let pool = max_connections.to_string();
-        let config = loyalty_rewards::Config::try_parse_from([
+        // Callers of this rewards service are not checked; it presents the run's service identity to points.
+        let mut argv = vec![
             "loyalty-rewards",
+            "--auth",
+            "off",
             "--database-url",
             &rewards_url,
             "--database-max-connections",
@@ -47,8 +50,12 @@ impl Extras {
             "127.0.0.1:0",
             "--points-addr",
             points,
-        ])
-        .map_err(|e| RunError::Usage(format!("rewards service settings: {e}")))?;
+        ];
+        if let Some(secret) = &plan.service_secret {
+            argv.extend(["--service-secret", secret]);
+        }
+        let config = loyalty_rewards::Config::try_parse_from(argv)
+            .map_err(|e| RunError::Usage(format!("rewards service settings: {e}")))?;
         let listener = bind().await?;
         let rewards_addr = listener.local_addr().map_err(|e| RunError::Failed(e.to_string()))?;
         let rewards_server = loyalty_rewards::RewardsServer::start(config, listener, None)
@@ -106,6 +113,7 @@ impl Extras {
         config.rewards_addr = Some(self.rewards_addr.to_string());
         config.database_url = format!("sqlite://{}/gateway.db", self.dir.display());
         config.rate_limit_per_sec = 0;
+        config.service_secret = plan.service_secret.clone();
         let keys = loyalty_gateway::keys::KeyStore::open(&config.database_url, 2)
             .await
             .map_err(|e| RunError::Failed(format!("gateway key store: {e}")))?;

@@ -16,6 +16,7 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use loyalty_common::auth::AuthMode;
 use loyalty_common::telemetry::TelemetryArgs;
 
 use crate::baseline::{Baseline, describe};
@@ -45,6 +46,17 @@ pub struct Args {
     /// Start the points service in this process instead of calling `--target`.
     #[arg(long, env = "LOADGEN_START_POINTS")]
     pub start_points: bool,
+    /// Caller checks of the in-process service: `required` (as in production: the run makes a key
+    /// store and an admin key, and every call presents it) or `off`.
+    #[arg(long, env = "LOADGEN_AUTH", value_enum, default_value = "required")]
+    pub auth: AuthMode,
+    /// API key presented on every call to `--target` (`authorization: Bearer`).
+    #[arg(long, env = "LOADGEN_API_KEY", hide_env_values = true, requires = "target")]
+    pub api_key: Option<String>,
+    /// The services' shared secret, for the rewards service and gateway the redeem, mixed and
+    /// loyalty-page scenarios start next to `--target` (with `--start-points` the run makes its own).
+    #[arg(long, env = "LOYALTY_SERVICE_SECRET", hide_env_values = true)]
+    pub service_secret: Option<String>,
     /// Database of the in-process service: `postgres://...` or `sqlite://path`. Default: a SQLite file in a fresh temporary directory.
     #[arg(long, env = "LOADGEN_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -147,6 +159,9 @@ pub enum BaselineKind {
     Postgres,
     /// The balance-read scenario on the same service (the peak that mixed is compared with).
     BalanceRead,
+    /// The same scenario on a second in-process points service with `LOYALTY_AUTH=off`
+    /// (same settings, same client, the key still sent): what checking callers costs.
+    AuthOff,
     /// No baseline.
     None,
 }
@@ -228,6 +243,8 @@ pub struct Plan {
     pub warmup: Duration,
     pub rounds: u32,
     pub baselines: Vec<BaselineKind>,
+    /// The services' shared secret, for the rewards service and gateway started next to points.
+    pub service_secret: Option<String>,
 }
 
 impl Plan {
@@ -281,6 +298,9 @@ impl Plan {
         };
         let baselines = if args.baselines.is_empty() {
             match scenario {
+                Scenario::BalanceRead if args.start_points && args.auth == AuthMode::Required => {
+                    vec![BaselineKind::Tonic, BaselineKind::Redis, BaselineKind::AuthOff]
+                }
                 Scenario::BalanceRead => vec![BaselineKind::Tonic, BaselineKind::Redis],
                 Scenario::Earn | Scenario::SpendContended | Scenario::Redeem => vec![BaselineKind::Postgres],
                 Scenario::LoyaltyPage => vec![BaselineKind::BalanceRead],
@@ -303,12 +323,13 @@ impl Plan {
             workload,
             program,
             concurrency: args.concurrency,
-            client: ClientSettings { connections: args.connections },
+            client: ClientSettings { connections: args.connections, key: args.api_key.clone() },
             rate: args.rate,
             duration,
             warmup,
             rounds: args.rounds,
             baselines,
+            service_secret: args.service_secret.clone(),
         })
     }
 
@@ -340,7 +361,9 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
     let (service, addr, startup) = match &args.target {
         Some(target) => (None, client::target_uri(target), None),
         None => {
-            let started = StartedService::start(&args).await?;
+            let started = StartedService::start(&args, args.auth, &plan.program).await?;
+            plan.client.key = started.key.clone();
+            plan.service_secret = started.service_secret.clone();
             let addr = format!("http://{}", started.addr);
             let startup = Startup {
                 started_ms: started.started.as_secs_f64() * 1e3,

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use loyalty_common::auth;
 use loyalty_common::clock::{MICROS_PER_SECOND, Micros, to_timestamp};
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::{self, Check, FieldViolation};
@@ -165,6 +166,7 @@ impl PointsService for PointsApi {
     }
 
     async fn adjust(&self, request: Request<pb::AdjustRequest>) -> Result<Response<pb::AdjustResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
         check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
@@ -183,6 +185,7 @@ impl PointsService for PointsApi {
             reason: r.reason,
             expires_at,
             allow_debt: r.allow_debt,
+            actor,
         };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
         let receipt = &execution.receipt;
@@ -315,16 +318,17 @@ impl PointsService for PointsApi {
         &self,
         request: Request<pb::PutProgramSettingsRequest>,
     ) -> Result<Response<pb::PutProgramSettingsResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
         // An absent message reads as all defaults, which fail validation field by field.
         let settings = settings_from_proto(r.settings.unwrap_or_default(), &mut check.0);
         check.done(DOMAIN)?;
         let stored = self
             .ledger
             .programs()
-            .put_settings(&r.program_id, settings, &r.actor, &r.idempotency_key, r.expected_version)
+            .put_settings(&r.program_id, settings, &actor, &r.idempotency_key, r.expected_version)
             .await?;
         Ok(Response::new(pb::PutProgramSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }
@@ -345,9 +349,10 @@ impl PointsService for PointsApi {
         &self,
         request: Request<pb::CreateCampaignRequest>,
     ) -> Result<Response<pb::CreateCampaignResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
         let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
         if !campaign.campaign_id.is_empty() {
             check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
@@ -355,7 +360,7 @@ impl PointsService for PointsApi {
         check.done(DOMAIN)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let created =
-            self.ledger.programs().create_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
+            self.ledger.programs().create_campaign(&r.program_id, campaign, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::CreateCampaignResponse { campaign: Some(campaign_to_proto(&created)) }))
     }
 
@@ -363,15 +368,16 @@ impl PointsService for PointsApi {
         &self,
         request: Request<pb::UpdateCampaignRequest>,
     ) -> Result<Response<pb::UpdateCampaignResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
         let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
         check.id("campaign.campaign_id", &campaign.campaign_id);
         check.done(DOMAIN)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let updated =
-            self.ledger.programs().update_campaign(&r.program_id, campaign, &r.actor, &r.idempotency_key).await?;
+            self.ledger.programs().update_campaign(&r.program_id, campaign, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::UpdateCampaignResponse { campaign: Some(campaign_to_proto(&updated)) }))
     }
 
@@ -379,13 +385,14 @@ impl PointsService for PointsApi {
         &self,
         request: Request<pb::EndCampaignRequest>,
     ) -> Result<Response<pb::EndCampaignResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &r.actor);
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
         check.id("campaign_id", &r.campaign_id);
         check.done(DOMAIN)?;
         let ended =
-            self.ledger.programs().end_campaign(&r.program_id, &r.campaign_id, &r.actor, &r.idempotency_key).await?;
+            self.ledger.programs().end_campaign(&r.program_id, &r.campaign_id, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::EndCampaignResponse { campaign: Some(campaign_to_proto(&ended)) }))
     }
 
@@ -598,6 +605,7 @@ fn entry(row: &LedgerRow) -> pb::LedgerEntry {
         amount: row.amount,
         order_id: row.order_id.clone(),
         order_amount_minor: row.order_amount_minor,
+        actor: row.actor.clone(),
     }
 }
 

@@ -85,6 +85,7 @@ impl Harness {
             tiers_addr: options.tiers_addr.clone(),
             tiers_timeout_ms: 300,
             expiry_interval_secs: 3_600,
+            security: loyalty_common::auth::SecurityArgs::off(),
             telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
         };
         let clock = ManualClock::new(T0);

@@ -1,0 +1,630 @@
+//! Credentials and TLS end to end: all four services and the gateway,
+//! started as in production (`LOYALTY_AUTH=required`, TLS with mutual TLS
+//! between services, certificates from a CA made for the test), called over
+//! real gRPC and HTTPS with keys from the shared key store.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::{Code, Status};
+
+use loyalty_common::auth::keys::{KeyStore, Scope};
+use loyalty_common::auth::{AuthArgs, SecurityArgs};
+use loyalty_common::peer::{PeerChannel, Peers};
+use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
+use loyalty_common::testing;
+use loyalty_common::tls::{Tls, TlsArgs};
+use loyalty_gateway::GatewayServer;
+use loyalty_points::PointsServer;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1 as referral;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_proto::rewards::v1 as rewards;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
+use loyalty_proto::tiers::v1 as tiers;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_referral::ReferralServer;
+use loyalty_rewards::RewardsServer;
+use loyalty_tiers::TiersServer;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "auth-test-service-secret-0123456789abcdef";
+const PROGRAM: &str = "shop-a";
+const OTHER_PROGRAM: &str = "shop-b";
+
+/// Test certificates: one CA, one certificate for every listener (server and client use).
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        // A second CA nobody trusts, for a client that is not one of ours.
+        let stranger_ca = CertifiedIssuer::self_signed(
+            {
+                let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                p
+            },
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let stranger_key = KeyPair::generate().unwrap();
+        let stranger = leaf.signed_by(&stranger_key, &stranger_ca).unwrap();
+        for (name, pem) in [
+            ("ca.pem", ca.pem()),
+            ("cert.pem", cert.pem()),
+            ("key.pem", key.serialize_pem()),
+            ("stranger-cert.pem", stranger.pem()),
+            ("stranger-key.pem", stranger_key.serialize_pem()),
+        ] {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        Self { dir: dir.to_owned() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Serve TLS, demand client certificates from our CA, call peers over TLS.
+    fn args(&self) -> TlsArgs {
+        TlsArgs {
+            tls_cert: Some(self.path("cert.pem")),
+            tls_key: Some(self.path("key.pem")),
+            tls_client_ca: Some(self.path("ca.pem")),
+            tls_ca: Some(self.path("ca.pem")),
+        }
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
+    /// What an integrator's client presents: our CA to trust, a client certificate for mutual TLS.
+    fn client(&self, cert: &str, key: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
+            .identity(Identity::from_pem(self.read(cert), self.read(key)))
+    }
+}
+
+struct Mesh {
+    points: PointsServer,
+    tiers: TiersServer,
+    referral: ReferralServer,
+    rewards: RewardsServer,
+    gateway: GatewayServer,
+    keys: KeyStore,
+    pki: Pki,
+    dir: PathBuf,
+}
+
+fn telemetry() -> TelemetryArgs {
+    TelemetryArgs { log_format: LogFormat::Text, log_filter: "warn".into() }
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("loyalty-auth-test-{}", testing::unique_suffix()));
+        let pki = Pki::new(&dir.join("tls"));
+        let keys_url = format!("sqlite://{}", dir.join("keys.db").display());
+        let keys = KeyStore::open(&keys_url, 2).await.expect("key store opens");
+        let security = SecurityArgs { auth: AuthArgs::required(&keys_url, SECRET), tls: pki.args() };
+        let sqlite = |name: &str| format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+        let listen = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let (points_l, tiers_l, referral_l, rewards_l) =
+            (listen().await, listen().await, listen().await, listen().await);
+        let addr = |l: &TcpListener| l.local_addr().unwrap().to_string();
+        let (points_addr, tiers_addr) = (addr(&points_l), addr(&tiers_l));
+        let (referral_addr, rewards_addr) = (addr(&referral_l), addr(&rewards_l));
+
+        let points = PointsServer::start(
+            loyalty_points::Config {
+                grpc_addr: "127.0.0.1:0".parse().unwrap(),
+                metrics_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: sqlite("points"),
+                database_max_connections: 4,
+                redis_url: None,
+                redis_key_prefix: "unused:".into(),
+                balance_cache_ttl_secs: 300,
+                redis_timeout_ms: 250,
+                redis_backoff_ms: 1_000,
+                tiers_addr: Some(tiers_addr.clone()),
+                tiers_timeout_ms: 2_000,
+                expiry_interval_secs: 3_600,
+                security: security.clone(),
+                telemetry: telemetry(),
+            },
+            points_l,
+            None,
+        )
+        .await
+        .expect("points starts");
+        let tiers = TiersServer::start(
+            loyalty_tiers::Config {
+                grpc_addr: "127.0.0.1:0".parse().unwrap(),
+                metrics_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: sqlite("tiers"),
+                database_max_connections: 4,
+                points_addr: Some(points_addr.clone()),
+                review_interval_secs: 3_600,
+                multiplier_cache_ttl_ms: 1_000,
+                security: security.clone(),
+                telemetry: telemetry(),
+            },
+            tiers_l,
+            None,
+        )
+        .await
+        .expect("tiers starts");
+        let referral = ReferralServer::start(
+            loyalty_referral::Config {
+                grpc_addr: "127.0.0.1:0".parse().unwrap(),
+                metrics_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: sqlite("referral"),
+                database_max_connections: 4,
+                points_addr: Some(points_addr.clone()),
+                security: security.clone(),
+                telemetry: telemetry(),
+            },
+            referral_l,
+            None,
+        )
+        .await
+        .expect("referral starts");
+        let rewards = RewardsServer::start(
+            loyalty_rewards::Config {
+                grpc_addr: "127.0.0.1:0".parse().unwrap(),
+                metrics_addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: sqlite("rewards"),
+                database_max_connections: 4,
+                points_addr: points_addr.clone(),
+                tiers_addr: Some(tiers_addr.clone()),
+                upstream_timeout_ms: 2_000,
+                recovery_interval_ms: 5_000,
+                security: security.clone(),
+                telemetry: telemetry(),
+            },
+            rewards_l,
+            None,
+        )
+        .await
+        .expect("rewards starts");
+        let mut gateway_config = loyalty_gateway::Config::from_env().unwrap();
+        gateway_config.http_addr = "127.0.0.1:0".parse().unwrap();
+        gateway_config.metrics_addr = "127.0.0.1:0".parse().unwrap();
+        gateway_config.points_addr = points_addr;
+        gateway_config.tiers_addr = Some(tiers_addr);
+        gateway_config.referral_addr = Some(referral_addr);
+        gateway_config.rewards_addr = Some(rewards_addr);
+        gateway_config.database_url = keys_url;
+        gateway_config.service_secret = Some(SECRET.into());
+        gateway_config.tls = pki.args();
+        gateway_config.telemetry = telemetry();
+        let gateway = GatewayServer::start(gateway_config, listen().await).await.expect("gateway starts");
+        Self { points, tiers, referral, rewards, gateway, keys, pki, dir }
+    }
+
+    async fn key(&self, program: &str, scope: Scope) -> String {
+        self.keys.create(program, scope, "auth test").await.unwrap().key
+    }
+
+    /// A channel to `addr` over mutual TLS with our certificate, presenting `token` (if any).
+    async fn channel(&self, addr: std::net::SocketAddr, token: Option<&str>) -> PeerChannel {
+        let peers = match token {
+            Some(token) => Peers::with_token(token).unwrap(),
+            None => Peers::anonymous(),
+        };
+        let peers = peers.over(Tls::load(&self.pki.args()).unwrap());
+        let channel = peers.endpoint(&addr.to_string()).unwrap().connect().await.expect("TLS connection");
+        peers.attach(channel)
+    }
+
+    async fn stop(self) {
+        self.gateway.shutdown().await.unwrap();
+        self.rewards.shutdown().await.unwrap();
+        self.referral.shutdown().await.unwrap();
+        self.tiers.shutdown().await.unwrap();
+        self.points.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One service's probes: a read a server key may make, and an admin call.
+#[derive(Clone, Copy, Debug)]
+enum Service {
+    Points,
+    Tiers,
+    Referral,
+    Rewards,
+}
+
+impl Service {
+    const ALL: [Service; 4] = [Self::Points, Self::Tiers, Self::Referral, Self::Rewards];
+
+    fn addr(self, mesh: &Mesh) -> std::net::SocketAddr {
+        match self {
+            Self::Points => mesh.points.bind_addr(),
+            Self::Tiers => mesh.tiers.bind_addr(),
+            Self::Referral => mesh.referral.bind_addr(),
+            Self::Rewards => mesh.rewards.bind_addr(),
+        }
+    }
+
+    /// A read that needs the server scope, for `program`.
+    async fn read(self, mesh: &Mesh, token: Option<&str>, program: &str) -> Result<(), Status> {
+        let channel = mesh.channel(self.addr(mesh), token).await;
+        let (program_id, customer_id) = (program.to_owned(), "anna".to_owned());
+        match self {
+            Self::Points => PointsServiceClient::new(channel)
+                .get_balance(points::GetBalanceRequest { program_id, customer_id })
+                .await
+                .map(drop),
+            Self::Tiers => {
+                match TiersServiceClient::new(channel)
+                    .get_membership(tiers::GetMembershipRequest { program_id, customer_id })
+                    .await
+                {
+                    // No ladder yet: the call got through to the handler.
+                    Err(status) if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound => {
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
+            }
+            Self::Referral => ReferralServiceClient::new(channel)
+                .get_referral_stats(referral::GetReferralStatsRequest { program_id, customer_id })
+                .await
+                .map(drop),
+            Self::Rewards => RewardsServiceClient::new(channel)
+                .list_rewards(rewards::ListRewardsRequest { program_id, ..Default::default() })
+                .await
+                .map(drop),
+        }
+    }
+
+    /// A call that needs the admin scope, for `program`.
+    async fn admin(self, mesh: &Mesh, token: Option<&str>, program: &str) -> Result<(), Status> {
+        let channel = mesh.channel(self.addr(mesh), token).await;
+        let program_id = program.to_owned();
+        let reached_handler = |result: Result<(), Status>| match result {
+            // Nothing configured yet for the program: the call got past the checks.
+            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            other => other,
+        };
+        match self {
+            Self::Points => PointsServiceClient::new(channel)
+                .get_program_settings(points::GetProgramSettingsRequest { program_id })
+                .await
+                .map(drop),
+            Self::Tiers => reached_handler(
+                TiersServiceClient::new(channel).get_ladder(tiers::GetLadderRequest { program_id }).await.map(drop),
+            ),
+            Self::Referral => ReferralServiceClient::new(channel)
+                .get_referral_settings(referral::GetReferralSettingsRequest { program_id })
+                .await
+                .map(drop),
+            Self::Rewards => reached_handler(
+                RewardsServiceClient::new(channel)
+                    .archive_reward(rewards::ArchiveRewardRequest {
+                        program_id,
+                        reward_id: "no-such-reward".into(),
+                        actor: String::new(),
+                        idempotency_key: testing::unique_suffix(),
+                    })
+                    .await
+                    .map(drop),
+            ),
+        }
+    }
+}
+
+#[track_caller]
+fn refused(result: Result<(), Status>, code: Code, service: Service, case: &str) {
+    match result {
+        Err(status) => assert_eq!(status.code(), code, "{service:?}, {case}: {status:?}"),
+        Ok(()) => panic!("{service:?}, {case}: should be refused with {code:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_refuses_each_bad_credential_with_its_own_code_and_takes_the_right_key() {
+    let mesh = Mesh::start().await;
+    let server = mesh.key(PROGRAM, Scope::Server).await;
+    let admin = mesh.key(PROGRAM, Scope::Admin).await;
+    let storefront = mesh.key(PROGRAM, Scope::Storefront).await;
+    let other_program = mesh.key(OTHER_PROGRAM, Scope::Admin).await;
+    let revoked = mesh.keys.create(PROGRAM, Scope::Admin, "to revoke").await.unwrap();
+    assert!(mesh.keys.revoke(&revoked.key_id).await.unwrap());
+    // Well-formed, but the secret half is not the key's.
+    let wrong = format!("{}{}", &server[..server.len() - 4], if server.ends_with("0000") { "1111" } else { "0000" });
+    let forged_service = format!("svc.gateway.{}", "ab".repeat(32));
+
+    for service in Service::ALL {
+        refused(service.read(&mesh, None, PROGRAM).await, Code::Unauthenticated, service, "no key");
+        refused(service.read(&mesh, Some(&wrong), PROGRAM).await, Code::Unauthenticated, service, "wrong key");
+        refused(service.read(&mesh, Some("lk_nonsense"), PROGRAM).await, Code::Unauthenticated, service, "garbage");
+        refused(service.read(&mesh, Some(&revoked.key), PROGRAM).await, Code::Unauthenticated, service, "revoked");
+        refused(
+            service.read(&mesh, Some(&forged_service), PROGRAM).await,
+            Code::Unauthenticated,
+            service,
+            "forged service identity",
+        );
+        refused(
+            service.read(&mesh, Some(&other_program), PROGRAM).await,
+            Code::PermissionDenied,
+            service,
+            "another program's key",
+        );
+        refused(service.read(&mesh, Some(&server), "").await, Code::PermissionDenied, service, "no program");
+        refused(
+            service.admin(&mesh, Some(&storefront), PROGRAM).await,
+            Code::PermissionDenied,
+            service,
+            "storefront key on an admin RPC",
+        );
+        refused(
+            service.admin(&mesh, Some(&server), PROGRAM).await,
+            Code::PermissionDenied,
+            service,
+            "server key on an admin RPC",
+        );
+        refused(
+            service.read(&mesh, Some(&storefront), PROGRAM).await,
+            Code::PermissionDenied,
+            service,
+            "storefront read",
+        );
+        service.read(&mesh, Some(&server), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} server key: {s:?}"));
+        service.read(&mesh, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin key: {s:?}"));
+        service.admin(&mesh, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin RPC: {s:?}"));
+        // The other program's key works for its own program.
+        service.read(&mesh, Some(&other_program), OTHER_PROGRAM).await.unwrap();
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls() {
+    let mesh = Mesh::start().await;
+    let admin = mesh.key(PROGRAM, Scope::Admin).await;
+    let server = mesh.key(PROGRAM, Scope::Server).await;
+
+    let mut points_admin = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin)).await);
+    let stream =
+        points_admin.stream_events(points::StreamEventsRequest { after_sequence: 0, program_id: PROGRAM.into() });
+    assert_eq!(stream.await.unwrap_err().code(), Code::PermissionDenied, "the ledger stream is internal");
+    let expiry = points_admin.run_expiry(points::RunExpiryRequest { program_id: PROGRAM.into() }).await;
+    assert_eq!(expiry.unwrap_err().code(), Code::PermissionDenied, "expiry runs are internal");
+    let mut tiers_admin = TiersServiceClient::new(mesh.channel(mesh.tiers.bind_addr(), Some(&admin)).await);
+    let multiplier = tiers_admin
+        .get_multiplier(tiers::GetMultiplierRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            at: None,
+        })
+        .await;
+    assert_eq!(multiplier.unwrap_err().code(), Code::PermissionDenied, "multipliers are for the points service");
+
+    // A redemption: rewards asks tiers and spends on points with its own identity, over mutual TLS.
+    let mut points_server = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&server)).await);
+    points_server
+        .earn(points::EarnRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            points: 500,
+            reason: "welcome".into(),
+            idempotency_key: "earn-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a server key earns");
+    let mut rewards_admin = RewardsServiceClient::new(mesh.channel(mesh.rewards.bind_addr(), Some(&admin)).await);
+    let reward = rewards_admin
+        .create_reward(rewards::CreateRewardRequest {
+            program_id: PROGRAM.into(),
+            reward: Some(rewards::Reward {
+                name: "Five off".into(),
+                kind: rewards::RewardKind::FixedDiscount as i32,
+                amount_minor: 500,
+                currency: "EUR".into(),
+                point_cost: 200,
+                voucher_validity_days: 90,
+                ..Default::default()
+            }),
+            actor: "claimed-by-the-caller".into(),
+            idempotency_key: "reward-1".into(),
+        })
+        .await
+        .expect("an admin key creates a reward")
+        .into_inner()
+        .reward
+        .unwrap();
+    let mut rewards_server = RewardsServiceClient::new(mesh.channel(mesh.rewards.bind_addr(), Some(&server)).await);
+    let redemption = rewards_server
+        .redeem(rewards::RedeemRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            reward_id: reward.reward_id.clone(),
+            idempotency_key: "redeem-1".into(),
+        })
+        .await
+        .expect("the redemption spends on points with the rewards service's identity")
+        .into_inner();
+    assert!(!redemption.redemption.unwrap().voucher_code.is_empty());
+    let balance = points_server
+        .get_balance(points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balance.balance.unwrap().available, 300);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjustments_record_the_key_that_made_them_whatever_the_request_claims() {
+    let mesh = Mesh::start().await;
+    let admin = mesh.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
+    let mut client = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin.key)).await);
+    client
+        .adjust(points::AdjustRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            points: 40,
+            reason: "goodwill".into(),
+            idempotency_key: "adjust-1".into(),
+            actor: "somebody-else".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("an admin key adjusts");
+    let history = client
+        .list_transactions(points::ListTransactionsRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actors: Vec<&str> = history.entries.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(actors, [format!("api-key:{}", admin.key_id)]);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_over_https_and_a_direct_grpc_call_accept_the_same_key() {
+    let mesh = Mesh::start().await;
+    let key = mesh.key(PROGRAM, Scope::Server).await;
+    let mut points = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&key)).await);
+    points
+        .earn(points::EarnRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            points: 120,
+            reason: "order 1".into(),
+            idempotency_key: "order-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the key works on gRPC");
+
+    let ca = reqwest::Certificate::from_pem(&mesh.pki.read("ca.pem")).unwrap();
+    let https = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let url = format!("https://localhost:{}/v1/customers/anna/transactions", mesh.gateway.bind_addr().port());
+    let answer = https.get(&url).bearer_auth(&key).send().await.expect("HTTPS answers");
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+    assert_eq!(body["entries"][0]["points"], 120, "{body:#}");
+    let refused = https.get(&url).bearer_auth(format!("{key}x")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = format!("http://127.0.0.1:{}/healthz", mesh.gateway.bind_addr().port());
+    let answered = reqwest::Client::new().get(plain).send().await.is_ok_and(|r| r.status().is_success());
+    assert!(!answered, "plain HTTP on the TLS port gets no answer");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_turns_away_plain_text_and_clients_without_our_certificate() {
+    let mesh = Mesh::start().await;
+    let key = mesh.key(PROGRAM, Scope::Server).await;
+    let uri = format!("https://127.0.0.1:{}", mesh.points.bind_addr().port());
+    let request = || points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() };
+    let call = |channel: tonic::transport::Channel, key: String| async move {
+        let peers = Peers::with_token(&key).unwrap();
+        PointsServiceClient::new(peers.attach(channel)).get_balance(request()).await.map(drop)
+    };
+
+    let ours = tonic::transport::Endpoint::from_shared(uri.clone())
+        .unwrap()
+        .tls_config(mesh.pki.client("cert.pem", "key.pem"))
+        .unwrap();
+    call(ours.connect().await.unwrap(), key.clone()).await.expect("our certificate and the key");
+
+    let stranger = tonic::transport::Endpoint::from_shared(uri.clone())
+        .unwrap()
+        .tls_config(mesh.pki.client("stranger-cert.pem", "stranger-key.pem"))
+        .unwrap();
+    let refused = match stranger.connect().await {
+        Ok(channel) => call(channel, key.clone()).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client certificate from another CA is refused");
+
+    let no_cert = tonic::transport::Endpoint::from_shared(uri)
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(mesh.pki.read("ca.pem"))))
+        .unwrap();
+    let refused = match no_cert.connect().await {
+        Ok(channel) => call(channel, key.clone()).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client without a certificate is refused");
+
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.points.bind_addr())).unwrap();
+    let refused = match plain.connect().await {
+        Ok(channel) => call(channel, key).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "plain text is refused");
+    mesh.stop().await;
+}
+
+/// Every RPC of every service has an entry in its service's access table,
+/// and every RPC open to API keys keeps `program_id` in field 1 of its
+/// request, where the auth layer reads it.
+#[test]
+fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
+    use loyalty_common::auth::{Access, Policy};
+    use prost::Message;
+    use prost_types::field_descriptor_proto::Type;
+
+    let policies: [Policy; 4] =
+        [loyalty_points::POLICY, loyalty_tiers::POLICY, loyalty_referral::POLICY, loyalty_rewards::POLICY];
+    let set = prost_types::FileDescriptorSet::decode(loyalty_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let messages: std::collections::HashMap<String, &prost_types::DescriptorProto> = set
+        .file
+        .iter()
+        .flat_map(|file| file.message_type.iter().map(move |m| (format!(".{}.{}", file.package(), m.name()), m)))
+        .collect();
+    let mut checked = 0;
+    for file in &set.file {
+        for service in &file.service {
+            let full_name = format!("{}.{}", file.package(), service.name());
+            let policy = policies
+                .iter()
+                .find(|p| p.service == full_name)
+                .unwrap_or_else(|| panic!("{full_name} has no access table"));
+            assert_eq!(policy.methods.len(), service.method.len(), "{full_name}: one rule per RPC, no stale rules");
+            for method in &service.method {
+                let path = format!("/{full_name}/{}", method.name());
+                let access = policy.access(&path).unwrap_or_else(|| panic!("{path} has no access rule"));
+                if let Access::Key(_) = access {
+                    let input = messages[method.input_type()];
+                    let field = input.field.iter().find(|f| f.number() == 1);
+                    assert!(
+                        field.is_some_and(|f| f.name() == "program_id" && f.r#type() == Type::String),
+                        "{path}: field 1 of {} must be `string program_id`",
+                        method.input_type()
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 49, "every RPC of the four services is checked, got {checked}");
+}

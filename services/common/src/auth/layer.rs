@@ -1,0 +1,266 @@
+//! The tower layer in front of every gRPC service: authenticates the
+//! caller, checks scope and program, and hands the handler a [`Caller`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use tonic::Status;
+use tonic::body::Body;
+
+use super::keys::AuthError;
+use super::{Access, Caller, Checks, Policy, SERVICE_TOKEN_PREFIX, Security};
+
+/// Largest request read to find its `program_id` (tonic's own default limit).
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Services every caller may use: probes and tooling need no key.
+const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha."];
+
+/// Checks every call against one service's [`Policy`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    guard: Arc<Guard>,
+}
+
+struct Guard {
+    security: Security,
+    policy: Policy,
+}
+
+impl AuthLayer {
+    pub fn new(security: Security, policy: Policy) -> Self {
+        Self { guard: Arc::new(Guard { security, policy }) }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, guard: self.guard.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+impl<S> tower::Service<http::Request<Body>> for AuthService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone that was driven to readiness is the one we must call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            match guard.admit(request).await {
+                Ok(request) => inner.call(request).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+impl Guard {
+    async fn admit(&self, mut request: http::Request<Body>) -> Result<http::Request<Body>, Status> {
+        let path = request.uri().path();
+        if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
+            return Ok(request);
+        }
+        let Checks::Required { keys, services } = &self.security.checks else {
+            request.extensions_mut().insert(Caller::Unchecked);
+            return Ok(request);
+        };
+        let token = bearer(request.headers())?;
+        if token.starts_with(SERVICE_TOKEN_PREFIX) {
+            let name = services
+                .verify(token)
+                .ok_or_else(|| Status::unauthenticated("the service identity is not valid"))?
+                .to_owned();
+            request.extensions_mut().insert(Caller::Service(name));
+            return Ok(request);
+        }
+        let key = keys.verify(token).await.map_err(|error| match error {
+            AuthError::Invalid => Status::unauthenticated("the API key is not valid (unknown, revoked or malformed)"),
+            AuthError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "cannot check an api key");
+                Status::unavailable("cannot check the API key, retry later")
+            }
+        })?;
+        match self.policy.access(path) {
+            None => return Err(Status::permission_denied(format!("{path} is not open to API keys"))),
+            Some(Access::Internal) => {
+                return Err(Status::permission_denied(format!(
+                    "{path} is internal: only the loyalty services may call it"
+                )));
+            }
+            Some(Access::Key(needed)) if !key.scope.allows(needed) => {
+                return Err(Status::permission_denied(format!(
+                    "{path} needs a key with the {needed} scope; this key has {}",
+                    key.scope
+                )));
+            }
+            Some(Access::Key(_)) => {}
+        }
+        let (parts, body) = request.into_parts();
+        let bytes = Limited::new(body, MAX_REQUEST_BYTES)
+            .collect()
+            .await
+            .map_err(|_| Status::resource_exhausted("the request is too large"))?
+            .to_bytes();
+        let program = program_id(&bytes).map_err(Status::invalid_argument)?;
+        if program != key.program_id {
+            return Err(Status::permission_denied(format!(
+                "program_id {program:?} is not this API key's program ({:?})",
+                key.program_id
+            )));
+        }
+        let mut request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+        request.extensions_mut().insert(Caller::Key(key));
+        Ok(request)
+    }
+}
+
+/// The token of `authorization: Bearer <token>`.
+fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
+    let missing = || Status::unauthenticated("send the API key as metadata `authorization: Bearer <key>`");
+    let value = headers.get(http::header::AUTHORIZATION).ok_or_else(missing)?;
+    let text = value.to_str().map_err(|_| missing())?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(missing()),
+    }
+}
+
+/// Field 1 (`program_id`) of the one message in a unary gRPC request body:
+/// a 5-byte frame header (compression flag, big-endian length), then the
+/// protobuf message. A field that occurs twice counts by its last value, as
+/// protobuf decoders read it; an absent one is empty.
+fn program_id(body: &Bytes) -> Result<String, &'static str> {
+    const MALFORMED: &str = "the request is not one uncompressed protobuf message";
+    let (header, message) = body.split_at_checked(5).ok_or(MALFORMED)?;
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if header[0] != 0 || message.len() != length {
+        return Err(MALFORMED);
+    }
+    let mut rest = message;
+    let mut program: &[u8] = &[];
+    while !rest.is_empty() {
+        let tag = varint(&mut rest).ok_or(MALFORMED)?;
+        let skip = match tag & 7 {
+            0 => {
+                varint(&mut rest).ok_or(MALFORMED)?;
+                0
+            }
+            1 => 8,
+            2 => {
+                let length = usize::try_from(varint(&mut rest).ok_or(MALFORMED)?).map_err(|_| MALFORMED)?;
+                if length > rest.len() {
+                    return Err(MALFORMED);
+                }
+                if tag >> 3 == 1 {
+                    program = &rest[..length];
+                }
+                length
+            }
+            5 => 4,
+            _ => return Err(MALFORMED),
+        };
+        rest = rest.get(skip..).ok_or(MALFORMED)?;
+    }
+    String::from_utf8(program.to_vec()).map_err(|_| "program_id: must be UTF-8")
+}
+
+/// Reads one base-128 varint off the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn framed(message: &impl Message) -> Bytes {
+        let encoded = message.encode_to_vec();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        body.extend_from_slice(&encoded);
+        Bytes::from(body)
+    }
+
+    #[test]
+    fn finds_the_program_wherever_field_one_sits() {
+        use loyalty_proto::points::v1::{GetBalanceRequest, SpendRequest};
+        let balance = GetBalanceRequest { program_id: "shop-a".into(), customer_id: "anna".into() };
+        assert_eq!(program_id(&framed(&balance)).unwrap(), "shop-a");
+        let spend = SpendRequest {
+            program_id: "shop-b".into(),
+            customer_id: "anna".into(),
+            points: 300,
+            idempotency_key: "k".into(),
+            ..Default::default()
+        };
+        assert_eq!(program_id(&framed(&spend)).unwrap(), "shop-b");
+        assert_eq!(program_id(&framed(&GetBalanceRequest::default())).unwrap(), "");
+    }
+
+    #[test]
+    fn the_last_program_id_counts_as_in_protobuf() {
+        use loyalty_proto::points::v1::GetBalanceRequest;
+        let first = GetBalanceRequest { program_id: "mine".into(), customer_id: "anna".into() }.encode_to_vec();
+        let second = GetBalanceRequest { program_id: "theirs".into(), customer_id: String::new() }.encode_to_vec();
+        let joined = [first, second].concat();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(joined.len() as u32).to_be_bytes());
+        body.extend_from_slice(&joined);
+        let decoded = GetBalanceRequest::decode(&joined[..]).unwrap();
+        assert_eq!(program_id(&Bytes::from(body)).unwrap(), decoded.program_id);
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        assert!(program_id(&Bytes::from_static(b"")).is_err());
+        assert!(program_id(&Bytes::from_static(&[1, 0, 0, 0, 0])).is_err(), "compressed");
+        assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 9])).is_err(), "length beyond the body");
+        assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 2, 0x0a, 0x05])).is_err(), "string beyond the body");
+        assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 1, 0x0b])).is_err(), "group wire type");
+        assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 3, 0x0a, 0x01, 0xff])).is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn bearer_needs_the_scheme_and_a_token() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(bearer(&headers).unwrap_err().code(), tonic::Code::Unauthenticated);
+        headers.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(bearer(&headers).is_err());
+        headers.insert("authorization", "bearer  lk_x ".parse().unwrap());
+        assert_eq!(bearer(&headers).unwrap(), "lk_x");
+    }
+}

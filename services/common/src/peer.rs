@@ -1,0 +1,89 @@
+//! Calls to other loyalty services: every call carries this service's
+//! identity (when it has one) and the current trace context, over TLS when
+//! `LOYALTY_TLS_CA` is set.
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::{Security, ServiceSecret};
+use crate::telemetry::inject_trace_context;
+use crate::tls::Tls;
+
+/// A channel whose calls carry credentials and trace context.
+pub type PeerChannel = InterceptedService<Channel, Credentials>;
+
+/// How to reach other services: TLS settings and the identity to present.
+#[derive(Clone, Default)]
+pub struct Peers {
+    tls: Tls,
+    credentials: Credentials,
+}
+
+impl Peers {
+    pub fn new(security: &Security, tls: &Tls) -> Self {
+        let authorization = security.outbound_token().map(|token| service_bearer(&token));
+        Self { tls: tls.clone(), credentials: Credentials { authorization } }
+    }
+
+    /// Presenting the identity of service `name` (the gateway, which checks its own callers).
+    pub fn presenting(name: &str, secret: &ServiceSecret, tls: &Tls) -> Self {
+        let authorization = Some(service_bearer(&secret.token(name)));
+        Self { tls: tls.clone(), credentials: Credentials { authorization } }
+    }
+
+    /// Plain text, no identity: for tools and tests talking to services with `LOYALTY_AUTH=off`.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Plain text, presenting `token` (an API key or a service token): tools and tests.
+    pub fn with_token(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Self { tls: Tls::plain(), credentials: Credentials { authorization: Some(bearer(token)?) } })
+    }
+
+    /// Same identity, over `tls`.
+    pub fn over(self, tls: Tls) -> Self {
+        Self { tls, ..self }
+    }
+
+    /// The endpoint of `address` (`host:port`, or a URI), with TLS when configured.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let uri = if address.contains("://") { address.to_owned() } else { self.tls.peer_uri(address) };
+        let endpoint = Endpoint::from_shared(uri)?;
+        match self.tls.grpc_client() {
+            Some(tls) => endpoint.tls_config(tls),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// `channel` with this service's credentials on every call.
+    pub fn attach(&self, channel: Channel) -> PeerChannel {
+        InterceptedService::new(channel, self.credentials.clone())
+    }
+}
+
+/// The client interceptor: `authorization` plus W3C trace context.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = inject_trace_context(request)?;
+        if let Some(authorization) = &self.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Service tokens are `svc.<name>.<hex>`: always a valid header value.
+fn service_bearer(token: &str) -> MetadataValue<Ascii> {
+    bearer(token).expect("service tokens are ASCII")
+}
+
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, tonic::metadata::errors::InvalidMetadataValue> {
+    format!("Bearer {token}").parse()
+}
