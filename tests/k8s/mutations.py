@@ -55,6 +55,22 @@ def pop(mapping: dict, key: str) -> None:
     del mapping[key]
 
 
+def env(docs: list[Any], name: str) -> dict:
+    """The container's env entry `name` (of a Deployment or a patch of one)."""
+    found = [e for e in container(docs).get("env") or [] if e["name"] == name]
+    if len(found) != 1:
+        raise AssertionError(f"mutation no longer applies: no env {name}")
+    return found[0]
+
+
+def drop_env(docs: list[Any], name: str) -> None:
+    container(docs)["env"].remove(env(docs, name))
+
+
+def tls_volume(docs: list[Any]) -> dict:
+    return next(v for v in docs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+
+
 # Each case: (what is broken, overlay to render, stage that must fail,
 # expected text in the failure, edit of the scratch k8s/ tree).
 CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
@@ -78,14 +94,15 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
      lambda k: edit_yaml(k / "overlays/dev/redis.yaml",
                          lambda d: pop(container(d)["resources"]["limits"], "memory"))),
     ("tiers database URL as a literal", "dev", "properties", "must come from a Secret",
-     lambda k: edit_yaml(k / "base/tiers/deployment.yaml", lambda d: container(d)["env"].__setitem__(
-         0, {"name": "DATABASE_URL", "value": "postgres://tiers:hunter2@db:5432/tiers"}))),
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml", lambda d: (
+         env(d, "DATABASE_URL").pop("valueFrom"),
+         env(d, "DATABASE_URL").update(value="postgres://tiers:hunter2@db:5432/tiers")))),
     ("credentials in a ConfigMap", "prod", "properties", "holds no credentials",
      lambda k: edit_yaml(k / "overlays/prod/patches/configmap-points.yaml",
                          lambda d: d[0]["data"].update(TIERS_ADDR="http://u:p@loyalty-tiers:50052"))),
     ("secretKeyRef to an undocumented key", "prod", "properties", "neither rendered nor documented",
      lambda k: edit_yaml(k / "base/points/deployment.yaml",
-                         lambda d: container(d)["env"][0]["valueFrom"]["secretKeyRef"].update(key="pointz-url"))),
+                         lambda d: env(d, "DATABASE_URL")["valueFrom"]["secretKeyRef"].update(key="pointz-url"))),
     ("a Secret committed to prod", "prod", "properties", "prod: no Secret objects",
      lambda k: (k.joinpath("overlays/prod/leak.yaml").write_text(
          "apiVersion: v1\nkind: Secret\nmetadata:\n  name: leak\nstringData:\n  url: x\n"),
@@ -121,6 +138,61 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
                          lambda d: pop(d[0]["spec"]["template"]["spec"], "affinity"))),
     ("load-test Job retried", "jobs", "properties", "backoffLimit 0",
      lambda k: edit_text(k / "jobs/loadgen.yaml", "backoffLimit: 0", "backoffLimit: 3")),
+    # Credentials and TLS (issue 10).
+    ("tiers without LOYALTY_AUTH", "dev", "properties", "container tiers: LOYALTY_AUTH=required",
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml", lambda d: drop_env(d, "LOYALTY_AUTH"))),
+    ("gateway with authentication off", "prod", "properties", "container gateway: LOYALTY_AUTH=required",
+     lambda k: edit_yaml(k / "base/gateway/deployment.yaml", lambda d: env(d, "LOYALTY_AUTH").update(value="off"))),
+    ("service secret inlined", "prod", "properties", "LOYALTY_SERVICE_SECRET comes from a Secret",
+     lambda k: edit_yaml(k / "base/rewards/deployment.yaml", lambda d: (
+         env(d, "LOYALTY_SERVICE_SECRET").pop("valueFrom"),
+         env(d, "LOYALTY_SERVICE_SECRET").update(value="0123456789abcdef0123456789abcdef")))),
+    ("key database URL in a ConfigMap", "prod", "properties", "KEYS_DATABASE_URL comes from a Secret",
+     lambda k: (edit_yaml(k / "base/referral/deployment.yaml", lambda d: drop_env(d, "KEYS_DATABASE_URL")),
+                edit_yaml(k / "base/referral/configmap.yaml", lambda d: d[0]["data"].update(
+                    KEYS_DATABASE_URL="postgres://db.internal:5432/gateway")))),
+    ("service secret read from different Secrets", "prod", "properties", "from the same Secret key",
+     lambda k: edit_yaml(k / "base/tiers/deployment.yaml", lambda d: env(d, "LOYALTY_SERVICE_SECRET")[
+         "valueFrom"]["secretKeyRef"].update(key="tiers-secret"))),
+    ("dev service secret too short", "dev", "properties", "holds at least 32 bytes",
+     lambda k: edit_text(k / "overlays/dev/kustomization.yaml", "service-secret=dev-only-not-a-secret-0123456789abcdef",
+                         "service-secret=short")),
+    ("services read keys from another database", "dev", "properties", "names the gateway's database",
+     lambda k: edit_text(k / "overlays/dev/kustomization.yaml",
+                         "keys-url=postgres://loyalty:dev-only-not-a-secret@postgres:5432/gateway",
+                         "keys-url=postgres://loyalty:dev-only-not-a-secret@postgres:5432/points")),
+    ("prod points without mutual TLS", "prod", "properties", "prod sets LOYALTY_TLS_CLIENT_CA",
+     lambda k: edit_yaml(k / "overlays/prod/patches/tls-points.yaml", lambda d: drop_env(d, "LOYALTY_TLS_CLIENT_CA"))),
+    ("prod gateway without TLS", "prod", "properties", "container gateway: prod sets LOYALTY_TLS_CERT",
+     lambda k: edit_text(k / "overlays/prod/kustomization.yaml", "  - path: patches/tls-gateway.yaml\n", "")),
+    ("prod certificates mounted writable", "prod", "properties", "is mounted read-only",
+     lambda k: edit_yaml(k / "overlays/prod/patches/tls-tiers.yaml",
+                         lambda d: container(d)["volumeMounts"][0].update(readOnly=False))),
+    ("prod key from an emptyDir", "prod", "properties", "comes from a Secret key (found emptyDir)",
+     lambda k: edit_yaml(k / "overlays/prod/patches/tls-referral.yaml", lambda d: (
+         tls_volume(d).pop("projected"), tls_volume(d).update(emptyDir={})))),
+    ("prod key readable by everyone", "prod", "properties", "not readable by other users",
+     lambda k: edit_text(k / "overlays/prod/patches/tls-rewards.yaml", "defaultMode: 288", "defaultMode: 420")),
+    ("prod certificate from an Opaque Secret", "prod", "properties", "Secret of type kubernetes.io/tls",
+     lambda k: edit_text(k / "overlays/prod/patches/tls-tiers.yaml", "name: loyalty-tiers-tls",
+                         "name: loyalty-tls-ca")),
+    ("certificate volume names an undocumented key", "prod", "properties", "volume tls: Secret loyalty-points-tls",
+     lambda k: edit_text(k / "overlays/prod/patches/tls-points.yaml", "- key: tls.key", "- key: tls-key")),
+    ("two workloads share a certificate", "prod", "properties", "each workload has its own certificate",
+     lambda k: edit_text(k / "overlays/prod/patches/tls-rewards.yaml", "name: loyalty-rewards-tls",
+                         "name: loyalty-points-tls")),
+    ("gRPC readiness probe under TLS", "prod", "properties", "readinessProbe is no gRPC probe",
+     lambda k: edit_yaml(k / "overlays/prod/patches/tls-points.yaml", lambda d: pop(container(d), "readinessProbe"))),
+    ("plain-HTTP gateway probe under TLS", "prod", "properties", "livenessProbe httpGet scheme HTTP matches",
+     lambda k: edit_yaml(k / "overlays/prod/patches/tls-gateway.yaml", lambda d: pop(container(d), "livenessProbe"))),
+    ("h2c Service hint under TLS", "prod", "properties", "claims no plain-text appProtocol",
+     lambda k: edit_text(k / "overlays/prod/kustomization.yaml", "  - path: patches/service-tiers.yaml\n", "")),
+    ("a caller uses a name no certificate carries", "dev", "properties", "a name its certificate carries",
+     lambda k: edit_text(k / "base/points/configmap.yaml", '"loyalty-tiers:50052"', '"tiers:50052"')),
+    ("cert-manager Certificate without a SAN", "prod", "properties", "dnsNames cover Deployment/loyalty-tiers",
+     lambda k: edit_text(k / "cert-manager/certificates.yaml", "    - loyalty-tiers.loyalty.svc\n", "")),
+    ("cert-manager Certificate with a misspelled field", "prod", "properties", "unknown: ['renewBfore']",
+     lambda k: edit_text(k / "cert-manager/certificates.yaml", "  renewBefore: 720h", "  renewBfore: 720h")),
     ("misspelled field", "dev", "schema", "readinesProbe",
      lambda k: edit_text(k / "base/points/deployment.yaml", "readinessProbe:", "readinesProbe:")),
     ("wrong type", "prod", "schema", "'12' is not of type 'integer'",

@@ -11,10 +11,12 @@ line per failed check and a summary; the last line is
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import load_yaml_documents  # noqa: E402
@@ -29,6 +31,25 @@ CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IG
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
 GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards"}
 HTTP_SERVICES = {"loyalty-gateway"}
+# Credentials (issue 10): every binary checks callers unless LOYALTY_AUTH=off,
+# which no install may set; these settings hold secrets and must come from a
+# Secret through secretKeyRef, in every app workload (services: both tuples).
+AUTH_ENV = "LOYALTY_AUTH"
+SECRET_ENV_ALL = ("DATABASE_URL", "LOYALTY_SERVICE_SECRET")
+SECRET_ENV_SERVICES = ("KEYS_DATABASE_URL",)
+SERVICE_SECRET_MIN_BYTES = 32
+# TLS: paths to PEM files (certificate and key together, the client CA only
+# with them, as the binaries demand); prod must set all four.
+TLS_CERT, TLS_KEY = "LOYALTY_TLS_CERT", "LOYALTY_TLS_KEY"
+TLS_CLIENT_CA, TLS_CA = "LOYALTY_TLS_CLIENT_CA", "LOYALTY_TLS_CA"
+TLS_ENV = (TLS_CERT, TLS_KEY, TLS_CLIENT_CA, TLS_CA)
+# Service port hints that claim plain text; wrong once the listener speaks TLS.
+PLAINTEXT_APP_PROTOCOLS = {"http", "h2c", "kubernetes.io/h2c", "grpc"}
+# Settings naming another workload to call (host:port): the host must be a name
+# its certificate carries, i.e. its Service's name in the namespace.
+PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS)_ADDR$")
+# The optional cert-manager example (not rendered by any overlay), checked with prod.
+CERT_MANAGER_EXAMPLE = Path("cert-manager") / "certificates.yaml"
 
 
 class Checks:
@@ -134,7 +155,7 @@ def ingress_allowed(policies: list[dict], namespace: str, source_namespace: dict
 
 
 # ----------------------------------------------------------------------------- the checks
-def check_workload(c: Checks, obj: dict, objects: list[dict], secret_keys: dict[str, set[str]]) -> None:
+def check_workload(c: Checks, obj: dict, objects: list[dict], secret_docs: dict[str, dict], overlay: str) -> None:
     n = name_of(obj)
     pod = pod_spec(obj)
     is_job = obj["kind"] == "Job"
@@ -153,6 +174,15 @@ def check_workload(c: Checks, obj: dict, objects: list[dict], secret_keys: dict[
             f"{n}: no host namespaces")
     for volume in pod.get("volumes") or []:
         c.check("hostPath" not in volume, f"{n}: volume {volume['name']} is not a hostPath")
+        secrets = [volume["secret"]] if "secret" in volume else []
+        secrets += [s["secret"] for s in (volume.get("projected") or {}).get("sources") or [] if "secret" in s]
+        for source in secrets:
+            secret = source.get("secretName") or source.get("name") or ""
+            keys = [item["key"] for item in source.get("items") or []]
+            known = secret_docs.get(secret, {}).get("keys")
+            c.check(known is not None and set(keys) <= known,
+                    f"{n}: volume {volume['name']}: Secret {secret} {keys or ''} is neither rendered nor documented "
+                    "in k8s/secret.example.yaml")
 
     for container in containers(obj):
         cn = f"{n} container {container['name']}"
@@ -187,7 +217,7 @@ def check_workload(c: Checks, obj: dict, objects: list[dict], secret_keys: dict[
                 c.check(not CREDENTIAL_IN_URL.search(str(literal)), f"{cn}: {env['name']} holds no credentials")
             ref = (env.get("valueFrom") or {}).get("secretKeyRef")
             if ref:
-                c.check(ref["key"] in secret_keys.get(ref["name"], set()),
+                c.check(ref["key"] in secret_docs.get(ref["name"], {}).get("keys", set()),
                         f"{cn}: {env['name']} refers to Secret {ref['name']} key {ref['key']}, which is neither "
                         "rendered nor documented in k8s/secret.example.yaml")
             ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
@@ -202,7 +232,7 @@ def check_workload(c: Checks, obj: dict, objects: list[dict], secret_keys: dict[
             c.check("secretRef" not in source, f"{cn}: no envFrom of a whole Secret")
 
         if is_app and not is_job:
-            check_app_container(c, cn, obj, container, objects)
+            check_app_container(c, cn, obj, container, objects, secret_docs, overlay)
 
     if is_app and not is_job:
         check_app_workload(c, n, obj, objects)
@@ -232,13 +262,147 @@ def env_settings(container: dict, objects: list[dict]) -> dict[str, str]:
     for env in container.get("env") or []:
         if "value" in env:
             settings[env["name"]] = env["value"]
+        elif env.get("name") in settings:
+            # valueFrom wins over envFrom.
+            del settings[env["name"]]
     return settings
 
 
-def check_app_container(c: Checks, cn: str, obj: dict, container: dict, objects: list[dict]) -> None:
+def env_entry(container: dict, variable: str) -> dict | None:
+    return next((e for e in container.get("env") or [] if e.get("name") == variable), None)
+
+
+def tls_on(container: dict, objects: list[dict]) -> bool:
+    return bool(env_settings(container, objects).get(TLS_CERT))
+
+
+class MountedFile:
+    """Where a file path of a container comes from: mount, volume, source."""
+
+    def __init__(self, mount: dict, volume: dict | None, kind: str | None, name: str | None, key: str | None,
+                 mode: int | None) -> None:
+        self.mount, self.volume, self.kind, self.name, self.key, self.mode = mount, volume, kind, name, key, mode
+
+
+def mounted_file(obj: dict, container: dict, path: str) -> MountedFile | None:
+    """Resolves `path` through the container's volumeMounts (the deepest one
+    wins) to the Secret or ConfigMap key it shows, as the kubelet projects
+    keys: all of them by name, or only `items` under their `path`."""
+    mounts = [m for m in container.get("volumeMounts") or []
+              if path.startswith(m["mountPath"].rstrip("/") + "/") and not m.get("subPath")]
+    if not mounts:
+        return None
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    volume = next((v for v in pod_spec(obj).get("volumes") or [] if v["name"] == mount["name"]), None)
+    if volume is None:
+        return MountedFile(mount, None, None, None, None, None)
+    if "secret" in volume:
+        sources = [("secret", volume["secret"].get("secretName"), volume["secret"])]
+        default_mode = volume["secret"].get("defaultMode", 420)
+    elif "configMap" in volume:
+        sources = [("configMap", volume["configMap"].get("name"), volume["configMap"])]
+        default_mode = volume["configMap"].get("defaultMode", 420)
+    elif "projected" in volume:
+        sources = [(kind, (source[kind] or {}).get("name"), source[kind] or {})
+                   for source in volume["projected"].get("sources") or []
+                   for kind in ("secret", "configMap") if kind in source]
+        default_mode = volume["projected"].get("defaultMode", 420)
+    else:
+        return MountedFile(mount, volume, next(iter(k for k in volume if k != "name"), None), None, None, None)
+    for kind, name, spec in sources:
+        items = spec.get("items")
+        if items is None:
+            # Every key of the source, under its own name (checked against the documented keys later).
+            if "/" not in relative:
+                return MountedFile(mount, volume, kind, name, relative, default_mode)
+            continue
+        for item in items:
+            if item.get("path") == relative:
+                return MountedFile(mount, volume, kind, name, item.get("key"), item.get("mode", default_mode))
+    return MountedFile(mount, volume, None, None, None, None)
+
+
+def check_credentials(c: Checks, cn: str, obj: dict, container: dict, settings: dict[str, str]) -> None:
+    """Authentication on; secrets from Secrets (secretKeyRef), never inlined."""
+    name = obj["metadata"]["name"]
+    c.check(settings.get(AUTH_ENV) == "required",
+            f"{cn}: {AUTH_ENV}=required (got {settings.get(AUTH_ENV)!r}); no install may run without authentication")
+    wanted = SECRET_ENV_ALL + (SECRET_ENV_SERVICES if name in GRPC_SERVICES else ())
+    for variable in wanted:
+        entry = env_entry(container, variable) or {}
+        from_secret = bool((entry.get("valueFrom") or {}).get("secretKeyRef"))
+        c.check(from_secret and variable not in settings,
+                f"{cn}: {variable} comes from a Secret (secretKeyRef), not a literal or a ConfigMap")
+
+
+def check_tls(c: Checks, cn: str, obj: dict, container: dict, settings: dict[str, str],
+              secret_docs: dict[str, dict], overlay: str) -> None:
+    """prod: TLS and mutual TLS on, PEM files from Secrets, mounted read-only."""
+    present = [v for v in TLS_ENV if settings.get(v)]
+    if overlay == "prod":
+        for variable in TLS_ENV:
+            c.check(settings.get(variable), f"{cn}: prod sets {variable} (TLS on every listener, mutual TLS)")
+    elif present:
+        # What the binaries refuse to start with.
+        c.check(bool(settings.get(TLS_CERT)) == bool(settings.get(TLS_KEY)),
+                f"{cn}: {TLS_CERT} and {TLS_KEY} set together")
+        c.check(not settings.get(TLS_CLIENT_CA) or settings.get(TLS_CERT),
+                f"{cn}: {TLS_CLIENT_CA} only with {TLS_CERT} (mutual TLS is TLS first)")
+    files: dict[str, MountedFile | None] = {}
+    for variable in present:
+        path = settings[variable]
+        found = files[variable] = mounted_file(obj, container, path)
+        if not c.check(found is not None, f"{cn}: {variable}={path} lies in a mounted volume"):
+            continue
+        c.check(found.mount.get("readOnly") is True,
+                f"{cn}: {variable}: volume {found.mount['name']} at {found.mount['mountPath']} is mounted read-only")
+        c.check(found.kind == "secret" and found.key,
+                f"{cn}: {variable}={path} comes from a Secret key (found {found.kind or 'nothing'})")
+        if found.kind == "secret" and found.key:
+            doc = secret_docs.get(found.name or "")
+            c.check(doc is not None and found.key in doc["keys"],
+                    f"{cn}: {variable}: Secret {found.name} key {found.key} is neither rendered nor documented "
+                    "in k8s/secret.example.yaml")
+            if variable in (TLS_CERT, TLS_KEY):
+                c.check(doc is not None and doc["type"] == "kubernetes.io/tls",
+                        f"{cn}: {variable} comes from a Secret of type kubernetes.io/tls")
+        if variable == TLS_KEY and found.mode is not None:
+            c.check(found.mode & 0o007 == 0, f"{cn}: {variable} is not readable by other users (mode {found.mode:#o})")
+            if found.mode & 0o070:
+                c.check((pod_spec(obj).get("securityContext") or {}).get("fsGroup") is not None,
+                        f"{cn}: {variable} is group-readable, so the pod sets an fsGroup")
+    cert, key = files.get(TLS_CERT), files.get(TLS_KEY)
+    if cert and key:
+        c.check(cert.kind == key.kind and cert.name == key.name,
+                f"{cn}: certificate and key come from the same Secret")
+
+
+def peer_addresses(container: dict, objects: list[dict]) -> dict[str, str]:
+    """The hosts this container calls other workloads at, by setting."""
+    return {variable: re.sub(r"^[a-z]+://", "", value).rsplit(":", 1)[0]
+            for variable, value in env_settings(container, objects).items() if PEER_ADDR.match(variable)}
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    """The names a client may use for a Service, and so the SANs its certificate needs."""
+    return [service, f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def check_app_container(c: Checks, cn: str, obj: dict, container: dict, objects: list[dict],
+                        secret_docs: dict[str, dict], overlay: str) -> None:
     name = obj["metadata"]["name"]
     settings = env_settings(container, objects)
     c.check(settings.get("LOG_FORMAT") == "json", f"{cn}: LOG_FORMAT=json")
+    check_credentials(c, cn, obj, container, settings)
+    check_tls(c, cn, obj, container, settings, secret_docs, overlay)
+    tls = bool(settings.get(TLS_CERT))
+    namespace = obj["metadata"].get("namespace", "")
+    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"
+                and o["metadata"].get("namespace", "") == namespace}
+    for variable, host in peer_addresses(container, objects).items():
+        c.check(any(host in service_names(s, namespace) for s in services),
+                f"{cn}: {variable} host {host!r} is a Service of the namespace, a name its certificate carries")
     for variable, value in settings.items():
         if variable.endswith(("_GRPC_ADDR", "_HTTP_ADDR", "_METRICS_ADDR")):
             port = int(value.rsplit(":", 1)[1])
@@ -248,7 +412,21 @@ def check_app_container(c: Checks, cn: str, obj: dict, container: dict, objects:
     c.check(container.get("startupProbe"), f"{cn}: startupProbe (migrations run before serving)")
     readiness = container.get("readinessProbe") or {}
     liveness = container.get("livenessProbe") or {}
-    if name in GRPC_SERVICES:
+    probes = (("startupProbe", container.get("startupProbe") or {}), ("readinessProbe", readiness),
+              ("livenessProbe", liveness))
+    for kind, probe in probes:
+        if "httpGet" in probe:
+            scheme = probe["httpGet"].get("scheme", "HTTP")
+            c.check(scheme == ("HTTPS" if tls else "HTTP"),
+                    f"{cn}: {kind} httpGet scheme {scheme} matches the listener (TLS {'on' if tls else 'off'})")
+    if name in GRPC_SERVICES and tls:
+        # The kubelet's gRPC probes speak plain text only; under TLS they would always fail.
+        metrics_port = port_number(container, "metrics")
+        for kind, probe in probes:
+            c.check("grpc" not in probe, f"{cn}: {kind} is no gRPC probe (the kubelet's cannot do TLS)")
+            c.check(port_number(container, (probe.get("httpGet") or {}).get("port")) == metrics_port,
+                    f"{cn}: {kind} asks the metrics port {metrics_port} (TLS on: HTTPS, not gRPC)")
+    elif name in GRPC_SERVICES:
         grpc_port = port_number(container, "grpc")
         for kind, probe in (("readinessProbe", readiness), ("startupProbe", container.get("startupProbe") or {})):
             c.check(probe.get("grpc", {}).get("port") == grpc_port and probe["grpc"].get("service", "") == "",
@@ -288,6 +466,11 @@ def check_app_workload(c: Checks, n: str, obj: dict, objects: list[dict]) -> Non
             c.check(headless, f"{n}: gRPC Service is headless (clients balance over pod addresses)")
         else:
             c.check(not headless, f"{n}: HTTP Service is a normal ClusterIP")
+        if any(tls_on(x, objects) for x in containers(obj)):
+            for port in services[0]["spec"].get("ports") or []:
+                c.check(port.get("appProtocol") not in PLAINTEXT_APP_PROTOCOLS,
+                        f"{n}: Service port {port.get('name')} claims no plain-text appProtocol "
+                        f"(got {port.get('appProtocol')}; TLS on)")
 
 
 def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
@@ -399,13 +582,149 @@ def check_overlay(c: Checks, objects: list[dict], overlay: str, context: list[di
                     f"jobs: {name_of(job)} runs where loyalty-points is and its NetworkPolicy admits it")
 
 
-def documented_secret_keys(example: Path) -> dict[str, set[str]]:
-    keys: dict[str, set[str]] = {}
+def documented_secrets(example: Path) -> dict[str, dict]:
+    """Secret name -> {"keys": set of keys, "type": type} from the example file."""
+    secrets: dict[str, dict] = {}
     for doc in load_yaml_documents(example):
         if doc.get("kind") == "Secret":
-            keys.setdefault(doc["metadata"]["name"], set()).update((doc.get("stringData") or {}).keys())
-            keys[doc["metadata"]["name"]].update((doc.get("data") or {}).keys())
-    return keys
+            entry = secrets.setdefault(doc["metadata"]["name"], {"keys": set(), "type": doc.get("type", "Opaque")})
+            entry["keys"].update((doc.get("stringData") or {}).keys())
+            entry["keys"].update((doc.get("data") or {}).keys())
+    return secrets
+
+
+def secret_value(objects: list[dict], name: str, key: str) -> str | None:
+    """A rendered Secret's value (dev generates its own), or None."""
+    for o in objects:
+        if o["kind"] == "Secret" and o["metadata"]["name"] == name:
+            if key in (o.get("stringData") or {}):
+                return str(o["stringData"][key])
+            if key in (o.get("data") or {}):
+                return base64.b64decode(o["data"][key]).decode("utf-8", "replace")
+    return None
+
+
+def app_deployments(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] in GRPC_SERVICES | HTTP_SERVICES]
+
+
+def check_mesh_credentials(c: Checks, objects: list[dict]) -> None:
+    """One service secret for all; dev's generated values are usable."""
+    refs = {}
+    for o in app_deployments(objects):
+        entry = env_entry(o["spec"]["template"]["spec"]["containers"][0], "LOYALTY_SERVICE_SECRET") or {}
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+        refs[o["metadata"]["name"]] = (ref.get("name"), ref.get("key"))
+    c.check(len(set(refs.values())) == 1,
+            f"credentials: every workload reads LOYALTY_SERVICE_SECRET from the same Secret key (found {refs})")
+    for name, key in set(refs.values()):
+        value = secret_value(objects, name or "", key or "")
+        if value is not None:
+            c.check(len(value.encode()) >= SERVICE_SECRET_MIN_BYTES,
+                    f"credentials: Secret {name} key {key} holds at least {SERVICE_SECRET_MIN_BYTES} bytes")
+    # KEYS_DATABASE_URL is the gateway's database (when the overlay renders both URLs).
+    gateway = next((o for o in app_deployments(objects) if o["metadata"]["name"] in HTTP_SERVICES), None)
+    gateway_ref = ((env_entry(gateway["spec"]["template"]["spec"]["containers"][0], "DATABASE_URL") or {})
+                   .get("valueFrom") or {}).get("secretKeyRef") if gateway else None
+    gateway_url = secret_value(objects, gateway_ref["name"], gateway_ref["key"]) if gateway_ref else None
+    for o in app_deployments(objects):
+        ref = ((env_entry(o["spec"]["template"]["spec"]["containers"][0], "KEYS_DATABASE_URL") or {})
+               .get("valueFrom") or {}).get("secretKeyRef")
+        keys_url = secret_value(objects, ref["name"], ref["key"]) if ref else None
+        if keys_url is not None and gateway_url is not None:
+            same = urlsplit(keys_url)[1].split("@")[-1] + urlsplit(keys_url).path == \
+                urlsplit(gateway_url)[1].split("@")[-1] + urlsplit(gateway_url).path
+            c.check(same, f"credentials: {name_of(o)} KEYS_DATABASE_URL names the gateway's database")
+
+
+def tls_files_of(obj: dict, objects: list[dict]) -> dict[str, MountedFile | None]:
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    settings = env_settings(container, objects)
+    return {v: mounted_file(obj, container, settings[v]) for v in TLS_ENV if settings.get(v)}
+
+
+CERTIFICATE_FIELDS = {
+    "additionalOutputFormats", "commonName", "dnsNames", "duration", "emailAddresses", "encodeUsagesInRequest",
+    "ipAddresses", "isCA", "issuerRef", "keystores", "literalSubject", "nameConstraints", "otherNames",
+    "privateKey", "renewBefore", "renewBeforePercentage", "revisionHistoryLimit", "secretName", "secretTemplate",
+    "subject", "uris", "usages",
+}
+PRIVATE_KEY_FIELDS = {"algorithm", "encoding", "rotationPolicy", "size"}
+ISSUER_KINDS = {"acme", "ca", "selfSigned", "vault", "venafi"}
+KEY_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement", "data encipherment",
+    "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth", "code signing",
+    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+    "microsoft sgc", "netscape sgc",
+}
+GO_DURATION = re.compile(r"^(\d+(\.\d+)?(h|m|s|ms))+$")
+
+
+def check_cert_manager(c: Checks, example: Path, objects: list[dict]) -> None:
+    """The optional cert-manager example: well-formed (cert-manager.io/v1,
+    known fields), and issuing every certificate prod mounts with the names
+    its callers use (the SANs) for server and client authentication."""
+    where = f"cert-manager example {example.name}"
+    docs = load_yaml_documents(example)
+    issuers, certificates = {}, {}
+    for doc in docs:
+        kind, name = doc.get("kind"), (doc.get("metadata") or {}).get("name")
+        c.check(doc.get("apiVersion") == "cert-manager.io/v1" and kind in {"Issuer", "Certificate"} and name,
+                f"{where}: {kind}/{name} is a named cert-manager.io/v1 Issuer or Certificate")
+        c.check("namespace" not in (doc.get("metadata") or {}), f"{where}: {kind}/{name} leaves the namespace to -n")
+        spec = doc.get("spec") or {}
+        if kind == "Issuer":
+            issuers[name] = spec
+            c.check(len(spec) == 1 and set(spec) <= ISSUER_KINDS, f"{where}: Issuer/{name} has one known issuer type")
+        if kind == "Certificate":
+            certificates[name] = spec
+            unknown = sorted(set(spec) - CERTIFICATE_FIELDS)
+            c.check(not unknown, f"{where}: Certificate/{name} has only known fields (unknown: {unknown})")
+            c.check(set(spec.get("privateKey") or {}) <= PRIVATE_KEY_FIELDS,
+                    f"{where}: Certificate/{name} privateKey has only known fields")
+            c.check(set(spec.get("usages") or []) <= KEY_USAGES, f"{where}: Certificate/{name} usages are known")
+            for field in ("duration", "renewBefore"):
+                c.check(field not in spec or GO_DURATION.match(str(spec[field])),
+                        f"{where}: Certificate/{name} {field} is a duration like 2160h")
+            ref = spec.get("issuerRef") or {}
+            c.check(spec.get("secretName") and ref.get("name"),
+                    f"{where}: Certificate/{name} has secretName and issuerRef")
+            c.check(ref.get("kind") == "ClusterIssuer" or ref.get("name") in {
+                (d.get("metadata") or {}).get("name") for d in docs if d.get("kind") == "Issuer"},
+                f"{where}: Certificate/{name} names an Issuer of the file")
+    for name, spec in certificates.items():
+        issuer = issuers.get((spec.get("issuerRef") or {}).get("name"), {})
+        if not spec.get("isCA") and "ca" in issuer:
+            c.check(issuer["ca"].get("secretName") in {s.get("secretName") for s in certificates.values()
+                                                        if s.get("isCA")},
+                    f"{where}: Certificate/{name} is signed by a CA the file makes")
+    ca_secrets = {spec.get("secretName") for spec in certificates.values() if spec.get("isCA")}
+    by_secret = {spec.get("secretName"): (name, spec) for name, spec in certificates.items()}
+    callers: dict[str, set[str]] = {}
+    for o in app_deployments(objects):
+        for x in containers(o):
+            for host in peer_addresses(x, objects).values():
+                callers.setdefault(host.split(".")[0], set()).add(host)
+    for o in app_deployments(objects):
+        namespace = o["metadata"].get("namespace", "")
+        n = name_of(o)
+        for variable, found in tls_files_of(o, objects).items():
+            if found is None or found.kind != "secret":
+                continue
+            c.check(found.name not in ca_secrets,
+                    f"{where}: {n} mounts no CA Secret with its private key ({found.name})")
+            if variable != TLS_CERT:
+                continue
+            issued = by_secret.get(found.name)
+            if not c.check(issued, f"{where}: a Certificate issues {n}'s Secret {found.name}"):
+                continue
+            name, spec = issued
+            wanted = set(service_names(o["metadata"]["name"], namespace)) | callers.get(o["metadata"]["name"], set())
+            missing = sorted(wanted - set(spec.get("dnsNames") or []))
+            c.check(not missing, f"{where}: Certificate/{name} dnsNames cover {n}'s names (missing {missing})")
+            c.check({"server auth", "client auth"} <= set(spec.get("usages") or []),
+                    f"{where}: Certificate/{name} is for server and client auth (mutual TLS)")
+            c.check(not spec.get("isCA"), f"{where}: Certificate/{name} is no CA")
 
 
 def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | None = None) -> Checks:
@@ -413,10 +732,11 @@ def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | 
     e.g. the dev overlay for the load-test Job) only answers lookups."""
     c = Checks()
     known = objects + (context or [])
-    secret_keys = documented_secret_keys(example)
+    secret_docs = documented_secrets(example)
     for o in known:
         if o["kind"] == "Secret":
-            secret_keys.setdefault(o["metadata"]["name"], set()).update((o.get("data") or {}).keys())
+            entry = secret_docs.setdefault(o["metadata"]["name"], {"keys": set(), "type": o.get("type", "Opaque")})
+            entry["keys"].update((o.get("data") or {}).keys())
     for o in objects:
         labels = o["metadata"].get("labels") or {}
         wanted = RECOMMENDED_LABELS[1:] if o["kind"] == "Namespace" else RECOMMENDED_LABELS
@@ -426,13 +746,26 @@ def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | 
                 c.check(not CREDENTIAL_IN_URL.search(str(value)) and not SENSITIVE_ENV.search(key),
                         f"{name_of(o)}: {key} holds no credentials (they belong in a Secret)")
         if o["kind"] in POD_KINDS:
-            check_workload(c, o, known, secret_keys)
+            check_workload(c, o, known, secret_docs, overlay)
             c.check(pod_labels(o).get("app.kubernetes.io/component"), f"{name_of(o)}: pods carry a component label")
         if o["kind"] == "ServiceAccount":
             c.check(o.get("automountServiceAccountToken") is False, f"{name_of(o)}: automountServiceAccountToken false")
         if o["kind"] == "PodDisruptionBudget":
             c.check("maxUnavailable" in o["spec"] or "minAvailable" in o["spec"], f"{name_of(o)}: has a budget")
     check_overlay(c, objects, overlay, context or [])
+    if overlay in ("dev", "prod"):
+        check_mesh_credentials(c, objects)
+    if overlay == "prod":
+        certificates = {}
+        for o in app_deployments(objects):
+            found = tls_files_of(o, objects).get(TLS_CERT)
+            if found and found.name:
+                certificates.setdefault(found.name, []).append(o["metadata"]["name"])
+        for secret, users in certificates.items():
+            c.check(len(users) == 1, f"prod: each workload has its own certificate (Secret {secret} used by {users})")
+        cert_manager = example.parent / CERT_MANAGER_EXAMPLE
+        if cert_manager.exists():
+            check_cert_manager(c, cert_manager, objects)
     return c
 
 

@@ -13,7 +13,10 @@
 #   4. every rendered object against the Kubernetes 1.30 and 1.37 schemas,
 #      strict (kubernetes-validate, offline)
 #   5. checkov's Kubernetes checks on the rendered output
-#   6. the project's own properties (tests/k8s/properties.py)
+#   6. the project's own properties (tests/k8s/properties.py): among them
+#      authentication on everywhere, credentials only from Secrets, and in
+#      prod TLS with read-only certificate mounts (plus the optional
+#      cert-manager example in k8s/cert-manager)
 #   7. mutations: breaking one property in a copy must make a step fail
 #
 # Last line: `k8s validation: N passed, M failed`; exit status 1 when M > 0.
@@ -33,8 +36,10 @@ K8S_VERSIONS=(1.30 1.37)
 #   CKV_K8S_43 (image by digest): the overlays pin tags; a release pins its
 #     digest in overlays/prod `images:` (`digest:`) when it is published.
 #   CKV_K8S_35 (secrets as files, not environment variables): the services
-#     read DATABASE_URL and REDIS_URL from the environment only (clap `env`);
-#     the values come from secretKeyRef, never from the manifests.
+#     read DATABASE_URL, REDIS_URL, KEYS_DATABASE_URL and
+#     LOYALTY_SERVICE_SECRET from the environment only (clap `env`); the
+#     values come from secretKeyRef, never from the manifests. (TLS keys are
+#     files: prod mounts them read-only from Secrets.)
 SKIP_ALL="CKV_K8S_43,CKV_K8S_35"
 #   CKV_K8S_15 (imagePullPolicy Always), dev and the load-test Job only: the
 #     dev image is built locally and loaded into the cluster (kind, minikube),

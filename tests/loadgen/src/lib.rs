@@ -55,6 +55,8 @@ pub struct Args {
     pub api_key: Option<String>,
     /// The services' shared secret, for the rewards service and gateway the redeem, mixed and
     /// loyalty-page scenarios start next to `--target` (with `--start-points` the run makes its own).
+    /// Without `--api-key`, calls to `--target` present the service identity `loadgen` made from
+    /// it, which works for any program (so every run can keep its fresh program id).
     #[arg(long, env = "LOYALTY_SERVICE_SECRET", hide_env_values = true)]
     pub service_secret: Option<String>,
     /// Database of the in-process service: `postgres://...` or `sqlite://path`. Default: a SQLite file in a fresh temporary directory.
@@ -323,7 +325,7 @@ impl Plan {
             workload,
             program,
             concurrency: args.concurrency,
-            client: ClientSettings { connections: args.connections, key: args.api_key.clone() },
+            client: ClientSettings { connections: args.connections, key: target_credential(args)? },
             rate: args.rate,
             duration,
             warmup,
@@ -342,6 +344,17 @@ impl Plan {
         let label = if self.rounds > 1 { format!("{label} ({}/{})", round + 1, self.rounds) } else { label.to_owned() };
         Phase { label, duration: self.duration / self.rounds, rate: self.rate }
     }
+}
+
+/// What calls to `--target` present: the API key, else the load generator's service identity.
+fn target_credential(args: &Args) -> Result<Option<String>, RunError> {
+    if args.api_key.is_some() || args.target.is_none() {
+        return Ok(args.api_key.clone());
+    }
+    let Some(secret) = &args.service_secret else { return Ok(None) };
+    let secret = loyalty_common::auth::ServiceSecret::new(secret)
+        .map_err(|e| RunError::Usage(format!("LOYALTY_SERVICE_SECRET: {e}")))?;
+    Ok(Some(secret.token("loadgen")))
 }
 
 fn merge(total: &mut Option<PhaseResult>, slice: PhaseResult) {
