@@ -217,7 +217,7 @@ impl GatewayServer {
         let metrics_tls = tls.clone();
         let metrics_task = tokio::spawn(async move {
             if let Err(error) =
-                loyalty_common::metrics::serve(metrics_listener, metrics, &metrics_tls, metrics_signal).await
+                loyalty_common::metrics::serve(metrics_listener, metrics, &metrics_tls, None, metrics_signal).await
             {
                 tracing::error!(%error, "metrics server failed");
             }

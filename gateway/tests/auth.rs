@@ -531,6 +531,13 @@ async fn the_gateway_over_https_and_a_direct_grpc_call_accept_the_same_key() {
     assert_eq!(body["entries"][0]["points"], 120, "{body:#}");
     let refused = https.get(&url).bearer_auth(format!("{key}x")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
+    // The metrics listeners serve TLS too, with readiness for probes that cannot speak gRPC over TLS.
+    for metrics in [mesh.points.metrics_addr(), mesh.rewards.metrics_addr(), mesh.gateway.metrics_addr()] {
+        let scrape = https.get(format!("https://localhost:{}/metrics", metrics.port())).send().await.unwrap();
+        assert_eq!(scrape.status(), 200, "{metrics}");
+    }
+    let ready = https.get(format!("https://localhost:{}/readyz", mesh.points.metrics_addr().port())).send().await;
+    assert_eq!(ready.unwrap().status(), 200, "points is serving");
     // Plain HTTP to the TLS port gets no answer.
     let plain = format!("http://127.0.0.1:{}/healthz", mesh.gateway.bind_addr().port());
     let answered = reqwest::Client::new().get(plain).send().await.is_ok_and(|r| r.status().is_success());

@@ -426,6 +426,10 @@ def check_app_container(c: Checks, cn: str, obj: dict, container: dict, objects:
             c.check("grpc" not in probe, f"{cn}: {kind} is no gRPC probe (the kubelet's cannot do TLS)")
             c.check(port_number(container, (probe.get("httpGet") or {}).get("port")) == metrics_port,
                     f"{cn}: {kind} asks the metrics port {metrics_port} (TLS on: HTTPS, not gRPC)")
+        # Readiness keeps following gRPC health (and so the database) through /readyz.
+        for kind, probe in (("readinessProbe", readiness), ("startupProbe", container.get("startupProbe") or {})):
+            c.check((probe.get("httpGet") or {}).get("path") == "/readyz",
+                    f"{cn}: {kind} asks /readyz, which follows gRPC health")
     elif name in GRPC_SERVICES:
         grpc_port = port_number(container, "grpc")
         for kind, probe in (("readinessProbe", readiness), ("startupProbe", container.get("startupProbe") or {})):

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -82,23 +83,40 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until shutdown.
+/// Serves `GET /metrics` until shutdown, and with `ready`, `GET /readyz`:
+/// 200 while the service reports SERVING, else 503. Probes that cannot speak
+/// gRPC over TLS (the kubelet's) read readiness there.
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     tls: &crate::tls::Tls,
+    ready: Option<Arc<AtomicBool>>,
     mut shutdown: ShutdownSignal,
 ) -> std::io::Result<()> {
-    let app =
-        axum::Router::new().route(
-            "/metrics",
+    let mut app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+            }
+        }),
+    );
+    if let Some(ready) = ready {
+        app = app.route(
+            "/readyz",
             axum::routing::get(move || {
-                let metrics = metrics.clone();
+                let serving = ready.load(Ordering::Relaxed);
                 async move {
-                    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+                    if serving {
+                        (axum::http::StatusCode::OK, "serving\n")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+                    }
                 }
             }),
         );
+    }
     tls.serve_http(listener, app, async move { shutdown.fired().await }).await
 }
 
@@ -219,6 +237,31 @@ fn split_path(path: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readyz_follows_the_serving_flag() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (trigger, signal) = crate::shutdown::channel();
+        let flag = ready.clone();
+        let server = tokio::spawn(async move {
+            serve(listener, Metrics::new(), &crate::tls::Tls::plain(), Some(flag), signal).await
+        });
+        let status = || async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer.split(' ').nth(1).unwrap_or_default().to_owned()
+        };
+        assert_eq!(status().await, "503");
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(status().await, "200");
+        trigger.fire();
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn paths_split_into_service_and_method() {

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -35,10 +36,12 @@ use crate::shutdown::ShutdownSignal;
 pub struct Health {
     reporter: HealthReporter,
     service_name: &'static str,
+    serving: Arc<AtomicBool>,
 }
 
 impl Health {
     pub async fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(self.service_name, status).await;
@@ -51,7 +54,7 @@ type HealthServer = tonic_health::pb::health_server::HealthServer<tonic_health::
 pub async fn health(service_name: &'static str) -> (Health, HealthServer) {
     let reporter = HealthReporter::new();
     let server = HealthServer::new(tonic_health::server::HealthService::from_health_reporter(reporter.clone()));
-    let health = Health { reporter, service_name };
+    let health = Health { reporter, service_name, serving: Arc::new(AtomicBool::new(false)) };
     health.set(false).await;
     (health, server)
 }
@@ -129,8 +132,9 @@ impl Launch {
         let metrics_addr = self.metrics_listener.local_addr().unwrap_or(unbound);
         let (metrics, signal, metrics_listener) = (self.metrics.clone(), self.signal.clone(), self.metrics_listener);
         let tls = self.tls.clone();
+        let ready = Some(self.health.serving.clone());
         self.tasks.push(tokio::spawn(async move {
-            if let Err(error) = crate::metrics::serve(metrics_listener, metrics, &tls, signal).await {
+            if let Err(error) = crate::metrics::serve(metrics_listener, metrics, &tls, ready, signal).await {
                 tracing::error!(%error, "metrics server failed");
             }
         }));
