@@ -93,15 +93,16 @@ pub async fn serve(
     ready: Option<Arc<AtomicBool>>,
     mut shutdown: ShutdownSignal,
 ) -> std::io::Result<()> {
-    let mut app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
-            }
-        }),
-    );
+    let mut app =
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+                }
+            }),
+        );
     if let Some(ready) = ready {
         app = app.route(
             "/readyz",
