@@ -9,9 +9,12 @@ builds its message classes at run time and calls the methods generically.
 It starts the server itself:
     LOYALTY_POINTS_BIN (default: target/debug/loyalty-points)
 with POINTS_GRPC_ADDR / POINTS_METRICS_ADDR on free 127.0.0.1 ports, a SQLite
-database in a temporary directory, no Redis and LOYALTY_AUTH=off, waits for the
-standard health service to report SERVING, runs the checks, then sends SIGTERM
-and requires a clean exit (code 0) within 10 s.
+database in a temporary directory, no Redis and callers checked as in
+production (LOYALTY_AUTH=required): it makes a server-scope API key with
+    LOYALTY_GATEWAY_BIN (default: target/debug/loyalty-gateway) keys create
+and sends it as `authorization: Bearer` metadata, as an integrator would.
+It waits for the standard health service to report SERVING, runs the checks,
+then sends SIGTERM and requires a clean exit (code 0) within 10 s.
 
 Run through `tests/run` (which builds the server and the venv), or directly:
     .tools/venv/bin/python tests/python/interop_test.py
@@ -40,6 +43,7 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POINTS_SERVICE = "loyalty.points.v1.PointsService"
+PROGRAM = "py-interop"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
@@ -233,9 +237,14 @@ class Method:
             response_deserializer=self.Response.FromString,
         )
         self.name = name
+        self.metadata = ()
+
+    def with_key(self, key):
+        self.metadata = (("authorization", f"Bearer {key}"),)
+        return self
 
     def __call__(self, **fields):
-        return self._call(self.Request(**fields), timeout=RPC_TIMEOUT_S)
+        return self._call(self.Request(**fields), timeout=RPC_TIMEOUT_S, metadata=self.metadata)
 
     def expect_error(self, code, **fields):
         try:
@@ -251,16 +260,27 @@ class Method:
 
 
 class Server:
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, gateway_binary, workdir):
         self.grpc_port, self.metrics_port = free_ports(2)
         self.log_path = os.path.join(workdir, "server.log")
+        keys_url = f"sqlite://{os.path.join(workdir, 'keys.db')}"
+        # The key store is the gateway's database; its CLI makes the key.
+        made = subprocess.run(
+            [gateway_binary, "keys", "create", "--program", PROGRAM, "--scope", "server", "--label", "interop"],
+            env={**os.environ, "DATABASE_URL": keys_url}, capture_output=True, text=True, timeout=60,
+        )
+        if made.returncode != 0:
+            raise AssertionError(f"loyalty-gateway keys create failed: {made.stderr.strip()}")
+        self.key = made.stdout.strip()
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update(
             POINTS_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}",
             POINTS_METRICS_ADDR=f"127.0.0.1:{self.metrics_port}",
             DATABASE_URL=f"sqlite://{os.path.join(workdir, 'points.db')}",
-            LOYALTY_AUTH="off",
+            LOYALTY_AUTH="required",
+            KEYS_DATABASE_URL=keys_url,
+            LOYALTY_SERVICE_SECRET=uuid.uuid4().hex + uuid.uuid4().hex,
         )
         self._log = open(self.log_path, "wb")
         print(f"starting {binary} (gRPC 127.0.0.1:{self.grpc_port}, "
@@ -345,12 +365,18 @@ def run(server):
         check(alpha_files.get(points_file.name) == points_file,
               f"v1alpha reflection serves the same {points_file.name}")
 
-        earn = Method(channel, pool, POINTS_SERVICE, "Earn")
-        spend = Method(channel, pool, POINTS_SERVICE, "Spend")
-        get_balance = Method(channel, pool, POINTS_SERVICE, "GetBalance")
-
-        program = "py-interop"
+        program = PROGRAM
         customer = f"c-{uuid.uuid4().hex[:12]}"
+        anonymous = Method(channel, pool, POINTS_SERVICE, "GetBalance")
+        anonymous.expect_error(grpc.StatusCode.UNAUTHENTICATED, program_id=program, customer_id=customer)
+        forged = Method(channel, pool, POINTS_SERVICE, "GetBalance").with_key(server.key[:-1] + "x")
+        forged.expect_error(grpc.StatusCode.UNAUTHENTICATED, program_id=program, customer_id=customer)
+
+        earn = Method(channel, pool, POINTS_SERVICE, "Earn").with_key(server.key)
+        spend = Method(channel, pool, POINTS_SERVICE, "Spend").with_key(server.key)
+        get_balance = Method(channel, pool, POINTS_SERVICE, "GetBalance").with_key(server.key)
+        get_balance.expect_error(grpc.StatusCode.PERMISSION_DENIED, program_id="another-program",
+                                 customer_id=customer)
         earn_req = dict(program_id=program, customer_id=customer, points=120,
                         reason="order", idempotency_key=uuid.uuid4().hex)
 
@@ -381,7 +407,7 @@ def run(server):
               "GetBalance -> available 100, spent 20, lifetime_earned 120 "
               f"(got {bal.available}, {bal.spent}, {bal.lifetime_earned})")
 
-        earn.expect_error(grpc.StatusCode.INVALID_ARGUMENT, program_id="", customer_id=customer,
+        earn.expect_error(grpc.StatusCode.INVALID_ARGUMENT, program_id=program, customer_id="",
                           points=5, reason="order", idempotency_key=uuid.uuid4().hex)
     finally:
         channel.close()
@@ -392,14 +418,16 @@ def run(server):
 
 def main():
     binary = os.environ.get("LOYALTY_POINTS_BIN") or os.path.join(ROOT, "target", "debug", "loyalty-points")
-    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
-        print(f"interop_test: FAIL: server binary not found: {binary} "
-              "(build it with `cargo build -p loyalty-points` or set LOYALTY_POINTS_BIN)", file=sys.stderr)
-        return 1
+    gateway = os.environ.get("LOYALTY_GATEWAY_BIN") or os.path.join(ROOT, "target", "debug", "loyalty-gateway")
+    for path, package in ((binary, "loyalty-points"), (gateway, "loyalty-gateway")):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            print(f"interop_test: FAIL: binary not found: {path} "
+                  f"(build it with `cargo build -p {package}` or set the LOYALTY_*_BIN variable)", file=sys.stderr)
+            return 1
     workdir = tempfile.mkdtemp(prefix="loyalty-interop.")
     server = None
     try:
-        server = Server(binary, workdir)
+        server = Server(binary, gateway, workdir)
         run(server)
     except Exception as err:  # any failure, expected or not, fails the test
         if isinstance(err, grpc.RpcError):
