@@ -400,7 +400,8 @@ async fn every_service_refuses_each_bad_credential_with_its_own_code_and_takes_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls() {
     let mesh = Mesh::start().await;
-    let admin = mesh.key(PROGRAM, Scope::Admin).await;
+    let admin_key = mesh.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
+    let admin = admin_key.key.clone();
     let server = mesh.key(PROGRAM, Scope::Server).await;
 
     let mut points_admin = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin)).await);
@@ -464,13 +465,36 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .await
         .expect("the redemption spends on points with the rewards service's identity")
         .into_inner();
-    assert!(!redemption.redemption.unwrap().voucher_code.is_empty());
+    let redemption = redemption.redemption.unwrap();
+    assert!(!redemption.voucher_code.is_empty());
     let balance = points_server
         .get_balance(points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(balance.balance.unwrap().available, 300);
+
+    // An admin cancels the voucher: the refund reaches points with the rewards service's
+    // identity, and the ledger records the admin's key as the one who caused it.
+    rewards_admin
+        .cancel_redemption(rewards::CancelRedemptionRequest {
+            program_id: PROGRAM.into(),
+            redemption_id: redemption.redemption_id,
+            idempotency_key: "cancel-1".into(),
+        })
+        .await
+        .expect("an admin key cancels");
+    let history = points_server
+        .list_transactions(points::ListTransactionsRequest {
+            program_id: PROGRAM.into(),
+            customer_id: "anna".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refund = history.entries.iter().find(|e| e.kind == points::EntryKind::Adjust as i32).expect("refunded");
+    assert_eq!((refund.points, refund.actor.as_str()), (200, format!("api-key:{}", admin_key.key_id).as_str()));
     mesh.stop().await;
 }
 

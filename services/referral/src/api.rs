@@ -87,11 +87,12 @@ impl ReferralService for ReferralApi {
         &self,
         request: Request<pb::DisableCodeRequest>,
     ) -> Result<Response<pb::DisableCodeResponse>, Status> {
+        let actor = auth::actor(&request, "");
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.done(DOMAIN)?;
-        let code = self.referrals.store().disable_code(&r.program_id, &r.customer_id).await?;
+        let code = self.referrals.store().disable_code(&r.program_id, &r.customer_id, &actor).await?;
         Ok(Response::new(pb::DisableCodeResponse { code }))
     }
 

@@ -45,16 +45,30 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "referral",
-    sql: include_str!("../migrations/postgres/0001_referral.sql"),
-}];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "referral",
-    sql: include_str!("../migrations/sqlite/0001_referral.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "referral",
+        sql: include_str!("../migrations/postgres/0001_referral.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "code disabled by",
+        sql: include_str!("../migrations/postgres/0002_code_disabled_by.sql"),
+    },
+];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "referral",
+        sql: include_str!("../migrations/sqlite/0001_referral.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "code disabled by",
+        sql: include_str!("../migrations/sqlite/0002_code_disabled_by.sql"),
+    },
+];
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

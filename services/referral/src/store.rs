@@ -165,13 +165,19 @@ impl ReferralStore {
         row.map(|r| Ok((r.try_get("customer_id")?, r.try_get::<i64, _>("enabled")? != 0))).transpose()
     }
 
-    pub async fn disable_code(&self, program_id: &str, customer_id: &str) -> Result<String, Error> {
+    /// Disables the customer's code, recording who did it (the first time).
+    pub async fn disable_code(&self, program_id: &str, customer_id: &str, actor: &str) -> Result<String, Error> {
         let (code, _) = self.code_for(program_id, customer_id).await?;
-        sqlx::query("UPDATE referral_codes SET enabled = 0 WHERE program_id = $1 AND customer_id = $2")
-            .bind(program_id)
-            .bind(customer_id)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE referral_codes SET enabled = 0, disabled_by = $1, disabled_at_us = $2 \
+             WHERE program_id = $3 AND customer_id = $4 AND enabled = 1",
+        )
+        .bind(actor)
+        .bind(self.now())
+        .bind(program_id)
+        .bind(customer_id)
+        .execute(&self.db.pool)
+        .await?;
         Ok(code)
     }
 

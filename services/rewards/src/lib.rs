@@ -45,16 +45,30 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "rewards",
-    sql: include_str!("../migrations/postgres/0001_rewards.sql"),
-}];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "rewards",
-    sql: include_str!("../migrations/sqlite/0001_rewards.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "rewards",
+        sql: include_str!("../migrations/postgres/0001_rewards.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "task actor",
+        sql: include_str!("../migrations/postgres/0002_task_actor.sql"),
+    },
+];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "rewards",
+        sql: include_str!("../migrations/sqlite/0001_rewards.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "task actor",
+        sql: include_str!("../migrations/sqlite/0002_task_actor.sql"),
+    },
+];
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

@@ -290,7 +290,7 @@ async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic
         idempotency_key: task.task_id.clone(),
         expires_at: None,
         allow_debt: false,
-        actor: "service:rewards".into(),
+        actor: if task.actor.is_empty() { "service:rewards".into() } else { task.actor.clone() },
     };
     client.adjust(request).await.map(drop)
 }

@@ -83,6 +83,8 @@ pub struct RefundTask {
     pub customer_id: String,
     pub points: i64,
     pub reason: String,
+    /// Who caused it (`api-key:<id>` for a cancellation); empty for the service's own refunds.
+    pub actor: String,
 }
 
 /// The first step of a redemption.
@@ -306,6 +308,7 @@ impl RewardsStore {
                     customer_id: redemption.customer_id.clone(),
                     points: redemption.points,
                     reason: format!("redemption of {} did not go through", redemption.reward_name),
+                    actor: String::new(),
                 };
                 self.add_task(&mut tx, &task).await?;
             }
@@ -406,7 +409,7 @@ impl RewardsStore {
     }
 
     /// ACTIVE → CANCELLED with a refund task; a cancelled one answers as it is.
-    pub async fn cancel(&self, program_id: &str, redemption_id: &str) -> Result<Redemption, Error> {
+    pub async fn cancel(&self, program_id: &str, redemption_id: &str, actor: &str) -> Result<Redemption, Error> {
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'cancelled', updated_at_us = $1 \
@@ -435,6 +438,7 @@ impl RewardsStore {
                 customer_id: redemption.customer_id.clone(),
                 points: redemption.points,
                 reason: format!("voucher for {} cancelled", redemption.reward_name),
+                actor: actor.to_owned(),
             };
             self.add_task(&mut tx, &task).await?;
         }
@@ -484,6 +488,7 @@ impl RewardsStore {
                     customer_id: redemption.customer_id.clone(),
                     points: redemption.points,
                     reason: format!("voucher for {} expired unused", redemption.reward_name),
+                    actor: String::new(),
                 };
                 self.add_task(&mut tx, &task).await?;
             }
@@ -495,7 +500,8 @@ impl RewardsStore {
 
     pub async fn pending_tasks(&self, limit: i64) -> Result<Vec<RefundTask>, Error> {
         let rows = sqlx::query(
-            "SELECT task_id, program_id, customer_id, points, reason FROM points_tasks WHERE done = 0 ORDER BY task_seq LIMIT $1",
+            "SELECT task_id, program_id, customer_id, points, reason, actor FROM points_tasks \
+             WHERE done = 0 ORDER BY task_seq LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.db.pool)
@@ -508,6 +514,7 @@ impl RewardsStore {
                     customer_id: r.try_get("customer_id")?,
                     points: r.try_get("points")?,
                     reason: r.try_get("reason")?,
+                    actor: r.try_get("actor")?,
                 })
             })
             .collect()
@@ -520,8 +527,8 @@ impl RewardsStore {
 
     async fn add_task(&self, tx: &mut AnyConnection, task: &RefundTask) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(&task.task_id)
         .bind(&task.program_id)
@@ -529,6 +536,7 @@ impl RewardsStore {
         .bind(task.points)
         .bind(&task.reason)
         .bind(self.now())
+        .bind(&task.actor)
         .execute(&mut *tx)
         .await?;
         Ok(())
