@@ -253,7 +253,33 @@ pub struct KeyVerifier {
     store: KeyStore,
     ttl: Micros,
     clock: Arc<dyn Clock>,
-    cache: Mutex<HashMap<String, (Option<StoredKey>, Micros)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// What the store said about a key id, and when: the caller ready to hand
+/// out (shared, so a hit allocates nothing), or `None` for no such key.
+struct Cached {
+    found: Option<(Arc<VerifiedKey>, String)>,
+    fetched: Micros,
+}
+
+impl Cached {
+    fn new(stored: Option<StoredKey>, fetched: Micros) -> Self {
+        let found = stored.filter(|s| s.info.revoked_at.is_none()).map(|s| {
+            let key = VerifiedKey { key_id: s.info.key_id, program_id: s.info.program_id, scope: s.info.scope };
+            (Arc::new(key), s.secret_sha256)
+        });
+        Self { found, fetched }
+    }
+
+    fn check(&self, presented_hash: &str) -> Result<Arc<VerifiedKey>, AuthError> {
+        match &self.found {
+            Some((key, secret_sha256)) if constant_time_eq(secret_sha256.as_bytes(), presented_hash.as_bytes()) => {
+                Ok(key.clone())
+            }
+            _ => Err(AuthError::Invalid),
+        }
+    }
 }
 
 impl KeyVerifier {
@@ -268,46 +294,34 @@ impl KeyVerifier {
         Duration::from_micros(self.ttl.max(0) as u64)
     }
 
-    pub async fn verify(&self, presented: &str) -> Result<VerifiedKey, AuthError> {
+    pub async fn verify(&self, presented: &str) -> Result<Arc<VerifiedKey>, AuthError> {
         let (key_id, secret) = split_key(presented).ok_or(AuthError::Invalid)?;
         let presented_hash = sha256_hex(secret);
         if let Some(verdict) = self.check_cached(key_id, &presented_hash) {
             return verdict;
         }
         let stored = self.store.find(key_id).await.map_err(AuthError::Unavailable)?;
-        let verdict = check(stored.as_ref(), &presented_hash);
+        let cached = Cached::new(stored, self.clock.now());
+        let verdict = cached.check(&presented_hash);
         if self.ttl > 0 {
             let mut cache = self.cache.lock().expect("key cache poisoned");
             if cache.len() >= MAX_CACHED_KEYS {
                 cache.clear();
             }
-            cache.insert(key_id.to_owned(), (stored, self.clock.now()));
+            cache.insert(key_id.to_owned(), cached);
         }
         verdict
     }
 
-    fn check_cached(&self, key_id: &str, presented_hash: &str) -> Option<Result<VerifiedKey, AuthError>> {
+    fn check_cached(&self, key_id: &str, presented_hash: &str) -> Option<Result<Arc<VerifiedKey>, AuthError>> {
         let mut cache = self.cache.lock().expect("key cache poisoned");
-        let (stored, fetched) = cache.get(key_id)?;
-        if self.clock.now() - fetched >= self.ttl {
+        let cached = cache.get(key_id)?;
+        if self.clock.now() - cached.fetched >= self.ttl {
             cache.remove(key_id);
             return None;
         }
-        Some(check(stored.as_ref(), presented_hash))
+        Some(cached.check(presented_hash))
     }
-}
-
-fn check(stored: Option<&StoredKey>, presented_hash: &str) -> Result<VerifiedKey, AuthError> {
-    let stored = stored.ok_or(AuthError::Invalid)?;
-    if stored.info.revoked_at.is_some() || !constant_time_eq(stored.secret_sha256.as_bytes(), presented_hash.as_bytes())
-    {
-        return Err(AuthError::Invalid);
-    }
-    Ok(VerifiedKey {
-        key_id: stored.info.key_id.clone(),
-        program_id: stored.info.program_id.clone(),
-        scope: stored.info.scope,
-    })
 }
 
 /// `lk_<16 hex>_<64 hex>` → (key id, secret).
@@ -330,7 +344,13 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// Compares without an early exit, so timing tells nothing about where two hashes differ.

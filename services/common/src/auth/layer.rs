@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use tonic::Status;
 use tonic::body::Body;
 
@@ -120,19 +120,16 @@ impl Guard {
             Some(Access::Key(_)) => {}
         }
         let (parts, body) = request.into_parts();
-        let bytes = Limited::new(body, MAX_REQUEST_BYTES)
-            .collect()
-            .await
-            .map_err(|_| Status::resource_exhausted("the request is too large"))?
-            .to_bytes();
-        let program = program_id(&bytes).map_err(Status::invalid_argument)?;
-        if program != key.program_id {
+        let (first, rest) = first_message(body).await?;
+        let program = program_id(&first).map_err(Status::invalid_argument)?;
+        if program != key.program_id.as_bytes() {
             return Err(Status::permission_denied(format!(
-                "program_id {program:?} is not this API key's program ({:?})",
+                "program_id {:?} is not this API key's program ({:?})",
+                String::from_utf8_lossy(program),
                 key.program_id
             )));
         }
-        let mut request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+        let mut request = http::Request::from_parts(parts, Body::new(Replayed { first: Some(first), rest }));
         request.extensions_mut().insert(Caller::Key(key));
         Ok(request)
     }
@@ -149,15 +146,68 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
     }
 }
 
-/// Field 1 (`program_id`) of the one message in a unary gRPC request body:
-/// a 5-byte frame header (compression flag, big-endian length), then the
+/// Reads the request body up to the end of its first gRPC message (without
+/// waiting for the end of the stream), returning those bytes and the rest.
+async fn first_message(mut body: Body) -> Result<(Bytes, Body), Status> {
+    let mut buffered = BytesMut::new();
+    loop {
+        if let Some(header) = buffered.get(..5) {
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            if length > MAX_REQUEST_BYTES {
+                return Err(Status::resource_exhausted("the request is too large"));
+            }
+            if buffered.len() >= 5 + length {
+                return Ok((buffered.freeze(), body));
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Err(Status::cancelled("the request body broke off")),
+            // Ended early: the program check refuses what is there.
+            None => return Ok((buffered.freeze(), body)),
+        }
+    }
+}
+
+/// The request body again: the bytes read to find the program, then the rest.
+struct Replayed {
+    first: Option<Bytes>,
+    rest: Body,
+}
+
+impl http_body::Body for Replayed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// Field 1 (`program_id`) of the first message in a gRPC request body: a
+/// 5-byte frame header (compression flag, big-endian length), then the
 /// protobuf message. A field that occurs twice counts by its last value, as
 /// protobuf decoders read it; an absent one is empty.
-fn program_id(body: &Bytes) -> Result<String, &'static str> {
+fn program_id(body: &[u8]) -> Result<&[u8], &'static str> {
     const MALFORMED: &str = "the request is not one uncompressed protobuf message";
-    let (header, message) = body.split_at_checked(5).ok_or(MALFORMED)?;
+    let (header, rest) = body.split_at_checked(5).ok_or(MALFORMED)?;
     let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if header[0] != 0 || message.len() != length {
+    let message = rest.get(..length).ok_or(MALFORMED)?;
+    if header[0] != 0 {
         return Err(MALFORMED);
     }
     let mut rest = message;
@@ -185,7 +235,7 @@ fn program_id(body: &Bytes) -> Result<String, &'static str> {
         };
         rest = rest.get(skip..).ok_or(MALFORMED)?;
     }
-    String::from_utf8(program.to_vec()).map_err(|_| "program_id: must be UTF-8")
+    std::str::from_utf8(program).map(str::as_bytes).map_err(|_| "program_id: must be UTF-8")
 }
 
 /// Reads one base-128 varint off the front of `bytes`.
@@ -219,7 +269,7 @@ mod tests {
     fn finds_the_program_wherever_field_one_sits() {
         use loyalty_proto::points::v1::{GetBalanceRequest, SpendRequest};
         let balance = GetBalanceRequest { program_id: "shop-a".into(), customer_id: "anna".into() };
-        assert_eq!(program_id(&framed(&balance)).unwrap(), "shop-a");
+        assert_eq!(program_id(&framed(&balance)).unwrap(), b"shop-a");
         let spend = SpendRequest {
             program_id: "shop-b".into(),
             customer_id: "anna".into(),
@@ -227,8 +277,25 @@ mod tests {
             idempotency_key: "k".into(),
             ..Default::default()
         };
-        assert_eq!(program_id(&framed(&spend)).unwrap(), "shop-b");
-        assert_eq!(program_id(&framed(&GetBalanceRequest::default())).unwrap(), "");
+        assert_eq!(program_id(&framed(&spend)).unwrap(), b"shop-b");
+        assert_eq!(program_id(&framed(&GetBalanceRequest::default())).unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn the_first_message_is_read_across_frames_and_the_body_replayed_whole() {
+        use loyalty_proto::points::v1::GetBalanceRequest;
+        let message = framed(&GetBalanceRequest { program_id: "shop".into(), customer_id: "anna".into() });
+        let (head, tail) = message.split_at(3);
+        let frames: Vec<Result<_, Status>> = vec![
+            Ok(http_body::Frame::data(Bytes::copy_from_slice(head))),
+            Ok(http_body::Frame::data(Bytes::copy_from_slice(tail))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"next"))),
+        ];
+        let body = Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
+        let (first, rest) = first_message(body).await.unwrap();
+        assert_eq!(program_id(&first).unwrap(), b"shop");
+        let replayed = Body::new(Replayed { first: Some(first), rest }).collect().await.unwrap().to_bytes();
+        assert_eq!(replayed, [&message[..], b"next"].concat());
     }
 
     #[test]
@@ -241,7 +308,7 @@ mod tests {
         body.extend_from_slice(&(joined.len() as u32).to_be_bytes());
         body.extend_from_slice(&joined);
         let decoded = GetBalanceRequest::decode(&joined[..]).unwrap();
-        assert_eq!(program_id(&Bytes::from(body)).unwrap(), decoded.program_id);
+        assert_eq!(program_id(&Bytes::from(body)).unwrap(), decoded.program_id.as_bytes());
     }
 
     #[test]

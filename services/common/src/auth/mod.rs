@@ -70,7 +70,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// A program's API key.
-    Key(VerifiedKey),
+    Key(Arc<VerifiedKey>),
     /// Another loyalty service (or the gateway), by name.
     Service(String),
     /// `LOYALTY_AUTH=off`: nobody was asked.
