@@ -1,11 +1,12 @@
-//! The command line: serving (the default) and managing API keys. The key
-//! commands call the same [`KeyStore`] the tests use.
+//! The command line: serving (the default), managing API keys and rotating
+//! customer token secrets. The commands call the same stores the tests use.
 
 use std::io::Write;
 
 use loyalty_common::clock::Micros;
 
 use crate::Config;
+use crate::customer::CustomerSecrets;
 use crate::keys::{KeyInfo, KeyStore, Scope};
 use crate::rfc3339;
 
@@ -30,11 +31,14 @@ pub enum Command {
     Serve(Box<Config>),
     /// Create, list and revoke API keys.
     Keys(KeysArgs),
+    /// Manage the secret a shop's back end signs customer tokens with.
+    CustomerSecret(CustomerSecretArgs),
 }
 
+/// The gateway's database, where API keys and customer token secrets are kept.
 #[derive(Debug, clap::Args)]
-pub struct KeysArgs {
-    /// The gateway's database, where keys are kept.
+pub struct StoreArgs {
+    /// The gateway's database (also the services' `KEYS_DATABASE_URL`).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -43,6 +47,31 @@ pub struct KeysArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CustomerSecretArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: CustomerSecretAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CustomerSecretAction {
+    /// Make a new secret for a program and print it once (64 hex digits) on standard output.
+    /// Tokens signed with the old secret stop working within GATEWAY_CUSTOMER_SECRET_CACHE_TTL_SECS.
+    Rotate {
+        /// The program (tenant) the secret belongs to.
+        #[arg(long)]
+        program: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(subcommand)]
     pub action: KeysAction,
 }
@@ -66,7 +95,8 @@ pub enum KeysAction {
         #[arg(long)]
         program: String,
     },
-    /// Revoke a key by its id; gateways stop accepting it within GATEWAY_KEY_CACHE_TTL_SECS.
+    /// Revoke a key by its id; the gateway and every service stop accepting it within their key cache TTL
+    /// (GATEWAY_KEY_CACHE_TTL_SECS, LOYALTY_KEY_CACHE_TTL_SECS: 30 s by default).
     Revoke {
         /// The key id, as `keys list` shows it.
         key_id: String,
@@ -75,7 +105,7 @@ pub enum KeysAction {
 
 /// Runs a `keys` subcommand, writing results to `out` and notes to standard error.
 pub async fn run_keys(args: KeysArgs, out: &mut impl Write) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let store = KeyStore::open(&args.database_url, 2).await.map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let store = KeyStore::open(&args.store.database_url, 2).await.map_err(|e| format!("DATABASE_URL: {e}"))?;
     match args.action {
         KeysAction::Create { program, scope, label } => {
             let key = store.create(&program, scope, &label).await?;
@@ -103,6 +133,27 @@ pub async fn run_keys(args: KeysArgs, out: &mut impl Write) -> Result<(), Box<dy
                 return Err(format!("no key {key_id:?}").into());
             }
             writeln!(out, "revoked key {key_id}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `customer-secret` subcommand, writing the secret to `out` and notes to standard error.
+pub async fn run_customer_secret(
+    args: CustomerSecretArgs,
+    out: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Opening the key store applies the migrations the secrets table is part of.
+    let store = KeyStore::open(&args.store.database_url, 2).await.map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let secrets = CustomerSecrets::new(store.database().clone());
+    match args.action {
+        CustomerSecretAction::Rotate { program } => {
+            let secret = secrets.rotate(&program).await?;
+            writeln!(out, "{secret}")?;
+            eprintln!(
+                "new customer token secret for program {program}; it is shown only now: give it to the shop's \
+                 back end, which signs customer tokens with it"
+            );
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Request extractors that answer every refusal as problem+json: the API
-//! key (401 / 403 / 429), the `Idempotency-Key` header, JSON bodies (400 /
-//! 413 / 415, naming the bad field), query strings and path segments.
+//! key (401 / 403 / 429), the customer a storefront acts for (401 / 403),
+//! the `Idempotency-Key` header, JSON bodies (400 / 413 / 415, naming the
+//! bad field), query strings and path segments.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use loyalty_common::validate;
 
+use crate::customer::{CustomerTokens, TokenError, TokenRefusal};
 use crate::keys::{AuthError, Caller, KeyVerifier, Scope};
 use crate::problem::{FieldError, Problem};
 use crate::ratelimit::RateLimiter;
@@ -89,6 +91,69 @@ where
             return Err(Problem::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64));
         }
         Ok(Self { caller, scope: PhantomData })
+    }
+}
+
+/// The header a storefront sends the customer token in.
+pub const CUSTOMER_TOKEN_HEADER: &str = "x-customer-token";
+
+/// The customer in the path (`/v1/customers/{customer_id}/...`) and a caller
+/// allowed to act for them. A `server` or `admin` key is the shop itself and
+/// may act for any of its customers. A `storefront` key is public (it sits in
+/// the shop's pages), so it proves nothing about who is signed in: with one,
+/// the request also needs `X-Customer-Token`, signed by the shop's back end
+/// for exactly this customer (see [`crate::customer`]).
+pub struct ForCustomer {
+    pub auth: Authorized<StorefrontScope>,
+    pub customer_id: String,
+}
+
+impl<St> FromRequestParts<St> for ForCustomer
+where
+    Guard: FromRef<St>,
+    Arc<CustomerTokens>: FromRef<St>,
+    St: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let auth = Authorized::<StorefrontScope>::from_request_parts(parts, state).await?;
+        let Segment(customer_id) = Segment::<String>::from_request_parts(parts, state).await?;
+        if auth.caller.scope == Scope::Storefront {
+            let token = parts.headers.get(CUSTOMER_TOKEN_HEADER).ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "CUSTOMER_TOKEN_REQUIRED",
+                    "a storefront key acts for a customer only with an X-Customer-Token header, \
+                     signed by the shop's back end for that customer",
+                )
+            })?;
+            let token = token.to_str().map_err(|_| token_refused(TokenRefusal::Token(TokenError::Malformed)))?;
+            let proven = Arc::<CustomerTokens>::from_ref(state).verify(auth.program(), token).await;
+            if proven.map_err(token_refused)? != customer_id {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "CUSTOMER_TOKEN_MISMATCH",
+                    "the customer token was issued for another customer",
+                ));
+            }
+        }
+        Ok(Self { auth, customer_id })
+    }
+}
+
+/// 401 for a token that proves nothing: `CUSTOMER_TOKEN_EXPIRED` when it is merely old (the
+/// widget asks the shop for a new one), else `CUSTOMER_TOKEN_INVALID`. Never logs the token.
+fn token_refused(refusal: TokenRefusal) -> Problem {
+    match refusal {
+        TokenRefusal::Unavailable(cause) => {
+            tracing::error!(error = %cause, "cannot check a customer token");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "cannot check the customer token, retry later")
+        }
+        TokenRefusal::Token(error) => {
+            let code = if error == TokenError::Expired { "CUSTOMER_TOKEN_EXPIRED" } else { "CUSTOMER_TOKEN_INVALID" };
+            Problem::new(StatusCode::UNAUTHORIZED, code, error.to_string())
+        }
     }
 }
 

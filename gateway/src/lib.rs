@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod customer;
 pub mod extract;
 pub mod keys;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod rfc3339;
 pub mod upstream;
+pub mod widget;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub struct Config {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub widget: widget::WidgetConfig,
 }
 
 impl Config {
@@ -197,7 +201,9 @@ impl GatewayServer {
             )),
             limiter: Arc::new(RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst)),
         };
-        let state = AppState { upstreams, guard, database: database.clone(), openapi: Arc::new(openapi::document()) };
+        let widget = widget::WidgetState::new(&config.widget, database.clone());
+        let state =
+            AppState { upstreams, guard, database: database.clone(), openapi: Arc::new(openapi::document()), widget };
         let settings = HttpSettings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),

@@ -14,6 +14,15 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some(Command::CustomerSecret(args)) => {
+            return match loyalty_gateway::cli::run_customer_secret(args, &mut std::io::stdout()).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("loyalty-gateway: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Serve(config)) => *config,
         None => cli.config,
     };

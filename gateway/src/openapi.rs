@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, customers, ops, orders, referrals, rewards, tiers};
+use crate::api::{admin, customers, ops, orders, program, referrals, rewards, tiers};
 use crate::problem::{self, FieldError, ProblemDocument};
 
 #[derive(OpenApi)]
@@ -16,7 +16,11 @@ use crate::problem::{self, FieldError, ProblemDocument};
         description = "The HTTP/JSON API of the loyalty mesh for shops and storefront widgets.\n\n\
             Every `/v1` route needs `Authorization: Bearer <API key>`. A key belongs to one program (the \
             program is never in the URL or body) and has a scope: `storefront` (read one customer), \
-            `server` (the shop's back end; includes `storefront`) or `admin` (includes `server`).\n\n\
+            `server` (the shop's back end; includes `storefront`) or `admin` (includes `server`). A \
+            `storefront` key is public, so on `/v1/customers/{customer_id}/...` routes it also needs \
+            `X-Customer-Token`: a token the shop's back end signed (HMAC-SHA256) for that customer; refusals \
+            are 401 `CUSTOMER_TOKEN_REQUIRED`, `CUSTOMER_TOKEN_INVALID`, `CUSTOMER_TOKEN_EXPIRED` and 403 \
+            `CUSTOMER_TOKEN_MISMATCH`.\n\n\
             Every write (POST, PUT) needs an `Idempotency-Key` header; a retry with the same key returns \
             the first answer, marked `Idempotent-Replayed: true`.\n\n\
             Errors are RFC 9457 `application/problem+json` documents with a machine-readable `code` and, \
@@ -36,6 +40,7 @@ use crate::problem::{self, FieldError, ProblemDocument};
         customers::record_activity,
         customers::loyalty_page,
         customers::transactions,
+        program::overview,
         admin::adjust,
         admin::get_settings,
         admin::put_settings,
@@ -69,7 +74,7 @@ use crate::problem::{self, FieldError, ProblemDocument};
     modifiers(&SecurityAndProblems),
     tags(
         (name = "orders", description = "The shop's back end (scope `server`)"),
-        (name = "customers", description = "One customer: activities (`server`), loyalty page and history (`storefront`)"),
+        (name = "customers", description = "One customer: activities (`server`), loyalty page and history (`storefront` with a customer token); how the program works (`storefront`, no token)"),
         (name = "admin", description = "Program administration (scope `admin`)"),
         (name = "rewards", description = "Rewards, redemptions (`storefront`), vouchers at the checkout (`server`) and the catalog (`admin`); needs the rewards service"),
         (name = "referrals", description = "Referral codes and sign-ups (`storefront`) and settings (`admin`); needs the referral service"),

@@ -26,7 +26,8 @@ async fn post_empty(h: &Harness, key: &str, path: &str, idempotency_key: &str) -
 }
 
 async fn available_points(h: &Harness, key: &str, customer: &str) -> i64 {
-    let page = h.get(key, &format!("/v1/customers/{customer}/loyalty")).await;
+    let token = h.customer_token("shop", customer).await;
+    let page = h.get_for(key, &token, &format!("/v1/customers/{customer}/loyalty")).await;
     page.ok()["points"]["available"].as_i64().unwrap()
 }
 
@@ -36,6 +37,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     let admin = h.key("shop", Scope::Admin).await;
     let server = h.key("shop", Scope::Server).await;
     let storefront = h.key("shop", Scope::Storefront).await;
+    let anna = h.customer_token("shop", "anna").await;
 
     // The catalog.
     let created = h.post(&admin, "/v1/rewards", "reward-1", reward("5 off", 100)).await;
@@ -58,7 +60,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
 
     // Earn, then see what can be redeemed.
     h.order(&server, "anna", "1001", 25_000).await.ok();
-    let listed = h.get(&storefront, "/v1/customers/anna/rewards").await;
+    let listed = h.get_for(&storefront, &anna, "/v1/customers/anna/rewards").await;
     assert_eq!(listed.ok()["available_points"], 250);
     let by_id = |id: &str| listed.body["rewards"].as_array().unwrap().iter().find(|r| r["reward"]["reward_id"] == id);
     let cheap = by_id(&reward_id).expect("listed");
@@ -69,17 +71,17 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
 
     // Redeem: the points go, a voucher comes; a retry redeems nothing more.
     let path = "/v1/customers/anna/redemptions";
-    let redeemed = h.post(&storefront, path, "redeem-1", json!({"reward_id": reward_id})).await;
+    let redeemed = h.post_for(&storefront, &anna, path, "redeem-1", json!({"reward_id": reward_id})).await;
     let redemption = redeemed.ok().clone();
     assert_eq!(redemption["status"], "active", "{redemption:#}");
     assert_eq!(redemption["points_spent"], 100);
     let code = redemption["voucher_code"].as_str().expect("a voucher").to_owned();
-    let replay = h.post(&storefront, path, "redeem-1", json!({"reward_id": reward_id})).await;
+    let replay = h.post_for(&storefront, &anna, path, "redeem-1", json!({"reward_id": reward_id})).await;
     assert_eq!(replay.body["redemption_id"], redemption["redemption_id"]);
     assert_eq!(available_points(&h, &storefront, "anna").await, 150);
-    let short = h.post(&storefront, path, "redeem-2", json!({"reward_id": expensive_id})).await;
+    let short = h.post_for(&storefront, &anna, path, "redeem-2", json!({"reward_id": expensive_id})).await;
     short.problem(409, "INSUFFICIENT_POINTS");
-    let page = h.get(&storefront, path).await;
+    let page = h.get_for(&storefront, &anna, path).await;
     // The refused one is listed as failed, nothing spent; the voucher is there.
     let listed: Vec<(Value, Value)> = page.ok()["redemptions"]
         .as_array()
@@ -108,7 +110,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     assert_eq!(unknown.ok()["state"], "unknown");
 
     // An unused voucher cancelled by an admin gives the points back.
-    let second = h.post(&storefront, path, "redeem-3", json!({"reward_id": reward_id})).await;
+    let second = h.post_for(&storefront, &anna, path, "redeem-3", json!({"reward_id": reward_id})).await;
     let second_id = second.ok()["redemption_id"].as_str().unwrap().to_owned();
     assert_eq!(available_points(&h, &storefront, "anna").await, 50);
     let cancelled = post_empty(&h, &admin, &format!("/v1/redemptions/{second_id}/cancel"), "cancel-1").await;
@@ -122,7 +124,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     assert_eq!(h.get(&admin, "/v1/rewards?include_archived=true").await.body["rewards"].as_array().unwrap().len(), 2);
 
     // The loyalty page has every part, the rewards part listing what is redeemable now.
-    let page = h.get(&storefront, "/v1/customers/anna/loyalty").await;
+    let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
     let page = page.ok();
     assert_eq!(page["points"]["available"], 150);
     assert_eq!(page["tier"]["available"], true);
@@ -140,6 +142,7 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
     let admin = h.key("shop", Scope::Admin).await;
     let server = h.key("shop", Scope::Server).await;
     let storefront = h.key("shop", Scope::Storefront).await;
+    let anna = h.customer_token("shop", "anna").await;
 
     let defaults = h.get(&admin, "/v1/referrals/settings").await;
     assert_eq!(defaults.ok()["enabled"], false);
@@ -158,11 +161,11 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
 
     // Anna, a customer already, shares her code.
     h.order(&server, "anna", "1", 10_000).await.ok();
-    let mine = h.get(&storefront, "/v1/customers/anna/referral").await;
+    let mine = h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await;
     let code = mine.ok()["code"].as_str().unwrap().to_owned();
     assert_eq!(mine.body["enabled"], true);
     assert_eq!(mine.body["stats"]["invited"], 0);
-    assert_eq!(h.get(&storefront, "/v1/customers/anna/referral").await.body["code"], code.as_str());
+    assert_eq!(h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await.body["code"], code.as_str());
     let resolved = h.get(&storefront, &format!("/v1/referrals/codes/{code}")).await;
     assert_eq!(resolved.ok()["valid"], true);
     assert_eq!(resolved.body["referee_points"], 200);
@@ -190,7 +193,7 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
     let welcomed =
         eventually(Duration::from_secs(20), || async move { available_points(hr, sf, "bob").await == 50 + 200 }).await;
     assert!(welcomed, "the friend was not rewarded");
-    let stats = h.get(&storefront, "/v1/customers/anna/referral").await;
+    let stats = h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await;
     assert_eq!(stats.ok()["stats"]["completed"], 1, "{:#}", stats.body);
     assert_eq!(stats.body["stats"]["points_earned"], 500);
 
@@ -225,6 +228,7 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     let h = Harness::start().await;
     let admin = h.key("shop", Scope::Admin).await;
     let storefront = h.key("shop", Scope::Storefront).await;
+    let anna = h.customer_token("shop", "anna").await;
 
     let empty = h.get(&admin, "/v1/tiers/ladder").await;
     assert_eq!(empty.ok()["tiers"], json!([]));
@@ -270,7 +274,7 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(assigned.ok()["tier_id"], "vip");
     assert_eq!(assigned.body["assigned"], true);
     assert!(assigned.body["assignment_ends_at"].is_string(), "{:#}", assigned.body);
-    let page = h.get(&storefront, "/v1/customers/anna/loyalty").await;
+    let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
     assert_eq!(page.ok()["tier"]["tier_id"], "vip");
     assert_eq!(page.body["tier"]["multiplier_bp"], 20_000);
     h.post(&admin, path, "assign-2", json!({"tier_id": "platinum"})).await.problem(404, "TIER_NOT_FOUND");
@@ -335,6 +339,7 @@ async fn routes_of_an_unconfigured_service_answer_503() {
 async fn scopes_limit_the_new_routes() {
     let h = Harness::start().await;
     let storefront = h.key("shop", Scope::Storefront).await;
+    let anna = h.customer_token("shop", "anna").await;
     let server = h.key("shop", Scope::Server).await;
 
     for path in ["/v1/tiers/ladder", "/v1/rewards", "/v1/referrals/settings", "/v1/customers/anna/tier"] {
@@ -349,10 +354,10 @@ async fn scopes_limit_the_new_routes() {
     let cancel = post_empty(&h, &server, "/v1/redemptions/r-1/cancel", "x-1").await;
     cancel.problem(403, "INSUFFICIENT_SCOPE");
 
-    // Storefront routes are open to every scope.
-    h.get(&storefront, "/v1/customers/anna/rewards").await.ok();
+    // Storefront routes are open to every scope; a storefront key acts for a customer with their token.
+    h.get_for(&storefront, &anna, "/v1/customers/anna/rewards").await.ok();
     h.get(&server, "/v1/customers/anna/redemptions").await.ok();
-    h.get(&storefront, "/v1/customers/anna/referral").await.ok();
+    h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await.ok();
 
     h.stop().await;
 }

@@ -68,7 +68,7 @@ async fn the_callers_trace_reaches_every_backend_call() {
     let backend = tokio::spawn(serving);
 
     let h = Harness::start_with(Options { points_addr: Some(points_addr.to_string()), ..Options::default() }).await;
-    let key = h.key("shop", Scope::Storefront).await;
+    let key = h.key("shop", Scope::Server).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
     let traceparent = format!("00-{trace_id}-{caller_span}-01");

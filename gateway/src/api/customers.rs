@@ -6,7 +6,7 @@ use axum::response::Response;
 use tonic::Code;
 
 use crate::api::{AppState, json, points_failed, written};
-use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope, StorefrontScope};
+use crate::extract::{Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{
     self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, ReferralPart, RewardsPart,
     TierPart, TransactionPage,
@@ -63,7 +63,10 @@ pub async fn record_activity(
     tag = "customers",
     operation_id = "getLoyaltyPage",
     security(("api_key" = ["storefront"])),
-    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+    ),
     responses(
         (status = 200, description = "The loyalty page", body = LoyaltyPage),
         (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
@@ -72,8 +75,7 @@ pub async fn record_activity(
 )]
 pub async fn loyalty_page(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;
@@ -94,11 +96,11 @@ pub async fn loyalty_page(
 }
 
 /// Why an optional part is missing, logged when the service failed.
-fn absence(part: &str, failure: Failure) -> Absence {
+pub(super) fn absence(part: &str, failure: Failure) -> Absence {
     match failure {
         Failure::NotConfigured(_) => Absence::NotConfigured,
         Failure::Status(status) => {
-            tracing::warn!(part, grpc.code = ?status.code(), grpc.message = status.message(), "loyalty page part unavailable");
+            tracing::warn!(part, grpc.code = ?status.code(), grpc.message = status.message(), "optional part unavailable");
             Absence::Unavailable
         }
     }
@@ -140,7 +142,11 @@ async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str) -> Rewar
     tag = "customers",
     operation_id = "listTransactions",
     security(("api_key" = ["storefront"])),
-    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"), PageQuery),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+        PageQuery,
+    ),
     responses(
         (status = 200, description = "One page of entries", body = TransactionPage),
         (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
@@ -149,8 +155,7 @@ async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str) -> Rewar
 )]
 pub async fn transactions(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
     let first_page = page.page_token.as_deref().unwrap_or_default().is_empty();

@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod customers;
+pub mod demo;
 pub mod ops;
 pub mod orders;
+pub mod program;
 pub mod referrals;
 pub mod rewards;
 pub mod tiers;
@@ -26,10 +28,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use loyalty_common::db::Database;
 
-use crate::extract::Guard;
+use crate::customer::CustomerTokens;
+use crate::extract::{CUSTOMER_TOKEN_HEADER, Guard};
 use crate::observe::{self, HttpMetrics};
 use crate::problem::Problem;
 use crate::upstream::{Failure, Upstreams};
+use crate::widget::{self, WidgetState};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -38,11 +42,18 @@ pub struct AppState {
     pub guard: Guard,
     pub database: Database,
     pub openapi: Arc<String>,
+    pub widget: WidgetState,
 }
 
 impl FromRef<AppState> for Guard {
     fn from_ref(state: &AppState) -> Self {
         state.guard.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<CustomerTokens> {
+    fn from_ref(state: &AppState) -> Self {
+        state.widget.tokens.clone()
     }
 }
 
@@ -92,6 +103,7 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         // Storefront.
         .add(Method::GET, "/v1/customers/{customer_id}/loyalty", customers::loyalty_page)
         .add(Method::GET, "/v1/customers/{customer_id}/transactions", customers::transactions)
+        .add(Method::GET, "/v1/program", program::overview)
         // Admin.
         .add(Method::POST, "/v1/customers/{customer_id}/adjustments", admin::adjust)
         .add(Method::GET, "/v1/settings", admin::get_settings)
@@ -125,10 +137,14 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::GET, "/v1/referrals/settings", referrals::get_settings)
         .add(Method::PUT, "/v1/referrals/settings", referrals::put_settings);
     let RouteTable { router, specs } = table;
+    let demo = if state.widget.demo.is_some() { demo::routes() } else { Router::new() };
 
     let router = router
-        // The document itself is not one of the documented operations.
+        // The document itself is not one of the documented operations, nor are the widget's script
+        // and the demo shop.
         .route("/openapi.json", axum::routing::get(ops::openapi))
+        .route("/widget.js", axum::routing::get(widget::script))
+        .merge(demo)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -162,7 +178,12 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(CUSTOMER_TOKEN_HEADER),
+        ])
         .expose_headers([
             HeaderName::from_static("idempotent-replayed"),
             header::RETRY_AFTER,

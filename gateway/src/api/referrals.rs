@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use crate::api::{AppState, json, referral_failed, written};
-use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment, StorefrontScope};
+use crate::extract::{AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
 use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
 use crate::problem::{Problem, ProblemDocument};
 
@@ -21,7 +21,10 @@ const SETTINGS_PREFIX: &str = "settings.";
     tag = "referrals",
     operation_id = "getCustomerReferral",
     security(("api_key" = ["storefront"])),
-    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+    ),
     responses(
         (status = 200, description = "The code and its stats", body = CustomerReferral),
         (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
@@ -29,8 +32,7 @@ const SETTINGS_PREFIX: &str = "settings.";
 )]
 pub async fn customer_referral(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;

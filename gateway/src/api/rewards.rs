@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use crate::api::{AppState, json, rewards_failed, written};
 use crate::extract::{
-    AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope, StorefrontScope,
+    AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope,
 };
 use crate::model::{
     self, AvailableRewards, ConsumeBody, PageQuery, RedeemBody, Redemption, RedemptionPage, Reward, RewardBody,
@@ -27,7 +27,10 @@ const REWARD_PREFIX: &str = "reward.";
     tag = "rewards",
     operation_id = "listAvailableRewards",
     security(("api_key" = ["storefront"])),
-    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+    ),
     responses(
         (status = 200, description = "The rewards and the customer's points", body = AvailableRewards),
         (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
@@ -35,8 +38,7 @@ const REWARD_PREFIX: &str = "reward.";
 )]
 pub async fn available(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
     let request = model::available_rewards_request(auth.program(), &customer_id);
     let reply = state.upstreams.list_available_rewards(request).await.map_err(rewards_failed)?;
@@ -57,6 +59,7 @@ pub async fn available(
     security(("api_key" = ["storefront"])),
     params(
         ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
         ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer and redeems nothing more"),
     ),
     request_body = RedeemBody,
@@ -70,8 +73,7 @@ pub async fn available(
 )]
 pub async fn redeem(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<RedeemBody>,
 ) -> Result<Response, Problem> {
@@ -87,7 +89,11 @@ pub async fn redeem(
     tag = "rewards",
     operation_id = "listRedemptions",
     security(("api_key" = ["storefront"])),
-    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"), PageQuery),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+        PageQuery,
+    ),
     responses(
         (status = 200, description = "One page of redemptions", body = RedemptionPage),
         (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
@@ -95,8 +101,7 @@ pub async fn redeem(
 )]
 pub async fn redemptions(
     State(state): State<AppState>,
-    auth: Authorized<StorefrontScope>,
-    Segment(customer_id): Segment<String>,
+    ForCustomer { auth, customer_id }: ForCustomer,
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
     let request = model::redemptions_request(auth.program(), customer_id, page);

@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use loyalty_common::auth::{AuthArgs, SecurityArgs};
+use loyalty_common::clock::Clock;
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
 use loyalty_common::testing::{self, TestDatabase};
 use loyalty_common::tls::TlsArgs;
+use loyalty_gateway::customer::{self, CustomerSecrets};
 use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
+use loyalty_gateway::widget::WidgetConfig;
 use loyalty_gateway::{Config, GatewayServer};
 use loyalty_points::PointsServer;
 use loyalty_referral::ReferralServer;
@@ -51,6 +54,7 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub upstream_timeout_ms: u64,
     pub cors_origins: Vec<String>,
+    pub widget: WidgetConfig,
 }
 
 impl Default for Options {
@@ -68,6 +72,14 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             upstream_timeout_ms: 2_000,
             cors_origins: Vec::new(),
+            widget: WidgetConfig {
+                customer_token_max_age_secs: 900,
+                customer_secret_cache_ttl_secs: 30,
+                widget_max_age_secs: 300,
+                demo: false,
+                demo_program: "demo".into(),
+                demo_storefront_key: None,
+            },
         }
     }
 }
@@ -216,6 +228,7 @@ impl Harness {
             service_secret: Some(SERVICE_SECRET.into()),
             tls: TlsArgs::default(),
             telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
+            widget: options.widget.clone(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = GatewayServer::start(config, listener).await.expect("gateway starts");
@@ -246,6 +259,26 @@ impl Harness {
 
     pub async fn new_key(&self, program: &str, scope: Scope) -> NewKey {
         self.keys.create(program, scope, "test").await.expect("key created")
+    }
+
+    /// A customer token for `customer`, signed now with the program's secret (made on first use),
+    /// as the shop's back end would sign it.
+    pub async fn customer_token(&self, program: &str, customer: &str) -> String {
+        let secrets = CustomerSecrets::new(self.keys.database().clone());
+        let secret = secrets.ensure(program).await.expect("a customer token secret");
+        customer::sign(&secret, customer, loyalty_common::clock::SystemClock.now() / 1_000_000)
+    }
+
+    /// A GET from a storefront acting for a signed-in customer.
+    pub async fn get_for(&self, key: &str, token: &str, path: &str) -> Answer {
+        self.send(Method::GET, path, Some(key), &[("x-customer-token", token)], None).await
+    }
+
+    /// A JSON POST from a storefront acting for a signed-in customer.
+    pub async fn post_for(&self, key: &str, token: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        let headers =
+            [("content-type", "application/json"), ("idempotency-key", idempotency_key), ("x-customer-token", token)];
+        self.send(Method::POST, path, Some(key), &headers, Some(serde_json::to_vec(&body).unwrap())).await
     }
 
     pub async fn stop(mut self) {

@@ -2,6 +2,8 @@
 //! SQLite file and in-process cache, wired to each other, so a fresh machine
 //! needs no servers. Production runs each service as its own binary instead.
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -168,6 +170,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;
     let referral = loyalty_referral::ReferralServer::start(referral_config, referral_listener, None).await?;
     let rewards = loyalty_rewards::RewardsServer::start(rewards_config, rewards_listener, None).await?;
+    demo::prepare(&mut gateway_config).await?;
     let gateway = loyalty_gateway::GatewayServer::start(gateway_config, gateway_listener).await?;
 
     println!("loyalty mesh is up, storage in {} (no servers needed)", args.data_dir.display());
@@ -176,6 +179,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
     println!("  rewards grpc {rewards_addr}  metrics http://{}/metrics", rewards.metrics_addr());
     println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
+    println!("  demo shop http://{gateway_addr}/demo  (the storefront widget with sample customers)");
     match args.auth {
         AuthMode::Required => {
             println!("AUTH REQUIRED: every HTTP and gRPC call needs an API key. Admin key for program \"demo\"");

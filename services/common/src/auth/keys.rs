@@ -28,16 +28,30 @@ const SECRET_BYTES: usize = 32;
 /// Longest label kept with a key.
 pub const MAX_LABEL_BYTES: usize = 200;
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "api keys",
-    sql: include_str!("../../migrations/keys/postgres/0001_api_keys.sql"),
-}];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "api keys",
-    sql: include_str!("../../migrations/keys/sqlite/0001_api_keys.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "api keys",
+        sql: include_str!("../../migrations/keys/postgres/0001_api_keys.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "customer token secrets",
+        sql: include_str!("../../migrations/keys/postgres/0002_customer_token_secrets.sql"),
+    },
+];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "api keys",
+        sql: include_str!("../../migrations/keys/sqlite/0001_api_keys.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "customer token secrets",
+        sql: include_str!("../../migrations/keys/sqlite/0002_customer_token_secrets.sql"),
+    },
+];
 
 /// What a key may do. Each scope includes the ones below it:
 /// `admin` ⊃ `server` ⊃ `storefront`.

@@ -1,0 +1,158 @@
+//! The demo shop at `/demo`, served only in quick-start mode (`GATEWAY_DEMO`):
+//! a page with the widget on it, and the few things a shop's own back end
+//! would do, done here server-side so a person can try the widget alone:
+//! sign a customer in (a customer token), place a fake order, and have a
+//! friend complete a referral. None of it is part of the API (`/openapi.json`
+//! does not list it), and none of it needs a key: never turn it on in production.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use loyalty_common::validate;
+
+use crate::api::{AppState, json, points_failed};
+use crate::customer::TokenRefusal;
+use crate::extract::JsonBody;
+use crate::model::{self, ActivityBody, OrderBody};
+use crate::problem::{FieldError, Problem};
+use crate::widget::DemoShop;
+
+/// The page; `{{STOREFRONT_KEY}}` is filled in when served.
+const PAGE: &str = include_str!("../../widget/demo.html");
+
+/// The demo's routes; the caller adds them only in demo mode.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/demo", get(page))
+        .route("/demo/api/session", post(session))
+        .route("/demo/api/orders", post(order))
+        .route("/demo/api/referrals", post(referral))
+}
+
+fn shop(state: &AppState) -> Result<&DemoShop, Problem> {
+    state.widget.demo.as_deref().ok_or_else(|| Problem::not_found("NOT_FOUND", "no such route; see /openapi.json"))
+}
+
+async fn page(State(state): State<AppState>) -> Result<Response, Problem> {
+    let shop = shop(&state)?;
+    let html = PAGE.replace("{{STOREFRONT_KEY}}", &shop.storefront_key);
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], html)
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    customer_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Session {
+    customer_id: String,
+    token: String,
+}
+
+/// Signs a customer in, as a shop's back end would: a fresh customer token, and the sign-up
+/// bonus the first time (its idempotency key makes every later sign-in a replay).
+async fn session(State(state): State<AppState>, JsonBody(body): JsonBody<SessionBody>) -> Result<Response, Problem> {
+    let shop = shop(&state)?;
+    let customer_id = customer(body.customer_id)?;
+    let signup = ActivityBody { activity_type: "signup".to_owned(), activity_ref: None };
+    let request = signup.into_proto(&shop.program_id, customer_id.clone(), format!("demo-signup-{customer_id}"));
+    state.upstreams.record_activity(request).await.map_err(points_failed)?;
+    let token = state.widget.tokens.issue(&shop.program_id, &customer_id).await.map_err(|refusal| match refusal {
+        TokenRefusal::Unavailable(cause) => {
+            tracing::error!(error = %cause, "cannot read the demo program's customer token secret");
+            Problem::internal()
+        }
+        TokenRefusal::Token(error) => {
+            Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "NO_SECRET", error.to_string())
+        }
+    })?;
+    Ok(json(&Session { customer_id, token }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FakeOrder {
+    customer_id: String,
+    amount_minor: i64,
+}
+
+/// Places a fake order for the customer, in the program's currency.
+async fn order(State(state): State<AppState>, JsonBody(body): JsonBody<FakeOrder>) -> Result<Response, Problem> {
+    let shop = shop(&state)?;
+    let customer_id = customer(body.customer_id)?;
+    let reply = place_order(&state, shop, customer_id, body.amount_minor, None).await?;
+    Ok(json(&reply))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferralBody {
+    customer_id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CompletedReferral {
+    friend_id: String,
+    points: i64,
+}
+
+/// A new friend signs up with the customer's referral code and places a first order above the
+/// referral minimum; the referral service then rewards both on its own, from the points ledger.
+async fn referral(State(state): State<AppState>, JsonBody(body): JsonBody<ReferralBody>) -> Result<Response, Problem> {
+    let shop = shop(&state)?;
+    let customer_id = customer(body.customer_id)?;
+    let code = state.upstreams.get_or_create_code(model::code_request(&shop.program_id, &customer_id)).await;
+    let code = code.map_err(crate::api::referral_failed)?.message.code;
+    let friend_id = format!("demo-friend-{}", random_hex());
+    let earned = place_order(&state, shop, friend_id.clone(), 80_00, Some(code)).await?;
+    Ok(json(&CompletedReferral { friend_id, points: earned.points }))
+}
+
+#[derive(Debug, Serialize)]
+struct OrderPlaced {
+    order_id: String,
+    points: i64,
+}
+
+async fn place_order(
+    state: &AppState,
+    shop: &DemoShop,
+    customer_id: String,
+    amount_minor: i64,
+    referral_code: Option<String>,
+) -> Result<OrderPlaced, Problem> {
+    let settings = state.upstreams.get_program_settings(model::settings_request(&shop.program_id)).await;
+    let currency = model::Settings::from_proto(settings.map_err(points_failed)?.message.settings).currency;
+    let order_id = format!("demo-{}", random_hex());
+    let body =
+        OrderBody { customer_id, order_id: order_id.clone(), amount_minor, currency, occurred_at: None, referral_code };
+    if let Some(signup) = body.signup_request(&shop.program_id) {
+        state.upstreams.record_signup(signup).await.map_err(crate::api::referral_failed)?;
+    }
+    let reply = state.upstreams.earn_for_order(body.into_proto(&shop.program_id)?).await.map_err(points_failed)?;
+    Ok(OrderPlaced { order_id, points: reply.message.points })
+}
+
+fn customer(id: String) -> Result<String, Problem> {
+    validate::id("customer_id", &id).map_err(|violation| {
+        Problem::malformed(
+            "INVALID_BODY",
+            format!("customer_id {}", violation.description),
+            vec![FieldError::new("customer_id", violation.description)],
+        )
+    })?;
+    Ok(id)
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
