@@ -57,6 +57,26 @@ impl Dialect {
 
 /// Connects, creating the SQLite file (and its directory) when needed.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbError> {
+    let (options, url, dialect) = pool_options(url, max_connections)?;
+    let pool = options.connect(&url).await.map_err(DbError::Connect)?;
+    if dialect == Dialect::Sqlite {
+        // Readers never block the writer in WAL mode; the mode sticks to the file.
+        pool.execute("PRAGMA journal_mode = WAL").await.map_err(DbError::Connect)?;
+    }
+    Ok(Database { pool, dialect })
+}
+
+/// A pool that connects on first use: for a database that is only read now
+/// and then (the key store, from the services), whose outage must not stop
+/// a service from starting.
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Database, DbError> {
+    let (options, url, dialect) = pool_options(url, max_connections)?;
+    // A caller waiting on this pool waits for an answer, not for a slow failure.
+    let pool = options.acquire_timeout(Duration::from_secs(2)).connect_lazy(&url).map_err(DbError::Connect)?;
+    Ok(Database { pool, dialect })
+}
+
+fn pool_options(url: &str, max_connections: u32) -> Result<(AnyPoolOptions, String, Dialect), DbError> {
     install_default_drivers();
     let dialect = Dialect::from_url(url)?;
     let (url, max_connections) = match dialect {
@@ -68,7 +88,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
             (url, max_connections.min(8))
         }
     };
-    let pool = AnyPoolOptions::new()
+    let options = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _meta| {
@@ -80,15 +100,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
                 }
                 Ok(())
             })
-        })
-        .connect(&url)
-        .await
-        .map_err(DbError::Connect)?;
-    if dialect == Dialect::Sqlite {
-        // Readers never block the writer in WAL mode; the mode sticks to the file.
-        pool.execute("PRAGMA journal_mode = WAL").await.map_err(DbError::Connect)?;
-    }
-    Ok(Database { pool, dialect })
+        });
+    Ok((options, url, dialect))
 }
 
 /// Applies migrations; on PostgreSQL sqlx holds an advisory lock meanwhile,

@@ -205,7 +205,8 @@ impl Security {
             }
             AuthMode::Required => {
                 let services = identity.clone().ok_or(AuthSetupError::MissingServiceSecret)?;
-                let database = db::connect(&args.keys_database_url, 2).await?;
+                // Lazily: calls between services need no key store, so its outage must not stop a start.
+                let database = db::connect_lazy(&args.keys_database_url, 2)?;
                 let ttl = Duration::from_secs(args.key_cache_ttl_secs);
                 Checks::Required { keys: Arc::new(KeyVerifier::new(KeyStore::new(database), ttl, clock)), services }
             }
