@@ -21,7 +21,8 @@ pub enum TierSource {
     /// No tiers service: 1x for everyone.
     Off,
     Remote {
-        client: TiersClient,
+        /// Boxed: the client is large next to `Off`, and cloned per call anyway.
+        client: Box<TiersClient>,
         deadline: Duration,
     },
 }
@@ -31,7 +32,7 @@ impl TierSource {
     pub fn connect(addr: Option<&str>, deadline: Duration, peers: &Peers) -> Result<Self, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
         let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Self::Remote { client: TiersServiceClient::new(peers.attach(channel)), deadline })
+        Ok(Self::Remote { client: Box::new(TiersServiceClient::new(peers.attach(channel))), deadline })
     }
 
     /// The customer's tier when the order was placed (`at`).
@@ -43,7 +44,7 @@ impl TierSource {
             at: Some(to_timestamp(at)),
         });
         request.set_timeout(*deadline);
-        match client.clone().get_multiplier(request).await {
+        match TiersClient::clone(client).get_multiplier(request).await {
             Ok(response) => {
                 let answer = response.into_inner();
                 Ok(TierStanding {
@@ -62,7 +63,8 @@ impl TierSource {
         let Self::Remote { client, deadline } = self else { return Ok(None) };
         let mut request = tonic::Request::new(GetLadderRequest { program_id: program_id.into() });
         request.set_timeout(*deadline);
-        let ladder = client.clone().get_ladder(request).await.map_err(Error::TiersUnavailable)?.into_inner().ladder;
+        let ladder =
+            TiersClient::clone(client).get_ladder(request).await.map_err(Error::TiersUnavailable)?.into_inner().ladder;
         Ok(Some(ladder.map(|l| l.tiers.into_iter().map(|t| t.tier_id).collect()).unwrap_or_default()))
     }
 }
