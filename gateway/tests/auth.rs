@@ -660,6 +660,56 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
     assert!(checked >= 49, "every RPC of the four services is checked, got {checked}");
 }
 
+/// A points service alone, on the embedded store, with `security`, in plain text.
+async fn lone_points(dir: &Path, security: SecurityArgs) -> PointsServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = loyalty_points::Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", dir.join("points.db").display()),
+        database_max_connections: 2,
+        redis_url: None,
+        redis_key_prefix: "unused:".into(),
+        balance_cache_ttl_secs: 300,
+        redis_timeout_ms: 250,
+        redis_backoff_ms: 1_000,
+        tiers_addr: None,
+        tiers_timeout_ms: 300,
+        expiry_interval_secs: 3_600,
+        security,
+        telemetry: telemetry(),
+    };
+    PointsServer::start(config, listener, None).await.expect("points starts")
+}
+
+/// GetBalance on `addr` presenting `token`.
+async fn balance_with(addr: std::net::SocketAddr, token: &str) -> Result<(), Status> {
+    let peers = Peers::with_token(token).unwrap();
+    let channel = peers.endpoint(&addr.to_string()).unwrap().connect().await.unwrap();
+    let request = points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() };
+    PointsServiceClient::new(peers.attach(channel)).get_balance(request).await.map(drop)
+}
+
+/// Rotating the service secret: while a service accepts the old and the new
+/// secret, tokens from both work, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rotation_both_service_secrets_are_accepted() {
+    use loyalty_common::auth::ServiceSecret;
+    let dir = std::env::temp_dir().join(format!("loyalty-auth-rotate-{}", testing::unique_suffix()));
+    let (old, new) = ("old-service-secret-0123456789abcdef", "new-service-secret-0123456789abcdef");
+    let keys_url = format!("sqlite://{}", dir.join("keys.db").display());
+    let mut auth = AuthArgs::required(&keys_url, new);
+    auth.accepted_service_secrets = vec![old.to_owned()];
+    let points = lone_points(&dir, SecurityArgs { auth, tls: TlsArgs::default() }).await;
+    let addr = points.bind_addr();
+    balance_with(addr, &ServiceSecret::new(new).unwrap().token("gateway")).await.expect("the new secret");
+    balance_with(addr, &ServiceSecret::new(old).unwrap().token("gateway")).await.expect("the old secret");
+    let other = ServiceSecret::new("some-other-secret-0123456789abcdef").unwrap().token("gateway");
+    assert_eq!(balance_with(addr, &other).await.unwrap_err().code(), Code::Unauthenticated);
+    points.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The key store down: a service still starts and still answers other
 /// services (their identity needs no store), and a key it has not cached is
 /// answered UNAVAILABLE, not let through.
@@ -667,41 +717,12 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
 async fn without_its_key_store_a_service_starts_answers_services_and_refuses_keys_as_unavailable() {
     let dir = std::env::temp_dir().join(format!("loyalty-auth-nostore-{}", testing::unique_suffix()));
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let keys_url = format!("postgres://postgres@{closed}/keys");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let points = PointsServer::start(
-        loyalty_points::Config {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: format!("sqlite://{}", dir.join("points.db").display()),
-            database_max_connections: 2,
-            redis_url: None,
-            redis_key_prefix: "unused:".into(),
-            balance_cache_ttl_secs: 300,
-            redis_timeout_ms: 250,
-            redis_backoff_ms: 1_000,
-            tiers_addr: None,
-            tiers_timeout_ms: 300,
-            expiry_interval_secs: 3_600,
-            security: SecurityArgs { auth: AuthArgs::required(&keys_url, SECRET), tls: TlsArgs::default() },
-            telemetry: telemetry(),
-        },
-        listener,
-        None,
-    )
-    .await
-    .expect("points starts without its key store");
-    let request = || points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() };
-    let channel = |token: String| async move {
-        let peers = Peers::with_token(&token).unwrap();
-        let channel = peers.endpoint(&addr.to_string()).unwrap().connect().await.unwrap();
-        PointsServiceClient::new(peers.attach(channel))
-    };
+    let auth = AuthArgs::required(&format!("postgres://postgres@{closed}/keys"), SECRET);
+    let points = lone_points(&dir, SecurityArgs { auth, tls: TlsArgs::default() }).await;
     let service_token = loyalty_common::auth::ServiceSecret::new(SECRET).unwrap().token("gateway");
-    channel(service_token).await.get_balance(request()).await.expect("a service's call needs no key store");
+    balance_with(points.bind_addr(), &service_token).await.expect("a service's call needs no key store");
     let key = format!("lk_{}_{}", "1".repeat(16), "2".repeat(64));
-    let refused = channel(key).await.get_balance(request()).await.unwrap_err();
+    let refused = balance_with(points.bind_addr(), &key).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     points.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);

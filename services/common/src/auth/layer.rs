@@ -91,7 +91,8 @@ impl Guard {
         let token = bearer(request.headers())?;
         if token.starts_with(SERVICE_TOKEN_PREFIX) {
             let name = services
-                .verify(token)
+                .iter()
+                .find_map(|secret| secret.verify(token))
                 .ok_or_else(|| Status::unauthenticated("the service identity is not valid"))?
                 .to_owned();
             request.extensions_mut().insert(Caller::Service(name));

@@ -120,6 +120,17 @@ pub struct AuthArgs {
     /// `openssl rand -hex 32`); each derives from it the identity it presents to the others.
     #[arg(long, env = "LOYALTY_SERVICE_SECRET", value_name = "LOYALTY_SERVICE_SECRET", hide_env_values = true)]
     pub service_secret: Option<String>,
+    /// Further secrets whose service tokens are accepted (comma-separated), for a rotation without
+    /// refusals: first everywhere accept the new one here, then make it `LOYALTY_SERVICE_SECRET` and
+    /// accept the old one here, then drop the old one.
+    #[arg(
+        long,
+        env = "LOYALTY_SERVICE_SECRET_ACCEPTED",
+        value_name = "LOYALTY_SERVICE_SECRET_ACCEPTED",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub accepted_service_secrets: Vec<String>,
 }
 
 impl AuthArgs {
@@ -130,6 +141,7 @@ impl AuthArgs {
             keys_database_url: "sqlite://./data/gateway.db".into(),
             key_cache_ttl_secs: 30,
             service_secret: None,
+            accepted_service_secrets: Vec::new(),
         }
     }
 
@@ -140,6 +152,7 @@ impl AuthArgs {
             keys_database_url: keys_database_url.to_owned(),
             key_cache_ttl_secs: 30,
             service_secret: Some(service_secret.to_owned()),
+            accepted_service_secrets: Vec::new(),
         }
     }
 }
@@ -170,6 +183,8 @@ pub enum AuthSetupError {
     MissingServiceSecret,
     #[error("LOYALTY_SERVICE_SECRET: {0}")]
     ServiceSecret(#[from] ServiceSecretError),
+    #[error("LOYALTY_SERVICE_SECRET_ACCEPTED: {0}")]
+    AcceptedServiceSecret(ServiceSecretError),
     #[error("KEYS_DATABASE_URL: {0}")]
     KeysDatabase(#[from] DbError),
 }
@@ -187,7 +202,11 @@ pub struct Security {
 #[derive(Clone)]
 pub(crate) enum Checks {
     Off,
-    Required { keys: Arc<KeyVerifier>, services: ServiceSecret },
+    /// `services`: the secret this service presents first, then the ones also accepted.
+    Required {
+        keys: Arc<KeyVerifier>,
+        services: Arc<[ServiceSecret]>,
+    },
 }
 
 impl Security {
@@ -204,7 +223,11 @@ impl Security {
                 Checks::Off
             }
             AuthMode::Required => {
-                let services = identity.clone().ok_or(AuthSetupError::MissingServiceSecret)?;
+                let current = identity.clone().ok_or(AuthSetupError::MissingServiceSecret)?;
+                let accepted = args.accepted_service_secrets.iter().filter(|s| !s.trim().is_empty());
+                let services = std::iter::once(Ok(current))
+                    .chain(accepted.map(|s| ServiceSecret::new(s).map_err(AuthSetupError::AcceptedServiceSecret)))
+                    .collect::<Result<Arc<[_]>, _>>()?;
                 // Lazily: calls between services need no key store, so its outage must not stop a start.
                 let database = db::connect_lazy(&args.keys_database_url, 2)?;
                 let ttl = Duration::from_secs(args.key_cache_ttl_secs);
