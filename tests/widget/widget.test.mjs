@@ -216,6 +216,31 @@ test("the widget speaks German, Chinese (simplified and traditional) and Turkish
   }, "English grouping");
 });
 
+test("the shop overrides strings per language and themes the widget with custom properties", async () => {
+  await setLanguage("en");
+  await page.evaluate(() => {
+    const element = document.getElementById("widget");
+    element.setAttribute("strings", JSON.stringify({ title: "Fern Club", de: { title: "Fern-Klub" } }));
+    element.style.setProperty("--loyalty-accent", "rgb(122, 46, 142)");
+  });
+  await eventually(async () => {
+    assert.equal(await widget("#loyalty-title").innerText(), "Fern Club");
+  }, "the overridden title");
+  const accent = await widget('[data-testid="available"]').evaluate((node) => getComputedStyle(node).color);
+  assert.equal(accent, "rgb(122, 46, 142)", "the balance takes the shop's accent colour");
+  await setLanguage("de");
+  await eventually(async () => {
+    assert.equal(await widget("#loyalty-title").innerText(), "Fern-Klub");
+  }, "the German override");
+  await shot("09-themed");
+  await page.evaluate(() => {
+    const element = document.getElementById("widget");
+    element.removeAttribute("strings");
+    element.style.removeProperty("--loyalty-accent");
+  });
+  await setLanguage("en");
+});
+
 test("a forged token is refused and the widget says so politely", async () => {
   const token = await page.locator("#widget").getAttribute("customer-token");
   const [payload, signature] = [token.slice(0, token.lastIndexOf(".")), token.slice(token.lastIndexOf(".") + 1)];

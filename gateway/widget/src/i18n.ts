@@ -322,16 +322,17 @@ export function pickLang(tag: string): Lang {
   return "en";
 }
 
-/** Shop overrides: `{ "title": "Perks" }` for every language, or `{ "de": { "title": "Vorteile" } }` per language. */
-export type Overrides = Partial<Record<Lang | "*", Partial<Strings>>> | Partial<Strings>;
+/**
+ * Shop overrides: `{ "title": "Perks" }` for every language, `{ "de": { "title": "Vorteile" } }` per
+ * language, or both at once; a language's own entry wins over the one for every language.
+ */
+export type Overrides = Partial<Record<Lang | "*", Partial<Strings>>> & Partial<Strings>;
 
 export function strings(lang: Lang, overrides: Overrides | undefined): Strings {
   const base: Strings = { ...CATALOG[lang] };
   if (!overrides) return base;
-  const perLanguage = Object.keys(overrides).some((key) => key === "*" || key in CATALOG);
-  if (!perLanguage) return { ...base, ...onlyStrings(overrides as Partial<Strings>) };
-  const table = overrides as Partial<Record<Lang | "*", Partial<Strings>>>;
-  return { ...base, ...onlyStrings(table["*"]), ...onlyStrings(table[lang]) };
+  // Top-level string keys apply to every language (language entries are objects and are skipped).
+  return { ...base, ...onlyStrings(overrides), ...onlyStrings(overrides["*"]), ...onlyStrings(overrides[lang]) };
 }
 
 function onlyStrings(values: Partial<Strings> | undefined): Partial<Strings> {
