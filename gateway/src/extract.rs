@@ -119,27 +119,41 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
         let auth = Authorized::<StorefrontScope>::from_request_parts(parts, state).await?;
         let Segment(customer_id) = Segment::<String>::from_request_parts(parts, state).await?;
-        if auth.caller.scope == Scope::Storefront {
-            let token = parts.headers.get(CUSTOMER_TOKEN_HEADER).ok_or_else(|| {
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "CUSTOMER_TOKEN_REQUIRED",
-                    "a storefront key acts for a customer only with an X-Customer-Token header, \
-                     signed by the shop's back end for that customer",
-                )
-            })?;
-            let token = token.to_str().map_err(|_| token_refused(TokenRefusal::Token(TokenError::Malformed)))?;
-            let proven = Arc::<CustomerTokens>::from_ref(state).verify(auth.program(), token).await;
-            if proven.map_err(token_refused)? != customer_id {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "CUSTOMER_TOKEN_MISMATCH",
-                    "the customer token was issued for another customer",
-                ));
-            }
-        }
+        let tokens = Arc::<CustomerTokens>::from_ref(state);
+        acts_for(&auth, &tokens, &parts.headers, &customer_id).await?;
         Ok(Self { auth, customer_id })
     }
+}
+
+/// Checks that `auth` may act for `customer_id`: always for a `server` or
+/// `admin` key; for a `storefront` key only with an `X-Customer-Token` proving
+/// that very customer. For routes that name the customer in the body.
+pub async fn acts_for<S: RequiredScope>(
+    auth: &Authorized<S>,
+    tokens: &CustomerTokens,
+    headers: &axum::http::HeaderMap,
+    customer_id: &str,
+) -> Result<(), Problem> {
+    if auth.caller.scope != Scope::Storefront {
+        return Ok(());
+    }
+    let token = headers.get(CUSTOMER_TOKEN_HEADER).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "CUSTOMER_TOKEN_REQUIRED",
+            "a storefront key acts for a customer only with an X-Customer-Token header, \
+             signed by the shop's back end for that customer",
+        )
+    })?;
+    let token = token.to_str().map_err(|_| token_refused(TokenRefusal::Token(TokenError::Malformed)))?;
+    if tokens.verify(auth.program(), token).await.map_err(token_refused)? != customer_id {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "CUSTOMER_TOKEN_MISMATCH",
+            "the customer token was issued for another customer",
+        ));
+    }
+    Ok(())
 }
 
 /// 401 for a token that proves nothing: `CUSTOMER_TOKEN_EXPIRED` when it is merely old (the

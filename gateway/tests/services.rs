@@ -208,17 +208,25 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
     let unknown = h.post(&server, "/v1/orders", "order-4", body).await;
     assert_eq!(unknown.ok()["referral"], json!({"recorded": false, "reason": "UNKNOWN_CODE"}));
 
-    // A storefront records a sign-up directly; twice is refused.
-    let signup =
-        h.post(&storefront, "/v1/referrals/signups", "signup-1", json!({"code": code, "customer_id": "carl"})).await;
+    // A storefront records the signed-in friend's sign-up; it cannot claim anyone else.
+    let carl = h.customer_token("shop", "carl").await;
+    let path = "/v1/referrals/signups";
+    let unproven = h.post(&storefront, path, "signup-0", json!({"code": code, "customer_id": "carl"})).await;
+    unproven.problem(401, "CUSTOMER_TOKEN_REQUIRED");
+    let someone_else =
+        h.post_for(&storefront, &carl, path, "signup-0b", json!({"code": code, "customer_id": "erin"})).await;
+    someone_else.problem(403, "CUSTOMER_TOKEN_MISMATCH");
+    let signup = h.post_for(&storefront, &carl, path, "signup-1", json!({"code": code, "customer_id": "carl"})).await;
     assert_eq!(signup.ok()["status"], "pending");
     assert_eq!(signup.body["referee_customer_id"], "carl");
-    let twice =
-        h.post(&storefront, "/v1/referrals/signups", "signup-2", json!({"code": code, "customer_id": "carl"})).await;
+    let twice = h.post_for(&storefront, &carl, path, "signup-2", json!({"code": code, "customer_id": "carl"})).await;
     twice.problem(409, "ALREADY_REFERRED");
-    let own =
-        h.post(&storefront, "/v1/referrals/signups", "signup-3", json!({"code": code, "customer_id": "anna"})).await;
+    let anna = h.customer_token("shop", "anna").await;
+    let own = h.post_for(&storefront, &anna, path, "signup-3", json!({"code": code, "customer_id": "anna"})).await;
     assert_eq!(own.status, 409, "{:#}", own.body);
+    // The shop's back end (a server key) needs no token.
+    let server_signup = h.post(&server, path, "signup-4", json!({"code": code, "customer_id": "fay"})).await;
+    assert_eq!(server_signup.ok()["referee_customer_id"], "fay");
 
     h.stop().await;
 }

@@ -3,11 +3,15 @@
 //! `admin`). Every route needs the referral service (`REFERRAL_ADDR`);
 //! without it they answer 503 `BACKEND_NOT_CONFIGURED`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::api::{AppState, json, referral_failed, written};
-use crate::extract::{AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
+use crate::customer::CustomerTokens;
+use crate::extract::{self, AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
 use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
 use crate::problem::{Problem, ProblemDocument};
 
@@ -53,7 +57,10 @@ pub async fn customer_referral(
     tag = "referrals",
     operation_id = "recordReferralSignup",
     security(("api_key" = ["storefront"])),
-    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer")),
+    params(
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for the friend signing up (`customer_id`); `server` and `admin` keys need none"),
+    ),
     request_body = SignupBody,
     responses(
         (status = 200, description = "The pending referral", body = Referral,
@@ -65,10 +72,15 @@ pub async fn customer_referral(
 )]
 pub async fn signup(
     State(state): State<AppState>,
+    State(tokens): State<Arc<CustomerTokens>>,
+    headers: HeaderMap,
     auth: Authorized<StorefrontScope>,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<SignupBody>,
 ) -> Result<Response, Problem> {
+    // The friend signing up is the customer a storefront must prove, or anyone could
+    // claim any customer for their own code.
+    extract::acts_for(&auth, &tokens, &headers, &body.customer_id).await?;
     let reply = state.upstreams.record_signup(body.into_proto(auth.program(), key)).await;
     let reply = reply.map_err(referral_failed)?;
     Ok(written(reply.replayed, &Referral::from_proto(reply.message.referral)))

@@ -212,8 +212,13 @@ where
                     Err(_) => tonic::Code::Unknown,
                 };
                 recorded.record("rpc.grpc.status_code", code as i32);
-                // Unknown paths would let callers mint label values at will.
-                let (service, method) = if code == tonic::Code::Unimplemented {
+                // Unknown paths would let callers mint label values at will: whether
+                // answered UNIMPLEMENTED or refused by the caller checks first.
+                let unknown = match &result {
+                    Ok(response) => response.extensions().get::<crate::auth::UnknownRpc>().is_some(),
+                    Err(_) => false,
+                };
+                let (service, method) = if unknown || code == tonic::Code::Unimplemented {
                     ("unknown".to_owned(), "unknown".to_owned())
                 } else {
                     (service, method)

@@ -47,9 +47,16 @@ impl Peers {
         Self { tls, ..self }
     }
 
-    /// The endpoint of `address` (`host:port`, or a URI), with TLS when configured.
+    /// The endpoint of `address` (`host:port`, or a URI), with TLS when configured. With TLS an
+    /// `http://` address is called over TLS all the same: this service's identity never travels in
+    /// plain text once `LOYALTY_TLS_CA` is set.
     pub fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let uri = if address.contains("://") { address.to_owned() } else { self.tls.peer_uri(address) };
+        let host_port = address.strip_prefix("http://").filter(|_| self.tls.grpc_client().is_some());
+        let uri = match host_port {
+            Some(host_port) => self.tls.peer_uri(host_port),
+            None if address.contains("://") => address.to_owned(),
+            None => self.tls.peer_uri(address),
+        };
         let endpoint = Endpoint::from_shared(uri)?;
         match self.tls.grpc_client() {
             Some(tls) => endpoint.tls_config(tls),
@@ -86,4 +93,28 @@ fn service_bearer(token: &str) -> MetadataValue<Ascii> {
 
 fn bearer(token: &str) -> Result<MetadataValue<Ascii>, tonic::metadata::errors::InvalidMetadataValue> {
     format!("Bearer {token}").parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsArgs;
+
+    #[test]
+    fn with_tls_configured_no_call_goes_out_in_plain_text() {
+        let dir = std::env::temp_dir().join(format!("loyalty-peer-{}", crate::testing::unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let tls = Tls::load(&TlsArgs { tls_ca: Some(dir.join("ca.pem")), ..TlsArgs::default() }).unwrap();
+        let peers = Peers::anonymous().over(tls);
+        for address in ["points:50051", "http://points:50051", "https://points:50051"] {
+            assert_eq!(peers.endpoint(address).unwrap().uri().scheme_str(), Some("https"), "{address}");
+        }
+        let plain = Peers::anonymous();
+        assert_eq!(plain.endpoint("points:50051").unwrap().uri().scheme_str(), Some("http"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

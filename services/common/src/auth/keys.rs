@@ -257,8 +257,9 @@ fn stored_key(row: &sqlx::any::AnyRow) -> Result<StoredKey, KeyError> {
     })
 }
 
-/// The most cache entries kept; past it the cache starts afresh, so a flood
-/// of made-up key ids cannot grow memory without bound.
+/// The most cache entries kept; past it the unknown ids are forgotten, so a
+/// flood of made-up key ids can neither grow memory without bound nor push
+/// real keys out.
 const MAX_CACHED_KEYS: usize = 10_000;
 
 /// Checks presented keys against the store, with a short-lived in-process
@@ -268,6 +269,7 @@ pub struct KeyVerifier {
     ttl: Micros,
     clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<String, Cached>>,
+    capacity: usize,
 }
 
 /// What the store said about a key id, and when: the caller ready to hand
@@ -300,7 +302,7 @@ impl KeyVerifier {
     /// `ttl` zero: every check reads the store.
     pub fn new(store: KeyStore, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         let ttl = Micros::try_from(ttl.as_micros()).unwrap_or(Micros::MAX);
-        Self { store, ttl, clock, cache: Mutex::new(HashMap::new()) }
+        Self { store, ttl, clock, cache: Mutex::new(HashMap::new()), capacity: MAX_CACHED_KEYS }
     }
 
     /// How long a revoked key may keep working.
@@ -319,8 +321,13 @@ impl KeyVerifier {
         let verdict = cached.check(&presented_hash);
         if self.ttl > 0 {
             let mut cache = self.cache.lock().expect("key cache poisoned");
-            if cache.len() >= MAX_CACHED_KEYS {
-                cache.clear();
+            if cache.len() >= self.capacity {
+                // A flood of made-up key ids fills the cache with "no such key": drop
+                // those first, so real keys stay cached through it.
+                cache.retain(|_, entry| entry.found.is_some());
+                if cache.len() >= self.capacity {
+                    cache.clear();
+                }
             }
             cache.insert(key_id.to_owned(), cached);
         }
@@ -409,6 +416,24 @@ mod tests {
         store.database().pool.close().await;
         assert!(matches!(verifier.verify(&unknown).await, Err(AuthError::Invalid)), "answered from the cache");
         assert!(verifier.verify(&fresh.key).await.is_ok(), "answered from the cache while the store is down");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_made_up_key_ids_does_not_push_real_keys_out() {
+        let dir = std::env::temp_dir().join(format!("loyalty-keys-{}", crate::testing::unique_suffix()));
+        let store = KeyStore::open(&format!("sqlite://{}/keys.db", dir.display()), 2).await.unwrap();
+        let mut verifier = KeyVerifier::new(store.clone(), Duration::from_secs(30), Arc::new(SystemClock));
+        verifier.capacity = 4;
+        let key = store.create("shop", Scope::Server, "real").await.unwrap();
+        assert!(verifier.verify(&key.key).await.is_ok());
+        for i in 0..10 {
+            let made_up = format!("lk_{i:016x}_{}", "3".repeat(64));
+            assert!(matches!(verifier.verify(&made_up).await, Err(AuthError::Invalid)));
+            assert!(verifier.cache.lock().unwrap().len() <= 4, "bounded");
+        }
+        store.database().pool.close().await;
+        assert!(verifier.verify(&key.key).await.is_ok(), "the real key is still cached");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -70,15 +70,32 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         Box::pin(async move {
+            let known = guard.knows(request.uri().path());
             match guard.admit(request).await {
                 Ok(request) => inner.call(request).await,
-                Err(status) => Ok(status.into_http()),
+                Err(status) => {
+                    let mut response = status.into_http();
+                    if !known {
+                        response.extensions_mut().insert(UnknownRpc);
+                    }
+                    Ok(response)
+                }
             }
         })
     }
 }
 
+/// Marks a refusal of a path that is no RPC of this server, so that the
+/// metrics do not make a label of whatever path a caller sends.
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownRpc;
+
 impl Guard {
+    /// True for the RPCs of the policy's service and the open services' paths.
+    fn knows(&self, path: &str) -> bool {
+        self.policy.access(path).is_some() || OPEN_SERVICES.iter().any(|open| path.starts_with(open))
+    }
+
     async fn admit(&self, mut request: http::Request<Body>) -> Result<http::Request<Body>, Status> {
         let path = request.uri().path();
         if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
@@ -320,6 +337,39 @@ mod tests {
         assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 2, 0x0a, 0x05])).is_err(), "string beyond the body");
         assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 1, 0x0b])).is_err(), "group wire type");
         assert!(program_id(&Bytes::from_static(&[0, 0, 0, 0, 3, 0x0a, 0x01, 0xff])).is_err(), "not UTF-8");
+    }
+
+    /// A caller sending made-up paths must not mint metrics labels.
+    #[tokio::test]
+    async fn refusals_of_unknown_paths_are_counted_under_unknown() {
+        use tower::{Layer, ServiceExt};
+
+        use crate::auth::keys::Scope;
+        use crate::auth::{Access, AuthArgs};
+        use crate::metrics::{Metrics, RpcObserverLayer};
+
+        const POLICY: Policy =
+            Policy { service: "loyalty.test.v1.TestService", methods: &[("Known", Access::Key(Scope::Server))] };
+        let dir = std::env::temp_dir().join(format!("loyalty-layer-{}", crate::testing::unique_suffix()));
+        let args = AuthArgs::required(&format!("sqlite://{}/keys.db", dir.display()), &"s".repeat(32));
+        let security = Security::setup("test", &args, Arc::new(crate::clock::SystemClock)).await.unwrap();
+        let metrics = Metrics::new();
+        let handler = tower::service_fn(|_: http::Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::default()))
+        });
+        let service = RpcObserverLayer::new(metrics.clone()).layer(security.layer(POLICY).layer(handler));
+        for path in
+            ["/attacker.Svc1/Method1", "/loyalty.test.v1.TestService/Made2", "/loyalty.test.v1.TestService/Known"]
+        {
+            let request = http::Request::builder().uri(path).body(Body::default()).unwrap();
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.headers()["grpc-status"], "16", "{path}: no key, UNAUTHENTICATED");
+        }
+        let text = metrics.render();
+        assert!(!text.contains("attacker") && !text.contains("Made2"), "{text}");
+        assert!(text.contains(r#"service="unknown",method="unknown",code="Unauthenticated""#), "{text}");
+        assert!(text.contains(r#"method="Known",code="Unauthenticated""#), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

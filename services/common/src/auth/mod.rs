@@ -24,7 +24,7 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use layer::{AuthLayer, AuthService};
+pub use layer::{AuthLayer, AuthService, UnknownRpc};
 pub use service::{SERVICE_TOKEN_PREFIX, ServiceSecret, ServiceSecretError};
 
 use crate::clock::Clock;
