@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch, UTC.
 pub type Micros = i64;
@@ -13,6 +13,12 @@ pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Micros;
+
+    /// Microseconds on a clock that never steps back, for measuring ages
+    /// (cache lifetimes) rather than telling the time. A manual clock's own time serves.
+    fn monotonic(&self) -> Micros {
+        self.now()
+    }
 }
 
 /// The wall clock.
@@ -22,6 +28,12 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Micros {
         let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn monotonic(&self) -> Micros {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let since = START.get_or_init(Instant::now).elapsed();
         i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
     }
 }

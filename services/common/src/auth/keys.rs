@@ -317,7 +317,7 @@ impl KeyVerifier {
             return verdict;
         }
         let stored = self.store.find(key_id).await.map_err(AuthError::Unavailable)?;
-        let cached = Cached::new(stored, self.clock.now());
+        let cached = Cached::new(stored, self.clock.monotonic());
         let verdict = cached.check(&presented_hash);
         if self.ttl > 0 {
             let mut cache = self.cache.lock().expect("key cache poisoned");
@@ -337,7 +337,7 @@ impl KeyVerifier {
     fn check_cached(&self, key_id: &str, presented_hash: &str) -> Option<Result<Arc<VerifiedKey>, AuthError>> {
         let mut cache = self.cache.lock().expect("key cache poisoned");
         let cached = cache.get(key_id)?;
-        if self.clock.now() - cached.fetched >= self.ttl {
+        if self.clock.monotonic() - cached.fetched >= self.ttl {
             cache.remove(key_id);
             return None;
         }
