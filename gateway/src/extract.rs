@@ -47,7 +47,8 @@ impl RequiredScope for AdminScope {
 
 /// A caller whose key is valid, allowed on the route, and within its rate limit.
 pub struct Authorized<S: RequiredScope> {
-    pub caller: Caller,
+    /// Shared with the key cache: a cache hit allocates nothing.
+    pub caller: Arc<Caller>,
     scope: PhantomData<S>,
 }
 
@@ -73,7 +74,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
         let guard = Guard::from_ref(state);
         let presented = bearer(parts)?;
-        let caller = guard.keys.verify(presented).await.map(Arc::unwrap_or_clone).map_err(|error| match error {
+        let caller = guard.keys.verify(presented).await.map_err(|error| match error {
             AuthError::Invalid => Problem::unauthenticated("the API key is not valid"),
             AuthError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "cannot check an api key");

@@ -288,11 +288,9 @@ impl Cached {
         Self { found, fetched }
     }
 
-    fn check(&self, presented_hash: &str) -> Result<Arc<VerifiedKey>, AuthError> {
+    fn check(&self, presented_hash: &[u8]) -> Result<Arc<VerifiedKey>, AuthError> {
         match &self.found {
-            Some((key, secret_sha256)) if constant_time_eq(secret_sha256.as_bytes(), presented_hash.as_bytes()) => {
-                Ok(key.clone())
-            }
+            Some((key, secret_sha256)) if constant_time_eq(secret_sha256.as_bytes(), presented_hash) => Ok(key.clone()),
             _ => Err(AuthError::Invalid),
         }
     }
@@ -312,7 +310,7 @@ impl KeyVerifier {
 
     pub async fn verify(&self, presented: &str) -> Result<Arc<VerifiedKey>, AuthError> {
         let (key_id, secret) = split_key(presented).ok_or(AuthError::Invalid)?;
-        let presented_hash = sha256_hex(secret);
+        let presented_hash = sha256_hex_digits(secret);
         if let Some(verdict) = self.check_cached(key_id, &presented_hash) {
             return verdict;
         }
@@ -334,7 +332,7 @@ impl KeyVerifier {
         verdict
     }
 
-    fn check_cached(&self, key_id: &str, presented_hash: &str) -> Option<Result<Arc<VerifiedKey>, AuthError>> {
+    fn check_cached(&self, key_id: &str, presented_hash: &[u8]) -> Option<Result<Arc<VerifiedKey>, AuthError>> {
         let mut cache = self.cache.lock().expect("key cache poisoned");
         let cached = cache.get(key_id)?;
         if self.clock.monotonic() - cached.fetched >= self.ttl {
@@ -361,18 +359,34 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 pub(crate) fn sha256_hex(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
+    String::from_utf8(sha256_hex_digits(text).to_vec()).expect("hex digits are ASCII")
+}
+
+/// SHA-256 of `text` as 64 lowercase hex digits, on the stack: checking a
+/// presented key allocates nothing.
+fn sha256_hex_digits(text: &str) -> [u8; 64] {
+    let mut digits = [0u8; 64];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(Sha256::digest(text.as_bytes())) {
+        pair.copy_from_slice(&HEX_DIGITS_OF[usize::from(byte)]);
+    }
+    digits
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
+    bytes.iter().flat_map(|&byte| HEX_DIGITS_OF[usize::from(byte)].map(char::from)).collect()
 }
+
+/// The two lowercase hex digits of every byte value.
+const HEX_DIGITS_OF: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0x0f]];
+        byte += 1;
+    }
+    table
+};
 
 /// Compares without an early exit, so timing tells nothing about where two hashes differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -460,6 +474,11 @@ mod tests {
     #[test]
     fn random_parts_differ_and_hashes_compare() {
         assert_ne!(random_bytes::<32>(), random_bytes::<32>());
+        // The stored form: lowercase hex of SHA-256 (FIPS 180-2 test vector), on the stack or not.
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex("abc"), abc);
+        assert_eq!(&sha256_hex_digits("abc")[..], abc.as_bytes());
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert!(constant_time_eq(sha256_hex("a").as_bytes(), sha256_hex("a").as_bytes()));
         assert!(!constant_time_eq(sha256_hex("a").as_bytes(), sha256_hex("b").as_bytes()));
         assert!(!constant_time_eq(b"ab", b"abc"));

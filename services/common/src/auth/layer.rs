@@ -70,12 +70,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         Box::pin(async move {
-            let known = guard.knows(request.uri().path());
-            match guard.admit(request).await {
+            let route = guard.route(request.uri().path());
+            match guard.admit(request, route).await {
                 Ok(request) => inner.call(request).await,
                 Err(status) => {
                     let mut response = status.into_http();
-                    if !known {
+                    if !route.open && route.access.is_none() {
                         response.extensions_mut().insert(UnknownRpc);
                     }
                     Ok(response)
@@ -90,17 +90,26 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct UnknownRpc;
 
+/// What a path is to this server, looked up once per call.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    /// Health or reflection: no credentials needed.
+    open: bool,
+    /// The policy's rule; `None` for a path that is no RPC of the policy's service.
+    access: Option<Access>,
+}
+
 impl Guard {
-    /// True for the RPCs of the policy's service and the open services' paths.
-    fn knows(&self, path: &str) -> bool {
-        self.policy.access(path).is_some() || OPEN_SERVICES.iter().any(|open| path.starts_with(open))
+    fn route(&self, path: &str) -> Route {
+        let open = OPEN_SERVICES.iter().any(|open| path.starts_with(open));
+        Route { open, access: if open { None } else { self.policy.access(path) } }
     }
 
-    async fn admit(&self, mut request: http::Request<Body>) -> Result<http::Request<Body>, Status> {
-        let path = request.uri().path();
-        if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
+    async fn admit(&self, mut request: http::Request<Body>, route: Route) -> Result<http::Request<Body>, Status> {
+        if route.open {
             return Ok(request);
         }
+        let path = request.uri().path();
         let Checks::Required { keys, services } = &self.security.checks else {
             request.extensions_mut().insert(Caller::Unchecked);
             return Ok(request);
@@ -122,7 +131,7 @@ impl Guard {
                 Status::unavailable("cannot check the API key, retry later")
             }
         })?;
-        match self.policy.access(path) {
+        match route.access {
             None => return Err(Status::permission_denied(format!("{path} is not open to API keys"))),
             Some(Access::Internal) => {
                 return Err(Status::permission_denied(format!(
@@ -169,18 +178,16 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
 async fn first_message(mut body: Body) -> Result<(Bytes, Body), Status> {
     let mut buffered = BytesMut::new();
     loop {
-        if let Some(header) = buffered.get(..5) {
-            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            if length > MAX_REQUEST_BYTES {
-                return Err(Status::resource_exhausted("the request is too large"));
-            }
-            if buffered.len() >= 5 + length {
-                return Ok((buffered.freeze(), body));
-            }
+        if has_first_message(&buffered)? {
+            return Ok((buffered.freeze(), body));
         }
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    // The usual case, the whole message in one frame, needs no copy.
+                    if buffered.is_empty() && has_first_message(&data)? {
+                        return Ok((data, body));
+                    }
                     buffered.extend_from_slice(&data);
                 }
             }
@@ -189,6 +196,16 @@ async fn first_message(mut body: Body) -> Result<(Bytes, Body), Status> {
             None => return Ok((buffered.freeze(), body)),
         }
     }
+}
+
+/// True when `bytes` hold a whole first gRPC message (5-byte header, then its length).
+fn has_first_message(bytes: &[u8]) -> Result<bool, Status> {
+    let Some(header) = bytes.get(..5) else { return Ok(false) };
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if length > MAX_REQUEST_BYTES {
+        return Err(Status::resource_exhausted("the request is too large"));
+    }
+    Ok(bytes.len() >= 5 + length)
 }
 
 /// The request body again: the bytes read to find the program, then the rest.
