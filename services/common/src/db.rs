@@ -30,6 +30,30 @@ pub struct EmbeddedMigration {
     pub sql: &'static str,
 }
 
+/// Declares `POSTGRES_MIGRATIONS` and `SQLITE_MIGRATIONS` from one list of
+/// `version "description" "file.sql"`: each file is read from
+/// `<dir>/postgres/` and `<dir>/sqlite/`, relative to the calling file, so the
+/// two dialects can never disagree on versions or names.
+///
+/// ```ignore
+/// loyalty_common::embedded_migrations!("../migrations": 1 "ledger" "0001_ledger.sql", 2 "rules" "0002_rules.sql");
+/// ```
+#[macro_export]
+macro_rules! embedded_migrations {
+    ($dir:literal: $($version:literal $description:literal $file:literal),+ $(,)?) => {
+        const POSTGRES_MIGRATIONS: &[$crate::db::EmbeddedMigration] = &[$($crate::db::EmbeddedMigration {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!($dir, "/postgres/", $file)),
+        }),+];
+        const SQLITE_MIGRATIONS: &[$crate::db::EmbeddedMigration] = &[$($crate::db::EmbeddedMigration {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!($dir, "/sqlite/", $file)),
+        }),+];
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("must start with postgres://, postgresql:// or sqlite: (got scheme {0:?})")]

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::db;
 use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
@@ -64,56 +64,13 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "ledger",
-        sql: include_str!("../migrations/postgres/0001_ledger.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "program rules",
-        sql: include_str!("../migrations/postgres/0002_program_rules.sql"),
-    },
-    EmbeddedMigration {
-        version: 3,
-        description: "entry amount",
-        sql: include_str!("../migrations/postgres/0003_entry_amount.sql"),
-    },
-    EmbeddedMigration {
-        version: 4,
-        description: "entry order",
-        sql: include_str!("../migrations/postgres/0004_entry_order.sql"),
-    },
-    EmbeddedMigration {
-        version: 5,
-        description: "entry actor",
-        sql: include_str!("../migrations/postgres/0005_entry_actor.sql"),
-    },
-];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
-    EmbeddedMigration {
-        version: 2,
-        description: "program rules",
-        sql: include_str!("../migrations/sqlite/0002_program_rules.sql"),
-    },
-    EmbeddedMigration {
-        version: 3,
-        description: "entry amount",
-        sql: include_str!("../migrations/sqlite/0003_entry_amount.sql"),
-    },
-    EmbeddedMigration {
-        version: 4,
-        description: "entry order",
-        sql: include_str!("../migrations/sqlite/0004_entry_order.sql"),
-    },
-    EmbeddedMigration {
-        version: 5,
-        description: "entry actor",
-        sql: include_str!("../migrations/sqlite/0005_entry_actor.sql"),
-    },
-];
+loyalty_common::embedded_migrations!("../migrations":
+    1 "ledger" "0001_ledger.sql",
+    2 "program rules" "0002_program_rules.sql",
+    3 "entry amount" "0003_entry_amount.sql",
+    4 "entry order" "0004_entry_order.sql",
+    5 "entry actor" "0005_entry_actor.sql",
+);
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use loyalty_common::auth::keys::Scope::{Admin, Server, Storefront};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::db;
 use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
@@ -45,30 +45,10 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "referral",
-        sql: include_str!("../migrations/postgres/0001_referral.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "code disabled by",
-        sql: include_str!("../migrations/postgres/0002_code_disabled_by.sql"),
-    },
-];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "referral",
-        sql: include_str!("../migrations/sqlite/0001_referral.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "code disabled by",
-        sql: include_str!("../migrations/sqlite/0002_code_disabled_by.sql"),
-    },
-];
+loyalty_common::embedded_migrations!("../migrations":
+    1 "referral" "0001_referral.sql",
+    2 "code disabled by" "0002_code_disabled_by.sql",
+);
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

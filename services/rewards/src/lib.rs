@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::db;
 use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
@@ -45,30 +45,10 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "rewards",
-        sql: include_str!("../migrations/postgres/0001_rewards.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "task actor",
-        sql: include_str!("../migrations/postgres/0002_task_actor.sql"),
-    },
-];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "rewards",
-        sql: include_str!("../migrations/sqlite/0001_rewards.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "task actor",
-        sql: include_str!("../migrations/sqlite/0002_task_actor.sql"),
-    },
-];
+loyalty_common::embedded_migrations!("../migrations":
+    1 "rewards" "0001_rewards.sql",
+    2 "task actor" "0002_task_actor.sql",
+);
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

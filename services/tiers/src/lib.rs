@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db::{self, EmbeddedMigration};
+use loyalty_common::db;
 use loyalty_common::server::{Launch, LaunchError, RunningService};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
@@ -45,13 +45,7 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "tiers",
-    sql: include_str!("../migrations/postgres/0001_tiers.sql"),
-}];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] =
-    &[EmbeddedMigration { version: 1, description: "tiers", sql: include_str!("../migrations/sqlite/0001_tiers.sql") }];
+loyalty_common::embedded_migrations!("../migrations": 1 "tiers" "0001_tiers.sql");
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

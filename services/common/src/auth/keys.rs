@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::clock::{Clock, Micros, SystemClock};
-use crate::db::{self, Database, DbError, Dialect, EmbeddedMigration};
+use crate::db::{self, Database, DbError, Dialect};
 use crate::validate;
 
 const KEY_PREFIX: &str = "lk_";
@@ -28,30 +28,10 @@ const SECRET_BYTES: usize = 32;
 /// Longest label kept with a key.
 pub const MAX_LABEL_BYTES: usize = 200;
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "api keys",
-        sql: include_str!("../../migrations/keys/postgres/0001_api_keys.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "customer token secrets",
-        sql: include_str!("../../migrations/keys/postgres/0002_customer_token_secrets.sql"),
-    },
-];
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
-    EmbeddedMigration {
-        version: 1,
-        description: "api keys",
-        sql: include_str!("../../migrations/keys/sqlite/0001_api_keys.sql"),
-    },
-    EmbeddedMigration {
-        version: 2,
-        description: "customer token secrets",
-        sql: include_str!("../../migrations/keys/sqlite/0002_customer_token_secrets.sql"),
-    },
-];
+crate::embedded_migrations!("../../migrations/keys":
+    1 "api keys" "0001_api_keys.sql",
+    2 "customer token secrets" "0002_customer_token_secrets.sql",
+);
 
 /// What a key may do. Each scope includes the ones below it:
 /// `admin` ⊃ `server` ⊃ `storefront`.
