@@ -130,28 +130,7 @@ impl Mesh {
         let (points_addr, tiers_addr) = (addr(&points_l), addr(&tiers_l));
         let (referral_addr, rewards_addr) = (addr(&referral_l), addr(&rewards_l));
 
-        let points = PointsServer::start(
-            loyalty_points::Config {
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database_url: sqlite("points"),
-                database_max_connections: 4,
-                redis_url: None,
-                redis_key_prefix: "unused:".into(),
-                balance_cache_ttl_secs: 300,
-                redis_timeout_ms: 250,
-                redis_backoff_ms: 1_000,
-                tiers_addr: Some(tiers_addr.clone()),
-                tiers_timeout_ms: 2_000,
-                expiry_interval_secs: 3_600,
-                security: security.clone(),
-                telemetry: telemetry(),
-            },
-            points_l,
-            None,
-        )
-        .await
-        .expect("points starts");
+        let points = start_points(&dir, Some(tiers_addr.clone()), security.clone(), points_l).await;
         let tiers = TiersServer::start(
             loyalty_tiers::Config {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
@@ -662,19 +641,28 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
 
 /// A points service alone, on the embedded store, with `security`, in plain text.
 async fn lone_points(dir: &Path, security: SecurityArgs) -> PointsServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_points(dir, None, security, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+}
+
+/// A points service on a SQLite file in `dir`, calling tiers at `tiers_addr` if any.
+async fn start_points(
+    dir: &Path,
+    tiers_addr: Option<String>,
+    security: SecurityArgs,
+    listener: TcpListener,
+) -> PointsServer {
     let config = loyalty_points::Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: format!("sqlite://{}", dir.join("points.db").display()),
-        database_max_connections: 2,
+        database_max_connections: 4,
         redis_url: None,
         redis_key_prefix: "unused:".into(),
         balance_cache_ttl_secs: 300,
         redis_timeout_ms: 250,
         redis_backoff_ms: 1_000,
-        tiers_addr: None,
-        tiers_timeout_ms: 300,
+        tiers_addr,
+        tiers_timeout_ms: 2_000,
         expiry_interval_secs: 3_600,
         security,
         telemetry: telemetry(),
