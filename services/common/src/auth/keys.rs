@@ -283,11 +283,6 @@ impl KeyVerifier {
         Self { store, ttl, clock, cache: Mutex::new(HashMap::new()), capacity: MAX_CACHED_KEYS }
     }
 
-    /// How long a revoked key may keep working.
-    pub fn revocation_bound(&self) -> Duration {
-        Duration::from_micros(self.ttl.max(0) as u64)
-    }
-
     pub async fn verify(&self, presented: &str) -> Result<Arc<VerifiedKey>, AuthError> {
         let (key_id, secret) = split_key(presented).ok_or(AuthError::Invalid)?;
         let presented_hash = sha256_hex_digits(secret);
@@ -384,7 +379,6 @@ mod tests {
         let store = KeyStore::open(&format!("sqlite://{}/keys.db", dir.display()), 2).await.unwrap();
         let clock = ManualClock::new(1_000 * MICROS_PER_SECOND);
         let verifier = KeyVerifier::new(store.clone(), Duration::from_secs(30), Arc::new(clock.clone()));
-        assert_eq!(verifier.revocation_bound(), Duration::from_secs(30));
         let key = store.create("shop", Scope::Server, "test").await.unwrap();
         let unused = store.create("shop", Scope::Server, "never cached").await.unwrap();
         assert_eq!(verifier.verify(&key.key).await.unwrap().program_id, "shop");

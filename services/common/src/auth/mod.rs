@@ -237,11 +237,6 @@ impl Security {
         Ok(Self { checks, identity, name })
     }
 
-    /// No checks, no identity: in-process tests and tools.
-    pub fn off(name: &'static str) -> Self {
-        Self { checks: Checks::Off, identity: None, name }
-    }
-
     pub fn mode(&self) -> AuthMode {
         match self.checks {
             Checks::Off => AuthMode::Off,
