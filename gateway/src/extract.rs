@@ -78,7 +78,7 @@ where
             AuthError::Invalid => Problem::unauthenticated("the API key is not valid"),
             AuthError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "cannot check an api key");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "cannot check the API key, retry later")
+                Problem::unavailable("cannot check the API key, retry later")
             }
         })?;
         let span = tracing::Span::current();
@@ -163,7 +163,7 @@ fn token_refused(refusal: TokenRefusal) -> Problem {
     match refusal {
         TokenRefusal::Unavailable(cause) => {
             tracing::error!(error = %cause, "cannot check a customer token");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "cannot check the customer token, retry later")
+            Problem::unavailable("cannot check the customer token, retry later")
         }
         TokenRefusal::Token(error) => {
             let code = if error == TokenError::Expired { "CUSTOMER_TOKEN_EXPIRED" } else { "CUSTOMER_TOKEN_INVALID" };

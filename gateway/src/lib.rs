@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod rfc3339;
+pub mod unread;
 pub mod upstream;
 pub mod widget;
 

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use loyalty_common::clock::{from_timestamp, to_timestamp};
+use loyalty_common::clock::{Clock, SystemClock, from_timestamp, to_timestamp};
+use loyalty_common::validate;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::rewards::v1 as rewards_pb;
@@ -22,14 +23,24 @@ fn time_out(ts: Option<&prost_types::Timestamp>) -> Option<String> {
     ts.and_then(from_timestamp).map(rfc3339::format)
 }
 
+/// An instant of a body, held to the services' bounds ([`validate::instant`]) here already, so
+/// that one out of range is the same 400 as one that does not parse.
 fn time_in(field: &str, text: &str) -> Result<prost_types::Timestamp, Problem> {
-    rfc3339::parse(text).map(to_timestamp).ok_or_else(|| {
+    let micros = rfc3339::parse(text).ok_or_else(|| {
         Problem::malformed(
             "INVALID_BODY",
             format!("{field} is not an RFC 3339 date-time"),
             vec![FieldError::new(field, "must be an RFC 3339 date-time such as 2025-11-24T09:30:00Z")],
         )
-    })
+    })?;
+    validate::instant(field, micros, SystemClock.now()).map_err(|violation| {
+        Problem::malformed(
+            "INVALID_BODY",
+            format!("{field} {}", violation.description),
+            vec![FieldError::new(field, violation.description)],
+        )
+    })?;
+    Ok(to_timestamp(micros))
 }
 
 fn non_empty(text: String) -> Option<String> {
@@ -490,6 +501,15 @@ pub struct TierPart {
     pub next_tier_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points_to_next_tier: Option<i64>,
+    /// What `qualifying_points` counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualification_basis: Option<QualificationBasis>,
+    /// The current tier's benefits (free shipping for a checkout to apply, and so on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benefits: Option<TierBenefits>,
+    /// The current tier's free-text perks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perks: Option<Vec<String>>,
 }
 
 impl TierPart {
@@ -516,6 +536,9 @@ impl TierPart {
             next_tier_id: non_empty(m.next_tier_id),
             next_tier_name: non_empty(m.next_tier_name),
             points_to_next_tier: has_next.then_some(m.points_to_next_tier),
+            qualification_basis: Some(QualificationBasis::from_proto(m.qualification_basis)),
+            benefits: m.benefits.map(TierBenefits::from),
+            perks: has_tier.then_some(m.perks),
         }
     }
 }
@@ -1063,6 +1086,41 @@ pub enum DowngradeKind {
     EndOfNextPeriod,
 }
 
+/// What moves a member up the ladder. Thresholds are points, or minor units for `spend`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QualificationBasis {
+    /// Every earned point: orders, activities, referral and API earns.
+    #[default]
+    AllEarned,
+    /// Orders' base points, without tier or campaign bonuses.
+    OrderPointsBase,
+    /// Orders' points with their tier and campaign bonuses.
+    OrderPointsAll,
+    /// Order amounts in minor units, refunds subtracted.
+    Spend,
+}
+
+impl QualificationBasis {
+    fn into_proto(self) -> tiers_pb::QualificationBasis {
+        match self {
+            Self::AllEarned => tiers_pb::QualificationBasis::AllEarned,
+            Self::OrderPointsBase => tiers_pb::QualificationBasis::OrderPointsBase,
+            Self::OrderPointsAll => tiers_pb::QualificationBasis::OrderPointsAll,
+            Self::Spend => tiers_pb::QualificationBasis::Spend,
+        }
+    }
+
+    fn from_proto(basis: i32) -> Self {
+        match tiers_pb::QualificationBasis::try_from(basis) {
+            Ok(tiers_pb::QualificationBasis::OrderPointsBase) => Self::OrderPointsBase,
+            Ok(tiers_pb::QualificationBasis::OrderPointsAll) => Self::OrderPointsAll,
+            Ok(tiers_pb::QualificationBasis::Spend) => Self::Spend,
+            _ => Self::AllEarned,
+        }
+    }
+}
+
 /// One rung of the ladder.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -1075,13 +1133,53 @@ pub struct Tier {
     pub threshold: i64,
     /// Earn multiplier in basis points: 10000 is 1x, 15000 is 1.5x.
     pub multiplier_bp: i32,
+    /// Free text shown to members.
     #[serde(default)]
     pub perks: Vec<String>,
-    #[serde(default)]
-    pub exclusive_rewards: bool,
     /// Only assigned by hand, never reached by points.
     #[serde(default)]
     pub hidden: bool,
+    #[serde(default)]
+    pub benefits: TierBenefits,
+}
+
+/// A tier's benefits in machine-readable form, for a checkout or a campaign to act on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierBenefits {
+    #[serde(default)]
+    pub free_shipping: bool,
+    /// Members see sales and launches this many hours early; 0: no early access.
+    #[serde(default)]
+    pub early_access_hours: i32,
+    /// Birthday points multiplied by this, in basis points (20000 doubles them); 0: none.
+    #[serde(default)]
+    pub birthday_multiplier_bp: i32,
+    /// Shop-defined flags, e.g. `free_returns`.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+impl From<tiers_pb::TierBenefits> for TierBenefits {
+    fn from(b: tiers_pb::TierBenefits) -> Self {
+        Self {
+            free_shipping: b.free_shipping,
+            early_access_hours: b.early_access_hours,
+            birthday_multiplier_bp: b.birthday_multiplier_bp,
+            flags: b.flags,
+        }
+    }
+}
+
+impl From<TierBenefits> for tiers_pb::TierBenefits {
+    fn from(b: TierBenefits) -> Self {
+        Self {
+            free_shipping: b.free_shipping,
+            early_access_hours: b.early_access_hours,
+            birthday_multiplier_bp: b.birthday_multiplier_bp,
+            flags: b.flags,
+        }
+    }
 }
 
 /// Which earned points qualify.
@@ -1111,6 +1209,9 @@ pub struct LadderBody {
     pub tiers: Vec<Tier>,
     pub window: TierWindow,
     pub downgrade: DowngradePolicy,
+    /// Absent: `all_earned`. Changing it re-evaluates every member from the stored history.
+    #[serde(default)]
+    pub qualification_basis: QualificationBasis,
 }
 
 impl LadderBody {
@@ -1125,8 +1226,8 @@ impl LadderBody {
                     threshold: t.threshold,
                     multiplier_bp: t.multiplier_bp,
                     perks: t.perks,
-                    exclusive_rewards: t.exclusive_rewards,
                     hidden: t.hidden,
+                    benefits: Some(t.benefits.into()),
                 })
                 .collect(),
             window: Some(tiers_pb::Window {
@@ -1146,6 +1247,7 @@ impl LadderBody {
                 grace_days: self.downgrade.grace_days,
             }),
             version: 0,
+            qualification_basis: self.qualification_basis.into_proto() as i32,
         };
         tiers_pb::PutLadderRequest {
             program_id: program_id.to_owned(),
@@ -1163,6 +1265,7 @@ pub struct Ladder {
     pub window: TierWindow,
     pub downgrade: DowngradePolicy,
     pub version: i64,
+    pub qualification_basis: QualificationBasis,
 }
 
 impl Ladder {
@@ -1180,8 +1283,8 @@ impl Ladder {
                     threshold: t.threshold,
                     multiplier_bp: t.multiplier_bp,
                     perks: t.perks,
-                    exclusive_rewards: t.exclusive_rewards,
                     hidden: t.hidden,
+                    benefits: t.benefits.unwrap_or_default().into(),
                 })
                 .collect(),
             window: TierWindow {
@@ -1201,6 +1304,7 @@ impl Ladder {
                 grace_days: downgrade.grace_days,
             },
             version: l.version,
+            qualification_basis: QualificationBasis::from_proto(l.qualification_basis),
         }
     }
 }
@@ -1219,8 +1323,16 @@ pub struct Membership {
     pub tier_name: Option<String>,
     /// Earn multiplier in basis points: 10000 is 1x.
     pub multiplier_bp: i32,
-    /// Qualifying points in the current window.
+    /// Qualifying points in the current window (minor units under the `spend` basis).
     pub qualifying_points: i64,
+    /// What `qualifying_points` and `points_to_next_tier` count.
+    pub qualification_basis: QualificationBasis,
+    /// The current tier's benefits; absent without a tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benefits: Option<TierBenefits>,
+    /// The current tier's free-text perks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub perks: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub window_start: Option<String>,
@@ -1258,6 +1370,9 @@ impl Membership {
             tier_name: non_empty(m.tier_name),
             multiplier_bp: m.multiplier_bp,
             qualifying_points: m.qualifying_points,
+            qualification_basis: QualificationBasis::from_proto(m.qualification_basis),
+            benefits: m.benefits.map(TierBenefits::from),
+            perks: m.perks,
             window_start: time_out(m.window_start.as_ref()),
             next_tier_id: non_empty(m.next_tier_id),
             next_tier_name: non_empty(m.next_tier_name),

@@ -12,6 +12,10 @@ use utoipa::ToSchema;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// The `Retry-After` of a 503 `UNAVAILABLE`, in seconds: long enough for a reconnect, short enough
+/// that a client retrying once loses little.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 /// What went wrong, in the shape of RFC 9457; boxed, so results carrying it stay small.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
@@ -107,6 +111,14 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, code, detail)
     }
 
+    /// A 503 for something that is down for a moment (a lost database connection, a backend
+    /// restarting): `Retry-After` tells clients when to try again instead of hammering it.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail);
+        problem.0.retry_after_secs = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+        problem
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let detail = format!("too many requests for this API key, retry in {retry_after_secs} s");
         let mut problem = Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", detail);
@@ -151,7 +163,7 @@ impl Problem {
             tracing::warn!(backend, grpc.code = ?status.code(), grpc.message = status.message(), "backend call failed");
             let (code, detail) = match status.code() {
                 Code::Unavailable | Code::Cancelled => {
-                    ("UNAVAILABLE", format!("the {backend} service is unavailable, retry later"))
+                    return Self::unavailable(format!("the {backend} service is unavailable, retry later"));
                 }
                 Code::DeadlineExceeded => {
                     ("DEADLINE_EXCEEDED", format!("the {backend} service did not answer in time, retry later"))
@@ -233,6 +245,27 @@ mod tests {
         assert_eq!(problem.kind, "urn:loyalty:problem:insufficient_points");
         assert_eq!(problem.metadata["available"], "3");
         assert_eq!(problem.errors, [FieldError::new("rounding", "must be set")]);
+    }
+
+    #[test]
+    fn unavailable_is_503_with_retry_after() {
+        for status in [tonic::Status::unavailable("database connection lost"), tonic::Status::cancelled("gone")] {
+            let problem = Problem::from_upstream("points", &status);
+            assert_eq!(problem.status, 503);
+            assert_eq!(problem.code, "UNAVAILABLE");
+            let response = problem.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        }
+        // Only a moment's outage invites a retry: a missing configuration or an internal error does not.
+        for problem in [
+            Problem::not_configured("tiers", "TIERS_ADDR"),
+            Problem::from_upstream("points", &tonic::Status::internal("boom")),
+            Problem::from_upstream("points", &tonic::Status::deadline_exceeded("slow")),
+        ] {
+            assert!(problem.into_response().headers().get(header::RETRY_AFTER).is_none());
+        }
     }
 
     #[test]

@@ -244,10 +244,12 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
         "tiers": [
             {"tier_id": "silver", "name": "Silver", "threshold": 100, "multiplier_bp": 10_000},
             {"tier_id": "gold", "name": "Gold", "threshold": 1_000, "multiplier_bp": 15_000, "perks": ["free shipping"]},
-            {"tier_id": "vip", "name": "VIP", "multiplier_bp": 20_000, "hidden": true},
+            {"tier_id": "vip", "name": "VIP", "multiplier_bp": 20_000, "hidden": true, "perks": ["double birthday points"],
+             "benefits": {"free_shipping": true, "birthday_multiplier_bp": 20_000, "flags": ["priority_support"]}},
         ],
         "window": {"kind": "lifetime"},
         "downgrade": {"kind": "immediate"},
+        "qualification_basis": "order_points_base",
     });
     let stored = h.put(&admin, "/v1/tiers/ladder", "ladder-1", ladder.clone()).await;
     assert!(stored.ok()["version"].as_i64().unwrap() > 0);
@@ -255,11 +257,14 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(read.ok()["tiers"][1]["perks"], json!(["free shipping"]));
     assert_eq!(read.body["tiers"][2]["hidden"], true);
     assert_eq!(read.body["window"]["kind"], "lifetime");
+    assert_eq!(read.body["qualification_basis"], "order_points_base");
+    assert_eq!(read.body["tiers"][0]["benefits"], json!({"free_shipping": false, "early_access_hours": 0, "birthday_multiplier_bp": 0, "flags": []}));
     let mut bad = ladder.clone();
     bad["tiers"][1]["threshold"] = json!(50);
+    bad["tiers"][2]["benefits"]["flags"] = json!(["Priority Support"]);
     let refused = h.put(&admin, "/v1/tiers/ladder", "ladder-2", bad).await;
     refused.problem(422, "INVALID_ARGUMENT");
-    assert_eq!(refused.error_fields(), ["tiers[1].threshold"]);
+    assert_eq!(refused.error_fields(), ["tiers[1].threshold", "tiers[2].benefits.flags"]);
 
     // Points qualify for silver; the membership shows the way to gold.
     let server = h.key("shop", Scope::Server).await;
@@ -274,6 +279,7 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(membership.ok()["next_tier_id"], "gold");
     assert_eq!(membership.body["points_to_next_tier"], 800);
     assert_eq!(membership.body["assigned"], false);
+    assert_eq!(membership.body["qualification_basis"], "order_points_base");
 
     // By hand, into the hidden tier until a date; then back to the ladder.
     let ends_at = rfc3339::format(SystemClock.now() + 30 * MICROS_PER_DAY);
@@ -285,6 +291,9 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
     assert_eq!(page.ok()["tier"]["tier_id"], "vip");
     assert_eq!(page.body["tier"]["multiplier_bp"], 20_000);
+    assert_eq!(page.body["tier"]["benefits"]["free_shipping"], true, "a checkout reads it without parsing text");
+    assert_eq!(page.body["tier"]["benefits"]["flags"], json!(["priority_support"]));
+    assert_eq!(page.body["tier"]["perks"], json!(["double birthday points"]));
     h.post(&admin, path, "assign-2", json!({"tier_id": "platinum"})).await.problem(404, "TIER_NOT_FOUND");
     let removed = h.send(Method::DELETE, path, Some(&admin), &[("idempotency-key", "unassign-1")], None).await;
     assert_eq!(removed.ok()["assigned"], false);

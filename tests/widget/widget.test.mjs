@@ -112,6 +112,10 @@ test("a guest sees how the program works and a call to join", async () => {
     assert.match(earn, new RegExp(way), earn);
   }
   assert.match(await widget(".card").innerText(), /Silver[\s\S]*from 300 points/);
+  assert.match(await widget(".card").innerText(), /Gold[\s\S]*from 1,000 points[\s\S]*free returns/, "perks on the tier cards");
+  const catalog = await widget('[aria-labelledby="loyalty-catalog"]').innerText();
+  assert.match(catalog, /€5 off/);
+  assert.doesNotMatch(catalog, /10% off/, "a tier-only reward is shown only to those who may redeem it");
   await shot("01-guest");
   await axe("guest");
 });
@@ -136,6 +140,7 @@ test("an order brings points and a tier change", async () => {
   await eventually(async () => {
     assert.equal(await shownNumber('[data-testid="available"]'), 350);
     assert.equal(await widget('[data-testid="tier"]').innerText(), "Current tier: Silver");
+    assert.equal(await widget('[data-testid="perks"]').innerText(), "1.25x points on orders");
   }, "points and tier after the order");
   await shot("03-after-order");
 });
@@ -182,6 +187,7 @@ test("the referral link is copied and a completed referral shows in the stats", 
   await eventually(async () => {
     assert.equal(await shownNumber('[data-testid="referrals-completed"]'), 1);
     assert.equal(await shownNumber('[data-testid="available"]'), 500, "300 points for the referral");
+    assert.equal(await widget('[data-testid^="tier-only-"]').innerText(), "For Silver members", "the tier-only reward is marked");
   }, "the completed referral");
   await shot("05-referral");
   await axe("signed-in");

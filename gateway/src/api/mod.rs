@@ -32,6 +32,7 @@ use crate::customer::CustomerTokens;
 use crate::extract::{CUSTOMER_TOKEN_HEADER, Guard};
 use crate::observe::{self, HttpMetrics};
 use crate::problem::Problem;
+use crate::unread;
 use crate::upstream::{Failure, Upstreams};
 use crate::widget::{self, WidgetState};
 
@@ -156,6 +157,8 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         }))
         .layer(axum::middleware::from_fn_with_state(settings.request_timeout, observe::time_limit))
         .layer(cors(&settings.cors_origins))
+        // Outside every refusal, the time limit and CORS, so that none leaves a body unread.
+        .layer(axum::middleware::from_fn_with_state(settings.max_body_bytes, unread::settle))
         .layer(axum::middleware::from_fn_with_state(metrics, observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));

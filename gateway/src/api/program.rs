@@ -39,7 +39,8 @@ pub struct TiersOverview {
     pub tiers: Vec<Tier>,
 }
 
-/// The rewards on offer (not archived).
+/// The rewards on offer to everyone (not archived, not limited to tiers: a
+/// tier-only reward is shown only to customers who may redeem it).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CatalogOverview {
     pub available: bool,
@@ -56,8 +57,6 @@ pub struct RewardSummary {
     pub description: String,
     pub kind: RewardKind,
     pub point_cost: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub minimum_tier_id: Option<String>,
 }
 
 /// What referring a friend brings, when the program has referrals switched on.
@@ -106,7 +105,11 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
     };
     let rewards = match catalog {
         Ok(reply) => {
-            let rewards = RewardList::from(reply.message).rewards.into_iter().filter(|r| !r.archived).map(summary);
+            let rewards = RewardList::from(reply.message)
+                .rewards
+                .into_iter()
+                .filter(|r| !r.archived && r.minimum_tier_id.is_none())
+                .map(summary);
             CatalogOverview { available: true, reason: None, rewards: rewards.collect() }
         }
         Err(failure) => {
@@ -145,6 +148,5 @@ fn summary(reward: Reward) -> RewardSummary {
         description: reward.description,
         kind: reward.kind,
         point_cost: reward.point_cost,
-        minimum_tier_id: reward.minimum_tier_id,
     }
 }

@@ -394,6 +394,23 @@ fn service_args(name: &str, database_url: &str, points_addr: &str, keys_url: &st
 }
 
 impl Harness {
+    /// The gRPC address of the points service this harness started, to call it as the gateway does.
+    pub fn points_grpc_addr(&self) -> SocketAddr {
+        self.points.as_ref().expect("points started by the harness").bind_addr()
+    }
+
+    pub fn tiers_grpc_addr(&self) -> SocketAddr {
+        self.tiers.as_ref().expect("tiers started by the harness").bind_addr()
+    }
+
+    pub fn referral_grpc_addr(&self) -> SocketAddr {
+        self.referral.as_ref().expect("referral started by the harness").bind_addr()
+    }
+
+    pub fn rewards_grpc_addr(&self) -> SocketAddr {
+        self.rewards.as_ref().expect("rewards started by the harness").bind_addr()
+    }
+
     /// Stops the referral service early, to see the gateway without it.
     pub async fn stop_referral(&mut self) {
         if let Some(referral) = self.referral.take() {

@@ -19,6 +19,9 @@ export interface Reward {
   name: string;
   description: string;
   point_cost: number;
+  /** Set on rewards limited to tiers: only members who may redeem them see them. */
+  minimum_tier_id?: string;
+  eligible_tier_ids?: string[];
 }
 
 export interface LoyaltyPage {
@@ -31,6 +34,7 @@ export interface LoyaltyPage {
     qualifying_points?: number;
     next_tier_name?: string;
     points_to_next_tier?: number;
+    perks?: string[];
   };
   referral: {
     available: boolean;
@@ -45,7 +49,7 @@ export interface ProgramOverview {
   currency: string;
   earn_rate: { points: number; per_amount_minor: number };
   ways_to_earn: { activity_type: string; points: number }[];
-  tiers: { available: boolean; tiers: { tier_id: string; name: string; threshold: number; perks: string[] }[] };
+  tiers: { available: boolean; tiers: { tier_id: string; name: string; threshold: number; perks?: string[] }[] };
   rewards: { available: boolean; rewards: Reward[] };
   referral: { available: boolean; enabled: boolean; referrer_points: number; referee_points: number };
 }

@@ -21,13 +21,22 @@ export const STYLES = `
   display: grid;
   gap: var(--loyalty-spacing, 1rem);
 }
-h2, h3 { margin: 0; line-height: 1.25; }
+h2, h3, h4 { margin: 0; line-height: 1.25; }
+h4 { font-size: 0.95em; }
 h2 { font-size: 1.25em; }
 h3 { font-size: 1.05em; }
 p { margin: 0; }
 ul { margin: 0; padding: 0; list-style: none; display: grid; gap: 0.5rem; }
 section { display: grid; gap: 0.5rem; }
 .muted { color: var(--loyalty-muted, #57606a); font-size: 0.9em; }
+ul.perks { list-style: disc; padding-left: 1.25rem; gap: 0.25rem; }
+.badge {
+  display: inline-block;
+  padding: 0 0.4em;
+  border: 1px solid var(--loyalty-accent, #0a58ca);
+  border-radius: calc(var(--loyalty-radius, 12px) / 3);
+  font-size: 0.8em;
+}
 .balance { display: flex; flex-wrap: wrap; gap: 1rem 2rem; align-items: baseline; }
 .big { font-size: 2em; font-weight: 700; color: var(--loyalty-accent, #0a58ca); }
 .row { display: flex; gap: 0.5rem; align-items: center; justify-content: space-between; flex-wrap: wrap; }

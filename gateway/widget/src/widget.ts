@@ -45,6 +45,11 @@ const EMPTY: View = { loading: true, program: null, page: null, notice: null, vo
 type Child = Node | string | null | undefined | false;
 
 /** A small element builder: text is always set as text, never parsed as HTML. */
+/** A reward only some tiers may redeem. */
+function tierOnly(reward: Reward): boolean {
+  return Boolean(reward.minimum_tier_id) || (reward.eligible_tier_ids?.length ?? 0) > 0;
+}
+
 function h(tag: string, attributes: Record<string, string | boolean | EventListener> = {}, ...children: Child[]) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
@@ -273,6 +278,13 @@ class LoyaltyWidget extends HTMLElement {
     } else if (tier.tier_name) {
       section.append(h("p", { class: "muted" }, t.tierTop));
     }
+    const perks = tier.perks ?? [];
+    if (perks.length > 0) {
+      section.append(
+        h("h4", { id: "loyalty-perks" }, t.tierPerks),
+        h("ul", { class: "perks", "aria-labelledby": "loyalty-perks", "data-testid": "perks" }, ...perks.map((perk) => h("li", {}, perk))),
+      );
+    }
     return section;
   }
 
@@ -318,7 +330,16 @@ class LoyaltyWidget extends HTMLElement {
         h(
           "li",
           { class: "row" },
-          h("span", {}, h("strong", {}, reward.name), " · ", h("span", { class: "muted" }, fill(t.cost, { points: n(reward.point_cost) }))),
+          h(
+            "span",
+            {},
+            h("strong", {}, reward.name),
+            " · ",
+            h("span", { class: "muted" }, fill(t.cost, { points: n(reward.point_cost) })),
+            ...(tierOnly(reward) && page.tier.tier_name
+              ? [" ", h("span", { class: "badge", "data-testid": `tier-only-${reward.reward_id}` }, fill(t.tierOnly, { tier: page.tier.tier_name }))]
+              : []),
+          ),
           button,
         ),
       );
@@ -396,7 +417,10 @@ class LoyaltyWidget extends HTMLElement {
     if (tiers.length > 0) {
       const list = h("ul");
       for (const tier of tiers) {
-        list.append(h("li", { class: "row" }, h("strong", {}, tier.name), h("span", { class: "muted" }, fill(t.tierThreshold, { points: n(tier.threshold) }))));
+        const item = h("li", {}, h("div", { class: "row" }, h("strong", {}, tier.name), h("span", { class: "muted" }, fill(t.tierThreshold, { points: n(tier.threshold) }))));
+        const perks = tier.perks ?? [];
+        if (perks.length > 0) item.append(h("ul", { class: "perks" }, ...perks.map((perk) => h("li", {}, perk))));
+        list.append(item);
       }
       nodes.push(h("section", { "aria-labelledby": "loyalty-tiers" }, h("h3", { id: "loyalty-tiers" }, t.tiersTitle), list));
     }

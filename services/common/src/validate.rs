@@ -1,4 +1,6 @@
-//! Edge validation shared by every service: ids, keys and free text.
+//! Edge validation shared by every service: ids, keys, free text and instants.
+
+use crate::clock::{MICROS_PER_DAY, Micros};
 
 /// Longest id we accept (program, customer, idempotency key, reference), in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -18,10 +20,22 @@ impl FieldViolation {
     }
 }
 
-/// A required, printable id of at most [`MAX_ID_BYTES`].
+/// Earliest instant a request may carry: the Unix epoch, 1970-01-01T00:00:00Z. Nothing in a
+/// loyalty program happened before it; an earlier one is a zero or default date (year 0001).
+pub const EARLIEST_INSTANT: Micros = 0;
+/// How far past the service's clock a request's instant may lie: 3,660 days (ten years), beyond
+/// any expiry, campaign, reward or tier assignment a program sets; a later one is a typo or a
+/// "never" sentinel such as 9999-12-31, which callers express by leaving the field unset.
+pub const MAX_DAYS_AHEAD: i64 = 3_660;
+
+/// A required, printable id of at most [`MAX_ID_BYTES`]. White space alone names nothing, and an
+/// id that only differs from another by it would be a second, invisible account.
 pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty"));
+    }
+    if value.trim().is_empty() {
+        return Err(FieldViolation::new(field, "must not be only white space"));
     }
     if value.len() > MAX_ID_BYTES {
         return Err(FieldViolation::new(field, format!("must be at most {MAX_ID_BYTES} bytes")));
@@ -38,6 +52,26 @@ pub fn text(field: &str, value: &str) -> Result<(), FieldViolation> {
         return Err(FieldViolation::new(field, format!("must be at most {MAX_REASON_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// An instant no earlier than [`EARLIEST_INSTANT`] and at most [`MAX_DAYS_AHEAD`] days after `now`
+/// (the service's clock).
+pub fn instant(field: &str, at: Micros, now: Micros) -> Result<(), FieldViolation> {
+    if at < EARLIEST_INSTANT {
+        return Err(FieldViolation::new(field, "must not be before 1970-01-01T00:00:00Z"));
+    }
+    if at > now.saturating_add(MAX_DAYS_AHEAD * MICROS_PER_DAY) {
+        return Err(FieldViolation::new(field, format!("must not be more than {MAX_DAYS_AHEAD} days from now")));
+    }
+    Ok(())
+}
+
+/// A protobuf timestamp, converted and held to [`instant`]'s bounds.
+pub fn timestamp(field: &str, value: &prost_types::Timestamp, now: Micros) -> Result<Micros, FieldViolation> {
+    let micros =
+        crate::clock::from_timestamp(value).ok_or_else(|| FieldViolation::new(field, "is not a valid timestamp"))?;
+    instant(field, micros, now)?;
+    Ok(micros)
 }
 
 /// Default page size of every list RPC.
@@ -65,13 +99,15 @@ impl Check {
         self.add(text(field, value))
     }
 
-    /// An optional timestamp, converted; a malformed one is a violation.
-    pub fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) -> Option<crate::clock::Micros> {
-        let micros = crate::clock::from_timestamp(value?);
-        if micros.is_none() {
-            self.0.push(FieldViolation::new(field, "is not a valid timestamp"));
+    /// An optional timestamp, converted; a malformed or out-of-bounds one ([`instant`]) is a violation.
+    pub fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>, now: Micros) -> Option<Micros> {
+        match timestamp(field, value?, now) {
+            Ok(micros) => Some(micros),
+            Err(violation) => {
+                self.0.push(violation);
+                None
+            }
         }
-        micros
     }
 
     /// Page size (0: the default) and the position a page token encodes.
@@ -145,6 +181,52 @@ mod tests {
         assert!(id("x", &"a".repeat(MAX_ID_BYTES)).is_ok());
         assert!(id("x", &"a".repeat(MAX_ID_BYTES + 1)).is_err());
         assert!(id("x", "a\nb").is_err());
+    }
+
+    #[test]
+    fn ids_of_only_white_space_are_refused() {
+        for blank in [" ", "   ", "\u{a0}", "\u{3000}"] {
+            let violation = id("customer_id", blank).unwrap_err();
+            assert_eq!(violation, FieldViolation::new("customer_id", "must not be only white space"), "{blank:?}");
+        }
+        // Inner and surrounding spaces in a real id stay the caller's business.
+        assert!(id("order_id", "order 1").is_ok());
+        assert!(id("order_id", " 1 ").is_ok());
+    }
+
+    /// 2025-11-24T00:00:00Z.
+    const NOW: Micros = 1_763_942_400_000_000;
+
+    #[test]
+    fn instants_are_bounded_by_the_epoch_and_the_horizon() {
+        assert!(instant("at", EARLIEST_INSTANT, NOW).is_ok());
+        assert!(instant("at", NOW, NOW).is_ok());
+        let horizon = NOW + MAX_DAYS_AHEAD * MICROS_PER_DAY;
+        assert!(instant("at", horizon, NOW).is_ok());
+        let late = instant("expires_at", horizon + 1, NOW).unwrap_err();
+        assert_eq!(late.field, "expires_at");
+        assert!(late.description.contains("3660 days"), "{late:?}");
+        let early = instant("occurred_at", -1, NOW).unwrap_err();
+        assert_eq!(early, FieldViolation::new("occurred_at", "must not be before 1970-01-01T00:00:00Z"));
+        assert!(instant("at", i64::MAX, i64::MAX).is_ok(), "no overflow near the end of time");
+    }
+
+    #[test]
+    fn timestamps_are_converted_then_bounded() {
+        let ts = |seconds: i64, nanos: i32| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(timestamp("at", &ts(NOW / 1_000_000, 5_000), NOW), Ok(NOW + 5));
+        // 0001-01-01T00:00:00Z, what an unset date in many languages serialises as.
+        assert!(timestamp("occurred_at", &ts(-62_135_596_800, 0), NOW).is_err());
+        // 9999-12-31T23:59:59Z.
+        assert!(timestamp("ends_at", &ts(253_402_300_799, 0), NOW).is_err());
+        assert_eq!(timestamp("at", &ts(0, -1), NOW).unwrap_err().description, "is not a valid timestamp");
+
+        let mut check = Check::default();
+        assert_eq!(check.timestamp("a", None, NOW), None);
+        assert_eq!(check.timestamp("b", Some(&ts(1, 0)), NOW), Some(crate::clock::MICROS_PER_SECOND));
+        assert_eq!(check.timestamp("c", Some(&ts(-1, 0)), NOW), None);
+        let fields: Vec<_> = check.finish().unwrap_err().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["c"]);
     }
 
     #[test]

@@ -81,8 +81,23 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
         threshold,
         multiplier_bp,
         perks: perks.iter().map(|p| (*p).to_owned()).collect(),
-        exclusive_rewards: false,
         hidden: false,
+        benefits: None,
+    };
+    let gold = tiers::Tier {
+        benefits: Some(tiers::TierBenefits {
+            free_shipping: true,
+            birthday_multiplier_bp: 20_000,
+            flags: vec!["free_returns".to_owned()],
+            ..Default::default()
+        }),
+        ..tier(
+            "gold",
+            "Gold",
+            1_000,
+            15_000,
+            &["1.5x points on orders", "free returns", "free shipping", "double birthday points"],
+        )
     };
     up.put_ladder(tiers::PutLadderRequest {
         program_id: PROGRAM.to_owned(),
@@ -90,21 +105,24 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
             tiers: vec![
                 tier("bronze", "Bronze", 0, 10_000, &[]),
                 tier("silver", "Silver", 300, 12_500, &["1.25x points on orders"]),
-                tier("gold", "Gold", 1_000, 15_000, &["1.5x points on orders", "free returns"]),
+                gold,
             ],
             window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
             downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
             version: 0,
+            // The demo's sign-up bonus should show a tier at once.
+            qualification_basis: tiers::QualificationBasis::AllEarned as i32,
         }),
         actor: ACTOR.to_owned(),
-        idempotency_key: "demo-setup-ladder-v1".to_owned(),
+        // v2: tier benefits and the qualification basis arrived.
+        idempotency_key: "demo-setup-ladder-v2".to_owned(),
     })
     .await
     .map_err(failed)?;
     for (slug, reward) in [
         ("five-off", reward("€5 off", "5 euros off your next order", Kind::FixedDiscount, 150, 500, 0, "")),
         ("free-shipping", reward("Free shipping", "On your next order", Kind::FreeShipping, 250, 0, 0, "")),
-        ("ten-percent", reward("10% off", "For Silver members and up", Kind::PercentDiscount, 600, 0, 1_000, "silver")),
+        ("ten-percent-v2", reward("10% off", "For Silver members and up", Kind::PercentDiscount, 500, 0, 1_000, "silver")),
     ] {
         up.create_reward(rewards::CreateRewardRequest {
             program_id: PROGRAM.to_owned(),

@@ -102,7 +102,7 @@ impl Ledger {
         };
         let campaigns = self.programs.active_campaigns(program_id, at).await?;
         let base = settings.order_base_points(amount_minor);
-        Ok((rules::breakdown(base, &tier, true, &campaigns, ORDER_TARGET, at), settings))
+        Ok((rules::breakdown(base, &tier, &campaigns, ORDER_TARGET, at), settings))
     }
 
     /// Earns an order's points once per order id.
@@ -164,17 +164,37 @@ impl Ledger {
             Error::Rule(RuleViolation::ActivityNotRewarded { activity_type: activity_type.to_owned() })
         })?;
         let campaigns = self.programs.active_campaigns(program_id, now).await?;
-        // Tier multipliers reward spending; activities earn their rule's points.
-        let breakdown = rules::breakdown(rule.points, &TierStanding::none(), false, &campaigns, activity_type, now);
-        let command = Command::Activity {
+        let command = |breakdown| Command::Activity {
             customer_id: customer_id.to_owned(),
             activity_type: activity_type.to_owned(),
             activity_ref: activity_ref.to_owned(),
-            rule,
+            rule: rule.clone(),
             breakdown,
             expires_at: settings.expires_at(now),
         };
-        self.execute(program_id, idempotency_key, command).await
+        // The tier is asked for only when it can change the price: a birthday
+        // (the tier's birthday perk) or a tier-limited campaign for this
+        // activity. Like an order, a silent tiers service refuses it unless
+        // the key's saved result answers.
+        let needs_tier =
+            activity_type == rules::BIRTHDAY_ACTIVITY || campaigns.iter().any(|c| c.needs_tier(now, activity_type));
+        let tier = if needs_tier {
+            match self.tiers.standing(program_id, customer_id, now).await {
+                Ok(tier) => tier,
+                Err(error) => {
+                    return match self.store.saved(program_id, idempotency_key, &command(Breakdown::default())).await? {
+                        Some(saved) => Ok(saved),
+                        None => Err(error),
+                    };
+                }
+            }
+        } else {
+            TierStanding::none()
+        };
+        // Tier multipliers reward spending: an activity's tier selects campaigns
+        // and, for birthdays, the tier's birthday perk.
+        let breakdown = rules::breakdown(rule.points, &tier, &campaigns, activity_type, now);
+        self.execute(program_id, idempotency_key, command(breakdown)).await
     }
 
     pub fn now(&self) -> Micros {

@@ -70,6 +70,7 @@ loyalty_common::embedded_migrations!("../migrations":
     3 "entry amount" "0003_entry_amount.sql",
     4 "entry order" "0004_entry_order.sql",
     5 "entry actor" "0005_entry_actor.sql",
+    6 "entry base points" "0006_entry_base_points.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -23,6 +23,8 @@ pub const MAX_ORDER_MINOR: i64 = 1_000_000_000_000;
 pub const MAX_MULTIPLIER_BP: i64 = 100_000;
 /// What `applies_to` names for orders; anything else is an activity type.
 pub const ORDER_TARGET: &str = "order";
+/// The activity a tier's birthday perk multiplies.
+pub const BIRTHDAY_ACTIVITY: &str = "birthday";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rounding {
@@ -109,11 +111,24 @@ pub struct Campaign {
 pub struct TierStanding {
     pub tier_id: String,
     pub multiplier_bp: i64,
+    /// The tier's birthday perk (1x when it has none).
+    pub birthday_multiplier_bp: i64,
 }
 
 impl TierStanding {
     pub fn none() -> Self {
-        Self { tier_id: String::new(), multiplier_bp: BP_ONE }
+        Self { tier_id: String::new(), multiplier_bp: BP_ONE, birthday_multiplier_bp: BP_ONE }
+    }
+
+    /// The tier's multiplier for an earn of `target`: the earn multiplier for
+    /// orders, the birthday perk for the birthday activity, 1x for every
+    /// other activity (tier multipliers reward spending).
+    pub fn multiplier_for(&self, target: &str) -> i64 {
+        match target {
+            ORDER_TARGET => self.multiplier_bp,
+            BIRTHDAY_ACTIVITY => self.birthday_multiplier_bp,
+            _ => BP_ONE,
+        }
     }
 }
 
@@ -258,26 +273,30 @@ impl Campaign {
     /// Whether it boosts an earn of `target` (`order` or an activity type)
     /// at `at` for a member of `tier_id`.
     pub fn applies(&self, at: Micros, tier_id: &str, target: &str) -> bool {
+        self.boosts(at, target) && (self.tier_ids.is_empty() || self.tier_ids.iter().any(|t| t == tier_id))
+    }
+
+    /// Whether it is limited to tiers and would boost `target` at `at` for
+    /// one of them: only then does pricing need the customer's tier.
+    pub fn needs_tier(&self, at: Micros, target: &str) -> bool {
+        !self.tier_ids.is_empty() && self.boosts(at, target)
+    }
+
+    fn boosts(&self, at: Micros, target: &str) -> bool {
         (self.starts_at..self.ends_at).contains(&at)
-            && (self.tier_ids.is_empty() || self.tier_ids.iter().any(|t| t == tier_id))
             && (self.applies_to.is_empty() || self.applies_to.iter().any(|t| t == target))
     }
 }
 
-/// Applies the tier multiplier and the campaigns active at `at` to `base`.
-pub fn breakdown(
-    base: i64,
-    tier: &TierStanding,
-    use_tier: bool,
-    campaigns: &[Campaign],
-    target: &str,
-    at: Micros,
-) -> Breakdown {
+/// Applies the tier's multiplier for `target` and the campaigns active at
+/// `at` to `base`.
+pub fn breakdown(base: i64, tier: &TierStanding, campaigns: &[Campaign], target: &str, at: Micros) -> Breakdown {
     let share = |multiplier_bp: i64| {
         let extra = i128::from(base) * i128::from((multiplier_bp - BP_ONE).max(0)) / i128::from(BP_ONE);
         i64::try_from(extra).unwrap_or(i64::MAX)
     };
-    let tier_bonus = if use_tier { share(tier.multiplier_bp) } else { 0 };
+    let tier_bp = tier.multiplier_for(target);
+    let tier_bonus = share(tier_bp);
     let applying: Vec<&Campaign> = campaigns.iter().filter(|c| c.applies(at, &tier.tier_id, target)).collect();
     let best_multiplier = applying
         .iter()
@@ -302,7 +321,7 @@ pub fn breakdown(
         tier_bonus_points: tier_bonus,
         campaign_bonus_points: campaign_bonus,
         total_points: total,
-        tier_multiplier_bp: if use_tier { tier.multiplier_bp } else { BP_ONE },
+        tier_multiplier_bp: tier_bp,
         tier_id: tier.tier_id.clone(),
         campaign_ids,
     }
@@ -425,11 +444,11 @@ mod tests {
             campaign("b2", CampaignKind::Bonus { points: 25 }, &["order"]),
             campaign("reviews", CampaignKind::Bonus { points: 999 }, &["review"]),
         ];
-        let gold = TierStanding { tier_id: "gold".into(), multiplier_bp: 20_000 };
-        let b = breakdown(100, &gold, true, &campaigns, ORDER_TARGET, 150);
+        let gold = TierStanding { tier_id: "gold".into(), multiplier_bp: 20_000, birthday_multiplier_bp: 30_000 };
+        let b = breakdown(100, &gold, &campaigns, ORDER_TARGET, 150);
         assert_eq!((b.base_points, b.tier_bonus_points, b.campaign_bonus_points, b.total_points), (100, 100, 275, 475));
         assert_eq!(b.campaign_ids, ["triple", "b1", "b2"]);
-        let outside = breakdown(100, &gold, true, &campaigns, ORDER_TARGET, 200);
+        let outside = breakdown(100, &gold, &campaigns, ORDER_TARGET, 200);
         assert_eq!(outside.total_points, 200, "the window excludes its end");
     }
 
@@ -564,8 +583,8 @@ mod tests {
         #[test]
         fn breakdown_total_is_the_sum_of_its_parts(base in 0i64..10_000_000, tier_bp in 10_000i64..=MAX_MULTIPLIER_BP, bonus in 1i64..1_000) {
             let campaigns = [campaign("b", CampaignKind::Bonus { points: bonus }, &[])];
-            let tier = TierStanding { tier_id: "t".into(), multiplier_bp: tier_bp };
-            let b = breakdown(base, &tier, true, &campaigns, ORDER_TARGET, 150);
+            let tier = TierStanding { tier_id: "t".into(), multiplier_bp: tier_bp, birthday_multiplier_bp: BP_ONE };
+            let b = breakdown(base, &tier, &campaigns, ORDER_TARGET, 150);
             prop_assert!(b.total_points >= b.base_points);
             prop_assert_eq!(b.total_points, (b.base_points + b.tier_bonus_points + b.campaign_bonus_points).min(MAX_POINTS_PER_COMMAND));
         }

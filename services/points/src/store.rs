@@ -180,14 +180,18 @@ pub struct LedgerRow {
     pub order_id: String,
     pub order_amount_minor: i64,
     pub actor: String,
+    /// For order earns: the points before tier and campaign bonuses.
+    pub base_points: i64,
 }
 
-/// Which entry of a write belongs to which order, and the amount concerned.
+/// Which entry of a write belongs to which order, the amount concerned and,
+/// for an earn, its base points.
 #[derive(Debug, Clone, Copy)]
 struct OrderRef<'a> {
     transaction_id: &'a str,
     order_id: &'a str,
     amount: i64,
+    base_points: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -201,7 +205,8 @@ const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, life
 const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
      pending_until_us, expires_at_us, earned_at_us";
 const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
-     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor, actor";
+     related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor, actor, \
+     base_points";
 
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
@@ -357,14 +362,20 @@ impl LedgerStore {
 
         // Order entries say which order they belong to, for the stream's consumers.
         let order_ref = match &command {
-            Command::OrderEarn { order, .. } => Some((order.order_id.as_str(), order.amount_minor)),
+            Command::OrderEarn { order, breakdown, .. } => {
+                Some((order.order_id.as_str(), order.amount_minor, breakdown.base_points))
+            }
             Command::OrderRefund { order_id, refunded_amount_minor } => {
-                Some((order_id.as_str(), *refunded_amount_minor))
+                Some((order_id.as_str(), *refunded_amount_minor, 0))
             }
             _ => None,
         };
-        let order_ref =
-            order_ref.map(|(order_id, amount)| OrderRef { transaction_id: &transaction_id, order_id, amount });
+        let order_ref = order_ref.map(|(order_id, amount, base_points)| OrderRef {
+            transaction_id: &transaction_id,
+            order_id,
+            amount,
+            base_points,
+        });
         let actor = match &command {
             Command::Adjust { actor, .. } => actor.as_str(),
             _ => "",
@@ -708,23 +719,23 @@ impl LedgerStore {
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING seq"
+                 order_amount_minor, actor, base_points) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 order_amount_minor, actor, base_points, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
         let mut published = None;
         for entry in &book.entries {
-            let (order_id, order_amount) = match &order_ref {
-                Some(r) if r.transaction_id == entry.transaction_id => (r.order_id, r.amount),
-                _ => ("", 0),
+            let (order_id, order_amount, base_points) = match &order_ref {
+                Some(r) if r.transaction_id == entry.transaction_id => (r.order_id, r.amount, r.base_points),
+                _ => ("", 0, 0),
             };
             let seq: Option<i64> = sqlx::query_scalar(insert_entry)
                 .bind(&entry.transaction_id)
@@ -742,6 +753,7 @@ impl LedgerStore {
                 .bind(order_id)
                 .bind(order_amount)
                 .bind(actor)
+                .bind(base_points)
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);
@@ -938,6 +950,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
         order_id: row.try_get("order_id")?,
         order_amount_minor: row.try_get("order_amount_minor")?,
         actor: row.try_get("actor")?,
+        base_points: row.try_get("base_points")?,
     })
 }
 

@@ -50,6 +50,7 @@ impl TierSource {
                 Ok(TierStanding {
                     tier_id: answer.tier_id,
                     multiplier_bp: i64::from(answer.multiplier_bp).clamp(BP_ONE, MAX_MULTIPLIER_BP),
+                    birthday_multiplier_bp: i64::from(answer.birthday_multiplier_bp).clamp(BP_ONE, MAX_MULTIPLIER_BP),
                 })
             }
             // A customer the tiers service does not know has no tier.

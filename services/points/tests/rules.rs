@@ -19,6 +19,7 @@ loyalty_common::on_both_backends!(
     activity_caps_hold_under_concurrency_and_over_time,
     campaigns_apply_only_inside_their_window,
     tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn,
+    tier_limited_activity_campaigns_follow_the_customers_tier,
 );
 
 fn shop_settings() -> pb::ProgramSettings {
@@ -406,26 +407,48 @@ async fn campaigns_apply_only_inside_their_window(backend: Backend) {
     h.stop().await;
 }
 
-/// A tiers service that says every customer is gold, earning 1.5x.
+/// A tiers service that says customers whose id starts with `silver` are
+/// silver (1.25x) and every other customer is gold (1.5x, and 1.5x
+/// birthday points).
 struct GoldTiers;
 
 #[tonic::async_trait]
 impl tiers::tiers_service_server::TiersService for GoldTiers {
     async fn get_multiplier(
         &self,
-        _request: tonic::Request<tiers::GetMultiplierRequest>,
+        request: tonic::Request<tiers::GetMultiplierRequest>,
     ) -> Result<tonic::Response<tiers::GetMultiplierResponse>, tonic::Status> {
-        Ok(tonic::Response::new(tiers::GetMultiplierResponse { tier_id: "gold".into(), multiplier_bp: 15_000 }))
+        let (tier_id, multiplier_bp, birthday_multiplier_bp) = if request.get_ref().customer_id.starts_with("silver") {
+            ("silver", 12_500, 0)
+        } else {
+            ("gold", 15_000, 15_000)
+        };
+        Ok(tonic::Response::new(tiers::GetMultiplierResponse {
+            tier_id: tier_id.into(),
+            multiplier_bp,
+            birthday_multiplier_bp,
+        }))
     }
 
     async fn get_ladder(
         &self,
         _request: tonic::Request<tiers::GetLadderRequest>,
     ) -> Result<tonic::Response<tiers::GetLadderResponse>, tonic::Status> {
-        let gold =
-            tiers::Tier { tier_id: "gold".into(), name: "Gold".into(), multiplier_bp: 15_000, ..Default::default() };
+        let silver = tiers::Tier {
+            tier_id: "silver".into(),
+            name: "Silver".into(),
+            multiplier_bp: 12_500,
+            ..Default::default()
+        };
+        let gold = tiers::Tier {
+            tier_id: "gold".into(),
+            name: "Gold".into(),
+            threshold: 1_000,
+            multiplier_bp: 15_000,
+            ..Default::default()
+        };
         Ok(tonic::Response::new(tiers::GetLadderResponse {
-            ladder: Some(tiers::Ladder { tiers: vec![gold], ..Default::default() }),
+            ladder: Some(tiers::Ladder { tiers: vec![silver, gold], ..Default::default() }),
         }))
     }
 
@@ -525,5 +548,43 @@ async fn tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn(
     // Activities do not depend on tiers.
     put_settings(&mut h, "shop", shop_settings(), "s").await;
     h.client.record_activity(activity("lee", "signup", "", "a1")).await.expect("activities need no tier");
+    h.stop().await;
+}
+
+async fn tier_limited_activity_campaigns_follow_the_customers_tier(backend: Backend) {
+    let tiers = loyalty_common::testing::CuttableProxy::start(serve_gold_tiers().await).await;
+    let mut h =
+        Harness::start_with(backend, Options { tiers_addr: Some(tiers.addr.to_string()), ..Options::default() }).await;
+    put_settings(&mut h, "shop", shop_settings(), "s").await;
+    let mut double = campaign("gold birthdays", pb::CampaignKind::Multiplier, 20_000, T0 - DAY, T0 + DAY);
+    double.tier_ids = vec!["gold".into()];
+    double.applies_to = vec!["birthday".into()];
+    let double = create_campaign(&mut h, double, "c1").await;
+
+    let gold = h.client.record_activity(activity("gia", "birthday", "", "b1")).await.unwrap().into_inner();
+    let b = gold.breakdown.unwrap();
+    assert_eq!(
+        (gold.points, b.base_points, b.tier_bonus_points, b.campaign_bonus_points, b.tier_id.as_str()),
+        (500, 200, 100, 200, "gold"),
+        "gold's birthday perk and the gold-only campaign, each on the base"
+    );
+    assert_eq!(b.campaign_ids, std::slice::from_ref(&double.campaign_id));
+    let silver = h.client.record_activity(activity("silver-sam", "birthday", "", "b2")).await.unwrap().into_inner();
+    let b = silver.breakdown.unwrap();
+    assert_eq!((silver.points, b.tier_bonus_points, b.campaign_bonus_points), (200, 0, 0), "silver is not gold");
+    let other = h.client.record_activity(activity("gia", "signup", "", "s1")).await.unwrap().into_inner();
+    assert_eq!(other.points, 500, "no tier multiplier on other activities, and the campaign is for birthdays");
+
+    // With the tiers service gone, an activity that a tier-limited campaign
+    // could boost is refused rather than priced at the wrong rate; a replay
+    // still answers from its saved result, and other activities go on.
+    tiers.cut();
+    let status = h.client.record_activity(activity("hu", "birthday", "", "b3")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "TIERS_UNAVAILABLE");
+    assert_eq!(h.balance("shop", "hu").await.available, 0);
+    let replay = h.client.record_activity(activity("gia", "birthday", "", "b1")).await.unwrap().into_inner();
+    assert_eq!((replay.points, replay.transaction_id), (500, gold.transaction_id));
+    h.client.record_activity(activity("hu", "signup", "", "s2")).await.expect("no tier-limited campaign applies");
     h.stop().await;
 }

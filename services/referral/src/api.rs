@@ -119,14 +119,15 @@ impl ReferralService for ReferralApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("order_id", &r.order_id);
         amount(&mut check, "amount_minor", r.amount_minor);
-        let at = check.timestamp("occurred_at", r.occurred_at.as_ref());
+        let now = self.referrals.store().now();
+        let at = check.timestamp("occurred_at", r.occurred_at.as_ref(), now);
         check.done(DOMAIN)?;
         let event = OrderEvent::Purchase {
             program_id: r.program_id,
             customer_id: r.customer_id,
             order_id: r.order_id,
             amount_minor: r.amount_minor,
-            at: at.unwrap_or_else(|| self.referrals.store().now()),
+            at: at.unwrap_or(now),
         };
         let changed = self.referrals.record(&event).await?;
         Ok(Response::new(pb::RecordPurchaseResponse { referral: changed.as_ref().map(referral_to_proto) }))

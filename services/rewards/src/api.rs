@@ -47,7 +47,7 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         admin(&mut check, &r.program_id, &actor, &r.idempotency_key);
-        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
+        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check, self.rewards.store().now());
         if !reward.reward_id.is_empty() {
             check.add(Err(FieldViolation::new("reward.reward_id", "is given by the service; leave it empty")));
         }
@@ -64,7 +64,7 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         admin(&mut check, &r.program_id, &actor, &r.idempotency_key);
-        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check);
+        let reward = reward_from_proto(r.reward.unwrap_or_default(), &mut check, self.rewards.store().now());
         check.id("reward.reward_id", &reward.reward_id);
         check.done(DOMAIN)?;
         // Replacing with the same content twice is the same replacement: idempotent by nature.
@@ -230,7 +230,8 @@ fn voucher_state(redemption: &Redemption, now: Micros) -> pb::VoucherState {
     }
 }
 
-fn reward_from_proto(r: pb::Reward, check: &mut Check) -> Reward {
+/// `now` is the service's clock, which bounds `starts_at` and `ends_at`.
+fn reward_from_proto(r: pb::Reward, check: &mut Check, now: Micros) -> Reward {
     let kind = match pb::RewardKind::try_from(r.kind) {
         Ok(pb::RewardKind::FixedDiscount) => Kind::FixedDiscount { amount_minor: r.amount_minor, currency: r.currency },
         Ok(pb::RewardKind::PercentDiscount) => Kind::PercentDiscount { percent_bp: i64::from(r.percent_bp) },
@@ -242,8 +243,8 @@ fn reward_from_proto(r: pb::Reward, check: &mut Check) -> Reward {
             Kind::Custom
         }
     };
-    let starts_at = check.timestamp("reward.starts_at", r.starts_at.as_ref());
-    let ends_at = check.timestamp("reward.ends_at", r.ends_at.as_ref());
+    let starts_at = check.timestamp("reward.starts_at", r.starts_at.as_ref(), now);
+    let ends_at = check.timestamp("reward.ends_at", r.ends_at.as_ref(), now);
     let reward = Reward {
         reward_id: r.reward_id,
         name: r.name,

@@ -303,7 +303,7 @@ async fn refusals_spend_nothing(backend: Backend) {
         ],
         window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
         downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
-        version: 0,
+        ..Default::default()
     };
     m.tiers
         .put_ladder(tiers::PutLadderRequest {

@@ -11,7 +11,7 @@ use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::tiers::v1 as pb;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersService;
 
-use crate::domain::{self, Downgrade, Ladder, Membership, Reason, Tier, Window};
+use crate::domain::{self, Basis, Benefits, Downgrade, Ladder, Membership, Reason, Tier, Window};
 use crate::error::DOMAIN;
 use crate::service::Tiers;
 
@@ -104,8 +104,9 @@ impl TiersService for TiersApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("tier_id", &r.tier_id);
         check.id("actor", &actor).id("idempotency_key", &r.idempotency_key);
-        let ends_at = check.timestamp("ends_at", r.ends_at.as_ref());
-        if ends_at.is_some_and(|at| at <= self.tiers.store().now()) {
+        let now = self.tiers.store().now();
+        let ends_at = check.timestamp("ends_at", r.ends_at.as_ref(), now);
+        if ends_at.is_some_and(|at| at <= now) {
             check.add(Err(FieldViolation::new("ends_at", "must be in the future")));
         }
         check.done(DOMAIN)?;
@@ -154,10 +155,14 @@ impl TiersService for TiersApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        let at = check.timestamp("at", r.at.as_ref());
+        let at = check.timestamp("at", r.at.as_ref(), self.tiers.store().now());
         check.done(DOMAIN)?;
-        let (tier_id, bp) = self.tiers.multiplier(&r.program_id, &r.customer_id, at).await?;
-        Ok(Response::new(pb::GetMultiplierResponse { tier_id, multiplier_bp: i32::try_from(bp).unwrap_or(i32::MAX) }))
+        let standing = self.tiers.multiplier(&r.program_id, &r.customer_id, at).await?;
+        Ok(Response::new(pb::GetMultiplierResponse {
+            tier_id: standing.tier_id,
+            multiplier_bp: i32::try_from(standing.multiplier_bp).unwrap_or(i32::MAX),
+            birthday_multiplier_bp: i32::try_from(standing.birthday_multiplier_bp).unwrap_or(i32::MAX),
+        }))
     }
 }
 
@@ -194,11 +199,24 @@ fn ladder_from_proto(l: pb::Ladder, bad: &mut Vec<FieldViolation>) -> Ladder {
             threshold: t.threshold,
             multiplier_bp: i64::from(t.multiplier_bp),
             perks: t.perks,
-            exclusive_rewards: t.exclusive_rewards,
             hidden: t.hidden,
+            benefits: benefits_from_proto(t.benefits.unwrap_or_default()),
         })
         .collect();
-    let ladder = Ladder { tiers, window, downgrade, version: 0 };
+    let basis = match pb::QualificationBasis::try_from(l.qualification_basis) {
+        Ok(pb::QualificationBasis::Unspecified | pb::QualificationBasis::AllEarned) => Basis::AllEarned,
+        Ok(pb::QualificationBasis::OrderPointsBase) => Basis::OrderPointsBase,
+        Ok(pb::QualificationBasis::OrderPointsAll) => Basis::OrderPointsAll,
+        Ok(pb::QualificationBasis::Spend) => Basis::Spend,
+        Err(_) => {
+            bad.push(FieldViolation::new(
+                "ladder.qualification_basis",
+                "must be ALL_EARNED, ORDER_POINTS_BASE, ORDER_POINTS_ALL or SPEND",
+            ));
+            Basis::AllEarned
+        }
+    };
+    let ladder = Ladder { tiers, window, downgrade, version: 0, basis };
     bad.extend(ladder.validate());
     ladder
 }
@@ -224,13 +242,14 @@ fn ladder_to_proto(l: &Ladder) -> pb::Ladder {
                 threshold: t.threshold,
                 multiplier_bp: i32::try_from(t.multiplier_bp).unwrap_or(i32::MAX),
                 perks: t.perks.clone(),
-                exclusive_rewards: t.exclusive_rewards,
                 hidden: t.hidden,
+                benefits: Some(benefits_to_proto(&t.benefits)),
             })
             .collect(),
         window: Some(pb::Window { kind: kind as i32, days }),
         downgrade: Some(pb::DowngradePolicy { kind: downgrade as i32, grace_days }),
         version: l.version,
+        qualification_basis: basis_to_proto(l.basis) as i32,
     }
 }
 
@@ -253,6 +272,36 @@ fn membership_to_proto(m: &Membership, ladder: &Ladder, now: Micros) -> pb::Memb
         assigned: m.assigned_tier_id.is_some(),
         assignment_ends_at: m.assigned_until.map(to_timestamp),
         downgrade_at: m.grace_until.map(to_timestamp),
+        qualification_basis: basis_to_proto(ladder.basis) as i32,
+        benefits: tier.map(|t| benefits_to_proto(&t.benefits)),
+        perks: tier.map(|t| t.perks.clone()).unwrap_or_default(),
+    }
+}
+
+fn benefits_from_proto(b: pb::TierBenefits) -> Benefits {
+    Benefits {
+        free_shipping: b.free_shipping,
+        early_access_hours: b.early_access_hours,
+        birthday_multiplier_bp: i64::from(b.birthday_multiplier_bp),
+        flags: b.flags,
+    }
+}
+
+fn benefits_to_proto(b: &Benefits) -> pb::TierBenefits {
+    pb::TierBenefits {
+        free_shipping: b.free_shipping,
+        early_access_hours: b.early_access_hours,
+        birthday_multiplier_bp: i32::try_from(b.birthday_multiplier_bp).unwrap_or(i32::MAX),
+        flags: b.flags.clone(),
+    }
+}
+
+fn basis_to_proto(basis: Basis) -> pb::QualificationBasis {
+    match basis {
+        Basis::AllEarned => pb::QualificationBasis::AllEarned,
+        Basis::OrderPointsBase => pb::QualificationBasis::OrderPointsBase,
+        Basis::OrderPointsAll => pb::QualificationBasis::OrderPointsAll,
+        Basis::Spend => pb::QualificationBasis::Spend,
     }
 }
 

@@ -1,14 +1,16 @@
-//! The tiers service as a consumer of the points ledger: earns qualify,
-//! reversals stop qualifying; spends, expiry, adjustments and activations
-//! leave qualifying points alone.
+//! The tiers service as a consumer of the points ledger: earns qualify (by
+//! every measure a ladder's basis may count), reversals take back their
+//! share; spends, expiry, adjustments and activations leave qualification
+//! alone.
 
 use loyalty_common::clock::from_timestamp;
 use loyalty_common::db::Database;
 use loyalty_common::follow::{BoxError, LedgerConsumer};
 use loyalty_proto::points::v1 as points;
 
+use crate::domain::Measures;
 use crate::service::Tiers;
-use crate::store::QualifyingEntry;
+use crate::store::{QualifyingChange, QualifyingEntry};
 
 impl LedgerConsumer for Tiers {
     const NAME: &'static str = "tiers";
@@ -30,9 +32,19 @@ impl LedgerConsumer for Tiers {
 
 fn qualifying(entry: points::LedgerEntry) -> Option<QualifyingEntry> {
     let kind = points::EntryKind::try_from(entry.kind).ok()?;
-    let (points, reverses) = match kind {
-        points::EntryKind::Earn => (entry.amount, None),
-        points::EntryKind::Reverse => (-entry.amount, Some(entry.related_transaction_id)),
+    let is_order = !entry.order_id.is_empty();
+    let change = match kind {
+        points::EntryKind::Earn => QualifyingChange::Earn(Measures {
+            points: entry.amount,
+            order_points: if is_order { entry.amount } else { 0 },
+            base_points: if is_order { entry.base_points } else { 0 },
+            spend_minor: if is_order { entry.order_amount_minor } else { 0 },
+        }),
+        points::EntryKind::Reverse => QualifyingChange::Reverse {
+            earn: entry.related_transaction_id,
+            points: entry.amount,
+            refunded_minor: is_order.then_some(entry.order_amount_minor),
+        },
         _ => return None,
     };
     Some(QualifyingEntry {
@@ -40,8 +52,7 @@ fn qualifying(entry: points::LedgerEntry) -> Option<QualifyingEntry> {
         transaction_id: entry.transaction_id,
         program_id: entry.program_id,
         customer_id: entry.customer_id,
-        points,
         occurred_at: entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default(),
-        reverses,
+        change,
     })
 }

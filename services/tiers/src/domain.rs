@@ -11,6 +11,7 @@ pub const BP_ONE: i64 = 10_000;
 /// Largest earn multiplier a tier may carry: 10x.
 pub const MAX_MULTIPLIER_BP: i64 = 100_000;
 const MAX_TIERS: usize = 50;
+const MAX_EARLY_ACCESS_HOURS: i32 = 8_760;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tier {
@@ -19,8 +20,27 @@ pub struct Tier {
     pub threshold: i64,
     pub multiplier_bp: i64,
     pub perks: Vec<String>,
-    pub exclusive_rewards: bool,
     pub hidden: bool,
+    #[serde(default)]
+    pub benefits: Benefits,
+}
+
+/// A tier's benefits in machine-readable form, beside the free-text perks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Benefits {
+    pub free_shipping: bool,
+    /// 0: no early access.
+    pub early_access_hours: i32,
+    /// 0 or 1x: no birthday bonus.
+    pub birthday_multiplier_bp: i64,
+    pub flags: Vec<String>,
+}
+
+impl Benefits {
+    /// The birthday multiplier in effect: 1x when none is set.
+    pub fn birthday_bp(&self) -> i64 {
+        self.birthday_multiplier_bp.max(BP_ONE)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +58,31 @@ pub enum Downgrade {
     EndOfNextPeriod,
 }
 
+/// What moves a member up: every earned point, order points (base only or
+/// with bonuses), or spend in minor units. Every qualifying event stores all
+/// four measures, so changing the basis needs no replay of the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Basis {
+    /// Ladders stored before the basis existed qualified on every earn.
+    #[default]
+    AllEarned,
+    OrderPointsBase,
+    OrderPointsAll,
+    Spend,
+}
+
+impl Basis {
+    /// The `qualifying_events` column this basis sums.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::AllEarned => "points",
+            Self::OrderPointsBase => "base_points",
+            Self::OrderPointsAll => "order_points",
+            Self::Spend => "spend_minor",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ladder {
     /// Lowest first.
@@ -45,12 +90,59 @@ pub struct Ladder {
     pub window: Window,
     pub downgrade: Downgrade,
     pub version: i64,
+    #[serde(default)]
+    pub basis: Basis,
 }
 
 impl Default for Ladder {
     /// No tiers: nobody has a tier, everyone earns at 1x.
     fn default() -> Self {
-        Self { tiers: Vec::new(), window: Window::CalendarYear, downgrade: Downgrade::Immediate, version: 0 }
+        Self {
+            tiers: Vec::new(),
+            window: Window::CalendarYear,
+            downgrade: Downgrade::Immediate,
+            version: 0,
+            basis: Basis::AllEarned,
+        }
+    }
+}
+
+/// What one ledger entry adds to each qualification measure (negative for a
+/// reversal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measures {
+    /// Every earned point.
+    pub points: i64,
+    /// Points of an order earn, bonuses included.
+    pub order_points: i64,
+    /// Points of an order earn before tier and campaign bonuses.
+    pub base_points: i64,
+    /// The order's amount, in minor units.
+    pub spend_minor: i64,
+}
+
+impl Measures {
+    /// What reversing `reversed` more points of `earn` (of which
+    /// `already_reversed` were taken back before) subtracts. Each measure
+    /// keeps the share of the earn still standing, rounded down, so that
+    /// reversing everything takes back exactly everything. A refund's
+    /// amount, when given, is the spend taken back.
+    pub fn reversal(earn: &Measures, already_reversed: i64, reversed: i64, refunded_minor: Option<i64>) -> Measures {
+        let total = earn.points.max(0);
+        let standing = |measure: i64, taken: i64| {
+            if total == 0 {
+                return 0;
+            }
+            let left = (total - taken.clamp(0, total)) as i128;
+            i64::try_from(i128::from(measure) * left / i128::from(total)).unwrap_or(0)
+        };
+        let share = |measure: i64| standing(measure, already_reversed) - standing(measure, already_reversed + reversed);
+        Measures {
+            points: -reversed,
+            order_points: -share(earn.order_points),
+            base_points: -share(earn.base_points),
+            spend_minor: -refunded_minor.unwrap_or_else(|| share(earn.spend_minor)),
+        }
     }
 }
 
@@ -142,6 +234,32 @@ impl Ladder {
             }
             if tier.perks.len() > 50 || tier.perks.iter().any(|p| p.is_empty() || p.len() > 200) {
                 bad.push(FieldViolation::new(field("perks"), "at most 50 perks of 1 to 200 bytes"));
+            }
+            let benefits = &tier.benefits;
+            if !(0..=MAX_EARLY_ACCESS_HOURS).contains(&benefits.early_access_hours) {
+                bad.push(FieldViolation::new(
+                    field("benefits.early_access_hours"),
+                    "must be between 0 and 8760 (a year)",
+                ));
+            }
+            if benefits.birthday_multiplier_bp != 0
+                && !(BP_ONE..=MAX_MULTIPLIER_BP).contains(&benefits.birthday_multiplier_bp)
+            {
+                bad.push(FieldViolation::new(
+                    field("benefits.birthday_multiplier_bp"),
+                    "must be 0 (none) or between 10000 (1x) and 100000 (10x)",
+                ));
+            }
+            let flag_ok = |f: &String| {
+                (1..=64).contains(&f.len())
+                    && f.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            };
+            let mut flags = std::collections::HashSet::new();
+            if benefits.flags.len() > 20 || !benefits.flags.iter().all(|f| flag_ok(f) && flags.insert(f)) {
+                bad.push(FieldViolation::new(
+                    field("benefits.flags"),
+                    "at most 20 distinct flags of 1 to 64 lowercase letters, digits, '_' or '-'",
+                ));
             }
             if tier.hidden {
                 continue;
@@ -355,9 +473,22 @@ mod tests {
             threshold,
             multiplier_bp: bp,
             perks: Vec::new(),
-            exclusive_rewards: false,
             hidden: false,
+            benefits: Benefits::default(),
         }
+    }
+
+    #[test]
+    fn reversals_take_back_each_measure_in_proportion_and_all_of_it_at_the_end() {
+        let earn = Measures { points: 30, order_points: 30, base_points: 10, spend_minor: 1_000 };
+        let first = Measures::reversal(&earn, 0, 10, None);
+        assert_eq!(first, Measures { points: -10, order_points: -10, base_points: -4, spend_minor: -334 });
+        let second = Measures::reversal(&earn, 10, 20, Some(500));
+        assert_eq!(second.base_points, -6, "the rest of the base, rounding included");
+        assert_eq!(second.spend_minor, -500, "a refund takes back its own amount");
+        assert_eq!(first.order_points + second.order_points, -30);
+        let activity = Measures { points: 50, ..Measures::default() };
+        assert_eq!(Measures::reversal(&activity, 0, 50, None), Measures { points: -50, ..Measures::default() });
     }
 
     fn ladder(downgrade: Downgrade) -> Ladder {
@@ -373,6 +504,7 @@ mod tests {
             window: Window::CalendarYear,
             downgrade,
             version: 1,
+            basis: Basis::OrderPointsBase,
         }
     }
 
@@ -454,12 +586,21 @@ mod tests {
     #[test]
     fn ladders_are_validated_field_by_field() {
         let mut l = ladder(Downgrade::GraceDays(0));
+        l.tiers[0].benefits = Benefits {
+            early_access_hours: -1,
+            birthday_multiplier_bp: 5_000,
+            flags: vec!["Free Returns".into()],
+            ..Benefits::default()
+        };
         l.tiers.push(tier("catalyst", 100, 5_000));
         l.window = Window::RollingDays(0);
         let fields: Vec<String> = l.validate().into_iter().map(|v| v.field).collect();
         assert_eq!(
             fields,
             [
+                "ladder.tiers[0].benefits.early_access_hours",
+                "ladder.tiers[0].benefits.birthday_multiplier_bp",
+                "ladder.tiers[0].benefits.flags",
                 "ladder.tiers[4].tier_id",
                 "ladder.tiers[4].multiplier_bp",
                 "ladder.tiers[4].threshold",

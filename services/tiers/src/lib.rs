@@ -45,7 +45,10 @@ pub const POLICY: Policy = Policy {
     ],
 };
 
-loyalty_common::embedded_migrations!("../migrations": 1 "tiers" "0001_tiers.sql");
+loyalty_common::embedded_migrations!("../migrations":
+    1 "tiers" "0001_tiers.sql",
+    2 "qualification basis" "0002_qualification_basis.sql",
+);
 
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]

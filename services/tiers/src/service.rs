@@ -11,7 +11,7 @@ use loyalty_common::clock::Micros;
 use loyalty_common::metrics::Metrics;
 use loyalty_common::shutdown::ShutdownSignal;
 
-use crate::domain::{Ladder, Membership};
+use crate::domain::{BP_ONE, Ladder, Membership};
 use crate::error::Error;
 use crate::store::{QualifyingEntry, TierStore};
 
@@ -24,11 +24,28 @@ const CACHE_CAPACITY: usize = 200_000;
 struct CachedTier {
     tier_id: String,
     multiplier_bp: i64,
+    birthday_multiplier_bp: i64,
     /// Since when the member holds the tier.
     since: Micros,
     fetched: Instant,
     /// When a review is due: the entry is stale from then on.
     valid_until: Option<Micros>,
+}
+
+/// A customer's tier as the points service prices with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Empty: no tier.
+    pub tier_id: String,
+    pub multiplier_bp: i64,
+    pub birthday_multiplier_bp: i64,
+}
+
+impl Standing {
+    fn on(ladder: &Ladder, tier_id: String) -> Self {
+        let birthday_multiplier_bp = ladder.tier(&tier_id).map_or(BP_ONE, |t| t.benefits.birthday_bp());
+        Self { multiplier_bp: ladder.multiplier_bp(&tier_id), birthday_multiplier_bp, tier_id }
+    }
 }
 
 pub struct Tiers {
@@ -56,14 +73,9 @@ impl Tiers {
         &self.store
     }
 
-    /// The customer's tier and multiplier at `at` (default: now); from
+    /// The customer's tier and multipliers at `at` (default: now); from
     /// memory when fresh and the tier has not changed since `at`.
-    pub async fn multiplier(
-        &self,
-        program_id: &str,
-        customer_id: &str,
-        at: Option<Micros>,
-    ) -> Result<(String, i64), Error> {
+    pub async fn multiplier(&self, program_id: &str, customer_id: &str, at: Option<Micros>) -> Result<Standing, Error> {
         let key = (program_id.to_owned(), customer_id.to_owned());
         let now = self.store.now();
         let at = at.unwrap_or(now).min(now);
@@ -72,7 +84,11 @@ impl Tiers {
         };
         if let Some(hit) = self.multipliers.read().expect("cache lock").get(&key).filter(fresh) {
             self.hits.inc();
-            return Ok((hit.tier_id.clone(), hit.multiplier_bp));
+            return Ok(Standing {
+                tier_id: hit.tier_id.clone(),
+                multiplier_bp: hit.multiplier_bp,
+                birthday_multiplier_bp: hit.birthday_multiplier_bp,
+            });
         }
         self.misses.inc();
         let (member, ladder) = self.membership(program_id, customer_id).await?;
@@ -83,8 +99,7 @@ impl Tiers {
             // (at today's ladder multipliers).
             self.store.tier_at(program_id, customer_id, at).await?
         };
-        let bp = ladder.multiplier_bp(&tier_id);
-        Ok((tier_id, bp))
+        Ok(Standing::on(&ladder, tier_id))
     }
 
     /// The membership now, evaluated first when a review is due.
@@ -194,6 +209,7 @@ impl Tiers {
             CachedTier {
                 tier_id: member.tier_id.clone(),
                 multiplier_bp: ladder.multiplier_bp(&member.tier_id),
+                birthday_multiplier_bp: ladder.tier(&member.tier_id).map_or(BP_ONE, |t| t.benefits.birthday_bp()),
                 since: member.since,
                 fetched: Instant::now(),
                 valid_until: member.next_review_at,

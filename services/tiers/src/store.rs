@@ -13,7 +13,7 @@ use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{Database, Dialect};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
-use crate::domain::{self, Change, Ladder, Membership, Qualifying, Reason, Window};
+use crate::domain::{self, Change, Ladder, Measures, Membership, Qualifying, Reason, Window};
 use crate::error::Error;
 
 const CONSUMER: &str = "points-ledger";
@@ -25,11 +25,18 @@ pub struct QualifyingEntry {
     pub transaction_id: String,
     pub program_id: String,
     pub customer_id: String,
-    /// Signed: earns count up, reversals down.
-    pub points: i64,
     pub occurred_at: Micros,
-    /// For a reversal, the earn it takes back.
-    pub reverses: Option<String>,
+    pub change: QualifyingChange,
+}
+
+/// What a ledger entry does to qualification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QualifyingChange {
+    /// An earn, with what it adds to each measure.
+    Earn(Measures),
+    /// A reversal of `points` of the earn `earn`; a refund also says the
+    /// amount refunded. The measures taken back follow from the earn's.
+    Reverse { earn: String, points: i64, refunded_minor: Option<i64> },
 }
 
 /// A membership change as the history keeps it.
@@ -260,27 +267,26 @@ impl TierStore {
         let cursor = cursor.unwrap_or(0);
         let mut touched = BTreeSet::new();
         for entry in entries.iter().filter(|e| e.sequence > cursor) {
-            // A reversal stops the earn it reverses from qualifying, in the
-            // window that earn counted in.
-            let occurred_at = match &entry.reverses {
-                Some(earn) => {
-                    let at: Option<i64> =
-                        sqlx::query_scalar("SELECT occurred_at_us FROM qualifying_events WHERE transaction_id = $1")
-                            .bind(earn)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    at.unwrap_or(entry.occurred_at)
+            let (measures, occurred_at, reverses) = match &entry.change {
+                QualifyingChange::Earn(measures) => (*measures, entry.occurred_at, None),
+                QualifyingChange::Reverse { earn, points, refunded_minor } => {
+                    let (measures, at) = reversal(&mut tx, earn, *points, *refunded_minor).await?;
+                    (measures, at.unwrap_or(entry.occurred_at), Some(earn.as_str()))
                 }
-                None => entry.occurred_at,
             };
             let inserted = sqlx::query(
-                "INSERT INTO qualifying_events (transaction_id, program_id, customer_id, points, occurred_at_us, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                "INSERT INTO qualifying_events (transaction_id, program_id, customer_id, points, order_points, \
+                 base_points, spend_minor, reverses, occurred_at_us, sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
             )
             .bind(&entry.transaction_id)
             .bind(&entry.program_id)
             .bind(&entry.customer_id)
-            .bind(entry.points)
+            .bind(measures.points)
+            .bind(measures.order_points)
+            .bind(measures.base_points)
+            .bind(measures.spend_minor)
+            .bind(reverses)
             .bind(occurred_at)
             .bind(entry.sequence)
             .execute(&mut *tx)
@@ -396,15 +402,17 @@ impl TierStore {
         now: Micros,
     ) -> Result<Qualifying, Error> {
         let start = ladder.window_start(now).unwrap_or(i64::MIN);
+        let column = ladder.basis.column();
+        let sum_sql = format!(
+            "SELECT CAST(COALESCE(SUM({column}), 0) AS BIGINT) FROM qualifying_events \
+             WHERE program_id = $1 AND customer_id = $2 AND occurred_at_us >= $3 AND occurred_at_us < $4"
+        );
         let sum = |from: Micros, to: Micros| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM qualifying_events \
-                 WHERE program_id = $1 AND customer_id = $2 AND occurred_at_us >= $3 AND occurred_at_us < $4",
-            )
-            .bind(program_id.to_owned())
-            .bind(customer_id.to_owned())
-            .bind(from)
-            .bind(to)
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sum_sql.clone()))
+                .bind(program_id.to_owned())
+                .bind(customer_id.to_owned())
+                .bind(from)
+                .bind(to)
         };
         let current = sum(start, i64::MAX).fetch_one(&mut *tx).await?;
         let previous_period = match ladder.downgrade {
@@ -416,20 +424,52 @@ impl TierStore {
         };
         let oldest_in_window = match ladder.window {
             Window::RollingDays(_) => {
-                sqlx::query_scalar::<_, Option<i64>>(
+                let sql = format!(
                     "SELECT MIN(occurred_at_us) FROM qualifying_events \
-                     WHERE program_id = $1 AND customer_id = $2 AND occurred_at_us >= $3 AND points > 0",
-                )
-                .bind(program_id)
-                .bind(customer_id)
-                .bind(start)
-                .fetch_one(&mut *tx)
-                .await?
+                     WHERE program_id = $1 AND customer_id = $2 AND occurred_at_us >= $3 AND {column} > 0"
+                );
+                sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql))
+                    .bind(program_id)
+                    .bind(customer_id)
+                    .bind(start)
+                    .fetch_one(&mut *tx)
+                    .await?
             }
             _ => None,
         };
         Ok(Qualifying { current: current.max(0), previous_period: previous_period.max(0), oldest_in_window })
     }
+}
+
+/// What reversing `points` of `earn` takes from each measure, and when the
+/// earn happened (a reversal stops it qualifying in the window it counted
+/// in). An earn this service never saw gives only its points back.
+async fn reversal(
+    tx: &mut AnyConnection,
+    earn: &str,
+    points: i64,
+    refunded_minor: Option<i64>,
+) -> Result<(Measures, Option<Micros>), Error> {
+    let row = sqlx::query(
+        "SELECT points, order_points, base_points, spend_minor, occurred_at_us, \
+         (SELECT CAST(COALESCE(-SUM(r.points), 0) AS BIGINT) FROM qualifying_events r WHERE r.reverses = $1) \
+         AS reversed FROM qualifying_events WHERE transaction_id = $1",
+    )
+    .bind(earn)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        let spend_minor = -refunded_minor.unwrap_or(0);
+        return Ok((Measures { points: -points, spend_minor, ..Measures::default() }, None));
+    };
+    let measures = Measures {
+        points: row.try_get("points")?,
+        order_points: row.try_get("order_points")?,
+        base_points: row.try_get("base_points")?,
+        spend_minor: row.try_get("spend_minor")?,
+    };
+    let reversed: i64 = row.try_get("reversed")?;
+    Ok((Measures::reversal(&measures, reversed, points, refunded_minor), Some(row.try_get("occurred_at_us")?)))
 }
 
 fn membership_from_row(row: &AnyRow) -> Result<Membership, sqlx::Error> {

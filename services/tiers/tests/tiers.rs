@@ -39,6 +39,7 @@ struct Mesh {
     clock: ManualClock,
     points_server: PointsServer,
     tiers_server: Option<TiersServer>,
+    replays: Vec<TiersServer>,
     tiers_url: String,
     points_addr: SocketAddr,
     databases: Vec<TestDatabase>,
@@ -82,6 +83,7 @@ impl Mesh {
             clock,
             points_server,
             tiers_server: None,
+            replays: Vec::new(),
             tiers_url,
             points_addr,
             databases,
@@ -111,6 +113,59 @@ impl Mesh {
         self.tiers = TiersServiceClient::connect(format!("http://{addr}")).await.unwrap();
     }
 
+    /// A second tiers service with an empty database of its own, reading the
+    /// same ledger from the start: what a fresh replay gives.
+    async fn fresh_tiers(&mut self) -> TiersServiceClient<Channel> {
+        let url = if self.tiers_url.starts_with("sqlite:") {
+            format!("sqlite://{}/tiers-replay-{}.db", self.dir.display(), unique_suffix())
+        } else {
+            let database = TestDatabase::create().await;
+            let url = database.url.clone();
+            self.databases.push(database);
+            url
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = loyalty_tiers::Config::parse_from([
+            "loyalty-tiers",
+            "--auth",
+            "off",
+            "--database-url",
+            &url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--points-addr",
+            &self.points_addr.to_string(),
+            "--review-interval-secs",
+            "3600",
+        ]);
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        self.replays.push(TiersServer::start(config, listener, Some(clock)).await.unwrap());
+        TiersServiceClient::connect(format!("http://{addr}")).await.unwrap()
+    }
+
+    async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) -> i64 {
+        let request = points::EarnForOrderRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            order_id: order_id.into(),
+            amount_minor,
+            currency: "EUR".into(),
+            occurred_at: None,
+        };
+        self.points.earn_for_order(request).await.unwrap().into_inner().points
+    }
+
+    async fn refund(&mut self, order_id: &str, amount_minor: i64) {
+        let request = points::RefundOrderRequest {
+            program_id: "shop".into(),
+            order_id: order_id.into(),
+            refunded_amount_minor: amount_minor,
+            idempotency_key: format!("refund-{order_id}-{amount_minor}"),
+        };
+        self.points.refund_order(request).await.unwrap();
+    }
+
     async fn restart_tiers(&mut self) {
         self.tiers_server.take().unwrap().shutdown().await.unwrap();
         self.start_tiers(TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
@@ -120,6 +175,9 @@ impl Mesh {
         if let Some(tiers) = self.tiers_server.take() {
             tiers.shutdown().await.unwrap();
         }
+        for replay in self.replays {
+            replay.shutdown().await.unwrap();
+        }
         self.points_server.shutdown().await.unwrap();
         for database in self.databases {
             database.drop_database().await;
@@ -128,6 +186,16 @@ impl Mesh {
     }
 
     async fn put_ladder(&mut self, window: pb::Window, downgrade: pb::DowngradePolicy) {
+        self.put_ladder_on(window, downgrade, pb::QualificationBasis::Unspecified, "ladder-1").await;
+    }
+
+    async fn put_ladder_on(
+        &mut self,
+        window: pb::Window,
+        downgrade: pb::DowngradePolicy,
+        basis: pb::QualificationBasis,
+        key: &str,
+    ) {
         let ladder = pb::Ladder {
             tiers: vec![
                 tier("explorer", 0, 10_000, false),
@@ -138,13 +206,14 @@ impl Mesh {
             window: Some(window),
             downgrade: Some(downgrade),
             version: 0,
+            qualification_basis: basis as i32,
         };
         self.tiers
             .put_ladder(pb::PutLadderRequest {
                 program_id: "shop".into(),
                 ladder: Some(ladder),
                 actor: "admin@shop".into(),
-                idempotency_key: "ladder-1".into(),
+                idempotency_key: key.into(),
             })
             .await
             .expect("ladder accepted");
@@ -205,8 +274,17 @@ fn tier(id: &str, threshold: i64, bp: i32, hidden: bool) -> pb::Tier {
         threshold,
         multiplier_bp: bp,
         perks: vec![format!("{id} perk")],
-        exclusive_rewards: false,
         hidden,
+        benefits: (id == "catalyst").then(catalyst_benefits),
+    }
+}
+
+fn catalyst_benefits() -> pb::TierBenefits {
+    pb::TierBenefits {
+        free_shipping: true,
+        early_access_hours: 24,
+        birthday_multiplier_bp: 20_000,
+        flags: vec!["free_returns".into()],
     }
 }
 
@@ -226,6 +304,8 @@ loyalty_common::on_both_backends!(
     consumer_restart_counts_every_entry_once,
     top_tier_customer_earns_with_the_multiplier,
     ladders_are_validated,
+    spend_counts_purchases_only_and_refunds_move_down,
+    switching_the_basis_matches_a_fresh_replay,
 );
 
 async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: Backend) {
@@ -235,6 +315,15 @@ async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: B
     let member = m.caught_up("ana", 1_200).await;
     assert_eq!((member.tier_id.as_str(), member.multiplier_bp), ("catalyst", 15_000));
     assert_eq!((member.next_tier_id.as_str(), member.points_to_next_tier), ("advocate", 3_800));
+    assert_eq!(member.benefits, Some(catalyst_benefits()), "a checkout reads free shipping from the membership");
+    assert_eq!(member.perks, ["catalyst perk"]);
+    let standing = m
+        .tiers
+        .get_multiplier(pb::GetMultiplierRequest { program_id: "shop".into(), customer_id: "ana".into(), at: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((standing.multiplier_bp, standing.birthday_multiplier_bp), (15_000, 20_000));
 
     m.points
         .reverse(points::ReverseRequest {
@@ -479,6 +568,7 @@ async fn ladders_are_validated(backend: Backend) {
         window: Some(window(pb::WindowKind::Unspecified, 0)),
         downgrade: Some(downgrade(pb::DowngradeKind::Immediate, 0)),
         version: 0,
+        qualification_basis: 0,
     };
     let status = m
         .tiers
@@ -502,5 +592,96 @@ async fn ladders_are_validated(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!((multiplier.tier_id.as_str(), multiplier.multiplier_bp), ("", 10_000));
+    m.stop().await;
+}
+
+async fn spend_counts_purchases_only_and_refunds_move_down(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let (lifetime, immediate) = (window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0));
+    m.put_ladder_on(lifetime, immediate, pb::QualificationBasis::Spend, "spend").await;
+    // A sign-up and a referral bonus are not purchases.
+    m.earn("fay", 2_000, "sign-up").await;
+    m.earn("fay", 6_000, "referral-bonus").await;
+    m.order("fay", "o-1", 800).await;
+    let member = m.caught_up("fay", 800).await;
+    assert_eq!(member.tier_id, "explorer", "8,000 bonus points and 800 spent: no higher tier");
+    assert_eq!(member.qualification_basis, pb::QualificationBasis::Spend as i32);
+    assert_eq!((member.next_tier_id.as_str(), member.points_to_next_tier), ("catalyst", 200));
+
+    m.order("fay", "o-2", 5_000).await;
+    assert_eq!(m.caught_up("fay", 5_800).await.tier_id, "advocate");
+    m.refund("o-2", 1_000).await;
+    assert_eq!(m.caught_up("fay", 4_800).await.tier_id, "catalyst", "the refund's amount no longer qualifies");
+    m.refund("o-2", 4_000).await;
+    assert_eq!(m.caught_up("fay", 800).await.tier_id, "explorer");
+    m.stop().await;
+}
+
+async fn switching_the_basis_matches_a_fresh_replay(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let (lifetime, immediate) = (window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0));
+    m.put_ladder_on(lifetime, immediate, pb::QualificationBasis::AllEarned, "all").await;
+    // gus: bonus points only; hal: orders, one of them earned at advocate's 2x
+    // and partly refunded; ivy: orders with a little bonus on top.
+    m.earn("gus", 6_000, "gus-bonus").await;
+    m.order("hal", "h-1", 500_000).await;
+    m.caught_up("hal", 5_000).await;
+    let doubled = m.order("hal", "h-2", 100_000).await;
+    assert_eq!(doubled, 2_000, "the second order earns at advocate's 2x");
+    m.refund("h-2", 25_000).await;
+    m.order("ivy", "i-1", 90_000).await;
+    m.earn("ivy", 200, "ivy-bonus").await;
+    assert_eq!(m.caught_up("gus", 6_000).await.tier_id, "advocate");
+    assert_eq!(m.caught_up("hal", 6_500).await.tier_id, "advocate");
+    assert_eq!(m.caught_up("ivy", 1_100).await.tier_id, "catalyst");
+
+    let customers = ["gus", "hal", "ivy"];
+    let expected = [
+        (pb::QualificationBasis::OrderPointsBase, [(0, "explorer"), (5_750, "advocate"), (900, "explorer")]),
+        (pb::QualificationBasis::OrderPointsAll, [(0, "explorer"), (6_500, "advocate"), (900, "explorer")]),
+        (pb::QualificationBasis::Spend, [(0, "explorer"), (575_000, "advocate"), (90_000, "advocate")]),
+        (pb::QualificationBasis::AllEarned, [(6_000, "advocate"), (6_500, "advocate"), (1_100, "catalyst")]),
+    ];
+    for (basis, standings) in expected {
+        m.put_ladder_on(lifetime, immediate, basis, &format!("{basis:?}")).await;
+        let mut replay = m.fresh_tiers().await;
+        replay
+            .put_ladder(pb::PutLadderRequest {
+                program_id: "shop".into(),
+                ladder: m
+                    .tiers
+                    .get_ladder(pb::GetLadderRequest { program_id: "shop".into() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .ladder,
+                actor: "admin@shop".into(),
+                idempotency_key: "replay".into(),
+            })
+            .await
+            .unwrap();
+        for (customer, (qualifying, tier)) in customers.into_iter().zip(standings) {
+            let switched = m.membership(customer).await;
+            assert_eq!(
+                (switched.qualifying_points, switched.tier_id.as_str()),
+                (qualifying, tier),
+                "{customer} after switching to {basis:?}"
+            );
+            let request = || pb::GetMembershipRequest { program_id: "shop".into(), customer_id: customer.into() };
+            let mut replayed = replay.get_membership(request()).await.unwrap().into_inner().membership.unwrap();
+            for _ in 0..500 {
+                if replayed.qualifying_points == qualifying && replayed.tier_id == tier {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                replayed = replay.get_membership(request()).await.unwrap().into_inner().membership.unwrap();
+            }
+            assert_eq!(
+                (replayed.qualifying_points, replayed.tier_id.as_str()),
+                (switched.qualifying_points, switched.tier_id.as_str()),
+                "{customer}: a fresh replay under {basis:?} disagrees with the switched ladder"
+            );
+        }
+    }
     m.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Program rules between their proto and domain forms, validating on the way in.
 
-use loyalty_common::clock::{Micros, from_timestamp, to_timestamp};
-use loyalty_common::validate::FieldViolation;
+use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::validate::{self, FieldViolation};
 use loyalty_proto::points::v1 as pb;
 
 use crate::program::AuditRecord;
@@ -115,7 +115,8 @@ pub fn settings_to_proto(s: &ProgramSettings) -> pb::ProgramSettings {
     }
 }
 
-pub fn campaign_from_proto(c: pb::Campaign, bad: &mut Vec<FieldViolation>) -> Campaign {
+/// `now` is the service's clock, which bounds `starts_at` and `ends_at`.
+pub fn campaign_from_proto(c: pb::Campaign, bad: &mut Vec<FieldViolation>, now: Micros) -> Campaign {
     let kind = match pb::CampaignKind::try_from(c.kind) {
         Ok(pb::CampaignKind::Multiplier) => CampaignKind::Multiplier { multiplier_bp: i64::from(c.multiplier_bp) },
         Ok(pb::CampaignKind::Bonus) => CampaignKind::Bonus { points: c.bonus_points },
@@ -125,13 +126,14 @@ pub fn campaign_from_proto(c: pb::Campaign, bad: &mut Vec<FieldViolation>) -> Ca
         }
     };
     let mut instant = |field: &str, ts: Option<prost_types::Timestamp>| -> Micros {
-        match ts.as_ref().and_then(from_timestamp) {
-            Some(at) => at,
-            None => {
-                bad.push(FieldViolation::new(field, "is required"));
-                0
-            }
-        }
+        let Some(ts) = ts else {
+            bad.push(FieldViolation::new(field, "is required"));
+            return 0;
+        };
+        validate::timestamp(field, &ts, now).unwrap_or_else(|violation| {
+            bad.push(violation);
+            0
+        })
     };
     let starts_at = instant("campaign.starts_at", c.starts_at);
     let ends_at = instant("campaign.ends_at", c.ends_at);

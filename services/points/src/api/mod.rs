@@ -97,8 +97,9 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
         check.points("points", r.points).text("reason", &r.reason);
-        let pending_until = check.timestamp("pending_until", r.pending_until.as_ref());
-        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
+        let now = self.ledger.now();
+        let pending_until = check.timestamp("pending_until", r.pending_until.as_ref(), now);
+        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref(), now);
         check.done(DOMAIN)?;
         let command =
             Command::Earn { customer_id: r.customer_id, points: r.points, reason: r.reason, pending_until, expires_at };
@@ -174,7 +175,7 @@ impl PointsService for PointsApi {
         if r.reason.trim().is_empty() {
             check.add(Err(FieldViolation::new("reason", "an adjustment needs a reason")));
         }
-        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref());
+        let expires_at = check.timestamp("expires_at", r.expires_at.as_ref(), self.ledger.now());
         if r.points < 0 && expires_at.is_some() {
             check.add(Err(FieldViolation::new("expires_at", "only applies to a positive adjustment")));
         }
@@ -353,7 +354,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
-        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
+        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0, self.ledger.now());
         if !campaign.campaign_id.is_empty() {
             check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
         }
@@ -372,7 +373,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).id("actor", &actor);
-        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0);
+        let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0, self.ledger.now());
         check.id("campaign.campaign_id", &campaign.campaign_id);
         check.done(DOMAIN)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
@@ -421,8 +422,9 @@ impl PointsService for PointsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("order_id", &r.order_id);
         check.order(r.amount_minor, &r.currency);
-        let occurred_at = check.timestamp("occurred_at", r.occurred_at.as_ref());
-        if occurred_at.is_some_and(|at| at > self.ledger.now() + MAX_CLOCK_SKEW) {
+        let now = self.ledger.now();
+        let occurred_at = check.timestamp("occurred_at", r.occurred_at.as_ref(), now);
+        if occurred_at.is_some_and(|at| at > now + MAX_CLOCK_SKEW) {
             check.add(Err(FieldViolation::new("occurred_at", "must not lie in the future")));
         }
         check.done(DOMAIN)?;
@@ -606,6 +608,7 @@ fn entry(row: &LedgerRow) -> pb::LedgerEntry {
         order_id: row.order_id.clone(),
         order_amount_minor: row.order_amount_minor,
         actor: row.actor.clone(),
+        base_points: row.base_points,
     }
 }
 
