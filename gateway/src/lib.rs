@@ -116,6 +116,16 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
+    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub database_acquire_timeout_ms: u64,
     /// The secret the services share (`LOYALTY_SERVICE_SECRET` on each); the gateway derives from it
     /// the identity it presents to them. Unset: calls carry none, which only services with
     /// `LOYALTY_AUTH=off` accept. The gateway itself always requires API keys.
@@ -180,7 +190,11 @@ impl GatewayServer {
             return Err(StartError::CorsOrigin(bad.clone()));
         }
         let tls = Tls::load(&config.tls)?;
-        let database = db::connect(&config.database_url, config.database_max_connections).await?;
+        let database = db::connect(
+            &config.database_url,
+            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
+        )
+        .await?;
         KeyStore::migrate(&database).await?;
         let peers = gateway_peers(config.service_secret.as_deref(), &tls).await?;
         let deadline = Duration::from_millis(config.upstream_timeout_ms.max(1));

@@ -1457,8 +1457,12 @@ pub struct RewardBody {
     /// For `free_product`.
     pub sku: Option<String>,
     pub point_cost: i64,
-    /// Only customers in this tier or above; absent: anyone.
+    /// Members of this visible tier or a visible tier above it (hidden tiers never count as above;
+    /// a hidden tier here means its members only); absent, with `eligible_tier_ids` empty: anyone.
     pub minimum_tier_id: Option<String>,
+    /// Members of exactly these tiers, hidden ones included; with `minimum_tier_id` too, either admits.
+    #[serde(default)]
+    pub eligible_tier_ids: Vec<String>,
     /// Vouchers that can be issued in total; absent: unlimited.
     pub total_stock: Option<i64>,
     /// At most this many redemptions per customer per `limit_period_days`; 0: no limit.
@@ -1499,6 +1503,7 @@ impl RewardBody {
             sku: self.sku.unwrap_or_default(),
             point_cost: self.point_cost,
             minimum_tier_id: self.minimum_tier_id.unwrap_or_default(),
+            eligible_tier_ids: self.eligible_tier_ids,
             total_stock: self.total_stock,
             remaining_stock: 0,
             per_customer_limit: self.per_customer_limit,
@@ -1530,6 +1535,9 @@ pub struct Reward {
     pub point_cost: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minimum_tier_id: Option<String>,
+    /// Only members of these tiers (hidden ones included) may redeem it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub eligible_tier_ids: Vec<String>,
     /// Absent: unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_stock: Option<i64>,
@@ -1571,6 +1579,7 @@ impl Reward {
             sku: non_empty(r.sku).filter(|_| matches!(kind, RewardKind::FreeProduct)),
             point_cost: r.point_cost,
             minimum_tier_id: non_empty(r.minimum_tier_id),
+            eligible_tier_ids: r.eligible_tier_ids,
             remaining_stock: r.total_stock.map(|_| r.remaining_stock),
             total_stock: r.total_stock,
             per_customer_limit: r.per_customer_limit,
@@ -1652,7 +1661,10 @@ pub fn archive_reward_request(
 pub enum Unavailability {
     /// Not enough points: `points_short` are missing.
     PointsShort,
+    /// Below the reward's minimum tier, which the customer can still reach.
     TierTooLow,
+    /// For other tiers: a hidden tier's members, or the tiers it lists.
+    TierNotEligible,
     OutOfStock,
     LimitReached,
     Unknown,
@@ -1676,6 +1688,7 @@ impl AvailableReward {
             Ok(rewards_pb::Unavailability::Unspecified) => None,
             Ok(rewards_pb::Unavailability::PointsShort) => Some(Unavailability::PointsShort),
             Ok(rewards_pb::Unavailability::TierTooLow) => Some(Unavailability::TierTooLow),
+            Ok(rewards_pb::Unavailability::TierNotEligible) => Some(Unavailability::TierNotEligible),
             Ok(rewards_pb::Unavailability::OutOfStock) => Some(Unavailability::OutOfStock),
             Ok(rewards_pb::Unavailability::LimitReached) => Some(Unavailability::LimitReached),
             Err(_) => Some(Unavailability::Unknown),

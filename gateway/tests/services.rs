@@ -258,7 +258,10 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(read.body["tiers"][2]["hidden"], true);
     assert_eq!(read.body["window"]["kind"], "lifetime");
     assert_eq!(read.body["qualification_basis"], "order_points_base");
-    assert_eq!(read.body["tiers"][0]["benefits"], json!({"free_shipping": false, "early_access_hours": 0, "birthday_multiplier_bp": 0, "flags": []}));
+    assert_eq!(
+        read.body["tiers"][0]["benefits"],
+        json!({"free_shipping": false, "early_access_hours": 0, "birthday_multiplier_bp": 0, "flags": []})
+    );
     let mut bad = ladder.clone();
     bad["tiers"][1]["threshold"] = json!(50);
     bad["tiers"][2]["benefits"]["flags"] = json!(["Priority Support"]);

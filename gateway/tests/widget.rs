@@ -178,6 +178,19 @@ async fn guests_see_how_the_program_works_without_a_token() {
     });
     h.put(&admin, "/v1/tiers/ladder", "ladder-1", ladder).await.ok();
     reward(&h, &admin, 100).await;
+    // Tier-only rewards are shown only to customers who may redeem them.
+    let tier_only = |name: &str, limit: Value| {
+        let mut body = json!({
+            "name": name, "kind": "free_shipping", "point_cost": 50, "voucher_validity_days": 30,
+        });
+        body.as_object_mut().unwrap().extend(limit.as_object().unwrap().clone());
+        body
+    };
+    let winback = h
+        .post(&admin, "/v1/rewards", "winback", tier_only("come back", json!({"eligible_tier_ids": ["winback"]})))
+        .await;
+    assert_eq!(winback.ok()["eligible_tier_ids"], json!(["winback"]));
+    h.post(&admin, "/v1/rewards", "gold", tier_only("gold and up", json!({"minimum_tier_id": "gold"}))).await.ok();
 
     let overview = h.get(&storefront, "/v1/program").await;
     let overview = overview.ok();
@@ -190,6 +203,7 @@ async fn guests_see_how_the_program_works_without_a_token() {
         overview["tiers"]["tiers"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(tiers, ["Bronze", "Gold"], "hidden tiers stay hidden");
     assert_eq!(overview["rewards"]["rewards"][0]["point_cost"], 100);
+    assert_eq!(overview["rewards"]["rewards"].as_array().unwrap().len(), 1, "no tier-only reward: {overview:#}");
     assert_eq!(
         overview["referral"],
         json!({"available": true, "enabled": false, "referrer_points": 0, "referee_points": 0})

@@ -108,7 +108,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
             let rewards = RewardList::from(reply.message)
                 .rewards
                 .into_iter()
-                .filter(|r| !r.archived && r.minimum_tier_id.is_none())
+                .filter(|r| !r.archived && r.minimum_tier_id.is_none() && r.eligible_tier_ids.is_empty())
                 .map(summary);
             CatalogOverview { available: true, reason: None, rewards: rewards.collect() }
         }

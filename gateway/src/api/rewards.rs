@@ -67,7 +67,7 @@ pub async fn available(
         (status = 200, description = "The redemption, with its voucher", body = Redemption,
          headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
         (status = 404, description = "No such reward in this program (`REWARD_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "Not redeemable now (`INSUFFICIENT_POINTS`, `TIER_TOO_LOW`, `OUT_OF_STOCK`, `LIMIT_REACHED`, `REWARD_NOT_ACTIVE`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Not redeemable now (`INSUFFICIENT_POINTS`, `TIER_TOO_LOW`, `TIER_NOT_ELIGIBLE`, `OUT_OF_STOCK`, `LIMIT_REACHED`, `REWARD_NOT_ACTIVE`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]

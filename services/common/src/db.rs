@@ -22,6 +22,42 @@ pub struct Database {
     pub dialect: Dialect,
 }
 
+/// How big a pool is and how long a caller waits for one of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSettings {
+    pub fn new(max_connections: u32, acquire_timeout_ms: u64) -> Self {
+        Self { max_connections, acquire_timeout: Duration::from_millis(acquire_timeout_ms.max(1)) }
+    }
+}
+
+/// Whether an error means the database cannot be reached or dropped us (a
+/// lost, refused or terminated connection, a restart, a full or closed
+/// pool, a busy SQLite file): worth a retry with the same idempotency key,
+/// so UNAVAILABLE and never INTERNAL. Everything else is a bug or bad data.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: class 08 (connection exception) and class 57 (operator
+        // intervention: admin shutdown, crash shutdown, cannot connect now,
+        // query cancelled). SQLite: BUSY and LOCKED, with extended codes.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57")
+                || (code.len() < 5 && code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
+        }),
+        _ => false,
+    }
+}
+
 /// One numbered migration, compiled into the binary with `include_str!`.
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedMigration {
@@ -80,8 +116,8 @@ impl Dialect {
 }
 
 /// Connects, creating the SQLite file (and its directory) when needed.
-pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbError> {
-    let (options, url, dialect) = pool_options(url, max_connections)?;
+pub async fn connect(url: &str, pool: PoolSettings) -> Result<Database, DbError> {
+    let (options, url, dialect) = pool_options(url, pool)?;
     let pool = options.connect(&url).await.map_err(DbError::Connect)?;
     if dialect == Dialect::Sqlite {
         // Readers never block the writer in WAL mode; the mode sticks to the file.
@@ -93,14 +129,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
 /// A pool that connects on first use: for a database that is only read now
 /// and then (the key store, from the services), whose outage must not stop
 /// a service from starting.
-pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Database, DbError> {
-    let (options, url, dialect) = pool_options(url, max_connections)?;
-    // A caller waiting on this pool waits for an answer, not for a slow failure.
-    let pool = options.acquire_timeout(Duration::from_secs(2)).connect_lazy(&url).map_err(DbError::Connect)?;
+pub fn connect_lazy(url: &str, pool: PoolSettings) -> Result<Database, DbError> {
+    let (options, url, dialect) = pool_options(url, pool)?;
+    let pool = options.connect_lazy(&url).map_err(DbError::Connect)?;
     Ok(Database { pool, dialect })
 }
 
-fn pool_options(url: &str, max_connections: u32) -> Result<(AnyPoolOptions, String, Dialect), DbError> {
+fn pool_options(url: &str, pool: PoolSettings) -> Result<(AnyPoolOptions, String, Dialect), DbError> {
+    let max_connections = pool.max_connections;
     install_default_drivers();
     let dialect = Dialect::from_url(url)?;
     let (url, max_connections) = match dialect {
@@ -114,7 +150,11 @@ fn pool_options(url: &str, max_connections: u32) -> Result<(AnyPoolOptions, Stri
     };
     let options = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(10))
+        // sqlx closes a connection whose ping fails when it comes back to the
+        // pool, but one that sat idle through a restart is only found dead by
+        // the ping before lending (`test_before_acquire`, kept on: one round
+        // trip per acquire, against a failed call per idle connection).
+        .acquire_timeout(pool.acquire_timeout)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
@@ -149,18 +189,19 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
 /// Connects and applies the migrations of the back-end the URL names.
 pub async fn open(
     url: &str,
-    max_connections: u32,
+    pool: PoolSettings,
     postgres: &[EmbeddedMigration],
     sqlite: &[EmbeddedMigration],
 ) -> Result<Database, DbError> {
-    let db = connect(url, max_connections).await?;
+    let db = connect(url, pool).await?;
     migrate(&db, if db.dialect == Dialect::Postgres { postgres } else { sqlite }).await?;
     Ok(db)
 }
 
-/// True when the database answers a trivial query.
-pub async fn ping(db: &Database) -> bool {
-    sqlx::query("SELECT 1").execute(&db.pool).await.is_ok()
+/// True when the database answers a trivial query within `within`.
+pub async fn ping(db: &Database, within: Duration) -> bool {
+    let query = sqlx::query("SELECT 1").execute(&db.pool);
+    matches!(tokio::time::timeout(within, query).await, Ok(Ok(_)))
 }
 
 fn prepare_sqlite_path(url: &str) -> Result<(), DbError> {
@@ -180,6 +221,62 @@ fn prepare_sqlite_path(url: &str) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What PostgreSQL really answers when it ends a connection, a pool that
+    /// cannot lend one, and a plain bug, classified.
+    #[tokio::test]
+    async fn lost_connections_and_full_pools_are_unavailable_and_bugs_are_not() {
+        let url = crate::testing::postgres_admin_url();
+        let db = connect(&url, PoolSettings::new(1, 200)).await.expect("the test PostgreSQL answers");
+        let mut conn = db.pool.acquire().await.unwrap();
+        let terminated = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())").execute(&mut *conn).await;
+        let error = terminated.expect_err("the server ends its own session");
+        assert!(is_unavailable(&error), "{error:?}");
+        let after = sqlx::query("SELECT 1").execute(&mut *conn).await.expect_err("the connection is gone");
+        assert!(is_unavailable(&after), "{after:?}");
+        drop(conn);
+
+        let held = db.pool.acquire().await.expect("a fresh connection replaces the dead one");
+        let waited = db.pool.acquire().await.expect_err("the only connection is lent out");
+        assert!(matches!(waited, sqlx::Error::PoolTimedOut) && is_unavailable(&waited), "{waited:?}");
+        drop(held);
+
+        let bug = sqlx::query("SELEC 1").execute(&db.pool).await.expect_err("a syntax error");
+        assert!(!is_unavailable(&bug), "{bug:?}");
+        let missing = sqlx::query("SELECT * FROM no_such_table").execute(&db.pool).await.expect_err("no table");
+        assert!(!is_unavailable(&missing), "{missing:?}");
+        db.pool.close().await;
+    }
+
+    /// A restart under a held and an idle connection, then a stopped server,
+    /// on a private cluster: each failure is UNAVAILABLE, and the pool never
+    /// lends the connection the restart broke.
+    #[tokio::test]
+    async fn a_restarted_or_stopped_server_is_unavailable_and_the_pool_heals() {
+        let pg = crate::throwaway::postgres::ThrowawayPostgres::start();
+        let db = connect(&pg.url(), PoolSettings::new(2, 300)).await.expect("the private PostgreSQL answers");
+        let (mut held, idle) = (db.pool.acquire().await.unwrap(), db.pool.acquire().await.unwrap());
+        drop(idle);
+        // The pool takes a connection back in a task of its own.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while db.pool.num_idle() < 1 {
+            assert!(std::time::Instant::now() < deadline, "the pool never took the idle connection back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pg.restart();
+        let terminated = sqlx::query("SELECT 1").execute(&mut *held).await.expect_err("the restart ended the session");
+        assert!(is_unavailable(&terminated), "{terminated:?}");
+        drop(held);
+        // The idle connection died too; the pool tests it before lending it.
+        sqlx::query("SELECT 1").execute(&db.pool).await.expect("the first call after a restart gets a live connection");
+
+        pg.stop();
+        let refused = sqlx::query("SELECT 1").execute(&db.pool).await.expect_err("the server is stopped");
+        assert!(is_unavailable(&refused), "{refused:?}");
+        let direct = <sqlx::AnyConnection as sqlx::Connection>::connect(&pg.url()).await.expect_err("refused");
+        assert!(is_unavailable(&direct), "{direct:?}");
+        db.pool.close().await;
+    }
 
     #[test]
     fn dialect_follows_the_url_scheme() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Connection};
 
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -51,8 +51,10 @@ pub trait LedgerConsumer: Send + Sync + 'static {
 /// Runs until shutdown, reconnecting after any failure.
 pub async fn run<C: LedgerConsumer>(consumer: Arc<C>, points_addr: String, peers: Peers, mut shutdown: ShutdownSignal) {
     loop {
-        let Some(leadership) = become_leader(consumer.database(), C::LOCK_KEY, &mut shutdown).await else { return };
-        match consume(consumer.as_ref(), &points_addr, &peers, &mut shutdown).await {
+        let Some(mut leadership) = become_leader(consumer.database(), C::LOCK_KEY, &mut shutdown).await else {
+            return;
+        };
+        match consume(consumer.as_ref(), &points_addr, &peers, &mut leadership, &mut shutdown).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(consumer = C::NAME, %error, "ledger consumer interrupted, reconnecting"),
         }
@@ -90,6 +92,7 @@ async fn consume<C: LedgerConsumer>(
     consumer: &C,
     points_addr: &str,
     peers: &Peers,
+    leadership: &mut Option<AnyConnection>,
     shutdown: &mut ShutdownSignal,
 ) -> Result<(), BoxError> {
     let channel = peers.endpoint(points_addr)?.connect().await?;
@@ -98,10 +101,21 @@ async fn consume<C: LedgerConsumer>(
     let request = points::StreamEventsRequest { after_sequence: cursor, program_id: String::new() };
     let mut stream = client.stream_events(request).await?.into_inner();
     tracing::info!(consumer = C::NAME, after_sequence = cursor, "following the points ledger");
+    let mut lock_check = tokio::time::interval(RETRY);
     loop {
         let first = tokio::select! {
             next = stream.next() => next,
             () = shutdown.fired() => return Ok(()),
+            _ = lock_check.tick() => {
+                // A database restart ends the lock's session, and with it the
+                // lock: stop, so that two replicas never consume at once.
+                if let Some(conn) = leadership.as_mut()
+                    && !matches!(tokio::time::timeout(RETRY, conn.ping()).await, Ok(Ok(())))
+                {
+                    return Err("the consumer lock's database session ended".into());
+                }
+                continue;
+            }
         };
         let Some(first) = first else { return Err("the points ledger stream ended".into()) };
         let mut batch = vec![first?];

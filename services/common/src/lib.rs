@@ -16,5 +16,6 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod testing;
+pub mod throwaway;
 pub mod tls;
 pub mod validate;

@@ -257,15 +257,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// How often health asks the database, and how long an answer may take:
+/// health follows an outage, and the recovery, within about a second.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// Keeps health in step with the database: NOT_SERVING while it does not answer.
 pub async fn watch_database(database: Database, health: Health, mut shutdown: ShutdownSignal) {
     let mut serving = true;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(DATABASE_CHECK_INTERVAL) => {}
             () = shutdown.fired() => return,
         }
-        let up = crate::db::ping(&database).await;
+        let up = crate::db::ping(&database, DATABASE_CHECK_TIMEOUT).await;
         if up != serving && !shutdown.is_fired() {
             serving = up;
             health.set(up).await;

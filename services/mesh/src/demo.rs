@@ -122,7 +122,10 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
     for (slug, reward) in [
         ("five-off", reward("€5 off", "5 euros off your next order", Kind::FixedDiscount, 150, 500, 0, "")),
         ("free-shipping", reward("Free shipping", "On your next order", Kind::FreeShipping, 250, 0, 0, "")),
-        ("ten-percent-v2", reward("10% off", "For Silver members and up", Kind::PercentDiscount, 500, 0, 1_000, "silver")),
+        (
+            "ten-percent-v2",
+            reward("10% off", "For Silver members and up", Kind::PercentDiscount, 500, 0, 1_000, "silver"),
+        ),
     ] {
         up.create_reward(rewards::CreateRewardRequest {
             program_id: PROGRAM.to_owned(),

@@ -4,12 +4,20 @@
 //! change (activation, expiry) has made stale is treated as a miss.
 //!
 //! Redis trouble never fails a request: reads fall back to the database and
-//! writes still commit. A balance we failed to refresh in Redis is
-//! remembered and deleted there before this process reads from Redis again,
-//! so no stale balance is served once Redis is back.
+//! writes still commit. A balance that could not be written to Redis is a
+//! *doubt*, recorded in the database (`balance_cache_doubts`), so that it
+//! survives a restart and reaches every replica. Each replica polls the doubts
+//! and trusts Redis only for accounts it knows no doubt about, and only while
+//! its last poll is recent (a lease); a process recording a doubt waits out
+//! that lease before answering, so once a write is acknowledged no replica
+//! serves the older balance. Whichever replica reaches Redis settles a doubt
+//! by leaving a tombstone at the doubted version, which refuses any older
+//! write still in flight, then deletes the doubt. A Redis server not seen
+//! before (restarted from an old snapshot, or a promoted replica) is emptied
+//! of balances before anyone trusts it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,11 +26,23 @@ use redis::aio::ConnectionManager;
 
 use loyalty_common::clock::Micros;
 use loyalty_common::metrics::Metrics;
+use loyalty_common::shutdown::ShutdownSignal;
 
 use crate::domain::Balance;
+use crate::store::{CacheDoubt, CacheDoubts};
 
-/// Past this many keys to clean up, clean up the whole prefix instead.
-const MAX_DIRTY_KEYS: usize = 100_000;
+/// How often each replica reads the doubts.
+const DOUBT_POLL: Duration = Duration::from_millis(100);
+/// How long a poll's view of the doubts is trusted, and so how long a process
+/// that recorded a doubt waits before answering. Well above `DOUBT_POLL`, so a
+/// slow poll does not cost the hits of a healthy replica.
+const DOUBT_LEASE: Duration = Duration::from_millis(400);
+/// Doubts read and settled per round; past it no account is trusted until
+/// the backlog is drained.
+const DOUBT_BATCH: usize = 1_000;
+/// Doubts this process could not record yet; past it the whole prefix is
+/// deleted from Redis instead.
+const MAX_OWN_DOUBTS: usize = 100_000;
 /// Bound on the in-process cache.
 const LOCAL_CAPACITY: usize = 200_000;
 
@@ -35,6 +55,20 @@ if current and tonumber(current) >= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Settles a doubt at version `ARGV[1]`: unless that version (or a newer one)
+/// is cached, leaves a balance-less entry at the version just below, so reads
+/// miss, the doubted balance can still be stored, and anything older cannot.
+const SETTLE_DOUBT: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
@@ -66,7 +100,7 @@ pub struct BalanceCache {
 
 enum Backend {
     Local(RwLock<HashMap<(String, String), Balance>>),
-    Redis(RedisCache),
+    Redis(Arc<RedisCache>),
 }
 
 struct RedisCache {
@@ -75,14 +109,43 @@ struct RedisCache {
     ttl: Duration,
     backoff: Duration,
     script: redis::Script,
+    doubts: CacheDoubts,
     trouble: Mutex<Trouble>,
 }
 
 #[derive(Default)]
 struct Trouble {
     skip_until: Option<Instant>,
-    dirty: HashSet<String>,
-    overflowed: bool,
+    /// When the last successful poll began: it read the doubts and found the
+    /// Redis server checked, with no Redis failure since. Redis is trusted
+    /// only within `DOUBT_LEASE` of it (never before the first poll).
+    polled_at: Option<Instant>,
+    /// The doubts that poll found, by Redis key.
+    seen: HashMap<String, SeenDoubt>,
+    /// That poll found more than `DOUBT_BATCH` doubts: trust no account.
+    backlog: bool,
+    /// Doubts of this process that a poll may not have seen yet.
+    own: HashMap<String, OwnDoubt>,
+    /// More own doubts than `MAX_OWN_DOUBTS`: trust no account until the
+    /// whole prefix is deleted from Redis.
+    own_overflowed: bool,
+    /// Counts polls, to tell which own doubts a poll was sure to see.
+    round: u64,
+    /// Counts Redis failures: a poll during which one happened vouches for nothing.
+    failures: u64,
+}
+
+struct SeenDoubt {
+    version: i64,
+    /// From then on every replica knows of the doubt, or trusts no Redis entry.
+    known_at: Instant,
+}
+
+struct OwnDoubt {
+    doubt: CacheDoubt,
+    /// The round during which the doubt was committed; `None` until it is.
+    recorded_in: Option<u64>,
+    known_at: Option<Instant>,
 }
 
 impl BalanceCache {
@@ -91,16 +154,43 @@ impl BalanceCache {
     }
 
     /// `backoff`: how long to leave Redis alone after it failed.
-    pub fn redis(conn: ConnectionManager, prefix: String, ttl: Duration, backoff: Duration, metrics: &Metrics) -> Self {
+    pub fn redis(
+        conn: ConnectionManager,
+        prefix: String,
+        ttl: Duration,
+        backoff: Duration,
+        doubts: CacheDoubts,
+        metrics: &Metrics,
+    ) -> Self {
         let redis = RedisCache {
             conn,
             prefix,
             ttl,
             backoff,
             script: redis::Script::new(PUT_IF_NEWER),
+            doubts,
             trouble: Mutex::new(Trouble::default()),
         };
-        Self { backend: Backend::Redis(redis), counters: CacheCounters::register(metrics) }
+        Self { backend: Backend::Redis(Arc::new(redis)), counters: CacheCounters::register(metrics) }
+    }
+
+    /// The background job that reads and settles doubts until shutdown
+    /// (Redis only; until it has run once, every read misses).
+    pub fn doubt_watcher(&self, mut shutdown: ShutdownSignal) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let Backend::Redis(redis) = &self.backend else { return None };
+        let redis = redis.clone();
+        Some(async move {
+            let mut ticker = tokio::time::interval(DOUBT_POLL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = shutdown.fired() => return,
+                }
+                // A backlog is drained batch after batch, not one batch per tick.
+                while redis.poll_doubts().await && !shutdown.is_fired() {}
+            }
+        })
     }
 
     /// A balance that is still valid at `now`, if cached.
@@ -156,17 +246,35 @@ impl RedisCache {
         format!("{}bal:{{{}:{program_id}:{customer_id}}}", self.prefix, program_id.len())
     }
 
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `Ok(None)` without asking Redis for an account that is doubted, or
+    /// when the view of the doubts is too old to vouch for any.
     async fn get(&self, program_id: &str, customer_id: &str) -> Result<Option<Balance>, ()> {
-        if !self.usable().await {
-            return Err(());
-        }
         let key = self.key(program_id, customer_id);
+        {
+            let trouble = self.trouble.lock().expect("cache lock");
+            if trouble.skip_until.is_some_and(|until| Instant::now() < until) {
+                return Err(());
+            }
+            let leased = trouble.polled_at.is_some_and(|at| at.elapsed() < DOUBT_LEASE);
+            if !leased
+                || trouble.backlog
+                || trouble.own_overflowed
+                || trouble.seen.contains_key(&key)
+                || trouble.own.contains_key(&key)
+            {
+                return Ok(None);
+            }
+        }
         let mut conn = self.conn.clone();
         match conn.hget::<_, _, Option<String>>(&key, "d").await {
             Ok(Some(json)) => Ok(serde_json::from_str(&json).ok()),
             Ok(None) => Ok(None),
             Err(error) => {
-                self.failed(None, &error);
+                self.failed(&error);
                 Err(())
             }
         }
@@ -174,16 +282,173 @@ impl RedisCache {
 
     async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance) -> Result<(), ()> {
         let key = self.key(program_id, customer_id);
-        if self.skipping() {
-            self.remember_dirty(key);
-            return Err(());
+        if !self.skipping() {
+            let json = serde_json::to_string(balance).expect("balances serialise");
+            let mut conn = self.conn.clone();
+            let result: redis::RedisResult<i64> =
+                self.script.key(&key).arg(balance.version).arg(json).arg(self.ttl_ms()).invoke_async(&mut conn).await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(error) => self.failed(&error),
+            }
         }
-        let json = serde_json::to_string(balance).expect("balances serialise");
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let doubt = CacheDoubt {
+            program_id: program_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            version: balance.version,
+        };
+        self.doubt(key, doubt).await;
+        Err(())
+    }
+
+    /// Remembers that Redis may hold an older balance than `doubt.version`:
+    /// at once in this process, then in the database for the others. Returns
+    /// once every replica knows of it, or has stopped trusting Redis.
+    async fn doubt(&self, key: String, doubt: CacheDoubt) {
+        let known = {
+            let mut trouble = self.trouble.lock().expect("cache lock");
+            let seen = trouble.seen.get(&key).filter(|s| s.version >= doubt.version).map(|s| s.known_at);
+            let own = trouble.own.get(&key).filter(|o| o.doubt.version >= doubt.version).and_then(|o| o.known_at);
+            let known = seen.or(own);
+            if known.is_none() {
+                if trouble.own.len() >= MAX_OWN_DOUBTS && !trouble.own.contains_key(&key) {
+                    trouble.own_overflowed = true;
+                    return;
+                }
+                // A higher version still being recorded by another call stays.
+                if trouble.own.get(&key).is_none_or(|o| o.doubt.version < doubt.version) {
+                    trouble
+                        .own
+                        .insert(key.clone(), OwnDoubt { doubt: doubt.clone(), recorded_in: None, known_at: None });
+                }
+            }
+            known
+        };
+        let known_at = match known {
+            Some(at) => at,
+            None => match self.doubts.record(&doubt).await {
+                Ok(()) => self.recorded(&key, doubt.version),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record a cache doubt, will retry");
+                    return;
+                }
+            },
+        };
+        tokio::time::sleep_until(known_at.into()).await;
+    }
+
+    /// Marks an own doubt as committed; returns when every replica knows of it.
+    fn recorded(&self, key: &str, version: i64) -> Instant {
+        let known_at = Instant::now() + DOUBT_LEASE;
+        let mut trouble = self.trouble.lock().expect("cache lock");
+        let round = trouble.round;
+        if let Some(own) = trouble.own.get_mut(key)
+            && own.doubt.version == version
+        {
+            own.recorded_in = Some(round);
+            own.known_at = Some(known_at);
+        }
+        known_at
+    }
+
+    /// One round: records own doubts not yet in the database, reads the
+    /// doubts, settles a batch in Redis. True when a backlog remains to drain now.
+    async fn poll_doubts(&self) -> bool {
+        let unrecorded: Vec<(String, CacheDoubt)> = {
+            let trouble = self.trouble.lock().expect("cache lock");
+            trouble
+                .own
+                .iter()
+                .filter(|(_, o)| o.recorded_in.is_none())
+                .map(|(k, o)| (k.clone(), o.doubt.clone()))
+                .collect()
+        };
+        for (key, doubt) in unrecorded {
+            match self.doubts.record(&doubt).await {
+                Ok(()) => {
+                    self.recorded(&key, doubt.version);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record cache doubts, will retry");
+                    return false;
+                }
+            }
+        }
+        let (round, failures, started) = {
+            let mut trouble = self.trouble.lock().expect("cache lock");
+            trouble.round += 1;
+            (trouble.round, trouble.failures, Instant::now())
+        };
+        let limit = i64::try_from(DOUBT_BATCH + 1).unwrap_or(i64::MAX);
+        let doubts = match self.doubts.list(limit).await {
+            Ok(doubts) => doubts,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read cache doubts, will retry");
+                return false;
+            }
+        };
+        let backlog = doubts.len() > DOUBT_BATCH;
+        let batch = &doubts[..doubts.len().min(DOUBT_BATCH)];
+        let checked = !self.skipping() && self.check_server().await.map_err(|error| self.failed(&error)).is_ok();
+        let settled = checked && !batch.is_empty() && self.settle(batch).await;
+        let own_overflowed = self.trouble.lock().expect("cache lock").own_overflowed;
+        let prefix_deleted = checked && own_overflowed && self.delete_prefix_logged().await;
+
+        let unsettled = if settled { &doubts[batch.len()..] } else { &doubts[..] };
+        let mut trouble = self.trouble.lock().expect("cache lock");
+        let seen = unsettled
+            .iter()
+            .map(|d| {
+                let key = self.key(&d.program_id, &d.customer_id);
+                // Committed before this round's read began: any view older than that ends within the lease.
+                let known_at = match trouble.seen.get(&key) {
+                    Some(before) if before.version == d.version => before.known_at,
+                    _ => started + DOUBT_LEASE,
+                };
+                (key, SeenDoubt { version: d.version, known_at })
+            })
+            .collect();
+        trouble.seen = seen;
+        trouble.backlog = backlog;
+        if checked && trouble.failures == failures {
+            trouble.polled_at = Some(started);
+        }
+        // Recorded before this round began, so the read above saw them (or they were settled).
+        trouble.own.retain(|_, own| own.recorded_in.is_none_or(|r| r >= round));
+        if prefix_deleted {
+            trouble.own_overflowed = false;
+        }
+        backlog && settled
+    }
+
+    /// Leaves a tombstone for each doubt, then deletes the doubts.
+    async fn settle(&self, batch: &[CacheDoubt]) -> bool {
+        let mut pipe = redis::pipe();
+        for doubt in batch {
+            // One EVAL per key: keys of different accounts may live on different cluster slots.
+            pipe.cmd("EVAL")
+                .arg(SETTLE_DOUBT)
+                .arg(1)
+                .arg(self.key(&doubt.program_id, &doubt.customer_id))
+                .arg(doubt.version)
+                .arg(self.ttl_ms())
+                .ignore();
+        }
         let mut conn = self.conn.clone();
-        let result: redis::RedisResult<i64> =
-            self.script.key(&key).arg(balance.version).arg(json).arg(ttl_ms).invoke_async(&mut conn).await;
-        result.map(drop).map_err(|error| self.failed(Some(key), &error))
+        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            self.failed(&error);
+            return false;
+        }
+        match self.doubts.clear(batch).await {
+            Ok(()) => {
+                tracing::info!(accounts = batch.len(), "stale balances removed from redis");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot clear settled cache doubts, will retry");
+                false
+            }
+        }
     }
 
     fn skipping(&self) -> bool {
@@ -191,62 +456,45 @@ impl RedisCache {
         trouble.skip_until.is_some_and(|until| Instant::now() < until)
     }
 
-    fn remember_dirty(&self, key: String) {
-        let mut trouble = self.trouble.lock().expect("cache lock");
-        if trouble.dirty.len() >= MAX_DIRTY_KEYS {
-            trouble.overflowed = true;
-            trouble.dirty.clear();
-        } else if !trouble.overflowed {
-            trouble.dirty.insert(key);
-        }
-    }
-
-    fn failed(&self, dirty_key: Option<String>, error: &redis::RedisError) {
+    fn failed(&self, error: &redis::RedisError) {
         tracing::warn!(%error, "redis unavailable, serving balances from the database");
-        if let Some(key) = dirty_key {
-            self.remember_dirty(key);
-        }
-        self.trouble.lock().expect("cache lock").skip_until = Some(Instant::now() + self.backoff);
+        let mut trouble = self.trouble.lock().expect("cache lock");
+        trouble.skip_until = Some(Instant::now() + self.backoff);
+        // Redis may come back as another server (restarted, failed over): check it first.
+        trouble.polled_at = None;
+        trouble.failures += 1;
     }
 
-    /// False while backing off, or while balances we failed to refresh could
-    /// still be sitting in Redis (they are deleted first).
-    async fn usable(&self) -> bool {
-        let (keys, overflowed) = {
-            let mut trouble = self.trouble.lock().expect("cache lock");
-            if trouble.skip_until.is_some_and(|until| Instant::now() < until) {
-                return false;
-            }
-            if trouble.dirty.is_empty() && !trouble.overflowed {
-                return true;
-            }
-            (std::mem::take(&mut trouble.dirty), std::mem::take(&mut trouble.overflowed))
-        };
-        let cleaned = if overflowed { self.delete_prefix().await } else { self.delete(&keys).await };
-        match cleaned {
+    /// Makes sure the server we talk to is one whose balances were checked:
+    /// a restarted Redis may have loaded an old snapshot, and a promoted
+    /// replica may lag, so on a server (`run_id`) not yet marked every
+    /// balance is deleted before the mark is set.
+    async fn check_server(&self) -> redis::RedisResult<()> {
+        let marker = format!("{}server", self.prefix);
+        let mut conn = self.conn.clone();
+        let (info, marked): (String, Option<String>) =
+            redis::pipe().cmd("INFO").arg("server").cmd("GET").arg(&marker).query_async(&mut conn).await?;
+        let run_id = info.lines().find_map(|line| line.strip_prefix("run_id:")).unwrap_or_default().trim();
+        if marked.as_deref() == Some(run_id) {
+            return Ok(());
+        }
+        self.delete_prefix().await?;
+        redis::cmd("SET").arg(&marker).arg(run_id).query_async::<()>(&mut conn).await?;
+        tracing::info!(run_id, "new redis server, every cached balance removed");
+        Ok(())
+    }
+
+    async fn delete_prefix_logged(&self) -> bool {
+        match self.delete_prefix().await {
             Ok(()) => {
-                tracing::info!(keys = keys.len(), overflowed, "redis back, stale balances removed");
+                tracing::info!("too many unrecorded cache doubts, every cached balance removed from redis");
                 true
             }
             Err(error) => {
-                let mut trouble = self.trouble.lock().expect("cache lock");
-                trouble.dirty.extend(keys);
-                trouble.overflowed |= overflowed;
-                drop(trouble);
-                self.failed(None, &error);
+                self.failed(&error);
                 false
             }
         }
-    }
-
-    async fn delete(&self, keys: &HashSet<String>) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        // One key per DEL: keys of different accounts may live on different cluster slots.
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.del(key).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await
     }
 
     async fn delete_prefix(&self) -> redis::RedisResult<()> {

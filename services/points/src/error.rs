@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use loyalty_common::db;
 use loyalty_common::status::{self, ErrorClass};
 use loyalty_common::validate::FieldViolation;
 use tonic::Status;
@@ -115,13 +116,8 @@ impl From<Error> for Status {
             Error::IdempotencyKeyReused { .. } => {
                 fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
             }
-            Error::Database(ref e) if is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
+            Error::Database(ref e) if db::is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
             Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
         }
     }
-}
-
-/// Connection trouble is worth a retry; anything else is a bug.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
 }

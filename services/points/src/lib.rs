@@ -29,7 +29,7 @@ use crate::api::PointsApi;
 use crate::cache::BalanceCache;
 use crate::ledger::Ledger;
 use crate::program::ProgramStore;
-use crate::store::LedgerStore;
+use crate::store::{CacheDoubts, LedgerStore};
 use crate::tiers::TierSource;
 
 pub const SERVICE_NAME: &str = "loyalty.points.v1.PointsService";
@@ -71,6 +71,7 @@ loyalty_common::embedded_migrations!("../migrations":
     4 "entry order" "0004_entry_order.sql",
     5 "entry actor" "0005_entry_actor.sql",
     6 "entry base points" "0006_entry_base_points.sql",
+    7 "balance cache doubts" "0007_balance_cache_doubts.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -89,6 +90,16 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
+    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub database_acquire_timeout_ms: u64,
     /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -155,18 +166,26 @@ impl PointsServer {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let mut launch =
             Launch::prepare("points", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
-        let database =
-            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
-                .await?;
+        let database = db::open(
+            &config.database_url,
+            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
+            POSTGRES_MIGRATIONS,
+            SQLITE_MIGRATIONS,
+        )
+        .await?;
         let cache = match &config.redis_url {
             Some(url) => {
                 let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
                 let ttl = Duration::from_secs(config.balance_cache_ttl_secs);
                 let backoff = Duration::from_millis(config.redis_backoff_ms);
-                BalanceCache::redis(conn, config.redis_key_prefix.clone(), ttl, backoff, &launch.metrics)
+                let doubts = CacheDoubts::new(database.clone());
+                BalanceCache::redis(conn, config.redis_key_prefix.clone(), ttl, backoff, doubts, &launch.metrics)
             }
             None => BalanceCache::local(&launch.metrics),
         };
+        if let Some(watcher) = cache.doubt_watcher(launch.signal()) {
+            launch.spawn(watcher);
+        }
         let tiers_deadline = Duration::from_millis(config.tiers_timeout_ms);
         let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())?;
         let programs = ProgramStore::new(database.clone(), clock.clone());

@@ -957,3 +957,70 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerRow, Error> {
 fn lot_state(active: bool) -> &'static str {
     if active { "active" } else { "pending" }
 }
+
+/// An account whose balance Redis may hold at an older version than `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDoubt {
+    pub program_id: String,
+    pub customer_id: String,
+    pub version: i64,
+}
+
+/// The `balance_cache_doubts` table: written only when a balance could not
+/// be refreshed in Redis, so every replica, and the next process, learns of it.
+#[derive(Clone, Debug)]
+pub struct CacheDoubts {
+    db: Database,
+}
+
+impl CacheDoubts {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Keeps the highest doubted version per account.
+    pub async fn record(&self, doubt: &CacheDoubt) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO balance_cache_doubts (program_id, customer_id, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (program_id, customer_id) DO UPDATE SET version = excluded.version \
+             WHERE balance_cache_doubts.version < excluded.version",
+        )
+        .bind(&doubt.program_id)
+        .bind(&doubt.customer_id)
+        .bind(doubt.version)
+        .execute(&self.db.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Up to `limit` doubts, in no particular order.
+    pub async fn list(&self, limit: i64) -> Result<Vec<CacheDoubt>, sqlx::Error> {
+        let rows = sqlx::query("SELECT program_id, customer_id, version FROM balance_cache_doubts LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CacheDoubt {
+                    program_id: r.try_get("program_id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    version: r.try_get("version")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes doubts that were settled, unless a newer version was doubted since.
+    pub async fn clear(&self, doubts: &[CacheDoubt]) -> Result<(), sqlx::Error> {
+        let mut tx = begin_write(&self.db).await?;
+        for doubt in doubts {
+            sqlx::query("DELETE FROM balance_cache_doubts WHERE program_id = $1 AND customer_id = $2 AND version = $3")
+                .bind(&doubt.program_id)
+                .bind(&doubt.customer_id)
+                .bind(doubt.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+}

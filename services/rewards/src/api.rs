@@ -114,6 +114,7 @@ impl RewardsService for RewardsApi {
                     None => (pb::Unavailability::Unspecified, 0),
                     Some(Unavailable::PointsShort(n)) => (pb::Unavailability::PointsShort, *n),
                     Some(Unavailable::TierTooLow) => (pb::Unavailability::TierTooLow, 0),
+                    Some(Unavailable::TierNotEligible) => (pb::Unavailability::TierNotEligible, 0),
                     Some(Unavailable::OutOfStock) => (pb::Unavailability::OutOfStock, 0),
                     Some(Unavailable::LimitReached) => (pb::Unavailability::LimitReached, 0),
                 };
@@ -252,6 +253,7 @@ fn reward_from_proto(r: pb::Reward, check: &mut Check, now: Micros) -> Reward {
         kind,
         point_cost: r.point_cost,
         minimum_tier_id: r.minimum_tier_id,
+        eligible_tier_ids: r.eligible_tier_ids,
         total_stock: r.total_stock,
         per_customer_limit: r.per_customer_limit,
         limit_period_days: r.limit_period_days,
@@ -290,6 +292,7 @@ fn reward_to_proto(entry: &CatalogEntry) -> pb::Reward {
         sku,
         point_cost: r.point_cost,
         minimum_tier_id: r.minimum_tier_id.clone(),
+        eligible_tier_ids: r.eligible_tier_ids.clone(),
         total_stock: r.total_stock,
         remaining_stock: entry.remaining_stock.unwrap_or(0),
         per_customer_limit: r.per_customer_limit,

@@ -11,6 +11,7 @@ const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 /// 12 symbols of 5 bits: 60 random bits from the operating system's CSPRNG.
 pub const VOUCHER_LENGTH: usize = 12;
 const MAX_POINT_COST: i64 = 1_000_000_000;
+const MAX_ELIGIBLE_TIERS: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -29,6 +30,9 @@ pub struct Reward {
     pub kind: Kind,
     pub point_cost: i64,
     pub minimum_tier_id: String,
+    /// Exactly these tiers, hidden ones included.
+    #[serde(default)]
+    pub eligible_tier_ids: Vec<String>,
     pub total_stock: Option<i64>,
     pub per_customer_limit: i32,
     pub limit_period_days: i32,
@@ -42,7 +46,10 @@ pub struct Reward {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     PointsShort(i64),
+    /// A visible tier the customer can still climb to.
     TierTooLow,
+    /// For other tiers: a hidden one, or a listed set the customer is not in.
+    TierNotEligible,
     OutOfStock,
     LimitReached,
 }
@@ -51,8 +58,8 @@ pub enum Unavailable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Standing {
     pub available_points: i64,
-    /// Whether the customer's tier reaches the reward's minimum tier.
-    pub tier_ok: bool,
+    /// Why the customer's tier does not admit the reward, if it does not.
+    pub tier: Option<Unavailable>,
     /// Redemptions of this reward by the customer in the limit period.
     pub recent_redemptions: i64,
 }
@@ -91,6 +98,12 @@ impl Reward {
         if !self.minimum_tier_id.is_empty() && validate::id("x", &self.minimum_tier_id).is_err() {
             push("minimum_tier_id", "must be at most 128 bytes");
         }
+        let mut seen = std::collections::HashSet::new();
+        if self.eligible_tier_ids.len() > MAX_ELIGIBLE_TIERS
+            || !self.eligible_tier_ids.iter().all(|t| validate::id("x", t).is_ok() && seen.insert(t))
+        {
+            push("eligible_tier_ids", "at most 50 distinct tier ids of 1 to 128 bytes");
+        }
         if self.total_stock.is_some_and(|s| s < 0) {
             push("total_stock", "must not be negative");
         }
@@ -111,6 +124,11 @@ impl Reward {
         bad
     }
 
+    /// Whether only some tiers may redeem it.
+    pub fn tier_limited(&self) -> bool {
+        !self.minimum_tier_id.is_empty() || !self.eligible_tier_ids.is_empty()
+    }
+
     pub fn is_active(&self, now: Micros) -> bool {
         self.starts_at.is_none_or(|s| s <= now) && self.ends_at.is_none_or(|e| now < e)
     }
@@ -127,8 +145,8 @@ impl Reward {
     /// Why the customer cannot redeem it now, checked in the order a
     /// customer can act on: tier, limit, stock, then points.
     pub fn unavailable(&self, standing: Standing, remaining_stock: Option<i64>) -> Option<Unavailable> {
-        if !standing.tier_ok {
-            Some(Unavailable::TierTooLow)
+        if let Some(why) = standing.tier {
+            Some(why)
         } else if self.per_customer_limit > 0 && standing.recent_redemptions >= i64::from(self.per_customer_limit) {
             Some(Unavailable::LimitReached)
         } else if remaining_stock.is_some_and(|s| s <= 0) {
@@ -137,6 +155,51 @@ impl Reward {
             Some(Unavailable::PointsShort(self.point_cost - standing.available_points.max(0)))
         } else {
             None
+        }
+    }
+}
+
+/// One tier of the program's ladder, lowest first, as eligibility needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LadderTier {
+    pub tier_id: String,
+    pub hidden: bool,
+}
+
+/// The program's ladder and the tier the customer holds (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierPosition {
+    pub ladder: Vec<LadderTier>,
+    pub held: String,
+}
+
+impl TierPosition {
+    /// Why the customer's tier does not admit `reward`; `None` when it does.
+    /// A minimum counts visible tiers only: a hidden tier is never "above"
+    /// it, and a hidden minimum admits that tier's members alone. The listed
+    /// tiers admit exactly themselves. With both, either admits.
+    pub fn refuses(&self, reward: &Reward) -> Option<Unavailable> {
+        let minimum = reward.minimum_tier_id.as_str();
+        if minimum.is_empty() && reward.eligible_tier_ids.is_empty() {
+            return None;
+        }
+        if !self.held.is_empty() && reward.eligible_tier_ids.contains(&self.held) {
+            return None;
+        }
+        if minimum.is_empty() {
+            return Some(Unavailable::TierNotEligible);
+        }
+        let tier = |id: &str| self.ladder.iter().find(|t| t.tier_id == id);
+        let visible_rank = |id: &str| self.ladder.iter().filter(|t| !t.hidden).position(|t| t.tier_id == id);
+        match tier(minimum) {
+            Some(min) if min.hidden => (self.held != minimum).then_some(Unavailable::TierNotEligible),
+            Some(_) => match (tier(&self.held), visible_rank(&self.held), visible_rank(minimum)) {
+                (Some(held), _, _) if held.hidden => Some(Unavailable::TierNotEligible),
+                (_, Some(held), Some(min)) if held >= min => None,
+                _ => Some(Unavailable::TierTooLow),
+            },
+            // A minimum the ladder lacks admits nobody.
+            None => Some(Unavailable::TierNotEligible),
         }
     }
 }
@@ -170,6 +233,7 @@ mod tests {
             kind: Kind::FixedDiscount { amount_minor: 500, currency: "EUR".into() },
             point_cost: 500,
             minimum_tier_id: String::new(),
+            eligible_tier_ids: Vec::new(),
             total_stock: None,
             per_customer_limit: 1,
             limit_period_days: 30,
@@ -182,18 +246,47 @@ mod tests {
 
     #[test]
     fn unavailability_says_why() {
-        let ok = Standing { available_points: 600, tier_ok: true, recent_redemptions: 0 };
+        let ok = Standing { available_points: 600, tier: None, recent_redemptions: 0 };
         assert_eq!(reward().unavailable(ok, None), None);
         assert_eq!(
             reward().unavailable(Standing { available_points: 120, ..ok }, None),
             Some(Unavailable::PointsShort(380))
         );
-        assert_eq!(reward().unavailable(Standing { tier_ok: false, ..ok }, None), Some(Unavailable::TierTooLow));
+        let low = Standing { tier: Some(Unavailable::TierTooLow), ..ok };
+        assert_eq!(reward().unavailable(low, None), Some(Unavailable::TierTooLow));
         assert_eq!(
             reward().unavailable(Standing { recent_redemptions: 1, ..ok }, None),
             Some(Unavailable::LimitReached)
         );
         assert_eq!(reward().unavailable(ok, Some(0)), Some(Unavailable::OutOfStock));
+    }
+
+    #[test]
+    fn tiers_admit_by_visible_order_or_by_name_and_hidden_tiers_never_count_as_above() {
+        let tier = |id: &str, hidden| LadderTier { tier_id: id.into(), hidden };
+        // A hidden win-back tier placed at the top of the ladder.
+        let ladder = vec![tier("silver", false), tier("gold", false), tier("winback", true)];
+        let at = |held: &str| TierPosition { ladder: ladder.clone(), held: held.into() };
+        let gold_minimum = Reward { minimum_tier_id: "gold".into(), ..reward() };
+        assert_eq!(at("gold").refuses(&gold_minimum), None);
+        assert_eq!(at("silver").refuses(&gold_minimum), Some(Unavailable::TierTooLow));
+        assert_eq!(at("").refuses(&gold_minimum), Some(Unavailable::TierTooLow));
+        assert_eq!(at("winback").refuses(&gold_minimum), Some(Unavailable::TierNotEligible), "hidden is not above");
+        let listed = Reward { eligible_tier_ids: vec!["winback".into()], ..gold_minimum.clone() };
+        assert_eq!(at("winback").refuses(&listed), None, "unless the hidden tier is listed");
+        assert_eq!(at("gold").refuses(&listed), None, "either way admits");
+
+        let winback_only = Reward { eligible_tier_ids: vec!["winback".into()], ..reward() };
+        assert_eq!(at("winback").refuses(&winback_only), None);
+        for other in ["gold", "silver", ""] {
+            assert_eq!(at(other).refuses(&winback_only), Some(Unavailable::TierNotEligible), "{other:?}");
+        }
+        let hidden_minimum = Reward { minimum_tier_id: "winback".into(), ..reward() };
+        assert_eq!(at("winback").refuses(&hidden_minimum), None);
+        assert_eq!(at("gold").refuses(&hidden_minimum), Some(Unavailable::TierNotEligible));
+        assert_eq!(at("gold").refuses(&reward()), None, "an open reward");
+        let unknown = Reward { minimum_tier_id: "platinum".into(), ..reward() };
+        assert_eq!(at("gold").refuses(&unknown), Some(Unavailable::TierNotEligible));
     }
 
     #[test]
@@ -212,8 +305,12 @@ mod tests {
         r.kind = Kind::PercentDiscount { percent_bp: 0 };
         r.point_cost = 0;
         r.voucher_validity_days = 0;
+        r.eligible_tier_ids = vec!["gold".into(), "gold".into()];
         let fields: Vec<String> = r.validate().into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["reward.percent_bp", "reward.point_cost", "reward.voucher_validity_days"]);
+        assert_eq!(
+            fields,
+            ["reward.percent_bp", "reward.point_cost", "reward.eligible_tier_ids", "reward.voucher_validity_days"]
+        );
         assert!(reward().validate().is_empty());
     }
 }

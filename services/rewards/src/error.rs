@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use loyalty_common::db;
 use loyalty_common::idempotency::KeyError;
 use loyalty_common::status::{self, ErrorClass};
 use tonic::Status;
@@ -21,6 +22,8 @@ pub enum Error {
     InsufficientPoints { available: i64, cost: i64 },
     #[error("the customer's tier is below the reward's minimum tier")]
     TierTooLow,
+    #[error("the reward is for other tiers than the customer's")]
+    TierNotEligible,
     #[error("the reward is out of stock")]
     OutOfStock,
     #[error("the customer reached the limit for this reward")]
@@ -57,6 +60,7 @@ impl From<Error> for Status {
                 HashMap::from([("available".into(), available.to_string()), ("cost".into(), cost.to_string())]),
             ),
             Error::TierTooLow => fail(FailedPrecondition, "TIER_TOO_LOW", HashMap::new()),
+            Error::TierNotEligible => fail(FailedPrecondition, "TIER_NOT_ELIGIBLE", HashMap::new()),
             Error::OutOfStock => fail(FailedPrecondition, "OUT_OF_STOCK", HashMap::new()),
             Error::LimitReached => fail(FailedPrecondition, "LIMIT_REACHED", HashMap::new()),
             Error::VoucherNotFound => fail(NotFound, "VOUCHER_NOT_FOUND", HashMap::new()),
@@ -65,7 +69,7 @@ impl From<Error> for Status {
             Error::VoucherCancelled => fail(FailedPrecondition, "VOUCHER_CANCELLED", HashMap::new()),
             Error::Key(KeyError::Reused { .. }) => fail(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", HashMap::new()),
             Error::Upstream(what, _) => status::unavailable(DOMAIN, what, &error),
-            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
+            Error::Database(e) | Error::Key(KeyError::Database(e)) if db::is_unavailable(e) => {
                 status::unavailable(DOMAIN, "the database", &error)
             }
             Error::Key(_) | Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),

@@ -48,6 +48,7 @@ pub const POLICY: Policy = Policy {
 loyalty_common::embedded_migrations!("../migrations":
     1 "rewards" "0001_rewards.sql",
     2 "task actor" "0002_task_actor.sql",
+    3 "redemption lease" "0003_redemption_lease.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -72,6 +73,16 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
+    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub database_acquire_timeout_ms: u64,
     /// `host:port` of the points service, which spends and gives back the points.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR", default_value = "127.0.0.1:50051")]
     pub points_addr: String,
@@ -121,9 +132,13 @@ impl RewardsServer {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let mut launch =
             Launch::prepare("rewards", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
-        let database =
-            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
-                .await?;
+        let database = db::open(
+            &config.database_url,
+            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
+            POSTGRES_MIGRATIONS,
+            SQLITE_MIGRATIONS,
+        )
+        .await?;
         let store = RewardsStore::new(database.clone(), clock);
         let deadline = std::time::Duration::from_millis(config.upstream_timeout_ms);
         let peers = launch.peers();

@@ -10,6 +10,27 @@
 //! A crash anywhere leaves a PENDING row that the recovery loop settles the
 //! same way. So a customer ends with the voucher or the points, never
 //! neither, never both.
+//!
+//! Several replicas share one database, so each PENDING row has an owner
+//! (the store's per-process id) and a lease, `2 × UPSTREAM_TIMEOUT_MS`,
+//! renewed before every points call. Recovery takes over only an expired
+//! lease (or its own flagged rows), with a compare-and-set, so one replica
+//! works a row at a time. Why a takeover is safe:
+//! - the spend's key is derived from the redemption and every refund's from
+//!   its task id, so points move at most once however many replicas replay;
+//! - activate and fail are compare-and-sets on (status PENDING, owner me):
+//!   a replica that lost the row cannot issue a voucher, and a row taken
+//!   over always ends FAILED;
+//! - the one spend a taker cannot see is one still on the wire: the owner's
+//!   call ends within its deadline (the points server honours
+//!   `grpc-timeout`), and the lease outlives it by one deadline, which is
+//!   also the clock skew between replicas tolerated. A stalled owner whose
+//!   spend lands later anyway sees its compare-and-set fail and writes the
+//!   refund itself, under the same task id as the taker's, so exactly once.
+//!
+//! A restarted process settles at start-up every row whose lease ran out,
+//! and the rest as their leases run out: a crash leaves a customer without
+//! points or voucher for at most the lease plus one recovery pass.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tonic::Code;
 
-use loyalty_common::clock::{MICROS_PER_SECOND, Micros};
+use loyalty_common::clock::Micros;
 use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_proto::points::v1 as points;
@@ -25,15 +46,16 @@ use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::tiers::v1 as tiers;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
-use crate::domain::{Standing, Unavailable};
+use crate::domain::{LadderTier, Standing, TierPosition, Unavailable};
 use crate::error::Error;
 use crate::store::{CatalogEntry, Redemption, RefundTask, RewardsStore, Staged};
 
 type PointsClient = PointsServiceClient<PeerChannel>;
 type TiersClient = TiersServiceClient<PeerChannel>;
 
-/// A PENDING redemption untouched this long is settled by the recovery loop.
-const SETTLE_AFTER: Micros = 30 * MICROS_PER_SECOND;
+/// Shortest wait between recovery passes when a lease is about to run out,
+/// so a lease in the past (clock skew) does not spin the loop.
+const MIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// How a spend went.
 enum Spend {
@@ -54,7 +76,8 @@ fn channel(peers: &Peers, addr: &str, deadline: Duration) -> Result<PeerChannel,
 }
 
 impl Rewards {
-    /// Clients connect lazily, so the service starts while its peers are down.
+    /// Clients connect lazily, so the service starts while its peers are
+    /// down. The store's lease becomes twice the deadline (see the top).
     pub fn new(
         store: RewardsStore,
         points_addr: &str,
@@ -67,7 +90,8 @@ impl Rewards {
             Some(addr) => Some(TiersServiceClient::new(channel(peers, addr, deadline)?)),
             None => None,
         };
-        Ok(Self { store, points, tiers, work_added: Notify::new() })
+        let lease = Micros::try_from(deadline.as_micros().saturating_mul(2)).unwrap_or(Micros::MAX);
+        Ok(Self { store: store.with_lease(lease), points, tiers, work_added: Notify::new() })
     }
 
     pub fn store(&self) -> &RewardsStore {
@@ -83,15 +107,19 @@ impl Rewards {
         key: &str,
     ) -> Result<(Redemption, bool), Error> {
         let entry = self.store.entry(program_id, reward_id).await?;
-        if !self.tier_reaches(program_id, customer_id, &entry.reward.minimum_tier_id).await? {
-            return Err(Error::TierTooLow);
+        if entry.reward.tier_limited() {
+            match self.tier_position(program_id, customer_id).await?.refuses(&entry.reward) {
+                Some(Unavailable::TierNotEligible) => return Err(Error::TierNotEligible),
+                Some(_) => return Err(Error::TierTooLow),
+                None => {}
+            }
         }
         let redemption = match self.store.stage(program_id, customer_id, reward_id, key).await? {
             Staged::Replay(redemption) => return Ok((redemption, true)),
             Staged::New(redemption) => redemption,
         };
         match self.spend(&redemption).await {
-            Spend::Done => Ok((self.store.activate(&redemption.redemption_id).await?, false)),
+            Spend::Done => Ok((self.store.activate(&redemption).await?, false)),
             Spend::Refused { available } => {
                 self.store.fail(&redemption, false).await?;
                 Err(Error::InsufficientPoints { available, cost: redemption.points })
@@ -120,10 +148,10 @@ impl Rewards {
         let available_points = balance.into_inner().balance.map_or(0, |b| b.available);
         let now = self.store.now();
         let catalog = self.store.catalog(program_id, false).await?;
-        let standing = if catalog.iter().any(|e| !e.reward.minimum_tier_id.is_empty()) {
-            self.standing_in_ladder(program_id, customer_id).await?
+        let position = if catalog.iter().any(|e| e.reward.tier_limited()) {
+            self.tier_position(program_id, customer_id).await?
         } else {
-            LadderStanding::default()
+            TierPosition::default()
         };
         let mut out = Vec::new();
         for entry in catalog {
@@ -136,19 +164,19 @@ impl Rewards {
             } else {
                 0
             };
-            let tier_ok = standing.reaches(&reward.minimum_tier_id);
-            let standing = Standing { available_points, tier_ok, recent_redemptions };
+            let standing = Standing { available_points, tier: position.refuses(reward), recent_redemptions };
             let why = reward.unavailable(standing, entry.remaining_stock);
             out.push((entry, why));
         }
         Ok((out, available_points))
     }
 
-    /// Settles PENDING redemptions that are flagged or stale. Returns how many.
+    /// Settles PENDING redemptions whose lease ran out, and this process's
+    /// flagged ones. Returns how many.
     pub async fn recover(&self) -> Result<usize, Error> {
-        let stale = self.store.unsettled(self.store.now() - SETTLE_AFTER, 100).await?;
+        let claimed = self.store.claim_unsettled(100).await?;
         let mut settled = 0;
-        for redemption in stale {
+        for redemption in claimed {
             self.settle(&redemption).await?;
             settled += 1;
         }
@@ -172,8 +200,9 @@ impl Rewards {
         Ok(sent)
     }
 
-    /// Background: recovery at start-up and then periodically, refunds, and
-    /// voucher expiry, until shutdown.
+    /// Background: recovery at start-up and then periodically (sooner when
+    /// a lease runs out before the next pass), refunds, and voucher expiry,
+    /// until shutdown.
     pub async fn background(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
         loop {
             if let Err(error) = self.recover().await {
@@ -185,9 +214,16 @@ impl Rewards {
             if let Err(error) = self.send_refunds().await {
                 tracing::warn!(%error, "sending refunds failed, will retry");
             }
+            let pause = match self.store.next_lease_expiry().await {
+                Ok(Some(expiry)) => {
+                    let until = u64::try_from(expiry + 1 - self.store.now()).unwrap_or(0);
+                    interval.min(Duration::from_micros(until).max(MIN_PAUSE))
+                }
+                Ok(None) | Err(_) => interval,
+            };
             tokio::select! {
                 () = self.work_added.notified() => {}
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = shutdown.fired() => return,
             }
         }
@@ -195,7 +231,11 @@ impl Rewards {
 
     /// Replays the spend (same key, so at most once in all) and gives the
     /// points back if it went through; the redemption FAILS either way.
+    /// Nothing to do when another replica has taken it over.
     async fn settle(&self, redemption: &Redemption) -> Result<(), Error> {
+        if !self.store.renew(&redemption.redemption_id).await? {
+            return Ok(());
+        }
         match self.spend(redemption).await {
             Spend::Done => self.store.fail(redemption, true).await?,
             Spend::Refused { .. } => self.store.fail(redemption, false).await?,
@@ -228,18 +268,10 @@ impl Rewards {
         }
     }
 
-    /// Whether the customer's tier is `minimum` or above on the program's ladder.
-    async fn tier_reaches(&self, program_id: &str, customer_id: &str, minimum: &str) -> Result<bool, Error> {
-        if minimum.is_empty() {
-            return Ok(true);
-        }
-        Ok(self.standing_in_ladder(program_id, customer_id).await?.reaches(minimum))
-    }
-
-    /// The program's ladder order and the customer's tier on it, asked once
-    /// per request; nobody reaches a minimum tier without a tiers service.
-    async fn standing_in_ladder(&self, program_id: &str, customer_id: &str) -> Result<LadderStanding, Error> {
-        let Some(tiers) = &self.tiers else { return Ok(LadderStanding::default()) };
+    /// The program's ladder and the customer's tier on it, asked once per
+    /// request; without a tiers service nobody holds a tier.
+    async fn tier_position(&self, program_id: &str, customer_id: &str) -> Result<TierPosition, Error> {
+        let Some(tiers) = &self.tiers else { return Ok(TierPosition::default()) };
         let unavailable = |s| Error::Upstream("the tiers service", s);
         let ladder = tiers
             .clone()
@@ -260,24 +292,8 @@ impl Rewards {
             .map_err(unavailable)?
             .into_inner()
             .tier_id;
-        Ok(LadderStanding { order: ladder.tiers.into_iter().map(|t| t.tier_id).collect(), held })
-    }
-}
-
-/// Tier ids lowest first, and the one the customer holds.
-#[derive(Debug, Default)]
-struct LadderStanding {
-    order: Vec<String>,
-    held: String,
-}
-
-impl LadderStanding {
-    fn reaches(&self, minimum: &str) -> bool {
-        if minimum.is_empty() {
-            return true;
-        }
-        let rank = |id: &str| self.order.iter().position(|t| t == id);
-        matches!((rank(&self.held), rank(minimum)), (Some(held), Some(min)) if held >= min)
+        let ladder = ladder.tiers.into_iter().map(|t| LadderTier { tier_id: t.tier_id, hidden: t.hidden }).collect();
+        Ok(TierPosition { ladder, held })
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::clock::{Clock, MICROS_PER_SECOND, Micros};
 use loyalty_common::db::{Database, Dialect};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
@@ -99,15 +99,35 @@ pub enum Staged {
 const REDEMPTION_COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
      voucher_code, voucher_expires_at_us, consumed_order_id, created_at_us";
 
+/// Lease of a store made without [`RewardsStore::with_lease`]: twice the
+/// default upstream deadline (`UPSTREAM_TIMEOUT_MS`, 2 s).
+pub const DEFAULT_LEASE: Micros = 4 * MICROS_PER_SECOND;
+
 #[derive(Clone, Debug)]
 pub struct RewardsStore {
     db: Database,
     clock: Arc<dyn Clock>,
+    /// This process's name on the PENDING redemptions it works on, new at every start.
+    owner: String,
+    lease: Micros,
 }
 
 impl RewardsStore {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self { db, clock, owner: format!("rewards-{}", uuid::Uuid::now_v7().simple()), lease: DEFAULT_LEASE }
+    }
+
+    /// How long a PENDING redemption stays this process's after each step.
+    pub fn with_lease(self, lease: Micros) -> Self {
+        Self { lease, ..self }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn lease(&self) -> Micros {
+        self.lease
     }
 
     pub fn now(&self) -> Micros {
@@ -251,8 +271,9 @@ impl RewardsStore {
         };
         let inserted = sqlx::query(
             "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
-             voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT DO NOTHING",
+             voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us, \
+             owner, lease_until_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14) ON CONFLICT DO NOTHING",
         )
         .bind(&redemption.redemption_id)
         .bind(program_id)
@@ -266,6 +287,8 @@ impl RewardsStore {
         .bind(key)
         .bind(&hash)
         .bind(now)
+        .bind(&self.owner)
+        .bind(now + self.lease)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -282,42 +305,89 @@ impl RewardsStore {
         Ok(Staged::New(redemption))
     }
 
-    /// PENDING → ACTIVE once the points are spent.
-    pub async fn activate(&self, redemption_id: &str) -> Result<Redemption, Error> {
-        self.set_status(redemption_id, Status::Pending, Status::Active).await?;
-        self.redemption(redemption_id).await
-    }
-
-    /// PENDING → FAILED: stock released and, when points were spent, a refund task written.
-    pub async fn fail(&self, redemption: &Redemption, points_were_spent: bool) -> Result<Redemption, Error> {
+    /// PENDING → ACTIVE once the points are spent, if this process still
+    /// owns the redemption. If it lost it (its lease ran out and another
+    /// replica took over), the redemption can only end FAILED, so the points
+    /// just spent are given back; the refund's task id is the one the taker
+    /// would write, so they come back once. Answers the redemption as it stands.
+    pub async fn activate(&self, redemption: &Redemption) -> Result<Redemption, Error> {
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
-            "UPDATE redemptions SET status = 'failed', updated_at_us = $1 WHERE redemption_id = $2 AND status = 'pending'",
+            "UPDATE redemptions SET status = 'active', updated_at_us = $1 \
+             WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
         )
         .bind(self.now())
         .bind(&redemption.redemption_id)
+        .bind(&self.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            self.refund_lost_spend(&mut tx, redemption).await?;
+        }
+        tx.commit().await?;
+        self.redemption(&redemption.redemption_id).await
+    }
+
+    /// PENDING → FAILED if this process still owns it: stock released and,
+    /// when points were spent, a refund task written. When it lost the
+    /// redemption and points were spent, the refund is written all the same.
+    pub async fn fail(&self, redemption: &Redemption, points_were_spent: bool) -> Result<Redemption, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let changed = sqlx::query(
+            "UPDATE redemptions SET status = 'failed', updated_at_us = $1 \
+             WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
+        )
+        .bind(self.now())
+        .bind(&redemption.redemption_id)
+        .bind(&self.owner)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed == 1 {
             release_stock(&mut tx, &redemption.reward_id).await?;
             if points_were_spent {
-                let task = RefundTask {
-                    task_id: format!("redemption:{}:refund", redemption.redemption_id),
-                    program_id: redemption.program_id.clone(),
-                    customer_id: redemption.customer_id.clone(),
-                    points: redemption.points,
-                    reason: format!("redemption of {} did not go through", redemption.reward_name),
-                    actor: String::new(),
-                };
-                self.add_task(&mut tx, &task).await?;
+                self.add_task(&mut tx, &failure_refund(redemption)).await?;
             }
+        } else if points_were_spent {
+            self.refund_lost_spend(&mut tx, redemption).await?;
         }
         tx.commit().await?;
         self.redemption(&redemption.redemption_id).await
     }
 
-    /// Marks a redemption whose spend has an unknown outcome, for recovery.
+    /// Our spend went through on a redemption we no longer own. Unless it
+    /// became ACTIVE (only its owner of record activates, under the same
+    /// compare-and-set, so then it was us) it ends FAILED: refund.
+    async fn refund_lost_spend(&self, tx: &mut AnyConnection, redemption: &Redemption) -> Result<(), Error> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM redemptions WHERE redemption_id = $1")
+            .bind(&redemption.redemption_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if matches!(status.as_deref(), Some("pending" | "failed")) {
+            tracing::warn!(redemption = %redemption.redemption_id, "redemption taken over after its spend, refunding");
+            self.add_task(tx, &failure_refund(redemption)).await?;
+        }
+        Ok(())
+    }
+
+    /// Extends this process's lease before a step that calls the points
+    /// service; `false` when the redemption is no longer ours to work on.
+    pub async fn renew(&self, redemption_id: &str) -> Result<bool, Error> {
+        let changed = sqlx::query(
+            "UPDATE redemptions SET lease_until_us = $1 WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
+        )
+        .bind(self.now() + self.lease)
+        .bind(redemption_id)
+        .bind(&self.owner)
+        .execute(&self.db.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Marks a redemption whose spend has an unknown outcome, so that this
+    /// process's recovery settles it without waiting for its own lease.
     pub async fn needs_compensation(&self, redemption_id: &str) -> Result<(), Error> {
         sqlx::query("UPDATE redemptions SET compensate = 1 WHERE redemption_id = $1 AND status = 'pending'")
             .bind(redemption_id)
@@ -326,14 +396,42 @@ impl RewardsStore {
         Ok(())
     }
 
-    /// PENDING redemptions to settle: flagged, or untouched since `before`.
-    pub async fn unsettled(&self, before: Micros, limit: i64) -> Result<Vec<Redemption>, Error> {
+    /// Takes over PENDING redemptions whose lease ran out (their owner died
+    /// or stalled), and this process's own flagged ones, leasing each to
+    /// this process with a compare-and-set so that one replica wins each.
+    pub async fn claim_unsettled(&self, limit: i64) -> Result<Vec<Redemption>, Error> {
+        const CLAIMABLE: &str = "status = 'pending' AND (lease_until_us < $1 OR (owner = $2 AND compensate = 1))";
+        let now = self.now();
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE status = 'pending' AND (compensate = 1 OR updated_at_us < $1) \
-             ORDER BY updated_at_us LIMIT $2"
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE {CLAIMABLE} ORDER BY lease_until_us LIMIT $3"
         ));
-        let rows = sqlx::query(sql).bind(before).bind(limit).fetch_all(&self.db.pool).await?;
-        rows.iter().map(redemption_from_row).collect()
+        let rows = sqlx::query(sql).bind(now).bind(&self.owner).bind(limit).fetch_all(&self.db.pool).await?;
+        let mut claimed = Vec::new();
+        for candidate in rows.iter().map(redemption_from_row) {
+            let candidate = candidate?;
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE redemptions SET owner = $2, lease_until_us = $3 WHERE {CLAIMABLE} AND redemption_id = $4"
+            ));
+            let won = sqlx::query(sql)
+                .bind(now)
+                .bind(&self.owner)
+                .bind(now + self.lease)
+                .bind(&candidate.redemption_id)
+                .execute(&self.db.pool)
+                .await?
+                .rows_affected();
+            if won == 1 {
+                claimed.push(candidate);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// When the earliest lease on a PENDING redemption runs out, if any.
+    pub async fn next_lease_expiry(&self) -> Result<Option<Micros>, Error> {
+        Ok(sqlx::query_scalar("SELECT MIN(lease_until_us) FROM redemptions WHERE status = 'pending'")
+            .fetch_one(&self.db.pool)
+            .await?)
     }
 
     pub async fn redemption(&self, redemption_id: &str) -> Result<Redemption, Error> {
@@ -542,17 +640,6 @@ impl RewardsStore {
         Ok(())
     }
 
-    async fn set_status(&self, redemption_id: &str, from: Status, to: Status) -> Result<(), Error> {
-        sqlx::query("UPDATE redemptions SET status = $1, updated_at_us = $2 WHERE redemption_id = $3 AND status = $4")
-            .bind(to.as_str())
-            .bind(self.now())
-            .bind(redemption_id)
-            .bind(from.as_str())
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn lock_reward(
         &self,
         tx: &mut AnyConnection,
@@ -587,6 +674,18 @@ async fn recent_in(conn: &mut AnyConnection, reward_id: &str, customer_id: &str,
     .bind(since)
     .fetch_one(&mut *conn)
     .await?)
+}
+
+/// The refund of a FAILED redemption's spend; one task id whoever writes it.
+fn failure_refund(redemption: &Redemption) -> RefundTask {
+    RefundTask {
+        task_id: format!("redemption:{}:refund", redemption.redemption_id),
+        program_id: redemption.program_id.clone(),
+        customer_id: redemption.customer_id.clone(),
+        points: redemption.points,
+        reason: format!("redemption of {} did not go through", redemption.reward_name),
+        actor: String::new(),
+    }
 }
 
 async fn release_stock(tx: &mut AnyConnection, reward_id: &str) -> Result<(), Error> {

@@ -238,6 +238,7 @@ loyalty_common::on_both_backends!(
     points_down_during_redeem_leaves_the_points,
     a_crash_after_the_spend_is_compensated,
     cancelling_gives_the_points_back,
+    hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position,
 );
 
 async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
@@ -411,7 +412,7 @@ async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
     let reward = m.reward(discount("5 EUR off", 300)).await;
     m.earn("eve", 1_000).await;
     // The saga's first two steps, then nothing: as if the service died right after the spend.
-    let database = db::connect(&m.rewards_url, 2).await.unwrap();
+    let database = db::connect(&m.rewards_url, db::PoolSettings::new(2, 1_000)).await.unwrap();
     let store = RewardsStore::new(database, Arc::new(m.clock.clone()));
     let Staged::New(redemption) = store.stage("shop", "eve", &reward, "r1").await.unwrap() else {
         panic!("a new redemption")
@@ -460,5 +461,94 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
     let refused = m.rewards.cancel_redemption(cancel(&second.redemption_id, "c2")).await.unwrap_err();
     assert_eq!(reason(&refused), "VOUCHER_USED");
     assert_eq!(m.available("fay").await, 700);
+    m.stop().await;
+}
+
+async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let tier = |id: &str, threshold: i64, hidden: bool| tiers::Tier {
+        tier_id: id.into(),
+        name: id.to_uppercase(),
+        threshold,
+        multiplier_bp: 10_000,
+        hidden,
+        ..Default::default()
+    };
+    // The win-back tier sits at the top of the ladder: it must unlock nothing above it.
+    let ladder = tiers::Ladder {
+        tiers: vec![tier("silver", 0, false), tier("gold", 1_000, false), tier("winback", 0, true)],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        ..Default::default()
+    };
+    let put = tiers::PutLadderRequest {
+        program_id: "shop".into(),
+        ladder: Some(ladder),
+        actor: "admin@shop".into(),
+        idempotency_key: "l1".into(),
+    };
+    m.tiers.put_ladder(put).await.unwrap();
+    let winback_only =
+        m.reward(pb::Reward { eligible_tier_ids: vec!["winback".into()], ..discount("come back", 10) }).await;
+    let gold_minimum = m.reward(pb::Reward { minimum_tier_id: "gold".into(), ..discount("gold and up", 10) }).await;
+    let gold_or_winback = m
+        .reward(pb::Reward {
+            minimum_tier_id: "gold".into(),
+            eligible_tier_ids: vec!["winback".into()],
+            ..discount("gold or win-back", 10)
+        })
+        .await;
+    m.earn("gia", 1_500).await;
+    m.earn("wes", 1_500).await;
+    m.earn("sam", 500).await;
+    for (customer, expected) in [("gia", "gold"), ("wes", "gold"), ("sam", "silver")] {
+        let mut held = String::new();
+        for _ in 0..500 {
+            let request = tiers::GetMembershipRequest { program_id: "shop".into(), customer_id: customer.into() };
+            held = m.tiers.get_membership(request).await.unwrap().into_inner().membership.unwrap().tier_id;
+            if held == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(held, expected, "{customer}'s tier from the ledger");
+    }
+    let assign = tiers::AssignTierRequest {
+        program_id: "shop".into(),
+        customer_id: "wes".into(),
+        tier_id: "winback".into(),
+        ends_at: None,
+        actor: "support@shop".into(),
+        idempotency_key: "a1".into(),
+    };
+    m.tiers.assign_tier(assign).await.unwrap();
+
+    let refused = |result: Result<pb::Redemption, tonic::Status>| reason(&result.unwrap_err());
+    m.redeem("wes", &winback_only, "w1").await.expect("the win-back tier's own reward");
+    assert_eq!(refused(m.redeem("gia", &winback_only, "w2").await), "TIER_NOT_ELIGIBLE", "gold is not win-back");
+    assert_eq!(refused(m.redeem("sam", &winback_only, "w3").await), "TIER_NOT_ELIGIBLE");
+    m.redeem("gia", &gold_minimum, "g1").await.expect("gold reaches gold");
+    assert_eq!(refused(m.redeem("wes", &gold_minimum, "g2").await), "TIER_NOT_ELIGIBLE", "hidden is never above");
+    assert_eq!(refused(m.redeem("sam", &gold_minimum, "g3").await), "TIER_TOO_LOW");
+    m.redeem("wes", &gold_or_winback, "b1").await.expect("unless the hidden tier is listed");
+    m.redeem("gia", &gold_or_winback, "b2").await.expect("gold still reaches it");
+
+    let listed = m
+        .rewards
+        .list_available_rewards(pb::ListAvailableRewardsRequest {
+            program_id: "shop".into(),
+            customer_id: "sam".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let why = |name: &str| {
+        let found = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == name).unwrap();
+        (found.redeemable, found.unavailability)
+    };
+    assert_eq!(why("come back"), (false, pb::Unavailability::TierNotEligible as i32));
+    assert_eq!(why("gold and up"), (false, pb::Unavailability::TierTooLow as i32));
+    let stored = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == "gold or win-back").unwrap();
+    assert_eq!(stored.reward.as_ref().unwrap().eligible_tier_ids, ["winback"]);
     m.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use loyalty_common::db;
 use loyalty_common::idempotency::KeyError;
 use loyalty_common::status::{self, ErrorClass};
 use tonic::Status;
@@ -34,7 +35,7 @@ impl From<Error> for Status {
                 error.to_string(),
                 HashMap::new(),
             ),
-            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
+            Error::Database(ref e) | Error::Key(KeyError::Database(ref e)) if db::is_unavailable(e) => {
                 status::unavailable(DOMAIN, "the database", &error)
             }
             Error::Key(_) | Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),

@@ -72,6 +72,16 @@ pub struct Config {
     /// Largest number of database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
+    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub database_acquire_timeout_ms: u64,
     /// `host:port` of the points service, whose ledger drives memberships; unset: memberships only change by hand.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
@@ -115,9 +125,13 @@ impl TiersServer {
     ) -> Result<Self, StartError> {
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let mut launch = Launch::prepare("tiers", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
-        let database =
-            db::open(&config.database_url, config.database_max_connections, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS)
-                .await?;
+        let database = db::open(
+            &config.database_url,
+            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
+            POSTGRES_MIGRATIONS,
+            SQLITE_MIGRATIONS,
+        )
+        .await?;
         let store = TierStore::new(database.clone(), clock);
         let ttl = Duration::from_millis(config.multiplier_cache_ttl_ms);
         let tiers = Arc::new(Tiers::new(store, ttl, &launch.metrics));

@@ -137,7 +137,8 @@ pub struct KeyStore {
 impl KeyStore {
     /// Connects and applies the gateway's migrations (what the CLI and the server both do).
     pub async fn open(database_url: &str, max_connections: u32) -> Result<Self, DbError> {
-        let db = db::connect(database_url, max_connections).await?;
+        // An administrator's command or a start-up waits for an answer, not for a slow failure.
+        let db = db::connect(database_url, db::PoolSettings::new(max_connections, 2_000)).await?;
         Self::migrate(&db).await?;
         Ok(Self { db })
     }

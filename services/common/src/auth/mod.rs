@@ -229,7 +229,8 @@ impl Security {
                     .chain(accepted.map(|s| ServiceSecret::new(s).map_err(AuthSetupError::AcceptedServiceSecret)))
                     .collect::<Result<Arc<[_]>, _>>()?;
                 // Lazily: calls between services need no key store, so its outage must not stop a start.
-                let database = db::connect_lazy(&args.keys_database_url, 2)?;
+                // A caller waiting on this pool waits for an answer, not for a slow failure.
+                let database = db::connect_lazy(&args.keys_database_url, db::PoolSettings::new(2, 2_000))?;
                 let ttl = Duration::from_secs(args.key_cache_ttl_secs);
                 Checks::Required { keys: Arc::new(KeyVerifier::new(KeyStore::new(database), ttl, clock)), services }
             }

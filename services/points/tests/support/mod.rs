@@ -37,6 +37,7 @@ pub struct Harness {
     server: Option<PointsServer>,
     database: Option<TestDatabase>,
     sqlite_dir: Option<std::path::PathBuf>,
+    config: Config,
 }
 
 pub struct Options {
@@ -44,11 +45,15 @@ pub struct Options {
     pub redis_url: Option<String>,
     pub redis_backoff_ms: u64,
     pub tiers_addr: Option<String>,
+    /// A database shared with other harnesses, left in place at `stop`.
+    pub database_url: Option<String>,
+    /// Overrides the Redis key prefix (harnesses sharing one cache).
+    pub redis_prefix: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { redis_url: None, redis_backoff_ms: 1_000, tiers_addr: None }
+        Self { redis_url: None, redis_backoff_ms: 1_000, tiers_addr: None, database_url: None, redis_prefix: None }
     }
 }
 
@@ -59,12 +64,20 @@ impl Harness {
 
     pub async fn start_with(backend: Backend, options: Options) -> Self {
         let suffix = testing::unique_suffix();
-        let redis_prefix = format!("loyalty-test:{suffix}:");
+        let redis_prefix = options.redis_prefix.clone().unwrap_or_else(|| format!("loyalty-test:{suffix}:"));
         let (database_url, redis_url, database, sqlite_dir) = match backend {
+            // The in-process cache, unless a test asks for Redis in front of the file.
+            Backend::Sqlite if options.database_url.is_some() => {
+                (options.database_url.clone().unwrap(), options.redis_url.clone(), None, None)
+            }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("loyalty-points-test-{suffix}"));
                 let url = format!("sqlite://{}/points.db", dir.display());
-                (url, None, None, Some(dir))
+                (url, options.redis_url.clone(), None, Some(dir))
+            }
+            Backend::Postgres if options.database_url.is_some() => {
+                let redis = options.redis_url.clone().unwrap_or_else(testing::redis_url);
+                (options.database_url.clone().unwrap(), Some(redis), None, None)
             }
             Backend::Postgres => {
                 let database = TestDatabase::create().await;
@@ -77,6 +90,7 @@ impl Harness {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             database_url,
             database_max_connections: 16,
+            database_acquire_timeout_ms: 1_000,
             redis_url,
             redis_key_prefix: redis_prefix.clone(),
             balance_cache_ttl_secs: 300,
@@ -90,11 +104,27 @@ impl Harness {
         };
         let clock = ManualClock::new(T0);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = PointsServer::start(config, listener, Some(Arc::new(clock.clone()))).await.expect("server starts");
+        let server =
+            PointsServer::start(config.clone(), listener, Some(Arc::new(clock.clone()))).await.expect("server starts");
         let addr = server.bind_addr();
         let metrics_addr = server.metrics_addr();
         let client = PointsServiceClient::connect(format!("http://{addr}")).await.expect("client connects");
-        Self { client, clock, addr, metrics_addr, redis_prefix, server: Some(server), database, sqlite_dir }
+        Self { client, clock, addr, metrics_addr, redis_prefix, server: Some(server), database, sqlite_dir, config }
+    }
+
+    /// Shuts the server down and starts a new one with the same config and
+    /// clock (a new address), as a restarted process would.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let clock: Arc<dyn loyalty_common::clock::Clock> = Arc::new(self.clock.clone());
+        let server = PointsServer::start(self.config.clone(), listener, Some(clock)).await.expect("server restarts");
+        self.addr = server.bind_addr();
+        self.metrics_addr = server.metrics_addr();
+        self.client = PointsServiceClient::connect(format!("http://{}", self.addr)).await.expect("client connects");
+        self.server = Some(server);
     }
 
     /// A fresh client on its own connection.
