@@ -298,6 +298,28 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(page.body["tier"]["benefits"]["flags"], json!(["priority_support"]));
     assert_eq!(page.body["tier"]["perks"], json!(["double birthday points"]));
     h.post(&admin, path, "assign-2", json!({"tier_id": "platinum"})).await.problem(404, "TIER_NOT_FOUND");
+
+    // A hidden tier's rewards are its members' alone, and it unlocks nothing above it.
+    let tier_reward = |name: &str, limit: Value| {
+        let mut body = json!({"name": name, "kind": "free_shipping", "point_cost": 20, "voucher_validity_days": 30});
+        body.as_object_mut().unwrap().extend(limit.as_object().unwrap().clone());
+        body
+    };
+    let vip_only =
+        h.post(&admin, "/v1/rewards", "r-vip", tier_reward("vip gift", json!({"eligible_tier_ids": ["vip"]}))).await;
+    let vip_only = vip_only.ok()["reward_id"].as_str().unwrap().to_owned();
+    let gold_up =
+        h.post(&admin, "/v1/rewards", "r-gold", tier_reward("gold and up", json!({"minimum_tier_id": "gold"}))).await;
+    let gold_up = gold_up.ok()["reward_id"].as_str().unwrap().to_owned();
+    let redemptions = "/v1/customers/anna/redemptions";
+    let redeemed = h.post_for(&storefront, &anna, redemptions, "redeem-vip", json!({"reward_id": vip_only})).await;
+    assert_eq!(redeemed.ok()["status"], "active");
+    let refused = h.post_for(&storefront, &anna, redemptions, "redeem-gold", json!({"reward_id": gold_up})).await;
+    refused.problem(409, "TIER_NOT_ELIGIBLE");
+    let listed = h.get_for(&storefront, &anna, "/v1/customers/anna/rewards").await;
+    let gold_listed =
+        listed.ok()["rewards"].as_array().unwrap().iter().find(|r| r["reward"]["reward_id"] == gold_up.as_str());
+    assert_eq!(gold_listed.unwrap()["unavailability"], "tier_not_eligible");
     let removed = h.send(Method::DELETE, path, Some(&admin), &[("idempotency-key", "unassign-1")], None).await;
     assert_eq!(removed.ok()["assigned"], false);
     assert_eq!(removed.body["tier_id"], "silver");
