@@ -46,12 +46,19 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: class 08 (connection exception) and class 57 (operator
-        // intervention: admin shutdown, crash shutdown, cannot connect now,
-        // query cancelled). SQLite: BUSY and LOCKED, with extended codes.
+        // PostgreSQL: class 08 (connection exception), 53 (insufficient
+        // resources: too many connections, disk full, out of memory), 57
+        // (operator intervention: admin shutdown, crash shutdown, cannot
+        // connect now, query cancelled), 40001 and 40P01 (serialization
+        // failure, deadlock: the transaction was rolled back and a retry
+        // succeeds) and 25006 (read-only transaction: we reached a standby,
+        // as after a failover before the address moved). SQLite: BUSY and
+        // LOCKED, with extended codes.
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("08")
+                || code.starts_with("53")
                 || code.starts_with("57")
+                || matches!(code.as_ref(), "40001" | "40P01" | "25006")
                 || (code.len() < 5 && code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
         }),
         _ => false,
@@ -240,6 +247,23 @@ mod tests {
         let waited = db.pool.acquire().await.expect_err("the only connection is lent out");
         assert!(matches!(waited, sqlx::Error::PoolTimedOut) && is_unavailable(&waited), "{waited:?}");
         drop(held);
+
+        let mut conn = db.pool.acquire().await.unwrap();
+        sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").execute(&mut *conn).await.unwrap();
+        let standby = sqlx::query("CREATE TEMP TABLE would_write (x int)").execute(&mut *conn).await;
+        let standby = standby.expect_err("a read-only session refuses a write, as a standby does");
+        assert!(is_unavailable(&standby), "{standby:?}");
+        let conflict = sqlx::query("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure'; END $$")
+            .execute(&mut *conn)
+            .await
+            .expect_err("a serialization failure");
+        assert!(is_unavailable(&conflict), "{conflict:?}");
+        let full = sqlx::query("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'too_many_connections'; END $$")
+            .execute(&mut *conn)
+            .await
+            .expect_err("too many connections");
+        assert!(is_unavailable(&full), "{full:?}");
+        conn.detach();
 
         let bug = sqlx::query("SELEC 1").execute(&db.pool).await.expect_err("a syntax error");
         assert!(!is_unavailable(&bug), "{bug:?}");

@@ -216,8 +216,22 @@ impl BalanceCache {
         fresh
     }
 
-    /// Stores `balance` unless a newer version is cached.
+    /// Stores the balance a write just committed, unless a newer version is
+    /// cached. When Redis cannot be told, the account is doubted until Redis
+    /// is reachable again, and this returns once every replica knows.
     pub async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance) {
+        self.store(program_id, customer_id, balance, Written::ByWrite).await;
+    }
+
+    /// Stores a balance just read from the database after a miss. A failure
+    /// here leaves nothing to doubt: whatever Redis holds is what it held
+    /// before, which every write since has either replaced or doubted, so
+    /// a read never waits on the doubts.
+    pub async fn fill(&self, program_id: &str, customer_id: &str, balance: &Balance) {
+        self.store(program_id, customer_id, balance, Written::ByRead).await;
+    }
+
+    async fn store(&self, program_id: &str, customer_id: &str, balance: &Balance, by: Written) {
         match &self.backend {
             Backend::Local(map) => {
                 let mut map = map.write().expect("cache lock");
@@ -231,12 +245,19 @@ impl BalanceCache {
                 }
             }
             Backend::Redis(redis) => {
-                if redis.put(program_id, customer_id, balance).await.is_err() {
+                if redis.put(program_id, customer_id, balance, by).await.is_err() {
                     self.counters.errors.inc();
                 }
             }
         }
     }
+}
+
+/// Who stores a balance: a write that committed it, or a read that found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    ByWrite,
+    ByRead,
 }
 
 impl RedisCache {
@@ -280,7 +301,7 @@ impl RedisCache {
         }
     }
 
-    async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance) -> Result<(), ()> {
+    async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance, by: Written) -> Result<(), ()> {
         let key = self.key(program_id, customer_id);
         if !self.skipping() {
             let json = serde_json::to_string(balance).expect("balances serialise");
@@ -291,6 +312,9 @@ impl RedisCache {
                 Ok(_) => return Ok(()),
                 Err(error) => self.failed(&error),
             }
+        }
+        if by == Written::ByRead {
+            return Err(());
         }
         let doubt = CacheDoubt {
             program_id: program_id.to_owned(),
@@ -329,8 +353,12 @@ impl RedisCache {
             None => match self.doubts.record(&doubt).await {
                 Ok(()) => self.recorded(&key, doubt.version),
                 Err(error) => {
+                    // The watcher retries it. Meanwhile, when the database
+                    // is down for the others too, their view of the doubts
+                    // ages past its lease and they stop trusting Redis: wait
+                    // that long, as after a recorded doubt.
                     tracing::warn!(%error, "cannot record a cache doubt, will retry");
-                    return;
+                    Instant::now() + DOUBT_LEASE
                 }
             },
         };

@@ -220,7 +220,7 @@ impl Ledger {
         let Some(account) = self.store.account(program_id, customer_id).await? else {
             // Version 0: the first write to the account replaces it.
             let empty = Balance::default();
-            self.cache.put(program_id, customer_id, &empty).await;
+            self.cache.fill(program_id, customer_id, &empty).await;
             return Ok(empty);
         };
         let account = if account.is_due(now) {
@@ -228,7 +228,7 @@ impl Ledger {
             self.committed(&account, published).await;
             account
         } else {
-            self.cache.put(program_id, customer_id, &account.balance()).await;
+            self.cache.fill(program_id, customer_id, &account.balance()).await;
             account
         };
         Ok(account.balance())

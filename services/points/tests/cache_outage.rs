@@ -23,6 +23,7 @@ loyalty_common::on_both_backends!(
     restart_while_redis_is_unreachable_serves_no_stale_balance,
     a_replica_cut_off_from_redis_leaves_no_stale_balance_on_another,
     redis_back_from_an_old_snapshot_serves_no_stale_balance,
+    reads_during_a_redis_outage_doubt_nothing,
 );
 
 /// The database every points instance of one test shares.
@@ -217,6 +218,36 @@ async fn redis_back_from_an_old_snapshot_serves_no_stale_balance(backend: Backen
 
     h.stop().await;
     database.remove().await;
+}
+
+/// Reads while Redis is out of reach miss, read the database and fail to
+/// refill Redis; that failure leaves nothing for any replica to distrust, so
+/// no doubt is recorded (and no read waits for one to be known).
+async fn reads_during_a_redis_outage_doubt_nothing(backend: Backend) {
+    let redis = ThrowawayRedis::spawn();
+    let database = SharedDatabase::create(backend).await;
+    let prefix = format!("outage:{}:", unique_suffix());
+    let proxy = CuttableProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let mut h = Harness::start_with(backend, options(format!("redis://{}", proxy.addr), &database, &prefix)).await;
+    warm(&mut h, &redis.url(), &prefix).await;
+    proxy.cut();
+    let truth: HashMap<_, _> = CUSTOMERS.iter().map(|c| (*c, 100)).collect();
+    for _ in 0..3 {
+        assert_reads_match(&mut h, &truth, "during the outage").await;
+    }
+    assert_eq!(doubts(&database).await, 0, "reads record no doubt");
+    proxy.restore();
+    h.spend(PROGRAM, CUSTOMERS[0], 10, "after").await.expect("spends commit");
+    assert_eq!(h.balance(PROGRAM, CUSTOMERS[0]).await.available, 90);
+    h.stop().await;
+    database.remove().await;
+}
+
+async fn doubts(database: &SharedDatabase) -> i64 {
+    let pool = sqlx::AnyPool::connect(&database.url()).await.expect("test database answers");
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM balance_cache_doubts").fetch_one(&pool).await;
+    pool.close().await;
+    count.expect("the doubts table exists")
 }
 
 fn options(redis_url: String, database: &SharedDatabase, prefix: &str) -> Options {

@@ -36,6 +36,8 @@ pub enum Error {
     VoucherExpired,
     #[error("the voucher was cancelled")]
     VoucherCancelled,
+    #[error("redemption {0} was taken over while its points were spent; retry with the same key for its outcome")]
+    Interrupted(String),
     #[error("the {0} service is unavailable")]
     Upstream(&'static str, #[source] tonic::Status),
     #[error(transparent)]
@@ -69,6 +71,7 @@ impl From<Error> for Status {
             Error::VoucherCancelled => fail(FailedPrecondition, "VOUCHER_CANCELLED", HashMap::new()),
             Error::Key(KeyError::Reused { .. }) => fail(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", HashMap::new()),
             Error::Upstream(what, _) => status::unavailable(DOMAIN, what, &error),
+            Error::Interrupted(_) => status::unavailable(DOMAIN, "the redemption's settlement", &error),
             Error::Database(e) | Error::Key(KeyError::Database(e)) if db::is_unavailable(e) => {
                 status::unavailable(DOMAIN, "the database", &error)
             }

@@ -48,7 +48,7 @@ use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
 use crate::domain::{LadderTier, Standing, TierPosition, Unavailable};
 use crate::error::Error;
-use crate::store::{CatalogEntry, Redemption, RefundTask, RewardsStore, Staged};
+use crate::store::{CatalogEntry, Claim, Redemption, RefundTask, RewardsStore, Staged, Status};
 
 type PointsClient = PointsServiceClient<PeerChannel>;
 type TiersClient = TiersServiceClient<PeerChannel>;
@@ -108,6 +108,10 @@ impl Rewards {
     ) -> Result<(Redemption, bool), Error> {
         let entry = self.store.entry(program_id, reward_id).await?;
         if entry.reward.tier_limited() {
+            // A replay is answered from what it made, even with tiers down.
+            if let Some(redemption) = self.store.replayed(program_id, customer_id, reward_id, key).await? {
+                return Ok((redemption, true));
+            }
             match self.tier_position(program_id, customer_id).await?.refuses(&entry.reward) {
                 Some(Unavailable::TierNotEligible) => return Err(Error::TierNotEligible),
                 Some(_) => return Err(Error::TierTooLow),
@@ -119,13 +123,23 @@ impl Rewards {
             Staged::New(redemption) => redemption,
         };
         match self.spend(&redemption).await {
-            Spend::Done => Ok((self.store.activate(&redemption).await?, false)),
+            Spend::Done => {
+                let activated = self.store.activate(&redemption).await?;
+                if activated.status != Status::Active {
+                    // Taken over while the spend was under way: it ends
+                    // FAILED with the points given back, which a retry with
+                    // the same key reports.
+                    self.work_added.notify_one();
+                    return Err(Error::Interrupted(redemption.redemption_id.clone()));
+                }
+                Ok((activated, false))
+            }
             Spend::Refused { available } => {
                 self.store.fail(&redemption, false).await?;
                 Err(Error::InsufficientPoints { available, cost: redemption.points })
             }
             Spend::Unknown(status) => {
-                self.store.needs_compensation(&redemption.redemption_id).await?;
+                self.store.needs_compensation(&redemption).await?;
                 // Settle now if the points service answers again; the recovery loop otherwise.
                 if self.settle(&redemption).await.is_ok() {
                     self.work_added.notify_one();
@@ -177,8 +191,14 @@ impl Rewards {
         let claimed = self.store.claim_unsettled(100).await?;
         let mut settled = 0;
         for redemption in claimed {
-            self.settle(&redemption).await?;
-            settled += 1;
+            // One that cannot be settled now (points down) keeps its claim
+            // until the lease runs out; the others go on.
+            match self.settle(&redemption).await {
+                Ok(()) => settled += 1,
+                Err(error) => {
+                    tracing::warn!(redemption = %redemption.redemption_id, %error, "settling a redemption failed, will retry");
+                }
+            }
         }
         Ok(settled)
     }
@@ -232,14 +252,17 @@ impl Rewards {
     /// Replays the spend (same key, so at most once in all) and gives the
     /// points back if it went through; the redemption FAILS either way.
     /// Nothing to do when another replica has taken it over.
-    async fn settle(&self, redemption: &Redemption) -> Result<(), Error> {
-        if !self.store.renew(&redemption.redemption_id).await? {
+    async fn settle(&self, redemption: &Claim) -> Result<(), Error> {
+        if !self.store.renew(redemption).await? {
             return Ok(());
         }
         match self.spend(redemption).await {
             Spend::Done => self.store.fail(redemption, true).await?,
             Spend::Refused { .. } => self.store.fail(redemption, false).await?,
-            Spend::Unknown(status) => return Err(Error::Upstream("the points service", status)),
+            Spend::Unknown(status) => {
+                self.store.needs_compensation(redemption).await?;
+                return Err(Error::Upstream("the points service", status));
+            }
         };
         self.send_refunds().await?;
         Ok(())

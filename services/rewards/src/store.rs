@@ -87,11 +87,30 @@ pub struct RefundTask {
     pub actor: String,
 }
 
+/// A PENDING redemption as one claim on it holds it: staging it, or taking
+/// it over in recovery, draws a fresh token, and issuing the voucher,
+/// failing it or renewing the lease succeeds only for the latest claim's
+/// token. So a worker that lost the redemption can never finish it, even
+/// when the same process claimed it again meanwhile.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub redemption: Redemption,
+    token: String,
+}
+
+impl std::ops::Deref for Claim {
+    type Target = Redemption;
+
+    fn deref(&self) -> &Redemption {
+        &self.redemption
+    }
+}
+
 /// The first step of a redemption.
 #[derive(Debug)]
 pub enum Staged {
     /// A new redemption, stock reserved, points still to spend.
-    New(Redemption),
+    New(Claim),
     /// The key was used before: the redemption as it stands.
     Replay(Redemption),
 }
@@ -102,6 +121,11 @@ const REDEMPTION_COLUMNS: &str = "redemption_id, program_id, customer_id, reward
 /// Lease of a store made without [`RewardsStore::with_lease`]: twice the
 /// default upstream deadline (`UPSTREAM_TIMEOUT_MS`, 2 s).
 pub const DEFAULT_LEASE: Micros = 4 * MICROS_PER_SECOND;
+
+/// How old a PENDING redemption without an owner (staged by a binary from
+/// before leases, still running during a rolling deploy) must be before it
+/// is taken over: longer than any saga's calls take.
+pub const UNOWNED_GRACE: Micros = 30 * MICROS_PER_SECOND;
 
 #[derive(Clone, Debug)]
 pub struct RewardsStore {
@@ -230,11 +254,8 @@ impl RewardsStore {
         key: &str,
     ) -> Result<Staged, Error> {
         let now = self.now();
-        let hash = request_hash(program_id, &serde_json::json!({ "customer_id": customer_id, "reward_id": reward_id }));
-        if let Some((stored_hash, redemption)) = self.by_key(program_id, key).await? {
-            if stored_hash != hash {
-                return Err(Error::Key(idempotency::KeyError::Reused { method: "Redeem" }));
-            }
+        let hash = redeem_hash(program_id, customer_id, reward_id);
+        if let Some(redemption) = self.replayed(program_id, customer_id, reward_id, key).await? {
             return Ok(Staged::Replay(redemption));
         }
         let mut tx = begin_write(&self.db).await?;
@@ -269,6 +290,7 @@ impl RewardsStore {
             consumed_order_id: String::new(),
             created_at: now,
         };
+        let token = self.new_token();
         let inserted = sqlx::query(
             "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
              voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us, \
@@ -287,7 +309,7 @@ impl RewardsStore {
         .bind(key)
         .bind(&hash)
         .bind(now)
-        .bind(&self.owner)
+        .bind(&token)
         .bind(now + self.lease)
         .execute(&mut *tx)
         .await?
@@ -302,7 +324,30 @@ impl RewardsStore {
             };
         }
         tx.commit().await?;
-        Ok(Staged::New(redemption))
+        Ok(Staged::New(Claim { redemption, token }))
+    }
+
+    /// The redemption a key already made, if any: a replay is answered from
+    /// it before anything else is asked (the customer's tier, stock).
+    pub async fn replayed(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        reward_id: &str,
+        key: &str,
+    ) -> Result<Option<Redemption>, Error> {
+        match self.by_key(program_id, key).await? {
+            Some((stored, _)) if stored != redeem_hash(program_id, customer_id, reward_id) => {
+                Err(Error::Key(idempotency::KeyError::Reused { method: "Redeem" }))
+            }
+            found => Ok(found.map(|(_, redemption)| redemption)),
+        }
+    }
+
+    /// A token for one claim on a redemption: this process's name and a
+    /// fresh suffix.
+    fn new_token(&self) -> String {
+        format!("{}.{}", self.owner, uuid::Uuid::now_v7().simple())
     }
 
     /// PENDING → ACTIVE once the points are spent, if this process still
@@ -310,7 +355,7 @@ impl RewardsStore {
     /// replica took over), the redemption can only end FAILED, so the points
     /// just spent are given back; the refund's task id is the one the taker
     /// would write, so they come back once. Answers the redemption as it stands.
-    pub async fn activate(&self, redemption: &Redemption) -> Result<Redemption, Error> {
+    pub async fn activate(&self, redemption: &Claim) -> Result<Redemption, Error> {
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'active', updated_at_us = $1 \
@@ -318,7 +363,7 @@ impl RewardsStore {
         )
         .bind(self.now())
         .bind(&redemption.redemption_id)
-        .bind(&self.owner)
+        .bind(&redemption.token)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -332,7 +377,7 @@ impl RewardsStore {
     /// PENDING → FAILED if this process still owns it: stock released and,
     /// when points were spent, a refund task written. When it lost the
     /// redemption and points were spent, the refund is written all the same.
-    pub async fn fail(&self, redemption: &Redemption, points_were_spent: bool) -> Result<Redemption, Error> {
+    pub async fn fail(&self, redemption: &Claim, points_were_spent: bool) -> Result<Redemption, Error> {
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'failed', updated_at_us = $1 \
@@ -340,7 +385,7 @@ impl RewardsStore {
         )
         .bind(self.now())
         .bind(&redemption.redemption_id)
-        .bind(&self.owner)
+        .bind(&redemption.token)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -357,8 +402,9 @@ impl RewardsStore {
     }
 
     /// Our spend went through on a redemption we no longer own. Unless it
-    /// became ACTIVE (only its owner of record activates, under the same
-    /// compare-and-set, so then it was us) it ends FAILED: refund.
+    /// became ACTIVE (only the claim that staged it activates, and no claim
+    /// after a takeover ever does, so then it was ours) it ends FAILED:
+    /// refund.
     async fn refund_lost_spend(&self, tx: &mut AnyConnection, redemption: &Redemption) -> Result<(), Error> {
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM redemptions WHERE redemption_id = $1")
             .bind(&redemption.redemption_id)
@@ -371,57 +417,71 @@ impl RewardsStore {
         Ok(())
     }
 
-    /// Extends this process's lease before a step that calls the points
-    /// service; `false` when the redemption is no longer ours to work on.
-    pub async fn renew(&self, redemption_id: &str) -> Result<bool, Error> {
+    /// Extends the claim's lease before a step that calls the points
+    /// service; `false` when the redemption is no longer this claim's.
+    pub async fn renew(&self, redemption: &Claim) -> Result<bool, Error> {
         let changed = sqlx::query(
             "UPDATE redemptions SET lease_until_us = $1 WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
         )
         .bind(self.now() + self.lease)
-        .bind(redemption_id)
-        .bind(&self.owner)
+        .bind(&redemption.redemption_id)
+        .bind(&redemption.token)
         .execute(&self.db.pool)
         .await?
         .rows_affected();
         Ok(changed == 1)
     }
 
-    /// Marks a redemption whose spend has an unknown outcome, so that this
-    /// process's recovery settles it without waiting for its own lease.
-    pub async fn needs_compensation(&self, redemption_id: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE redemptions SET compensate = 1 WHERE redemption_id = $1 AND status = 'pending'")
-            .bind(redemption_id)
+    /// Flags a redemption whose spend has an unknown outcome, so that this
+    /// process's next recovery pass settles it without waiting for the
+    /// lease to run out (other replicas still wait for it).
+    pub async fn needs_compensation(&self, redemption: &Claim) -> Result<(), Error> {
+        sqlx::query("UPDATE redemptions SET compensate = 1 WHERE redemption_id = $1 AND owner = $2")
+            .bind(&redemption.redemption_id)
+            .bind(&redemption.token)
             .execute(&self.db.pool)
             .await?;
         Ok(())
     }
 
     /// Takes over PENDING redemptions whose lease ran out (their owner died
-    /// or stalled), and this process's own flagged ones, leasing each to
-    /// this process with a compare-and-set so that one replica wins each.
-    pub async fn claim_unsettled(&self, limit: i64) -> Result<Vec<Redemption>, Error> {
-        const CLAIMABLE: &str = "status = 'pending' AND (lease_until_us < $1 OR (owner = $2 AND compensate = 1))";
+    /// or stalled), and this process's own flagged ones, each under a new
+    /// claim, with a compare-and-set so that one replica wins each. A
+    /// redemption with no owner at all, from a binary before leases, waits
+    /// [`UNOWNED_GRACE`].
+    pub async fn claim_unsettled(&self, limit: i64) -> Result<Vec<Claim>, Error> {
+        const CLAIMABLE: &str = "status = 'pending' AND ((lease_until_us < $1 AND (owner <> '' OR updated_at_us < $2)) \
+             OR (compensate = 1 AND owner LIKE $3))";
         let now = self.now();
+        let unowned_before = now - UNOWNED_GRACE;
+        let ours = format!("{}.%", self.owner);
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE {CLAIMABLE} ORDER BY lease_until_us LIMIT $3"
+            "SELECT {REDEMPTION_COLUMNS}, owner FROM redemptions WHERE {CLAIMABLE} ORDER BY lease_until_us LIMIT $4"
         ));
-        let rows = sqlx::query(sql).bind(now).bind(&self.owner).bind(limit).fetch_all(&self.db.pool).await?;
+        let rows =
+            sqlx::query(sql).bind(now).bind(unowned_before).bind(&ours).bind(limit).fetch_all(&self.db.pool).await?;
         let mut claimed = Vec::new();
-        for candidate in rows.iter().map(redemption_from_row) {
-            let candidate = candidate?;
+        for row in &rows {
+            let redemption = redemption_from_row(row)?;
+            let seen: String = row.try_get("owner")?;
+            let token = self.new_token();
             let sql = sqlx::AssertSqlSafe(format!(
-                "UPDATE redemptions SET owner = $2, lease_until_us = $3 WHERE {CLAIMABLE} AND redemption_id = $4"
+                "UPDATE redemptions SET owner = $4, lease_until_us = $5, compensate = 0 \
+                 WHERE {CLAIMABLE} AND redemption_id = $6 AND owner = $7"
             ));
             let won = sqlx::query(sql)
                 .bind(now)
-                .bind(&self.owner)
+                .bind(unowned_before)
+                .bind(&ours)
+                .bind(&token)
                 .bind(now + self.lease)
-                .bind(&candidate.redemption_id)
+                .bind(&redemption.redemption_id)
+                .bind(&seen)
                 .execute(&self.db.pool)
                 .await?
                 .rows_affected();
             if won == 1 {
-                claimed.push(candidate);
+                claimed.push(Claim { redemption, token });
             }
         }
         Ok(claimed)
@@ -686,6 +746,10 @@ fn failure_refund(redemption: &Redemption) -> RefundTask {
         reason: format!("redemption of {} did not go through", redemption.reward_name),
         actor: String::new(),
     }
+}
+
+fn redeem_hash(program_id: &str, customer_id: &str, reward_id: &str) -> String {
+    request_hash(program_id, &serde_json::json!({ "customer_id": customer_id, "reward_id": reward_id }))
 }
 
 async fn release_stock(tx: &mut AnyConnection, reward_id: &str) -> Result<(), Error> {

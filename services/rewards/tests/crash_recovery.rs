@@ -19,7 +19,7 @@ use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_rewards::RewardsServer;
 use loyalty_rewards::domain::{Kind, Reward};
 use loyalty_rewards::service::Rewards;
-use loyalty_rewards::store::{DEFAULT_LEASE, RewardsStore, Staged, Status};
+use loyalty_rewards::store::{Claim, DEFAULT_LEASE, RewardsStore, Staged, Status, UNOWNED_GRACE};
 use sqlx::Row;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -123,6 +123,8 @@ loyalty_common::on_both_backends!(
     a_killed_process_leaves_voucher_or_points_after_restart,
     a_live_replicas_redemption_is_settled_only_when_its_lease_ran_out,
     a_stalled_owners_late_spend_is_refunded,
+    a_redemption_taken_over_twice_never_ends_with_voucher_and_refund,
+    a_redemption_without_an_owner_waits_out_a_rolling_deploy,
 );
 
 async fn a_killed_process_leaves_voucher_or_points_after_restart(backend: Backend) {
@@ -306,7 +308,7 @@ impl Replicas {
     }
 
     /// Replica A's first step of a redemption.
-    async fn stage(&self, customer: &str) -> loyalty_rewards::store::Redemption {
+    async fn stage(&self, customer: &str) -> Claim {
         match self.a.stage("shop", customer, &self.reward_id, &format!("redeem-{customer}")).await.unwrap() {
             Staged::New(redemption) => redemption,
             Staged::Replay(_) => panic!("a new redemption"),
@@ -340,7 +342,7 @@ async fn a_live_replicas_redemption_is_settled_only_when_its_lease_ran_out(backe
     assert_eq!(r.b.recover().await.unwrap(), 0, "leased to A: not B's to settle");
     r.clock.advance(DEFAULT_LEASE - 1);
     assert_eq!(r.b.recover().await.unwrap(), 0, "the lease has not run out yet");
-    assert!(r.a.renew(&redemption.redemption_id).await.unwrap(), "A still owns it");
+    assert!(r.a.renew(&redemption).await.unwrap(), "A still owns it");
     r.clock.advance(DEFAULT_LEASE - 1);
     assert_eq!(r.b.recover().await.unwrap(), 0, "A renewed its lease");
     assert_eq!(r.a.redemption(&redemption.redemption_id).await.unwrap().status, Status::Pending);
@@ -353,7 +355,7 @@ async fn a_live_replicas_redemption_is_settled_only_when_its_lease_ran_out(backe
     assert_eq!(r.stock().await, Some(5), "the stock came back");
 
     // A wakes up and finishes its saga: it no longer owns the row.
-    assert!(!r.a.renew(&redemption.redemption_id).await.unwrap());
+    assert!(!r.a.renew(&redemption).await.unwrap());
     let late = r.a.activate(&redemption).await.unwrap();
     assert_eq!(late.status, Status::Failed, "no voucher from a replica that lost the row");
     r.b.send_refunds().await.unwrap();
@@ -379,5 +381,60 @@ async fn a_stalled_owners_late_spend_is_refunded(backend: Backend) {
     assert_eq!(late.status, Status::Failed, "no voucher from a replica that lost the row");
     r.b.send_refunds().await.unwrap();
     assert_eq!(r.f.available("hal").await, START_POINTS, "A's late spend was given back");
+    r.f.stop().await;
+}
+
+/// A stages and spends, then stalls; B takes over and stalls after its own
+/// (replayed) spend; A's recovery takes it back. B's late failure writes a
+/// refund, so A's original saga must not issue the voucher: only the latest
+/// claim may finish the redemption, not merely the latest process.
+async fn a_redemption_taken_over_twice_never_ends_with_voucher_and_refund(backend: Backend) {
+    let mut r = Replicas::start(backend).await;
+    r.f.earn("ida", START_POINTS).await;
+    let first = r.stage("ida").await;
+    r.spend(&first).await.unwrap();
+
+    r.clock.advance(DEFAULT_LEASE + 1);
+    let by_b = r.b.store().claim_unsettled(10).await.unwrap();
+    assert_eq!(by_b.len(), 1, "A went quiet past its lease: B claims it");
+    r.spend(&by_b[0]).await.unwrap();
+    r.clock.advance(DEFAULT_LEASE + 1);
+    let by_a = r.a.claim_unsettled(10).await.unwrap();
+    assert_eq!(by_a.len(), 1, "B went quiet in turn: A's recovery claims it back");
+
+    let late_b = r.b.store().fail(&by_b[0], true).await.unwrap();
+    assert_eq!(late_b.status, Status::Pending, "B no longer holds it");
+    let late_a = r.a.activate(&first).await.unwrap();
+    assert_eq!(late_a.status, Status::Pending, "the staging claim was superseded: no voucher");
+    let settled = r.a.fail(&by_a[0], true).await.unwrap();
+    assert_eq!(settled.status, Status::Failed);
+    r.b.send_refunds().await.unwrap();
+    assert_eq!(r.f.available("ida").await, START_POINTS, "the points came back, once");
+    assert_eq!(r.stock().await, Some(5));
+    r.f.stop().await;
+}
+
+/// A binary from before leases stages with no owner; during a rolling
+/// deploy a new replica must leave that saga alone until it is old enough
+/// that no live process can still be working on it.
+async fn a_redemption_without_an_owner_waits_out_a_rolling_deploy(backend: Backend) {
+    let mut r = Replicas::start(backend).await;
+    r.f.earn("jo", START_POINTS).await;
+    let staged = r.stage("jo").await;
+    r.spend(&staged).await.unwrap();
+    let db = db::connect(&r.f.rewards_url, db::PoolSettings::new(1, 1_000)).await.unwrap();
+    sqlx::query("UPDATE redemptions SET owner = '', lease_until_us = 0 WHERE redemption_id = $1")
+        .bind(&staged.redemption_id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(r.b.recover().await.unwrap(), 0, "an old binary may still be spending for it");
+    r.clock.advance(UNOWNED_GRACE / 2);
+    assert_eq!(r.b.recover().await.unwrap(), 0);
+    r.clock.advance(UNOWNED_GRACE / 2 + 1);
+    assert_eq!(r.b.recover().await.unwrap(), 1, "old enough: settled");
+    assert_eq!(r.a.redemption(&staged.redemption_id).await.unwrap().status, Status::Failed);
+    assert_eq!(r.f.available("jo").await, START_POINTS);
+    db.pool.close().await;
     r.f.stop().await;
 }

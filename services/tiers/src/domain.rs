@@ -122,12 +122,16 @@ pub struct Measures {
 }
 
 impl Measures {
-    /// What reversing `reversed` more points of `earn` (of which
-    /// `already_reversed` were taken back before) subtracts. Each measure
-    /// keeps the share of the earn still standing, rounded down, so that
-    /// reversing everything takes back exactly everything. A refund's
-    /// amount, when given, is the spend taken back.
-    pub fn reversal(earn: &Measures, already_reversed: i64, reversed: i64, refunded_minor: Option<i64>) -> Measures {
+    /// What reversing `reversed` more points of `earn` subtracts, given what
+    /// earlier reversals of it took back (`before`, negative measures). Each
+    /// measure keeps the share of the earn still standing, rounded down, so
+    /// that reversing everything takes back exactly everything. A refund's
+    /// amount, when given, is the spend taken back, but never more spend than
+    /// the order still counts: a refund larger than its order, or refunds
+    /// summing past it, stop at zero.
+    pub fn reversal(earn: &Measures, before: &Measures, reversed: i64, refunded_minor: Option<i64>) -> Measures {
+        let already_reversed = -before.points;
+        let spend_left = (earn.spend_minor + before.spend_minor).max(0);
         let total = earn.points.max(0);
         let standing = |measure: i64, taken: i64| {
             if total == 0 {
@@ -141,7 +145,7 @@ impl Measures {
             points: -reversed,
             order_points: -share(earn.order_points),
             base_points: -share(earn.base_points),
-            spend_minor: -refunded_minor.unwrap_or_else(|| share(earn.spend_minor)),
+            spend_minor: -refunded_minor.unwrap_or_else(|| share(earn.spend_minor)).clamp(0, spend_left),
         }
     }
 }
@@ -481,14 +485,29 @@ mod tests {
     #[test]
     fn reversals_take_back_each_measure_in_proportion_and_all_of_it_at_the_end() {
         let earn = Measures { points: 30, order_points: 30, base_points: 10, spend_minor: 1_000 };
-        let first = Measures::reversal(&earn, 0, 10, None);
+        let none = Measures::default();
+        let first = Measures::reversal(&earn, &none, 10, None);
         assert_eq!(first, Measures { points: -10, order_points: -10, base_points: -4, spend_minor: -334 });
-        let second = Measures::reversal(&earn, 10, 20, Some(500));
+        let second = Measures::reversal(&earn, &first, 20, Some(500));
         assert_eq!(second.base_points, -6, "the rest of the base, rounding included");
         assert_eq!(second.spend_minor, -500, "a refund takes back its own amount");
         assert_eq!(first.order_points + second.order_points, -30);
         let activity = Measures { points: 50, ..Measures::default() };
-        assert_eq!(Measures::reversal(&activity, 0, 50, None), Measures { points: -50, ..Measures::default() });
+        assert_eq!(Measures::reversal(&activity, &none, 50, None), Measures { points: -50, ..Measures::default() });
+    }
+
+    #[test]
+    fn refunds_never_take_back_more_spend_than_the_order_still_counts() {
+        let earn = Measures { points: 10, order_points: 10, base_points: 10, spend_minor: 1_000 };
+        let none = Measures::default();
+        assert_eq!(Measures::reversal(&earn, &none, 10, Some(5_000)).spend_minor, -1_000, "a refund above its order");
+        let first = Measures::reversal(&earn, &none, 5, Some(800));
+        assert_eq!(first.spend_minor, -800);
+        let second = Measures::reversal(&earn, &first, 5, Some(800));
+        assert_eq!(second.spend_minor, -200, "only what the order still counts");
+        let both = Measures { points: first.points + second.points, spend_minor: -1_000, ..none };
+        assert_eq!(Measures::reversal(&earn, &both, 0, Some(100)).spend_minor, 0, "nothing left to take");
+        assert_eq!(Measures::reversal(&earn, &none, 1, Some(-50)).spend_minor, 0, "a negative refund adds nothing");
     }
 
     fn ladder(downgrade: Downgrade) -> Ladder {

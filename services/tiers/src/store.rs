@@ -452,15 +452,17 @@ async fn reversal(
 ) -> Result<(Measures, Option<Micros>), Error> {
     let row = sqlx::query(
         "SELECT points, order_points, base_points, spend_minor, occurred_at_us, \
-         (SELECT CAST(COALESCE(-SUM(r.points), 0) AS BIGINT) FROM qualifying_events r WHERE r.reverses = $1) \
-         AS reversed FROM qualifying_events WHERE transaction_id = $1",
+         (SELECT CAST(COALESCE(SUM(r.points), 0) AS BIGINT) FROM qualifying_events r WHERE r.reverses = $1) \
+         AS reversed_points, \
+         (SELECT CAST(COALESCE(SUM(r.spend_minor), 0) AS BIGINT) FROM qualifying_events r WHERE r.reverses = $1) \
+         AS reversed_spend FROM qualifying_events WHERE transaction_id = $1",
     )
     .bind(earn)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        let spend_minor = -refunded_minor.unwrap_or(0);
-        return Ok((Measures { points: -points, spend_minor, ..Measures::default() }, None));
+        // Nothing it took counted here, so it takes nothing back but points.
+        return Ok((Measures { points: -points, ..Measures::default() }, None));
     };
     let measures = Measures {
         points: row.try_get("points")?,
@@ -468,8 +470,12 @@ async fn reversal(
         base_points: row.try_get("base_points")?,
         spend_minor: row.try_get("spend_minor")?,
     };
-    let reversed: i64 = row.try_get("reversed")?;
-    Ok((Measures::reversal(&measures, reversed, points, refunded_minor), Some(row.try_get("occurred_at_us")?)))
+    let before = Measures {
+        points: row.try_get("reversed_points")?,
+        spend_minor: row.try_get("reversed_spend")?,
+        ..Measures::default()
+    };
+    Ok((Measures::reversal(&measures, &before, points, refunded_minor), Some(row.try_get("occurred_at_us")?)))
 }
 
 fn membership_from_row(row: &AnyRow) -> Result<Membership, sqlx::Error> {
