@@ -660,6 +660,7 @@ async fn start_points(
         database_url: format!("sqlite://{}", dir.join("points.db").display()),
         database_max_connections: 4,
         database_acquire_timeout_ms: 1_000,
+        write_workers: 4,
         redis_url: None,
         redis_key_prefix: "unused:".into(),
         balance_cache_ttl_secs: 300,

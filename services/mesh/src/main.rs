@@ -113,6 +113,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         database_url: sqlite(&args.data_dir, "points.db"),
         database_max_connections: 8,
         database_acquire_timeout_ms: 1_000,
+        write_workers: 4,
         redis_url: None,
         redis_key_prefix: "loyalty:points:".into(),
         balance_cache_ttl_secs: 300,

@@ -15,8 +15,9 @@ use crate::domain::{Account, Balance, RuleViolation};
 use crate::error::Error;
 use crate::program::ProgramStore;
 use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
-use crate::store::{Command, Execution, LedgerRow, LedgerStore, OrderRequest};
+use crate::store::{BatchCommand, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
 use crate::tiers::TierSource;
+use crate::writer::Writer;
 
 /// How often the publisher looks for rows committed by other replicas, or
 /// left behind while an older transaction was still in flight.
@@ -39,17 +40,32 @@ pub struct Ledger {
     tiers: TierSource,
     published: watch::Sender<i64>,
     publish_now: Notify,
+    /// Group commit for the commands it supports; `None`: every command in
+    /// a transaction of its own.
+    writer: Option<Writer>,
 }
 
 impl Ledger {
+    /// `write_workers` shard workers commit Earn, Spend and Adjust in
+    /// batches; 0 runs every command in a transaction of its own.
     pub async fn new(
         store: LedgerStore,
         cache: BalanceCache,
         programs: ProgramStore,
         tiers: TierSource,
+        write_workers: usize,
     ) -> Result<Self, Error> {
         let last = store.last_sequence().await?;
-        Ok(Self { store, cache, programs, tiers, published: watch::Sender::new(last), publish_now: Notify::new() })
+        let writer = (write_workers > 0).then(|| Writer::start(store.clone(), write_workers));
+        Ok(Self {
+            store,
+            cache,
+            programs,
+            tiers,
+            published: watch::Sender::new(last),
+            publish_now: Notify::new(),
+            writer,
+        })
     }
 
     /// Settings, campaigns and their audit log.
@@ -203,7 +219,12 @@ impl Ledger {
 
     /// Runs a write under its idempotency key and refreshes the cache.
     pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
-        let execution = self.store.execute(program_id, idempotency_key, command).await?;
+        let execution = match &self.writer {
+            Some(writer) if BatchCommand::supported(&command) => {
+                writer.execute(program_id, idempotency_key, command).await?
+            }
+            _ => self.store.execute(program_id, idempotency_key, command).await?,
+        };
         if let Some(account) = &execution.account {
             self.committed(account, execution.published_up_to).await;
         }

@@ -10,6 +10,7 @@ pub mod program;
 pub mod rules;
 pub mod store;
 pub mod tiers;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,6 +101,11 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub database_acquire_timeout_ms: u64,
+    /// Workers that commit concurrent Earn, Spend and Adjust calls together, one
+    /// database transaction per batch (each account always on the same worker); 0 gives
+    /// every call a transaction of its own.
+    #[arg(long, env = "WRITE_WORKERS", value_name = "WRITE_WORKERS", default_value_t = 4)]
+    pub write_workers: usize,
     /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -189,7 +195,8 @@ impl PointsServer {
         let tiers_deadline = Duration::from_millis(config.tiers_timeout_ms);
         let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())?;
         let programs = ProgramStore::new(database.clone(), clock.clone());
-        let ledger = Arc::new(Ledger::new(LedgerStore::new(database.clone(), clock), cache, programs, tiers).await?);
+        let store = LedgerStore::new(database.clone(), clock);
+        let ledger = Arc::new(Ledger::new(store, cache, programs, tiers, config.write_workers).await?);
         launch.spawn(ledger.clone().publisher(launch.signal()));
         let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
         launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));

@@ -8,6 +8,8 @@
 //! domain decide, write lots, entries and the account, save the result under
 //! the key, commit.
 
+mod batch;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,8 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::rules::{self, ActivityRule, Breakdown};
+
+pub use batch::{BatchCommand, BatchFailure};
 
 /// Which earn a reversal refers to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -49,11 +49,20 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Overrides the Redis key prefix (harnesses sharing one cache).
     pub redis_prefix: Option<String>,
+    /// Group-commit workers (`WRITE_WORKERS`); 0: a transaction per command.
+    pub write_workers: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { redis_url: None, redis_backoff_ms: 1_000, tiers_addr: None, database_url: None, redis_prefix: None }
+        Self {
+            redis_url: None,
+            redis_backoff_ms: 1_000,
+            tiers_addr: None,
+            database_url: None,
+            redis_prefix: None,
+            write_workers: 4,
+        }
     }
 }
 
@@ -91,6 +100,7 @@ impl Harness {
             database_url,
             database_max_connections: 16,
             database_acquire_timeout_ms: 1_000,
+            write_workers: options.write_workers,
             redis_url,
             redis_key_prefix: redis_prefix.clone(),
             balance_cache_ttl_secs: 300,
@@ -125,6 +135,11 @@ impl Harness {
         self.metrics_addr = server.metrics_addr();
         self.client = PointsServiceClient::connect(format!("http://{}", self.addr)).await.expect("client connects");
         self.server = Some(server);
+    }
+
+    /// The database the server writes to, for tests that open the store themselves.
+    pub fn database_url(&self) -> &str {
+        &self.config.database_url
     }
 
     /// A fresh client on its own connection.

@@ -1,0 +1,573 @@
+//! Group commit: many Earn, Spend and Adjust commands in one transaction,
+//! with a constant number of statements per batch, not per command.
+//!
+//! One batch: look up every key (one `SELECT`), lock every account in key
+//! order (one `SELECT … FOR UPDATE`, plus an `INSERT` for new accounts), load
+//! the open lots of the accounts that need them (one `SELECT`), let the
+//! domain judge each command in arrival order against the running state of
+//! its account, then write lots, entries, accounts and the saved results
+//! with one multi-row statement each, and commit once. The rows travel as
+//! one JSON parameter per statement (`jsonb_to_recordset` on PostgreSQL,
+//! `json_each` on SQLite), since the `Any` driver binds no arrays.
+//!
+//! A refused command changes nothing: its account's state is put back and
+//! its key is not saved, exactly as when it ran alone. Several commands on
+//! one account take its lock once. A key that another transaction saved
+//! while this batch ran makes the batch roll back, to be run again (then it
+//! is a replay); any other database failure is the caller's to handle.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use loyalty_common::db::Dialect;
+use loyalty_common::idempotency::request_hash;
+
+use super::{
+    ACCOUNT_COLUMNS, Command, Execution, LOT_COLUMNS, LedgerStore, Receipt, account_from_row, lot_from_row, lot_state,
+};
+use crate::domain::{Account, AccountBook, EntryKind, NewEntry, PointLot, RuleViolation, new_transaction_id};
+use crate::error::Error;
+
+/// One command of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchCommand {
+    pub program_id: String,
+    pub idempotency_key: String,
+    pub command: Command,
+}
+
+impl BatchCommand {
+    /// Whether the batch path runs it: commands on a named account that
+    /// touch only its lots, entries and projection.
+    pub fn supported(command: &Command) -> bool {
+        matches!(command, Command::Earn { .. } | Command::Spend { .. } | Command::Adjust { .. })
+    }
+
+    pub fn customer_id(&self) -> &str {
+        match &self.command {
+            Command::Earn { customer_id, .. }
+            | Command::Spend { customer_id, .. }
+            | Command::Adjust { customer_id, .. } => customer_id,
+            other => unreachable!("{} is not batched", other.method()),
+        }
+    }
+}
+
+/// Why a batch did not commit.
+#[derive(Debug)]
+pub enum BatchFailure {
+    /// A key of the batch was saved by another transaction meanwhile: run
+    /// the batch again, that command is then a replay.
+    KeyRace,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// An account as the batch works on it.
+struct Working {
+    account: Account,
+    lots: Vec<PointLot>,
+    all_open_lots_loaded: bool,
+    /// Entries of a settlement due before the first command, written with the
+    /// first command that succeeds.
+    settled: Vec<NewEntry>,
+    inserted: HashSet<String>,
+    dirty: HashSet<String>,
+    changed: bool,
+}
+
+/// What a successful command writes.
+struct Done {
+    index: usize,
+    key: String,
+    method: &'static str,
+    hash: String,
+    receipt: Receipt,
+    account: Account,
+    entries: Vec<NewEntry>,
+    actor: String,
+}
+
+impl LedgerStore {
+    /// Runs `commands` as one transaction; one result per command, in order.
+    /// `Err` when nothing was committed.
+    pub async fn execute_batch(
+        &self,
+        commands: &[BatchCommand],
+    ) -> Result<Vec<Result<Execution, Error>>, BatchFailure> {
+        let dialect = self.db.dialect;
+        let now = self.clock.now();
+        let mut results: Vec<Option<Result<Execution, Error>>> = (0..commands.len()).map(|_| None).collect();
+        let hashes: Vec<String> =
+            commands.iter().map(|c| request_hash(&c.program_id, &c.command.request_identity())).collect();
+        let mut tx = self.begin().await?;
+
+        // Replays, and keys reused for another request.
+        let keys: Vec<Value> = commands
+            .iter()
+            .map(|c| json!({ "p": c.program_id, "m": c.command.method(), "k": c.idempotency_key }))
+            .collect();
+        let sql = format!(
+            "SELECT k.program_id, k.method, k.idempotency_key, k.request_hash, k.response FROM idempotency_keys k \
+             JOIN {} ON k.program_id = r.p AND k.method = r.m AND k.idempotency_key = r.k",
+            recordset(dialect, &[("p", TEXT), ("m", TEXT), ("k", TEXT)])
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(keys).to_string()).fetch_all(&mut *tx).await?;
+        let mut saved = HashMap::new();
+        for row in &rows {
+            let id: (String, String, String) =
+                (row.try_get("program_id")?, row.try_get("method")?, row.try_get("idempotency_key")?);
+            saved
+                .insert(id, (row.try_get::<String, _>("request_hash")?, row.try_get::<Option<String>, _>("response")?));
+        }
+        let mut live = Vec::new();
+        // A key twice in one batch runs once; the later ones get its answer.
+        let mut first_of: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            let method = c.command.method();
+            let id = (c.program_id.clone(), method.to_owned(), c.idempotency_key.clone());
+            if let Some(&first) = first_of.get(&id) {
+                duplicates.push((i, first));
+                continue;
+            }
+            first_of.insert(id.clone(), i);
+            match saved.get(&id) {
+                None => live.push(i),
+                Some((hash, _)) if *hash != hashes[i] => results[i] = Some(Err(Error::IdempotencyKeyReused { method })),
+                Some((_, Some(response))) => {
+                    results[i] = Some(
+                        serde_json::from_str(response)
+                            .map(|receipt| Execution { receipt, replayed: true, account: None, published_up_to: None })
+                            .map_err(|e| Error::Corrupt(e.to_string())),
+                    );
+                }
+                // Claimed by a single-command transaction still in flight:
+                // that one decides; ask again as a race.
+                Some((_, None)) => return Err(BatchFailure::KeyRace),
+            }
+        }
+        if live.is_empty() {
+            tx.rollback().await?;
+            return Ok(answer(results, &duplicates, commands, &hashes));
+        }
+
+        // Lock the accounts in one order, creating the new ones.
+        let mut accounts: BTreeMap<(String, String), Option<Account>> = BTreeMap::new();
+        for &i in &live {
+            accounts.entry((commands[i].program_id.clone(), commands[i].customer_id().to_owned())).or_insert(None);
+        }
+        let wanted: Vec<Value> = accounts.keys().map(|(p, c)| json!({ "p": p, "c": c })).collect();
+        let wanted = Value::Array(wanted).to_string();
+        for found in self.lock_accounts(&mut tx, &wanted).await? {
+            accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
+        }
+        let missing: Vec<Value> =
+            accounts.iter().filter(|(_, a)| a.is_none()).map(|((p, c), _)| json!({ "p": p, "c": c })).collect();
+        if !missing.is_empty() {
+            let missing = Value::Array(missing).to_string();
+            let sql = format!(
+                "INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {} WHERE true \
+                 ORDER BY r.p, r.c ON CONFLICT DO NOTHING",
+                recordset(dialect, &[("p", TEXT), ("c", TEXT)])
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&missing).execute(&mut *tx).await?;
+            for found in self.lock_accounts(&mut tx, &missing).await? {
+                accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
+            }
+        }
+
+        // Open lots, for the accounts whose commands consume or that are due.
+        let mut needs_lots: HashSet<(String, String)> = HashSet::new();
+        for &i in &live {
+            let key = (commands[i].program_id.clone(), commands[i].customer_id().to_owned());
+            let due = accounts[&key].as_ref().is_some_and(|a| a.is_due(now));
+            if due || !commands[i].command.only_adds() {
+                needs_lots.insert(key);
+            }
+        }
+        let mut lots: HashMap<(String, String), Vec<PointLot>> = HashMap::new();
+        if !needs_lots.is_empty() {
+            let which: Vec<Value> = needs_lots.iter().map(|(p, c)| json!({ "p": p, "c": c })).collect();
+            let sql = format!(
+                "SELECT l.program_id AS lot_program_id, l.customer_id AS lot_customer_id, {} FROM point_lots l \
+                 JOIN {} ON l.program_id = r.p AND l.customer_id = r.c WHERE l.remaining > 0",
+                qualified("l", LOT_COLUMNS),
+                recordset(dialect, &[("p", TEXT), ("c", TEXT)])
+            );
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(which).to_string()).fetch_all(&mut *tx).await?;
+            for row in &rows {
+                let key: (String, String) = (row.try_get("lot_program_id")?, row.try_get("lot_customer_id")?);
+                lots.entry(key).or_default().push(lot_from_row(row)?);
+            }
+        }
+        let mut working: HashMap<(String, String), Working> = HashMap::new();
+        for (key, account) in accounts {
+            let account = account.ok_or_else(|| sqlx::Error::RowNotFound)?;
+            let loaded = needs_lots.contains(&key);
+            let mut work = Working {
+                account,
+                lots: lots.remove(&key).unwrap_or_default(),
+                all_open_lots_loaded: loaded,
+                settled: Vec::new(),
+                inserted: HashSet::new(),
+                dirty: HashSet::new(),
+                changed: false,
+            };
+            if loaded {
+                let mut book = AccountBook::new(work.account.clone(), std::mem::take(&mut work.lots), true, now);
+                book.settle();
+                work.dirty.extend(book.lots.iter().filter(|l| l.dirty).map(|l| l.lot_id.clone()));
+                work.account = book.account;
+                work.lots = book.lots;
+                work.settled = book.entries;
+            }
+            working.insert(key, work);
+        }
+
+        // Judge each command, in arrival order, against its account as the
+        // commands before it left it.
+        let mut done = Vec::new();
+        for &i in &live {
+            let c = &commands[i];
+            let key = (c.program_id.clone(), c.customer_id().to_owned());
+            let work = working.get_mut(&key).expect("every account was loaded");
+            match run(work, c, now) {
+                Ok((receipt, entries)) => done.push(Done {
+                    index: i,
+                    key: c.idempotency_key.clone(),
+                    method: c.command.method(),
+                    hash: hashes[i].clone(),
+                    receipt,
+                    account: work.account.clone(),
+                    entries,
+                    actor: match &c.command {
+                        Command::Adjust { actor, .. } => actor.clone(),
+                        _ => String::new(),
+                    },
+                }),
+                Err(violation) => results[i] = Some(Err(violation.into())),
+            }
+        }
+
+        if !done.is_empty() {
+            let published_up_to = self.write_batch(&mut tx, &working, &done, now).await?;
+            tx.commit().await?;
+            for d in done {
+                results[d.index] = Some(Ok(Execution {
+                    receipt: d.receipt,
+                    replayed: false,
+                    account: Some(d.account),
+                    published_up_to,
+                }));
+            }
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(answer(results, &duplicates, commands, &hashes))
+    }
+
+    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that exist.
+    async fn lock_accounts(&self, tx: &mut sqlx::AnyConnection, which: &str) -> Result<Vec<Account>, sqlx::Error> {
+        let lock = if self.db.dialect == Dialect::Postgres { " FOR UPDATE OF a" } else { "" };
+        let sql = format!(
+            "SELECT {} FROM accounts a JOIN {} ON a.program_id = r.p AND a.customer_id = r.c \
+             ORDER BY a.program_id, a.customer_id{lock}",
+            qualified("a", ACCOUNT_COLUMNS),
+            recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)])
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(which).fetch_all(&mut *tx).await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    /// The batch's writes: one statement per table. Returns the highest
+    /// stream position written when numbered here (SQLite).
+    async fn write_batch(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        working: &HashMap<(String, String), Working>,
+        done: &[Done],
+        now: i64,
+    ) -> Result<Option<i64>, BatchFailure> {
+        let dialect = self.db.dialect;
+        let (mut new_lots, mut changed_lots, mut changed_accounts) = (Vec::new(), Vec::new(), Vec::new());
+        for ((program_id, customer_id), work) in working.iter().filter(|(_, w)| w.changed) {
+            for lot in &work.lots {
+                let row = json!({
+                    "lot_id": lot.lot_id, "p": program_id, "c": customer_id, "original": lot.original,
+                    "remaining": lot.remaining, "consumed": lot.consumed, "expired": lot.expired,
+                    "reversed": lot.reversed, "expired_reversed": lot.expired_reversed,
+                    "state": lot_state(lot.active), "pending_until_us": lot.pending_until,
+                    "expires_at_us": lot.expires_at, "earned_at_us": lot.earned_at,
+                });
+                if work.inserted.contains(&lot.lot_id) {
+                    new_lots.push(row);
+                } else if work.dirty.contains(&lot.lot_id) {
+                    changed_lots.push(row);
+                }
+            }
+            let a = &work.account;
+            changed_accounts.push(json!({
+                "p": program_id, "c": customer_id, "available": a.available, "pending": a.pending,
+                "lifetime_earned": a.lifetime_earned, "spent": a.spent, "expired": a.expired,
+                "reversed": a.reversed, "debt": a.debt, "version": a.version,
+                "next_transition_us": a.next_transition_at, "next_expiry_us": a.next_expiry_at,
+                "next_expiry_points": a.next_expiry_points,
+            }));
+        }
+        const LOT: &[(&str, &str)] = &[
+            ("lot_id", TEXT),
+            ("p", TEXT),
+            ("c", TEXT),
+            ("original", BIGINT),
+            ("remaining", BIGINT),
+            ("consumed", BIGINT),
+            ("expired", BIGINT),
+            ("reversed", BIGINT),
+            ("expired_reversed", BIGINT),
+            ("state", TEXT),
+            ("pending_until_us", BIGINT),
+            ("expires_at_us", BIGINT),
+            ("earned_at_us", BIGINT),
+        ];
+        if !new_lots.is_empty() {
+            let sql = format!(
+                "INSERT INTO point_lots (lot_id, program_id, customer_id, original, remaining, consumed, expired, \
+                 reversed, expired_reversed, state, pending_until_us, expires_at_us, earned_at_us) \
+                 SELECT r.lot_id, r.p, r.c, r.original, r.remaining, r.consumed, r.expired, r.reversed, \
+                 r.expired_reversed, r.state, r.pending_until_us, r.expires_at_us, r.earned_at_us FROM {}",
+                recordset(dialect, LOT)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(new_lots).to_string()).execute(&mut *tx).await?;
+        }
+        if !changed_lots.is_empty() {
+            let sql = format!(
+                "UPDATE point_lots SET remaining = r.remaining, consumed = r.consumed, expired = r.expired, \
+                 reversed = r.reversed, expired_reversed = r.expired_reversed, state = r.state \
+                 FROM {} WHERE point_lots.lot_id = r.lot_id",
+                recordset(dialect, LOT)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(Value::Array(changed_lots).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        // Entries, in the order the commands ran; SQLite numbers them here,
+        // under its one writer's lock.
+        let mut next_seq = match dialect {
+            Dialect::Sqlite => {
+                let max: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&mut *tx).await?;
+                Some(max.unwrap_or(0))
+            }
+            Dialect::Postgres => None,
+        };
+        let mut entries = Vec::new();
+        for d in done {
+            for entry in &d.entries {
+                let seq = next_seq.as_mut().map(|s| {
+                    *s += 1;
+                    *s
+                });
+                entries.push(json!({
+                    "transaction_id": entry.transaction_id, "p": d.account.program_id, "c": d.account.customer_id,
+                    "kind": entry.kind.as_str(), "points": entry.points, "pending_points": entry.pending_points,
+                    "reason": entry.reason, "related": entry.related_transaction_id, "created_at_us": now,
+                    "pending_until_us": entry.pending_until, "expires_at_us": entry.expires_at,
+                    "amount": entry.amount, "actor": d.actor, "seq": seq,
+                }));
+            }
+        }
+        let sql = format!(
+            "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
+             related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+             order_amount_minor, actor, base_points, seq) \
+             SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
+             r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, '', 0, r.actor, 0, r.seq FROM {}",
+            recordset(
+                dialect,
+                &[
+                    ("transaction_id", TEXT),
+                    ("p", TEXT),
+                    ("c", TEXT),
+                    ("kind", TEXT),
+                    ("points", BIGINT),
+                    ("pending_points", BIGINT),
+                    ("reason", TEXT),
+                    ("related", TEXT),
+                    ("created_at_us", BIGINT),
+                    ("pending_until_us", BIGINT),
+                    ("expires_at_us", BIGINT),
+                    ("amount", BIGINT),
+                    ("actor", TEXT),
+                    ("seq", BIGINT),
+                ]
+            )
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(entries).to_string()).execute(&mut *tx).await?;
+
+        let sql = format!(
+            "UPDATE accounts SET available = r.available, pending = r.pending, lifetime_earned = r.lifetime_earned, \
+             spent = r.spent, expired = r.expired, reversed = r.reversed, debt = r.debt, version = r.version, \
+             next_transition_us = r.next_transition_us, next_expiry_us = r.next_expiry_us, \
+             next_expiry_points = r.next_expiry_points \
+             FROM {} WHERE accounts.program_id = r.p AND accounts.customer_id = r.c",
+            recordset(
+                dialect,
+                &[
+                    ("p", TEXT),
+                    ("c", TEXT),
+                    ("available", BIGINT),
+                    ("pending", BIGINT),
+                    ("lifetime_earned", BIGINT),
+                    ("spent", BIGINT),
+                    ("expired", BIGINT),
+                    ("reversed", BIGINT),
+                    ("debt", BIGINT),
+                    ("version", BIGINT),
+                    ("next_transition_us", BIGINT),
+                    ("next_expiry_us", BIGINT),
+                    ("next_expiry_points", BIGINT),
+                ]
+            )
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(Value::Array(changed_accounts).to_string())
+            .execute(&mut *tx)
+            .await?;
+
+        // The saved results, each key inserted once with its response. A key
+        // saved meanwhile by another transaction inserts nothing here.
+        let mut keys = Vec::new();
+        for d in done {
+            let response = serde_json::to_string(&d.receipt).expect("receipts serialise");
+            keys.push(json!({
+                "p": d.account.program_id, "m": d.method, "k": d.key, "h": d.hash,
+                "t": d.receipt.transaction_id, "r": response, "at": now,
+            }));
+        }
+        let sql = format!(
+            "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, transaction_id, \
+             response, created_at_us) SELECT r.p, r.m, r.k, r.h, r.t, r.r, r.at FROM {} WHERE true \
+             ON CONFLICT DO NOTHING",
+            recordset(
+                dialect,
+                &[("p", TEXT), ("m", TEXT), ("k", TEXT), ("h", TEXT), ("t", TEXT), ("r", TEXT), ("at", BIGINT)]
+            )
+        );
+        let inserted =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(keys).to_string()).execute(&mut *tx).await?;
+        if inserted.rows_affected() != done.len() as u64 {
+            return Err(BatchFailure::KeyRace);
+        }
+        Ok(next_seq)
+    }
+}
+
+/// Every command's result: a duplicate key gets its first command's answer
+/// (a replay of its result, or the same refusal), or, with other arguments,
+/// IDEMPOTENCY_KEY_REUSED.
+fn answer(
+    mut results: Vec<Option<Result<Execution, Error>>>,
+    duplicates: &[(usize, usize)],
+    commands: &[BatchCommand],
+    hashes: &[String],
+) -> Vec<Result<Execution, Error>> {
+    for &(i, first) in duplicates {
+        let answer = match results[first].as_ref().expect("the first is answered") {
+            _ if hashes[i] != hashes[first] => {
+                Err(Error::IdempotencyKeyReused { method: commands[i].command.method() })
+            }
+            Ok(execution) => Ok(Execution {
+                receipt: execution.receipt.clone(),
+                replayed: true,
+                account: None,
+                published_up_to: None,
+            }),
+            Err(Error::Rule(violation)) => Err(Error::Rule(violation.clone())),
+            Err(Error::IdempotencyKeyReused { method }) => Err(Error::IdempotencyKeyReused { method }),
+            Err(other) => Err(Error::Corrupt(format!("the first request with this key failed: {other}"))),
+        };
+        results[i] = Some(answer);
+    }
+    results.into_iter().map(|r| r.expect("every command answered")).collect()
+}
+
+/// Runs one command on its account; on a refusal the account is as before.
+fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<NewEntry>), RuleViolation> {
+    let mut lots = work.lots.clone();
+    for lot in &mut lots {
+        lot.is_new = false;
+        lot.dirty = false;
+    }
+    let mut book = AccountBook::new(work.account.clone(), lots, work.all_open_lots_loaded, now);
+    book.entries = work.settled.clone();
+    let transaction_id = new_transaction_id();
+    let points = match &c.command {
+        Command::Earn { points, reason, pending_until, expires_at, .. } => {
+            book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)?;
+            *points
+        }
+        Command::Spend { points, reason, .. } => {
+            book.spend(&transaction_id, *points, reason)?;
+            *points
+        }
+        Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
+            book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)?;
+            *points
+        }
+        other => unreachable!("{} is not batched", other.method()),
+    };
+    book.finish();
+    work.settled.clear();
+    work.inserted.extend(book.lots.iter().filter(|l| l.is_new).map(|l| l.lot_id.clone()));
+    work.dirty.extend(book.lots.iter().filter(|l| l.dirty).map(|l| l.lot_id.clone()));
+    work.changed = true;
+    work.account = book.account;
+    work.lots = book.lots;
+    let receipt = Receipt {
+        transaction_id,
+        customer_id: c.customer_id().to_owned(),
+        points,
+        transaction_ids: Vec::new(),
+        balance: work.account.balance(),
+        breakdown: None,
+        pending_until: None,
+        expires_at: None,
+        total_refunded_minor: 0,
+    };
+    Ok((receipt, book.entries))
+}
+
+const TEXT: &str = "text";
+const BIGINT: &str = "bigint";
+
+/// A row source `r` with `columns`, read from the JSON array bound as `$1`.
+fn recordset(dialect: Dialect, columns: &[(&str, &str)]) -> String {
+    match dialect {
+        Dialect::Postgres => {
+            let shape: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
+            format!("jsonb_to_recordset($1::text::jsonb) AS r({})", shape.join(", "))
+        }
+        Dialect::Sqlite => {
+            let fields: Vec<String> =
+                columns.iter().map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}")).collect();
+            format!("(SELECT {} FROM json_each($1)) AS r", fields.join(", "))
+        }
+    }
+}
+
+/// `a.x, a.y` from `x, y`.
+fn qualified(alias: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}

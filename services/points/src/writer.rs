@@ -1,0 +1,89 @@
+//! Group commit in front of the store: concurrent Earn, Spend and Adjust
+//! calls are queued per account shard and each shard's worker commits what
+//! has queued up as one batch ([`LedgerStore::execute_batch`]).
+//!
+//! Nobody waits for a batch to fill: a worker takes whatever is queued the
+//! moment it is free, so an idle service commits a lone command at once,
+//! and under load the commands that arrive while a batch commits form the
+//! next one. An account always maps to the same worker, so concurrent
+//! commands on a hot account land in one batch, under one lock, judged in
+//! arrival order. Every caller hears its own result only after its batch
+//! committed.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::store::{BatchCommand, BatchFailure, Command, Execution, LedgerStore};
+
+/// Most commands in one batch.
+pub const MAX_BATCH: usize = 128;
+/// How often a batch that lost a key race is run again before its commands
+/// run one by one.
+const RACE_RETRIES: usize = 3;
+
+type Reply = oneshot::Sender<Result<Execution, Error>>;
+
+/// The queues of the shard workers; cheap to share.
+#[derive(Debug)]
+pub struct Writer {
+    shards: Vec<mpsc::UnboundedSender<(BatchCommand, Reply)>>,
+}
+
+impl Writer {
+    /// Starts `workers` shard workers on the current runtime; they stop
+    /// when the writer is dropped, after answering what is queued.
+    pub fn start(store: LedgerStore, workers: usize) -> Self {
+        let shards = (0..workers.max(1))
+            .map(|_| {
+                let (send, receive) = mpsc::unbounded_channel();
+                tokio::spawn(work(store.clone(), receive));
+                send
+            })
+            .collect();
+        Self { shards }
+    }
+
+    /// Runs `command` in the next batch of its account's shard.
+    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+        let command =
+            BatchCommand { program_id: program_id.to_owned(), idempotency_key: idempotency_key.to_owned(), command };
+        let mut hasher = DefaultHasher::new();
+        (program_id, command.customer_id()).hash(&mut hasher);
+        let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
+        let (reply, answer) = oneshot::channel();
+        shard.send((command, reply)).map_err(|_| Error::Corrupt("the ledger writer stopped".into()))?;
+        answer.await.map_err(|_| Error::Corrupt("the ledger writer dropped a command".into()))?
+    }
+}
+
+async fn work(store: LedgerStore, mut queue: mpsc::UnboundedReceiver<(BatchCommand, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (commands, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let results = run(&store, &commands).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller that gave up (deadline, disconnect) no longer listens.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One batch, run again after a lost key race; when the batch as a whole
+/// fails, each command runs alone, so that one bad command fails alone and
+/// an outage answers every caller with its own error.
+async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execution, Error>> {
+    for _ in 0..RACE_RETRIES {
+        match store.execute_batch(commands).await {
+            Ok(results) => return results,
+            Err(BatchFailure::KeyRace) => continue,
+            Err(BatchFailure::Database(error)) => {
+                tracing::debug!(%error, commands = commands.len(), "batch failed, running its commands one by one");
+                break;
+            }
+        }
+    }
+    join_all(commands.iter().map(|c| store.execute(&c.program_id, &c.idempotency_key, c.command.clone()))).await
+}
