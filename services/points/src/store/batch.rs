@@ -42,7 +42,10 @@ impl BatchCommand {
     /// Whether the batch path runs it: commands on a named account that
     /// touch only its lots, entries and projection.
     pub fn supported(command: &Command) -> bool {
-        matches!(command, Command::Earn { .. } | Command::Spend { .. } | Command::Adjust { .. })
+        matches!(
+            command,
+            Command::Earn { .. } | Command::Spend { .. } | Command::Adjust { .. } | Command::OrderEarn { .. }
+        )
     }
 
     pub fn customer_id(&self) -> &str {
@@ -50,6 +53,7 @@ impl BatchCommand {
             Command::Earn { customer_id, .. }
             | Command::Spend { customer_id, .. }
             | Command::Adjust { customer_id, .. } => customer_id,
+            Command::OrderEarn { order, .. } => &order.customer_id,
             other => unreachable!("{} is not batched", other.method()),
         }
     }
@@ -93,6 +97,8 @@ struct Done {
     account: Account,
     entries: Vec<NewEntry>,
     actor: String,
+    /// For an order earn: the order, its amount and base points.
+    order: Option<(String, i64, i64, String)>,
 }
 
 impl LedgerStore {
@@ -254,6 +260,15 @@ impl LedgerStore {
                         Command::Adjust { actor, .. } => actor.clone(),
                         _ => String::new(),
                     },
+                    order: match &c.command {
+                        Command::OrderEarn { order, breakdown, .. } => Some((
+                            order.order_id.clone(),
+                            order.amount_minor,
+                            breakdown.base_points,
+                            order.currency.clone(),
+                        )),
+                        _ => None,
+                    },
                 }),
                 Err(violation) => results[i] = Some(Err(violation.into())),
             }
@@ -379,12 +394,20 @@ impl LedgerStore {
                     *s += 1;
                     *s
                 });
+                // The order's own entry says which order it belongs to.
+                let (order_id, order_amount, base_points) = match &d.order {
+                    Some((id, amount, base, _)) if entry.transaction_id == d.receipt.transaction_id => {
+                        (id.as_str(), *amount, *base)
+                    }
+                    _ => ("", 0, 0),
+                };
                 entries.push(json!({
                     "transaction_id": entry.transaction_id, "p": d.account.program_id, "c": d.account.customer_id,
                     "kind": entry.kind.as_str(), "points": entry.points, "pending_points": entry.pending_points,
                     "reason": entry.reason, "related": entry.related_transaction_id, "created_at_us": now,
                     "pending_until_us": entry.pending_until, "expires_at_us": entry.expires_at,
-                    "amount": entry.amount, "actor": d.actor, "seq": seq,
+                    "amount": entry.amount, "actor": d.actor, "seq": seq, "order_id": order_id,
+                    "order_amount": order_amount, "base_points": base_points,
                 }));
             }
         }
@@ -393,7 +416,8 @@ impl LedgerStore {
              related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
              order_amount_minor, actor, base_points, seq) \
              SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
-             r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, '', 0, r.actor, 0, r.seq FROM {}",
+             r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
+             r.base_points, r.seq FROM {}",
             recordset(
                 dialect,
                 &[
@@ -411,10 +435,46 @@ impl LedgerStore {
                     ("amount", BIGINT),
                     ("actor", TEXT),
                     ("seq", BIGINT),
+                    ("order_id", TEXT),
+                    ("order_amount", BIGINT),
+                    ("base_points", BIGINT),
                 ]
             )
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(entries).to_string()).execute(&mut *tx).await?;
+        if !entries.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(entries).to_string()).execute(&mut *tx).await?;
+        }
+
+        let orders: Vec<Value> = done
+            .iter()
+            .filter_map(|d| {
+                let (order_id, amount, _, currency) = d.order.as_ref()?;
+                Some(json!({
+                    "p": d.account.program_id, "o": order_id, "c": d.account.customer_id, "amount": amount,
+                    "currency": currency, "points": d.receipt.points, "t": d.receipt.transaction_id, "at": now,
+                }))
+            })
+            .collect();
+        if !orders.is_empty() {
+            let sql = format!(
+                "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, currency, points, \
+                 transaction_id, created_at_us) SELECT r.p, r.o, r.c, r.amount, r.currency, r.points, r.t, r.at FROM {}",
+                recordset(
+                    dialect,
+                    &[
+                        ("p", TEXT),
+                        ("o", TEXT),
+                        ("c", TEXT),
+                        ("amount", BIGINT),
+                        ("currency", TEXT),
+                        ("points", BIGINT),
+                        ("t", TEXT),
+                        ("at", BIGINT),
+                    ]
+                )
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(orders).to_string()).execute(&mut *tx).await?;
+        }
 
         let sql = format!(
             "UPDATE accounts SET available = r.available, pending = r.pending, lifetime_earned = r.lifetime_earned, \
@@ -441,10 +501,12 @@ impl LedgerStore {
                 ]
             )
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(Value::Array(changed_accounts).to_string())
-            .execute(&mut *tx)
-            .await?;
+        if !changed_accounts.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(Value::Array(changed_accounts).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
 
         // The saved results, each key inserted once with its response. A key
         // saved meanwhile by another transaction inserts nothing here.
@@ -512,7 +574,8 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
     }
     let mut book = AccountBook::new(work.account.clone(), lots, work.all_open_lots_loaded, now);
     book.entries = work.settled.clone();
-    let transaction_id = new_transaction_id();
+    let mut transaction_id = new_transaction_id();
+    let (mut breakdown, mut pending, mut expires) = (None, None, None);
     let points = match &c.command {
         Command::Earn { points, reason, pending_until, expires_at, .. } => {
             book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)?;
@@ -526,13 +589,26 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
             book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)?;
             *points
         }
+        Command::OrderEarn { order, points, breakdown: priced, pending_until, expires_at } => {
+            if *points > 0 {
+                let reason = format!("order {}", order.order_id);
+                book.earn(&transaction_id, EntryKind::Earn, *points, &reason, *pending_until, *expires_at)?;
+            } else {
+                // Recorded, with nothing to write to the ledger.
+                transaction_id.clear();
+            }
+            breakdown = Some(priced.clone());
+            pending = pending_until.filter(|&at| at > now);
+            expires = *expires_at;
+            *points
+        }
         other => unreachable!("{} is not batched", other.method()),
     };
     book.finish();
     work.settled.clear();
     work.inserted.extend(book.lots.iter().filter(|l| l.is_new).map(|l| l.lot_id.clone()));
     work.dirty.extend(book.lots.iter().filter(|l| l.dirty).map(|l| l.lot_id.clone()));
-    work.changed = true;
+    work.changed |= !book.entries.is_empty();
     work.account = book.account;
     work.lots = book.lots;
     let receipt = Receipt {
@@ -541,9 +617,9 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
         points,
         transaction_ids: Vec::new(),
         balance: work.account.balance(),
-        breakdown: None,
-        pending_until: None,
-        expires_at: None,
+        breakdown,
+        pending_until: pending,
+        expires_at: expires,
         total_refunded_minor: 0,
     };
     Ok((receipt, book.entries))
