@@ -80,7 +80,7 @@ async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execu
             Ok(results) => return results,
             Err(BatchFailure::KeyRace) => continue,
             Err(BatchFailure::Database(error)) => {
-                tracing::debug!(%error, commands = commands.len(), "batch failed, running its commands one by one");
+                tracing::warn!(%error, commands = commands.len(), "batch failed, running its commands one by one");
                 break;
             }
         }

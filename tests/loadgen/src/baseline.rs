@@ -254,7 +254,7 @@ async fn auth_off(plan: &Plan, args: &Args) -> Result<Baseline, RunError> {
         return Err(RunError::Usage("the auth-off baseline needs --start-points: it starts a second service".into()));
     }
     let open = Plan { program: format!("{}-open", plan.program), ..plan.clone() };
-    let service = StartedService::start(args, AuthMode::Off, &open.program).await?;
+    let service = StartedService::start(args, AuthMode::Off, &open.program, None).await?;
     let channels = match plan.client.connect(&format!("http://{}", service.addr)).await {
         Ok(channels) => channels,
         Err(error) => {
@@ -299,10 +299,15 @@ impl RawWorker {
 impl Worker for RawWorker {
     fn op_names(&self) -> [&'static str; OpKind::COUNT] {
         match self.store {
-            RawStore::Redis { .. } => ["GET", "INCRBY", "INCRBY -1", "INCRBY -100", "GET"],
-            RawStore::Postgres(_) => {
-                ["SELECT", "UPDATE+INSERT tx", "conditional UPDATE tx", "UPDATE+INSERT tx", "SELECT"]
-            }
+            RawStore::Redis { .. } => ["GET", "INCRBY", "INCRBY -1", "INCRBY -100", "GET", "INCRBY"],
+            RawStore::Postgres(_) => [
+                "SELECT",
+                "UPDATE+INSERT tx",
+                "conditional UPDATE tx",
+                "UPDATE+INSERT tx",
+                "SELECT",
+                "UPDATE+INSERT tx",
+            ],
         }
     }
 
@@ -314,7 +319,7 @@ impl Worker for RawWorker {
                 let result = match op.kind {
                     OpKind::Read | OpKind::Page => conn.get::<_, Option<i64>>(key).await.map(drop),
                     OpKind::Redeem => conn.incr::<_, _, i64>(key, -REWARD_COST).await.map(drop),
-                    OpKind::Earn => conn.incr::<_, _, i64>(key, EARN_POINTS).await.map(drop),
+                    OpKind::Earn | OpKind::Order => conn.incr::<_, _, i64>(key, EARN_POINTS).await.map(drop),
                     OpKind::Spend => conn.incr::<_, _, i64>(key, -SPEND_POINTS).await.map(drop),
                 };
                 match result {
@@ -331,7 +336,7 @@ impl Worker for RawWorker {
                         .await
                         .map(drop),
                     // A redemption is a ledger write: the closest raw equivalent.
-                    OpKind::Earn | OpKind::Redeem => ledger_write(pool, id).await,
+                    OpKind::Earn | OpKind::Redeem | OpKind::Order => ledger_write(pool, id).await,
                     OpKind::Spend => hot_row_update(pool, id).await,
                 };
                 match result {

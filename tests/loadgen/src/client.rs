@@ -22,7 +22,7 @@ use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
 use crate::drive::{Answer, PhaseResult, Worker};
 use crate::extras::{Extras, PageClient};
-use crate::workload::{EARN_POINTS, OpKind, REWARD_COST, SPEND_POINTS, Workload, customer_id};
+use crate::workload::{EARN_POINTS, ORDER_AMOUNT_MINOR, OpKind, REWARD_COST, SPEND_POINTS, Workload, customer_id};
 use crate::{Args, Plan, RunError, Scenario, failed};
 use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 
@@ -113,7 +113,8 @@ impl StartedService {
     /// the binary (e.g. `BALANCE_CACHE_TTL_SECS`).
     /// With `auth` required, callers are checked against a key store made
     /// for the run, and the run's program gets an admin key.
-    pub async fn start(args: &Args, auth: AuthMode, program: &str) -> Result<Self, RunError> {
+    /// `tiers_addr`: a tiers service for points to ask each order's tier.
+    pub async fn start(args: &Args, auth: AuthMode, program: &str, tiers_addr: Option<&str>) -> Result<Self, RunError> {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let (database_url, sqlite_dir) = match &args.database_url {
             Some(url) => (url.clone(), None),
@@ -149,6 +150,9 @@ impl StartedService {
         ];
         if let Some(redis) = &args.redis_url {
             argv.extend(["--redis-url", redis]);
+        }
+        if let Some(tiers) = tiers_addr {
+            argv.extend(["--tiers-addr", tiers]);
         }
         let (key, service_secret, keys_dir, keys_url) = match auth {
             AuthMode::Off => (None, None, None, String::new()),
@@ -299,7 +303,7 @@ impl ServiceWorker {
 
 impl Worker for ServiceWorker {
     fn op_names(&self) -> [&'static str; OpKind::COUNT] {
-        ["GetBalance", "Earn", "Spend", "Redeem", "GET /v1/customers/{id}/loyalty"]
+        ["GetBalance", "Earn", "Spend", "Redeem", "GET /v1/customers/{id}/loyalty", "EarnForOrder"]
     }
 
     async fn call(&mut self) -> (OpKind, Answer) {
@@ -384,6 +388,26 @@ impl Worker for ServiceWorker {
                     }
                 }
             }
+            OpKind::Order => {
+                let request = pb::EarnForOrderRequest {
+                    program_id,
+                    customer_id,
+                    order_id: self.next_key(),
+                    amount_minor: ORDER_AMOUNT_MINOR,
+                    currency: ORDER_CURRENCY.to_owned(),
+                    occurred_at: None,
+                };
+                match self.client.earn_for_order(request).await {
+                    Ok(response) => {
+                        self.acked.entry(op.account).or_default().earned += response.into_inner().points;
+                        Answer::Ok
+                    }
+                    Err(status) => {
+                        self.uncertain_writes += 1;
+                        error(&status)
+                    }
+                }
+            }
             OpKind::Page => {
                 let Some(page) = self.page.as_mut() else {
                     return (op.kind, Answer::Error("no gateway".into()));
@@ -423,6 +447,10 @@ pub fn warmup_workload(plan: &Plan) -> Workload {
 pub async fn seed(channels: &Channels, plan: &Plan) -> Result<HashMap<u32, Expected>, RunError> {
     match plan.scenario {
         Scenario::Earn => Ok(HashMap::new()),
+        Scenario::OrderEarn => {
+            seed_rules(channels, plan).await?;
+            Ok(HashMap::new())
+        }
         Scenario::SpendContended if plan.warmup.is_zero() => Ok(HashMap::new()),
         Scenario::SpendContended => {
             seed_hot_set(channels, plan, &warmup_workload(plan), "warmup", WARMUP_SPEND_POINTS).await
@@ -430,6 +458,56 @@ pub async fn seed(channels: &Channels, plan: &Plan) -> Result<HashMap<u32, Expec
         Scenario::Redeem => seed_hot_set(channels, plan, &plan.workload, "seed", REDEEM_SEED_POINTS).await,
         _ => seed_hot_set(channels, plan, &plan.workload, "seed", SEED_POINTS).await,
     }
+}
+
+/// Currency of order-earn's orders and program.
+pub const ORDER_CURRENCY: &str = "EUR";
+
+/// order-earn's program: 1 point per 1.00 rounded down, points at once,
+/// expiring a year after the order, and a double-points campaign running
+/// for the whole run (the tier ladder is the tiers service's, see
+/// [`crate::extras::start_tiers`]).
+async fn seed_rules(channels: &Channels, plan: &Plan) -> Result<(), RunError> {
+    let mut client = channels.client(0);
+    let settings = pb::ProgramSettings {
+        currency: ORDER_CURRENCY.to_owned(),
+        earn_rate: Some(pb::EarnRate { points: 1, per_amount_minor: 100 }),
+        rounding: pb::Rounding::Down as i32,
+        minimum_order_minor: 0,
+        pending_days: 0,
+        expiry: Some(pb::ExpiryPolicy { kind: pb::ExpiryPolicyKind::DaysAfterEarn as i32, count: 365 }),
+        activity_rules: Vec::new(),
+        version: 0,
+    };
+    client
+        .put_program_settings(pb::PutProgramSettingsRequest {
+            program_id: plan.program.clone(),
+            settings: Some(settings),
+            actor: "loadgen".into(),
+            idempotency_key: format!("{}-settings", plan.run_id),
+            expected_version: None,
+        })
+        .await
+        .map_err(|s| RunError::Failed(format!("PutProgramSettings: {:?}: {}", s.code(), s.message())))?;
+    let now = std::time::SystemTime::now();
+    let campaign = pb::Campaign {
+        name: "loadgen double points".into(),
+        kind: pb::CampaignKind::Multiplier as i32,
+        multiplier_bp: 20_000,
+        starts_at: Some(prost_types::Timestamp::from(now - Duration::from_secs(60))),
+        ends_at: Some(prost_types::Timestamp::from(now + Duration::from_secs(86_400))),
+        ..Default::default()
+    };
+    client
+        .create_campaign(pb::CreateCampaignRequest {
+            program_id: plan.program.clone(),
+            campaign: Some(campaign),
+            actor: "loadgen".into(),
+            idempotency_key: format!("{}-campaign", plan.run_id),
+        })
+        .await
+        .map_err(|s| RunError::Failed(format!("CreateCampaign: {:?}: {}", s.code(), s.message())))?;
+    Ok(())
 }
 
 /// One Earn of `points` on every hot account of `workload`.

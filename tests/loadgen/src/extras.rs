@@ -144,6 +144,78 @@ impl Extras {
     }
 }
 
+/// order-earn's tiers service: in this process on a SQLite file of its own,
+/// with a three-tier ladder (1x, 1.25x, 1.5x) on the run's program, so that
+/// points asks it for every order's tier. It does not follow the ledger (no
+/// `POINTS_ADDR`): every customer stays on the first tier, which prices the
+/// same way as any other.
+pub struct Tiers {
+    pub addr: SocketAddr,
+    server: loyalty_tiers::TiersServer,
+    dir: PathBuf,
+}
+
+impl Tiers {
+    pub async fn start(plan: &Plan) -> Result<Self, RunError> {
+        use loyalty_proto::tiers::v1 as tpb;
+
+        let dir = std::env::temp_dir().join(format!("loadgen-tiers-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
+        let url = format!("sqlite://{}/tiers.db", dir.display());
+        let argv = ["loyalty-tiers", "--auth", "off", "--database-url", &url, "--metrics-addr", "127.0.0.1:0"];
+        let config = loyalty_tiers::Config::try_parse_from(argv)
+            .map_err(|e| RunError::Usage(format!("tiers service settings: {e}")))?;
+        let listener = bind().await?;
+        let addr = listener.local_addr().map_err(|e| RunError::Failed(e.to_string()))?;
+        let server = loyalty_tiers::TiersServer::start(config, listener, None)
+            .await
+            .map_err(|e| RunError::Failed(format!("tiers service did not start: {e}")))?;
+        let tiers = Self { addr, server, dir };
+        let tier = |id: &str, threshold: i64, multiplier_bp: i32| tpb::Tier {
+            tier_id: id.into(),
+            name: id.into(),
+            threshold,
+            multiplier_bp,
+            ..Default::default()
+        };
+        let ladder = tpb::Ladder {
+            tiers: vec![tier("bronze", 0, 10_000), tier("silver", 300, 12_500), tier("gold", 1_000, 15_000)],
+            window: Some(tpb::Window { kind: tpb::WindowKind::RollingDays as i32, days: 365 }),
+            downgrade: Some(tpb::DowngradePolicy { kind: tpb::DowngradeKind::Immediate as i32, grace_days: 0 }),
+            version: 0,
+            qualification_basis: tpb::QualificationBasis::OrderPointsAll as i32,
+        };
+        let put = async {
+            let mut client =
+                loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient::connect(format!("http://{addr}"))
+                    .await
+                    .map_err(|e| RunError::Failed(format!("cannot connect to the tiers service: {e}")))?;
+            client
+                .put_ladder(tpb::PutLadderRequest {
+                    program_id: plan.program.clone(),
+                    ladder: Some(ladder),
+                    actor: "loadgen".into(),
+                    idempotency_key: format!("{}-ladder", plan.run_id),
+                })
+                .await
+                .map_err(|s| RunError::Failed(format!("PutLadder: {:?}: {}", s.code(), s.message())))
+        };
+        if let Err(error) = put.await {
+            tiers.stop().await;
+            return Err(error);
+        }
+        eprintln!("tiers service in process on {addr} (ladder bronze 1x / silver 1.25x / gold 1.5x)");
+        Ok(tiers)
+    }
+
+    pub async fn stop(self) {
+        if let Err(error) = self.server.shutdown().await {
+            eprintln!("loadgen: tiers service shutdown: {error}");
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
 async fn bind() -> Result<tokio::net::TcpListener, RunError> {
     tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

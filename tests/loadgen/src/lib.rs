@@ -136,6 +136,9 @@ pub enum Scenario {
     Redeem,
     /// GET /v1/customers/{id}/loyalty through the HTTP gateway in process (HTTP/1.1 keep-alive).
     LoyaltyPage,
+    /// EarnForOrder with unique order ids across many customers, with program settings, a campaign
+    /// and a tier ladder in place (tiers service in process; points asks it for each order's tier).
+    OrderEarn,
 }
 
 impl Scenario {
@@ -147,6 +150,7 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::Redeem => "redeem",
             Self::LoyaltyPage => "loyalty-page",
+            Self::OrderEarn => "order-earn",
         }
     }
 }
@@ -304,7 +308,9 @@ impl Plan {
                     vec![BaselineKind::Tonic, BaselineKind::Redis, BaselineKind::AuthOff]
                 }
                 Scenario::BalanceRead => vec![BaselineKind::Tonic, BaselineKind::Redis],
-                Scenario::Earn | Scenario::SpendContended | Scenario::Redeem => vec![BaselineKind::Postgres],
+                Scenario::Earn | Scenario::SpendContended | Scenario::Redeem | Scenario::OrderEarn => {
+                    vec![BaselineKind::Postgres]
+                }
                 Scenario::LoyaltyPage => vec![BaselineKind::BalanceRead],
                 _ => vec![BaselineKind::BalanceRead, BaselineKind::Tonic],
             }
@@ -371,10 +377,16 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
     let machine = system::Machine::read();
     let scenario = plan.scenario.name();
 
+    // order-earn prices orders with a tier ladder: points needs the tiers service before it starts.
+    let tiers = match (&args.target, plan.scenario) {
+        (None, Scenario::OrderEarn) => Some(extras::Tiers::start(&plan).await?),
+        _ => None,
+    };
+    let tiers_addr = tiers.as_ref().map(|t| t.addr.to_string());
     let (service, addr, startup) = match &args.target {
         Some(target) => (None, client::target_uri(target), None),
         None => {
-            let started = StartedService::start(&args, args.auth, &plan.program).await?;
+            let started = StartedService::start(&args, args.auth, &plan.program, tiers_addr.as_deref()).await?;
             plan.client.key = started.key.clone();
             plan.service_secret = started.service_secret.clone();
             let addr = format!("http://{}", started.addr);
@@ -418,6 +430,13 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         }
         if extras.is_some() && args.database_url.as_deref().is_some_and(|url| url.starts_with("postgres")) {
             notes.push("the rewards service (and gateway key store) run on SQLite files, only points on the given database".to_owned());
+        }
+        if plan.scenario == Scenario::OrderEarn {
+            notes.push(if tiers_addr.is_some() {
+                "order-earn: program settings, a double-points campaign and a tiers service in process (a three-tier ladder, not following the ledger, so every customer prices on the first tier)".to_owned()
+            } else {
+                "order-earn: program settings and a double-points campaign; the target's own TIERS_ADDR decides the tier".to_owned()
+            });
         }
         if plan.scenario == Scenario::LoyaltyPage {
             notes.push("loyalty-page: gateway with points and rewards; tiers and referral not started (marked unavailable on the page)".to_owned());
@@ -493,6 +512,9 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         Some(service) => service.stop().await,
         None => Ok(()),
     };
+    if let Some(tiers) = tiers {
+        tiers.stop().await;
+    }
     let (measured, idle_rss_kb, end_rss_kb, correctness, baselines, notes) = outcome?;
     stopped?;
 

@@ -10,6 +10,8 @@ pub const EARN_POINTS: i64 = 10;
 pub const SPEND_POINTS: i64 = 1;
 /// Point cost of the reward that redeem (and mixed's 1 %) redeems.
 pub const REWARD_COST: i64 = 100;
+/// Amount of one order in order-earn, in minor units (25.00).
+pub const ORDER_AMOUNT_MINOR: i64 = 2_500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
@@ -20,10 +22,12 @@ pub enum OpKind {
     Redeem = 3,
     /// GET the loyalty page (HTTP gateway).
     Page = 4,
+    /// EarnForOrder: the program's rules, the customer's tier and campaigns.
+    Order = 5,
 }
 
 impl OpKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,7 @@ impl Workload {
             }
             crate::Scenario::Redeem => self.op(OpKind::Redeem, rng),
             crate::Scenario::LoyaltyPage => self.op(OpKind::Page, rng),
+            crate::Scenario::OrderEarn => self.op(OpKind::Order, rng),
         }
     }
 

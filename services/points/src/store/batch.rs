@@ -173,7 +173,8 @@ impl LedgerStore {
         }
         let wanted: Vec<Value> = accounts.keys().map(|(p, c)| json!({ "p": p, "c": c })).collect();
         let wanted = Value::Array(wanted).to_string();
-        for found in self.lock_accounts(&mut tx, &wanted).await? {
+        // PostgreSQL creates the new ones in the same round trip.
+        for found in self.lock_accounts(&mut tx, &wanted, dialect == Dialect::Postgres).await? {
             accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
         }
         let missing: Vec<Value> =
@@ -186,7 +187,7 @@ impl LedgerStore {
                 recordset(dialect, &[("p", TEXT), ("c", TEXT)])
             );
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&missing).execute(&mut *tx).await?;
-            for found in self.lock_accounts(&mut tx, &missing).await? {
+            for found in self.lock_accounts(&mut tx, &missing, false).await? {
                 accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
             }
         }
@@ -291,15 +292,32 @@ impl LedgerStore {
         Ok(answer(results, &duplicates, commands, &hashes))
     }
 
-    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that exist.
-    async fn lock_accounts(&self, tx: &mut sqlx::AnyConnection, which: &str) -> Result<Vec<Account>, sqlx::Error> {
+    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that
+    /// exist. With `create` (PostgreSQL), the missing ones are inserted by the
+    /// same statement (and are ours until commit); one created meanwhile by
+    /// another transaction is not returned, for the caller to lock after.
+    async fn lock_accounts(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        which: &str,
+        create: bool,
+    ) -> Result<Vec<Account>, sqlx::Error> {
         let lock = if self.db.dialect == Dialect::Postgres { " FOR UPDATE OF a" } else { "" };
-        let sql = format!(
-            "SELECT {} FROM accounts a JOIN {} ON a.program_id = r.p AND a.customer_id = r.c \
+        let rows = recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)]);
+        let select = format!(
+            "SELECT {} FROM accounts a JOIN {rows} ON a.program_id = r.p AND a.customer_id = r.c \
              ORDER BY a.program_id, a.customer_id{lock}",
             qualified("a", ACCOUNT_COLUMNS),
-            recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)])
         );
+        let sql = if create {
+            format!(
+                "WITH created AS (INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {rows} \
+                 WHERE true ORDER BY r.p, r.c ON CONFLICT DO NOTHING RETURNING {ACCOUNT_COLUMNS}), \
+                 locked AS ({select}) SELECT * FROM created UNION ALL SELECT * FROM locked"
+            )
+        } else {
+            select
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(which).fetch_all(&mut *tx).await?;
         rows.iter().map(account_from_row).collect()
     }
@@ -354,28 +372,6 @@ impl LedgerStore {
             ("expires_at_us", BIGINT),
             ("earned_at_us", BIGINT),
         ];
-        if !new_lots.is_empty() {
-            let sql = format!(
-                "INSERT INTO point_lots (lot_id, program_id, customer_id, original, remaining, consumed, expired, \
-                 reversed, expired_reversed, state, pending_until_us, expires_at_us, earned_at_us) \
-                 SELECT r.lot_id, r.p, r.c, r.original, r.remaining, r.consumed, r.expired, r.reversed, \
-                 r.expired_reversed, r.state, r.pending_until_us, r.expires_at_us, r.earned_at_us FROM {}",
-                recordset(dialect, LOT)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(new_lots).to_string()).execute(&mut *tx).await?;
-        }
-        if !changed_lots.is_empty() {
-            let sql = format!(
-                "UPDATE point_lots SET remaining = r.remaining, consumed = r.consumed, expired = r.expired, \
-                 reversed = r.reversed, expired_reversed = r.expired_reversed, state = r.state \
-                 FROM {} WHERE point_lots.lot_id = r.lot_id",
-                recordset(dialect, LOT)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(Value::Array(changed_lots).to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
 
         // Entries, in the order the commands ran; SQLite numbers them here,
         // under its one writer's lock.
@@ -387,7 +383,7 @@ impl LedgerStore {
             }
             Dialect::Postgres => None,
         };
-        let mut entries = Vec::new();
+        let (mut entries, mut orders, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         for d in done {
             for entry in &d.entries {
                 let seq = next_seq.as_mut().map(|s| {
@@ -410,16 +406,45 @@ impl LedgerStore {
                     "order_amount": order_amount, "base_points": base_points,
                 }));
             }
+            if let Some((order_id, amount, _, currency)) = &d.order {
+                orders.push(json!({
+                    "p": d.account.program_id, "o": order_id, "c": d.account.customer_id, "amount": amount,
+                    "currency": currency, "points": d.receipt.points, "t": d.receipt.transaction_id, "at": now,
+                }));
+            }
+            let response = serde_json::to_string(&d.receipt).expect("receipts serialise");
+            keys.push(json!({
+                "p": d.account.program_id, "m": d.method, "k": d.key, "h": d.hash,
+                "t": d.receipt.transaction_id, "r": response, "at": now,
+            }));
         }
-        let sql = format!(
-            "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
-             related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-             order_amount_minor, actor, base_points, seq) \
-             SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
-             r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
-             r.base_points, r.seq FROM {}",
-            recordset(
-                dialect,
+
+        // One statement per table; `{rows}` is the table's row source. The
+        // last one saves the results: a key saved meanwhile by another
+        // transaction inserts nothing there.
+        let writes: [Write; 6] = [
+            (
+                "INSERT INTO point_lots (lot_id, program_id, customer_id, original, remaining, consumed, expired, \
+                 reversed, expired_reversed, state, pending_until_us, expires_at_us, earned_at_us) \
+                 SELECT r.lot_id, r.p, r.c, r.original, r.remaining, r.consumed, r.expired, r.reversed, \
+                 r.expired_reversed, r.state, r.pending_until_us, r.expires_at_us, r.earned_at_us FROM {rows}",
+                LOT,
+                new_lots,
+            ),
+            (
+                "UPDATE point_lots SET remaining = r.remaining, consumed = r.consumed, expired = r.expired, \
+                 reversed = r.reversed, expired_reversed = r.expired_reversed, state = r.state \
+                 FROM {rows} WHERE point_lots.lot_id = r.lot_id",
+                LOT,
+                changed_lots,
+            ),
+            (
+                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+                 order_amount_minor, actor, base_points, seq) \
+                 SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
+                 r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
+                 r.base_points, r.seq FROM {rows}",
                 &[
                     ("transaction_id", TEXT),
                     ("p", TEXT),
@@ -438,52 +463,31 @@ impl LedgerStore {
                     ("order_id", TEXT),
                     ("order_amount", BIGINT),
                     ("base_points", BIGINT),
-                ]
-            )
-        );
-        if !entries.is_empty() {
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(entries).to_string()).execute(&mut *tx).await?;
-        }
-
-        let orders: Vec<Value> = done
-            .iter()
-            .filter_map(|d| {
-                let (order_id, amount, _, currency) = d.order.as_ref()?;
-                Some(json!({
-                    "p": d.account.program_id, "o": order_id, "c": d.account.customer_id, "amount": amount,
-                    "currency": currency, "points": d.receipt.points, "t": d.receipt.transaction_id, "at": now,
-                }))
-            })
-            .collect();
-        if !orders.is_empty() {
-            let sql = format!(
+                ],
+                entries,
+            ),
+            (
                 "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, currency, points, \
-                 transaction_id, created_at_us) SELECT r.p, r.o, r.c, r.amount, r.currency, r.points, r.t, r.at FROM {}",
-                recordset(
-                    dialect,
-                    &[
-                        ("p", TEXT),
-                        ("o", TEXT),
-                        ("c", TEXT),
-                        ("amount", BIGINT),
-                        ("currency", TEXT),
-                        ("points", BIGINT),
-                        ("t", TEXT),
-                        ("at", BIGINT),
-                    ]
-                )
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(orders).to_string()).execute(&mut *tx).await?;
-        }
-
-        let sql = format!(
-            "UPDATE accounts SET available = r.available, pending = r.pending, lifetime_earned = r.lifetime_earned, \
-             spent = r.spent, expired = r.expired, reversed = r.reversed, debt = r.debt, version = r.version, \
-             next_transition_us = r.next_transition_us, next_expiry_us = r.next_expiry_us, \
-             next_expiry_points = r.next_expiry_points \
-             FROM {} WHERE accounts.program_id = r.p AND accounts.customer_id = r.c",
-            recordset(
-                dialect,
+                 transaction_id, created_at_us) SELECT r.p, r.o, r.c, r.amount, r.currency, r.points, r.t, r.at \
+                 FROM {rows}",
+                &[
+                    ("p", TEXT),
+                    ("o", TEXT),
+                    ("c", TEXT),
+                    ("amount", BIGINT),
+                    ("currency", TEXT),
+                    ("points", BIGINT),
+                    ("t", TEXT),
+                    ("at", BIGINT),
+                ],
+                orders,
+            ),
+            (
+                "UPDATE accounts SET available = r.available, pending = r.pending, \
+                 lifetime_earned = r.lifetime_earned, spent = r.spent, expired = r.expired, reversed = r.reversed, \
+                 debt = r.debt, version = r.version, next_transition_us = r.next_transition_us, \
+                 next_expiry_us = r.next_expiry_us, next_expiry_points = r.next_expiry_points \
+                 FROM {rows} WHERE accounts.program_id = r.p AND accounts.customer_id = r.c",
                 &[
                     ("p", TEXT),
                     ("c", TEXT),
@@ -498,38 +502,56 @@ impl LedgerStore {
                     ("next_transition_us", BIGINT),
                     ("next_expiry_us", BIGINT),
                     ("next_expiry_points", BIGINT),
-                ]
-            )
-        );
-        if !changed_accounts.is_empty() {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(Value::Array(changed_accounts).to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        // The saved results, each key inserted once with its response. A key
-        // saved meanwhile by another transaction inserts nothing here.
-        let mut keys = Vec::new();
-        for d in done {
-            let response = serde_json::to_string(&d.receipt).expect("receipts serialise");
-            keys.push(json!({
-                "p": d.account.program_id, "m": d.method, "k": d.key, "h": d.hash,
-                "t": d.receipt.transaction_id, "r": response, "at": now,
-            }));
-        }
-        let sql = format!(
-            "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, transaction_id, \
-             response, created_at_us) SELECT r.p, r.m, r.k, r.h, r.t, r.r, r.at FROM {} WHERE true \
-             ON CONFLICT DO NOTHING",
-            recordset(
-                dialect,
-                &[("p", TEXT), ("m", TEXT), ("k", TEXT), ("h", TEXT), ("t", TEXT), ("r", TEXT), ("at", BIGINT)]
-            )
-        );
-        let inserted =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(keys).to_string()).execute(&mut *tx).await?;
-        if inserted.rows_affected() != done.len() as u64 {
+                ],
+                changed_accounts,
+            ),
+            (
+                "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, transaction_id, \
+                 response, created_at_us) SELECT r.p, r.m, r.k, r.h, r.t, r.r, r.at FROM {rows} WHERE true \
+                 ON CONFLICT DO NOTHING",
+                &[("p", TEXT), ("m", TEXT), ("k", TEXT), ("h", TEXT), ("t", TEXT), ("r", TEXT), ("at", BIGINT)],
+                keys,
+            ),
+        ];
+        let saved = match dialect {
+            // One round trip: every write a data-modifying CTE of one statement.
+            Dialect::Postgres => {
+                let parts: Vec<String> = writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (sql, columns, _))| {
+                        let returning = if i + 1 == writes.len() { " RETURNING 1" } else { "" };
+                        format!(
+                            "w{i} AS ({}{returning})",
+                            sql.replace("{rows}", &recordset_at(dialect, i + 1, columns))
+                        )
+                    })
+                    .collect();
+                let sql = format!("WITH {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
+                let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+                for (_, _, rows) in writes {
+                    query = query.bind(Value::Array(rows).to_string());
+                }
+                u64::try_from(query.fetch_one(&mut *tx).await?).unwrap_or(0)
+            }
+            // In process: a statement each, skipping tables with nothing to write.
+            Dialect::Sqlite => {
+                let mut affected = 0;
+                for (sql, columns, rows) in writes {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let sql = sql.replace("{rows}", &recordset_at(dialect, 1, columns));
+                    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(Value::Array(rows).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    affected = result.rows_affected();
+                }
+                affected
+            }
+        };
+        if saved != done.len() as u64 {
             return Err(BatchFailure::KeyRace);
         }
         Ok(next_seq)
@@ -625,20 +647,29 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
     Ok((receipt, book.entries))
 }
 
+/// One multi-row statement of a batch: its SQL with `{rows}` for the row
+/// source, the row source's columns, and the rows.
+type Write<'a> = (&'a str, &'a [(&'a str, &'a str)], Vec<Value>);
+
 const TEXT: &str = "text";
 const BIGINT: &str = "bigint";
 
 /// A row source `r` with `columns`, read from the JSON array bound as `$1`.
 fn recordset(dialect: Dialect, columns: &[(&str, &str)]) -> String {
+    recordset_at(dialect, 1, columns)
+}
+
+/// The same, from the JSON array bound as parameter `param`.
+fn recordset_at(dialect: Dialect, param: usize, columns: &[(&str, &str)]) -> String {
     match dialect {
         Dialect::Postgres => {
             let shape: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
-            format!("jsonb_to_recordset($1::text::jsonb) AS r({})", shape.join(", "))
+            format!("jsonb_to_recordset(${param}::text::jsonb) AS r({})", shape.join(", "))
         }
         Dialect::Sqlite => {
             let fields: Vec<String> =
                 columns.iter().map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}")).collect();
-            format!("(SELECT {} FROM json_each($1)) AS r", fields.join(", "))
+            format!("(SELECT {} FROM json_each(${param})) AS r", fields.join(", "))
         }
     }
 }
