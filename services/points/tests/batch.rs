@@ -169,3 +169,41 @@ async fn a_key_claimed_by_a_transaction_in_flight_makes_the_batch_retry(backend:
     database.pool.close().await;
     h.stop().await;
 }
+
+/// PostgreSQL numbers entries by their transaction's id, so a transaction
+/// that started first can commit last: the stream must hold back every
+/// entry above one still in flight, and then deliver both in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_commit_is_never_skipped_by_the_stream() {
+    let mut h = Harness::start(Backend::Postgres).await;
+    let store = store(&h).await;
+    batch(&store, &[earn("hal", 10, "first")]).await;
+    let before = store.entries_after(0, "shop", 100).await.unwrap();
+    assert_eq!(before.len(), 1);
+    let cursor = before[0].sequence;
+
+    // An older transaction writes an entry and stays open…
+    let database = db::connect(h.database_url(), db::PoolSettings::new(1, 1_000)).await.unwrap();
+    let mut slow = database.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
+         created_at_us, seq) VALUES ('slow', 'other', 'ivy', 'ADJUST', 0, 0, 'slow', 0, \
+         (CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT) << 20))",
+    )
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    // …while a younger one commits.
+    h.earn("shop", "hal", 5, "second").await;
+    let held = store.entries_after(cursor, "", 100).await.unwrap();
+    assert!(held.is_empty(), "nothing above a transaction in flight: {held:?}");
+
+    slow.commit().await.unwrap();
+    let after = store.entries_after(cursor, "", 100).await.unwrap();
+    let ids: Vec<&str> = after.iter().map(|e| e.transaction_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], "slow", "the older transaction first");
+    assert!(after[0].sequence < after[1].sequence && after[0].sequence > cursor);
+    database.pool.close().await;
+    h.stop().await;
+}

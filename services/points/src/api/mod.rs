@@ -34,7 +34,7 @@ const MAX_EXPIRING_HORIZON: Micros = 10 * 366 * 86_400 * MICROS_PER_SECOND;
 const STREAM_BATCH: i64 = 500;
 /// A stream re-checks the database at least this often, for entries
 /// published by another replica.
-const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct PointsApi {
     ledger: Arc<Ledger>,
