@@ -2,7 +2,10 @@
 //! every change to them. Admin writes are idempotent like ledger writes, and
 //! each one writes its audit entry in the same transaction.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -45,19 +48,87 @@ struct Change {
     new_value: String,
 }
 
+/// How long a program's settings and campaigns are served from memory
+/// before they are read again: a change made through this process applies
+/// at once (it empties the cache), one made through another replica within
+/// this long.
+pub const CONFIG_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Programs kept in memory; past it the cache starts over.
+const CONFIG_CACHE_PROGRAMS: usize = 10_000;
+/// A program with more campaigns than this is read from the database each time.
+const CONFIG_CACHE_CAMPAIGNS: usize = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct ProgramStore {
     db: Database,
     clock: Arc<dyn Clock>,
+    cache: Arc<ConfigCache>,
+}
+
+/// Settings and campaigns by program, as last read, for the order and
+/// activity paths that need both on every call.
+#[derive(Debug, Default)]
+struct ConfigCache {
+    programs: Mutex<HashMap<String, CachedConfig>>,
+    /// Bumped by every admin write: a read that began before one is not cached.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct CachedConfig {
+    read_at: Instant,
+    settings: ProgramSettings,
+    /// Every campaign of the program, ended ones included (an order may be
+    /// back-dated), ordered by id.
+    campaigns: Vec<Campaign>,
 }
 
 impl ProgramStore {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+        Self { db, clock, cache: Arc::default() }
+    }
+
+    /// The program's settings and campaigns, from memory when read within
+    /// [`CONFIG_CACHE_TTL`].
+    async fn config(&self, program_id: &str) -> Result<CachedConfig, Error> {
+        if let Some(cached) = self.cache.programs.lock().expect("config cache").get(program_id)
+            && cached.read_at.elapsed() < CONFIG_CACHE_TTL
+        {
+            return Ok(cached.clone());
+        }
+        let generation = self.cache.generation.load(Ordering::Acquire);
+        let read_at = Instant::now();
+        let settings = self.stored_settings(program_id).await?;
+        let rows = sqlx::query("SELECT body FROM campaigns WHERE program_id = $1 ORDER BY campaign_id")
+            .bind(program_id)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let campaigns = rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect::<Result<_, _>>()?;
+        let config = CachedConfig { read_at, settings, campaigns };
+        let mut programs = self.cache.programs.lock().expect("config cache");
+        if self.cache.generation.load(Ordering::Acquire) == generation
+            && config.campaigns.len() <= CONFIG_CACHE_CAMPAIGNS
+        {
+            if programs.len() >= CONFIG_CACHE_PROGRAMS {
+                programs.clear();
+            }
+            programs.insert(program_id.to_owned(), config.clone());
+        }
+        Ok(config)
+    }
+
+    /// Forgets every cached program after a change.
+    fn changed(&self) {
+        self.cache.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.programs.lock().expect("config cache").clear();
     }
 
     /// The program's settings, or the defaults when it has none.
     pub async fn settings(&self, program_id: &str) -> Result<ProgramSettings, Error> {
+        Ok(self.config(program_id).await?.settings)
+    }
+
+    async fn stored_settings(&self, program_id: &str) -> Result<ProgramSettings, Error> {
         let row = sqlx::query("SELECT settings FROM program_settings WHERE program_id = $1")
             .bind(program_id)
             .fetch_optional(&self.db.pool)
@@ -141,17 +212,10 @@ impl ProgramStore {
         rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
     }
 
-    /// Campaigns whose window contains `at`.
+    /// Campaigns whose window contains `at`, ordered by id.
     pub async fn active_campaigns(&self, program_id: &str, at: Micros) -> Result<Vec<Campaign>, Error> {
-        let rows = sqlx::query(
-            "SELECT body FROM campaigns WHERE program_id = $1 AND ends_at_us > $2 AND starts_at_us <= $2 \
-             ORDER BY campaign_id",
-        )
-        .bind(program_id)
-        .bind(at)
-        .fetch_all(&self.db.pool)
-        .await?;
-        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+        let config = self.config(program_id).await?;
+        Ok(config.campaigns.into_iter().filter(|c| c.starts_at <= at && at < c.ends_at).collect())
     }
 
     /// Stores a new campaign (already validated) under a fresh id.
@@ -324,6 +388,7 @@ impl ProgramStore {
         .await?;
         idempotency::save(&mut tx, program_id, method, key, &to_json(&result), "").await?;
         tx.commit().await?;
+        self.changed();
         Ok(result)
     }
 }
