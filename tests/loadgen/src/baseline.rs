@@ -490,7 +490,7 @@ async fn drop_database(admin: PgPool, name: &str) -> Result<(), RunError> {
 }
 
 /// `postgres://u@h:5432/postgres?x=y` with the database name replaced.
-fn database_url(url: &str, name: &str) -> String {
+pub(crate) fn database_url(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let host = match base[scheme_end..].find('/') {

@@ -28,14 +28,36 @@ pub struct Extras {
     rewards_server: loyalty_rewards::RewardsServer,
     gateway_server: Option<loyalty_gateway::GatewayServer>,
     dir: PathBuf,
+    /// The rewards service's own PostgreSQL database, dropped at the end.
+    rewards_database: Option<(String, String)>,
 }
 
 impl Extras {
-    /// `points`: `host:port` of the points service.
-    pub async fn start(plan: &Plan, points: &str, max_connections: u32, gateway: bool) -> Result<Self, RunError> {
+    /// `points`: `host:port` of the points service. `postgres`: the points
+    /// service's PostgreSQL database, when it has one: the rewards service
+    /// then gets a database of its own on the same server (created here,
+    /// dropped at `stop`), as deployed; otherwise a SQLite file.
+    pub async fn start(
+        plan: &Plan,
+        points: &str,
+        max_connections: u32,
+        gateway: bool,
+        postgres: Option<&str>,
+    ) -> Result<Self, RunError> {
         let dir = std::env::temp_dir().join(format!("loadgen-extras-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
-        let rewards_url = format!("sqlite://{}/rewards.db", dir.display());
+        let rewards_database = match postgres {
+            Some(url) => {
+                let name = format!("loadgen_rewards_{}", plan.run_id);
+                admin_execute(url, &format!("CREATE DATABASE {name}")).await?;
+                Some((url.to_owned(), name))
+            }
+            None => None,
+        };
+        let rewards_url = match &rewards_database {
+            Some((url, name)) => crate::baseline::database_url(url, name),
+            None => format!("sqlite://{}/rewards.db", dir.display()),
+        };
         let pool = max_connections.to_string();
         // Callers of this rewards service are not checked; it presents the run's service identity to points.
         let mut argv = vec![
@@ -91,8 +113,16 @@ impl Extras {
             .unwrap_or_default();
         eprintln!("rewards service in process on {rewards_addr} (reward {reward_id}, {REWARD_COST} points)");
 
-        let mut extras =
-            Self { rewards_addr, rewards, reward_id, gateway: None, rewards_server, gateway_server: None, dir };
+        let mut extras = Self {
+            rewards_addr,
+            rewards,
+            reward_id,
+            gateway: None,
+            rewards_server,
+            gateway_server: None,
+            dir,
+            rewards_database,
+        };
         if gateway && let Err(error) = extras.start_gateway(plan, points).await {
             extras.stop().await;
             return Err(error);
@@ -141,7 +171,22 @@ impl Extras {
             eprintln!("loadgen: rewards service shutdown: {error}");
         }
         let _ = std::fs::remove_dir_all(self.dir);
+        if let Some((url, name)) = self.rewards_database
+            && let Err(error) = admin_execute(&url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+        {
+            eprintln!("loadgen: {error}");
+        }
     }
+}
+
+/// One statement outside a transaction (CREATE or DROP DATABASE) on the server of `url`.
+async fn admin_execute(url: &str, statement: &str) -> Result<(), RunError> {
+    use sqlx::Executor;
+    let fail = |e: sqlx::Error| RunError::Failed(format!("rewards database ({statement}): {e}"));
+    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.map_err(fail)?;
+    let result = admin.execute(sqlx::AssertSqlSafe(statement.to_owned())).await;
+    admin.close().await;
+    result.map(drop).map_err(fail)
 }
 
 /// order-earn's tiers service: in this process on a SQLite file of its own,

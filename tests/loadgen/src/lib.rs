@@ -413,7 +413,8 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         if matches!(plan.scenario, Scenario::Redeem | Scenario::LoyaltyPage | Scenario::Mixed) {
             let points = addr.split_once("://").map_or(addr.as_str(), |(_, rest)| rest).to_owned();
             let gateway = plan.scenario == Scenario::LoyaltyPage;
-            match extras::Extras::start(&plan, &points, args.database_max_connections, gateway).await {
+            let postgres = args.database_url.as_deref().filter(|url| url.starts_with("postgres"));
+            match extras::Extras::start(&plan, &points, args.database_max_connections, gateway, postgres).await {
                 Ok(started) => *extras = Some(started),
                 Err(error) if plan.scenario == Scenario::Mixed => {
                     eprintln!("loadgen: {error}");
@@ -429,7 +430,7 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
             notes.push("mixed: the 1 % slice is a real Redeem through the rewards service in process".to_owned());
         }
         if extras.is_some() && args.database_url.as_deref().is_some_and(|url| url.starts_with("postgres")) {
-            notes.push("the rewards service (and gateway key store) run on SQLite files, only points on the given database".to_owned());
+            notes.push("the rewards service runs on a PostgreSQL database of its own on the same server (the gateway's key store on a SQLite file)".to_owned());
         }
         if plan.scenario == Scenario::OrderEarn {
             notes.push(if tiers_addr.is_some() {
