@@ -199,7 +199,16 @@ async fn a_late_commit_is_never_skipped_by_the_stream() {
     assert!(held.is_empty(), "nothing above a transaction in flight: {held:?}");
 
     slow.commit().await.unwrap();
-    let after = store.entries_after(cursor, "", 100).await.unwrap();
+    // Writing transactions of other tests on the same server hold the
+    // stream back too, for as long as they run: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let after = store.entries_after(cursor, "", 100).await.unwrap();
+        if after.len() >= 2 || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let ids: Vec<&str> = after.iter().map(|e| e.transaction_id.as_str()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], "slow", "the older transaction first");
