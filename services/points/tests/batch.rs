@@ -178,7 +178,7 @@ async fn a_late_commit_is_never_skipped_by_the_stream() {
     let mut h = Harness::start(Backend::Postgres).await;
     let store = store(&h).await;
     batch(&store, &[earn("hal", 10, "first")]).await;
-    let before = store.entries_after(0, "shop", 100).await.unwrap();
+    let before = entries_once_settled(&store, 0, "shop", 1).await;
     assert_eq!(before.len(), 1);
     let cursor = before[0].sequence;
 
@@ -199,20 +199,30 @@ async fn a_late_commit_is_never_skipped_by_the_stream() {
     assert!(held.is_empty(), "nothing above a transaction in flight: {held:?}");
 
     slow.commit().await.unwrap();
-    // Writing transactions of other tests on the same server hold the
-    // stream back too, for as long as they run: wait for them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let after = loop {
-        let after = store.entries_after(cursor, "", 100).await.unwrap();
-        if after.len() >= 2 || std::time::Instant::now() > deadline {
-            break after;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let after = entries_once_settled(&store, cursor, "", 2).await;
     let ids: Vec<&str> = after.iter().map(|e| e.transaction_id.as_str()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], "slow", "the older transaction first");
     assert!(after[0].sequence < after[1].sequence && after[0].sequence > cursor);
     database.pool.close().await;
     h.stop().await;
+}
+
+/// The stream after `cursor`, once it holds `wanted` entries (at most 10 s):
+/// writing transactions of other tests on the same server hold the stream
+/// back too, for as long as they run.
+async fn entries_once_settled(
+    store: &LedgerStore,
+    cursor: i64,
+    program: &str,
+    wanted: usize,
+) -> Vec<loyalty_points::store::LedgerRow> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let entries = store.entries_after(cursor, program, 100).await.unwrap();
+        if entries.len() >= wanted || std::time::Instant::now() > deadline {
+            return entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
