@@ -19,8 +19,8 @@ use crate::store::{BatchCommand, Command, Execution, LedgerRow, LedgerStore, Ord
 use crate::tiers::TierSource;
 use crate::writer::Writer;
 
-/// How often the publisher looks for rows written without a stream position
-/// (by binaries from before numbering at insert).
+/// How often the publisher looks for rows committed by other replicas, or
+/// left behind while an older transaction was still in flight.
 const PUBLISH_POLL: Duration = Duration::from_millis(100);
 /// Accounts settled per batch by the expiry job.
 const SETTLE_BATCH: i64 = 500;

@@ -73,7 +73,6 @@ loyalty_common::embedded_migrations!("../migrations":
     5 "entry actor" "0005_entry_actor.sql",
     6 "entry base points" "0006_entry_base_points.sql",
     7 "balance cache doubts" "0007_balance_cache_doubts.sql",
-    8 "stream numbered at insert" "0008_stream_numbered_at_insert.sql",
 );
 
 /// Every setting, from flags or the environment.

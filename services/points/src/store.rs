@@ -212,11 +212,6 @@ const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, k
      related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor, actor, \
      base_points";
 
-/// Entry positions per transaction: a PostgreSQL entry's stream position is
-/// its transaction's id shifted left by 20 bits plus its place in the
-/// transaction.
-pub const ENTRIES_PER_TRANSACTION: usize = 1 << 20;
-
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
 
@@ -546,21 +541,11 @@ impl LedgerStore {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// Published entries after `after`, in stream order. On PostgreSQL only
-    /// entries of transactions older than every one still in flight: those
-    /// are final, and every later commit numbers above them, so `seq >
-    /// cursor` never skips a row that committed late.
+    /// Published entries after `after`, in stream order.
     pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
-        let settled = match self.db.dialect {
-            Dialect::Postgres => {
-                " AND seq < (CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT) << 20)"
-            }
-            // Writers are serialised: every numbered row is final.
-            Dialect::Sqlite => "",
-        };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
-             WHERE seq > $1 AND ($2 = '' OR program_id = $2){settled} ORDER BY seq LIMIT $3"
+             WHERE seq > $1 AND ($2 = '' OR program_id = $2) ORDER BY seq LIMIT $3"
         ));
         let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
         rows.iter().map(entry_from_row).collect()
@@ -589,11 +574,12 @@ impl LedgerStore {
         rows.iter().map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?))).collect()
     }
 
-    /// Numbers entries written without a position (PostgreSQL), as binaries
-    /// from before numbering at insert wrote them, e.g. during a rolling
-    /// deploy: in this transaction's range, like any other writer's, so they
-    /// reach consumers once it commits. Publishers run one at a time under
-    /// an advisory lock. Returns the highest position handed out.
+    /// Hands out stream positions to committed, unnumbered entries (PostgreSQL).
+    /// Publishers run one at a time under an advisory lock, and each numbers
+    /// only rows already committed when it starts; a row committing later
+    /// gets a higher position from a later run. So positions grow in the order
+    /// rows become visible, and `seq > cursor` never skips one. Returns the
+    /// highest position handed out.
     pub async fn publish(&self) -> Result<Option<i64>, Error> {
         if self.db.dialect == Dialect::Sqlite {
             return Ok(None);
@@ -611,8 +597,7 @@ impl LedgerStore {
             "WITH ready AS ( \
                  SELECT id FROM ledger_entries WHERE seq IS NULL ORDER BY id LIMIT 10000 \
              ), numbered AS ( \
-                 SELECT id, (CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT) << 20) + ROW_NUMBER() OVER (ORDER BY id) \
-                 AS seq FROM ready \
+                 SELECT id, nextval('ledger_stream_seq') AS seq FROM ready \
              ), updated AS ( \
                  UPDATE ledger_entries e SET seq = n.seq FROM numbered n WHERE e.id = n.id RETURNING e.seq \
              ) SELECT MAX(seq) FROM updated",
@@ -735,36 +720,23 @@ impl LedgerStore {
             }
         }
         let insert_entry = match self.db.dialect {
-            // Numbered by this transaction's id and the entry's place in it.
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                         (CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT) << 20) + $17) RETURNING seq"
+                 order_amount_minor, actor, base_points) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
                  order_amount_minor, actor, base_points, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq"
-            }
-        };
-        // PostgreSQL adds the place to the transaction's range; SQLite, one
-        // writer at a time, counts on from the highest position.
-        let first = match self.db.dialect {
-            Dialect::Postgres => 0,
-            Dialect::Sqlite if book.entries.is_empty() => 0,
-            Dialect::Sqlite => {
-                let max: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&mut *tx).await?;
-                max.unwrap_or(0) + 1
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
         let mut published = None;
-        assert!(book.entries.len() < ENTRIES_PER_TRANSACTION, "more entries than one transaction may number");
-        for (ordinal, entry) in book.entries.iter().enumerate() {
+        for entry in &book.entries {
             let (order_id, order_amount, base_points) = match &order_ref {
                 Some(r) if r.transaction_id == entry.transaction_id => (r.order_id, r.amount, r.base_points),
                 _ => ("", 0, 0),
@@ -786,7 +758,6 @@ impl LedgerStore {
                 .bind(order_amount)
                 .bind(actor)
                 .bind(base_points)
-                .bind(first + ordinal as i64)
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);

@@ -388,16 +388,17 @@ impl LedgerStore {
             Dialect::Sqlite => {
                 let max: Option<i64> =
                     sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&mut *tx).await?;
-                max.unwrap_or(0)
+                Some(max.unwrap_or(0))
             }
-            // The transaction's id numbers them (see `entries_after`); `seq` carries their place.
-            Dialect::Postgres => -1,
+            Dialect::Postgres => None,
         };
         let (mut entries, mut orders, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         for d in done {
             for entry in &d.entries {
-                next_seq += 1;
-                let seq = next_seq;
+                let seq = next_seq.as_mut().map(|s| {
+                    *s += 1;
+                    *s
+                });
                 // The order's own entry says which order it belongs to.
                 let (order_id, order_amount, base_points) = match &d.order {
                     Some((id, amount, base, _)) if entry.transaction_id == d.receipt.transaction_id => {
@@ -452,7 +453,7 @@ impl LedgerStore {
                  order_amount_minor, actor, base_points, seq) \
                  SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
                  r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
-                 r.base_points, {seq} FROM {rows}",
+                 r.base_points, r.seq FROM {rows}",
                 &[
                     ("transaction_id", TEXT),
                     ("p", TEXT),
@@ -521,7 +522,6 @@ impl LedgerStore {
                 keys,
             ),
         ];
-        let mut last_seq = None;
         let saved = match dialect {
             // One round trip: every write a data-modifying CTE of one statement.
             Dialect::Postgres => {
@@ -529,28 +529,19 @@ impl LedgerStore {
                     .iter()
                     .enumerate()
                     .map(|(i, (sql, columns, _))| {
-                        let returning = match i {
-                            ENTRIES => " RETURNING seq",
-                            KEYS => " RETURNING 1",
-                            _ => "",
-                        };
-                        let sql = sql
-                            .replace("{rows}", &recordset_at(dialect, i + 1, columns))
-                            .replace("{seq}", POSTGRES_SEQ);
-                        format!("w{i} AS ({sql}{returning})")
+                        let returning = if i + 1 == writes.len() { " RETURNING 1" } else { "" };
+                        format!(
+                            "w{i} AS ({}{returning})",
+                            sql.replace("{rows}", &recordset_at(dialect, i + 1, columns))
+                        )
                     })
                     .collect();
-                let sql = format!(
-                    "WITH {} SELECT (SELECT COUNT(*) FROM w{KEYS}) AS saved, (SELECT MAX(seq) FROM w{ENTRIES}) AS last",
-                    parts.join(", ")
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let sql = format!("WITH {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
+                let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
                 for (_, _, rows) in writes {
                     query = query.bind(Value::Array(rows).to_string());
                 }
-                let row = query.fetch_one(&mut *tx).await?;
-                last_seq = row.try_get("last")?;
-                u64::try_from(row.try_get::<i64, _>("saved")?).unwrap_or(0)
+                u64::try_from(query.fetch_one(&mut *tx).await?).unwrap_or(0)
             }
             // In process: a statement each, skipping tables with nothing to write.
             Dialect::Sqlite => {
@@ -559,7 +550,7 @@ impl LedgerStore {
                     if rows.is_empty() {
                         continue;
                     }
-                    let sql = sql.replace("{rows}", &recordset_at(dialect, 1, columns)).replace("{seq}", "r.seq");
+                    let sql = sql.replace("{rows}", &recordset_at(dialect, 1, columns));
                     let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(Value::Array(rows).to_string())
                         .execute(&mut *tx)
@@ -572,10 +563,7 @@ impl LedgerStore {
         if saved != done.len() as u64 {
             return Err(BatchFailure::KeyRace);
         }
-        Ok(match dialect {
-            Dialect::Sqlite => Some(next_seq),
-            Dialect::Postgres => last_seq,
-        })
+        Ok(next_seq)
     }
 }
 
@@ -667,14 +655,6 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
     };
     Ok((receipt, book.entries))
 }
-
-/// Places of the entries and the saved results among a batch's writes.
-const ENTRIES: usize = 2;
-const KEYS: usize = 5;
-
-/// A PostgreSQL entry's stream position: its transaction's id above, its
-/// place in the transaction below (see `ENTRIES_PER_TRANSACTION`).
-const POSTGRES_SEQ: &str = "(CAST(CAST(pg_current_xact_id() AS TEXT) AS BIGINT) << 20) + r.seq";
 
 /// One multi-row statement of a batch: its SQL with `{rows}` for the row
 /// source, the row source's columns, and the rows.
