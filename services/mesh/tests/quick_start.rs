@@ -15,36 +15,44 @@ use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let data_dir = std::env::temp_dir().join(format!("loyalty-mesh-test-{}", std::process::id()));
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (grpc, metrics, tiers_grpc, tiers_metrics) = (free(), free(), free(), free());
-    let (referral_grpc, referral_metrics) = (free(), free());
-    let (rewards_grpc, rewards_metrics, gateway_http, gateway_metrics) = (free(), free(), free(), free());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"))
+    let stderr_path = data_dir.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    // Every listener on port 0: the mesh binds what the kernel gives and prints the
+    // addresses it got, so no port picked here can be taken before the mesh binds it.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"));
+    for service in ["POINTS", "TIERS", "REFERRAL", "REWARDS"] {
+        command.env(format!("{service}_GRPC_ADDR"), "127.0.0.1:0");
+        command.env(format!("{service}_METRICS_ADDR"), "127.0.0.1:0");
+    }
+    let mut child = command
         .env("LOYALTY_DATA_DIR", &data_dir)
-        .env("POINTS_GRPC_ADDR", grpc.to_string())
-        .env("POINTS_METRICS_ADDR", metrics.to_string())
-        .env("TIERS_GRPC_ADDR", tiers_grpc.to_string())
-        .env("TIERS_METRICS_ADDR", tiers_metrics.to_string())
-        .env("REFERRAL_GRPC_ADDR", referral_grpc.to_string())
-        .env("REFERRAL_METRICS_ADDR", referral_metrics.to_string())
-        .env("REWARDS_GRPC_ADDR", rewards_grpc.to_string())
-        .env("REWARDS_METRICS_ADDR", rewards_metrics.to_string())
-        .env("GATEWAY_HTTP_ADDR", gateway_http.to_string())
-        .env("GATEWAY_METRICS_ADDR", gateway_metrics.to_string())
+        .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_METRICS_ADDR", "127.0.0.1:0")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("mesh binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> =
         (&mut lines).map(Result::unwrap).take_while(|line| !line.starts_with("stop with ctrl-c")).collect();
-    assert!(banner[0].starts_with("loyalty mesh is up"), "{banner:?}");
-    assert!(banner.iter().any(|l| l.contains(&format!("grpc {grpc}"))), "{banner:?}");
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(banner.first().is_some_and(|l| l.starts_with("loyalty mesh is up")), "{banner:?}\n{}", log());
+    let address = |service: &str, label: &str| -> std::net::SocketAddr {
+        let line = banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(service))
+            .unwrap_or_else(|| panic!("{service} in the banner: {banner:?}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == label).unwrap_or_else(|| panic!("{label} in {line}"));
+        words[at + 1].trim_start_matches("http://").parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let (grpc, tiers_grpc) = (address("points", "grpc"), address("tiers", "grpc"));
+    let (referral_grpc, rewards_grpc) = (address("referral", "grpc"), address("rewards", "grpc"));
+    let gateway_http = address("gateway", "gateway");
+    assert_ne!(grpc.port(), 0, "the banner shows the bound port, not the one asked for");
     assert!(banner.iter().any(|l| l.contains("PointsService/Earn")), "{banner:?}");
-    assert!(banner.iter().any(|l| l.contains(&format!("grpc {tiers_grpc}"))), "{banner:?}");
-    assert!(banner.iter().any(|l| l.contains(&format!("grpc {referral_grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {rewards_grpc}"))), "{banner:?}");
     assert!(banner.iter().any(|l| l.starts_with("AUTH REQUIRED")), "the banner says calls need a key: {banner:?}");
     let key_line = banner.iter().find(|l| l.contains("shown once")).expect("an admin key is printed");
@@ -119,6 +127,7 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit on SIGTERM: {status:?}");
     let _ = std::fs::remove_dir_all(data_dir);
+    let _ = std::fs::remove_file(stderr_path);
 }
 
 /// A bare HTTP/1.1 GET, so the test needs no HTTP client library.
