@@ -12,7 +12,8 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
+use loyalty_common::db;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
@@ -23,6 +24,9 @@ pub const MAX_BATCH: usize = 128;
 /// How often a batch that lost a key race is run again before its commands
 /// run one by one.
 const RACE_RETRIES: usize = 3;
+/// Commands of a failed batch that run alone at the same time: enough to
+/// keep the pool busy, few enough to leave it to the other shards.
+const ALONE_AT_ONCE: usize = 4;
 
 type Reply = oneshot::Sender<Result<Execution, Error>>;
 
@@ -63,27 +67,65 @@ async fn work(store: LedgerStore, mut queue: mpsc::UnboundedReceiver<(BatchComma
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (commands, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        let results = run(&store, &commands).await;
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A caller that gave up (deadline, disconnect) no longer listens.
-            let _ = reply.send(result);
+        // A bug that panics fails this batch's callers (their replies are
+        // dropped, unanswered), not every later command of the shard.
+        match std::panic::AssertUnwindSafe(run(&store, &commands)).catch_unwind().await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // A caller that gave up (deadline, disconnect) no longer listens.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(_) => tracing::error!(commands = commands.len(), "a batch panicked; its callers get an internal error"),
         }
     }
 }
 
-/// One batch, run again after a lost key race; when the batch as a whole
-/// fails, each command runs alone, so that one bad command fails alone and
-/// an outage answers every caller with its own error.
+/// One batch, run again after a lost key race. When the database is out of
+/// reach every caller hears so at once; when the batch fails otherwise, each
+/// command runs alone, so that one bad command fails alone.
 async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execution, Error>> {
     for _ in 0..RACE_RETRIES {
         match store.execute_batch(commands).await {
             Ok(results) => return results,
             Err(BatchFailure::KeyRace) => continue,
+            Err(BatchFailure::Database(error)) if out_of_reach(&error) => {
+                tracing::warn!(%error, commands = commands.len(), "batch failed: the database is out of reach");
+                return commands.iter().map(|_| Err(Error::Database(unreachable_copy(&error)))).collect();
+            }
             Err(BatchFailure::Database(error)) => {
                 tracing::warn!(%error, commands = commands.len(), "batch failed, running its commands one by one");
                 break;
             }
         }
     }
-    join_all(commands.iter().map(|c| store.execute(&c.program_id, &c.idempotency_key, c.command.clone()))).await
+    futures::stream::iter(0..commands.len()).map(|i| alone(store, &commands[i])).buffered(ALONE_AT_ONCE).collect().await
+}
+
+/// One command as a batch of its own, so that it takes its locks in the
+/// batch order (accounts, then keys) like every other batched command. A key
+/// still claimed by a one-command transaction (an older replica of this
+/// service) after the retries is left to the one-command path, which waits
+/// for that transaction.
+async fn alone(store: &LedgerStore, command: &BatchCommand) -> Result<Execution, Error> {
+    for _ in 0..RACE_RETRIES {
+        match store.execute_batch(std::slice::from_ref(command)).await {
+            Ok(mut results) => return results.pop().expect("one result per command"),
+            Err(BatchFailure::KeyRace) => continue,
+            Err(BatchFailure::Database(error)) => return Err(error.into()),
+        }
+    }
+    store.execute(&command.program_id, &command.idempotency_key, command.command.clone()).await
+}
+
+/// The connection or the server is gone (not a rolled-back conflict, which
+/// the next try may pass).
+fn out_of_reach(error: &sqlx::Error) -> bool {
+    let conflict = matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40001" | "40P01")));
+    db::is_unavailable(error) && !conflict
+}
+
+/// The same outage, for each caller of the batch (`sqlx::Error` is not `Clone`).
+fn unreachable_copy(error: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, error.to_string()))
 }

@@ -21,6 +21,7 @@ loyalty_common::on_both_backends!(
     results_saved_at_commit_answer_replays_after_a_crash,
     spends_on_one_account_are_judged_in_arrival_order,
     a_key_claimed_by_a_transaction_in_flight_makes_the_batch_retry,
+    a_refused_command_leaves_its_key_free_for_a_repeat_in_the_same_batch,
 );
 
 async fn store(h: &Harness) -> LedgerStore {
@@ -167,5 +168,46 @@ async fn a_key_claimed_by_a_transaction_in_flight_makes_the_batch_retry(backend:
         .unwrap();
     assert_eq!(entries, 0, "nothing of the batch was committed");
     database.pool.close().await;
+    h.stop().await;
+}
+
+async fn a_refused_command_leaves_its_key_free_for_a_repeat_in_the_same_batch(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let store = store(&h).await;
+    // Each command is answered as if those before it had run alone: a
+    // refusal saves nothing, so a corrected retry with its key runs afresh,
+    // and so does the same spend once an earn in between covers it.
+    let results = batch(
+        &store,
+        &[
+            earn("hal", 100, "e1"),
+            spend("hal", 500, "k"),
+            spend("hal", 50, "k"),
+            spend("hal", 50, "k"),
+            spend("hal", 60, "k"),
+            spend("ivy", 30, "j"),
+            earn("ivy", 30, "e2"),
+            spend("ivy", 30, "j"),
+        ],
+    )
+    .await;
+    assert!(insufficient(&results[1]), "{:?}", results[1]);
+    let corrected = results[2].as_ref().expect("the corrected retry runs");
+    assert!(!corrected.replayed);
+    assert_eq!(corrected.receipt.balance.available, 50);
+    let repeat = results[3].as_ref().expect("a replay of the corrected one");
+    assert!(repeat.replayed);
+    assert_eq!(repeat.receipt, corrected.receipt);
+    assert!(matches!(results[4], Err(Error::IdempotencyKeyReused { method: "Spend" })), "{:?}", results[4]);
+    assert!(insufficient(&results[5]), "ivy had nothing yet: {:?}", results[5]);
+    let covered = results[7].as_ref().expect("the same spend, now covered");
+    assert!(!covered.replayed);
+    assert_eq!(covered.receipt.balance.available, 0);
+    assert_eq!(h.assert_ledger_matches_balance("shop", "hal").await.available, 50);
+    assert_eq!(h.assert_ledger_matches_balance("shop", "ivy").await.available, 0);
+    // The key holds the result that was saved, for replays from anywhere.
+    let replay = store.execute("shop", "k", spend("hal", 50, "k").command).await.expect("a replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.receipt.transaction_id, corrected.receipt.transaction_id);
     h.stop().await;
 }

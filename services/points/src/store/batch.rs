@@ -144,17 +144,9 @@ impl LedgerStore {
                 .insert(id, (row.try_get::<String, _>("request_hash")?, row.try_get::<Option<String>, _>("response")?));
         }
         let mut live = Vec::new();
-        // A key twice in one batch runs once; the later ones get its answer.
-        let mut first_of: HashMap<(String, String, String), usize> = HashMap::new();
-        let mut duplicates = Vec::new();
         for (i, c) in commands.iter().enumerate() {
             let method = c.command.method();
             let id = (c.program_id.clone(), method.to_owned(), c.idempotency_key.clone());
-            if let Some(&first) = first_of.get(&id) {
-                duplicates.push((i, first));
-                continue;
-            }
-            first_of.insert(id.clone(), i);
             match saved.get(&id) {
                 None => live.push(i),
                 Some((hash, _)) if *hash != hashes[i] => results[i] = Some(Err(Error::IdempotencyKeyReused { method })),
@@ -172,7 +164,7 @@ impl LedgerStore {
         }
         if live.is_empty() {
             tx.rollback().await?;
-            return Ok(answer(results, &duplicates, commands, &hashes));
+            return Ok(finish(results, &[]));
         }
 
         // Lock the accounts in one order, creating the new ones.
@@ -243,6 +235,10 @@ impl LedgerStore {
                 let mut book = AccountBook::new(work.account.clone(), std::mem::take(&mut work.lots), true, now);
                 book.settle();
                 work.dirty.extend(book.lots.iter().filter(|l| l.dirty).map(|l| l.lot_id.clone()));
+                // A settlement that only moved the account's next due time
+                // is written with the batch even if no command succeeds on
+                // it; one with entries goes with the first success.
+                work.changed = book.entries.is_empty() && book.account != work.account;
                 work.account = book.account;
                 work.lots = book.lots;
                 work.settled = book.entries;
@@ -251,35 +247,52 @@ impl LedgerStore {
         }
 
         // Judge each command, in arrival order, against its account as the
-        // commands before it left it.
+        // commands before it left it. A key seen earlier in the batch is
+        // answered as if the earlier command had run alone before it: after
+        // a success it is a replay (or, with other arguments, a reused key);
+        // after a refusal, which saves nothing, it runs afresh.
         let mut done = Vec::new();
+        let mut succeeded: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        let mut duplicates = Vec::new();
         for &i in &live {
             let c = &commands[i];
+            let id = (c.program_id.as_str(), c.command.method(), c.idempotency_key.as_str());
+            if let Some(&first) = succeeded.get(&id) {
+                if hashes[first] == hashes[i] {
+                    duplicates.push((i, first));
+                } else {
+                    results[i] = Some(Err(Error::IdempotencyKeyReused { method: c.command.method() }));
+                }
+                continue;
+            }
             let key = (c.program_id.clone(), c.customer_id().to_owned());
             let work = working.get_mut(&key).expect("every account was loaded");
             match run(work, c, now) {
-                Ok((receipt, entries)) => done.push(Done {
-                    index: i,
-                    key: c.idempotency_key.clone(),
-                    method: c.command.method(),
-                    hash: hashes[i].clone(),
-                    receipt,
-                    account: work.account.clone(),
-                    entries,
-                    actor: match &c.command {
-                        Command::Adjust { actor, .. } => actor.clone(),
-                        _ => String::new(),
-                    },
-                    order: match &c.command {
-                        Command::OrderEarn { order, breakdown, .. } => Some((
-                            order.order_id.clone(),
-                            order.amount_minor,
-                            breakdown.base_points,
-                            order.currency.clone(),
-                        )),
-                        _ => None,
-                    },
-                }),
+                Ok((receipt, entries)) => {
+                    succeeded.insert(id, i);
+                    done.push(Done {
+                        index: i,
+                        key: c.idempotency_key.clone(),
+                        method: c.command.method(),
+                        hash: hashes[i].clone(),
+                        receipt,
+                        account: work.account.clone(),
+                        entries,
+                        actor: match &c.command {
+                            Command::Adjust { actor, .. } => actor.clone(),
+                            _ => String::new(),
+                        },
+                        order: match &c.command {
+                            Command::OrderEarn { order, breakdown, .. } => Some((
+                                order.order_id.clone(),
+                                order.amount_minor,
+                                breakdown.base_points,
+                                order.currency.clone(),
+                            )),
+                            _ => None,
+                        },
+                    })
+                }
                 Err(violation) => results[i] = Some(Err(violation.into())),
             }
         }
@@ -298,7 +311,7 @@ impl LedgerStore {
         } else {
             tx.rollback().await?;
         }
-        Ok(answer(results, &duplicates, commands, &hashes))
+        Ok(finish(results, &duplicates))
     }
 
     /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that
@@ -478,7 +491,7 @@ impl LedgerStore {
             (
                 "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, currency, points, \
                  transaction_id, created_at_us) SELECT r.p, r.o, r.c, r.amount, r.currency, r.points, r.t, r.at \
-                 FROM {rows}",
+                 FROM {rows} WHERE true ORDER BY r.p, r.o ON CONFLICT DO NOTHING",
                 &[
                     ("p", TEXT),
                     ("o", TEXT),
@@ -517,7 +530,7 @@ impl LedgerStore {
             (
                 "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, transaction_id, \
                  response, created_at_us) SELECT r.p, r.m, r.k, r.h, r.t, r.r, r.at FROM {rows} WHERE true \
-                 ON CONFLICT DO NOTHING",
+                 ORDER BY r.p, r.m, r.k ON CONFLICT DO NOTHING",
                 &[("p", TEXT), ("m", TEXT), ("k", TEXT), ("h", TEXT), ("t", TEXT), ("r", TEXT), ("at", BIGINT)],
                 keys,
             ),
@@ -567,31 +580,17 @@ impl LedgerStore {
     }
 }
 
-/// Every command's result: a duplicate key gets its first command's answer
-/// (a replay of its result, or the same refusal), or, with other arguments,
-/// IDEMPOTENCY_KEY_REUSED.
-fn answer(
+/// Every command's result; a repeated key (`(repeat, first)`, same
+/// arguments) gets a replay of its first command's result.
+fn finish(
     mut results: Vec<Option<Result<Execution, Error>>>,
     duplicates: &[(usize, usize)],
-    commands: &[BatchCommand],
-    hashes: &[String],
 ) -> Vec<Result<Execution, Error>> {
     for &(i, first) in duplicates {
-        let answer = match results[first].as_ref().expect("the first is answered") {
-            _ if hashes[i] != hashes[first] => {
-                Err(Error::IdempotencyKeyReused { method: commands[i].command.method() })
-            }
-            Ok(execution) => Ok(Execution {
-                receipt: execution.receipt.clone(),
-                replayed: true,
-                account: None,
-                published_up_to: None,
-            }),
-            Err(Error::Rule(violation)) => Err(Error::Rule(violation.clone())),
-            Err(Error::IdempotencyKeyReused { method }) => Err(Error::IdempotencyKeyReused { method }),
-            Err(other) => Err(Error::Corrupt(format!("the first request with this key failed: {other}"))),
-        };
-        results[i] = Some(answer);
+        let Some(Ok(execution)) = &results[first] else { unreachable!("a repeat follows a success") };
+        let replay =
+            Execution { receipt: execution.receipt.clone(), replayed: true, account: None, published_up_to: None };
+        results[i] = Some(Ok(replay));
     }
     results.into_iter().map(|r| r.expect("every command answered")).collect()
 }
