@@ -75,6 +75,14 @@ pub struct CatalogEntry {
     pub archived: bool,
 }
 
+impl CatalogEntry {
+    /// Whether each redemption is counted against something: stock, or a
+    /// per-customer limit.
+    pub fn counted(&self) -> bool {
+        self.remaining_stock.is_some() || self.reward.per_customer_limit > 0
+    }
+}
+
 /// Points to give back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundTask {
@@ -188,7 +196,7 @@ impl RewardsStore {
     /// Replaces a reward; vouchers already issued still count against a new total stock.
     pub async fn update(&self, program_id: &str, reward: Reward) -> Result<CatalogEntry, Error> {
         let mut tx = begin_write(&self.db).await?;
-        let current = self.lock_reward(&mut tx, program_id, &reward.reward_id).await?;
+        let current = self.lock_reward(&mut tx, program_id, &reward.reward_id, RowLock::Exclusive).await?;
         let issued = match (current.reward.total_stock, current.remaining_stock) {
             (Some(total), Some(remaining)) => total - remaining,
             _ => self.issued(&mut tx, &reward.reward_id).await?,
@@ -258,8 +266,23 @@ impl RewardsStore {
         if let Some(redemption) = self.replayed(program_id, customer_id, reward_id, key).await? {
             return Ok(Staged::Replay(redemption));
         }
-        let mut tx = begin_write(&self.db).await?;
-        let entry = self.lock_reward(&mut tx, program_id, reward_id).await?;
+        // A reward with stock or a per-customer limit is checked and counted
+        // under its row's exclusive lock, so stagings of it run one at a
+        // time. Any other needs only that it does not change meanwhile (an
+        // edit that adds stock counts what was issued): a shared lock, which
+        // concurrent stagings hold together. The kind is known only once
+        // locked; a reward that became limited is locked again, exclusively.
+        let mut exclusive = self.db.dialect == Dialect::Sqlite;
+        let (mut tx, entry) = loop {
+            let mut tx = begin_write(&self.db).await?;
+            let lock = if exclusive { RowLock::Exclusive } else { RowLock::Shared };
+            let entry = self.lock_reward(&mut tx, program_id, reward_id, lock).await?;
+            if exclusive || !entry.counted() {
+                break (tx, entry);
+            }
+            tx.rollback().await?;
+            exclusive = true;
+        };
         if entry.archived || !entry.reward.is_active(now) {
             return Err(Error::RewardNotActive(reward_id.to_owned()));
         }
@@ -367,9 +390,12 @@ impl RewardsStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if changed == 0 {
-            self.refund_lost_spend(&mut tx, redemption).await?;
+        if changed == 1 {
+            tx.commit().await?;
+            // Nothing else of it changed: no need to read it back.
+            return Ok(Redemption { status: Status::Active, ..redemption.redemption.clone() });
         }
+        self.refund_lost_spend(&mut tx, redemption).await?;
         tx.commit().await?;
         self.redemption(&redemption.redemption_id).await
     }
@@ -700,15 +726,22 @@ impl RewardsStore {
         Ok(())
     }
 
+    /// The reward, locked (SQLite's `BEGIN IMMEDIATE` already holds the one
+    /// writer's lock).
     async fn lock_reward(
         &self,
         tx: &mut AnyConnection,
         program_id: &str,
         reward_id: &str,
+        lock: RowLock,
     ) -> Result<CatalogEntry, Error> {
+        let clause = match (self.db.dialect, lock) {
+            (Dialect::Sqlite, _) => "",
+            (Dialect::Postgres, RowLock::Exclusive) => " FOR UPDATE",
+            (Dialect::Postgres, RowLock::Shared) => " FOR SHARE",
+        };
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2{}",
-            if self.db.dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
+            "SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2{clause}"
         ));
         let row = sqlx::query(sql).bind(program_id).bind(reward_id).fetch_optional(&mut *tx).await?;
         row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))
@@ -750,6 +783,12 @@ fn failure_refund(redemption: &Redemption) -> RefundTask {
 
 fn redeem_hash(program_id: &str, customer_id: &str, reward_id: &str) -> String {
     request_hash(program_id, &serde_json::json!({ "customer_id": customer_id, "reward_id": reward_id }))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RowLock {
+    Shared,
+    Exclusive,
 }
 
 async fn release_stock(tx: &mut AnyConnection, reward_id: &str) -> Result<(), Error> {
