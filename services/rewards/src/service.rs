@@ -118,7 +118,7 @@ impl Rewards {
                 None => {}
             }
         }
-        let redemption = match self.store.stage(program_id, customer_id, reward_id, key).await? {
+        let redemption = match self.store.stage(program_id, customer_id, &entry, key).await? {
             Staged::Replay(redemption) => return Ok((redemption, true)),
             Staged::New(redemption) => redemption,
         };

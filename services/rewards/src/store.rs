@@ -253,16 +253,25 @@ impl RewardsStore {
     }
 
     /// Reserves stock and records a PENDING redemption, re-checking limit and
-    /// stock under the reward's row lock. A replayed key gets its redemption back.
+    /// stock under the reward's row lock. A replayed key gets its redemption
+    /// back. `seen` is the reward as the caller read it, unlocked.
     pub async fn stage(
         &self,
         program_id: &str,
         customer_id: &str,
-        reward_id: &str,
+        seen: &CatalogEntry,
         key: &str,
     ) -> Result<Staged, Error> {
         let now = self.now();
-        let hash = redeem_hash(program_id, customer_id, reward_id);
+        let reward_id = seen.reward.reward_id.as_str();
+        if self.db.dialect == Dialect::Postgres
+            && !seen.counted()
+            && !seen.archived
+            && seen.reward.is_active(now)
+            && let Some(staged) = self.stage_uncounted(program_id, customer_id, seen, key, now).await?
+        {
+            return Ok(staged);
+        }
         if let Some(redemption) = self.replayed(program_id, customer_id, reward_id, key).await? {
             return Ok(Staged::Replay(redemption));
         }
@@ -293,18 +302,56 @@ impl RewardsStore {
         {
             return Err(Error::LimitReached);
         }
-        if entry.remaining_stock.is_some_and(|s| s <= 0) {
-            return Err(Error::OutOfStock);
+        if let Some(remaining) = entry.remaining_stock {
+            if remaining <= 0 {
+                return Err(Error::OutOfStock);
+            }
+            sqlx::query("UPDATE rewards SET remaining_stock = remaining_stock - 1 WHERE reward_id = $1")
+                .bind(reward_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("UPDATE rewards SET remaining_stock = remaining_stock - 1 WHERE reward_id = $1 AND remaining_stock IS NOT NULL")
-            .bind(reward_id)
-            .execute(&mut *tx)
-            .await?;
+        let claim = self.new_claim(program_id, customer_id, reward, now);
+        let inserted = self.insert_redemption(&mut tx, &claim, key, None).await?;
+        if inserted == 0 {
+            // The same key raced us and won (or, once in 2^60, the code clashed): answer as a replay.
+            tx.rollback().await?;
+            return match self.replayed(program_id, customer_id, reward_id, key).await? {
+                Some(redemption) => Ok(Staged::Replay(redemption)),
+                None => Err(Error::Corrupt("voucher code clash; retry".into())),
+            };
+        }
+        tx.commit().await?;
+        Ok(Staged::New(claim))
+    }
+
+    /// The common case in one statement (PostgreSQL): a reward with no stock
+    /// and no per-customer limit, unchanged since the caller read it, staged
+    /// under a shared lock on its row. `None` when the reward changed
+    /// meanwhile (or the voucher code clashed): the full path decides.
+    async fn stage_uncounted(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        seen: &CatalogEntry,
+        key: &str,
+        now: Micros,
+    ) -> Result<Option<Staged>, Error> {
+        let claim = self.new_claim(program_id, customer_id, &seen.reward, now);
+        let mut conn = self.db.pool.acquire().await?;
+        if self.insert_redemption(&mut conn, &claim, key, Some(&to_json(&seen.reward))).await? == 1 {
+            return Ok(Some(Staged::New(claim)));
+        }
+        Ok(self.replayed(program_id, customer_id, &seen.reward.reward_id, key).await?.map(Staged::Replay))
+    }
+
+    /// A new PENDING redemption of `reward`, owned by a fresh claim.
+    fn new_claim(&self, program_id: &str, customer_id: &str, reward: &Reward, now: Micros) -> Claim {
         let redemption = Redemption {
             redemption_id: format!("rdm_{}", uuid::Uuid::now_v7().simple()),
             program_id: program_id.to_owned(),
             customer_id: customer_id.to_owned(),
-            reward_id: reward_id.to_owned(),
+            reward_id: reward.reward_id.clone(),
             reward_name: reward.name.clone(),
             points: reward.point_cost,
             status: Status::Pending,
@@ -313,41 +360,52 @@ impl RewardsStore {
             consumed_order_id: String::new(),
             created_at: now,
         };
-        let token = self.new_token();
-        let inserted = sqlx::query(
-            "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
+        Claim { redemption, token: self.new_token() }
+    }
+
+    /// Inserts the claim's redemption for `key`; 0 rows when the key (or the
+    /// voucher code) is taken. With `unchanged_body`, only if the reward still
+    /// has that body, no stock and is not archived, under a shared lock on
+    /// its row until the statement commits.
+    async fn insert_redemption(
+        &self,
+        conn: &mut AnyConnection,
+        claim: &Claim,
+        key: &str,
+        unchanged_body: Option<&str>,
+    ) -> Result<u64, Error> {
+        const COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
              voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us, \
-             owner, lease_until_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14) ON CONFLICT DO NOTHING",
-        )
-        .bind(&redemption.redemption_id)
-        .bind(program_id)
-        .bind(customer_id)
-        .bind(reward_id)
-        .bind(&redemption.reward_name)
-        .bind(redemption.points)
-        .bind(Status::Pending.as_str())
-        .bind(&redemption.voucher_code)
-        .bind(redemption.voucher_expires_at)
-        .bind(key)
-        .bind(&hash)
-        .bind(now)
-        .bind(&token)
-        .bind(now + self.lease)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // The same key raced us and won (or, once in 2^60, the code clashed): answer as a replay.
-            tx.rollback().await?;
-            return match self.by_key(program_id, key).await? {
-                Some((stored_hash, redemption)) if stored_hash == hash => Ok(Staged::Replay(redemption)),
-                Some(_) => Err(Error::Key(idempotency::KeyError::Reused { method: "Redeem" })),
-                None => Err(Error::Corrupt("voucher code clash; retry".into())),
-            };
+             owner, lease_until_us";
+        const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14";
+        let sql = match unchanged_body {
+            None => format!("INSERT INTO redemptions ({COLUMNS}) VALUES ({VALUES}) ON CONFLICT DO NOTHING"),
+            Some(_) => format!(
+                "WITH reward AS (SELECT 1 FROM rewards WHERE program_id = $2 AND reward_id = $4 AND archived = 0 \
+                 AND remaining_stock IS NULL AND body = $15 FOR SHARE) \
+                 INSERT INTO redemptions ({COLUMNS}) SELECT {VALUES} FROM reward ON CONFLICT DO NOTHING"
+            ),
+        };
+        let r = &claim.redemption;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&r.redemption_id)
+            .bind(&r.program_id)
+            .bind(&r.customer_id)
+            .bind(&r.reward_id)
+            .bind(&r.reward_name)
+            .bind(r.points)
+            .bind(Status::Pending.as_str())
+            .bind(&r.voucher_code)
+            .bind(r.voucher_expires_at)
+            .bind(key)
+            .bind(redeem_hash(&r.program_id, &r.customer_id, &r.reward_id))
+            .bind(r.created_at)
+            .bind(&claim.token)
+            .bind(r.created_at + self.lease);
+        if let Some(body) = unchanged_body {
+            query = query.bind(body);
         }
-        tx.commit().await?;
-        Ok(Staged::New(Claim { redemption, token }))
+        Ok(query.execute(&mut *conn).await?.rows_affected())
     }
 
     /// The redemption a key already made, if any: a replay is answered from
@@ -379,7 +437,9 @@ impl RewardsStore {
     /// just spent are given back; the refund's task id is the one the taker
     /// would write, so they come back once. Answers the redemption as it stands.
     pub async fn activate(&self, redemption: &Claim) -> Result<Redemption, Error> {
-        let mut tx = begin_write(&self.db).await?;
+        // One statement, committed on its own: when it changes nothing it
+        // locked nothing either, so the refund below needs no more than its
+        // own transaction.
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'active', updated_at_us = $1 \
              WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
@@ -387,14 +447,14 @@ impl RewardsStore {
         .bind(self.now())
         .bind(&redemption.redemption_id)
         .bind(&redemption.token)
-        .execute(&mut *tx)
+        .execute(&self.db.pool)
         .await?
         .rows_affected();
         if changed == 1 {
-            tx.commit().await?;
             // Nothing else of it changed: no need to read it back.
             return Ok(Redemption { status: Status::Active, ..redemption.redemption.clone() });
         }
+        let mut tx = begin_write(&self.db).await?;
         self.refund_lost_spend(&mut tx, redemption).await?;
         tx.commit().await?;
         self.redemption(&redemption.redemption_id).await

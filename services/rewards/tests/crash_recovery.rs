@@ -309,7 +309,8 @@ impl Replicas {
 
     /// Replica A's first step of a redemption.
     async fn stage(&self, customer: &str) -> Claim {
-        match self.a.stage("shop", customer, &self.reward_id, &format!("redeem-{customer}")).await.unwrap() {
+        let reward = self.a.entry("shop", &self.reward_id).await.unwrap();
+        match self.a.stage("shop", customer, &reward, &format!("redeem-{customer}")).await.unwrap() {
             Staged::New(redemption) => redemption,
             Staged::Replay(_) => panic!("a new redemption"),
         }

@@ -239,6 +239,7 @@ loyalty_common::on_both_backends!(
     a_crash_after_the_spend_is_compensated,
     cancelling_gives_the_points_back,
     hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position,
+    staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is,
 );
 
 async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
@@ -414,7 +415,8 @@ async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
     // The saga's first two steps, then nothing: as if the service died right after the spend.
     let database = db::connect(&m.rewards_url, db::PoolSettings::new(2, 1_000)).await.unwrap();
     let store = RewardsStore::new(database, Arc::new(m.clock.clone()));
-    let Staged::New(redemption) = store.stage("shop", "eve", &reward, "r1").await.unwrap() else {
+    let seen = store.entry("shop", &reward).await.unwrap();
+    let Staged::New(redemption) = store.stage("shop", "eve", &seen, "r1").await.unwrap() else {
         panic!("a new redemption")
     };
     m.points
@@ -550,5 +552,48 @@ async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(ba
     assert_eq!(why("gold and up"), (false, pb::Unavailability::TierTooLow as i32));
     let stored = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == "gold or win-back").unwrap();
     assert_eq!(stored.reward.as_ref().unwrap().eligible_tier_ids, ["winback"]);
+    m.stop().await;
+}
+
+async fn staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let database = db::connect(&m.rewards_url, db::PoolSettings::new(2, 1_000)).await.unwrap();
+    let store = RewardsStore::new(database, Arc::new(m.clock.clone()));
+    let open = m.reward(discount("open", 100)).await;
+    let seen = store.entry("shop", &open).await.unwrap();
+    assert!(!seen.counted(), "no stock, no limit: the one-statement path on PostgreSQL");
+    let reads = db::connect(&m.rewards_url, db::PoolSettings::new(1, 1_000)).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT body FROM rewards WHERE reward_id = $1")
+        .bind(&open)
+        .fetch_one(&reads.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, serde_json::to_string(&seen.reward).unwrap(), "that path finds the body it read unchanged");
+
+    // A key is staged once, whichever path answers.
+    let Staged::New(first) = store.stage("shop", "fay", &seen, "k1").await.unwrap() else { panic!("new") };
+    let Staged::Replay(again) = store.stage("shop", "fay", &seen, "k1").await.unwrap() else { panic!("a replay") };
+    assert_eq!(again.redemption_id, first.redemption_id);
+    let other = m.reward(discount("other", 100)).await;
+    let other = store.entry("shop", &other).await.unwrap();
+    let reused = store.stage("shop", "fay", &other, "k1").await;
+    assert!(reused.is_err(), "the key belongs to another redemption: {reused:?}");
+
+    // Stock added after the caller read the reward: counted all the same.
+    let mut limited = seen.reward.clone();
+    limited.total_stock = Some(2);
+    let updated = store.update("shop", limited).await.unwrap();
+    assert_eq!(updated.remaining_stock, Some(1), "the redemption staged above counts against it");
+    let Staged::New(_) = store.stage("shop", "gil", &seen, "k2").await.unwrap() else { panic!("new") };
+    assert_eq!(store.entry("shop", &open).await.unwrap().remaining_stock, Some(0));
+    let sold_out = store.stage("shop", "hal", &seen, "k3").await;
+    assert!(sold_out.is_err(), "out of stock, though the caller read it unlimited: {sold_out:?}");
+
+    // Archived after the caller read it: refused.
+    let fresh = m.reward(discount("fresh", 100)).await;
+    let seen_fresh = store.entry("shop", &fresh).await.unwrap();
+    store.archive("shop", &fresh).await.unwrap();
+    let archived = store.stage("shop", "ivy", &seen_fresh, "k4").await;
+    assert!(archived.is_err(), "archived: {archived:?}");
     m.stop().await;
 }
