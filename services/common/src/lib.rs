@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod coalesce;
 pub mod db;
 pub mod follow;
 pub mod idempotency;

@@ -12,9 +12,9 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use loyalty_common::coalesce::Coalescer;
 use loyalty_common::db;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::store::{BatchCommand, BatchFailure, Command, Execution, LedgerStore};
@@ -28,12 +28,10 @@ const RACE_RETRIES: usize = 3;
 /// keep the pool busy, few enough to leave it to the other shards.
 const ALONE_AT_ONCE: usize = 4;
 
-type Reply = oneshot::Sender<Result<Execution, Error>>;
-
 /// The queues of the shard workers; cheap to share.
 #[derive(Debug)]
 pub struct Writer {
-    shards: Vec<mpsc::UnboundedSender<(BatchCommand, Reply)>>,
+    shards: Vec<Coalescer<BatchCommand, Result<Execution, Error>>>,
 }
 
 impl Writer {
@@ -42,9 +40,11 @@ impl Writer {
     pub fn start(store: LedgerStore, workers: usize) -> Self {
         let shards = (0..workers.max(1))
             .map(|_| {
-                let (send, receive) = mpsc::unbounded_channel();
-                tokio::spawn(work(store.clone(), receive));
-                send
+                let store = store.clone();
+                Coalescer::start("ledger", MAX_BATCH, move |commands: Vec<BatchCommand>| {
+                    let store = store.clone();
+                    async move { run(&store, &commands).await }
+                })
             })
             .collect();
         Self { shards }
@@ -57,27 +57,8 @@ impl Writer {
         let mut hasher = DefaultHasher::new();
         (program_id, command.customer_id()).hash(&mut hasher);
         let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
-        let (reply, answer) = oneshot::channel();
-        shard.send((command, reply)).map_err(|_| Error::Corrupt("the ledger writer stopped".into()))?;
-        answer.await.map_err(|_| Error::Corrupt("the ledger writer dropped a command".into()))?
-    }
-}
-
-async fn work(store: LedgerStore, mut queue: mpsc::UnboundedReceiver<(BatchCommand, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (commands, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        // A bug that panics fails this batch's callers (their replies are
-        // dropped, unanswered), not every later command of the shard.
-        match std::panic::AssertUnwindSafe(run(&store, &commands)).catch_unwind().await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // A caller that gave up (deadline, disconnect) no longer listens.
-                    let _ = reply.send(result);
-                }
-            }
-            Err(_) => tracing::error!(commands = commands.len(), "a batch panicked; its callers get an internal error"),
-        }
+        // No answer: the batch panicked (logged) or the writer is stopping.
+        shard.call(command).await.ok_or_else(|| Error::Corrupt("the ledger writer dropped a command".into()))?
     }
 }
 

@@ -16,6 +16,10 @@ use loyalty_common::idempotency::{self, begin_write, request_hash};
 use crate::domain::{self, Reward};
 use crate::error::Error;
 
+mod batch;
+
+use batch::{Activation, Batches, StageRow};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Pending,
@@ -142,16 +146,25 @@ pub struct RewardsStore {
     /// This process's name on the PENDING redemptions it works on, new at every start.
     owner: String,
     lease: Micros,
+    /// Group commit of stagings and activations (PostgreSQL).
+    batches: Arc<Batches>,
 }
 
 impl RewardsStore {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock, owner: format!("rewards-{}", uuid::Uuid::now_v7().simple()), lease: DEFAULT_LEASE }
+        let owner = format!("rewards-{}", uuid::Uuid::now_v7().simple());
+        Self { db, clock, owner, lease: DEFAULT_LEASE, batches: Arc::default() }
     }
 
     /// How long a PENDING redemption stays this process's after each step.
     pub fn with_lease(self, lease: Micros) -> Self {
         Self { lease, ..self }
+    }
+
+    /// Redemptions (staged, activated) by group commit so far; the others
+    /// took the one-row path.
+    pub fn batched(&self) -> (u64, u64) {
+        self.batches.written()
     }
 
     pub fn owner(&self) -> &str {
@@ -312,7 +325,7 @@ impl RewardsStore {
                 .await?;
         }
         let claim = self.new_claim(program_id, customer_id, reward, now);
-        let inserted = self.insert_redemption(&mut tx, &claim, key, None).await?;
+        let inserted = self.insert_redemption(&mut tx, &claim, key).await?;
         if inserted == 0 {
             // The same key raced us and won (or, once in 2^60, the code clashed): answer as a replay.
             tx.rollback().await?;
@@ -325,10 +338,11 @@ impl RewardsStore {
         Ok(Staged::New(claim))
     }
 
-    /// The common case in one statement (PostgreSQL): a reward with no stock
+    /// The common case, group-committed (PostgreSQL): a reward with no stock
     /// and no per-customer limit, unchanged since the caller read it, staged
-    /// under a shared lock on its row. `None` when the reward changed
-    /// meanwhile (or the voucher code clashed): the full path decides.
+    /// under a shared lock on its row with the other stagings of the moment.
+    /// `None` when the reward changed meanwhile (or the voucher code clashed,
+    /// or the batch failed): the full path decides.
     async fn stage_uncounted(
         &self,
         program_id: &str,
@@ -338,8 +352,24 @@ impl RewardsStore {
         now: Micros,
     ) -> Result<Option<Staged>, Error> {
         let claim = self.new_claim(program_id, customer_id, &seen.reward, now);
-        let mut conn = self.db.pool.acquire().await?;
-        if self.insert_redemption(&mut conn, &claim, key, Some(&to_json(&seen.reward))).await? == 1 {
+        let r = &claim.redemption;
+        let row = StageRow {
+            redemption_id: r.redemption_id.clone(),
+            program_id: r.program_id.clone(),
+            customer_id: r.customer_id.clone(),
+            reward_id: r.reward_id.clone(),
+            reward_name: r.reward_name.clone(),
+            points: r.points,
+            voucher_code: r.voucher_code.clone(),
+            voucher_expires_at_us: r.voucher_expires_at,
+            idempotency_key: key.to_owned(),
+            request_hash: redeem_hash(program_id, customer_id, &r.reward_id),
+            created_at_us: now,
+            owner: claim.token.clone(),
+            lease_until_us: now + self.lease,
+            body: to_json(&seen.reward),
+        };
+        if self.batches.stage(&self.db, row).await {
             return Ok(Some(Staged::New(claim)));
         }
         Ok(self.replayed(program_id, customer_id, &seen.reward.reward_id, key).await?.map(Staged::Replay))
@@ -364,48 +394,32 @@ impl RewardsStore {
     }
 
     /// Inserts the claim's redemption for `key`; 0 rows when the key (or the
-    /// voucher code) is taken. With `unchanged_body`, only if the reward still
-    /// has that body, no stock and is not archived, under a shared lock on
-    /// its row until the statement commits.
-    async fn insert_redemption(
-        &self,
-        conn: &mut AnyConnection,
-        claim: &Claim,
-        key: &str,
-        unchanged_body: Option<&str>,
-    ) -> Result<u64, Error> {
-        const COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
-             voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us, \
-             owner, lease_until_us";
-        const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14";
-        let sql = match unchanged_body {
-            None => format!("INSERT INTO redemptions ({COLUMNS}) VALUES ({VALUES}) ON CONFLICT DO NOTHING"),
-            Some(_) => format!(
-                "WITH reward AS (SELECT 1 FROM rewards WHERE program_id = $2 AND reward_id = $4 AND archived = 0 \
-                 AND remaining_stock IS NULL AND body = $15 FOR SHARE) \
-                 INSERT INTO redemptions ({COLUMNS}) SELECT {VALUES} FROM reward ON CONFLICT DO NOTHING"
-            ),
-        };
+    /// voucher code) is taken.
+    async fn insert_redemption(&self, conn: &mut AnyConnection, claim: &Claim, key: &str) -> Result<u64, Error> {
         let r = &claim.redemption;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&r.redemption_id)
-            .bind(&r.program_id)
-            .bind(&r.customer_id)
-            .bind(&r.reward_id)
-            .bind(&r.reward_name)
-            .bind(r.points)
-            .bind(Status::Pending.as_str())
-            .bind(&r.voucher_code)
-            .bind(r.voucher_expires_at)
-            .bind(key)
-            .bind(redeem_hash(&r.program_id, &r.customer_id, &r.reward_id))
-            .bind(r.created_at)
-            .bind(&claim.token)
-            .bind(r.created_at + self.lease);
-        if let Some(body) = unchanged_body {
-            query = query.bind(body);
-        }
-        Ok(query.execute(&mut *conn).await?.rows_affected())
+        let inserted = sqlx::query(
+            "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
+             voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, updated_at_us, \
+             owner, lease_until_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.redemption_id)
+        .bind(&r.program_id)
+        .bind(&r.customer_id)
+        .bind(&r.reward_id)
+        .bind(&r.reward_name)
+        .bind(r.points)
+        .bind(Status::Pending.as_str())
+        .bind(&r.voucher_code)
+        .bind(r.voucher_expires_at)
+        .bind(key)
+        .bind(redeem_hash(&r.program_id, &r.customer_id, &r.reward_id))
+        .bind(r.created_at)
+        .bind(&claim.token)
+        .bind(r.created_at + self.lease)
+        .execute(&mut *conn)
+        .await?;
+        Ok(inserted.rows_affected())
     }
 
     /// The redemption a key already made, if any: a replay is answered from
@@ -437,6 +451,17 @@ impl RewardsStore {
     /// just spent are given back; the refund's task id is the one the taker
     /// would write, so they come back once. Answers the redemption as it stands.
     pub async fn activate(&self, redemption: &Claim) -> Result<Redemption, Error> {
+        let active = Redemption { status: Status::Active, ..redemption.redemption.clone() };
+        if self.db.dialect == Dialect::Postgres {
+            let row = Activation {
+                redemption_id: redemption.redemption_id.clone(),
+                token: redemption.token.clone(),
+                at: self.now(),
+            };
+            if self.batches.activate(&self.db, row).await {
+                return Ok(active);
+            }
+        }
         // One statement, committed on its own: when it changes nothing it
         // locked nothing either, so the refund below needs no more than its
         // own transaction.
@@ -452,7 +477,7 @@ impl RewardsStore {
         .rows_affected();
         if changed == 1 {
             // Nothing else of it changed: no need to read it back.
-            return Ok(Redemption { status: Status::Active, ..redemption.redemption.clone() });
+            return Ok(active);
         }
         let mut tx = begin_write(&self.db).await?;
         self.refund_lost_spend(&mut tx, redemption).await?;

@@ -572,6 +572,16 @@ async fn staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is(backe
 
     // A key is staged once, whichever path answers.
     let Staged::New(first) = store.stage("shop", "fay", &seen, "k1").await.unwrap() else { panic!("new") };
+    let by_batch = match backend {
+        Backend::Postgres => 1,
+        Backend::Sqlite => 0,
+    };
+    assert_eq!(store.batched().0, by_batch, "PostgreSQL stages an uncounted reward by group commit");
+    let active = store.activate(&first).await.unwrap();
+    assert_eq!(active.status, loyalty_rewards::store::Status::Active);
+    assert_eq!(store.batched().1, by_batch, "and activates by group commit");
+    assert!(store.activate(&first).await.is_ok(), "activating again changes nothing");
+    assert_eq!(store.batched().1, by_batch, "an activation the batch cannot make takes the one-row path");
     let Staged::Replay(again) = store.stage("shop", "fay", &seen, "k1").await.unwrap() else { panic!("a replay") };
     assert_eq!(again.redemption_id, first.redemption_id);
     let other = m.reward(discount("other", 100)).await;
