@@ -394,10 +394,8 @@ impl ReferralPart {
         Self { available: false, reason: Some(reason), ..Self::default() }
     }
 
-    pub fn from_proto(
-        code: referral_pb::GetOrCreateCodeResponse,
-        stats: referral_pb::GetReferralStatsResponse,
-    ) -> Self {
+    pub fn from_proto(r: referral_pb::GetReferralSummaryResponse) -> Self {
+        let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
         Self {
             available: true,
             reason: None,
@@ -438,9 +436,10 @@ pub struct PointsPart {
 }
 
 impl PointsPart {
-    pub fn from_proto(balance: Option<pb::Balance>, expiring: pb::GetExpiringPointsResponse) -> Self {
+    pub fn from_proto(summary: pb::GetAccountSummaryResponse) -> Self {
+        let expiring = summary.expiring.unwrap_or_default();
         Self {
-            balance: Balance::from_proto(balance),
+            balance: Balance::from_proto(summary.balance),
             expiring_soon: ExpiringSoon {
                 within_days: EXPIRING_SOON_DAYS,
                 total_points: expiring.total_points,
@@ -626,15 +625,12 @@ pub fn transactions_request(program_id: &str, customer_id: String, page: PageQue
     }
 }
 
-pub fn balance_request(program_id: &str, customer_id: &str) -> pb::GetBalanceRequest {
-    pb::GetBalanceRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
-}
-
-pub fn expiring_request(program_id: &str, customer_id: &str) -> pb::GetExpiringPointsRequest {
-    pb::GetExpiringPointsRequest {
+/// The balance and what expires within [`EXPIRING_SOON_DAYS`], in one points call.
+pub fn account_summary_request(program_id: &str, customer_id: &str) -> pb::GetAccountSummaryRequest {
+    pb::GetAccountSummaryRequest {
         program_id: program_id.to_owned(),
         customer_id: customer_id.to_owned(),
-        within: Some(prost_types::Duration { seconds: EXPIRING_SOON_DAYS * 86_400, nanos: 0 }),
+        expiring_within: Some(prost_types::Duration { seconds: EXPIRING_SOON_DAYS * 86_400, nanos: 0 }),
     }
 }
 
@@ -1956,11 +1952,8 @@ pub struct CustomerReferral {
 }
 
 impl CustomerReferral {
-    pub fn from_proto(
-        customer_id: String,
-        code: referral_pb::GetOrCreateCodeResponse,
-        stats: referral_pb::GetReferralStatsResponse,
-    ) -> Self {
+    pub fn from_proto(customer_id: String, r: referral_pb::GetReferralSummaryResponse) -> Self {
+        let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
         Self { customer_id, code: code.code, enabled: code.enabled, stats: stats.into() }
     }
 }
@@ -1969,8 +1962,9 @@ pub fn code_request(program_id: &str, customer_id: &str) -> referral_pb::GetOrCr
     referral_pb::GetOrCreateCodeRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
 }
 
-pub fn referral_stats_request(program_id: &str, customer_id: &str) -> referral_pb::GetReferralStatsRequest {
-    referral_pb::GetReferralStatsRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+/// The code and its stats, in one referral call.
+pub fn referral_summary_request(program_id: &str, customer_id: &str) -> referral_pb::GetReferralSummaryRequest {
+    referral_pb::GetReferralSummaryRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
 }
 
 /// What a code is worth, for a storefront ("Anna invited you: 500 points").

@@ -185,6 +185,32 @@ impl Upstreams {
         self.unary(r, |r| async move { c.get_expiring_points(r).await }).await
     }
 
+    /// The balance and the points expiring within the request's horizon, in
+    /// one call. A points service older than GetAccountSummary answers
+    /// UNIMPLEMENTED: then it is asked the two calls it knows, in parallel,
+    /// so a gateway may be rolled out before the services.
+    pub async fn get_account_summary(
+        &self,
+        r: pb::GetAccountSummaryRequest,
+    ) -> Result<Reply<pb::GetAccountSummaryResponse>, Status> {
+        let mut c = self.points.clone();
+        let (program_id, customer_id, within) = (r.program_id.clone(), r.customer_id.clone(), r.expiring_within);
+        match self.unary(r, |r| async move { c.get_account_summary(r).await }).await {
+            Err(status) if status.code() == Code::Unimplemented => {
+                let balance =
+                    pb::GetBalanceRequest { program_id: program_id.clone(), customer_id: customer_id.clone() };
+                let expiring = pb::GetExpiringPointsRequest { program_id, customer_id, within };
+                let (balance, expiring) = tokio::join!(self.get_balance(balance), self.get_expiring_points(expiring));
+                let message = pb::GetAccountSummaryResponse {
+                    balance: balance?.message.balance,
+                    expiring: Some(expiring?.message),
+                };
+                Ok(Reply { message, replayed: false })
+            }
+            answer => answer,
+        }
+    }
+
     pub async fn list_transactions(
         &self,
         r: pb::ListTransactionsRequest,
@@ -304,6 +330,31 @@ impl Upstreams {
     ) -> Result<Reply<referral_pb::GetReferralStatsResponse>, Failure> {
         let mut c = self.referral()?;
         Ok(self.unary(r, |r| async move { c.get_referral_stats(r).await }).await?)
+    }
+
+    /// The customer's code (created on first call) and its stats, in one
+    /// call. A referral service older than GetReferralSummary answers
+    /// UNIMPLEMENTED: then it is asked the two calls it knows, in parallel.
+    pub async fn get_referral_summary(
+        &self,
+        r: referral_pb::GetReferralSummaryRequest,
+    ) -> Result<Reply<referral_pb::GetReferralSummaryResponse>, Failure> {
+        let mut c = self.referral()?;
+        let (program_id, customer_id) = (r.program_id.clone(), r.customer_id.clone());
+        match self.unary(r, |r| async move { c.get_referral_summary(r).await }).await {
+            Err(status) if status.code() == Code::Unimplemented => {
+                let code = referral_pb::GetOrCreateCodeRequest {
+                    program_id: program_id.clone(),
+                    customer_id: customer_id.clone(),
+                };
+                let stats = referral_pb::GetReferralStatsRequest { program_id, customer_id };
+                let (code, stats) = tokio::join!(self.get_or_create_code(code), self.get_referral_stats(stats));
+                let message =
+                    referral_pb::GetReferralSummaryResponse { code: Some(code?.message), stats: Some(stats?.message) };
+                Ok(Reply { message, replayed: false })
+            }
+            answer => Ok(answer?),
+        }
     }
 
     pub async fn resolve_code(

@@ -429,6 +429,59 @@ async fn the_loyalty_page_survives_an_unavailable_tiers_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loyalty_page_asks_each_service_once() {
+    let h = Harness::start().await;
+    let key = h.key("shop", Scope::Server).await;
+    h.order(&key, "anna", "1", 2_500).await.ok();
+    // The first page makes anna's referral code; the services' followers
+    // catch up with the order meanwhile.
+    h.get(&key, "/v1/customers/anna/loyalty").await.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Long-lived streams and health checks are not the page's calls.
+    let page_calls = |calls: std::collections::BTreeMap<(String, String), u64>| {
+        calls.into_iter().filter(|((service, method), _)| method != "StreamEvents" && !service.starts_with("grpc."))
+    };
+    let before = h.rpc_calls().await;
+    const PAGES: u64 = 5;
+    for _ in 0..PAGES {
+        assert_eq!(h.get(&key, "/v1/customers/anna/loyalty").await.ok()["points"]["available"], 25);
+    }
+    let expected: Vec<((String, String), u64)> = [
+        ("loyalty.points.v1.PointsService", "GetAccountSummary"),
+        // Not the gateway's: the rewards service reads the balance itself
+        // for ListAvailableRewards (it goes once rewards takes the balance
+        // the gateway already has).
+        ("loyalty.points.v1.PointsService", "GetBalance"),
+        ("loyalty.referral.v1.ReferralService", "GetReferralSummary"),
+        ("loyalty.rewards.v1.RewardsService", "ListAvailableRewards"),
+        ("loyalty.tiers.v1.TiersService", "GetMembership"),
+    ]
+    .into_iter()
+    .map(|(service, method)| ((service.to_owned(), method.to_owned()), PAGES))
+    .collect();
+    // A service counts a call once its answer is out, which may be a moment after the gateway has it.
+    let mut asked = Vec::new();
+    for _ in 0..20 {
+        let after = h.rpc_calls().await;
+        asked = page_calls(after)
+            .map(|(call, n)| {
+                let earlier = before.get(&call).copied().unwrap_or(0);
+                (call, n - earlier)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if asked == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(asked, expected, "upstream calls for {PAGES} pages");
+
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_the_points_service_the_gateway_is_not_ready() {
     let points = closed_port().await;
     let h = Harness::start_with(Options { points_addr: Some(points.to_string()), ..Options::default() }).await;

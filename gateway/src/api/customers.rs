@@ -53,10 +53,12 @@ pub async fn record_activity(
 /// within 30 days, the tier, the referral code with its stats, and the
 /// rewards redeemable now.
 ///
-/// The backends are asked in parallel. Points are essential: without them
-/// there is no page (503). Every other part is marked `available: false`
-/// when its service is not configured or does not answer, and the page is
-/// still served.
+/// The backends are asked in parallel, each once: points for the balance
+/// and what expires soon, tiers for the membership, referral for the code
+/// and its stats, rewards for what is redeemable. Points are essential:
+/// without them there is no page (503). Every other part is marked
+/// `available: false` when its service is not configured or does not
+/// answer, and the page is still served.
 #[utoipa::path(
     get,
     path = "/v1/customers/{customer_id}/loyalty",
@@ -79,19 +81,17 @@ pub async fn loyalty_page(
 ) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;
-    let (balance, expiring, tier, referral, rewards) = tokio::join!(
-        up.get_balance(model::balance_request(program, &customer_id)),
-        up.get_expiring_points(model::expiring_request(program, &customer_id)),
+    let (summary, tier, referral, rewards) = tokio::join!(
+        up.get_account_summary(model::account_summary_request(program, &customer_id)),
         tier_part(up, program, &customer_id),
         referral_part(up, program, &customer_id),
         rewards_part(up, program, &customer_id),
     );
-    let balance = balance.map_err(points_failed)?.message.balance;
-    if !model::is_known_account(balance.as_ref()) {
+    let summary = summary.map_err(points_failed)?.message;
+    if !model::is_known_account(summary.balance.as_ref()) {
         return Err(customer_not_found());
     }
-    let expiring = expiring.map_err(points_failed)?.message;
-    let points = PointsPart::from_proto(balance, expiring);
+    let points = PointsPart::from_proto(summary);
     Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards }))
 }
 
@@ -117,13 +117,9 @@ async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart
 
 /// The referral part (the code, created on first look, and its stats): never fails the page.
 async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> ReferralPart {
-    let (code, stats) = tokio::join!(
-        up.get_or_create_code(model::code_request(program, customer_id)),
-        up.get_referral_stats(model::referral_stats_request(program, customer_id)),
-    );
-    match (code, stats) {
-        (Ok(code), Ok(stats)) => ReferralPart::from_proto(code.message, stats.message),
-        (Err(failure), _) | (_, Err(failure)) => ReferralPart::absent(absence("referral", failure)),
+    match up.get_referral_summary(model::referral_summary_request(program, customer_id)).await {
+        Ok(reply) => ReferralPart::from_proto(reply.message),
+        Err(failure) => ReferralPart::absent(absence("referral", failure)),
     }
 }
 

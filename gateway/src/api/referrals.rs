@@ -38,15 +38,9 @@ pub async fn customer_referral(
     State(state): State<AppState>,
     ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
-    let program = auth.program();
-    let up = &state.upstreams;
-    let (code, stats) = tokio::join!(
-        up.get_or_create_code(model::code_request(program, &customer_id)),
-        up.get_referral_stats(model::referral_stats_request(program, &customer_id)),
-    );
-    let code = code.map_err(referral_failed)?.message;
-    let stats = stats.map_err(referral_failed)?.message;
-    Ok(json(&CustomerReferral::from_proto(customer_id, code, stats)))
+    let request = model::referral_summary_request(auth.program(), &customer_id);
+    let reply = state.upstreams.get_referral_summary(request).await.map_err(referral_failed)?;
+    Ok(json(&CustomerReferral::from_proto(customer_id, reply.message)))
 }
 
 /// A friend signed up with a code: a pending referral, completed by the

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -410,6 +411,28 @@ impl Harness {
 
     pub fn rewards_grpc_addr(&self) -> SocketAddr {
         self.rewards.as_ref().expect("rewards started by the harness").bind_addr()
+    }
+
+    /// The gRPC requests each service the harness started has handled so
+    /// far, by (service, method), summed over status codes, read from their
+    /// `/metrics` (`rpc_server_requests_total`).
+    pub async fn rpc_calls(&self) -> BTreeMap<(String, String), u64> {
+        let servers =
+            [self.points.as_deref(), self.tiers.as_deref(), self.referral.as_deref(), self.rewards.as_deref()];
+        let mut calls = BTreeMap::new();
+        for server in servers.into_iter().flatten() {
+            let url = format!("http://{}/metrics", server.metrics_addr());
+            let text = self.http.get(url).send().await.unwrap().text().await.unwrap();
+            for line in text.lines().filter_map(|l| l.strip_prefix("rpc_server_requests_total{")) {
+                let (labels, count) = line.split_once("} ").expect("a sample");
+                let label = |name: &str| {
+                    labels.split(',').find_map(|l| l.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
+                };
+                let key = (label("service").unwrap().to_owned(), label("method").unwrap().to_owned());
+                *calls.entry(key).or_default() += count.parse::<f64>().unwrap() as u64;
+            }
+        }
+        calls
     }
 
     /// Stops the referral service early, to see the gateway without it.

@@ -48,6 +48,7 @@ pub const POLICY: Policy = Policy {
         ("GetBalance", Access::Key(Server)),
         ("ListTransactions", Access::Key(Server)),
         ("GetExpiringPoints", Access::Key(Server)),
+        ("GetAccountSummary", Access::Key(Server)),
         // Every program at once: the services' own jobs and consumers only.
         ("RunExpiry", Access::Internal),
         ("StreamEvents", Access::Internal),

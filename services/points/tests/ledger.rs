@@ -161,6 +161,19 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
         .into_inner();
     assert_eq!(expiring.total_points, 70);
     assert_eq!(expiring.expiring.len(), 1);
+    // The summary answers both in one call; within a horizon that ends before
+    // the next expiry it has nothing to list (and reads no lots).
+    let summary = |days: i64| pb::GetAccountSummaryRequest {
+        program_id: "shop".into(),
+        customer_id: "dina".into(),
+        expiring_within: Some(prost_types::Duration { seconds: days * 86_400, nanos: 0 }),
+    };
+    let both = h.client.get_account_summary(summary(30)).await.unwrap().into_inner();
+    assert_eq!((both.balance, both.expiring), (Some(balance), Some(expiring)));
+    let short = h.client.get_account_summary(summary(5)).await.unwrap().into_inner();
+    assert_eq!((short.balance, short.expiring), (Some(balance), Some(pb::GetExpiringPointsResponse::default())));
+    let status = h.client.get_account_summary(summary(0)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 
     h.clock.advance(11 * DAY);
     // Reads settle lazily, so the balance is right before the job runs...

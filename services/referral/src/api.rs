@@ -14,7 +14,7 @@ use loyalty_proto::referral::v1::referral_service_server::ReferralService;
 use crate::domain::{self, Referral, Settings, Status as ReferralStatus};
 use crate::error::DOMAIN;
 use crate::service::Referrals;
-use crate::store::OrderEvent;
+use crate::store::{OrderEvent, Stats};
 
 /// Largest order amount accepted, in minor units.
 const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
@@ -181,13 +181,25 @@ impl ReferralService for ReferralApi {
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.done(DOMAIN)?;
         let s = self.referrals.store().stats(&r.program_id, &r.customer_id).await?;
-        Ok(Response::new(pb::GetReferralStatsResponse {
-            invited: s.invited,
-            pending: s.pending,
-            completed: s.completed,
-            reversed: s.reversed,
-            expired: s.expired,
-            points_earned: s.points_earned,
+        Ok(Response::new(stats_to_proto(&s)))
+    }
+
+    async fn get_referral_summary(
+        &self,
+        request: Request<pb::GetReferralSummaryRequest>,
+    ) -> Result<Response<pb::GetReferralSummaryResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.done(DOMAIN)?;
+        let store = self.referrals.store();
+        // Independent reads: the code (made on first call) and the stats, at once.
+        let (code, stats) =
+            tokio::join!(store.code_for(&r.program_id, &r.customer_id), store.stats(&r.program_id, &r.customer_id));
+        let ((code, enabled), stats) = (code?, stats?);
+        Ok(Response::new(pb::GetReferralSummaryResponse {
+            code: Some(pb::GetOrCreateCodeResponse { code, enabled }),
+            stats: Some(stats_to_proto(&stats)),
         }))
     }
 
@@ -229,6 +241,17 @@ impl ReferralService for ReferralApi {
         check.done(DOMAIN)?;
         let stored = self.referrals.store().put_settings(&r.program_id, settings, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
+    }
+}
+
+fn stats_to_proto(s: &Stats) -> pb::GetReferralStatsResponse {
+    pb::GetReferralStatsResponse {
+        invited: s.invited,
+        pending: s.pending,
+        completed: s.completed,
+        reversed: s.reversed,
+        expired: s.expired,
+        points_earned: s.points_earned,
     }
 }
 

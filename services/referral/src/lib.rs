@@ -40,6 +40,7 @@ pub const POLICY: Policy = Policy {
         ("RecordRefund", Access::Key(Server)),
         ("ListReferrals", Access::Key(Server)),
         ("GetReferralStats", Access::Key(Server)),
+        ("GetReferralSummary", Access::Key(Server)),
         ("GetReferralSettings", Access::Key(Admin)),
         ("PutReferralSettings", Access::Key(Admin)),
     ],

@@ -273,6 +273,16 @@ async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!((stats.invited, stats.completed, stats.points_earned), (1, 1, 500));
+    // The summary is both answers in one call.
+    let code = m.code("anna").await;
+    let summary = m
+        .referral
+        .get_referral_summary(pb::GetReferralSummaryRequest { program_id: "shop".into(), customer_id: "anna".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.code, Some(pb::GetOrCreateCodeResponse { code, enabled: true }));
+    assert_eq!(summary.stats, Some(stats));
     m.stop().await;
 }
 

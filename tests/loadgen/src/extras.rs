@@ -1,7 +1,9 @@
 //! The services in front of points that redeem, loyalty-page and mixed
-//! use: the rewards service and the HTTP gateway, started in this process
-//! on SQLite files of their own, and a minimal HTTP/1.1 keep-alive client
-//! for the gateway (one connection per client, one request in flight).
+//! use: the rewards service and, for loyalty-page, the HTTP gateway with
+//! tiers and referral behind it too (all four services, as deployed),
+//! started in this process on SQLite files of their own, and a minimal
+//! HTTP/1.1 keep-alive client for the gateway (one connection per client,
+//! one request in flight).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use crate::workload::REWARD_COST;
 use crate::{Plan, RunError};
 
-/// The rewards service (and, for loyalty-page, the gateway) of one run.
+/// The rewards service (and, for loyalty-page, tiers, referral and the gateway) of one run.
 pub struct Extras {
     pub rewards_addr: SocketAddr,
     pub rewards: RewardsServiceClient<Channel>,
@@ -27,6 +29,9 @@ pub struct Extras {
     pub gateway: Option<(SocketAddr, String)>,
     rewards_server: loyalty_rewards::RewardsServer,
     gateway_server: Option<loyalty_gateway::GatewayServer>,
+    /// loyalty-page's tiers and referral services, behind the gateway.
+    tiers: Option<Tiers>,
+    referral: Option<(SocketAddr, loyalty_referral::ReferralServer)>,
     dir: PathBuf,
     /// The rewards service's own PostgreSQL database, dropped at the end.
     rewards_database: Option<(String, String)>,
@@ -54,6 +59,9 @@ impl Extras {
             }
             None => None,
         };
+        // loyalty-page: tiers first, so that rewards (and the gateway) can be pointed at it.
+        let tiers = if gateway { Some(Tiers::start(plan).await?) } else { None };
+        let tiers_addr = tiers.as_ref().map(|t| t.addr.to_string());
         let rewards_url = match &rewards_database {
             Some((url, name)) => crate::baseline::database_url(url, name),
             None => format!("sqlite://{}/rewards.db", dir.display()),
@@ -75,6 +83,9 @@ impl Extras {
         ];
         if let Some(secret) = &plan.service_secret {
             argv.extend(["--service-secret", secret]);
+        }
+        if let Some(tiers) = &tiers_addr {
+            argv.extend(["--tiers-addr", tiers]);
         }
         let config = loyalty_rewards::Config::try_parse_from(argv)
             .map_err(|e| RunError::Usage(format!("rewards service settings: {e}")))?;
@@ -120,6 +131,8 @@ impl Extras {
             gateway: None,
             rewards_server,
             gateway_server: None,
+            tiers,
+            referral: None,
             dir,
             rewards_database,
         };
@@ -131,6 +144,21 @@ impl Extras {
     }
 
     async fn start_gateway(&mut self, plan: &Plan, points: &str) -> Result<(), RunError> {
+        // The referral service on a SQLite file of its own. Like tiers, it
+        // does not follow the ledger (no `POINTS_ADDR`): the page reads
+        // codes (created on a customer's first page) and stats only.
+        let url = format!("sqlite://{}/referral.db", self.dir.display());
+        let argv = ["loyalty-referral", "--auth", "off", "--database-url", &url, "--metrics-addr", "127.0.0.1:0"];
+        let config = loyalty_referral::Config::try_parse_from(argv)
+            .map_err(|e| RunError::Usage(format!("referral service settings: {e}")))?;
+        let listener = bind().await?;
+        let referral_addr = listener.local_addr().map_err(|e| RunError::Failed(e.to_string()))?;
+        let referral = loyalty_referral::ReferralServer::start(config, listener, None)
+            .await
+            .map_err(|e| RunError::Failed(format!("referral service did not start: {e}")))?;
+        eprintln!("referral service in process on {referral_addr}");
+        self.referral = Some((referral_addr, referral));
+
         let mut config =
             loyalty_gateway::Config::from_env().map_err(|e| RunError::Usage(format!("gateway settings: {e}")))?;
         let listener = bind().await?;
@@ -138,8 +166,8 @@ impl Extras {
         config.http_addr = addr;
         config.metrics_addr = "127.0.0.1:0".parse().expect("static address");
         config.points_addr = points.to_owned();
-        config.tiers_addr = None;
-        config.referral_addr = None;
+        config.tiers_addr = self.tiers.as_ref().map(|t| t.addr.to_string());
+        config.referral_addr = Some(referral_addr.to_string());
         config.rewards_addr = Some(self.rewards_addr.to_string());
         config.database_url = format!("sqlite://{}/gateway.db", self.dir.display());
         config.rate_limit_per_sec = 0;
@@ -155,7 +183,7 @@ impl Extras {
         let server = loyalty_gateway::GatewayServer::start(config, listener)
             .await
             .map_err(|e| RunError::Failed(format!("gateway did not start: {e}")))?;
-        eprintln!("gateway in process on http://{addr} (points, rewards; no tiers, no referral)");
+        eprintln!("gateway in process on http://{addr} (points, tiers, referral, rewards)");
         self.gateway = Some((server.bind_addr(), key));
         self.gateway_server = Some(server);
         Ok(())
@@ -169,6 +197,14 @@ impl Extras {
         }
         if let Err(error) = self.rewards_server.shutdown().await {
             eprintln!("loadgen: rewards service shutdown: {error}");
+        }
+        if let Some((_, referral)) = self.referral
+            && let Err(error) = referral.shutdown().await
+        {
+            eprintln!("loadgen: referral service shutdown: {error}");
+        }
+        if let Some(tiers) = self.tiers {
+            tiers.stop().await;
         }
         let _ = std::fs::remove_dir_all(self.dir);
         if let Some((url, name)) = self.rewards_database
@@ -189,9 +225,10 @@ async fn admin_execute(url: &str, statement: &str) -> Result<(), RunError> {
     result.map(drop).map_err(fail)
 }
 
-/// order-earn's tiers service: in this process on a SQLite file of its own,
-/// with a three-tier ladder (1x, 1.25x, 1.5x) on the run's program, so that
-/// points asks it for every order's tier. It does not follow the ledger (no
+/// order-earn's and loyalty-page's tiers service: in this process on a
+/// SQLite file of its own, with a three-tier ladder (1x, 1.25x, 1.5x) on the
+/// run's program, so that points asks it for every order's tier (order-earn)
+/// and the page shows a tier. It does not follow the ledger (no
 /// `POINTS_ADDR`): every customer stays on the first tier, which prices the
 /// same way as any other.
 pub struct Tiers {

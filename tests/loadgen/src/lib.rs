@@ -440,7 +440,7 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
             });
         }
         if plan.scenario == Scenario::LoyaltyPage {
-            notes.push("loyalty-page: gateway with points and rewards; tiers and referral not started (marked unavailable on the page)".to_owned());
+            notes.push("loyalty-page: gateway with points, tiers, referral and rewards in process (tiers and referral not following the ledger)".to_owned());
         }
         let plan = &plan;
         let idle_rss_kb = measure_memory.then(|| system::rss_kb(memory_pid)).flatten();

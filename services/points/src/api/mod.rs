@@ -254,32 +254,36 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        let within = match r.within {
-            None => {
-                check.add(Err(FieldViolation::new("within", "is required, e.g. 2592000s for 30 days")));
-                0
-            }
-            Some(d) => {
-                let micros =
-                    d.seconds.checked_mul(MICROS_PER_SECOND).and_then(|s| s.checked_add(i64::from(d.nanos / 1_000)));
-                match micros {
-                    Some(m) if m > 0 && m <= MAX_EXPIRING_HORIZON => m,
-                    _ => {
-                        check.add(Err(FieldViolation::new("within", "must be positive and at most 10 years")));
-                        0
-                    }
-                }
-            }
-        };
+        let within = horizon(&mut check, "within", r.within.as_ref());
         check.done(DOMAIN)?;
         let until = self.ledger.now().saturating_add(within);
         let lots = self.ledger.expiring(&r.program_id, &r.customer_id, until).await?;
-        let total_points = lots.iter().map(|(_, points)| points).sum();
-        let expiring = lots
-            .into_iter()
-            .map(|(at, points)| pb::ExpiringPoints { points, expires_at: Some(to_timestamp(at)) })
-            .collect();
-        Ok(Response::new(pb::GetExpiringPointsResponse { expiring, total_points }))
+        Ok(Response::new(expiring(lots)))
+    }
+
+    async fn get_account_summary(
+        &self,
+        request: Request<pb::GetAccountSummaryRequest>,
+    ) -> Result<Response<pb::GetAccountSummaryResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        let within = horizon(&mut check, "expiring_within", r.expiring_within.as_ref());
+        check.done(DOMAIN)?;
+        let found = self.ledger.balance(&r.program_id, &r.customer_id).await?;
+        let until = self.ledger.now().saturating_add(within);
+        // The balance knows its earliest-expiring active lot: when that is
+        // past the horizon (or nothing expires), no lot expires within it and
+        // the lots need not be read. That is the common case, and it leaves
+        // the summary as cheap as a balance read from the cache.
+        let lots = match found.next_expiry_at {
+            Some(at) if at <= until => self.ledger.expiring(&r.program_id, &r.customer_id, until).await?,
+            _ => Vec::new(),
+        };
+        Ok(Response::new(pb::GetAccountSummaryResponse {
+            balance: Some(balance(&found)),
+            expiring: Some(expiring(lots)),
+        }))
     }
 
     async fn run_expiry(
@@ -574,6 +578,32 @@ async fn feed_stream(
             }
         }
     }
+}
+
+/// A horizon from now, in microseconds: required, positive and at most 10 years.
+fn horizon(check: &mut Check, field: &str, within: Option<&prost_types::Duration>) -> Micros {
+    let Some(d) = within else {
+        check.add(Err(FieldViolation::new(field, "is required, e.g. 2592000s for 30 days")));
+        return 0;
+    };
+    let micros = d.seconds.checked_mul(MICROS_PER_SECOND).and_then(|s| s.checked_add(i64::from(d.nanos / 1_000)));
+    match micros {
+        Some(m) if m > 0 && m <= MAX_EXPIRING_HORIZON => m,
+        _ => {
+            check.add(Err(FieldViolation::new(field, "must be positive and at most 10 years")));
+            0
+        }
+    }
+}
+
+/// Expiring lots, grouped by instant, as GetExpiringPoints answers them.
+fn expiring(lots: Vec<(Micros, i64)>) -> pb::GetExpiringPointsResponse {
+    let total_points = lots.iter().map(|(_, points)| points).sum();
+    let expiring = lots
+        .into_iter()
+        .map(|(at, points)| pb::ExpiringPoints { points, expires_at: Some(to_timestamp(at)) })
+        .collect();
+    pb::GetExpiringPointsResponse { expiring, total_points }
 }
 
 fn balance(b: &Balance) -> pb::Balance {
