@@ -1,7 +1,9 @@
 //! The catalog, redemptions and vouchers in SQL (PostgreSQL or SQLite
-//! through sqlx's `Any` driver). Stock is reserved with a conditional update
-//! on the reward's row, which also serialises redemptions of one reward, so
-//! stock and per-customer limits hold under concurrency.
+//! through sqlx's `Any` driver). Stock is reserved under an exclusive lock
+//! on the reward's row, which serialises redemptions of a reward with stock
+//! or a per-customer limit, so both hold under concurrency; a reward with
+//! neither is staged under a shared lock, and on PostgreSQL by group commit
+//! (`store/batch.rs`).
 
 use std::sync::Arc;
 
