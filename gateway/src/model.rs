@@ -1718,8 +1718,18 @@ impl AvailableRewards {
     }
 }
 
-pub fn available_rewards_request(program_id: &str, customer_id: &str) -> rewards_pb::ListAvailableRewardsRequest {
-    rewards_pb::ListAvailableRewardsRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+/// `known_points`: the customer's available points as just read from points,
+/// so that rewards need not ask again.
+pub fn available_rewards_request(
+    program_id: &str,
+    customer_id: &str,
+    known_points: Option<i64>,
+) -> rewards_pb::ListAvailableRewardsRequest {
+    rewards_pb::ListAvailableRewardsRequest {
+        program_id: program_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        available_points: known_points,
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

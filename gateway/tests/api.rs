@@ -448,11 +448,8 @@ async fn the_loyalty_page_asks_each_service_once() {
         assert_eq!(h.get(&key, "/v1/customers/anna/loyalty").await.ok()["points"]["available"], 25);
     }
     let expected: Vec<((String, String), u64)> = [
+        // Rewards is told the balance, so it asks points nothing itself.
         ("loyalty.points.v1.PointsService", "GetAccountSummary"),
-        // Not the gateway's: the rewards service reads the balance itself
-        // for ListAvailableRewards (it goes once rewards takes the balance
-        // the gateway already has).
-        ("loyalty.points.v1.PointsService", "GetBalance"),
         ("loyalty.referral.v1.ReferralService", "GetReferralSummary"),
         ("loyalty.rewards.v1.RewardsService", "ListAvailableRewards"),
         ("loyalty.tiers.v1.TiersService", "GetMembership"),

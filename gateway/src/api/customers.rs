@@ -81,16 +81,23 @@ pub async fn loyalty_page(
 ) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;
-    let (summary, tier, referral, rewards) = tokio::join!(
-        up.get_account_summary(model::account_summary_request(program, &customer_id)),
+    let points_then_rewards = async {
+        let summary = up.get_account_summary(model::account_summary_request(program, &customer_id)).await;
+        let summary = summary.map_err(points_failed)?.message;
+        if !model::is_known_account(summary.balance.as_ref()) {
+            return Err(customer_not_found());
+        }
+        // Rewards is told the balance just read, so it does not ask points
+        // again (it used to, inside this call: the page waits no longer).
+        let known_points = summary.balance.as_ref().map(|b| b.available);
+        Ok((summary, rewards_part(up, program, &customer_id, known_points).await))
+    };
+    let (points_and_rewards, tier, referral) = tokio::join!(
+        points_then_rewards,
         tier_part(up, program, &customer_id),
-        referral_part(up, program, &customer_id),
-        rewards_part(up, program, &customer_id),
+        referral_part(up, program, &customer_id)
     );
-    let summary = summary.map_err(points_failed)?.message;
-    if !model::is_known_account(summary.balance.as_ref()) {
-        return Err(customer_not_found());
-    }
+    let (summary, rewards) = points_and_rewards?;
     let points = PointsPart::from_proto(summary);
     Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards }))
 }
@@ -124,8 +131,8 @@ async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> Refe
 }
 
 /// The rewards part: never fails the page.
-async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str) -> RewardsPart {
-    match up.list_available_rewards(model::available_rewards_request(program, customer_id)).await {
+async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str, known_points: Option<i64>) -> RewardsPart {
+    match up.list_available_rewards(model::available_rewards_request(program, customer_id, known_points)).await {
         Ok(reply) => RewardsPart::from_proto(reply.message),
         Err(failure) => RewardsPart::absent(absence("rewards", failure)),
     }

@@ -40,7 +40,7 @@ pub async fn available(
     State(state): State<AppState>,
     ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
-    let request = model::available_rewards_request(auth.program(), &customer_id);
+    let request = model::available_rewards_request(auth.program(), &customer_id, None);
     let reply = state.upstreams.list_available_rewards(request).await.map_err(rewards_failed)?;
     Ok(json(&AvailableRewards::from_proto(customer_id, reply.message)))
 }

@@ -151,15 +151,26 @@ impl Rewards {
 
     /// Each catalog reward with why the customer cannot redeem it now, if so,
     /// and the customer's available points.
+    /// `known_points`: the available points as the caller just read them.
     pub async fn available(
         &self,
         program_id: &str,
         customer_id: &str,
+        known_points: Option<i64>,
     ) -> Result<(Vec<(CatalogEntry, Option<Unavailable>)>, i64), Error> {
-        let request = points::GetBalanceRequest { program_id: program_id.into(), customer_id: customer_id.into() };
-        let balance =
-            self.points.clone().get_balance(request).await.map_err(|s| Error::Upstream("the points service", s))?;
-        let available_points = balance.into_inner().balance.map_or(0, |b| b.available);
+        let available_points = match known_points {
+            Some(points) => points,
+            None => {
+                let request =
+                    points::GetBalanceRequest { program_id: program_id.into(), customer_id: customer_id.into() };
+                let balance = self.points.clone().get_balance(request).await;
+                balance
+                    .map_err(|s| Error::Upstream("the points service", s))?
+                    .into_inner()
+                    .balance
+                    .map_or(0, |b| b.available)
+            }
+        };
         let now = self.store.now();
         let catalog = self.store.catalog(program_id, false).await?;
         let position = if catalog.iter().any(|e| e.reward.tier_limited()) {

@@ -340,6 +340,7 @@ async fn refusals_spend_nothing(backend: Backend) {
         .list_available_rewards(pb::ListAvailableRewardsRequest {
             program_id: "shop".into(),
             customer_id: "bob".into(),
+            available_points: None,
         })
         .await
         .unwrap()
@@ -353,6 +354,20 @@ async fn refusals_spend_nothing(backend: Backend) {
     assert_eq!(why("once"), (false, pb::Unavailability::LimitReached as i32, 0));
     assert_eq!(why("scarce"), (false, pb::Unavailability::OutOfStock as i32, 0));
     assert_eq!(why("gold only"), (false, pb::Unavailability::TierTooLow as i32, 0));
+
+    // A caller that has just read the balance passes it on, and the list
+    // follows it; a negative one is refused.
+    let hinted = |points| pb::ListAvailableRewardsRequest {
+        program_id: "shop".into(),
+        customer_id: "bob".into(),
+        available_points: Some(points),
+    };
+    let listed = m.rewards.list_available_rewards(hinted(5_000)).await.unwrap().into_inner();
+    assert_eq!(listed.available_points, 5_000);
+    let big = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == "big").unwrap();
+    assert!(big.redeemable, "judged on the points the caller named: {big:?}");
+    let refused = m.rewards.list_available_rewards(hinted(-1)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
     m.stop().await;
 }
 
@@ -540,6 +555,7 @@ async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(ba
         .list_available_rewards(pb::ListAvailableRewardsRequest {
             program_id: "shop".into(),
             customer_id: "sam".into(),
+            available_points: None,
         })
         .await
         .unwrap()
