@@ -488,7 +488,7 @@ async fn seed_rules(channels: &Channels, plan: &Plan) -> Result<(), RunError> {
             expected_version: None,
         })
         .await
-        .map_err(|s| RunError::Failed(format!("PutProgramSettings: {:?}: {}", s.code(), s.message())))?;
+        .map_err(crate::rpc_failed("PutProgramSettings"))?;
     let now = std::time::SystemTime::now();
     let campaign = pb::Campaign {
         name: "loadgen double points".into(),
@@ -506,7 +506,7 @@ async fn seed_rules(channels: &Channels, plan: &Plan) -> Result<(), RunError> {
             idempotency_key: format!("{}-campaign", plan.run_id),
         })
         .await
-        .map_err(|s| RunError::Failed(format!("CreateCampaign: {:?}: {}", s.code(), s.message())))?;
+        .map_err(crate::rpc_failed("CreateCampaign"))?;
     Ok(())
 }
 

@@ -117,7 +117,7 @@ impl Extras {
                 idempotency_key: format!("{}-reward", plan.run_id),
             })
             .await
-            .map_err(|s| RunError::Failed(format!("CreateReward: {:?}: {}", s.code(), s.message())))?
+            .map_err(crate::rpc_failed("CreateReward"))?
             .into_inner()
             .reward
             .map(|r| r.reward_id)
@@ -280,7 +280,7 @@ impl Tiers {
                     idempotency_key: format!("{}-ladder", plan.run_id),
                 })
                 .await
-                .map_err(|s| RunError::Failed(format!("PutLadder: {:?}: {}", s.code(), s.message())))
+                .map_err(crate::rpc_failed("PutLadder"))
         };
         if let Err(error) = put.await {
             tiers.stop().await;

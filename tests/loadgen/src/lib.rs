@@ -233,6 +233,11 @@ pub(crate) fn failed(context: &str) -> impl FnOnce(String) -> RunError + '_ {
     move |error| RunError::Failed(format!("{context}: {error}"))
 }
 
+/// `map_err` for a set-up RPC: `<rpc>: <code>: <message>`.
+pub(crate) fn rpc_failed(rpc: &str) -> impl FnOnce(tonic::Status) -> RunError + '_ {
+    move |status| RunError::Failed(format!("{rpc}: {:?}: {}", status.code(), status.message()))
+}
+
 /// Everything a run was asked to do, validated.
 #[derive(Debug, Clone)]
 pub struct Plan {
