@@ -43,7 +43,11 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
                 let size = items.len();
                 // A bug that panics fails this batch's callers (their replies
                 // are dropped unanswered), not every later call.
-                match AssertUnwindSafe(run(items)).catch_unwind().await {
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| run(items))) {
+                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                    Err(panic) => Err(panic),
+                };
+                match outcome {
                     Ok(results) => {
                         debug_assert_eq!(results.len(), size, "{name}: one result per item");
                         for (reply, result) in replies.into_iter().zip(results) {
@@ -90,10 +94,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_batch_fails_its_callers_and_the_worker_goes_on() {
-        let worker = Coalescer::start("test", 4, |items: Vec<u32>| async move {
-            assert!(!items.contains(&13), "unlucky");
-            items
+        let worker = Coalescer::start("test", 4, |items: Vec<u32>| {
+            // Before the future is made, and inside it.
+            assert!(!items.contains(&12), "unlucky");
+            async move {
+                assert!(!items.contains(&13), "unlucky");
+                items
+            }
         });
+        assert_eq!(worker.call(12).await, None);
         assert_eq!(worker.call(13).await, None);
         assert_eq!(worker.call(7).await, Some(7));
     }

@@ -40,27 +40,36 @@ impl PoolSettings {
 /// pool, a busy SQLite file): worth a retry with the same idempotency key,
 /// so UNAVAILABLE and never INTERNAL. Everything else is a bug or bad data.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    // Beyond a lost server, PostgreSQL: 53 (insufficient resources: too many
+    // connections, disk full, out of memory), the rest of 57 (query
+    // cancelled), 40001 and 40P01 (serialization failure, deadlock: the
+    // transaction was rolled back and a retry succeeds). SQLite: BUSY and
+    // LOCKED, with extended codes.
+    is_out_of_reach(error)
+        || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+            code.starts_with("53")
+                || code.starts_with("57")
+                || matches!(code.as_ref(), "40001" | "40P01")
+                || (code.len() < 5 && code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
+        }))
+}
+
+/// The narrower part of [`is_unavailable`]: the server or the connection to
+/// it is gone, so anything else sent now would fail the same way (not a
+/// conflict, a cancelled statement or a busy file, which the next try may
+/// pass). PostgreSQL: class 08 (connection exception), 57P0x (admin or
+/// crash shutdown, cannot connect now) and 25006 (read-only transaction: we
+/// reached a standby, as after a failover before the address moved).
+pub fn is_out_of_reach(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: class 08 (connection exception), 53 (insufficient
-        // resources: too many connections, disk full, out of memory), 57
-        // (operator intervention: admin shutdown, crash shutdown, cannot
-        // connect now, query cancelled), 40001 and 40P01 (serialization
-        // failure, deadlock: the transaction was rolled back and a retry
-        // succeeds) and 25006 (read-only transaction: we reached a standby,
-        // as after a failover before the address moved). SQLite: BUSY and
-        // LOCKED, with extended codes.
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || matches!(code.as_ref(), "40001" | "40P01" | "25006")
-                || (code.len() < 5 && code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
-        }),
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P0") || code.as_ref() == "25006")
+        }
         _ => false,
     }
 }

@@ -70,7 +70,7 @@ async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execu
         match store.execute_batch(commands).await {
             Ok(results) => return results,
             Err(BatchFailure::KeyRace) => continue,
-            Err(BatchFailure::Database(error)) if out_of_reach(&error) => {
+            Err(BatchFailure::Database(error)) if db::is_out_of_reach(&error) => {
                 tracing::warn!(%error, commands = commands.len(), "batch failed: the database is out of reach");
                 return commands.iter().map(|_| Err(Error::Database(unreachable_copy(&error)))).collect();
             }
@@ -97,13 +97,6 @@ async fn alone(store: &LedgerStore, command: &BatchCommand) -> Result<Execution,
         }
     }
     store.execute(&command.program_id, &command.idempotency_key, command.command.clone()).await
-}
-
-/// The connection or the server is gone (not a rolled-back conflict, which
-/// the next try may pass).
-fn out_of_reach(error: &sqlx::Error) -> bool {
-    let conflict = matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40001" | "40P01")));
-    db::is_unavailable(error) && !conflict
 }
 
 /// The same outage, for each caller of the batch (`sqlx::Error` is not `Clone`).

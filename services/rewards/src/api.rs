@@ -105,9 +105,6 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
-        if r.available_points.is_some_and(|points| points < 0) {
-            check.add(Err(FieldViolation::new("available_points", "must not be negative")));
-        }
         check.done(DOMAIN)?;
         let (entries, available_points) =
             self.rewards.available(&r.program_id, &r.customer_id, r.available_points).await?;

@@ -296,7 +296,7 @@ impl RewardsStore {
         // edit that adds stock counts what was issued): a shared lock, which
         // concurrent stagings hold together. The kind is known only once
         // locked; a reward that became limited is locked again, exclusively.
-        let mut exclusive = self.db.dialect == Dialect::Sqlite;
+        let mut exclusive = self.db.dialect == Dialect::Sqlite || seen.counted();
         let (mut tx, entry) = loop {
             let mut tx = begin_write(&self.db).await?;
             let lock = if exclusive { RowLock::Exclusive } else { RowLock::Shared };
@@ -374,7 +374,12 @@ impl RewardsStore {
         if self.batches.stage(&self.db, row).await {
             return Ok(Some(Staged::New(claim)));
         }
-        Ok(self.replayed(program_id, customer_id, &seen.reward.reward_id, key).await?.map(Staged::Replay))
+        Ok(match self.replayed(program_id, customer_id, &seen.reward.reward_id, key).await? {
+            // The batch committed our row, but its answer was lost (a
+            // connection dropped after the commit): it is ours, not a replay.
+            Some(found) if found.redemption_id == claim.redemption_id => Some(Staged::New(claim)),
+            found => found.map(Staged::Replay),
+        })
     }
 
     /// A new PENDING redemption of `reward`, owned by a fresh claim.

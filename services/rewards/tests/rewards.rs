@@ -356,7 +356,7 @@ async fn refusals_spend_nothing(backend: Backend) {
     assert_eq!(why("gold only"), (false, pb::Unavailability::TierTooLow as i32, 0));
 
     // A caller that has just read the balance passes it on, and the list
-    // follows it; a negative one is refused.
+    // follows it, also for a customer in debt.
     let hinted = |points| pb::ListAvailableRewardsRequest {
         program_id: "shop".into(),
         customer_id: "bob".into(),
@@ -366,8 +366,10 @@ async fn refusals_spend_nothing(backend: Backend) {
     assert_eq!(listed.available_points, 5_000);
     let big = listed.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == "big").unwrap();
     assert!(big.redeemable, "judged on the points the caller named: {big:?}");
-    let refused = m.rewards.list_available_rewards(hinted(-1)).await.unwrap_err();
-    assert_eq!(refused.code(), Code::InvalidArgument);
+    let in_debt = m.rewards.list_available_rewards(hinted(-80)).await.unwrap().into_inner();
+    let big = in_debt.rewards.iter().find(|r| r.reward.as_ref().unwrap().name == "big").unwrap();
+    assert_eq!(in_debt.available_points, -80);
+    assert_eq!((big.redeemable, big.points_short), (false, 5_000), "short by the cost: a debt counts as none");
     m.stop().await;
 }
 

@@ -236,8 +236,10 @@ impl LedgerStore {
                 book.settle();
                 work.dirty.extend(book.lots.iter().filter(|l| l.dirty).map(|l| l.lot_id.clone()));
                 // A settlement that only moved the account's next due time
-                // is written with the batch even if no command succeeds on
-                // it; one with entries goes with the first success.
+                // is written with the batch even if no command on this
+                // account succeeds (not when none in the whole batch does:
+                // then nothing is written, and the next command settles
+                // again); one with entries goes with the first success.
                 work.changed = book.entries.is_empty() && book.account != work.account;
                 work.account = book.account;
                 work.lots = book.lots;

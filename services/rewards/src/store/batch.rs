@@ -105,14 +105,16 @@ fn written<T>(ids: Result<HashSet<String>, sqlx::Error>, rows: &[T], id: impl Fn
 
 /// Inserts the rows whose reward is unchanged, under a shared lock on each
 /// reward row until commit (so an edit that adds stock counts them); a key
-/// already taken, here or in the same batch, inserts nothing.
+/// already taken, here or in the same batch, inserts nothing. A reward row
+/// an edit holds is skipped, not waited for: its rows take the one-row
+/// path, so one slow edit holds up only its own reward's redemptions.
 async fn stage_all(db: &Database, rows: &[StageRow]) -> Result<HashSet<String>, sqlx::Error> {
     let sql = "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, \
                program_id text, customer_id text, reward_id text, reward_name text, points bigint, \
                voucher_code text, voucher_expires_at_us bigint, idempotency_key text, request_hash text, \
                created_at_us bigint, owner text, lease_until_us bigint, body text)), \
                ok AS (SELECT r.* FROM r JOIN rewards w ON w.program_id = r.program_id AND w.reward_id = r.reward_id \
-               WHERE w.archived = 0 AND w.remaining_stock IS NULL AND w.body = r.body FOR SHARE OF w) \
+               WHERE w.archived = 0 AND w.remaining_stock IS NULL AND w.body = r.body FOR SHARE OF w SKIP LOCKED) \
                INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, \
                status, voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, \
                updated_at_us, owner, lease_until_us) \
