@@ -661,6 +661,7 @@ async fn start_points(
         database_max_connections: 4,
         database_acquire_timeout_ms: 1_000,
         write_workers: 4,
+        write_queue_capacity: 1_024,
         redis_url: None,
         redis_key_prefix: "unused:".into(),
         balance_cache_ttl_secs: 300,

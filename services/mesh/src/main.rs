@@ -114,6 +114,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         database_max_connections: 8,
         database_acquire_timeout_ms: 1_000,
         write_workers: 4,
+        write_queue_capacity: 1_024,
         redis_url: None,
         redis_key_prefix: "loyalty:points:".into(),
         balance_cache_ttl_secs: 300,

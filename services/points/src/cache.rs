@@ -216,11 +216,33 @@ impl BalanceCache {
         fresh
     }
 
-    /// Stores the balance a write just committed, unless a newer version is
-    /// cached. When Redis cannot be told, the account is doubted until Redis
-    /// is reachable again, and this returns once every replica knows.
-    pub async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance) {
-        self.store(program_id, customer_id, balance, Written::ByWrite).await;
+    /// Stores the balances writes just committed, each unless a newer
+    /// version is cached, in one round trip. Accounts Redis could not be
+    /// told of are doubted at once in this process and returned: whoever
+    /// acknowledges one of those writes awaits [`Self::confirm`] first.
+    /// Whether or not anyone does, the doubt watcher records them for the
+    /// other replicas, so this belongs to the commit, not to its caller.
+    pub async fn put_committed(&self, balances: &[AccountBalance]) -> Vec<CacheDoubt> {
+        match self.store(balances, Written::ByWrite).await {
+            Ok(()) => Vec::new(),
+            Err(doubts) => doubts,
+        }
+    }
+
+    /// Returns once every replica knows of `doubt`, or has stopped trusting
+    /// Redis: from then on no replica serves a balance older than it.
+    pub async fn confirm(&self, doubt: &CacheDoubt) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.doubt(redis.key(&doubt.program_id, &doubt.customer_id), doubt.clone()).await;
+        }
+    }
+
+    /// Stores the balance a write committed and returns once readers can no
+    /// longer be served an older one.
+    pub async fn put(&self, balance: AccountBalance) {
+        for doubt in self.put_committed(std::slice::from_ref(&balance)).await {
+            self.confirm(&doubt).await;
+        }
     }
 
     /// Stores a balance just read from the database after a miss. A failure
@@ -228,29 +250,57 @@ impl BalanceCache {
     /// before, which every write since has either replaced or doubted, so
     /// a read never waits on the doubts.
     pub async fn fill(&self, program_id: &str, customer_id: &str, balance: &Balance) {
-        self.store(program_id, customer_id, balance, Written::ByRead).await;
+        let balance = AccountBalance {
+            program_id: program_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            balance: balance.clone(),
+        };
+        let _ = self.store(std::slice::from_ref(&balance), Written::ByRead).await;
     }
 
-    async fn store(&self, program_id: &str, customer_id: &str, balance: &Balance, by: Written) {
+    async fn store(&self, balances: &[AccountBalance], by: Written) -> Result<(), Vec<CacheDoubt>> {
         match &self.backend {
             Backend::Local(map) => {
                 let mut map = map.write().expect("cache lock");
-                if map.len() >= LOCAL_CAPACITY {
-                    // Crude but bounded: start over rather than grow without limit.
-                    map.clear();
+                for AccountBalance { program_id, customer_id, balance } in balances {
+                    if map.len() >= LOCAL_CAPACITY {
+                        // Crude but bounded: start over rather than grow without limit.
+                        map.clear();
+                    }
+                    let key = (program_id.clone(), customer_id.clone());
+                    if map.get(&key).is_none_or(|cached| cached.version < balance.version) {
+                        map.insert(key, balance.clone());
+                    }
                 }
-                let key = (program_id.to_owned(), customer_id.to_owned());
-                if map.get(&key).is_none_or(|cached| cached.version < balance.version) {
-                    map.insert(key, balance.clone());
-                }
+                Ok(())
             }
             Backend::Redis(redis) => {
-                if redis.put(program_id, customer_id, balance, by).await.is_err() {
+                let stored = redis.put(balances, by).await;
+                if stored.is_err() {
                     self.counters.errors.inc();
                 }
+                stored
             }
         }
     }
+}
+
+/// One account's balance, as a write left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountBalance {
+    pub program_id: String,
+    pub customer_id: String,
+    pub balance: Balance,
+}
+
+/// What [`RedisCache::register`] found.
+enum Registered {
+    /// Every replica knows of the doubt from then on.
+    KnownAt(Instant),
+    /// Too many doubts: this process trusts no Redis entry until the prefix is emptied.
+    Overflowed,
+    /// Only this process knows of it yet.
+    Unrecorded,
 }
 
 /// Who stores a balance: a write that committed it, or a read that found it.
@@ -301,56 +351,95 @@ impl RedisCache {
         }
     }
 
-    async fn put(&self, program_id: &str, customer_id: &str, balance: &Balance, by: Written) -> Result<(), ()> {
-        let key = self.key(program_id, customer_id);
+    /// Puts every balance in one pipelined round trip; when Redis cannot
+    /// be told, a write's balances are doubted (and returned) at once.
+    async fn put(&self, balances: &[AccountBalance], by: Written) -> Result<(), Vec<CacheDoubt>> {
+        if balances.is_empty() {
+            return Ok(());
+        }
         if !self.skipping() {
-            let json = serde_json::to_string(balance).expect("balances serialise");
-            let mut conn = self.conn.clone();
-            let result: redis::RedisResult<i64> =
-                self.script.key(&key).arg(balance.version).arg(json).arg(self.ttl_ms()).invoke_async(&mut conn).await;
-            match result {
-                Ok(_) => return Ok(()),
+            match self.put_pipelined(balances).await {
+                Ok(()) => return Ok(()),
                 Err(error) => self.failed(&error),
             }
         }
         if by == Written::ByRead {
-            return Err(());
+            return Err(Vec::new());
         }
-        let doubt = CacheDoubt {
-            program_id: program_id.to_owned(),
-            customer_id: customer_id.to_owned(),
-            version: balance.version,
+        let doubts = balances
+            .iter()
+            .map(|b| {
+                let doubt = CacheDoubt {
+                    program_id: b.program_id.clone(),
+                    customer_id: b.customer_id.clone(),
+                    version: b.balance.version,
+                };
+                self.register(&self.key(&b.program_id, &b.customer_id), &doubt);
+                doubt
+            })
+            .collect();
+        Err(doubts)
+    }
+
+    async fn put_pipelined(&self, balances: &[AccountBalance]) -> redis::RedisResult<()> {
+        let invocations: Vec<redis::ScriptInvocation<'_>> = balances
+            .iter()
+            .map(|b| {
+                let json = serde_json::to_string(&b.balance).expect("balances serialise");
+                let mut invocation = self.script.key(self.key(&b.program_id, &b.customer_id));
+                invocation.arg(b.balance.version).arg(json).arg(self.ttl_ms());
+                invocation
+            })
+            .collect();
+        let pipeline = |load: bool| {
+            let mut pipe = redis::pipe();
+            if load {
+                pipe.load_script(&self.script).ignore();
+            }
+            for invocation in &invocations {
+                pipe.invoke_script(invocation).ignore();
+            }
+            pipe
         };
-        self.doubt(key, doubt).await;
-        Err(())
+        let mut conn = self.conn.clone();
+        match pipeline(false).query_async::<()>(&mut conn).await {
+            // The script is gone (a restarted server, SCRIPT FLUSH): load it, run again.
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                pipeline(true).query_async::<()>(&mut conn).await
+            }
+            other => other,
+        }
+    }
+
+    /// Remembers in this process, at once, that Redis may hold an older
+    /// balance than `doubt.version`; the watcher records it for the others.
+    /// Returns when every replica knows of it, if that is known already.
+    fn register(&self, key: &str, doubt: &CacheDoubt) -> Registered {
+        let mut trouble = self.trouble.lock().expect("cache lock");
+        let seen = trouble.seen.get(key).filter(|s| s.version >= doubt.version).map(|s| s.known_at);
+        let own = trouble.own.get(key).filter(|o| o.doubt.version >= doubt.version).and_then(|o| o.known_at);
+        if let Some(known_at) = seen.or(own) {
+            return Registered::KnownAt(known_at);
+        }
+        if trouble.own.len() >= MAX_OWN_DOUBTS && !trouble.own.contains_key(key) {
+            trouble.own_overflowed = true;
+            return Registered::Overflowed;
+        }
+        // A higher version still being recorded by another call stays.
+        if trouble.own.get(key).is_none_or(|o| o.doubt.version < doubt.version) {
+            trouble.own.insert(key.to_owned(), OwnDoubt { doubt: doubt.clone(), recorded_in: None, known_at: None });
+        }
+        Registered::Unrecorded
     }
 
     /// Remembers that Redis may hold an older balance than `doubt.version`:
     /// at once in this process, then in the database for the others. Returns
     /// once every replica knows of it, or has stopped trusting Redis.
     async fn doubt(&self, key: String, doubt: CacheDoubt) {
-        let known = {
-            let mut trouble = self.trouble.lock().expect("cache lock");
-            let seen = trouble.seen.get(&key).filter(|s| s.version >= doubt.version).map(|s| s.known_at);
-            let own = trouble.own.get(&key).filter(|o| o.doubt.version >= doubt.version).and_then(|o| o.known_at);
-            let known = seen.or(own);
-            if known.is_none() {
-                if trouble.own.len() >= MAX_OWN_DOUBTS && !trouble.own.contains_key(&key) {
-                    trouble.own_overflowed = true;
-                    return;
-                }
-                // A higher version still being recorded by another call stays.
-                if trouble.own.get(&key).is_none_or(|o| o.doubt.version < doubt.version) {
-                    trouble
-                        .own
-                        .insert(key.clone(), OwnDoubt { doubt: doubt.clone(), recorded_in: None, known_at: None });
-                }
-            }
-            known
-        };
-        let known_at = match known {
-            Some(at) => at,
-            None => match self.doubts.record(&doubt).await {
+        let known_at = match self.register(&key, &doubt) {
+            Registered::KnownAt(at) => at,
+            Registered::Overflowed => return,
+            Registered::Unrecorded => match self.doubts.record(&doubt).await {
                 Ok(()) => self.recorded(&key, doubt.version),
                 Err(error) => {
                     // The watcher retries it. Meanwhile, when the database

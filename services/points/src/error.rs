@@ -30,6 +30,8 @@ pub enum Error {
     TiersUnavailable(#[source] tonic::Status),
     #[error("idempotency key already used for a different {method} request")]
     IdempotencyKeyReused { method: &'static str },
+    #[error("too many writes are waiting; retry with the same idempotency key")]
+    Overloaded,
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -116,6 +118,7 @@ impl From<Error> for Status {
             Error::IdempotencyKeyReused { .. } => {
                 fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
             }
+            Error::Overloaded => fail(ErrorClass::Unavailable, "OVERLOADED", error.to_string(), HashMap::new()),
             Error::Database(ref e) if db::is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
             Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
         }

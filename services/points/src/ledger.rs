@@ -1,8 +1,17 @@
 //! The points ledger as the API sees it: the store, the balance cache, the
 //! stream publisher and the expiry job, wired together.
+//!
+//! What follows a commit (the cache refresh, the stream's wake-up) belongs
+//! to the commit, not to its caller: it runs in the batch worker, or in a
+//! task of its own for the other writes, so a caller that gives up after
+//! the commit (deadline, disconnect) cannot leave readers an old balance.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 use tokio::sync::{Notify, watch};
 
@@ -10,12 +19,12 @@ use loyalty_common::clock::Micros;
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
-use crate::cache::BalanceCache;
+use crate::cache::{AccountBalance, BalanceCache};
 use crate::domain::{Account, Balance, RuleViolation};
 use crate::error::Error;
 use crate::program::ProgramStore;
 use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
-use crate::store::{BatchCommand, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
+use crate::store::{BatchCommand, CacheDoubt, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
 use crate::tiers::TierSource;
 use crate::writer::Writer;
 
@@ -35,37 +44,107 @@ pub struct ExpiryRun {
 
 pub struct Ledger {
     store: LedgerStore,
-    cache: BalanceCache,
+    readers: Arc<Readers>,
     programs: ProgramStore,
     tiers: TierSource,
-    published: watch::Sender<i64>,
-    publish_now: Notify,
     /// Group commit for the commands it supports; `None`: every command in
     /// a transaction of its own.
     writer: Option<Writer>,
 }
 
+/// How the group-commit writer runs.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// Shard workers; 0 runs every command in a transaction of its own.
+    pub workers: usize,
+    /// Commands waiting per shard before new ones are refused (UNAVAILABLE).
+    pub queue_capacity: usize,
+    /// Counts the commands refused because their shard's queue was full.
+    pub refused: Counter,
+}
+
+/// Who learns of a commit besides its caller: the balance cache and the
+/// stream's publisher.
+pub struct Readers {
+    cache: BalanceCache,
+    published: watch::Sender<i64>,
+    publish_now: Notify,
+}
+
+impl Readers {
+    /// Tells the readers what the fresh (not replayed) executions committed:
+    /// the stream advances and every account's newest balance goes to the
+    /// cache in one round trip. An execution whose balance Redis could not
+    /// be told carries the doubt for [`Ledger::acknowledge`] to wait on.
+    pub async fn committed<'a>(&self, executions: impl IntoIterator<Item = &'a mut Execution>) {
+        let mut fresh: Vec<&mut Execution> = executions.into_iter().filter(|e| e.account.is_some()).collect();
+        let changes: Vec<(&Account, Option<i64>)> =
+            fresh.iter().filter_map(|e| e.account.as_ref().map(|a| (a, e.published_up_to))).collect();
+        let doubts = self.announce(&changes).await;
+        if doubts.is_empty() {
+            return;
+        }
+        for execution in &mut fresh {
+            let account = execution.account.as_ref().expect("fresh executions carry their account");
+            execution.cache_doubt = doubts
+                .iter()
+                .find(|d| d.program_id == account.program_id && d.customer_id == account.customer_id)
+                .cloned();
+        }
+    }
+
+    /// Advances the stream and puts each account's newest balance; returns
+    /// the balances doubted instead.
+    async fn announce(&self, changes: &[(&Account, Option<i64>)]) -> Vec<CacheDoubt> {
+        let mut latest: HashMap<(&str, &str), &Account> = HashMap::new();
+        let mut wake_publisher = false;
+        for &(account, published_up_to) in changes {
+            match published_up_to {
+                Some(seq) => self.advance(seq),
+                None => wake_publisher = true,
+            }
+            let newest = latest.entry((&account.program_id, &account.customer_id)).or_insert(account);
+            if account.version > newest.version {
+                *newest = account;
+            }
+        }
+        if wake_publisher {
+            self.publish_now.notify_one();
+        }
+        let balances: Vec<AccountBalance> = latest
+            .into_values()
+            .map(|a| AccountBalance {
+                program_id: a.program_id.clone(),
+                customer_id: a.customer_id.clone(),
+                balance: a.balance(),
+            })
+            .collect();
+        self.cache.put_committed(&balances).await
+    }
+
+    fn advance(&self, seq: i64) {
+        self.published.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
+    }
+}
+
 impl Ledger {
-    /// `write_workers` shard workers commit Earn, Spend and Adjust in
-    /// batches; 0 runs every command in a transaction of its own.
     pub async fn new(
         store: LedgerStore,
         cache: BalanceCache,
         programs: ProgramStore,
         tiers: TierSource,
-        write_workers: usize,
+        writer: WriterSettings,
     ) -> Result<Self, Error> {
         let last = store.last_sequence().await?;
-        let writer = (write_workers > 0).then(|| Writer::start(store.clone(), write_workers));
-        Ok(Self {
-            store,
-            cache,
-            programs,
-            tiers,
-            published: watch::Sender::new(last),
-            publish_now: Notify::new(),
-            writer,
-        })
+        let readers = Arc::new(Readers { cache, published: watch::Sender::new(last), publish_now: Notify::new() });
+        let writer = (writer.workers > 0).then(|| Writer::start(store.clone(), readers.clone(), writer));
+        Ok(Self { store, readers, programs, tiers, writer })
     }
 
     /// Settings, campaigns and their audit log.
@@ -122,7 +201,7 @@ impl Ledger {
     }
 
     /// Earns an order's points once per order id.
-    pub async fn earn_for_order(&self, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
+    pub async fn earn_for_order(self: &Arc<Self>, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
         let key = order.order_id.clone();
         let priced = self.price_for_earn(program_id, &order).await;
         let (breakdown, pending_until, expires_at) = match priced {
@@ -138,7 +217,7 @@ impl Ledger {
                     expires_at: None,
                 };
                 return match self.store.saved(program_id, &key, &identity).await? {
-                    Some(saved) => Ok(saved),
+                    Some(saved) => self.acknowledge(program_id, saved).await,
                     None => Err(error),
                 };
             }
@@ -167,7 +246,7 @@ impl Ledger {
 
     /// Awards an activity rule's points, within its cap.
     pub async fn record_activity(
-        &self,
+        self: &Arc<Self>,
         program_id: &str,
         customer_id: &str,
         activity_type: &str,
@@ -199,7 +278,7 @@ impl Ledger {
                 Ok(tier) => tier,
                 Err(error) => {
                     return match self.store.saved(program_id, idempotency_key, &command(Breakdown::default())).await? {
-                        Some(saved) => Ok(saved),
+                        Some(saved) => self.acknowledge(program_id, saved).await,
                         None => Err(error),
                     };
                 }
@@ -217,42 +296,110 @@ impl Ledger {
         self.store.now()
     }
 
-    /// Runs a write under its idempotency key and refreshes the cache.
-    pub async fn execute(&self, program_id: &str, idempotency_key: &str, command: Command) -> Result<Execution, Error> {
+    /// Runs a write under its idempotency key; answers once its balance is
+    /// what every reader is served.
+    pub async fn execute(
+        self: &Arc<Self>,
+        program_id: &str,
+        idempotency_key: &str,
+        command: Command,
+    ) -> Result<Execution, Error> {
         let execution = match &self.writer {
+            // The batch worker refreshes the cache after its commit.
             Some(writer) if BatchCommand::supported(&command) => {
                 writer.execute(program_id, idempotency_key, command).await?
             }
-            _ => self.store.execute(program_id, idempotency_key, command).await?,
+            _ => {
+                let (program, key) = (program_id.to_owned(), idempotency_key.to_owned());
+                self.detached(move |ledger| async move {
+                    let mut execution = ledger.store.execute(&program, &key, command).await?;
+                    ledger.readers.committed([&mut execution]).await;
+                    Ok(execution)
+                })
+                .await?
+            }
         };
-        if let Some(account) = &execution.account {
-            self.committed(account, execution.published_up_to).await;
+        self.acknowledge(program_id, execution).await
+    }
+
+    /// Runs `work` as a task of its own, so that it finishes even when the
+    /// caller goes away: a commit and what must follow it are never cut apart.
+    async fn detached<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        tokio::spawn(work(Arc::clone(self)))
+            .await
+            .map_err(|error| Error::Corrupt(format!("a ledger write did not finish: {error}")))?
+    }
+
+    /// The last step before a write is answered. A replay puts the account
+    /// as it is now: the call that committed may have stopped (a crash)
+    /// between its commit and the refresh, and a saved balance may be older
+    /// than what the cache lost meanwhile (put-if-newer cannot tell an
+    /// expired newer entry from none). A write Redis could not be told of
+    /// waits until every replica knows of the doubt.
+    async fn acknowledge(&self, program_id: &str, execution: Execution) -> Result<Execution, Error> {
+        if execution.replayed {
+            let customer_id = &execution.receipt.customer_id;
+            if !customer_id.is_empty()
+                && let Some(account) = self.store.account(program_id, customer_id).await?
+            {
+                let balance = AccountBalance {
+                    program_id: program_id.to_owned(),
+                    customer_id: customer_id.clone(),
+                    balance: account.balance(),
+                };
+                self.readers.cache.put(balance).await;
+            }
+        } else if let Some(doubt) = &execution.cache_doubt {
+            self.readers.cache.confirm(doubt).await;
         }
         Ok(execution)
     }
 
     /// The balance now: from the cache when fresh, else from the database,
     /// settling first if a pending lot activated or a lot expired meanwhile.
-    pub async fn balance(&self, program_id: &str, customer_id: &str) -> Result<Balance, Error> {
+    pub async fn balance(self: &Arc<Self>, program_id: &str, customer_id: &str) -> Result<Balance, Error> {
         let now = self.store.now();
-        if let Some(balance) = self.cache.get(program_id, customer_id, now).await {
+        if let Some(balance) = self.readers.cache.get(program_id, customer_id, now).await {
             return Ok(balance);
         }
         let Some(account) = self.store.account(program_id, customer_id).await? else {
             // Version 0: the first write to the account replaces it.
             let empty = Balance::default();
-            self.cache.fill(program_id, customer_id, &empty).await;
+            self.readers.cache.fill(program_id, customer_id, &empty).await;
             return Ok(empty);
         };
         let account = if account.is_due(now) {
-            let (account, _, published) = self.store.settle(program_id, customer_id).await?;
-            self.committed(&account, published).await;
-            account
+            self.settle(program_id, customer_id).await?.0
         } else {
-            self.cache.fill(program_id, customer_id, &account.balance()).await;
+            self.readers.cache.fill(program_id, customer_id, &account.balance()).await;
             account
         };
         Ok(account.balance())
+    }
+
+    /// Activates and expires what is due on one account, and tells the readers.
+    async fn settle(
+        self: &Arc<Self>,
+        program_id: &str,
+        customer_id: &str,
+    ) -> Result<(Account, crate::domain::Settlement), Error> {
+        let (program, customer) = (program_id.to_owned(), customer_id.to_owned());
+        let (account, settlement, doubts) = self
+            .detached(move |ledger| async move {
+                let (account, settlement, published) = ledger.store.settle(&program, &customer).await?;
+                let doubts = ledger.readers.announce(&[(&account, published)]).await;
+                Ok((account, settlement, doubts))
+            })
+            .await?;
+        for doubt in &doubts {
+            self.readers.cache.confirm(doubt).await;
+        }
+        Ok((account, settlement))
     }
 
     pub async fn entries(
@@ -280,18 +427,17 @@ impl Ledger {
 
     /// Watches the highest published stream position.
     pub fn published(&self) -> watch::Receiver<i64> {
-        self.published.subscribe()
+        self.readers.published.subscribe()
     }
 
     /// Settles every account with something due (optionally in one program).
-    pub async fn run_expiry(&self, program_id: Option<&str>) -> Result<ExpiryRun, Error> {
+    pub async fn run_expiry(self: &Arc<Self>, program_id: Option<&str>) -> Result<ExpiryRun, Error> {
         let mut run = ExpiryRun::default();
         loop {
             let due = self.store.due_accounts(program_id, SETTLE_BATCH).await?;
             let batch_len = due.len();
             for (program, customer) in due {
-                let (account, settlement, published) = self.store.settle(&program, &customer).await?;
-                self.committed(&account, published).await;
+                let (_, settlement) = self.settle(&program, &customer).await?;
                 run.accounts_settled += 1;
                 run.points_expired += settlement.points_expired;
                 run.points_activated += settlement.points_activated;
@@ -328,35 +474,17 @@ impl Ledger {
     pub async fn publisher(self: Arc<Self>, mut shutdown: ShutdownSignal) {
         loop {
             tokio::select! {
-                () = self.publish_now.notified() => {}
+                () = self.readers.publish_now.notified() => {}
                 () = tokio::time::sleep(PUBLISH_POLL) => {}
                 () = shutdown.fired() => return,
             }
             match self.store.publish().await {
-                Ok(Some(seq)) => self.advance(seq),
+                Ok(Some(seq)) => self.readers.advance(seq),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(error = %error, "publishing ledger entries failed, will retry")
                 }
             }
         }
-    }
-
-    async fn committed(&self, account: &Account, published_up_to: Option<i64>) {
-        match published_up_to {
-            Some(seq) => self.advance(seq),
-            None => self.publish_now.notify_one(),
-        }
-        self.cache.put(&account.program_id, &account.customer_id, &account.balance()).await;
-    }
-
-    fn advance(&self, seq: i64) {
-        self.published.send_if_modified(|current| {
-            let newer = seq > *current;
-            if newer {
-                *current = seq;
-            }
-            newer
-        });
     }
 }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 
 use loyalty_common::auth::keys::Scope::{Admin, Server};
@@ -28,7 +29,7 @@ use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
 use crate::api::PointsApi;
 use crate::cache::BalanceCache;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, WriterSettings};
 use crate::program::ProgramStore;
 use crate::store::{CacheDoubts, LedgerStore};
 use crate::tiers::TierSource;
@@ -107,6 +108,17 @@ pub struct Config {
     /// every call a transaction of its own.
     #[arg(long, env = "WRITE_WORKERS", value_name = "WRITE_WORKERS", default_value_t = 4)]
     pub write_workers: usize,
+    /// Writes that may wait for each write worker; past it a write is refused at once as
+    /// UNAVAILABLE (`OVERLOADED`, retry with the same idempotency key) instead of queuing
+    /// behind work the database cannot catch up with.
+    #[arg(
+        long,
+        env = "WRITE_QUEUE_CAPACITY",
+        value_name = "WRITE_QUEUE_CAPACITY",
+        default_value_t = 1_024,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub write_queue_capacity: u64,
     /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -197,7 +209,18 @@ impl PointsServer {
         let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())?;
         let programs = ProgramStore::new(database.clone(), clock.clone());
         let store = LedgerStore::new(database.clone(), clock);
-        let ledger = Arc::new(Ledger::new(store, cache, programs, tiers, config.write_workers).await?);
+        let refused = Counter::default();
+        launch.metrics.register(
+            "ledger_writes_refused",
+            "Writes refused at once because their write worker's queue was full",
+            refused.clone(),
+        );
+        let writer = WriterSettings {
+            workers: config.write_workers,
+            queue_capacity: usize::try_from(config.write_queue_capacity).unwrap_or(usize::MAX),
+            refused,
+        };
+        let ledger = Arc::new(Ledger::new(store, cache, programs, tiers, writer).await?);
         launch.spawn(ledger.clone().publisher(launch.signal()));
         let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
         launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));

@@ -162,6 +162,16 @@ pub struct Execution {
     pub account: Option<Account>,
     /// Highest stream position written, when known at commit (SQLite).
     pub published_up_to: Option<i64>,
+    /// The balance Redis could not be told after the commit: the caller
+    /// waits until every replica knows of the doubt before answering.
+    pub cache_doubt: Option<CacheDoubt>,
+}
+
+impl Execution {
+    /// A key's saved result, answered again.
+    pub fn replay(receipt: Receipt) -> Self {
+        Self { receipt, replayed: true, account: None, published_up_to: None, cache_doubt: None }
+    }
 }
 
 /// A ledger row as read back.
@@ -238,37 +248,48 @@ impl LedgerStore {
         let hash = request_hash(program_id, &command.request_identity());
         let now = self.clock.now();
         let mut tx = self.begin().await?;
-        if let Some(saved) = idempotency::claim(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
-            tx.rollback().await?;
-            let receipt = serde_json::from_str(&saved).map_err(|e| Error::Corrupt(e.to_string()))?;
-            return Ok(Execution { receipt, replayed: true, account: None, published_up_to: None });
-        }
-
-        let mut order = None;
-        let (customer_id, target_lot) = match &command {
+        let resolved = match &command {
             Command::Reverse { original, .. } => {
-                let (customer, lot) = self.find_earn(&mut tx, program_id, original).await?;
-                (customer, Some(lot))
+                self.find_earn(&mut tx, program_id, original).await.map(|(customer, lot)| (customer, Some(lot)))
             }
             Command::OrderRefund { order_id, .. } => {
-                let found = self.order(&mut tx, program_id, order_id, false).await?;
-                let found = found.ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
-                let lot = Some(found.transaction_id.clone()).filter(|id| !id.is_empty());
-                (found.customer_id, lot)
+                self.order(&mut tx, program_id, order_id, false).await.and_then(|found| {
+                    let found = found.ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
+                    let lot = Some(found.transaction_id.clone()).filter(|id| !id.is_empty());
+                    Ok((found.customer_id, lot))
+                })
             }
             Command::Earn { customer_id, .. }
             | Command::Spend { customer_id, .. }
             | Command::Adjust { customer_id, .. }
             | Command::ActivatePending { customer_id, .. }
-            | Command::Activity { customer_id, .. } => (customer_id.clone(), None),
-            Command::OrderEarn { order, .. } => (order.customer_id.clone(), None),
+            | Command::Activity { customer_id, .. } => Ok((customer_id.clone(), None)),
+            Command::OrderEarn { order, .. } => Ok((order.customer_id.clone(), None)),
+        };
+        let (customer_id, target_lot) = match resolved {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                // A key used before answers as it did (or as reused), whatever is there now.
+                tx.rollback().await?;
+                return match self.saved(program_id, idempotency_key, &command).await? {
+                    Some(saved) => Ok(saved),
+                    None => Err(error),
+                };
+            }
         };
 
+        // The lock order of every write, batched or not: the account, then
+        // the order, then the idempotency key. A transaction waiting on a key
+        // holds no key, so no two writers ever wait on each other.
         let account = lock_account(&mut tx, self.db.dialect, program_id, &customer_id).await?;
-        if let Command::OrderRefund { order_id, .. } = &command {
-            // Locked after the account, like every other path, so no two
-            // transactions wait on each other.
-            order = self.order(&mut tx, program_id, order_id, true).await?;
+        let order = match &command {
+            Command::OrderRefund { order_id, .. } => self.order(&mut tx, program_id, order_id, true).await?,
+            _ => None,
+        };
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
+            tx.rollback().await?;
+            let receipt = serde_json::from_str(&saved).map_err(|e| Error::Corrupt(e.to_string()))?;
+            return Ok(Execution::replay(receipt));
         }
         if let Command::Activity { activity_type, activity_ref, rule, .. } = &command {
             check_activity_cap(&mut tx, program_id, &customer_id, activity_type, activity_ref, rule, now).await?;
@@ -456,7 +477,7 @@ impl LedgerStore {
         let response = serde_json::to_string(&receipt).map_err(|e| Error::Corrupt(e.to_string()))?;
         idempotency::save(&mut tx, program_id, method, idempotency_key, &response, &receipt.transaction_id).await?;
         tx.commit().await?;
-        Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to })
+        Ok(Execution { receipt, replayed: false, account: Some(book.account), published_up_to, cache_doubt: None })
     }
 
     /// The saved result of `command` under `key`, if it ran before; the same
@@ -472,7 +493,7 @@ impl LedgerStore {
         // Claimed by a transaction still in flight: let `execute` wait for it.
         let Some(response) = response else { return Ok(None) };
         let receipt = serde_json::from_str(&response).map_err(|e| Error::Corrupt(e.to_string()))?;
-        Ok(Some(Execution { receipt, replayed: true, account: None, published_up_to: None }))
+        Ok(Some(Execution::replay(receipt)))
     }
 
     /// Activates and expires whatever is due on one account.

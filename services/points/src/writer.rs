@@ -8,15 +8,26 @@
 //! next one. An account always maps to the same worker, so concurrent
 //! commands on a hot account land in one batch, under one lock, judged in
 //! arrival order. Every caller hears its own result only after its batch
-//! committed.
+//! committed and the worker told the readers (the stream and, in one
+//! round trip, the balance cache), whether or not the caller still listens.
+//!
+//! Each shard's queue is bounded: when it is full a command is refused at
+//! once (UNAVAILABLE, safe to retry with its key) rather than queued behind
+//! work the database cannot catch up with, and a queued command whose
+//! caller has gone is dropped before its batch starts, never after.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use std::sync::Arc;
+
 use futures::StreamExt;
-use loyalty_common::coalesce::Coalescer;
+use prometheus_client::metrics::counter::Counter;
+
+use loyalty_common::coalesce::{Coalescer, Unanswered};
 use loyalty_common::db;
 
 use crate::error::Error;
+use crate::ledger::{Readers, WriterSettings};
 use crate::store::{BatchCommand, BatchFailure, Command, Execution, LedgerStore};
 
 /// Most commands in one batch.
@@ -32,22 +43,27 @@ const ALONE_AT_ONCE: usize = 4;
 #[derive(Debug)]
 pub struct Writer {
     shards: Vec<Coalescer<BatchCommand, Result<Execution, Error>>>,
+    refused: Counter,
 }
 
 impl Writer {
-    /// Starts `workers` shard workers on the current runtime; they stop
-    /// when the writer is dropped, after answering what is queued.
-    pub fn start(store: LedgerStore, workers: usize) -> Self {
-        let shards = (0..workers.max(1))
+    /// Starts the shard workers on the current runtime; they stop when the
+    /// writer is dropped, after answering what is queued.
+    pub fn start(store: LedgerStore, readers: Arc<Readers>, settings: WriterSettings) -> Self {
+        let shards = (0..settings.workers.max(1))
             .map(|_| {
-                let store = store.clone();
-                Coalescer::start("ledger", MAX_BATCH, move |commands: Vec<BatchCommand>| {
-                    let store = store.clone();
-                    async move { run(&store, &commands).await }
+                let (store, readers) = (store.clone(), readers.clone());
+                Coalescer::start("ledger", MAX_BATCH, settings.queue_capacity, move |commands: Vec<BatchCommand>| {
+                    let (store, readers) = (store.clone(), readers.clone());
+                    async move {
+                        let mut results = run(&store, &commands).await;
+                        readers.committed(results.iter_mut().filter_map(|r| r.as_mut().ok())).await;
+                        results
+                    }
                 })
             })
             .collect();
-        Self { shards }
+        Self { shards, refused: settings.refused }
     }
 
     /// Runs `command` in the next batch of its account's shard.
@@ -57,8 +73,15 @@ impl Writer {
         let mut hasher = DefaultHasher::new();
         (program_id, command.customer_id()).hash(&mut hasher);
         let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];
-        // No answer: the batch panicked (logged) or the writer is stopping.
-        shard.call(command).await.ok_or_else(|| Error::Corrupt("the ledger writer dropped a command".into()))?
+        match shard.call(command).await {
+            Ok(result) => result,
+            Err(Unanswered::Full) => {
+                self.refused.inc();
+                Err(Error::Overloaded)
+            }
+            // The batch panicked (logged) or the writer is stopping.
+            Err(Unanswered::Dropped) => Err(Error::Corrupt("the ledger writer dropped a command".into())),
+        }
     }
 }
 
@@ -67,9 +90,9 @@ impl Writer {
 /// command runs alone, so that one bad command fails alone.
 async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execution, Error>> {
     for _ in 0..RACE_RETRIES {
-        match store.execute_batch(commands).await {
+        match attempt(store, commands).await {
             Ok(results) => return results,
-            Err(BatchFailure::KeyRace) => continue,
+            Err(BatchFailure::KeyRace | BatchFailure::NewAccounts(_)) => continue,
             Err(BatchFailure::Database(error)) if db::is_out_of_reach(&error) => {
                 tracing::warn!(%error, commands = commands.len(), "batch failed: the database is out of reach");
                 return commands.iter().map(|_| Err(Error::Database(unreachable_copy(&error)))).collect();
@@ -90,13 +113,30 @@ async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execu
 /// for that transaction.
 async fn alone(store: &LedgerStore, command: &BatchCommand) -> Result<Execution, Error> {
     for _ in 0..RACE_RETRIES {
-        match store.execute_batch(std::slice::from_ref(command)).await {
+        match attempt(store, std::slice::from_ref(command)).await {
             Ok(mut results) => return results.pop().expect("one result per command"),
-            Err(BatchFailure::KeyRace) => continue,
+            Err(BatchFailure::KeyRace | BatchFailure::NewAccounts(_)) => continue,
             Err(BatchFailure::Database(error)) => return Err(error.into()),
         }
     }
     store.execute(&command.program_id, &command.idempotency_key, command.command.clone()).await
+}
+
+/// One try of a batch. Accounts it finds missing are created first, on
+/// their own, and the batch runs again: a transaction that held some
+/// accounts while inserting others could lock out of key order, and two
+/// such writers (or a batch and a one-command write) could deadlock.
+async fn attempt(
+    store: &LedgerStore,
+    commands: &[BatchCommand],
+) -> Result<Vec<Result<Execution, Error>>, BatchFailure> {
+    match store.execute_batch(commands).await {
+        Err(BatchFailure::NewAccounts(accounts)) => {
+            store.create_accounts(&accounts).await?;
+            store.execute_batch(commands).await
+        }
+        other => other,
+    }
 }
 
 /// The same outage, for each caller of the batch (`sqlx::Error` is not `Clone`).

@@ -2,7 +2,8 @@
 //! with a constant number of statements per batch, not per command.
 //!
 //! One batch: look up every key (one `SELECT`), lock every account in key
-//! order (one `SELECT … FOR UPDATE`, plus an `INSERT` for new accounts), load
+//! order (one `SELECT … FOR UPDATE`; new accounts are created before, outside
+//! the transaction, and the batch runs again), load
 //! the open lots of the accounts that need them (one `SELECT`), let the
 //! domain judge each command in arrival order against the running state of
 //! its account, then write lots, entries, accounts and the saved results
@@ -65,6 +66,8 @@ pub enum BatchFailure {
     /// A key of the batch was saved by another transaction meanwhile: run
     /// the batch again, that command is then a replay.
     KeyRace,
+    /// These accounts do not exist yet: create them, then run the batch again.
+    NewAccounts(Vec<(String, String)>),
     Database(sqlx::Error),
 }
 
@@ -153,7 +156,7 @@ impl LedgerStore {
                 Some((_, Some(response))) => {
                     results[i] = Some(
                         serde_json::from_str(response)
-                            .map(|receipt| Execution { receipt, replayed: true, account: None, published_up_to: None })
+                            .map(Execution::replay)
                             .map_err(|e| Error::Corrupt(e.to_string())),
                     );
                 }
@@ -167,30 +170,22 @@ impl LedgerStore {
             return Ok(finish(results, &[]));
         }
 
-        // Lock the accounts in one order, creating the new ones.
+        // Lock the accounts in key order. New ones are created outside any
+        // transaction and the batch runs again, so that no transaction locks
+        // an account out of that order (see the writer).
         let mut accounts: BTreeMap<(String, String), Option<Account>> = BTreeMap::new();
         for &i in &live {
             accounts.entry((commands[i].program_id.clone(), commands[i].customer_id().to_owned())).or_insert(None);
         }
         let wanted: Vec<Value> = accounts.keys().map(|(p, c)| json!({ "p": p, "c": c })).collect();
-        let wanted = Value::Array(wanted).to_string();
-        // PostgreSQL creates the new ones in the same round trip.
-        for found in self.lock_accounts(&mut tx, &wanted, dialect == Dialect::Postgres).await? {
+        for found in self.lock_accounts(&mut tx, &Value::Array(wanted).to_string()).await? {
             accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
         }
-        let missing: Vec<Value> =
-            accounts.iter().filter(|(_, a)| a.is_none()).map(|((p, c), _)| json!({ "p": p, "c": c })).collect();
+        let missing: Vec<(String, String)> =
+            accounts.iter().filter(|(_, a)| a.is_none()).map(|(key, _)| key.clone()).collect();
         if !missing.is_empty() {
-            let missing = Value::Array(missing).to_string();
-            let sql = format!(
-                "INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {} WHERE true \
-                 ORDER BY r.p, r.c ON CONFLICT DO NOTHING",
-                recordset(dialect, &[("p", TEXT), ("c", TEXT)])
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&missing).execute(&mut *tx).await?;
-            for found in self.lock_accounts(&mut tx, &missing, false).await? {
-                accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
-            }
+            tx.rollback().await?;
+            return Err(BatchFailure::NewAccounts(missing));
         }
 
         // Open lots, for the accounts whose commands consume or that are due.
@@ -308,6 +303,7 @@ impl LedgerStore {
                     replayed: false,
                     account: Some(d.account),
                     published_up_to,
+                    cache_doubt: None,
                 }));
             }
         } else {
@@ -316,34 +312,30 @@ impl LedgerStore {
         Ok(finish(results, &duplicates))
     }
 
-    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that
-    /// exist. With `create` (PostgreSQL), the missing ones are inserted by the
-    /// same statement (and are ours until commit); one created meanwhile by
-    /// another transaction is not returned, for the caller to lock after.
-    async fn lock_accounts(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        which: &str,
-        create: bool,
-    ) -> Result<Vec<Account>, sqlx::Error> {
+    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that exist.
+    async fn lock_accounts(&self, tx: &mut sqlx::AnyConnection, which: &str) -> Result<Vec<Account>, sqlx::Error> {
         let lock = if self.db.dialect == Dialect::Postgres { " FOR UPDATE OF a" } else { "" };
         let rows = recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)]);
-        let select = format!(
+        let sql = format!(
             "SELECT {} FROM accounts a JOIN {rows} ON a.program_id = r.p AND a.customer_id = r.c \
              ORDER BY a.program_id, a.customer_id{lock}",
             qualified("a", ACCOUNT_COLUMNS),
         );
-        let sql = if create {
-            format!(
-                "WITH created AS (INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {rows} \
-                 WHERE true ORDER BY r.p, r.c ON CONFLICT DO NOTHING RETURNING {ACCOUNT_COLUMNS}), \
-                 locked AS ({select}) SELECT * FROM created UNION ALL SELECT * FROM locked"
-            )
-        } else {
-            select
-        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(which).fetch_all(&mut *tx).await?;
         rows.iter().map(account_from_row).collect()
+    }
+
+    /// Creates empty accounts, in one autocommitted statement that holds no
+    /// other lock, so it can wait on nobody who waits on it.
+    pub async fn create_accounts(&self, accounts: &[(String, String)]) -> Result<(), sqlx::Error> {
+        let rows: Vec<Value> = accounts.iter().map(|(p, c)| json!({ "p": p, "c": c })).collect();
+        let sql = format!(
+            "INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {} WHERE true \
+             ORDER BY r.p, r.c ON CONFLICT DO NOTHING",
+            recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)])
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(rows).to_string()).execute(&self.db.pool).await?;
+        Ok(())
     }
 
     /// The batch's writes: one statement per table. Returns the highest
@@ -590,8 +582,7 @@ fn finish(
 ) -> Vec<Result<Execution, Error>> {
     for &(i, first) in duplicates {
         let Some(Ok(execution)) = &results[first] else { unreachable!("a repeat follows a success") };
-        let replay =
-            Execution { receipt: execution.receipt.clone(), replayed: true, account: None, published_up_to: None };
+        let replay = Execution::replay(execution.receipt.clone());
         results[i] = Some(Ok(replay));
     }
     results.into_iter().map(|r| r.expect("every command answered")).collect()

@@ -51,6 +51,8 @@ pub struct Options {
     pub redis_prefix: Option<String>,
     /// Group-commit workers (`WRITE_WORKERS`); 0: a transaction per command.
     pub write_workers: usize,
+    /// Writes that may wait per worker (`WRITE_QUEUE_CAPACITY`).
+    pub write_queue_capacity: u64,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             database_url: None,
             redis_prefix: None,
             write_workers: 4,
+            write_queue_capacity: 1_024,
         }
     }
 }
@@ -101,6 +104,7 @@ impl Harness {
             database_max_connections: 16,
             database_acquire_timeout_ms: 1_000,
             write_workers: options.write_workers,
+            write_queue_capacity: options.write_queue_capacity,
             redis_url,
             redis_key_prefix: redis_prefix.clone(),
             balance_cache_ttl_secs: 300,
@@ -172,19 +176,7 @@ impl Harness {
     }
 
     pub async fn earn(&mut self, program: &str, customer: &str, points: i64, key: &str) -> pb::EarnResponse {
-        self.client
-            .earn(pb::EarnRequest {
-                program_id: program.into(),
-                customer_id: customer.into(),
-                points,
-                reason: "order".into(),
-                idempotency_key: key.into(),
-                pending_until: None,
-                expires_at: None,
-            })
-            .await
-            .expect("earn")
-            .into_inner()
+        self.client.earn(earn_request(program, customer, points, key)).await.expect("earn").into_inner()
     }
 
     pub async fn spend(
@@ -251,6 +243,19 @@ impl Harness {
         let mut body = String::new();
         stream.read_to_string(&mut body).await.unwrap();
         body
+    }
+}
+
+/// An earn of `points` for an order, active at once, never expiring.
+pub fn earn_request(program: &str, customer: &str, points: i64, key: &str) -> pb::EarnRequest {
+    pb::EarnRequest {
+        program_id: program.into(),
+        customer_id: customer.into(),
+        points,
+        reason: "order".into(),
+        idempotency_key: key.into(),
+        pending_until: None,
+        expires_at: None,
     }
 }
 

@@ -17,6 +17,8 @@ use loyalty_common::db::Database;
 
 /// Most rows in one batch statement.
 const MAX_BATCH: usize = 128;
+/// Rows waiting for a batch; past it a row takes the one-row path at once.
+const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
 
 /// A PENDING redemption to insert if its reward still has `body`, no stock
 /// and is not archived.
@@ -59,11 +61,11 @@ impl Batches {
     fn workers(&self, db: &Database) -> &(Coalescer<StageRow, bool>, Coalescer<Activation, bool>) {
         self.workers.get_or_init(|| {
             let (stage_db, activate_db) = (db.clone(), db.clone());
-            let stage = Coalescer::start("stage", MAX_BATCH, move |rows: Vec<StageRow>| {
+            let stage = Coalescer::start("stage", MAX_BATCH, QUEUE_CAPACITY, move |rows: Vec<StageRow>| {
                 let db = stage_db.clone();
                 async move { written(stage_all(&db, &rows).await, &rows, |r| &r.redemption_id) }
             });
-            let activate = Coalescer::start("activate", MAX_BATCH, move |rows: Vec<Activation>| {
+            let activate = Coalescer::start("activate", MAX_BATCH, QUEUE_CAPACITY, move |rows: Vec<Activation>| {
                 let db = activate_db.clone();
                 async move { written(activate_all(&db, &rows).await, &rows, |r| &r.redemption_id) }
             });
