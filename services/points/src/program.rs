@@ -365,6 +365,9 @@ impl ProgramStore {
         F: for<'c> FnOnce(&'c mut AnyConnection, Micros) -> BoxFuture<'c, Result<(T, Change), Error>>,
     {
         let AdminCall { program_id, method, key, actor } = call;
+        // Whatever happens from here (a commit, a refusal, a caller who
+        // gives up after the commit), the cached configuration goes.
+        let _forget = ForgetOnDrop(self);
         let now = self.clock.now();
         let hash = request_hash(program_id, request);
         let mut tx = begin_write(&self.db).await?;
@@ -388,8 +391,17 @@ impl ProgramStore {
         .await?;
         idempotency::save(&mut tx, program_id, method, key, &to_json(&result), "").await?;
         tx.commit().await?;
-        self.changed();
         Ok(result)
+    }
+}
+
+/// Empties the configuration cache when dropped, which a future that is
+/// cancelled after its commit still does.
+struct ForgetOnDrop<'a>(&'a ProgramStore);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.changed();
     }
 }
 

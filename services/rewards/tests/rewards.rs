@@ -40,6 +40,7 @@ struct Mesh {
     proxy: CuttableProxy,
     clock: ManualClock,
     rewards_url: String,
+    points_url: String,
     servers: (PointsServer, TiersServer, RewardsServer),
     databases: Vec<TestDatabase>,
     dir: std::path::PathBuf,
@@ -47,6 +48,11 @@ struct Mesh {
 
 impl Mesh {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[], "1000").await
+    }
+
+    /// `points_args`: more arguments for the points service.
+    async fn start_with(backend: Backend, points_args: &[&str], upstream_timeout_ms: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("loyalty-rewards-test-{}", unique_suffix()));
         let (urls, databases) = match backend {
             Backend::Sqlite => {
@@ -69,15 +75,11 @@ impl Mesh {
         let tiers_addr = tiers_listener.local_addr().unwrap();
         let rewards_addr = rewards_listener.local_addr().unwrap();
         let proxy = CuttableProxy::start(points_addr).await;
-        let points_config = loyalty_points::Config::parse_from([
-            "loyalty-points",
-            "--auth",
-            "off",
-            "--database-url",
-            &urls[0],
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ]);
+        let points_config = loyalty_points::Config::parse_from(
+            ["loyalty-points", "--auth", "off", "--database-url", &urls[0], "--metrics-addr", "127.0.0.1:0"]
+                .iter()
+                .chain(points_args),
+        );
         let tiers_config = loyalty_tiers::Config::parse_from([
             "loyalty-tiers",
             "--auth",
@@ -102,7 +104,7 @@ impl Mesh {
             "--tiers-addr",
             &tiers_addr.to_string(),
             "--upstream-timeout-ms",
-            "1000",
+            upstream_timeout_ms,
             "--recovery-interval-ms",
             "50",
         ]);
@@ -118,6 +120,7 @@ impl Mesh {
             proxy,
             clock,
             rewards_url: urls[2].clone(),
+            points_url: urls[0].clone(),
             servers,
             databases,
             dir,
@@ -240,7 +243,82 @@ loyalty_common::on_both_backends!(
     cancelling_gives_the_points_back,
     hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position,
     staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is,
+    a_redeem_cancelled_after_its_spend_is_read_back_at_once,
 );
+
+/// Points behind Redis. A Redeem whose caller gives up while points holds
+/// its spend (the customer's account is held by a transaction of the test's
+/// own) is retried once the spend committed: the very next balance read
+/// shows the spend, though no caller heard it. The lease (2 × 5 s) keeps
+/// recovery from refunding meanwhile.
+async fn a_redeem_cancelled_after_its_spend_is_read_back_at_once(backend: Backend) {
+    use sqlx::Connection;
+    let redis = loyalty_common::throwaway::redis::ThrowawayRedis::spawn();
+    let mut m = Mesh::start_with(backend, &["--redis-url", &redis.url()], "5000").await;
+    let reward = m.reward(discount("5 EUR off", 500)).await;
+    m.earn("gil", 1_200).await;
+    assert_eq!(m.available("gil").await, 1_200);
+
+    let mut hold = sqlx::AnyConnection::connect(&m.points_url).await.unwrap();
+    match backend {
+        Backend::Postgres => {
+            sqlx::raw_sql("BEGIN").execute(&mut hold).await.unwrap();
+            let held =
+                sqlx::query("SELECT 1 FROM accounts WHERE program_id = 'shop' AND customer_id = 'gil' FOR UPDATE")
+                    .fetch_all(&mut hold)
+                    .await
+                    .unwrap();
+            assert_eq!(held.len(), 1);
+        }
+        Backend::Sqlite => {
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut hold).await.unwrap();
+        }
+    }
+    let redeem = || pb::RedeemRequest {
+        program_id: "shop".into(),
+        customer_id: "gil".into(),
+        reward_id: reward.clone(),
+        idempotency_key: "late".into(),
+    };
+    let mut request = tonic::Request::new(redeem());
+    request.set_timeout(Duration::from_millis(300));
+    let status = m.rewards.clone().redeem(request).await.expect_err("the held spend cannot answer in time");
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut hold).await.unwrap();
+    for attempt in 0.. {
+        let spent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM idempotency_keys WHERE program_id = 'shop' AND method = 'Spend' \
+             AND response IS NOT NULL",
+        )
+        .fetch_one(&mut hold)
+        .await
+        .unwrap();
+        if spent > 0 {
+            break;
+        }
+        assert!(attempt < 500, "the spend of the cancelled redeem never committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Whatever the retry answers (the redemption may still be settling), points read back right.
+    let _ = m.rewards.redeem(redeem()).await;
+    assert_eq!(m.available("gil").await, 700, "the balance read right after the retry");
+    let entries = m
+        .points
+        .list_transactions(points::ListTransactionsRequest {
+            program_id: "shop".into(),
+            customer_id: "gil".into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.iter().map(|e| e.points).sum::<i64>(), 700, "the ledger");
+    m.stop().await;
+    drop(redis);
+}
 
 async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
     let mut m = Mesh::start(backend).await;

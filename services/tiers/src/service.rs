@@ -139,16 +139,19 @@ impl Tiers {
         actor: &str,
         key: &str,
     ) -> Result<(Membership, Ladder), Error> {
+        // A caller that gives up after the commit leaves no old tier in memory.
+        let forget = ForgetOnDrop { tiers: self, program_id, customer_id: Some(customer_id) };
         let (member, ladder) = self.store.assign(program_id, customer_id, tier_id, ends_at, actor, key).await?;
+        drop(forget);
         self.remember(&member, &ladder);
         Ok((member, ladder))
     }
 
     pub async fn put_ladder(&self, program_id: &str, ladder: Ladder, actor: &str, key: &str) -> Result<Ladder, Error> {
-        let stored = self.store.put_ladder(program_id, ladder, actor, key).await?;
-        // Multipliers of this program may all have changed.
-        self.multipliers.write().expect("cache lock").retain(|(program, _), _| program != program_id);
-        Ok(stored)
+        // Multipliers of this program may all have changed, also when the
+        // caller gives up after the commit.
+        let _forget = ForgetOnDrop { tiers: self, program_id, customer_id: None };
+        self.store.put_ladder(program_id, ladder, actor, key).await
     }
 
     /// Applies a batch from the ledger consumer.
@@ -215,5 +218,25 @@ impl Tiers {
                 valid_until: member.next_review_at,
             },
         );
+    }
+}
+
+/// Forgets a customer's (or a whole program's) remembered multipliers when
+/// dropped, which a future cancelled after its commit still does.
+struct ForgetOnDrop<'a> {
+    tiers: &'a Tiers,
+    program_id: &'a str,
+    customer_id: Option<&'a str>,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut cache = self.tiers.multipliers.write().expect("cache lock");
+        match self.customer_id {
+            Some(customer) => {
+                cache.remove(&(self.program_id.to_owned(), customer.to_owned()));
+            }
+            None => cache.retain(|(program, _), _| program != self.program_id),
+        }
     }
 }
