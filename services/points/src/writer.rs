@@ -90,9 +90,9 @@ impl Writer {
 /// command runs alone, so that one bad command fails alone.
 async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execution, Error>> {
     for _ in 0..RACE_RETRIES {
-        match attempt(store, commands).await {
+        match store.execute_batch(commands).await {
             Ok(results) => return results,
-            Err(BatchFailure::KeyRace | BatchFailure::NewAccounts(_)) => continue,
+            Err(BatchFailure::KeyRace) => continue,
             Err(BatchFailure::Database(error)) if db::is_out_of_reach(&error) => {
                 tracing::warn!(%error, commands = commands.len(), "batch failed: the database is out of reach");
                 return commands.iter().map(|_| Err(Error::Database(unreachable_copy(&error)))).collect();
@@ -113,30 +113,13 @@ async fn run(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execu
 /// for that transaction.
 async fn alone(store: &LedgerStore, command: &BatchCommand) -> Result<Execution, Error> {
     for _ in 0..RACE_RETRIES {
-        match attempt(store, std::slice::from_ref(command)).await {
+        match store.execute_batch(std::slice::from_ref(command)).await {
             Ok(mut results) => return results.pop().expect("one result per command"),
-            Err(BatchFailure::KeyRace | BatchFailure::NewAccounts(_)) => continue,
+            Err(BatchFailure::KeyRace) => continue,
             Err(BatchFailure::Database(error)) => return Err(error.into()),
         }
     }
     store.execute(&command.program_id, &command.idempotency_key, command.command.clone()).await
-}
-
-/// One try of a batch. Accounts it finds missing are created first, on
-/// their own, and the batch runs again: a transaction that held some
-/// accounts while inserting others could lock out of key order, and two
-/// such writers (or a batch and a one-command write) could deadlock.
-async fn attempt(
-    store: &LedgerStore,
-    commands: &[BatchCommand],
-) -> Result<Vec<Result<Execution, Error>>, BatchFailure> {
-    match store.execute_batch(commands).await {
-        Err(BatchFailure::NewAccounts(accounts)) => {
-            store.create_accounts(&accounts).await?;
-            store.execute_batch(commands).await
-        }
-        other => other,
-    }
 }
 
 /// The same outage, for each caller of the batch (`sqlx::Error` is not `Clone`).

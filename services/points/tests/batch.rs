@@ -46,19 +46,12 @@ fn spend(customer: &str, points: i64, key: &str) -> BatchCommand {
     BatchCommand { program_id: "shop".into(), idempotency_key: key.into(), command }
 }
 
-/// One batch as the writer runs it: new accounts are created first, then it runs again.
 async fn batch(store: &LedgerStore, commands: &[BatchCommand]) -> Vec<Result<Execution, Error>> {
-    for _ in 0..2 {
-        match store.execute_batch(commands).await {
-            Ok(results) => return results,
-            Err(BatchFailure::NewAccounts(accounts)) => {
-                store.create_accounts(&accounts).await.expect("accounts created")
-            }
-            Err(BatchFailure::KeyRace) => panic!("no other writer here"),
-            Err(BatchFailure::Database(error)) => panic!("batch failed: {error}"),
-        }
+    match store.execute_batch(commands).await {
+        Ok(results) => results,
+        Err(BatchFailure::KeyRace) => panic!("no other writer here"),
+        Err(BatchFailure::Database(error)) => panic!("batch failed: {error}"),
     }
-    panic!("the accounts the batch asked for were created, yet it asked again")
 }
 
 fn insufficient(result: &Result<Execution, Error>) -> bool {

@@ -2,8 +2,8 @@
 //! with a constant number of statements per batch, not per command.
 //!
 //! One batch: look up every key (one `SELECT`), lock every account in key
-//! order (one `SELECT … FOR UPDATE`; new accounts are created before, outside
-//! the transaction, and the batch runs again), load
+//! order, creating the new ones in the same pass (one upsert, then one
+//! `SELECT` to read them), load
 //! the open lots of the accounts that need them (one `SELECT`), let the
 //! domain judge each command in arrival order against the running state of
 //! its account, then write lots, entries, accounts and the saved results
@@ -66,8 +66,6 @@ pub enum BatchFailure {
     /// A key of the batch was saved by another transaction meanwhile: run
     /// the batch again, that command is then a replay.
     KeyRace,
-    /// These accounts do not exist yet: create them, then run the batch again.
-    NewAccounts(Vec<(String, String)>),
     Database(sqlx::Error),
 }
 
@@ -170,9 +168,7 @@ impl LedgerStore {
             return Ok(finish(results, &[]));
         }
 
-        // Lock the accounts in key order. New ones are created outside any
-        // transaction and the batch runs again, so that no transaction locks
-        // an account out of that order (see the writer).
+        // Lock the accounts in key order, creating the new ones in the same pass.
         let mut accounts: BTreeMap<(String, String), Option<Account>> = BTreeMap::new();
         for &i in &live {
             accounts.entry((commands[i].program_id.clone(), commands[i].customer_id().to_owned())).or_insert(None);
@@ -180,12 +176,6 @@ impl LedgerStore {
         let wanted: Vec<Value> = accounts.keys().map(|(p, c)| json!({ "p": p, "c": c })).collect();
         for found in self.lock_accounts(&mut tx, &Value::Array(wanted).to_string()).await? {
             accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
-        }
-        let missing: Vec<(String, String)> =
-            accounts.iter().filter(|(_, a)| a.is_none()).map(|(key, _)| key.clone()).collect();
-        if !missing.is_empty() {
-            tx.rollback().await?;
-            return Err(BatchFailure::NewAccounts(missing));
         }
 
         // Open lots, for the accounts whose commands consume or that are due.
@@ -312,30 +302,28 @@ impl LedgerStore {
         Ok(finish(results, &duplicates))
     }
 
-    /// Locks the listed accounts (`[{p, c}]`) in key order; returns those that exist.
+    /// Locks the listed accounts (`[{p, c}]`) strictly in key order, creating
+    /// the missing ones on the way, and returns them all. One upsert takes
+    /// every lock, row after row in key order: an existing account is locked
+    /// by its conflict (`DO UPDATE … WHERE false` locks without writing a new
+    /// version), a new one by its insert; so no batch holds one account while
+    /// it waits for a smaller one, and none can deadlock another or a
+    /// one-command write (which locks one account). The accounts are then read
+    /// by a statement of their own, whose snapshot follows the locks.
     async fn lock_accounts(&self, tx: &mut sqlx::AnyConnection, which: &str) -> Result<Vec<Account>, sqlx::Error> {
-        let lock = if self.db.dialect == Dialect::Postgres { " FOR UPDATE OF a" } else { "" };
         let rows = recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)]);
-        let sql = format!(
-            "SELECT {} FROM accounts a JOIN {rows} ON a.program_id = r.p AND a.customer_id = r.c \
-             ORDER BY a.program_id, a.customer_id{lock}",
+        let lock = format!(
+            "INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {rows} WHERE true \
+             ORDER BY r.p, r.c ON CONFLICT (program_id, customer_id) DO UPDATE SET version = accounts.version \
+             WHERE false"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(lock)).bind(which).execute(&mut *tx).await?;
+        let read = format!(
+            "SELECT {} FROM accounts a JOIN {rows} ON a.program_id = r.p AND a.customer_id = r.c",
             qualified("a", ACCOUNT_COLUMNS),
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(which).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(read)).bind(which).fetch_all(&mut *tx).await?;
         rows.iter().map(account_from_row).collect()
-    }
-
-    /// Creates empty accounts, in one autocommitted statement that holds no
-    /// other lock, so it can wait on nobody who waits on it.
-    pub async fn create_accounts(&self, accounts: &[(String, String)]) -> Result<(), sqlx::Error> {
-        let rows: Vec<Value> = accounts.iter().map(|(p, c)| json!({ "p": p, "c": c })).collect();
-        let sql = format!(
-            "INSERT INTO accounts (program_id, customer_id) SELECT r.p, r.c FROM {} WHERE true \
-             ORDER BY r.p, r.c ON CONFLICT DO NOTHING",
-            recordset(self.db.dialect, &[("p", TEXT), ("c", TEXT)])
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(rows).to_string()).execute(&self.db.pool).await?;
-        Ok(())
     }
 
     /// The batch's writes: one statement per table. Returns the highest
