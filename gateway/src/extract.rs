@@ -271,7 +271,22 @@ fn describe(path: &str, message: &str) -> (String, String) {
     } else {
         path.to_owned()
     };
-    (field, message.to_owned())
+    (field, plain(message))
+}
+
+/// serde_json reads an integer literal too large for 64 bits as a float,
+/// then refuses it as "floating point": say what it is instead.
+fn plain(message: &str) -> String {
+    let beyond_64_bits = message
+        .strip_prefix("invalid type: floating point `")
+        .and_then(|rest| rest.split_once("`, expected "))
+        .filter(|(number, _)| number.parse::<f64>().is_ok_and(|n| n.fract() == 0.0 && n.abs() >= 9.2e18));
+    match beyond_64_bits {
+        Some((_, expected)) => {
+            format!("is an integer beyond 64 bits (-9223372036854775808 to 9223372036854775807); expected {expected}")
+        }
+        None => message.to_owned(),
+    }
 }
 
 fn invalid_body(field: String, description: String) -> Problem {
@@ -315,5 +330,34 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| Self(p.0)).map_err(|rejection| {
             Problem::malformed("INVALID_PATH", format!("the path is not valid: {}", rejection.body_text()), Vec::new())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Points {
+        #[allow(dead_code)]
+        points: i64,
+    }
+
+    fn message_for(body: &str) -> String {
+        let mut deserializer = serde_json::Deserializer::from_str(body);
+        let error = serde_path_to_error::deserialize::<_, Points>(&mut deserializer).unwrap_err();
+        describe(&error.path().to_string(), &error.inner().to_string()).1
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_is_not_called_floating_point() {
+        for huge in ["99999999999999999999", "-9223372036854775809", "18446744073709551616"] {
+            let message = message_for(&format!(r#"{{"points": {huge}}}"#));
+            assert!(message.starts_with("is an integer beyond 64 bits"), "{huge}: {message}");
+        }
+        let fraction = message_for(r#"{"points": 1.5}"#);
+        assert!(fraction.contains("floating point"), "a real fraction keeps serde's words: {fraction}");
+        let in_range = message_for(r#"{"points": "7"}"#);
+        assert!(in_range.contains("invalid type: string"), "{in_range}");
     }
 }

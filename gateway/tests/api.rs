@@ -45,6 +45,10 @@ async fn shop_flow(backend: Backend) {
     let again = h.order(&server, "anna", "1001", 12_999).await;
     assert_eq!(again.body, earned.body);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // The order id is what makes an order idempotent: another amount under a fresh key is refused as such.
+    let body = serde_json::json!({"customer_id": "anna", "order_id": "1001", "amount_minor": 5_000, "currency": "EUR"});
+    let conflict = h.post(&server, "/v1/orders", "a-fresh-key", body).await;
+    assert!(conflict.problem(409, "ORDER_ALREADY_RECORDED")["detail"].as_str().unwrap().contains("order 1001"));
 
     // A refund takes back its share; a replay of it changes nothing; the key with other arguments is refused.
     let refund = h.post(&server, "/v1/orders/1001/refunds", "refund-1", json!({"refunded_amount_minor": 6_500})).await;

@@ -402,6 +402,17 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .await;
     assert_eq!(multiplier.unwrap_err().code(), Code::PermissionDenied, "multipliers are for the points service");
 
+    // Another service's RPC on a port is not a question of keys: it is not served there.
+    for key in [Some(admin.as_str()), None] {
+        let mut tiers_on_points = TiersServiceClient::new(mesh.channel(mesh.points.bind_addr(), key).await);
+        let wrong_port = tiers_on_points
+            .get_membership(tiers::GetMembershipRequest { program_id: PROGRAM.into(), customer_id: "anna".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(wrong_port.code(), Code::Unimplemented, "{wrong_port:?}");
+        assert!(wrong_port.message().contains("this port serves loyalty.points.v1.PointsService"), "{wrong_port:?}");
+    }
+
     // A redemption: rewards asks tiers and spends on points with its own identity, over mutual TLS.
     let mut points_server = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&server)).await);
     points_server

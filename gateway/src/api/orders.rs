@@ -28,12 +28,12 @@ use crate::problem::{Problem, ProblemDocument};
     tag = "orders",
     operation_id = "earnForOrder",
     security(("api_key" = ["server"])),
-    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "Required on every write. Here the order id is what makes the call idempotent.")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "Required on every write. Here the order id is what makes the call idempotent: an order earns once, whatever key it is sent with, and a retry of the same order (any key) is answered as the first time")),
     request_body = OrderBody,
     responses(
         (status = 200, description = "The points earned (or the first answer, when replayed)", body = OrderEarned,
          headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
-        (status = 409, description = "The order id was used with other arguments (`IDEMPOTENCY_KEY_REUSED`), or the currency does not match the program's", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The order id was already recorded with another customer, amount, currency or time (`ORDER_ALREADY_RECORDED`), or the currency does not match the program's", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]

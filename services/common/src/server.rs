@@ -141,7 +141,14 @@ impl Launch {
         self.tasks.push(tokio::spawn(watch_database(database.clone(), self.health.clone(), self.signal.clone())));
         let health = (self.health.clone(), self.health_server);
         let guard = Guard { auth: self.security.layer(self.policy), tls: self.tls.grpc_server() };
-        let grpc = tokio::spawn(serve(listener, routes, health, guard, self.metrics.clone(), self.signal.clone()));
+        let grpc = tokio::spawn(serve(
+            listener,
+            (routes, self.service_name),
+            health,
+            guard,
+            self.metrics.clone(),
+            self.signal.clone(),
+        ));
         self.health.set(true).await;
         tracing::info!(
             service = self.service_name,
@@ -210,21 +217,25 @@ impl RunningService {
     }
 }
 
-/// Serves `routes` plus health and reflection on `listener` until `shutdown`
-/// fires; then reports NOT_SERVING, stops accepting, and waits for in-flight calls.
+/// Serves `routes` (the service named `service_name`) plus health and
+/// reflection on `listener` until `shutdown` fires; then reports NOT_SERVING,
+/// stops accepting, and waits for in-flight calls.
 pub async fn serve(
     listener: TcpListener,
-    routes: Routes,
+    (routes, service_name): (Routes, &'static str),
     health: (Health, HealthServer),
     guard: Guard,
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_server) = health;
+    // Reflection lists what this port serves, not every service of the protos.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(loyalty_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service_name)
+            .with_service_name("grpc.health.v1.Health")
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

@@ -29,7 +29,11 @@ pub const EARLIEST_INSTANT: Micros = 0;
 pub const MAX_DAYS_AHEAD: i64 = 3_660;
 
 /// A required, printable id of at most [`MAX_ID_BYTES`]. White space alone names nothing, and an
-/// id that only differs from another by it would be a second, invisible account.
+/// id that only differs from another by it would be a second, invisible account; so would one
+/// that differs by an invisible format character (a zero-width space, a direction mark).
+///
+/// Ids are the shop's own and are compared byte for byte: no Unicode normalisation, since an id
+/// we rewrote would no longer match the one the shop's systems hold.
 pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty"));
@@ -43,7 +47,40 @@ pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.chars().any(char::is_control) {
         return Err(FieldViolation::new(field, "must not contain control characters"));
     }
+    if let Some(invisible) = value.chars().find(|&c| is_format_character(c)) {
+        let code = u32::from(invisible);
+        return Err(FieldViolation::new(field, format!("must not contain invisible format characters (U+{code:04X})")));
+    }
     Ok(())
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1): invisible, yet part of the
+/// bytes, such as U+200B ZERO WIDTH SPACE, U+200E LEFT-TO-RIGHT MARK and U+FEFF.
+fn is_format_character(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Optional free text of at most [`MAX_REASON_BYTES`].
@@ -170,6 +207,17 @@ pub fn positive(field: &str, value: i64, max: i64) -> Result<(), FieldViolation>
     Ok(())
 }
 
+/// A non-zero amount of either sign, at most `max` either way (an adjustment).
+pub fn nonzero(field: &str, value: i64, max: i64) -> Result<(), FieldViolation> {
+    if value == 0 {
+        return Err(FieldViolation::new(field, "must not be zero"));
+    }
+    if !(-max..=max).contains(&value) {
+        return Err(FieldViolation::new(field, format!("must be between -{max} and {max}")));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +229,21 @@ mod tests {
         assert!(id("x", &"a".repeat(MAX_ID_BYTES)).is_ok());
         assert!(id("x", &"a".repeat(MAX_ID_BYTES + 1)).is_err());
         assert!(id("x", "a\nb").is_err());
+    }
+
+    #[test]
+    fn ids_with_invisible_format_characters_are_refused() {
+        for invisible in ["anna\u{200B}", "\u{FEFF}anna", "an\u{200E}na", "an\u{AD}na", "x\u{E0041}"] {
+            let violation = id("customer_id", invisible).unwrap_err();
+            assert!(violation.description.starts_with("must not contain invisible format characters"), "{invisible:?}");
+        }
+        let named = id("customer_id", "anna\u{200B}").unwrap_err();
+        assert_eq!(named.description, "must not contain invisible format characters (U+200B)");
+        // Visible non-ASCII ids are the shop's business, byte for byte: composed and decomposed
+        // forms are two ids, as they are in the shop's own systems.
+        assert!(id("customer_id", "zoë").is_ok());
+        assert!(id("customer_id", "zoe\u{308}").is_ok());
+        assert!(id("customer_id", "山田").is_ok());
     }
 
     #[test]
@@ -235,5 +298,14 @@ mod tests {
         assert!(positive("points", 0, 10).is_err());
         assert!(positive("points", -3, 10).is_err());
         assert!(positive("points", 11, 10).is_err());
+    }
+
+    #[test]
+    fn signed_amounts_must_be_nonzero_and_bounded_either_way() {
+        assert!(nonzero("points", -10, 10).is_ok() && nonzero("points", 10, 10).is_ok());
+        assert_eq!(nonzero("points", 0, 10).unwrap_err().description, "must not be zero");
+        for far in [11, -11, i64::MIN, i64::MAX] {
+            assert_eq!(nonzero("points", far, 10).unwrap_err().description, "must be between -10 and 10", "{far}");
+        }
     }
 }

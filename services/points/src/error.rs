@@ -30,6 +30,11 @@ pub enum Error {
     TiersUnavailable(#[source] tonic::Status),
     #[error("idempotency key already used for a different {method} request")]
     IdempotencyKeyReused { method: &'static str },
+    #[error(
+        "order {0} was already recorded with another customer, amount, currency or time: an order id earns once; \
+         send a correction as a refund"
+    )]
+    OrderAlreadyRecorded(String),
     #[error("too many writes are waiting; retry with the same idempotency key")]
     Overloaded,
     #[error("database error")]
@@ -118,6 +123,12 @@ impl From<Error> for Status {
             Error::IdempotencyKeyReused { .. } => {
                 fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
             }
+            Error::OrderAlreadyRecorded(ref order_id) => fail(
+                ErrorClass::AlreadyExists,
+                "ORDER_ALREADY_RECORDED",
+                error.to_string(),
+                HashMap::from([("order_id".into(), order_id.clone())]),
+            ),
             Error::Overloaded => fail(ErrorClass::Unavailable, "OVERLOADED", error.to_string(), HashMap::new()),
             Error::Database(ref e) if db::is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
             Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),

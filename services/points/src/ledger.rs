@@ -200,8 +200,18 @@ impl Ledger {
         Ok((rules::breakdown(base, &tier, &campaigns, ORDER_TARGET, at), settings))
     }
 
-    /// Earns an order's points once per order id.
+    /// Earns an order's points once per order id: the order id is the
+    /// write's idempotency key, so the same order id with other arguments
+    /// is refused as an order already recorded.
     pub async fn earn_for_order(self: &Arc<Self>, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
+        let key = order.order_id.clone();
+        self.earn_once(program_id, order).await.map_err(|error| match error {
+            Error::IdempotencyKeyReused { .. } => Error::OrderAlreadyRecorded(key),
+            other => other,
+        })
+    }
+
+    async fn earn_once(self: &Arc<Self>, program_id: &str, order: OrderRequest) -> Result<Execution, Error> {
         let key = order.order_id.clone();
         let priced = self.price_for_earn(program_id, &order).await;
         let (breakdown, pending_until, expires_at) = match priced {

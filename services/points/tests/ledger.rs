@@ -487,6 +487,10 @@ async fn health_reflection_and_metrics_answer(backend: Backend) {
     };
     let names: HashSet<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(loyalty_points::SERVICE_NAME) && names.contains("grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("loyalty.") && n != loyalty_points::SERVICE_NAME),
+        "only what this port serves: {names:?}"
+    );
 
     h.earn("shop", "fay", 1, "k").await;
     let _ = h.spend("shop", "fay", 5, "s").await;

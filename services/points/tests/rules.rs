@@ -206,6 +206,10 @@ async fn orders_earn_by_the_rules_and_refunds_take_back_in_proportion(backend: B
     put_settings(&mut h, "shop", shop_settings(), "s-eur").await;
     let other = h.client.earn_for_order(order("shop", "ida", "o-1", 99_999)).await.unwrap_err();
     assert_eq!(other.code(), Code::AlreadyExists, "one order id, one amount");
+    let info = other.get_error_details().error_info().expect("an ErrorInfo").clone();
+    assert_eq!(info.reason, "ORDER_ALREADY_RECORDED", "the conflict is the order id, not a key: {other:?}");
+    assert_eq!(info.metadata["order_id"], "o-1");
+    assert!(other.message().contains("order o-1 was already recorded"), "{other:?}");
 
     let small = h.client.earn_for_order(order("shop", "ida", "o-2", 999)).await.unwrap().into_inner();
     assert_eq!((small.points, small.transaction_id.as_str()), (0, ""), "below the minimum order");

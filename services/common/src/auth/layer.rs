@@ -110,6 +110,13 @@ impl Guard {
             return Ok(request);
         }
         let path = request.uri().path();
+        if route.access.is_none() {
+            // Another service's RPC (or none at all): not a question of credentials.
+            return Err(Status::unimplemented(format!(
+                "{path} is not served here; this port serves {}",
+                self.policy.service
+            )));
+        }
         let Checks::Required { keys, services } = &self.security.checks else {
             request.extensions_mut().insert(Caller::Unchecked);
             return Ok(request);
@@ -132,7 +139,7 @@ impl Guard {
             }
         })?;
         match route.access {
-            None => return Err(Status::permission_denied(format!("{path} is not open to API keys"))),
+            None => unreachable!("unknown paths were refused above"),
             Some(Access::Internal) => {
                 return Err(Status::permission_denied(format!(
                     "{path} is internal: only the loyalty services may call it"
@@ -358,7 +365,7 @@ mod tests {
 
     /// A caller sending made-up paths must not mint metrics labels.
     #[tokio::test]
-    async fn refusals_of_unknown_paths_are_counted_under_unknown() {
+    async fn unknown_paths_are_unimplemented_and_counted_under_unknown() {
         use tower::{Layer, ServiceExt};
 
         use crate::auth::keys::Scope;
@@ -380,11 +387,16 @@ mod tests {
         {
             let request = http::Request::builder().uri(path).body(Body::default()).unwrap();
             let response = service.clone().oneshot(request).await.unwrap();
-            assert_eq!(response.headers()["grpc-status"], "16", "{path}: no key, UNAUTHENTICATED");
+            let expected = if path.ends_with("Known") { "16" } else { "12" };
+            assert_eq!(
+                response.headers()["grpc-status"],
+                expected,
+                "{path}: UNIMPLEMENTED unless served, then UNAUTHENTICATED"
+            );
         }
         let text = metrics.render();
         assert!(!text.contains("attacker") && !text.contains("Made2"), "{text}");
-        assert!(text.contains(r#"service="unknown",method="unknown",code="Unauthenticated""#), "{text}");
+        assert!(text.contains(r#"service="unknown",method="unknown",code="Unimplemented""#), "{text}");
         assert!(text.contains(r#"method="Known",code="Unauthenticated""#), "{text}");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -8,6 +8,7 @@
 //!
 //! | refusal | code |
 //! |---|---|
+//! | an RPC this server does not serve (another service's), with or without a key | `UNIMPLEMENTED` |
 //! | no `authorization`, an unknown, malformed or revoked key, a bad service token | `UNAUTHENTICATED` |
 //! | the request's `program_id` is not the key's program | `PERMISSION_DENIED` |
 //! | the RPC needs a wider scope, or is internal | `PERMISSION_DENIED` |

@@ -171,7 +171,7 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.account_write(&r.program_id, &r.customer_id, &r.idempotency_key);
-        check.points("points", r.points.checked_abs().unwrap_or(i64::MAX)).text("reason", &r.reason);
+        check.add(validate::nonzero("points", r.points, MAX_POINTS_PER_COMMAND)).text("reason", &r.reason);
         if r.reason.trim().is_empty() {
             check.add(Err(FieldViolation::new("reason", "an adjustment needs a reason")));
         }
