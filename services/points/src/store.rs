@@ -43,7 +43,13 @@ pub enum Command {
         points: i64,
         reason: String,
         pending_until: Option<Micros>,
+        /// As the caller asked; unset: the program's policy ([`Command::Earn::policy_expiry`]).
         expires_at: Option<Micros>,
+        /// When the program's expiry policy ends points earned now: what
+        /// `expires_at` unset means. Computed, not asked, so not part of
+        /// the request a replay must repeat.
+        #[serde(skip)]
+        policy_expiry: Option<Micros>,
     },
     Spend {
         customer_id: String,
@@ -313,9 +319,10 @@ impl LedgerStore {
         let mut entry_written = true;
         let mut total_refunded_minor = 0;
         let outcome: Result<(), RuleViolation> = match &command {
-            Command::Earn { points, reason, pending_until, expires_at, .. } => {
+            Command::Earn { points, reason, pending_until, expires_at, policy_expiry, .. } => {
                 receipt_points = *points;
-                book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)
+                let expires_at = expires_at.or(*policy_expiry);
+                book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, expires_at)
             }
             Command::Spend { points, reason, .. } => {
                 receipt_points = *points;

@@ -37,6 +37,7 @@ fn earn(customer: &str, points: i64, key: &str) -> BatchCommand {
         reason: "order".into(),
         pending_until: None,
         expires_at: None,
+        policy_expiry: None,
     };
     BatchCommand { program_id: "shop".into(), idempotency_key: key.into(), command }
 }

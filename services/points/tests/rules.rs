@@ -20,7 +20,42 @@ loyalty_common::on_both_backends!(
     campaigns_apply_only_inside_their_window,
     tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn,
     tier_limited_activity_campaigns_follow_the_customers_tier,
+    an_earn_without_its_own_expiry_follows_the_programs_policy,
 );
+
+/// Referral rewards and any other Earn sent without `expires_at` expire as
+/// the program says; one with its own expiry keeps it; a replay after the
+/// policy changed is still the same request.
+async fn an_earn_without_its_own_expiry_follows_the_programs_policy(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    put_settings(&mut h, "shop", shop_settings(), "s").await;
+    let earn = |key: &str, expires_at: Option<prost_types::Timestamp>| pb::EarnRequest {
+        program_id: "shop".into(),
+        customer_id: "rey".into(),
+        points: 100,
+        reason: "referral reward".into(),
+        idempotency_key: key.into(),
+        pending_until: None,
+        expires_at,
+    };
+    h.client.earn(earn("by-policy", None)).await.expect("earned");
+    h.client.earn(earn("own-expiry", Some(timestamp(T0 + 30 * DAY)))).await.expect("earned");
+    let expiries: Vec<_> = h.all_entries("shop", "rey").await.into_iter().map(|e| e.expires_at).collect();
+    assert!(expiries.contains(&Some(timestamp(T0 + 365 * DAY))), "the program's 365 days: {expiries:?}");
+    assert!(expiries.contains(&Some(timestamp(T0 + 30 * DAY))), "its own expiry: {expiries:?}");
+    assert!(!expiries.contains(&None), "nothing earned here escapes the policy: {expiries:?}");
+
+    let never = Some(pb::ExpiryPolicy { kind: pb::ExpiryPolicyKind::Never as i32, count: 0 });
+    put_settings(&mut h, "shop", pb::ProgramSettings { expiry: never, ..shop_settings() }, "s-never").await;
+    let replay = h.client.earn(earn("by-policy", None)).await.expect("a replay, not a reused key");
+    assert!(replay.metadata().get("idempotent-replayed").is_some());
+    h.client.earn(earn("after-change", None)).await.expect("earned");
+    let expiries: Vec<_> = h.all_entries("shop", "rey").await.into_iter().map(|e| e.expires_at).collect();
+    assert_eq!(expiries.iter().filter(|e| e.is_none()).count(), 1, "the policy is now never: {expiries:?}");
+    assert_eq!(expiries.len(), 3);
+    assert_eq!(h.assert_ledger_matches_balance("shop", "rey").await.available, 300);
+    h.stop().await;
+}
 
 fn shop_settings() -> pb::ProgramSettings {
     pb::ProgramSettings {

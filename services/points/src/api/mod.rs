@@ -101,8 +101,19 @@ impl PointsService for PointsApi {
         let pending_until = check.timestamp("pending_until", r.pending_until.as_ref(), now);
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref(), now);
         check.done(DOMAIN)?;
-        let command =
-            Command::Earn { customer_id: r.customer_id, points: r.points, reason: r.reason, pending_until, expires_at };
+        // Points earned without an expiry of their own follow the program's policy.
+        let policy_expiry = match expires_at {
+            Some(_) => None,
+            None => self.ledger.programs().settings(&r.program_id).await?.expires_at(now),
+        };
+        let command = Command::Earn {
+            customer_id: r.customer_id,
+            points: r.points,
+            reason: r.reason,
+            pending_until,
+            expires_at,
+            policy_expiry,
+        };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
         let receipt = &execution.receipt;
         let message = pb::EarnResponse {

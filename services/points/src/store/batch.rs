@@ -588,8 +588,9 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
     let mut transaction_id = new_transaction_id();
     let (mut breakdown, mut pending, mut expires) = (None, None, None);
     let points = match &c.command {
-        Command::Earn { points, reason, pending_until, expires_at, .. } => {
-            book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, *expires_at)?;
+        Command::Earn { points, reason, pending_until, expires_at, policy_expiry, .. } => {
+            let expires_at = expires_at.or(*policy_expiry);
+            book.earn(&transaction_id, EntryKind::Earn, *points, reason, *pending_until, expires_at)?;
             *points
         }
         Command::Spend { points, reason, .. } => {
