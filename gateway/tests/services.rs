@@ -297,6 +297,9 @@ async fn admins_set_the_tier_ladder_and_assign_tiers() {
     assert_eq!(page.body["tier"]["benefits"]["free_shipping"], true, "a checkout reads it without parsing text");
     assert_eq!(page.body["tier"]["benefits"]["flags"], json!(["priority_support"]));
     assert_eq!(page.body["tier"]["perks"], json!(["double birthday points"]));
+    // On the hidden tier the way up still counts from the points (silver, 200 of them): gold, 800 to go.
+    assert_eq!(assigned.body["next_tier_id"], "gold", "{:#}", assigned.body);
+    assert_eq!(assigned.body["points_to_next_tier"], 800);
     h.post(&admin, path, "assign-2", json!({"tier_id": "platinum"})).await.problem(404, "TIER_NOT_FOUND");
 
     // A hidden tier's rewards are its members' alone, and it unlocks nothing above it.

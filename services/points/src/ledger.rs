@@ -20,7 +20,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
 use crate::cache::{AccountBalance, BalanceCache};
-use crate::domain::{Account, Balance, RuleViolation};
+use crate::domain::{Account, Balance, MAX_POINTS_PER_COMMAND, RuleViolation};
 use crate::error::Error;
 use crate::program::ProgramStore;
 use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
@@ -197,7 +197,9 @@ impl Ledger {
         };
         let campaigns = self.programs.active_campaigns(program_id, at).await?;
         let base = settings.order_base_points(amount_minor);
-        Ok((rules::breakdown(base, &tier, &campaigns, ORDER_TARGET, at), settings))
+        let breakdown = rules::breakdown(base, &tier, &campaigns, ORDER_TARGET, at);
+        within_one_command("amount_minor", &breakdown)?;
+        Ok((breakdown, settings))
     }
 
     /// Earns an order's points once per order id: the order id is the
@@ -299,6 +301,7 @@ impl Ledger {
         // Tier multipliers reward spending: an activity's tier selects campaigns
         // and, for birthdays, the tier's birthday perk.
         let breakdown = rules::breakdown(rule.points, &tier, &campaigns, activity_type, now);
+        within_one_command("activity_type", &breakdown)?;
         self.execute(program_id, idempotency_key, command(breakdown)).await
     }
 
@@ -497,4 +500,23 @@ impl Ledger {
             }
         }
     }
+}
+
+/// Refuses what one ledger entry cannot carry, rather than cut it: a
+/// breakdown always adds up to the points booked.
+fn within_one_command(field: &str, breakdown: &Breakdown) -> Result<(), Error> {
+    if breakdown.total_points > MAX_POINTS_PER_COMMAND {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "earns {} points with its bonuses ({} base + {} tier + {} campaign), more than the \
+                 {MAX_POINTS_PER_COMMAND} one write may book",
+                breakdown.total_points,
+                breakdown.base_points,
+                breakdown.tier_bonus_points,
+                breakdown.campaign_bonus_points
+            ),
+        ));
+    }
+    Ok(())
 }

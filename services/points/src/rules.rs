@@ -210,7 +210,9 @@ impl ProgramSettings {
             Rounding::Down => numerator / divisor,
             Rounding::Nearest => (2 * numerator + divisor) / (2 * divisor),
         };
-        i64::try_from(points).unwrap_or(i64::MAX).min(MAX_POINTS_PER_COMMAND)
+        // Not capped: an order worth more than one command may earn is refused whole (the ledger's
+        // price check), never silently cut.
+        i64::try_from(points).unwrap_or(i64::MAX)
     }
 
     /// When points earned at `earned_at` become active; `None`: at once.
@@ -315,7 +317,8 @@ pub fn breakdown(base: i64, tier: &TierStanding, campaigns: &[Campaign], target:
     let campaign_bonus = best_multiplier.map_or(0, |(bp, _)| share(bp)) + bonuses.iter().map(|(p, _)| p).sum::<i64>();
     let mut campaign_ids: Vec<String> = best_multiplier.iter().map(|(_, c)| c.campaign_id.clone()).collect();
     campaign_ids.extend(bonuses.iter().map(|(_, c)| c.campaign_id.clone()));
-    let total = base.saturating_add(tier_bonus).saturating_add(campaign_bonus).min(MAX_POINTS_PER_COMMAND);
+    // Exact, so the breakdown always adds up; the caller refuses a total past MAX_POINTS_PER_COMMAND.
+    let total = base.saturating_add(tier_bonus).saturating_add(campaign_bonus);
     Breakdown {
         base_points: base,
         tier_bonus_points: tier_bonus,
@@ -586,7 +589,7 @@ mod tests {
             let tier = TierStanding { tier_id: "t".into(), multiplier_bp: tier_bp, birthday_multiplier_bp: BP_ONE };
             let b = breakdown(base, &tier, &campaigns, ORDER_TARGET, 150);
             prop_assert!(b.total_points >= b.base_points);
-            prop_assert_eq!(b.total_points, (b.base_points + b.tier_bonus_points + b.campaign_bonus_points).min(MAX_POINTS_PER_COMMAND));
+            prop_assert_eq!(b.total_points, b.base_points + b.tier_bonus_points + b.campaign_bonus_points);
         }
     }
 }

@@ -21,7 +21,43 @@ loyalty_common::on_both_backends!(
     tier_multiplier_counts_and_an_unreachable_tiers_service_fails_the_earn,
     tier_limited_activity_campaigns_follow_the_customers_tier,
     an_earn_without_its_own_expiry_follows_the_programs_policy,
+    an_order_worth_more_than_one_write_is_refused_not_capped,
 );
+
+/// 1 point per 1.00: an order of 10,000,000.00 earns exactly the most one
+/// write may book, and its breakdown adds up; a double-points campaign
+/// would make it twice that, which is refused whole (it used to be cut to
+/// the cap with a breakdown that did not add up), in preview too.
+async fn an_order_worth_more_than_one_write_is_refused_not_capped(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    put_settings(&mut h, "shop", pb::ProgramSettings { pending_days: 0, ..shop_settings() }, "s").await;
+    let at_the_cap = h.client.earn_for_order(order("shop", "max", "o-1", 100_000_000_000)).await.unwrap().into_inner();
+    let b = at_the_cap.breakdown.unwrap();
+    assert_eq!((b.base_points, b.total_points, at_the_cap.points), (1_000_000_000, 1_000_000_000, 1_000_000_000));
+
+    create_campaign(&mut h, campaign("2x", pb::CampaignKind::Multiplier, 20_000, T0 - DAY, T0 + DAY), "c").await;
+    let refused = h.client.earn_for_order(order("shop", "max", "o-2", 100_000_000_000)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let violation = refused.get_error_details().bad_request().unwrap().field_violations[0].clone();
+    assert_eq!(violation.field, "amount_minor");
+    assert!(violation.description.contains("earns 2000000000 points"), "{violation:?}");
+    let preview = h
+        .client
+        .preview_order(pb::PreviewOrderRequest {
+            program_id: "shop".into(),
+            customer_id: "max".into(),
+            amount_minor: 100_000_000_000,
+            currency: "EUR".into(),
+        })
+        .await;
+    assert_eq!(preview.unwrap_err().code(), Code::InvalidArgument, "a preview says the same");
+    let half = h.client.earn_for_order(order("shop", "max", "o-3", 50_000_000_000)).await.unwrap().into_inner();
+    let b = half.breakdown.unwrap();
+    assert_eq!(b.base_points + b.tier_bonus_points + b.campaign_bonus_points, b.total_points, "{b:?}");
+    assert_eq!(half.points, 1_000_000_000);
+    assert_eq!(h.assert_ledger_matches_balance("shop", "max").await.available, 2_000_000_000);
+    h.stop().await;
+}
 
 /// Referral rewards and any other Earn sent without `expires_at` expire as
 /// the program says; one with its own expiry keeps it; a replay after the

@@ -427,7 +427,15 @@ fn next_review(ladder: &Ladder, member: &Membership, qualifying: Qualifying, now
 
 /// The qualifying points still needed for the next visible tier.
 pub fn progress<'a>(ladder: &'a Ladder, member: &Membership) -> Option<(&'a Tier, i64)> {
-    let next = ladder.next_above(&member.tier_id)?;
+    let on_ladder = ladder.tier(&member.tier_id).is_some_and(|t| !t.hidden);
+    let next = if on_ladder {
+        ladder.next_above(&member.tier_id)?
+    } else {
+        // A hidden (assigned) tier, or none yet, is off the ladder: progress
+        // counts from the tier the points reach, so it is never "0 more
+        // points to reach" a tier the points already reach.
+        ladder.tiers.iter().filter(|t| !t.hidden && t.threshold > member.qualifying).min_by_key(|t| t.threshold)?
+    };
     Some((next, (next.threshold - member.qualifying).max(0)))
 }
 
@@ -587,6 +595,13 @@ mod tests {
         let change = evaluate(&l, &mut m, q(1_200), T0).unwrap();
         assert_eq!((change.to_tier_id.as_str(), change.reason), ("winback", Reason::Manual));
         assert_eq!(m.next_review_at, Some(T0 + 10 * DAY));
+        // On the hidden tier, progress counts from where the points are (catalyst), not from the bottom.
+        let next = progress(&l, &m).map(|(t, n)| (t.tier_id.as_str(), n));
+        assert_eq!(next, Some(("advocate", 3_800)), "never '0 more points to reach explorer'");
+        let mut fresh = Membership { assigned_tier_id: Some("winback".into()), ..Membership::default() };
+        evaluate(&l, &mut fresh, q(0), T0);
+        let next = progress(&l, &fresh).map(|(t, n)| (t.tier_id.as_str(), n));
+        assert_eq!(next, Some(("catalyst", 1_000)), "explorer (threshold 0) is already reached");
         let change = evaluate(&l, &mut m, q(1_200), T0 + 10 * DAY).unwrap();
         assert_eq!((change.to_tier_id.as_str(), change.reason), ("catalyst", Reason::AssignmentEnded));
     }
