@@ -215,6 +215,11 @@ impl<St: Send + Sync> FromRequestParts<St> for IdempotencyKey {
     }
 }
 
+/// The body limit in bytes, put into every request's extensions by the layer
+/// that settles unread bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// A JSON body: `Content-Type: application/json`, at most the body limit,
 /// every field known and of the right type.
 pub struct JsonBody<T>(pub T);
@@ -234,13 +239,20 @@ where
                 "send the body as Content-Type: application/json",
             ));
         }
+        let too_large = || {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", "the body is larger than this API accepts")
+        };
+        // A body declared larger than the limit is refused before a byte of it is read, so a
+        // client waiting for `100 Continue` is not invited to upload what is refused.
+        let declared = http_body::Body::size_hint(request.body()).exact();
+        if let Some(BodyLimit(limit)) = request.extensions().get::<BodyLimit>()
+            && declared.is_some_and(|n| n > *limit as u64)
+        {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "BODY_TOO_LARGE",
-                    "the body is larger than this API accepts",
-                )
+                too_large()
             } else {
                 Problem::malformed("INVALID_BODY", "the body could not be read", Vec::new())
             }

@@ -71,7 +71,8 @@ impl HttpBody for Tracked {
 
 /// The layer: `drain_bytes` is the largest unread rest read and discarded to keep the
 /// connection (the body limit: a body that size is one the API could have accepted).
-pub async fn settle(State(drain_bytes): State<usize>, request: Request, next: Next) -> Response {
+pub async fn settle(State(drain_bytes): State<usize>, mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(crate::extract::BodyLimit(drain_bytes));
     // HTTP/2 resets the one stream instead, and a body known to be empty leaves nothing behind.
     if request.version() >= Version::HTTP_2 || request.body().is_end_stream() {
         return next.run(request).await;

@@ -318,6 +318,20 @@ async fn oversized_and_unbounded_bodies_are_refused_with_a_clean_close() {
     assert!(answer.closes(), "{:?}", answer.headers);
     connection.expect_clean_close().await;
 
+    // The same with a valid key: the declared size alone refuses it, before any `100 Continue`.
+    let mut connection = Connection::open(addr).await;
+    let head = format!(
+        "POST /v1/orders HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+         authorization: {bearer}\r\nidempotency-key: big-continue\r\n\
+         expect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        oversized.len()
+    );
+    connection.stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = timeout(ANSWER_WAIT, connection.answer()).await.expect("an answer").expect("no transport error");
+    answer.problem(413, "BODY_TOO_LARGE");
+    assert!(answer.closes(), "{:?}", answer.headers);
+    connection.expect_clean_close().await;
+
     // A well-behaved client opens a new connection and carries on.
     let mut connection = Connection::open(addr).await;
     valid_order(&mut connection, &server, "after-big").await;
