@@ -312,5 +312,6 @@ fn reason_to_proto(reason: Reason) -> pb::ChangeReason {
         Reason::PeriodEnded => pb::ChangeReason::PeriodEnded,
         Reason::Manual => pb::ChangeReason::Manual,
         Reason::AssignmentEnded => pb::ChangeReason::AssignmentEnded,
+        Reason::PointsReversed => pb::ChangeReason::PointsReversed,
     }
 }

@@ -157,6 +157,8 @@ pub enum Reason {
     PeriodEnded,
     Manual,
     AssignmentEnded,
+    /// Qualifying points were taken back (a refund, a reversal).
+    PointsReversed,
 }
 
 impl Reason {
@@ -167,13 +169,35 @@ impl Reason {
             Self::PeriodEnded => "period_ended",
             Self::Manual => "manual",
             Self::AssignmentEnded => "assignment_ended",
+            Self::PointsReversed => "points_reversed",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Threshold, Self::GraceExpired, Self::PeriodEnded, Self::Manual, Self::AssignmentEnded]
-            .into_iter()
-            .find(|r| r.as_str() == text)
+        [
+            Self::Threshold,
+            Self::GraceExpired,
+            Self::PeriodEnded,
+            Self::Manual,
+            Self::AssignmentEnded,
+            Self::PointsReversed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+}
+
+/// Names the cause of a change that reversed points brought about: a move
+/// down the ladder the moment points were taken back is their doing, not
+/// the end of a period or a threshold crossed by time.
+pub fn caused_by_reversal(ladder: &Ladder, change: &mut Change) {
+    let down = match (ladder.rank(&change.from_tier_id), ladder.rank(&change.to_tier_id)) {
+        (Some(from), Some(to)) => to < from,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if down && matches!(change.reason, Reason::Threshold | Reason::PeriodEnded) {
+        change.reason = Reason::PointsReversed;
     }
 }
 
@@ -604,6 +628,30 @@ mod tests {
         assert_eq!(next, Some(("catalyst", 1_000)), "explorer (threshold 0) is already reached");
         let change = evaluate(&l, &mut m, q(1_200), T0 + 10 * DAY).unwrap();
         assert_eq!((change.to_tier_id.as_str(), change.reason), ("catalyst", Reason::AssignmentEnded));
+    }
+
+    #[test]
+    fn a_move_down_when_points_are_taken_back_is_named_for_it() {
+        let l = ladder(Downgrade::EndOfNextPeriod);
+        let change = |from: &str, to: &str, reason| Change {
+            from_tier_id: from.into(),
+            to_tier_id: to.into(),
+            reason,
+            at: T0,
+            actor: String::new(),
+        };
+        for reason in [Reason::PeriodEnded, Reason::Threshold] {
+            let mut down = change("advocate", "catalyst", reason);
+            caused_by_reversal(&l, &mut down);
+            assert_eq!(down.reason, Reason::PointsReversed, "{reason:?}");
+        }
+        let mut up = change("explorer", "catalyst", Reason::Threshold);
+        caused_by_reversal(&l, &mut up);
+        assert_eq!(up.reason, Reason::Threshold, "a move up is not the reversal's doing");
+        let mut ended = change("winback", "explorer", Reason::AssignmentEnded);
+        caused_by_reversal(&l, &mut ended);
+        assert_eq!(ended.reason, Reason::AssignmentEnded);
+        assert_eq!(Reason::parse("points_reversed"), Some(Reason::PointsReversed));
     }
 
     #[test]

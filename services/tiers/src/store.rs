@@ -144,7 +144,7 @@ impl TierStore {
     pub async fn evaluate(&self, program_id: &str, customer_id: &str) -> Result<(Membership, Ladder), Error> {
         let ladder = self.ladder(program_id).await?;
         let mut tx = begin_write(&self.db).await?;
-        let member = self.evaluate_in(&mut tx, &ladder, program_id, customer_id, None).await?;
+        let member = self.evaluate_in(&mut tx, &ladder, program_id, customer_id, None, Cause::Review).await?;
         tx.commit().await?;
         Ok((member, ladder))
     }
@@ -176,7 +176,14 @@ impl TierStore {
             return self.evaluate(program_id, customer_id).await;
         }
         let member = self
-            .evaluate_in(&mut tx, &ladder, program_id, customer_id, Some((request.tier_id, ends_at, actor)))
+            .evaluate_in(
+                &mut tx,
+                &ladder,
+                program_id,
+                customer_id,
+                Some((request.tier_id, ends_at, actor)),
+                Cause::Review,
+            )
             .await?;
         idempotency::save(&mut tx, program_id, method, key, "{}", "").await?;
         tx.commit().await?;
@@ -266,6 +273,7 @@ impl TierStore {
         let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
         let cursor = cursor.unwrap_or(0);
         let mut touched = BTreeSet::new();
+        let mut reversed = BTreeSet::new();
         for entry in entries.iter().filter(|e| e.sequence > cursor) {
             let (measures, occurred_at, reverses) = match &entry.change {
                 QualifyingChange::Earn(measures) => (*measures, entry.occurred_at, None),
@@ -294,6 +302,9 @@ impl TierStore {
             .rows_affected();
             if inserted == 1 {
                 touched.insert((entry.program_id.clone(), entry.customer_id.clone()));
+                if reverses.is_some() {
+                    reversed.insert((entry.program_id.clone(), entry.customer_id.clone()));
+                }
             }
         }
         let mut changed = Vec::new();
@@ -303,7 +314,12 @@ impl TierStore {
                 ladders.insert(program_id.clone(), self.ladder(&program_id).await?);
             }
             let ladder = &ladders[&program_id];
-            changed.push(self.evaluate_in(&mut tx, ladder, &program_id, &customer_id, None).await?);
+            let cause = if reversed.contains(&(program_id.clone(), customer_id.clone())) {
+                Cause::PointsReversed
+            } else {
+                Cause::Review
+            };
+            changed.push(self.evaluate_in(&mut tx, ladder, &program_id, &customer_id, None, cause).await?);
         }
         sqlx::query(
             "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
@@ -327,6 +343,7 @@ impl TierStore {
         program_id: &str,
         customer_id: &str,
         assignment: Option<(Option<String>, Option<Micros>, &str)>,
+        cause: Cause,
     ) -> Result<Membership, Error> {
         let now = self.now();
         let row = sqlx::query(
@@ -355,7 +372,10 @@ impl TierStore {
             }
         }
         let qualifying = self.qualifying(tx, ladder, program_id, customer_id, now).await?;
-        let change = domain::evaluate(ladder, &mut member, qualifying, now);
+        let mut change = domain::evaluate(ladder, &mut member, qualifying, now);
+        if let (Some(change), Cause::PointsReversed) = (change.as_mut(), cause) {
+            domain::caused_by_reversal(ladder, change);
+        }
         member.version += 1;
         sqlx::query(
             "UPDATE memberships SET tier_id = $1, since_us = $2, qualifying = $3, assigned_tier_id = $4, \
@@ -504,4 +524,12 @@ fn to_json(value: &impl Serialize) -> String {
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored ladder: {e}")))
+}
+
+/// Why a membership is evaluated: points taken back, or anything else
+/// (a review, an assignment, new points, a ladder change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Review,
+    PointsReversed,
 }

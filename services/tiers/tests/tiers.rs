@@ -379,6 +379,8 @@ async fn reversed_points_stop_qualifying_even_after_they_expired(backend: Backen
         .await
         .unwrap();
     assert_eq!(m.caught_up("eve", 800).await.tier_id, "explorer", "expiry keeps qualifying, the refund does not");
+    let newest = m.history("eve").await.into_iter().next().expect("a change");
+    assert_eq!(newest.1, pb::ChangeReason::PointsReversed as i32, "the reason says what happened: {newest:?}");
     m.stop().await;
 }
 
