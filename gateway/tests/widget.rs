@@ -191,6 +191,13 @@ async fn guests_see_how_the_program_works_without_a_token() {
         .await;
     assert_eq!(winback.ok()["eligible_tier_ids"], json!(["winback"]));
     h.post(&admin, "/v1/rewards", "gold", tier_only("gold and up", json!({"minimum_tier_id": "gold"}))).await.ok();
+    // A double-points weekend running now, and one that has not begun: shoppers see the first only.
+    let at = |hours: i64| loyalty_gateway::rfc3339::format(SystemClock.now() + hours * 3_600_000_000);
+    let weekend = json!({"name": "double weekend", "kind": "multiplier", "multiplier_bp": 20_000,
+        "starts_at": at(-1), "ends_at": at(48), "applies_to": ["order"]});
+    h.post(&admin, "/v1/campaigns", "weekend", weekend).await.ok();
+    let later = json!({"name": "later", "kind": "bonus", "bonus_points": 50, "starts_at": at(24), "ends_at": at(72)});
+    h.post(&admin, "/v1/campaigns", "later", later).await.ok();
 
     let overview = h.get(&storefront, "/v1/program").await;
     let overview = overview.ok();
@@ -202,6 +209,13 @@ async fn guests_see_how_the_program_works_without_a_token() {
     let tiers: Vec<&str> =
         overview["tiers"]["tiers"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(tiers, ["Bronze", "Gold"], "hidden tiers stay hidden");
+    let running = overview["campaigns"].as_array().unwrap();
+    assert_eq!(running.len(), 1, "only what runs now: {overview:#}");
+    assert_eq!(
+        (running[0]["name"].as_str(), running[0]["multiplier_bp"].as_i64()),
+        (Some("double weekend"), Some(20_000))
+    );
+    assert_eq!(running[0]["applies_to"], json!(["order"]));
     assert_eq!(overview["rewards"]["rewards"][0]["point_cost"], 100);
     assert_eq!(overview["rewards"]["rewards"].as_array().unwrap().len(), 1, "no tier-only reward: {overview:#}");
     assert_eq!(

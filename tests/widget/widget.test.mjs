@@ -111,6 +111,9 @@ test("a guest sees how the program works and a call to join", async () => {
   for (const way of ["Create an account", "Celebrate your birthday", "Write a review", "Follow us", "Shop with us"]) {
     assert.match(earn, new RegExp(way), earn);
   }
+  // The demo's campaign runs now: a shopper sees it, not only the base rate.
+  const campaigns = await widget('[data-testid="campaigns"]').innerText();
+  assert.match(campaigns, /Double points on reviews[\s\S]*2× points until Dec 31, 2034/, campaigns);
   assert.match(await widget(".card").innerText(), /Silver[\s\S]*from 300 points/);
   assert.match(await widget(".card").innerText(), /Gold[\s\S]*from 1,000 points[\s\S]*free returns/, "perks on the tier cards");
   const catalog = await widget('[aria-labelledby="loyalty-catalog"]').innerText();

@@ -10,9 +10,11 @@ use utoipa::ToSchema;
 use crate::api::customers::absence;
 use crate::api::{AppState, json, points_failed};
 use crate::extract::{Authorized, StorefrontScope};
+use loyalty_common::clock::{Clock, SystemClock, from_timestamp};
+
 use crate::model::{
-    self, Absence, ActivityRule, EarnRate, Ladder, ReferralSettings, Reward, RewardKind, RewardList, RewardQuery,
-    Settings, Tier,
+    self, Absence, ActivityRule, Campaign, CampaignQuery, EarnRate, Ladder, ReferralSettings, Reward, RewardKind,
+    RewardList, RewardQuery, Settings, Tier,
 };
 use crate::problem::Problem;
 
@@ -25,6 +27,10 @@ pub struct ProgramOverview {
     pub earn_rate: EarnRate,
     /// The active activity rules (`signup`, `birthday`, `review`, `social_follow`, ...).
     pub ways_to_earn: Vec<ActivityRule>,
+    /// The campaigns running now (a double-points weekend, a bonus), with
+    /// what they apply to (`order` or activity types; empty: everything) and
+    /// for whom (`tier_ids`; empty: everyone), soonest-ending first.
+    pub campaigns: Vec<Campaign>,
     pub tiers: TiersOverview,
     pub rewards: CatalogOverview,
     pub referral: ReferralOffer,
@@ -89,13 +95,24 @@ pub struct ReferralOffer {
 pub async fn overview(State(state): State<AppState>, auth: Authorized<StorefrontScope>) -> Result<Response, Problem> {
     let program = auth.program();
     let up = &state.upstreams;
-    let (settings, ladder, catalog, referral) = tokio::join!(
+    let (settings, campaigns, ladder, catalog, referral) = tokio::join!(
         up.get_program_settings(model::settings_request(program)),
+        up.list_campaigns(model::campaigns_request(program, CampaignQuery { include_ended: Some(false) })),
         up.get_ladder(model::ladder_request(program)),
         up.list_rewards(model::rewards_request(program, RewardQuery { include_archived: Some(false) })),
         up.get_referral_settings(model::referral_settings_request(program)),
     );
     let settings = Settings::from_proto(settings.map_err(points_failed)?.message.settings);
+    let now = SystemClock.now();
+    let mut running: Vec<_> = campaigns
+        .map_err(points_failed)?
+        .message
+        .campaigns
+        .into_iter()
+        .filter(|c| c.starts_at.as_ref().and_then(from_timestamp).is_none_or(|at| at <= now))
+        .filter(|c| c.ends_at.as_ref().and_then(from_timestamp).is_none_or(|at| now < at))
+        .collect();
+    running.sort_by_key(|c| c.ends_at.as_ref().and_then(from_timestamp).unwrap_or(i64::MAX));
     let tiers = match ladder {
         Ok(reply) => {
             let tiers = Ladder::from_proto(reply.message.ladder).tiers.into_iter().filter(|t| !t.hidden).collect();
@@ -135,6 +152,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
         currency: settings.currency,
         earn_rate: settings.earn_rate,
         ways_to_earn: settings.activity_rules.into_iter().filter(|rule| rule.active).collect(),
+        campaigns: running.into_iter().map(|c| Campaign::from_proto(Some(c))).collect(),
         tiers,
         rewards,
         referral,

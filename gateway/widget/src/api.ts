@@ -45,10 +45,23 @@ export interface LoyaltyPage {
   rewards: { available: boolean; redeemable?: Reward[] };
 }
 
+/** A campaign running now: a multiplier or a bonus, on `applies_to` (empty: everything), for `tier_ids` (empty: everyone). */
+export interface Campaign {
+  campaign_id: string;
+  name: string;
+  kind: "multiplier" | "bonus";
+  multiplier_bp?: number;
+  bonus_points?: number;
+  ends_at?: string;
+  tier_ids: string[];
+  applies_to: string[];
+}
+
 export interface ProgramOverview {
   currency: string;
   earn_rate: { points: number; per_amount_minor: number };
   ways_to_earn: { activity_type: string; points: number }[];
+  campaigns: Campaign[];
   tiers: { available: boolean; tiers: { tier_id: string; name: string; threshold: number; perks?: string[] }[] };
   rewards: { available: boolean; rewards: Reward[] };
   referral: { available: boolean; enabled: boolean; referrer_points: number; referee_points: number };

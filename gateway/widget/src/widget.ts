@@ -398,6 +398,21 @@ class LoyaltyWidget extends HTMLElement {
       list.append(h("li", { class: "row" }, h("span", {}, label), h("span", { class: "muted" }, fill(t.earnPoints, { points: n(rule.points) }))));
     }
     section.append(list);
+    // What runs now (a double-points weekend): shown first, so nobody reads "1 point per €1" during it.
+    const campaigns = (program.campaigns ?? []).filter((c) => c.ends_at);
+    if (campaigns.length > 0) {
+      const date = (iso: string) => new Intl.DateTimeFormat(locale, { dateStyle: "medium" }).format(new Date(iso));
+      const running = h("ul", { "data-testid": "campaigns" });
+      for (const c of campaigns) {
+        const until = date(c.ends_at as string);
+        const effect =
+          c.kind === "multiplier"
+            ? fill(t.campaignMultiplier, { multiplier: new Intl.NumberFormat(locale, { maximumFractionDigits: 2 }).format((c.multiplier_bp ?? 10_000) / 10_000), date: until })
+            : fill(t.campaignBonus, { points: n(c.bonus_points ?? 0), date: until });
+        running.append(h("li", { class: "row" }, h("strong", {}, c.name), h("span", { class: "muted" }, effect)));
+      }
+      section.insertBefore(running, list);
+    }
     return section;
   }
 

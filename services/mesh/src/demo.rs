@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use loyalty_common::auth::ServiceSecret;
+use loyalty_common::clock::to_timestamp;
 use loyalty_common::peer::Peers;
 use loyalty_common::tls::Tls;
 use loyalty_gateway::customer::CustomerSecrets;
@@ -73,6 +74,25 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
         actor: ACTOR.to_owned(),
         idempotency_key: "demo-setup-settings-v1".to_owned(),
         expected_version: None,
+    })
+    .await?;
+    // A campaign running now, so the widget shows one; on reviews only, so orders earn as the ladder says.
+    up.create_campaign(points::CreateCampaignRequest {
+        program_id: PROGRAM.to_owned(),
+        campaign: Some(points::Campaign {
+            campaign_id: String::new(),
+            name: "Double points on reviews".to_owned(),
+            kind: points::CampaignKind::Multiplier as i32,
+            multiplier_bp: 20_000,
+            bonus_points: 0,
+            // Fixed dates, so that the setup's key replays on every start: 2026-01-01 to 2034-12-31.
+            starts_at: Some(to_timestamp(1_767_225_600_000_000)),
+            ends_at: Some(to_timestamp(2_051_136_000_000_000)),
+            tier_ids: Vec::new(),
+            applies_to: vec!["review".to_owned()],
+        }),
+        actor: ACTOR.to_owned(),
+        idempotency_key: "demo-setup-campaign-reviews-v1".to_owned(),
     })
     .await?;
     let tier = |tier_id: &str, name: &str, threshold: i64, multiplier_bp: i32, perks: &[&str]| tiers::Tier {
