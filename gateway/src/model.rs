@@ -97,12 +97,28 @@ pub struct Breakdown {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier_id: Option<String>,
     pub campaign_ids: Vec<String>,
+    /// Why the order earns nothing at all, when a rule says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_points_reason: Option<NoPointsReason>,
+}
+
+/// Why an order earns no points.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoPointsReason {
+    /// The amount is below the program's minimum order: no base points, no bonus, no expiry.
+    BelowMinimumOrder,
 }
 
 impl Breakdown {
     fn from_proto(b: Option<pb::PointsBreakdown>) -> Self {
         let b = b.unwrap_or_default();
+        let no_points_reason = match pb::NoPointsReason::try_from(b.no_points_reason) {
+            Ok(pb::NoPointsReason::BelowMinimumOrder) => Some(NoPointsReason::BelowMinimumOrder),
+            _ => None,
+        };
         Self {
+            no_points_reason,
             base_points: b.base_points,
             tier_bonus_points: b.tier_bonus_points,
             campaign_bonus_points: b.campaign_bonus_points,

@@ -28,6 +28,7 @@ async fn shop_flow(backend: Backend) {
         "currency": "EUR",
         "earn_rate": {"points": 1, "per_amount_minor": 100},
         "rounding": "down",
+        "minimum_order_minor": 1_000,
         "expiry": {"kind": "days_after_earn", "count": 365},
         "activity_rules": [{"activity_type": "signup", "points": 500, "cap_count": 1, "cap_period": "lifetime"}],
     });
@@ -72,9 +73,13 @@ async fn shop_flow(backend: Backend) {
         h.post(&server, "/v1/customers/anna/activities", "signup-anna-2", json!({"activity_type": "signup"})).await;
     twice.problem(409, "ACTIVITY_CAP_REACHED");
 
+    let small = h.get(&server, "/v1/orders/preview?customer_id=anna&amount_minor=999&currency=EUR").await;
+    assert_eq!(small.ok()["points"], 0);
+    assert_eq!(small.body["breakdown"]["no_points_reason"], "below_minimum_order", "{:#}", small.body);
     let preview = h.get(&server, "/v1/orders/preview?customer_id=anna&amount_minor=5000&currency=EUR").await;
     assert_eq!(preview.ok()["points"], 50);
     assert_eq!(preview.body["breakdown"]["total_points"], 50);
+    assert!(preview.body["breakdown"].get("no_points_reason").is_none(), "only when nothing is earned");
 
     // The storefront view of the same customer, signed in.
     let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;

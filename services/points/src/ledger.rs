@@ -196,8 +196,11 @@ impl Ledger {
             None => TierStanding::none(),
         };
         let campaigns = self.programs.active_campaigns(program_id, at).await?;
-        let base = settings.order_base_points(amount_minor);
-        let breakdown = rules::breakdown(base, &tier, &campaigns, ORDER_TARGET, at);
+        let breakdown = if amount_minor < settings.minimum_order_minor {
+            Breakdown::below_minimum()
+        } else {
+            rules::breakdown(settings.order_base_points(amount_minor), &tier, &campaigns, ORDER_TARGET, at)
+        };
         within_one_command("amount_minor", &breakdown)?;
         Ok((breakdown, settings))
     }
@@ -249,6 +252,10 @@ impl Ledger {
         let at = order.occurred_at.unwrap_or(now);
         let (breakdown, settings) =
             self.price_order(program_id, Some(&order.customer_id), order.amount_minor, &order.currency, at).await?;
+        if breakdown.total_points == 0 {
+            // Nothing earned: nothing pending, nothing to expire.
+            return Ok((breakdown, None, None));
+        }
         let expires_at = settings.expires_at(at);
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Error::invalid("occurred_at", "is so long ago that its points would already have expired"));

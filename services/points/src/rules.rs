@@ -141,6 +141,16 @@ pub struct Breakdown {
     pub tier_multiplier_bp: i64,
     pub tier_id: String,
     pub campaign_ids: Vec<String>,
+    /// The order is below the program's minimum: it earns nothing at all.
+    #[serde(default)]
+    pub below_minimum: bool,
+}
+
+impl Breakdown {
+    /// An order below the program's minimum: nothing, and nothing added to it.
+    pub fn below_minimum() -> Self {
+        Self { tier_multiplier_bp: BP_ONE, below_minimum: true, ..Self::default() }
+    }
 }
 
 impl ProgramSettings {
@@ -320,6 +330,7 @@ pub fn breakdown(base: i64, tier: &TierStanding, campaigns: &[Campaign], target:
     // Exact, so the breakdown always adds up; the caller refuses a total past MAX_POINTS_PER_COMMAND.
     let total = base.saturating_add(tier_bonus).saturating_add(campaign_bonus);
     Breakdown {
+        below_minimum: false,
         base_points: base,
         tier_bonus_points: tier_bonus,
         campaign_bonus_points: campaign_bonus,

@@ -282,8 +282,25 @@ async fn orders_earn_by_the_rules_and_refunds_take_back_in_proportion(backend: B
     assert_eq!(info.metadata["order_id"], "o-1");
     assert!(other.message().contains("order o-1 was already recorded"), "{other:?}");
 
+    // Below the minimum, even with a bonus campaign running: nothing, and it says why.
+    let bonus =
+        create_campaign(&mut h, campaign("bonus", pb::CampaignKind::Bonus, 25, T0 - DAY, T0 + DAY), "c-bonus").await;
     let small = h.client.earn_for_order(order("shop", "ida", "o-2", 999)).await.unwrap().into_inner();
     assert_eq!((small.points, small.transaction_id.as_str()), (0, ""), "below the minimum order");
+    let why = small.breakdown.clone().unwrap();
+    assert_eq!(why.no_points_reason, pb::NoPointsReason::BelowMinimumOrder as i32, "{why:?}");
+    assert_eq!((why.total_points, why.campaign_bonus_points, why.campaign_ids.len()), (0, 0, 0), "no campaign");
+    assert_eq!((small.expires_at, small.pending_until), (None, None), "nothing to expire or wait for");
+    let enough = h.client.earn_for_order(order("shop", "ivo", "o-2b", 1_000)).await.unwrap().into_inner();
+    let b = enough.breakdown.unwrap();
+    assert_eq!((b.base_points, b.campaign_bonus_points, b.no_points_reason), (10, 25, 0), "at the minimum it earns");
+    let end = pb::EndCampaignRequest {
+        program_id: "shop".into(),
+        campaign_id: bonus.campaign_id,
+        actor: "marketing@shop".into(),
+        idempotency_key: "c-bonus-end".into(),
+    };
+    h.client.end_campaign(end).await.expect("ended");
     let dollars = pb::EarnForOrderRequest { currency: "USD".into(), ..order("shop", "ida", "o-3", 5_000) };
     let status = h.client.earn_for_order(dollars).await.unwrap_err();
     assert_eq!(status.get_error_details().error_info().unwrap().reason, "CURRENCY_MISMATCH");

@@ -179,6 +179,11 @@ pub fn breakdown_to_proto(b: &Breakdown) -> pb::PointsBreakdown {
         tier_multiplier_bp: i32::try_from(b.tier_multiplier_bp).unwrap_or(i32::MAX),
         tier_id: b.tier_id.clone(),
         campaign_ids: b.campaign_ids.clone(),
+        no_points_reason: if b.below_minimum {
+            pb::NoPointsReason::BelowMinimumOrder
+        } else {
+            pb::NoPointsReason::Unspecified
+        } as i32,
     }
 }
 
