@@ -415,7 +415,8 @@ impl ReferralPart {
         Self {
             available: true,
             reason: None,
-            code: Some(code.code),
+            // None until the customer asked for one: reading the page makes nothing.
+            code: non_empty(code.code),
             enabled: Some(code.enabled),
             stats: Some(stats.into()),
         }
@@ -652,11 +653,6 @@ pub fn account_summary_request(program_id: &str, customer_id: &str) -> pb::GetAc
 
 pub fn membership_request(program_id: &str, customer_id: &str) -> tiers_pb::GetMembershipRequest {
     tiers_pb::GetMembershipRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
-}
-
-/// An account that never had an entry has version 0: for this program the customer does not exist.
-pub fn is_known_account(balance: Option<&pb::Balance>) -> bool {
-    balance.is_some_and(|b| b.version > 0)
 }
 
 // ---------------------------------------------------------------- settings
@@ -1970,9 +1966,11 @@ impl From<referral_pb::GetReferralStatsResponse> for ReferralStats {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerReferral {
     pub customer_id: String,
-    /// Stable once issued.
-    pub code: String,
-    /// False when the code was disabled or the program has referrals off.
+    /// Stable once issued; absent until `POST /v1/customers/{customer_id}/referral` made it
+    /// (reading makes nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// False when there is no code yet, the code was disabled, or the program has referrals off.
     pub enabled: bool,
     pub stats: ReferralStats,
 }
@@ -1980,7 +1978,7 @@ pub struct CustomerReferral {
 impl CustomerReferral {
     pub fn from_proto(customer_id: String, r: referral_pb::GetReferralSummaryResponse) -> Self {
         let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
-        Self { customer_id, code: code.code, enabled: code.enabled, stats: stats.into() }
+        Self { customer_id, code: non_empty(code.code), enabled: code.enabled, stats: stats.into() }
     }
 }
 

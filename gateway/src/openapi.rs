@@ -60,6 +60,7 @@ use crate::problem::{self, FieldError, ProblemDocument};
         rewards::archive,
         rewards::cancel_redemption,
         referrals::customer_referral,
+        referrals::create_customer_referral_code,
         referrals::signup,
         referrals::resolve_code,
         referrals::get_settings,

@@ -332,7 +332,7 @@ impl Upstreams {
         Ok(self.unary(r, |r| async move { c.get_referral_stats(r).await }).await?)
     }
 
-    /// The customer's code (created on first call) and its stats, in one
+    /// The customer's code (if one was made: reading makes none) and its stats, in one
     /// call. A referral service older than GetReferralSummary answers
     /// UNIMPLEMENTED: then it is asked the two calls it knows, in parallel.
     pub async fn get_referral_summary(

@@ -93,7 +93,24 @@ async fn shop_flow(backend: Backend) {
     assert_eq!(page["tier"]["available"], true, "{page:#}");
     assert!(page["tier"].get("tier_id").is_none(), "{page:#}");
     assert_eq!(page["referral"]["available"], true, "{page:#}");
+    assert!(page["referral"].get("code").is_none(), "reading the page makes no code: {page:#}");
     assert_eq!(page["rewards"], json!({"available": true, "redeemable": []}));
+
+    // A customer with nothing yet: an empty account and an empty history, and nothing made by looking.
+    let nobody = h.get(&server, "/v1/customers/nobody-yet/loyalty").await;
+    assert_eq!(nobody.ok()["points"]["available"], 0, "{:#}", nobody.body);
+    assert_eq!(
+        (nobody.body["points"]["pending"].as_i64(), nobody.body["points"]["version"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(h.get(&server, "/v1/customers/nobody-yet/transactions").await.ok()["entries"], json!([]));
+    let referral = h.get(&server, "/v1/customers/nobody-yet/referral").await;
+    assert!(referral.ok().get("code").is_none(), "a GET makes no code: {:#}", referral.body);
+    let made = h.post(&server, "/v1/customers/nobody-yet/referral", "code-1", json!({})).await;
+    let code = made.ok()["code"].as_str().expect("a code on request").to_owned();
+    let again = h.post(&server, "/v1/customers/nobody-yet/referral", "code-2", json!({})).await;
+    assert_eq!(again.ok()["code"], code.as_str(), "one code per customer");
+    assert_eq!(h.get(&server, "/v1/customers/nobody-yet/referral").await.ok()["code"], code.as_str());
 
     let first = h.get_for(&storefront, &anna, "/v1/customers/anna/transactions?page_size=2").await;
     let kinds = |a: &support::Answer| -> Vec<String> {
@@ -226,8 +243,8 @@ async fn requests_without_a_valid_key_are_unauthenticated() {
     let last = wrong_secret.pop().unwrap();
     wrong_secret.push(if last == '0' { '1' } else { '0' });
     h.get(&wrong_secret, path).await.problem(401, "UNAUTHENTICATED");
-    // The real key is authenticated: the customer simply does not exist yet.
-    h.get(&real.key, path).await.problem(404, "CUSTOMER_NOT_FOUND");
+    // The real key is authenticated: the customer simply has nothing yet.
+    assert_eq!(h.get(&real.key, path).await.ok()["points"]["available"], 0);
 
     let revoked_early = h.new_key("shop", Scope::Admin).await;
     assert!(h.keys.revoke(&revoked_early.key_id).await.unwrap());
@@ -321,8 +338,9 @@ async fn a_key_never_reaches_another_programs_data() {
     let b_campaign = b_campaign.ok()["campaign_id"].as_str().unwrap().to_owned();
 
     h.get(&b, "/v1/customers/carla/loyalty").await.ok();
-    h.get(&a, "/v1/customers/carla/loyalty").await.problem(404, "CUSTOMER_NOT_FOUND");
-    h.get(&a, "/v1/customers/carla/transactions").await.problem(404, "CUSTOMER_NOT_FOUND");
+    // In program A carla has nothing: an empty account, none of B's points or entries.
+    assert_eq!(h.get(&a, "/v1/customers/carla/loyalty").await.ok()["points"]["available"], 0);
+    assert_eq!(h.get(&a, "/v1/customers/carla/transactions").await.ok()["entries"], json!([]));
     let refund = json!({"refunded_amount_minor": 100});
     h.post(&a, "/v1/orders/b-1/refunds", "r-1", refund).await.problem(404, "ORDER_NOT_FOUND");
     let path = format!("/v1/campaigns/{b_campaign}");
@@ -576,12 +594,12 @@ async fn openapi_documents_exactly_the_routes_served() {
 async fn metrics_count_requests_by_route_template() {
     let h = Harness::start().await;
     let key = h.key("shop", Scope::Server).await;
-    h.get(&key, "/v1/customers/anna/loyalty").await.problem(404, "CUSTOMER_NOT_FOUND");
-    h.get(&key, "/v1/customers/bob/loyalty").await.problem(404, "CUSTOMER_NOT_FOUND");
+    h.get(&key, "/v1/customers/anna/loyalty").await.ok();
+    h.get(&key, "/v1/customers/bob/loyalty").await.ok();
     h.get(&key, "/no/such/route/4711").await.problem(404, "NOT_FOUND");
 
     let text = h.metrics_text().await;
-    let line = r#"http_server_requests_total{method="GET",route="/v1/customers/{customer_id}/loyalty",status="404"} 2"#;
+    let line = r#"http_server_requests_total{method="GET",route="/v1/customers/{customer_id}/loyalty",status="200"} 2"#;
     assert!(text.contains(line), "{text}");
     assert!(text.contains(r#"route="unmatched",status="404"} 1"#), "{text}");
     assert!(!text.contains("4711") && !text.contains("anna"), "raw paths leak into labels: {text}");

@@ -129,7 +129,11 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     assert_eq!(page["points"]["available"], 150);
     assert_eq!(page["tier"]["available"], true);
     assert_eq!(page["referral"]["available"], true);
-    assert!(page["referral"]["code"].is_string(), "{page:#}");
+    assert!(page["referral"].get("code").is_none(), "the page makes no code: {page:#}");
+    h.post_for(&storefront, &anna, "/v1/customers/anna/referral", "anna-code", json!({})).await.ok();
+    let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
+    let page = page.ok();
+    assert!(page["referral"]["code"].is_string(), "made on request: {page:#}");
     assert_eq!(page["rewards"]["available"], true);
     assert_eq!(page["rewards"]["redeemable"][0]["reward_id"], reward_id.as_str());
 
@@ -161,7 +165,9 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
 
     // Anna, a customer already, shares her code.
     h.order(&server, "anna", "1", 10_000).await.ok();
-    let mine = h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await;
+    let none_yet = h.get_for(&storefront, &anna, "/v1/customers/anna/referral").await;
+    assert!(none_yet.ok().get("code").is_none(), "{:#}", none_yet.body);
+    let mine = h.post_for(&storefront, &anna, "/v1/customers/anna/referral", "anna-code", json!({})).await;
     let code = mine.ok()["code"].as_str().unwrap().to_owned();
     assert_eq!(mine.body["enabled"], true);
     assert_eq!(mine.body["stats"]["invited"], 0);

@@ -181,7 +181,11 @@ test("a reward is redeemed with the keyboard alone and its voucher code copied",
   await shot("04-voucher");
 });
 
-test("the referral link is copied and a completed referral shows in the stats", async () => {
+test("the referral link is made on request, copied, and a completed referral shows in the stats", async () => {
+  // Reading the page made no code: the customer asks for one.
+  assert.equal(await widget('[data-testid="referral-link"]').count(), 0, "no link before it is asked for");
+  await widget('button:has-text("Get my referral link")').click();
+  await widget('[data-testid="referral-link"]').waitFor();
   const link = await widget('[data-testid="referral-link"]').inputValue();
   assert.match(link, /[?&]ref=[A-Z0-9]{8}$/);
   await widget('button[aria-label="Copy referral link"]').click();

@@ -14,10 +14,6 @@ use crate::model::{
 use crate::problem::{Problem, ProblemDocument};
 use crate::upstream::{Failure, Upstreams};
 
-fn customer_not_found() -> Problem {
-    Problem::not_found("CUSTOMER_NOT_FOUND", "this program has no points activity for this customer")
-}
-
 /// Awards an activity rule's points (`signup`, `birthday`, `review`, ...), within its cap.
 #[utoipa::path(
     post,
@@ -71,7 +67,6 @@ pub async fn record_activity(
     ),
     responses(
         (status = 200, description = "The loyalty page", body = LoyaltyPage),
-        (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -83,10 +78,8 @@ pub async fn loyalty_page(
     let up = &state.upstreams;
     let points_then_rewards = async {
         let summary = up.get_account_summary(model::account_summary_request(program, &customer_id)).await;
+        // A customer with nothing yet has an empty account, as GetBalance says.
         let summary = summary.map_err(points_failed)?.message;
-        if !model::is_known_account(summary.balance.as_ref()) {
-            return Err(customer_not_found());
-        }
         // Rewards is told the balance just read, so it does not ask points
         // again (it used to, inside this call: the page waits no longer).
         let known_points = summary.balance.as_ref().map(|b| b.available);
@@ -122,7 +115,7 @@ async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart
     }
 }
 
-/// The referral part (the code, created on first look, and its stats): never fails the page.
+/// The referral part (the code, if the customer asked for one, and its stats): never fails the page.
 async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> ReferralPart {
     match up.get_referral_summary(model::referral_summary_request(program, customer_id)).await {
         Ok(reply) => ReferralPart::from_proto(reply.message),
@@ -152,7 +145,6 @@ async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str, known_po
     ),
     responses(
         (status = 200, description = "One page of entries", body = TransactionPage),
-        (status = 404, description = "This program has no points activity for this customer (`CUSTOMER_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -161,12 +153,7 @@ pub async fn transactions(
     ForCustomer { auth, customer_id }: ForCustomer,
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
-    let first_page = page.page_token.as_deref().unwrap_or_default().is_empty();
     let request = model::transactions_request(auth.program(), customer_id, page);
     let reply = state.upstreams.list_transactions(request).await.map_err(points_failed)?;
-    // Every account has at least one entry: an empty first page means no such customer here.
-    if first_page && reply.message.entries.is_empty() {
-        return Err(customer_not_found());
-    }
     Ok(json(&TransactionPage::from(reply.message)))
 }

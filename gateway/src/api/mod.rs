@@ -119,6 +119,7 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/customers/{customer_id}/redemptions", rewards::redeem)
         .add(Method::GET, "/v1/customers/{customer_id}/redemptions", rewards::redemptions)
         .add(Method::GET, "/v1/customers/{customer_id}/referral", referrals::customer_referral)
+        .add(Method::POST, "/v1/customers/{customer_id}/referral", referrals::create_customer_referral_code)
         .add(Method::POST, "/v1/referrals/signups", referrals::signup)
         .add(Method::GET, "/v1/referrals/codes/{code}", referrals::resolve_code)
         // Shop back end: the checkout's vouchers.

@@ -18,7 +18,8 @@ use crate::problem::{Problem, ProblemDocument};
 /// Field names the service prefixes with the message they belong to.
 const SETTINGS_PREFIX: &str = "settings.";
 
-/// The customer's referral code (created on first call, stable afterwards) and how their referrals went.
+/// The customer's referral code, once made, and how their referrals went.
+/// Reading makes nothing: a customer without a code gets none here (see the POST).
 #[utoipa::path(
     get,
     path = "/v1/customers/{customer_id}/referral",
@@ -40,6 +41,37 @@ pub async fn customer_referral(
 ) -> Result<Response, Problem> {
     let request = model::referral_summary_request(auth.program(), &customer_id);
     let reply = state.upstreams.get_referral_summary(request).await.map_err(referral_failed)?;
+    Ok(json(&CustomerReferral::from_proto(customer_id, reply.message)))
+}
+
+/// Makes the customer's referral code, once: later calls answer the same code.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{customer_id}/referral",
+    tag = "referrals",
+    operation_id = "createCustomerReferralCode",
+    security(("api_key" = ["storefront"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "Required on every write; a customer has one code whatever the key"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+    ),
+    responses(
+        (status = 200, description = "The code and its stats", body = CustomerReferral),
+        (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_customer_referral_code(
+    State(state): State<AppState>,
+    ForCustomer { auth, customer_id }: ForCustomer,
+    _key: IdempotencyKey,
+) -> Result<Response, Problem> {
+    let up = &state.upstreams;
+    up.get_or_create_code(model::code_request(auth.program(), &customer_id)).await.map_err(referral_failed)?;
+    let reply = up
+        .get_referral_summary(model::referral_summary_request(auth.program(), &customer_id))
+        .await
+        .map_err(referral_failed)?;
     Ok(json(&CustomerReferral::from_proto(customer_id, reply.message)))
 }
 

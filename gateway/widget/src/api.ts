@@ -98,6 +98,11 @@ export class Gateway {
     return this.call("GET", `/v1/customers/${encodeURIComponent(customer)}/loyalty`);
   }
 
+  /** Makes the customer's referral code (once; later calls answer the same code). */
+  createReferralCode(customer: string): Promise<{ code?: string }> {
+    return this.call("POST", `/v1/customers/${encodeURIComponent(customer)}/referral`, {});
+  }
+
   redeem(customer: string, rewardId: string): Promise<Redemption> {
     return this.call("POST", `/v1/customers/${encodeURIComponent(customer)}/redemptions`, { reward_id: rewardId });
   }

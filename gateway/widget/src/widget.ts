@@ -248,7 +248,35 @@ class LoyaltyWidget extends HTMLElement {
     if (page.tier.available) nodes.push(this.tier(page, t, n));
     nodes.push(this.rewards(page, t, n));
     if (page.referral.available && page.referral.enabled && page.referral.code) nodes.push(this.referral(page, t, n));
+    else if (page.referral.available && !page.referral.code && this.view.program?.referral.enabled) nodes.push(this.referralInvite(t, n));
     return nodes;
+  }
+
+  /** Referrals are on but the customer has no code yet: reading the page made none, a click does. */
+  private referralInvite(t: Strings, n: (v: number) => string): Node {
+    const section = h("section", { "aria-labelledby": "loyalty-referral" }, h("h3", { id: "loyalty-referral" }, t.referralTitle));
+    const offer = this.view.program?.referral;
+    if (offer?.available && offer.enabled) {
+      section.append(h("p", {}, fill(t.referralOffer, { referee: n(offer.referee_points), referrer: n(offer.referrer_points) })));
+    }
+    const button = h("button", { type: "button", class: "secondary", "data-focus": "referral-create" }, t.referralCreate) as HTMLButtonElement;
+    button.addEventListener("click", () => void this.createReferralCode(button));
+    section.append(button);
+    return section;
+  }
+
+  private async createReferralCode(button: HTMLButtonElement) {
+    const customer = this.view.page?.customer_id;
+    if (!customer) return;
+    button.disabled = true;
+    try {
+      await this.gateway().createReferralCode(customer);
+      await this.load(true);
+      (this.root.querySelector('[data-focus="referral-input"]') as HTMLElement | null)?.focus();
+    } catch {
+      this.view = { ...this.view, notice: { key: "unavailable" } };
+      this.render();
+    }
   }
 
   private tier(page: LoyaltyPage, t: Strings, n: (v: number) => string): Node {

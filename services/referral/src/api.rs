@@ -193,10 +193,10 @@ impl ReferralService for ReferralApi {
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.done(DOMAIN)?;
         let store = self.referrals.store();
-        // Independent reads: the code (made on first call) and the stats, at once.
+        // Independent reads, at once. A read makes nothing: no code yet is an empty one.
         let (code, stats) =
-            tokio::join!(store.code_for(&r.program_id, &r.customer_id), store.stats(&r.program_id, &r.customer_id));
-        let ((code, enabled), stats) = (code?, stats?);
+            tokio::join!(store.code_of(&r.program_id, &r.customer_id), store.stats(&r.program_id, &r.customer_id));
+        let ((code, enabled), stats) = (code?.unwrap_or_default(), stats?);
         Ok(Response::new(pb::GetReferralSummaryResponse {
             code: Some(pb::GetOrCreateCodeResponse { code, enabled }),
             stats: Some(stats_to_proto(&stats)),

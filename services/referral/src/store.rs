@@ -124,7 +124,7 @@ impl ReferralStore {
         Ok(stored)
     }
 
-    /// The customer's code and whether it is enabled, created on first call.
+    /// The customer's code and whether it is enabled, created on first call (GetOrCreateCode only).
     pub async fn code_for(&self, program_id: &str, customer_id: &str) -> Result<(String, bool), Error> {
         for _ in 0..8 {
             if let Some(found) = self.code_of(program_id, customer_id).await? {
@@ -146,7 +146,8 @@ impl ReferralStore {
         self.code_of(program_id, customer_id).await?.ok_or_else(|| Error::Corrupt("no free referral code".into()))
     }
 
-    async fn code_of(&self, program_id: &str, customer_id: &str) -> Result<Option<(String, bool)>, Error> {
+    /// The customer's code and whether it is enabled, if one was made.
+    pub async fn code_of(&self, program_id: &str, customer_id: &str) -> Result<Option<(String, bool)>, Error> {
         let row = sqlx::query("SELECT code, enabled FROM referral_codes WHERE program_id = $1 AND customer_id = $2")
             .bind(program_id)
             .bind(customer_id)

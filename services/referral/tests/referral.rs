@@ -283,6 +283,19 @@ async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
         .into_inner();
     assert_eq!(summary.code, Some(pb::GetOrCreateCodeResponse { code, enabled: true }));
     assert_eq!(summary.stats, Some(stats));
+    // Reading makes nothing: a customer without a code stays without one.
+    for _ in 0..2 {
+        let nobody = m
+            .referral
+            .get_referral_summary(pb::GetReferralSummaryRequest {
+                program_id: "shop".into(),
+                customer_id: "nobody-yet".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(nobody.code, Some(pb::GetOrCreateCodeResponse { code: String::new(), enabled: false }));
+    }
     m.stop().await;
 }
 
