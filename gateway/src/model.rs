@@ -1482,12 +1482,23 @@ pub struct RewardBody {
     pub starts_at: Option<String>,
     #[schema(format = DateTime)]
     pub ends_at: Option<String>,
-    /// How long an issued voucher stays valid, in days.
-    #[serde(default)]
+    /// How long an issued voucher stays valid, in days; absent: 90.
+    #[serde(default = "default_voucher_validity_days")]
+    #[schema(default = 90)]
     pub voucher_validity_days: i32,
     /// Give the points back when a voucher expires unused.
     #[serde(default)]
     pub refund_expired: bool,
+}
+
+/// A voucher's life when a reward does not say: about a season.
+fn default_voucher_validity_days() -> i32 {
+    90
+}
+
+/// The referral cap's period when the settings do not say.
+fn default_cap_period_days() -> i32 {
+    30
 }
 
 impl RewardBody {
@@ -2148,10 +2159,12 @@ pub struct ReferralSettingsBody {
     /// The friend's first order must reach this amount to qualify.
     #[serde(default)]
     pub minimum_order_minor: i64,
-    /// At most `cap_count` referrals per referrer per `cap_period_days`; 0: no cap.
+    /// At most `cap_count` referrals per referrer per `cap_period_days`; 0 (the default): no cap.
     #[serde(default)]
     pub cap_count: i32,
-    #[serde(default)]
+    /// The cap's period; absent: 30 days.
+    #[serde(default = "default_cap_period_days")]
+    #[schema(default = 30)]
     pub cap_period_days: i32,
     /// Days from sign-up to the qualifying order.
     pub attribution_window_days: i32,

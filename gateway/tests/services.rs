@@ -53,6 +53,13 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     let refused = h.post(&admin, "/v1/rewards", "reward-3", bad).await;
     refused.problem(422, "INVALID_ARGUMENT");
     assert_eq!(refused.error_fields(), ["voucher_validity_days"]);
+    // A field the schema marks optional takes its documented default when absent.
+    let mut plain = reward("plain", 100);
+    plain.as_object_mut().unwrap().remove("voucher_validity_days");
+    let defaulted = h.post(&admin, "/v1/rewards", "reward-6", plain).await;
+    assert_eq!(defaulted.ok()["voucher_validity_days"], 90, "{:#}", defaulted.body);
+    let plain_id = defaulted.body["reward_id"].as_str().unwrap().to_owned();
+    post_empty(&h, &admin, &format!("/v1/rewards/{plain_id}/archive"), "archive-plain").await.ok();
     let renamed = h.put(&admin, &format!("/v1/rewards/{reward_id}"), "reward-4", reward("5 EUR off", 100)).await;
     assert_eq!(renamed.ok()["name"], "5 EUR off");
     h.put(&admin, "/v1/rewards/no-such-reward", "reward-5", reward("x", 1)).await.problem(404, "REWARD_NOT_FOUND");
@@ -121,7 +128,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     let archived = post_empty(&h, &admin, &format!("/v1/rewards/{expensive_id}/archive"), "archive-1").await;
     assert_eq!(archived.ok()["archived"], true);
     assert_eq!(h.get(&admin, "/v1/rewards").await.body["rewards"].as_array().unwrap().len(), 1);
-    assert_eq!(h.get(&admin, "/v1/rewards?include_archived=true").await.body["rewards"].as_array().unwrap().len(), 2);
+    assert_eq!(h.get(&admin, "/v1/rewards?include_archived=true").await.body["rewards"].as_array().unwrap().len(), 3);
 
     // The loyalty page has every part, the rewards part listing what is redeemable now.
     let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
@@ -154,6 +161,13 @@ async fn an_order_with_a_referral_code_completes_the_referral() {
         "enabled": true, "referrer_points": 500, "referee_points": 200, "minimum_order_minor": 1_000,
         "cap_count": 0, "cap_period_days": 30, "attribution_window_days": 30, "clawback_window_days": 14,
     });
+    // Without the optional cap fields: no cap, over the documented 30 days.
+    let mut uncapped = settings.clone();
+    for field in ["cap_count", "cap_period_days", "minimum_order_minor"] {
+        uncapped.as_object_mut().unwrap().remove(field);
+    }
+    let defaulted = h.put(&admin, "/v1/referrals/settings", "ref-settings-0", uncapped).await;
+    assert_eq!((defaulted.ok()["cap_count"].as_i64(), defaulted.body["cap_period_days"].as_i64()), (Some(0), Some(30)));
     let stored = h.put(&admin, "/v1/referrals/settings", "ref-settings-1", settings.clone()).await;
     assert_eq!(stored.ok()["referrer_points"], 500);
     assert!(stored.body["version"].as_i64().unwrap() > 0);
