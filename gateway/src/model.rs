@@ -336,12 +336,16 @@ pub struct AdjustmentBody {
     pub points: i64,
     /// Why, for the ledger and the audit trail.
     pub reason: String,
-    /// For a positive adjustment: when those points expire (never when absent).
+    /// For a positive adjustment: when those points expire; absent: as the program's expiry
+    /// policy says, unless `never_expires`.
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// For a negative adjustment: allow the balance to go below zero.
     #[serde(default)]
     pub allow_debt: bool,
+    /// For a positive adjustment without `expires_at`: the points never expire, whatever the policy.
+    #[serde(default)]
+    pub never_expires: bool,
 }
 
 impl AdjustmentBody {
@@ -362,6 +366,7 @@ impl AdjustmentBody {
             expires_at,
             allow_debt: self.allow_debt,
             actor,
+            never_expires: self.never_expires,
         })
     }
 }

@@ -220,6 +220,11 @@ async fn admin_manages_rules_campaigns_audit_and_adjustments() {
     let no_reason = h.post(&admin, path, "adjust-4", json!({"points": 5, "reason": " "})).await;
     no_reason.problem(422, "INVALID_ARGUMENT");
     assert_eq!(no_reason.error_fields(), ["reason"]);
+    let kept = h.post(&admin, path, "adjust-5", json!({"points": 5, "reason": "gift", "never_expires": true})).await;
+    assert_eq!(kept.ok()["balance"]["available"], -25);
+    let odd = h.post(&admin, path, "adjust-6", json!({"points": -5, "reason": "x", "never_expires": true})).await;
+    odd.problem(422, "INVALID_ARGUMENT");
+    assert_eq!(odd.error_fields(), ["never_expires"]);
 
     h.stop().await;
 }

@@ -65,10 +65,18 @@ pub enum Command {
         customer_id: String,
         points: i64,
         reason: String,
+        /// As the caller asked; unset: the program's policy, unless `never_expires`.
         expires_at: Option<Micros>,
         allow_debt: bool,
         /// Who made it (an API key id), kept on the entry.
         actor: String,
+        /// Asked for points that never expire; left out of the request's JSON
+        /// when false, so keys saved before the field existed still match.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        never_expires: bool,
+        /// The program's policy for points earned now (see [`Command::Earn`]).
+        #[serde(skip)]
+        policy_expiry: Option<Micros>,
     },
     ActivatePending {
         customer_id: String,
@@ -332,9 +340,9 @@ impl LedgerStore {
                 let lot_id = target_lot.as_deref().expect("reverse resolved its lot");
                 book.reverse(&transaction_id, lot_id, *points, reason).map(|reversed| receipt_points = reversed)
             }
-            Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
+            Command::Adjust { points, reason, expires_at, allow_debt, policy_expiry, .. } => {
                 receipt_points = *points;
-                book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)
+                book.adjust(&transaction_id, *points, reason, expires_at.or(*policy_expiry), *allow_debt)
             }
             Command::ActivatePending { earn_transaction_id, .. } => {
                 book.activate_pending(earn_transaction_id.as_deref()).map(|(ids, points)| {

@@ -81,6 +81,27 @@ async fn an_earn_without_its_own_expiry_follows_the_programs_policy(backend: Bac
     assert!(expiries.contains(&Some(timestamp(T0 + 30 * DAY))), "its own expiry: {expiries:?}");
     assert!(!expiries.contains(&None), "nothing earned here escapes the policy: {expiries:?}");
 
+    // An adjustment too, unless the admin says never.
+    let adjust = |key: &str, points: i64, never_expires: bool| pb::AdjustRequest {
+        program_id: "shop".into(),
+        customer_id: "adi".into(),
+        points,
+        reason: "goodwill".into(),
+        idempotency_key: key.into(),
+        expires_at: None,
+        allow_debt: false,
+        actor: "admin@shop".into(),
+        never_expires,
+    };
+    h.client.adjust(adjust("a-policy", 40, false)).await.expect("adjusted");
+    h.client.adjust(adjust("a-never", 60, true)).await.expect("adjusted");
+    let mut adjusted: Vec<_> =
+        h.all_entries("shop", "adi").await.into_iter().map(|e| (e.points, e.expires_at)).collect();
+    adjusted.sort_by_key(|(points, _)| *points);
+    assert_eq!(adjusted, [(40, Some(timestamp(T0 + 365 * DAY))), (60, None)]);
+    let refused = h.client.adjust(adjust("a-bad", -5, true)).await.unwrap_err();
+    assert_eq!(refused.get_error_details().bad_request().unwrap().field_violations[0].field, "never_expires");
+
     let never = Some(pb::ExpiryPolicy { kind: pb::ExpiryPolicyKind::Never as i32, count: 0 });
     put_settings(&mut h, "shop", pb::ProgramSettings { expiry: never, ..shop_settings() }, "s-never").await;
     let replay = h.client.earn(earn("by-policy", None)).await.expect("a replay, not a reused key");

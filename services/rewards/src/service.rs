@@ -341,6 +341,8 @@ async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic
         expires_at: None,
         allow_debt: false,
         actor: if task.actor.is_empty() { "service:rewards".into() } else { task.actor.clone() },
+        // Points given back follow the program's expiry policy, like every earned point.
+        never_expires: false,
     };
     client.adjust(request).await.map(drop)
 }

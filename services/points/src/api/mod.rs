@@ -190,7 +190,18 @@ impl PointsService for PointsApi {
         if r.points < 0 && expires_at.is_some() {
             check.add(Err(FieldViolation::new("expires_at", "only applies to a positive adjustment")));
         }
+        if r.never_expires && (r.points < 0 || expires_at.is_some()) {
+            check.add(Err(FieldViolation::new(
+                "never_expires",
+                "only applies to a positive adjustment without expires_at",
+            )));
+        }
         check.done(DOMAIN)?;
+        // Points given without an expiry of their own follow the program's policy, unless the admin says never.
+        let policy_expiry = match (r.points > 0 && expires_at.is_none() && !r.never_expires, self.ledger.now()) {
+            (true, now) => self.ledger.programs().settings(&r.program_id).await?.expires_at(now),
+            (false, _) => None,
+        };
         let command = Command::Adjust {
             customer_id: r.customer_id,
             points: r.points,
@@ -198,6 +209,8 @@ impl PointsService for PointsApi {
             expires_at,
             allow_debt: r.allow_debt,
             actor,
+            never_expires: r.never_expires,
+            policy_expiry,
         };
         let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
         let receipt = &execution.receipt;

@@ -597,8 +597,8 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
             book.spend(&transaction_id, *points, reason)?;
             *points
         }
-        Command::Adjust { points, reason, expires_at, allow_debt, .. } => {
-            book.adjust(&transaction_id, *points, reason, *expires_at, *allow_debt)?;
+        Command::Adjust { points, reason, expires_at, allow_debt, policy_expiry, .. } => {
+            book.adjust(&transaction_id, *points, reason, expires_at.or(*policy_expiry), *allow_debt)?;
             *points
         }
         Command::OrderEarn { order, points, breakdown: priced, pending_until, expires_at } => {
