@@ -102,6 +102,37 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
+/// A transaction of a test's own that keeps writers waiting until released:
+/// on PostgreSQL the one row `program_id`/`customer_id` of `table` is locked
+/// (`FOR UPDATE`), on SQLite (one writer at a time) every write waits.
+pub struct WriteHold(sqlx::AnyConnection);
+
+impl WriteHold {
+    pub async fn row(database_url: &str, table: &str, program_id: &str, customer_id: &str) -> Self {
+        use sqlx::Connection;
+        install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(database_url).await.expect("test connection");
+        if database_url.starts_with("sqlite:") {
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut conn).await.expect("the write lock");
+        } else {
+            sqlx::raw_sql("BEGIN").execute(&mut conn).await.expect("a transaction");
+            let sql = format!("SELECT 1 FROM {table} WHERE program_id = $1 AND customer_id = $2 FOR UPDATE");
+            let held = sqlx::query(AssertSqlSafe(sql))
+                .bind(program_id)
+                .bind(customer_id)
+                .fetch_all(&mut conn)
+                .await
+                .expect("the row lock");
+            assert_eq!(held.len(), 1, "{table} holds ({program_id}, {customer_id}) before it is held");
+        }
+        Self(conn)
+    }
+
+    pub async fn release(mut self) {
+        sqlx::raw_sql("COMMIT").execute(&mut self.0).await.expect("the holding transaction ends");
+    }
+}
+
 /// A TCP proxy that can cut every connection and refuse new ones, to take
 /// a dependency (Redis, a peer service) away without touching the server itself.
 pub struct CuttableProxy {

@@ -28,7 +28,7 @@ use loyalty_common::clock::Micros;
 use loyalty_common::metrics::Metrics;
 use loyalty_common::shutdown::ShutdownSignal;
 
-use crate::domain::Balance;
+use crate::domain::{Account, Balance};
 use crate::store::{CacheDoubt, CacheDoubts};
 
 /// How often each replica reads the doubts.
@@ -293,6 +293,25 @@ pub struct AccountBalance {
     pub balance: Balance,
 }
 
+impl AccountBalance {
+    pub fn of(account: &Account) -> Self {
+        Self {
+            program_id: account.program_id.clone(),
+            customer_id: account.customer_id.clone(),
+            balance: account.balance(),
+        }
+    }
+
+    /// The doubt that Redis may hold something older than this balance.
+    fn doubt(&self) -> CacheDoubt {
+        CacheDoubt {
+            program_id: self.program_id.clone(),
+            customer_id: self.customer_id.clone(),
+            version: self.balance.version,
+        }
+    }
+}
+
 /// What [`RedisCache::register`] found.
 enum Registered {
     /// Every replica knows of the doubt from then on.
@@ -369,11 +388,7 @@ impl RedisCache {
         let doubts = balances
             .iter()
             .map(|b| {
-                let doubt = CacheDoubt {
-                    program_id: b.program_id.clone(),
-                    customer_id: b.customer_id.clone(),
-                    version: b.balance.version,
-                };
+                let doubt = b.doubt();
                 self.register(&self.key(&b.program_id, &b.customer_id), &doubt);
                 doubt
             })

@@ -20,7 +20,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
 use crate::cache::{AccountBalance, BalanceCache};
-use crate::domain::{Account, Balance, MAX_POINTS_PER_COMMAND, RuleViolation};
+use crate::domain::{Account, Balance, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
 use crate::error::Error;
 use crate::program::ProgramStore;
 use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
@@ -111,14 +111,7 @@ impl Readers {
         if wake_publisher {
             self.publish_now.notify_one();
         }
-        let balances: Vec<AccountBalance> = latest
-            .into_values()
-            .map(|a| AccountBalance {
-                program_id: a.program_id.clone(),
-                customer_id: a.customer_id.clone(),
-                balance: a.balance(),
-            })
-            .collect();
+        let balances: Vec<AccountBalance> = latest.into_values().map(AccountBalance::of).collect();
         self.cache.put_committed(&balances).await
     }
 
@@ -367,12 +360,7 @@ impl Ledger {
             if !customer_id.is_empty()
                 && let Some(account) = self.store.account(program_id, customer_id).await?
             {
-                let balance = AccountBalance {
-                    program_id: program_id.to_owned(),
-                    customer_id: customer_id.clone(),
-                    balance: account.balance(),
-                };
-                self.readers.cache.put(balance).await;
+                self.readers.cache.put(AccountBalance::of(&account)).await;
             }
         } else if let Some(doubt) = &execution.cache_doubt {
             self.readers.cache.confirm(doubt).await;
@@ -403,11 +391,7 @@ impl Ledger {
     }
 
     /// Activates and expires what is due on one account, and tells the readers.
-    async fn settle(
-        self: &Arc<Self>,
-        program_id: &str,
-        customer_id: &str,
-    ) -> Result<(Account, crate::domain::Settlement), Error> {
+    async fn settle(self: &Arc<Self>, program_id: &str, customer_id: &str) -> Result<(Account, Settlement), Error> {
         let (program, customer) = (program_id.to_owned(), customer_id.to_owned());
         let (account, settlement, doubts) = self
             .detached(move |ledger| async move {

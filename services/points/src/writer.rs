@@ -17,7 +17,6 @@
 //! caller has gone is dropped before its batch starts, never after.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-
 use std::sync::Arc;
 
 use futures::StreamExt;

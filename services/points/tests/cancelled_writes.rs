@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::Connection;
 use tonic::Code;
 
-use loyalty_common::testing;
+use loyalty_common::testing::{self, WriteHold};
 use loyalty_proto::points::v1 as pb;
 use support::{Backend, Harness, Options};
 
@@ -37,44 +37,9 @@ fn redis_options(write_workers: usize) -> Options {
     Options { redis_url: Some(testing::redis_url()), write_workers, ..Options::default() }
 }
 
-/// A transaction of the test's own that keeps every write to one account
-/// (PostgreSQL) or every write at all (SQLite) waiting until released.
-enum Hold {
-    Postgres(sqlx::PgConnection),
-    Sqlite(sqlx::SqliteConnection),
-}
-
-impl Hold {
-    async fn account(h: &Harness, backend: Backend, customer: &str) -> Self {
-        match backend {
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(h.database_url()).await.expect("test connection");
-                sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
-                let locked =
-                    sqlx::query("SELECT 1 FROM accounts WHERE program_id = $1 AND customer_id = $2 FOR UPDATE")
-                        .bind(PROGRAM)
-                        .bind(customer)
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
-                assert_eq!(locked.len(), 1, "the account exists before it is held");
-                Self::Postgres(conn)
-            }
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(h.database_url()).await.expect("test connection");
-                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
-                Self::Sqlite(conn)
-            }
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            Self::Postgres(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut conn).await.map(drop),
-            Self::Sqlite(mut conn) => sqlx::raw_sql("COMMIT").execute(&mut conn).await.map(drop),
-        }
-        .expect("the holding transaction ends");
-    }
+/// Keeps writes to the customer's account waiting (every write, on SQLite).
+async fn hold(h: &Harness, customer: &str) -> WriteHold {
+    WriteHold::row(h.database_url(), "accounts", PROGRAM, customer).await
 }
 
 /// Sends `request` with a short deadline while the account is held, so the
@@ -82,7 +47,6 @@ impl Hold {
 /// and returns once it committed (its key's result is saved).
 async fn cancelled<T, R>(
     h: &Harness,
-    backend: Backend,
     customer: &str,
     key: &str,
     request: T,
@@ -91,7 +55,7 @@ async fn cancelled<T, R>(
         tonic::Request<T>,
     ) -> Result<R, tonic::Status>,
 ) {
-    let hold = Hold::account(h, backend, customer).await;
+    let hold = hold(h, customer).await;
     let mut client = h.client().await;
     let mut request = tonic::Request::new(request);
     request.set_timeout(SHORT_DEADLINE);
@@ -148,7 +112,7 @@ async fn earn_cancelled_then_retried(backend: Backend, write_workers: usize) {
     h.earn(PROGRAM, "ada", 100, "first").await;
     assert_eq!(h.balance(PROGRAM, "ada").await.available, 100);
 
-    cancelled(&h, backend, "ada", "second", earn_request("ada", 50, "second"), async |c, r| c.earn(r).await).await;
+    cancelled(&h, "ada", "second", earn_request("ada", 50, "second"), async |c, r| c.earn(r).await).await;
     let retried = h.client.earn(earn_request("ada", 50, "second")).await.expect("retry answers");
     assert!(replayed(&retried), "the cancelled call had committed; its retry is a replay");
     assert_eq!(h.balance(PROGRAM, "ada").await.available, 150, "the read after the acknowledged retry");
@@ -169,7 +133,7 @@ async fn a_batched_spend_cancelled_after_its_commit_is_read_back_at_once(backend
     h.earn(PROGRAM, "bo", 100, "earn").await;
     assert_eq!(h.balance(PROGRAM, "bo").await.available, 100);
 
-    cancelled(&h, backend, "bo", "spend", spend_request("bo", 30, "spend"), async |c, r| c.spend(r).await).await;
+    cancelled(&h, "bo", "spend", spend_request("bo", 30, "spend"), async |c, r| c.spend(r).await).await;
     let retried = h.client.spend(spend_request("bo", 30, "spend")).await.expect("retry answers");
     assert!(replayed(&retried), "the cancelled call had committed; its retry is a replay");
     assert_eq!(h.balance(PROGRAM, "bo").await.available, 70);
@@ -215,7 +179,7 @@ async fn an_activity_cancelled_after_its_commit_is_read_back_at_once(backend: Ba
         activity_ref: "review-1".into(),
         idempotency_key: "review-1".into(),
     };
-    cancelled(&h, backend, "cy", "review-1", activity(), async |c, r| c.record_activity(r).await).await;
+    cancelled(&h, "cy", "review-1", activity(), async |c, r| c.record_activity(r).await).await;
     let retried = h.client.record_activity(activity()).await.expect("retry answers");
     assert!(replayed(&retried), "the cancelled call had committed; its retry is a replay");
     assert_eq!(h.balance(PROGRAM, "cy").await.available, 125);
@@ -236,7 +200,7 @@ async fn a_burst_beyond_the_write_queue_is_refused_cleanly(backend: Backend) {
     let mut h = Harness::start_with(backend, options).await;
     h.earn(PROGRAM, "held", 10, "held-0").await;
 
-    let hold = Hold::account(&h, backend, "held").await;
+    let hold = hold(&h, "held").await;
     let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
     let send = |customer: String| {
         let mut client = h.client.clone();

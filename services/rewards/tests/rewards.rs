@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use loyalty_common::clock::{Clock, ManualClock, Micros};
 use loyalty_common::db;
-use loyalty_common::testing::{CuttableProxy, TestDatabase, unique_suffix};
+use loyalty_common::testing::{CuttableProxy, TestDatabase, WriteHold, unique_suffix};
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -259,21 +259,7 @@ async fn a_redeem_cancelled_after_its_spend_is_read_back_at_once(backend: Backen
     m.earn("gil", 1_200).await;
     assert_eq!(m.available("gil").await, 1_200);
 
-    let mut hold = sqlx::AnyConnection::connect(&m.points_url).await.unwrap();
-    match backend {
-        Backend::Postgres => {
-            sqlx::raw_sql("BEGIN").execute(&mut hold).await.unwrap();
-            let held =
-                sqlx::query("SELECT 1 FROM accounts WHERE program_id = 'shop' AND customer_id = 'gil' FOR UPDATE")
-                    .fetch_all(&mut hold)
-                    .await
-                    .unwrap();
-            assert_eq!(held.len(), 1);
-        }
-        Backend::Sqlite => {
-            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut hold).await.unwrap();
-        }
-    }
+    let hold = WriteHold::row(&m.points_url, "accounts", "shop", "gil").await;
     let redeem = || pb::RedeemRequest {
         program_id: "shop".into(),
         customer_id: "gil".into(),
@@ -284,13 +270,14 @@ async fn a_redeem_cancelled_after_its_spend_is_read_back_at_once(backend: Backen
     request.set_timeout(Duration::from_millis(300));
     let status = m.rewards.clone().redeem(request).await.expect_err("the held spend cannot answer in time");
     assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
-    sqlx::raw_sql("COMMIT").execute(&mut hold).await.unwrap();
+    hold.release().await;
+    let mut points_db = sqlx::AnyConnection::connect(&m.points_url).await.unwrap();
     for attempt in 0.. {
         let spent: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM idempotency_keys WHERE program_id = 'shop' AND method = 'Spend' \
              AND response IS NOT NULL",
         )
-        .fetch_one(&mut hold)
+        .fetch_one(&mut points_db)
         .await
         .unwrap();
         if spent > 0 {

@@ -334,10 +334,9 @@ impl Ladder {
         self.tiers.iter().filter(|t| !t.hidden && t.threshold <= qualifying).max_by_key(|t| t.threshold)
     }
 
-    /// The lowest visible tier above `tier_id` (or above nothing).
-    pub fn next_above(&self, tier_id: &str) -> Option<&Tier> {
-        let floor = self.tier(tier_id).filter(|t| !t.hidden).map(|t| t.threshold);
-        self.tiers.iter().filter(|t| !t.hidden && floor.is_none_or(|f| t.threshold > f)).min_by_key(|t| t.threshold)
+    /// The lowest visible tier whose threshold is above `floor` points.
+    pub fn next_above(&self, floor: i64) -> Option<&Tier> {
+        self.tiers.iter().filter(|t| !t.hidden && t.threshold > floor).min_by_key(|t| t.threshold)
     }
 
     /// First instant counted in the window at `now`; `None` for lifetime.
@@ -451,15 +450,11 @@ fn next_review(ladder: &Ladder, member: &Membership, qualifying: Qualifying, now
 
 /// The qualifying points still needed for the next visible tier.
 pub fn progress<'a>(ladder: &'a Ladder, member: &Membership) -> Option<(&'a Tier, i64)> {
-    let on_ladder = ladder.tier(&member.tier_id).is_some_and(|t| !t.hidden);
-    let next = if on_ladder {
-        ladder.next_above(&member.tier_id)?
-    } else {
-        // A hidden (assigned) tier, or none yet, is off the ladder: progress
-        // counts from the tier the points reach, so it is never "0 more
-        // points to reach" a tier the points already reach.
-        ladder.tiers.iter().filter(|t| !t.hidden && t.threshold > member.qualifying).min_by_key(|t| t.threshold)?
-    };
+    // A hidden (assigned) tier, or none yet, is off the ladder: progress
+    // counts from the points, so it is never "0 more points to reach" a
+    // tier the points already reach.
+    let floor = ladder.tier(&member.tier_id).filter(|t| !t.hidden).map_or(member.qualifying, |t| t.threshold);
+    let next = ladder.next_above(floor)?;
     Some((next, (next.threshold - member.qualifying).max(0)))
 }
 

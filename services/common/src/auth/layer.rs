@@ -110,13 +110,13 @@ impl Guard {
             return Ok(request);
         }
         let path = request.uri().path();
-        if route.access.is_none() {
+        let Some(access) = route.access else {
             // Another service's RPC (or none at all): not a question of credentials.
             return Err(Status::unimplemented(format!(
                 "{path} is not served here; this port serves {}",
                 self.policy.service
             )));
-        }
+        };
         let Checks::Required { keys, services } = &self.security.checks else {
             request.extensions_mut().insert(Caller::Unchecked);
             return Ok(request);
@@ -138,20 +138,19 @@ impl Guard {
                 Status::unavailable("cannot check the API key, retry later")
             }
         })?;
-        match route.access {
-            None => unreachable!("unknown paths were refused above"),
-            Some(Access::Internal) => {
+        match access {
+            Access::Internal => {
                 return Err(Status::permission_denied(format!(
                     "{path} is internal: only the loyalty services may call it"
                 )));
             }
-            Some(Access::Key(needed)) if !key.scope.allows(needed) => {
+            Access::Key(needed) if !key.scope.allows(needed) => {
                 return Err(Status::permission_denied(format!(
                     "{path} needs a key with the {needed} scope; this key has {}",
                     key.scope
                 )));
             }
-            Some(Access::Key(_)) => {}
+            Access::Key(_) => {}
         }
         let (parts, body) = request.into_parts();
         let (first, rest) = first_message(body).await?;

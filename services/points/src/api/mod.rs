@@ -50,6 +50,12 @@ impl PointsApi {
         let execution = self.ledger.execute(program_id, key, command).await?;
         Ok(execution)
     }
+
+    /// When points earned now expire under the program's policy: what a
+    /// write that gives points without an expiry of its own means.
+    async fn policy_expiry(&self, program_id: &str) -> Result<Option<Micros>, Status> {
+        Ok(self.ledger.programs().settings(program_id).await?.expires_at(self.ledger.now()))
+    }
 }
 
 /// The points service's own checks on top of the shared ones.
@@ -101,11 +107,7 @@ impl PointsService for PointsApi {
         let pending_until = check.timestamp("pending_until", r.pending_until.as_ref(), now);
         let expires_at = check.timestamp("expires_at", r.expires_at.as_ref(), now);
         check.done(DOMAIN)?;
-        // Points earned without an expiry of their own follow the program's policy.
-        let policy_expiry = match expires_at {
-            Some(_) => None,
-            None => self.ledger.programs().settings(&r.program_id).await?.expires_at(now),
-        };
+        let policy_expiry = if expires_at.is_none() { self.policy_expiry(&r.program_id).await? } else { None };
         let command = Command::Earn {
             customer_id: r.customer_id,
             points: r.points,
@@ -197,11 +199,8 @@ impl PointsService for PointsApi {
             )));
         }
         check.done(DOMAIN)?;
-        // Points given without an expiry of their own follow the program's policy, unless the admin says never.
-        let policy_expiry = match (r.points > 0 && expires_at.is_none() && !r.never_expires, self.ledger.now()) {
-            (true, now) => self.ledger.programs().settings(&r.program_id).await?.expires_at(now),
-            (false, _) => None,
-        };
+        let by_policy = r.points > 0 && expires_at.is_none() && !r.never_expires;
+        let policy_expiry = if by_policy { self.policy_expiry(&r.program_id).await? } else { None };
         let command = Command::Adjust {
             customer_id: r.customer_id,
             points: r.points,
