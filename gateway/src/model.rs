@@ -573,6 +573,9 @@ pub enum EntryKind {
     Adjust,
     Activate,
     Expire,
+    /// A spend given back (an unused voucher cancelled): the points return
+    /// with their own expiry and count as neither earned nor spent.
+    Restore,
     Unknown,
 }
 
@@ -622,6 +625,7 @@ impl From<pb::ListTransactionsResponse> for TransactionPage {
                     Ok(pb::EntryKind::Adjust) => EntryKind::Adjust,
                     Ok(pb::EntryKind::Activate) => EntryKind::Activate,
                     Ok(pb::EntryKind::Expire) => EntryKind::Expire,
+                    Ok(pb::EntryKind::Restore) => EntryKind::Restore,
                     Ok(pb::EntryKind::Unspecified) | Err(_) => EntryKind::Unknown,
                 },
                 created_at: time_out(e.created_at.as_ref()),

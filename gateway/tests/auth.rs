@@ -486,7 +486,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .await
         .unwrap()
         .into_inner();
-    let refund = history.entries.iter().find(|e| e.kind == points::EntryKind::Adjust as i32).expect("refunded");
+    let refund = history.entries.iter().find(|e| e.kind == points::EntryKind::Restore as i32).expect("refunded");
     assert_eq!((refund.points, refund.actor.as_str()), (200, format!("api-key:{}", admin_key.key_id).as_str()));
     mesh.stop().await;
 }

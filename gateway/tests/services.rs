@@ -120,9 +120,15 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     let second = h.post_for(&storefront, &anna, path, "redeem-3", json!({"reward_id": reward_id})).await;
     let second_id = second.ok()["redemption_id"].as_str().unwrap().to_owned();
     assert_eq!(available_points(&h, &storefront, "anna").await, 50);
+    let earned = |page: &Answer| page.body["points"]["lifetime_earned"].clone();
+    let before = earned(&h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await);
     let cancelled = post_empty(&h, &admin, &format!("/v1/redemptions/{second_id}/cancel"), "cancel-1").await;
     assert_eq!(cancelled.ok()["status"], "cancelled");
     assert_eq!(available_points(&h, &storefront, "anna").await, 150);
+    // The cancel gave the spend back: nothing more was earned, and the ledger says so.
+    assert_eq!(earned(&h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await), before);
+    let history = h.get(&server, "/v1/customers/anna/transactions").await;
+    assert_eq!(history.ok()["entries"][0]["kind"], "restore", "{:#}", history.body);
 
     // Archived rewards leave the catalog.
     let archived = post_empty(&h, &admin, &format!("/v1/rewards/{expensive_id}/archive"), "archive-1").await;

@@ -25,6 +25,8 @@ pub enum EntryKind {
     Adjust,
     Activate,
     Expire,
+    /// A spend given back (a voucher cancelled, a redemption that failed).
+    Restore,
 }
 
 impl EntryKind {
@@ -36,6 +38,7 @@ impl EntryKind {
             Self::Adjust => "ADJUST",
             Self::Activate => "ACTIVATE",
             Self::Expire => "EXPIRE",
+            Self::Restore => "RESTORE",
         }
     }
 
@@ -47,6 +50,7 @@ impl EntryKind {
             "ADJUST" => Self::Adjust,
             "ACTIVATE" => Self::Activate,
             "EXPIRE" => Self::Expire,
+            "RESTORE" => Self::Restore,
             _ => return None,
         })
     }
@@ -153,6 +157,23 @@ pub struct NewEntry {
     pub related_transaction_id: String,
     pub pending_until: Option<Micros>,
     pub expires_at: Option<Micros>,
+    /// For a spend: the lots it drew from, so that giving it back can put
+    /// the points where they came from.
+    pub draws: Vec<Draw>,
+}
+
+/// Points a spend took from one lot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draw {
+    pub lot_id: String,
+    pub points: i64,
+}
+
+impl NewEntry {
+    /// The draws as stored with the entry: empty for anything but a spend.
+    pub fn draws_text(&self) -> String {
+        if self.draws.is_empty() { String::new() } else { serde_json::to_string(&self.draws).expect("draws serialise") }
+    }
 }
 
 /// A refusal under the ledger's rules.
@@ -172,6 +193,8 @@ pub enum RuleViolation {
     ActivityCapReached { activity_type: String, limit: String },
     #[error("orders in {got} are not accepted; this program counts in {expected}")]
     CurrencyMismatch { expected: String, got: String },
+    #[error("spend {spend} was already given back by {restore}")]
+    AlreadyRestored { spend: String, restore: String },
     #[error("{field}: {description}")]
     InvalidField { field: &'static str, description: String },
 }
@@ -219,6 +242,15 @@ impl AccountBook {
         for i in due {
             result.points_activated += self.activate_lot(i, "pending period ended");
         }
+        result.points_expired = self.expire_due();
+        result
+    }
+
+    /// Expires what is left of the loaded active lots past their expiry;
+    /// returns the points expired.
+    fn expire_due(&mut self) -> i64 {
+        let now = self.now;
+        let mut points_expired = 0;
         let mut expiring: Vec<usize> = (0..self.lots.len())
             .filter(|&i| {
                 let lot = &self.lots[i];
@@ -236,7 +268,7 @@ impl AccountBook {
             let expires_at = lot.expires_at;
             self.account.available -= points;
             self.account.expired += points;
-            result.points_expired += points;
+            points_expired += points;
             self.entries.push(NewEntry {
                 transaction_id: new_transaction_id(),
                 kind: EntryKind::Expire,
@@ -247,9 +279,10 @@ impl AccountBook {
                 related_transaction_id: lot_id,
                 pending_until: None,
                 expires_at,
+                draws: Vec::new(),
             });
         }
-        result
+        points_expired
     }
 
     /// Adds a lot; pending when `pending_until` lies in the future.
@@ -278,24 +311,8 @@ impl AccountBook {
         }
         let pending_until = pending_until.filter(|&at| at > self.now);
         let active = pending_until.is_none();
-        self.lots.push(PointLot {
-            lot_id: transaction_id.to_owned(),
-            original: points,
-            remaining: points,
-            consumed: 0,
-            expired: 0,
-            reversed: 0,
-            expired_reversed: 0,
-            active: false,
-            pending_until,
-            expires_at,
-            earned_at: self.now,
-            dirty: true,
-            is_new: true,
-        });
+        let index = self.add_lot(transaction_id, points, pending_until, expires_at);
         self.account.lifetime_earned += points;
-        self.account.pending += points;
-        let index = self.lots.len() - 1;
         self.entries.push(NewEntry {
             transaction_id: transaction_id.to_owned(),
             kind,
@@ -306,6 +323,7 @@ impl AccountBook {
             related_transaction_id: String::new(),
             pending_until,
             expires_at,
+            draws: Vec::new(),
         });
         if active {
             // Same arithmetic as an activation, folded into the earn's own entry.
@@ -322,12 +340,50 @@ impl AccountBook {
         if self.account.available < points {
             return Err(RuleViolation::InsufficientPoints { available: self.account.available, requested: points });
         }
-        let taken = self.consume_fifo(points);
-        debug_assert_eq!(taken, points, "available covered the spend");
+        let draws = self.consume_fifo(points);
+        debug_assert_eq!(drawn(&draws), points, "available covered the spend");
         self.account.available -= points;
         self.account.spent += points;
         self.push_simple(transaction_id, EntryKind::Spend, -points, reason, "");
+        self.entries.last_mut().expect("entry just pushed").draws = draws;
         Ok(())
+    }
+
+    /// Gives a spend back: each lot it drew from gets its points back, with
+    /// its own expiry (what expired meanwhile expires again at once, in an
+    /// EXPIRE entry of its own), repaying any debt first. Nothing counts as
+    /// earned; `spent` shrinks by what comes back. A spend recorded before
+    /// draws were kept (`draws` empty) comes back as one new lot expiring at
+    /// `legacy_expires_at`. Returns the points given back.
+    pub fn restore(
+        &mut self,
+        transaction_id: &str,
+        spend_id: &str,
+        spent: i64,
+        draws: &[Draw],
+        reason: &str,
+        legacy_expires_at: Option<Micros>,
+    ) -> i64 {
+        self.account.spent -= spent;
+        self.push_simple(transaction_id, EntryKind::Restore, spent, reason, spend_id);
+        if draws.is_empty() {
+            let index = self.add_lot(transaction_id, spent, None, legacy_expires_at);
+            self.make_active(index);
+            return spent;
+        }
+        for draw in draws {
+            let index = self.lot_index(&draw.lot_id).expect("the store loads the lots a spend drew from");
+            let lot = &mut self.lots[index];
+            lot.remaining += draw.points;
+            lot.consumed -= draw.points;
+            lot.dirty = true;
+        }
+        self.account.available += spent;
+        self.expire_due();
+        // With a debt no other active lot has points left: this takes from the restored ones.
+        let repaid = drawn(&self.consume_fifo(self.account.debt));
+        self.account.debt -= repaid;
+        spent
     }
 
     /// Admin correction. Positive adds an active lot; negative consumes like a
@@ -347,7 +403,7 @@ impl AccountBook {
         if !allow_debt && self.account.available < amount {
             return Err(RuleViolation::InsufficientPoints { available: self.account.available, requested: amount });
         }
-        let taken = self.consume_fifo(amount);
+        let taken = drawn(&self.consume_fifo(amount));
         self.account.debt += amount - taken;
         self.account.available -= amount;
         self.push_simple(transaction_id, EntryKind::Adjust, points, reason, "");
@@ -382,7 +438,7 @@ impl AccountBook {
             let from_expired = rest.min(lot.expired - lot.expired_reversed);
             lot.expired_reversed += from_expired;
             let from_balance = rest - from_expired;
-            let taken = self.consume_fifo(from_balance);
+            let taken = drawn(&self.consume_fifo(from_balance));
             self.account.debt += from_balance - taken;
             let delta = from_lot + from_balance;
             self.account.available -= delta;
@@ -402,6 +458,7 @@ impl AccountBook {
             related_transaction_id: lot_id.to_owned(),
             pending_until: None,
             expires_at: None,
+            draws: Vec::new(),
         });
         Ok(requested)
     }
@@ -481,8 +538,36 @@ impl AccountBook {
             related_transaction_id: lot_id,
             pending_until: None,
             expires_at: None,
+            draws: Vec::new(),
         });
         points
+    }
+
+    /// A new lot of `points`, pending for now (see [`Self::make_active`]).
+    fn add_lot(
+        &mut self,
+        lot_id: &str,
+        points: i64,
+        pending_until: Option<Micros>,
+        expires_at: Option<Micros>,
+    ) -> usize {
+        self.lots.push(PointLot {
+            lot_id: lot_id.to_owned(),
+            original: points,
+            remaining: points,
+            consumed: 0,
+            expired: 0,
+            reversed: 0,
+            expired_reversed: 0,
+            active: false,
+            pending_until,
+            expires_at,
+            earned_at: self.now,
+            dirty: true,
+            is_new: true,
+        });
+        self.account.pending += points;
+        self.lots.len() - 1
     }
 
     /// Moves a pending lot's points to available, repaying any debt first.
@@ -499,12 +584,14 @@ impl AccountBook {
         self.account.debt -= repay;
     }
 
-    /// Takes up to `points` from active lots, earliest expiry first; returns what it took.
-    fn consume_fifo(&mut self, points: i64) -> i64 {
+    /// Takes up to `points` from active lots, earliest expiry first; returns
+    /// what it took from which lot.
+    fn consume_fifo(&mut self, points: i64) -> Vec<Draw> {
         let mut order: Vec<usize> =
             (0..self.lots.len()).filter(|&i| self.lots[i].active && self.lots[i].remaining > 0).collect();
         order.sort_by_key(|&i| self.lots[i].spend_order());
         let mut left = points;
+        let mut draws = Vec::new();
         for i in order {
             if left == 0 {
                 break;
@@ -515,8 +602,9 @@ impl AccountBook {
             lot.consumed += take;
             lot.dirty = true;
             left -= take;
+            draws.push(Draw { lot_id: lot.lot_id.clone(), points: take });
         }
-        points - left
+        draws
     }
 
     fn push_simple(&mut self, transaction_id: &str, kind: EntryKind, points: i64, reason: &str, related: &str) {
@@ -530,8 +618,14 @@ impl AccountBook {
             related_transaction_id: related.to_owned(),
             pending_until: None,
             expires_at: None,
+            draws: Vec::new(),
         });
     }
+}
+
+/// The points a list of draws took.
+fn drawn(draws: &[Draw]) -> i64 {
+    draws.iter().map(|d| d.points).sum()
 }
 
 fn min_opt(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
@@ -683,6 +777,58 @@ mod tests {
     }
 
     #[test]
+    fn a_spend_given_back_returns_to_its_lots_with_their_expiry_and_is_not_earned() {
+        let mut b = book();
+        let soon = earn(&mut b, 100, Some(10));
+        let late = earn(&mut b, 100, Some(60));
+        b.spend("s", 150, "reward").unwrap();
+        let draws = b.entries.last().unwrap().draws.clone();
+        assert_eq!(draws, [Draw { lot_id: soon.clone(), points: 100 }, Draw { lot_id: late.clone(), points: 50 }]);
+        // The first lot's date passes before the voucher is cancelled.
+        b.now += 11 * MICROS_PER_DAY;
+        b.settle();
+        assert_eq!(b.restore("r", "s", 150, &draws, "voucher cancelled", None), 150);
+        let remaining = |b: &AccountBook, id: &str| b.lots[b.lot_index(id).unwrap()].remaining;
+        assert_eq!((remaining(&b, &soon), remaining(&b, &late)), (0, 100), "the expired lot's part expired again");
+        assert_eq!((b.account.available, b.account.spent, b.account.expired), (100, 0, 100));
+        assert_eq!(b.account.lifetime_earned, 200, "nothing earned by a restore");
+        let kinds: Vec<_> = b.entries.iter().skip(3).map(|e| (e.kind, e.points)).collect();
+        assert_eq!(kinds, [(EntryKind::Restore, 150), (EntryKind::Expire, -100)]);
+        b.finish();
+        assert_eq!((b.account.next_expiry_at, b.account.next_expiry_points), (Some(T0 + 60 * MICROS_PER_DAY), 100));
+        let entries = b.entries.clone();
+        check(&b, &entries);
+    }
+
+    #[test]
+    fn a_spend_given_back_repays_a_debt_first() {
+        let mut b = book();
+        let e = earn(&mut b, 100, None);
+        b.spend("s", 60, "reward").unwrap();
+        let draws = b.entries.last().unwrap().draws.clone();
+        b.reverse("r", &e, None, "refund").unwrap();
+        assert_eq!((b.account.available, b.account.debt), (-60, 60));
+        b.restore("g", "s", 60, &draws, "voucher cancelled", None);
+        assert_eq!((b.account.available, b.account.debt, b.account.spent), (0, 0, 0));
+        let entries = b.entries.clone();
+        check(&b, &entries);
+    }
+
+    #[test]
+    fn a_spend_recorded_without_draws_comes_back_as_a_lot_of_its_own() {
+        let mut b = book();
+        earn(&mut b, 100, None);
+        b.spend("s", 40, "reward").unwrap();
+        let expiry = Some(T0 + 365 * MICROS_PER_DAY);
+        b.restore("g", "s", 40, &[], "voucher cancelled", expiry);
+        let lot = &b.lots[b.lot_index("g").unwrap()];
+        assert_eq!((lot.remaining, lot.expires_at, lot.active), (40, expiry, true));
+        assert_eq!((b.account.available, b.account.spent, b.account.lifetime_earned), (100, 0, 100));
+        let entries = b.entries.clone();
+        check(&b, &entries);
+    }
+
+    #[test]
     fn negative_adjustment_needs_allow_debt_to_overdraw() {
         let mut b = book();
         earn(&mut b, 10, None);
@@ -709,6 +855,7 @@ mod tests {
         Adjust { points: i64, allow_debt: bool },
         Activate,
         Advance(i64),
+        Restore(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -722,6 +869,7 @@ mod tests {
                 .prop_map(|(points, allow_debt)| Op::Adjust { points, allow_debt }),
             Just(Op::Activate),
             (1..40i64).prop_map(Op::Advance),
+            (0..8usize).prop_map(Op::Restore),
         ]
     }
 
@@ -758,6 +906,21 @@ mod tests {
                     Op::Adjust { points, allow_debt } => { let _ = b.adjust(&id, points, "x", None, allow_debt); }
                     Op::Activate => { let _ = b.activate_pending(None); }
                     Op::Advance(days) => now += days * MICROS_PER_DAY,
+                    Op::Restore(n) => {
+                        // The n-th spend not given back yet.
+                        let restored: Vec<&str> = ledger.iter()
+                            .filter(|e| e.kind == EntryKind::Restore)
+                            .map(|e| e.related_transaction_id.as_str())
+                            .collect();
+                        let spend = ledger.iter()
+                            .filter(|e| e.kind == EntryKind::Spend && !restored.contains(&e.transaction_id.as_str()))
+                            .nth(n);
+                        if let Some(spend) = spend {
+                            let lifetime = b.account.lifetime_earned;
+                            b.restore(&id, &spend.transaction_id, spend.amount, &spend.draws, "x", None);
+                            prop_assert_eq!(b.account.lifetime_earned, lifetime);
+                        }
+                    }
                 }
                 b.finish();
                 ledger.extend(b.entries.iter().cloned());

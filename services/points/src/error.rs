@@ -22,6 +22,8 @@ pub enum Error {
     EarnNotFound(String),
     #[error("order {0} not found in this program")]
     OrderNotFound(String),
+    #[error("spend {0} not found in this program")]
+    SpendNotFound(String),
     #[error("campaign {0} not found in this program")]
     CampaignNotFound(String),
     #[error("settings changed meanwhile: version is {actual}, expected {expected}")]
@@ -104,11 +106,18 @@ impl From<Error> for Status {
             Error::Rule(ref rule @ RuleViolation::ActivityCapReached { .. }) => {
                 fail(ErrorClass::FailedPrecondition, "ACTIVITY_CAP_REACHED", rule.to_string(), HashMap::new())
             }
+            Error::Rule(ref rule @ RuleViolation::AlreadyRestored { ref restore, .. }) => fail(
+                ErrorClass::FailedPrecondition,
+                "SPEND_ALREADY_RESTORED",
+                rule.to_string(),
+                HashMap::from([("restore_transaction_id".into(), restore.clone())]),
+            ),
             Error::Rule(ref rule @ RuleViolation::CurrencyMismatch { .. }) => {
                 fail(ErrorClass::FailedPrecondition, "CURRENCY_MISMATCH", rule.to_string(), HashMap::new())
             }
             Error::EarnNotFound(_) => fail(ErrorClass::NotFound, "EARN_NOT_FOUND", error.to_string(), HashMap::new()),
             Error::OrderNotFound(_) => fail(ErrorClass::NotFound, "ORDER_NOT_FOUND", error.to_string(), HashMap::new()),
+            Error::SpendNotFound(_) => fail(ErrorClass::NotFound, "SPEND_NOT_FOUND", error.to_string(), HashMap::new()),
             Error::CampaignNotFound(_) => {
                 fail(ErrorClass::NotFound, "CAMPAIGN_NOT_FOUND", error.to_string(), HashMap::new())
             }

@@ -44,6 +44,7 @@ pub const POLICY: Policy = Policy {
         ("Earn", Access::Key(Server)),
         ("Spend", Access::Key(Server)),
         ("Reverse", Access::Key(Server)),
+        ("RestoreSpend", Access::Key(Server)),
         ("Adjust", Access::Key(Admin)),
         ("ActivatePending", Access::Key(Server)),
         ("GetBalance", Access::Key(Server)),
@@ -75,6 +76,7 @@ loyalty_common::embedded_migrations!("../migrations":
     5 "entry actor" "0005_entry_actor.sql",
     6 "entry base points" "0006_entry_base_points.sql",
     7 "balance cache doubts" "0007_balance_cache_doubts.sql",
+    8 "entry draws" "0008_entry_draws.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -21,16 +21,17 @@ use loyalty_common::db::{Database, Dialect};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{
-    Account, AccountBook, Balance, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
+    Account, AccountBook, Balance, Draw, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
 };
 use crate::error::Error;
 use crate::rules::{self, ActivityRule, Breakdown};
 
 pub use batch::{BatchCommand, BatchFailure};
 
-/// Which earn a reversal refers to.
+/// Which earlier entry a command refers to (the earn a reversal takes
+/// back, the spend a restore gives back).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub enum EarnRef {
+pub enum EntryRef {
     TransactionId(String),
     IdempotencyKey(String),
 }
@@ -57,9 +58,20 @@ pub enum Command {
         reason: String,
     },
     Reverse {
-        original: EarnRef,
+        original: EntryRef,
         points: Option<i64>,
         reason: String,
+    },
+    /// Gives a spend back, to the lots it drew from.
+    RestoreSpend {
+        spend: EntryRef,
+        reason: String,
+        /// Who asked (an API key id, or the service), kept on the entry.
+        actor: String,
+        /// The program's policy for points earned now: the expiry of a spend
+        /// recorded before its draws were kept (see [`Command::Earn`]).
+        #[serde(skip)]
+        policy_expiry: Option<Micros>,
     },
     Adjust {
         customer_id: String,
@@ -123,6 +135,7 @@ impl Command {
             Self::Earn { .. } => "Earn",
             Self::Spend { .. } => "Spend",
             Self::Reverse { .. } => "Reverse",
+            Self::RestoreSpend { .. } => "RestoreSpend",
             Self::Adjust { .. } => "Adjust",
             Self::ActivatePending { .. } => "ActivatePending",
             Self::OrderEarn { .. } => "EarnForOrder",
@@ -262,7 +275,15 @@ impl LedgerStore {
         let hash = request_hash(program_id, &command.request_identity());
         let now = self.clock.now();
         let mut tx = self.begin().await?;
+        let mut spend = None;
         let resolved = match &command {
+            Command::RestoreSpend { spend: which, .. } => {
+                self.find_spend(&mut tx, program_id, which).await.map(|found| {
+                    let customer_id = found.customer_id.clone();
+                    spend = Some(found);
+                    (customer_id, None)
+                })
+            }
             Command::Reverse { original, .. } => {
                 self.find_earn(&mut tx, program_id, original).await.map(|(customer, lot)| (customer, Some(lot)))
             }
@@ -311,10 +332,20 @@ impl LedgerStore {
         let before = account.clone();
         let load_lots = !command.only_adds() || account.is_due(now);
         let mut lots = if load_lots { open_lots(&mut tx, program_id, &customer_id).await? } else { Vec::new() };
-        if let Some(lot_id) = &target_lot
-            && !lots.iter().any(|l| &l.lot_id == lot_id)
+        let mut wanted: Vec<String> = target_lot.iter().cloned().collect();
+        if let Some(spend) = &spend {
+            wanted.extend(spend.draws.iter().map(|d| d.lot_id.clone()));
+        }
+        for lot_id in &wanted {
+            if !lots.iter().any(|l| &l.lot_id == lot_id) {
+                lots.extend(lot_by_id(&mut tx, program_id, lot_id).await?);
+            }
+        }
+        if let Some(spend) = &spend
+            && let Some(restore) = restored_by(&mut tx, program_id, &customer_id, &spend.transaction_id).await?
         {
-            lots.extend(lot_by_id(&mut tx, program_id, lot_id).await?);
+            tx.rollback().await?;
+            return Err(RuleViolation::AlreadyRestored { spend: spend.transaction_id.clone(), restore }.into());
         }
         let mut book = AccountBook::new(account, lots, load_lots, now);
         if load_lots {
@@ -343,6 +374,18 @@ impl LedgerStore {
             Command::Adjust { points, reason, expires_at, allow_debt, policy_expiry, .. } => {
                 receipt_points = *points;
                 book.adjust(&transaction_id, *points, reason, expires_at.or(*policy_expiry), *allow_debt)
+            }
+            Command::RestoreSpend { reason, policy_expiry, .. } => {
+                let spend = spend.as_ref().expect("restore resolved its spend");
+                receipt_points = book.restore(
+                    &transaction_id,
+                    &spend.transaction_id,
+                    spend.points,
+                    &spend.draws,
+                    reason,
+                    *policy_expiry,
+                );
+                Ok(())
             }
             Command::ActivatePending { earn_transaction_id, .. } => {
                 book.activate_pending(earn_transaction_id.as_deref()).map(|(ids, points)| {
@@ -417,7 +460,7 @@ impl LedgerStore {
             base_points,
         });
         let actor = match &command {
-            Command::Adjust { actor, .. } => actor.as_str(),
+            Command::Adjust { actor, .. } | Command::RestoreSpend { actor, .. } => actor.as_str(),
             _ => "",
         };
         let published_up_to = self.persist(&mut tx, &book, order_ref, actor, &before).await?;
@@ -679,22 +722,11 @@ impl LedgerStore {
         &self,
         tx: &mut AnyConnection,
         program_id: &str,
-        original: &EarnRef,
+        original: &EntryRef,
     ) -> Result<(String, String), Error> {
-        let lot_id = match original {
-            EarnRef::TransactionId(id) => id.clone(),
-            EarnRef::IdempotencyKey(key) => {
-                let id: Option<Option<String>> = sqlx::query_scalar(
-                    "SELECT transaction_id FROM idempotency_keys \
-                     WHERE program_id = $1 AND method = 'Earn' AND idempotency_key = $2",
-                )
-                .bind(program_id)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                id.flatten().ok_or_else(|| Error::EarnNotFound(key.clone()))?
-            }
-        };
+        let lot_id = transaction_of(tx, program_id, "Earn", original).await?.ok_or_else(|| match original {
+            EntryRef::TransactionId(id) | EntryRef::IdempotencyKey(id) => Error::EarnNotFound(id.clone()),
+        })?;
         let customer: Option<String> =
             sqlx::query_scalar("SELECT customer_id FROM point_lots WHERE program_id = $1 AND lot_id = $2")
                 .bind(program_id)
@@ -703,6 +735,32 @@ impl LedgerStore {
                 .await?;
         let customer = customer.ok_or_else(|| Error::EarnNotFound(lot_id.clone()))?;
         Ok((customer, lot_id))
+    }
+
+    /// The spend `which` refers to, with the lots it drew from.
+    async fn find_spend(&self, tx: &mut AnyConnection, program_id: &str, which: &EntryRef) -> Result<SpendRow, Error> {
+        let not_found = || match which {
+            EntryRef::TransactionId(id) | EntryRef::IdempotencyKey(id) => Error::SpendNotFound(id.clone()),
+        };
+        let transaction_id = transaction_of(tx, program_id, "Spend", which).await?.ok_or_else(not_found)?;
+        let row = sqlx::query(
+            "SELECT customer_id, kind, amount, draws FROM ledger_entries WHERE program_id = $1 AND transaction_id = $2",
+        )
+        .bind(program_id)
+        .bind(&transaction_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(not_found)?;
+        if row.try_get::<String, _>("kind")? != EntryKind::Spend.as_str() {
+            return Err(not_found());
+        }
+        let draws: String = row.try_get("draws")?;
+        let draws = if draws.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(&draws).map_err(|e| Error::Corrupt(format!("draws of {transaction_id}: {e}")))?
+        };
+        Ok(SpendRow { customer_id: row.try_get("customer_id")?, transaction_id, points: row.try_get("amount")?, draws })
     }
 
     /// Writes what the book changed; returns the highest stream position
@@ -759,15 +817,15 @@ impl LedgerStore {
             Dialect::Postgres => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq"
+                 order_amount_minor, actor, base_points, draws) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq"
             }
             // Writers are serialised, so numbering at insert is numbering in commit order.
             Dialect::Sqlite => {
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 order_amount_minor, actor, base_points, draws, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                          (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
             }
         };
@@ -794,6 +852,7 @@ impl LedgerStore {
                 .bind(order_amount)
                 .bind(actor)
                 .bind(base_points)
+                .bind(entry.draws_text())
                 .fetch_one(&mut *tx)
                 .await?;
             published = published.max(seq);
@@ -822,6 +881,58 @@ impl LedgerStore {
         }
         Ok(published)
     }
+}
+
+/// A spend as `RestoreSpend` needs it.
+#[derive(Debug, Clone)]
+struct SpendRow {
+    customer_id: String,
+    transaction_id: String,
+    points: i64,
+    draws: Vec<Draw>,
+}
+
+/// The transaction an entry reference names: its id as given, or the one
+/// saved under the `method`'s idempotency key (`None` for an unknown key).
+async fn transaction_of(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    method: &str,
+    which: &EntryRef,
+) -> Result<Option<String>, Error> {
+    match which {
+        EntryRef::TransactionId(id) => Ok(Some(id.clone())),
+        EntryRef::IdempotencyKey(key) => {
+            let id: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT transaction_id FROM idempotency_keys \
+                 WHERE program_id = $1 AND method = $2 AND idempotency_key = $3",
+            )
+            .bind(program_id)
+            .bind(method)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            Ok(id.flatten())
+        }
+    }
+}
+
+/// The restore that already gave `spend_id` back, if any.
+async fn restored_by(
+    tx: &mut AnyConnection,
+    program_id: &str,
+    customer_id: &str,
+    spend_id: &str,
+) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT transaction_id FROM ledger_entries WHERE program_id = $1 AND customer_id = $2 AND kind = 'RESTORE' \
+         AND related_transaction_id = $3 LIMIT 1",
+    )
+    .bind(program_id)
+    .bind(customer_id)
+    .bind(spend_id)
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
 /// An order as `RefundOrder` needs it.

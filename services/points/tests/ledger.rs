@@ -19,6 +19,7 @@ loyalty_common::on_both_backends!(
     concurrent_replays_of_one_earn_write_one_entry,
     replay_with_other_arguments_is_refused,
     expiry_consumes_fifo_and_writes_expire_entries,
+    a_spend_given_back_returns_to_its_lots_and_is_not_earned,
     pending_points_activate_and_reversals_take_points_back,
     stream_consumer_racing_writers_sees_every_entry_once,
     invalid_input_names_the_field,
@@ -124,6 +125,61 @@ async fn replay_with_other_arguments_is_refused(backend: Backend) {
     h.earn("shop", "cleo", 1_000, "k2").await;
     h.spend("shop", "cleo", 500, "big").await.expect("judged afresh");
     assert_eq!(h.assert_ledger_matches_balance("shop", "cleo").await.available, 590);
+    h.stop().await;
+}
+
+/// RestoreSpend puts each point back in the lot it came from: a lot whose
+/// date passed meanwhile expires again at once; nothing counts as earned;
+/// once per spend.
+async fn a_spend_given_back_returns_to_its_lots_and_is_not_earned(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let earn = |points, days: i64, key: &str| pb::EarnRequest {
+        program_id: "shop".into(),
+        customer_id: "ron".into(),
+        points,
+        reason: "order".into(),
+        idempotency_key: key.into(),
+        pending_until: None,
+        expires_at: Some(timestamp(T0 + days * DAY)),
+    };
+    let soon = h.client.earn(earn(100, 10, "soon")).await.unwrap().into_inner().transaction_id;
+    h.client.earn(earn(100, 60, "late")).await.unwrap();
+    let spend = h.spend("shop", "ron", 150, "s1").await.unwrap().transaction_id;
+    h.clock.advance(11 * DAY);
+    let restore = |which: pb::restore_spend_request::Spend, key: &str| pb::RestoreSpendRequest {
+        program_id: "shop".into(),
+        spend: Some(which),
+        idempotency_key: key.into(),
+        reason: "voucher cancelled".into(),
+        actor: "service:test".into(),
+    };
+    let by_key = pb::restore_spend_request::Spend::SpendIdempotencyKey("s1".into());
+    let restored = h.client.restore_spend(restore(by_key.clone(), "g1")).await.unwrap().into_inner();
+    assert_eq!((restored.points_restored, restored.customer_id.as_str()), (150, "ron"));
+    let balance = restored.balance.unwrap();
+    assert_eq!((balance.available, balance.expired, balance.spent, balance.lifetime_earned), (100, 100, 0, 200));
+    assert_eq!((balance.next_expiry_points, balance.next_expiry_at), (100, Some(timestamp(T0 + 60 * DAY))));
+    let entries = h.all_entries("shop", "ron").await;
+    let newest: Vec<_> = entries.iter().take(2).map(|e| (e.kind, e.points, e.related_transaction_id.clone())).collect();
+    assert_eq!(
+        newest,
+        [(pb::EntryKind::Expire as i32, -100, soon), (pb::EntryKind::Restore as i32, 150, spend.clone())],
+        "the expired lot's part came back and expired again"
+    );
+    assert_eq!(entries[1].actor, "service:test");
+    // A replay answers as before; another key for the same spend is refused.
+    let replay = h.client.restore_spend(restore(by_key, "g1")).await.unwrap().into_inner();
+    assert_eq!(replay.transaction_id, restored.transaction_id);
+    let by_id = pb::restore_spend_request::Spend::SpendTransactionId(spend);
+    let twice = h.client.restore_spend(restore(by_id, "g2")).await.unwrap_err();
+    let details = twice.get_error_details();
+    let info = details.error_info().unwrap();
+    assert_eq!((twice.code(), info.reason.as_str()), (Code::FailedPrecondition, "SPEND_ALREADY_RESTORED"));
+    assert_eq!(info.metadata["restore_transaction_id"], restored.transaction_id);
+    let not_a_spend = pb::restore_spend_request::Spend::SpendIdempotencyKey("soon".into());
+    let missing = h.client.restore_spend(restore(not_a_spend, "g3")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    h.assert_ledger_matches_balance("shop", "ron").await;
     h.stop().await;
 }
 

@@ -49,6 +49,7 @@ loyalty_common::embedded_migrations!("../migrations":
     1 "rewards" "0001_rewards.sql",
     2 "task actor" "0002_task_actor.sql",
     3 "redemption lease" "0003_redemption_lease.sql",
+    4 "task spend key" "0004_task_spend_key.sql",
 );
 
 /// Every setting, from flags or the environment.

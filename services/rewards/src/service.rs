@@ -220,7 +220,13 @@ impl Rewards {
         for task in self.store.pending_tasks(100).await? {
             match refund(self.points.clone(), &task).await {
                 Ok(()) => {}
-                Err(status) if matches!(status.code(), Code::InvalidArgument | Code::AlreadyExists) => {
+                // Nothing a retry would change: a spend that is not there, or already given back.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::InvalidArgument | Code::AlreadyExists | Code::NotFound | Code::FailedPrecondition
+                    ) =>
+                {
                     tracing::error!(task = %task.task_id, message = status.message(), "refund refused, dropped");
                 }
                 Err(status) => return Err(Error::Upstream("the points service", status)),
@@ -332,6 +338,18 @@ impl Rewards {
 }
 
 async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic::Status> {
+    let actor = if task.actor.is_empty() { "service:rewards".into() } else { task.actor.clone() };
+    if !task.spend_key.is_empty() {
+        // The spend given back: each point to the lot it came from, nothing earned.
+        let request = points::RestoreSpendRequest {
+            program_id: task.program_id.clone(),
+            spend: Some(points::restore_spend_request::Spend::SpendIdempotencyKey(task.spend_key.clone())),
+            idempotency_key: task.task_id.clone(),
+            reason: task.reason.clone(),
+            actor,
+        };
+        return client.restore_spend(request).await.map(drop);
+    }
     let request = points::AdjustRequest {
         program_id: task.program_id.clone(),
         customer_id: task.customer_id.clone(),
@@ -340,7 +358,7 @@ async fn refund(mut client: PointsClient, task: &RefundTask) -> Result<(), tonic
         idempotency_key: task.task_id.clone(),
         expires_at: None,
         allow_debt: false,
-        actor: if task.actor.is_empty() { "service:rewards".into() } else { task.actor.clone() },
+        actor,
         // Points given back follow the program's expiry policy, like every earned point.
         never_expires: false,
     };

@@ -93,6 +93,9 @@ impl CatalogEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundTask {
     pub task_id: String,
+    /// The idempotency key of the spend given back; empty for a task
+    /// written before spends were restored (sent as an adjustment).
+    pub spend_key: String,
     pub program_id: String,
     pub customer_id: String,
     pub points: i64,
@@ -710,6 +713,7 @@ impl RewardsStore {
             release_stock(&mut tx, &redemption.reward_id).await?;
             let task = RefundTask {
                 task_id: format!("redemption:{redemption_id}:cancel"),
+                spend_key: redemption.spend_key(),
                 program_id: program_id.to_owned(),
                 customer_id: redemption.customer_id.clone(),
                 points: redemption.points,
@@ -760,6 +764,7 @@ impl RewardsStore {
             if changed == 1 && refund.unwrap_or(false) {
                 let task = RefundTask {
                     task_id: format!("redemption:{}:expired", redemption.redemption_id),
+                    spend_key: redemption.spend_key(),
                     program_id: redemption.program_id.clone(),
                     customer_id: redemption.customer_id.clone(),
                     points: redemption.points,
@@ -776,7 +781,7 @@ impl RewardsStore {
 
     pub async fn pending_tasks(&self, limit: i64) -> Result<Vec<RefundTask>, Error> {
         let rows = sqlx::query(
-            "SELECT task_id, program_id, customer_id, points, reason, actor FROM points_tasks \
+            "SELECT task_id, spend_key, program_id, customer_id, points, reason, actor FROM points_tasks \
              WHERE done = 0 ORDER BY task_seq LIMIT $1",
         )
         .bind(limit)
@@ -786,6 +791,7 @@ impl RewardsStore {
             .map(|r| {
                 Ok(RefundTask {
                     task_id: r.try_get("task_id")?,
+                    spend_key: r.try_get("spend_key")?,
                     program_id: r.try_get("program_id")?,
                     customer_id: r.try_get("customer_id")?,
                     points: r.try_get("points")?,
@@ -803,8 +809,8 @@ impl RewardsStore {
 
     async fn add_task(&self, tx: &mut AnyConnection, task: &RefundTask) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us, actor, spend_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&task.task_id)
         .bind(&task.program_id)
@@ -813,6 +819,7 @@ impl RewardsStore {
         .bind(&task.reason)
         .bind(self.now())
         .bind(&task.actor)
+        .bind(&task.spend_key)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -865,6 +872,7 @@ async fn recent_in(conn: &mut AnyConnection, reward_id: &str, customer_id: &str,
 fn failure_refund(redemption: &Redemption) -> RefundTask {
     RefundTask {
         task_id: format!("redemption:{}:refund", redemption.redemption_id),
+        spend_key: redemption.spend_key(),
         program_id: redemption.program_id.clone(),
         customer_id: redemption.customer_id.clone(),
         points: redemption.points,

@@ -518,11 +518,36 @@ async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
     m.stop().await;
 }
 
+/// A cancel is the reversal of the spend: the points return to the lots
+/// they came from, with those lots' expiry, and nothing counts as earned.
 async fn cancelling_gives_the_points_back(backend: Backend) {
     let mut m = Mesh::start(backend).await;
     let reward = m.reward(pb::Reward { total_stock: Some(1), ..discount("5 EUR off", 300) }).await;
-    m.earn("fay", 1_000).await;
+    let in_ten_days = m.clock.now() + 10 * 86_400_000_000;
+    m.points
+        .earn(points::EarnRequest {
+            program_id: "shop".into(),
+            customer_id: "fay".into(),
+            points: 200,
+            reason: "order".into(),
+            idempotency_key: "earn-fay-soon".into(),
+            expires_at: Some(loyalty_common::clock::to_timestamp(in_ten_days)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    m.earn("fay", 800).await;
+    let balance = |m: &mut Mesh| {
+        let mut points = m.points.clone();
+        async move {
+            let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: "fay".into() };
+            points.get_balance(request).await.unwrap().into_inner().balance.unwrap()
+        }
+    };
+    let before = balance(&mut m).await;
+    assert_eq!((before.available, before.next_expiry_points), (1_000, 200));
     let first = m.redeem("fay", &reward, "r1").await.unwrap();
+    assert_eq!(balance(&mut m).await.next_expiry_points, 0, "the spend drew the expiring lot first");
     let cancel = |id: &str, key: &str| pb::CancelRedemptionRequest {
         program_id: "shop".into(),
         redemption_id: id.into(),
@@ -530,6 +555,45 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
     };
     let cancelled = m.rewards.cancel_redemption(cancel(&first.redemption_id, "c1")).await.unwrap().into_inner();
     assert_eq!(cancelled.redemption.unwrap().status, pb::RedemptionStatus::Cancelled as i32);
+    let after = balance(&mut m).await;
+    assert_eq!(after.available, 1_000);
+    assert_eq!((after.lifetime_earned, after.spent), (1_000, 0), "a cancel is no earn, and undoes the spend");
+    assert_eq!(
+        (after.next_expiry_points, after.next_expiry_at),
+        (200, before.next_expiry_at),
+        "the points came back with their own expiry"
+    );
+    let entries = m
+        .points
+        .list_transactions(points::ListTransactionsRequest {
+            program_id: "shop".into(),
+            customer_id: "fay".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let restore = &entries[0];
+    assert_eq!((restore.kind, restore.points), (points::EntryKind::Restore as i32, 300));
+    assert_eq!(restore.related_transaction_id, entries[1].transaction_id, "it names the spend it gives back");
+    assert_eq!(restore.actor, "service:rewards");
+    // The spend is given back once, whoever asks again.
+    let again = m
+        .points
+        .restore_spend(points::RestoreSpendRequest {
+            program_id: "shop".into(),
+            spend: Some(points::restore_spend_request::Spend::SpendIdempotencyKey(format!(
+                "redemption:{}:spend",
+                first.redemption_id
+            ))),
+            idempotency_key: "again".into(),
+            reason: "twice".into(),
+            actor: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "SPEND_ALREADY_RESTORED");
     assert_eq!(m.available("fay").await, 1_000);
     assert_eq!(m.validate(&first.voucher_code).await, pb::VoucherState::Cancelled as i32);
 

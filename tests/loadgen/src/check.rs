@@ -191,7 +191,12 @@ async fn check_redemptions(
         };
         let spent: i64 = -entries
             .iter()
-            .filter(|e| matches!(pb::EntryKind::try_from(e.kind), Ok(pb::EntryKind::Spend | pb::EntryKind::Reverse)))
+            .filter(|e| {
+                matches!(
+                    pb::EntryKind::try_from(e.kind),
+                    Ok(pb::EntryKind::Spend | pb::EntryKind::Reverse | pb::EntryKind::Restore)
+                )
+            })
             .map(|e| e.points + e.pending_points)
             .sum::<i64>();
         if spent != active * REWARD_COST {

@@ -22,7 +22,7 @@ use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
 use crate::ledger::Ledger;
 use crate::rules::{self, MAX_ORDER_MINOR};
-use crate::store::{Command, EarnRef, Execution, LedgerRow, OrderRequest};
+use crate::store::{Command, EntryRef, Execution, LedgerRow, OrderRequest};
 use convert::{
     audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, settings_from_proto, settings_to_proto,
 };
@@ -148,11 +148,11 @@ impl PointsService for PointsApi {
         let original = match r.original {
             Some(pb::reverse_request::Original::OriginalTransactionId(id)) => {
                 check.id("original_transaction_id", &id);
-                Some(EarnRef::TransactionId(id))
+                Some(EntryRef::TransactionId(id))
             }
             Some(pb::reverse_request::Original::OriginalIdempotencyKey(key)) => {
                 check.id("original_idempotency_key", &key);
-                Some(EarnRef::IdempotencyKey(key))
+                Some(EntryRef::IdempotencyKey(key))
             }
             None => {
                 check.add(Err(FieldViolation::new(
@@ -174,6 +174,43 @@ impl PointsService for PointsApi {
             transaction_id: receipt.transaction_id.clone(),
             customer_id: receipt.customer_id.clone(),
             points_reversed: receipt.points,
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
+    }
+
+    async fn restore_spend(
+        &self,
+        request: Request<pb::RestoreSpendRequest>,
+    ) -> Result<Response<pb::RestoreSpendResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("idempotency_key", &r.idempotency_key).text("reason", &r.reason);
+        let spend = match r.spend {
+            Some(pb::restore_spend_request::Spend::SpendTransactionId(id)) => {
+                check.id("spend_transaction_id", &id);
+                Some(EntryRef::TransactionId(id))
+            }
+            Some(pb::restore_spend_request::Spend::SpendIdempotencyKey(key)) => {
+                check.id("spend_idempotency_key", &key);
+                Some(EntryRef::IdempotencyKey(key))
+            }
+            None => {
+                check.add(Err(FieldViolation::new("spend", "set spend_transaction_id or spend_idempotency_key")));
+                None
+            }
+        };
+        check.done(DOMAIN)?;
+        let spend = spend.expect("validated above");
+        let policy_expiry = self.policy_expiry(&r.program_id).await?;
+        let command = Command::RestoreSpend { spend, reason: r.reason, actor, policy_expiry };
+        let execution = self.write(&r.program_id, &r.idempotency_key, command).await?;
+        let receipt = &execution.receipt;
+        let message = pb::RestoreSpendResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            customer_id: receipt.customer_id.clone(),
+            points_restored: receipt.points,
             balance: Some(balance(&receipt.balance)),
         };
         Ok(respond(&execution, message))
@@ -673,5 +710,6 @@ fn kind(kind: EntryKind) -> pb::EntryKind {
         EntryKind::Adjust => pb::EntryKind::Adjust,
         EntryKind::Activate => pb::EntryKind::Activate,
         EntryKind::Expire => pb::EntryKind::Expire,
+        EntryKind::Restore => pb::EntryKind::Restore,
     }
 }

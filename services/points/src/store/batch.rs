@@ -407,7 +407,7 @@ impl LedgerStore {
                     "reason": entry.reason, "related": entry.related_transaction_id, "created_at_us": now,
                     "pending_until_us": entry.pending_until, "expires_at_us": entry.expires_at,
                     "amount": entry.amount, "actor": d.actor, "seq": seq, "order_id": order_id,
-                    "order_amount": order_amount, "base_points": base_points,
+                    "order_amount": order_amount, "base_points": base_points, "draws": entry.draws_text(),
                 }));
             }
             if let Some((order_id, amount, _, currency)) = &d.order {
@@ -445,10 +445,10 @@ impl LedgerStore {
             (
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points, seq) \
+                 order_amount_minor, actor, base_points, draws, seq) \
                  SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
                  r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
-                 r.base_points, r.seq FROM {rows}",
+                 r.base_points, r.draws, r.seq FROM {rows}",
                 &[
                     ("transaction_id", TEXT),
                     ("p", TEXT),
@@ -467,6 +467,7 @@ impl LedgerStore {
                     ("order_id", TEXT),
                     ("order_amount", BIGINT),
                     ("base_points", BIGINT),
+                    ("draws", TEXT),
                 ],
                 entries,
             ),
