@@ -3,7 +3,8 @@
 // page, the scenarios in order, as a person would go through them.
 //
 // Environment (run.sh sets it): GATEWAY_URL, EXPIRED_TOKEN (a token for anna
-// signed with the demo program's secret an hour ago), ARTIFACTS (where
+// signed with the demo program's secret an hour ago), ADMIN_KEY (the demo
+// program's, for changes a shop's back office would make), ARTIFACTS (where
 // screenshots and axe reports go), CHROMIUM (default /usr/bin/chromium).
 
 import { after, before, test } from "node:test";
@@ -19,6 +20,7 @@ const axeSource = require("axe-core").source;
 
 const gateway = required("GATEWAY_URL");
 const expiredToken = required("EXPIRED_TOKEN");
+const adminKey = required("ADMIN_KEY");
 const artifacts = process.env.ARTIFACTS ?? join(import.meta.dirname, "artifacts");
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const VOUCHER = /^[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$/;
@@ -32,6 +34,24 @@ function required(name) {
 let context;
 let page;
 let profile;
+/** The voucher code redeemed in the keyboard test. */
+let redeemedVoucher = "";
+
+/** A call the shop's back office would make, with the admin key. */
+async function admin(method, path, body) {
+  const answer = await fetch(`${gateway}${path}`, {
+    method,
+    headers: {
+      Authorization: `Bearer ${adminKey}`,
+      "Content-Type": "application/json",
+      "Idempotency-Key": `widget-test-${Date.now()}-${Math.random()}`,
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await answer.json();
+  assert.ok(answer.ok, `${method} ${path}: ${answer.status} ${JSON.stringify(json)}`);
+  return json;
+}
 
 before(async () => {
   mkdirSync(artifacts, { recursive: true });
@@ -170,6 +190,7 @@ test("a reward is redeemed with the keyboard alone and its voucher code copied",
   await code.waitFor();
   const voucher = await code.innerText();
   assert.match(voucher, VOUCHER);
+  redeemedVoucher = voucher;
   assert.equal(await shownNumber('[data-testid="available"]'), 200, "150 points spent");
   const focusedAfter = await page.evaluate(
     () => document.querySelector("loyalty-widget").shadowRoot.activeElement?.getAttribute("data-focus"),
@@ -198,6 +219,40 @@ test("the referral link is made on request, copied, and a completed referral sho
   }, "the completed referral");
   await shot("05-referral");
   await axe("signed-in");
+});
+
+test("a fresh load lists the vouchers the customer holds", async () => {
+  const element = page.locator("#widget");
+  const token = await element.getAttribute("customer-token");
+  await element.evaluate((e) => e.removeAttribute("customer-token"));
+  await widget('[data-testid="join"]').waitFor();
+  await element.evaluate((e, value) => e.setAttribute("customer-token", value), token);
+  const held = widget('[data-testid="held-vouchers"]');
+  await held.waitFor();
+  const text = await held.innerText();
+  assert.match(text, new RegExp(`€5 off · ${redeemedVoucher}`), text);
+  assert.match(text, /valid until/, text);
+  await widget(`button[aria-label="Copy voucher code ${redeemedVoucher}"]`).click();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), redeemedVoucher);
+  await shot("05b-held-vouchers");
+});
+
+test("a balance below zero is explained", async () => {
+  const before = await shownNumber('[data-testid="available"]');
+  assert.equal(await widget('[data-testid="negative-balance"]').count(), 0, "no explanation while the balance is positive");
+  const debt = before + 50;
+  await admin("POST", "/v1/customers/anna/adjustments", { points: -debt, reason: "widget test: a debt", allow_debt: true });
+  await eventually(async () => {
+    assert.match(await widget('[data-testid="available"]').innerText(), /^[-−]50$/);
+    assert.match(await widget('[data-testid="negative-balance"]').innerText(), /taken back[\s\S]*New points pay this back first/);
+  }, "the negative balance and its explanation");
+  await shot("05c-negative-balance");
+  await axe("negative-balance");
+  await admin("POST", "/v1/customers/anna/adjustments", { points: debt, reason: "widget test: debt repaid", never_expires: true });
+  await eventually(async () => {
+    assert.equal(await shownNumber('[data-testid="available"]'), before);
+    assert.equal(await widget('[data-testid="negative-balance"]').count(), 0);
+  }, "the balance back");
 });
 
 test("the widget speaks German, Chinese (simplified and traditional) and Turkish", async () => {

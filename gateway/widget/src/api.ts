@@ -68,9 +68,11 @@ export interface ProgramOverview {
 }
 
 export interface Redemption {
+  redemption_id?: string;
   status: string;
   voucher_code?: string;
   reward_name: string;
+  voucher_expires_at?: string;
 }
 
 /** A problem+json answer, by its machine-readable code. */
@@ -101,6 +103,15 @@ export class Gateway {
   /** Makes the customer's referral code (once; later calls answer the same code). */
   createReferralCode(customer: string): Promise<{ code?: string }> {
     return this.call("POST", `/v1/customers/${encodeURIComponent(customer)}/referral`, {});
+  }
+
+  /** The customer's vouchers still to be used, newest first. */
+  async heldVouchers(customer: string): Promise<Redemption[]> {
+    const page = await this.call<{ redemptions: Redemption[] }>(
+      "GET",
+      `/v1/customers/${encodeURIComponent(customer)}/redemptions?page_size=50`,
+    );
+    return page.redemptions.filter((r) => r.status === "active" && r.voucher_code);
   }
 
   redeem(customer: string, rewardId: string): Promise<Redemption> {

@@ -12,7 +12,7 @@
 // `loyalty-widget:token-refused` ({ detail: { code } }: ask the back end for
 // a fresh token and set it).
 
-import { Gateway, LoyaltyPage, Problem, ProgramOverview, Reward, tokenCustomer } from "./api";
+import { Gateway, LoyaltyPage, Problem, ProgramOverview, Redemption, Reward, tokenCustomer } from "./api";
 import { fill, Key, Lang, Overrides, pickLang, Strings, strings } from "./i18n";
 import { STYLES } from "./styles";
 
@@ -35,12 +35,14 @@ interface View {
   loading: boolean;
   program: ProgramOverview | null;
   page: LoyaltyPage | null;
+  /** Vouchers the customer holds; empty when they could not be read (the rest still shows). */
+  held: Redemption[];
   notice: Notice | null;
   voucher: { reward: string; code?: string } | null;
   busyReward: string | null;
 }
 
-const EMPTY: View = { loading: true, program: null, page: null, notice: null, voucher: null, busyReward: null };
+const EMPTY: View = { loading: true, program: null, page: null, held: [], notice: null, voucher: null, busyReward: null };
 
 type Child = Node | string | null | undefined | false;
 
@@ -146,6 +148,7 @@ class LoyaltyWidget extends HTMLElement {
     let notice: Notice | null = null;
     let page: LoyaltyPage | null = null;
     let program: ProgramOverview | null = null;
+    let held: Redemption[] = [];
     try {
       const pageRequest = customer ? gateway.loyaltyPage(customer).then(
         (answer) => answer,
@@ -160,12 +163,13 @@ class LoyaltyWidget extends HTMLElement {
         },
       ) : Promise.resolve(null);
       if (token && !customer) notice = { key: "tokenInvalid" };
-      [program, page] = await Promise.all([gateway.program(), pageRequest]);
+      const heldRequest = customer ? gateway.heldVouchers(customer).catch(() => []) : Promise.resolve([]);
+      [program, page, held] = await Promise.all([gateway.program(), pageRequest, heldRequest]);
     } catch {
       notice = { key: "unavailable" };
     }
     if (generation !== this.generation) return;
-    this.view = { loading: false, program, page, notice, voucher, busyReward: null };
+    this.view = { loading: false, program, page, held: page ? held : [], notice, voucher, busyReward: null };
     this.render();
   }
 
@@ -242,10 +246,14 @@ class LoyaltyWidget extends HTMLElement {
           h("div", {}, h("div", { class: "muted" }, t.pending), h("div", { "data-testid": "pending" }, n(balance.pending))),
         ),
         balance.pending > 0 && h("p", { class: "muted" }, t.pendingHint),
+        balance.available < 0 && h("p", { class: "notice", "data-testid": "negative-balance" }, t.negativeBalance),
         h("p", { "data-testid": "expiring" }, expiry),
       ),
     );
     if (page.tier.available) nodes.push(this.tier(page, t, n));
+    // The voucher just redeemed shows in its own box above.
+    const held = this.view.held.filter((v) => v.voucher_code !== this.view.voucher?.code);
+    if (held.length > 0) nodes.push(this.held(held, t, date));
     nodes.push(this.rewards(page, t, n));
     if (page.referral.available && page.referral.enabled && page.referral.code) nodes.push(this.referral(page, t, n));
     else if (page.referral.available && !page.referral.code && this.view.program?.referral.enabled) nodes.push(this.referralInvite(t, n));
@@ -314,6 +322,32 @@ class LoyaltyWidget extends HTMLElement {
       );
     }
     return section;
+  }
+
+  /** The vouchers the customer holds, each with its code to copy. */
+  private held(held: Redemption[], t: Strings, date: (iso: string) => string): Node {
+    const list = h("ul", { "data-testid": "held-vouchers" });
+    for (const voucher of held) {
+      const code = voucher.voucher_code ?? "";
+      const copy = h("button", { type: "button", class: "secondary", "data-focus": `copy-held-${code}`, "aria-label": `${t.copyCode} ${code}` }, t.copy) as HTMLButtonElement;
+      copy.addEventListener("click", () => void this.copy(code, copy, t));
+      list.append(
+        h(
+          "li",
+          { class: "row" },
+          h(
+            "span",
+            {},
+            h("strong", {}, voucher.reward_name),
+            " · ",
+            h("span", { class: "code" }, code),
+            voucher.voucher_expires_at ? h("span", { class: "muted" }, " · ", fill(t.heldValidUntil, { date: date(voucher.voucher_expires_at) })) : null,
+          ),
+          copy,
+        ),
+      );
+    }
+    return h("section", { "aria-labelledby": "loyalty-held" }, h("h3", { id: "loyalty-held" }, t.heldTitle), list);
   }
 
   private rewards(page: LoyaltyPage, t: Strings, n: (v: number) => string): Node {

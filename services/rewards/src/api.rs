@@ -172,7 +172,7 @@ impl RewardsService for RewardsApi {
         check.id("program_id", &r.program_id).id("redemption_id", &r.redemption_id);
         check.id("idempotency_key", &r.idempotency_key);
         check.done(DOMAIN)?;
-        let cancelled = self.rewards.store().cancel(&r.program_id, &r.redemption_id, &actor).await?;
+        let cancelled = self.rewards.store().cancel(&r.program_id, &r.redemption_id, &actor, "").await?;
         // The refund goes out now if the points service answers, else with the next background round.
         if let Err(error) = self.rewards.send_refunds().await {
             tracing::warn!(%error, "refund of a cancelled voucher delayed");

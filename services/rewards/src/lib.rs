@@ -3,6 +3,7 @@
 //! calls [`run`].
 
 pub mod api;
+pub mod debt;
 pub mod domain;
 pub mod error;
 pub mod service;
@@ -50,6 +51,7 @@ loyalty_common::embedded_migrations!("../migrations":
     2 "task actor" "0002_task_actor.sql",
     3 "redemption lease" "0003_redemption_lease.sql",
     4 "task spend key" "0004_task_spend_key.sql",
+    5 "consumer cursor" "0005_consumer_cursor.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -84,7 +86,8 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub database_acquire_timeout_ms: u64,
-    /// `host:port` of the points service, which spends and gives back the points.
+    /// `host:port` of the points service, which spends and gives back the points, and whose
+    /// ledger this service follows (a reversal that leaves a debt cancels unused vouchers).
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR", default_value = "127.0.0.1:50051")]
     pub points_addr: String,
     /// `host:port` of the tiers service, for rewards with a minimum tier; unset: such rewards are out of reach.
@@ -147,6 +150,13 @@ impl RewardsServer {
             Arc::new(Rewards::new(store, &config.points_addr, config.tiers_addr.as_deref(), deadline, &peers)?);
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
         launch.spawn(rewards.clone().background(interval, launch.signal()));
+        // Reversals that leave a debt cancel the customer's unused vouchers (see `debt`).
+        launch.spawn(loyalty_common::follow::run(
+            rewards.clone(),
+            config.points_addr.clone(),
+            launch.peers(),
+            launch.signal(),
+        ));
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
         Ok(Self(launch.serve(listener, routes, &database).await))
     }

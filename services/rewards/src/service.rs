@@ -160,16 +160,7 @@ impl Rewards {
     ) -> Result<(Vec<(CatalogEntry, Option<Unavailable>)>, i64), Error> {
         let available_points = match known_points {
             Some(points) => points,
-            None => {
-                let request =
-                    points::GetBalanceRequest { program_id: program_id.into(), customer_id: customer_id.into() };
-                let balance = self.points.clone().get_balance(request).await;
-                balance
-                    .map_err(|s| Error::Upstream("the points service", s))?
-                    .into_inner()
-                    .balance
-                    .map_or(0, |b| b.available)
-            }
+            None => self.points_available(program_id, customer_id).await?,
         };
         let now = self.store.now();
         let catalog = self.store.catalog(program_id, false).await?;
@@ -194,6 +185,17 @@ impl Rewards {
             out.push((entry, why));
         }
         Ok((out, available_points))
+    }
+
+    /// The customer's available points, as the points service has them now.
+    pub async fn points_available(&self, program_id: &str, customer_id: &str) -> Result<i64, Error> {
+        let request = points::GetBalanceRequest { program_id: program_id.into(), customer_id: customer_id.into() };
+        let balance = self.points.clone().get_balance(request).await;
+        Ok(balance
+            .map_err(|s| Error::Upstream("the points service", s))?
+            .into_inner()
+            .balance
+            .map_or(0, |b| b.available))
     }
 
     /// Settles PENDING redemptions whose lease ran out, and this process's

@@ -144,6 +144,9 @@ pub const DEFAULT_LEASE: Micros = 4 * MICROS_PER_SECOND;
 /// is taken over: longer than any saga's calls take.
 pub const UNOWNED_GRACE: Micros = 30 * MICROS_PER_SECOND;
 
+/// This service's name on its ledger cursor.
+const CONSUMER: &str = "rewards";
+
 #[derive(Clone, Debug)]
 pub struct RewardsStore {
     db: Database,
@@ -687,8 +690,66 @@ impl RewardsStore {
         }
     }
 
+    /// The database, for the ledger consumer's leadership.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The last ledger sequence the debt watcher applied (0 before the first).
+    pub async fn cursor(&self) -> Result<i64, Error> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
+            .bind(CONSUMER)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(last.unwrap_or(0))
+    }
+
+    pub async fn save_cursor(&self, last_sequence: i64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
+             WHERE consumer_cursors.last_sequence < excluded.last_sequence",
+        )
+        .bind(CONSUMER)
+        .bind(last_sequence)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Points on their way back to the customer: tasks not yet confirmed by
+    /// the points service.
+    pub async fn points_in_flight(&self, program_id: &str, customer_id: &str) -> Result<i64, Error> {
+        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM points_tasks \
+             WHERE program_id = $1 AND customer_id = $2 AND done = 0",
+        )
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_one(&self.db.pool)
+        .await?)
+    }
+
+    /// The customer's unused vouchers, newest first.
+    pub async fn unused_vouchers(&self, program_id: &str, customer_id: &str) -> Result<Vec<Redemption>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND customer_id = $2 \
+             AND status = 'active' ORDER BY redemption_seq DESC"
+        ));
+        let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&self.db.pool).await?;
+        rows.iter().map(redemption_from_row).collect()
+    }
+
     /// ACTIVE → CANCELLED with a refund task; a cancelled one answers as it is.
-    pub async fn cancel(&self, program_id: &str, redemption_id: &str, actor: &str) -> Result<Redemption, Error> {
+    /// `why`, when not empty, says in the refund's reason why it was cancelled.
+    pub async fn cancel(
+        &self,
+        program_id: &str,
+        redemption_id: &str,
+        actor: &str,
+        why: &str,
+    ) -> Result<Redemption, Error> {
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'cancelled', updated_at_us = $1 \
@@ -717,7 +778,10 @@ impl RewardsStore {
                 program_id: program_id.to_owned(),
                 customer_id: redemption.customer_id.clone(),
                 points: redemption.points,
-                reason: format!("voucher for {} cancelled", redemption.reward_name),
+                reason: match why {
+                    "" => format!("voucher for {} cancelled", redemption.reward_name),
+                    why => format!("voucher for {} cancelled: {why}", redemption.reward_name),
+                },
                 actor: actor.to_owned(),
             };
             self.add_task(&mut tx, &task).await?;

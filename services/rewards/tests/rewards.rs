@@ -2,6 +2,7 @@
 //! on loopback (rewards reaching points through a proxy that can cut it),
 //! sharing one manual clock, on SQLite and on PostgreSQL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,6 +242,7 @@ loyalty_common::on_both_backends!(
     points_down_during_redeem_leaves_the_points,
     a_crash_after_the_spend_is_compensated,
     cancelling_gives_the_points_back,
+    a_debt_cancels_unused_vouchers_newest_first_until_covered,
     hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position,
     staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is,
     a_redeem_cancelled_after_its_spend_is_read_back_at_once,
@@ -609,6 +611,92 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
     let refused = m.rewards.cancel_redemption(cancel(&second.redemption_id, "c2")).await.unwrap_err();
     assert_eq!(reason(&refused), "VOUCHER_USED");
     assert_eq!(m.available("fay").await, 700);
+    m.stop().await;
+}
+
+/// The clawback policy: a reversal that leaves the customer in debt cancels
+/// their unused vouchers, newest first, until the debt is covered; a used
+/// voucher is never touched, and what cannot be covered stays a debt.
+async fn a_debt_cancels_unused_vouchers_newest_first_until_covered(backend: Backend) {
+    let mut m = Mesh::start(backend).await;
+    let small = m.reward(discount("3 EUR off", 300)).await;
+    let large = m.reward(discount("5 EUR off", 500)).await;
+    let earn = m
+        .points
+        .earn(points::EarnRequest {
+            program_id: "shop".into(),
+            customer_id: "hal".into(),
+            points: 1_000,
+            reason: "referral reward".into(),
+            idempotency_key: "referral-hal".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let older = m.redeem("hal", &small, "r1").await.unwrap();
+    let newer = m.redeem("hal", &large, "r2").await.unwrap();
+    assert_eq!(m.available("hal").await, 200);
+    // The referral is clawed back: 700 of the 1,000 points, 500 more than are left.
+    let clawback = m
+        .points
+        .reverse(points::ReverseRequest {
+            program_id: "shop".into(),
+            original: Some(points::reverse_request::Original::OriginalTransactionId(earn.transaction_id.clone())),
+            points: Some(700),
+            idempotency_key: "clawback-hal".into(),
+            reason: "referral clawed back".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(clawback.balance.unwrap().available, -500);
+    let status = |m: &mut Mesh| {
+        let mut rewards = m.rewards.clone();
+        async move {
+            let request = pb::ListRedemptionsRequest {
+                program_id: "shop".into(),
+                customer_id: "hal".into(),
+                page_size: 0,
+                page_token: String::new(),
+            };
+            let listed = rewards.list_redemptions(request).await.unwrap().into_inner().redemptions;
+            listed.into_iter().map(|r| (r.redemption_id, r.status)).collect::<HashMap<_, _>>()
+        }
+    };
+    let mut covered = false;
+    for _ in 0..500 {
+        if m.available("hal").await == 0 {
+            covered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(covered, "the debt was never covered: {} points", m.available("hal").await);
+    let statuses = status(&mut m).await;
+    assert_eq!(statuses[&newer.redemption_id], pb::RedemptionStatus::Cancelled as i32, "newest first");
+    assert_eq!(statuses[&older.redemption_id], pb::RedemptionStatus::Active as i32, "only what the debt needs");
+
+    // A second clawback the remaining voucher cannot cover: it is cancelled, the rest stays a debt.
+    m.points
+        .reverse(points::ReverseRequest {
+            program_id: "shop".into(),
+            original: Some(points::reverse_request::Original::OriginalTransactionId(earn.transaction_id)),
+            points: None,
+            idempotency_key: "clawback-hal-2".into(),
+            reason: "referral clawed back".into(),
+        })
+        .await
+        .unwrap();
+    let mut left = 0;
+    for _ in 0..500 {
+        left = m.available("hal").await;
+        if status(&mut m).await[&older.redemption_id] == pb::RedemptionStatus::Cancelled as i32 && left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "300 more taken back, 300 given back by the cancelled voucher");
     m.stop().await;
 }
 
