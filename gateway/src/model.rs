@@ -1025,7 +1025,7 @@ pub fn end_campaign_request(
 
 // ---------------------------------------------------------------- audit
 
-/// One change to settings or campaigns: who, when, old and new (JSON text).
+/// One change to settings or campaigns: who, when, old and new.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub audit_id: i64,
@@ -1034,10 +1034,24 @@ pub struct AuditEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub changed_at: Option<String>,
+    /// `settings` or `campaign`.
     pub entity: String,
     pub entity_id: String,
-    pub old_value: String,
-    pub new_value: String,
+    /// The settings or the campaign before the change, as `GET` answers them;
+    /// absent when the change created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_value: Option<AuditValue>,
+    /// The settings or the campaign after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_value: Option<AuditValue>,
+}
+
+/// An audited value, in the shape its own routes use.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AuditValue {
+    Settings(Settings),
+    Campaign(Campaign),
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -1058,8 +1072,14 @@ impl From<pb::ListAuditEntriesResponse> for AuditPage {
                 changed_at: time_out(e.changed_at.as_ref()),
                 entity: e.entity,
                 entity_id: e.entity_id,
-                old_value: e.old_value,
-                new_value: e.new_value,
+                old_value: e.before.map(|before| match before {
+                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
+                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                }),
+                new_value: e.after.map(|after| match after {
+                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
+                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                }),
             })
             .collect();
         Self { entries, next_page_token: non_empty(r.next_page_token) }

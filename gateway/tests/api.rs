@@ -207,6 +207,20 @@ async fn admin_manages_rules_campaigns_audit_and_adjustments() {
     for entry in &entries {
         assert_eq!(entry["actor"], format!("api-key:{}", created.key_id));
     }
+    // Old and new values in the shapes their own routes answer: the ended
+    // campaign as GET /v1/campaigns shows it, the settings as GET /v1/settings.
+    let ended_entry = &entries[0];
+    assert_eq!((&ended_entry["entity"], &ended_entry["entity_id"]), (&json!("campaign"), &json!(id)));
+    assert_eq!(ended_entry["new_value"], ended.body, "{ended_entry:#}");
+    assert_eq!(ended_entry["old_value"]["name"], "double days");
+    assert_eq!(ended_entry["old_value"]["kind"], "multiplier");
+    assert!(rfc3339::parse(ended_entry["old_value"]["ends_at"].as_str().unwrap()).is_some(), "{ended_entry:#}");
+    let all = h.get(&admin, "/v1/audit").await.ok()["entries"].as_array().unwrap().clone();
+    let creation = all.iter().find(|e| e["entity"] == "campaign" && e.get("old_value").is_none());
+    assert_eq!(creation.expect("the creation")["new_value"], made.body);
+    let settings = all.iter().find(|e| e["entity"] == "settings").expect("the settings change");
+    assert_eq!(settings["old_value"], defaults.body);
+    assert_eq!(settings["new_value"], stored.body);
 
     // Manual adjustments: up, down past zero only with allow_debt.
     let path = "/v1/customers/dora/adjustments";

@@ -273,6 +273,13 @@ async fn settings_are_validated_versioned_and_audited(backend: Backend) {
     let entry = &audit.entries[0];
     assert_eq!((entry.actor.as_str(), entry.entity.as_str()), ("admin@shop", "settings"));
     assert!(entry.old_value.contains("\"pending_days\":0") && entry.new_value.contains("\"pending_days\":14"));
+    // The same values as the messages the settings RPCs use.
+    let (Some(pb::audit_entry::Before::SettingsBefore(before)), Some(pb::audit_entry::After::SettingsAfter(after))) =
+        (&entry.before, &entry.after)
+    else {
+        panic!("typed settings before and after: {entry:?}")
+    };
+    assert_eq!((before.pending_days, after.pending_days), (0, 14));
     h.stop().await;
 }
 

@@ -188,6 +188,15 @@ pub fn breakdown_to_proto(b: &Breakdown) -> pb::PointsBreakdown {
 }
 
 pub fn audit_to_proto(a: &AuditRecord) -> pb::AuditEntry {
+    use pb::audit_entry::{After, Before};
+    let before = audit_value(&a.entity, &a.old_value).map(|value| match value {
+        AuditValue::Settings(s) => Before::SettingsBefore(s),
+        AuditValue::Campaign(c) => Before::CampaignBefore(c),
+    });
+    let after = audit_value(&a.entity, &a.new_value).map(|value| match value {
+        AuditValue::Settings(s) => After::SettingsAfter(s),
+        AuditValue::Campaign(c) => After::CampaignAfter(c),
+    });
     pb::AuditEntry {
         audit_id: a.audit_id,
         actor: a.actor.clone(),
@@ -196,5 +205,26 @@ pub fn audit_to_proto(a: &AuditRecord) -> pb::AuditEntry {
         entity_id: a.entity_id.clone(),
         old_value: a.old_value.clone(),
         new_value: a.new_value.clone(),
+        before,
+        after,
     }
+}
+
+enum AuditValue {
+    Settings(pb::ProgramSettings),
+    Campaign(pb::Campaign),
+}
+
+/// A stored audit value as the message the RPCs use; `None` when there is
+/// none (a creation's "before") or it cannot be read as its entity.
+fn audit_value(entity: &str, stored: &str) -> Option<AuditValue> {
+    if stored.is_empty() {
+        return None;
+    }
+    let value = match entity {
+        "settings" => serde_json::from_str(stored).map(|s| AuditValue::Settings(settings_to_proto(&s))),
+        "campaign" => serde_json::from_str(stored).map(|c| AuditValue::Campaign(campaign_to_proto(&c))),
+        _ => return None,
+    };
+    value.inspect_err(|error| tracing::warn!(entity, %error, "an audit value does not read as its entity")).ok()
 }
