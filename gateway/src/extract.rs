@@ -202,9 +202,9 @@ impl<St: Send + Sync> FromRequestParts<St> for IdempotencyKey {
             ));
         };
         let bytes = value.as_bytes();
-        if bytes.is_empty() || bytes.len() > validate::MAX_ID_BYTES || !bytes.iter().all(|b| (b'!'..=b'~').contains(b))
+        if bytes.is_empty() || bytes.len() > validate::MAX_ID_CHARS || !bytes.iter().all(|b| (b'!'..=b'~').contains(b))
         {
-            let description = format!("must be 1 to {} visible ASCII characters", validate::MAX_ID_BYTES);
+            let description = format!("must be 1 to {} visible ASCII characters", validate::MAX_ID_CHARS);
             return Err(Problem::malformed(
                 "INVALID_IDEMPOTENCY_KEY",
                 format!("{FIELD} {description}"),

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod constraints;
 pub mod customer;
 pub mod extract;
 pub mod keys;

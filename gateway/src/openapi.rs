@@ -21,6 +21,11 @@ use crate::problem::{self, FieldError, ProblemDocument};
             `X-Customer-Token`: a token the shop's back end signed (HMAC-SHA256) for that customer; refusals \
             are 401 `CUSTOMER_TOKEN_REQUIRED`, `CUSTOMER_TOKEN_INVALID`, `CUSTOMER_TOKEN_EXPIRED` and 403 \
             `CUSTOMER_TOKEN_MISMATCH`.\n\n\
+            Integers (points, amounts in minor units, days) are written as integers: `1200`, never \
+            `1200.0` or `1.2e3` (400 `INVALID_BODY`). Ids are 1 to 128 characters without control or \
+            invisible format characters, compared byte for byte. A few rules relate one field to another \
+            or to the present (a campaign ends after it starts; an expiry lies ahead); the fields' \
+            descriptions say them, and breaking one is 422 naming the field.\n\n\
             Every write (POST, PUT) needs an `Idempotency-Key` header; a retry with the same key returns \
             the first answer, marked `Idempotent-Replayed: true`.\n\n\
             Errors are RFC 9457 `application/problem+json` documents with a machine-readable `code` and, \
@@ -146,7 +151,9 @@ fn problem(description: &str) -> RefOr<Response> {
     RefOr::T(ResponseBuilder::new().description(description).content(problem::CONTENT_TYPE, content).build())
 }
 
-/// The document as served at `/openapi.json`.
+/// The document as served at `/openapi.json`, with the services' rules ([`crate::constraints`]).
 pub fn document() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes")
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    crate::constraints::apply(&mut document);
+    serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
 }

@@ -39,13 +39,22 @@ impl ErrorClass {
 
 /// INVALID_ARGUMENT naming every bad field.
 pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
-    let message = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    // The first ones, so that the status (sent as HTTP/2 trailers) stays well
+    // within a peer's header size limit however many items a list got wrong.
+    let shown = &violations[..violations.len().min(MAX_VIOLATIONS)];
+    let mut message = shown.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    if violations.len() > shown.len() {
+        message.push_str(&format!("; and {} more", violations.len() - shown.len()));
+    }
     let mut details = ErrorDetails::with_error_info(REASON_INVALID_ARGUMENT, domain, HashMap::new());
-    for v in violations {
+    for v in shown {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
+
+/// Most field violations one INVALID_ARGUMENT names.
+pub const MAX_VIOLATIONS: usize = 20;
 
 /// A business failure with its reason (e.g. `INSUFFICIENT_POINTS`).
 pub fn failure(
@@ -89,6 +98,17 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_with_many_bad_items_names_the_first_ones_and_counts_the_rest() {
+        let violations: Vec<_> =
+            (0..500).map(|i| FieldViolation::new(format!("tiers[{i}].tier_id"), "appears twice")).collect();
+        let status = invalid_argument("d", &violations);
+        let shown = status.get_error_details().bad_request().map(|b| b.field_violations.len());
+        assert_eq!(shown, Some(MAX_VIOLATIONS));
+        assert!(status.message().ends_with("; and 480 more"), "{}", status.message());
+        assert!(status.message().len() < 2_000);
+    }
 
     #[test]
     fn invalid_argument_carries_reason_and_every_field() {

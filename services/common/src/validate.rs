@@ -2,10 +2,11 @@
 
 use crate::clock::{MICROS_PER_DAY, Micros};
 
-/// Longest id we accept (program, customer, idempotency key, reference), in bytes.
-pub const MAX_ID_BYTES: usize = 128;
-/// Longest free-text reason we keep, in bytes.
-pub const MAX_REASON_BYTES: usize = 512;
+/// Longest id we accept (program, customer, idempotency key, reference), in characters
+/// (Unicode scalar values, as JSON Schema's `maxLength` counts them).
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest free-text reason we keep, in characters.
+pub const MAX_REASON_CHARS: usize = 512;
 
 /// A field that failed validation, with a message for the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub const EARLIEST_INSTANT: Micros = 0;
 /// "never" sentinel such as 9999-12-31, which callers express by leaving the field unset.
 pub const MAX_DAYS_AHEAD: i64 = 3_660;
 
-/// A required, printable id of at most [`MAX_ID_BYTES`]. White space alone names nothing, and an
+/// A required, printable id of at most [`MAX_ID_CHARS`]. White space alone names nothing, and an
 /// id that only differs from another by it would be a second, invisible account; so would one
 /// that differs by an invisible format character (a zero-width space, a direction mark).
 ///
@@ -41,8 +42,8 @@ pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
     if value.trim().is_empty() {
         return Err(FieldViolation::new(field, "must not be only white space"));
     }
-    if value.len() > MAX_ID_BYTES {
-        return Err(FieldViolation::new(field, format!("must be at most {MAX_ID_BYTES} bytes")));
+    if value.chars().count() > MAX_ID_CHARS {
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_ID_CHARS} characters")));
     }
     if value.chars().any(char::is_control) {
         return Err(FieldViolation::new(field, "must not contain control characters"));
@@ -55,38 +56,57 @@ pub fn id(field: &str, value: &str) -> Result<(), FieldViolation> {
 }
 
 /// Unicode's format characters (general category Cf, Unicode 15.1): invisible, yet part of the
-/// bytes, such as U+200B ZERO WIDTH SPACE, U+200E LEFT-TO-RIGHT MARK and U+FEFF.
+/// bytes, such as U+200B ZERO WIDTH SPACE, U+200E LEFT-TO-RIGHT MARK and U+FEFF. Inclusive ranges;
+/// the gateway states the same set in its OpenAPI patterns.
+pub const FORMAT_CHARACTERS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Control characters (general category Cc): what [`char::is_control`] means.
+pub const CONTROL_CHARACTERS: &[(char, char)] = &[('\u{0000}', '\u{001F}'), ('\u{007F}', '\u{009F}')];
+
+/// Unicode's White_Space: what [`str::trim`] takes away and [`char::is_whitespace`] means.
+pub const WHITE_SPACE: &[(char, char)] = &[
+    ('\u{0009}', '\u{000D}'),
+    ('\u{0020}', '\u{0020}'),
+    ('\u{0085}', '\u{0085}'),
+    ('\u{00A0}', '\u{00A0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200A}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202F}', '\u{202F}'),
+    ('\u{205F}', '\u{205F}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
 fn is_format_character(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x061C
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
+    FORMAT_CHARACTERS.iter().any(|&(low, high)| (low..=high).contains(&c))
 }
 
-/// Optional free text of at most [`MAX_REASON_BYTES`].
+/// Optional free text of at most [`MAX_REASON_CHARS`].
 pub fn text(field: &str, value: &str) -> Result<(), FieldViolation> {
-    if value.len() > MAX_REASON_BYTES {
-        return Err(FieldViolation::new(field, format!("must be at most {MAX_REASON_BYTES} bytes")));
+    if value.chars().count() > MAX_REASON_CHARS {
+        return Err(FieldViolation::new(field, format!("must be at most {MAX_REASON_CHARS} characters")));
     }
     Ok(())
 }
@@ -155,7 +175,11 @@ impl Check {
         let before = if page_token.is_empty() {
             None
         } else {
-            let parsed = page_token.parse::<i64>().ok().filter(|id| *id > 0);
+            // Exactly as `next_page_token` writes them: a positive number, no sign, no leading zero.
+            let canonical = page_token.len() <= 18
+                && page_token.starts_with(|c: char| ('1'..='9').contains(&c))
+                && page_token.bytes().all(|b| b.is_ascii_digit());
+            let parsed = page_token.parse::<i64>().ok().filter(|_| canonical);
             if parsed.is_none() {
                 self.0.push(FieldViolation::new("page_token", "is not a token from a previous page"));
             }
@@ -223,11 +247,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_stated_character_sets_are_the_ones_the_checks_use() {
+        let within = |set: &[(char, char)], c: char| set.iter().any(|&(low, high)| (low..=high).contains(&c));
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(within(CONTROL_CHARACTERS, c), c.is_control(), "{c:?}");
+            assert_eq!(within(WHITE_SPACE, c), c.is_whitespace(), "{c:?}");
+        }
+    }
+
+    #[test]
     fn ids_are_checked_for_emptiness_length_and_control_characters() {
         assert!(id("program_id", "shop-1").is_ok());
         assert_eq!(id("program_id", "").unwrap_err().field, "program_id");
-        assert!(id("x", &"a".repeat(MAX_ID_BYTES)).is_ok());
-        assert!(id("x", &"a".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert!(id("x", &"a".repeat(MAX_ID_CHARS)).is_ok());
+        assert!(id("x", &"a".repeat(MAX_ID_CHARS + 1)).is_err());
         assert!(id("x", "a\nb").is_err());
     }
 

@@ -248,8 +248,8 @@ impl ProgramSettings {
 impl Campaign {
     pub fn validate(&self) -> Vec<FieldViolation> {
         let mut bad = Vec::new();
-        if self.name.trim().is_empty() || self.name.len() > 200 {
-            bad.push(FieldViolation::new("campaign.name", "must be 1 to 200 bytes"));
+        if self.name.trim().is_empty() || self.name.chars().count() > 200 {
+            bad.push(FieldViolation::new("campaign.name", "must be 1 to 200 characters, not only white space"));
         }
         match self.kind {
             CampaignKind::Multiplier { multiplier_bp }

@@ -187,6 +187,9 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
+        if !r.customer_id.is_empty() {
+            check.id("customer_id", &r.customer_id);
+        }
         let code = voucher_code(&mut check, &r.code);
         check.done(DOMAIN)?;
         let found = self.rewards.store().by_code(&r.program_id, &code).await?;

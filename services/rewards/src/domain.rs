@@ -69,11 +69,11 @@ impl Reward {
         let mut bad = Vec::new();
         let mut push =
             |field: &str, description: &str| bad.push(FieldViolation::new(format!("reward.{field}"), description));
-        if self.name.trim().is_empty() || self.name.len() > 200 {
-            push("name", "must be 1 to 200 bytes");
+        if self.name.trim().is_empty() || self.name.chars().count() > 200 {
+            push("name", "must be 1 to 200 characters, not only white space");
         }
-        if self.description.len() > 2_000 {
-            push("description", "must be at most 2000 bytes");
+        if self.description.chars().count() > 2_000 {
+            push("description", "must be at most 2000 characters");
         }
         match &self.kind {
             Kind::FixedDiscount { amount_minor, currency } => {
@@ -88,7 +88,7 @@ impl Reward {
                 push("percent_bp", "must be 1 to 10000 (0.01% to 100%)");
             }
             Kind::FreeProduct { sku } if validate::id("reward.sku", sku).is_err() => {
-                push("sku", "must be 1 to 128 bytes");
+                push("sku", "must be a valid id (1 to 128 characters)");
             }
             _ => {}
         }
@@ -96,13 +96,13 @@ impl Reward {
             push("point_cost", "must be 1 to 1000000000");
         }
         if !self.minimum_tier_id.is_empty() && validate::id("x", &self.minimum_tier_id).is_err() {
-            push("minimum_tier_id", "must be at most 128 bytes");
+            push("minimum_tier_id", "must be a valid tier id (1 to 128 characters)");
         }
         let mut seen = std::collections::HashSet::new();
         if self.eligible_tier_ids.len() > MAX_ELIGIBLE_TIERS
             || !self.eligible_tier_ids.iter().all(|t| validate::id("x", t).is_ok() && seen.insert(t))
         {
-            push("eligible_tier_ids", "at most 50 distinct tier ids of 1 to 128 bytes");
+            push("eligible_tier_ids", "at most 50 distinct tier ids of 1 to 128 characters");
         }
         if self.total_stock.is_some_and(|s| s < 0) {
             push("total_stock", "must not be negative");

@@ -254,14 +254,14 @@ impl Ladder {
             } else if !ids.insert(tier.tier_id.as_str()) {
                 bad.push(FieldViolation::new(field("tier_id"), "appears twice"));
             }
-            if tier.name.trim().is_empty() || tier.name.len() > 100 {
-                bad.push(FieldViolation::new(field("name"), "must be 1 to 100 bytes"));
+            if tier.name.trim().is_empty() || tier.name.chars().count() > 100 {
+                bad.push(FieldViolation::new(field("name"), "must be 1 to 100 characters, not only white space"));
             }
             if !(BP_ONE..=MAX_MULTIPLIER_BP).contains(&tier.multiplier_bp) {
                 bad.push(FieldViolation::new(field("multiplier_bp"), "must be between 10000 (1x) and 100000 (10x)"));
             }
-            if tier.perks.len() > 50 || tier.perks.iter().any(|p| p.is_empty() || p.len() > 200) {
-                bad.push(FieldViolation::new(field("perks"), "at most 50 perks of 1 to 200 bytes"));
+            if tier.perks.len() > 50 || tier.perks.iter().any(|p| p.is_empty() || p.chars().count() > 200) {
+                bad.push(FieldViolation::new(field("perks"), "at most 50 perks of 1 to 200 characters"));
             }
             let benefits = &tier.benefits;
             if !(0..=MAX_EARLY_ACCESS_HOURS).contains(&benefits.early_access_hours) {
