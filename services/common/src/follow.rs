@@ -37,6 +37,11 @@ pub trait LedgerConsumer: Send + Sync + 'static {
     /// The advisory lock that elects the one replica that consumes.
     const LOCK_KEY: i64;
 
+    /// Only entries of these kinds (empty: all), read at most every
+    /// [`Self::INTERVAL_MS`] (0: as soon as they are published).
+    const KINDS: &'static [points::EntryKind] = &[];
+    const INTERVAL_MS: i32 = 0;
+
     fn database(&self) -> &Database;
     /// The last sequence applied (0 before the first).
     fn cursor(&self) -> impl Future<Output = Result<i64, BoxError>> + Send;
@@ -98,7 +103,12 @@ async fn consume<C: LedgerConsumer>(
     let channel = peers.endpoint(points_addr)?.connect().await?;
     let mut client = PointsServiceClient::new(peers.attach(channel));
     let cursor = consumer.cursor().await?;
-    let request = points::StreamEventsRequest { after_sequence: cursor, program_id: String::new() };
+    let request = points::StreamEventsRequest {
+        after_sequence: cursor,
+        program_id: String::new(),
+        kinds: C::KINDS.iter().map(|&k| k as i32).collect(),
+        interval_ms: C::INTERVAL_MS,
+    };
     let mut stream = client.stream_events(request).await?.into_inner();
     tracing::info!(consumer = C::NAME, after_sequence = cursor, "following the points ledger");
     let mut lock_check = tokio::time::interval(RETRY);

@@ -20,7 +20,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
 use crate::cache::{AccountBalance, BalanceCache};
-use crate::domain::{Account, Balance, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
+use crate::domain::{Account, Balance, EntryKind, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
 use crate::error::Error;
 use crate::program::ProgramStore;
 use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
@@ -416,8 +416,14 @@ impl Ledger {
         self.store.entries(program_id, customer_id, before_id, limit).await
     }
 
-    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
-        self.store.entries_after(after, program_id, limit).await
+    pub async fn entries_after(
+        &self,
+        after: i64,
+        program_id: &str,
+        kinds: &[EntryKind],
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        self.store.entries_after(after, program_id, kinds, limit).await
     }
 
     pub async fn expiring(

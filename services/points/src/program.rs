@@ -69,12 +69,12 @@ pub struct ProgramStore {
 /// activity paths that need both on every call.
 #[derive(Debug, Default)]
 struct ConfigCache {
-    programs: Mutex<HashMap<String, CachedConfig>>,
+    programs: Mutex<HashMap<String, Arc<CachedConfig>>>,
     /// Bumped by every admin write: a read that began before one is not cached.
     generation: AtomicU64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct CachedConfig {
     read_at: Instant,
     settings: ProgramSettings,
@@ -90,7 +90,8 @@ impl ProgramStore {
 
     /// The program's settings and campaigns, from memory when read within
     /// [`CONFIG_CACHE_TTL`].
-    async fn config(&self, program_id: &str) -> Result<CachedConfig, Error> {
+    /// Shared, so that a lookup on the hot path copies a pointer, not the configuration.
+    async fn config(&self, program_id: &str) -> Result<Arc<CachedConfig>, Error> {
         if let Some(cached) = self.cache.programs.lock().expect("config cache").get(program_id)
             && cached.read_at.elapsed() < CONFIG_CACHE_TTL
         {
@@ -104,7 +105,7 @@ impl ProgramStore {
             .fetch_all(&self.db.pool)
             .await?;
         let campaigns = rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect::<Result<_, _>>()?;
-        let config = CachedConfig { read_at, settings, campaigns };
+        let config = Arc::new(CachedConfig { read_at, settings, campaigns });
         let mut programs = self.cache.programs.lock().expect("config cache");
         if self.cache.generation.load(Ordering::Acquire) == generation
             && config.campaigns.len() <= CONFIG_CACHE_CAMPAIGNS
@@ -125,7 +126,12 @@ impl ProgramStore {
 
     /// The program's settings, or the defaults when it has none.
     pub async fn settings(&self, program_id: &str) -> Result<ProgramSettings, Error> {
-        Ok(self.config(program_id).await?.settings)
+        Ok(self.config(program_id).await?.settings.clone())
+    }
+
+    /// When points earned at `earned_at` expire under the program's policy (`None`: never).
+    pub async fn policy_expiry(&self, program_id: &str, earned_at: Micros) -> Result<Option<Micros>, Error> {
+        Ok(self.config(program_id).await?.settings.expires_at(earned_at))
     }
 
     async fn stored_settings(&self, program_id: &str) -> Result<ProgramSettings, Error> {
@@ -215,7 +221,7 @@ impl ProgramStore {
     /// Campaigns whose window contains `at`, ordered by id.
     pub async fn active_campaigns(&self, program_id: &str, at: Micros) -> Result<Vec<Campaign>, Error> {
         let config = self.config(program_id).await?;
-        Ok(config.campaigns.into_iter().filter(|c| c.starts_at <= at && at < c.ends_at).collect())
+        Ok(config.campaigns.iter().filter(|c| c.starts_at <= at && at < c.ends_at).cloned().collect())
     }
 
     /// Stores a new campaign (already validated) under a fresh id.

@@ -621,10 +621,26 @@ impl LedgerStore {
     }
 
     /// Published entries after `after`, in stream order.
-    pub async fn entries_after(&self, after: i64, program_id: &str, limit: i64) -> Result<Vec<LedgerRow>, Error> {
+    /// Published entries after `after`, of `program_id` (empty: every program)
+    /// and of `kinds` (empty: every kind), in stream order.
+    pub async fn entries_after(
+        &self,
+        after: i64,
+        program_id: &str,
+        kinds: &[EntryKind],
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, Error> {
+        // The kinds are our own constants, never the caller's text.
+        let kinds = match kinds {
+            [] => String::new(),
+            kinds => {
+                let list: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+                format!(" AND kind IN ({})", list.join(", "))
+            }
+        };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
-             WHERE seq > $1 AND ($2 = '' OR program_id = $2) ORDER BY seq LIMIT $3"
+             WHERE seq > $1 AND ($2 = '' OR program_id = $2){kinds} ORDER BY seq LIMIT $3"
         ));
         let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
         rows.iter().map(entry_from_row).collect()

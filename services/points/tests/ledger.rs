@@ -24,6 +24,7 @@ loyalty_common::on_both_backends!(
     stream_consumer_racing_writers_sees_every_entry_once,
     invalid_input_names_the_field,
     programs_never_see_each_other,
+    a_stream_of_some_kinds_sends_only_those,
     health_reflection_and_metrics_answer,
 );
 
@@ -342,7 +343,7 @@ async fn stream_consumer_racing_writers_sees_every_entry_once(backend: Backend) 
             // Reconnect from the stored cursor every 50 entries, as a consumer restarting would.
             while seen.len() < total {
                 let mut stream = client
-                    .stream_events(pb::StreamEventsRequest { after_sequence: cursor, program_id: "race".into() })
+                    .stream_events(pb::StreamEventsRequest { after_sequence: cursor, program_id: "race".into(), ..Default::default() })
                     .await
                     .unwrap()
                     .into_inner();
@@ -500,12 +501,46 @@ async fn programs_never_see_each_other(backend: Backend) {
     assert_eq!(status.code(), Code::NotFound);
     let mut stream = h
         .client
-        .stream_events(pb::StreamEventsRequest { after_sequence: 0, program_id: "shop-b".into() })
+        .stream_events(pb::StreamEventsRequest { after_sequence: 0, program_id: "shop-b".into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
     let first = stream.next().await.unwrap().unwrap().entry.unwrap();
     assert_eq!(first.program_id, "shop-b");
+    h.stop().await;
+}
+
+/// A consumer that asks for reversals gets reversals, old and live, in
+/// stream order; the entries between them are skipped, never sent.
+async fn a_stream_of_some_kinds_sends_only_those(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let reverse = |key: &str, original: &str| pb::ReverseRequest {
+        program_id: "shop".into(),
+        original: Some(pb::reverse_request::Original::OriginalIdempotencyKey(original.into())),
+        points: Some(10),
+        idempotency_key: key.into(),
+        reason: "refund".into(),
+    };
+    h.earn("shop", "ivy", 100, "e1").await;
+    h.spend("shop", "ivy", 30, "s1").await.unwrap();
+    h.client.reverse(reverse("r1", "e1")).await.unwrap();
+    h.earn("shop", "ivy", 50, "e2").await;
+    let request = |interval_ms| pb::StreamEventsRequest {
+        kinds: vec![pb::EntryKind::Reverse as i32],
+        interval_ms,
+        ..Default::default()
+    };
+    let refused = h.client.stream_events(request(60_001)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let mut stream = h.client.stream_events(request(50)).await.unwrap().into_inner();
+    let first = stream.next().await.unwrap().unwrap().entry.unwrap();
+    assert_eq!((first.kind, first.points), (pb::EntryKind::Reverse as i32, -10));
+    h.earn("shop", "ivy", 5, "e3").await;
+    h.client.reverse(reverse("r2", "e2")).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+    let second = second.entry.unwrap();
+    assert_eq!(second.kind, pb::EntryKind::Reverse as i32, "the earn in between was not sent");
+    assert!(second.sequence > first.sequence + 1, "{} then {}", first.sequence, second.sequence);
     h.stop().await;
 }
 

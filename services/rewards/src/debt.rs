@@ -9,7 +9,8 @@
 //! were not theirs.
 //!
 //! The rewards service follows the points ledger for this (the shared
-//! follower: a durable cursor, one replica at a time). For each account a
+//! follower: a durable cursor, one replica at a time), asking only for
+//! reversals, at most once a second. For each account a
 //! reversal took points from, it reads the balance, counts the points
 //! already on their way back (refund tasks not yet confirmed, read first so
 //! that a task confirmed in between is counted at most twice, never
@@ -30,6 +31,10 @@ const ACTOR: &str = "service:rewards";
 impl LedgerConsumer for Rewards {
     const NAME: &'static str = "rewards";
     const LOCK_KEY: i64 = 0x0072_6577_6172_0001;
+    // Reversals only, once a second: a debt may wait that long, and the
+    // points service is spared a read per commit (BENCHMARKS.md).
+    const KINDS: &'static [points::EntryKind] = &[points::EntryKind::Reverse];
+    const INTERVAL_MS: i32 = 1_000;
 
     fn database(&self) -> &Database {
         self.store().database()

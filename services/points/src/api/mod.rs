@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -54,7 +55,7 @@ impl PointsApi {
     /// When points earned now expire under the program's policy: what a
     /// write that gives points without an expiry of its own means.
     async fn policy_expiry(&self, program_id: &str) -> Result<Option<Micros>, Status> {
-        Ok(self.ledger.programs().settings(program_id).await?.expires_at(self.ledger.now()))
+        Ok(self.ledger.programs().policy_expiry(program_id, self.ledger.now()).await?)
     }
 }
 
@@ -594,27 +595,51 @@ impl PointsService for PointsApi {
         if !r.program_id.is_empty() {
             check.id("program_id", &r.program_id);
         }
+        if !(0..=60_000).contains(&r.interval_ms) {
+            check.add(Err(FieldViolation::new("interval_ms", "must be 0 to 60000")));
+        }
+        let mut kinds = Vec::new();
+        for (i, &kind) in r.kinds.iter().enumerate() {
+            match pb::EntryKind::try_from(kind).ok().and_then(domain_kind) {
+                Some(kind) => kinds.push(kind),
+                None => {
+                    check.add(Err(FieldViolation::new(format!("kinds[{i}]"), "is not an entry kind")));
+                }
+            }
+        }
         check.done(DOMAIN)?;
         let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
         let ledger = self.ledger.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(feed_stream(ledger, r.after_sequence, r.program_id, tx, shutdown));
+        let interval = Duration::from_millis(u64::try_from(r.interval_ms).unwrap_or(0));
+        let filter = StreamFilter { program_id: r.program_id, kinds, interval };
+        tokio::spawn(feed_stream(ledger, r.after_sequence, filter, tx, shutdown));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Sends every published entry after `cursor`, then waits for more, until
-/// the client goes away or the server shuts down.
+/// What one stream sends, and how often it reads.
+struct StreamFilter {
+    program_id: String,
+    kinds: Vec<EntryKind>,
+    interval: Duration,
+}
+
+/// Sends every published entry after `cursor` that passes the filter, then
+/// waits for more, until the client goes away or the server shuts down.
 async fn feed_stream(
     ledger: Arc<Ledger>,
     mut cursor: i64,
-    program_id: String,
+    filter: StreamFilter,
     tx: mpsc::Sender<Result<pb::StreamEventsResponse, Status>>,
     mut shutdown: ShutdownSignal,
 ) {
     let mut published = ledger.published();
     loop {
-        let rows = match ledger.entries_after(cursor, &program_id, STREAM_BATCH).await {
+        // Everything up to here is published and visible: once a read comes
+        // back short, the entries it skipped (other kinds) need no reading again.
+        let visible = *published.borrow();
+        let rows = match ledger.entries_after(cursor, &filter.program_id, &filter.kinds, STREAM_BATCH).await {
             Ok(rows) => rows,
             Err(error) => {
                 let _ = tx.send(Err(error.into())).await;
@@ -629,12 +654,22 @@ async fn feed_stream(
             cursor = row.sequence;
         }
         if caught_up {
+            if !filter.kinds.is_empty() {
+                cursor = cursor.max(visible);
+            }
             published.mark_unchanged();
             tokio::select! {
                 _ = published.changed() => {}
                 () = tokio::time::sleep(STREAM_POLL) => {}
                 () = tx.closed() => return,
                 () = shutdown.fired() => return,
+            }
+            if !filter.interval.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(filter.interval) => {}
+                    () = tx.closed() => return,
+                    () = shutdown.fired() => return,
+                }
             }
         }
     }
@@ -700,6 +735,19 @@ fn entry(row: &LedgerRow) -> pb::LedgerEntry {
         actor: row.actor.clone(),
         base_points: row.base_points,
     }
+}
+
+fn domain_kind(kind: pb::EntryKind) -> Option<EntryKind> {
+    Some(match kind {
+        pb::EntryKind::Unspecified => return None,
+        pb::EntryKind::Earn => EntryKind::Earn,
+        pb::EntryKind::Spend => EntryKind::Spend,
+        pb::EntryKind::Reverse => EntryKind::Reverse,
+        pb::EntryKind::Adjust => EntryKind::Adjust,
+        pb::EntryKind::Activate => EntryKind::Activate,
+        pb::EntryKind::Expire => EntryKind::Expire,
+        pb::EntryKind::Restore => EntryKind::Restore,
+    })
 }
 
 fn kind(kind: EntryKind) -> pb::EntryKind {
