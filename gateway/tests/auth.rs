@@ -387,8 +387,11 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
     let server = mesh.key(PROGRAM, Scope::Server).await;
 
     let mut points_admin = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin)).await);
-    let stream =
-        points_admin.stream_events(points::StreamEventsRequest { after_sequence: 0, program_id: PROGRAM.into(), ..Default::default() });
+    let stream = points_admin.stream_events(points::StreamEventsRequest {
+        after_sequence: 0,
+        program_id: PROGRAM.into(),
+        ..Default::default()
+    });
     assert_eq!(stream.await.unwrap_err().code(), Code::PermissionDenied, "the ledger stream is internal");
     let expiry = points_admin.run_expiry(points::RunExpiryRequest { program_id: PROGRAM.into() }).await;
     assert_eq!(expiry.unwrap_err().code(), Code::PermissionDenied, "expiry runs are internal");

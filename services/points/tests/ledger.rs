@@ -343,7 +343,11 @@ async fn stream_consumer_racing_writers_sees_every_entry_once(backend: Backend) 
             // Reconnect from the stored cursor every 50 entries, as a consumer restarting would.
             while seen.len() < total {
                 let mut stream = client
-                    .stream_events(pb::StreamEventsRequest { after_sequence: cursor, program_id: "race".into(), ..Default::default() })
+                    .stream_events(pb::StreamEventsRequest {
+                        after_sequence: cursor,
+                        program_id: "race".into(),
+                        ..Default::default()
+                    })
                     .await
                     .unwrap()
                     .into_inner();

@@ -1,0 +1,251 @@
+//! The shape of every route's answer, held against a golden file: one
+//! scripted program (settings, a ladder, a campaign, rewards, referrals,
+//! orders, a redemption) touches every documented route once, and each
+//! answer's status and JSON shape (keys and value types, not values) must
+//! equal `tests/golden/response_shapes.json`. A restructuring of the gateway
+//! that changes the public JSON fails here; a deliberate change rewrites the
+//! file with `GOLDEN_UPDATE=1 cargo test -p loyalty-gateway --test golden`
+//! and shows in review. A documented route the script does not reach fails
+//! too, so a new route comes with its shape.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use loyalty_common::clock::{Clock, MICROS_PER_DAY, SystemClock};
+use loyalty_gateway::keys::Scope;
+use loyalty_gateway::rfc3339;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use support::{Answer, Harness, eventually};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/response_shapes.json");
+
+/// Keys and value types: `"string"`, `"integer"`, `"number"`, `"boolean"`,
+/// `"null"`, objects by key, arrays by their first item (`[]` when empty).
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("boolean"),
+        Value::Number(n) if n.is_i64() || n.is_u64() => json!("integer"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        Value::Array(items) => Value::Array(items.first().map(shape).into_iter().collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+    }
+}
+
+/// What the script saw, by `METHOD /documented/path`.
+#[derive(Default)]
+struct Shapes(BTreeMap<String, Value>);
+
+impl Shapes {
+    #[track_caller]
+    fn record(&mut self, route: &str, answer: &Answer) -> Value {
+        assert!(answer.status.is_success(), "{route}: {} {:#}", answer.status, answer.body);
+        let entry = json!({"status": answer.status.as_u16(), "body": shape(&answer.body)});
+        assert!(self.0.insert(route.to_owned(), entry).is_none(), "{route} recorded twice");
+        answer.body.clone()
+    }
+}
+
+fn now_plus(micros: i64) -> String {
+    rfc3339::format(SystemClock.now() + micros)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_in_its_golden_shape() {
+    let h = Harness::start().await;
+    let admin = h.key("shop", Scope::Admin).await;
+    let storefront = h.key("shop", Scope::Storefront).await;
+    let anna = h.customer_token("shop", "anna").await;
+    let mut seen = Shapes::default();
+
+    let open = |path: &'static str| h.send(Method::GET, path, None, &[], None);
+    seen.record("GET /healthz", &open("/healthz").await);
+    seen.record("GET /readyz", &open("/readyz").await);
+
+    // The program.
+    seen.record("GET /v1/settings", &h.get(&admin, "/v1/settings").await);
+    let settings = json!({
+        "earn_rate": {"points": 1, "per_amount_minor": 100}, "rounding": "down", "currency": "EUR",
+        "expiry": {"kind": "days_after_earn", "count": 365},
+        "activity_rules": [{"activity_type": "signup", "points": 200}],
+    });
+    seen.record("PUT /v1/settings", &h.put(&admin, "/v1/settings", "settings-1", settings).await);
+    let ladder = json!({
+        "tiers": [
+            {"tier_id": "bronze", "name": "Bronze", "threshold": 0, "multiplier_bp": 10_000},
+            {"tier_id": "silver", "name": "Silver", "threshold": 300, "multiplier_bp": 12_500, "perks": ["free returns"],
+             "benefits": {"free_shipping": true, "flags": ["priority_support"]}},
+        ],
+        "window": {"kind": "lifetime"},
+        "downgrade": {"kind": "immediate"},
+    });
+    seen.record("PUT /v1/tiers/ladder", &h.put(&admin, "/v1/tiers/ladder", "ladder-1", ladder).await);
+    seen.record("GET /v1/tiers/ladder", &h.get(&admin, "/v1/tiers/ladder").await);
+    let campaign = json!({
+        "name": "Double weekend", "kind": "multiplier", "multiplier_bp": 20_000,
+        "starts_at": now_plus(-3_600_000_000), "ends_at": now_plus(2 * MICROS_PER_DAY),
+    });
+    let made =
+        seen.record("POST /v1/campaigns", &h.post(&admin, "/v1/campaigns", "campaign-1", campaign.clone()).await);
+    let campaign_id = made["campaign_id"].as_str().unwrap().to_owned();
+    let mut renamed = campaign.clone();
+    renamed["name"] = json!("Double days");
+    let path = format!("/v1/campaigns/{campaign_id}");
+    seen.record("PUT /v1/campaigns/{campaign_id}", &h.put(&admin, &path, "campaign-2", renamed).await);
+    seen.record("GET /v1/campaigns", &h.get(&admin, "/v1/campaigns").await);
+    let referral_settings = json!({
+        "enabled": true, "referrer_points": 300, "referee_points": 100, "attribution_window_days": 30,
+        "clawback_window_days": 14,
+    });
+    let put = h.put(&admin, "/v1/referrals/settings", "referral-settings-1", referral_settings).await;
+    seen.record("PUT /v1/referrals/settings", &put);
+    seen.record("GET /v1/referrals/settings", &h.get(&admin, "/v1/referrals/settings").await);
+    let reward = |name: &str, cost: i64| {
+        json!({"name": name, "description": "5 EUR off", "kind": "fixed_discount", "amount_minor": 500,
+               "currency": "EUR", "point_cost": cost, "voucher_validity_days": 30})
+    };
+    let created =
+        seen.record("POST /v1/rewards", &h.post(&admin, "/v1/rewards", "reward-1", reward("€5 off", 100)).await);
+    let reward_id = created["reward_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/rewards/{reward_id}");
+    seen.record("PUT /v1/rewards/{reward_id}", &h.put(&admin, &path, "reward-2", reward("€5 off", 100)).await);
+    let spare = h.post(&admin, "/v1/rewards", "reward-3", reward("retired", 50)).await;
+    let spare_id = spare.ok()["reward_id"].as_str().unwrap().to_owned();
+    let archive = h
+        .send(
+            Method::POST,
+            &format!("/v1/rewards/{spare_id}/archive"),
+            Some(&admin),
+            &[("idempotency-key", "archive-1")],
+            None,
+        )
+        .await;
+    seen.record("POST /v1/rewards/{reward_id}/archive", &archive);
+    seen.record("GET /v1/rewards", &h.get(&admin, "/v1/rewards?include_archived=true").await);
+    seen.record("GET /v1/program", &h.get(&storefront, "/v1/program").await);
+
+    // A customer's life.
+    let signup = json!({"activity_type": "signup"});
+    let path = "/v1/customers/anna/activities";
+    seen.record("POST /v1/customers/{customer_id}/activities", &h.post(&admin, path, "signup-anna", signup).await);
+    seen.record(
+        "GET /v1/orders/preview",
+        &h.get(&admin, "/v1/orders/preview?customer_id=anna&amount_minor=5000&currency=EUR").await,
+    );
+    seen.record("POST /v1/orders", &h.order(&admin, "anna", "o-1", 15_000).await);
+    let refund = json!({"refunded_amount_minor": 1_000});
+    seen.record(
+        "POST /v1/orders/{order_id}/refunds",
+        &h.post(&admin, "/v1/orders/o-1/refunds", "refund-1", refund).await,
+    );
+    let adjustment = json!({"points": 50, "reason": "goodwill"});
+    let path = "/v1/customers/anna/adjustments";
+    seen.record("POST /v1/customers/{customer_id}/adjustments", &h.post(&admin, path, "adjust-1", adjustment).await);
+    let path = "/v1/customers/anna/transactions";
+    seen.record("GET /v1/customers/{customer_id}/transactions", &h.get_for(&storefront, &anna, path).await);
+
+    // Referrals.
+    let path = "/v1/customers/anna/referral";
+    let code = seen.record(
+        "POST /v1/customers/{customer_id}/referral",
+        &h.post_for(&storefront, &anna, path, "code-1", json!({})).await,
+    );
+    let code = code["code"].as_str().unwrap().to_owned();
+    seen.record("GET /v1/customers/{customer_id}/referral", &h.get_for(&storefront, &anna, path).await);
+    seen.record("GET /v1/referrals/codes/{code}", &h.get(&storefront, &format!("/v1/referrals/codes/{code}")).await);
+    let signup = json!({"code": code, "customer_id": "ben"});
+    seen.record("POST /v1/referrals/signups", &h.post(&admin, "/v1/referrals/signups", "signup-ben", signup).await);
+
+    // Rewards at the storefront and the checkout.
+    let path = "/v1/customers/anna/rewards";
+    seen.record("GET /v1/customers/{customer_id}/rewards", &h.get_for(&storefront, &anna, path).await);
+    let path = "/v1/customers/anna/redemptions";
+    let redeem = json!({"reward_id": reward_id});
+    let first = seen.record(
+        "POST /v1/customers/{customer_id}/redemptions",
+        &h.post_for(&storefront, &anna, path, "redeem-1", redeem.clone()).await,
+    );
+    let second = h.post_for(&storefront, &anna, path, "redeem-2", redeem).await;
+    let second_id = second.ok()["redemption_id"].as_str().unwrap().to_owned();
+    seen.record("GET /v1/customers/{customer_id}/redemptions", &h.get_for(&storefront, &anna, path).await);
+    let voucher = first["voucher_code"].as_str().unwrap().to_owned();
+    let path = format!("/v1/vouchers/{voucher}/validate");
+    seen.record("POST /v1/vouchers/{code}/validate", &h.post(&admin, &path, "validate-1", json!({})).await);
+    let path = format!("/v1/vouchers/{voucher}/consume");
+    seen.record(
+        "POST /v1/vouchers/{code}/consume",
+        &h.post(&admin, &path, "consume-1", json!({"order_id": "o-2"})).await,
+    );
+    let cancel = h
+        .send(
+            Method::POST,
+            &format!("/v1/redemptions/{second_id}/cancel"),
+            Some(&admin),
+            &[("idempotency-key", "cancel-1")],
+            None,
+        )
+        .await;
+    seen.record("POST /v1/redemptions/{redemption_id}/cancel", &cancel);
+
+    // Tiers: the first one arrives a moment after the points.
+    let tiered = eventually(Duration::from_secs(10), || async {
+        h.get(&admin, "/v1/customers/anna/tier").await.body["tier_id"].is_string()
+    })
+    .await;
+    assert!(tiered, "anna never got a tier");
+    seen.record("GET /v1/customers/{customer_id}/tier", &h.get(&admin, "/v1/customers/anna/tier").await);
+    let path = "/v1/customers/anna/tier-assignment";
+    let assigned =
+        h.post(&admin, path, "assign-1", json!({"tier_id": "silver", "ends_at": now_plus(MICROS_PER_DAY)})).await;
+    seen.record("POST /v1/customers/{customer_id}/tier-assignment", &assigned);
+    let removed = h.send(Method::DELETE, path, Some(&admin), &[("idempotency-key", "unassign-1")], None).await;
+    seen.record("DELETE /v1/customers/{customer_id}/tier-assignment", &removed);
+    let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
+    seen.record("GET /v1/customers/{customer_id}/loyalty", &page);
+
+    // Last, so that the audit has every kind of change in it.
+    let end = h
+        .send(
+            Method::POST,
+            &format!("/v1/campaigns/{campaign_id}/end"),
+            Some(&admin),
+            &[("idempotency-key", "end-1")],
+            None,
+        )
+        .await;
+    seen.record("POST /v1/campaigns/{campaign_id}/end", &end);
+    seen.record("GET /v1/audit", &h.get(&admin, "/v1/audit").await);
+    h.stop().await;
+
+    // Every documented route was reached.
+    let document: Value = serde_json::from_str(&loyalty_gateway::openapi::document()).unwrap();
+    let documented: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| format!("{} {path}", m.to_uppercase())))
+        .collect();
+    let missing: Vec<&String> = documented.iter().filter(|r| !seen.0.contains_key(*r)).collect();
+    assert!(missing.is_empty(), "routes the script does not reach: {missing:?}");
+
+    let actual = serde_json::to_string_pretty(&seen.0).unwrap() + "\n";
+    if std::env::var_os("GOLDEN_UPDATE").is_some() {
+        std::fs::write(GOLDEN, &actual).unwrap();
+        return;
+    }
+    let golden = std::fs::read_to_string(GOLDEN).unwrap_or_default();
+    if golden != actual {
+        let want: BTreeMap<String, Value> = serde_json::from_str(&golden).unwrap_or_default();
+        let changed: Vec<&String> =
+            seen.0.keys().chain(want.keys()).filter(|r| seen.0.get(*r) != want.get(*r)).collect();
+        panic!(
+            "response shapes differ from {GOLDEN} for {changed:?}; if the change is meant, rerun with GOLDEN_UPDATE=1 \
+             and commit the file\n{actual}"
+        );
+    }
+}
