@@ -85,10 +85,10 @@ pub struct Config {
     /// Largest request body accepted, in bytes (then 413).
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", value_name = "GATEWAY_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
-    /// Requests per second each API key may make on average (token bucket refill); 0 turns limiting off.
+    /// Requests per second each API key may make on average (GCRA, as a token bucket refills); 0 turns limiting off.
     #[arg(long, env = "GATEWAY_RATE_LIMIT_PER_SEC", value_name = "GATEWAY_RATE_LIMIT_PER_SEC", default_value_t = 50)]
     pub rate_limit_per_sec: u32,
-    /// Requests each API key may make in a burst (token bucket size).
+    /// Requests each API key may make in a burst.
     #[arg(long, env = "GATEWAY_RATE_LIMIT_BURST", value_name = "GATEWAY_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
     /// How long a verified API key is trusted without reading the key store again, in seconds;

@@ -1,77 +1,76 @@
-//! Per-key token buckets: each API key may burst up to `burst` requests and
-//! then `per_second` on average. In-process, so with N gateway replicas a key
-//! gets up to N times the rate; that bounds abuse, it is not a quota.
+//! Per-key rate limits: each API key may burst up to `burst` requests and
+//! then `per_second` on average (GCRA, with `governor`: one atomic state per
+//! key, keys sharded, no lock shared by every request). In-process, so with N
+//! gateway replicas a key gets up to N times the rate; that bounds abuse, it
+//! is not a quota.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+type Keyed<C> = Gcra<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+pub struct RateLimiter<C: Clock + Clone = MonotonicClock> {
+    /// `None`: limiting is off.
+    limiter: Option<Keyed<C>>,
+    clock: C,
 }
 
 impl RateLimiter {
     /// `per_second` zero turns limiting off.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        Self { per_second: f64::from(per_second), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        Self::with_clock(per_second, burst, MonotonicClock)
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(per_second: u32, burst: u32, clock: C) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let quota = Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            Gcra::dashmap_with_clock(quota, clock.clone())
+        });
+        Self { limiter, clock }
     }
 
-    /// Takes one token for `key_id`; when none is left, how long until one is.
+    /// Takes one request's worth for `key_id`; when the key is over its rate,
+    /// how long until it may send the next. One state per key that passed
+    /// authentication, so memory is bounded by the keys that exist.
     pub fn acquire(&self, key_id: &str) -> Result<(), Duration> {
-        self.acquire_at(key_id, Instant::now())
-    }
-
-    fn acquire_at(&self, key_id: &str, now: Instant) -> Result<(), Duration> {
-        if self.per_second <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
-        // One bucket per key that passed authentication, so the map is bounded by the keys that exist.
-        let bucket = buckets.entry(key_id.to_owned()).or_insert(Bucket { tokens: self.burst, updated: now });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
-        }
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(&key_id.to_owned()).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn bursts_then_refills_at_the_rate() {
-        let limiter = RateLimiter::new(2, 3);
-        let start = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(2, 3, clock.clone());
         for _ in 0..3 {
-            assert!(limiter.acquire_at("k", start).is_ok());
+            assert!(limiter.acquire("k").is_ok());
         }
-        let wait = limiter.acquire_at("k", start).unwrap_err();
+        let wait = limiter.acquire("k").unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
         // Other keys have their own bucket.
-        assert!(limiter.acquire_at("other", start).is_ok());
-        assert!(limiter.acquire_at("k", start + Duration::from_millis(500)).is_ok());
-        assert!(limiter.acquire_at("k", start + Duration::from_millis(500)).is_err());
+        assert!(limiter.acquire("other").is_ok());
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.acquire("k").is_ok());
+        assert!(limiter.acquire("k").is_err());
     }
 
     #[test]
     fn zero_rate_means_unlimited() {
         let limiter = RateLimiter::new(0, 1);
-        let now = Instant::now();
         for _ in 0..1_000 {
-            assert!(limiter.acquire_at("k", now).is_ok());
+            assert!(limiter.acquire("k").is_ok());
         }
     }
 }
