@@ -1,5 +1,5 @@
 //! One gRPC client per backend, on one shared channel each (connections are
-//! reused and multiplexed), and one small function per backend call. Every
+//! reused and multiplexed), and one generic call path per backend. Every
 //! call carries a deadline, the caller's W3C trace context and the gateway's
 //! service identity (the gateway has checked the caller's API key itself).
 
@@ -17,12 +17,20 @@ use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
-use loyalty_proto::rewards::v1 as rewards_pb;
 use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
-use loyalty_proto::tiers::v1 as tiers_pb;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
 type Traced = PeerChannel;
+
+/// The closure that makes one call `method` on the client it is given:
+/// `upstreams.rewards(request, rpc!(redeem))`. The deadline, trace context,
+/// identity and replay flag are [`Upstreams`]' business, once for every call.
+#[macro_export]
+macro_rules! rpc {
+    ($method:ident) => {
+        |mut client, request| async move { client.$method(request).await }
+    };
+}
 
 /// The gRPC service name the points health check asks about.
 const POINTS_SERVICE: &str = "loyalty.points.v1.PointsService";
@@ -99,24 +107,76 @@ impl Upstreams {
         self.tiers.is_some()
     }
 
-    fn tiers(&self) -> Result<TiersServiceClient<Traced>, Failure> {
-        self.tiers.clone().ok_or(Failure::NotConfigured("TIERS_ADDR"))
-    }
-
-    fn referral(&self) -> Result<ReferralServiceClient<Traced>, Failure> {
-        self.referral.clone().ok_or(Failure::NotConfigured("REFERRAL_ADDR"))
-    }
-
-    fn rewards(&self) -> Result<RewardsServiceClient<Traced>, Failure> {
-        self.rewards.clone().ok_or(Failure::NotConfigured("REWARDS_ADDR"))
-    }
-
     /// True when the points service answers its health check with SERVING.
     pub async fn points_ready(&self) -> bool {
         let mut client = self.points_health.clone();
         let request = HealthCheckRequest { service: POINTS_SERVICE.to_owned() };
         let answer = self.unary(request, |r| async move { client.check(r).await }).await;
         answer.is_ok_and(|reply| reply.message.status == ServingStatus::Serving as i32)
+    }
+
+    /// One call to the points service, e.g. `upstreams.points(request, rpc!(earn_for_order))`.
+    pub async fn points<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(PointsServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let client = self.points.clone();
+        self.unary(message, move |request| rpc(client, request)).await
+    }
+
+    /// One call to the tiers service; [`Failure::NotConfigured`] without its address.
+    pub async fn tiers<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(TiersServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        self.optional(&self.tiers, "TIERS_ADDR", message, rpc).await
+    }
+
+    /// One call to the referral service; [`Failure::NotConfigured`] without its address.
+    pub async fn referral<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(ReferralServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        self.optional(&self.referral, "REFERRAL_ADDR", message, rpc).await
+    }
+
+    /// One call to the rewards service; [`Failure::NotConfigured`] without its address.
+    pub async fn rewards<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(RewardsServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        self.optional(&self.rewards, "REWARDS_ADDR", message, rpc).await
+    }
+
+    /// One call to an optional backend, or [`Failure::NotConfigured`] naming `variable`.
+    async fn optional<C: Clone, Req, Res, Fut>(
+        &self,
+        client: &Option<C>,
+        variable: &'static str,
+        message: Req,
+        rpc: impl FnOnce(C, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let client = client.clone().ok_or(Failure::NotConfigured(variable))?;
+        Ok(self.unary(message, move |request| rpc(client, request)).await?)
     }
 
     /// Sends one unary call with the deadline both as `grpc-timeout` (so the
@@ -144,47 +204,6 @@ impl Upstreams {
         }
     }
 
-    pub async fn earn_for_order(&self, r: pb::EarnForOrderRequest) -> Result<Reply<pb::EarnForOrderResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.earn_for_order(r).await }).await
-    }
-
-    pub async fn refund_order(&self, r: pb::RefundOrderRequest) -> Result<Reply<pb::RefundOrderResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.refund_order(r).await }).await
-    }
-
-    pub async fn record_activity(
-        &self,
-        r: pb::RecordActivityRequest,
-    ) -> Result<Reply<pb::RecordActivityResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.record_activity(r).await }).await
-    }
-
-    pub async fn preview_order(&self, r: pb::PreviewOrderRequest) -> Result<Reply<pb::PreviewOrderResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.preview_order(r).await }).await
-    }
-
-    pub async fn adjust(&self, r: pb::AdjustRequest) -> Result<Reply<pb::AdjustResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.adjust(r).await }).await
-    }
-
-    pub async fn get_balance(&self, r: pb::GetBalanceRequest) -> Result<Reply<pb::GetBalanceResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.get_balance(r).await }).await
-    }
-
-    pub async fn get_expiring_points(
-        &self,
-        r: pb::GetExpiringPointsRequest,
-    ) -> Result<Reply<pb::GetExpiringPointsResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.get_expiring_points(r).await }).await
-    }
-
     /// The balance and the points expiring within the request's horizon, in
     /// one call. A points service older than GetAccountSummary answers
     /// UNIMPLEMENTED: then it is asked the two calls it knows, in parallel,
@@ -200,7 +219,10 @@ impl Upstreams {
                 let balance =
                     pb::GetBalanceRequest { program_id: program_id.clone(), customer_id: customer_id.clone() };
                 let expiring = pb::GetExpiringPointsRequest { program_id, customer_id, within };
-                let (balance, expiring) = tokio::join!(self.get_balance(balance), self.get_expiring_points(expiring));
+                let (balance, expiring) = tokio::join!(
+                    self.points(balance, rpc!(get_balance)),
+                    self.points(expiring, rpc!(get_expiring_points))
+                );
                 let message = pb::GetAccountSummaryResponse {
                     balance: balance?.message.balance,
                     expiring: Some(expiring?.message),
@@ -211,126 +233,9 @@ impl Upstreams {
         }
     }
 
-    pub async fn list_transactions(
-        &self,
-        r: pb::ListTransactionsRequest,
-    ) -> Result<Reply<pb::ListTransactionsResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.list_transactions(r).await }).await
-    }
-
-    pub async fn get_program_settings(
-        &self,
-        r: pb::GetProgramSettingsRequest,
-    ) -> Result<Reply<pb::GetProgramSettingsResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.get_program_settings(r).await }).await
-    }
-
-    pub async fn put_program_settings(
-        &self,
-        r: pb::PutProgramSettingsRequest,
-    ) -> Result<Reply<pb::PutProgramSettingsResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.put_program_settings(r).await }).await
-    }
-
-    pub async fn list_campaigns(
-        &self,
-        r: pb::ListCampaignsRequest,
-    ) -> Result<Reply<pb::ListCampaignsResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.list_campaigns(r).await }).await
-    }
-
-    pub async fn create_campaign(
-        &self,
-        r: pb::CreateCampaignRequest,
-    ) -> Result<Reply<pb::CreateCampaignResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.create_campaign(r).await }).await
-    }
-
-    pub async fn update_campaign(
-        &self,
-        r: pb::UpdateCampaignRequest,
-    ) -> Result<Reply<pb::UpdateCampaignResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.update_campaign(r).await }).await
-    }
-
-    pub async fn end_campaign(&self, r: pb::EndCampaignRequest) -> Result<Reply<pb::EndCampaignResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.end_campaign(r).await }).await
-    }
-
-    pub async fn list_audit_entries(
-        &self,
-        r: pb::ListAuditEntriesRequest,
-    ) -> Result<Reply<pb::ListAuditEntriesResponse>, Status> {
-        let mut c = self.points.clone();
-        self.unary(r, |r| async move { c.list_audit_entries(r).await }).await
-    }
-
     // ------------------------------------------------------------ tiers
 
-    pub async fn get_membership(
-        &self,
-        r: tiers_pb::GetMembershipRequest,
-    ) -> Result<Reply<tiers_pb::GetMembershipResponse>, Failure> {
-        let mut c = self.tiers()?;
-        Ok(self.unary(r, |r| async move { c.get_membership(r).await }).await?)
-    }
-
-    pub async fn get_ladder(
-        &self,
-        r: tiers_pb::GetLadderRequest,
-    ) -> Result<Reply<tiers_pb::GetLadderResponse>, Failure> {
-        let mut c = self.tiers()?;
-        Ok(self.unary(r, |r| async move { c.get_ladder(r).await }).await?)
-    }
-
-    pub async fn put_ladder(
-        &self,
-        r: tiers_pb::PutLadderRequest,
-    ) -> Result<Reply<tiers_pb::PutLadderResponse>, Failure> {
-        let mut c = self.tiers()?;
-        Ok(self.unary(r, |r| async move { c.put_ladder(r).await }).await?)
-    }
-
-    pub async fn assign_tier(
-        &self,
-        r: tiers_pb::AssignTierRequest,
-    ) -> Result<Reply<tiers_pb::AssignTierResponse>, Failure> {
-        let mut c = self.tiers()?;
-        Ok(self.unary(r, |r| async move { c.assign_tier(r).await }).await?)
-    }
-
-    pub async fn remove_assignment(
-        &self,
-        r: tiers_pb::RemoveAssignmentRequest,
-    ) -> Result<Reply<tiers_pb::RemoveAssignmentResponse>, Failure> {
-        let mut c = self.tiers()?;
-        Ok(self.unary(r, |r| async move { c.remove_assignment(r).await }).await?)
-    }
-
     // ------------------------------------------------------------ referral
-
-    pub async fn get_or_create_code(
-        &self,
-        r: referral_pb::GetOrCreateCodeRequest,
-    ) -> Result<Reply<referral_pb::GetOrCreateCodeResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.get_or_create_code(r).await }).await?)
-    }
-
-    pub async fn get_referral_stats(
-        &self,
-        r: referral_pb::GetReferralStatsRequest,
-    ) -> Result<Reply<referral_pb::GetReferralStatsResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.get_referral_stats(r).await }).await?)
-    }
 
     /// The customer's code (if one was made: reading makes none) and its stats, in one
     /// call. A referral service older than GetReferralSummary answers
@@ -339,133 +244,24 @@ impl Upstreams {
         &self,
         r: referral_pb::GetReferralSummaryRequest,
     ) -> Result<Reply<referral_pb::GetReferralSummaryResponse>, Failure> {
-        let mut c = self.referral()?;
         let (program_id, customer_id) = (r.program_id.clone(), r.customer_id.clone());
-        match self.unary(r, |r| async move { c.get_referral_summary(r).await }).await {
-            Err(status) if status.code() == Code::Unimplemented => {
+        match self.referral(r, rpc!(get_referral_summary)).await {
+            Err(Failure::Status(status)) if status.code() == Code::Unimplemented => {
                 let code = referral_pb::GetOrCreateCodeRequest {
                     program_id: program_id.clone(),
                     customer_id: customer_id.clone(),
                 };
                 let stats = referral_pb::GetReferralStatsRequest { program_id, customer_id };
-                let (code, stats) = tokio::join!(self.get_or_create_code(code), self.get_referral_stats(stats));
+                let (code, stats) = tokio::join!(
+                    self.referral(code, rpc!(get_or_create_code)),
+                    self.referral(stats, rpc!(get_referral_stats))
+                );
                 let message =
                     referral_pb::GetReferralSummaryResponse { code: Some(code?.message), stats: Some(stats?.message) };
                 Ok(Reply { message, replayed: false })
             }
-            answer => Ok(answer?),
+            answer => answer,
         }
-    }
-
-    pub async fn resolve_code(
-        &self,
-        r: referral_pb::ResolveCodeRequest,
-    ) -> Result<Reply<referral_pb::ResolveCodeResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.resolve_code(r).await }).await?)
-    }
-
-    pub async fn record_signup(
-        &self,
-        r: referral_pb::RecordSignupRequest,
-    ) -> Result<Reply<referral_pb::RecordSignupResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.record_signup(r).await }).await?)
-    }
-
-    pub async fn get_referral_settings(
-        &self,
-        r: referral_pb::GetReferralSettingsRequest,
-    ) -> Result<Reply<referral_pb::GetReferralSettingsResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.get_referral_settings(r).await }).await?)
-    }
-
-    pub async fn put_referral_settings(
-        &self,
-        r: referral_pb::PutReferralSettingsRequest,
-    ) -> Result<Reply<referral_pb::PutReferralSettingsResponse>, Failure> {
-        let mut c = self.referral()?;
-        Ok(self.unary(r, |r| async move { c.put_referral_settings(r).await }).await?)
-    }
-
-    // ------------------------------------------------------------ rewards
-
-    pub async fn list_rewards(
-        &self,
-        r: rewards_pb::ListRewardsRequest,
-    ) -> Result<Reply<rewards_pb::ListRewardsResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.list_rewards(r).await }).await?)
-    }
-
-    pub async fn create_reward(
-        &self,
-        r: rewards_pb::CreateRewardRequest,
-    ) -> Result<Reply<rewards_pb::CreateRewardResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.create_reward(r).await }).await?)
-    }
-
-    pub async fn update_reward(
-        &self,
-        r: rewards_pb::UpdateRewardRequest,
-    ) -> Result<Reply<rewards_pb::UpdateRewardResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.update_reward(r).await }).await?)
-    }
-
-    pub async fn archive_reward(
-        &self,
-        r: rewards_pb::ArchiveRewardRequest,
-    ) -> Result<Reply<rewards_pb::ArchiveRewardResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.archive_reward(r).await }).await?)
-    }
-
-    pub async fn list_available_rewards(
-        &self,
-        r: rewards_pb::ListAvailableRewardsRequest,
-    ) -> Result<Reply<rewards_pb::ListAvailableRewardsResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.list_available_rewards(r).await }).await?)
-    }
-
-    pub async fn redeem(&self, r: rewards_pb::RedeemRequest) -> Result<Reply<rewards_pb::RedeemResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.redeem(r).await }).await?)
-    }
-
-    pub async fn list_redemptions(
-        &self,
-        r: rewards_pb::ListRedemptionsRequest,
-    ) -> Result<Reply<rewards_pb::ListRedemptionsResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.list_redemptions(r).await }).await?)
-    }
-
-    pub async fn cancel_redemption(
-        &self,
-        r: rewards_pb::CancelRedemptionRequest,
-    ) -> Result<Reply<rewards_pb::CancelRedemptionResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.cancel_redemption(r).await }).await?)
-    }
-
-    pub async fn validate_voucher(
-        &self,
-        r: rewards_pb::ValidateVoucherRequest,
-    ) -> Result<Reply<rewards_pb::ValidateVoucherResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.validate_voucher(r).await }).await?)
-    }
-
-    pub async fn consume_voucher(
-        &self,
-        r: rewards_pb::ConsumeVoucherRequest,
-    ) -> Result<Reply<rewards_pb::ConsumeVoucherResponse>, Failure> {
-        let mut c = self.rewards()?;
-        Ok(self.unary(r, |r| async move { c.consume_voucher(r).await }).await?)
     }
 }
 

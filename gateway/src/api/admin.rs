@@ -12,6 +12,7 @@ use crate::model::{
     Settings, SettingsBody,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.
 const SETTINGS_PREFIX: &str = "settings.";
@@ -44,7 +45,7 @@ pub async fn adjust(
     JsonBody(body): JsonBody<AdjustmentBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id, auth.actor(), key)?;
-    let reply = state.upstreams.adjust(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(adjust)).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &Adjusted::from(reply.message)))
 }
 
@@ -58,7 +59,7 @@ pub async fn adjust(
     responses((status = 200, description = "The earning rules", body = Settings))
 )]
 pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
-    let reply = state.upstreams.get_program_settings(model::settings_request(auth.program())).await;
+    let reply = state.upstreams.points(model::settings_request(auth.program()), rpc!(get_program_settings)).await;
     let reply = reply.map_err(points_failed)?;
     Ok(json(&Settings::from_proto(reply.message.settings)))
 }
@@ -86,7 +87,7 @@ pub async fn put_settings(
     JsonBody(body): JsonBody<SettingsBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), auth.actor(), key);
-    let reply = state.upstreams.put_program_settings(request).await;
+    let reply = state.upstreams.points(request, rpc!(put_program_settings)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(SETTINGS_PREFIX))?;
     Ok(written(reply.replayed, &Settings::from_proto(reply.message.settings)))
 }
@@ -106,7 +107,7 @@ pub async fn list_campaigns(
     auth: Authorized<AdminScope>,
     QueryParams(query): QueryParams<CampaignQuery>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.list_campaigns(model::campaigns_request(auth.program(), query)).await;
+    let reply = state.upstreams.points(model::campaigns_request(auth.program(), query), rpc!(list_campaigns)).await;
     Ok(json(&CampaignList::from(reply.map_err(points_failed)?.message)))
 }
 
@@ -134,7 +135,7 @@ pub async fn create_campaign(
 ) -> Result<Response, Problem> {
     let campaign = body.into_proto(String::new())?;
     let request = model::create_campaign_request(auth.program(), campaign, auth.actor(), key);
-    let reply = state.upstreams.create_campaign(request).await;
+    let reply = state.upstreams.points(request, rpc!(create_campaign)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(CAMPAIGN_PREFIX))?;
     Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
 }
@@ -168,7 +169,7 @@ pub async fn update_campaign(
 ) -> Result<Response, Problem> {
     let campaign = body.into_proto(campaign_id)?;
     let request = model::update_campaign_request(auth.program(), campaign, auth.actor(), key);
-    let reply = state.upstreams.update_campaign(request).await;
+    let reply = state.upstreams.points(request, rpc!(update_campaign)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(CAMPAIGN_PREFIX))?;
     Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
 }
@@ -199,7 +200,7 @@ pub async fn end_campaign(
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, Problem> {
     let request = model::end_campaign_request(auth.program(), campaign_id, auth.actor(), key);
-    let reply = state.upstreams.end_campaign(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(end_campaign)).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
 }
 
@@ -221,6 +222,6 @@ pub async fn audit(
     auth: Authorized<AdminScope>,
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.list_audit_entries(model::audit_request(auth.program(), page)).await;
+    let reply = state.upstreams.points(model::audit_request(auth.program(), page), rpc!(list_audit_entries)).await;
     Ok(json(&AuditPage::from(reply.map_err(points_failed)?.message)))
 }

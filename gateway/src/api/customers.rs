@@ -12,6 +12,7 @@ use crate::model::{
     TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 use crate::upstream::{Failure, Upstreams};
 
 /// Awards an activity rule's points (`signup`, `birthday`, `review`, ...), within its cap.
@@ -41,7 +42,7 @@ pub async fn record_activity(
     JsonBody(body): JsonBody<ActivityBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id, key);
-    let reply = state.upstreams.record_activity(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(record_activity)).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &ActivityRecorded::from(reply.message)))
 }
 
@@ -108,7 +109,7 @@ pub(super) fn absence(part: &str, failure: Failure) -> Absence {
 
 /// The tier part: never fails the page.
 async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart {
-    match up.get_membership(model::membership_request(program, customer_id)).await {
+    match up.tiers(model::membership_request(program, customer_id), rpc!(get_membership)).await {
         Ok(reply) => TierPart::from_proto(reply.message.membership),
         Err(Failure::Status(status)) if status.code() == Code::NotFound => TierPart::no_tier(),
         Err(failure) => TierPart::absent(absence("tier", failure)),
@@ -125,7 +126,10 @@ async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> Refe
 
 /// The rewards part: never fails the page.
 async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str, known_points: Option<i64>) -> RewardsPart {
-    match up.list_available_rewards(model::available_rewards_request(program, customer_id, known_points)).await {
+    match up
+        .rewards(model::available_rewards_request(program, customer_id, known_points), rpc!(list_available_rewards))
+        .await
+    {
         Ok(reply) => RewardsPart::from_proto(reply.message),
         Err(failure) => RewardsPart::absent(absence("rewards", failure)),
     }
@@ -154,6 +158,6 @@ pub async fn transactions(
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
     let request = model::transactions_request(auth.program(), customer_id, page);
-    let reply = state.upstreams.list_transactions(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(list_transactions)).await.map_err(points_failed)?;
     Ok(json(&TransactionPage::from(reply.message)))
 }

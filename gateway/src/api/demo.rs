@@ -19,6 +19,7 @@ use crate::customer::TokenRefusal;
 use crate::extract::JsonBody;
 use crate::model::{self, ActivityBody, OrderBody};
 use crate::problem::{FieldError, Problem};
+use crate::rpc;
 use crate::widget::DemoShop;
 
 /// The page; `{{STOREFRONT_KEY}}` is filled in when served.
@@ -63,7 +64,7 @@ async fn session(State(state): State<AppState>, JsonBody(body): JsonBody<Session
     let customer_id = customer(body.customer_id)?;
     let signup = ActivityBody { activity_type: "signup".to_owned(), activity_ref: None };
     let request = signup.into_proto(&shop.program_id, customer_id.clone(), format!("demo-signup-{customer_id}"));
-    state.upstreams.record_activity(request).await.map_err(points_failed)?;
+    state.upstreams.points(request, rpc!(record_activity)).await.map_err(points_failed)?;
     let token = state.widget.tokens.issue(&shop.program_id, &customer_id).await.map_err(|refusal| match refusal {
         TokenRefusal::Unavailable(cause) => {
             tracing::error!(error = %cause, "cannot read the demo program's customer token secret");
@@ -108,7 +109,8 @@ struct CompletedReferral {
 async fn referral(State(state): State<AppState>, JsonBody(body): JsonBody<ReferralBody>) -> Result<Response, Problem> {
     let shop = shop(&state)?;
     let customer_id = customer(body.customer_id)?;
-    let code = state.upstreams.get_or_create_code(model::code_request(&shop.program_id, &customer_id)).await;
+    let code =
+        state.upstreams.referral(model::code_request(&shop.program_id, &customer_id), rpc!(get_or_create_code)).await;
     let code = code.map_err(crate::api::referral_failed)?.message.code;
     let friend_id = format!("demo-friend-{}", random_hex());
     let earned = place_order(&state, shop, friend_id.clone(), 80_00, Some(code)).await?;
@@ -128,15 +130,19 @@ async fn place_order(
     amount_minor: i64,
     referral_code: Option<String>,
 ) -> Result<OrderPlaced, Problem> {
-    let settings = state.upstreams.get_program_settings(model::settings_request(&shop.program_id)).await;
+    let settings = state.upstreams.points(model::settings_request(&shop.program_id), rpc!(get_program_settings)).await;
     let currency = model::Settings::from_proto(settings.map_err(points_failed)?.message.settings).currency;
     let order_id = format!("demo-{}", random_hex());
     let body =
         OrderBody { customer_id, order_id: order_id.clone(), amount_minor, currency, occurred_at: None, referral_code };
     if let Some(signup) = body.signup_request(&shop.program_id) {
-        state.upstreams.record_signup(signup).await.map_err(crate::api::referral_failed)?;
+        state.upstreams.referral(signup, rpc!(record_signup)).await.map_err(crate::api::referral_failed)?;
     }
-    let reply = state.upstreams.earn_for_order(body.into_proto(&shop.program_id)?).await.map_err(points_failed)?;
+    let reply = state
+        .upstreams
+        .points(body.into_proto(&shop.program_id)?, rpc!(earn_for_order))
+        .await
+        .map_err(points_failed)?;
     Ok(OrderPlaced { order_id, points: reply.message.points })
 }
 

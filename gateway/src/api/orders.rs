@@ -7,6 +7,7 @@ use crate::api::{AppState, json, points_failed, referral_failed, written};
 use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{OrderBody, OrderEarned, Preview, PreviewQuery, ReferralOutcome, RefundBody, Refunded};
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 
 /// Earns an order's points, once per order.
 ///
@@ -47,12 +48,12 @@ pub async fn earn_for_order(
     let request = body.into_proto(auth.program())?;
     let referral = match signup {
         Some(signup) => {
-            let answer = state.upstreams.record_signup(signup).await.map(|reply| reply.message);
+            let answer = state.upstreams.referral(signup, rpc!(record_signup)).await.map(|reply| reply.message);
             Some(ReferralOutcome::from_signup(answer.map_err(referral_failed)))
         }
         None => None,
     };
-    let reply = state.upstreams.earn_for_order(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(earn_for_order)).await.map_err(points_failed)?;
     let mut earned = OrderEarned::from(reply.message);
     earned.referral = referral;
     Ok(written(reply.replayed, &earned))
@@ -90,7 +91,7 @@ pub async fn refund_order(
     JsonBody(body): JsonBody<RefundBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), order_id, key);
-    let reply = state.upstreams.refund_order(request).await.map_err(points_failed)?;
+    let reply = state.upstreams.points(request, rpc!(refund_order)).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &Refunded::from(reply.message)))
 }
 
@@ -113,6 +114,7 @@ pub async fn preview_order(
     auth: Authorized<ServerScope>,
     QueryParams(query): QueryParams<PreviewQuery>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.preview_order(query.into_proto(auth.program())).await.map_err(points_failed)?;
+    let reply =
+        state.upstreams.points(query.into_proto(auth.program()), rpc!(preview_order)).await.map_err(points_failed)?;
     Ok(json(&Preview::from(reply.message)))
 }

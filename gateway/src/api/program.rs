@@ -17,6 +17,7 @@ use crate::model::{
     RewardList, RewardQuery, Settings, Tier,
 };
 use crate::problem::Problem;
+use crate::rpc;
 
 /// The program as a guest sees it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,11 +97,14 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
     let program = auth.program();
     let up = &state.upstreams;
     let (settings, campaigns, ladder, catalog, referral) = tokio::join!(
-        up.get_program_settings(model::settings_request(program)),
-        up.list_campaigns(model::campaigns_request(program, CampaignQuery { include_ended: Some(false) })),
-        up.get_ladder(model::ladder_request(program)),
-        up.list_rewards(model::rewards_request(program, RewardQuery { include_archived: Some(false) })),
-        up.get_referral_settings(model::referral_settings_request(program)),
+        up.points(model::settings_request(program), rpc!(get_program_settings)),
+        up.points(
+            model::campaigns_request(program, CampaignQuery { include_ended: Some(false) }),
+            rpc!(list_campaigns)
+        ),
+        up.tiers(model::ladder_request(program), rpc!(get_ladder)),
+        up.rewards(model::rewards_request(program, RewardQuery { include_archived: Some(false) }), rpc!(list_rewards)),
+        up.referral(model::referral_settings_request(program), rpc!(get_referral_settings)),
     );
     let settings = Settings::from_proto(settings.map_err(points_failed)?.message.settings);
     let now = SystemClock.now();

@@ -14,6 +14,7 @@ use crate::customer::CustomerTokens;
 use crate::extract::{self, AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
 use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.
 const SETTINGS_PREFIX: &str = "settings.";
@@ -67,7 +68,9 @@ pub async fn create_customer_referral_code(
     _key: IdempotencyKey,
 ) -> Result<Response, Problem> {
     let up = &state.upstreams;
-    up.get_or_create_code(model::code_request(auth.program(), &customer_id)).await.map_err(referral_failed)?;
+    up.referral(model::code_request(auth.program(), &customer_id), rpc!(get_or_create_code))
+        .await
+        .map_err(referral_failed)?;
     let reply = up
         .get_referral_summary(model::referral_summary_request(auth.program(), &customer_id))
         .await
@@ -107,7 +110,7 @@ pub async fn signup(
     // The friend signing up is the customer a storefront must prove, or anyone could
     // claim any customer for their own code.
     extract::acts_for(&auth, &tokens, &headers, &body.customer_id).await?;
-    let reply = state.upstreams.record_signup(body.into_proto(auth.program(), key)).await;
+    let reply = state.upstreams.referral(body.into_proto(auth.program(), key), rpc!(record_signup)).await;
     let reply = reply.map_err(referral_failed)?;
     Ok(written(reply.replayed, &Referral::from_proto(reply.message.referral)))
 }
@@ -131,7 +134,8 @@ pub async fn resolve_code(
     auth: Authorized<StorefrontScope>,
     Segment(code): Segment<String>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.resolve_code(model::resolve_code_request(auth.program(), code.clone())).await;
+    let reply =
+        state.upstreams.referral(model::resolve_code_request(auth.program(), code.clone()), rpc!(resolve_code)).await;
     Ok(json(&CodeInfo::from_proto(code, reply.map_err(referral_failed)?.message)))
 }
 
@@ -145,7 +149,8 @@ pub async fn resolve_code(
     responses((status = 200, description = "The referral rules", body = ReferralSettings))
 )]
 pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
-    let reply = state.upstreams.get_referral_settings(model::referral_settings_request(auth.program())).await;
+    let reply =
+        state.upstreams.referral(model::referral_settings_request(auth.program()), rpc!(get_referral_settings)).await;
     Ok(json(&ReferralSettings::from_proto(reply.map_err(referral_failed)?.message.settings)))
 }
 
@@ -172,7 +177,7 @@ pub async fn put_settings(
     JsonBody(body): JsonBody<ReferralSettingsBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), auth.actor(), key);
-    let reply = state.upstreams.put_referral_settings(request).await;
+    let reply = state.upstreams.referral(request, rpc!(put_referral_settings)).await;
     let reply = reply.map_err(|failure| referral_failed(failure).strip_field_prefix(SETTINGS_PREFIX))?;
     Ok(written(reply.replayed, &ReferralSettings::from_proto(reply.message.settings)))
 }

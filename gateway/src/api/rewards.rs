@@ -16,6 +16,7 @@ use crate::model::{
     RewardList, RewardQuery, ValidateBody, VoucherCheck,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.
 const REWARD_PREFIX: &str = "reward.";
@@ -41,7 +42,7 @@ pub async fn available(
     ForCustomer { auth, customer_id }: ForCustomer,
 ) -> Result<Response, Problem> {
     let request = model::available_rewards_request(auth.program(), &customer_id, None);
-    let reply = state.upstreams.list_available_rewards(request).await.map_err(rewards_failed)?;
+    let reply = state.upstreams.rewards(request, rpc!(list_available_rewards)).await.map_err(rewards_failed)?;
     Ok(json(&AvailableRewards::from_proto(customer_id, reply.message)))
 }
 
@@ -78,7 +79,7 @@ pub async fn redeem(
     JsonBody(body): JsonBody<RedeemBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id, key);
-    let reply = state.upstreams.redeem(request).await.map_err(rewards_failed)?;
+    let reply = state.upstreams.rewards(request, rpc!(redeem)).await.map_err(rewards_failed)?;
     Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
 }
 
@@ -105,7 +106,7 @@ pub async fn redemptions(
     QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Response, Problem> {
     let request = model::redemptions_request(auth.program(), customer_id, page);
-    let reply = state.upstreams.list_redemptions(request).await.map_err(rewards_failed)?;
+    let reply = state.upstreams.rewards(request, rpc!(list_redemptions)).await.map_err(rewards_failed)?;
     Ok(json(&RedemptionPage::from(reply.message)))
 }
 
@@ -134,7 +135,7 @@ pub async fn validate_voucher(
     _key: IdempotencyKey,
     JsonBody(body): JsonBody<ValidateBody>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.validate_voucher(body.into_proto(auth.program(), code)).await;
+    let reply = state.upstreams.rewards(body.into_proto(auth.program(), code), rpc!(validate_voucher)).await;
     Ok(json(&VoucherCheck::from(reply.map_err(rewards_failed)?.message)))
 }
 
@@ -165,7 +166,7 @@ pub async fn consume_voucher(
     _key: IdempotencyKey,
     JsonBody(body): JsonBody<ConsumeBody>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.consume_voucher(body.into_proto(auth.program(), code)).await;
+    let reply = state.upstreams.rewards(body.into_proto(auth.program(), code), rpc!(consume_voucher)).await;
     Ok(json(&Redemption::from_proto(reply.map_err(rewards_failed)?.message.redemption)))
 }
 
@@ -184,7 +185,7 @@ pub async fn list(
     auth: Authorized<AdminScope>,
     QueryParams(query): QueryParams<RewardQuery>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.list_rewards(model::rewards_request(auth.program(), query)).await;
+    let reply = state.upstreams.rewards(model::rewards_request(auth.program(), query), rpc!(list_rewards)).await;
     Ok(json(&RewardList::from(reply.map_err(rewards_failed)?.message)))
 }
 
@@ -212,7 +213,7 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let reward = body.into_proto(String::new())?;
     let request = model::create_reward_request(auth.program(), reward, auth.actor(), key);
-    let reply = state.upstreams.create_reward(request).await;
+    let reply = state.upstreams.rewards(request, rpc!(create_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
     Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
 }
@@ -246,7 +247,7 @@ pub async fn update(
 ) -> Result<Response, Problem> {
     let reward = body.into_proto(reward_id)?;
     let request = model::update_reward_request(auth.program(), reward, auth.actor(), key);
-    let reply = state.upstreams.update_reward(request).await;
+    let reply = state.upstreams.rewards(request, rpc!(update_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
     Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
 }
@@ -277,7 +278,7 @@ pub async fn archive(
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, Problem> {
     let request = model::archive_reward_request(auth.program(), reward_id, auth.actor(), key);
-    let reply = state.upstreams.archive_reward(request).await.map_err(rewards_failed)?;
+    let reply = state.upstreams.rewards(request, rpc!(archive_reward)).await.map_err(rewards_failed)?;
     Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
 }
 
@@ -307,6 +308,6 @@ pub async fn cancel_redemption(
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, Problem> {
     let request = model::cancel_redemption_request(auth.program(), redemption_id, key);
-    let reply = state.upstreams.cancel_redemption(request).await.map_err(rewards_failed)?;
+    let reply = state.upstreams.rewards(request, rpc!(cancel_redemption)).await.map_err(rewards_failed)?;
     Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
 }

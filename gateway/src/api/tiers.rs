@@ -9,6 +9,7 @@ use crate::api::{AppState, json, tiers_failed, written};
 use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment};
 use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership};
 use crate::problem::{Problem, ProblemDocument};
+use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.
 const LADDER_PREFIX: &str = "ladder.";
@@ -23,7 +24,8 @@ const LADDER_PREFIX: &str = "ladder.";
     responses((status = 200, description = "The ladder", body = Ladder))
 )]
 pub async fn get_ladder(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
-    let reply = state.upstreams.get_ladder(model::ladder_request(auth.program())).await.map_err(tiers_failed)?;
+    let reply =
+        state.upstreams.tiers(model::ladder_request(auth.program()), rpc!(get_ladder)).await.map_err(tiers_failed)?;
     Ok(json(&Ladder::from_proto(reply.message.ladder)))
 }
 
@@ -51,7 +53,7 @@ pub async fn put_ladder(
     JsonBody(body): JsonBody<LadderBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), auth.actor(), key);
-    let reply = state.upstreams.put_ladder(request).await;
+    let reply = state.upstreams.tiers(request, rpc!(put_ladder)).await;
     let reply = reply.map_err(|failure| tiers_failed(failure).strip_field_prefix(LADDER_PREFIX))?;
     Ok(written(reply.replayed, &Ladder::from_proto(reply.message.ladder)))
 }
@@ -76,7 +78,7 @@ pub async fn membership(
     Segment(customer_id): Segment<String>,
 ) -> Result<Response, Problem> {
     let request = model::membership_request(auth.program(), &customer_id);
-    let reply = state.upstreams.get_membership(request).await.map_err(tiers_failed)?;
+    let reply = state.upstreams.tiers(request, rpc!(get_membership)).await.map_err(tiers_failed)?;
     Ok(json(&Membership::from_proto(customer_id, reply.message.membership)))
 }
 
@@ -109,7 +111,7 @@ pub async fn assign(
     JsonBody(body): JsonBody<AssignmentBody>,
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id.clone(), auth.actor(), key)?;
-    let reply = state.upstreams.assign_tier(request).await.map_err(tiers_failed)?;
+    let reply = state.upstreams.tiers(request, rpc!(assign_tier)).await.map_err(tiers_failed)?;
     Ok(written(reply.replayed, &Membership::from_proto(customer_id, reply.message.membership)))
 }
 
@@ -139,6 +141,6 @@ pub async fn remove_assignment(
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, Problem> {
     let request = model::remove_assignment_request(auth.program(), customer_id.clone(), auth.actor(), key);
-    let reply = state.upstreams.remove_assignment(request).await.map_err(tiers_failed)?;
+    let reply = state.upstreams.tiers(request, rpc!(remove_assignment)).await.map_err(tiers_failed)?;
     Ok(written(reply.replayed, &Membership::from_proto(customer_id, reply.message.membership)))
 }

@@ -13,6 +13,7 @@ use loyalty_common::peer::Peers;
 use loyalty_common::tls::Tls;
 use loyalty_gateway::customer::CustomerSecrets;
 use loyalty_gateway::keys::{KeyStore, Scope};
+use loyalty_gateway::rpc;
 use loyalty_gateway::upstream::{Addresses, Failure, Upstreams};
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::referral::v1 as referral;
@@ -53,47 +54,53 @@ pub async fn prepare(gateway: &mut loyalty_gateway::Config) -> Result<(), Error>
 }
 
 async fn seed(up: &Upstreams) -> Result<(), Error> {
-    up.put_program_settings(points::PutProgramSettingsRequest {
-        program_id: PROGRAM.to_owned(),
-        settings: Some(points::ProgramSettings {
-            currency: "EUR".to_owned(),
-            earn_rate: Some(points::EarnRate { points: 1, per_amount_minor: 100 }),
-            rounding: points::Rounding::Down as i32,
-            minimum_order_minor: 0,
-            // Points arrive at once, so the demo shows them without waiting out a return window.
-            pending_days: 0,
-            expiry: Some(points::ExpiryPolicy { kind: points::ExpiryPolicyKind::DaysAfterEarn as i32, count: 365 }),
-            activity_rules: vec![
-                activity("signup", 200, 1, points::CapPeriod::Lifetime, false),
-                activity("birthday", 100, 1, points::CapPeriod::Year, false),
-                activity("review", 50, 5, points::CapPeriod::Month, true),
-                activity("social_follow", 25, 3, points::CapPeriod::Lifetime, true),
-            ],
-            version: 0,
-        }),
-        actor: ACTOR.to_owned(),
-        idempotency_key: "demo-setup-settings-v1".to_owned(),
-        expected_version: None,
-    })
+    up.points(
+        points::PutProgramSettingsRequest {
+            program_id: PROGRAM.to_owned(),
+            settings: Some(points::ProgramSettings {
+                currency: "EUR".to_owned(),
+                earn_rate: Some(points::EarnRate { points: 1, per_amount_minor: 100 }),
+                rounding: points::Rounding::Down as i32,
+                minimum_order_minor: 0,
+                // Points arrive at once, so the demo shows them without waiting out a return window.
+                pending_days: 0,
+                expiry: Some(points::ExpiryPolicy { kind: points::ExpiryPolicyKind::DaysAfterEarn as i32, count: 365 }),
+                activity_rules: vec![
+                    activity("signup", 200, 1, points::CapPeriod::Lifetime, false),
+                    activity("birthday", 100, 1, points::CapPeriod::Year, false),
+                    activity("review", 50, 5, points::CapPeriod::Month, true),
+                    activity("social_follow", 25, 3, points::CapPeriod::Lifetime, true),
+                ],
+                version: 0,
+            }),
+            actor: ACTOR.to_owned(),
+            idempotency_key: "demo-setup-settings-v1".to_owned(),
+            expected_version: None,
+        },
+        rpc!(put_program_settings),
+    )
     .await?;
     // A campaign running now, so the widget shows one; on reviews only, so orders earn as the ladder says.
-    up.create_campaign(points::CreateCampaignRequest {
-        program_id: PROGRAM.to_owned(),
-        campaign: Some(points::Campaign {
-            campaign_id: String::new(),
-            name: "Double points on reviews".to_owned(),
-            kind: points::CampaignKind::Multiplier as i32,
-            multiplier_bp: 20_000,
-            bonus_points: 0,
-            // Fixed dates, so that the setup's key replays on every start: 2026-01-01 to 2034-12-31.
-            starts_at: Some(to_timestamp(1_767_225_600_000_000)),
-            ends_at: Some(to_timestamp(2_051_136_000_000_000)),
-            tier_ids: Vec::new(),
-            applies_to: vec!["review".to_owned()],
-        }),
-        actor: ACTOR.to_owned(),
-        idempotency_key: "demo-setup-campaign-reviews-v1".to_owned(),
-    })
+    up.points(
+        points::CreateCampaignRequest {
+            program_id: PROGRAM.to_owned(),
+            campaign: Some(points::Campaign {
+                campaign_id: String::new(),
+                name: "Double points on reviews".to_owned(),
+                kind: points::CampaignKind::Multiplier as i32,
+                multiplier_bp: 20_000,
+                bonus_points: 0,
+                // Fixed dates, so that the setup's key replays on every start: 2026-01-01 to 2034-12-31.
+                starts_at: Some(to_timestamp(1_767_225_600_000_000)),
+                ends_at: Some(to_timestamp(2_051_136_000_000_000)),
+                tier_ids: Vec::new(),
+                applies_to: vec!["review".to_owned()],
+            }),
+            actor: ACTOR.to_owned(),
+            idempotency_key: "demo-setup-campaign-reviews-v1".to_owned(),
+        },
+        rpc!(create_campaign),
+    )
     .await?;
     let tier = |tier_id: &str, name: &str, threshold: i64, multiplier_bp: i32, perks: &[&str]| tiers::Tier {
         tier_id: tier_id.to_owned(),
@@ -119,24 +126,27 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
             &["1.5x points on orders", "free returns", "free shipping", "double birthday points"],
         )
     };
-    up.put_ladder(tiers::PutLadderRequest {
-        program_id: PROGRAM.to_owned(),
-        ladder: Some(tiers::Ladder {
-            tiers: vec![
-                tier("bronze", "Bronze", 0, 10_000, &[]),
-                tier("silver", "Silver", 300, 12_500, &["1.25x points on orders"]),
-                gold,
-            ],
-            window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
-            downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
-            version: 0,
-            // The demo's sign-up bonus should show a tier at once.
-            qualification_basis: tiers::QualificationBasis::AllEarned as i32,
-        }),
-        actor: ACTOR.to_owned(),
-        // v2: tier benefits and the qualification basis arrived.
-        idempotency_key: "demo-setup-ladder-v2".to_owned(),
-    })
+    up.tiers(
+        tiers::PutLadderRequest {
+            program_id: PROGRAM.to_owned(),
+            ladder: Some(tiers::Ladder {
+                tiers: vec![
+                    tier("bronze", "Bronze", 0, 10_000, &[]),
+                    tier("silver", "Silver", 300, 12_500, &["1.25x points on orders"]),
+                    gold,
+                ],
+                window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+                downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+                version: 0,
+                // The demo's sign-up bonus should show a tier at once.
+                qualification_basis: tiers::QualificationBasis::AllEarned as i32,
+            }),
+            actor: ACTOR.to_owned(),
+            // v2: tier benefits and the qualification basis arrived.
+            idempotency_key: "demo-setup-ladder-v2".to_owned(),
+        },
+        rpc!(put_ladder),
+    )
     .await
     .map_err(failed)?;
     for (slug, reward) in [
@@ -147,31 +157,37 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
             reward("10% off", "For Silver members and up", Kind::PercentDiscount, 500, 0, 1_000, "silver"),
         ),
     ] {
-        up.create_reward(rewards::CreateRewardRequest {
-            program_id: PROGRAM.to_owned(),
-            reward: Some(reward),
-            actor: ACTOR.to_owned(),
-            idempotency_key: format!("demo-setup-reward-{slug}-v1"),
-        })
+        up.rewards(
+            rewards::CreateRewardRequest {
+                program_id: PROGRAM.to_owned(),
+                reward: Some(reward),
+                actor: ACTOR.to_owned(),
+                idempotency_key: format!("demo-setup-reward-{slug}-v1"),
+            },
+            rpc!(create_reward),
+        )
         .await
         .map_err(failed)?;
     }
-    up.put_referral_settings(referral::PutReferralSettingsRequest {
-        program_id: PROGRAM.to_owned(),
-        settings: Some(referral::ReferralSettings {
-            enabled: true,
-            referrer_points: 300,
-            referee_points: 100,
-            minimum_order_minor: 20_00,
-            cap_count: 10,
-            cap_period_days: 30,
-            attribution_window_days: 30,
-            clawback_window_days: 14,
-            version: 0,
-        }),
-        actor: ACTOR.to_owned(),
-        idempotency_key: "demo-setup-referrals-v1".to_owned(),
-    })
+    up.referral(
+        referral::PutReferralSettingsRequest {
+            program_id: PROGRAM.to_owned(),
+            settings: Some(referral::ReferralSettings {
+                enabled: true,
+                referrer_points: 300,
+                referee_points: 100,
+                minimum_order_minor: 20_00,
+                cap_count: 10,
+                cap_period_days: 30,
+                attribution_window_days: 30,
+                clawback_window_days: 14,
+                version: 0,
+            }),
+            actor: ACTOR.to_owned(),
+            idempotency_key: "demo-setup-referrals-v1".to_owned(),
+        },
+        rpc!(put_referral_settings),
+    )
     .await
     .map_err(failed)?;
     Ok(())
