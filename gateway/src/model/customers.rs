@@ -1,0 +1,380 @@
+//! One customer: activities, the loyalty page and the ledger history.
+
+use super::*;
+
+// ---------------------------------------------------------------- customers
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityBody {
+    /// `signup`, `birthday`, `review`, `social_follow` or one the shop defined in its settings.
+    pub activity_type: String,
+    /// What the activity was about: a product id for a review, a network for a follow.
+    pub activity_ref: Option<String>,
+}
+
+impl ActivityBody {
+    pub fn into_proto(self, program_id: &str, customer_id: String, key: String) -> pb::RecordActivityRequest {
+        pb::RecordActivityRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            activity_type: self.activity_type,
+            activity_ref: self.activity_ref.unwrap_or_default(),
+            idempotency_key: key,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityRecorded {
+    pub transaction_id: String,
+    pub points: i64,
+    pub breakdown: Breakdown,
+    pub balance: Balance,
+}
+
+impl From<pb::RecordActivityResponse> for ActivityRecorded {
+    fn from(r: pb::RecordActivityResponse) -> Self {
+        Self {
+            transaction_id: r.transaction_id,
+            points: r.points,
+            breakdown: Breakdown::from_proto(r.breakdown),
+            balance: Balance::from_proto(r.balance),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentBody {
+    /// Signed, never zero: positive adds points, negative takes them away.
+    pub points: i64,
+    /// Why, for the ledger and the audit trail.
+    pub reason: String,
+    /// For a positive adjustment: when those points expire; absent: as the program's expiry
+    /// policy says, unless `never_expires`.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// For a negative adjustment: allow the balance to go below zero.
+    #[serde(default)]
+    pub allow_debt: bool,
+    /// For a positive adjustment without `expires_at`: the points never expire, whatever the policy.
+    #[serde(default)]
+    pub never_expires: bool,
+}
+
+impl AdjustmentBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        customer_id: String,
+        actor: String,
+        key: String,
+    ) -> Result<pb::AdjustRequest, Problem> {
+        let expires_at = self.expires_at.as_deref().map(|t| time_in("expires_at", t)).transpose()?;
+        Ok(pb::AdjustRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            points: self.points,
+            reason: self.reason,
+            idempotency_key: key,
+            expires_at,
+            allow_debt: self.allow_debt,
+            actor,
+            never_expires: self.never_expires,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Adjusted {
+    pub transaction_id: String,
+    pub balance: Balance,
+}
+
+impl From<pb::AdjustResponse> for Adjusted {
+    fn from(r: pb::AdjustResponse) -> Self {
+        Self { transaction_id: r.transaction_id, balance: Balance::from_proto(r.balance) }
+    }
+}
+
+/// One customer's loyalty standing, for a storefront widget. `points` is
+/// essential (no page without it); every other part may be marked
+/// `available: false` when its service is not configured or does not answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoyaltyPage {
+    pub customer_id: String,
+    pub points: PointsPart,
+    pub tier: TierPart,
+    pub referral: ReferralPart,
+    pub rewards: RewardsPart,
+}
+
+/// The customer's referral code and stats.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ReferralPart {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Absence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// False when the code was disabled or the program has referrals off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ReferralStats>,
+}
+
+impl ReferralPart {
+    pub fn absent(reason: Absence) -> Self {
+        Self { available: false, reason: Some(reason), ..Self::default() }
+    }
+
+    pub fn from_proto(r: referral_pb::GetReferralSummaryResponse) -> Self {
+        let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
+        Self {
+            available: true,
+            reason: None,
+            // None until the customer asked for one: reading the page makes nothing.
+            code: non_empty(code.code),
+            enabled: Some(code.enabled),
+            stats: Some(stats.into()),
+        }
+    }
+}
+
+/// The rewards the customer can redeem right now (the full list with reasons is
+/// `GET /v1/customers/{customer_id}/rewards`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct RewardsPart {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Absence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeemable: Option<Vec<Reward>>,
+}
+
+impl RewardsPart {
+    pub fn absent(reason: Absence) -> Self {
+        Self { available: false, reason: Some(reason), ..Self::default() }
+    }
+
+    pub fn from_proto(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
+        let redeemable = r.rewards.into_iter().filter(|a| a.redeemable).map(|a| Reward::from_proto(a.reward)).collect();
+        Self { available: true, reason: None, redeemable: Some(redeemable) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PointsPart {
+    #[serde(flatten)]
+    pub balance: Balance,
+    pub expiring_soon: ExpiringSoon,
+}
+
+impl PointsPart {
+    pub fn from_proto(summary: pb::GetAccountSummaryResponse) -> Self {
+        let expiring = summary.expiring.unwrap_or_default();
+        Self {
+            balance: Balance::from_proto(summary.balance),
+            expiring_soon: ExpiringSoon {
+                within_days: EXPIRING_SOON_DAYS,
+                total_points: expiring.total_points,
+                expiring: expiring
+                    .expiring
+                    .into_iter()
+                    .map(|e| ExpiringPoints { points: e.points, expires_at: time_out(e.expires_at.as_ref()) })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// Active points that expire within `within_days`, grouped by instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiringSoon {
+    pub within_days: i64,
+    pub total_points: i64,
+    pub expiring: Vec<ExpiringPoints>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiringPoints {
+    pub points: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// Why a part of the loyalty page is missing.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Absence {
+    /// The gateway has no address for that service.
+    NotConfigured,
+    /// The service did not answer (in time); the rest of the page is still right.
+    Unavailable,
+}
+
+/// The customer's tier. With `available: true` and no `tier_id` the customer has no tier yet.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct TierPart {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Absence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_name: Option<String>,
+    /// Earn multiplier in basis points: 10000 is 1x.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplier_bp: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifying_points: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_tier_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_tier_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_to_next_tier: Option<i64>,
+    /// What `qualifying_points` counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualification_basis: Option<QualificationBasis>,
+    /// The current tier's benefits (free shipping for a checkout to apply, and so on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benefits: Option<TierBenefits>,
+    /// The current tier's free-text perks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perks: Option<Vec<String>>,
+}
+
+impl TierPart {
+    pub fn absent(reason: Absence) -> Self {
+        Self { available: false, reason: Some(reason), ..Self::default() }
+    }
+
+    /// A customer the tiers service does not know has no tier.
+    pub fn no_tier() -> Self {
+        Self { available: true, ..Self::default() }
+    }
+
+    pub fn from_proto(m: Option<tiers_pb::Membership>) -> Self {
+        let Some(m) = m else { return Self::no_tier() };
+        let has_tier = !m.tier_id.is_empty();
+        let has_next = !m.next_tier_id.is_empty();
+        Self {
+            available: true,
+            reason: None,
+            tier_id: non_empty(m.tier_id),
+            tier_name: non_empty(m.tier_name),
+            multiplier_bp: has_tier.then_some(m.multiplier_bp),
+            qualifying_points: Some(m.qualifying_points),
+            next_tier_id: non_empty(m.next_tier_id),
+            next_tier_name: non_empty(m.next_tier_name),
+            points_to_next_tier: has_next.then_some(m.points_to_next_tier),
+            qualification_basis: Some(QualificationBasis::from_proto(m.qualification_basis)),
+            benefits: m.benefits.map(TierBenefits::from),
+            perks: has_tier.then_some(m.perks),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Earn,
+    Spend,
+    Reverse,
+    Adjust,
+    Activate,
+    Expire,
+    /// A spend given back (an unused voucher cancelled): the points return
+    /// with their own expiry and count as neither earned nor spent.
+    Restore,
+    Unknown,
+}
+
+/// One ledger entry of the customer's account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Transaction {
+    pub transaction_id: String,
+    pub kind: EntryKind,
+    /// Change to `available` (signed).
+    pub points: i64,
+    /// Change to `pending` (signed).
+    pub pending_points: i64,
+    pub reason: String,
+    /// The earn a `reverse`, `activate` or `expire` entry refers to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related_transaction_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub pending_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// Newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionPage {
+    pub entries: Vec<Transaction>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl From<pb::ListTransactionsResponse> for TransactionPage {
+    fn from(r: pb::ListTransactionsResponse) -> Self {
+        let entries = r
+            .entries
+            .into_iter()
+            .map(|e| Transaction {
+                kind: match pb::EntryKind::try_from(e.kind) {
+                    Ok(pb::EntryKind::Earn) => EntryKind::Earn,
+                    Ok(pb::EntryKind::Spend) => EntryKind::Spend,
+                    Ok(pb::EntryKind::Reverse) => EntryKind::Reverse,
+                    Ok(pb::EntryKind::Adjust) => EntryKind::Adjust,
+                    Ok(pb::EntryKind::Activate) => EntryKind::Activate,
+                    Ok(pb::EntryKind::Expire) => EntryKind::Expire,
+                    Ok(pb::EntryKind::Restore) => EntryKind::Restore,
+                    Ok(pb::EntryKind::Unspecified) | Err(_) => EntryKind::Unknown,
+                },
+                created_at: time_out(e.created_at.as_ref()),
+                pending_until: time_out(e.pending_until.as_ref()),
+                expires_at: time_out(e.expires_at.as_ref()),
+                related_transaction_id: non_empty(e.related_transaction_id),
+                transaction_id: e.transaction_id,
+                points: e.points,
+                pending_points: e.pending_points,
+                reason: e.reason,
+            })
+            .collect();
+        Self { entries, next_page_token: non_empty(r.next_page_token) }
+    }
+}
+
+pub fn transactions_request(program_id: &str, customer_id: String, page: PageQuery) -> pb::ListTransactionsRequest {
+    pb::ListTransactionsRequest {
+        program_id: program_id.to_owned(),
+        customer_id,
+        page_size: page.page_size.unwrap_or(0),
+        page_token: page.page_token.unwrap_or_default(),
+    }
+}
+
+/// The balance and what expires within [`EXPIRING_SOON_DAYS`], in one points call.
+pub fn account_summary_request(program_id: &str, customer_id: &str) -> pb::GetAccountSummaryRequest {
+    pb::GetAccountSummaryRequest {
+        program_id: program_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        expiring_within: Some(prost_types::Duration { seconds: EXPIRING_SOON_DAYS * 86_400, nanos: 0 }),
+    }
+}
+
+pub fn membership_request(program_id: &str, customer_id: &str) -> tiers_pb::GetMembershipRequest {
+    tiers_pb::GetMembershipRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
+}

@@ -1,0 +1,440 @@
+//! The program's rules: settings, campaigns and their audit trail.
+
+use super::*;
+
+// ---------------------------------------------------------------- settings
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Toward zero: 1 point per 1.00 gives 12 points for 12.99.
+    Down,
+    /// Half up: 1 point per 1.00 gives 13 points for 12.50.
+    Nearest,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryKind {
+    Never,
+    /// `count` days after the points were earned.
+    DaysAfterEarn,
+    /// At the end of the `count`-th month after the month of earning (UTC); 0 is that same month.
+    EndOfNthMonth,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CapPeriod {
+    Lifetime,
+    Year,
+    Month,
+    /// Weeks start on Monday (UTC).
+    Week,
+    Day,
+}
+
+/// `points` points for every `per_amount_minor` of order value, e.g. 1 per 100 cents.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarnRate {
+    pub points: i64,
+    pub per_amount_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryPolicy {
+    pub kind: ExpiryKind,
+    /// Days or months, depending on `kind`.
+    #[serde(default)]
+    pub count: i32,
+}
+
+/// Points for an action such as `signup`, `birthday`, `review`, `social_follow` or a shop-defined one.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityRule {
+    pub activity_type: String,
+    pub points: i64,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// At most this many awards per customer per `cap_period`; 0 means no cap.
+    #[serde(default)]
+    pub cap_count: i32,
+    /// Required when `cap_count` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap_period: Option<CapPeriod>,
+    /// At most one award per `activity_ref`.
+    #[serde(default)]
+    pub once_per_ref: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A program's earning rules.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// ISO 4217 currency of orders; empty accepts any.
+    #[serde(default)]
+    pub currency: String,
+    pub earn_rate: EarnRate,
+    pub rounding: Rounding,
+    /// Orders below this amount earn nothing.
+    #[serde(default)]
+    pub minimum_order_minor: i64,
+    /// Return window: order points stay pending this many days (0: active at once).
+    #[serde(default)]
+    pub pending_days: i32,
+    pub expiry: ExpiryPolicy,
+    #[serde(default)]
+    pub activity_rules: Vec<ActivityRule>,
+    /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
+    pub expected_version: Option<i64>,
+}
+
+impl SettingsBody {
+    pub fn into_proto(self, program_id: &str, actor: String, key: String) -> pb::PutProgramSettingsRequest {
+        let settings = pb::ProgramSettings {
+            currency: self.currency,
+            earn_rate: Some(pb::EarnRate {
+                points: self.earn_rate.points,
+                per_amount_minor: self.earn_rate.per_amount_minor,
+            }),
+            rounding: match self.rounding {
+                Rounding::Down => pb::Rounding::Down,
+                Rounding::Nearest => pb::Rounding::Nearest,
+            } as i32,
+            minimum_order_minor: self.minimum_order_minor,
+            pending_days: self.pending_days,
+            expiry: Some(pb::ExpiryPolicy {
+                kind: match self.expiry.kind {
+                    ExpiryKind::Never => pb::ExpiryPolicyKind::Never,
+                    ExpiryKind::DaysAfterEarn => pb::ExpiryPolicyKind::DaysAfterEarn,
+                    ExpiryKind::EndOfNthMonth => pb::ExpiryPolicyKind::EndOfNthMonth,
+                } as i32,
+                count: self.expiry.count,
+            }),
+            activity_rules: self
+                .activity_rules
+                .into_iter()
+                .map(|r| pb::ActivityRule {
+                    activity_type: r.activity_type,
+                    points: r.points,
+                    active: r.active,
+                    cap_count: r.cap_count,
+                    cap_period: match r.cap_period {
+                        None => pb::CapPeriod::Unspecified,
+                        Some(CapPeriod::Lifetime) => pb::CapPeriod::Lifetime,
+                        Some(CapPeriod::Year) => pb::CapPeriod::Year,
+                        Some(CapPeriod::Month) => pb::CapPeriod::Month,
+                        Some(CapPeriod::Week) => pb::CapPeriod::Week,
+                        Some(CapPeriod::Day) => pb::CapPeriod::Day,
+                    } as i32,
+                    once_per_ref: r.once_per_ref,
+                })
+                .collect(),
+            version: 0,
+        };
+        pb::PutProgramSettingsRequest {
+            program_id: program_id.to_owned(),
+            settings: Some(settings),
+            actor,
+            idempotency_key: key,
+            expected_version: self.expected_version,
+        }
+    }
+}
+
+/// A program's earning rules as stored; `version` grows with every change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Settings {
+    pub currency: String,
+    pub earn_rate: EarnRate,
+    pub rounding: Rounding,
+    pub minimum_order_minor: i64,
+    pub pending_days: i32,
+    pub expiry: ExpiryPolicy,
+    pub activity_rules: Vec<ActivityRule>,
+    pub version: i64,
+}
+
+impl Settings {
+    pub fn from_proto(s: Option<pb::ProgramSettings>) -> Self {
+        let s = s.unwrap_or_default();
+        let rate = s.earn_rate.unwrap_or_default();
+        let expiry = s.expiry.unwrap_or_default();
+        Self {
+            currency: s.currency,
+            earn_rate: EarnRate { points: rate.points, per_amount_minor: rate.per_amount_minor },
+            rounding: match pb::Rounding::try_from(s.rounding) {
+                Ok(pb::Rounding::Nearest) => Rounding::Nearest,
+                _ => Rounding::Down,
+            },
+            minimum_order_minor: s.minimum_order_minor,
+            pending_days: s.pending_days,
+            expiry: ExpiryPolicy {
+                kind: match pb::ExpiryPolicyKind::try_from(expiry.kind) {
+                    Ok(pb::ExpiryPolicyKind::DaysAfterEarn) => ExpiryKind::DaysAfterEarn,
+                    Ok(pb::ExpiryPolicyKind::EndOfNthMonth) => ExpiryKind::EndOfNthMonth,
+                    _ => ExpiryKind::Never,
+                },
+                count: expiry.count,
+            },
+            activity_rules: s
+                .activity_rules
+                .into_iter()
+                .map(|r| ActivityRule {
+                    cap_period: Some(match pb::CapPeriod::try_from(r.cap_period) {
+                        Ok(pb::CapPeriod::Year) => CapPeriod::Year,
+                        Ok(pb::CapPeriod::Month) => CapPeriod::Month,
+                        Ok(pb::CapPeriod::Week) => CapPeriod::Week,
+                        Ok(pb::CapPeriod::Day) => CapPeriod::Day,
+                        _ => CapPeriod::Lifetime,
+                    }),
+                    activity_type: r.activity_type,
+                    points: r.points,
+                    active: r.active,
+                    cap_count: r.cap_count,
+                    once_per_ref: r.once_per_ref,
+                })
+                .collect(),
+            version: s.version,
+        }
+    }
+}
+
+pub fn settings_request(program_id: &str) -> pb::GetProgramSettingsRequest {
+    pb::GetProgramSettingsRequest { program_id: program_id.to_owned() }
+}
+
+// ---------------------------------------------------------------- campaigns
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignKind {
+    /// Multiplies the base points; among overlapping campaigns the highest wins.
+    Multiplier,
+    /// Adds fixed points; overlapping bonuses add up.
+    Bonus,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBody {
+    pub name: String,
+    pub kind: CampaignKind,
+    /// For `multiplier`, in basis points: 20000 is 2x.
+    pub multiplier_bp: Option<i32>,
+    /// For `bonus`.
+    pub bonus_points: Option<i64>,
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    #[schema(format = DateTime)]
+    pub ends_at: String,
+    /// Only members of these tiers; empty: everyone.
+    #[serde(default)]
+    pub tier_ids: Vec<String>,
+    /// `order` and/or activity types it applies to; empty: every earn.
+    #[serde(default)]
+    pub applies_to: Vec<String>,
+}
+
+impl CampaignBody {
+    pub fn into_proto(self, campaign_id: String) -> Result<pb::Campaign, Problem> {
+        Ok(pb::Campaign {
+            starts_at: Some(time_in("starts_at", &self.starts_at)?),
+            ends_at: Some(time_in("ends_at", &self.ends_at)?),
+            campaign_id,
+            name: self.name,
+            kind: match self.kind {
+                CampaignKind::Multiplier => pb::CampaignKind::Multiplier,
+                CampaignKind::Bonus => pb::CampaignKind::Bonus,
+            } as i32,
+            multiplier_bp: self.multiplier_bp.unwrap_or(0),
+            bonus_points: self.bonus_points.unwrap_or(0),
+            tier_ids: self.tier_ids,
+            applies_to: self.applies_to,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaign {
+    pub campaign_id: String,
+    pub name: String,
+    pub kind: CampaignKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplier_bp: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bonus_points: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    pub tier_ids: Vec<String>,
+    pub applies_to: Vec<String>,
+}
+
+impl Campaign {
+    pub fn from_proto(c: Option<pb::Campaign>) -> Self {
+        let c = c.unwrap_or_default();
+        let kind = match pb::CampaignKind::try_from(c.kind) {
+            Ok(pb::CampaignKind::Multiplier) => CampaignKind::Multiplier,
+            _ => CampaignKind::Bonus,
+        };
+        Self {
+            campaign_id: c.campaign_id,
+            name: c.name,
+            kind,
+            multiplier_bp: matches!(kind, CampaignKind::Multiplier).then_some(c.multiplier_bp),
+            bonus_points: matches!(kind, CampaignKind::Bonus).then_some(c.bonus_points),
+            starts_at: time_out(c.starts_at.as_ref()),
+            ends_at: time_out(c.ends_at.as_ref()),
+            tier_ids: c.tier_ids,
+            applies_to: c.applies_to,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignList {
+    pub campaigns: Vec<Campaign>,
+}
+
+impl From<pb::ListCampaignsResponse> for CampaignList {
+    fn from(r: pb::ListCampaignsResponse) -> Self {
+        Self { campaigns: r.campaigns.into_iter().map(|c| Campaign::from_proto(Some(c))).collect() }
+    }
+}
+
+/// `include_ended=true` lists ended campaigns too.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignQuery {
+    pub include_ended: Option<bool>,
+}
+
+pub fn campaigns_request(program_id: &str, query: CampaignQuery) -> pb::ListCampaignsRequest {
+    pb::ListCampaignsRequest { program_id: program_id.to_owned(), include_ended: query.include_ended.unwrap_or(false) }
+}
+
+pub fn create_campaign_request(
+    program_id: &str,
+    campaign: pb::Campaign,
+    actor: String,
+    key: String,
+) -> pb::CreateCampaignRequest {
+    pb::CreateCampaignRequest {
+        program_id: program_id.to_owned(),
+        campaign: Some(campaign),
+        actor,
+        idempotency_key: key,
+    }
+}
+
+pub fn update_campaign_request(
+    program_id: &str,
+    campaign: pb::Campaign,
+    actor: String,
+    key: String,
+) -> pb::UpdateCampaignRequest {
+    pb::UpdateCampaignRequest {
+        program_id: program_id.to_owned(),
+        campaign: Some(campaign),
+        actor,
+        idempotency_key: key,
+    }
+}
+
+pub fn end_campaign_request(
+    program_id: &str,
+    campaign_id: String,
+    actor: String,
+    key: String,
+) -> pb::EndCampaignRequest {
+    pb::EndCampaignRequest { program_id: program_id.to_owned(), campaign_id, actor, idempotency_key: key }
+}
+
+// ---------------------------------------------------------------- audit
+
+/// One change to settings or campaigns: who, when, old and new.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub audit_id: i64,
+    /// `api-key:<key id>` for changes made through the gateway.
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub changed_at: Option<String>,
+    /// `settings` or `campaign`.
+    pub entity: String,
+    pub entity_id: String,
+    /// The settings or the campaign before the change, as `GET` answers them;
+    /// absent when the change created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_value: Option<AuditValue>,
+    /// The settings or the campaign after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_value: Option<AuditValue>,
+}
+
+/// An audited value, in the shape its own routes use.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AuditValue {
+    Settings(Settings),
+    Campaign(Campaign),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl From<pb::ListAuditEntriesResponse> for AuditPage {
+    fn from(r: pb::ListAuditEntriesResponse) -> Self {
+        let entries = r
+            .entries
+            .into_iter()
+            .map(|e| AuditEntry {
+                audit_id: e.audit_id,
+                actor: e.actor,
+                changed_at: time_out(e.changed_at.as_ref()),
+                entity: e.entity,
+                entity_id: e.entity_id,
+                old_value: e.before.map(|before| match before {
+                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
+                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                }),
+                new_value: e.after.map(|after| match after {
+                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
+                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                }),
+            })
+            .collect();
+        Self { entries, next_page_token: non_empty(r.next_page_token) }
+    }
+}
+
+pub fn audit_request(program_id: &str, page: PageQuery) -> pb::ListAuditEntriesRequest {
+    pb::ListAuditEntriesRequest {
+        program_id: program_id.to_owned(),
+        page_size: page.page_size.unwrap_or(0),
+        page_token: page.page_token.unwrap_or_default(),
+    }
+}
+
+/// `GET /healthz` and `GET /readyz` when all is well.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok` (alive) or `ready` (can serve).
+    pub status: String,
+}
