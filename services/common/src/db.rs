@@ -129,7 +129,29 @@ impl Dialect {
             Err(DbError::UnsupportedUrl(scheme.to_owned()))
         }
     }
+
+    /// ` FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
+    /// transaction already excludes every other writer.
+    pub fn for_update(self) -> &'static str {
+        if self == Self::Postgres { " FOR UPDATE" } else { "" }
+    }
 }
+
+/// A value kept as a JSON column (settings, ladders, campaign bodies).
+pub fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("stored values serialise")
+}
+
+/// A JSON column read back; [`StoredJson`] when it does not parse (damaged,
+/// or written by a version that no longer reads the same).
+pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoredJson> {
+    serde_json::from_str(text).map_err(StoredJson)
+}
+
+/// A JSON column that does not read back; every service reports it as corrupt data.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored JSON value does not read back: {0}")]
+pub struct StoredJson(#[source] serde_json::Error);
 
 /// Connects, creating the SQLite file (and its directory) when needed.
 pub async fn connect(url: &str, pool: PoolSettings) -> Result<Database, DbError> {

@@ -62,6 +62,12 @@ impl Error {
     }
 }
 
+impl From<loyalty_common::db::StoredJson> for Error {
+    fn from(error: loyalty_common::db::StoredJson) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let fail = |class, reason, message: String, metadata| status::failure(class, reason, DOMAIN, message, metadata);

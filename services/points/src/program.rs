@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::Database;
 
 use crate::error::Error;
 use crate::rules::{Campaign, ProgramSettings};
+use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 /// One change, as the audit log keeps it.
@@ -104,7 +106,7 @@ impl ProgramStore {
             .bind(program_id)
             .fetch_all(&self.db.pool)
             .await?;
-        let campaigns = rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect::<Result<_, _>>()?;
+        let campaigns = rows.iter().map(campaign_from_row).collect::<Result<_, _>>()?;
         let config = Arc::new(CachedConfig { read_at, settings, campaigns });
         let mut programs = self.cache.programs.lock().expect("config cache");
         if self.cache.generation.load(Ordering::Acquire) == generation
@@ -140,7 +142,7 @@ impl ProgramStore {
             .fetch_optional(&self.db.pool)
             .await?;
         match row {
-            Some(row) => from_json(&row.try_get::<String, _>("settings")?),
+            Some(row) => Ok(from_json(&row.try_get::<String, _>("settings")?)?),
             None => Ok(ProgramSettings::default()),
         }
     }
@@ -174,7 +176,7 @@ impl ProgramStore {
                 .await?;
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT settings, version FROM program_settings WHERE program_id = $1{}",
-                    for_update(dialect)
+                    dialect.for_update()
                 ));
                 let row = sqlx::query(sql).bind(&program_id).fetch_one(&mut *tx).await?;
                 let old_json: String = row.try_get("settings")?;
@@ -215,7 +217,7 @@ impl ProgramStore {
         .bind(after)
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| from_json(&r.try_get::<String, _>("body")?)).collect()
+        rows.iter().map(campaign_from_row).collect()
     }
 
     /// Campaigns whose window contains `at`, ordered by id.
@@ -336,7 +338,7 @@ impl ProgramStore {
             Box::pin(async move {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT body FROM campaigns WHERE program_id = $1 AND campaign_id = $2{}",
-                    for_update(dialect)
+                    dialect.for_update()
                 ));
                 let row = sqlx::query(sql).bind(&owner).bind(&campaign_id).fetch_optional(&mut *tx).await?;
                 let row = row.ok_or_else(|| Error::CampaignNotFound(campaign_id.clone()))?;
@@ -379,7 +381,7 @@ impl ProgramStore {
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, method, key, &hash, now).await? {
             tx.rollback().await?;
-            return from_json(&saved);
+            return Ok(from_json(&saved)?);
         }
         let (result, change) = op(&mut tx, now).await?;
         sqlx::query(
@@ -411,15 +413,6 @@ impl Drop for ForgetOnDrop<'_> {
     }
 }
 
-fn for_update(dialect: Dialect) -> &'static str {
-    // SQLite's write transaction already excludes every other writer.
-    if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
-}
-
-fn to_json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("program configuration serialises")
-}
-
-fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored program configuration: {e}")))
+fn campaign_from_row(row: &AnyRow) -> Result<Campaign, Error> {
+    Ok(from_json(&row.try_get::<String, _>("body")?)?)
 }

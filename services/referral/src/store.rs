@@ -9,7 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::Database;
+use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, OrderEffect, Referral, Refusal, Settings, Status};
@@ -96,11 +97,11 @@ impl ReferralStore {
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutReferralSettings", key, &hash, now).await? {
             tx.rollback().await?;
-            return from_json(&saved);
+            return Ok(from_json(&saved)?);
         }
         let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT version FROM referral_settings WHERE program_id = $1{}",
-            for_update(self.db.dialect)
+            self.db.dialect.for_update()
         )))
         .bind(program_id)
         .fetch_optional(&mut *tx)
@@ -190,7 +191,7 @@ impl ReferralStore {
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "RecordSignup", key, &hash, now).await? {
             tx.rollback().await?;
-            return from_json(&saved);
+            return Ok(from_json(&saved)?);
         }
         let settings = settings_in(&mut tx, program_id).await?;
         if !settings.enabled {
@@ -198,7 +199,7 @@ impl ReferralStore {
         }
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT customer_id, enabled FROM referral_codes WHERE program_id = $1 AND code = $2{}",
-            for_update(self.db.dialect)
+            self.db.dialect.for_update()
         ));
         let row = sqlx::query(sql).bind(program_id).bind(code).fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Err(Refusal::UnknownCode(code.to_owned()).into()) };
@@ -293,7 +294,7 @@ impl ReferralStore {
         let mut tx = begin_write(&self.db).await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
-            for_update(self.db.dialect)
+            self.db.dialect.for_update()
         ));
         let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
         let cursor = cursor.unwrap_or(0);
@@ -337,7 +338,7 @@ impl ReferralStore {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND referee_customer_id = $2 \
                      AND status = 'pending'{}",
-                    for_update(self.db.dialect)
+                    self.db.dialect.for_update()
                 ));
                 let row = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_optional(&mut *tx).await?;
                 let Some(mut referral) = row.as_ref().map(referral_from_row).transpose()? else { return Ok(None) };
@@ -401,7 +402,7 @@ impl ReferralStore {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND qualifying_order_id = $2 \
                      AND status = 'completed'{}",
-                    for_update(self.db.dialect)
+                    self.db.dialect.for_update()
                 ));
                 let row = sqlx::query(sql).bind(program_id).bind(order_id).fetch_optional(&mut *tx).await?;
                 let Some(mut referral) = row.as_ref().map(referral_from_row).transpose()? else { return Ok(None) };
@@ -561,7 +562,7 @@ async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Setti
         .bind(program_id)
         .fetch_optional(&mut *conn)
         .await?;
-    body.map_or_else(|| Ok(Settings::default()), |b| from_json(&b))
+    body.map_or_else(|| Ok(Settings::default()), |b| Ok(from_json(&b)?))
 }
 
 fn referral_from_row(row: &AnyRow) -> Result<Referral, Error> {
@@ -579,17 +580,4 @@ fn referral_from_row(row: &AnyRow) -> Result<Referral, Error> {
         qualifying_order_id: row.try_get("qualifying_order_id")?,
         referrer_points: row.try_get("referrer_points")?,
     })
-}
-
-fn for_update(dialect: Dialect) -> &'static str {
-    // SQLite's write transaction already excludes every other writer.
-    if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
-}
-
-fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string(value).expect("referral data serialises")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored referral data: {e}")))
 }

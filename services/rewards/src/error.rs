@@ -48,6 +48,12 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl From<loyalty_common::db::StoredJson> for Error {
+    fn from(error: loyalty_common::db::StoredJson) -> Self {
+        Self::Corrupt(error.to_string())
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         use ErrorClass::{AlreadyExists, FailedPrecondition, NotFound};

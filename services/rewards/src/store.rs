@@ -13,6 +13,7 @@ use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, MICROS_PER_SECOND, Micros};
 use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, Reward};
@@ -988,12 +989,4 @@ fn redemption_from_row(row: &AnyRow) -> Result<Redemption, Error> {
         consumed_order_id: row.try_get("consumed_order_id")?,
         created_at: row.try_get("created_at_us")?,
     })
-}
-
-fn to_json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("rewards data serialises")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored rewards data: {e}")))
 }

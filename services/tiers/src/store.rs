@@ -10,7 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::Database;
+use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, Change, Ladder, Measures, Membership, Qualifying, Reason, Window};
@@ -77,7 +78,7 @@ impl TierStore {
             .bind(program_id)
             .fetch_optional(&self.db.pool)
             .await?;
-        body.map_or_else(|| Ok(Ladder::default()), |b| from_json(&b))
+        body.map_or_else(|| Ok(Ladder::default()), |b| Ok(from_json(&b)?))
     }
 
     /// Replaces the ladder (already validated), idempotently.
@@ -87,7 +88,7 @@ impl TierStore {
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutLadder", key, &hash, now).await? {
             tx.rollback().await?;
-            return from_json(&saved);
+            return Ok(from_json(&saved)?);
         }
         sqlx::query(
             "INSERT INTO ladders (program_id, body, version, updated_at_us, updated_by) VALUES ($1, $2, 0, $3, $4) \
@@ -101,7 +102,7 @@ impl TierStore {
         .await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT version FROM ladders WHERE program_id = $1{}",
-            for_update(self.db.dialect)
+            self.db.dialect.for_update()
         ));
         let version: i64 = sqlx::query_scalar(sql).bind(program_id).fetch_one(&mut *tx).await?;
         let stored = Ladder { version: version + 1, ..ladder };
@@ -268,7 +269,7 @@ impl TierStore {
         let mut tx = begin_write(&self.db).await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
-            for_update(self.db.dialect)
+            self.db.dialect.for_update()
         ));
         let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
         let cursor = cursor.unwrap_or(0);
@@ -511,19 +512,6 @@ fn membership_from_row(row: &AnyRow) -> Result<Membership, sqlx::Error> {
         next_review_at: row.try_get("next_review_us")?,
         version: row.try_get("version")?,
     })
-}
-
-fn for_update(dialect: Dialect) -> &'static str {
-    // SQLite's write transaction already excludes every other writer.
-    if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
-}
-
-fn to_json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("ladders serialise")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored ladder: {e}")))
 }
 
 /// Why a membership is evaluated: points taken back, or anything else
