@@ -21,7 +21,7 @@ use crate::ratelimit::RateLimiter;
 
 /// What authentication needs from the application state.
 #[derive(Clone)]
-pub struct Guard {
+pub struct Admission {
     pub keys: Arc<KeyVerifier>,
     pub limiter: Arc<RateLimiter>,
 }
@@ -66,15 +66,15 @@ impl<S: RequiredScope> Authorized<S> {
 impl<S, St> FromRequestParts<St> for Authorized<S>
 where
     S: RequiredScope,
-    Guard: FromRef<St>,
+    Admission: FromRef<St>,
     St: Send + Sync,
 {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
-        let guard = Guard::from_ref(state);
+        let admission = Admission::from_ref(state);
         let presented = bearer(parts)?;
-        let caller = guard.keys.verify(presented).await.map_err(|error| match error {
+        let caller = admission.keys.verify(presented).await.map_err(|error| match error {
             AuthError::Invalid => Problem::unauthenticated("the API key is not valid"),
             AuthError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "cannot check an api key");
@@ -88,7 +88,7 @@ where
             let detail = format!("this route needs a key with the {} scope; this key has {}", S::SCOPE, caller.scope);
             return Err(Problem::new(StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE", detail));
         }
-        if let Err(wait) = guard.limiter.acquire(&caller.key_id) {
+        if let Err(wait) = admission.limiter.acquire(&caller.key_id) {
             return Err(Problem::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64));
         }
         Ok(Self { caller, scope: PhantomData })
@@ -111,7 +111,7 @@ pub struct ForCustomer {
 
 impl<St> FromRequestParts<St> for ForCustomer
 where
-    Guard: FromRef<St>,
+    Admission: FromRef<St>,
     Arc<CustomerTokens>: FromRef<St>,
     St: Send + Sync,
 {

@@ -36,7 +36,7 @@ use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_common::tls::{Tls, TlsArgs, TlsError};
 
 use crate::api::{AppState, HttpSettings, RouteSpec};
-use crate::extract::Guard;
+use crate::extract::Admission;
 use crate::keys::{KeyStore, KeyVerifier};
 use crate::observe::HttpMetrics;
 use crate::ratelimit::RateLimiter;
@@ -209,7 +209,7 @@ impl GatewayServer {
 
         let metrics = Metrics::new();
         let http_metrics = HttpMetrics::register(&metrics);
-        let guard = Guard {
+        let admission = Admission {
             keys: Arc::new(KeyVerifier::new(
                 KeyStore::new(database.clone()),
                 Duration::from_secs(config.key_cache_ttl_secs),
@@ -218,8 +218,13 @@ impl GatewayServer {
             limiter: Arc::new(RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst)),
         };
         let widget = widget::WidgetState::new(&config.widget, database.clone());
-        let state =
-            AppState { upstreams, guard, database: database.clone(), openapi: Arc::new(openapi::document()), widget };
+        let state = AppState {
+            upstreams,
+            admission,
+            database: database.clone(),
+            openapi: Arc::new(openapi::document()),
+            widget,
+        };
         let settings = HttpSettings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),

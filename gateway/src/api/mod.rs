@@ -29,7 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use loyalty_common::db::Database;
 
 use crate::customer::CustomerTokens;
-use crate::extract::{CUSTOMER_TOKEN_HEADER, Guard};
+use crate::extract::{Admission, CUSTOMER_TOKEN_HEADER};
 use crate::observe::{self, HttpMetrics};
 use crate::problem::Problem;
 use crate::unread;
@@ -40,15 +40,15 @@ use crate::widget::{self, WidgetState};
 #[derive(Clone)]
 pub struct AppState {
     pub upstreams: Upstreams,
-    pub guard: Guard,
+    pub admission: Admission,
     pub database: Database,
     pub openapi: Arc<String>,
     pub widget: WidgetState,
 }
 
-impl FromRef<AppState> for Guard {
+impl FromRef<AppState> for Admission {
     fn from_ref(state: &AppState) -> Self {
-        state.guard.clone()
+        state.admission.clone()
     }
 }
 

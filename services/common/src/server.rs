@@ -140,12 +140,12 @@ impl Launch {
         }));
         self.tasks.push(tokio::spawn(watch_database(database.clone(), self.health.clone(), self.signal.clone())));
         let health = (self.health.clone(), self.health_server);
-        let guard = Guard { auth: self.security.layer(self.policy), tls: self.tls.grpc_server() };
+        let perimeter = Perimeter { auth: self.security.layer(self.policy), tls: self.tls.grpc_server() };
         let grpc = tokio::spawn(serve(
             listener,
             (routes, self.service_name),
             health,
-            guard,
+            perimeter,
             self.metrics.clone(),
             self.signal.clone(),
         ));
@@ -183,7 +183,7 @@ pub enum LaunchError {
 }
 
 /// What stands between the network and the handlers: caller checks and TLS.
-pub struct Guard {
+pub struct Perimeter {
     pub auth: AuthLayer,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
@@ -224,7 +224,7 @@ pub async fn serve(
     listener: TcpListener,
     (routes, service_name): (Routes, &'static str),
     health: (Health, HealthServer),
-    guard: Guard,
+    perimeter: Perimeter,
     metrics: Metrics,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -249,14 +249,14 @@ pub async fn serve(
         tracing::info!("draining in-flight calls");
     };
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = guard.tls {
+    if let Some(tls) = perimeter.tls {
         builder = builder.tls_config(tls)?;
     }
     // The observer is outermost, so refused calls are counted and traced too.
     let serving = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcObserverLayer::new(metrics))
-        .layer(guard.auth)
+        .layer(perimeter.auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {

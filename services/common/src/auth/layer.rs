@@ -23,17 +23,17 @@ const OPEN_SERVICES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection.v1
 /// Checks every call against one service's [`Policy`].
 #[derive(Clone)]
 pub struct AuthLayer {
-    guard: Arc<Guard>,
+    checker: Arc<Checker>,
 }
 
-struct Guard {
+struct Checker {
     security: Security,
     policy: Policy,
 }
 
 impl AuthLayer {
     pub fn new(security: Security, policy: Policy) -> Self {
-        Self { guard: Arc::new(Guard { security, policy }) }
+        Self { checker: Arc::new(Checker { security, policy }) }
     }
 }
 
@@ -41,14 +41,14 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, guard: self.guard.clone() }
+        AuthService { inner, checker: self.checker.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    guard: Arc<Guard>,
+    checker: Arc<Checker>,
 }
 
 impl<S> tower::Service<http::Request<Body>> for AuthService<S>
@@ -68,10 +68,10 @@ where
         // The clone that was driven to readiness is the one we must call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let guard = self.guard.clone();
+        let checker = self.checker.clone();
         Box::pin(async move {
-            let route = guard.route(request.uri().path());
-            match guard.admit(request, route).await {
+            let route = checker.route(request.uri().path());
+            match checker.admit(request, route).await {
                 Ok(request) => inner.call(request).await,
                 Err(status) => {
                     let mut response = status.into_http();
@@ -99,7 +99,7 @@ struct Route {
     access: Option<Access>,
 }
 
-impl Guard {
+impl Checker {
     fn route(&self, path: &str) -> Route {
         let open = OPEN_SERVICES.iter().any(|open| path.starts_with(open));
         Route { open, access: if open { None } else { self.policy.access(path) } }
