@@ -151,7 +151,7 @@ fn voucher_code() -> Value {
 }
 
 fn referral_code() -> Value {
-    let space = class(&[], WHITE_SPACE);
+    let space = class(false, &[WHITE_SPACE]);
     json!({"pattern": format!("^{space}*[{CODE_ALPHABET}]{{8}}{space}*$")})
 }
 
@@ -169,24 +169,21 @@ fn optional_id() -> Value {
 
 fn id_classes() -> (String, String) {
     (
-        class(&[CONTROL_CHARACTERS, FORMAT_CHARACTERS], &[]),
-        class(&[CONTROL_CHARACTERS, FORMAT_CHARACTERS, WHITE_SPACE], &[]),
+        class(true, &[CONTROL_CHARACTERS, FORMAT_CHARACTERS]),
+        class(true, &[CONTROL_CHARACTERS, FORMAT_CHARACTERS, WHITE_SPACE]),
     )
 }
 
 /// Free text of 1 to `max` characters, not only white space.
 fn named(max: usize) -> Value {
-    let visible = class(&[WHITE_SPACE], &[]);
+    let visible = class(true, &[WHITE_SPACE]);
     json!({"minLength": 1, "maxLength": max, "pattern": format!("^[\\s\\S]*{visible}[\\s\\S]*$")})
 }
 
-/// A character class: every character outside the `excluded` sets, or (when
-/// `excluded` is empty) every character inside `included`.
-fn class(excluded: &[&[(char, char)]], included: &[(char, char)]) -> String {
-    let (negate, sets): (bool, Vec<&[(char, char)]>) =
-        if excluded.is_empty() { (false, vec![included]) } else { (true, excluded.to_vec()) };
-    let mut out = String::from(if negate { "[^" } else { "[" });
-    for &(low, high) in sets.into_iter().flatten() {
+/// A character class of the characters in `sets`, or (`negated`) of every other character.
+fn class(negated: bool, sets: &[&[(char, char)]]) -> String {
+    let mut out = String::from(if negated { "[^" } else { "[" });
+    for &(low, high) in sets.iter().copied().flatten() {
         out.push_str(&escape(low));
         if high != low {
             out.push('-');

@@ -11,11 +11,7 @@ use loyalty_gateway::rfc3339;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use support::{Backend, Harness, Options, closed_port, eventually, silent_server};
-
-fn now_plus(micros: i64) -> String {
-    rfc3339::format(SystemClock.now() + micros)
-}
+use support::{Backend, Harness, Options, closed_port, eventually, now_plus, silent_server};
 
 async fn shop_flow(backend: Backend) {
     let h = Harness::start_with(Options { backend, ..Options::default() }).await;

@@ -13,13 +13,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use loyalty_common::clock::{Clock, MICROS_PER_DAY, SystemClock};
+use loyalty_common::clock::MICROS_PER_DAY;
 use loyalty_gateway::keys::Scope;
-use loyalty_gateway::rfc3339;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use support::{Answer, Harness, eventually};
+use support::{Answer, Harness, eventually, now_plus};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/response_shapes.json");
 
@@ -49,10 +48,6 @@ impl Shapes {
         assert!(self.0.insert(route.to_owned(), entry).is_none(), "{route} recorded twice");
         answer.body.clone()
     }
-}
-
-fn now_plus(micros: i64) -> String {
-    rfc3339::format(SystemClock.now() + micros)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,15 +111,7 @@ async fn every_route_answers_in_its_golden_shape() {
     seen.record("PUT /v1/rewards/{reward_id}", &h.put(&admin, &path, "reward-2", reward("€5 off", 100)).await);
     let spare = h.post(&admin, "/v1/rewards", "reward-3", reward("retired", 50)).await;
     let spare_id = spare.ok()["reward_id"].as_str().unwrap().to_owned();
-    let archive = h
-        .send(
-            Method::POST,
-            &format!("/v1/rewards/{spare_id}/archive"),
-            Some(&admin),
-            &[("idempotency-key", "archive-1")],
-            None,
-        )
-        .await;
+    let archive = h.bodiless(Method::POST, &admin, &format!("/v1/rewards/{spare_id}/archive"), "archive-1").await;
     seen.record("POST /v1/rewards/{reward_id}/archive", &archive);
     seen.record("GET /v1/rewards", &h.get(&admin, "/v1/rewards?include_archived=true").await);
     seen.record("GET /v1/program", &h.get(&storefront, "/v1/program").await);
@@ -181,15 +168,7 @@ async fn every_route_answers_in_its_golden_shape() {
         "POST /v1/vouchers/{code}/consume",
         &h.post(&admin, &path, "consume-1", json!({"order_id": "o-2"})).await,
     );
-    let cancel = h
-        .send(
-            Method::POST,
-            &format!("/v1/redemptions/{second_id}/cancel"),
-            Some(&admin),
-            &[("idempotency-key", "cancel-1")],
-            None,
-        )
-        .await;
+    let cancel = h.bodiless(Method::POST, &admin, &format!("/v1/redemptions/{second_id}/cancel"), "cancel-1").await;
     seen.record("POST /v1/redemptions/{redemption_id}/cancel", &cancel);
 
     // Tiers: the first one arrives a moment after the points.
@@ -203,21 +182,13 @@ async fn every_route_answers_in_its_golden_shape() {
     let assigned =
         h.post(&admin, path, "assign-1", json!({"tier_id": "silver", "ends_at": now_plus(MICROS_PER_DAY)})).await;
     seen.record("POST /v1/customers/{customer_id}/tier-assignment", &assigned);
-    let removed = h.send(Method::DELETE, path, Some(&admin), &[("idempotency-key", "unassign-1")], None).await;
+    let removed = h.bodiless(Method::DELETE, &admin, path, "unassign-1").await;
     seen.record("DELETE /v1/customers/{customer_id}/tier-assignment", &removed);
     let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
     seen.record("GET /v1/customers/{customer_id}/loyalty", &page);
 
     // Last, so that the audit has every kind of change in it.
-    let end = h
-        .send(
-            Method::POST,
-            &format!("/v1/campaigns/{campaign_id}/end"),
-            Some(&admin),
-            &[("idempotency-key", "end-1")],
-            None,
-        )
-        .await;
+    let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;
     seen.record("POST /v1/campaigns/{campaign_id}/end", &end);
     seen.record("GET /v1/audit", &h.get(&admin, "/v1/audit").await);
     h.stop().await;

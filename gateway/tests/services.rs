@@ -20,11 +20,6 @@ fn reward(name: &str, point_cost: i64) -> Value {
     })
 }
 
-/// A POST without a body, as archive and cancel are.
-async fn post_empty(h: &Harness, key: &str, path: &str, idempotency_key: &str) -> Answer {
-    h.send(Method::POST, path, Some(key), &[("idempotency-key", idempotency_key)], None).await
-}
-
 async fn available_points(h: &Harness, key: &str, customer: &str) -> i64 {
     let token = h.customer_token("shop", customer).await;
     let page = h.get_for(key, &token, &format!("/v1/customers/{customer}/loyalty")).await;
@@ -59,7 +54,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     let defaulted = h.post(&admin, "/v1/rewards", "reward-6", plain).await;
     assert_eq!(defaulted.ok()["voucher_validity_days"], 90, "{:#}", defaulted.body);
     let plain_id = defaulted.body["reward_id"].as_str().unwrap().to_owned();
-    post_empty(&h, &admin, &format!("/v1/rewards/{plain_id}/archive"), "archive-plain").await.ok();
+    h.bodiless(Method::POST, &admin, &format!("/v1/rewards/{plain_id}/archive"), "archive-plain").await.ok();
     let renamed = h.put(&admin, &format!("/v1/rewards/{reward_id}"), "reward-4", reward("5 EUR off", 100)).await;
     assert_eq!(renamed.ok()["name"], "5 EUR off");
     h.put(&admin, "/v1/rewards/no-such-reward", "reward-5", reward("x", 1)).await.problem(404, "REWARD_NOT_FOUND");
@@ -122,7 +117,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     assert_eq!(available_points(&h, &storefront, "anna").await, 50);
     let earned = |page: &Answer| page.body["points"]["lifetime_earned"].clone();
     let before = earned(&h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await);
-    let cancelled = post_empty(&h, &admin, &format!("/v1/redemptions/{second_id}/cancel"), "cancel-1").await;
+    let cancelled = h.bodiless(Method::POST, &admin, &format!("/v1/redemptions/{second_id}/cancel"), "cancel-1").await;
     assert_eq!(cancelled.ok()["status"], "cancelled");
     assert_eq!(available_points(&h, &storefront, "anna").await, 150);
     // The cancel gave the spend back: nothing more was earned, and the ledger says so.
@@ -131,7 +126,7 @@ async fn a_customer_redeems_a_reward_and_the_checkout_uses_the_voucher() {
     assert_eq!(history.ok()["entries"][0]["kind"], "restore", "{:#}", history.body);
 
     // Archived rewards leave the catalog.
-    let archived = post_empty(&h, &admin, &format!("/v1/rewards/{expensive_id}/archive"), "archive-1").await;
+    let archived = h.bodiless(Method::POST, &admin, &format!("/v1/rewards/{expensive_id}/archive"), "archive-1").await;
     assert_eq!(archived.ok()["archived"], true);
     assert_eq!(h.get(&admin, "/v1/rewards").await.body["rewards"].as_array().unwrap().len(), 1);
     assert_eq!(h.get(&admin, "/v1/rewards?include_archived=true").await.body["rewards"].as_array().unwrap().len(), 3);
@@ -422,7 +417,7 @@ async fn scopes_limit_the_new_routes() {
     assign.problem(403, "INSUFFICIENT_SCOPE");
     let validate = h.post(&storefront, "/v1/vouchers/ABCD/validate", "v-1", json!({})).await;
     validate.problem(403, "INSUFFICIENT_SCOPE");
-    let cancel = post_empty(&h, &server, "/v1/redemptions/r-1/cancel", "x-1").await;
+    let cancel = h.bodiless(Method::POST, &server, "/v1/redemptions/r-1/cancel", "x-1").await;
     cancel.problem(403, "INSUFFICIENT_SCOPE");
 
     // Storefront routes are open to every scope; a storefront key acts for a customer with their token.

@@ -355,6 +355,11 @@ impl Harness {
         self.write(Method::PUT, key, path, idempotency_key, body).await
     }
 
+    /// A write without a body (archive, cancel, end, a removal), with an idempotency key.
+    pub async fn bodiless(&self, method: Method, key: &str, path: &str, idempotency_key: &str) -> Answer {
+        self.send(method, path, Some(key), &[("idempotency-key", idempotency_key)], None).await
+    }
+
     /// Records an order of `amount_minor` cents in EUR.
     pub async fn order(&self, key: &str, customer: &str, order_id: &str, amount_minor: i64) -> Answer {
         let body = serde_json::json!({
@@ -504,4 +509,9 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// An RFC 3339 instant `micros` from now (negative: in the past).
+pub fn now_plus(micros: i64) -> String {
+    loyalty_gateway::rfc3339::format(loyalty_common::clock::SystemClock.now() + micros)
 }
