@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use loyalty_common::auth::{AuthSetupError, ServiceSecret};
 use loyalty_common::clock::SystemClock;
-use loyalty_common::db::{self, DbError};
+use loyalty_common::db::{self, DatabaseArgs, DbError};
 use loyalty_common::metrics::Metrics;
 use loyalty_common::peer::Peers;
 use loyalty_common::server::DRAIN_TIMEOUT;
@@ -44,6 +44,8 @@ use crate::upstream::{AddressError, Addresses, Upstreams};
 
 /// Every setting of the server, from flags or the environment.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/gateway.db")))]
+#[command(mut_arg("database_max_connections", |arg| arg.default_value("8")))]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "GATEWAY_HTTP_ADDR", value_name = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
@@ -105,28 +107,9 @@ pub struct Config {
         default_value = ""
     )]
     pub cors_origins: Vec<String>,
-    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file (the API keys).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        default_value = "sqlite://./data/gateway.db",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// Largest number of database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
-    pub database_max_connections: u32,
-    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
-    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
-    #[arg(
-        long,
-        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 1_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub database_acquire_timeout_ms: u64,
+    /// The gateway's database: the API keys and customer token secrets.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The secret the services share (`LOYALTY_SERVICE_SECRET` on each); the gateway derives from it
     /// the identity it presents to them. Unset: calls carry none, which only services with
     /// `LOYALTY_AUTH=off` accept. The gateway itself always requires API keys.
@@ -191,11 +174,7 @@ impl GatewayServer {
             return Err(StartError::CorsOrigin(bad.clone()));
         }
         let tls = Tls::load(&config.tls)?;
-        let database = db::connect(
-            &config.database_url,
-            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
-        )
-        .await?;
+        let database = db::connect(&config.database.url, config.database.pool()).await?;
         KeyStore::migrate(&database).await?;
         let peers = gateway_peers(config.service_secret.as_deref(), &tls).await?;
         let deadline = Duration::from_millis(config.upstream_timeout_ms.max(1));

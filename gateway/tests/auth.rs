@@ -11,7 +11,9 @@ use tonic::{Code, Status};
 
 use loyalty_common::auth::keys::{KeyStore, Scope};
 use loyalty_common::auth::{AuthArgs, SecurityArgs};
+use loyalty_common::db::DatabaseArgs;
 use loyalty_common::peer::{PeerChannel, Peers};
+use loyalty_common::server::{RunningService, Service as _};
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
 use loyalty_common::testing;
 use loyalty_common::tls::{Tls, TlsArgs};
@@ -101,10 +103,10 @@ impl Pki {
 }
 
 struct Mesh {
-    points: PointsServer,
-    tiers: TiersServer,
-    referral: ReferralServer,
-    rewards: RewardsServer,
+    points: RunningService,
+    tiers: RunningService,
+    referral: RunningService,
+    rewards: RunningService,
     gateway: GatewayServer,
     keys: KeyStore,
     pki: Pki,
@@ -135,9 +137,7 @@ impl Mesh {
             loyalty_tiers::Config {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database_url: sqlite("tiers"),
-                database_max_connections: 4,
-                database_acquire_timeout_ms: 1_000,
+                database: DatabaseArgs::new(sqlite("tiers"), 4),
                 points_addr: Some(points_addr.clone()),
                 review_interval_secs: 3_600,
                 multiplier_cache_ttl_ms: 1_000,
@@ -153,9 +153,7 @@ impl Mesh {
             loyalty_referral::Config {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database_url: sqlite("referral"),
-                database_max_connections: 4,
-                database_acquire_timeout_ms: 1_000,
+                database: DatabaseArgs::new(sqlite("referral"), 4),
                 points_addr: Some(points_addr.clone()),
                 security: security.clone(),
                 telemetry: telemetry(),
@@ -169,9 +167,7 @@ impl Mesh {
             loyalty_rewards::Config {
                 grpc_addr: "127.0.0.1:0".parse().unwrap(),
                 metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database_url: sqlite("rewards"),
-                database_max_connections: 4,
-                database_acquire_timeout_ms: 1_000,
+                database: DatabaseArgs::new(sqlite("rewards"), 4),
                 points_addr: points_addr.clone(),
                 tiers_addr: Some(tiers_addr.clone()),
                 upstream_timeout_ms: 2_000,
@@ -191,7 +187,7 @@ impl Mesh {
         gateway_config.tiers_addr = Some(tiers_addr);
         gateway_config.referral_addr = Some(referral_addr);
         gateway_config.rewards_addr = Some(rewards_addr);
-        gateway_config.database_url = keys_url;
+        gateway_config.database.url = keys_url;
         gateway_config.service_secret = Some(SECRET.into());
         gateway_config.tls = pki.args();
         gateway_config.telemetry = telemetry();
@@ -657,7 +653,7 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
 }
 
 /// A points service alone, on the embedded store, with `security`, in plain text.
-async fn lone_points(dir: &Path, security: SecurityArgs) -> PointsServer {
+async fn lone_points(dir: &Path, security: SecurityArgs) -> RunningService {
     start_points(dir, None, security, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
 
@@ -667,13 +663,11 @@ async fn start_points(
     tiers_addr: Option<String>,
     security: SecurityArgs,
     listener: TcpListener,
-) -> PointsServer {
+) -> RunningService {
     let config = loyalty_points::Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}", dir.join("points.db").display()),
-        database_max_connections: 4,
-        database_acquire_timeout_ms: 1_000,
+        database: DatabaseArgs::new(format!("sqlite://{}", dir.join("points.db").display()), 4),
         write_workers: 4,
         write_queue_capacity: 1_024,
         redis_url: None,

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use loyalty_common::auth::{AuthArgs, SecurityArgs};
 use loyalty_common::clock::Clock;
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::RunningService;
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
-use loyalty_common::testing::{self, TestDatabase};
+pub use loyalty_common::testing::Backend;
+use loyalty_common::testing::Sandbox;
 use loyalty_common::tls::TlsArgs;
 use loyalty_gateway::customer::{self, CustomerSecrets};
 use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
@@ -28,12 +28,6 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// Knobs a test may turn; everything else is a sensible test default.
 pub struct Options {
@@ -91,12 +85,11 @@ pub struct Harness {
     pub keys: KeyStore,
     pub database_url: String,
     pub gateway: Option<GatewayServer>,
-    points: Option<PointsServer>,
-    tiers: Option<TiersServer>,
-    referral: Option<ReferralServer>,
-    rewards: Option<RewardsServer>,
-    databases: Vec<TestDatabase>,
-    dir: PathBuf,
+    points: Option<RunningService>,
+    tiers: Option<RunningService>,
+    referral: Option<RunningService>,
+    rewards: Option<RunningService>,
+    sandbox: Sandbox,
 }
 
 /// A decoded HTTP answer.
@@ -151,13 +144,10 @@ impl Harness {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let suffix = testing::unique_suffix();
-        let dir = std::env::temp_dir().join(format!("loyalty-gateway-test-{suffix}"));
-        let mut databases = Vec::new();
-        let (points_url, points_db) = database(options.backend, &dir, "points").await;
-        let (gateway_url, gateway_db) = database(options.backend, &dir, "gateway").await;
-        databases.extend(points_db);
-        databases.extend(gateway_db);
+        let mut sandbox = Sandbox::new(options.backend, 0).on_wall_clock();
+        let points_url = sandbox.database("points").await;
+        let gateway_url = sandbox.database("gateway").await;
+        sandbox.check_callers(&gateway_url, SERVICE_SECRET);
 
         // Every listener first, so each service can be told where the others are.
         let own_points = options.points_addr.is_none();
@@ -176,37 +166,36 @@ impl Harness {
         let rewards_addr = options.rewards_addr.clone().or_else(|| addr(&rewards_listener));
 
         let points = match points_listener {
-            Some(listener) => Some(start_points(points_url, addr(&tiers_listener), &gateway_url, listener).await),
+            Some(listener) => {
+                let tiers = addr(&tiers_listener).map(|tiers| ["--tiers-addr".to_owned(), tiers]);
+                let args: Vec<&str> = tiers.iter().flatten().map(String::as_str).collect();
+                Some(sandbox.start_on::<PointsServer>(listener, &points_url, &args).await)
+            }
             None => None,
         };
+        let follower = ["--points-addr", points_addr.as_str()];
         let tiers = match tiers_listener {
             Some(listener) => {
-                let (url, db) = database(options.backend, &dir, "tiers").await;
-                databases.extend(db);
-                let args = service_args("loyalty-tiers", &url, &points_addr, &gateway_url, &[]);
-                Some(TiersServer::start(loyalty_tiers::Config::parse_from(args), listener, None).await.unwrap())
+                let url = sandbox.database("tiers").await;
+                Some(sandbox.start_on::<TiersServer>(listener, &url, &follower).await)
             }
             None => None,
         };
         let referral = match referral_listener {
             Some(listener) => {
-                let (url, db) = database(options.backend, &dir, "referral").await;
-                databases.extend(db);
-                let args = service_args("loyalty-referral", &url, &points_addr, &gateway_url, &[]);
-                Some(ReferralServer::start(loyalty_referral::Config::parse_from(args), listener, None).await.unwrap())
+                let url = sandbox.database("referral").await;
+                Some(sandbox.start_on::<ReferralServer>(listener, &url, &follower).await)
             }
             None => None,
         };
         let rewards = match rewards_listener {
             Some(listener) => {
-                let (url, db) = database(options.backend, &dir, "rewards").await;
-                databases.extend(db);
-                let mut extra = vec!["--recovery-interval-ms".to_owned(), "200".to_owned()];
+                let url = sandbox.database("rewards").await;
+                let mut args = vec!["--points-addr", points_addr.as_str(), "--recovery-interval-ms", "200"];
                 if let Some(tiers) = &tiers_addr {
-                    extra.extend(["--tiers-addr".to_owned(), tiers.clone()]);
+                    args.extend(["--tiers-addr", tiers.as_str()]);
                 }
-                let args = service_args("loyalty-rewards", &url, &points_addr, &gateway_url, &extra);
-                Some(RewardsServer::start(loyalty_rewards::Config::parse_from(args), listener, None).await.unwrap())
+                Some(sandbox.start_on::<RewardsServer>(listener, &url, &args).await)
             }
             None => None,
         };
@@ -224,9 +213,7 @@ impl Harness {
             rate_limit_burst: options.rate_limit_burst,
             key_cache_ttl_secs: options.key_cache_ttl_secs,
             cors_origins: options.cors_origins.clone(),
-            database_url: gateway_url.clone(),
-            database_max_connections: 4,
-            database_acquire_timeout_ms: 1_000,
+            database: DatabaseArgs::new(gateway_url.clone(), 4),
             service_secret: Some(SERVICE_SECRET.into()),
             tls: TlsArgs::default(),
             telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
@@ -245,8 +232,7 @@ impl Harness {
             tiers,
             referral,
             rewards,
-            databases,
-            dir,
+            sandbox,
         }
     }
 
@@ -300,10 +286,7 @@ impl Harness {
             points.shutdown().await.expect("points shuts down cleanly");
         }
         self.keys.database().pool.close().await;
-        for database in self.databases.drain(..) {
-            database.drop_database().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.sandbox.stop().await;
     }
 
     pub async fn send(
@@ -374,31 +357,8 @@ impl Harness {
     }
 }
 
-/// Each service owns its database: a SQLite file each, or a PostgreSQL database each.
-async fn database(backend: Backend, dir: &std::path::Path, name: &str) -> (String, Option<TestDatabase>) {
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}/{name}.db", dir.display()), None),
-        Backend::Postgres => {
-            let database = TestDatabase::create().await;
-            (database.url.clone(), Some(database))
-        }
-    }
-}
-
-/// The command line of an optional service following `points_addr`, as its binary would get it.
 /// The secret the test mesh's services share: they check callers as in production.
 pub const SERVICE_SECRET: &str = "test-service-secret-0123456789abcdef";
-
-fn service_args(name: &str, database_url: &str, points_addr: &str, keys_url: &str, extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [name, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]
-        .into_iter()
-        .chain(["--database-url", database_url, "--points-addr", points_addr])
-        .chain(["--auth", "required", "--keys-database-url", keys_url, "--service-secret", SERVICE_SECRET])
-        .map(str::to_owned)
-        .collect();
-    args.extend(extra.iter().cloned());
-    args
-}
 
 impl Harness {
     /// The gRPC address of the points service this harness started, to call it as the gateway does.
@@ -422,8 +382,7 @@ impl Harness {
     /// far, by (service, method), summed over status codes, read from their
     /// `/metrics` (`rpc_server_requests_total`).
     pub async fn rpc_calls(&self) -> BTreeMap<(String, String), u64> {
-        let servers =
-            [self.points.as_deref(), self.tiers.as_deref(), self.referral.as_deref(), self.rewards.as_deref()];
+        let servers = [self.points.as_ref(), self.tiers.as_ref(), self.referral.as_ref(), self.rewards.as_ref()];
         let mut calls = BTreeMap::new();
         for server in servers.into_iter().flatten() {
             let url = format!("http://{}/metrics", server.metrics_addr());
@@ -446,34 +405,6 @@ impl Harness {
             referral.shutdown().await.expect("referral shuts down cleanly");
         }
     }
-}
-
-async fn start_points(
-    database_url: String,
-    tiers_addr: Option<String>,
-    keys_url: &str,
-    listener: TcpListener,
-) -> PointsServer {
-    let config = loyalty_points::Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url,
-        database_max_connections: 8,
-        database_acquire_timeout_ms: 1_000,
-        write_workers: 4,
-        write_queue_capacity: 1_024,
-        redis_url: None,
-        redis_key_prefix: "unused:".into(),
-        balance_cache_ttl_secs: 300,
-        redis_timeout_ms: 500,
-        redis_backoff_ms: 1_000,
-        tiers_addr,
-        tiers_timeout_ms: 300,
-        expiry_interval_secs: 3_600,
-        security: SecurityArgs { auth: AuthArgs::required(keys_url, SERVICE_SECRET), tls: TlsArgs::default() },
-        telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
-    };
-    PointsServer::start(config, listener, None).await.expect("points starts")
 }
 
 /// An address where nothing listens: bound, then released.

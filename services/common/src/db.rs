@@ -82,7 +82,7 @@ pub struct EmbeddedMigration {
     pub sql: &'static str,
 }
 
-/// Declares `POSTGRES_MIGRATIONS` and `SQLITE_MIGRATIONS` from one list of
+/// Declares `MIGRATIONS` (a [`Migrations`]) from one list of
 /// `version "description" "file.sql"`: each file is read from
 /// `<dir>/postgres/` and `<dir>/sqlite/`, relative to the calling file, so the
 /// two dialects can never disagree on versions or names.
@@ -93,17 +93,89 @@ pub struct EmbeddedMigration {
 #[macro_export]
 macro_rules! embedded_migrations {
     ($dir:literal: $($version:literal $description:literal $file:literal),+ $(,)?) => {
-        const POSTGRES_MIGRATIONS: &[$crate::db::EmbeddedMigration] = &[$($crate::db::EmbeddedMigration {
-            version: $version,
-            description: $description,
-            sql: include_str!(concat!($dir, "/postgres/", $file)),
-        }),+];
-        const SQLITE_MIGRATIONS: &[$crate::db::EmbeddedMigration] = &[$($crate::db::EmbeddedMigration {
-            version: $version,
-            description: $description,
-            sql: include_str!(concat!($dir, "/sqlite/", $file)),
-        }),+];
+        /// This crate's schema, in both dialects.
+        pub const MIGRATIONS: $crate::db::Migrations = $crate::db::Migrations {
+            postgres: &[$($crate::db::EmbeddedMigration {
+                version: $version,
+                description: $description,
+                sql: include_str!(concat!($dir, "/postgres/", $file)),
+            }),+],
+            sqlite: &[$($crate::db::EmbeddedMigration {
+                version: $version,
+                description: $description,
+                sql: include_str!(concat!($dir, "/sqlite/", $file)),
+            }),+],
+        };
     };
+}
+
+/// One schema's migrations in both dialects (see [`embedded_migrations!`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub postgres: &'static [EmbeddedMigration],
+    pub sqlite: &'static [EmbeddedMigration],
+}
+
+impl Migrations {
+    /// The list for `dialect`.
+    pub fn of(&self, dialect: Dialect) -> &'static [EmbeddedMigration] {
+        match dialect {
+            Dialect::Postgres => self.postgres,
+            Dialect::Sqlite => self.sqlite,
+        }
+    }
+}
+
+/// The database settings every binary shares. The default URL is each
+/// binary's own embedded file: its `Config` sets it with
+/// `#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/NAME.db")))]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Largest number of database connections.
+    #[arg(
+        id = "database_max_connections",
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        value_name = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: u32,
+    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
+    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
+    #[arg(
+        id = "database_acquire_timeout_ms",
+        long = "database-acquire-timeout-ms",
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    /// `url` with `max_connections` connections and the default acquire timeout.
+    pub fn new(url: impl Into<String>, max_connections: u32) -> Self {
+        Self { url: url.into(), max_connections, acquire_timeout_ms: 1_000 }
+    }
+
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings::new(self.max_connections, self.acquire_timeout_ms)
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(&self, migrations: Migrations) -> Result<Database, DbError> {
+        open(&self.url, self.pool(), migrations).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,14 +297,9 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
 }
 
 /// Connects and applies the migrations of the back-end the URL names.
-pub async fn open(
-    url: &str,
-    pool: PoolSettings,
-    postgres: &[EmbeddedMigration],
-    sqlite: &[EmbeddedMigration],
-) -> Result<Database, DbError> {
+pub async fn open(url: &str, pool: PoolSettings, migrations: Migrations) -> Result<Database, DbError> {
     let db = connect(url, pool).await?;
-    migrate(&db, if db.dialect == Dialect::Postgres { postgres } else { sqlite }).await?;
+    migrate(&db, migrations.of(db.dialect)).await?;
     Ok(db)
 }
 

@@ -20,10 +20,11 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::{AuthLayer, AuthSetupError, Policy, Security, SecurityArgs};
 use crate::clock::Clock;
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::metrics::{Metrics, RpcObserverLayer};
 use crate::peer::Peers;
 use crate::shutdown::ShutdownTrigger;
+use crate::telemetry::TelemetryArgs;
 use crate::tls::{Tls, TlsError};
 
 /// Longest wait for in-flight calls after shutdown begins; Kubernetes'
@@ -75,20 +76,23 @@ pub struct Launch {
     signal: ShutdownSignal,
     metrics_listener: TcpListener,
     tasks: Vec<JoinHandle<()>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Launch {
     /// Loads TLS material, sets up caller checks for `policy` (`name` is the
-    /// identity this service presents to others), and binds the metrics endpoint.
+    /// identity this service presents to others), and binds the metrics
+    /// endpoint; on the wall clock unless `clock` says otherwise.
     pub async fn prepare(
         name: &'static str,
         policy: Policy,
         metrics_addr: SocketAddr,
         settings: &SecurityArgs,
-        clock: Arc<dyn Clock>,
+        clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, LaunchError> {
+        let clock = clock.unwrap_or_else(|| Arc::new(crate::clock::SystemClock));
         let tls = Tls::load(&settings.tls)?;
-        let security = Security::setup(name, &settings.auth, clock).await?;
+        let security = Security::setup(name, &settings.auth, clock.clone()).await?;
         let service_name = policy.service;
         let (health, health_server) = health(service_name).await;
         let (trigger, signal) = crate::shutdown::channel();
@@ -106,7 +110,13 @@ impl Launch {
             signal,
             metrics_listener,
             tasks: Vec::new(),
+            clock,
         })
+    }
+
+    /// The clock the service runs on.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// How this service calls the others.
@@ -182,6 +192,104 @@ pub enum LaunchError {
     Tls(#[from] TlsError),
 }
 
+/// Why a service did not start; each names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] DbError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
+    /// One of the service's own settings (`REDIS_URL`, `TIERS_ADDR`, ...) or start-up steps.
+    #[error("{what}: {message}")]
+    Setting { what: &'static str, message: String },
+}
+
+impl StartError {
+    /// `what` (a setting's name, or the step) failed with `error`.
+    pub fn setting(what: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Setting { what, message: error.to_string() }
+    }
+}
+
+/// Any error, sent across tasks.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a service binary is to the shared start-up: its settings and how it
+/// wires itself. [`main`] and [`run`] do the rest, the same for every service.
+pub trait Service {
+    /// The binary, `loyalty-<name>`: in log lines and error messages; its
+    /// gRPC address is `<NAME>_GRPC_ADDR`.
+    const BINARY: &'static str;
+    /// Every setting, from flags or the environment.
+    type Config: clap::Parser + Send + 'static;
+
+    /// Where the gRPC server listens, and how the binary logs and traces.
+    fn serving(config: &Self::Config) -> (SocketAddr, &TelemetryArgs);
+
+    /// Connects storage, applies migrations, starts the background work and
+    /// serves on `listener`; on the wall clock unless `clock` says otherwise
+    /// (tests pass a manual one).
+    fn start(
+        config: Self::Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> impl Future<Output = Result<RunningService, StartError>> + Send;
+}
+
+/// Serves `S` until `shutdown` resolves, then drains.
+pub async fn run<S: Service>(
+    config: S::Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let server = S::start(config, listener, None).await?;
+    shutdown.await;
+    server.shutdown().await?;
+    tracing::info!(service = S::BINARY, "service stopped");
+    Ok(())
+}
+
+/// A service binary's whole `main`: settings from flags and the environment,
+/// telemetry, the gRPC listener, serving until SIGTERM or ctrl-c, and an exit
+/// code with the reason on standard error.
+pub fn main<S: Service>() -> std::process::ExitCode {
+    use clap::Parser as _;
+    let config = S::Config::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{}: cannot start the runtime: {error}", S::BINARY);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let (addr, telemetry) = S::serving(&config);
+        let telemetry = match crate::telemetry::init(S::BINARY, telemetry) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("{}: {error}", S::BINARY);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let result = async {
+            let setting = format!("{}_GRPC_ADDR", S::BINARY.trim_start_matches("loyalty-").to_uppercase());
+            let listener = TcpListener::bind(addr).await.map_err(|e| format!("{setting} {addr}: {e}"))?;
+            run::<S>(config, listener, crate::shutdown::termination()).await
+        }
+        .await;
+        let code = match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(service = S::BINARY, error = %error, "service failed");
+                eprintln!("{}: {error}", S::BINARY);
+                std::process::ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown();
+        code
+    })
+}
+
 /// What stands between the network and the handlers: caller checks and TLS.
 pub struct Perimeter {
     pub auth: AuthLayer,
@@ -207,7 +315,7 @@ impl RunningService {
     }
 
     /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background tasks.
-    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn shutdown(self) -> Result<(), BoxError> {
         self.trigger.fire();
         let served = self.grpc.await?;
         for task in self.tasks {

@@ -37,6 +37,65 @@ impl ErrorClass {
     }
 }
 
+/// What a service's error is to its callers: every service error says it
+/// through [`ServiceError`], and [`ServiceError::into_status`] is the one
+/// conversion to `Status`.
+#[derive(Debug)]
+pub enum Fault {
+    /// A business failure with its reason (e.g. `INSUFFICIENT_POINTS`) and
+    /// `ErrorInfo` metadata; the message is the error's `Display`.
+    Failure { class: ErrorClass, reason: &'static str, metadata: Vec<(&'static str, String)> },
+    /// INVALID_ARGUMENT naming each bad field.
+    Invalid(Vec<FieldViolation>),
+    /// A dependency (`what`, e.g. "the database") does not answer: retry with the same key.
+    Unavailable(&'static str),
+    /// A bug or corrupt data: logged in full, answered with a generic message.
+    Internal,
+}
+
+impl Fault {
+    /// A failure without metadata.
+    pub fn failure(class: ErrorClass, reason: &'static str) -> Self {
+        Self::Failure { class, reason, metadata: Vec::new() }
+    }
+
+    /// A database error: UNAVAILABLE when the server cannot be reached, else internal.
+    pub fn database(error: &sqlx::Error) -> Self {
+        if crate::db::is_unavailable(error) { Self::Unavailable("the database") } else { Self::Internal }
+    }
+
+    /// What an idempotency key's trouble is to the caller.
+    pub fn key(error: &crate::idempotency::KeyError) -> Self {
+        use crate::idempotency::KeyError;
+        match error {
+            KeyError::Reused { .. } => Self::failure(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
+            KeyError::Database(e) => Self::database(e),
+            KeyError::Corrupt { .. } => Self::Internal,
+        }
+    }
+}
+
+/// A service's error type: its `ErrorInfo.domain` and the [`Fault`] of each
+/// variant. Each service's `impl From<Error> for Status` calls `into_status`.
+pub trait ServiceError: std::error::Error + Sized + 'static {
+    /// `ErrorInfo.domain` of every error the service returns, e.g. `points.loyalty`.
+    const DOMAIN: &'static str;
+
+    fn fault(&self) -> Fault;
+
+    fn into_status(self) -> Status {
+        match self.fault() {
+            Fault::Failure { class, reason, metadata } => {
+                let metadata = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                failure(class, reason, Self::DOMAIN, self.to_string(), metadata)
+            }
+            Fault::Invalid(violations) => invalid_argument(Self::DOMAIN, &violations),
+            Fault::Unavailable(what) => unavailable(Self::DOMAIN, what, &self),
+            Fault::Internal => internal(Self::DOMAIN, &self),
+        }
+    }
+}
+
 /// INVALID_ARGUMENT naming every bad field.
 pub fn invalid_argument(domain: &str, violations: &[FieldViolation]) -> Status {
     // The first ones, so that the status (sent as HTTP/2 trailers) stays well

@@ -2,18 +2,25 @@
 //! run in parallel and never depend on data another run left. They read
 //! `LOYALTY_TEST_DATABASE_URL` / `LOYALTY_TEST_REDIS_URL` (defaults: the
 //! local servers) and fail loudly when those servers do not answer.
+//!
+//! [`Sandbox`] is the one harness every crate's integration tests build on:
+//! throwaway storage, one manual clock, and real services on loopback.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::any::install_default_drivers;
 use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::Channel;
+
+use crate::clock::{Clock, ManualClock, Micros};
+use crate::server::{RunningService, Service};
 
 /// Runs each listed `async fn name(backend: Backend)` as two tokio tests,
-/// `sqlite::name` and `postgres::name`; the calling test crate defines
-/// `enum Backend { Sqlite, Postgres }`.
+/// `sqlite::name` and `postgres::name` ([`Backend`]).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -21,7 +28,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
+                    super::$name($crate::testing::Backend::Sqlite).await;
                 }
             )*
         }
@@ -29,7 +36,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
+                    super::$name($crate::testing::Backend::Postgres).await;
                 }
             )*
         }
@@ -38,6 +45,132 @@ macro_rules! on_both_backends {
 
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const DEFAULT_TEST_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where a test's services keep their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: SQLite files (and the in-process cache).
+    Sqlite,
+    /// PostgreSQL (and Redis), as in production.
+    Postgres,
+}
+
+/// One test's world: a fresh directory, throwaway databases, a manual clock
+/// that every service started here shares, and services on loopback ports.
+/// [`Sandbox::stop`] drops the databases and the directory.
+pub struct Sandbox {
+    pub backend: Backend,
+    /// The clock services started here read, unless [`Sandbox::on_wall_clock`].
+    pub clock: ManualClock,
+    /// Where SQLite files (and anything else a test writes) go.
+    pub dir: PathBuf,
+    wall_clock: bool,
+    /// How services started here check callers: `--auth off` unless [`Sandbox::check_callers`].
+    auth: Vec<String>,
+    databases: Vec<TestDatabase>,
+}
+
+impl Sandbox {
+    /// A sandbox whose clock reads `now`.
+    pub fn new(backend: Backend, now: Micros) -> Self {
+        let dir = std::env::temp_dir().join(format!("loyalty-test-{}", unique_suffix()));
+        let auth = vec!["--auth".to_owned(), "off".to_owned()];
+        Self { backend, clock: ManualClock::new(now), dir, wall_clock: false, auth, databases: Vec::new() }
+    }
+
+    /// Services started from now on read the wall clock (for tests that
+    /// sign tokens or talk to another process).
+    pub fn on_wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    /// Services started from now on check callers as in production: API keys
+    /// from the key store at `keys_url`, peers by the shared `service_secret`.
+    pub fn check_callers(&mut self, keys_url: &str, service_secret: &str) {
+        self.auth = ["--auth", "required", "--keys-database-url", keys_url, "--service-secret", service_secret]
+            .map(str::to_owned)
+            .to_vec();
+    }
+
+    /// A fresh, empty database for one service: a SQLite file named after
+    /// `name` in [`Sandbox::dir`], or a throwaway PostgreSQL database.
+    pub async fn database(&mut self, name: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("sqlite://{}/{name}-{}.db", self.dir.display(), unique_suffix()),
+            Backend::Postgres => {
+                let database = TestDatabase::create().await;
+                let url = database.url.clone();
+                self.databases.push(database);
+                url
+            }
+        }
+    }
+
+    /// The sandbox's clock, as services take it (`None`: the wall clock).
+    pub fn shared_clock(&self) -> Option<Arc<dyn Clock>> {
+        (!self.wall_clock).then(|| Arc::new(self.clock.clone()) as Arc<dyn Clock>)
+    }
+
+    /// Starts `S` on a free loopback port with [`Sandbox::config`], the
+    /// sandbox's clock and caller checks, and `args` (flags of `S`'s own).
+    pub async fn start<S: Service>(&self, database_url: &str, args: &[&str]) -> RunningService {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        self.start_on::<S>(listener, database_url, args).await
+    }
+
+    /// [`Sandbox::start`] on a listener the test bound itself (to tell
+    /// another service the address first).
+    pub async fn start_on<S: Service>(
+        &self,
+        listener: TcpListener,
+        database_url: &str,
+        args: &[&str],
+    ) -> RunningService {
+        let args: Vec<&str> = self.auth.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        S::start(parse::<S>(database_url, &args), listener, self.shared_clock())
+            .await
+            .unwrap_or_else(|e| panic!("{} starts: {e}", S::BINARY))
+    }
+
+    /// `S`'s settings for a test that starts it itself: its database at
+    /// `database_url`, metrics on a free port, callers unchecked
+    /// (`--auth off`), then `args`.
+    pub fn config<S: Service>(database_url: &str, args: &[&str]) -> S::Config {
+        let args: Vec<&str> = ["--auth", "off"].into_iter().chain(args.iter().copied()).collect();
+        parse::<S>(database_url, &args)
+    }
+
+    /// Drops every database this sandbox made and removes its directory.
+    pub async fn stop(self) {
+        for database in self.databases {
+            database.drop_database().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+/// `S`'s settings from `args` after its database and a free metrics port.
+fn parse<S: Service>(database_url: &str, args: &[&str]) -> S::Config {
+    use clap::Parser as _;
+    let fixed = [S::BINARY, "--database-url", database_url, "--metrics-addr", "127.0.0.1:0"];
+    S::Config::parse_from(fixed.iter().chain(args))
+}
+
+/// A channel to a service on loopback, for a generated client's `new`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a loopback URL")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+/// A channel that connects on first use: a client for a service that is
+/// not started yet.
+pub fn lazy_channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("a loopback URL").connect_lazy()
+}
 
 /// The admin URL of the test PostgreSQL server.
 pub fn postgres_admin_url() -> String {

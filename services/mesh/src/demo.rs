@@ -44,7 +44,7 @@ pub async fn prepare(gateway: &mut loyalty_gateway::Config) -> Result<(), Error>
     let upstreams = Upstreams::connect(&addresses, Duration::from_secs(5), &peers)?;
     seed(&upstreams).await?;
 
-    let keys = KeyStore::open(&gateway.database_url, 2).await?;
+    let keys = KeyStore::open(&gateway.database.url, 2).await?;
     let storefront = keys.create(PROGRAM, Scope::Storefront, "demo shop").await?;
     CustomerSecrets::new(keys.database().clone()).ensure(PROGRAM).await?;
     gateway.widget.demo = true;

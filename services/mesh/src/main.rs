@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use loyalty_common::auth::{AuthArgs, AuthMode, SecurityArgs, ServiceSecret};
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::Service as _;
 use loyalty_common::telemetry::TelemetryArgs;
 use tokio::net::TcpListener;
 
@@ -110,9 +112,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let points_config = loyalty_points::Config {
         grpc_addr: points_addr,
         metrics_addr: args.points_metrics_addr,
-        database_url: sqlite(&args.data_dir, "points.db"),
-        database_max_connections: 8,
-        database_acquire_timeout_ms: 1_000,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "points.db"), 8),
         write_workers: 4,
         write_queue_capacity: 1_024,
         redis_url: None,
@@ -129,9 +129,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let tiers_config = loyalty_tiers::Config {
         grpc_addr: tiers_addr,
         metrics_addr: args.tiers_metrics_addr,
-        database_url: sqlite(&args.data_dir, "tiers.db"),
-        database_max_connections: 8,
-        database_acquire_timeout_ms: 1_000,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "tiers.db"), 8),
         points_addr: Some(points_addr.to_string()),
         review_interval_secs: 60,
         multiplier_cache_ttl_ms: 5_000,
@@ -141,9 +139,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let referral_config = loyalty_referral::Config {
         grpc_addr: referral_addr,
         metrics_addr: args.referral_metrics_addr,
-        database_url: sqlite(&args.data_dir, "referral.db"),
-        database_max_connections: 8,
-        database_acquire_timeout_ms: 1_000,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "referral.db"), 8),
         points_addr: Some(points_addr.to_string()),
         security: security.clone(),
         telemetry: args.telemetry.clone(),
@@ -151,9 +147,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let rewards_config = loyalty_rewards::Config {
         grpc_addr: rewards_addr,
         metrics_addr: args.rewards_metrics_addr,
-        database_url: sqlite(&args.data_dir, "rewards.db"),
-        database_max_connections: 8,
-        database_acquire_timeout_ms: 1_000,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "rewards.db"), 8),
         points_addr: points_addr.to_string(),
         tiers_addr: Some(tiers_addr.to_string()),
         upstream_timeout_ms: 2_000,
@@ -168,9 +162,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     gateway_config.tiers_addr = Some(tiers_addr.to_string());
     gateway_config.referral_addr = Some(referral_addr.to_string());
     gateway_config.rewards_addr = Some(rewards_addr.to_string());
-    gateway_config.database_url = keys_url;
+    gateway_config.database.url = keys_url;
     gateway_config.service_secret = Some(service_secret);
-    let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database_url, 2).await?;
+    let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database.url, 2).await?;
     let demo_key = keys.create("demo", loyalty_gateway::keys::Scope::Admin, "quick start").await?;
     let points = loyalty_points::PointsServer::start(points_config, points_listener, None).await?;
     let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;

@@ -8,8 +8,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use loyalty_common::server::RunningService;
+use loyalty_common::testing::{Backend, Sandbox, channel};
 use loyalty_common::throwaway::postgres::ThrowawayPostgres;
+use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as referral;
@@ -18,6 +20,9 @@ use loyalty_proto::rewards::v1 as rewards;
 use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_proto::tiers::v1 as tiers;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_referral::ReferralServer;
+use loyalty_rewards::RewardsServer;
+use loyalty_tiers::TiersServer;
 use sqlx::{AssertSqlSafe, Executor};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -42,20 +47,16 @@ struct Mesh {
 }
 
 struct Servers {
-    points: loyalty_points::PointsServer,
-    tiers: loyalty_tiers::TiersServer,
-    referral: loyalty_referral::ReferralServer,
-    rewards: loyalty_rewards::RewardsServer,
+    points: RunningService,
+    tiers: RunningService,
+    referral: RunningService,
+    rewards: RunningService,
 }
 
 async fn listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
 impl Mesh {
@@ -66,37 +67,19 @@ impl Mesh {
             admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
         }
         admin.close().await;
-        let common = |name: &'static str, url: String| {
-            vec![
-                format!("loyalty-{name}"),
-                "--auth".into(),
-                "off".into(),
-                "--database-url".into(),
-                url,
-                "--metrics-addr".into(),
-                "127.0.0.1:0".into(),
-                "--database-acquire-timeout-ms".into(),
-                "1000".into(),
-            ]
-        };
+        // The databases are the private cluster's; the sandbox only starts the services.
+        let sandbox = Sandbox::new(Backend::Postgres, 0).on_wall_clock();
         let ((points_l, points_addr), (tiers_l, tiers_addr)) = (listener().await, listener().await);
         let ((referral_l, referral_addr), (rewards_l, rewards_addr)) = (listener().await, listener().await);
-        let mut args = common("points", pg.url_of("points"));
-        args.extend(["--tiers-addr".into(), tiers_addr.to_string()]);
-        let points = loyalty_points::PointsServer::start(loyalty_points::Config::parse_from(args), points_l, None);
-        let points = points.await.unwrap();
-        let mut args = common("tiers", pg.url_of("tiers"));
-        args.extend(["--points-addr".into(), points_addr.to_string()]);
-        let tiers = loyalty_tiers::TiersServer::start(loyalty_tiers::Config::parse_from(args), tiers_l, None);
-        let tiers = tiers.await.unwrap();
-        let mut args = common("referral", pg.url_of("referral"));
-        args.extend(["--points-addr".into(), points_addr.to_string()]);
-        let referral = loyalty_referral::Config::parse_from(args);
-        let referral = loyalty_referral::ReferralServer::start(referral, referral_l, None).await.unwrap();
-        let mut args = common("rewards", pg.url_of("rewards"));
-        args.extend(["--points-addr".into(), points_addr.to_string(), "--tiers-addr".into(), tiers_addr.to_string()]);
-        let rewards = loyalty_rewards::Config::parse_from(args);
-        let rewards = loyalty_rewards::RewardsServer::start(rewards, rewards_l, None).await.unwrap();
+        let (points_at, tiers_at) = (points_addr.to_string(), tiers_addr.to_string());
+        let fast = ["--database-acquire-timeout-ms", "1000"];
+        let args = [&fast[..], &["--tiers-addr", &tiers_at]].concat();
+        let points = sandbox.start_on::<PointsServer>(points_l, &pg.url_of("points"), &args).await;
+        let follower = [&fast[..], &["--points-addr", &points_at]].concat();
+        let tiers = sandbox.start_on::<TiersServer>(tiers_l, &pg.url_of("tiers"), &follower).await;
+        let referral = sandbox.start_on::<ReferralServer>(referral_l, &pg.url_of("referral"), &follower).await;
+        let args = [&follower[..], &["--tiers-addr", &tiers_at]].concat();
+        let rewards = sandbox.start_on::<RewardsServer>(rewards_l, &pg.url_of("rewards"), &args).await;
         let mut health = Vec::new();
         for (name, addr) in [
             ("loyalty.points.v1.PointsService", points_addr),

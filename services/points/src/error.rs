@@ -1,9 +1,6 @@
 //! Every way a points request can fail, and the one mapping to `tonic::Status`.
 
-use std::collections::HashMap;
-
-use loyalty_common::db;
-use loyalty_common::status::{self, ErrorClass};
+use loyalty_common::status::{ErrorClass, Fault, ServiceError};
 use loyalty_common::validate::FieldViolation;
 use tonic::Status;
 
@@ -28,7 +25,7 @@ pub enum Error {
     CampaignNotFound(String),
     #[error("settings changed meanwhile: version is {actual}, expected {expected}")]
     VersionMismatch { expected: i64, actual: i64 },
-    #[error("the tiers service is unavailable")]
+    #[error("the tiers service is unavailable, retry with the same key")]
     TiersUnavailable(#[source] tonic::Status),
     #[error("idempotency key already used for a different {method} request")]
     IdempotencyKeyReused { method: &'static str },
@@ -68,85 +65,71 @@ impl From<loyalty_common::db::StoredJson> for Error {
     }
 }
 
+impl ServiceError for Error {
+    const DOMAIN: &'static str = DOMAIN;
+
+    fn fault(&self) -> Fault {
+        use ErrorClass::{AlreadyExists, FailedPrecondition, NotFound, Unavailable};
+        let failure = |class, reason, metadata: &[(&'static str, String)]| Fault::Failure {
+            class,
+            reason,
+            metadata: metadata.to_vec(),
+        };
+        match self {
+            Error::InvalidArgument(violations) => Fault::Invalid(violations.clone()),
+            Error::Rule(RuleViolation::InvalidField { field, description }) => {
+                Fault::Invalid(vec![FieldViolation::new(*field, description.clone())])
+            }
+            Error::Rule(RuleViolation::InsufficientPoints { available, requested }) => failure(
+                FailedPrecondition,
+                "INSUFFICIENT_POINTS",
+                &[("available", available.to_string()), ("requested", requested.to_string())],
+            ),
+            Error::Rule(RuleViolation::ReversalExceedsEarn { reversible, requested }) => failure(
+                FailedPrecondition,
+                "REVERSAL_EXCEEDS_EARN",
+                &[("reversible", reversible.to_string()), ("requested", requested.to_string())],
+            ),
+            Error::Rule(RuleViolation::NothingPending) => Fault::failure(FailedPrecondition, "NOTHING_PENDING"),
+            Error::Rule(RuleViolation::RefundExceedsOrder { refundable, requested }) => failure(
+                FailedPrecondition,
+                "REFUND_EXCEEDS_ORDER",
+                &[("refundable", refundable.to_string()), ("requested", requested.to_string())],
+            ),
+            Error::Rule(RuleViolation::ActivityNotRewarded { .. }) => {
+                Fault::failure(FailedPrecondition, "ACTIVITY_NOT_REWARDED")
+            }
+            Error::Rule(RuleViolation::ActivityCapReached { .. }) => {
+                Fault::failure(FailedPrecondition, "ACTIVITY_CAP_REACHED")
+            }
+            Error::Rule(RuleViolation::AlreadyRestored { restore, .. }) => {
+                failure(FailedPrecondition, "SPEND_ALREADY_RESTORED", &[("restore_transaction_id", restore.clone())])
+            }
+            Error::Rule(RuleViolation::CurrencyMismatch { .. }) => {
+                Fault::failure(FailedPrecondition, "CURRENCY_MISMATCH")
+            }
+            Error::EarnNotFound(_) => Fault::failure(NotFound, "EARN_NOT_FOUND"),
+            Error::OrderNotFound(_) => Fault::failure(NotFound, "ORDER_NOT_FOUND"),
+            Error::SpendNotFound(_) => Fault::failure(NotFound, "SPEND_NOT_FOUND"),
+            Error::CampaignNotFound(_) => Fault::failure(NotFound, "CAMPAIGN_NOT_FOUND"),
+            Error::VersionMismatch { .. } => Fault::failure(FailedPrecondition, "VERSION_MISMATCH"),
+            Error::TiersUnavailable(_) => Fault::failure(Unavailable, "TIERS_UNAVAILABLE"),
+            Error::IdempotencyKeyReused { .. } => Fault::failure(AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
+            Error::OrderAlreadyRecorded(order_id) => {
+                failure(AlreadyExists, "ORDER_ALREADY_RECORDED", &[("order_id", order_id.clone())])
+            }
+            Error::Overloaded => Fault::failure(Unavailable, "OVERLOADED"),
+            Error::Database(e) => Fault::database(e),
+            Error::Corrupt(_) => Fault::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let fail = |class, reason, message: String, metadata| status::failure(class, reason, DOMAIN, message, metadata);
-        match error {
-            Error::InvalidArgument(violations) => status::invalid_argument(DOMAIN, &violations),
-            Error::Rule(RuleViolation::InvalidField { field, description }) => {
-                status::invalid_argument(DOMAIN, &[FieldViolation::new(field, description)])
-            }
-            Error::Rule(ref rule @ RuleViolation::InsufficientPoints { available, requested }) => fail(
-                ErrorClass::FailedPrecondition,
-                "INSUFFICIENT_POINTS",
-                rule.to_string(),
-                HashMap::from([
-                    ("available".into(), available.to_string()),
-                    ("requested".into(), requested.to_string()),
-                ]),
-            ),
-            Error::Rule(ref rule @ RuleViolation::ReversalExceedsEarn { reversible, requested }) => fail(
-                ErrorClass::FailedPrecondition,
-                "REVERSAL_EXCEEDS_EARN",
-                rule.to_string(),
-                HashMap::from([
-                    ("reversible".into(), reversible.to_string()),
-                    ("requested".into(), requested.to_string()),
-                ]),
-            ),
-            Error::Rule(ref rule @ RuleViolation::NothingPending) => {
-                fail(ErrorClass::FailedPrecondition, "NOTHING_PENDING", rule.to_string(), HashMap::new())
-            }
-            Error::Rule(ref rule @ RuleViolation::RefundExceedsOrder { refundable, requested }) => fail(
-                ErrorClass::FailedPrecondition,
-                "REFUND_EXCEEDS_ORDER",
-                rule.to_string(),
-                HashMap::from([
-                    ("refundable".into(), refundable.to_string()),
-                    ("requested".into(), requested.to_string()),
-                ]),
-            ),
-            Error::Rule(ref rule @ RuleViolation::ActivityNotRewarded { .. }) => {
-                fail(ErrorClass::FailedPrecondition, "ACTIVITY_NOT_REWARDED", rule.to_string(), HashMap::new())
-            }
-            Error::Rule(ref rule @ RuleViolation::ActivityCapReached { .. }) => {
-                fail(ErrorClass::FailedPrecondition, "ACTIVITY_CAP_REACHED", rule.to_string(), HashMap::new())
-            }
-            Error::Rule(ref rule @ RuleViolation::AlreadyRestored { ref restore, .. }) => fail(
-                ErrorClass::FailedPrecondition,
-                "SPEND_ALREADY_RESTORED",
-                rule.to_string(),
-                HashMap::from([("restore_transaction_id".into(), restore.clone())]),
-            ),
-            Error::Rule(ref rule @ RuleViolation::CurrencyMismatch { .. }) => {
-                fail(ErrorClass::FailedPrecondition, "CURRENCY_MISMATCH", rule.to_string(), HashMap::new())
-            }
-            Error::EarnNotFound(_) => fail(ErrorClass::NotFound, "EARN_NOT_FOUND", error.to_string(), HashMap::new()),
-            Error::OrderNotFound(_) => fail(ErrorClass::NotFound, "ORDER_NOT_FOUND", error.to_string(), HashMap::new()),
-            Error::SpendNotFound(_) => fail(ErrorClass::NotFound, "SPEND_NOT_FOUND", error.to_string(), HashMap::new()),
-            Error::CampaignNotFound(_) => {
-                fail(ErrorClass::NotFound, "CAMPAIGN_NOT_FOUND", error.to_string(), HashMap::new())
-            }
-            Error::VersionMismatch { .. } => {
-                fail(ErrorClass::FailedPrecondition, "VERSION_MISMATCH", error.to_string(), HashMap::new())
-            }
-            Error::TiersUnavailable(ref cause) => {
-                tracing::warn!(code = ?cause.code(), message = cause.message(), "tiers service unavailable");
-                let message = "the tiers service is unavailable, retry with the same key".to_owned();
-                fail(ErrorClass::Unavailable, "TIERS_UNAVAILABLE", message, HashMap::new())
-            }
-            Error::IdempotencyKeyReused { .. } => {
-                fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string(), HashMap::new())
-            }
-            Error::OrderAlreadyRecorded(ref order_id) => fail(
-                ErrorClass::AlreadyExists,
-                "ORDER_ALREADY_RECORDED",
-                error.to_string(),
-                HashMap::from([("order_id".into(), order_id.clone())]),
-            ),
-            Error::Overloaded => fail(ErrorClass::Unavailable, "OVERLOADED", error.to_string(), HashMap::new()),
-            Error::Database(ref e) if db::is_unavailable(e) => status::unavailable(DOMAIN, "the database", &error),
-            Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
+        if let Error::TiersUnavailable(cause) = &error {
+            tracing::warn!(code = ?cause.code(), message = cause.message(), "tiers service unavailable");
         }
+        error.into_status()
     }
 }

@@ -21,9 +21,9 @@ use tokio::net::TcpListener;
 
 use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
-use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db;
-use loyalty_common::server::{Launch, LaunchError, RunningService};
+use loyalty_common::clock::Clock;
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
@@ -82,6 +82,7 @@ loyalty_common::embedded_migrations!("../migrations":
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "loyalty-points", version, about = "The loyalty points ledger, served over gRPC.")]
+#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/points.db")))]
 pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "POINTS_GRPC_ADDR", value_name = "POINTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
@@ -89,22 +90,8 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, env = "POINTS_METRICS_ADDR", value_name = "POINTS_METRICS_ADDR", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
-    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/points.db", hide_env_values = true)]
-    pub database_url: String,
-    /// Largest number of database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
-    pub database_max_connections: u32,
-    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
-    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
-    #[arg(
-        long,
-        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 1_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub database_acquire_timeout_ms: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Workers that commit concurrent Earn, Spend and Adjust calls together, one
     /// database transaction per batch (each account always on the same worker); 0 gives
     /// every call a transaction of its own.
@@ -151,52 +138,30 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("DATABASE_URL: {0}")]
-    Database(#[from] db::DbError),
-    #[error("REDIS_URL: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Launch(#[from] LaunchError),
-    #[error("TIERS_ADDR: {0}")]
-    Tiers(#[from] tonic::transport::Error),
-    #[error("cannot read the ledger: {0}")]
-    Ledger(#[from] error::Error),
-}
+/// The points service, as the shared start-up runs it ([`loyalty_common::server::main`]).
+pub struct PointsServer;
 
-/// A running points server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
-pub struct PointsServer(RunningService);
+impl Service for PointsServer {
+    const BINARY: &'static str = "loyalty-points";
+    type Config = Config;
 
-impl std::ops::Deref for PointsServer {
-    type Target = RunningService;
-
-    fn deref(&self) -> &RunningService {
-        &self.0
+    fn serving(config: &Config) -> (SocketAddr, &TelemetryArgs) {
+        (config.grpc_addr, &config.telemetry)
     }
-}
 
-impl PointsServer {
     /// Connects storage, applies migrations and starts serving on `listener`.
     /// The wall clock unless `clock` says otherwise (tests pass a manual one).
-    pub async fn start(
+    async fn start(
         config: Config,
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
-    ) -> Result<Self, StartError> {
-        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch =
-            Launch::prepare("points", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
-        let database = db::open(
-            &config.database_url,
-            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
-            POSTGRES_MIGRATIONS,
-            SQLITE_MIGRATIONS,
-        )
-        .await?;
+    ) -> Result<RunningService, StartError> {
+        let mut launch = Launch::prepare("points", POLICY, config.metrics_addr, &config.security, clock).await?;
+        let database = config.database.open(MIGRATIONS).await?;
         let cache = match &config.redis_url {
             Some(url) => {
-                let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))?;
+                let conn = loyalty_common::redis::connect(url, Duration::from_millis(config.redis_timeout_ms))
+                    .map_err(|e| StartError::setting("REDIS_URL", e))?;
                 let ttl = Duration::from_secs(config.balance_cache_ttl_secs);
                 let backoff = Duration::from_millis(config.redis_backoff_ms);
                 let doubts = CacheDoubts::new(database.clone());
@@ -208,9 +173,10 @@ impl PointsServer {
             launch.spawn(watcher);
         }
         let tiers_deadline = Duration::from_millis(config.tiers_timeout_ms);
-        let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())?;
-        let programs = ProgramStore::new(database.clone(), clock.clone());
-        let store = LedgerStore::new(database.clone(), clock);
+        let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())
+            .map_err(|e| StartError::setting("TIERS_ADDR", e))?;
+        let programs = ProgramStore::new(database.clone(), launch.clock());
+        let store = LedgerStore::new(database.clone(), launch.clock());
         let refused = Counter::default();
         launch.metrics.register(
             "ledger_writes_refused",
@@ -222,30 +188,15 @@ impl PointsServer {
             queue_capacity: usize::try_from(config.write_queue_capacity).unwrap_or(usize::MAX),
             refused,
         };
-        let ledger = Arc::new(Ledger::new(store, cache, programs, tiers, writer).await?);
+        let ledger = Ledger::new(store, cache, programs, tiers, writer)
+            .await
+            .map_err(|e| StartError::setting("cannot read the ledger", e))?;
+        let ledger = Arc::new(ledger);
         launch.spawn(ledger.clone().publisher(launch.signal()));
         let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
         launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));
         tracing::info!(cache = if config.redis_url.is_some() { "redis" } else { "in-process" }, "balance cache");
         let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, launch.signal())));
-        Ok(Self(launch.serve(listener, routes, &database).await))
+        Ok(launch.serve(listener, routes, &database).await)
     }
-
-    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
-    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.shutdown().await
-    }
-}
-
-/// Serves until `shutdown` resolves, then drains.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let server = PointsServer::start(config, listener, None).await?;
-    shutdown.await;
-    server.shutdown().await?;
-    tracing::info!("points service stopped");
-    Ok(())
 }

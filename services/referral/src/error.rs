@@ -1,10 +1,7 @@
 //! Every way a referral request can fail, and the one mapping to `tonic::Status`.
 
-use std::collections::HashMap;
-
-use loyalty_common::db;
 use loyalty_common::idempotency::KeyError;
-use loyalty_common::status::{self, ErrorClass};
+use loyalty_common::status::{ErrorClass, Fault, ServiceError};
 use tonic::Status;
 
 use crate::domain::Refusal;
@@ -30,30 +27,33 @@ impl From<loyalty_common::db::StoredJson> for Error {
     }
 }
 
+impl ServiceError for Error {
+    const DOMAIN: &'static str = DOMAIN;
+
+    fn fault(&self) -> Fault {
+        use ErrorClass::{AlreadyExists, FailedPrecondition, NotFound};
+        match self {
+            Error::Refused(refusal) => {
+                let (class, reason) = match refusal {
+                    Refusal::ReferralsOff => (FailedPrecondition, "REFERRALS_DISABLED"),
+                    Refusal::UnknownCode(_) => (NotFound, "UNKNOWN_CODE"),
+                    Refusal::CodeDisabled(_) => (FailedPrecondition, "CODE_DISABLED"),
+                    Refusal::SelfReferral => (FailedPrecondition, "SELF_REFERRAL"),
+                    Refusal::AlreadyReferred => (AlreadyExists, "ALREADY_REFERRED"),
+                    Refusal::ExistingCustomer => (FailedPrecondition, "EXISTING_CUSTOMER"),
+                    Refusal::CapReached { .. } => (FailedPrecondition, "REFERRER_CAP_REACHED"),
+                };
+                Fault::failure(class, reason)
+            }
+            Error::Key(e) => Fault::key(e),
+            Error::Database(e) => Fault::database(e),
+            Error::Corrupt(_) => Fault::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let fail =
-            |class, reason: &str, message: String| status::failure(class, reason, DOMAIN, message, HashMap::new());
-        match error {
-            Error::Refused(ref refusal) => {
-                let (class, reason) = match refusal {
-                    Refusal::ReferralsOff => (ErrorClass::FailedPrecondition, "REFERRALS_DISABLED"),
-                    Refusal::UnknownCode(_) => (ErrorClass::NotFound, "UNKNOWN_CODE"),
-                    Refusal::CodeDisabled(_) => (ErrorClass::FailedPrecondition, "CODE_DISABLED"),
-                    Refusal::SelfReferral => (ErrorClass::FailedPrecondition, "SELF_REFERRAL"),
-                    Refusal::AlreadyReferred => (ErrorClass::AlreadyExists, "ALREADY_REFERRED"),
-                    Refusal::ExistingCustomer => (ErrorClass::FailedPrecondition, "EXISTING_CUSTOMER"),
-                    Refusal::CapReached { .. } => (ErrorClass::FailedPrecondition, "REFERRER_CAP_REACHED"),
-                };
-                fail(class, reason, refusal.to_string())
-            }
-            Error::Key(KeyError::Reused { .. }) => {
-                fail(ErrorClass::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", error.to_string())
-            }
-            Error::Database(ref e) | Error::Key(KeyError::Database(ref e)) if db::is_unavailable(e) => {
-                status::unavailable(DOMAIN, "the database", &error)
-            }
-            Error::Key(_) | Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
-        }
+        error.into_status()
     }
 }

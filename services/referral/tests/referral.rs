@@ -3,19 +3,17 @@
 //! clock, on SQLite and on PostgreSQL.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use loyalty_common::clock::{Clock, MICROS_PER_DAY, ManualClock, Micros};
-use loyalty_common::testing::{TestDatabase, unique_suffix};
+use loyalty_common::clock::{MICROS_PER_DAY, ManualClock, Micros};
+use loyalty_common::server::RunningService;
+use loyalty_common::testing::{self, Backend, Sandbox};
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as pb;
 use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use loyalty_referral::ReferralServer;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -24,84 +22,42 @@ use tonic_types::StatusExt;
 const T0: Micros = 1_763_942_400_000_000;
 const DAY: Micros = MICROS_PER_DAY;
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 struct Mesh {
     points: PointsServiceClient<Channel>,
     referral: ReferralServiceClient<Channel>,
     clock: ManualClock,
-    points_server: PointsServer,
-    referral_server: Option<ReferralServer>,
+    sandbox: Sandbox,
+    points_server: RunningService,
+    referral_server: Option<RunningService>,
     referral_url: String,
     points_addr: SocketAddr,
-    databases: Vec<TestDatabase>,
-    dir: std::path::PathBuf,
 }
 
 impl Mesh {
     async fn start(backend: Backend) -> Self {
-        let dir = std::env::temp_dir().join(format!("loyalty-referral-test-{}", unique_suffix()));
-        let (points_url, referral_url, databases) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}/points.db", dir.display()),
-                format!("sqlite://{}/referral.db", dir.display()),
-                Vec::new(),
-            ),
-            Backend::Postgres => {
-                let (p, r) = (TestDatabase::create().await, TestDatabase::create().await);
-                (p.url.clone(), r.url.clone(), vec![p, r])
-            }
-        };
-        let clock = ManualClock::new(T0);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let points_addr = listener.local_addr().unwrap();
-        let config = loyalty_points::Config::parse_from([
-            "loyalty-points",
-            "--auth",
-            "off",
-            "--database-url",
-            &points_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ]);
-        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let points_server = PointsServer::start(config, listener, Some(shared)).await.unwrap();
+        let mut sandbox = Sandbox::new(backend, T0);
+        let (points_url, referral_url) = (sandbox.database("points").await, sandbox.database("referral").await);
+        let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
+        let points_addr = points_server.bind_addr();
         let mut mesh = Self {
-            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
-            referral: ReferralServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
-            clock,
+            points: PointsServiceClient::new(testing::channel(points_addr).await),
+            referral: ReferralServiceClient::new(testing::lazy_channel(points_addr)),
+            clock: sandbox.clock.clone(),
+            sandbox,
             points_server,
             referral_server: None,
             referral_url,
             points_addr,
-            databases,
-            dir,
         };
         mesh.start_referral().await;
         mesh
     }
 
     async fn start_referral(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = loyalty_referral::Config::parse_from([
-            "loyalty-referral",
-            "--auth",
-            "off",
-            "--database-url",
-            &self.referral_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--points-addr",
-            &self.points_addr.to_string(),
-        ]);
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        self.referral_server = Some(ReferralServer::start(config, listener, Some(clock)).await.unwrap());
-        self.referral = ReferralServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let points = self.points_addr.to_string();
+        let server = self.sandbox.start::<ReferralServer>(&self.referral_url, &["--points-addr", &points]).await;
+        self.referral = ReferralServiceClient::new(testing::channel(server.bind_addr()).await);
+        self.referral_server = Some(server);
     }
 
     async fn stop_referral(&mut self) {
@@ -113,10 +69,7 @@ impl Mesh {
             server.shutdown().await.unwrap();
         }
         self.points_server.shutdown().await.unwrap();
-        for database in self.databases {
-            database.drop_database().await;
-        }
-        let _ = std::fs::remove_dir_all(self.dir);
+        self.sandbox.stop().await;
     }
 
     async fn settings(&mut self, cap_count: i32) {

@@ -1,10 +1,7 @@
 //! Every way a rewards request can fail, and the one mapping to `tonic::Status`.
 
-use std::collections::HashMap;
-
-use loyalty_common::db;
 use loyalty_common::idempotency::KeyError;
-use loyalty_common::status::{self, ErrorClass};
+use loyalty_common::status::{ErrorClass, Fault, ServiceError};
 use tonic::Status;
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -54,34 +51,39 @@ impl From<loyalty_common::db::StoredJson> for Error {
     }
 }
 
+impl ServiceError for Error {
+    const DOMAIN: &'static str = DOMAIN;
+
+    fn fault(&self) -> Fault {
+        use ErrorClass::{FailedPrecondition, NotFound};
+        match self {
+            Error::RewardNotFound(_) => Fault::failure(NotFound, "REWARD_NOT_FOUND"),
+            Error::RewardNotActive(_) => Fault::failure(FailedPrecondition, "REWARD_NOT_ACTIVE"),
+            Error::RedemptionNotFound(_) => Fault::failure(NotFound, "REDEMPTION_NOT_FOUND"),
+            Error::InsufficientPoints { available, cost } => Fault::Failure {
+                class: FailedPrecondition,
+                reason: "INSUFFICIENT_POINTS",
+                metadata: vec![("available", available.to_string()), ("cost", cost.to_string())],
+            },
+            Error::TierTooLow => Fault::failure(FailedPrecondition, "TIER_TOO_LOW"),
+            Error::TierNotEligible => Fault::failure(FailedPrecondition, "TIER_NOT_ELIGIBLE"),
+            Error::OutOfStock => Fault::failure(FailedPrecondition, "OUT_OF_STOCK"),
+            Error::LimitReached => Fault::failure(FailedPrecondition, "LIMIT_REACHED"),
+            Error::VoucherNotFound => Fault::failure(NotFound, "VOUCHER_NOT_FOUND"),
+            Error::VoucherUsed => Fault::failure(FailedPrecondition, "VOUCHER_USED"),
+            Error::VoucherExpired => Fault::failure(FailedPrecondition, "VOUCHER_EXPIRED"),
+            Error::VoucherCancelled => Fault::failure(FailedPrecondition, "VOUCHER_CANCELLED"),
+            Error::Upstream(what, _) => Fault::Unavailable(what),
+            Error::Interrupted(_) => Fault::Unavailable("the redemption's settlement"),
+            Error::Key(e) => Fault::key(e),
+            Error::Database(e) => Fault::database(e),
+            Error::Corrupt(_) => Fault::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        use ErrorClass::{AlreadyExists, FailedPrecondition, NotFound};
-        let fail = |class, reason: &str, metadata| status::failure(class, reason, DOMAIN, error.to_string(), metadata);
-        match &error {
-            Error::RewardNotFound(_) => fail(NotFound, "REWARD_NOT_FOUND", HashMap::new()),
-            Error::RewardNotActive(_) => fail(FailedPrecondition, "REWARD_NOT_ACTIVE", HashMap::new()),
-            Error::RedemptionNotFound(_) => fail(NotFound, "REDEMPTION_NOT_FOUND", HashMap::new()),
-            Error::InsufficientPoints { available, cost } => fail(
-                FailedPrecondition,
-                "INSUFFICIENT_POINTS",
-                HashMap::from([("available".into(), available.to_string()), ("cost".into(), cost.to_string())]),
-            ),
-            Error::TierTooLow => fail(FailedPrecondition, "TIER_TOO_LOW", HashMap::new()),
-            Error::TierNotEligible => fail(FailedPrecondition, "TIER_NOT_ELIGIBLE", HashMap::new()),
-            Error::OutOfStock => fail(FailedPrecondition, "OUT_OF_STOCK", HashMap::new()),
-            Error::LimitReached => fail(FailedPrecondition, "LIMIT_REACHED", HashMap::new()),
-            Error::VoucherNotFound => fail(NotFound, "VOUCHER_NOT_FOUND", HashMap::new()),
-            Error::VoucherUsed => fail(FailedPrecondition, "VOUCHER_USED", HashMap::new()),
-            Error::VoucherExpired => fail(FailedPrecondition, "VOUCHER_EXPIRED", HashMap::new()),
-            Error::VoucherCancelled => fail(FailedPrecondition, "VOUCHER_CANCELLED", HashMap::new()),
-            Error::Key(KeyError::Reused { .. }) => fail(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", HashMap::new()),
-            Error::Upstream(what, _) => status::unavailable(DOMAIN, what, &error),
-            Error::Interrupted(_) => status::unavailable(DOMAIN, "the redemption's settlement", &error),
-            Error::Database(e) | Error::Key(KeyError::Database(e)) if db::is_unavailable(e) => {
-                status::unavailable(DOMAIN, "the database", &error)
-            }
-            Error::Key(_) | Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
-        }
+        error.into_status()
     }
 }

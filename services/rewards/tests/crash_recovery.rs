@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use loyalty_common::clock::{Clock, ManualClock, Micros};
 use loyalty_common::db::{self, Database};
 use loyalty_common::peer::Peers;
-use loyalty_common::testing::{TestDatabase, unique_suffix};
+use loyalty_common::server::{RunningService, Service as _};
+use loyalty_common::testing::{self, Backend, Sandbox};
 use loyalty_common::throwaway::process::ServiceProcess;
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
@@ -34,65 +34,37 @@ const CUSTOMERS: usize = 40;
 const COST: i64 = 300;
 const START_POINTS: i64 = 1_000;
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// A points service in this process and a rewards database, on `backend`.
 struct Fixture {
-    points_server: PointsServer,
+    points_server: RunningService,
     points: PointsServiceClient<Channel>,
     points_addr: String,
     rewards_url: String,
-    databases: Vec<TestDatabase>,
-    dir: std::path::PathBuf,
+    sandbox: Sandbox,
 }
 
 impl Fixture {
+    /// On the wall clock unless `clock` says otherwise (a child process reads the wall clock).
     async fn start(backend: Backend, clock: Option<Arc<dyn Clock>>) -> Self {
-        let dir = std::env::temp_dir().join(format!("loyalty-rewards-crash-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (points_url, rewards_url, databases) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}/points.db", dir.display()),
-                format!("sqlite://{}/rewards.db", dir.display()),
-                Vec::new(),
-            ),
-            Backend::Postgres => {
-                let dbs = vec![TestDatabase::create().await, TestDatabase::create().await];
-                (dbs[0].url.clone(), dbs[1].url.clone(), dbs)
-            }
-        };
+        let mut sandbox = Sandbox::new(backend, T0);
+        std::fs::create_dir_all(&sandbox.dir).unwrap();
+        let (points_url, rewards_url) = (sandbox.database("points").await, sandbox.database("rewards").await);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = loyalty_points::Config::parse_from([
-            "loyalty-points",
-            "--auth",
-            "off",
-            "--database-url",
-            &points_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ]);
+        let config = Sandbox::config::<PointsServer>(&points_url, &[]);
         let points_server = PointsServer::start(config, listener, clock).await.unwrap();
         Self {
             points_server,
-            points: PointsServiceClient::connect(format!("http://{addr}")).await.unwrap(),
+            points: PointsServiceClient::new(testing::channel(addr).await),
             points_addr: addr.to_string(),
             rewards_url,
-            databases,
-            dir,
+            sandbox,
         }
     }
 
     async fn stop(self) {
         self.points_server.shutdown().await.unwrap();
-        for database in self.databases {
-            database.drop_database().await;
-        }
-        let _ = std::fs::remove_dir_all(self.dir);
+        self.sandbox.stop().await;
     }
 
     async fn earn(&mut self, customer: &str, points: i64) {
@@ -265,17 +237,7 @@ impl Replicas {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let f = Fixture::start(backend, Some(shared.clone())).await;
         // A server only to apply the migrations; its own recovery would race the test's.
-        let config = loyalty_rewards::Config::parse_from([
-            "loyalty-rewards",
-            "--auth",
-            "off",
-            "--database-url",
-            &f.rewards_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--points-addr",
-            &f.points_addr,
-        ]);
+        let config = Sandbox::config::<RewardsServer>(&f.rewards_url, &["--points-addr", &f.points_addr]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         RewardsServer::start(config, listener, Some(shared.clone())).await.unwrap().shutdown().await.unwrap();
         let a = RewardsStore::new(

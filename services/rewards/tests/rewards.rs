@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use loyalty_common::clock::{Clock, ManualClock, Micros};
 use loyalty_common::db;
-use loyalty_common::testing::{CuttableProxy, TestDatabase, WriteHold, unique_suffix};
+use loyalty_common::server::RunningService;
+use loyalty_common::testing::{self, Backend, CuttableProxy, Sandbox, WriteHold};
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -20,19 +20,12 @@ use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_rewards::RewardsServer;
 use loyalty_rewards::store::{RewardsStore, Staged};
 use loyalty_tiers::TiersServer;
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// 2025-11-24T00:00:00Z.
 const T0: Micros = 1_763_942_400_000_000;
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 struct Mesh {
     points: PointsServiceClient<Channel>,
@@ -42,9 +35,8 @@ struct Mesh {
     clock: ManualClock,
     rewards_url: String,
     points_url: String,
-    servers: (PointsServer, TiersServer, RewardsServer),
-    databases: Vec<TestDatabase>,
-    dir: std::path::PathBuf,
+    servers: (RunningService, RunningService, RunningService),
+    sandbox: Sandbox,
 }
 
 impl Mesh {
@@ -54,77 +46,34 @@ impl Mesh {
 
     /// `points_args`: more arguments for the points service.
     async fn start_with(backend: Backend, points_args: &[&str], upstream_timeout_ms: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("loyalty-rewards-test-{}", unique_suffix()));
-        let (urls, databases) = match backend {
-            Backend::Sqlite => {
-                (["points", "tiers", "rewards"].map(|name| format!("sqlite://{}/{name}.db", dir.display())), Vec::new())
-            }
-            Backend::Postgres => {
-                let dbs =
-                    vec![TestDatabase::create().await, TestDatabase::create().await, TestDatabase::create().await];
-                ([dbs[0].url.clone(), dbs[1].url.clone(), dbs[2].url.clone()], dbs)
-            }
-        };
-        let clock = ManualClock::new(T0);
-        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let (points_listener, tiers_listener, rewards_listener) = (
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        );
-        let points_addr = points_listener.local_addr().unwrap();
-        let tiers_addr = tiers_listener.local_addr().unwrap();
-        let rewards_addr = rewards_listener.local_addr().unwrap();
-        let proxy = CuttableProxy::start(points_addr).await;
-        let points_config = loyalty_points::Config::parse_from(
-            ["loyalty-points", "--auth", "off", "--database-url", &urls[0], "--metrics-addr", "127.0.0.1:0"]
-                .iter()
-                .chain(points_args),
-        );
-        let tiers_config = loyalty_tiers::Config::parse_from([
-            "loyalty-tiers",
-            "--auth",
-            "off",
-            "--database-url",
-            &urls[1],
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--points-addr",
-            &points_addr.to_string(),
-        ]);
-        let rewards_config = loyalty_rewards::Config::parse_from([
-            "loyalty-rewards",
-            "--auth",
-            "off",
-            "--database-url",
-            &urls[2],
-            "--metrics-addr",
-            "127.0.0.1:0",
+        let mut sandbox = Sandbox::new(backend, T0);
+        let points_url = sandbox.database("points").await;
+        let tiers_url = sandbox.database("tiers").await;
+        let rewards_url = sandbox.database("rewards").await;
+        let points = sandbox.start::<PointsServer>(&points_url, points_args).await;
+        let proxy = CuttableProxy::start(points.bind_addr()).await;
+        let tiers = sandbox.start::<TiersServer>(&tiers_url, &["--points-addr", &points.bind_addr().to_string()]).await;
+        let rewards_args = [
             "--points-addr",
             &proxy.addr.to_string(),
             "--tiers-addr",
-            &tiers_addr.to_string(),
+            &tiers.bind_addr().to_string(),
             "--upstream-timeout-ms",
             upstream_timeout_ms,
             "--recovery-interval-ms",
             "50",
-        ]);
-        let servers = (
-            PointsServer::start(points_config, points_listener, Some(shared.clone())).await.unwrap(),
-            TiersServer::start(tiers_config, tiers_listener, Some(shared.clone())).await.unwrap(),
-            RewardsServer::start(rewards_config, rewards_listener, Some(shared)).await.unwrap(),
-        );
+        ];
+        let rewards = sandbox.start::<RewardsServer>(&rewards_url, &rewards_args).await;
         Self {
-            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
-            tiers: TiersServiceClient::connect(format!("http://{tiers_addr}")).await.unwrap(),
-            rewards: RewardsServiceClient::connect(format!("http://{rewards_addr}")).await.unwrap(),
+            points: PointsServiceClient::new(testing::channel(points.bind_addr()).await),
+            tiers: TiersServiceClient::new(testing::channel(tiers.bind_addr()).await),
+            rewards: RewardsServiceClient::new(testing::channel(rewards.bind_addr()).await),
             proxy,
-            clock,
-            rewards_url: urls[2].clone(),
-            points_url: urls[0].clone(),
-            servers,
-            databases,
-            dir,
+            clock: sandbox.clock.clone(),
+            rewards_url,
+            points_url,
+            servers: (points, tiers, rewards),
+            sandbox,
         }
     }
 
@@ -133,10 +82,7 @@ impl Mesh {
         rewards.shutdown().await.unwrap();
         tiers.shutdown().await.unwrap();
         points.shutdown().await.unwrap();
-        for database in self.databases {
-            database.drop_database().await;
-        }
-        let _ = std::fs::remove_dir_all(self.dir);
+        self.sandbox.stop().await;
     }
 
     async fn earn(&mut self, customer: &str, points: i64) {

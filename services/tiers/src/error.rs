@@ -1,10 +1,7 @@
 //! Every way a tiers request can fail, and the one mapping to `tonic::Status`.
 
-use std::collections::HashMap;
-
-use loyalty_common::db;
 use loyalty_common::idempotency::KeyError;
-use loyalty_common::status::{self, ErrorClass};
+use loyalty_common::status::{ErrorClass, Fault, ServiceError};
 use tonic::Status;
 
 /// `ErrorInfo.domain` of every error this service returns.
@@ -28,23 +25,21 @@ impl From<loyalty_common::db::StoredJson> for Error {
     }
 }
 
+impl ServiceError for Error {
+    const DOMAIN: &'static str = DOMAIN;
+
+    fn fault(&self) -> Fault {
+        match self {
+            Error::UnknownTier(_) => Fault::failure(ErrorClass::NotFound, "TIER_NOT_FOUND"),
+            Error::Key(e) => Fault::key(e),
+            Error::Database(e) => Fault::database(e),
+            Error::Corrupt(_) => Fault::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match error {
-            Error::UnknownTier(_) => {
-                status::failure(ErrorClass::NotFound, "TIER_NOT_FOUND", DOMAIN, error.to_string(), HashMap::new())
-            }
-            Error::Key(KeyError::Reused { .. }) => status::failure(
-                ErrorClass::AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
-                DOMAIN,
-                error.to_string(),
-                HashMap::new(),
-            ),
-            Error::Database(ref e) | Error::Key(KeyError::Database(ref e)) if db::is_unavailable(e) => {
-                status::unavailable(DOMAIN, "the database", &error)
-            }
-            Error::Key(_) | Error::Database(_) | Error::Corrupt(_) => status::internal(DOMAIN, &error),
-        }
+        error.into_status()
     }
 }

@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 
 use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
-use loyalty_common::clock::{Clock, SystemClock};
-use loyalty_common::db;
-use loyalty_common::server::{Launch, LaunchError, RunningService};
+use loyalty_common::clock::Clock;
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
 
@@ -53,6 +53,7 @@ loyalty_common::embedded_migrations!("../migrations":
 /// Every setting, from flags or the environment.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "loyalty-tiers", version, about = "The loyalty tiers service, served over gRPC.")]
+#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/tiers.db")))]
 pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "TIERS_GRPC_ADDR", value_name = "TIERS_GRPC_ADDR", default_value = "127.0.0.1:50052")]
@@ -60,28 +61,8 @@ pub struct Config {
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, env = "TIERS_METRICS_ADDR", value_name = "TIERS_METRICS_ADDR", default_value = "127.0.0.1:9102")]
     pub metrics_addr: SocketAddr,
-    /// `postgres://user@host/db` for PostgreSQL, or `sqlite://path` for an embedded file.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL",
-        default_value = "sqlite://./data/tiers.db",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-    /// Largest number of database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_name = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
-    pub database_max_connections: u32,
-    /// Longest wait for a database connection before a call fails as UNAVAILABLE, in
-    /// milliseconds: well under a caller's deadline, so an outage fails fast and says so.
-    #[arg(
-        long,
-        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        value_name = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 1_000,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub database_acquire_timeout_ms: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// `host:port` of the points service, whose ledger drives memberships; unset: memberships only change by hand.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
@@ -97,42 +78,26 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("DATABASE_URL: {0}")]
-    Database(#[from] db::DbError),
-    #[error("{0}")]
-    Launch(#[from] LaunchError),
-}
+/// The tiers service, as the shared start-up runs it ([`loyalty_common::server::main`]).
+pub struct TiersServer;
 
-/// A running tiers server: `bind_addr()`, `metrics_addr()`, `shutdown()`.
-pub struct TiersServer(RunningService);
+impl Service for TiersServer {
+    const BINARY: &'static str = "loyalty-tiers";
+    type Config = Config;
 
-impl std::ops::Deref for TiersServer {
-    type Target = RunningService;
-
-    fn deref(&self) -> &RunningService {
-        &self.0
+    fn serving(config: &Config) -> (SocketAddr, &TelemetryArgs) {
+        (config.grpc_addr, &config.telemetry)
     }
-}
 
-impl TiersServer {
     /// Connects storage, applies migrations, starts following the ledger and serving on `listener`.
-    pub async fn start(
+    async fn start(
         config: Config,
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
-    ) -> Result<Self, StartError> {
-        let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let mut launch = Launch::prepare("tiers", POLICY, config.metrics_addr, &config.security, clock.clone()).await?;
-        let database = db::open(
-            &config.database_url,
-            db::PoolSettings::new(config.database_max_connections, config.database_acquire_timeout_ms),
-            POSTGRES_MIGRATIONS,
-            SQLITE_MIGRATIONS,
-        )
-        .await?;
-        let store = TierStore::new(database.clone(), clock);
+    ) -> Result<RunningService, StartError> {
+        let mut launch = Launch::prepare("tiers", POLICY, config.metrics_addr, &config.security, clock).await?;
+        let database = config.database.open(MIGRATIONS).await?;
+        let store = TierStore::new(database.clone(), launch.clock());
         let ttl = Duration::from_millis(config.multiplier_cache_ttl_ms);
         let tiers = Arc::new(Tiers::new(store, ttl, &launch.metrics));
         let review = Duration::from_secs(config.review_interval_secs.max(1));
@@ -144,24 +109,6 @@ impl TiersServer {
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
         let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));
-        Ok(Self(launch.serve(listener, routes, &database).await))
+        Ok(launch.serve(listener, routes, &database).await)
     }
-
-    /// Reports NOT_SERVING, stops accepting, waits for in-flight calls and background jobs.
-    pub async fn shutdown(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.shutdown().await
-    }
-}
-
-/// Serves until `shutdown` resolves, then drains.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let server = TiersServer::start(config, listener, None).await?;
-    shutdown.await;
-    server.shutdown().await?;
-    tracing::info!("tiers service stopped");
-    Ok(())
 }

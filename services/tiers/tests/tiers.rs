@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use loyalty_common::clock::{Clock, MICROS_PER_DAY, ManualClock, Micros, to_timestamp};
-use loyalty_common::testing::{TestDatabase, unique_suffix};
+use loyalty_common::clock::{MICROS_PER_DAY, ManualClock, Micros, to_timestamp};
+use loyalty_common::server::RunningService;
+use loyalty_common::testing::{self, Backend, Sandbox};
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -27,121 +26,59 @@ const DAY: Micros = MICROS_PER_DAY;
 /// 2026-01-01T00:00:00Z.
 const NEW_YEAR: Micros = 1_767_225_600_000_000;
 
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 struct Mesh {
     points: PointsServiceClient<Channel>,
     tiers: TiersServiceClient<Channel>,
     clock: ManualClock,
-    points_server: PointsServer,
-    tiers_server: Option<TiersServer>,
-    replays: Vec<TiersServer>,
+    sandbox: Sandbox,
+    points_server: RunningService,
+    tiers_server: Option<RunningService>,
+    replays: Vec<RunningService>,
     tiers_url: String,
     points_addr: SocketAddr,
-    databases: Vec<TestDatabase>,
-    dir: std::path::PathBuf,
 }
 
 impl Mesh {
     async fn start(backend: Backend) -> Self {
-        let dir = std::env::temp_dir().join(format!("loyalty-tiers-test-{}", unique_suffix()));
-        let (points_url, tiers_url, databases) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite://{}/points.db", dir.display()),
-                format!("sqlite://{}/tiers.db", dir.display()),
-                Vec::new(),
-            ),
-            Backend::Postgres => {
-                let (p, t) = (TestDatabase::create().await, TestDatabase::create().await);
-                (p.url.clone(), t.url.clone(), vec![p, t])
-            }
-        };
-        let clock = ManualClock::new(T0);
-        let points_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut sandbox = Sandbox::new(backend, T0);
+        let (points_url, tiers_url) = (sandbox.database("points").await, sandbox.database("tiers").await);
         let tiers_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (points_addr, tiers_addr) = (points_listener.local_addr().unwrap(), tiers_listener.local_addr().unwrap());
-        let points_config = loyalty_points::Config::parse_from([
-            "loyalty-points",
-            "--auth",
-            "off",
-            "--database-url",
-            &points_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--tiers-addr",
-            &tiers_addr.to_string(),
-        ]);
-        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let points_server = PointsServer::start(points_config, points_listener, Some(shared)).await.unwrap();
+        let tiers_addr = tiers_listener.local_addr().unwrap().to_string();
+        let points_server = sandbox.start::<PointsServer>(&points_url, &["--tiers-addr", &tiers_addr]).await;
+        let points_addr = points_server.bind_addr();
         let mut mesh = Self {
-            points: PointsServiceClient::connect(format!("http://{points_addr}")).await.unwrap(),
-            tiers: TiersServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
-            clock,
+            points: PointsServiceClient::new(testing::channel(points_addr).await),
+            tiers: TiersServiceClient::new(testing::lazy_channel(tiers_listener.local_addr().unwrap())),
+            clock: sandbox.clock.clone(),
+            sandbox,
             points_server,
             tiers_server: None,
             replays: Vec::new(),
             tiers_url,
             points_addr,
-            databases,
-            dir,
         };
         mesh.start_tiers(tiers_listener).await;
         mesh
     }
 
     async fn start_tiers(&mut self, listener: TcpListener) {
-        let addr = listener.local_addr().unwrap();
-        let config = loyalty_tiers::Config::parse_from([
-            "loyalty-tiers",
-            "--auth",
-            "off",
-            "--database-url",
-            &self.tiers_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--points-addr",
-            &self.points_addr.to_string(),
-            "--review-interval-secs",
-            "3600",
-        ]);
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        self.tiers_server = Some(TiersServer::start(config, listener, Some(clock)).await.unwrap());
-        self.tiers = TiersServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let points = self.points_addr.to_string();
+        let args = ["--points-addr", &points, "--review-interval-secs", "3600"];
+        let server = self.sandbox.start_on::<TiersServer>(listener, &self.tiers_url, &args).await;
+        self.tiers = TiersServiceClient::new(testing::channel(server.bind_addr()).await);
+        self.tiers_server = Some(server);
     }
 
     /// A second tiers service with an empty database of its own, reading the
     /// same ledger from the start: what a fresh replay gives.
     async fn fresh_tiers(&mut self) -> TiersServiceClient<Channel> {
-        let url = if self.tiers_url.starts_with("sqlite:") {
-            format!("sqlite://{}/tiers-replay-{}.db", self.dir.display(), unique_suffix())
-        } else {
-            let database = TestDatabase::create().await;
-            let url = database.url.clone();
-            self.databases.push(database);
-            url
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = loyalty_tiers::Config::parse_from([
-            "loyalty-tiers",
-            "--auth",
-            "off",
-            "--database-url",
-            &url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--points-addr",
-            &self.points_addr.to_string(),
-            "--review-interval-secs",
-            "3600",
-        ]);
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        self.replays.push(TiersServer::start(config, listener, Some(clock)).await.unwrap());
-        TiersServiceClient::connect(format!("http://{addr}")).await.unwrap()
+        let url = self.sandbox.database("tiers-replay").await;
+        let points = self.points_addr.to_string();
+        let args = ["--points-addr", &points, "--review-interval-secs", "3600"];
+        let server = self.sandbox.start::<TiersServer>(&url, &args).await;
+        let client = TiersServiceClient::new(testing::channel(server.bind_addr()).await);
+        self.replays.push(server);
+        client
     }
 
     async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) -> i64 {
@@ -179,10 +116,7 @@ impl Mesh {
             replay.shutdown().await.unwrap();
         }
         self.points_server.shutdown().await.unwrap();
-        for database in self.databases {
-            database.drop_database().await;
-        }
-        let _ = std::fs::remove_dir_all(self.dir);
+        self.sandbox.stop().await;
     }
 
     async fn put_ladder(&mut self, window: pb::Window, downgrade: pb::DowngradePolicy) {

@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use loyalty_common::auth::keys::{KeyStore, Scope};
 use loyalty_common::auth::{AuthMode, ServiceSecret};
 use loyalty_common::peer::{PeerChannel, Peers};
+use loyalty_common::server::{RunningService, Service as _};
 use tonic_types::StatusExt;
 
 use loyalty_points::{Config, PointsServer};
@@ -101,7 +102,7 @@ pub struct StartedService {
     /// With `--auth required`: an admin key of the run's program, and the services' shared secret.
     pub key: Option<String>,
     pub service_secret: Option<String>,
-    server: PointsServer,
+    server: RunningService,
     sqlite_dir: Option<PathBuf>,
     keys_dir: Option<PathBuf>,
     redis: Option<(String, String)>,

@@ -5,6 +5,7 @@
 //! HTTP/1.1 keep-alive client for the gateway (one connection per client,
 //! one request in flight).
 
+use loyalty_common::server::{RunningService, Service as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -27,11 +28,11 @@ pub struct Extras {
     pub reward_id: String,
     /// Gateway address and a fresh admin key of the run's program.
     pub gateway: Option<(SocketAddr, String)>,
-    rewards_server: loyalty_rewards::RewardsServer,
+    rewards_server: RunningService,
     gateway_server: Option<loyalty_gateway::GatewayServer>,
     /// loyalty-page's tiers and referral services, behind the gateway.
     tiers: Option<Tiers>,
-    referral: Option<(SocketAddr, loyalty_referral::ReferralServer)>,
+    referral: Option<(SocketAddr, RunningService)>,
     dir: PathBuf,
     /// The rewards service's own PostgreSQL database, dropped at the end.
     rewards_database: Option<(String, String)>,
@@ -169,10 +170,10 @@ impl Extras {
         config.tiers_addr = self.tiers.as_ref().map(|t| t.addr.to_string());
         config.referral_addr = Some(referral_addr.to_string());
         config.rewards_addr = Some(self.rewards_addr.to_string());
-        config.database_url = format!("sqlite://{}/gateway.db", self.dir.display());
+        config.database.url = format!("sqlite://{}/gateway.db", self.dir.display());
         config.rate_limit_per_sec = 0;
         config.service_secret = plan.service_secret.clone();
-        let keys = loyalty_gateway::keys::KeyStore::open(&config.database_url, 2)
+        let keys = loyalty_gateway::keys::KeyStore::open(&config.database.url, 2)
             .await
             .map_err(|e| RunError::Failed(format!("gateway key store: {e}")))?;
         let key = keys
@@ -233,7 +234,7 @@ async fn admin_execute(url: &str, statement: &str) -> Result<(), RunError> {
 /// same way as any other.
 pub struct Tiers {
     pub addr: SocketAddr,
-    server: loyalty_tiers::TiersServer,
+    server: RunningService,
     dir: PathBuf,
 }
 

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::clock::{Clock, Micros, SystemClock};
-use crate::db::{self, Database, DbError, Dialect};
+use crate::db::{self, Database, DbError};
 use crate::validate;
 
 const KEY_PREFIX: &str = "lk_";
@@ -144,11 +144,7 @@ impl KeyStore {
     }
 
     pub async fn migrate(db: &Database) -> Result<(), DbError> {
-        let migrations = match db.dialect {
-            Dialect::Postgres => POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => SQLITE_MIGRATIONS,
-        };
-        db::migrate(db, migrations).await
+        db::migrate(db, MIGRATIONS.of(db.dialect)).await
     }
 
     /// A store on a database whose migrations someone else applies (the

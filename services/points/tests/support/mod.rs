@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use loyalty_common::clock::{ManualClock, Micros};
-use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
-use loyalty_common::testing::{self, TestDatabase};
+use loyalty_common::server::{RunningService, Service as _};
+pub use loyalty_common::testing::Backend;
+use loyalty_common::testing::{self, Sandbox};
 use loyalty_points::{Config, PointsServer};
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -20,23 +21,14 @@ use tonic::transport::Channel;
 pub const T0: Micros = 1_763_942_400_000_000;
 pub const DAY: Micros = 86_400_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// The embedded default: a SQLite file and the in-process cache.
-    Sqlite,
-    /// PostgreSQL and Redis, as in production.
-    Postgres,
-}
-
 pub struct Harness {
     pub client: PointsServiceClient<Channel>,
     pub clock: ManualClock,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub redis_prefix: String,
-    server: Option<PointsServer>,
-    database: Option<TestDatabase>,
-    sqlite_dir: Option<std::path::PathBuf>,
+    server: Option<RunningService>,
+    sandbox: Option<Sandbox>,
     config: Config,
 }
 
@@ -75,55 +67,34 @@ impl Harness {
     }
 
     pub async fn start_with(backend: Backend, options: Options) -> Self {
-        let suffix = testing::unique_suffix();
-        let redis_prefix = options.redis_prefix.clone().unwrap_or_else(|| format!("loyalty-test:{suffix}:"));
-        let (database_url, redis_url, database, sqlite_dir) = match backend {
-            // The in-process cache, unless a test asks for Redis in front of the file.
-            Backend::Sqlite if options.database_url.is_some() => {
-                (options.database_url.clone().unwrap(), options.redis_url.clone(), None, None)
-            }
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("loyalty-points-test-{suffix}"));
-                let url = format!("sqlite://{}/points.db", dir.display());
-                (url, options.redis_url.clone(), None, Some(dir))
-            }
-            Backend::Postgres if options.database_url.is_some() => {
-                let redis = options.redis_url.clone().unwrap_or_else(testing::redis_url);
-                (options.database_url.clone().unwrap(), Some(redis), None, None)
-            }
-            Backend::Postgres => {
-                let database = TestDatabase::create().await;
-                let redis = options.redis_url.clone().unwrap_or_else(testing::redis_url);
-                (database.url.clone(), Some(redis), Some(database), None)
-            }
+        let mut sandbox = Sandbox::new(backend, T0);
+        let redis_prefix =
+            options.redis_prefix.clone().unwrap_or_else(|| format!("loyalty-test:{}:", testing::unique_suffix()));
+        let database_url = match &options.database_url {
+            Some(shared) => shared.clone(),
+            None => sandbox.database("points").await,
         };
-        let config = Config {
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url,
-            database_max_connections: 16,
-            database_acquire_timeout_ms: 1_000,
-            write_workers: options.write_workers,
-            write_queue_capacity: options.write_queue_capacity,
-            redis_url,
-            redis_key_prefix: redis_prefix.clone(),
-            balance_cache_ttl_secs: 300,
-            redis_timeout_ms: 500,
-            redis_backoff_ms: options.redis_backoff_ms,
-            tiers_addr: options.tiers_addr.clone(),
-            tiers_timeout_ms: 300,
-            expiry_interval_secs: 3_600,
-            security: loyalty_common::auth::SecurityArgs::off(),
-            telemetry: TelemetryArgs { log_format: LogFormat::Text, log_filter: "info".into() },
+        // SQLite runs with the in-process cache unless a test asks for Redis in front of the file.
+        let redis_url = match backend {
+            Backend::Sqlite => options.redis_url.clone(),
+            Backend::Postgres => Some(options.redis_url.clone().unwrap_or_else(testing::redis_url)),
         };
-        let clock = ManualClock::new(T0);
+        let (backoff, workers) = (options.redis_backoff_ms.to_string(), options.write_workers.to_string());
+        let capacity = options.write_queue_capacity.to_string();
+        let mut args = vec!["--redis-key-prefix", &redis_prefix, "--redis-timeout-ms", "500"];
+        args.extend(["--redis-backoff-ms", &backoff, "--expiry-interval-secs", "3600"]);
+        args.extend(["--write-workers", &workers, "--write-queue-capacity", &capacity]);
+        args.extend(redis_url.iter().flat_map(|url| ["--redis-url", url.as_str()]));
+        args.extend(options.tiers_addr.iter().flat_map(|addr| ["--tiers-addr", addr.as_str()]));
+        let config = Sandbox::config::<PointsServer>(&database_url, &args);
+        let clock = sandbox.clock.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server =
-            PointsServer::start(config.clone(), listener, Some(Arc::new(clock.clone()))).await.expect("server starts");
+            PointsServer::start(config.clone(), listener, sandbox.shared_clock()).await.expect("server starts");
         let addr = server.bind_addr();
         let metrics_addr = server.metrics_addr();
         let client = PointsServiceClient::connect(format!("http://{addr}")).await.expect("client connects");
-        Self { client, clock, addr, metrics_addr, redis_prefix, server: Some(server), database, sqlite_dir, config }
+        Self { client, clock, addr, metrics_addr, redis_prefix, server: Some(server), sandbox: Some(sandbox), config }
     }
 
     /// Shuts the server down and starts a new one with the same config and
@@ -143,7 +114,7 @@ impl Harness {
 
     /// The database the server writes to, for tests that open the store themselves.
     pub fn database_url(&self) -> &str {
-        &self.config.database_url
+        &self.config.database.url
     }
 
     /// A fresh client on its own connection.
@@ -155,11 +126,8 @@ impl Harness {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }
-        if let Some(database) = self.database.take() {
-            database.drop_database().await;
-        }
-        if let Some(dir) = self.sqlite_dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.stop().await;
         }
         if let Ok(client) = redis::Client::open(testing::redis_url())
             && let Ok(mut conn) = client.get_multiplexed_async_connection().await
