@@ -2,7 +2,6 @@
 //! call, translated into gRPC calls to the services. `main.rs` only parses
 //! the command line and calls [`run`] or [`cli::run_keys`].
 
-pub mod api;
 pub mod cli;
 pub mod constraints;
 pub mod customer;
@@ -14,6 +13,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod rfc3339;
+pub mod routes;
 pub mod unread;
 pub mod upstream;
 pub mod widget;
@@ -35,11 +35,11 @@ use loyalty_common::shutdown::{self, ShutdownTrigger};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_common::tls::{Tls, TlsArgs, TlsError};
 
-use crate::api::{AppState, HttpSettings, RouteSpec};
 use crate::extract::Admission;
 use crate::keys::{KeyStore, KeyVerifier};
 use crate::observe::HttpMetrics;
 use crate::ratelimit::RateLimiter;
+use crate::routes::{AppState, HttpSettings, RouteSpec};
 use crate::upstream::{AddressError, Addresses, Upstreams};
 
 /// Every setting of the server, from flags or the environment.
@@ -170,7 +170,7 @@ impl GatewayServer {
             listener.local_addr().map_err(|source| StartError::HttpBind { addr: config.http_addr, source })?;
         let cors_origins: Vec<String> =
             config.cors_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
-        if let Some(bad) = cors_origins.iter().find(|o| *o != "*" && !api::is_origin(o)) {
+        if let Some(bad) = cors_origins.iter().find(|o| *o != "*" && !routes::is_origin(o)) {
             return Err(StartError::CorsOrigin(bad.clone()));
         }
         let tls = Tls::load(&config.tls)?;
@@ -209,7 +209,7 @@ impl GatewayServer {
             request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             cors_origins,
         };
-        let (router, routes) = api::router(state, http_metrics, &settings);
+        let (router, routes) = routes::router(state, http_metrics, &settings);
 
         let metrics_listener = TcpListener::bind(config.metrics_addr)
             .await

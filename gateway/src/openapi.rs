@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, customers, ops, orders, program, referrals, rewards, tiers};
 use crate::problem::{self, FieldError, ProblemDocument};
+use crate::routes::{admin, customers, ops, orders, program, referrals, rewards, tiers};
 
 #[derive(OpenApi)]
 #[openapi(

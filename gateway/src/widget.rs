@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use loyalty_common::clock::SystemClock;
 use loyalty_common::db::Database;
 
-use crate::api::AppState;
 use crate::customer::{CustomerSecrets, CustomerTokens, TokenPolicy};
+use crate::routes::AppState;
 
 /// `npm run build` in `gateway/widget/` writes this file; it is committed, so
 /// building the gateway needs no npm.

@@ -10,6 +10,8 @@
 //!   over the account's ledger;
 //! - a spend never takes `available` below zero.
 
+pub mod rules;
+
 use serde::{Deserialize, Serialize};
 
 use loyalty_common::clock::Micros;

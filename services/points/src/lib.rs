@@ -1,13 +1,11 @@
 //! The points ledger service: earn, pending, spend, expiry, reversal, and the
 //! ledger as an event stream. `main.rs` only parses the config and calls [`run`].
 
-pub mod api;
 pub mod cache;
 pub mod domain;
 pub mod error;
-pub mod ledger;
-pub mod program;
-pub mod rules;
+pub mod grpc;
+pub mod service;
 pub mod store;
 pub mod tiers;
 pub mod writer;
@@ -27,10 +25,10 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
-use crate::api::PointsApi;
 use crate::cache::BalanceCache;
-use crate::ledger::{Ledger, WriterSettings};
-use crate::program::ProgramStore;
+use crate::grpc::PointsApi;
+use crate::service::{Ledger, WriterSettings};
+use crate::store::program::ProgramStore;
 use crate::store::{CacheDoubts, LedgerStore};
 use crate::tiers::TierSource;
 

@@ -9,6 +9,7 @@
 //! the key, commit.
 
 mod batch;
+pub mod program;
 
 use std::sync::Arc;
 
@@ -20,11 +21,11 @@ use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{Database, Dialect};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
+use crate::domain::rules::{self, ActivityRule, Breakdown};
 use crate::domain::{
     Account, AccountBook, Balance, Draw, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
 };
 use crate::error::Error;
-use crate::rules::{self, ActivityRule, Breakdown};
 
 pub use batch::{BatchCommand, BatchFailure};
 

@@ -11,8 +11,8 @@ use loyalty_proto::tiers::v1::{GetLadderRequest, GetMultiplierRequest};
 use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::peer::{PeerChannel, Peers};
 
+use crate::domain::rules::{BP_ONE, MAX_MULTIPLIER_BP, TierStanding};
 use crate::error::Error;
-use crate::rules::{BP_ONE, MAX_MULTIPLIER_BP, TierStanding};
 
 type TiersClient = TiersServiceClient<PeerChannel>;
 

@@ -26,7 +26,7 @@ use loyalty_common::coalesce::{Coalescer, Unanswered};
 use loyalty_common::db;
 
 use crate::error::Error;
-use crate::ledger::{Readers, WriterSettings};
+use crate::service::{Readers, WriterSettings};
 use crate::store::{BatchCommand, BatchFailure, Command, Execution, LedgerStore};
 
 /// Most commands in one batch.

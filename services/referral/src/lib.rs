@@ -2,9 +2,10 @@
 //! points service, abuse checks and clawback, driven by the points ledger.
 //! `main.rs` only parses the config and calls [`run`].
 
-pub mod api;
 pub mod domain;
 pub mod error;
+pub mod follow;
+pub mod grpc;
 pub mod service;
 pub mod store;
 
@@ -21,7 +22,7 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
 
-use crate::api::ReferralApi;
+use crate::grpc::ReferralApi;
 use crate::service::Referrals;
 use crate::store::ReferralStore;
 

@@ -1,6 +1,6 @@
-//! The referral service's core: the store, the ledger consumer that turns
-//! orders and refunds into referral changes, and the dispatcher that sends
-//! the resulting rewards and clawbacks to the points service.
+//! The referral service's core: the store, and the dispatcher that sends
+//! the rewards and clawbacks the ledger's orders and refunds lead to (see
+//! `follow`) to the points service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tonic::Code;
 
-use loyalty_common::clock::from_timestamp;
-use loyalty_common::db::Database;
-use loyalty_common::follow::{BoxError, LedgerConsumer};
+use loyalty_common::follow::BoxError;
 use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_proto::points::v1 as points;
@@ -26,8 +24,9 @@ const POINTS_DEADLINE: Duration = Duration::from_secs(2);
 const DISPATCH_POLL: Duration = Duration::from_millis(500);
 
 pub struct Referrals {
-    store: ReferralStore,
-    tasks_added: Notify,
+    pub(crate) store: ReferralStore,
+    /// Woken when new reward tasks are written, so the dispatcher sends them at once.
+    pub(crate) tasks_added: Notify,
 }
 
 type PointsClient = PointsServiceClient<PeerChannel>;
@@ -133,52 +132,4 @@ fn retryable(code: Code) -> bool {
             | Code::ResourceExhausted
             | Code::Cancelled
     )
-}
-
-impl LedgerConsumer for Referrals {
-    const NAME: &'static str = "referral";
-    const LOCK_KEY: i64 = 0x0072_6566_6572_0001;
-
-    fn database(&self) -> &Database {
-        self.store.database()
-    }
-
-    async fn cursor(&self) -> Result<i64, BoxError> {
-        Ok(self.store.cursor().await?)
-    }
-
-    async fn apply(&self, entries: Vec<points::LedgerEntry>, last_sequence: i64) -> Result<(), BoxError> {
-        let events: Vec<(i64, OrderEvent)> = entries.into_iter().filter_map(order_event).collect();
-        if self.store.apply_batch(&events, last_sequence).await? > 0 {
-            self.tasks_added.notify_one();
-        }
-        Ok(())
-    }
-}
-
-/// Order earns are purchases and order reversals are refunds; everything
-/// else on the ledger (including our own rewards) is not about orders.
-fn order_event(entry: points::LedgerEntry) -> Option<(i64, OrderEvent)> {
-    if entry.order_id.is_empty() {
-        return None;
-    }
-    let at = entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default();
-    let event = match points::EntryKind::try_from(entry.kind).ok()? {
-        points::EntryKind::Earn => OrderEvent::Purchase {
-            program_id: entry.program_id,
-            customer_id: entry.customer_id,
-            order_id: entry.order_id,
-            amount_minor: entry.order_amount_minor,
-            at,
-        },
-        points::EntryKind::Reverse => OrderEvent::Refund {
-            program_id: entry.program_id,
-            order_id: entry.order_id,
-            refund_key: format!("ledger:{}", entry.transaction_id),
-            amount_minor: entry.order_amount_minor,
-            at,
-        },
-        _ => return None,
-    };
-    Some((entry.sequence, event))
 }

@@ -2,10 +2,10 @@
 //! and vouchers used exactly once. `main.rs` only parses the config and
 //! calls [`run`].
 
-pub mod api;
-pub mod debt;
 pub mod domain;
 pub mod error;
+pub mod follow;
+pub mod grpc;
 pub mod service;
 pub mod store;
 
@@ -22,7 +22,7 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
 
-use crate::api::RewardsApi;
+use crate::grpc::RewardsApi;
 use crate::service::Rewards;
 use crate::store::RewardsStore;
 
@@ -113,7 +113,7 @@ impl Service for RewardsServer {
         let rewards = Arc::new(rewards);
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
         launch.spawn(rewards.clone().background(interval, launch.signal()));
-        // Reversals that leave a debt cancel the customer's unused vouchers (see `debt`).
+        // Reversals that leave a debt cancel the customer's unused vouchers (see `follow`).
         launch.spawn(loyalty_common::follow::run(
             rewards.clone(),
             config.points_addr.clone(),

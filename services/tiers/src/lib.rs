@@ -2,10 +2,10 @@
 //! hidden tiers and manual assignments, kept up to date by following the
 //! points ledger. `main.rs` only parses the config and calls [`run`].
 
-pub mod api;
-pub mod consumer;
 pub mod domain;
 pub mod error;
+pub mod follow;
+pub mod grpc;
 pub mod service;
 pub mod store;
 
@@ -23,7 +23,7 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
 
-use crate::api::TiersApi;
+use crate::grpc::TiersApi;
 use crate::service::Tiers;
 use crate::store::TierStore;
 

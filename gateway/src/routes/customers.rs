@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::response::Response;
 use tonic::Code;
 
-use crate::api::{AppState, json, points_failed, written};
 use crate::extract::{Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{
     self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, ReferralPart, RewardsPart,
     TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, points_failed, written};
 use crate::rpc;
 use crate::upstream::{Failure, Upstreams};
 

@@ -4,10 +4,10 @@ use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::validate::{self, FieldViolation};
 use loyalty_proto::points::v1 as pb;
 
-use crate::program::AuditRecord;
-use crate::rules::{
+use crate::domain::rules::{
     ActivityRule, Breakdown, Campaign, CampaignKind, CapPeriod, ExpiryPolicy, ProgramSettings, Rounding,
 };
+use crate::store::program::AuditRecord;
 
 pub fn settings_from_proto(s: pb::ProgramSettings, bad: &mut Vec<FieldViolation>) -> ProgramSettings {
     let rate = s.earn_rate.unwrap_or_default();

@@ -1,4 +1,4 @@
-//! The points ledger as the API sees it: the store, the balance cache, the
+//! The points service's operations (`Ledger`), as the gRPC layer calls them: the store, the balance cache, the
 //! stream publisher and the expiry job, wired together.
 //!
 //! What follows a commit (the cache refresh, the stream's wake-up) belongs
@@ -20,10 +20,10 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
 use crate::cache::{AccountBalance, BalanceCache};
+use crate::domain::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
 use crate::domain::{Account, Balance, EntryKind, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
 use crate::error::Error;
-use crate::program::ProgramStore;
-use crate::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
+use crate::store::program::ProgramStore;
 use crate::store::{BatchCommand, CacheDoubt, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
 use crate::tiers::TierSource;
 use crate::writer::Writer;

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use loyalty_common::validate;
 
-use crate::api::{AppState, json, points_failed};
 use crate::customer::TokenRefusal;
 use crate::extract::JsonBody;
 use crate::model::{self, ActivityBody, OrderBody};
 use crate::problem::{FieldError, Problem};
+use crate::routes::{AppState, json, points_failed};
 use crate::rpc;
 use crate::widget::DemoShop;
 
@@ -111,7 +111,7 @@ async fn referral(State(state): State<AppState>, JsonBody(body): JsonBody<Referr
     let customer_id = customer(body.customer_id)?;
     let code =
         state.upstreams.referral(model::code_request(&shop.program_id, &customer_id), rpc!(get_or_create_code)).await;
-    let code = code.map_err(crate::api::referral_failed)?.message.code;
+    let code = code.map_err(crate::routes::referral_failed)?.message.code;
     let friend_id = format!("demo-friend-{}", random_hex());
     let earned = place_order(&state, shop, friend_id.clone(), 80_00, Some(code)).await?;
     Ok(json(&CompletedReferral { friend_id, points: earned.points }))
@@ -136,7 +136,7 @@ async fn place_order(
     let body =
         OrderBody { customer_id, order_id: order_id.clone(), amount_minor, currency, occurred_at: None, referral_code };
     if let Some(signup) = body.signup_request(&shop.program_id) {
-        state.upstreams.referral(signup, rpc!(record_signup)).await.map_err(crate::api::referral_failed)?;
+        state.upstreams.referral(signup, rpc!(record_signup)).await.map_err(crate::routes::referral_failed)?;
     }
     let reply = state
         .upstreams

@@ -5,13 +5,13 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::api::{AppState, json, points_failed, written};
 use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, Segment};
 use crate::model::{
     self, Adjusted, AdjustmentBody, AuditPage, Campaign, CampaignBody, CampaignList, CampaignQuery, PageQuery,
     Settings, SettingsBody,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, points_failed, written};
 use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.

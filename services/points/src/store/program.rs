@@ -16,8 +16,8 @@ use sqlx::{AnyConnection, Row};
 use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::Database;
 
+use crate::domain::rules::{Campaign, ProgramSettings};
 use crate::error::Error;
-use crate::rules::{Campaign, ProgramSettings};
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 

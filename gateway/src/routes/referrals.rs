@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use crate::api::{AppState, json, referral_failed, written};
 use crate::customer::CustomerTokens;
 use crate::extract::{self, AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
 use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, referral_failed, written};
 use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.

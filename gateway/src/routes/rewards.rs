@@ -7,7 +7,6 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::api::{AppState, json, rewards_failed, written};
 use crate::extract::{
     AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope,
 };
@@ -16,6 +15,7 @@ use crate::model::{
     RewardList, RewardQuery, ValidateBody, VoucherCheck,
 };
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, rewards_failed, written};
 use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.

@@ -3,10 +3,10 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::api::{AppState, json, points_failed, referral_failed, written};
 use crate::extract::{Authorized, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{OrderBody, OrderEarned, Preview, PreviewQuery, ReferralOutcome, RefundBody, Refunded};
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, points_failed, referral_failed, written};
 use crate::rpc;
 
 /// Earns an order's points, once per order.

@@ -5,10 +5,10 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::api::{AppState, json, tiers_failed, written};
 use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment};
 use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership};
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json, tiers_failed, written};
 use crate::rpc;
 
 /// Field names the service prefixes with the message they belong to.

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 
 use loyalty_common::db;
 
-use crate::api::{AppState, json};
 use crate::model::HealthStatus;
 use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, json};
 
 /// The process is alive.
 #[utoipa::path(

@@ -7,9 +7,9 @@ use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::customers::absence;
-use crate::api::{AppState, json, points_failed};
 use crate::extract::{Authorized, StorefrontScope};
+use crate::routes::customers::absence;
+use crate::routes::{AppState, json, points_failed};
 use loyalty_common::clock::{Clock, SystemClock, from_timestamp};
 
 use crate::model::{

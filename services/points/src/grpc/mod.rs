@@ -1,4 +1,5 @@
-//! The gRPC face of the ledger: the only file that touches prost types.
+//! The gRPC layer of the ledger: with `convert`, the only module that turns the API's prost types into
+//! the service's own.
 //! Every request is validated here, at the edge, before it reaches the ledger.
 
 use std::pin::Pin;
@@ -19,10 +20,10 @@ use loyalty_proto::points::v1::points_service_server::PointsService;
 
 mod convert;
 
+use crate::domain::rules::{self, MAX_ORDER_MINOR};
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
-use crate::ledger::Ledger;
-use crate::rules::{self, MAX_ORDER_MINOR};
+use crate::service::Ledger;
 use crate::store::{Command, EntryRef, Execution, LedgerRow, OrderRequest};
 use convert::{
     audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, settings_from_proto, settings_to_proto,
