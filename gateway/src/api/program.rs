@@ -13,8 +13,8 @@ use crate::extract::{Authorized, StorefrontScope};
 use loyalty_common::clock::{Clock, SystemClock, from_timestamp};
 
 use crate::model::{
-    self, Absence, ActivityRule, Campaign, CampaignQuery, EarnRate, Ladder, ReferralSettings, Reward, RewardKind,
-    RewardList, RewardQuery, Settings, Tier,
+    self, Absence, ActivityRule, Campaign, CampaignQuery, EarnRate, Ladder, Reward, RewardKind, RewardList,
+    RewardQuery, Settings, Tier,
 };
 use crate::problem::Problem;
 use crate::rpc;
@@ -139,7 +139,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
     };
     let referral = match referral {
         Ok(reply) => {
-            let s = ReferralSettings::from_proto(reply.message.settings);
+            let s = reply.message.settings.unwrap_or_default();
             let (referrer_points, referee_points) =
                 if s.enabled { (s.referrer_points, s.referee_points) } else { (0, 0) };
             ReferralOffer { available: true, reason: None, enabled: s.enabled, referrer_points, referee_points }

@@ -80,7 +80,7 @@ pub async fn redeem(
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id, key);
     let reply = state.upstreams.rewards(request, rpc!(redeem)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
+    Ok(written(reply.replayed, &reply.message.redemption.unwrap_or_default()))
 }
 
 /// The customer's redemptions and vouchers, newest first, paged.
@@ -167,7 +167,7 @@ pub async fn consume_voucher(
     JsonBody(body): JsonBody<ConsumeBody>,
 ) -> Result<Response, Problem> {
     let reply = state.upstreams.rewards(body.into_proto(auth.program(), code), rpc!(consume_voucher)).await;
-    Ok(json(&Redemption::from_proto(reply.map_err(rewards_failed)?.message.redemption)))
+    Ok(json(&reply.map_err(rewards_failed)?.message.redemption.unwrap_or_default()))
 }
 
 /// The rewards catalog (archived rewards too with `include_archived=true`).
@@ -309,5 +309,5 @@ pub async fn cancel_redemption(
 ) -> Result<Response, Problem> {
     let request = model::cancel_redemption_request(auth.program(), redemption_id, key);
     let reply = state.upstreams.rewards(request, rpc!(cancel_redemption)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
+    Ok(written(reply.replayed, &reply.message.redemption.unwrap_or_default()))
 }
