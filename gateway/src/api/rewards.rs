@@ -215,7 +215,7 @@ pub async fn create(
     let request = model::create_reward_request(auth.program(), reward, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(create_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Replaces a reward; vouchers already issued stay as they are.
@@ -249,7 +249,7 @@ pub async fn update(
     let request = model::update_reward_request(auth.program(), reward, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(update_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Takes a reward out of the catalog; vouchers already issued stay valid.
@@ -279,7 +279,7 @@ pub async fn archive(
 ) -> Result<Response, Problem> {
     let request = model::archive_reward_request(auth.program(), reward_id, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(archive_reward)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Cancels an unused voucher and gives its points back.

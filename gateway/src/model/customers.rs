@@ -104,8 +104,10 @@ impl ReferralPart {
     pub fn absent(reason: Absence) -> Self {
         Self { available: false, reason: Some(reason), ..Self::default() }
     }
+}
 
-    pub fn from_proto(r: referral_pb::GetReferralSummaryResponse) -> Self {
+impl From<referral_pb::GetReferralSummaryResponse> for ReferralPart {
+    fn from(r: referral_pb::GetReferralSummaryResponse) -> Self {
         let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
         Self {
             available: true,
@@ -133,9 +135,12 @@ impl RewardsPart {
     pub fn absent(reason: Absence) -> Self {
         Self { available: false, reason: Some(reason), ..Self::default() }
     }
+}
 
-    pub fn from_proto(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
-        let redeemable = r.rewards.into_iter().filter(|a| a.redeemable).map(|a| Reward::from_proto(a.reward)).collect();
+impl From<rewards_pb::ListAvailableRewardsResponse> for RewardsPart {
+    fn from(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
+        let redeemable =
+            r.rewards.into_iter().filter(|a| a.redeemable).map(|a| a.reward.unwrap_or_default().into()).collect();
         Self { available: true, reason: None, redeemable: Some(redeemable) }
     }
 }
@@ -147,8 +152,8 @@ pub struct PointsPart {
     pub expiring_soon: ExpiringSoon,
 }
 
-impl PointsPart {
-    pub fn from_proto(summary: pb::GetAccountSummaryResponse) -> Self {
+impl From<pb::GetAccountSummaryResponse> for PointsPart {
+    fn from(summary: pb::GetAccountSummaryResponse) -> Self {
         let expiring = summary.expiring.unwrap_or_default();
         Self {
             balance: summary.balance.unwrap_or_default(),
@@ -223,8 +228,11 @@ impl TierPart {
     pub fn no_tier() -> Self {
         Self { available: true, ..Self::default() }
     }
+}
 
-    pub fn from_proto(m: Option<tiers_pb::Membership>) -> Self {
+/// No membership: no tier.
+impl From<Option<tiers_pb::Membership>> for TierPart {
+    fn from(m: Option<tiers_pb::Membership>) -> Self {
         let Some(m) = m else { return Self::no_tier() };
         let has_tier = !m.tier_id.is_empty();
         let has_next = !m.next_tier_id.is_empty();

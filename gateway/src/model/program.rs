@@ -116,9 +116,8 @@ pub struct Settings {
     pub version: i64,
 }
 
-impl Settings {
-    pub fn from_proto(s: Option<pb::ProgramSettings>) -> Self {
-        let s = s.unwrap_or_default();
+impl From<pb::ProgramSettings> for Settings {
+    fn from(s: pb::ProgramSettings) -> Self {
         Self {
             currency: s.currency,
             earn_rate: s.earn_rate.unwrap_or_default(),
@@ -197,9 +196,8 @@ pub struct Campaign {
     pub applies_to: Vec<String>,
 }
 
-impl Campaign {
-    pub fn from_proto(c: Option<pb::Campaign>) -> Self {
-        let c = c.unwrap_or_default();
+impl From<pb::Campaign> for Campaign {
+    fn from(c: pb::Campaign) -> Self {
         let kind = CampaignKind::shown(c.kind);
         Self {
             campaign_id: c.campaign_id,
@@ -222,7 +220,7 @@ pub struct CampaignList {
 
 impl From<pb::ListCampaignsResponse> for CampaignList {
     fn from(r: pb::ListCampaignsResponse) -> Self {
-        Self { campaigns: r.campaigns.into_iter().map(|c| Campaign::from_proto(Some(c))).collect() }
+        Self { campaigns: r.campaigns.into_iter().map(Campaign::from).collect() }
     }
 }
 
@@ -324,12 +322,12 @@ impl From<pb::ListAuditEntriesResponse> for AuditPage {
                 entity: e.entity,
                 entity_id: e.entity_id,
                 old_value: e.before.map(|before| match before {
-                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
-                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(s.into()),
+                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(c.into()),
                 }),
                 new_value: e.after.map(|after| match after {
-                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
-                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(s.into()),
+                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(c.into()),
                 }),
             })
             .collect();

@@ -124,9 +124,8 @@ pub struct Reward {
     pub archived: bool,
 }
 
-impl Reward {
-    pub fn from_proto(r: Option<rewards_pb::Reward>) -> Self {
-        let r = r.unwrap_or_default();
+impl From<rewards_pb::Reward> for Reward {
+    fn from(r: rewards_pb::Reward) -> Self {
         let kind = RewardKind::shown(r.kind);
         let fixed = matches!(kind, RewardKind::FixedDiscount);
         Self {
@@ -161,7 +160,7 @@ pub struct RewardList {
 
 impl From<rewards_pb::ListRewardsResponse> for RewardList {
     fn from(r: rewards_pb::ListRewardsResponse) -> Self {
-        Self { rewards: r.rewards.into_iter().map(|r| Reward::from_proto(Some(r))).collect() }
+        Self { rewards: r.rewards.into_iter().map(Reward::from).collect() }
     }
 }
 
@@ -243,8 +242,8 @@ pub struct AvailableReward {
     pub points_short: Option<i64>,
 }
 
-impl AvailableReward {
-    fn from_proto(a: rewards_pb::AvailableReward) -> Self {
+impl From<rewards_pb::AvailableReward> for AvailableReward {
+    fn from(a: rewards_pb::AvailableReward) -> Self {
         let unavailability = match rewards_pb::Unavailability::try_from(a.unavailability) {
             Ok(rewards_pb::Unavailability::Unspecified) => None,
             Ok(rewards_pb::Unavailability::PointsShort) => Some(Unavailability::PointsShort),
@@ -257,7 +256,7 @@ impl AvailableReward {
         .filter(|_| !a.redeemable);
         Self {
             points_short: matches!(unavailability, Some(Unavailability::PointsShort)).then_some(a.points_short),
-            reward: Reward::from_proto(a.reward),
+            reward: a.reward.unwrap_or_default().into(),
             redeemable: a.redeemable,
             unavailability,
         }
@@ -278,7 +277,7 @@ impl AvailableRewards {
         Self {
             customer_id,
             available_points: r.available_points,
-            rewards: r.rewards.into_iter().map(AvailableReward::from_proto).collect(),
+            rewards: r.rewards.into_iter().map(AvailableReward::from).collect(),
         }
     }
 }
@@ -389,11 +388,7 @@ impl From<rewards_pb::ValidateVoucherResponse> for VoucherCheck {
     fn from(r: rewards_pb::ValidateVoucherResponse) -> Self {
         let state = VoucherState::shown(r.state);
         let known = !matches!(state, VoucherState::Unknown);
-        Self {
-            state,
-            redemption: r.redemption.filter(|_| known),
-            reward: r.reward.filter(|_| known).map(|x| Reward::from_proto(Some(x))),
-        }
+        Self { state, redemption: r.redemption.filter(|_| known), reward: r.reward.filter(|_| known).map(Reward::from) }
     }
 }
 

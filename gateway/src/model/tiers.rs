@@ -107,9 +107,8 @@ pub struct Ladder {
     pub qualification_basis: QualificationBasis,
 }
 
-impl Ladder {
-    pub fn from_proto(l: Option<tiers_pb::Ladder>) -> Self {
-        let l = l.unwrap_or_default();
+impl From<tiers_pb::Ladder> for Ladder {
+    fn from(l: tiers_pb::Ladder) -> Self {
         Self {
             tiers: l.tiers.into_iter().map(Tier::from).collect(),
             window: l.window.unwrap_or_default(),
