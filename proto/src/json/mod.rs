@@ -27,8 +27,8 @@ pub trait JsonEnum: Copy + TryFrom<i32> + Serialize {
     }
 }
 
-/// The fallbacks: `unknown` for states, the documented default for settings
-/// (the services read 0 as it).
+/// The fallbacks, as the gateway has always shown them: `unknown` for
+/// states, one of the values for settings and kinds.
 macro_rules! fallbacks {
     ($($enum:ty => $fallback:ident,)*) => {
         $(impl JsonEnum for $enum {
