@@ -12,7 +12,8 @@ pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
-pub mod rfc3339;
+/// Instants as RFC 3339 text: in loyalty-proto, whose derived JSON uses it too.
+pub use loyalty_proto::json::rfc3339;
 pub mod routes;
 pub mod unread;
 pub mod upstream;

@@ -3,6 +3,9 @@
 /// Encoded `FileDescriptorSet` of every loyalty proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));
 
+#[cfg(feature = "json")]
+pub mod json;
+
 pub mod referral {
     pub mod v1 {
         tonic::include_proto!("loyalty.referral.v1");

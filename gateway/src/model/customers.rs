@@ -25,24 +25,8 @@ impl ActivityBody {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ActivityRecorded {
-    pub transaction_id: String,
-    pub points: i64,
-    pub breakdown: Breakdown,
-    pub balance: Balance,
-}
-
-impl From<pb::RecordActivityResponse> for ActivityRecorded {
-    fn from(r: pb::RecordActivityResponse) -> Self {
-        Self {
-            transaction_id: r.transaction_id,
-            points: r.points,
-            breakdown: Breakdown::from_proto(r.breakdown),
-            balance: Balance::from_proto(r.balance),
-        }
-    }
-}
+/// An activity's points, served as the points service answers them.
+pub use pb::RecordActivityResponse as ActivityRecorded;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,17 +70,8 @@ impl AdjustmentBody {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Adjusted {
-    pub transaction_id: String,
-    pub balance: Balance,
-}
-
-impl From<pb::AdjustResponse> for Adjusted {
-    fn from(r: pb::AdjustResponse) -> Self {
-        Self { transaction_id: r.transaction_id, balance: Balance::from_proto(r.balance) }
-    }
-}
+/// An adjustment's entry and the balance after it, served as the points service answers them.
+pub use pb::AdjustResponse as Adjusted;
 
 /// One customer's loyalty standing, for a storefront widget. `points` is
 /// essential (no page without it); every other part may be marked
@@ -129,8 +104,10 @@ impl ReferralPart {
     pub fn absent(reason: Absence) -> Self {
         Self { available: false, reason: Some(reason), ..Self::default() }
     }
+}
 
-    pub fn from_proto(r: referral_pb::GetReferralSummaryResponse) -> Self {
+impl From<referral_pb::GetReferralSummaryResponse> for ReferralPart {
+    fn from(r: referral_pb::GetReferralSummaryResponse) -> Self {
         let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
         Self {
             available: true,
@@ -138,7 +115,7 @@ impl ReferralPart {
             // None until the customer asked for one: reading the page makes nothing.
             code: non_empty(code.code),
             enabled: Some(code.enabled),
-            stats: Some(stats.into()),
+            stats: Some(stats),
         }
     }
 }
@@ -158,9 +135,12 @@ impl RewardsPart {
     pub fn absent(reason: Absence) -> Self {
         Self { available: false, reason: Some(reason), ..Self::default() }
     }
+}
 
-    pub fn from_proto(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
-        let redeemable = r.rewards.into_iter().filter(|a| a.redeemable).map(|a| Reward::from_proto(a.reward)).collect();
+impl From<rewards_pb::ListAvailableRewardsResponse> for RewardsPart {
+    fn from(r: rewards_pb::ListAvailableRewardsResponse) -> Self {
+        let redeemable =
+            r.rewards.into_iter().filter(|a| a.redeemable).map(|a| a.reward.unwrap_or_default().into()).collect();
         Self { available: true, reason: None, redeemable: Some(redeemable) }
     }
 }
@@ -172,19 +152,15 @@ pub struct PointsPart {
     pub expiring_soon: ExpiringSoon,
 }
 
-impl PointsPart {
-    pub fn from_proto(summary: pb::GetAccountSummaryResponse) -> Self {
+impl From<pb::GetAccountSummaryResponse> for PointsPart {
+    fn from(summary: pb::GetAccountSummaryResponse) -> Self {
         let expiring = summary.expiring.unwrap_or_default();
         Self {
-            balance: Balance::from_proto(summary.balance),
+            balance: summary.balance.unwrap_or_default(),
             expiring_soon: ExpiringSoon {
                 within_days: EXPIRING_SOON_DAYS,
                 total_points: expiring.total_points,
-                expiring: expiring
-                    .expiring
-                    .into_iter()
-                    .map(|e| ExpiringPoints { points: e.points, expires_at: time_out(e.expires_at.as_ref()) })
-                    .collect(),
+                expiring: expiring.expiring,
             },
         }
     }
@@ -198,13 +174,8 @@ pub struct ExpiringSoon {
     pub expiring: Vec<ExpiringPoints>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExpiringPoints {
-    pub points: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
-}
+/// Points and the instant they expire, as the points service answers them.
+pub use pb::ExpiringPoints;
 
 /// Why a part of the loyalty page is missing.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -257,8 +228,11 @@ impl TierPart {
     pub fn no_tier() -> Self {
         Self { available: true, ..Self::default() }
     }
+}
 
-    pub fn from_proto(m: Option<tiers_pb::Membership>) -> Self {
+/// No membership: no tier.
+impl From<Option<tiers_pb::Membership>> for TierPart {
+    fn from(m: Option<tiers_pb::Membership>) -> Self {
         let Some(m) = m else { return Self::no_tier() };
         let has_tier = !m.tier_id.is_empty();
         let has_next = !m.next_tier_id.is_empty();
@@ -272,27 +246,15 @@ impl TierPart {
             next_tier_id: non_empty(m.next_tier_id),
             next_tier_name: non_empty(m.next_tier_name),
             points_to_next_tier: has_next.then_some(m.points_to_next_tier),
-            qualification_basis: Some(QualificationBasis::from_proto(m.qualification_basis)),
-            benefits: m.benefits.map(TierBenefits::from),
+            qualification_basis: Some(QualificationBasis::shown(m.qualification_basis)),
+            benefits: m.benefits,
             perks: has_tier.then_some(m.perks),
         }
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    Earn,
-    Spend,
-    Reverse,
-    Adjust,
-    Activate,
-    Expire,
-    /// A spend given back (an unused voucher cancelled): the points return
-    /// with their own expiry and count as neither earned nor spent.
-    Restore,
-    Unknown,
-}
+/// A ledger entry's kind; an unspecified or unknown one is `unknown`.
+pub use pb::EntryKind;
 
 /// One ledger entry of the customer's account.
 #[derive(Debug, Serialize, ToSchema)]
@@ -333,16 +295,7 @@ impl From<pb::ListTransactionsResponse> for TransactionPage {
             .entries
             .into_iter()
             .map(|e| Transaction {
-                kind: match pb::EntryKind::try_from(e.kind) {
-                    Ok(pb::EntryKind::Earn) => EntryKind::Earn,
-                    Ok(pb::EntryKind::Spend) => EntryKind::Spend,
-                    Ok(pb::EntryKind::Reverse) => EntryKind::Reverse,
-                    Ok(pb::EntryKind::Adjust) => EntryKind::Adjust,
-                    Ok(pb::EntryKind::Activate) => EntryKind::Activate,
-                    Ok(pb::EntryKind::Expire) => EntryKind::Expire,
-                    Ok(pb::EntryKind::Restore) => EntryKind::Restore,
-                    Ok(pb::EntryKind::Unspecified) | Err(_) => EntryKind::Unknown,
-                },
+                kind: EntryKind::shown(e.kind),
                 created_at: time_out(e.created_at.as_ref()),
                 pending_until: time_out(e.pending_until.as_ref()),
                 expires_at: time_out(e.expires_at.as_ref()),

@@ -2,13 +2,18 @@
 //! protobuf messages, one file per resource (the shared helpers here): the
 //! only module that builds or reads prost types. Points and money are
 //! integers (money in minor units with an ISO 4217 currency); instants are
-//! RFC 3339 text in UTC.
+//! RFC 3339 text in UTC. Messages whose JSON is the message itself are not
+//! copied here: they derive it (loyalty-proto's `json` feature) and are
+//! re-exported under the API's names; the structs here are the shapes that
+//! deliberately differ (parts from other calls, the request's own values,
+//! fields that count only for some kinds).
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use loyalty_common::clock::{Clock, SystemClock, from_timestamp, to_timestamp};
 use loyalty_common::validate;
+use loyalty_proto::json::JsonEnum;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::rewards::v1 as rewards_pb;
@@ -50,86 +55,9 @@ fn non_empty(text: String) -> Option<String> {
 
 // ---------------------------------------------------------------- shared
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Balance {
-    /// Spendable now. Negative only after a refund took back points already spent.
-    pub available: i64,
-    /// Earned but still inside the return window.
-    pub pending: i64,
-    pub lifetime_earned: i64,
-    pub spent: i64,
-    pub expired: i64,
-    pub reversed: i64,
-    /// Points of the earliest-expiring lot(s); 0 when nothing expires.
-    pub next_expiry_points: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub next_expiry_at: Option<String>,
-    /// Grows with every change to the account.
-    pub version: i64,
-}
-
-impl Balance {
-    fn from_proto(b: Option<pb::Balance>) -> Self {
-        let b = b.unwrap_or_default();
-        Self {
-            available: b.available,
-            pending: b.pending,
-            lifetime_earned: b.lifetime_earned,
-            spent: b.spent,
-            expired: b.expired,
-            reversed: b.reversed,
-            next_expiry_points: b.next_expiry_points,
-            next_expiry_at: time_out(b.next_expiry_at.as_ref()),
-            version: b.version,
-        }
-    }
-}
-
-/// How an earn's points were computed, for the shop to show its customer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Breakdown {
-    pub base_points: i64,
-    pub tier_bonus_points: i64,
-    pub campaign_bonus_points: i64,
-    pub total_points: i64,
-    /// The tier multiplier used, in basis points (10000 = 1x).
-    pub tier_multiplier_bp: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tier_id: Option<String>,
-    pub campaign_ids: Vec<String>,
-    /// Why the order earns nothing at all, when a rule says so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_points_reason: Option<NoPointsReason>,
-}
-
-/// Why an order earns no points.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NoPointsReason {
-    /// The amount is below the program's minimum order: no base points, no bonus, no expiry.
-    BelowMinimumOrder,
-}
-
-impl Breakdown {
-    fn from_proto(b: Option<pb::PointsBreakdown>) -> Self {
-        let b = b.unwrap_or_default();
-        let no_points_reason = match pb::NoPointsReason::try_from(b.no_points_reason) {
-            Ok(pb::NoPointsReason::BelowMinimumOrder) => Some(NoPointsReason::BelowMinimumOrder),
-            _ => None,
-        };
-        Self {
-            no_points_reason,
-            base_points: b.base_points,
-            tier_bonus_points: b.tier_bonus_points,
-            campaign_bonus_points: b.campaign_bonus_points,
-            total_points: b.total_points,
-            tier_multiplier_bp: b.tier_multiplier_bp,
-            tier_id: non_empty(b.tier_id),
-            campaign_ids: b.campaign_ids,
-        }
-    }
-}
+/// Served as they are: loyalty-proto derives their JSON and schema (see its
+/// build.rs), under the names the API has always given them.
+pub use pb::{Balance, PointsBreakdown as Breakdown};
 
 /// One page of a newest-first list.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -69,10 +69,10 @@ impl From<pb::EarnForOrderResponse> for OrderEarned {
             referral: None,
             transaction_id: non_empty(r.transaction_id),
             points: r.points,
-            breakdown: Breakdown::from_proto(r.breakdown),
+            breakdown: r.breakdown.unwrap_or_default(),
             pending_until: time_out(r.pending_until.as_ref()),
             expires_at: time_out(r.expires_at.as_ref()),
-            balance: Balance::from_proto(r.balance),
+            balance: r.balance.unwrap_or_default(),
         }
     }
 }
@@ -95,25 +95,8 @@ impl RefundBody {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Refunded {
-    pub transaction_id: String,
-    pub points_reversed: i64,
-    /// Everything refunded on this order so far.
-    pub total_refunded_minor: i64,
-    pub balance: Balance,
-}
-
-impl From<pb::RefundOrderResponse> for Refunded {
-    fn from(r: pb::RefundOrderResponse) -> Self {
-        Self {
-            transaction_id: r.transaction_id,
-            points_reversed: r.points_reversed,
-            total_refunded_minor: r.total_refunded_minor,
-            balance: Balance::from_proto(r.balance),
-        }
-    }
-}
+/// The points a refund took back, served as the points service answers them.
+pub use pb::RefundOrderResponse as Refunded;
 
 /// The order to price: `amount_minor` and `currency` are required; with `customer_id` the
 /// customer's tier multiplier counts.
@@ -136,14 +119,5 @@ impl PreviewQuery {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Preview {
-    pub points: i64,
-    pub breakdown: Breakdown,
-}
-
-impl From<pb::PreviewOrderResponse> for Preview {
-    fn from(r: pb::PreviewOrderResponse) -> Self {
-        Self { points: r.points, breakdown: Breakdown::from_proto(r.breakdown) }
-    }
-}
+/// What an order would earn, served as the points service answers it.
+pub use pb::PreviewOrderResponse as Preview;

@@ -4,53 +4,11 @@ use super::*;
 
 // ---------------------------------------------------------------- settings
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Rounding {
-    /// Toward zero: 1 point per 1.00 gives 12 points for 12.99.
-    Down,
-    /// Half up: 1 point per 1.00 gives 13 points for 12.50.
-    Nearest,
-}
+/// The settings' parts that are the points service's messages and enums as they are: their JSON
+/// (read and written) and schemas are derived in loyalty-proto.
+pub use pb::{CapPeriod, EarnRate, ExpiryPolicy, ExpiryPolicyKind as ExpiryKind, Rounding};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ExpiryKind {
-    Never,
-    /// `count` days after the points were earned.
-    DaysAfterEarn,
-    /// At the end of the `count`-th month after the month of earning (UTC); 0 is that same month.
-    EndOfNthMonth,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CapPeriod {
-    Lifetime,
-    Year,
-    Month,
-    /// Weeks start on Monday (UTC).
-    Week,
-    Day,
-}
-
-/// `points` points for every `per_amount_minor` of order value, e.g. 1 per 100 cents.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EarnRate {
-    pub points: i64,
-    pub per_amount_minor: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExpiryPolicy {
-    pub kind: ExpiryKind,
-    /// Days or months, depending on `kind`.
-    #[serde(default)]
-    pub count: i32,
-}
-
+// Not the message as it is: `active` reads as true when absent, `cap_period` may be absent.
 /// Points for an action such as `signup`, `birthday`, `review`, `social_follow` or a shop-defined one.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +30,33 @@ pub struct ActivityRule {
 
 fn yes() -> bool {
     true
+}
+
+impl From<pb::ActivityRule> for ActivityRule {
+    fn from(r: pb::ActivityRule) -> Self {
+        Self {
+            cap_period: Some(CapPeriod::shown(r.cap_period)),
+            activity_type: r.activity_type,
+            points: r.points,
+            active: r.active,
+            cap_count: r.cap_count,
+            once_per_ref: r.once_per_ref,
+        }
+    }
+}
+
+impl From<ActivityRule> for pb::ActivityRule {
+    fn from(r: ActivityRule) -> Self {
+        Self {
+            activity_type: r.activity_type,
+            points: r.points,
+            active: r.active,
+            cap_count: r.cap_count,
+            // Absent: unspecified (0).
+            cap_period: r.cap_period.map_or(0, i32::from),
+            once_per_ref: r.once_per_ref,
+        }
+    }
 }
 
 /// A program's earning rules.
@@ -100,43 +85,12 @@ impl SettingsBody {
     pub fn into_proto(self, program_id: &str, actor: String, key: String) -> pb::PutProgramSettingsRequest {
         let settings = pb::ProgramSettings {
             currency: self.currency,
-            earn_rate: Some(pb::EarnRate {
-                points: self.earn_rate.points,
-                per_amount_minor: self.earn_rate.per_amount_minor,
-            }),
-            rounding: match self.rounding {
-                Rounding::Down => pb::Rounding::Down,
-                Rounding::Nearest => pb::Rounding::Nearest,
-            } as i32,
+            earn_rate: Some(self.earn_rate),
+            rounding: self.rounding.into(),
             minimum_order_minor: self.minimum_order_minor,
             pending_days: self.pending_days,
-            expiry: Some(pb::ExpiryPolicy {
-                kind: match self.expiry.kind {
-                    ExpiryKind::Never => pb::ExpiryPolicyKind::Never,
-                    ExpiryKind::DaysAfterEarn => pb::ExpiryPolicyKind::DaysAfterEarn,
-                    ExpiryKind::EndOfNthMonth => pb::ExpiryPolicyKind::EndOfNthMonth,
-                } as i32,
-                count: self.expiry.count,
-            }),
-            activity_rules: self
-                .activity_rules
-                .into_iter()
-                .map(|r| pb::ActivityRule {
-                    activity_type: r.activity_type,
-                    points: r.points,
-                    active: r.active,
-                    cap_count: r.cap_count,
-                    cap_period: match r.cap_period {
-                        None => pb::CapPeriod::Unspecified,
-                        Some(CapPeriod::Lifetime) => pb::CapPeriod::Lifetime,
-                        Some(CapPeriod::Year) => pb::CapPeriod::Year,
-                        Some(CapPeriod::Month) => pb::CapPeriod::Month,
-                        Some(CapPeriod::Week) => pb::CapPeriod::Week,
-                        Some(CapPeriod::Day) => pb::CapPeriod::Day,
-                    } as i32,
-                    once_per_ref: r.once_per_ref,
-                })
-                .collect(),
+            expiry: Some(self.expiry),
+            activity_rules: self.activity_rules.into_iter().map(pb::ActivityRule::from).collect(),
             version: 0,
         };
         pb::PutProgramSettingsRequest {
@@ -162,46 +116,16 @@ pub struct Settings {
     pub version: i64,
 }
 
-impl Settings {
-    pub fn from_proto(s: Option<pb::ProgramSettings>) -> Self {
-        let s = s.unwrap_or_default();
-        let rate = s.earn_rate.unwrap_or_default();
-        let expiry = s.expiry.unwrap_or_default();
+impl From<pb::ProgramSettings> for Settings {
+    fn from(s: pb::ProgramSettings) -> Self {
         Self {
             currency: s.currency,
-            earn_rate: EarnRate { points: rate.points, per_amount_minor: rate.per_amount_minor },
-            rounding: match pb::Rounding::try_from(s.rounding) {
-                Ok(pb::Rounding::Nearest) => Rounding::Nearest,
-                _ => Rounding::Down,
-            },
+            earn_rate: s.earn_rate.unwrap_or_default(),
+            rounding: Rounding::shown(s.rounding),
             minimum_order_minor: s.minimum_order_minor,
             pending_days: s.pending_days,
-            expiry: ExpiryPolicy {
-                kind: match pb::ExpiryPolicyKind::try_from(expiry.kind) {
-                    Ok(pb::ExpiryPolicyKind::DaysAfterEarn) => ExpiryKind::DaysAfterEarn,
-                    Ok(pb::ExpiryPolicyKind::EndOfNthMonth) => ExpiryKind::EndOfNthMonth,
-                    _ => ExpiryKind::Never,
-                },
-                count: expiry.count,
-            },
-            activity_rules: s
-                .activity_rules
-                .into_iter()
-                .map(|r| ActivityRule {
-                    cap_period: Some(match pb::CapPeriod::try_from(r.cap_period) {
-                        Ok(pb::CapPeriod::Year) => CapPeriod::Year,
-                        Ok(pb::CapPeriod::Month) => CapPeriod::Month,
-                        Ok(pb::CapPeriod::Week) => CapPeriod::Week,
-                        Ok(pb::CapPeriod::Day) => CapPeriod::Day,
-                        _ => CapPeriod::Lifetime,
-                    }),
-                    activity_type: r.activity_type,
-                    points: r.points,
-                    active: r.active,
-                    cap_count: r.cap_count,
-                    once_per_ref: r.once_per_ref,
-                })
-                .collect(),
+            expiry: s.expiry.unwrap_or_default(),
+            activity_rules: s.activity_rules.into_iter().map(ActivityRule::from).collect(),
             version: s.version,
         }
     }
@@ -213,14 +137,8 @@ pub fn settings_request(program_id: &str) -> pb::GetProgramSettingsRequest {
 
 // ---------------------------------------------------------------- campaigns
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignKind {
-    /// Multiplies the base points; among overlapping campaigns the highest wins.
-    Multiplier,
-    /// Adds fixed points; overlapping bonuses add up.
-    Bonus,
-}
+/// Read and written by name; an unspecified or unknown kind shows as `bonus`.
+pub use pb::CampaignKind;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -250,10 +168,7 @@ impl CampaignBody {
             ends_at: Some(time_in("ends_at", &self.ends_at)?),
             campaign_id,
             name: self.name,
-            kind: match self.kind {
-                CampaignKind::Multiplier => pb::CampaignKind::Multiplier,
-                CampaignKind::Bonus => pb::CampaignKind::Bonus,
-            } as i32,
+            kind: self.kind.into(),
             multiplier_bp: self.multiplier_bp.unwrap_or(0),
             bonus_points: self.bonus_points.unwrap_or(0),
             tier_ids: self.tier_ids,
@@ -281,13 +196,9 @@ pub struct Campaign {
     pub applies_to: Vec<String>,
 }
 
-impl Campaign {
-    pub fn from_proto(c: Option<pb::Campaign>) -> Self {
-        let c = c.unwrap_or_default();
-        let kind = match pb::CampaignKind::try_from(c.kind) {
-            Ok(pb::CampaignKind::Multiplier) => CampaignKind::Multiplier,
-            _ => CampaignKind::Bonus,
-        };
+impl From<pb::Campaign> for Campaign {
+    fn from(c: pb::Campaign) -> Self {
+        let kind = CampaignKind::shown(c.kind);
         Self {
             campaign_id: c.campaign_id,
             name: c.name,
@@ -309,7 +220,7 @@ pub struct CampaignList {
 
 impl From<pb::ListCampaignsResponse> for CampaignList {
     fn from(r: pb::ListCampaignsResponse) -> Self {
-        Self { campaigns: r.campaigns.into_iter().map(|c| Campaign::from_proto(Some(c))).collect() }
+        Self { campaigns: r.campaigns.into_iter().map(Campaign::from).collect() }
     }
 }
 
@@ -411,12 +322,12 @@ impl From<pb::ListAuditEntriesResponse> for AuditPage {
                 entity: e.entity,
                 entity_id: e.entity_id,
                 old_value: e.before.map(|before| match before {
-                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
-                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                    pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(s.into()),
+                    pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(c.into()),
                 }),
                 new_value: e.after.map(|after| match after {
-                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(Settings::from_proto(Some(s))),
-                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(Campaign::from_proto(Some(c))),
+                    pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(s.into()),
+                    pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(c.into()),
                 }),
             })
             .collect();

@@ -9,30 +9,8 @@ fn default_cap_period_days() -> i32 {
 
 // ---------------------------------------------------------------- referrals
 
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub struct ReferralStats {
-    /// Friends who signed up with the code.
-    pub invited: i64,
-    pub pending: i64,
-    pub completed: i64,
-    pub reversed: i64,
-    pub expired: i64,
-    /// Referrer rewards of completed referrals, not reversed.
-    pub points_earned: i64,
-}
-
-impl From<referral_pb::GetReferralStatsResponse> for ReferralStats {
-    fn from(s: referral_pb::GetReferralStatsResponse) -> Self {
-        Self {
-            invited: s.invited,
-            pending: s.pending,
-            completed: s.completed,
-            reversed: s.reversed,
-            expired: s.expired,
-            points_earned: s.points_earned,
-        }
-    }
-}
+/// How a customer's referrals went, served as the referral service answers it.
+pub use referral_pb::GetReferralStatsResponse as ReferralStats;
 
 /// The customer's own referral code, and how their referrals went.
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,7 +28,7 @@ pub struct CustomerReferral {
 impl CustomerReferral {
     pub fn from_proto(customer_id: String, r: referral_pb::GetReferralSummaryResponse) -> Self {
         let (code, stats) = (r.code.unwrap_or_default(), r.stats.unwrap_or_default());
-        Self { customer_id, code: non_empty(code.code), enabled: code.enabled, stats: stats.into() }
+        Self { customer_id, code: non_empty(code.code), enabled: code.enabled, stats }
     }
 }
 
@@ -122,62 +100,9 @@ pub fn signup_request(
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReferralStatus {
-    /// Signed up, no qualifying order yet.
-    Pending,
-    /// Qualifying order placed; both sides rewarded.
-    Completed,
-    /// The qualifying order was refunded within the clawback window; rewards taken back.
-    Reversed,
-    /// No qualifying order within the attribution window.
-    Expired,
-    Unknown,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Referral {
-    pub referral_id: String,
-    pub code: String,
-    pub referrer_customer_id: String,
-    pub referee_customer_id: String,
-    pub status: ReferralStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub created_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub completed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub reversed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub qualifying_order_id: Option<String>,
-}
-
-impl Referral {
-    pub fn from_proto(r: Option<referral_pb::Referral>) -> Self {
-        let r = r.unwrap_or_default();
-        Self {
-            status: match referral_pb::ReferralStatus::try_from(r.status) {
-                Ok(referral_pb::ReferralStatus::Pending) => ReferralStatus::Pending,
-                Ok(referral_pb::ReferralStatus::Completed) => ReferralStatus::Completed,
-                Ok(referral_pb::ReferralStatus::Reversed) => ReferralStatus::Reversed,
-                Ok(referral_pb::ReferralStatus::Expired) => ReferralStatus::Expired,
-                Ok(referral_pb::ReferralStatus::Unspecified) | Err(_) => ReferralStatus::Unknown,
-            },
-            referral_id: r.referral_id,
-            code: r.code,
-            referrer_customer_id: r.referrer_customer_id,
-            referee_customer_id: r.referee_customer_id,
-            created_at: time_out(r.created_at.as_ref()),
-            completed_at: time_out(r.completed_at.as_ref()),
-            reversed_at: time_out(r.reversed_at.as_ref()),
-            qualifying_order_id: non_empty(r.qualifying_order_id),
-        }
-    }
-}
+/// A referral, served as the referral service answers it; an unspecified or unknown status is
+/// `unknown`.
+pub use referral_pb::{Referral, ReferralStatus};
 
 /// What became of an order's `referral_code`. The order earns its points either way.
 #[derive(Debug, Serialize, ToSchema)]
@@ -197,7 +122,7 @@ impl ReferralOutcome {
     /// The sign-up's answer; a refusal or an outage is reported, never raised.
     pub fn from_signup(answer: Result<referral_pb::RecordSignupResponse, Problem>) -> Self {
         match answer {
-            Ok(r) => Self { recorded: true, reason: None, referral: Some(Referral::from_proto(r.referral)) },
+            Ok(r) => Self { recorded: true, reason: None, referral: Some(r.referral.unwrap_or_default()) },
             Err(problem) => {
                 if problem.status().is_server_error() {
                     tracing::warn!(code = %problem.code, "an order's referral sign-up was not recorded");
@@ -254,36 +179,8 @@ impl ReferralSettingsBody {
     }
 }
 
-/// The referral rules as stored; `version` grows with every change.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReferralSettings {
-    pub enabled: bool,
-    pub referrer_points: i64,
-    pub referee_points: i64,
-    pub minimum_order_minor: i64,
-    pub cap_count: i32,
-    pub cap_period_days: i32,
-    pub attribution_window_days: i32,
-    pub clawback_window_days: i32,
-    pub version: i64,
-}
-
-impl ReferralSettings {
-    pub fn from_proto(s: Option<referral_pb::ReferralSettings>) -> Self {
-        let s = s.unwrap_or_default();
-        Self {
-            enabled: s.enabled,
-            referrer_points: s.referrer_points,
-            referee_points: s.referee_points,
-            minimum_order_minor: s.minimum_order_minor,
-            cap_count: s.cap_count,
-            cap_period_days: s.cap_period_days,
-            attribution_window_days: s.attribution_window_days,
-            clawback_window_days: s.clawback_window_days,
-            version: s.version,
-        }
-    }
-}
+/// The referral rules as stored, served as the referral service answers them.
+pub use referral_pb::ReferralSettings;
 
 pub fn referral_settings_request(program_id: &str) -> referral_pb::GetReferralSettingsRequest {
     referral_pb::GetReferralSettingsRequest { program_id: program_id.to_owned() }

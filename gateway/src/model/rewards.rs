@@ -4,18 +4,8 @@ use super::*;
 
 // ---------------------------------------------------------------- rewards
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RewardKind {
-    /// `amount_minor` off, in `currency`.
-    FixedDiscount,
-    /// `percent_bp` off (1500 = 15%).
-    PercentDiscount,
-    FreeShipping,
-    /// The product `sku` for free.
-    FreeProduct,
-    Custom,
-}
+/// Read and written by name; an unspecified or unknown kind shows as `custom`.
+pub use rewards_pb::RewardKind;
 
 /// A catalog entry, as created or replaced.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,13 +63,7 @@ impl RewardBody {
             reward_id,
             name: self.name,
             description: self.description,
-            kind: match self.kind {
-                RewardKind::FixedDiscount => rewards_pb::RewardKind::FixedDiscount,
-                RewardKind::PercentDiscount => rewards_pb::RewardKind::PercentDiscount,
-                RewardKind::FreeShipping => rewards_pb::RewardKind::FreeShipping,
-                RewardKind::FreeProduct => rewards_pb::RewardKind::FreeProduct,
-                RewardKind::Custom => rewards_pb::RewardKind::Custom,
-            } as i32,
+            kind: self.kind.into(),
             amount_minor: self.amount_minor.unwrap_or(0),
             currency: self.currency.unwrap_or_default(),
             percent_bp: self.percent_bp.unwrap_or(0),
@@ -140,16 +124,9 @@ pub struct Reward {
     pub archived: bool,
 }
 
-impl Reward {
-    pub fn from_proto(r: Option<rewards_pb::Reward>) -> Self {
-        let r = r.unwrap_or_default();
-        let kind = match rewards_pb::RewardKind::try_from(r.kind) {
-            Ok(rewards_pb::RewardKind::FixedDiscount) => RewardKind::FixedDiscount,
-            Ok(rewards_pb::RewardKind::PercentDiscount) => RewardKind::PercentDiscount,
-            Ok(rewards_pb::RewardKind::FreeShipping) => RewardKind::FreeShipping,
-            Ok(rewards_pb::RewardKind::FreeProduct) => RewardKind::FreeProduct,
-            _ => RewardKind::Custom,
-        };
+impl From<rewards_pb::Reward> for Reward {
+    fn from(r: rewards_pb::Reward) -> Self {
+        let kind = RewardKind::shown(r.kind);
         let fixed = matches!(kind, RewardKind::FixedDiscount);
         Self {
             reward_id: r.reward_id,
@@ -183,7 +160,7 @@ pub struct RewardList {
 
 impl From<rewards_pb::ListRewardsResponse> for RewardList {
     fn from(r: rewards_pb::ListRewardsResponse) -> Self {
-        Self { rewards: r.rewards.into_iter().map(|r| Reward::from_proto(Some(r))).collect() }
+        Self { rewards: r.rewards.into_iter().map(Reward::from).collect() }
     }
 }
 
@@ -265,8 +242,8 @@ pub struct AvailableReward {
     pub points_short: Option<i64>,
 }
 
-impl AvailableReward {
-    fn from_proto(a: rewards_pb::AvailableReward) -> Self {
+impl From<rewards_pb::AvailableReward> for AvailableReward {
+    fn from(a: rewards_pb::AvailableReward) -> Self {
         let unavailability = match rewards_pb::Unavailability::try_from(a.unavailability) {
             Ok(rewards_pb::Unavailability::Unspecified) => None,
             Ok(rewards_pb::Unavailability::PointsShort) => Some(Unavailability::PointsShort),
@@ -279,7 +256,7 @@ impl AvailableReward {
         .filter(|_| !a.redeemable);
         Self {
             points_short: matches!(unavailability, Some(Unavailability::PointsShort)).then_some(a.points_short),
-            reward: Reward::from_proto(a.reward),
+            reward: a.reward.unwrap_or_default().into(),
             redeemable: a.redeemable,
             unavailability,
         }
@@ -300,7 +277,7 @@ impl AvailableRewards {
         Self {
             customer_id,
             available_points: r.available_points,
-            rewards: r.rewards.into_iter().map(AvailableReward::from_proto).collect(),
+            rewards: r.rewards.into_iter().map(AvailableReward::from).collect(),
         }
     }
 }
@@ -336,69 +313,9 @@ impl RedeemBody {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RedemptionStatus {
-    /// Points being spent; settled shortly.
-    Pending,
-    /// The voucher is issued and usable.
-    Active,
-    Used,
-    Cancelled,
-    Expired,
-    /// Did not go through; any points spent were given back.
-    Failed,
-    Unknown,
-}
-
-/// A redemption and its voucher.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Redemption {
-    pub redemption_id: String,
-    pub customer_id: String,
-    pub reward_id: String,
-    pub reward_name: String,
-    pub points_spent: i64,
-    pub status: RedemptionStatus,
-    /// Set once the redemption is `active`, e.g. `ABCD-EFGH-JKLM`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub voucher_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub created_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub voucher_expires_at: Option<String>,
-    /// The order the voucher was used for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumed_order_id: Option<String>,
-}
-
-impl Redemption {
-    pub fn from_proto(r: Option<rewards_pb::Redemption>) -> Self {
-        let r = r.unwrap_or_default();
-        Self {
-            status: match rewards_pb::RedemptionStatus::try_from(r.status) {
-                Ok(rewards_pb::RedemptionStatus::Pending) => RedemptionStatus::Pending,
-                Ok(rewards_pb::RedemptionStatus::Active) => RedemptionStatus::Active,
-                Ok(rewards_pb::RedemptionStatus::Used) => RedemptionStatus::Used,
-                Ok(rewards_pb::RedemptionStatus::Cancelled) => RedemptionStatus::Cancelled,
-                Ok(rewards_pb::RedemptionStatus::Expired) => RedemptionStatus::Expired,
-                Ok(rewards_pb::RedemptionStatus::Failed) => RedemptionStatus::Failed,
-                Ok(rewards_pb::RedemptionStatus::Unspecified) | Err(_) => RedemptionStatus::Unknown,
-            },
-            redemption_id: r.redemption_id,
-            customer_id: r.customer_id,
-            reward_id: r.reward_id,
-            reward_name: r.reward_name,
-            points_spent: r.points_spent,
-            voucher_code: non_empty(r.voucher_code),
-            created_at: time_out(r.created_at.as_ref()),
-            voucher_expires_at: time_out(r.voucher_expires_at.as_ref()),
-            consumed_order_id: non_empty(r.consumed_order_id),
-        }
-    }
-}
+/// A redemption and its voucher, served as the rewards service answers them; an unspecified or
+/// unknown status is `unknown`.
+pub use rewards_pb::{Redemption, RedemptionStatus};
 
 /// Newest first.
 #[derive(Debug, Serialize, ToSchema)]
@@ -411,10 +328,7 @@ pub struct RedemptionPage {
 
 impl From<rewards_pb::ListRedemptionsResponse> for RedemptionPage {
     fn from(r: rewards_pb::ListRedemptionsResponse) -> Self {
-        Self {
-            redemptions: r.redemptions.into_iter().map(|r| Redemption::from_proto(Some(r))).collect(),
-            next_page_token: non_empty(r.next_page_token),
-        }
+        Self { redemptions: r.redemptions, next_page_token: non_empty(r.next_page_token) }
     }
 }
 
@@ -457,17 +371,8 @@ impl ValidateBody {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VoucherState {
-    /// Usable now.
-    Valid,
-    /// No such voucher (for this customer, when one was named).
-    Unknown,
-    Expired,
-    Used,
-    Cancelled,
-}
+/// A voucher's state by name; an unspecified or unknown one is `unknown`.
+pub use rewards_pb::VoucherState;
 
 /// Whether a voucher is good, and what it grants.
 #[derive(Debug, Serialize, ToSchema)]
@@ -481,19 +386,9 @@ pub struct VoucherCheck {
 
 impl From<rewards_pb::ValidateVoucherResponse> for VoucherCheck {
     fn from(r: rewards_pb::ValidateVoucherResponse) -> Self {
-        let state = match rewards_pb::VoucherState::try_from(r.state) {
-            Ok(rewards_pb::VoucherState::Valid) => VoucherState::Valid,
-            Ok(rewards_pb::VoucherState::Expired) => VoucherState::Expired,
-            Ok(rewards_pb::VoucherState::Used) => VoucherState::Used,
-            Ok(rewards_pb::VoucherState::Cancelled) => VoucherState::Cancelled,
-            _ => VoucherState::Unknown,
-        };
+        let state = VoucherState::shown(r.state);
         let known = !matches!(state, VoucherState::Unknown);
-        Self {
-            state,
-            redemption: r.redemption.filter(|_| known).map(|x| Redemption::from_proto(Some(x))),
-            reward: r.reward.filter(|_| known).map(|x| Reward::from_proto(Some(x))),
-        }
+        Self { state, redemption: r.redemption.filter(|_| known), reward: r.reward.filter(|_| known).map(Reward::from) }
     }
 }
 

@@ -4,61 +4,18 @@ use super::*;
 
 // ---------------------------------------------------------------- tiers
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WindowKind {
-    /// Points earned since January 1st (UTC).
-    CalendarYear,
-    /// Points earned in the last `days` days.
-    RollingDays,
-    Lifetime,
+/// The ladder's parts that are the tiers service's messages and enums as they are: their JSON (read
+/// and written) and schemas are derived in loyalty-proto.
+pub use tiers_pb::{
+    DowngradeKind, DowngradePolicy, QualificationBasis, TierBenefits, Window as TierWindow, WindowKind,
+};
+
+/// A ladder body without `qualification_basis` keeps the basis of old ladders.
+fn all_earned() -> QualificationBasis {
+    QualificationBasis::AllEarned
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DowngradeKind {
-    Immediate,
-    /// Down only after `grace_days` below the threshold.
-    GraceDays,
-    /// A tier reached in one calendar year is kept through the next (needs the `calendar_year` window).
-    EndOfNextPeriod,
-}
-
-/// What moves a member up the ladder. Thresholds are points, or minor units for `spend`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum QualificationBasis {
-    /// Every earned point: orders, activities, referral and API earns.
-    #[default]
-    AllEarned,
-    /// Orders' base points, without tier or campaign bonuses.
-    OrderPointsBase,
-    /// Orders' points with their tier and campaign bonuses.
-    OrderPointsAll,
-    /// Order amounts in minor units, refunds subtracted.
-    Spend,
-}
-
-impl QualificationBasis {
-    fn into_proto(self) -> tiers_pb::QualificationBasis {
-        match self {
-            Self::AllEarned => tiers_pb::QualificationBasis::AllEarned,
-            Self::OrderPointsBase => tiers_pb::QualificationBasis::OrderPointsBase,
-            Self::OrderPointsAll => tiers_pb::QualificationBasis::OrderPointsAll,
-            Self::Spend => tiers_pb::QualificationBasis::Spend,
-        }
-    }
-
-    pub(super) fn from_proto(basis: i32) -> Self {
-        match tiers_pb::QualificationBasis::try_from(basis) {
-            Ok(tiers_pb::QualificationBasis::OrderPointsBase) => Self::OrderPointsBase,
-            Ok(tiers_pb::QualificationBasis::OrderPointsAll) => Self::OrderPointsAll,
-            Ok(tiers_pb::QualificationBasis::Spend) => Self::Spend,
-            _ => Self::AllEarned,
-        }
-    }
-}
-
+// Not the message as it is: a body may leave out all but the id, name and multiplier.
 /// One rung of the ladder.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,62 +38,32 @@ pub struct Tier {
     pub benefits: TierBenefits,
 }
 
-/// A tier's benefits in machine-readable form, for a checkout or a campaign to act on.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TierBenefits {
-    #[serde(default)]
-    pub free_shipping: bool,
-    /// Members see sales and launches this many hours early; 0: no early access.
-    #[serde(default)]
-    pub early_access_hours: i32,
-    /// Birthday points multiplied by this, in basis points (20000 doubles them); 0: none.
-    #[serde(default)]
-    pub birthday_multiplier_bp: i32,
-    /// Shop-defined flags, e.g. `free_returns`.
-    #[serde(default)]
-    pub flags: Vec<String>,
-}
-
-impl From<tiers_pb::TierBenefits> for TierBenefits {
-    fn from(b: tiers_pb::TierBenefits) -> Self {
+impl From<tiers_pb::Tier> for Tier {
+    fn from(t: tiers_pb::Tier) -> Self {
         Self {
-            free_shipping: b.free_shipping,
-            early_access_hours: b.early_access_hours,
-            birthday_multiplier_bp: b.birthday_multiplier_bp,
-            flags: b.flags,
+            tier_id: t.tier_id,
+            name: t.name,
+            threshold: t.threshold,
+            multiplier_bp: t.multiplier_bp,
+            perks: t.perks,
+            hidden: t.hidden,
+            benefits: t.benefits.unwrap_or_default(),
         }
     }
 }
 
-impl From<TierBenefits> for tiers_pb::TierBenefits {
-    fn from(b: TierBenefits) -> Self {
+impl From<Tier> for tiers_pb::Tier {
+    fn from(t: Tier) -> Self {
         Self {
-            free_shipping: b.free_shipping,
-            early_access_hours: b.early_access_hours,
-            birthday_multiplier_bp: b.birthday_multiplier_bp,
-            flags: b.flags,
+            tier_id: t.tier_id,
+            name: t.name,
+            threshold: t.threshold,
+            multiplier_bp: t.multiplier_bp,
+            perks: t.perks,
+            hidden: t.hidden,
+            benefits: Some(t.benefits),
         }
     }
-}
-
-/// Which earned points qualify.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TierWindow {
-    pub kind: WindowKind,
-    /// For `rolling_days`.
-    #[serde(default)]
-    pub days: i32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DowngradePolicy {
-    pub kind: DowngradeKind,
-    /// For `grace_days`.
-    #[serde(default)]
-    pub grace_days: i32,
 }
 
 /// The program's tier ladder, lowest tier first.
@@ -148,44 +75,18 @@ pub struct LadderBody {
     pub window: TierWindow,
     pub downgrade: DowngradePolicy,
     /// Absent: `all_earned`. Changing it re-evaluates every member from the stored history.
-    #[serde(default)]
+    #[serde(default = "all_earned")]
     pub qualification_basis: QualificationBasis,
 }
 
 impl LadderBody {
     pub fn into_proto(self, program_id: &str, actor: String, key: String) -> tiers_pb::PutLadderRequest {
         let ladder = tiers_pb::Ladder {
-            tiers: self
-                .tiers
-                .into_iter()
-                .map(|t| tiers_pb::Tier {
-                    tier_id: t.tier_id,
-                    name: t.name,
-                    threshold: t.threshold,
-                    multiplier_bp: t.multiplier_bp,
-                    perks: t.perks,
-                    hidden: t.hidden,
-                    benefits: Some(t.benefits.into()),
-                })
-                .collect(),
-            window: Some(tiers_pb::Window {
-                kind: match self.window.kind {
-                    WindowKind::CalendarYear => tiers_pb::WindowKind::CalendarYear,
-                    WindowKind::RollingDays => tiers_pb::WindowKind::RollingDays,
-                    WindowKind::Lifetime => tiers_pb::WindowKind::Lifetime,
-                } as i32,
-                days: self.window.days,
-            }),
-            downgrade: Some(tiers_pb::DowngradePolicy {
-                kind: match self.downgrade.kind {
-                    DowngradeKind::Immediate => tiers_pb::DowngradeKind::Immediate,
-                    DowngradeKind::GraceDays => tiers_pb::DowngradeKind::GraceDays,
-                    DowngradeKind::EndOfNextPeriod => tiers_pb::DowngradeKind::EndOfNextPeriod,
-                } as i32,
-                grace_days: self.downgrade.grace_days,
-            }),
+            tiers: self.tiers.into_iter().map(tiers_pb::Tier::from).collect(),
+            window: Some(self.window),
+            downgrade: Some(self.downgrade),
             version: 0,
-            qualification_basis: self.qualification_basis.into_proto() as i32,
+            qualification_basis: self.qualification_basis.into(),
         };
         tiers_pb::PutLadderRequest {
             program_id: program_id.to_owned(),
@@ -206,43 +107,14 @@ pub struct Ladder {
     pub qualification_basis: QualificationBasis,
 }
 
-impl Ladder {
-    pub fn from_proto(l: Option<tiers_pb::Ladder>) -> Self {
-        let l = l.unwrap_or_default();
-        let window = l.window.unwrap_or_default();
-        let downgrade = l.downgrade.unwrap_or_default();
+impl From<tiers_pb::Ladder> for Ladder {
+    fn from(l: tiers_pb::Ladder) -> Self {
         Self {
-            tiers: l
-                .tiers
-                .into_iter()
-                .map(|t| Tier {
-                    tier_id: t.tier_id,
-                    name: t.name,
-                    threshold: t.threshold,
-                    multiplier_bp: t.multiplier_bp,
-                    perks: t.perks,
-                    hidden: t.hidden,
-                    benefits: t.benefits.unwrap_or_default().into(),
-                })
-                .collect(),
-            window: TierWindow {
-                kind: match tiers_pb::WindowKind::try_from(window.kind) {
-                    Ok(tiers_pb::WindowKind::CalendarYear) => WindowKind::CalendarYear,
-                    Ok(tiers_pb::WindowKind::RollingDays) => WindowKind::RollingDays,
-                    _ => WindowKind::Lifetime,
-                },
-                days: window.days,
-            },
-            downgrade: DowngradePolicy {
-                kind: match tiers_pb::DowngradeKind::try_from(downgrade.kind) {
-                    Ok(tiers_pb::DowngradeKind::GraceDays) => DowngradeKind::GraceDays,
-                    Ok(tiers_pb::DowngradeKind::EndOfNextPeriod) => DowngradeKind::EndOfNextPeriod,
-                    _ => DowngradeKind::Immediate,
-                },
-                grace_days: downgrade.grace_days,
-            },
+            tiers: l.tiers.into_iter().map(Tier::from).collect(),
+            window: l.window.unwrap_or_default(),
+            downgrade: l.downgrade.unwrap_or_default(),
             version: l.version,
-            qualification_basis: QualificationBasis::from_proto(l.qualification_basis),
+            qualification_basis: QualificationBasis::shown(l.qualification_basis),
         }
     }
 }
@@ -308,8 +180,8 @@ impl Membership {
             tier_name: non_empty(m.tier_name),
             multiplier_bp: m.multiplier_bp,
             qualifying_points: m.qualifying_points,
-            qualification_basis: QualificationBasis::from_proto(m.qualification_basis),
-            benefits: m.benefits.map(TierBenefits::from),
+            qualification_basis: QualificationBasis::shown(m.qualification_basis),
+            benefits: m.benefits,
             perks: m.perks,
             window_start: time_out(m.window_start.as_ref()),
             next_tier_id: non_empty(m.next_tier_id),

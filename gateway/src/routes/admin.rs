@@ -61,7 +61,7 @@ pub async fn adjust(
 pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
     let reply = state.upstreams.points(model::settings_request(auth.program()), rpc!(get_program_settings)).await;
     let reply = reply.map_err(points_failed)?;
-    Ok(json(&Settings::from_proto(reply.message.settings)))
+    Ok(json(&Settings::from(reply.message.settings.unwrap_or_default())))
 }
 
 /// Replaces the program's earning rules; validated and audited.
@@ -89,7 +89,7 @@ pub async fn put_settings(
     let request = body.into_proto(auth.program(), auth.actor(), key);
     let reply = state.upstreams.points(request, rpc!(put_program_settings)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(SETTINGS_PREFIX))?;
-    Ok(written(reply.replayed, &Settings::from_proto(reply.message.settings)))
+    Ok(written(reply.replayed, &Settings::from(reply.message.settings.unwrap_or_default())))
 }
 
 /// The program's campaigns, current and upcoming (and ended ones with `include_ended=true`).
@@ -137,7 +137,7 @@ pub async fn create_campaign(
     let request = model::create_campaign_request(auth.program(), campaign, auth.actor(), key);
     let reply = state.upstreams.points(request, rpc!(create_campaign)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(CAMPAIGN_PREFIX))?;
-    Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
+    Ok(written(reply.replayed, &Campaign::from(reply.message.campaign.unwrap_or_default())))
 }
 
 /// Replaces a campaign.
@@ -171,7 +171,7 @@ pub async fn update_campaign(
     let request = model::update_campaign_request(auth.program(), campaign, auth.actor(), key);
     let reply = state.upstreams.points(request, rpc!(update_campaign)).await;
     let reply = reply.map_err(|status| points_failed(status).strip_field_prefix(CAMPAIGN_PREFIX))?;
-    Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
+    Ok(written(reply.replayed, &Campaign::from(reply.message.campaign.unwrap_or_default())))
 }
 
 /// Ends a campaign now: its window is cut short, nothing is deleted.
@@ -201,7 +201,7 @@ pub async fn end_campaign(
 ) -> Result<Response, Problem> {
     let request = model::end_campaign_request(auth.program(), campaign_id, auth.actor(), key);
     let reply = state.upstreams.points(request, rpc!(end_campaign)).await.map_err(points_failed)?;
-    Ok(written(reply.replayed, &Campaign::from_proto(reply.message.campaign)))
+    Ok(written(reply.replayed, &Campaign::from(reply.message.campaign.unwrap_or_default())))
 }
 
 /// Every change to settings and campaigns, newest first, paged.

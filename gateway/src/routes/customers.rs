@@ -92,7 +92,7 @@ pub async fn loyalty_page(
         referral_part(up, program, &customer_id)
     );
     let (summary, rewards) = points_and_rewards?;
-    let points = PointsPart::from_proto(summary);
+    let points = PointsPart::from(summary);
     Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards }))
 }
 
@@ -110,7 +110,7 @@ pub(super) fn absence(part: &str, failure: Failure) -> Absence {
 /// The tier part: never fails the page.
 async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart {
     match up.tiers(model::membership_request(program, customer_id), rpc!(get_membership)).await {
-        Ok(reply) => TierPart::from_proto(reply.message.membership),
+        Ok(reply) => TierPart::from(reply.message.membership),
         Err(Failure::Status(status)) if status.code() == Code::NotFound => TierPart::no_tier(),
         Err(failure) => TierPart::absent(absence("tier", failure)),
     }
@@ -119,7 +119,7 @@ async fn tier_part(up: &Upstreams, program: &str, customer_id: &str) -> TierPart
 /// The referral part (the code, if the customer asked for one, and its stats): never fails the page.
 async fn referral_part(up: &Upstreams, program: &str, customer_id: &str) -> ReferralPart {
     match up.get_referral_summary(model::referral_summary_request(program, customer_id)).await {
-        Ok(reply) => ReferralPart::from_proto(reply.message),
+        Ok(reply) => ReferralPart::from(reply.message),
         Err(failure) => ReferralPart::absent(absence("referral", failure)),
     }
 }
@@ -130,7 +130,7 @@ async fn rewards_part(up: &Upstreams, program: &str, customer_id: &str, known_po
         .rewards(model::available_rewards_request(program, customer_id, known_points), rpc!(list_available_rewards))
         .await
     {
-        Ok(reply) => RewardsPart::from_proto(reply.message),
+        Ok(reply) => RewardsPart::from(reply.message),
         Err(failure) => RewardsPart::absent(absence("rewards", failure)),
     }
 }

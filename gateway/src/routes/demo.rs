@@ -131,7 +131,8 @@ async fn place_order(
     referral_code: Option<String>,
 ) -> Result<OrderPlaced, Problem> {
     let settings = state.upstreams.points(model::settings_request(&shop.program_id), rpc!(get_program_settings)).await;
-    let currency = model::Settings::from_proto(settings.map_err(points_failed)?.message.settings).currency;
+    let currency =
+        model::Settings::from(settings.map_err(points_failed)?.message.settings.unwrap_or_default()).currency;
     let order_id = format!("demo-{}", random_hex());
     let body =
         OrderBody { customer_id, order_id: order_id.clone(), amount_minor, currency, occurred_at: None, referral_code };

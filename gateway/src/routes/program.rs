@@ -13,8 +13,8 @@ use crate::routes::{AppState, json, points_failed};
 use loyalty_common::clock::{Clock, SystemClock, from_timestamp};
 
 use crate::model::{
-    self, Absence, ActivityRule, Campaign, CampaignQuery, EarnRate, Ladder, ReferralSettings, Reward, RewardKind,
-    RewardList, RewardQuery, Settings, Tier,
+    self, Absence, ActivityRule, Campaign, CampaignQuery, EarnRate, Ladder, Reward, RewardKind, RewardList,
+    RewardQuery, Settings, Tier,
 };
 use crate::problem::Problem;
 use crate::rpc;
@@ -106,7 +106,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
         up.rewards(model::rewards_request(program, RewardQuery { include_archived: Some(false) }), rpc!(list_rewards)),
         up.referral(model::referral_settings_request(program), rpc!(get_referral_settings)),
     );
-    let settings = Settings::from_proto(settings.map_err(points_failed)?.message.settings);
+    let settings = Settings::from(settings.map_err(points_failed)?.message.settings.unwrap_or_default());
     let now = SystemClock.now();
     let mut running: Vec<_> = campaigns
         .map_err(points_failed)?
@@ -119,7 +119,11 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
     running.sort_by_key(|c| c.ends_at.as_ref().and_then(from_timestamp).unwrap_or(i64::MAX));
     let tiers = match ladder {
         Ok(reply) => {
-            let tiers = Ladder::from_proto(reply.message.ladder).tiers.into_iter().filter(|t| !t.hidden).collect();
+            let tiers = Ladder::from(reply.message.ladder.unwrap_or_default())
+                .tiers
+                .into_iter()
+                .filter(|t| !t.hidden)
+                .collect();
             TiersOverview { available: true, reason: None, tiers }
         }
         Err(failure) => TiersOverview { available: false, reason: Some(absence("tiers", failure)), tiers: Vec::new() },
@@ -139,7 +143,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
     };
     let referral = match referral {
         Ok(reply) => {
-            let s = ReferralSettings::from_proto(reply.message.settings);
+            let s = reply.message.settings.unwrap_or_default();
             let (referrer_points, referee_points) =
                 if s.enabled { (s.referrer_points, s.referee_points) } else { (0, 0) };
             ReferralOffer { available: true, reason: None, enabled: s.enabled, referrer_points, referee_points }
@@ -156,7 +160,7 @@ pub async fn overview(State(state): State<AppState>, auth: Authorized<Storefront
         currency: settings.currency,
         earn_rate: settings.earn_rate,
         ways_to_earn: settings.activity_rules.into_iter().filter(|rule| rule.active).collect(),
-        campaigns: running.into_iter().map(|c| Campaign::from_proto(Some(c))).collect(),
+        campaigns: running.into_iter().map(Campaign::from).collect(),
         tiers,
         rewards,
         referral,

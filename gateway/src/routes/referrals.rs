@@ -112,7 +112,7 @@ pub async fn signup(
     extract::acts_for(&auth, &tokens, &headers, &body.customer_id).await?;
     let reply = state.upstreams.referral(body.into_proto(auth.program(), key), rpc!(record_signup)).await;
     let reply = reply.map_err(referral_failed)?;
-    Ok(written(reply.replayed, &Referral::from_proto(reply.message.referral)))
+    Ok(written(reply.replayed, &reply.message.referral.unwrap_or_default()))
 }
 
 /// What a code is worth, for a storefront ("Anna invited you: 500 points").
@@ -151,7 +151,7 @@ pub async fn resolve_code(
 pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
     let reply =
         state.upstreams.referral(model::referral_settings_request(auth.program()), rpc!(get_referral_settings)).await;
-    Ok(json(&ReferralSettings::from_proto(reply.map_err(referral_failed)?.message.settings)))
+    Ok(json(&reply.map_err(referral_failed)?.message.settings.unwrap_or_default()))
 }
 
 /// Replaces the program's referral rules; validated.
@@ -179,5 +179,5 @@ pub async fn put_settings(
     let request = body.into_proto(auth.program(), auth.actor(), key);
     let reply = state.upstreams.referral(request, rpc!(put_referral_settings)).await;
     let reply = reply.map_err(|failure| referral_failed(failure).strip_field_prefix(SETTINGS_PREFIX))?;
-    Ok(written(reply.replayed, &ReferralSettings::from_proto(reply.message.settings)))
+    Ok(written(reply.replayed, &reply.message.settings.unwrap_or_default()))
 }

@@ -80,7 +80,7 @@ pub async fn redeem(
 ) -> Result<Response, Problem> {
     let request = body.into_proto(auth.program(), customer_id, key);
     let reply = state.upstreams.rewards(request, rpc!(redeem)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
+    Ok(written(reply.replayed, &reply.message.redemption.unwrap_or_default()))
 }
 
 /// The customer's redemptions and vouchers, newest first, paged.
@@ -167,7 +167,7 @@ pub async fn consume_voucher(
     JsonBody(body): JsonBody<ConsumeBody>,
 ) -> Result<Response, Problem> {
     let reply = state.upstreams.rewards(body.into_proto(auth.program(), code), rpc!(consume_voucher)).await;
-    Ok(json(&Redemption::from_proto(reply.map_err(rewards_failed)?.message.redemption)))
+    Ok(json(&reply.map_err(rewards_failed)?.message.redemption.unwrap_or_default()))
 }
 
 /// The rewards catalog (archived rewards too with `include_archived=true`).
@@ -215,7 +215,7 @@ pub async fn create(
     let request = model::create_reward_request(auth.program(), reward, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(create_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Replaces a reward; vouchers already issued stay as they are.
@@ -249,7 +249,7 @@ pub async fn update(
     let request = model::update_reward_request(auth.program(), reward, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(update_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Takes a reward out of the catalog; vouchers already issued stay valid.
@@ -279,7 +279,7 @@ pub async fn archive(
 ) -> Result<Response, Problem> {
     let request = model::archive_reward_request(auth.program(), reward_id, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(archive_reward)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Reward::from_proto(reply.message.reward)))
+    Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
 /// Cancels an unused voucher and gives its points back.
@@ -309,5 +309,5 @@ pub async fn cancel_redemption(
 ) -> Result<Response, Problem> {
     let request = model::cancel_redemption_request(auth.program(), redemption_id, key);
     let reply = state.upstreams.rewards(request, rpc!(cancel_redemption)).await.map_err(rewards_failed)?;
-    Ok(written(reply.replayed, &Redemption::from_proto(reply.message.redemption)))
+    Ok(written(reply.replayed, &reply.message.redemption.unwrap_or_default()))
 }

@@ -26,7 +26,7 @@ const LADDER_PREFIX: &str = "ladder.";
 pub async fn get_ladder(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
     let reply =
         state.upstreams.tiers(model::ladder_request(auth.program()), rpc!(get_ladder)).await.map_err(tiers_failed)?;
-    Ok(json(&Ladder::from_proto(reply.message.ladder)))
+    Ok(json(&Ladder::from(reply.message.ladder.unwrap_or_default())))
 }
 
 /// Replaces the tier ladder; validated (unique ids, thresholds strictly
@@ -55,7 +55,7 @@ pub async fn put_ladder(
     let request = body.into_proto(auth.program(), auth.actor(), key);
     let reply = state.upstreams.tiers(request, rpc!(put_ladder)).await;
     let reply = reply.map_err(|failure| tiers_failed(failure).strip_field_prefix(LADDER_PREFIX))?;
-    Ok(written(reply.replayed, &Ladder::from_proto(reply.message.ladder)))
+    Ok(written(reply.replayed, &Ladder::from(reply.message.ladder.unwrap_or_default())))
 }
 
 /// The customer's tier, qualifying points, progress to the next tier and any assignment.

@@ -1,12 +1,15 @@
 //! Instants in JSON as RFC 3339 text (`2025-11-24T09:30:00Z`), converted to
 //! and from the integer microseconds the services speak, with the `time`
-//! crate's calendar and RFC 3339 parser.
+//! crate's calendar and RFC 3339 parser. Here rather than in the gateway:
+//! the derived JSON of the messages' timestamps is compiled in this crate.
 
-use loyalty_common::clock::Micros;
 use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
+
+/// Microseconds since the Unix epoch: `loyalty_common::clock::Micros` (that crate depends on this one).
+pub type Micros = i64;
 
 const SECONDS: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 const MICROSECONDS: &[BorrowedFormatItem<'_>] = format_description!(".[subsecond digits:6]");
@@ -42,7 +45,8 @@ pub fn parse(text: &str) -> Option<Micros> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loyalty_common::clock::MICROS_PER_SECOND;
+
+    const MICROS_PER_SECOND: Micros = 1_000_000;
 
     /// 2025-11-24T00:00:00Z.
     const T0: Micros = 1_763_942_400_000_000;
