@@ -102,7 +102,7 @@ impl Pki {
     }
 }
 
-struct Mesh {
+struct Harness {
     points: RunningService,
     tiers: RunningService,
     referral: RunningService,
@@ -117,7 +117,7 @@ fn telemetry() -> TelemetryArgs {
     TelemetryArgs { log_format: LogFormat::Text, log_filter: "warn".into() }
 }
 
-impl Mesh {
+impl Harness {
     async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("loyalty-auth-test-{}", testing::unique_suffix()));
         let pki = Pki::new(&dir.join("tls"));
@@ -232,18 +232,18 @@ enum Service {
 impl Service {
     const ALL: [Service; 4] = [Self::Points, Self::Tiers, Self::Referral, Self::Rewards];
 
-    fn addr(self, mesh: &Mesh) -> std::net::SocketAddr {
+    fn addr(self, harness: &Harness) -> std::net::SocketAddr {
         match self {
-            Self::Points => mesh.points.bind_addr(),
-            Self::Tiers => mesh.tiers.bind_addr(),
-            Self::Referral => mesh.referral.bind_addr(),
-            Self::Rewards => mesh.rewards.bind_addr(),
+            Self::Points => harness.points.bind_addr(),
+            Self::Tiers => harness.tiers.bind_addr(),
+            Self::Referral => harness.referral.bind_addr(),
+            Self::Rewards => harness.rewards.bind_addr(),
         }
     }
 
     /// A read that needs the server scope, for `program`.
-    async fn read(self, mesh: &Mesh, token: Option<&str>, program: &str) -> Result<(), Status> {
-        let channel = mesh.channel(self.addr(mesh), token).await;
+    async fn read(self, harness: &Harness, token: Option<&str>, program: &str) -> Result<(), Status> {
+        let channel = harness.channel(self.addr(harness), token).await;
         let (program_id, customer_id) = (program.to_owned(), "anna".to_owned());
         match self {
             Self::Points => PointsServiceClient::new(channel)
@@ -274,8 +274,8 @@ impl Service {
     }
 
     /// A call that needs the admin scope, for `program`.
-    async fn admin(self, mesh: &Mesh, token: Option<&str>, program: &str) -> Result<(), Status> {
-        let channel = mesh.channel(self.addr(mesh), token).await;
+    async fn admin(self, harness: &Harness, token: Option<&str>, program: &str) -> Result<(), Status> {
+        let channel = harness.channel(self.addr(harness), token).await;
         let program_id = program.to_owned();
         let reached_handler = |result: Result<(), Status>| match result {
             // Nothing configured yet for the program: the call got past the checks.
@@ -319,70 +319,73 @@ fn refused(result: Result<(), Status>, code: Code, service: Service, case: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_refuses_each_bad_credential_with_its_own_code_and_takes_the_right_key() {
-    let mesh = Mesh::start().await;
-    let server = mesh.key(PROGRAM, Scope::Server).await;
-    let admin = mesh.key(PROGRAM, Scope::Admin).await;
-    let storefront = mesh.key(PROGRAM, Scope::Storefront).await;
-    let other_program = mesh.key(OTHER_PROGRAM, Scope::Admin).await;
-    let revoked = mesh.keys.create(PROGRAM, Scope::Admin, "to revoke").await.unwrap();
-    assert!(mesh.keys.revoke(&revoked.key_id).await.unwrap());
+    let harness = Harness::start().await;
+    let server = harness.key(PROGRAM, Scope::Server).await;
+    let admin = harness.key(PROGRAM, Scope::Admin).await;
+    let storefront = harness.key(PROGRAM, Scope::Storefront).await;
+    let other_program = harness.key(OTHER_PROGRAM, Scope::Admin).await;
+    let revoked = harness.keys.create(PROGRAM, Scope::Admin, "to revoke").await.unwrap();
+    assert!(harness.keys.revoke(&revoked.key_id).await.unwrap());
     // Well-formed, but the secret half is not the key's.
     let wrong = format!("{}{}", &server[..server.len() - 4], if server.ends_with("0000") { "1111" } else { "0000" });
     let forged_service = format!("svc.gateway.{}", "ab".repeat(32));
 
     for service in Service::ALL {
-        refused(service.read(&mesh, None, PROGRAM).await, Code::Unauthenticated, service, "no key");
-        refused(service.read(&mesh, Some(&wrong), PROGRAM).await, Code::Unauthenticated, service, "wrong key");
-        refused(service.read(&mesh, Some("lk_nonsense"), PROGRAM).await, Code::Unauthenticated, service, "garbage");
-        refused(service.read(&mesh, Some(&revoked.key), PROGRAM).await, Code::Unauthenticated, service, "revoked");
+        refused(service.read(&harness, None, PROGRAM).await, Code::Unauthenticated, service, "no key");
+        refused(service.read(&harness, Some(&wrong), PROGRAM).await, Code::Unauthenticated, service, "wrong key");
+        refused(service.read(&harness, Some("lk_nonsense"), PROGRAM).await, Code::Unauthenticated, service, "garbage");
+        refused(service.read(&harness, Some(&revoked.key), PROGRAM).await, Code::Unauthenticated, service, "revoked");
         refused(
-            service.read(&mesh, Some(&forged_service), PROGRAM).await,
+            service.read(&harness, Some(&forged_service), PROGRAM).await,
             Code::Unauthenticated,
             service,
             "forged service identity",
         );
         refused(
-            service.read(&mesh, Some(&other_program), PROGRAM).await,
+            service.read(&harness, Some(&other_program), PROGRAM).await,
             Code::PermissionDenied,
             service,
             "another program's key",
         );
-        refused(service.read(&mesh, Some(&server), "").await, Code::PermissionDenied, service, "no program");
+        refused(service.read(&harness, Some(&server), "").await, Code::PermissionDenied, service, "no program");
         refused(
-            service.admin(&mesh, Some(&storefront), PROGRAM).await,
+            service.admin(&harness, Some(&storefront), PROGRAM).await,
             Code::PermissionDenied,
             service,
             "storefront key on an admin RPC",
         );
         refused(
-            service.admin(&mesh, Some(&server), PROGRAM).await,
+            service.admin(&harness, Some(&server), PROGRAM).await,
             Code::PermissionDenied,
             service,
             "server key on an admin RPC",
         );
         refused(
-            service.read(&mesh, Some(&storefront), PROGRAM).await,
+            service.read(&harness, Some(&storefront), PROGRAM).await,
             Code::PermissionDenied,
             service,
             "storefront read",
         );
-        service.read(&mesh, Some(&server), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} server key: {s:?}"));
-        service.read(&mesh, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin key: {s:?}"));
-        service.admin(&mesh, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin RPC: {s:?}"));
+        service
+            .read(&harness, Some(&server), PROGRAM)
+            .await
+            .unwrap_or_else(|s| panic!("{service:?} server key: {s:?}"));
+        service.read(&harness, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin key: {s:?}"));
+        service.admin(&harness, Some(&admin), PROGRAM).await.unwrap_or_else(|s| panic!("{service:?} admin RPC: {s:?}"));
         // The other program's key works for its own program.
-        service.read(&mesh, Some(&other_program), OTHER_PROGRAM).await.unwrap();
+        service.read(&harness, Some(&other_program), OTHER_PROGRAM).await.unwrap();
     }
-    mesh.stop().await;
+    harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls() {
-    let mesh = Mesh::start().await;
-    let admin_key = mesh.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
+    let harness = Harness::start().await;
+    let admin_key = harness.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
     let admin = admin_key.key.clone();
-    let server = mesh.key(PROGRAM, Scope::Server).await;
+    let server = harness.key(PROGRAM, Scope::Server).await;
 
-    let mut points_admin = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin)).await);
+    let mut points_admin = PointsServiceClient::new(harness.channel(harness.points.bind_addr(), Some(&admin)).await);
     let stream = points_admin.stream_events(points::StreamEventsRequest {
         after_sequence: 0,
         program_id: PROGRAM.into(),
@@ -391,7 +394,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
     assert_eq!(stream.await.unwrap_err().code(), Code::PermissionDenied, "the ledger stream is internal");
     let expiry = points_admin.run_expiry(points::RunExpiryRequest { program_id: PROGRAM.into() }).await;
     assert_eq!(expiry.unwrap_err().code(), Code::PermissionDenied, "expiry runs are internal");
-    let mut tiers_admin = TiersServiceClient::new(mesh.channel(mesh.tiers.bind_addr(), Some(&admin)).await);
+    let mut tiers_admin = TiersServiceClient::new(harness.channel(harness.tiers.bind_addr(), Some(&admin)).await);
     let multiplier = tiers_admin
         .get_multiplier(tiers::GetMultiplierRequest {
             program_id: PROGRAM.into(),
@@ -403,7 +406,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
 
     // Another service's RPC on a port is not a question of keys: it is not served there.
     for key in [Some(admin.as_str()), None] {
-        let mut tiers_on_points = TiersServiceClient::new(mesh.channel(mesh.points.bind_addr(), key).await);
+        let mut tiers_on_points = TiersServiceClient::new(harness.channel(harness.points.bind_addr(), key).await);
         let wrong_port = tiers_on_points
             .get_membership(tiers::GetMembershipRequest { program_id: PROGRAM.into(), customer_id: "anna".into() })
             .await
@@ -413,7 +416,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
     }
 
     // A redemption: rewards asks tiers and spends on points with its own identity, over mutual TLS.
-    let mut points_server = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&server)).await);
+    let mut points_server = PointsServiceClient::new(harness.channel(harness.points.bind_addr(), Some(&server)).await);
     points_server
         .earn(points::EarnRequest {
             program_id: PROGRAM.into(),
@@ -425,7 +428,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         })
         .await
         .expect("a server key earns");
-    let mut rewards_admin = RewardsServiceClient::new(mesh.channel(mesh.rewards.bind_addr(), Some(&admin)).await);
+    let mut rewards_admin = RewardsServiceClient::new(harness.channel(harness.rewards.bind_addr(), Some(&admin)).await);
     let reward = rewards_admin
         .create_reward(rewards::CreateRewardRequest {
             program_id: PROGRAM.into(),
@@ -446,7 +449,8 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .into_inner()
         .reward
         .unwrap();
-    let mut rewards_server = RewardsServiceClient::new(mesh.channel(mesh.rewards.bind_addr(), Some(&server)).await);
+    let mut rewards_server =
+        RewardsServiceClient::new(harness.channel(harness.rewards.bind_addr(), Some(&server)).await);
     let redemption = rewards_server
         .redeem(rewards::RedeemRequest {
             program_id: PROGRAM.into(),
@@ -487,14 +491,14 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .into_inner();
     let refund = history.entries.iter().find(|e| e.kind == points::EntryKind::Restore as i32).expect("refunded");
     assert_eq!((refund.points, refund.actor.as_str()), (200, format!("api-key:{}", admin_key.key_id).as_str()));
-    mesh.stop().await;
+    harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adjustments_record_the_key_that_made_them_whatever_the_request_claims() {
-    let mesh = Mesh::start().await;
-    let admin = mesh.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
-    let mut client = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&admin.key)).await);
+    let harness = Harness::start().await;
+    let admin = harness.keys.create(PROGRAM, Scope::Admin, "ops").await.unwrap();
+    let mut client = PointsServiceClient::new(harness.channel(harness.points.bind_addr(), Some(&admin.key)).await);
     client
         .adjust(points::AdjustRequest {
             program_id: PROGRAM.into(),
@@ -518,14 +522,14 @@ async fn adjustments_record_the_key_that_made_them_whatever_the_request_claims()
         .into_inner();
     let actors: Vec<&str> = history.entries.iter().map(|e| e.actor.as_str()).collect();
     assert_eq!(actors, [format!("api-key:{}", admin.key_id)]);
-    mesh.stop().await;
+    harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_over_https_and_a_direct_grpc_call_accept_the_same_key() {
-    let mesh = Mesh::start().await;
-    let key = mesh.key(PROGRAM, Scope::Server).await;
-    let mut points = PointsServiceClient::new(mesh.channel(mesh.points.bind_addr(), Some(&key)).await);
+    let harness = Harness::start().await;
+    let key = harness.key(PROGRAM, Scope::Server).await;
+    let mut points = PointsServiceClient::new(harness.channel(harness.points.bind_addr(), Some(&key)).await);
     points
         .earn(points::EarnRequest {
             program_id: PROGRAM.into(),
@@ -538,9 +542,9 @@ async fn the_gateway_over_https_and_a_direct_grpc_call_accept_the_same_key() {
         .await
         .expect("the key works on gRPC");
 
-    let ca = reqwest::Certificate::from_pem(&mesh.pki.read("ca.pem")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&harness.pki.read("ca.pem")).unwrap();
     let https = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
-    let url = format!("https://localhost:{}/v1/customers/anna/transactions", mesh.gateway.bind_addr().port());
+    let url = format!("https://localhost:{}/v1/customers/anna/transactions", harness.gateway.bind_addr().port());
     let answer = https.get(&url).bearer_auth(&key).send().await.expect("HTTPS answers");
     assert_eq!(answer.status(), 200);
     let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
@@ -548,24 +552,24 @@ async fn the_gateway_over_https_and_a_direct_grpc_call_accept_the_same_key() {
     let refused = https.get(&url).bearer_auth(format!("{key}x")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
     // The metrics listeners serve TLS too, with readiness for probes that cannot speak gRPC over TLS.
-    for metrics in [mesh.points.metrics_addr(), mesh.rewards.metrics_addr(), mesh.gateway.metrics_addr()] {
+    for metrics in [harness.points.metrics_addr(), harness.rewards.metrics_addr(), harness.gateway.metrics_addr()] {
         let scrape = https.get(format!("https://localhost:{}/metrics", metrics.port())).send().await.unwrap();
         assert_eq!(scrape.status(), 200, "{metrics}");
     }
-    let ready = https.get(format!("https://localhost:{}/readyz", mesh.points.metrics_addr().port())).send().await;
+    let ready = https.get(format!("https://localhost:{}/readyz", harness.points.metrics_addr().port())).send().await;
     assert_eq!(ready.unwrap().status(), 200, "points is serving");
     // Plain HTTP to the TLS port gets no answer.
-    let plain = format!("http://127.0.0.1:{}/healthz", mesh.gateway.bind_addr().port());
+    let plain = format!("http://127.0.0.1:{}/healthz", harness.gateway.bind_addr().port());
     let answered = reqwest::Client::new().get(plain).send().await.is_ok_and(|r| r.status().is_success());
     assert!(!answered, "plain HTTP on the TLS port gets no answer");
-    mesh.stop().await;
+    harness.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_turns_away_plain_text_and_clients_without_our_certificate() {
-    let mesh = Mesh::start().await;
-    let key = mesh.key(PROGRAM, Scope::Server).await;
-    let uri = format!("https://127.0.0.1:{}", mesh.points.bind_addr().port());
+    let harness = Harness::start().await;
+    let key = harness.key(PROGRAM, Scope::Server).await;
+    let uri = format!("https://127.0.0.1:{}", harness.points.bind_addr().port());
     let request = || points::GetBalanceRequest { program_id: PROGRAM.into(), customer_id: "anna".into() };
     let call = |channel: tonic::transport::Channel, key: String| async move {
         let peers = Peers::with_token(&key).unwrap();
@@ -574,13 +578,13 @@ async fn mutual_tls_turns_away_plain_text_and_clients_without_our_certificate() 
 
     let ours = tonic::transport::Endpoint::from_shared(uri.clone())
         .unwrap()
-        .tls_config(mesh.pki.client("cert.pem", "key.pem"))
+        .tls_config(harness.pki.client("cert.pem", "key.pem"))
         .unwrap();
     call(ours.connect().await.unwrap(), key.clone()).await.expect("our certificate and the key");
 
     let stranger = tonic::transport::Endpoint::from_shared(uri.clone())
         .unwrap()
-        .tls_config(mesh.pki.client("stranger-cert.pem", "stranger-key.pem"))
+        .tls_config(harness.pki.client("stranger-cert.pem", "stranger-key.pem"))
         .unwrap();
     let refused = match stranger.connect().await {
         Ok(channel) => call(channel, key.clone()).await.is_err(),
@@ -590,7 +594,7 @@ async fn mutual_tls_turns_away_plain_text_and_clients_without_our_certificate() 
 
     let no_cert = tonic::transport::Endpoint::from_shared(uri)
         .unwrap()
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(mesh.pki.read("ca.pem"))))
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(harness.pki.read("ca.pem"))))
         .unwrap();
     let refused = match no_cert.connect().await {
         Ok(channel) => call(channel, key.clone()).await.is_err(),
@@ -598,13 +602,13 @@ async fn mutual_tls_turns_away_plain_text_and_clients_without_our_certificate() 
     };
     assert!(refused, "a client without a certificate is refused");
 
-    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.points.bind_addr())).unwrap();
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", harness.points.bind_addr())).unwrap();
     let refused = match plain.connect().await {
         Ok(channel) => call(channel, key).await.is_err(),
         Err(_) => true,
     };
     assert!(refused, "plain text is refused");
-    mesh.stop().await;
+    harness.stop().await;
 }
 
 /// Every RPC of every service has an entry in its service's access table,

@@ -357,7 +357,7 @@ impl Harness {
     }
 }
 
-/// The secret the test mesh's services share: they check callers as in production.
+/// The secret the test harness's services share: they check callers as in production.
 pub const SERVICE_SECRET: &str = "test-service-secret-0123456789abcdef";
 
 impl Harness {

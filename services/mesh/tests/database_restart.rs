@@ -37,7 +37,7 @@ const FAIL_FAST: Duration = Duration::from_secs(5);
 /// Longest wait for health or calls to follow the database.
 const FOLLOW: Duration = Duration::from_secs(30);
 
-struct Mesh {
+struct Harness {
     points: PointsServiceClient<Channel>,
     tiers: TiersServiceClient<Channel>,
     referral: ReferralServiceClient<Channel>,
@@ -59,7 +59,7 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-impl Mesh {
+impl Harness {
     async fn start(pg: &ThrowawayPostgres) -> Self {
         sqlx::any::install_default_drivers();
         let admin = sqlx::AnyPool::connect(&pg.url()).await.expect("the private PostgreSQL answers");
@@ -167,7 +167,7 @@ fn assert_unavailable(what: &str, status: &tonic::Status) {
 }
 
 /// Polls `condition` (an expression, awaited in place) every 20 ms until it
-/// holds; how long that took. A macro, since the condition borrows the mesh.
+/// holds; how long that took. A macro, since the condition borrows the harness.
 macro_rules! within {
     ($what:expr, $condition:expr) => {{
         let started = Instant::now();
@@ -184,7 +184,7 @@ macro_rules! within {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_is_unavailable_fast_and_healed_without_a_restart() {
     let pg = ThrowawayPostgres::start();
-    let mut m = Mesh::start(&pg).await;
+    let mut m = Harness::start(&pg).await;
     for (what, outcome, _) in m.touch_every_database("before").await {
         outcome.unwrap_or_else(|status| panic!("{what} before the outage: {status:?}"));
     }

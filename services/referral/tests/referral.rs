@@ -22,7 +22,7 @@ use tonic_types::StatusExt;
 const T0: Micros = 1_763_942_400_000_000;
 const DAY: Micros = MICROS_PER_DAY;
 
-struct Mesh {
+struct Harness {
     points: PointsServiceClient<Channel>,
     referral: ReferralServiceClient<Channel>,
     clock: ManualClock,
@@ -33,13 +33,13 @@ struct Mesh {
     points_addr: SocketAddr,
 }
 
-impl Mesh {
+impl Harness {
     async fn start(backend: Backend) -> Self {
         let mut sandbox = Sandbox::new(backend, T0);
         let (points_url, referral_url) = (sandbox.database("points").await, sandbox.database("referral").await);
         let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
         let points_addr = points_server.bind_addr();
-        let mut mesh = Self {
+        let mut harness = Self {
             points: PointsServiceClient::new(testing::channel(points_addr).await),
             referral: ReferralServiceClient::new(testing::lazy_channel(points_addr)),
             clock: sandbox.clock.clone(),
@@ -49,8 +49,8 @@ impl Mesh {
             referral_url,
             points_addr,
         };
-        mesh.start_referral().await;
-        mesh
+        harness.start_referral().await;
+        harness
     }
 
     async fn start_referral(&mut self) {
@@ -174,7 +174,7 @@ loyalty_common::on_both_backends!(
 );
 
 async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.settings(10).await;
     let code = m.code("anna").await;
     assert_eq!(m.code("anna").await, code, "stable once issued");
@@ -253,7 +253,7 @@ async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
 }
 
 async fn every_refusal_has_its_reason(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let code = m.code("anna").await;
     let off = m.signup(&code, "zed").await.unwrap_err();
     assert_eq!((off.code(), reason(&off)), (Code::FailedPrecondition, "REFERRALS_DISABLED".into()));
@@ -306,7 +306,7 @@ async fn every_refusal_has_its_reason(backend: Backend) {
 }
 
 async fn a_refund_within_the_window_claws_back(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.settings(10).await;
     let code = m.code("anna").await;
     m.signup(&code, "ben").await.unwrap();
@@ -349,7 +349,7 @@ async fn a_refund_within_the_window_claws_back(backend: Backend) {
 }
 
 async fn concurrent_signups_respect_the_cap(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.settings(10).await;
     let code = m.code("anna").await;
     let mut calls = Vec::new();

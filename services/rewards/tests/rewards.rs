@@ -27,7 +27,7 @@ use tonic_types::StatusExt;
 /// 2025-11-24T00:00:00Z.
 const T0: Micros = 1_763_942_400_000_000;
 
-struct Mesh {
+struct Harness {
     points: PointsServiceClient<Channel>,
     tiers: TiersServiceClient<Channel>,
     rewards: RewardsServiceClient<Channel>,
@@ -39,7 +39,7 @@ struct Mesh {
     sandbox: Sandbox,
 }
 
-impl Mesh {
+impl Harness {
     async fn start(backend: Backend) -> Self {
         Self::start_with(backend, &[], "1000").await
     }
@@ -202,7 +202,7 @@ loyalty_common::on_both_backends!(
 async fn a_redeem_cancelled_after_its_spend_is_read_back_at_once(backend: Backend) {
     use sqlx::Connection;
     let redis = loyalty_common::throwaway::redis::ThrowawayRedis::spawn();
-    let mut m = Mesh::start_with(backend, &["--redis-url", &redis.url()], "5000").await;
+    let mut m = Harness::start_with(backend, &["--redis-url", &redis.url()], "5000").await;
     let reward = m.reward(discount("5 EUR off", 500)).await;
     m.earn("gil", 1_200).await;
     assert_eq!(m.available("gil").await, 1_200);
@@ -256,7 +256,7 @@ async fn a_redeem_cancelled_after_its_spend_is_read_back_at_once(backend: Backen
 }
 
 async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let reward = m.reward(discount("5 EUR off", 500)).await;
     m.earn("ann", 1_200).await;
     let redemption = m.redeem("ann", &reward, "r1").await.unwrap();
@@ -294,7 +294,7 @@ async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
 }
 
 async fn refusals_spend_nothing(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let expensive = m.reward(discount("big", 5_000)).await;
     let once = m.reward(pb::Reward { per_customer_limit: 1, limit_period_days: 30, ..discount("once", 100) }).await;
     let scarce = m.reward(pb::Reward { total_stock: Some(1), ..discount("scarce", 100) }).await;
@@ -387,7 +387,7 @@ async fn refusals_spend_nothing(backend: Backend) {
 }
 
 async fn stock_holds_under_concurrent_redemptions(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let reward = m.reward(pb::Reward { total_stock: Some(10), ..discount("ten only", 100) }).await;
     for i in 0..100 {
         m.earn(&format!("c{i}"), 500).await;
@@ -424,7 +424,7 @@ async fn stock_holds_under_concurrent_redemptions(backend: Backend) {
 }
 
 async fn points_down_during_redeem_leaves_the_points(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let reward = m.reward(discount("5 EUR off", 300)).await;
     m.earn("dee", 1_000).await;
     m.proxy.cut();
@@ -439,7 +439,7 @@ async fn points_down_during_redeem_leaves_the_points(backend: Backend) {
 }
 
 async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let reward = m.reward(discount("5 EUR off", 300)).await;
     m.earn("eve", 1_000).await;
     // The saga's first two steps, then nothing: as if the service died right after the spend.
@@ -469,7 +469,7 @@ async fn a_crash_after_the_spend_is_compensated(backend: Backend) {
 /// A cancel is the reversal of the spend: the points return to the lots
 /// they came from, with those lots' expiry, and nothing counts as earned.
 async fn cancelling_gives_the_points_back(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let reward = m.reward(pb::Reward { total_stock: Some(1), ..discount("5 EUR off", 300) }).await;
     let in_ten_days = m.clock.now() + 10 * 86_400_000_000;
     m.points
@@ -485,7 +485,7 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
         .await
         .unwrap();
     m.earn("fay", 800).await;
-    let balance = |m: &mut Mesh| {
+    let balance = |m: &mut Harness| {
         let mut points = m.points.clone();
         async move {
             let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: "fay".into() };
@@ -564,7 +564,7 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
 /// their unused vouchers, newest first, until the debt is covered; a used
 /// voucher is never touched, and what cannot be covered stays a debt.
 async fn a_debt_cancels_unused_vouchers_newest_first_until_covered(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let small = m.reward(discount("3 EUR off", 300)).await;
     let large = m.reward(discount("5 EUR off", 500)).await;
     let earn = m
@@ -597,7 +597,7 @@ async fn a_debt_cancels_unused_vouchers_newest_first_until_covered(backend: Back
         .unwrap()
         .into_inner();
     assert_eq!(clawback.balance.unwrap().available, -500);
-    let status = |m: &mut Mesh| {
+    let status = |m: &mut Harness| {
         let mut rewards = m.rewards.clone();
         async move {
             let request = pb::ListRedemptionsRequest {
@@ -647,7 +647,7 @@ async fn a_debt_cancels_unused_vouchers_newest_first_until_covered(backend: Back
 }
 
 async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let tier = |id: &str, threshold: i64, hidden: bool| tiers::Tier {
         tier_id: id.into(),
         name: id.to_uppercase(),
@@ -737,7 +737,7 @@ async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(ba
 }
 
 async fn staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let database = db::connect(&m.rewards_url, db::PoolSettings::new(2, 1_000)).await.unwrap();
     let store = RewardsStore::new(database, Arc::new(m.clock.clone()));
     let open = m.reward(discount("open", 100)).await;

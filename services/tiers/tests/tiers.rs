@@ -26,7 +26,7 @@ const DAY: Micros = MICROS_PER_DAY;
 /// 2026-01-01T00:00:00Z.
 const NEW_YEAR: Micros = 1_767_225_600_000_000;
 
-struct Mesh {
+struct Harness {
     points: PointsServiceClient<Channel>,
     tiers: TiersServiceClient<Channel>,
     clock: ManualClock,
@@ -38,7 +38,7 @@ struct Mesh {
     points_addr: SocketAddr,
 }
 
-impl Mesh {
+impl Harness {
     async fn start(backend: Backend) -> Self {
         let mut sandbox = Sandbox::new(backend, T0);
         let (points_url, tiers_url) = (sandbox.database("points").await, sandbox.database("tiers").await);
@@ -46,7 +46,7 @@ impl Mesh {
         let tiers_addr = tiers_listener.local_addr().unwrap().to_string();
         let points_server = sandbox.start::<PointsServer>(&points_url, &["--tiers-addr", &tiers_addr]).await;
         let points_addr = points_server.bind_addr();
-        let mut mesh = Self {
+        let mut harness = Self {
             points: PointsServiceClient::new(testing::channel(points_addr).await),
             tiers: TiersServiceClient::new(testing::lazy_channel(tiers_listener.local_addr().unwrap())),
             clock: sandbox.clock.clone(),
@@ -57,8 +57,8 @@ impl Mesh {
             tiers_url,
             points_addr,
         };
-        mesh.start_tiers(tiers_listener).await;
-        mesh
+        harness.start_tiers(tiers_listener).await;
+        harness
     }
 
     async fn start_tiers(&mut self, listener: TcpListener) {
@@ -243,7 +243,7 @@ loyalty_common::on_both_backends!(
 );
 
 async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::GraceDays, 30)).await;
     let earn = m.earn("ana", 1_200, "o1").await;
     let member = m.caught_up("ana", 1_200).await;
@@ -282,7 +282,7 @@ async fn crossing_a_threshold_upgrades_and_grace_delays_the_downgrade(backend: B
 }
 
 async fn reversed_points_stop_qualifying_even_after_they_expired(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     let earn = m
         .points
@@ -319,7 +319,7 @@ async fn reversed_points_stop_qualifying_even_after_they_expired(backend: Backen
 }
 
 async fn rolling_windows_drop_points_and_calendar_years_reset(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::RollingDays, 30), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     m.earn("ben", 1_000, "o1").await;
     assert_eq!(m.caught_up("ben", 1_000).await.tier_id, "catalyst");
@@ -329,7 +329,7 @@ async fn rolling_windows_drop_points_and_calendar_years_reset(backend: Backend) 
     let member = m.membership("ben").await;
     assert_eq!((member.tier_id.as_str(), member.qualifying_points), ("explorer", 0), "the earn left the window");
 
-    let mut m2 = Mesh::start(backend).await;
+    let mut m2 = Harness::start(backend).await;
     m2.put_ladder(window(pb::WindowKind::CalendarYear, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     m2.earn("cy", 1_500, "o1").await;
     assert_eq!(m2.caught_up("cy", 1_500).await.next_review_at, Some(to_timestamp(NEW_YEAR)));
@@ -345,7 +345,7 @@ async fn rolling_windows_drop_points_and_calendar_years_reset(backend: Backend) 
 }
 
 async fn hidden_tiers_are_assigned_by_hand_and_expire(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     m.earn("cat", 9_000, "o1").await;
     assert_eq!(m.caught_up("cat", 9_000).await.tier_id, "advocate", "points never reach the hidden tier");
@@ -384,7 +384,7 @@ async fn hidden_tiers_are_assigned_by_hand_and_expire(backend: Backend) {
 }
 
 async fn consumer_restart_counts_every_entry_once(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     let customers = ["c0", "c1", "c2", "c3", "c4", "c5"];
     let points_client = m.points.clone();
@@ -454,7 +454,7 @@ async fn consumer_restart_counts_every_entry_once(backend: Backend) {
 }
 
 async fn top_tier_customer_earns_with_the_multiplier(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     m.put_ladder(window(pb::WindowKind::CalendarYear, 0), downgrade(pb::DowngradeKind::Immediate, 0)).await;
     m.earn("dee", 6_000, "bonus").await;
     assert_eq!(m.caught_up("dee", 6_000).await.tier_id, "advocate");
@@ -498,7 +498,7 @@ async fn top_tier_customer_earns_with_the_multiplier(backend: Backend) {
 }
 
 async fn ladders_are_validated(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let ladder = pb::Ladder {
         tiers: vec![tier("a", 100, 10_000, false), tier("b", 100, 9_000, false)],
         window: Some(window(pb::WindowKind::Unspecified, 0)),
@@ -532,7 +532,7 @@ async fn ladders_are_validated(backend: Backend) {
 }
 
 async fn spend_counts_purchases_only_and_refunds_move_down(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let (lifetime, immediate) = (window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0));
     m.put_ladder_on(lifetime, immediate, pb::QualificationBasis::Spend, "spend").await;
     // A sign-up and a referral bonus are not purchases.
@@ -554,7 +554,7 @@ async fn spend_counts_purchases_only_and_refunds_move_down(backend: Backend) {
 }
 
 async fn switching_the_basis_matches_a_fresh_replay(backend: Backend) {
-    let mut m = Mesh::start(backend).await;
+    let mut m = Harness::start(backend).await;
     let (lifetime, immediate) = (window(pb::WindowKind::Lifetime, 0), downgrade(pb::DowngradeKind::Immediate, 0));
     m.put_ladder_on(lifetime, immediate, pb::QualificationBasis::AllEarned, "all").await;
     // gus: bonus points only; hal: orders, one of them earned at advocate's 2x
