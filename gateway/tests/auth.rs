@@ -11,11 +11,10 @@ use tonic::{Code, Status};
 
 use loyalty_common::auth::keys::{KeyStore, Scope};
 use loyalty_common::auth::{AuthArgs, SecurityArgs};
-use loyalty_common::db::DatabaseArgs;
 use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::server::{RunningService, Service as _};
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
-use loyalty_common::testing;
+use loyalty_common::testing::{self, Backend, Sandbox};
 use loyalty_common::tls::{Tls, TlsArgs};
 use loyalty_gateway::GatewayServer;
 use loyalty_points::PointsServer;
@@ -90,6 +89,22 @@ impl Pki {
         }
     }
 
+    /// The same, as every service's flags.
+    fn flags(&self) -> Vec<String> {
+        let args = self.args();
+        let path = |p: Option<PathBuf>| p.unwrap().display().to_string();
+        vec![
+            "--tls-cert".into(),
+            path(args.tls_cert),
+            "--tls-key".into(),
+            path(args.tls_key),
+            "--tls-client-ca".into(),
+            path(args.tls_client_ca),
+            "--tls-ca".into(),
+            path(args.tls_ca),
+        ]
+    }
+
     fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap()
     }
@@ -110,7 +125,7 @@ struct Harness {
     gateway: GatewayServer,
     keys: KeyStore,
     pki: Pki,
-    dir: PathBuf,
+    sandbox: Sandbox,
 }
 
 fn telemetry() -> TelemetryArgs {
@@ -119,67 +134,30 @@ fn telemetry() -> TelemetryArgs {
 
 impl Harness {
     async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("loyalty-auth-test-{}", testing::unique_suffix()));
-        let pki = Pki::new(&dir.join("tls"));
-        let keys_url = format!("sqlite://{}", dir.join("keys.db").display());
+        let mut sandbox = Sandbox::new(Backend::Sqlite, 0).on_wall_clock();
+        let pki = Pki::new(&sandbox.dir.join("tls"));
+        let keys_url = format!("sqlite://{}", sandbox.dir.join("keys.db").display());
         let keys = KeyStore::open(&keys_url, 2).await.expect("key store opens");
-        let security = SecurityArgs { auth: AuthArgs::required(&keys_url, SECRET), tls: pki.args() };
-        let sqlite = |name: &str| format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+        sandbox.check_callers(&keys_url, SECRET);
+        sandbox.every_service(pki.flags());
         let listen = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let (points_l, tiers_l, referral_l, rewards_l) =
             (listen().await, listen().await, listen().await, listen().await);
         let addr = |l: &TcpListener| l.local_addr().unwrap().to_string();
         let (points_addr, tiers_addr) = (addr(&points_l), addr(&tiers_l));
         let (referral_addr, rewards_addr) = (addr(&referral_l), addr(&rewards_l));
+        let [points_url, tiers_url, referral_url, rewards_url] = ["points", "tiers", "referral", "rewards"]
+            .map(|name| format!("sqlite://{}/{name}.db", sandbox.dir.display()));
 
-        let points = start_points(&dir, Some(tiers_addr.clone()), security.clone(), points_l).await;
-        let tiers = TiersServer::start(
-            loyalty_tiers::Config {
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database: DatabaseArgs::new(sqlite("tiers"), 4),
-                points_addr: Some(points_addr.clone()),
-                review_interval_secs: 3_600,
-                multiplier_cache_ttl_ms: 1_000,
-                security: security.clone(),
-                telemetry: telemetry(),
-            },
-            tiers_l,
-            None,
-        )
-        .await
-        .expect("tiers starts");
-        let referral = ReferralServer::start(
-            loyalty_referral::Config {
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database: DatabaseArgs::new(sqlite("referral"), 4),
-                points_addr: Some(points_addr.clone()),
-                security: security.clone(),
-                telemetry: telemetry(),
-            },
-            referral_l,
-            None,
-        )
-        .await
-        .expect("referral starts");
-        let rewards = RewardsServer::start(
-            loyalty_rewards::Config {
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                database: DatabaseArgs::new(sqlite("rewards"), 4),
-                points_addr: points_addr.clone(),
-                tiers_addr: Some(tiers_addr.clone()),
-                upstream_timeout_ms: 2_000,
-                recovery_interval_ms: 5_000,
-                security: security.clone(),
-                telemetry: telemetry(),
-            },
-            rewards_l,
-            None,
-        )
-        .await
-        .expect("rewards starts");
+        let points_args = ["--tiers-addr", &tiers_addr, "--tiers-timeout-ms", "2000"];
+        let points = sandbox.start_on::<PointsServer>(points_l, &points_url, &points_args).await;
+        let tiers_args =
+            ["--points-addr", &points_addr, "--review-interval-secs", "3600", "--multiplier-cache-ttl-ms", "1000"];
+        let tiers = sandbox.start_on::<TiersServer>(tiers_l, &tiers_url, &tiers_args).await;
+        let referral =
+            sandbox.start_on::<ReferralServer>(referral_l, &referral_url, &["--points-addr", &points_addr]).await;
+        let rewards_args = ["--points-addr", &points_addr, "--tiers-addr", &tiers_addr];
+        let rewards = sandbox.start_on::<RewardsServer>(rewards_l, &rewards_url, &rewards_args).await;
         let mut gateway_config = loyalty_gateway::Config::from_env().unwrap();
         gateway_config.http_addr = "127.0.0.1:0".parse().unwrap();
         gateway_config.metrics_addr = "127.0.0.1:0".parse().unwrap();
@@ -192,7 +170,7 @@ impl Harness {
         gateway_config.tls = pki.args();
         gateway_config.telemetry = telemetry();
         let gateway = GatewayServer::start(gateway_config, listen().await).await.expect("gateway starts");
-        Self { points, tiers, referral, rewards, gateway, keys, pki, dir }
+        Self { points, tiers, referral, rewards, gateway, keys, pki, sandbox }
     }
 
     async fn key(&self, program: &str, scope: Scope) -> String {
@@ -216,7 +194,7 @@ impl Harness {
         self.referral.shutdown().await.unwrap();
         self.tiers.shutdown().await.unwrap();
         self.points.shutdown().await.unwrap();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.sandbox.stop().await;
     }
 }
 
@@ -668,23 +646,10 @@ async fn start_points(
     security: SecurityArgs,
     listener: TcpListener,
 ) -> RunningService {
-    let config = loyalty_points::Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseArgs::new(format!("sqlite://{}", dir.join("points.db").display()), 4),
-        write_workers: 4,
-        write_queue_capacity: 1_024,
-        redis_url: None,
-        redis_key_prefix: "unused:".into(),
-        balance_cache_ttl_secs: 300,
-        redis_timeout_ms: 250,
-        redis_backoff_ms: 1_000,
-        tiers_addr,
-        tiers_timeout_ms: 2_000,
-        expiry_interval_secs: 3_600,
-        security,
-        telemetry: telemetry(),
-    };
+    let url = format!("sqlite://{}", dir.join("points.db").display());
+    let mut config = Sandbox::config::<PointsServer>(&url, &["--tiers-timeout-ms", "2000"]);
+    config.tiers_addr = tiers_addr;
+    config.security = security;
     PointsServer::start(config, listener, None).await.expect("points starts")
 }
 

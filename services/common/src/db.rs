@@ -296,6 +296,32 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
     Migrator::with_migrations(migrations).run(&db.pool).await.map_err(DbError::Migrate)
 }
 
+/// One page of a list, newest first: `SELECT <columns> FROM <table>` (the
+/// caller's constants, never input) where each `filter` column equals its
+/// value and `key` (an increasing id) is below `before`, at most `limit`
+/// rows, in descending `key` order. The next page starts before the last
+/// row's key.
+pub async fn newest_first(
+    db: &Database,
+    select: &str,
+    filter: &[(&str, &str)],
+    key: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut sql = format!("{select} WHERE ");
+    for (n, (column, _)) in filter.iter().enumerate() {
+        sql.push_str(&format!("{column} = ${} AND ", n + 1));
+    }
+    let n = filter.len();
+    sql.push_str(&format!("{key} < ${} ORDER BY {key} DESC LIMIT ${}", n + 1, n + 2));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (_, value) in filter {
+        query = query.bind(*value);
+    }
+    query.bind(before.unwrap_or(i64::MAX)).bind(limit).fetch_all(&db.pool).await
+}
+
 /// Connects and applies the migrations of the back-end the URL names.
 pub async fn open(url: &str, pool: PoolSettings, migrations: Migrations) -> Result<Database, DbError> {
     let db = connect(url, pool).await?;

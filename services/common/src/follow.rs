@@ -140,3 +140,49 @@ async fn consume<C: LedgerConsumer>(
         consumer.apply(entries, last).await?;
     }
 }
+
+// ---------------------------------------------------------------- cursors
+
+// Where each follower stands is a row of `consumer_cursors` (consumer, last_sequence)
+// in the follower's own database, written in the transaction that applies a batch.
+
+/// The last sequence `consumer` applied (0 before the first).
+pub async fn read_cursor<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    consumer: &str,
+) -> Result<i64, sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(executor)
+        .await?;
+    Ok(last.unwrap_or(0))
+}
+
+/// [`read_cursor`] inside a batch's transaction, the row locked on
+/// PostgreSQL so two appliers of one consumer take turns.
+pub async fn lock_cursor(conn: &mut AnyConnection, dialect: Dialect, consumer: &str) -> Result<i64, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
+        dialect.for_update()
+    ));
+    let last: Option<i64> = sqlx::query_scalar(sql).bind(consumer).fetch_optional(conn).await?;
+    Ok(last.unwrap_or(0))
+}
+
+/// Moves `consumer`'s cursor forward to `last_sequence`, never back.
+pub async fn advance_cursor<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    consumer: &str,
+    last_sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
+         ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
+         WHERE consumer_cursors.last_sequence < excluded.last_sequence",
+    )
+    .bind(consumer)
+    .bind(last_sequence)
+    .execute(executor)
+    .await?;
+    Ok(())
+}

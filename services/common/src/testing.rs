@@ -67,6 +67,8 @@ pub struct Sandbox {
     wall_clock: bool,
     /// How services started here check callers: `--auth off` unless [`Sandbox::check_callers`].
     auth: Vec<String>,
+    /// Flags every service started here gets ([`Sandbox::every_service`]).
+    shared: Vec<String>,
     databases: Vec<TestDatabase>,
 }
 
@@ -75,7 +77,15 @@ impl Sandbox {
     pub fn new(backend: Backend, now: Micros) -> Self {
         let dir = std::env::temp_dir().join(format!("loyalty-test-{}", unique_suffix()));
         let auth = vec!["--auth".to_owned(), "off".to_owned()];
-        Self { backend, clock: ManualClock::new(now), dir, wall_clock: false, auth, databases: Vec::new() }
+        Self {
+            backend,
+            clock: ManualClock::new(now),
+            dir,
+            wall_clock: false,
+            auth,
+            shared: Vec::new(),
+            databases: Vec::new(),
+        }
     }
 
     /// Services started from now on read the wall clock (for tests that
@@ -91,6 +101,11 @@ impl Sandbox {
         self.auth = ["--auth", "required", "--keys-database-url", keys_url, "--service-secret", service_secret]
             .map(str::to_owned)
             .to_vec();
+    }
+
+    /// Services started from now on also get `flags` (e.g. TLS settings).
+    pub fn every_service(&mut self, flags: impl IntoIterator<Item = String>) {
+        self.shared.extend(flags);
     }
 
     /// A fresh, empty database for one service: a SQLite file named after
@@ -127,7 +142,8 @@ impl Sandbox {
         database_url: &str,
         args: &[&str],
     ) -> RunningService {
-        let args: Vec<&str> = self.auth.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        let shared = self.auth.iter().chain(&self.shared).map(String::as_str);
+        let args: Vec<&str> = shared.chain(args.iter().copied()).collect();
         S::start(parse::<S>(database_url, &args), listener, self.shared_clock())
             .await
             .unwrap_or_else(|e| panic!("{} starts: {e}", S::BINARY))

@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::{self, Database, Dialect};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::rules::{self, ActivityRule, Breakdown};
@@ -607,17 +607,9 @@ impl LedgerStore {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, Error> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
-             WHERE program_id = $1 AND customer_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(program_id)
-            .bind(customer_id)
-            .bind(before_id.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let select = format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries");
+        let filter = [("program_id", program_id), ("customer_id", customer_id)];
+        let rows = db::newest_first(&self.db, &select, &filter, "id", before_id, limit).await?;
         rows.iter().map(entry_from_row).collect()
     }
 

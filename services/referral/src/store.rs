@@ -9,8 +9,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::Database;
+use loyalty_common::db::{self, Database};
 use loyalty_common::db::{from_json, to_json};
+use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, OrderEffect, Referral, Refusal, Settings, Status};
@@ -282,35 +283,18 @@ impl ReferralStore {
 
     /// Where the ledger consumer stands (0 before the first entry).
     pub async fn cursor(&self) -> Result<i64, Error> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
-            .bind(CONSUMER)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(last.unwrap_or(0))
+        Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
     }
 
     /// A batch from the ledger, with the cursor, in one transaction.
     pub async fn apply_batch(&self, events: &[(i64, OrderEvent)], last_sequence: i64) -> Result<usize, Error> {
         let mut tx = begin_write(&self.db).await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
-            self.db.dialect.for_update()
-        ));
-        let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
-        let cursor = cursor.unwrap_or(0);
+        let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
         let mut changed = 0;
         for (_, event) in events.iter().filter(|(sequence, _)| *sequence > cursor) {
             changed += usize::from(self.apply_event(&mut tx, event).await?.is_some());
         }
-        sqlx::query(
-            "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
-             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
-             WHERE consumer_cursors.last_sequence < excluded.last_sequence",
-        )
-        .bind(CONSUMER)
-        .bind(last_sequence)
-        .execute(&mut *tx)
-        .await?;
+        follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -514,17 +498,9 @@ impl ReferralStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<(i64, Referral)>, Error> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT referral_seq, {REFERRAL_COLUMNS} FROM referrals WHERE program_id = $1 AND referrer_customer_id = $2 \
-             AND referral_seq < $3 ORDER BY referral_seq DESC LIMIT $4"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(program_id)
-            .bind(referrer)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let select = format!("SELECT referral_seq, {REFERRAL_COLUMNS} FROM referrals");
+        let filter = [("program_id", program_id), ("referrer_customer_id", referrer)];
+        let rows = db::newest_first(&self.db, &select, &filter, "referral_seq", before, limit).await?;
         rows.iter().map(|r| Ok((r.try_get("referral_seq")?, referral_from_row(r)?))).collect()
     }
 

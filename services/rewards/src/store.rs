@@ -12,8 +12,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, MICROS_PER_SECOND, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::{self, Database, Dialect};
 use loyalty_common::db::{from_json, to_json};
+use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, Reward};
@@ -652,17 +653,9 @@ impl RewardsStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<(i64, Redemption)>, Error> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT redemption_seq, {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND customer_id = $2 \
-             AND redemption_seq < $3 ORDER BY redemption_seq DESC LIMIT $4"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(program_id)
-            .bind(customer_id)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let select = format!("SELECT redemption_seq, {REDEMPTION_COLUMNS} FROM redemptions");
+        let filter = [("program_id", program_id), ("customer_id", customer_id)];
+        let rows = db::newest_first(&self.db, &select, &filter, "redemption_seq", before, limit).await?;
         rows.iter().map(|r| Ok((r.try_get("redemption_seq")?, redemption_from_row(r)?))).collect()
     }
 
@@ -698,24 +691,11 @@ impl RewardsStore {
 
     /// The last ledger sequence the debt watcher applied (0 before the first).
     pub async fn cursor(&self) -> Result<i64, Error> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
-            .bind(CONSUMER)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(last.unwrap_or(0))
+        Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
     }
 
     pub async fn save_cursor(&self, last_sequence: i64) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
-             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
-             WHERE consumer_cursors.last_sequence < excluded.last_sequence",
-        )
-        .bind(CONSUMER)
-        .bind(last_sequence)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
+        Ok(follow::advance_cursor(&self.db.pool, CONSUMER, last_sequence).await?)
     }
 
     /// Points on their way back to the customer: tasks not yet confirmed by

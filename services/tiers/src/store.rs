@@ -10,8 +10,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::Database;
+use loyalty_common::db::{self, Database};
 use loyalty_common::db::{from_json, to_json};
+use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::{self, Change, Ladder, Measures, Membership, Qualifying, Reason, Window};
@@ -211,16 +212,9 @@ impl TierStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<HistoryRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT change_id, from_tier_id, to_tier_id, reason, actor, changed_at_us FROM membership_history \
-             WHERE program_id = $1 AND customer_id = $2 AND change_id < $3 ORDER BY change_id DESC LIMIT $4",
-        )
-        .bind(program_id)
-        .bind(customer_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+        let select = "SELECT change_id, from_tier_id, to_tier_id, reason, actor, changed_at_us FROM membership_history";
+        let filter = [("program_id", program_id), ("customer_id", customer_id)];
+        let rows = db::newest_first(&self.db, select, &filter, "change_id", before, limit).await?;
         rows.iter()
             .map(|r| {
                 let reason: String = r.try_get("reason")?;
@@ -254,11 +248,7 @@ impl TierStore {
 
     /// Where the ledger consumer stands (0 before the first entry).
     pub async fn cursor(&self) -> Result<i64, Error> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM consumer_cursors WHERE consumer = $1")
-            .bind(CONSUMER)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(last.unwrap_or(0))
+        Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
     }
 
     /// Records a batch of ledger entries and re-evaluates the customers they
@@ -267,12 +257,7 @@ impl TierStore {
     /// Returns the customers whose membership was written.
     pub async fn apply(&self, entries: &[QualifyingEntry], last_sequence: i64) -> Result<Vec<Membership>, Error> {
         let mut tx = begin_write(&self.db).await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT last_sequence FROM consumer_cursors WHERE consumer = $1{}",
-            self.db.dialect.for_update()
-        ));
-        let cursor: Option<i64> = sqlx::query_scalar(sql).bind(CONSUMER).fetch_optional(&mut *tx).await?;
-        let cursor = cursor.unwrap_or(0);
+        let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
         let mut touched = BTreeSet::new();
         let mut reversed = BTreeSet::new();
         for entry in entries.iter().filter(|e| e.sequence > cursor) {
@@ -322,15 +307,7 @@ impl TierStore {
             };
             changed.push(self.evaluate_in(&mut tx, ladder, &program_id, &customer_id, None, cause).await?);
         }
-        sqlx::query(
-            "INSERT INTO consumer_cursors (consumer, last_sequence) VALUES ($1, $2) \
-             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence \
-             WHERE consumer_cursors.last_sequence < excluded.last_sequence",
-        )
-        .bind(CONSUMER)
-        .bind(last_sequence)
-        .execute(&mut *tx)
-        .await?;
+        follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
         tx.commit().await?;
         Ok(changed)
     }

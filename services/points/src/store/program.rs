@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::Database;
+use loyalty_common::db::{self, Database};
 
 use crate::domain::rules::{Campaign, ProgramSettings};
 use crate::error::Error;
@@ -300,15 +300,10 @@ impl ProgramStore {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, Error> {
-        let rows = sqlx::query(
-            "SELECT audit_id, actor, changed_at_us, entity, entity_id, old_value, new_value FROM audit_entries \
-             WHERE program_id = $1 AND audit_id < $2 ORDER BY audit_id DESC LIMIT $3",
-        )
-        .bind(program_id)
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+        let select =
+            "SELECT audit_id, actor, changed_at_us, entity, entity_id, old_value, new_value FROM audit_entries";
+        let rows =
+            db::newest_first(&self.db, select, &[("program_id", program_id)], "audit_id", before_id, limit).await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditRecord {
