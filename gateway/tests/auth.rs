@@ -598,8 +598,13 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
     use prost::Message;
     use prost_types::field_descriptor_proto::Type;
 
-    let policies: [Policy; 4] =
-        [loyalty_points::POLICY, loyalty_tiers::POLICY, loyalty_referral::POLICY, loyalty_rewards::POLICY];
+    let policies: [Policy; 5] = [
+        loyalty_points::POLICY,
+        loyalty_tiers::POLICY,
+        loyalty_referral::POLICY,
+        loyalty_rewards::POLICY,
+        loyalty_insights::POLICY,
+    ];
     let set = prost_types::FileDescriptorSet::decode(loyalty_proto::FILE_DESCRIPTOR_SET).unwrap();
     let messages: std::collections::HashMap<String, &prost_types::DescriptorProto> = set
         .file
@@ -631,7 +636,7 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
             }
         }
     }
-    assert!(checked >= 49, "every RPC of the four services is checked, got {checked}");
+    assert!(checked >= 54, "every RPC of the five services is checked, got {checked}");
 }
 
 /// A points service alone, on the embedded store, with `security`, in plain text.

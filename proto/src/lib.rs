@@ -6,6 +6,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 #[cfg(feature = "json")]
 pub mod json;
 
+pub mod insights {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.insights.v1");
+    }
+}
+
 pub mod referral {
     pub mod v1 {
         tonic::include_proto!("loyalty.referral.v1");

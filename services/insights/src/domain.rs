@@ -1,0 +1,245 @@
+//! What a customer's orders say about them, free of transport and storage:
+//! the lifecycle segment and when it next changes by time alone, RFM
+//! quintiles, and the lifetime value estimate.
+
+use serde::{Deserialize, Serialize};
+
+use loyalty_common::clock::{MICROS_PER_DAY, Micros};
+use loyalty_common::validate::FieldViolation;
+
+/// Where a customer stands in their life with the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Segment {
+    New,
+    Active,
+    Loyal,
+    AtRisk,
+    Churned,
+}
+
+impl Segment {
+    pub const ALL: [Segment; 5] = [Self::New, Self::Active, Self::Loyal, Self::AtRisk, Self::Churned];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Active => "active",
+            Self::Loyal => "loyal",
+            Self::AtRisk => "at_risk",
+            Self::Churned => "churned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A program's thresholds; `version` 0 while the defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub at_risk_days: i32,
+    pub churned_days: i32,
+    pub loyal_orders: i32,
+    pub loyal_days: i32,
+    pub expected_lifespan_days: i32,
+    pub version: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            at_risk_days: 60,
+            churned_days: 180,
+            loyal_orders: 3,
+            loyal_days: 90,
+            expected_lifespan_days: 1095,
+            version: 0,
+        }
+    }
+}
+
+/// Longest threshold, in days: ten years.
+pub const MAX_DAYS: i32 = 3_650;
+
+impl Settings {
+    /// Every threshold out of range, named by its field under `settings.`.
+    pub fn validate(&self) -> Vec<FieldViolation> {
+        let mut bad = Vec::new();
+        for (field, value) in [
+            ("at_risk_days", self.at_risk_days),
+            ("churned_days", self.churned_days),
+            ("loyal_days", self.loyal_days),
+            ("expected_lifespan_days", self.expected_lifespan_days),
+        ] {
+            if !(1..=MAX_DAYS).contains(&value) {
+                bad.push(FieldViolation::new(format!("settings.{field}"), format!("must be between 1 and {MAX_DAYS}")));
+            }
+        }
+        if !(1..=1_000).contains(&self.loyal_orders) {
+            bad.push(FieldViolation::new("settings.loyal_orders", "must be between 1 and 1000"));
+        }
+        if self.churned_days <= self.at_risk_days {
+            bad.push(FieldViolation::new("settings.churned_days", "must be more than at_risk_days"));
+        }
+        bad
+    }
+}
+
+/// What is known of one customer's orders: those not refunded in full.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// When each counting order was placed, oldest first.
+    pub order_times: Vec<Micros>,
+    /// Their amounts with refunds subtracted, in minor units.
+    pub spend_minor: i64,
+}
+
+impl History {
+    pub fn order_count(&self) -> i64 {
+        i64::try_from(self.order_times.len()).unwrap_or(i64::MAX)
+    }
+
+    pub fn first_order(&self) -> Option<Micros> {
+        self.order_times.first().copied()
+    }
+
+    pub fn last_order(&self) -> Option<Micros> {
+        self.order_times.last().copied()
+    }
+
+    /// The segment at `now`, and the next instant at which time alone
+    /// changes it (none once churned, or without orders).
+    pub fn segment(&self, settings: &Settings, now: Micros) -> (Segment, Option<Micros>) {
+        let Some(last) = self.last_order() else {
+            return (Segment::New, None);
+        };
+        let days = |d: i32| i64::from(d) * MICROS_PER_DAY;
+        let churned_at = last + days(settings.churned_days);
+        let at_risk_at = (self.order_count() >= 2).then(|| last + days(settings.at_risk_days));
+        // Loyal while the `loyal_orders`-th most recent order is within `loyal_days`.
+        let loyal_until = usize::try_from(settings.loyal_orders)
+            .ok()
+            .filter(|&n| n >= 1 && n <= self.order_times.len())
+            .map(|n| self.order_times[self.order_times.len() - n] + days(settings.loyal_days));
+        let segment = if now >= churned_at {
+            Segment::Churned
+        } else if at_risk_at.is_some_and(|at| now >= at) {
+            Segment::AtRisk
+        } else if loyal_until.is_some_and(|until| now < until) {
+            Segment::Loyal
+        } else if self.order_count() >= 2 {
+            Segment::Active
+        } else {
+            Segment::New
+        };
+        let next = [Some(churned_at), at_risk_at, loyal_until].into_iter().flatten().filter(|&at| at > now).min();
+        (segment, next)
+    }
+
+    /// See [`lifetime_value`].
+    pub fn lifetime_value(&self, settings: &Settings, now: Micros) -> i64 {
+        lifetime_value(self.first_order(), self.spend_minor, settings, now)
+    }
+
+    /// See [`days_since`].
+    pub fn days_since_last_order(&self, now: Micros) -> i32 {
+        days_since(self.last_order(), now)
+    }
+
+    pub fn average_order_minor(&self) -> i64 {
+        if self.order_times.is_empty() { 0 } else { self.spend_minor / self.order_count() }
+    }
+}
+
+/// Average order value × orders per year × expected lifespan, in minor
+/// units, rounded down. Orders per year count over the customer's tenure
+/// (first order to `now`, at least 30 days, so a brand-new customer is not
+/// taken for one who orders daily), so the estimate comes to
+/// spend × lifespan / tenure. 0 without orders.
+pub fn lifetime_value(first_order: Option<Micros>, spend_minor: i64, settings: &Settings, now: Micros) -> i64 {
+    let Some(first) = first_order else {
+        return 0;
+    };
+    let tenure_days = ((now - first) / MICROS_PER_DAY).max(30);
+    let value = i128::from(spend_minor.max(0)) * i128::from(settings.expected_lifespan_days) / i128::from(tenure_days);
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Whole days from `at` to `now` (0 without an instant).
+pub fn days_since(at: Option<Micros>, now: Micros) -> i32 {
+    at.map_or(0, |at| i32::try_from(((now - at) / MICROS_PER_DAY).max(0)).unwrap_or(i32::MAX))
+}
+
+/// The quintile (1 to 5) of a customer of whom `below` out of `total`
+/// customers score strictly lower: equal values share a score. 0 when
+/// nobody is ranked.
+pub fn quintile(below: i64, total: i64) -> i32 {
+    if total <= 0 {
+        return 0;
+    }
+    let score = 1 + (5 * below.clamp(0, total)) / total;
+    i32::try_from(score.min(5)).unwrap_or(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Micros = MICROS_PER_DAY;
+
+    fn history(days_ago: &[i64], now: Micros, spend_minor: i64) -> History {
+        let mut order_times: Vec<Micros> = days_ago.iter().map(|d| now - d * DAY).collect();
+        order_times.sort_unstable();
+        History { order_times, spend_minor }
+    }
+
+    #[test]
+    fn segments_follow_the_default_thresholds() {
+        let s = Settings::default();
+        let now = 1_000 * DAY;
+        assert_eq!(History::default().segment(&s, now), (Segment::New, None));
+        // One order ten days ago: new, until churned at 180 days.
+        assert_eq!(history(&[10], now, 1).segment(&s, now), (Segment::New, Some(now + 170 * DAY)));
+        // One order 100 days ago: still new (at risk needs two orders).
+        assert_eq!(history(&[100], now, 1).segment(&s, now).0, Segment::New);
+        // Two orders, the last 10 days ago: active, at risk at day 60.
+        assert_eq!(history(&[40, 10], now, 1).segment(&s, now), (Segment::Active, Some(now + 50 * DAY)));
+        // Two orders, the last 61 days ago: at risk, churned at day 180.
+        assert_eq!(history(&[90, 61], now, 1).segment(&s, now), (Segment::AtRisk, Some(now + 119 * DAY)));
+        // Anything 180 days quiet is churned, and stays so.
+        assert_eq!(history(&[300, 200, 180], now, 1).segment(&s, now), (Segment::Churned, None));
+        // Three orders within 90 days: loyal until the oldest of them is 90 days old.
+        assert_eq!(history(&[80, 30, 5], now, 1).segment(&s, now), (Segment::Loyal, Some(now + 10 * DAY)));
+        // ... then active.
+        assert_eq!(history(&[91, 31, 6], now, 1).segment(&s, now).0, Segment::Active);
+    }
+
+    #[test]
+    fn quintiles_split_the_ranking_in_fifths_and_ties_share() {
+        assert_eq!((0..5).map(|below| quintile(below, 5)).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!((0..10).map(|below| quintile(below, 10)).collect::<Vec<_>>(), [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+        assert_eq!(quintile(0, 1), 1);
+        assert_eq!(quintile(0, 0), 0);
+    }
+
+    #[test]
+    fn lifetime_value_is_spend_over_tenure_times_lifespan() {
+        let s = Settings::default();
+        let now = 1_000 * DAY;
+        // 3 orders, 300.00 spent over 100 days: 300.00 × 1095 / 100 = 3285.00.
+        assert_eq!(history(&[100, 50, 1], now, 30_000).lifetime_value(&s, now), 328_500);
+        // A first order yesterday counts over 30 days, not one.
+        assert_eq!(history(&[1], now, 5_000).lifetime_value(&s, now), 5_000 * 1095 / 30);
+        assert_eq!(History::default().lifetime_value(&s, now), 0);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(Settings::default().validate().is_empty());
+        let bad = Settings { at_risk_days: 200, churned_days: 180, loyal_orders: 0, ..Settings::default() };
+        let fields: Vec<_> = bad.validate().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["settings.loyal_orders", "settings.churned_days"]);
+    }
+}

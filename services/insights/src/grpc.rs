@@ -1,0 +1,225 @@
+//! The gRPC layer of the insights service: every request is validated
+//! here, at the edge, and the API's prost types turned into the service's own.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use loyalty_common::auth;
+use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::validate::{self, Check, FieldViolation};
+use loyalty_proto::insights::v1 as pb;
+use loyalty_proto::insights::v1::insights_service_server::InsightsService;
+
+use crate::domain::{self, Segment, Settings};
+use crate::error::DOMAIN;
+use crate::service::{CustomerInsight, Insights};
+use crate::store::{CustomerRow, Order};
+
+pub struct InsightsApi {
+    insights: Arc<Insights>,
+}
+
+impl InsightsApi {
+    pub fn new(insights: Arc<Insights>) -> Self {
+        Self { insights }
+    }
+}
+
+#[tonic::async_trait]
+impl InsightsService for InsightsApi {
+    async fn get_customer_insight(
+        &self,
+        request: Request<pb::GetCustomerInsightRequest>,
+    ) -> Result<Response<pb::GetCustomerInsightResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.done(DOMAIN)?;
+        let insight = self.insights.customer(&r.program_id, &r.customer_id).await?;
+        Ok(Response::new(pb::GetCustomerInsightResponse { insight: Some(insight_to_proto(&r.program_id, &insight)) }))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let segment = match pb::Segment::try_from(r.segment) {
+            Ok(pb::Segment::Unspecified) => None,
+            Ok(segment) => Some(segment_from_proto(segment)),
+            Err(_) => {
+                check.add(Err(FieldViolation::new("segment", "must be a segment or unspecified")));
+                None
+            }
+        };
+        let order = match pb::CustomerOrder::try_from(r.order_by) {
+            Ok(pb::CustomerOrder::Unspecified | pb::CustomerOrder::Spend) => Order::Spend,
+            Ok(pb::CustomerOrder::Recency) => Order::Recency,
+            Err(_) => {
+                check.add(Err(FieldViolation::new("order_by", "must be SPEND, RECENCY or unspecified")));
+                Order::Spend
+            }
+        };
+        // Only the size: the token is this list's own (a value and a customer id).
+        let size = check.page(r.page_size, "").size;
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let parsed = parse_token(&r.page_token);
+            if parsed.is_none() {
+                check.add(Err(FieldViolation::new("page_token", "is not a token from a previous page")));
+            }
+            parsed
+        };
+        check.done(DOMAIN)?;
+        let after = after.as_ref().map(|(value, id)| (*value, id.as_str()));
+        let (mut rows, settings) = self.insights.customers(&r.program_id, segment, order, after, size + 1).await?;
+        let more = rows.len() > usize::try_from(size).unwrap_or(0);
+        rows.truncate(usize::try_from(size).unwrap_or(0));
+        let next_page_token = match rows.last() {
+            Some(last) if more => format!("{}:{}", order.value(last), last.customer_id),
+            _ => String::new(),
+        };
+        let now = self.insights.store().now();
+        let customers = rows.iter().map(|row| row_to_proto(&r.program_id, row, &settings, now)).collect();
+        Ok(Response::new(pb::ListCustomersResponse { customers, next_page_token }))
+    }
+
+    async fn get_segment_counts(
+        &self,
+        request: Request<pb::GetSegmentCountsRequest>,
+    ) -> Result<Response<pb::GetSegmentCountsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        check.done(DOMAIN)?;
+        let counts = self.insights.segment_counts(&r.program_id).await?;
+        let counts = counts
+            .into_iter()
+            .map(|(segment, customers)| pb::SegmentCount { segment: segment_to_proto(segment) as i32, customers })
+            .collect();
+        Ok(Response::new(pb::GetSegmentCountsResponse { counts }))
+    }
+
+    async fn get_insight_settings(
+        &self,
+        request: Request<pb::GetInsightSettingsRequest>,
+    ) -> Result<Response<pb::GetInsightSettingsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        check.done(DOMAIN)?;
+        let settings = self.insights.store().settings(&r.program_id).await?;
+        Ok(Response::new(pb::GetInsightSettingsResponse { settings: Some(settings_to_proto(&settings)) }))
+    }
+
+    async fn put_insight_settings(
+        &self,
+        request: Request<pb::PutInsightSettingsRequest>,
+    ) -> Result<Response<pb::PutInsightSettingsResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("actor", &actor).id("idempotency_key", &r.idempotency_key);
+        let s = r.settings.unwrap_or_default();
+        let settings = Settings {
+            at_risk_days: s.at_risk_days,
+            churned_days: s.churned_days,
+            loyal_orders: s.loyal_orders,
+            loyal_days: s.loyal_days,
+            expected_lifespan_days: s.expected_lifespan_days,
+            version: 0,
+        };
+        check.0.extend(settings.validate());
+        if r.expected_version.is_some_and(|v| v < 0) {
+            check.add(Err(FieldViolation::new("expected_version", "must not be negative")));
+        }
+        check.done(DOMAIN)?;
+        let stored = self
+            .insights
+            .store()
+            .put_settings(&r.program_id, settings, r.expected_version, &actor, &r.idempotency_key)
+            .await?;
+        Ok(Response::new(pb::PutInsightSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
+    }
+}
+
+/// `<value>:<customer id>`, as `next_page_token` writes it.
+fn parse_token(token: &str) -> Option<(i64, String)> {
+    let (value, id) = token.split_once(':')?;
+    let canonical = value == "0" || (value.starts_with(|c: char| ('1'..='9').contains(&c)) && value.len() <= 18);
+    let value = value.parse::<i64>().ok().filter(|_| canonical && value.bytes().all(|b| b.is_ascii_digit()))?;
+    validate::id("page_token", id).ok()?;
+    Some((value, id.to_owned()))
+}
+
+fn insight_to_proto(program_id: &str, c: &CustomerInsight) -> pb::CustomerInsight {
+    pb::CustomerInsight {
+        program_id: program_id.to_owned(),
+        customer_id: c.customer_id.clone(),
+        first_order_at: c.history.first_order().map(to_timestamp),
+        last_order_at: c.history.last_order().map(to_timestamp),
+        order_count: c.history.order_count(),
+        spend_minor: c.history.spend_minor,
+        average_order_minor: c.history.average_order_minor(),
+        days_since_last_order: c.days_since_last_order,
+        recency_score: c.rfm.0,
+        frequency_score: c.rfm.1,
+        monetary_score: c.rfm.2,
+        segment: segment_to_proto(c.segment) as i32,
+        lifetime_value_minor: c.lifetime_value_minor,
+    }
+}
+
+/// A listed customer: their stored numbers, without the RFM ranks.
+fn row_to_proto(program_id: &str, row: &CustomerRow, settings: &Settings, now: Micros) -> pb::CustomerInsight {
+    pb::CustomerInsight {
+        program_id: program_id.to_owned(),
+        customer_id: row.customer_id.clone(),
+        first_order_at: row.first_order.map(to_timestamp),
+        last_order_at: row.last_order.map(to_timestamp),
+        order_count: row.order_count,
+        spend_minor: row.spend_minor,
+        average_order_minor: if row.order_count > 0 { row.spend_minor / row.order_count } else { 0 },
+        days_since_last_order: domain::days_since(row.last_order, now),
+        recency_score: 0,
+        frequency_score: 0,
+        monetary_score: 0,
+        segment: segment_to_proto(row.segment) as i32,
+        lifetime_value_minor: domain::lifetime_value(row.first_order, row.spend_minor, settings, now),
+    }
+}
+
+fn settings_to_proto(s: &Settings) -> pb::InsightSettings {
+    pb::InsightSettings {
+        at_risk_days: s.at_risk_days,
+        churned_days: s.churned_days,
+        loyal_orders: s.loyal_orders,
+        loyal_days: s.loyal_days,
+        expected_lifespan_days: s.expected_lifespan_days,
+        version: s.version,
+    }
+}
+
+fn segment_to_proto(segment: Segment) -> pb::Segment {
+    match segment {
+        Segment::New => pb::Segment::New,
+        Segment::Active => pb::Segment::Active,
+        Segment::Loyal => pb::Segment::Loyal,
+        Segment::AtRisk => pb::Segment::AtRisk,
+        Segment::Churned => pb::Segment::Churned,
+    }
+}
+
+fn segment_from_proto(segment: pb::Segment) -> Segment {
+    match segment {
+        pb::Segment::New | pb::Segment::Unspecified => Segment::New,
+        pb::Segment::Active => Segment::Active,
+        pb::Segment::Loyal => Segment::Loyal,
+        pb::Segment::AtRisk => Segment::AtRisk,
+        pb::Segment::Churned => Segment::Churned,
+    }
+}

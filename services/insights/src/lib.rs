@@ -1,0 +1,107 @@
+//! The insights service: what the program's customers do. It follows the
+//! points ledger (orders and refunds) and keeps, per customer, their order
+//! history's numbers, an RFM ranking within the program, a lifecycle
+//! segment (new, active, loyal, at risk, churned) and a lifetime value
+//! estimate. `main.rs` is one call to the shared start-up.
+
+pub mod domain;
+pub mod error;
+pub mod follow;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use loyalty_common::auth::keys::Scope::Admin;
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
+use loyalty_common::clock::Clock;
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::{Launch, RunningService, Service, StartError};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::insights::v1::insights_service_server::InsightsServiceServer;
+
+use crate::grpc::InsightsApi;
+use crate::service::Insights;
+use crate::store::InsightsStore;
+
+pub const SERVICE_NAME: &str = "loyalty.insights.v1.InsightsService";
+
+/// What each RPC needs of an API key: insights are the shop's marketing
+/// data, for admin keys only.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("GetCustomerInsight", Access::Key(Admin)),
+        ("ListCustomers", Access::Key(Admin)),
+        ("GetSegmentCounts", Access::Key(Admin)),
+        ("GetInsightSettings", Access::Key(Admin)),
+        ("PutInsightSettings", Access::Key(Admin)),
+    ],
+};
+
+loyalty_common::embedded_migrations!("../migrations":
+    1 "insights" "0001_insights.sql",
+);
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-insights", version, about = "The loyalty insights service, served over gRPC.")]
+#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/insights.db")))]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "INSIGHTS_GRPC_ADDR", value_name = "INSIGHTS_GRPC_ADDR", default_value = "127.0.0.1:50055")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "INSIGHTS_METRICS_ADDR", value_name = "INSIGHTS_METRICS_ADDR", default_value = "127.0.0.1:9105")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// `host:port` of the points service, whose ledger tells of orders and refunds; unset: nothing is learnt.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
+    pub points_addr: Option<String>,
+    /// How often segments that time alone changes (a customer quiet for 60 days) are moved along, in seconds.
+    #[arg(long, env = "REVIEW_INTERVAL_SECS", value_name = "REVIEW_INTERVAL_SECS", default_value_t = 60)]
+    pub review_interval_secs: u64,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// The insights service, as the shared start-up runs it ([`loyalty_common::server::main`]).
+pub struct InsightsServer;
+
+impl Service for InsightsServer {
+    const BINARY: &'static str = "loyalty-insights";
+    type Config = Config;
+
+    fn serving(config: &Config) -> (SocketAddr, &TelemetryArgs) {
+        (config.grpc_addr, &config.telemetry)
+    }
+
+    /// Connects storage, applies migrations, starts following the ledger, the review job and serving.
+    async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<RunningService, StartError> {
+        let mut launch = Launch::prepare("insights", POLICY, config.metrics_addr, &config.security, clock).await?;
+        let database = config.database.open(MIGRATIONS).await?;
+        let insights = Arc::new(Insights::new(InsightsStore::new(database.clone(), launch.clock())));
+        let review = Duration::from_secs(config.review_interval_secs.max(1));
+        launch.spawn(insights.clone().review_job(review, launch.signal()));
+        match config.points_addr.clone().filter(|a| !a.is_empty()) {
+            Some(points) => {
+                launch.spawn(loyalty_common::follow::run(insights.clone(), points, launch.peers(), launch.signal()))
+            }
+            None => tracing::warn!("POINTS_ADDR is not set: no orders are followed"),
+        }
+        let routes = tonic::service::Routes::new(InsightsServiceServer::new(InsightsApi::new(insights)));
+        Ok(launch.serve(listener, routes, &database).await)
+    }
+}

@@ -1,0 +1,385 @@
+//! Insights in SQL: orders as the ledger told of them, one row per customer
+//! with what those orders add up to and the segment they put the customer
+//! in, the program's thresholds, and the consumer's cursor. Every batch
+//! from the ledger is applied with the cursor in one transaction, so
+//! nothing counts twice.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use sqlx::{AnyConnection, Row};
+
+use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::db::{Database, from_json, to_json};
+use loyalty_common::follow;
+use loyalty_common::idempotency::{self, begin_write, request_hash};
+
+use crate::domain::{History, Segment, Settings};
+use crate::error::Error;
+
+/// Names this service's row in `consumer_cursors`.
+const CONSUMER: &str = "insights";
+
+/// An order or a refund, as the ledger tells of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderEvent {
+    Purchase { program_id: String, customer_id: String, order_id: String, amount_minor: i64, at: Micros },
+    Refund { program_id: String, order_id: String, amount_minor: i64 },
+}
+
+/// A customer's stored numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRow {
+    pub customer_id: String,
+    pub first_order: Option<Micros>,
+    pub last_order: Option<Micros>,
+    pub order_count: i64,
+    pub spend_minor: i64,
+    pub segment: Segment,
+}
+
+/// How a customer ranks in the program: how many customers score strictly
+/// lower on each RFM measure, out of `total` customers with orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranks {
+    pub recency_below: i64,
+    pub frequency_below: i64,
+    pub monetary_below: i64,
+    pub total: i64,
+}
+
+/// The order of ListCustomers: by spend or by the last order, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Spend,
+    Recency,
+}
+
+impl Order {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Spend => "spend_minor",
+            Self::Recency => "last_order_us",
+        }
+    }
+
+    /// The value a row is ordered by (the first part of a page token).
+    pub fn value(self, row: &CustomerRow) -> i64 {
+        match self {
+            Self::Spend => row.spend_minor,
+            Self::Recency => row.last_order.unwrap_or(0),
+        }
+    }
+}
+
+const CUSTOMER_COLUMNS: &str = "customer_id, first_order_us, last_order_us, order_count, spend_minor, segment";
+
+#[derive(Clone)]
+pub struct InsightsStore {
+    db: Database,
+    clock: Arc<dyn Clock>,
+}
+
+impl InsightsStore {
+    pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    /// The program's thresholds (the defaults until it stores its own).
+    pub async fn settings(&self, program_id: &str) -> Result<Settings, Error> {
+        settings_in(&mut *self.db.pool.acquire().await?, program_id).await
+    }
+
+    /// Replaces the thresholds (unless `expected_version` is stale) and
+    /// marks every customer of the program for review, so segments follow.
+    pub async fn put_settings(
+        &self,
+        program_id: &str,
+        settings: Settings,
+        expected_version: Option<i64>,
+        actor: &str,
+        key: &str,
+    ) -> Result<Settings, Error> {
+        const METHOD: &str = "PutInsightSettings";
+        let now = self.now();
+        let request = serde_json::json!({ "settings": settings, "expected_version": expected_version });
+        let hash = request_hash(program_id, &request);
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, METHOD, key, &hash, now).await? {
+            tx.rollback().await?;
+            return Ok(from_json(&saved)?);
+        }
+        let sql = format!("SELECT version FROM insight_settings WHERE program_id = $1{}", self.db.dialect.for_update());
+        let version: Option<i64> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(program_id).fetch_optional(&mut *tx).await?;
+        let actual = version.unwrap_or(0);
+        if let Some(expected) = expected_version.filter(|&expected| expected != actual) {
+            return Err(Error::VersionMismatch { expected, actual });
+        }
+        let stored = Settings { version: actual + 1, ..settings };
+        let body = to_json(&stored);
+        sqlx::query(
+            "INSERT INTO insight_settings (program_id, body, version, updated_at_us, updated_by) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (program_id) DO UPDATE SET body = excluded.body, \
+             version = excluded.version, updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by",
+        )
+        .bind(program_id)
+        .bind(&body)
+        .bind(stored.version)
+        .bind(now)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE customers SET review_at_us = $2 WHERE program_id = $1")
+            .bind(program_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        idempotency::save(&mut tx, program_id, METHOD, key, &body, "").await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Where the ledger consumer stands (0 before the first entry).
+    pub async fn cursor(&self) -> Result<i64, Error> {
+        Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
+    }
+
+    /// A batch from the ledger, with the cursor, in one transaction; events
+    /// at or below the stored cursor are skipped. Returns how many
+    /// customers were written.
+    pub async fn apply_batch(&self, events: &[(i64, OrderEvent)], last_sequence: i64) -> Result<usize, Error> {
+        let now = self.now();
+        let mut tx = begin_write(&self.db).await?;
+        let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
+        let mut touched = BTreeSet::new();
+        for (_, event) in events.iter().filter(|(sequence, _)| *sequence > cursor) {
+            if let Some(customer) = apply_event(&mut tx, event).await? {
+                touched.insert(customer);
+            }
+        }
+        let mut settings = HashMap::new();
+        for (program_id, customer_id) in &touched {
+            if !settings.contains_key(program_id) {
+                settings.insert(program_id.clone(), settings_in(&mut tx, program_id).await?);
+            }
+            refresh(&mut tx, &settings[program_id], program_id, customer_id, now).await?;
+        }
+        follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
+        tx.commit().await?;
+        Ok(touched.len())
+    }
+
+    /// Recomputes the segments that time alone changed by now, in `program_id`
+    /// (every program when `None`), at most `limit`; returns how many.
+    pub async fn review_due(&self, program_id: Option<&str>, limit: i64) -> Result<usize, Error> {
+        let now = self.now();
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT program_id, customer_id FROM customers WHERE review_at_us <= $1 \
+             AND ($2 = '' OR program_id = $2) ORDER BY review_at_us LIMIT $3",
+        )
+        .bind(now)
+        .bind(program_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut settings = HashMap::new();
+        for (program_id, customer_id) in &due {
+            let mut tx = begin_write(&self.db).await?;
+            if !settings.contains_key(program_id) {
+                settings.insert(program_id.clone(), settings_in(&mut tx, program_id).await?);
+            }
+            refresh(&mut tx, &settings[program_id], program_id, customer_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(due.len())
+    }
+
+    /// The customer's orders not refunded in full.
+    pub async fn history(&self, program_id: &str, customer_id: &str) -> Result<History, Error> {
+        history_in(&mut *self.db.pool.acquire().await?, program_id, customer_id).await
+    }
+
+    pub async fn customer(&self, program_id: &str, customer_id: &str) -> Result<Option<CustomerRow>, Error> {
+        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE program_id = $1 AND customer_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(customer_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(customer_from_row).transpose()
+    }
+
+    /// How `row` ranks among the program's customers with orders.
+    pub async fn ranks(&self, program_id: &str, row: &CustomerRow) -> Result<Ranks, Error> {
+        let (recency_below, frequency_below, monetary_below, total): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN last_order_us < $2 THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN order_count < $3 THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN spend_minor < $4 THEN 1 ELSE 0 END), 0), \
+               COUNT(*) \
+             FROM customers WHERE program_id = $1 AND order_count > 0",
+        )
+        .bind(program_id)
+        .bind(row.last_order.unwrap_or(0))
+        .bind(row.order_count)
+        .bind(row.spend_minor)
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(Ranks { recency_below, frequency_below, monetary_below, total })
+    }
+
+    /// One page of the program's customers (of `segment`, if given), highest
+    /// `order` first, strictly after the row at `after` (its value and id).
+    pub async fn customers(
+        &self,
+        program_id: &str,
+        segment: Option<Segment>,
+        order: Order,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<CustomerRow>, Error> {
+        let column = order.column();
+        let value = format!("COALESCE({column}, 0)");
+        let sql = format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE program_id = $1 AND ($2 = '' OR segment = $2) \
+             AND ($3 = 0 OR {value} < $4 OR ({value} = $4 AND customer_id > $5)) \
+             ORDER BY {value} DESC, customer_id LIMIT $6"
+        );
+        let (has_after, after_value, after_id) = match after {
+            Some((value, id)) => (1_i64, value, id),
+            None => (0, 0, ""),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(segment.map_or("", Segment::as_str))
+            .bind(has_after)
+            .bind(after_value)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(customer_from_row).collect()
+    }
+
+    /// How many of the program's customers each segment holds.
+    pub async fn segment_counts(&self, program_id: &str) -> Result<HashMap<Segment, i64>, Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT segment, COUNT(*) FROM customers WHERE program_id = $1 GROUP BY segment")
+                .bind(program_id)
+                .fetch_all(&self.db.pool)
+                .await?;
+        rows.into_iter().map(|(segment, count)| Ok((parse_segment(&segment)?, count))).collect()
+    }
+}
+
+/// Records one event; returns the customer it concerns, if it changed anything.
+async fn apply_event(tx: &mut AnyConnection, event: &OrderEvent) -> Result<Option<(String, String)>, Error> {
+    match event {
+        OrderEvent::Purchase { program_id, customer_id, order_id, amount_minor, at } => {
+            let inserted = sqlx::query(
+                "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, occurred_at_us) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(program_id)
+            .bind(order_id)
+            .bind(customer_id)
+            .bind(amount_minor)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            Ok((inserted == 1).then(|| (program_id.clone(), customer_id.clone())))
+        }
+        OrderEvent::Refund { program_id, order_id, amount_minor } => {
+            // Never more than the order: a refund of an order this service
+            // never saw (or beyond its amount) changes nothing.
+            let customer: Option<String> = sqlx::query_scalar(
+                "UPDATE orders SET refunded_minor = CASE WHEN refunded_minor + $3 > amount_minor THEN amount_minor \
+                 ELSE refunded_minor + $3 END WHERE program_id = $1 AND order_id = $2 RETURNING customer_id",
+            )
+            .bind(program_id)
+            .bind(order_id)
+            .bind(amount_minor)
+            .fetch_optional(&mut *tx)
+            .await?;
+            Ok(customer.map(|customer_id| (program_id.clone(), customer_id)))
+        }
+    }
+}
+
+/// Writes the customer's row from their orders, as of `now`.
+async fn refresh(
+    tx: &mut AnyConnection,
+    settings: &Settings,
+    program_id: &str,
+    customer_id: &str,
+    now: Micros,
+) -> Result<(), Error> {
+    let history = history_in(tx, program_id, customer_id).await?;
+    let (segment, review_at) = history.segment(settings, now);
+    sqlx::query(
+        "INSERT INTO customers (program_id, customer_id, first_order_us, last_order_us, order_count, spend_minor, \
+         segment, review_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (program_id, customer_id) DO \
+         UPDATE SET first_order_us = excluded.first_order_us, last_order_us = excluded.last_order_us, \
+         order_count = excluded.order_count, spend_minor = excluded.spend_minor, segment = excluded.segment, \
+         review_at_us = excluded.review_at_us",
+    )
+    .bind(program_id)
+    .bind(customer_id)
+    .bind(history.first_order())
+    .bind(history.last_order())
+    .bind(history.order_count())
+    .bind(history.spend_minor)
+    .bind(segment.as_str())
+    .bind(review_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn history_in(conn: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<History, Error> {
+    let orders: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT occurred_at_us, amount_minor - refunded_minor FROM orders \
+         WHERE program_id = $1 AND customer_id = $2 AND refunded_minor < amount_minor ORDER BY occurred_at_us",
+    )
+    .bind(program_id)
+    .bind(customer_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(History {
+        order_times: orders.iter().map(|(at, _)| *at).collect(),
+        spend_minor: orders.iter().map(|(_, amount)| amount).sum(),
+    })
+}
+
+async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Settings, Error> {
+    let body: Option<String> = sqlx::query_scalar("SELECT body FROM insight_settings WHERE program_id = $1")
+        .bind(program_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(body.map(|body| from_json(&body)).transpose()?.unwrap_or_default())
+}
+
+fn parse_segment(text: &str) -> Result<Segment, Error> {
+    Segment::parse(text).ok_or_else(|| Error::Corrupt(format!("unknown segment {text:?}")))
+}
+
+fn customer_from_row(row: &sqlx::any::AnyRow) -> Result<CustomerRow, Error> {
+    Ok(CustomerRow {
+        customer_id: row.try_get("customer_id")?,
+        first_order: row.try_get("first_order_us")?,
+        last_order: row.try_get("last_order_us")?,
+        order_count: row.try_get("order_count")?,
+        spend_minor: row.try_get("spend_minor")?,
+        segment: parse_segment(&row.try_get::<String, _>("segment")?)?,
+    })
+}

@@ -1,0 +1,339 @@
+//! The insights service end to end: a real points service and a real
+//! insights service following its ledger on loopback, one manual clock, on
+//! SQLite and on PostgreSQL. Every number is worked out by hand below.
+
+use std::time::Duration;
+
+use loyalty_common::clock::{MICROS_PER_DAY, Micros, to_timestamp};
+use loyalty_common::server::RunningService;
+use loyalty_common::testing::{self, Backend, Sandbox};
+use loyalty_insights::InsightsServer;
+use loyalty_points::PointsServer;
+use loyalty_proto::insights::v1 as pb;
+use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use loyalty_proto::points::v1 as points;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// 2025-11-24T00:00:00Z.
+const T0: Micros = 1_763_942_400_000_000;
+const DAY: Micros = MICROS_PER_DAY;
+
+struct Harness {
+    points: PointsServiceClient<Channel>,
+    insights: InsightsServiceClient<Channel>,
+    sandbox: Sandbox,
+    points_server: RunningService,
+    insights_server: Option<RunningService>,
+    replays: Vec<RunningService>,
+    insights_url: String,
+}
+
+impl Harness {
+    async fn start(backend: Backend) -> Self {
+        let mut sandbox = Sandbox::new(backend, T0);
+        let (points_url, insights_url) = (sandbox.database("points").await, sandbox.database("insights").await);
+        let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
+        let mut harness = Self {
+            points: PointsServiceClient::new(testing::channel(points_server.bind_addr()).await),
+            insights: InsightsServiceClient::new(testing::lazy_channel(points_server.bind_addr())),
+            sandbox,
+            points_server,
+            insights_server: None,
+            replays: Vec::new(),
+            insights_url,
+        };
+        harness.start_insights().await;
+        harness
+    }
+
+    fn args(&self) -> [String; 4] {
+        let points = self.points_server.bind_addr().to_string();
+        ["--points-addr".into(), points, "--review-interval-secs".into(), "3600".into()]
+    }
+
+    async fn start_insights(&mut self) {
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = self.sandbox.start::<InsightsServer>(&self.insights_url, &args).await;
+        self.insights = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+        self.insights_server = Some(server);
+    }
+
+    /// A second insights service with an empty database, reading the same ledger from the start.
+    async fn replay(&mut self) -> InsightsServiceClient<Channel> {
+        let url = self.sandbox.database("insights-replay").await;
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = self.sandbox.start::<InsightsServer>(&url, &args).await;
+        let client = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+        self.replays.push(server);
+        client
+    }
+
+    async fn stop(mut self) {
+        if let Some(server) = self.insights_server.take() {
+            server.shutdown().await.unwrap();
+        }
+        for replay in self.replays {
+            replay.shutdown().await.unwrap();
+        }
+        self.points_server.shutdown().await.unwrap();
+        self.sandbox.stop().await;
+    }
+
+    fn at_day(&self, day: i64) {
+        self.sandbox.clock.set(T0 + day * DAY);
+    }
+
+    /// An order placed now (the clock's day).
+    async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) {
+        let request = points::EarnForOrderRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            order_id: order_id.into(),
+            amount_minor,
+            currency: "EUR".into(),
+            occurred_at: None,
+        };
+        self.points.earn_for_order(request).await.unwrap();
+    }
+
+    async fn refund(&mut self, order_id: &str, amount_minor: i64) {
+        let request = points::RefundOrderRequest {
+            program_id: "shop".into(),
+            order_id: order_id.into(),
+            refunded_amount_minor: amount_minor,
+            idempotency_key: format!("refund-{order_id}-{amount_minor}"),
+        };
+        self.points.refund_order(request).await.unwrap();
+    }
+
+    async fn insight_from(client: &mut InsightsServiceClient<Channel>, customer: &str) -> pb::CustomerInsight {
+        let request = pb::GetCustomerInsightRequest { program_id: "shop".into(), customer_id: customer.into() };
+        client.get_customer_insight(request).await.unwrap().into_inner().insight.unwrap()
+    }
+
+    async fn insight(&mut self, customer: &str) -> pb::CustomerInsight {
+        Self::insight_from(&mut self.insights, customer).await
+    }
+
+    /// Waits (bounded) until `client` has learnt `orders` orders and `spend` for the customer.
+    async fn caught_up(client: &mut InsightsServiceClient<Channel>, customer: &str, orders: i64, spend: i64) {
+        for _ in 0..500 {
+            let insight = Self::insight_from(client, customer).await;
+            if insight.order_count == orders && insight.spend_minor == spend {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("insights never counted {orders} orders and {spend} for {customer}");
+    }
+
+    async fn counts(&mut self) -> Vec<(i32, i64)> {
+        let request = pb::GetSegmentCountsRequest { program_id: "shop".into() };
+        let counts = self.insights.get_segment_counts(request).await.unwrap().into_inner().counts;
+        counts.into_iter().map(|c| (c.segment, c.customers)).collect()
+    }
+
+    async fn list(&mut self, segment: pb::Segment, order_by: pb::CustomerOrder, page_size: i32) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListCustomersRequest {
+                program_id: "shop".into(),
+                segment: segment as i32,
+                order_by: order_by as i32,
+                page_size,
+                page_token: page_token.clone(),
+            };
+            let page = self.insights.list_customers(request).await.unwrap().into_inner();
+            pages.push(page.customers.into_iter().map(|c| c.customer_id).collect());
+            if page.next_page_token.is_empty() {
+                return pages;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The example program: five customers over fifty days (see the test).
+    async fn five_customers(&mut self) {
+        self.at_day(0);
+        self.order("anna", "a1", 10_000).await;
+        self.order("ben", "b1", 20_000).await;
+        self.order("dan", "d1", 8_000).await;
+        self.order("eve", "e1", 6_000).await;
+        self.at_day(1);
+        self.order("eve", "e2", 4_000).await;
+        self.refund("e1", 1_000).await;
+        self.refund("d1", 8_000).await;
+        self.at_day(5);
+        self.order("ben", "b2", 10_000).await;
+        self.at_day(20);
+        self.order("anna", "a2", 5_000).await;
+        self.at_day(40);
+        self.order("anna", "a3", 3_000).await;
+        self.at_day(45);
+        self.order("cara", "c1", 1_000).await;
+        for (customer, orders, spend) in
+            [("anna", 3, 18_000), ("ben", 2, 30_000), ("cara", 1, 1_000), ("dan", 0, 0), ("eve", 2, 9_000)]
+        {
+            Self::caught_up(&mut self.insights, customer, orders, spend).await;
+        }
+    }
+}
+
+use pb::Segment::{Active, AtRisk, Churned, Loyal, New};
+
+fn counts(new: i64, active: i64, loyal: i64, at_risk: i64, churned: i64) -> Vec<(i32, i64)> {
+    vec![
+        (New as i32, new),
+        (Active as i32, active),
+        (Loyal as i32, loyal),
+        (AtRisk as i32, at_risk),
+        (Churned as i32, churned),
+    ]
+}
+
+/// The example, worked out by hand. At day 50:
+/// - anna: 100.00 (day 0), 50.00 (day 20), 30.00 (day 40): 3 orders, 180.00,
+///   last 10 days ago; loyal (3 orders within 90 days, until day 90);
+///   lifetime value 18 000 × 1095 / 50 days = 394 200.
+/// - ben: 200.00 (day 0), 100.00 (day 5): active (45 days quiet), 657 000.
+/// - cara: 10.00 (day 45): new; tenure 5 days counts as 30: 1000 × 1095 / 30 = 36 500.
+/// - dan: 80.00 (day 0), refunded in full: no orders, new, nothing ranked.
+/// - eve: 60.00 (day 0) with 10.00 refunded, 40.00 (day 1): 2 orders, 90.00,
+///   49 days quiet: active; 9000 × 1095 / 50 = 197 100.
+///
+/// RFM among the four with orders (`below` customers score lower, of 4):
+/// spend cara 0 → 1, eve 1 → 2, anna 2 → 3, ben 3 → 4; orders cara 0 → 1,
+/// ben and eve 1 → 2, anna 3 → 4; recency (older ranks lower) cara 3 → 4,
+/// anna 2 → 3, ben 1 → 2, eve 0 → 1.
+async fn a_small_program_adds_up_as_worked_out_by_hand(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.five_customers().await;
+    h.at_day(50);
+    let anna = h.insight("anna").await;
+    assert_eq!(
+        (anna.order_count, anna.spend_minor, anna.average_order_minor, anna.days_since_last_order),
+        (3, 18_000, 6_000, 10)
+    );
+    assert_eq!(anna.first_order_at, Some(to_timestamp(T0)));
+    assert_eq!(anna.last_order_at, Some(to_timestamp(T0 + 40 * DAY)));
+    assert_eq!((anna.segment, anna.lifetime_value_minor), (Loyal as i32, 394_200));
+    assert_eq!((anna.recency_score, anna.frequency_score, anna.monetary_score), (3, 4, 3));
+    let ben = h.insight("ben").await;
+    assert_eq!((ben.segment, ben.days_since_last_order, ben.lifetime_value_minor), (Active as i32, 45, 657_000));
+    assert_eq!((ben.recency_score, ben.frequency_score, ben.monetary_score), (2, 2, 4));
+    let cara = h.insight("cara").await;
+    assert_eq!((cara.segment, cara.lifetime_value_minor), (New as i32, 36_500));
+    assert_eq!((cara.recency_score, cara.frequency_score, cara.monetary_score), (4, 1, 1));
+    let dan = h.insight("dan").await;
+    assert_eq!((dan.segment, dan.order_count, dan.spend_minor, dan.monetary_score), (New as i32, 0, 0, 0));
+    assert_eq!(dan.first_order_at, None);
+    let eve = h.insight("eve").await;
+    assert_eq!((eve.segment, eve.spend_minor, eve.lifetime_value_minor), (Active as i32, 9_000, 197_100));
+    assert_eq!((eve.recency_score, eve.frequency_score, eve.monetary_score), (1, 2, 2));
+    // Someone the ledger never told of.
+    let nobody = h.insight("zoe").await;
+    assert_eq!((nobody.segment, nobody.order_count, nobody.recency_score), (New as i32, 0, 0));
+    assert_eq!(h.counts().await, counts(2, 2, 1, 0, 0));
+
+    // Lists: by spend (ties never), paged two at a time; by recency.
+    let by_spend = h.list(pb::Segment::Unspecified, pb::CustomerOrder::Spend, 2).await;
+    assert_eq!(by_spend, [vec!["ben", "anna"], vec!["eve", "cara"], vec!["dan"]]);
+    let by_recency = h.list(pb::Segment::Unspecified, pb::CustomerOrder::Recency, 10).await;
+    assert_eq!(by_recency, [vec!["cara", "anna", "ben", "eve", "dan"]]);
+
+    // Day 70: ben (65 days) and eve (69 days) are at risk; nothing new happened.
+    h.at_day(70);
+    assert_eq!(h.counts().await, counts(2, 0, 1, 2, 0));
+    assert_eq!(h.list(AtRisk, pb::CustomerOrder::Spend, 0).await, [vec!["ben", "eve"]]);
+    // Day 200: 180 quiet days churn ben and eve; anna (160 days, 3 orders) is at risk;
+    // cara (one order, 155 days) is still new.
+    h.at_day(200);
+    assert_eq!(h.counts().await, counts(2, 0, 0, 1, 2));
+    assert_eq!(h.insight("anna").await.segment, AtRisk as i32);
+    assert_eq!(h.list(Churned, pb::CustomerOrder::Recency, 0).await, [vec!["ben", "eve"]]);
+    // Ben orders again: active.
+    h.order("ben", "b3", 500).await;
+    Harness::caught_up(&mut h.insights, "ben", 3, 30_500).await;
+    assert_eq!(h.insight("ben").await.segment, Active as i32);
+    assert_eq!(h.counts().await, counts(2, 1, 0, 1, 1));
+    h.stop().await;
+}
+
+/// A consumer stopped mid-way resumes where it stood, and a replay of the
+/// whole ledger into an empty database ends with the same numbers.
+async fn a_restarted_or_replayed_consumer_counts_everything_once(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.five_customers().await;
+    h.insights_server.take().unwrap().shutdown().await.unwrap();
+    h.at_day(46);
+    h.order("cara", "c2", 2_000).await;
+    h.refund("a1", 10_000).await;
+    h.start_insights().await;
+    Harness::caught_up(&mut h.insights, "cara", 2, 3_000).await;
+    Harness::caught_up(&mut h.insights, "anna", 2, 8_000).await;
+    let mut replay = h.replay().await;
+    let expected = [("anna", 2, 8_000), ("ben", 2, 30_000), ("cara", 2, 3_000), ("dan", 0, 0), ("eve", 2, 9_000)];
+    for (customer, orders, spend) in expected {
+        Harness::caught_up(&mut replay, customer, orders, spend).await;
+    }
+    for (customer, _, _) in expected {
+        assert_eq!(Harness::insight_from(&mut replay, customer).await, h.insight(customer).await, "{customer}");
+    }
+    h.stop().await;
+}
+
+/// Settings move segments at once, refuse stale versions and bad values.
+async fn settings_move_segments_and_are_checked(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.five_customers().await;
+    h.at_day(50);
+    assert_eq!(h.counts().await, counts(2, 2, 1, 0, 0));
+    let get = pb::GetInsightSettingsRequest { program_id: "shop".into() };
+    let defaults = h.insights.get_insight_settings(get.clone()).await.unwrap().into_inner().settings.unwrap();
+    assert_eq!(
+        (defaults.at_risk_days, defaults.churned_days, defaults.loyal_orders, defaults.loyal_days, defaults.version),
+        (60, 180, 3, 90, 0)
+    );
+    let put = |settings: pb::InsightSettings, expected_version: Option<i64>, key: &str| pb::PutInsightSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin@shop".into(),
+        idempotency_key: key.into(),
+        expected_version,
+    };
+    // At risk after 30 days: ben (45) and eve (49) are.
+    let thirty = pb::InsightSettings { at_risk_days: 30, ..defaults };
+    let stored = h.insights.put_insight_settings(put(thirty, Some(0), "s1")).await.unwrap().into_inner();
+    assert_eq!(stored.settings.unwrap().version, 1);
+    assert_eq!(h.counts().await, counts(2, 0, 1, 2, 0));
+    assert_eq!(h.insight("eve").await.segment, AtRisk as i32);
+    // The same key again answers the same; a stale version is refused.
+    let again = h.insights.put_insight_settings(put(thirty, Some(0), "s1")).await.unwrap().into_inner();
+    assert_eq!(again.settings.unwrap().version, 1);
+    let stale = h.insights.put_insight_settings(put(defaults, Some(0), "s2")).await.unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert_eq!(stale.get_error_details().error_info().unwrap().reason, "VERSION_MISMATCH");
+    // Out of range and contradictory values, every field named.
+    let bad = pb::InsightSettings { at_risk_days: 0, churned_days: 20, loyal_orders: 0, ..defaults };
+    let refused = h.insights.put_insight_settings(put(bad, None, "s3")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        refused.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["settings.at_risk_days", "settings.loyal_orders"]);
+    let bad_token =
+        pb::ListCustomersRequest { program_id: "shop".into(), page_token: "x".into(), ..Default::default() };
+    assert_eq!(h.insights.list_customers(bad_token).await.unwrap_err().code(), Code::InvalidArgument);
+    h.stop().await;
+}
+
+loyalty_common::on_both_backends!(
+    a_small_program_adds_up_as_worked_out_by_hand,
+    a_restarted_or_replayed_consumer_counts_everything_once,
+    settings_move_segments_and_are_checked,
+);
