@@ -154,6 +154,13 @@ const JSON_MESSAGES: &[JsonMessage] = &[
         .named("Preview"),
     JsonMessage::read(".loyalty.points.v1.EarnRate", &[]),
     JsonMessage::read(".loyalty.points.v1.ExpiryPolicy", &[("kind", Enum("ExpiryPolicyKind")), ("count", Defaulted)]),
+    JsonMessage::written(
+        ".loyalty.insights.v1.CustomerInsight",
+        &[("first_order_at", Instant), ("last_order_at", Instant), ("segment", Enum("Segment"))],
+    ),
+    JsonMessage::written(".loyalty.insights.v1.SegmentCount", &[("segment", Enum("Segment"))]),
+    JsonMessage::written(".loyalty.insights.v1.GetSegmentCountsResponse", &[]).named("SegmentCounts"),
+    JsonMessage::written(".loyalty.insights.v1.InsightSettings", &[]),
     JsonMessage::written(".loyalty.referral.v1.GetReferralStatsResponse", &[]).named("ReferralStats"),
     JsonMessage::written(
         ".loyalty.referral.v1.Referral",
@@ -200,6 +207,8 @@ const JSON_ENUMS: &[JsonEnum] = &[
     JsonEnum::read(".loyalty.points.v1.ExpiryPolicyKind").named("ExpiryKind"),
     JsonEnum::read(".loyalty.points.v1.CapPeriod"),
     JsonEnum::read(".loyalty.points.v1.CampaignKind"),
+    JsonEnum::read(".loyalty.insights.v1.Segment"),
+    JsonEnum::read(".loyalty.insights.v1.CustomerOrder"),
     JsonEnum::state(".loyalty.referral.v1.ReferralStatus"),
     JsonEnum::read(".loyalty.rewards.v1.RewardKind"),
     JsonEnum::state(".loyalty.rewards.v1.RedemptionStatus"),

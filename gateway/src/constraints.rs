@@ -53,6 +53,7 @@ fn parameter_rule(path: &str, place: &str, name: &str) -> Option<Value> {
         ("path", "code") if path.starts_with("/v1/vouchers/") => voucher_code(),
         ("path", "code") => referral_code(),
         ("query", "customer_id") => id(),
+        ("query", "page_token") if path == "/v1/insights/customers" => insights_page_token(),
         ("query", "page_token") => {
             json!({"pattern": "^([1-9][0-9]{0,17})?$", "description": "`next_page_token` of the previous page"})
         }
@@ -68,6 +69,12 @@ fn parameter_rule(path: &str, place: &str, name: &str) -> Option<Value> {
 /// while it does not count, and the description says when it does.
 fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
     vec![
+        ("InsightSettingsBody", "at_risk_days", range(1, MAX_DAYS)),
+        ("InsightSettingsBody", "churned_days", range(1, MAX_DAYS)),
+        ("InsightSettingsBody", "loyal_orders", range(1, 1_000)),
+        ("InsightSettingsBody", "loyal_days", range(1, MAX_DAYS)),
+        ("InsightSettingsBody", "expected_lifespan_days", range(1, MAX_DAYS)),
+        ("InsightSettingsBody", "expected_version", json!({"minimum": 0})),
         ("ActivityBody", "activity_type", activity_type()),
         ("ActivityBody", "activity_ref", optional_id()),
         ("AdjustmentBody", "points", json!({"minimum": -MAX_POINTS, "maximum": MAX_POINTS, "not": {"const": 0}})),
@@ -153,6 +160,17 @@ fn voucher_code() -> Value {
 fn referral_code() -> Value {
     let space = class(false, &[WHITE_SPACE]);
     json!({"pattern": format!("^{space}*[{CODE_ALPHABET}]{{8}}{space}*$")})
+}
+
+/// The customer list's page token: the last row's value and customer id
+/// (`<digits>:<id>`), at most 200 characters, no control character.
+fn insights_page_token() -> Value {
+    let text = class(true, &[CONTROL_CHARACTERS]);
+    json!({
+        "maxLength": 200,
+        "pattern": format!("^((0|[1-9][0-9]{{0,17}}):{text}+)?$"),
+        "description": "`next_page_token` of the previous page",
+    })
 }
 
 /// An id: 1 to 128 characters, no control or invisible format character, not only white space.

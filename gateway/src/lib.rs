@@ -69,6 +69,10 @@ pub struct Config {
     /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED` and the page marks its part not configured.
     #[arg(long, env = "REWARDS_ADDR", value_name = "REWARDS_ADDR")]
     pub rewards_addr: Option<String>,
+    /// `host:port` of the insights service (customers' numbers and segments, admin routes);
+    /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED`.
+    #[arg(long, env = "INSIGHTS_ADDR", value_name = "INSIGHTS_ADDR")]
+    pub insights_addr: Option<String>,
     /// Deadline of every call to a backend service, in milliseconds.
     #[arg(
         long,
@@ -184,6 +188,7 @@ impl GatewayServer {
             tiers: config.tiers_addr.as_deref(),
             referral: config.referral_addr.as_deref(),
             rewards: config.rewards_addr.as_deref(),
+            insights: config.insights_addr.as_deref(),
         };
         let upstreams = Upstreams::connect(&addresses, deadline, &peers)?;
 
@@ -252,6 +257,7 @@ impl GatewayServer {
             tiers = config.tiers_addr.as_deref().unwrap_or("unset"),
             referral = config.referral_addr.as_deref().unwrap_or("unset"),
             rewards = config.rewards_addr.as_deref().unwrap_or("unset"),
+            insights = config.insights_addr.as_deref().unwrap_or("unset"),
             database = ?database.dialect,
             tls = serves_tls,
             "gateway ready"

@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{self, FieldError, ProblemDocument};
-use crate::routes::{admin, customers, ops, orders, program, referrals, rewards, tiers};
+use crate::routes::{admin, customers, insights, ops, orders, program, referrals, rewards, tiers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,7 +32,7 @@ use crate::routes::{admin, customers, ops, orders, program, referrals, rewards, 
             for invalid input, `errors` naming each field: 400 for a request that cannot be read, 422 for \
             values the service refuses, 409 for a conflict with the current state (e.g. \
             `INSUFFICIENT_POINTS`), 429 with `Retry-After` past the key's rate limit.\n\n\
-            The tiers, referral and rewards services are optional: a route that needs one the gateway \
+            The tiers, referral, rewards and insights services are optional: a route that needs one the gateway \
             has no address for answers 503 with code `BACKEND_NOT_CONFIGURED`; the loyalty page then \
             marks that part `available: false, reason: not_configured`."
     ),
@@ -75,8 +75,14 @@ use crate::routes::{admin, customers, ops, orders, program, referrals, rewards, 
         tiers::membership,
         tiers::assign,
         tiers::remove_assignment,
+        insights::customer_insight,
+        insights::customers,
+        insights::segments,
+        insights::get_settings,
+        insights::put_settings,
     ),
-    components(schemas(ProblemDocument, FieldError)),
+    // CustomerOrder appears only in a query, which utoipa does not collect schemas from.
+    components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder)),
     modifiers(&SecurityAndProblems),
     tags(
         (name = "orders", description = "The shop's back end (scope `server`)"),
@@ -85,6 +91,7 @@ use crate::routes::{admin, customers, ops, orders, program, referrals, rewards, 
         (name = "rewards", description = "Rewards, redemptions (`storefront`), vouchers at the checkout (`server`) and the catalog (`admin`); needs the rewards service"),
         (name = "referrals", description = "Referral codes and sign-ups (`storefront`) and settings (`admin`); needs the referral service"),
         (name = "tiers", description = "The tier ladder, memberships and manual assignments (scope `admin`); needs the tiers service"),
+        (name = "insights", description = "Customers' order history, RFM scores, segments and lifetime value, and their thresholds (scope `admin`); needs the insights service"),
         (name = "operations", description = "Probes; no key needed"),
     )
 )]

@@ -13,6 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use loyalty_common::peer::{PeerChannel, Peers};
+use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as referral_pb;
@@ -62,6 +63,7 @@ pub struct Addresses<'a> {
     pub tiers: Option<&'a str>,
     pub referral: Option<&'a str>,
     pub rewards: Option<&'a str>,
+    pub insights: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub struct Upstreams {
     tiers: Option<TiersServiceClient<Traced>>,
     referral: Option<ReferralServiceClient<Traced>>,
     rewards: Option<RewardsServiceClient<Traced>>,
+    insights: Option<InsightsServiceClient<Traced>>,
     deadline: Duration,
 }
 
@@ -93,12 +96,14 @@ impl Upstreams {
         let tiers = optional("TIERS_ADDR", addresses.tiers)?;
         let referral = optional("REFERRAL_ADDR", addresses.referral)?;
         let rewards = optional("REWARDS_ADDR", addresses.rewards)?;
+        let insights = optional("INSIGHTS_ADDR", addresses.insights)?;
         Ok(Self {
             points: PointsServiceClient::new(peers.attach(points_channel.clone())),
             points_health: HealthClient::new(points_channel),
             tiers: tiers.map(|c| TiersServiceClient::new(peers.attach(c))),
             referral: referral.map(|c| ReferralServiceClient::new(peers.attach(c))),
             rewards: rewards.map(|c| RewardsServiceClient::new(peers.attach(c))),
+            insights: insights.map(|c| InsightsServiceClient::new(peers.attach(c))),
             deadline,
         })
     }
@@ -162,6 +167,18 @@ impl Upstreams {
         Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
     {
         self.optional(&self.rewards, "REWARDS_ADDR", message, rpc).await
+    }
+
+    /// One call to the insights service; [`Failure::NotConfigured`] without its address.
+    pub async fn insights<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(InsightsServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        self.optional(&self.insights, "INSIGHTS_ADDR", message, rpc).await
     }
 
     /// One call to an optional backend, or [`Failure::NotConfigured`] naming `variable`.

@@ -187,6 +187,22 @@ async fn every_route_answers_in_its_golden_shape() {
     let page = h.get_for(&storefront, &anna, "/v1/customers/anna/loyalty").await;
     seen.record("GET /v1/customers/{customer_id}/loyalty", &page);
 
+    // Insights: anna's order, once the insights service has followed the ledger to it.
+    seen.record("GET /v1/insights/settings", &h.get(&admin, "/v1/insights/settings").await);
+    let thresholds = json!({
+        "at_risk_days": 45, "churned_days": 120, "loyal_orders": 3, "loyal_days": 60, "expected_lifespan_days": 730,
+    });
+    seen.record("PUT /v1/insights/settings", &h.put(&admin, "/v1/insights/settings", "insights-1", thresholds).await);
+    let counted = eventually(Duration::from_secs(10), || async {
+        h.get(&admin, "/v1/customers/anna/insight").await.body["spend_minor"] == 14_000
+    })
+    .await;
+    assert!(counted, "insights never counted anna's order");
+    seen.record("GET /v1/customers/{customer_id}/insight", &h.get(&admin, "/v1/customers/anna/insight").await);
+    let customers = h.get(&admin, "/v1/insights/customers?segment=new&order_by=spend&page_size=1").await;
+    seen.record("GET /v1/insights/customers", &customers);
+    seen.record("GET /v1/insights/segments", &h.get(&admin, "/v1/insights/segments").await);
+
     // Last, so that the audit has every kind of change in it.
     let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;
     seen.record("POST /v1/campaigns/{campaign_id}/end", &end);

@@ -31,6 +31,7 @@ NOT_STATABLE = (
     ("window.days", "must be between 1 and 3660"),  # for a `rolling_days` window
     ("downgrade.grace_days", "must be between 1 and 730"),  # for a `grace_days` downgrade
     ("downgrade.kind", "END_OF_NEXT_PERIOD needs the calendar-year window"),
+    ("churned_days", "must be more than at_risk_days"),
     ("threshold", "must not be negative"),  # for a visible tier
     ("amount_minor", "earns "),  # more points than one write may book, at the program's rate
     ("enabled", "a program needs a reward for at least one side"),

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use loyalty_common::clock::{Clock, SystemClock, from_timestamp, to_timestamp};
 use loyalty_common::validate;
+use loyalty_proto::insights::v1 as insights_pb;
 use loyalty_proto::json::JsonEnum;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::referral::v1 as referral_pb;
@@ -71,6 +72,7 @@ pub struct PageQuery {
 }
 
 mod customers;
+mod insights;
 mod orders;
 mod program;
 mod referrals;
@@ -78,6 +80,7 @@ mod rewards;
 mod tiers;
 
 pub use customers::*;
+pub use insights::*;
 pub use orders::*;
 pub use program::*;
 pub use referrals::*;

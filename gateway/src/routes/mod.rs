@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod customers;
 pub mod demo;
+pub mod insights;
 pub mod ops;
 pub mod orders;
 pub mod program;
@@ -137,7 +138,13 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/rewards/{reward_id}/archive", rewards::archive)
         .add(Method::POST, "/v1/redemptions/{redemption_id}/cancel", rewards::cancel_redemption)
         .add(Method::GET, "/v1/referrals/settings", referrals::get_settings)
-        .add(Method::PUT, "/v1/referrals/settings", referrals::put_settings);
+        .add(Method::PUT, "/v1/referrals/settings", referrals::put_settings)
+        // Admin: insights.
+        .add(Method::GET, "/v1/customers/{customer_id}/insight", insights::customer_insight)
+        .add(Method::GET, "/v1/insights/customers", insights::customers)
+        .add(Method::GET, "/v1/insights/segments", insights::segments)
+        .add(Method::GET, "/v1/insights/settings", insights::get_settings)
+        .add(Method::PUT, "/v1/insights/settings", insights::put_settings);
     let RouteTable { router, specs } = table;
     let demo = if state.widget.demo.is_some() { demo::routes() } else { Router::new() };
 
@@ -250,6 +257,10 @@ pub fn referral_failed(failure: Failure) -> Problem {
 
 pub fn rewards_failed(failure: Failure) -> Problem {
     backend_failed("rewards", failure)
+}
+
+pub fn insights_failed(failure: Failure) -> Problem {
+    backend_failed("insights", failure)
 }
 
 #[cfg(test)]

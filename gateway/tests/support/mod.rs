@@ -20,6 +20,7 @@ use loyalty_gateway::customer::{self, CustomerSecrets};
 use loyalty_gateway::keys::{KeyStore, NewKey, Scope};
 use loyalty_gateway::widget::WidgetConfig;
 use loyalty_gateway::{Config, GatewayServer};
+use loyalty_insights::InsightsServer;
 use loyalty_points::PointsServer;
 use loyalty_referral::ReferralServer;
 use loyalty_rewards::RewardsServer;
@@ -43,6 +44,8 @@ pub struct Options {
     pub referral_addr: Option<String>,
     /// Start no rewards service and point the gateway here instead.
     pub rewards_addr: Option<String>,
+    /// Start no insights service and point the gateway here instead.
+    pub insights_addr: Option<String>,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     pub key_cache_ttl_secs: u64,
@@ -61,6 +64,7 @@ impl Default for Options {
             tiers_addr: None,
             referral_addr: None,
             rewards_addr: None,
+            insights_addr: None,
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
             key_cache_ttl_secs: 30,
@@ -89,6 +93,7 @@ pub struct Harness {
     tiers: Option<RunningService>,
     referral: Option<RunningService>,
     rewards: Option<RunningService>,
+    insights: Option<RunningService>,
     sandbox: Sandbox,
 }
 
@@ -159,11 +164,13 @@ impl Harness {
         let tiers_listener = start(optional && options.tiers_addr.is_none()).await;
         let referral_listener = start(optional && options.referral_addr.is_none()).await;
         let rewards_listener = start(optional && options.rewards_addr.is_none()).await;
+        let insights_listener = start(optional && options.insights_addr.is_none()).await;
         let addr = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().unwrap().to_string());
         let points_addr = options.points_addr.clone().or_else(|| addr(&points_listener)).unwrap();
         let tiers_addr = options.tiers_addr.clone().or_else(|| addr(&tiers_listener));
         let referral_addr = options.referral_addr.clone().or_else(|| addr(&referral_listener));
         let rewards_addr = options.rewards_addr.clone().or_else(|| addr(&rewards_listener));
+        let insights_addr = options.insights_addr.clone().or_else(|| addr(&insights_listener));
 
         let points = match points_listener {
             Some(listener) => {
@@ -199,6 +206,13 @@ impl Harness {
             }
             None => None,
         };
+        let insights = match insights_listener {
+            Some(listener) => {
+                let url = sandbox.database("insights").await;
+                Some(sandbox.start_on::<InsightsServer>(listener, &url, &follower).await)
+            }
+            None => None,
+        };
         let config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -206,6 +220,7 @@ impl Harness {
             tiers_addr,
             referral_addr,
             rewards_addr,
+            insights_addr,
             upstream_timeout_ms: options.upstream_timeout_ms,
             request_timeout_ms: 10_000,
             max_body_bytes: options.max_body_bytes,
@@ -232,6 +247,7 @@ impl Harness {
             tiers,
             referral,
             rewards,
+            insights,
             sandbox,
         }
     }
@@ -272,6 +288,9 @@ impl Harness {
     pub async fn stop(mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await.expect("gateway shuts down cleanly");
+        }
+        if let Some(insights) = self.insights.take() {
+            insights.shutdown().await.expect("insights shuts down cleanly");
         }
         if let Some(rewards) = self.rewards.take() {
             rewards.shutdown().await.expect("rewards shuts down cleanly");
@@ -382,7 +401,13 @@ impl Harness {
     /// far, by (service, method), summed over status codes, read from their
     /// `/metrics` (`rpc_server_requests_total`).
     pub async fn rpc_calls(&self) -> BTreeMap<(String, String), u64> {
-        let servers = [self.points.as_ref(), self.tiers.as_ref(), self.referral.as_ref(), self.rewards.as_ref()];
+        let servers = [
+            self.points.as_ref(),
+            self.tiers.as_ref(),
+            self.referral.as_ref(),
+            self.rewards.as_ref(),
+            self.insights.as_ref(),
+        ];
         let mut calls = BTreeMap::new();
         for server in servers.into_iter().flatten() {
             let url = format!("http://{}/metrics", server.metrics_addr());

@@ -7,7 +7,10 @@
 use prost_types::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{points::v1 as points, referral::v1 as referral, rewards::v1 as rewards, tiers::v1 as tiers};
+use crate::{
+    insights::v1 as insights, points::v1 as points, referral::v1 as referral, rewards::v1 as rewards,
+    tiers::v1 as tiers,
+};
 
 pub mod rfc3339;
 
@@ -53,6 +56,8 @@ fallbacks! {
     tiers::WindowKind => Lifetime,
     tiers::DowngradeKind => Immediate,
     tiers::QualificationBasis => AllEarned,
+    insights::Segment => New,
+    insights::CustomerOrder => Spend,
 }
 
 /// An enum field by name (`serialize_with`).

@@ -60,8 +60,8 @@ impl Default for Settings {
     }
 }
 
-/// Longest threshold, in days: ten years.
-pub const MAX_DAYS: i32 = 3_650;
+/// Longest threshold, in days: ten years, as every other window of a program.
+pub const MAX_DAYS: i32 = 3_660;
 
 impl Settings {
     /// Every threshold out of range, named by its field under `settings.`.

@@ -34,6 +34,7 @@ pub async fn prepare(gateway: &mut loyalty_gateway::Config) -> Result<(), Error>
         tiers: gateway.tiers_addr.as_deref(),
         referral: gateway.referral_addr.as_deref(),
         rewards: gateway.rewards_addr.as_deref(),
+        insights: gateway.insights_addr.as_deref(),
     };
     // The same way in as the gateway's: its TLS settings and a service identity from the shared secret.
     let tls = Tls::load(&gateway.tls)?;

@@ -44,6 +44,12 @@ struct Args {
     /// Metrics address of the rewards service.
     #[arg(long, env = "REWARDS_METRICS_ADDR", value_name = "REWARDS_METRICS_ADDR", default_value = "127.0.0.1:9104")]
     rewards_metrics_addr: SocketAddr,
+    /// gRPC address of the insights service.
+    #[arg(long, env = "INSIGHTS_GRPC_ADDR", value_name = "INSIGHTS_GRPC_ADDR", default_value = "127.0.0.1:50055")]
+    insights_grpc_addr: SocketAddr,
+    /// Metrics address of the insights service.
+    #[arg(long, env = "INSIGHTS_METRICS_ADDR", value_name = "INSIGHTS_METRICS_ADDR", default_value = "127.0.0.1:9105")]
+    insights_metrics_addr: SocketAddr,
     /// HTTP address of the gateway.
     #[arg(long, env = "GATEWAY_HTTP_ADDR", value_name = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     gateway_http_addr: SocketAddr,
@@ -96,6 +102,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let referral_addr = referral_listener.local_addr()?;
     let rewards_listener = bind(args.rewards_grpc_addr, "REWARDS_GRPC_ADDR").await?;
     let rewards_addr = rewards_listener.local_addr()?;
+    let insights_listener = bind(args.insights_grpc_addr, "INSIGHTS_GRPC_ADDR").await?;
+    let insights_addr = insights_listener.local_addr()?;
     let gateway_listener = bind(args.gateway_http_addr, "GATEWAY_HTTP_ADDR").await?;
     let gateway_addr = gateway_listener.local_addr()?;
 
@@ -155,6 +163,15 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
+    let insights_config = loyalty_insights::Config {
+        grpc_addr: insights_addr,
+        metrics_addr: args.insights_metrics_addr,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "insights.db"), 8),
+        points_addr: Some(points_addr.to_string()),
+        review_interval_secs: 60,
+        security: security.clone(),
+        telemetry: args.telemetry.clone(),
+    };
     let mut gateway_config = loyalty_gateway::Config::from_env()?;
     gateway_config.http_addr = gateway_addr;
     gateway_config.metrics_addr = args.gateway_metrics_addr;
@@ -162,6 +179,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     gateway_config.tiers_addr = Some(tiers_addr.to_string());
     gateway_config.referral_addr = Some(referral_addr.to_string());
     gateway_config.rewards_addr = Some(rewards_addr.to_string());
+    gateway_config.insights_addr = Some(insights_addr.to_string());
     gateway_config.database.url = keys_url;
     gateway_config.service_secret = Some(service_secret);
     let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database.url, 2).await?;
@@ -170,6 +188,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let tiers = loyalty_tiers::TiersServer::start(tiers_config, tiers_listener, None).await?;
     let referral = loyalty_referral::ReferralServer::start(referral_config, referral_listener, None).await?;
     let rewards = loyalty_rewards::RewardsServer::start(rewards_config, rewards_listener, None).await?;
+    let insights = loyalty_insights::InsightsServer::start(insights_config, insights_listener, None).await?;
     demo::prepare(&mut gateway_config).await?;
     let gateway = loyalty_gateway::GatewayServer::start(gateway_config, gateway_listener).await?;
 
@@ -178,6 +197,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("  tiers   grpc {tiers_addr}  metrics http://{}/metrics", tiers.metrics_addr());
     println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
     println!("  rewards grpc {rewards_addr}  metrics http://{}/metrics", rewards.metrics_addr());
+    println!("  insights grpc {insights_addr}  metrics http://{}/metrics", insights.metrics_addr());
     println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
     println!("  demo shop http://{gateway_addr}/demo  (the storefront widget with sample customers)");
     match args.auth {
@@ -207,6 +227,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;
     gateway.shutdown().await?;
+    insights.shutdown().await?;
     rewards.shutdown().await?;
     referral.shutdown().await?;
     tiers.shutdown().await?;

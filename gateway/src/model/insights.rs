@@ -1,0 +1,102 @@
+//! Insights (admin scope): a customer's numbers and segment, the program's
+//! customers by segment, how many each segment holds, and the thresholds.
+
+use super::*;
+
+/// Served as the insights service answers them: loyalty-proto derives their
+/// JSON and schema.
+pub use insights_pb::{
+    CustomerInsight, CustomerOrder, GetSegmentCountsResponse as SegmentCounts, InsightSettings, Segment, SegmentCount,
+};
+
+/// Which customers, in what order, from where.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerListQuery {
+    /// Only the customers in this segment; absent: every customer.
+    pub segment: Option<Segment>,
+    /// `spend` (the default) or `recency` (the last order): highest first.
+    pub order_by: Option<CustomerOrder>,
+    /// Customers per page, at most 200; absent or 0: 50.
+    #[param(minimum = 0, maximum = 200)]
+    pub page_size: Option<i32>,
+    /// The `next_page_token` of the previous page; absent: the first page.
+    pub page_token: Option<String>,
+}
+
+impl CustomerListQuery {
+    pub fn into_proto(self, program_id: &str) -> insights_pb::ListCustomersRequest {
+        insights_pb::ListCustomersRequest {
+            program_id: program_id.to_owned(),
+            segment: self.segment.map_or(0, Into::into),
+            order_by: self.order_by.map_or(0, Into::into),
+            page_size: self.page_size.unwrap_or(0),
+            page_token: self.page_token.unwrap_or_default(),
+        }
+    }
+}
+
+/// One page of the program's customers (without RFM scores: the customer's
+/// own insight has them).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerPage {
+    pub customers: Vec<CustomerInsight>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl From<insights_pb::ListCustomersResponse> for CustomerPage {
+    fn from(r: insights_pb::ListCustomersResponse) -> Self {
+        Self { customers: r.customers, next_page_token: non_empty(r.next_page_token) }
+    }
+}
+
+/// The thresholds segments and the lifetime value estimate use.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsightSettingsBody {
+    /// A customer who ordered at least twice is at risk after this many days without an order.
+    pub at_risk_days: i32,
+    /// Any customer is churned after this many days without an order; must be more than `at_risk_days`.
+    pub churned_days: i32,
+    /// Loyal: at least `loyal_orders` orders in the last `loyal_days` days.
+    pub loyal_orders: i32,
+    pub loyal_days: i32,
+    /// How long a customer is expected to stay, in days, for the lifetime value estimate.
+    pub expected_lifespan_days: i32,
+    /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
+    pub expected_version: Option<i64>,
+}
+
+impl InsightSettingsBody {
+    pub fn into_proto(self, program_id: &str, actor: String, key: String) -> insights_pb::PutInsightSettingsRequest {
+        insights_pb::PutInsightSettingsRequest {
+            program_id: program_id.to_owned(),
+            settings: Some(insights_pb::InsightSettings {
+                at_risk_days: self.at_risk_days,
+                churned_days: self.churned_days,
+                loyal_orders: self.loyal_orders,
+                loyal_days: self.loyal_days,
+                expected_lifespan_days: self.expected_lifespan_days,
+                version: 0,
+            }),
+            actor,
+            idempotency_key: key,
+            expected_version: self.expected_version,
+        }
+    }
+}
+
+pub fn customer_insight_request(program_id: &str, customer_id: String) -> insights_pb::GetCustomerInsightRequest {
+    insights_pb::GetCustomerInsightRequest { program_id: program_id.to_owned(), customer_id }
+}
+
+pub fn segment_counts_request(program_id: &str) -> insights_pb::GetSegmentCountsRequest {
+    insights_pb::GetSegmentCountsRequest { program_id: program_id.to_owned() }
+}
+
+pub fn insight_settings_request(program_id: &str) -> insights_pb::GetInsightSettingsRequest {
+    insights_pb::GetInsightSettingsRequest { program_id: program_id.to_owned() }
+}

@@ -1,0 +1,122 @@
+//! Insights (scope `admin`): a customer's order history, RFM scores, segment
+//! and lifetime value; the program's customers by segment; how many each
+//! segment holds; the thresholds. Every route needs the insights service
+//! (`INSIGHTS_ADDR`); without it they answer 503 `BACKEND_NOT_CONFIGURED`.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams};
+use crate::model::{
+    self, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings, InsightSettingsBody, SegmentCounts,
+};
+use crate::problem::{Problem, ProblemDocument};
+use crate::routes::{AppState, insights_failed, json, written};
+use crate::rpc;
+
+/// Field names the service prefixes with the message they belong to.
+const SETTINGS_PREFIX: &str = "settings.";
+
+/// One customer's numbers as of now: orders, spend, RFM scores, segment and lifetime value.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/insight",
+    tag = "insights",
+    operation_id = "getCustomerInsight",
+    security(("api_key" = ["admin"])),
+    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    responses(
+        (status = 200, description = "The customer's insight (zeros and `new` for a customer without orders)", body = CustomerInsight),
+        (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn customer_insight(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    extract::Segment(customer_id): extract::Segment<String>,
+) -> Result<Response, Problem> {
+    let request = model::customer_insight_request(auth.program(), customer_id);
+    let reply = state.upstreams.insights(request, rpc!(get_customer_insight)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message.insight.unwrap_or_default()))
+}
+
+/// The program's customers, of one segment or all, by spend or by their last order, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/customers",
+    tag = "insights",
+    operation_id = "listInsightCustomers",
+    security(("api_key" = ["admin"])),
+    params(CustomerListQuery),
+    responses(
+        (status = 200, description = "One page of customers, highest first", body = CustomerPage),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn customers(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    QueryParams(query): QueryParams<CustomerListQuery>,
+) -> Result<Response, Problem> {
+    let request = query.into_proto(auth.program());
+    let reply = state.upstreams.insights(request, rpc!(list_customers)).await.map_err(insights_failed)?;
+    Ok(json(&CustomerPage::from(reply.message)))
+}
+
+/// How many customers each segment holds now, every segment listed.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/segments",
+    tag = "insights",
+    operation_id = "getSegmentCounts",
+    security(("api_key" = ["admin"])),
+    responses((status = 200, description = "The segments' counts", body = SegmentCounts))
+)]
+pub async fn segments(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
+    let request = model::segment_counts_request(auth.program());
+    let reply = state.upstreams.insights(request, rpc!(get_segment_counts)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message))
+}
+
+/// The thresholds segments and the lifetime value use (the defaults until first set).
+#[utoipa::path(
+    get,
+    path = "/v1/insights/settings",
+    tag = "insights",
+    operation_id = "getInsightSettings",
+    security(("api_key" = ["admin"])),
+    responses((status = 200, description = "The thresholds", body = InsightSettings))
+)]
+pub async fn get_settings(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
+    let request = model::insight_settings_request(auth.program());
+    let reply = state.upstreams.insights(request, rpc!(get_insight_settings)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message.settings.unwrap_or_default()))
+}
+
+/// Replaces the thresholds; validated. Segments follow at once.
+#[utoipa::path(
+    put,
+    path = "/v1/insights/settings",
+    tag = "insights",
+    operation_id = "putInsightSettings",
+    security(("api_key" = ["admin"])),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer")),
+    request_body = InsightSettingsBody,
+    responses(
+        (status = 200, description = "The stored thresholds", body = InsightSettings,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "The key was used with other arguments, or the settings changed meanwhile (`VERSION_MISMATCH`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A threshold is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<InsightSettingsBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), auth.actor(), key);
+    let reply = state.upstreams.insights(request, rpc!(put_insight_settings)).await;
+    let reply = reply.map_err(|failure| insights_failed(failure).strip_field_prefix(SETTINGS_PREFIX))?;
+    Ok(written(reply.replayed, &reply.message.settings.unwrap_or_default()))
+}
