@@ -29,7 +29,7 @@ RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "ap
 SENSITIVE_ENV = re.compile(r"(^|_)(URL|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?|API_KEY)$")
 CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
-GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards"}
+GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights"}
 HTTP_SERVICES = {"loyalty-gateway"}
 # Credentials (issue 10): every binary checks callers unless LOYALTY_AUTH=off,
 # which no install may set; these settings hold secrets and must come from a
@@ -47,7 +47,7 @@ TLS_ENV = (TLS_CERT, TLS_KEY, TLS_CLIENT_CA, TLS_CA)
 PLAINTEXT_APP_PROTOCOLS = {"http", "h2c", "kubernetes.io/h2c", "grpc"}
 # Settings naming another workload to call (host:port): the host must be a name
 # its certificate carries, i.e. its Service's name in the namespace.
-PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS)_ADDR$")
+PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS|INSIGHTS)_ADDR$")
 # The optional cert-manager example (not rendered by any overlay), checked with prod.
 CERT_MANAGER_EXAMPLE = Path("cert-manager") / "certificates.yaml"
 
@@ -504,11 +504,15 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (own_ns, pod("loyalty-gateway"), "loyalty-tiers", "grpc", True, "gateway reads memberships"),
         (own_ns, pod("loyalty-referral"), "loyalty-points", "grpc", True, "referral follows the ledger, pays rewards"),
         (own_ns, pod("loyalty-rewards"), "loyalty-points", "grpc", True, "rewards spends and refunds points"),
+        (own_ns, pod("loyalty-insights"), "loyalty-points", "grpc", True, "insights follows the ledger"),
         (own_ns, pod("loyalty-rewards"), "loyalty-tiers", "grpc", True, "rewards checks minimum tiers"),
         (own_ns, pod("loyalty-gateway"), "loyalty-referral", "grpc", True, "gateway serves referral routes"),
         (own_ns, pod("loyalty-gateway"), "loyalty-rewards", "grpc", True, "gateway serves rewards routes"),
+        (own_ns, pod("loyalty-gateway"), "loyalty-insights", "grpc", True, "gateway serves insights routes"),
         (own_ns, pod("loyalty-points"), "loyalty-rewards", "grpc", False, "points never calls rewards"),
         (own_ns, pod("loyalty-loadgen"), "loyalty-referral", "grpc", False, "loadgen has no business with referral"),
+        (own_ns, pod("loyalty-loadgen"), "loyalty-insights", "grpc", False, "loadgen has no business with insights"),
+        (own_ns, pod("loyalty-points"), "loyalty-insights", "grpc", False, "points never calls insights"),
         (own_ns, pod("anything"), "loyalty-gateway", "http", True, "pods of the namespace call the gateway"),
         (ingress_ns, pod("ingress-nginx"), "loyalty-gateway", "http", True, "the ingress controller"),
         (own_ns, pod("loyalty-loadgen"), "loyalty-tiers", "grpc", False, "loadgen has no business with tiers"),
@@ -518,15 +522,18 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (monitoring, pod("grafana"), "loyalty-points", "metrics", False, "only Prometheus scrapes"),
         (monitoring, pod("prometheus"), "loyalty-points", "grpc", False, "Prometheus gets metrics only"),
     ]
-    for target in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-gateway"):
+    for target in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
+                   "loyalty-gateway"):
         matrix.append((monitoring, pod("prometheus"), target, "metrics", True, "Prometheus scrapes metrics"))
         matrix.append((own_ns, pod("anything"), target, "metrics", False, "metrics only for Prometheus"))
     if overlay == "dev":
-        for caller in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-gateway"):
+        for caller in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
+                       "loyalty-gateway"):
             matrix.append((own_ns, pod(caller), "postgres", "postgres", True, "each service owns a database"))
         matrix.append((own_ns, pod("loyalty-points"), "redis", "redis", True, "points caches balances"))
         matrix.append((own_ns, pod("loyalty-tiers"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-gateway"), "redis", "redis", False, "only points uses Redis"))
+        matrix.append((own_ns, pod("loyalty-insights"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-loadgen"), "postgres", "postgres", False, "loadgen has no database"))
     for source_ns, source, target, port, expected, why in matrix:
         if target not in workloads:
