@@ -161,6 +161,17 @@ const JSON_MESSAGES: &[JsonMessage] = &[
     JsonMessage::written(".loyalty.insights.v1.SegmentCount", &[("segment", Enum("Segment"))]),
     JsonMessage::written(".loyalty.insights.v1.GetSegmentCountsResponse", &[]).named("SegmentCounts"),
     JsonMessage::written(".loyalty.insights.v1.InsightSettings", &[]),
+    JsonMessage::written(
+        ".loyalty.insights.v1.SurveyResponse",
+        &[("kind", Enum("SurveyKind")), ("comment", OptionalText), ("answered_at", Instant)],
+    ),
+    JsonMessage::written(".loyalty.insights.v1.NpsScore", &[]),
+    JsonMessage::written(".loyalty.insights.v1.CsatScore", &[]),
+    JsonMessage::written(
+        ".loyalty.insights.v1.GetSurveyScoresResponse",
+        &[("from", Instant), ("to", Instant), ("nps", Message("NpsScore")), ("csat", Message("CsatScore"))],
+    )
+    .named("SurveyScores"),
     JsonMessage::written(".loyalty.referral.v1.GetReferralStatsResponse", &[]).named("ReferralStats"),
     JsonMessage::written(
         ".loyalty.referral.v1.Referral",
@@ -209,6 +220,7 @@ const JSON_ENUMS: &[JsonEnum] = &[
     JsonEnum::read(".loyalty.points.v1.CampaignKind"),
     JsonEnum::read(".loyalty.insights.v1.Segment"),
     JsonEnum::read(".loyalty.insights.v1.CustomerOrder"),
+    JsonEnum::read(".loyalty.insights.v1.SurveyKind"),
     JsonEnum::state(".loyalty.referral.v1.ReferralStatus"),
     JsonEnum::read(".loyalty.rewards.v1.RewardKind"),
     JsonEnum::state(".loyalty.rewards.v1.RedemptionStatus"),

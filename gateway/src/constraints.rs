@@ -69,6 +69,8 @@ fn parameter_rule(path: &str, place: &str, name: &str) -> Option<Value> {
 /// while it does not count, and the description says when it does.
 fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
     vec![
+        ("SurveyBody", "score", range(0, 10)),
+        ("SurveyBody", "comment", json!({"maxLength": 2_000})),
         ("InsightSettingsBody", "at_risk_days", range(1, MAX_DAYS)),
         ("InsightSettingsBody", "churned_days", range(1, MAX_DAYS)),
         ("InsightSettingsBody", "loyal_orders", range(1, 1_000)),

@@ -202,6 +202,10 @@ async fn every_route_answers_in_its_golden_shape() {
     let customers = h.get(&admin, "/v1/insights/customers?segment=new&order_by=spend&page_size=1").await;
     seen.record("GET /v1/insights/customers", &customers);
     seen.record("GET /v1/insights/segments", &h.get(&admin, "/v1/insights/segments").await);
+    let survey = json!({"kind": "nps", "score": 9, "comment": "Quick delivery"});
+    let path = "/v1/customers/anna/surveys";
+    seen.record("POST /v1/customers/{customer_id}/surveys", &h.post(&admin, path, "survey-1", survey).await);
+    seen.record("GET /v1/insights/surveys", &h.get(&admin, "/v1/insights/surveys").await);
 
     // Last, so that the audit has every kind of change in it.
     let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;

@@ -32,6 +32,9 @@ NOT_STATABLE = (
     ("downgrade.grace_days", "must be between 1 and 730"),  # for a `grace_days` downgrade
     ("downgrade.kind", "END_OF_NEXT_PERIOD needs the calendar-year window"),
     ("churned_days", "must be more than at_risk_days"),
+    ("score", "must be 1 to 5 for this survey"),  # a `csat` answer
+    ("from", "must not be after to"),
+    ("answered_at", "must not be in the future"),
     ("threshold", "must not be negative"),  # for a visible tier
     ("amount_minor", "earns "),  # more points than one write may book, at the program's rate
     ("enabled", "a program needs a reward for at least one side"),

@@ -6,7 +6,9 @@ use super::*;
 /// Served as the insights service answers them: loyalty-proto derives their
 /// JSON and schema.
 pub use insights_pb::{
-    CustomerInsight, CustomerOrder, GetSegmentCountsResponse as SegmentCounts, InsightSettings, Segment, SegmentCount,
+    CsatScore, CustomerInsight, CustomerOrder, GetSegmentCountsResponse as SegmentCounts,
+    GetSurveyScoresResponse as SurveyScores, InsightSettings, NpsScore, Segment, SegmentCount, SurveyKind,
+    SurveyResponse,
 };
 
 /// Which customers, in what order, from where.
@@ -99,4 +101,62 @@ pub fn segment_counts_request(program_id: &str) -> insights_pb::GetSegmentCounts
 
 pub fn insight_settings_request(program_id: &str) -> insights_pb::GetInsightSettingsRequest {
     insights_pb::GetInsightSettingsRequest { program_id: program_id.to_owned() }
+}
+
+/// A customer's answer to a survey.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyBody {
+    /// `nps` ("how likely are you to recommend us?") or `csat` ("how satisfied are you?").
+    pub kind: SurveyKind,
+    /// 0 to 10 for `nps`, 1 to 5 for `csat`.
+    pub score: i32,
+    /// What the customer wrote, if anything.
+    #[serde(default)]
+    pub comment: String,
+    /// RFC 3339; when the customer answered, not in the future. Absent: now.
+    #[schema(format = DateTime)]
+    pub answered_at: Option<String>,
+}
+
+impl SurveyBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        customer_id: String,
+        key: String,
+    ) -> Result<insights_pb::RecordSurveyResponseRequest, Problem> {
+        Ok(insights_pb::RecordSurveyResponseRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            kind: self.kind.into(),
+            score: self.score,
+            comment: self.comment,
+            answered_at: self.answered_at.as_deref().map(|at| time_in("answered_at", at)).transpose()?,
+            idempotency_key: key,
+        })
+    }
+}
+
+/// The UTC days whose answers count.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyScoresQuery {
+    /// RFC 3339; the first day counted (its time of day is ignored). Absent: 29 days before `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// RFC 3339; the last day counted, not before `from`. Absent: today.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+}
+
+impl SurveyScoresQuery {
+    pub fn into_proto(self, program_id: &str) -> Result<insights_pb::GetSurveyScoresRequest, Problem> {
+        Ok(insights_pb::GetSurveyScoresRequest {
+            program_id: program_id.to_owned(),
+            from: self.from.as_deref().map(|at| time_in("from", at)).transpose()?,
+            to: self.to.as_deref().map(|at| time_in("to", at)).transpose()?,
+        })
+    }
 }

@@ -6,9 +6,10 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams};
+use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, ServerScope};
 use crate::model::{
     self, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings, InsightSettingsBody, SegmentCounts,
+    SurveyBody, SurveyResponse, SurveyScores, SurveyScoresQuery,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, insights_failed, json, written};
@@ -119,4 +120,58 @@ pub async fn put_settings(
     let reply = state.upstreams.insights(request, rpc!(put_insight_settings)).await;
     let reply = reply.map_err(|failure| insights_failed(failure).strip_field_prefix(SETTINGS_PREFIX))?;
     Ok(written(reply.replayed, &reply.message.settings.unwrap_or_default()))
+}
+
+/// Records a customer's answer to a survey (NPS 0–10 or CSAT 1–5), once per key.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{customer_id}/surveys",
+    tag = "insights",
+    operation_id = "recordSurveyResponse",
+    security(("api_key" = ["server"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+    ),
+    request_body = SurveyBody,
+    responses(
+        (status = 200, description = "The recorded answer", body = SurveyResponse,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "The key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn record_survey(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    extract::Segment(customer_id): extract::Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<SurveyBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), customer_id, key)?;
+    let reply = state.upstreams.insights(request, rpc!(record_survey_response)).await.map_err(insights_failed)?;
+    Ok(written(reply.replayed, &reply.message.response.unwrap_or_default()))
+}
+
+/// NPS and CSAT over whole UTC days (the last 30 by default), from the answers' daily counts.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/surveys",
+    tag = "insights",
+    operation_id = "getSurveyScores",
+    security(("api_key" = ["admin"])),
+    params(SurveyScoresQuery),
+    responses(
+        (status = 200, description = "The scores of the days asked for", body = SurveyScores),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn survey_scores(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    QueryParams(query): QueryParams<SurveyScoresQuery>,
+) -> Result<Response, Problem> {
+    let request = query.into_proto(auth.program())?;
+    let reply = state.upstreams.insights(request, rpc!(get_survey_scores)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message))
 }

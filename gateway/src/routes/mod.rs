@@ -144,7 +144,10 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::GET, "/v1/insights/customers", insights::customers)
         .add(Method::GET, "/v1/insights/segments", insights::segments)
         .add(Method::GET, "/v1/insights/settings", insights::get_settings)
-        .add(Method::PUT, "/v1/insights/settings", insights::put_settings);
+        .add(Method::PUT, "/v1/insights/settings", insights::put_settings)
+        .add(Method::GET, "/v1/insights/surveys", insights::survey_scores)
+        // Shop back end: survey answers.
+        .add(Method::POST, "/v1/customers/{customer_id}/surveys", insights::record_survey);
     let RouteTable { router, specs } = table;
     let demo = if state.widget.demo.is_some() { demo::routes() } else { Router::new() };
 

@@ -58,6 +58,7 @@ fallbacks! {
     tiers::QualificationBasis => AllEarned,
     insights::Segment => New,
     insights::CustomerOrder => Spend,
+    insights::SurveyKind => Nps,
 }
 
 /// An enum field by name (`serialize_with`).

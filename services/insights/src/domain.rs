@@ -183,6 +183,102 @@ pub fn quintile(below: i64, total: i64) -> i32 {
     i32::try_from(score.min(5)).unwrap_or(5)
 }
 
+/// What a survey asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SurveyKind {
+    /// "How likely are you to recommend us?", 0 to 10.
+    Nps,
+    /// "How satisfied are you?", 1 to 5.
+    Csat,
+}
+
+impl SurveyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nps => "nps",
+            Self::Csat => "csat",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Nps, Self::Csat].into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// The scores an answer may give.
+    pub fn scores(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Self::Nps => 0..=10,
+            Self::Csat => 1..=5,
+        }
+    }
+}
+
+/// One customer's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurveyAnswer {
+    pub response_id: String,
+    pub customer_id: String,
+    pub kind: SurveyKind,
+    pub score: i32,
+    pub comment: String,
+    pub answered_at: Micros,
+}
+
+/// Net Promoter Score of some answers: promoters 9–10, passives 7–8,
+/// detractors 0–6; `nps` = % promoters − % detractors, rounded toward zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Nps {
+    pub responses: i64,
+    pub promoters: i64,
+    pub passives: i64,
+    pub detractors: i64,
+    pub nps: i32,
+}
+
+impl Nps {
+    /// From (score, answers) counts.
+    pub fn of(counts: &[(i32, i64)]) -> Self {
+        let count = |range: std::ops::RangeInclusive<i32>| -> i64 {
+            counts.iter().filter(|(score, _)| range.contains(score)).map(|(_, n)| n).sum()
+        };
+        let (promoters, passives, detractors) = (count(9..=10), count(7..=8), count(0..=6));
+        let responses = promoters + passives + detractors;
+        let nps = if responses == 0 { 0 } else { (promoters - detractors) * 100 / responses };
+        Self { responses, promoters, passives, detractors, nps: i32::try_from(nps).unwrap_or(0) }
+    }
+}
+
+/// Customer satisfaction of some answers: the share of 4s and 5s, and the mean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Csat {
+    pub responses: i64,
+    pub satisfied: i64,
+    /// Percent, rounded down.
+    pub csat_percent: i32,
+    /// The mean score × 100, rounded down.
+    pub average_centi: i32,
+}
+
+impl Csat {
+    /// From (score, answers) counts.
+    pub fn of(counts: &[(i32, i64)]) -> Self {
+        let answers = counts.iter().filter(|(score, _)| (1..=5).contains(score));
+        let (responses, satisfied, total) = answers.fold((0_i64, 0_i64, 0_i64), |(r, s, t), &(score, n)| {
+            (r + n, s + if score >= 4 { n } else { 0 }, t + i64::from(score) * n)
+        });
+        if responses == 0 {
+            return Self::default();
+        }
+        let percent = |part: i64| i32::try_from(part * 100 / responses).unwrap_or(0);
+        Self { responses, satisfied, csat_percent: percent(satisfied), average_centi: percent(total) }
+    }
+}
+
+/// The UTC day an instant falls on, as the instant of its midnight.
+pub fn day_of(at: Micros) -> Micros {
+    at.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +329,21 @@ mod tests {
         // A first order yesterday counts over 30 days, not one.
         assert_eq!(history(&[1], now, 5_000).lifetime_value(&s, now), 5_000 * 1095 / 30);
         assert_eq!(History::default().lifetime_value(&s, now), 0);
+    }
+
+    #[test]
+    fn nps_and_csat_count_as_published() {
+        // 10 answers: 5 promoters (9, 10), 2 passives, 3 detractors: 50 % − 30 % = 20.
+        let nps = Nps::of(&[(10, 3), (9, 2), (8, 1), (7, 1), (6, 2), (0, 1)]);
+        assert_eq!((nps.responses, nps.promoters, nps.passives, nps.detractors, nps.nps), (10, 5, 2, 3, 20));
+        // Rounded toward zero: 1 promoter, 2 detractors of 3 is −33.3 → −33.
+        assert_eq!(Nps::of(&[(10, 1), (3, 2)]).nps, -33);
+        assert_eq!(Nps::of(&[]), Nps::default());
+        // 4 answers 5, 4, 3, 1: 2 satisfied (50 %), mean 3.25.
+        let csat = Csat::of(&[(5, 1), (4, 1), (3, 1), (1, 1)]);
+        assert_eq!((csat.responses, csat.satisfied, csat.csat_percent, csat.average_centi), (4, 2, 50, 325));
+        assert_eq!(day_of(3 * DAY + 5), 3 * DAY);
+        assert_eq!(day_of(-1), -DAY);
     }
 
     #[test]

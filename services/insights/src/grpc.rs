@@ -6,12 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use loyalty_common::auth;
-use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::clock::{MICROS_PER_DAY, Micros, to_timestamp};
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::insights::v1 as pb;
 use loyalty_proto::insights::v1::insights_service_server::InsightsService;
 
-use crate::domain::{self, Segment, Settings};
+use crate::domain::{self, Csat, Nps, Segment, Settings, SurveyAnswer, SurveyKind};
 use crate::error::DOMAIN;
 use crate::service::{CustomerInsight, Insights};
 use crate::store::{CustomerRow, Order};
@@ -145,7 +145,106 @@ impl InsightsService for InsightsApi {
             .await?;
         Ok(Response::new(pb::PutInsightSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }
+
+    async fn record_survey_response(
+        &self,
+        request: Request<pb::RecordSurveyResponseRequest>,
+    ) -> Result<Response<pb::RecordSurveyResponseResponse>, Status> {
+        let r = request.into_inner();
+        let now = self.insights.store().now();
+        let mut check = Check::default();
+        check
+            .id("program_id", &r.program_id)
+            .id("customer_id", &r.customer_id)
+            .id("idempotency_key", &r.idempotency_key);
+        let kind = match pb::SurveyKind::try_from(r.kind) {
+            Ok(pb::SurveyKind::Nps) => Some(SurveyKind::Nps),
+            Ok(pb::SurveyKind::Csat) => Some(SurveyKind::Csat),
+            _ => {
+                check.add(Err(FieldViolation::new("kind", "must be NPS or CSAT")));
+                None
+            }
+        };
+        if let Some(kind) = kind.filter(|kind| !kind.scores().contains(&r.score)) {
+            let (low, high) = kind.scores().into_inner();
+            check.add(Err(FieldViolation::new("score", format!("must be {low} to {high} for this survey"))));
+        }
+        if r.comment.chars().count() > MAX_COMMENT_CHARS {
+            check.add(Err(FieldViolation::new("comment", format!("must be at most {MAX_COMMENT_CHARS} characters"))));
+        }
+        let answered_at = check.timestamp("answered_at", r.answered_at.as_ref(), now).unwrap_or(now);
+        if answered_at > now {
+            check.add(Err(FieldViolation::new("answered_at", "must not be in the future")));
+        }
+        check.done(DOMAIN)?;
+        let answer = SurveyAnswer {
+            response_id: format!("srv_{}", uuid::Uuid::now_v7().simple()),
+            customer_id: r.customer_id,
+            kind: kind.unwrap_or(SurveyKind::Nps),
+            score: r.score,
+            comment: r.comment,
+            answered_at,
+        };
+        let stored = self.insights.store().record_answer(&r.program_id, answer, &r.idempotency_key).await?;
+        Ok(Response::new(pb::RecordSurveyResponseResponse { response: Some(answer_to_proto(&stored)) }))
+    }
+
+    async fn get_survey_scores(
+        &self,
+        request: Request<pb::GetSurveyScoresRequest>,
+    ) -> Result<Response<pb::GetSurveyScoresResponse>, Status> {
+        let r = request.into_inner();
+        let now = self.insights.store().now();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let to = domain::day_of(check.timestamp("to", r.to.as_ref(), now).unwrap_or(now));
+        let default_from = to - (DEFAULT_SCORE_DAYS - 1) * MICROS_PER_DAY;
+        let from = domain::day_of(check.timestamp("from", r.from.as_ref(), now).unwrap_or(default_from));
+        if from > to {
+            check.add(Err(FieldViolation::new("from", "must not be after to")));
+        }
+        check.done(DOMAIN)?;
+        let store = self.insights.store();
+        let nps = Nps::of(&store.survey_counts(&r.program_id, SurveyKind::Nps, from, to).await?);
+        let csat = Csat::of(&store.survey_counts(&r.program_id, SurveyKind::Csat, from, to).await?);
+        Ok(Response::new(pb::GetSurveyScoresResponse {
+            from: Some(to_timestamp(from)),
+            to: Some(to_timestamp(to)),
+            nps: Some(pb::NpsScore {
+                responses: nps.responses,
+                promoters: nps.promoters,
+                passives: nps.passives,
+                detractors: nps.detractors,
+                nps: nps.nps,
+            }),
+            csat: Some(pb::CsatScore {
+                responses: csat.responses,
+                satisfied: csat.satisfied,
+                csat_percent: csat.csat_percent,
+                average_centi: csat.average_centi,
+            }),
+        }))
+    }
 }
+
+fn answer_to_proto(a: &SurveyAnswer) -> pb::SurveyResponse {
+    pb::SurveyResponse {
+        response_id: a.response_id.clone(),
+        customer_id: a.customer_id.clone(),
+        kind: match a.kind {
+            SurveyKind::Nps => pb::SurveyKind::Nps,
+            SurveyKind::Csat => pb::SurveyKind::Csat,
+        } as i32,
+        score: a.score,
+        comment: a.comment.clone(),
+        answered_at: Some(to_timestamp(a.answered_at)),
+    }
+}
+
+/// Longest survey comment, in characters.
+const MAX_COMMENT_CHARS: usize = 2_000;
+/// The days GetSurveyScores counts when the request names none: the last 30, today included.
+const DEFAULT_SCORE_DAYS: i64 = 30;
 
 /// `<value>:<customer id>`, as `next_page_token` writes it: the value a
 /// plain number, the id any text without control characters (it is only a

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use loyalty_common::auth::keys::Scope::Admin;
+use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
@@ -32,7 +32,7 @@ use crate::store::InsightsStore;
 pub const SERVICE_NAME: &str = "loyalty.insights.v1.InsightsService";
 
 /// What each RPC needs of an API key: insights are the shop's marketing
-/// data, for admin keys only.
+/// data, for admin keys; the shop's back end records survey answers.
 pub const POLICY: Policy = Policy {
     service: SERVICE_NAME,
     methods: &[
@@ -41,11 +41,14 @@ pub const POLICY: Policy = Policy {
         ("GetSegmentCounts", Access::Key(Admin)),
         ("GetInsightSettings", Access::Key(Admin)),
         ("PutInsightSettings", Access::Key(Admin)),
+        ("RecordSurveyResponse", Access::Key(Server)),
+        ("GetSurveyScores", Access::Key(Admin)),
     ],
 };
 
 loyalty_common::embedded_migrations!("../migrations":
     1 "insights" "0001_insights.sql",
+    2 "surveys" "0002_surveys.sql",
 );
 
 /// Every setting, from flags or the environment.

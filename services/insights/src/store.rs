@@ -14,7 +14,7 @@ use loyalty_common::db::{Database, from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
-use crate::domain::{History, Segment, Settings};
+use crate::domain::{self, History, Segment, Settings, SurveyAnswer, SurveyKind};
 use crate::error::Error;
 
 /// Names this service's row in `consumer_cursors`.
@@ -278,6 +278,76 @@ impl InsightsStore {
                 .fetch_all(&self.db.pool)
                 .await?;
         rows.into_iter().map(|(segment, count)| Ok((parse_segment(&segment)?, count))).collect()
+    }
+}
+
+impl InsightsStore {
+    /// Records an answer and counts it in its day, once per idempotency key.
+    pub async fn record_answer(
+        &self,
+        program_id: &str,
+        answer: SurveyAnswer,
+        key: &str,
+    ) -> Result<SurveyAnswer, Error> {
+        const METHOD: &str = "RecordSurveyResponse";
+        let request = serde_json::json!({
+            "customer_id": answer.customer_id, "kind": answer.kind, "score": answer.score,
+            "comment": answer.comment, "answered_at": answer.answered_at,
+        });
+        let hash = request_hash(program_id, &request);
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, METHOD, key, &hash, self.now()).await? {
+            tx.rollback().await?;
+            return Ok(from_json(&saved)?);
+        }
+        sqlx::query(
+            "INSERT INTO survey_responses (program_id, response_id, customer_id, kind, score, comment, answered_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(program_id)
+        .bind(&answer.response_id)
+        .bind(&answer.customer_id)
+        .bind(answer.kind.as_str())
+        .bind(answer.score)
+        .bind(&answer.comment)
+        .bind(answer.answered_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO survey_days (program_id, kind, day_us, score, responses) VALUES ($1, $2, $3, $4, 1) \
+             ON CONFLICT (program_id, kind, day_us, score) DO UPDATE SET responses = survey_days.responses + 1",
+        )
+        .bind(program_id)
+        .bind(answer.kind.as_str())
+        .bind(domain::day_of(answer.answered_at))
+        .bind(answer.score)
+        .execute(&mut *tx)
+        .await?;
+        idempotency::save(&mut tx, program_id, METHOD, key, &to_json(&answer), &answer.response_id).await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// How many answers of `kind` gave each score, on the UTC days from
+    /// `first_day` to `last_day` (midnights), both included.
+    pub async fn survey_counts(
+        &self,
+        program_id: &str,
+        kind: SurveyKind,
+        first_day: Micros,
+        last_day: Micros,
+    ) -> Result<Vec<(i32, i64)>, Error> {
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT score, CAST(SUM(responses) AS BIGINT) FROM survey_days \
+             WHERE program_id = $1 AND kind = $2 AND day_us >= $3 AND day_us <= $4 GROUP BY score",
+        )
+        .bind(program_id)
+        .bind(kind.as_str())
+        .bind(first_day)
+        .bind(last_day)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows)
     }
 }
 

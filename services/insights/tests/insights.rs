@@ -332,7 +332,85 @@ async fn settings_move_segments_and_are_checked(backend: Backend) {
     h.stop().await;
 }
 
+/// Survey answers and their scores, worked out by hand:
+/// - days 0 to 10: NPS 10, 9, 6, 8, 0: 2 promoters, 1 passive, 2 detractors: NPS 0;
+///   CSAT 5, 4, 2: 2 of 3 satisfied (66 %), mean 3.66 (366);
+/// - the last 30 days at day 40 (days 11 to 40): NPS 10 alone (100), CSAT 3 alone (0 %, 300);
+/// - days 0 to 40: NPS 6 answers, 3 promoters, 2 detractors: 16 (16.6 rounded toward zero);
+///   CSAT 5, 4, 2, 3: 50 %, 350.
+async fn survey_answers_add_up_to_nps_and_csat(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    // Noon of day 40: the answers of day 40 (at 01:00) lie behind.
+    h.sandbox.clock.set(T0 + 40 * DAY + DAY / 2);
+    let answer =
+        |customer: &str, kind: pb::SurveyKind, score: i32, day: i64, key: &str| pb::RecordSurveyResponseRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            kind: kind as i32,
+            score,
+            comment: String::new(),
+            answered_at: Some(to_timestamp(T0 + day * DAY + 3_600_000_000)),
+            idempotency_key: key.into(),
+        };
+    use pb::SurveyKind::{Csat, Nps};
+    let answers = [
+        answer("anna", Nps, 10, 0, "a1"),
+        answer("ben", Nps, 9, 0, "b1"),
+        answer("cara", Nps, 6, 0, "c1"),
+        answer("dan", Nps, 8, 10, "d1"),
+        answer("eve", Nps, 0, 10, "e1"),
+        answer("anna", Csat, 5, 10, "a2"),
+        answer("ben", Csat, 4, 10, "b2"),
+        answer("cara", Csat, 2, 10, "c2"),
+        answer("fay", Nps, 10, 40, "f1"),
+        answer("dan", Csat, 3, 40, "d2"),
+    ];
+    let mut first = None;
+    for request in answers.clone() {
+        let recorded = h.insights.record_survey_response(request).await.unwrap().into_inner().response.unwrap();
+        first.get_or_insert(recorded);
+    }
+    // The same key again: the same answer, counted once.
+    let again = h.insights.record_survey_response(answers[0].clone()).await.unwrap().into_inner().response.unwrap();
+    assert_eq!(Some(again), first);
+    let scores = |from: Option<i64>, to: Option<i64>| pb::GetSurveyScoresRequest {
+        program_id: "shop".into(),
+        from: from.map(|day| to_timestamp(T0 + day * DAY + 5)),
+        to: to.map(|day| to_timestamp(T0 + day * DAY + 7)),
+    };
+    let numbers = |r: pb::GetSurveyScoresResponse| {
+        let (n, c) = (r.nps.unwrap(), r.csat.unwrap());
+        (
+            (n.responses, n.promoters, n.passives, n.detractors, n.nps),
+            (c.responses, c.satisfied, c.csat_percent, c.average_centi),
+        )
+    };
+    let early = h.insights.get_survey_scores(scores(Some(0), Some(10))).await.unwrap().into_inner();
+    assert_eq!((early.from.clone(), early.to.clone()), (Some(to_timestamp(T0)), Some(to_timestamp(T0 + 10 * DAY))));
+    assert_eq!(numbers(early), ((5, 2, 1, 2, 0), (3, 2, 66, 366)));
+    let recent = h.insights.get_survey_scores(scores(None, None)).await.unwrap().into_inner();
+    assert_eq!(recent.from, Some(to_timestamp(T0 + 11 * DAY)));
+    assert_eq!(numbers(recent), ((1, 1, 0, 0, 100), (1, 0, 0, 300)));
+    let all = h.insights.get_survey_scores(scores(Some(0), Some(40))).await.unwrap().into_inner();
+    assert_eq!(numbers(all), ((6, 3, 1, 2, 16), (4, 2, 50, 350)));
+    // Refusals name the field.
+    let refused_field = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status.get_error_details().bad_request().unwrap().field_violations[0].field.clone()
+    };
+    let mut bad = answer("zoe", Nps, 11, 40, "z1");
+    assert_eq!(refused_field(h.insights.record_survey_response(bad.clone()).await.unwrap_err()), "score");
+    bad = answer("zoe", Csat, 0, 40, "z2");
+    assert_eq!(refused_field(h.insights.record_survey_response(bad).await.unwrap_err()), "score");
+    bad = answer("zoe", Nps, 5, 41, "z3");
+    assert_eq!(refused_field(h.insights.record_survey_response(bad).await.unwrap_err()), "answered_at");
+    let backwards = h.insights.get_survey_scores(scores(Some(10), Some(0))).await.unwrap_err();
+    assert_eq!(refused_field(backwards), "from");
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    survey_answers_add_up_to_nps_and_csat,
     a_small_program_adds_up_as_worked_out_by_hand,
     a_restarted_or_replayed_consumer_counts_everything_once,
     settings_move_segments_and_are_checked,
