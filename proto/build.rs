@@ -165,6 +165,12 @@ const JSON_MESSAGES: &[JsonMessage] = &[
         ".loyalty.insights.v1.SurveyResponse",
         &[("kind", Enum("SurveyKind")), ("comment", OptionalText), ("answered_at", Instant)],
     ),
+    JsonMessage::written(".loyalty.insights.v1.Kpis", &[("from", Instant), ("to", Instant)]),
+    JsonMessage::written(
+        ".loyalty.insights.v1.GetProgramKpisResponse",
+        &[("granularity", Enum("Granularity")), ("total", Message("Kpis"))],
+    )
+    .named("ProgramKpis"),
     JsonMessage::written(".loyalty.insights.v1.NpsScore", &[]),
     JsonMessage::written(".loyalty.insights.v1.CsatScore", &[]),
     JsonMessage::written(
@@ -221,6 +227,7 @@ const JSON_ENUMS: &[JsonEnum] = &[
     JsonEnum::read(".loyalty.insights.v1.Segment"),
     JsonEnum::read(".loyalty.insights.v1.CustomerOrder"),
     JsonEnum::read(".loyalty.insights.v1.SurveyKind"),
+    JsonEnum::read(".loyalty.insights.v1.Granularity"),
     JsonEnum::state(".loyalty.referral.v1.ReferralStatus"),
     JsonEnum::read(".loyalty.rewards.v1.RewardKind"),
     JsonEnum::state(".loyalty.rewards.v1.RedemptionStatus"),

@@ -77,6 +77,7 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("InsightSettingsBody", "loyal_days", range(1, MAX_DAYS)),
         ("InsightSettingsBody", "expected_lifespan_days", range(1, MAX_DAYS)),
         ("InsightSettingsBody", "expected_version", json!({"minimum": 0})),
+        ("InsightSettingsBody", "point_value_milli_minor", range(0, 1_000_000)),
         ("ActivityBody", "activity_type", activity_type()),
         ("ActivityBody", "activity_ref", optional_id()),
         ("AdjustmentBody", "points", json!({"minimum": -MAX_POINTS, "maximum": MAX_POINTS, "not": {"const": 0}})),

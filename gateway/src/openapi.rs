@@ -82,6 +82,7 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         insights::put_settings,
         insights::record_survey,
         insights::survey_scores,
+        insights::kpis,
     ),
     // CustomerOrder appears only in a query, which utoipa does not collect schemas from.
     components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder)),

@@ -6,9 +6,9 @@ use super::*;
 /// Served as the insights service answers them: loyalty-proto derives their
 /// JSON and schema.
 pub use insights_pb::{
-    CsatScore, CustomerInsight, CustomerOrder, GetSegmentCountsResponse as SegmentCounts,
-    GetSurveyScoresResponse as SurveyScores, InsightSettings, NpsScore, Segment, SegmentCount, SurveyKind,
-    SurveyResponse,
+    CsatScore, CustomerInsight, CustomerOrder, GetProgramKpisResponse as ProgramKpis,
+    GetSegmentCountsResponse as SegmentCounts, GetSurveyScoresResponse as SurveyScores, Granularity, InsightSettings,
+    Kpis, NpsScore, Segment, SegmentCount, SurveyKind, SurveyResponse,
 };
 
 /// Which customers, in what order, from where.
@@ -68,6 +68,10 @@ pub struct InsightSettingsBody {
     pub loyal_days: i32,
     /// How long a customer is expected to stay, in days, for the lifetime value estimate.
     pub expected_lifespan_days: i32,
+    /// What one point is worth to the shop, in thousandths of a minor unit (1000: 0.01), for the
+    /// points liability; 0 (the default): no liability is reported.
+    #[serde(default)]
+    pub point_value_milli_minor: i64,
     /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
     pub expected_version: Option<i64>,
 }
@@ -82,6 +86,7 @@ impl InsightSettingsBody {
                 loyal_orders: self.loyal_orders,
                 loyal_days: self.loyal_days,
                 expected_lifespan_days: self.expected_lifespan_days,
+                point_value_milli_minor: self.point_value_milli_minor,
                 version: 0,
             }),
             actor,
@@ -157,6 +162,32 @@ impl SurveyScoresQuery {
             program_id: program_id.to_owned(),
             from: self.from.as_deref().map(|at| time_in("from", at)).transpose()?,
             to: self.to.as_deref().map(|at| time_in("to", at)).transpose()?,
+        })
+    }
+}
+
+/// The UTC days whose numbers count, and how they are cut.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KpisQuery {
+    /// RFC 3339; the first day counted (its time of day is ignored). Absent: 29 days before `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// RFC 3339; the last day counted, not before `from`, at most 1,100 days after it. Absent: today.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// `day` (the default), `week` (Monday to Sunday) or `month`.
+    pub granularity: Option<Granularity>,
+}
+
+impl KpisQuery {
+    pub fn into_proto(self, program_id: &str) -> Result<insights_pb::GetProgramKpisRequest, Problem> {
+        Ok(insights_pb::GetProgramKpisRequest {
+            program_id: program_id.to_owned(),
+            from: self.from.as_deref().map(|at| time_in("from", at)).transpose()?,
+            to: self.to.as_deref().map(|at| time_in("to", at)).transpose()?,
+            granularity: self.granularity.map_or(0, Into::into),
         })
     }
 }

@@ -8,8 +8,8 @@ use axum::response::Response;
 
 use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, ServerScope};
 use crate::model::{
-    self, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings, InsightSettingsBody, SegmentCounts,
-    SurveyBody, SurveyResponse, SurveyScores, SurveyScoresQuery,
+    self, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings, InsightSettingsBody, KpisQuery,
+    ProgramKpis, SegmentCounts, SurveyBody, SurveyResponse, SurveyScores, SurveyScoresQuery,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, insights_failed, json, written};
@@ -173,5 +173,30 @@ pub async fn survey_scores(
 ) -> Result<Response, Problem> {
     let request = query.into_proto(auth.program())?;
     let reply = state.upstreams.insights(request, rpc!(get_survey_scores)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message))
+}
+
+/// The program's numbers per day, week or month (members, orders, revenue,
+/// points issued, redeemed, expired and outstanding, the liability), summed
+/// from per-day aggregates.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/kpis",
+    tag = "insights",
+    operation_id = "getProgramKpis",
+    security(("api_key" = ["admin"])),
+    params(KpisQuery),
+    responses(
+        (status = 200, description = "The periods, their total and the liability", body = ProgramKpis),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn kpis(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    QueryParams(query): QueryParams<KpisQuery>,
+) -> Result<Response, Problem> {
+    let request = query.into_proto(auth.program())?;
+    let reply = state.upstreams.insights(request, rpc!(get_program_kpis)).await.map_err(insights_failed)?;
     Ok(json(&reply.message))
 }

@@ -59,6 +59,7 @@ fallbacks! {
     insights::Segment => New,
     insights::CustomerOrder => Spend,
     insights::SurveyKind => Nps,
+    insights::Granularity => Day,
 }
 
 /// An enum field by name (`serialize_with`).

@@ -44,6 +44,9 @@ pub struct Settings {
     pub loyal_orders: i32,
     pub loyal_days: i32,
     pub expected_lifespan_days: i32,
+    /// What one point is worth, in thousandths of a minor unit; 0: no liability reported.
+    #[serde(default)]
+    pub point_value_milli_minor: i64,
     pub version: i64,
 }
 
@@ -55,10 +58,14 @@ impl Default for Settings {
             loyal_orders: 3,
             loyal_days: 90,
             expected_lifespan_days: 1095,
+            point_value_milli_minor: 0,
             version: 0,
         }
     }
 }
+
+/// Most a point may be worth: 1,000 minor units (thousandths of a minor unit).
+pub const MAX_POINT_VALUE_MILLI_MINOR: i64 = 1_000_000;
 
 /// Longest threshold, in days: ten years, as every other window of a program.
 pub const MAX_DAYS: i32 = 3_660;
@@ -79,6 +86,12 @@ impl Settings {
         }
         if !(1..=1_000).contains(&self.loyal_orders) {
             bad.push(FieldViolation::new("settings.loyal_orders", "must be between 1 and 1000"));
+        }
+        if !(0..=MAX_POINT_VALUE_MILLI_MINOR).contains(&self.point_value_milli_minor) {
+            bad.push(FieldViolation::new(
+                "settings.point_value_milli_minor",
+                format!("must be between 0 and {MAX_POINT_VALUE_MILLI_MINOR}"),
+            ));
         }
         if self.churned_days <= self.at_risk_days {
             bad.push(FieldViolation::new("settings.churned_days", "must be more than at_risk_days"));
@@ -279,6 +292,169 @@ pub fn day_of(at: Micros) -> Micros {
     at.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
 }
 
+/// One day's (or a period's) counts, as kept per day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    pub new_members: i64,
+    pub orders: i64,
+    pub revenue_minor: i64,
+    pub refunded_minor: i64,
+    pub points_issued: i64,
+    pub points_redeemed: i64,
+    pub points_expired: i64,
+    pub points_reversed: i64,
+    pub points_change: i64,
+}
+
+impl std::ops::AddAssign for DayCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.new_members += o.new_members;
+        self.orders += o.orders;
+        self.revenue_minor += o.revenue_minor;
+        self.refunded_minor += o.refunded_minor;
+        self.points_issued += o.points_issued;
+        self.points_redeemed += o.points_redeemed;
+        self.points_expired += o.points_expired;
+        self.points_reversed += o.points_reversed;
+        self.points_change += o.points_change;
+    }
+}
+
+/// How a range is cut into periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Day,
+    /// ISO weeks, Monday to Sunday.
+    Week,
+    Month,
+    /// The whole range as one period.
+    Range,
+}
+
+/// A period's days and counts; members and outstanding points as of its last day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub first_day: Micros,
+    pub last_day: Micros,
+    pub counts: DayCounts,
+    pub members: i64,
+    pub points_outstanding: i64,
+}
+
+impl Period {
+    /// (revenue − refunds) / orders, rounded down.
+    pub fn average_order_minor(&self) -> i64 {
+        let c = &self.counts;
+        if c.orders == 0 { 0 } else { (c.revenue_minor - c.refunded_minor) / c.orders }
+    }
+
+    /// Redeemed / issued in percent, rounded down.
+    pub fn redemption_rate_percent(&self) -> i32 {
+        percent(self.counts.points_redeemed, self.counts.points_issued)
+    }
+}
+
+/// `part / whole` in percent, rounded down; 0 when `whole` is not positive.
+fn percent(part: i64, whole: i64) -> i32 {
+    if whole <= 0 { 0 } else { i32::try_from(i128::from(part) * 100 / i128::from(whole)).unwrap_or(0) }
+}
+
+/// Cuts the days `first_day..=last_day` into periods, each with the sum of
+/// its `days` (day midnight → counts; missing days count zero), and the
+/// running members and outstanding points from `before` (the sums of every
+/// day before the range).
+pub fn periods(
+    days: &[(Micros, DayCounts)],
+    before: DayCounts,
+    first_day: Micros,
+    last_day: Micros,
+    granularity: Granularity,
+) -> Vec<Period> {
+    let mut periods: Vec<Period> = Vec::new();
+    let mut day = first_day;
+    while day <= last_day {
+        let end = match granularity {
+            Granularity::Day => day,
+            Granularity::Week => week_start(day) + 6 * MICROS_PER_DAY,
+            Granularity::Month => next_month_start(day) - MICROS_PER_DAY,
+            Granularity::Range => last_day,
+        }
+        .min(last_day);
+        let empty = DayCounts::default();
+        periods.push(Period { first_day: day, last_day: end, counts: empty, members: 0, points_outstanding: 0 });
+        day = end + MICROS_PER_DAY;
+    }
+    for &(day, counts) in days {
+        if let Some(period) = periods.iter_mut().find(|p| p.first_day <= day && day <= p.last_day) {
+            period.counts += counts;
+        }
+    }
+    let (mut members, mut outstanding) = (before.new_members, before.points_change);
+    for period in &mut periods {
+        members += period.counts.new_members;
+        outstanding += period.counts.points_change;
+        period.members = members;
+        period.points_outstanding = outstanding;
+    }
+    periods
+}
+
+/// The share of points that end up redeemed, from the history so far:
+/// redeemed / (redeemed + expired) in percent; 100 before anything was either.
+pub fn expected_redemption_percent(redeemed: i64, expired: i64) -> i32 {
+    if redeemed + expired <= 0 { 100 } else { percent(redeemed, redeemed + expired) }
+}
+
+/// Outstanding points × value (thousandths of a minor unit) × expected
+/// redemption, in minor units, rounded down.
+pub fn liability_minor(outstanding: i64, point_value_milli_minor: i64, expected_percent: i32) -> i64 {
+    let value =
+        i128::from(outstanding.max(0)) * i128::from(point_value_milli_minor) * i128::from(expected_percent) / 100_000;
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The Monday (UTC) of the ISO week `day` falls in; 1970-01-01 was a Thursday.
+pub fn week_start(day: Micros) -> Micros {
+    let index = day.div_euclid(MICROS_PER_DAY);
+    (index - (index + 3).rem_euclid(7)) * MICROS_PER_DAY
+}
+
+/// The first day of `day`'s calendar month (UTC).
+pub fn month_start(day: Micros) -> Micros {
+    let (year, month, _) = civil(day.div_euclid(MICROS_PER_DAY));
+    days_from_civil(year, month, 1) * MICROS_PER_DAY
+}
+
+fn next_month_start(day: Micros) -> Micros {
+    let (year, month, _) = civil(day.div_euclid(MICROS_PER_DAY));
+    let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    days_from_civil(year, month, 1) * MICROS_PER_DAY
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The day count since 1970-01-01 of a civil date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +520,49 @@ mod tests {
         assert_eq!((csat.responses, csat.satisfied, csat.csat_percent, csat.average_centi), (4, 2, 50, 325));
         assert_eq!(day_of(3 * DAY + 5), 3 * DAY);
         assert_eq!(day_of(-1), -DAY);
+    }
+
+    #[test]
+    fn weeks_start_on_monday_and_months_on_the_first() {
+        // 2025-11-24 (a Monday) is day 20416.
+        let monday = 20_416 * DAY;
+        assert_eq!(civil(20_416), (2025, 11, 24));
+        assert_eq!(week_start(monday), monday);
+        assert_eq!(week_start(monday + 6 * DAY), monday);
+        assert_eq!(week_start(monday + 7 * DAY), monday + 7 * DAY);
+        assert_eq!(month_start(monday), monday - 23 * DAY);
+        assert_eq!(next_month_start(monday), monday + 7 * DAY);
+        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(month_start(days_from_civil(2024, 3, 1) * DAY - DAY), days_from_civil(2024, 2, 1) * DAY);
+    }
+
+    #[test]
+    fn periods_cut_the_range_and_carry_the_running_totals() {
+        let monday = 20_416 * DAY;
+        let day = |members, change| DayCounts { new_members: members, points_change: change, ..DayCounts::default() };
+        let days = [(monday, day(2, 100)), (monday + 8 * DAY, day(1, -30)), (monday + 12 * DAY, day(0, 5))];
+        let before = day(10, 1_000);
+        // From Wednesday to the second Sunday after: a partial week, then a whole one.
+        let weeks = periods(&days, before, monday + 2 * DAY, monday + 13 * DAY, Granularity::Week);
+        assert_eq!(weeks.len(), 2);
+        assert_eq!((weeks[0].first_day, weeks[0].last_day), (monday + 2 * DAY, monday + 6 * DAY));
+        assert_eq!((weeks[0].members, weeks[0].points_outstanding), (10, 1_000));
+        assert_eq!((weeks[1].counts.new_members, weeks[1].members, weeks[1].points_outstanding), (1, 11, 975));
+        // Monday 24 November to Sunday 7 December: November's last week, then December's first.
+        let months = periods(&days, before, monday, monday + 13 * DAY, Granularity::Month);
+        let bounds: Vec<_> = months.iter().map(|p| (p.first_day, p.last_day)).collect();
+        assert_eq!(bounds, [(monday, monday + 6 * DAY), (monday + 7 * DAY, monday + 13 * DAY)]);
+        assert_eq!((months[0].points_outstanding, months[1].points_outstanding), (1_100, 1_075));
+        assert_eq!(periods(&days, before, monday, monday + 2 * DAY, Granularity::Day).len(), 3);
+    }
+
+    #[test]
+    fn liability_applies_the_value_and_the_expected_redemption() {
+        assert_eq!(expected_redemption_percent(0, 0), 100);
+        assert_eq!(expected_redemption_percent(300, 100), 75);
+        // 10,000 points at 0.01 each (1,000 milli-minor) redeemed at 75 %: 75.00.
+        assert_eq!(liability_minor(10_000, 1_000, 75), 7_500);
+        assert_eq!(liability_minor(10_000, 0, 75), 0);
     }
 
     #[test]

@@ -1,19 +1,20 @@
-//! The insights service as a consumer of the points ledger: an order earn
-//! is a purchase, an order reversal a refund of the amount it names; every
-//! other entry is not about orders. Only those two kinds are asked for.
+//! The insights service as a consumer of the points ledger: every entry
+//! counts in its day (members, points issued, redeemed, expired, reversed,
+//! the balance change); an order earn is also a purchase and an order
+//! reversal a refund of the amount it names.
 
 use loyalty_common::clock::from_timestamp;
 use loyalty_common::db::Database;
 use loyalty_common::follow::{BoxError, LedgerConsumer};
 use loyalty_proto::points::v1 as points;
 
+use crate::domain::DayCounts;
 use crate::service::Insights;
-use crate::store::OrderEvent;
+use crate::store::{LedgerFact, OrderEvent};
 
 impl LedgerConsumer for Insights {
     const NAME: &'static str = "insights";
     const LOCK_KEY: i64 = 0x0069_6e73_6967_0001;
-    const KINDS: &'static [points::EntryKind] = &[points::EntryKind::Earn, points::EntryKind::Reverse];
 
     fn database(&self) -> &Database {
         self.store().database()
@@ -24,30 +25,41 @@ impl LedgerConsumer for Insights {
     }
 
     async fn apply(&self, entries: Vec<points::LedgerEntry>, last_sequence: i64) -> Result<(), BoxError> {
-        let events: Vec<(i64, OrderEvent)> = entries.into_iter().filter_map(order_event).collect();
-        self.store().apply_batch(&events, last_sequence).await?;
+        let facts: Vec<(i64, LedgerFact)> = entries.into_iter().map(fact).collect();
+        self.store().apply_batch(&facts, last_sequence).await?;
         Ok(())
     }
 }
 
-fn order_event(entry: points::LedgerEntry) -> Option<(i64, OrderEvent)> {
-    if entry.order_id.is_empty() {
-        return None;
+fn fact(entry: points::LedgerEntry) -> (i64, LedgerFact) {
+    use points::EntryKind::{Earn, Expire, Restore, Reverse, Spend};
+    let kind = points::EntryKind::try_from(entry.kind).ok();
+    let mut counts = DayCounts { points_change: entry.points + entry.pending_points, ..DayCounts::default() };
+    match kind {
+        Some(Earn) => counts.points_issued = entry.amount,
+        Some(Spend) => counts.points_redeemed = entry.amount,
+        // A spend given back is no longer redeemed.
+        Some(Restore) => counts.points_redeemed = -entry.amount,
+        Some(Expire) => counts.points_expired = entry.amount,
+        Some(Reverse) => counts.points_reversed = entry.amount,
+        _ => {}
     }
-    let event = match points::EntryKind::try_from(entry.kind).ok()? {
-        points::EntryKind::Earn => OrderEvent::Purchase {
+    let order = match kind {
+        _ if entry.order_id.is_empty() => None,
+        Some(Earn) => Some(OrderEvent::Purchase {
+            program_id: entry.program_id.clone(),
+            customer_id: entry.customer_id.clone(),
+            order_id: entry.order_id.clone(),
+            amount_minor: entry.order_amount_minor,
             at: entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default(),
-            program_id: entry.program_id,
-            customer_id: entry.customer_id,
-            order_id: entry.order_id,
+        }),
+        Some(Reverse) => Some(OrderEvent::Refund {
+            program_id: entry.program_id.clone(),
+            order_id: entry.order_id.clone(),
             amount_minor: entry.order_amount_minor,
-        },
-        points::EntryKind::Reverse => OrderEvent::Refund {
-            program_id: entry.program_id,
-            order_id: entry.order_id,
-            amount_minor: entry.order_amount_minor,
-        },
-        _ => return None,
+        }),
+        _ => None,
     };
-    Some((entry.sequence, event))
+    let at = entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default();
+    (entry.sequence, LedgerFact { program_id: entry.program_id, customer_id: entry.customer_id, at, counts, order })
 }

@@ -11,7 +11,7 @@ use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::insights::v1 as pb;
 use loyalty_proto::insights::v1::insights_service_server::InsightsService;
 
-use crate::domain::{self, Csat, Nps, Segment, Settings, SurveyAnswer, SurveyKind};
+use crate::domain::{self, Csat, Granularity, Nps, Period, Segment, Settings, SurveyAnswer, SurveyKind};
 use crate::error::DOMAIN;
 use crate::service::{CustomerInsight, Insights};
 use crate::store::{CustomerRow, Order};
@@ -131,6 +131,7 @@ impl InsightsService for InsightsApi {
             loyal_orders: s.loyal_orders,
             loyal_days: s.loyal_days,
             expected_lifespan_days: s.expected_lifespan_days,
+            point_value_milli_minor: s.point_value_milli_minor,
             version: 0,
         };
         check.0.extend(settings.validate());
@@ -189,6 +190,13 @@ impl InsightsService for InsightsApi {
         Ok(Response::new(pb::RecordSurveyResponseResponse { response: Some(answer_to_proto(&stored)) }))
     }
 
+    async fn get_program_kpis(
+        &self,
+        request: Request<pb::GetProgramKpisRequest>,
+    ) -> Result<Response<pb::GetProgramKpisResponse>, Status> {
+        Ok(Response::new(self.program_kpis(request.into_inner()).await?))
+    }
+
     async fn get_survey_scores(
         &self,
         request: Request<pb::GetSurveyScoresRequest>,
@@ -197,12 +205,7 @@ impl InsightsService for InsightsApi {
         let now = self.insights.store().now();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
-        let to = domain::day_of(check.timestamp("to", r.to.as_ref(), now).unwrap_or(now));
-        let default_from = to - (DEFAULT_SCORE_DAYS - 1) * MICROS_PER_DAY;
-        let from = domain::day_of(check.timestamp("from", r.from.as_ref(), now).unwrap_or(default_from));
-        if from > to {
-            check.add(Err(FieldViolation::new("from", "must not be after to")));
-        }
+        let (from, to) = days(&mut check, r.from.as_ref(), r.to.as_ref(), now);
         check.done(DOMAIN)?;
         let store = self.insights.store();
         let nps = Nps::of(&store.survey_counts(&r.program_id, SurveyKind::Nps, from, to).await?);
@@ -227,6 +230,93 @@ impl InsightsService for InsightsApi {
     }
 }
 
+/// The first and last day a request names (its time of day ignored), the
+/// last 30 days by default; `from` after `to` is refused.
+fn days(
+    check: &mut Check,
+    from: Option<&prost_types::Timestamp>,
+    to: Option<&prost_types::Timestamp>,
+    now: Micros,
+) -> (Micros, Micros) {
+    let to = domain::day_of(check.timestamp("to", to, now).unwrap_or(now));
+    let default_from = to - (DEFAULT_SCORE_DAYS - 1) * MICROS_PER_DAY;
+    let from = domain::day_of(check.timestamp("from", from, now).unwrap_or(default_from));
+    if from > to {
+        check.add(Err(FieldViolation::new("from", "must not be after to")));
+    }
+    (from, to)
+}
+
+fn period_to_proto(p: &Period) -> pb::Kpis {
+    let c = &p.counts;
+    pb::Kpis {
+        from: Some(to_timestamp(p.first_day)),
+        to: Some(to_timestamp(p.last_day)),
+        new_members: c.new_members,
+        members: p.members,
+        orders: c.orders,
+        revenue_minor: c.revenue_minor,
+        refunded_minor: c.refunded_minor,
+        average_order_minor: p.average_order_minor(),
+        points_issued: c.points_issued,
+        points_redeemed: c.points_redeemed,
+        points_expired: c.points_expired,
+        points_reversed: c.points_reversed,
+        points_outstanding: p.points_outstanding,
+        redemption_rate_percent: p.redemption_rate_percent(),
+    }
+}
+
+fn granularity_from_proto(g: pb::Granularity) -> Granularity {
+    match g {
+        pb::Granularity::Unspecified | pb::Granularity::Day => Granularity::Day,
+        pb::Granularity::Week => Granularity::Week,
+        pb::Granularity::Month => Granularity::Month,
+    }
+}
+
+impl InsightsApi {
+    async fn program_kpis(&self, r: pb::GetProgramKpisRequest) -> Result<pb::GetProgramKpisResponse, Status> {
+        let now = self.insights.store().now();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let (from, to) = days(&mut check, r.from.as_ref(), r.to.as_ref(), now);
+        if to - from >= MAX_KPI_DAYS * MICROS_PER_DAY {
+            check.add(Err(FieldViolation::new("from", format!("must be at most {MAX_KPI_DAYS} days before to"))));
+        }
+        let granularity = match pb::Granularity::try_from(r.granularity) {
+            Ok(g) => g,
+            Err(_) => {
+                check.add(Err(FieldViolation::new("granularity", "must be DAY, WEEK, MONTH or unspecified")));
+                pb::Granularity::Day
+            }
+        };
+        check.done(DOMAIN)?;
+        let store = self.insights.store();
+        let (day_rows, before) = store.kpi_days(&r.program_id, from, to).await?;
+        let settings = store.settings(&r.program_id).await?;
+        let periods = domain::periods(&day_rows, before, from, to, granularity_from_proto(granularity));
+        let total = domain::periods(&day_rows, before, from, to, Granularity::Range).remove(0);
+        let (redeemed, expired) = (
+            before.points_redeemed + total.counts.points_redeemed,
+            before.points_expired + total.counts.points_expired,
+        );
+        let expected = domain::expected_redemption_percent(redeemed, expired);
+        Ok(pb::GetProgramKpisResponse {
+            granularity: if granularity == pb::Granularity::Unspecified { pb::Granularity::Day } else { granularity }
+                as i32,
+            periods: periods.iter().map(period_to_proto).collect(),
+            total: Some(period_to_proto(&total)),
+            liability_minor: domain::liability_minor(
+                total.points_outstanding,
+                settings.point_value_milli_minor,
+                expected,
+            ),
+            expected_redemption_percent: expected,
+        })
+    }
+}
+
 fn answer_to_proto(a: &SurveyAnswer) -> pb::SurveyResponse {
     pb::SurveyResponse {
         response_id: a.response_id.clone(),
@@ -243,8 +333,10 @@ fn answer_to_proto(a: &SurveyAnswer) -> pb::SurveyResponse {
 
 /// Longest survey comment, in characters.
 const MAX_COMMENT_CHARS: usize = 2_000;
-/// The days GetSurveyScores counts when the request names none: the last 30, today included.
+/// The days GetSurveyScores and GetProgramKpis count when the request names none: the last 30, today included.
 const DEFAULT_SCORE_DAYS: i64 = 30;
+/// The longest range GetProgramKpis answers for: three years.
+const MAX_KPI_DAYS: i64 = 1_100;
 
 /// `<value>:<customer id>`, as `next_page_token` writes it: the value a
 /// plain number, the id any text without control characters (it is only a
@@ -304,6 +396,7 @@ fn settings_to_proto(s: &Settings) -> pb::InsightSettings {
         loyal_orders: s.loyal_orders,
         loyal_days: s.loyal_days,
         expected_lifespan_days: s.expected_lifespan_days,
+        point_value_milli_minor: s.point_value_milli_minor,
         version: s.version,
     }
 }

@@ -43,12 +43,14 @@ pub const POLICY: Policy = Policy {
         ("PutInsightSettings", Access::Key(Admin)),
         ("RecordSurveyResponse", Access::Key(Server)),
         ("GetSurveyScores", Access::Key(Admin)),
+        ("GetProgramKpis", Access::Key(Admin)),
     ],
 };
 
 loyalty_common::embedded_migrations!("../migrations":
     1 "insights" "0001_insights.sql",
     2 "surveys" "0002_surveys.sql",
+    3 "kpis" "0003_kpis.sql",
 );
 
 /// Every setting, from flags or the environment.

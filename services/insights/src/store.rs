@@ -4,7 +4,7 @@
 //! from the ledger is applied with the cursor in one transaction, so
 //! nothing counts twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sqlx::{AnyConnection, Row};
@@ -19,6 +19,18 @@ use crate::error::Error;
 
 /// Names this service's row in `consumer_cursors`.
 const CONSUMER: &str = "insights";
+
+/// What one ledger entry tells: who, when, how it moves the day's counts,
+/// and the order or refund it is, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerFact {
+    pub program_id: String,
+    pub customer_id: String,
+    pub at: Micros,
+    /// Points counts and the balance change; orders are counted from `order`.
+    pub counts: domain::DayCounts,
+    pub order: Option<OrderEvent>,
+}
 
 /// An order or a refund, as the ledger tells of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,18 +165,76 @@ impl InsightsStore {
         Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
     }
 
-    /// A batch from the ledger, with the cursor, in one transaction; events
-    /// at or below the stored cursor are skipped. Returns how many
-    /// customers were written.
-    pub async fn apply_batch(&self, events: &[(i64, OrderEvent)], last_sequence: i64) -> Result<usize, Error> {
+    /// A batch from the ledger, with the cursor, in one transaction; facts
+    /// at or below the stored cursor are skipped. Orders and refunds change
+    /// their customers' rows; every fact adds to its day's counts, once per
+    /// (program, day). Returns how many customers were written.
+    pub async fn apply_batch(&self, facts: &[(i64, LedgerFact)], last_sequence: i64) -> Result<usize, Error> {
         let now = self.now();
         let mut tx = begin_write(&self.db).await?;
         let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
         let mut touched = BTreeSet::new();
-        for (_, event) in events.iter().filter(|(sequence, _)| *sequence > cursor) {
-            if let Some(customer) = apply_event(&mut tx, event).await? {
-                touched.insert(customer);
+        let mut days: BTreeMap<(String, Micros), domain::DayCounts> = BTreeMap::new();
+        let mut first_seen: BTreeMap<(String, String), Micros> = BTreeMap::new();
+        for (_, fact) in facts.iter().filter(|(sequence, _)| *sequence > cursor) {
+            let day = domain::day_of(fact.at);
+            let mut counts = fact.counts;
+            if let Some(event) = &fact.order {
+                if let Some(customer) = apply_event(&mut tx, event).await? {
+                    match event {
+                        OrderEvent::Purchase { amount_minor, .. } => {
+                            counts.orders += 1;
+                            counts.revenue_minor += amount_minor;
+                        }
+                        OrderEvent::Refund { amount_minor, .. } => counts.refunded_minor += amount_minor,
+                    }
+                    touched.insert(customer);
+                }
             }
+            *days.entry((fact.program_id.clone(), day)).or_default() += counts;
+            let seen = first_seen.entry((fact.program_id.clone(), fact.customer_id.clone())).or_insert(day);
+            *seen = (*seen).min(day);
+        }
+        for ((program_id, customer_id), day) in &first_seen {
+            let new = sqlx::query(
+                "INSERT INTO members (program_id, customer_id, first_seen_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(program_id)
+            .bind(customer_id)
+            .bind(day)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            days.entry((program_id.clone(), *day)).or_default().new_members += i64::try_from(new).unwrap_or(0);
+        }
+        for ((program_id, day), c) in &days {
+            sqlx::query(
+                "INSERT INTO kpi_days (program_id, day_us, new_members, orders, revenue_minor, refunded_minor, \
+                 points_issued, points_redeemed, points_expired, points_reversed, points_change) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (program_id, day_us) DO UPDATE SET \
+                 new_members = kpi_days.new_members + excluded.new_members, \
+                 orders = kpi_days.orders + excluded.orders, \
+                 revenue_minor = kpi_days.revenue_minor + excluded.revenue_minor, \
+                 refunded_minor = kpi_days.refunded_minor + excluded.refunded_minor, \
+                 points_issued = kpi_days.points_issued + excluded.points_issued, \
+                 points_redeemed = kpi_days.points_redeemed + excluded.points_redeemed, \
+                 points_expired = kpi_days.points_expired + excluded.points_expired, \
+                 points_reversed = kpi_days.points_reversed + excluded.points_reversed, \
+                 points_change = kpi_days.points_change + excluded.points_change",
+            )
+            .bind(program_id)
+            .bind(day)
+            .bind(c.new_members)
+            .bind(c.orders)
+            .bind(c.revenue_minor)
+            .bind(c.refunded_minor)
+            .bind(c.points_issued)
+            .bind(c.points_redeemed)
+            .bind(c.points_expired)
+            .bind(c.points_reversed)
+            .bind(c.points_change)
+            .execute(&mut *tx)
+            .await?;
         }
         let mut settings = HashMap::new();
         for (program_id, customer_id) in &touched {
@@ -328,6 +398,37 @@ impl InsightsStore {
         Ok(answer)
     }
 
+    /// The program's counts of each day from `first_day` to `last_day`
+    /// (midnights, both included), and the sums of every day before.
+    pub async fn kpi_days(
+        &self,
+        program_id: &str,
+        first_day: Micros,
+        last_day: Micros,
+    ) -> Result<(Vec<(Micros, domain::DayCounts)>, domain::DayCounts), Error> {
+        const COLUMNS: &str = "new_members, orders, revenue_minor, refunded_minor, points_issued, points_redeemed, \
+                               points_expired, points_reversed, points_change";
+        let sql = format!(
+            "SELECT day_us, {COLUMNS} FROM kpi_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 ORDER BY day_us"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(first_day)
+            .bind(last_day)
+            .fetch_all(&self.db.pool)
+            .await?;
+        let days =
+            rows.iter().map(|r| Ok((r.try_get("day_us")?, counts_from_row(r)?))).collect::<Result<_, Error>>()?;
+        let sums = COLUMNS.split(", ").map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"));
+        let sql = format!(
+            "SELECT {} FROM kpi_days WHERE program_id = $1 AND day_us < $2",
+            sums.collect::<Vec<_>>().join(", ")
+        );
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(first_day).fetch_one(&self.db.pool).await?;
+        Ok((days, counts_from_row(&row)?))
+    }
+
     /// How many answers of `kind` gave each score, on the UTC days from
     /// `first_day` to `last_day` (midnights), both included.
     pub async fn survey_counts(
@@ -437,6 +538,20 @@ async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Setti
         .fetch_optional(&mut *conn)
         .await?;
     Ok(body.map(|body| from_json(&body)).transpose()?.unwrap_or_default())
+}
+
+fn counts_from_row(row: &sqlx::any::AnyRow) -> Result<domain::DayCounts, Error> {
+    Ok(domain::DayCounts {
+        new_members: row.try_get("new_members")?,
+        orders: row.try_get("orders")?,
+        revenue_minor: row.try_get("revenue_minor")?,
+        refunded_minor: row.try_get("refunded_minor")?,
+        points_issued: row.try_get("points_issued")?,
+        points_redeemed: row.try_get("points_redeemed")?,
+        points_expired: row.try_get("points_expired")?,
+        points_reversed: row.try_get("points_reversed")?,
+        points_change: row.try_get("points_change")?,
+    })
 }
 
 fn parse_segment(text: &str) -> Result<Segment, Error> {

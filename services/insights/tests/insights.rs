@@ -88,8 +88,8 @@ impl Harness {
         self.sandbox.clock.set(T0 + day * DAY);
     }
 
-    /// An order placed now (the clock's day).
-    async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) {
+    /// An order placed now (the clock's day); the points it earned.
+    async fn order(&mut self, customer: &str, order_id: &str, amount_minor: i64) -> i64 {
         let request = points::EarnForOrderRequest {
             program_id: "shop".into(),
             customer_id: customer.into(),
@@ -98,7 +98,49 @@ impl Harness {
             currency: "EUR".into(),
             occurred_at: None,
         };
-        self.points.earn_for_order(request).await.unwrap();
+        self.points.earn_for_order(request).await.unwrap().into_inner().points
+    }
+
+    /// Points by hand, expiring at `expires_at` if given.
+    async fn earn(&mut self, customer: &str, points: i64, expires_at: Option<Micros>, key: &str) {
+        let request = points::EarnRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            points,
+            reason: "goodwill".into(),
+            idempotency_key: key.into(),
+            pending_until: None,
+            expires_at: expires_at.map(to_timestamp),
+        };
+        self.points.earn(request).await.unwrap();
+    }
+
+    async fn spend(&mut self, customer: &str, points: i64, key: &str) {
+        let request = points::SpendRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            points,
+            reason: "reward".into(),
+            idempotency_key: key.into(),
+        };
+        self.points.spend(request).await.unwrap();
+    }
+
+    /// Available and pending points together.
+    async fn held(&mut self, customer: &str) -> i64 {
+        let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: customer.into() };
+        let balance = self.points.get_balance(request).await.unwrap().into_inner().balance.unwrap();
+        balance.available + balance.pending
+    }
+
+    async fn kpis(&mut self, from: i64, to: i64, granularity: pb::Granularity) -> pb::GetProgramKpisResponse {
+        let request = pb::GetProgramKpisRequest {
+            program_id: "shop".into(),
+            from: Some(to_timestamp(T0 + from * DAY)),
+            to: Some(to_timestamp(T0 + to * DAY)),
+            granularity: granularity as i32,
+        };
+        self.insights.get_program_kpis(request).await.unwrap().into_inner()
     }
 
     async fn refund(&mut self, order_id: &str, amount_minor: i64) {
@@ -409,7 +451,112 @@ async fn survey_answers_add_up_to_nps_and_csat(backend: Backend) {
     h.stop().await;
 }
 
+/// The program's numbers, summed from the days the ledger's entries fell on.
+/// Day 0 is Monday 24 November: anna orders 100.00 (earning `p` points) and
+/// ben gets 500 by hand; day 1 anna spends 50; day 2 ben gets 300 expiring
+/// on day 5; day 8 (Tuesday 2 December) 40.00 of anna's order is refunded
+/// (taking back `r` points) and the expiry run takes ben's 300.
+async fn program_kpis_sum_the_ledger_by_day_week_and_month(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.at_day(0);
+    let p = h.order("anna", "a1", 10_000).await;
+    h.earn("ben", 500, None, "e1").await;
+    h.at_day(1);
+    h.spend("anna", 50, "s1").await;
+    h.at_day(2);
+    h.earn("ben", 300, Some(T0 + 5 * DAY), "e2").await;
+    h.at_day(8);
+    h.refund("a1", 4_000).await;
+    h.points.run_expiry(points::RunExpiryRequest { program_id: "shop".into() }).await.unwrap();
+    let listing = points::ListTransactionsRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        page_size: 0,
+        page_token: String::new(),
+    };
+    let entries = h.points.list_transactions(listing).await.unwrap().into_inner().entries;
+    let r = entries.iter().find(|e| e.kind == points::EntryKind::Reverse as i32).expect("the refund's reversal").amount;
+    let outstanding = h.held("anna").await + h.held("ben").await;
+    for _ in 0..500 {
+        let total = h.kpis(0, 8, pb::Granularity::Day).await.total.unwrap();
+        if total.points_expired == 300 && total.refunded_minor == 4_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let days = h.kpis(0, 8, pb::Granularity::Day).await;
+    assert_eq!(days.periods.len(), 9);
+    let day0 = &days.periods[0];
+    assert_eq!((day0.new_members, day0.members, day0.orders, day0.revenue_minor), (2, 2, 1, 10_000));
+    assert_eq!((day0.points_issued, day0.points_outstanding, day0.average_order_minor), (p + 500, p + 500, 10_000));
+    assert_eq!((days.periods[1].points_redeemed, days.periods[1].points_outstanding), (50, p + 450));
+    assert_eq!((days.periods[2].points_issued, days.periods[5].points_outstanding), (300, p + 750));
+    let day8 = &days.periods[8];
+    assert_eq!((day8.refunded_minor, day8.points_reversed, day8.points_expired, day8.members), (4_000, r, 300, 2));
+    assert_eq!(day8.points_outstanding, outstanding, "outstanding = every balance, available and pending");
+    let total = days.total.unwrap();
+    assert_eq!(
+        (total.orders, total.revenue_minor, total.refunded_minor, total.average_order_minor),
+        (1, 10_000, 4_000, 6_000)
+    );
+    assert_eq!((total.points_issued, total.points_redeemed, total.points_expired), (p + 800, 50, 300));
+    assert_eq!(total.redemption_rate_percent, i32::try_from(50 * 100 / (p + 800)).unwrap());
+    // No point value yet: no liability; the history so far redeemed 50 and let 300 expire (14 %).
+    assert_eq!((days.liability_minor, days.expected_redemption_percent), (0, 14));
+
+    // Weeks (Monday to Sunday) and months: days 0-6 are November's last week, 7-8 December's first days.
+    for granularity in [pb::Granularity::Week, pb::Granularity::Month] {
+        let periods = h.kpis(0, 8, granularity).await.periods;
+        let bounds: Vec<_> = periods.iter().map(|p| (p.from.clone().unwrap(), p.to.clone().unwrap())).collect();
+        let day = |d: i64| to_timestamp(T0 + d * DAY);
+        assert_eq!(bounds, [(day(0), day(6)), (day(7), day(8))], "{granularity:?}");
+        assert_eq!((periods[0].points_issued, periods[0].points_redeemed, periods[0].orders), (p + 800, 50, 1));
+        assert_eq!((periods[1].points_expired, periods[1].points_outstanding), (300, outstanding));
+    }
+    // A later range starts from what came before: members and outstanding carry over.
+    let later = h.kpis(5, 8, pb::Granularity::Day).await;
+    assert_eq!((later.periods[0].members, later.periods[0].new_members), (2, 0));
+    assert_eq!(later.total.unwrap().points_outstanding, outstanding);
+
+    // A point worth 0.01 (1,000 milli-minor units): 14 % of the outstanding points' value.
+    let settings = pb::InsightSettings {
+        at_risk_days: 60,
+        churned_days: 180,
+        loyal_orders: 3,
+        loyal_days: 90,
+        expected_lifespan_days: 1095,
+        point_value_milli_minor: 1_000,
+        version: 0,
+    };
+    let put = pb::PutInsightSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin@shop".into(),
+        idempotency_key: "value-1".into(),
+        expected_version: None,
+    };
+    h.insights.put_insight_settings(put).await.unwrap();
+    assert_eq!(h.kpis(0, 8, pb::Granularity::Day).await.liability_minor, outstanding * 1_000 * 14 / 100_000);
+    // Ranges: backwards, or longer than three years, are refused.
+    let backwards = pb::GetProgramKpisRequest {
+        program_id: "shop".into(),
+        from: Some(to_timestamp(T0 + DAY)),
+        to: Some(to_timestamp(T0)),
+        granularity: 0,
+    };
+    assert_eq!(h.insights.get_program_kpis(backwards).await.unwrap_err().code(), Code::InvalidArgument);
+    let long = pb::GetProgramKpisRequest {
+        program_id: "shop".into(),
+        from: Some(to_timestamp(T0 - 1_100 * DAY)),
+        to: Some(to_timestamp(T0)),
+        granularity: 0,
+    };
+    assert_eq!(h.insights.get_program_kpis(long).await.unwrap_err().code(), Code::InvalidArgument);
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    program_kpis_sum_the_ledger_by_day_week_and_month,
     survey_answers_add_up_to_nps_and_csat,
     a_small_program_adds_up_as_worked_out_by_hand,
     a_restarted_or_replayed_consumer_counts_everything_once,
