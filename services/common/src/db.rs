@@ -296,6 +296,34 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
     Migrator::with_migrations(migrations).run(&db.pool).await.map_err(DbError::Migrate)
 }
 
+/// Runs `work` only if this replica takes the advisory lock `key` now: for a
+/// periodic job that one replica at a time is enough for (reviews). `None`
+/// while another replica holds it. On PostgreSQL the lock is a session lock
+/// on a connection held for the work; SQLite is one process, so always.
+pub async fn exclusively<T>(
+    db: &Database,
+    key: i64,
+    work: impl std::future::Future<Output = T>,
+) -> Result<Option<T>, sqlx::Error> {
+    if db.dialect == Dialect::Sqlite {
+        return Ok(Some(work.await));
+    }
+    let mut conn = db.pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+    if !locked {
+        return Ok(None);
+    }
+    let result = work.await;
+    let unlocked: Result<bool, _> =
+        sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(key).fetch_one(&mut *conn).await;
+    if !matches!(unlocked, Ok(true)) {
+        // Never hand a connection that may still hold the lock back to the pool:
+        // closing it ends the session, and the lock with it.
+        drop(conn.detach());
+    }
+    Ok(Some(result))
+}
+
 /// One page of a list, newest first: `SELECT <columns> FROM <table>` (the
 /// caller's constants, never input) where each `filter` column equals its
 /// value and `key` (an increasing id) is below `before`, at most `limit`
@@ -352,6 +380,33 @@ fn prepare_sqlite_path(url: &str) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two replicas' review ticks at once: one works, the other skips; then
+    /// the lock is free again.
+    #[tokio::test]
+    async fn only_one_holder_of_an_exclusive_job_works_at_a_time() {
+        let url = crate::testing::postgres_admin_url();
+        let db = connect(&url, PoolSettings::new(4, 1_000)).await.expect("the test PostgreSQL answers");
+        let key = i64::from(std::process::id()) << 20 | 0x5eed;
+        let (entered, inside) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move {
+                exclusively(&db, key, async move {
+                    entered.send(()).unwrap();
+                    released.await.unwrap();
+                    1
+                })
+                .await
+            }
+        });
+        inside.await.unwrap();
+        assert_eq!(exclusively(&db, key, async { 2 }).await.unwrap(), None, "the second replica skips");
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), Some(1));
+        assert_eq!(exclusively(&db, key, async { 3 }).await.unwrap(), Some(3), "free again afterwards");
+    }
 
     /// What PostgreSQL really answers when it ends a connection, a pool that
     /// cannot lend one, and a plain bug, classified.

@@ -14,6 +14,8 @@ use crate::store::{CustomerRow, InsightsStore, Order};
 
 /// Segments reviewed per step of the job, or before a read of one program.
 const REVIEW_BATCH: i64 = 500;
+/// The advisory lock that lets one replica at a time run the review job.
+const REVIEW_LOCK_KEY: i64 = 0x0069_6e73_6967_0002;
 
 pub struct Insights {
     store: InsightsStore,
@@ -104,15 +106,20 @@ impl Insights {
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.fired() => return,
             }
-            loop {
-                match self.store.review_due(None, REVIEW_BATCH).await {
-                    Ok(n) if n == usize::try_from(REVIEW_BATCH).unwrap_or(0) && !shutdown.is_fired() => continue,
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "segment review failed, retrying at the next interval");
-                        break;
+            // One replica at a time: the others would only repeat its work.
+            let review = async {
+                loop {
+                    match self.store.review_due(None, REVIEW_BATCH).await {
+                        Ok(n) if n == usize::try_from(REVIEW_BATCH).unwrap_or(0) && !shutdown.is_fired() => continue,
+                        Ok(_) => return Ok(()),
+                        Err(error) => return Err(error),
                     }
                 }
+            };
+            match loyalty_common::db::exclusively(self.store.database(), REVIEW_LOCK_KEY, review).await {
+                Ok(None | Some(Ok(()))) => {}
+                Ok(Some(Err(error))) => tracing::warn!(%error, "segment review failed, retrying at the next interval"),
+                Err(error) => tracing::warn!(%error, "segment review failed, retrying at the next interval"),
             }
         }
     }
