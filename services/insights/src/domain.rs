@@ -304,6 +304,9 @@ pub struct DayCounts {
     pub points_expired: i64,
     pub points_reversed: i64,
     pub points_change: i64,
+    /// Customers whose first (second) order was that day.
+    pub first_buyers: i64,
+    pub repeat_buyers: i64,
 }
 
 impl std::ops::AddAssign for DayCounts {
@@ -317,6 +320,8 @@ impl std::ops::AddAssign for DayCounts {
         self.points_expired += o.points_expired;
         self.points_reversed += o.points_reversed;
         self.points_change += o.points_change;
+        self.first_buyers += o.first_buyers;
+        self.repeat_buyers += o.repeat_buyers;
     }
 }
 
@@ -331,7 +336,7 @@ pub enum Granularity {
     Range,
 }
 
-/// A period's days and counts; members and outstanding points as of its last day.
+/// A period's days and counts; members, buyers and outstanding points as of its last day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
     pub first_day: Micros,
@@ -339,6 +344,8 @@ pub struct Period {
     pub counts: DayCounts,
     pub members: i64,
     pub points_outstanding: i64,
+    pub buyers: i64,
+    pub repeat_buyers: i64,
 }
 
 impl Period {
@@ -351,6 +358,11 @@ impl Period {
     /// Redeemed / issued in percent, rounded down.
     pub fn redemption_rate_percent(&self) -> i32 {
         percent(self.counts.points_redeemed, self.counts.points_issued)
+    }
+
+    /// Buyers who ordered at least twice, in percent of every buyer so far, rounded down.
+    pub fn repeat_purchase_rate_percent(&self) -> i32 {
+        percent(self.repeat_buyers, self.buyers)
     }
 }
 
@@ -381,7 +393,15 @@ pub fn periods(
         }
         .min(last_day);
         let empty = DayCounts::default();
-        periods.push(Period { first_day: day, last_day: end, counts: empty, members: 0, points_outstanding: 0 });
+        periods.push(Period {
+            first_day: day,
+            last_day: end,
+            counts: empty,
+            members: 0,
+            points_outstanding: 0,
+            buyers: 0,
+            repeat_buyers: 0,
+        });
         day = end + MICROS_PER_DAY;
     }
     for &(day, counts) in days {
@@ -389,12 +409,13 @@ pub fn periods(
             period.counts += counts;
         }
     }
-    let (mut members, mut outstanding) = (before.new_members, before.points_change);
+    let mut running = before;
     for period in &mut periods {
-        members += period.counts.new_members;
-        outstanding += period.counts.points_change;
-        period.members = members;
-        period.points_outstanding = outstanding;
+        running += period.counts;
+        period.members = running.new_members;
+        period.points_outstanding = running.points_change;
+        period.buyers = running.first_buyers;
+        period.repeat_buyers = running.repeat_buyers;
     }
     periods
 }

@@ -247,7 +247,7 @@ fn days(
     (from, to)
 }
 
-fn period_to_proto(p: &Period) -> pb::Kpis {
+fn period_to_proto((p, active_members): (&Period, i64)) -> pb::Kpis {
     let c = &p.counts;
     pb::Kpis {
         from: Some(to_timestamp(p.first_day)),
@@ -264,6 +264,10 @@ fn period_to_proto(p: &Period) -> pb::Kpis {
         points_reversed: c.points_reversed,
         points_outstanding: p.points_outstanding,
         redemption_rate_percent: p.redemption_rate_percent(),
+        active_members,
+        buyers: p.buyers,
+        repeat_buyers: p.repeat_buyers,
+        repeat_purchase_rate_percent: p.repeat_purchase_rate_percent(),
     }
 }
 
@@ -302,11 +306,14 @@ impl InsightsApi {
             before.points_expired + total.counts.points_expired,
         );
         let expected = domain::expected_redemption_percent(redeemed, expired);
+        let bounds: Vec<(Micros, Micros)> = periods.iter().chain([&total]).map(|p| (p.first_day, p.last_day)).collect();
+        let mut active = store.active_members(&r.program_id, &bounds).await?;
+        let total_active = active.pop().unwrap_or(0);
         Ok(pb::GetProgramKpisResponse {
             granularity: if granularity == pb::Granularity::Unspecified { pb::Granularity::Day } else { granularity }
                 as i32,
-            periods: periods.iter().map(period_to_proto).collect(),
-            total: Some(period_to_proto(&total)),
+            periods: periods.iter().zip(active).map(period_to_proto).collect(),
+            total: Some(period_to_proto((&total, total_active))),
             liability_minor: domain::liability_minor(
                 total.points_outstanding,
                 settings.point_value_milli_minor,

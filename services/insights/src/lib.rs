@@ -51,6 +51,7 @@ loyalty_common::embedded_migrations!("../migrations":
     1 "insights" "0001_insights.sql",
     2 "surveys" "0002_surveys.sql",
     3 "kpis" "0003_kpis.sql",
+    4 "buyers" "0004_buyers.sql",
 );
 
 /// Every setting, from flags or the environment.

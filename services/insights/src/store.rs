@@ -182,9 +182,12 @@ impl InsightsStore {
             if let Some(event) = &fact.order {
                 if let Some(customer) = apply_event(&mut tx, event).await? {
                     match event {
-                        OrderEvent::Purchase { amount_minor, .. } => {
+                        OrderEvent::Purchase { program_id, customer_id, amount_minor, .. } => {
                             counts.orders += 1;
                             counts.revenue_minor += amount_minor;
+                            let (first, repeat) = buyer(&mut tx, program_id, customer_id, day).await?;
+                            counts.first_buyers += first;
+                            counts.repeat_buyers += repeat;
                         }
                         OrderEvent::Refund { amount_minor, .. } => counts.refunded_minor += amount_minor,
                     }
@@ -210,8 +213,11 @@ impl InsightsStore {
         for ((program_id, day), c) in &days {
             sqlx::query(
                 "INSERT INTO kpi_days (program_id, day_us, new_members, orders, revenue_minor, refunded_minor, \
-                 points_issued, points_redeemed, points_expired, points_reversed, points_change) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (program_id, day_us) DO UPDATE SET \
+                 points_issued, points_redeemed, points_expired, points_reversed, points_change, first_buyers, \
+                 repeat_buyers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (program_id, day_us) DO UPDATE SET \
+                 first_buyers = kpi_days.first_buyers + excluded.first_buyers, \
+                 repeat_buyers = kpi_days.repeat_buyers + excluded.repeat_buyers, \
                  new_members = kpi_days.new_members + excluded.new_members, \
                  orders = kpi_days.orders + excluded.orders, \
                  revenue_minor = kpi_days.revenue_minor + excluded.revenue_minor, \
@@ -233,6 +239,8 @@ impl InsightsStore {
             .bind(c.points_expired)
             .bind(c.points_reversed)
             .bind(c.points_change)
+            .bind(c.first_buyers)
+            .bind(c.repeat_buyers)
             .execute(&mut *tx)
             .await?;
         }
@@ -407,7 +415,7 @@ impl InsightsStore {
         last_day: Micros,
     ) -> Result<(Vec<(Micros, domain::DayCounts)>, domain::DayCounts), Error> {
         const COLUMNS: &str = "new_members, orders, revenue_minor, refunded_minor, points_issued, points_redeemed, \
-                               points_expired, points_reversed, points_change";
+                               points_expired, points_reversed, points_change, first_buyers, repeat_buyers";
         let sql = format!(
             "SELECT day_us, {COLUMNS} FROM kpi_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 ORDER BY day_us"
         );
@@ -427,6 +435,24 @@ impl InsightsStore {
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(first_day).fetch_one(&self.db.pool).await?;
         Ok((days, counts_from_row(&row)?))
+    }
+
+    /// How many customers ordered within each of `periods` (first and last
+    /// day, both included).
+    pub async fn active_members(&self, program_id: &str, periods: &[(Micros, Micros)]) -> Result<Vec<i64>, Error> {
+        let mut counts = Vec::with_capacity(periods.len());
+        for &(first_day, last_day) in periods {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT customer_id) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3",
+            )
+            .bind(program_id)
+            .bind(first_day)
+            .bind(last_day)
+            .fetch_one(&self.db.pool)
+            .await?;
+            counts.push(count);
+        }
+        Ok(counts)
     }
 
     /// How many answers of `kind` gave each score, on the UTC days from
@@ -485,6 +511,27 @@ async fn apply_event(tx: &mut AnyConnection, event: &OrderEvent) -> Result<Optio
             Ok(customer.map(|customer_id| (program_id.clone(), customer_id)))
         }
     }
+}
+
+/// Notes that the customer ordered on `day`; (1, 0) when this was their
+/// first order, (0, 1) their second, else (0, 0).
+async fn buyer(tx: &mut AnyConnection, program_id: &str, customer_id: &str, day: Micros) -> Result<(i64, i64), Error> {
+    sqlx::query("INSERT INTO buyer_days (program_id, day_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(program_id)
+        .bind(day)
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE program_id = $1 AND customer_id = $2")
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(match orders {
+        1 => (1, 0),
+        2 => (0, 1),
+        _ => (0, 0),
+    })
 }
 
 /// Writes the customer's row from their orders, as of `now`.
@@ -551,6 +598,8 @@ fn counts_from_row(row: &sqlx::any::AnyRow) -> Result<domain::DayCounts, Error> 
         points_expired: row.try_get("points_expired")?,
         points_reversed: row.try_get("points_reversed")?,
         points_change: row.try_get("points_change")?,
+        first_buyers: row.try_get("first_buyers")?,
+        repeat_buyers: row.try_get("repeat_buyers")?,
     })
 }
 

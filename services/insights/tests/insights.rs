@@ -573,7 +573,36 @@ async fn program_kpis_sum_the_ledger_by_day_week_and_month(backend: Backend) {
     h.stop().await;
 }
 
+/// Active members, buyers and the repeat purchase rate: day 0 anna and ben
+/// order, day 1 anna again (a repeat buyer), day 8 cara (a new buyer) and
+/// anna (her third order).
+async fn active_members_and_repeat_buyers_count_customers_not_orders(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.at_day(0);
+    h.order("anna", "a1", 1_000).await;
+    h.order("ben", "b1", 1_000).await;
+    h.at_day(1);
+    h.order("anna", "a2", 1_000).await;
+    h.at_day(8);
+    h.order("cara", "c1", 1_000).await;
+    h.order("anna", "a3", 1_000).await;
+    Harness::caught_up(&mut h.insights, "anna", 3, 3_000).await;
+    Harness::caught_up(&mut h.insights, "cara", 1, 1_000).await;
+    let numbers = |k: &pb::Kpis| (k.active_members, k.buyers, k.repeat_buyers, k.repeat_purchase_rate_percent);
+    let days = h.kpis(0, 8, pb::Granularity::Day).await;
+    assert_eq!(numbers(&days.periods[0]), (2, 2, 0, 0));
+    assert_eq!(numbers(&days.periods[1]), (1, 2, 1, 50));
+    assert_eq!(numbers(&days.periods[4]), (0, 2, 1, 50));
+    assert_eq!(numbers(&days.periods[8]), (2, 3, 1, 33));
+    // Distinct per period, not summed over days: anna counts once in her week.
+    assert_eq!(numbers(days.total.as_ref().unwrap()), (3, 3, 1, 33));
+    let weeks = h.kpis(0, 8, pb::Granularity::Week).await;
+    assert_eq!(weeks.periods.iter().map(numbers).collect::<Vec<_>>(), [(2, 2, 1, 50), (2, 3, 1, 33)]);
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    active_members_and_repeat_buyers_count_customers_not_orders,
     program_kpis_sum_the_ledger_by_day_week_and_month,
     survey_answers_add_up_to_nps_and_csat,
     a_small_program_adds_up_as_worked_out_by_hand,
