@@ -140,6 +140,7 @@ impl Harness {
         let keys = KeyStore::open(&keys_url, 2).await.expect("key store opens");
         sandbox.check_callers(&keys_url, SECRET);
         sandbox.every_service(pki.flags());
+        sandbox.every_service(["--database-max-connections".to_owned(), "4".to_owned()]);
         let listen = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let (points_l, tiers_l, referral_l, rewards_l) =
             (listen().await, listen().await, listen().await, listen().await);
@@ -149,7 +150,7 @@ impl Harness {
         let [points_url, tiers_url, referral_url, rewards_url] = ["points", "tiers", "referral", "rewards"]
             .map(|name| format!("sqlite://{}/{name}.db", sandbox.dir.display()));
 
-        let points_args = ["--tiers-addr", &tiers_addr, "--tiers-timeout-ms", "2000"];
+        let points_args = ["--tiers-addr", &tiers_addr, "--tiers-timeout-ms", "2000", "--expiry-interval-secs", "3600"];
         let points = sandbox.start_on::<PointsServer>(points_l, &points_url, &points_args).await;
         let tiers_args =
             ["--points-addr", &points_addr, "--review-interval-secs", "3600", "--multiplier-cache-ttl-ms", "1000"];
@@ -639,22 +640,13 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
     assert!(checked >= 54, "every RPC of the five services is checked, got {checked}");
 }
 
-/// A points service alone, on the embedded store, with `security`, in plain text.
+/// A points service alone, on a SQLite file in `dir`, with `security`, in plain text.
 async fn lone_points(dir: &Path, security: SecurityArgs) -> RunningService {
-    start_points(dir, None, security, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
-}
-
-/// A points service on a SQLite file in `dir`, calling tiers at `tiers_addr` if any.
-async fn start_points(
-    dir: &Path,
-    tiers_addr: Option<String>,
-    security: SecurityArgs,
-    listener: TcpListener,
-) -> RunningService {
     let url = format!("sqlite://{}", dir.join("points.db").display());
-    let mut config = Sandbox::config::<PointsServer>(&url, &["--tiers-timeout-ms", "2000"]);
-    config.tiers_addr = tiers_addr;
+    let flags = ["--expiry-interval-secs", "3600", "--database-max-connections", "4"];
+    let mut config = Sandbox::config::<PointsServer>(&url, &flags);
     config.security = security;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     PointsServer::start(config, listener, None).await.expect("points starts")
 }
 

@@ -175,7 +175,9 @@ impl Harness {
         let points = match points_listener {
             Some(listener) => {
                 let tiers = addr(&tiers_listener).map(|tiers| ["--tiers-addr".to_owned(), tiers]);
-                let args: Vec<&str> = tiers.iter().flatten().map(String::as_str).collect();
+                // A smaller pool, and no expiry run on the wall clock within a test.
+                let mut args = vec!["--database-max-connections", "8", "--expiry-interval-secs", "3600"];
+                args.extend(tiers.iter().flatten().map(String::as_str));
                 Some(sandbox.start_on::<PointsServer>(listener, &points_url, &args).await)
             }
             None => None,

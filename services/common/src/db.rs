@@ -298,30 +298,27 @@ pub async fn migrate(db: &Database, migrations: &[EmbeddedMigration]) -> Result<
 
 /// Runs `work` only if this replica takes the advisory lock `key` now: for a
 /// periodic job that one replica at a time is enough for (reviews). `None`
-/// while another replica holds it. On PostgreSQL the lock is a session lock
-/// on a connection held for the work; SQLite is one process, so always.
-pub async fn exclusively<T>(
+/// while another replica holds it. On PostgreSQL the lock belongs to a
+/// transaction held open for the work, so it ends with it, even if the work
+/// fails, panics or is cancelled; SQLite is one process, so always.
+pub async fn exclusively<T, E: From<sqlx::Error>>(
     db: &Database,
     key: i64,
-    work: impl std::future::Future<Output = T>,
-) -> Result<Option<T>, sqlx::Error> {
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Option<T>, E> {
     if db.dialect == Dialect::Sqlite {
-        return Ok(Some(work.await));
+        return work.await.map(Some);
     }
-    let mut conn = db.pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+    let mut holder = db.pool.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(key).fetch_one(&mut *holder).await?;
     if !locked {
         return Ok(None);
     }
     let result = work.await;
-    let unlocked: Result<bool, _> =
-        sqlx::query_scalar("SELECT pg_advisory_unlock($1)").bind(key).fetch_one(&mut *conn).await;
-    if !matches!(unlocked, Ok(true)) {
-        // Never hand a connection that may still hold the lock back to the pool:
-        // closing it ends the session, and the lock with it.
-        drop(conn.detach());
-    }
-    Ok(Some(result))
+    // Now, not when the dropped transaction is next cleaned up: the next tick may be another replica's.
+    holder.rollback().await?;
+    result.map(Some)
 }
 
 /// One page of a list, newest first: `SELECT <columns> FROM <table>` (the
@@ -396,16 +393,22 @@ mod tests {
                 exclusively(&db, key, async move {
                     entered.send(()).unwrap();
                     released.await.unwrap();
-                    1
+                    Ok::<_, sqlx::Error>(1)
                 })
                 .await
             }
         });
         inside.await.unwrap();
-        assert_eq!(exclusively(&db, key, async { 2 }).await.unwrap(), None, "the second replica skips");
+        let other = connect(&url, PoolSettings::new(2, 1_000)).await.expect("a second replica connects");
+        let ok = |n| async move { Ok::<_, sqlx::Error>(n) };
+        assert_eq!(exclusively(&other, key, ok(2)).await.unwrap(), None, "the second replica skips");
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), Some(1));
-        assert_eq!(exclusively(&db, key, async { 3 }).await.unwrap(), Some(3), "free again afterwards");
+        assert_eq!(exclusively(&other, key, ok(3)).await.unwrap(), Some(3), "free again afterwards");
+        // A job that fails lets go of the lock too.
+        let failed = exclusively(&db, key, async { Err::<(), _>(sqlx::Error::PoolClosed) }).await;
+        assert!(failed.is_err());
+        assert_eq!(exclusively(&other, key, ok(4)).await.unwrap(), Some(4), "free after a failure");
     }
 
     /// What PostgreSQL really answers when it ends a connection, a pool that

@@ -166,11 +166,18 @@ impl Sandbox {
     }
 }
 
-/// `S`'s settings from `args` after its database and a free metrics port.
+/// `S`'s settings from `args` after its database and a free metrics port,
+/// and the defaults for the rest: never from the environment (a developer's
+/// `REDIS_URL` must not reach a test), a flag given twice wins the second
+/// time, and a bad one panics instead of exiting the test binary.
 fn parse<S: Service>(database_url: &str, args: &[&str]) -> S::Config {
-    use clap::Parser as _;
+    use clap::{CommandFactory, FromArgMatches};
     let fixed = [S::BINARY, "--database-url", database_url, "--metrics-addr", "127.0.0.1:0"];
-    S::Config::parse_from(fixed.iter().chain(args))
+    let command = S::Config::command().mut_args(|arg| arg.env(None)).args_override_self(true);
+    let matches = command
+        .try_get_matches_from(fixed.iter().chain(args))
+        .unwrap_or_else(|e| panic!("{} settings {args:?}: {e}", S::BINARY));
+    S::Config::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{} settings {args:?}: {e}", S::BINARY))
 }
 
 /// A channel to a service on loopback, for a generated client's `new`.

@@ -175,11 +175,7 @@ impl Check {
         let before = if page_token.is_empty() {
             None
         } else {
-            // Exactly as `next_page_token` writes them: a positive number, no sign, no leading zero.
-            let canonical = page_token.len() <= 18
-                && page_token.starts_with(|c: char| ('1'..='9').contains(&c))
-                && page_token.bytes().all(|b| b.is_ascii_digit());
-            let parsed = page_token.parse::<i64>().ok().filter(|_| canonical);
+            let parsed = Some(page_token).and_then(position).filter(|&p| p > 0);
             if parsed.is_none() {
                 self.0.push(FieldViolation::new("page_token", "is not a token from a previous page"));
             }
@@ -200,6 +196,15 @@ impl Check {
     }
 }
 
+/// A list position as a page token writes it: a number of at most 18
+/// digits, no sign, no leading zero (`0` itself is one).
+pub fn position(token: &str) -> Option<i64> {
+    let canonical = token.len() <= 18
+        && (token == "0" || token.starts_with(|c: char| ('1'..='9').contains(&c)))
+        && token.bytes().all(|b| b.is_ascii_digit());
+    token.parse().ok().filter(|_| canonical)
+}
+
 /// One page of a list: its size and the position it starts after.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -210,7 +215,7 @@ pub struct Page {
 impl Page {
     /// Trims the extra row fetched beyond the page and makes the next token
     /// from the last row kept (fetch `size + 1` rows to know whether more follow).
-    pub fn cut<T>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> i64) -> (Vec<T>, String) {
+    pub fn cut<T, P: ToString>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> P) -> (Vec<T>, String) {
         let size = usize::try_from(self.size).unwrap_or(0);
         let more = rows.len() > size;
         rows.truncate(size);

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use loyalty_common::clock::{MICROS_PER_DAY, Micros};
+use loyalty_common::clock::{MICROS_PER_DAY, Micros, civil_from_days, days_from_civil};
 use loyalty_common::validate::FieldViolation;
 
 /// Where a customer stands in their life with the program.
@@ -71,6 +71,13 @@ pub const MAX_POINT_VALUE_MILLI_MINOR: i64 = 1_000_000;
 pub const MAX_DAYS: i32 = 3_660;
 
 impl Settings {
+    /// Whether `other` puts every customer in the same segment (only the
+    /// lifetime value's and the liability's settings differ).
+    pub fn same_segments(&self, other: &Settings) -> bool {
+        (self.at_risk_days, self.churned_days, self.loyal_orders, self.loyal_days)
+            == (other.at_risk_days, other.churned_days, other.loyal_orders, other.loyal_days)
+    }
+
     /// Every threshold out of range, named by its field under `settings.`.
     pub fn validate(&self) -> Vec<FieldViolation> {
         let mut bad = Vec::new();
@@ -155,15 +162,6 @@ impl History {
     pub fn lifetime_value(&self, settings: &Settings, now: Micros) -> i64 {
         lifetime_value(self.first_order(), self.spend_minor, settings, now)
     }
-
-    /// See [`days_since`].
-    pub fn days_since_last_order(&self, now: Micros) -> i32 {
-        days_since(self.last_order(), now)
-    }
-
-    pub fn average_order_minor(&self) -> i64 {
-        if self.order_times.is_empty() { 0 } else { self.spend_minor / self.order_count() }
-    }
 }
 
 /// Average order value × orders per year × expected lifespan, in minor
@@ -211,10 +209,6 @@ impl SurveyKind {
             Self::Nps => "nps",
             Self::Csat => "csat",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Nps, Self::Csat].into_iter().find(|k| k.as_str() == text)
     }
 
     /// The scores an answer may give.
@@ -332,20 +326,16 @@ pub enum Granularity {
     /// ISO weeks, Monday to Sunday.
     Week,
     Month,
-    /// The whole range as one period.
-    Range,
 }
 
-/// A period's days and counts; members, buyers and outstanding points as of its last day.
+/// A period's days and counts, and the sums of every day up to its last
+/// (members, buyers and outstanding points as of then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
     pub first_day: Micros,
     pub last_day: Micros,
     pub counts: DayCounts,
-    pub members: i64,
-    pub points_outstanding: i64,
-    pub buyers: i64,
-    pub repeat_buyers: i64,
+    pub running: DayCounts,
 }
 
 impl Period {
@@ -362,7 +352,7 @@ impl Period {
 
     /// Buyers who ordered at least twice, in percent of every buyer so far, rounded down.
     pub fn repeat_purchase_rate_percent(&self) -> i32 {
-        percent(self.repeat_buyers, self.buyers)
+        percent(self.running.repeat_buyers, self.running.first_buyers)
     }
 }
 
@@ -373,8 +363,7 @@ fn percent(part: i64, whole: i64) -> i32 {
 
 /// Cuts the days `first_day..=last_day` into periods, each with the sum of
 /// its `days` (day midnight → counts; missing days count zero), and the
-/// running members and outstanding points from `before` (the sums of every
-/// day before the range).
+/// running sums from `before` (the sums of every day before the range).
 pub fn periods(
     days: &[(Micros, DayCounts)],
     before: DayCounts,
@@ -389,35 +378,35 @@ pub fn periods(
             Granularity::Day => day,
             Granularity::Week => week_start(day) + 6 * MICROS_PER_DAY,
             Granularity::Month => next_month_start(day) - MICROS_PER_DAY,
-            Granularity::Range => last_day,
         }
         .min(last_day);
         let empty = DayCounts::default();
-        periods.push(Period {
-            first_day: day,
-            last_day: end,
-            counts: empty,
-            members: 0,
-            points_outstanding: 0,
-            buyers: 0,
-            repeat_buyers: 0,
-        });
+        periods.push(Period { first_day: day, last_day: end, counts: empty, running: empty });
         day = end + MICROS_PER_DAY;
     }
     for &(day, counts) in days {
-        if let Some(period) = periods.iter_mut().find(|p| p.first_day <= day && day <= p.last_day) {
+        // Periods are in order: the one holding `day` is the last that starts by then.
+        let index = periods.partition_point(|p| p.first_day <= day);
+        if let Some(period) = index.checked_sub(1).map(|i| &mut periods[i]).filter(|p| day <= p.last_day) {
             period.counts += counts;
         }
     }
     let mut running = before;
     for period in &mut periods {
         running += period.counts;
-        period.members = running.new_members;
-        period.points_outstanding = running.points_change;
-        period.buyers = running.first_buyers;
-        period.repeat_buyers = running.repeat_buyers;
+        period.running = running;
     }
     periods
+}
+
+/// The whole range of `periods` as one period.
+pub fn total(periods: &[Period]) -> Option<Period> {
+    let (first, last) = (periods.first()?, periods.last()?);
+    let mut counts = DayCounts::default();
+    for period in periods {
+        counts += period.counts;
+    }
+    Some(Period { first_day: first.first_day, last_day: last.last_day, counts, running: last.running })
 }
 
 /// The share of points that end up redeemed, from the history so far:
@@ -440,40 +429,11 @@ pub fn week_start(day: Micros) -> Micros {
     (index - (index + 3).rem_euclid(7)) * MICROS_PER_DAY
 }
 
-/// The first day of `day`'s calendar month (UTC).
-pub fn month_start(day: Micros) -> Micros {
-    let (year, month, _) = civil(day.div_euclid(MICROS_PER_DAY));
-    days_from_civil(year, month, 1) * MICROS_PER_DAY
-}
-
+/// The first day of the calendar month after `day`'s (UTC).
 fn next_month_start(day: Micros) -> Micros {
-    let (year, month, _) = civil(day.div_euclid(MICROS_PER_DAY));
+    let (year, month, _) = civil_from_days(day.div_euclid(MICROS_PER_DAY));
     let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
     days_from_civil(year, month, 1) * MICROS_PER_DAY
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// The day count since 1970-01-01 of a civil date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -547,14 +507,13 @@ mod tests {
     fn weeks_start_on_monday_and_months_on_the_first() {
         // 2025-11-24 (a Monday) is day 20416.
         let monday = 20_416 * DAY;
-        assert_eq!(civil(20_416), (2025, 11, 24));
+        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
         assert_eq!(week_start(monday), monday);
         assert_eq!(week_start(monday + 6 * DAY), monday);
         assert_eq!(week_start(monday + 7 * DAY), monday + 7 * DAY);
-        assert_eq!(month_start(monday), monday - 23 * DAY);
         assert_eq!(next_month_start(monday), monday + 7 * DAY);
-        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
-        assert_eq!(month_start(days_from_civil(2024, 3, 1) * DAY - DAY), days_from_civil(2024, 2, 1) * DAY);
+        assert_eq!(next_month_start(days_from_civil(2024, 2, 29) * DAY), days_from_civil(2024, 3, 1) * DAY);
+        assert_eq!(next_month_start(days_from_civil(2024, 12, 31) * DAY), days_from_civil(2025, 1, 1) * DAY);
     }
 
     #[test]
@@ -567,14 +526,20 @@ mod tests {
         let weeks = periods(&days, before, monday + 2 * DAY, monday + 13 * DAY, Granularity::Week);
         assert_eq!(weeks.len(), 2);
         assert_eq!((weeks[0].first_day, weeks[0].last_day), (monday + 2 * DAY, monday + 6 * DAY));
-        assert_eq!((weeks[0].members, weeks[0].points_outstanding), (10, 1_000));
-        assert_eq!((weeks[1].counts.new_members, weeks[1].members, weeks[1].points_outstanding), (1, 11, 975));
+        assert_eq!((weeks[0].running.new_members, weeks[0].running.points_change), (10, 1_000));
+        assert_eq!(
+            (weeks[1].counts.new_members, weeks[1].running.new_members, weeks[1].running.points_change),
+            (1, 11, 975)
+        );
         // Monday 24 November to Sunday 7 December: November's last week, then December's first.
         let months = periods(&days, before, monday, monday + 13 * DAY, Granularity::Month);
         let bounds: Vec<_> = months.iter().map(|p| (p.first_day, p.last_day)).collect();
         assert_eq!(bounds, [(monday, monday + 6 * DAY), (monday + 7 * DAY, monday + 13 * DAY)]);
-        assert_eq!((months[0].points_outstanding, months[1].points_outstanding), (1_100, 1_075));
+        assert_eq!((months[0].running.points_change, months[1].running.points_change), (1_100, 1_075));
         assert_eq!(periods(&days, before, monday, monday + 2 * DAY, Granularity::Day).len(), 3);
+        let whole = total(&weeks).unwrap();
+        assert_eq!((whole.first_day, whole.last_day), (monday + 2 * DAY, monday + 13 * DAY));
+        assert_eq!((whole.counts.new_members, whole.running.points_change), (1, 975));
     }
 
     #[test]

@@ -46,18 +46,8 @@ fn fact(entry: points::LedgerEntry) -> (i64, LedgerFact) {
     }
     let order = match kind {
         _ if entry.order_id.is_empty() => None,
-        Some(Earn) => Some(OrderEvent::Purchase {
-            program_id: entry.program_id.clone(),
-            customer_id: entry.customer_id.clone(),
-            order_id: entry.order_id.clone(),
-            amount_minor: entry.order_amount_minor,
-            at: entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default(),
-        }),
-        Some(Reverse) => Some(OrderEvent::Refund {
-            program_id: entry.program_id.clone(),
-            order_id: entry.order_id.clone(),
-            amount_minor: entry.order_amount_minor,
-        }),
+        Some(Earn) => Some(OrderEvent::Purchase { order_id: entry.order_id, amount_minor: entry.order_amount_minor }),
+        Some(Reverse) => Some(OrderEvent::Refund { order_id: entry.order_id, amount_minor: entry.order_amount_minor }),
         _ => None,
     };
     let at = entry.created_at.as_ref().and_then(from_timestamp).unwrap_or_default();

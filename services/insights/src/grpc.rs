@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use loyalty_common::auth;
 use loyalty_common::clock::{MICROS_PER_DAY, Micros, to_timestamp};
-use loyalty_common::validate::{Check, FieldViolation};
+use loyalty_common::validate::{self, Check, FieldViolation};
 use loyalty_proto::insights::v1 as pb;
 use loyalty_proto::insights::v1::insights_service_server::InsightsService;
 
@@ -36,8 +36,9 @@ impl InsightsService for InsightsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
         check.done(DOMAIN)?;
-        let insight = self.insights.customer(&r.program_id, &r.customer_id).await?;
-        Ok(Response::new(pb::GetCustomerInsightResponse { insight: Some(insight_to_proto(&r.program_id, &insight)) }))
+        let (insight, settings) = self.insights.customer(&r.program_id, &r.customer_id).await?;
+        let insight = insight_to_proto(&r.program_id, &insight, &settings, self.insights.store().now());
+        Ok(Response::new(pb::GetCustomerInsightResponse { insight: Some(insight) }))
     }
 
     async fn list_customers(
@@ -64,7 +65,7 @@ impl InsightsService for InsightsApi {
             }
         };
         // Only the size: the token is this list's own (a value and a customer id).
-        let size = check.page(r.page_size, "").size;
+        let page = check.page(r.page_size, "");
         let after = if r.page_token.is_empty() {
             None
         } else {
@@ -76,15 +77,10 @@ impl InsightsService for InsightsApi {
         };
         check.done(DOMAIN)?;
         let after = after.as_ref().map(|(value, id)| (*value, id.as_str()));
-        let (mut rows, settings) = self.insights.customers(&r.program_id, segment, order, after, size + 1).await?;
-        let more = rows.len() > usize::try_from(size).unwrap_or(0);
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_page_token = match rows.last() {
-            Some(last) if more => format!("{}:{}", order.value(last), last.customer_id),
-            _ => String::new(),
-        };
+        let (rows, settings) = self.insights.customers(&r.program_id, segment, order, after, page.size + 1).await?;
+        let (rows, next_page_token) = page.cut(rows, |last| format!("{}:{}", order.value(last), last.customer_id));
         let now = self.insights.store().now();
-        let customers = rows.iter().map(|row| row_to_proto(&r.program_id, row, &settings, now)).collect();
+        let customers = rows.iter().map(|row| numbers_to_proto(&r.program_id, row, &settings, now)).collect();
         Ok(Response::new(pb::ListCustomersResponse { customers, next_page_token }))
     }
 
@@ -173,7 +169,8 @@ impl InsightsService for InsightsApi {
         if r.comment.chars().count() > MAX_COMMENT_CHARS {
             check.add(Err(FieldViolation::new("comment", format!("must be at most {MAX_COMMENT_CHARS} characters"))));
         }
-        let answered_at = check.timestamp("answered_at", r.answered_at.as_ref(), now).unwrap_or(now);
+        let asked_at = check.timestamp("answered_at", r.answered_at.as_ref(), now);
+        let answered_at = asked_at.unwrap_or(now);
         if answered_at > now {
             check.add(Err(FieldViolation::new("answered_at", "must not be in the future")));
         }
@@ -186,7 +183,7 @@ impl InsightsService for InsightsApi {
             comment: r.comment,
             answered_at,
         };
-        let stored = self.insights.store().record_answer(&r.program_id, answer, &r.idempotency_key).await?;
+        let stored = self.insights.store().record_answer(&r.program_id, answer, asked_at, &r.idempotency_key).await?;
         Ok(Response::new(pb::RecordSurveyResponseResponse { response: Some(answer_to_proto(&stored)) }))
     }
 
@@ -247,13 +244,13 @@ fn days(
     (from, to)
 }
 
-fn period_to_proto((p, active_members): (&Period, i64)) -> pb::Kpis {
+fn period_to_proto(p: &Period, active_members: i64) -> pb::Kpis {
     let c = &p.counts;
     pb::Kpis {
         from: Some(to_timestamp(p.first_day)),
         to: Some(to_timestamp(p.last_day)),
         new_members: c.new_members,
-        members: p.members,
+        members: p.running.new_members,
         orders: c.orders,
         revenue_minor: c.revenue_minor,
         refunded_minor: c.refunded_minor,
@@ -262,20 +259,12 @@ fn period_to_proto((p, active_members): (&Period, i64)) -> pb::Kpis {
         points_redeemed: c.points_redeemed,
         points_expired: c.points_expired,
         points_reversed: c.points_reversed,
-        points_outstanding: p.points_outstanding,
+        points_outstanding: p.running.points_change,
         redemption_rate_percent: p.redemption_rate_percent(),
         active_members,
-        buyers: p.buyers,
-        repeat_buyers: p.repeat_buyers,
+        buyers: p.running.first_buyers,
+        repeat_buyers: p.running.repeat_buyers,
         repeat_purchase_rate_percent: p.repeat_purchase_rate_percent(),
-    }
-}
-
-fn granularity_from_proto(g: pb::Granularity) -> Granularity {
-    match g {
-        pb::Granularity::Unspecified | pb::Granularity::Day => Granularity::Day,
-        pb::Granularity::Week => Granularity::Week,
-        pb::Granularity::Month => Granularity::Month,
     }
 }
 
@@ -285,40 +274,34 @@ impl InsightsApi {
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
         let (from, to) = days(&mut check, r.from.as_ref(), r.to.as_ref(), now);
-        if to - from >= MAX_KPI_DAYS * MICROS_PER_DAY {
+        if to - from > MAX_KPI_DAYS * MICROS_PER_DAY {
             check.add(Err(FieldViolation::new("from", format!("must be at most {MAX_KPI_DAYS} days before to"))));
         }
         let granularity = match pb::Granularity::try_from(r.granularity) {
-            Ok(g) => g,
+            Ok(pb::Granularity::Unspecified | pb::Granularity::Day) => (pb::Granularity::Day, Granularity::Day),
+            Ok(pb::Granularity::Week) => (pb::Granularity::Week, Granularity::Week),
+            Ok(pb::Granularity::Month) => (pb::Granularity::Month, Granularity::Month),
             Err(_) => {
                 check.add(Err(FieldViolation::new("granularity", "must be DAY, WEEK, MONTH or unspecified")));
-                pb::Granularity::Day
+                (pb::Granularity::Day, Granularity::Day)
             }
         };
         check.done(DOMAIN)?;
         let store = self.insights.store();
         let (day_rows, before) = store.kpi_days(&r.program_id, from, to).await?;
         let settings = store.settings(&r.program_id).await?;
-        let periods = domain::periods(&day_rows, before, from, to, granularity_from_proto(granularity));
-        let total = domain::periods(&day_rows, before, from, to, Granularity::Range).remove(0);
-        let (redeemed, expired) = (
-            before.points_redeemed + total.counts.points_redeemed,
-            before.points_expired + total.counts.points_expired,
-        );
-        let expected = domain::expected_redemption_percent(redeemed, expired);
-        let bounds: Vec<(Micros, Micros)> = periods.iter().chain([&total]).map(|p| (p.first_day, p.last_day)).collect();
-        let mut active = store.active_members(&r.program_id, &bounds).await?;
-        let total_active = active.pop().unwrap_or(0);
+        let periods = domain::periods(&day_rows, before, from, to, granularity.1);
+        let total = domain::total(&periods).ok_or_else(|| Status::internal("a range of no days"))?;
+        let expected = domain::expected_redemption_percent(total.running.points_redeemed, total.running.points_expired);
+        let bounds: Vec<(Micros, Micros)> = periods.iter().map(|p| (p.first_day, p.last_day)).collect();
+        let active = store.active_members(&r.program_id, &bounds).await?;
+        let total_active = store.buyers_between(&r.program_id, from, to).await?;
+        let points_outstanding = total.running.points_change;
         Ok(pb::GetProgramKpisResponse {
-            granularity: if granularity == pb::Granularity::Unspecified { pb::Granularity::Day } else { granularity }
-                as i32,
-            periods: periods.iter().zip(active).map(period_to_proto).collect(),
-            total: Some(period_to_proto((&total, total_active))),
-            liability_minor: domain::liability_minor(
-                total.points_outstanding,
-                settings.point_value_milli_minor,
-                expected,
-            ),
+            granularity: granularity.0 as i32,
+            periods: periods.iter().zip(active).map(|(p, active)| period_to_proto(p, active)).collect(),
+            total: Some(period_to_proto(&total, total_active)),
+            liability_minor: domain::liability_minor(points_outstanding, settings.point_value_milli_minor, expected),
             expected_redemption_percent: expected,
         })
     }
@@ -350,8 +333,7 @@ const MAX_KPI_DAYS: i64 = 1_100;
 /// bound to compare with), at most [`MAX_TOKEN_CHARS`] in all.
 fn parse_token(token: &str) -> Option<(i64, String)> {
     let (value, id) = token.split_once(':')?;
-    let canonical = value == "0" || (value.starts_with(|c: char| ('1'..='9').contains(&c)) && value.len() <= 18);
-    let value = value.parse::<i64>().ok().filter(|_| canonical && value.bytes().all(|b| b.is_ascii_digit()))?;
+    let value = validate::position(value)?;
     let fits = token.chars().count() <= MAX_TOKEN_CHARS && !id.is_empty() && !id.chars().any(char::is_control);
     fits.then(|| (value, id.to_owned()))
 }
@@ -359,26 +341,8 @@ fn parse_token(token: &str) -> Option<(i64, String)> {
 /// The longest page token: a value and an id of at most 128 characters fit.
 const MAX_TOKEN_CHARS: usize = 200;
 
-fn insight_to_proto(program_id: &str, c: &CustomerInsight) -> pb::CustomerInsight {
-    pb::CustomerInsight {
-        program_id: program_id.to_owned(),
-        customer_id: c.customer_id.clone(),
-        first_order_at: c.history.first_order().map(to_timestamp),
-        last_order_at: c.history.last_order().map(to_timestamp),
-        order_count: c.history.order_count(),
-        spend_minor: c.history.spend_minor,
-        average_order_minor: c.history.average_order_minor(),
-        days_since_last_order: c.days_since_last_order,
-        recency_score: c.rfm.0,
-        frequency_score: c.rfm.1,
-        monetary_score: c.rfm.2,
-        segment: segment_to_proto(c.segment) as i32,
-        lifetime_value_minor: c.lifetime_value_minor,
-    }
-}
-
-/// A listed customer: their stored numbers, without the RFM ranks.
-fn row_to_proto(program_id: &str, row: &CustomerRow, settings: &Settings, now: Micros) -> pb::CustomerInsight {
+/// A customer's numbers as of `now`; RFM scores 0 (a list leaves them out).
+fn numbers_to_proto(program_id: &str, row: &CustomerRow, settings: &Settings, now: Micros) -> pb::CustomerInsight {
     pb::CustomerInsight {
         program_id: program_id.to_owned(),
         customer_id: row.customer_id.clone(),
@@ -393,6 +357,16 @@ fn row_to_proto(program_id: &str, row: &CustomerRow, settings: &Settings, now: M
         monetary_score: 0,
         segment: segment_to_proto(row.segment) as i32,
         lifetime_value_minor: domain::lifetime_value(row.first_order, row.spend_minor, settings, now),
+    }
+}
+
+fn insight_to_proto(program_id: &str, c: &CustomerInsight, settings: &Settings, now: Micros) -> pb::CustomerInsight {
+    let (recency_score, frequency_score, monetary_score) = c.rfm;
+    pb::CustomerInsight {
+        recency_score,
+        frequency_score,
+        monetary_score,
+        ..numbers_to_proto(program_id, &c.numbers, settings, now)
     }
 }
 

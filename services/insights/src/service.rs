@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use loyalty_common::shutdown::ShutdownSignal;
 
-use crate::domain::{self, History, Segment, Settings};
+use crate::domain::{self, Segment, Settings};
 use crate::error::Error;
 use crate::store::{CustomerRow, InsightsStore, Order};
 
 /// Segments reviewed per step of the job, or before a read of one program.
-const REVIEW_BATCH: i64 = 500;
+const REVIEW_BATCH: usize = 500;
 /// The advisory lock that lets one replica at a time run the review job.
 const REVIEW_LOCK_KEY: i64 = 0x0069_6e73_6967_0002;
 
@@ -21,16 +21,12 @@ pub struct Insights {
     store: InsightsStore,
 }
 
-/// One customer's numbers as of now.
+/// One customer's numbers as of now, with their RFM ranks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerInsight {
-    pub customer_id: String,
-    pub history: History,
-    pub segment: Segment,
+    pub numbers: CustomerRow,
     /// Recency, frequency and monetary quintiles (0 without orders).
     pub rfm: (i32, i32, i32),
-    pub days_since_last_order: i32,
-    pub lifetime_value_minor: i64,
 }
 
 impl Insights {
@@ -44,30 +40,30 @@ impl Insights {
 
     /// Computed from the customer's orders at this instant, so it is exact
     /// even before the review job has caught up.
-    pub async fn customer(&self, program_id: &str, customer_id: &str) -> Result<CustomerInsight, Error> {
+    pub async fn customer(&self, program_id: &str, customer_id: &str) -> Result<(CustomerInsight, Settings), Error> {
         let now = self.store.now();
         let settings = self.store.settings(program_id).await?;
         let history = self.store.history(program_id, customer_id).await?;
         let (segment, _) = history.segment(&settings, now);
-        let rfm = match self.store.customer(program_id, customer_id).await? {
-            Some(row) if row.order_count > 0 => {
-                let ranks = self.store.ranks(program_id, &row).await?;
-                (
-                    domain::quintile(ranks.recency_below, ranks.total),
-                    domain::quintile(ranks.frequency_below, ranks.total),
-                    domain::quintile(ranks.monetary_below, ranks.total),
-                )
-            }
-            _ => (0, 0, 0),
+        let rfm = if history.order_times.is_empty() {
+            (0, 0, 0)
+        } else {
+            let ranks = self.store.ranks(program_id, &history).await?;
+            (
+                domain::quintile(ranks.recency_below, ranks.total),
+                domain::quintile(ranks.frequency_below, ranks.total),
+                domain::quintile(ranks.monetary_below, ranks.total),
+            )
         };
-        Ok(CustomerInsight {
+        let numbers = CustomerRow {
             customer_id: customer_id.to_owned(),
-            days_since_last_order: history.days_since_last_order(now),
-            lifetime_value_minor: history.lifetime_value(&settings, now),
-            history,
+            first_order: history.first_order(),
+            last_order: history.last_order(),
+            order_count: history.order_count(),
+            spend_minor: history.spend_minor,
             segment,
-            rfm,
-        })
+        };
+        Ok((CustomerInsight { numbers, rfm }, settings))
     }
 
     /// One page of the program's customers; segments due for review are
@@ -93,33 +89,27 @@ impl Insights {
     }
 
     async fn catch_up(&self, program_id: &str) -> Result<(), Error> {
-        while self.store.review_due(Some(program_id), REVIEW_BATCH).await? == usize::try_from(REVIEW_BATCH).unwrap_or(0)
-        {
-        }
+        self.review(Some(program_id), || false).await
+    }
+
+    /// Reviews every due segment of `program_id` (all programs when `None`),
+    /// batch after batch, until none is due or `stop` says so.
+    async fn review(&self, program_id: Option<&str>, stop: impl Fn() -> bool) -> Result<(), Error> {
+        while self.store.review_due(program_id, REVIEW_BATCH).await? == REVIEW_BATCH && !stop() {}
         Ok(())
     }
 
-    /// Moves segments along as time passes, every `interval`, until shutdown.
+    /// Moves segments along as time passes, every `interval`, until shutdown;
+    /// one replica at a time (the others would only repeat its work).
     pub async fn review_job(self: std::sync::Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.fired() => return,
             }
-            // One replica at a time: the others would only repeat its work.
-            let review = async {
-                loop {
-                    match self.store.review_due(None, REVIEW_BATCH).await {
-                        Ok(n) if n == usize::try_from(REVIEW_BATCH).unwrap_or(0) && !shutdown.is_fired() => continue,
-                        Ok(_) => return Ok(()),
-                        Err(error) => return Err(error),
-                    }
-                }
-            };
-            match loyalty_common::db::exclusively(self.store.database(), REVIEW_LOCK_KEY, review).await {
-                Ok(None | Some(Ok(()))) => {}
-                Ok(Some(Err(error))) => tracing::warn!(%error, "segment review failed, retrying at the next interval"),
-                Err(error) => tracing::warn!(%error, "segment review failed, retrying at the next interval"),
+            let review = self.review(None, || shutdown.is_fired());
+            if let Err(error) = loyalty_common::db::exclusively(self.store.database(), REVIEW_LOCK_KEY, review).await {
+                tracing::warn!(%error, "segment review failed, retrying at the next interval");
             }
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, from_json, to_json};
+use loyalty_common::db::{Database, Dialect, from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
@@ -32,11 +32,11 @@ pub struct LedgerFact {
     pub order: Option<OrderEvent>,
 }
 
-/// An order or a refund, as the ledger tells of it.
+/// An order placed (its amount) or refunded (the amount refunded), in minor units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderEvent {
-    Purchase { program_id: String, customer_id: String, order_id: String, amount_minor: i64, at: Micros },
-    Refund { program_id: String, order_id: String, amount_minor: i64 },
+    Purchase { order_id: String, amount_minor: i64 },
+    Refund { order_id: String, amount_minor: i64 },
 }
 
 /// A customer's stored numbers.
@@ -68,10 +68,12 @@ pub enum Order {
 }
 
 impl Order {
-    fn column(self) -> &'static str {
+    /// What the rows are ordered by, in SQL: a customer whose orders were all
+    /// refunded has no last order and sorts last.
+    fn expression(self) -> &'static str {
         match self {
             Self::Spend => "spend_minor",
-            Self::Recency => "last_order_us",
+            Self::Recency => "COALESCE(last_order_us, 0)",
         }
     }
 
@@ -107,7 +109,7 @@ impl InsightsStore {
 
     /// The program's thresholds (the defaults until it stores its own).
     pub async fn settings(&self, program_id: &str) -> Result<Settings, Error> {
-        settings_in(&mut *self.db.pool.acquire().await?, program_id).await
+        settings_in(&mut *self.db.pool.acquire().await?, program_id, "").await
     }
 
     /// Replaces the thresholds (unless `expected_version` is stale) and
@@ -129,14 +131,22 @@ impl InsightsStore {
             tx.rollback().await?;
             return Ok(from_json(&saved)?);
         }
-        let sql = format!("SELECT version FROM insight_settings WHERE program_id = $1{}", self.db.dialect.for_update());
-        let version: Option<i64> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(program_id).fetch_optional(&mut *tx).await?;
-        let actual = version.unwrap_or(0);
-        if let Some(expected) = expected_version.filter(|&expected| expected != actual) {
-            return Err(Error::VersionMismatch { expected, actual });
+        // The defaults as version 0 first, so that there is always a row to lock:
+        // two first changes made at once take turns like any two others.
+        sqlx::query(
+            "INSERT INTO insight_settings (program_id, body, version, updated_at_us, updated_by) \
+             VALUES ($1, $2, 0, $3, '') ON CONFLICT (program_id) DO NOTHING",
+        )
+        .bind(program_id)
+        .bind(to_json(&Settings::default()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let current = settings_in(&mut tx, program_id, self.db.dialect.for_update()).await?;
+        if let Some(expected) = expected_version.filter(|&expected| expected != current.version) {
+            return Err(Error::VersionMismatch { expected, actual: current.version });
         }
-        let stored = Settings { version: actual + 1, ..settings };
+        let stored = Settings { version: current.version + 1, ..settings };
         let body = to_json(&stored);
         sqlx::query(
             "INSERT INTO insight_settings (program_id, body, version, updated_at_us, updated_by) \
@@ -150,11 +160,14 @@ impl InsightsStore {
         .bind(actor)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE customers SET review_at_us = $2 WHERE program_id = $1")
-            .bind(program_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if !stored.same_segments(&current) {
+            // Every segment follows the new thresholds at the next review or read.
+            sqlx::query("UPDATE customers SET review_at_us = $2 WHERE program_id = $1")
+                .bind(program_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         idempotency::save(&mut tx, program_id, METHOD, key, &body, "").await?;
         tx.commit().await?;
         Ok(stored)
@@ -179,20 +192,8 @@ impl InsightsStore {
         for (_, fact) in facts.iter().filter(|(sequence, _)| *sequence > cursor) {
             let day = domain::day_of(fact.at);
             let mut counts = fact.counts;
-            if let Some(event) = &fact.order {
-                if let Some(customer) = apply_event(&mut tx, event).await? {
-                    match event {
-                        OrderEvent::Purchase { program_id, customer_id, amount_minor, .. } => {
-                            counts.orders += 1;
-                            counts.revenue_minor += amount_minor;
-                            let (first, repeat) = buyer(&mut tx, program_id, customer_id, day).await?;
-                            counts.first_buyers += first;
-                            counts.repeat_buyers += repeat;
-                        }
-                        OrderEvent::Refund { amount_minor, .. } => counts.refunded_minor += amount_minor,
-                    }
-                    touched.insert(customer);
-                }
+            if let Some(customer_id) = apply_order(&mut tx, fact, &mut counts).await? {
+                touched.insert((fact.program_id.clone(), customer_id));
             }
             *days.entry((fact.program_id.clone(), day)).or_default() += counts;
             let seen = first_seen.entry((fact.program_id.clone(), fact.customer_id.clone())).or_insert(day);
@@ -247,9 +248,9 @@ impl InsightsStore {
         let mut settings = HashMap::new();
         for (program_id, customer_id) in &touched {
             if !settings.contains_key(program_id) {
-                settings.insert(program_id.clone(), settings_in(&mut tx, program_id).await?);
+                settings.insert(program_id.clone(), settings_in(&mut tx, program_id, "").await?);
             }
-            refresh(&mut tx, &settings[program_id], program_id, customer_id, now).await?;
+            refresh(&mut tx, self.db.dialect, &settings[program_id], program_id, customer_id, now).await?;
         }
         follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
         tx.commit().await?;
@@ -258,7 +259,7 @@ impl InsightsStore {
 
     /// Recomputes the segments that time alone changed by now, in `program_id`
     /// (every program when `None`), at most `limit`; returns how many.
-    pub async fn review_due(&self, program_id: Option<&str>, limit: i64) -> Result<usize, Error> {
+    pub async fn review_due(&self, program_id: Option<&str>, limit: usize) -> Result<usize, Error> {
         let now = self.now();
         let due: Vec<(String, String)> = sqlx::query_as(
             "SELECT program_id, customer_id FROM customers WHERE review_at_us <= $1 \
@@ -266,16 +267,16 @@ impl InsightsStore {
         )
         .bind(now)
         .bind(program_id.unwrap_or(""))
-        .bind(limit)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.db.pool)
         .await?;
         let mut settings = HashMap::new();
         for (program_id, customer_id) in &due {
             let mut tx = begin_write(&self.db).await?;
             if !settings.contains_key(program_id) {
-                settings.insert(program_id.clone(), settings_in(&mut tx, program_id).await?);
+                settings.insert(program_id.clone(), settings_in(&mut tx, program_id, "").await?);
             }
-            refresh(&mut tx, &settings[program_id], program_id, customer_id, now).await?;
+            refresh(&mut tx, self.db.dialect, &settings[program_id], program_id, customer_id, now).await?;
             tx.commit().await?;
         }
         Ok(due.len())
@@ -286,18 +287,8 @@ impl InsightsStore {
         history_in(&mut *self.db.pool.acquire().await?, program_id, customer_id).await
     }
 
-    pub async fn customer(&self, program_id: &str, customer_id: &str) -> Result<Option<CustomerRow>, Error> {
-        let sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE program_id = $1 AND customer_id = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(program_id)
-            .bind(customer_id)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        row.as_ref().map(customer_from_row).transpose()
-    }
-
-    /// How `row` ranks among the program's customers with orders.
-    pub async fn ranks(&self, program_id: &str, row: &CustomerRow) -> Result<Ranks, Error> {
+    /// How a customer of these numbers ranks among the program's customers with orders.
+    pub async fn ranks(&self, program_id: &str, history: &History) -> Result<Ranks, Error> {
         let (recency_below, frequency_below, monetary_below, total): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
                COALESCE(SUM(CASE WHEN last_order_us < $2 THEN 1 ELSE 0 END), 0), \
@@ -307,9 +298,9 @@ impl InsightsStore {
              FROM customers WHERE program_id = $1 AND order_count > 0",
         )
         .bind(program_id)
-        .bind(row.last_order.unwrap_or(0))
-        .bind(row.order_count)
-        .bind(row.spend_minor)
+        .bind(history.last_order().unwrap_or(0))
+        .bind(history.order_count())
+        .bind(history.spend_minor)
         .fetch_one(&self.db.pool)
         .await?;
         Ok(Ranks { recency_below, frequency_below, monetary_below, total })
@@ -325,26 +316,27 @@ impl InsightsStore {
         after: Option<(i64, &str)>,
         limit: i64,
     ) -> Result<Vec<CustomerRow>, Error> {
-        let column = order.column();
-        let value = format!("COALESCE({column}, 0)");
-        let sql = format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE program_id = $1 AND ($2 = '' OR segment = $2) \
-             AND ($3 = 0 OR {value} < $4 OR ({value} = $4 AND customer_id > $5)) \
-             ORDER BY {value} DESC, customer_id LIMIT $6"
-        );
-        let (has_after, after_value, after_id) = match after {
-            Some((value, id)) => (1_i64, value, id),
-            None => (0, 0, ""),
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(program_id)
-            .bind(segment.map_or("", Segment::as_str))
-            .bind(has_after)
-            .bind(after_value)
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
+        let value = order.expression();
+        let mut sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE program_id = $1");
+        let mut parameters = 1;
+        if segment.is_some() {
+            parameters += 1;
+            sql.push_str(&format!(" AND segment = ${parameters}"));
+        }
+        if after.is_some() {
+            let (v, id) = (parameters + 1, parameters + 2);
+            sql.push_str(&format!(" AND ({value} < ${v} OR ({value} = ${v} AND customer_id < ${id}))"));
+            parameters += 2;
+        }
+        sql.push_str(&format!(" ORDER BY {value} DESC, customer_id DESC LIMIT ${}", parameters + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id);
+        if let Some(segment) = segment {
+            query = query.bind(segment.as_str());
+        }
+        if let Some((value, id)) = after {
+            query = query.bind(value).bind(id);
+        }
+        let rows = query.bind(limit).fetch_all(&self.db.pool).await?;
         rows.iter().map(customer_from_row).collect()
     }
 
@@ -365,12 +357,14 @@ impl InsightsStore {
         &self,
         program_id: &str,
         answer: SurveyAnswer,
+        asked_at: Option<Micros>,
         key: &str,
     ) -> Result<SurveyAnswer, Error> {
         const METHOD: &str = "RecordSurveyResponse";
+        // The instant the request named, if any: a retry without one is the same request whenever it comes.
         let request = serde_json::json!({
             "customer_id": answer.customer_id, "kind": answer.kind, "score": answer.score,
-            "comment": answer.comment, "answered_at": answer.answered_at,
+            "comment": answer.comment, "answered_at": asked_at,
         });
         let hash = request_hash(program_id, &request);
         let mut tx = begin_write(&self.db).await?;
@@ -438,21 +432,43 @@ impl InsightsStore {
     }
 
     /// How many customers ordered within each of `periods` (first and last
-    /// day, both included).
+    /// day, both included; in order, not overlapping), counted in the
+    /// database: one query for whole days, one per longer period.
     pub async fn active_members(&self, program_id: &str, periods: &[(Micros, Micros)]) -> Result<Vec<i64>, Error> {
-        let mut counts = Vec::with_capacity(periods.len());
-        for &(first_day, last_day) in periods {
-            let count: i64 = sqlx::query_scalar(
-                "SELECT COUNT(DISTINCT customer_id) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3",
+        let (Some(&(first_day, _)), Some(&(_, last_day))) = (periods.first(), periods.last()) else {
+            return Ok(Vec::new());
+        };
+        if periods.iter().all(|(first, last)| first == last) {
+            let per_day: HashMap<Micros, i64> = sqlx::query_as(
+                "SELECT day_us, COUNT(*) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 \
+                 GROUP BY day_us",
             )
             .bind(program_id)
             .bind(first_day)
             .bind(last_day)
-            .fetch_one(&self.db.pool)
-            .await?;
-            counts.push(count);
+            .fetch_all(&self.db.pool)
+            .await?
+            .into_iter()
+            .collect();
+            return Ok(periods.iter().map(|(day, _)| per_day.get(day).copied().unwrap_or(0)).collect());
+        }
+        let mut counts = Vec::with_capacity(periods.len());
+        for &(first_day, last_day) in periods {
+            counts.push(self.buyers_between(program_id, first_day, last_day).await?);
         }
         Ok(counts)
+    }
+
+    /// How many customers ordered from `first_day` to `last_day`, both included.
+    pub async fn buyers_between(&self, program_id: &str, first_day: Micros, last_day: Micros) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT customer_id) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3",
+        )
+        .bind(program_id)
+        .bind(first_day)
+        .bind(last_day)
+        .fetch_one(&self.db.pool)
+        .await?)
     }
 
     /// How many answers of `kind` gave each score, on the UTC days from
@@ -478,37 +494,55 @@ impl InsightsStore {
     }
 }
 
-/// Records one event; returns the customer it concerns, if it changed anything.
-async fn apply_event(tx: &mut AnyConnection, event: &OrderEvent) -> Result<Option<(String, String)>, Error> {
-    match event {
-        OrderEvent::Purchase { program_id, customer_id, order_id, amount_minor, at } => {
+/// Records the order or refund `fact` is, if any, and adds it to the day's
+/// `counts`; returns the customer whose orders it changed.
+async fn apply_order(
+    tx: &mut AnyConnection,
+    fact: &LedgerFact,
+    counts: &mut domain::DayCounts,
+) -> Result<Option<String>, Error> {
+    match &fact.order {
+        None => Ok(None),
+        Some(OrderEvent::Purchase { order_id, amount_minor }) => {
             let inserted = sqlx::query(
                 "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, occurred_at_us) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
-            .bind(program_id)
+            .bind(&fact.program_id)
             .bind(order_id)
-            .bind(customer_id)
+            .bind(&fact.customer_id)
             .bind(amount_minor)
-            .bind(at)
+            .bind(fact.at)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            Ok((inserted == 1).then(|| (program_id.clone(), customer_id.clone())))
+            // An order id earns once.
+            if inserted == 0 {
+                return Ok(None);
+            }
+            counts.orders += 1;
+            counts.revenue_minor += amount_minor;
+            let (first, repeat) = buyer(tx, &fact.program_id, &fact.customer_id, domain::day_of(fact.at)).await?;
+            counts.first_buyers += first;
+            counts.repeat_buyers += repeat;
+            Ok(Some(fact.customer_id.clone()))
         }
-        OrderEvent::Refund { program_id, order_id, amount_minor } => {
-            // Never more than the order: a refund of an order this service
-            // never saw (or beyond its amount) changes nothing.
+        Some(OrderEvent::Refund { order_id, amount_minor }) => {
+            // The points service refunds at most what an order was; a refund
+            // of an order this service never saw changes nothing.
             let customer: Option<String> = sqlx::query_scalar(
-                "UPDATE orders SET refunded_minor = CASE WHEN refunded_minor + $3 > amount_minor THEN amount_minor \
-                 ELSE refunded_minor + $3 END WHERE program_id = $1 AND order_id = $2 RETURNING customer_id",
+                "UPDATE orders SET refunded_minor = refunded_minor + $3 \
+                 WHERE program_id = $1 AND order_id = $2 RETURNING customer_id",
             )
-            .bind(program_id)
+            .bind(&fact.program_id)
             .bind(order_id)
             .bind(amount_minor)
             .fetch_optional(&mut *tx)
             .await?;
-            Ok(customer.map(|customer_id| (program_id.clone(), customer_id)))
+            if customer.is_some() {
+                counts.refunded_minor += amount_minor;
+            }
+            Ok(customer)
         }
     }
 }
@@ -537,11 +571,16 @@ async fn buyer(tx: &mut AnyConnection, program_id: &str, customer_id: &str, day:
 /// Writes the customer's row from their orders, as of `now`.
 async fn refresh(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     settings: &Settings,
     program_id: &str,
     customer_id: &str,
     now: Micros,
 ) -> Result<(), Error> {
+    // The row first, then the orders: a review and a batch from the ledger
+    // take turns, and the later one writes from the orders as they now are.
+    let lock = format!("SELECT 1 FROM customers WHERE program_id = $1 AND customer_id = $2{}", dialect.for_update());
+    sqlx::query(sqlx::AssertSqlSafe(lock)).bind(program_id).bind(customer_id).fetch_optional(&mut *tx).await?;
     let history = history_in(tx, program_id, customer_id).await?;
     let (segment, review_at) = history.segment(settings, now);
     sqlx::query(
@@ -579,11 +618,12 @@ async fn history_in(conn: &mut AnyConnection, program_id: &str, customer_id: &st
     })
 }
 
-async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Settings, Error> {
-    let body: Option<String> = sqlx::query_scalar("SELECT body FROM insight_settings WHERE program_id = $1")
-        .bind(program_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// The program's settings (the defaults until it stores its own); `lock`
+/// is appended to the query (`FOR UPDATE` to change them).
+async fn settings_in(conn: &mut AnyConnection, program_id: &str, lock: &str) -> Result<Settings, Error> {
+    let sql = format!("SELECT body FROM insight_settings WHERE program_id = $1{lock}");
+    let body: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(program_id).fetch_optional(&mut *conn).await?;
     Ok(body.map(|body| from_json(&body)).transpose()?.unwrap_or_default())
 }
 

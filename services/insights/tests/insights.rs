@@ -31,44 +31,64 @@ struct Harness {
     insights_url: String,
 }
 
+/// An insights service on `url`, following `points`, and a client of it.
+async fn start_insights(
+    sandbox: &Sandbox,
+    points: &RunningService,
+    url: &str,
+) -> (RunningService, InsightsServiceClient<Channel>) {
+    let points = points.bind_addr().to_string();
+    let server =
+        sandbox.start::<InsightsServer>(url, &["--points-addr", &points, "--review-interval-secs", "3600"]).await;
+    let client = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+    (server, client)
+}
+
+/// Asks `ask` every 20 ms until `done` says its answer is the one awaited,
+/// for at most 10 s; then fails naming `what`.
+async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    mut ask: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let mut last = ask().await;
+    for _ in 0..500 {
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = ask().await;
+    }
+    panic!("{what} never came; the last answer: {last:?}");
+}
+
 impl Harness {
     async fn start(backend: Backend) -> Self {
         let mut sandbox = Sandbox::new(backend, T0);
         let (points_url, insights_url) = (sandbox.database("points").await, sandbox.database("insights").await);
         let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
-        let mut harness = Self {
+        let (insights_server, insights) = start_insights(&sandbox, &points_server, &insights_url).await;
+        Self {
             points: PointsServiceClient::new(testing::channel(points_server.bind_addr()).await),
-            insights: InsightsServiceClient::new(testing::lazy_channel(points_server.bind_addr())),
+            insights,
             sandbox,
             points_server,
-            insights_server: None,
+            insights_server: Some(insights_server),
             replays: Vec::new(),
             insights_url,
-        };
-        harness.start_insights().await;
-        harness
-    }
-
-    fn args(&self) -> [String; 4] {
-        let points = self.points_server.bind_addr().to_string();
-        ["--points-addr".into(), points, "--review-interval-secs".into(), "3600".into()]
+        }
     }
 
     async fn start_insights(&mut self) {
-        let args = self.args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = self.sandbox.start::<InsightsServer>(&self.insights_url, &args).await;
-        self.insights = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+        let (server, client) = start_insights(&self.sandbox, &self.points_server, &self.insights_url).await;
+        self.insights = client;
         self.insights_server = Some(server);
     }
 
     /// A second insights service with an empty database, reading the same ledger from the start.
     async fn replay(&mut self) -> InsightsServiceClient<Channel> {
         let url = self.sandbox.database("insights-replay").await;
-        let args = self.args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = self.sandbox.start::<InsightsServer>(&url, &args).await;
-        let client = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+        let (server, client) = start_insights(&self.sandbox, &self.points_server, &url).await;
         self.replays.push(server);
         client
     }
@@ -320,31 +340,30 @@ async fn a_restarted_or_replayed_consumer_counts_everything_once(backend: Backen
     Harness::caught_up(&mut h.insights, "cara", 2, 3_000).await;
     Harness::caught_up(&mut h.insights, "anna", 2, 8_000).await;
     let mut replay = h.replay().await;
-    let expected = [("anna", 2, 8_000), ("ben", 2, 30_000), ("cara", 2, 3_000), ("dan", 0, 0), ("eve", 2, 9_000)];
-    for (customer, orders, spend) in expected {
-        Harness::caught_up(&mut replay, customer, orders, spend).await;
-    }
-    for (customer, _, _) in expected {
-        assert_eq!(Harness::insight_from(&mut replay, customer).await, h.insight(customer).await, "{customer}");
-    }
-    // The days' aggregates too, once the replay has read the whole ledger (the refund is the last entry).
-    let kpis = |from: i64, to: i64| pb::GetProgramKpisRequest {
+    // The days' aggregates: every refund (the last entries) counted by both
+    // means each has read the whole ledger; then they agree on every day.
+    let kpis = || pb::GetProgramKpisRequest {
         program_id: "shop".into(),
-        from: Some(to_timestamp(T0 + from * DAY)),
-        to: Some(to_timestamp(T0 + to * DAY)),
+        from: Some(to_timestamp(T0)),
+        to: Some(to_timestamp(T0 + 46 * DAY)),
         granularity: pb::Granularity::Day as i32,
     };
-    let original = h.insights.get_program_kpis(kpis(0, 46)).await.unwrap().into_inner();
+    let original = h.insights.get_program_kpis(kpis()).await.unwrap().into_inner();
     assert_eq!(original.total.as_ref().unwrap().refunded_minor, 1_000 + 8_000 + 10_000);
-    let mut replayed = replay.get_program_kpis(kpis(0, 46)).await.unwrap().into_inner();
-    for _ in 0..500 {
-        if replayed == original {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        replayed = replay.get_program_kpis(kpis(0, 46)).await.unwrap().into_inner();
-    }
+    let replayed = eventually(
+        "the replay's whole ledger",
+        || {
+            let mut replay = replay.clone();
+            async move { replay.get_program_kpis(kpis()).await.unwrap().into_inner() }
+        },
+        |k| k.total.as_ref().is_some_and(|t| t.refunded_minor == 1_000 + 8_000 + 10_000),
+    )
+    .await;
     assert_eq!(replayed, original, "a replay of the ledger counts every day the same");
+    // And on every customer, dan (fully refunded) included.
+    for customer in ["anna", "ben", "cara", "dan", "eve"] {
+        assert_eq!(Harness::insight_from(&mut replay, customer).await, h.insight(customer).await, "{customer}");
+    }
     h.stop().await;
 }
 
@@ -453,6 +472,13 @@ async fn survey_answers_add_up_to_nps_and_csat(backend: Backend) {
     assert_eq!(numbers(recent), ((1, 1, 0, 0, 100), (1, 0, 0, 300)));
     let all = h.insights.get_survey_scores(scores(Some(0), Some(40))).await.unwrap().into_inner();
     assert_eq!(numbers(all), ((6, 3, 1, 2, 16), (4, 2, 50, 350)));
+    // Without `answered_at` (now), a retry later with the same key is the same answer, not a reused key.
+    let undated = pb::RecordSurveyResponseRequest { answered_at: None, ..answer("gus", Nps, 7, 40, "g1") };
+    let recorded = h.insights.record_survey_response(undated.clone()).await.unwrap().into_inner().response;
+    h.sandbox.clock.advance(3_600_000_000);
+    let retried = h.insights.record_survey_response(undated).await.unwrap().into_inner().response;
+    assert_eq!(retried, recorded);
+    assert_eq!(recorded.unwrap().answered_at, Some(to_timestamp(T0 + 40 * DAY + DAY / 2)));
     // Refusals name the field.
     let refused_field = |status: tonic::Status| {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -495,14 +521,21 @@ async fn program_kpis_sum_the_ledger_by_day_week_and_month(backend: Backend) {
     let entries = h.points.list_transactions(listing).await.unwrap().into_inner().entries;
     let r = entries.iter().find(|e| e.kind == points::EntryKind::Reverse as i32).expect("the refund's reversal").amount;
     let outstanding = h.held("anna").await + h.held("ben").await;
-    for _ in 0..500 {
-        let total = h.kpis(0, 8, pb::Granularity::Day).await.total.unwrap();
-        if total.points_expired == 300 && total.refunded_minor == 4_000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let days = h.kpis(0, 8, pb::Granularity::Day).await;
+    let request = pb::GetProgramKpisRequest {
+        program_id: "shop".into(),
+        from: Some(to_timestamp(T0)),
+        to: Some(to_timestamp(T0 + 8 * DAY)),
+        granularity: pb::Granularity::Day as i32,
+    };
+    let days = eventually(
+        "the expiry and the refund in the KPIs",
+        || {
+            let (mut client, request) = (h.insights.clone(), request.clone());
+            async move { client.get_program_kpis(request).await.unwrap().into_inner() }
+        },
+        |k| k.total.as_ref().is_some_and(|t| t.points_expired == 300 && t.refunded_minor == 4_000),
+    )
+    .await;
     assert_eq!(days.periods.len(), 9);
     let day0 = &days.periods[0];
     assert_eq!((day0.new_members, day0.members, day0.orders, day0.revenue_minor), (2, 2, 1, 10_000));
@@ -565,7 +598,7 @@ async fn program_kpis_sum_the_ledger_by_day_week_and_month(backend: Backend) {
     assert_eq!(h.insights.get_program_kpis(backwards).await.unwrap_err().code(), Code::InvalidArgument);
     let long = pb::GetProgramKpisRequest {
         program_id: "shop".into(),
-        from: Some(to_timestamp(T0 - 1_100 * DAY)),
+        from: Some(to_timestamp(T0 - 1_101 * DAY)),
         to: Some(to_timestamp(T0)),
         granularity: 0,
     };

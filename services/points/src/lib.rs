@@ -1,5 +1,5 @@
 //! The points ledger service: earn, pending, spend, expiry, reversal, and the
-//! ledger as an event stream. `main.rs` only parses the config and calls [`run`].
+//! ledger as an event stream. `main.rs` is one call to the shared start-up.
 
 pub mod cache;
 pub mod domain;

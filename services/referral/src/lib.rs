@@ -1,6 +1,6 @@
 //! The referral service: codes, attribution, two-sided rewards through the
 //! points service, abuse checks and clawback, driven by the points ledger.
-//! `main.rs` only parses the config and calls [`run`].
+//! `main.rs` is one call to the shared start-up.
 
 pub mod domain;
 pub mod error;

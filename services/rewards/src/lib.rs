@@ -1,6 +1,5 @@
 //! The rewards service: the catalog, redemption through the points service,
-//! and vouchers used exactly once. `main.rs` only parses the config and
-//! calls [`run`].
+//! and vouchers used exactly once. `main.rs` is one call to the shared start-up.
 
 pub mod domain;
 pub mod error;

@@ -1,6 +1,6 @@
 //! The tiers service: ladders, qualification windows, downgrade policies,
 //! hidden tiers and manual assignments, kept up to date by following the
-//! points ledger. `main.rs` only parses the config and calls [`run`].
+//! points ledger. `main.rs` is one call to the shared start-up.
 
 pub mod domain;
 pub mod error;

@@ -167,13 +167,6 @@ pub struct SecurityArgs {
     pub tls: TlsArgs,
 }
 
-impl SecurityArgs {
-    /// No checks, plain text: in-process tests and tools.
-    pub fn off() -> Self {
-        Self { auth: AuthArgs::off(), tls: TlsArgs::default() }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
     #[error(
