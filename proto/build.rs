@@ -160,7 +160,12 @@ const JSON_MESSAGES: &[JsonMessage] = &[
     ),
     JsonMessage::written(".loyalty.insights.v1.SegmentCount", &[("segment", Enum("Segment"))]),
     JsonMessage::written(".loyalty.insights.v1.GetSegmentCountsResponse", &[]).named("SegmentCounts"),
-    JsonMessage::written(".loyalty.insights.v1.InsightSettings", &[]),
+    JsonMessage::written(".loyalty.insights.v1.InsightSettings", &[("win_back_tier_id", OptionalText)]),
+    JsonMessage::written(
+        ".loyalty.insights.v1.SegmentChange",
+        &[("from_segment", OptionalEnum("Segment")), ("to_segment", Enum("Segment")), ("changed_at", Instant)],
+    ),
+    JsonMessage::written(".loyalty.insights.v1.ListSegmentChangesResponse", &[]).named("SegmentChanges"),
     JsonMessage::written(
         ".loyalty.insights.v1.SurveyResponse",
         &[("kind", Enum("SurveyKind")), ("comment", OptionalText), ("answered_at", Instant)],
@@ -171,6 +176,8 @@ const JSON_MESSAGES: &[JsonMessage] = &[
         &[("granularity", Enum("Granularity")), ("total", Message("Kpis"))],
     )
     .named("ProgramKpis"),
+    JsonMessage::written(".loyalty.insights.v1.Cohort", &[("month", Instant)]),
+    JsonMessage::written(".loyalty.insights.v1.GetCohortRetentionResponse", &[]).named("CohortRetention"),
     JsonMessage::written(".loyalty.insights.v1.NpsScore", &[]),
     JsonMessage::written(".loyalty.insights.v1.CsatScore", &[]),
     JsonMessage::written(

@@ -83,6 +83,8 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         insights::record_survey,
         insights::survey_scores,
         insights::kpis,
+        insights::cohorts,
+        insights::segment_changes,
     ),
     // CustomerOrder appears only in a query, which utoipa does not collect schemas from.
     components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder)),
@@ -94,7 +96,7 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         (name = "rewards", description = "Rewards, redemptions (`storefront`), vouchers at the checkout (`server`) and the catalog (`admin`); needs the rewards service"),
         (name = "referrals", description = "Referral codes and sign-ups (`storefront`) and settings (`admin`); needs the referral service"),
         (name = "tiers", description = "The tier ladder, memberships and manual assignments (scope `admin`); needs the tiers service"),
-        (name = "insights", description = "Customers' order history, RFM scores, segments and lifetime value, their thresholds, NPS and CSAT (scope `admin`); survey answers (`server`); needs the insights service"),
+        (name = "insights", description = "Customers' order history, RFM scores, segments and lifetime value, their thresholds, program KPIs, churn and cohort retention, NPS and CSAT (scope `admin`); survey answers (`server`); needs the insights service"),
         (name = "operations", description = "Probes; no key needed"),
     )
 )]

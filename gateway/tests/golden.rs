@@ -207,6 +207,9 @@ async fn every_route_answers_in_its_golden_shape() {
     seen.record("POST /v1/customers/{customer_id}/surveys", &h.post(&admin, path, "survey-1", survey).await);
     seen.record("GET /v1/insights/surveys", &h.get(&admin, "/v1/insights/surveys").await);
     seen.record("GET /v1/insights/kpis", &h.get(&admin, "/v1/insights/kpis?granularity=week").await);
+    seen.record("GET /v1/insights/cohorts", &h.get(&admin, "/v1/insights/cohorts").await);
+    let changes = h.get(&admin, "/v1/insights/segment-changes?page_size=10").await;
+    seen.record("GET /v1/insights/segment-changes", &changes);
 
     // Last, so that the audit has every kind of change in it.
     let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;

@@ -35,6 +35,7 @@ NOT_STATABLE = (
     ("score", "must be 1 to 5 for this survey"),  # a `csat` answer
     ("from", "must not be after to"),
     ("from", "must be at most 1100 days before to"),
+    ("from", "must be at most 36 months before to"),
     ("answered_at", "must not be in the future"),
     ("threshold", "must not be negative"),  # for a visible tier
     ("amount_minor", "earns "),  # more points than one write may book, at the program's rate

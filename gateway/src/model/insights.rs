@@ -6,9 +6,10 @@ use super::*;
 /// Served as the insights service answers them: loyalty-proto derives their
 /// JSON and schema.
 pub use insights_pb::{
-    CsatScore, CustomerInsight, CustomerOrder, GetProgramKpisResponse as ProgramKpis,
-    GetSegmentCountsResponse as SegmentCounts, GetSurveyScoresResponse as SurveyScores, Granularity, InsightSettings,
-    Kpis, NpsScore, Segment, SegmentCount, SurveyKind, SurveyResponse,
+    Cohort, CsatScore, CustomerInsight, CustomerOrder, GetCohortRetentionResponse as CohortRetention,
+    GetProgramKpisResponse as ProgramKpis, ListSegmentChangesResponse as SegmentChanges, SegmentChange, GetSegmentCountsResponse as SegmentCounts,
+    GetSurveyScoresResponse as SurveyScores, Granularity, InsightSettings, Kpis, NpsScore, Segment, SegmentCount,
+    SurveyKind, SurveyResponse,
 };
 
 /// Which customers, in what order, from where.
@@ -72,6 +73,10 @@ pub struct InsightSettingsBody {
     /// points liability; 0 (the default): no liability is reported.
     #[serde(default)]
     pub point_value_milli_minor: i64,
+    /// A hidden tier of the ladder that customers hold while `at_risk` (assigned when they become
+    /// at risk unless the shop assigned them a tier by hand, ended when they leave). Absent: none.
+    #[serde(default)]
+    pub win_back_tier_id: String,
     /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
     pub expected_version: Option<i64>,
 }
@@ -87,6 +92,7 @@ impl InsightSettingsBody {
                 loyal_days: self.loyal_days,
                 expected_lifespan_days: self.expected_lifespan_days,
                 point_value_milli_minor: self.point_value_milli_minor,
+                win_back_tier_id: self.win_back_tier_id,
                 version: 0,
             }),
             actor,
@@ -159,6 +165,52 @@ pub struct SurveyScoresQuery {
 impl SurveyScoresQuery {
     pub fn into_proto(self, program_id: &str) -> Result<insights_pb::GetSurveyScoresRequest, Problem> {
         Ok(insights_pb::GetSurveyScoresRequest {
+            program_id: program_id.to_owned(),
+            from: self.from.as_deref().map(|at| time_in("from", at)).transpose()?,
+            to: self.to.as_deref().map(|at| time_in("to", at)).transpose()?,
+        })
+    }
+}
+
+/// Where to read segment changes from.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentChangesQuery {
+    /// Only changes after this sequence (a previous answer's `next_after_sequence`). Absent: from the first.
+    #[param(minimum = 0)]
+    pub after_sequence: Option<i64>,
+    /// Changes per page, at most 200; absent or 0: 50.
+    #[param(minimum = 0, maximum = 200)]
+    pub page_size: Option<i32>,
+}
+
+impl SegmentChangesQuery {
+    pub fn into_proto(self, program_id: &str) -> insights_pb::ListSegmentChangesRequest {
+        insights_pb::ListSegmentChangesRequest {
+            program_id: program_id.to_owned(),
+            after_sequence: self.after_sequence.unwrap_or(0),
+            page_size: self.page_size.unwrap_or(0),
+        }
+    }
+}
+
+/// The months whose first-time customers are followed.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CohortsQuery {
+    /// RFC 3339; its calendar month (UTC) is the first cohort. Absent: 11 months before `to`'s.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// RFC 3339; its calendar month is the last cohort, at most 35 months after `from`'s. Absent: this month.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+}
+
+impl CohortsQuery {
+    pub fn into_proto(self, program_id: &str) -> Result<insights_pb::GetCohortRetentionRequest, Problem> {
+        Ok(insights_pb::GetCohortRetentionRequest {
             program_id: program_id.to_owned(),
             from: self.from.as_deref().map(|at| time_in("from", at)).transpose()?,
             to: self.to.as_deref().map(|at| time_in("to", at)).transpose()?,

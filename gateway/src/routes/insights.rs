@@ -8,8 +8,9 @@ use axum::response::Response;
 
 use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, ServerScope};
 use crate::model::{
-    self, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings, InsightSettingsBody, KpisQuery,
-    ProgramKpis, SegmentCounts, SurveyBody, SurveyResponse, SurveyScores, SurveyScoresQuery,
+    self, CohortRetention, CohortsQuery, SegmentChanges, SegmentChangesQuery, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings,
+    InsightSettingsBody, KpisQuery, ProgramKpis, SegmentCounts, SurveyBody, SurveyResponse, SurveyScores,
+    SurveyScoresQuery,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, insights_failed, json, written};
@@ -198,5 +199,53 @@ pub async fn kpis(
 ) -> Result<Response, Problem> {
     let request = query.into_proto(auth.program())?;
     let reply = state.upstreams.insights(request, rpc!(get_program_kpis)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message))
+}
+
+/// Retention by first-order cohort: of the customers whose first order fell
+/// in each month, how many ordered in each month since.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/cohorts",
+    tag = "insights",
+    operation_id = "getCohortRetention",
+    security(("api_key" = ["admin"])),
+    params(CohortsQuery),
+    responses(
+        (status = 200, description = "One cohort per month, oldest first", body = CohortRetention),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cohorts(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    QueryParams(query): QueryParams<CohortsQuery>,
+) -> Result<Response, Problem> {
+    let request = query.into_proto(auth.program())?;
+    let reply = state.upstreams.insights(request, rpc!(get_cohort_retention)).await.map_err(insights_failed)?;
+    Ok(json(&reply.message))
+}
+
+/// Every change of a customer's segment, oldest first, after a sequence:
+/// what a CRM sync or a marketing tool follows.
+#[utoipa::path(
+    get,
+    path = "/v1/insights/segment-changes",
+    tag = "insights",
+    operation_id = "listSegmentChanges",
+    security(("api_key" = ["admin"])),
+    params(SegmentChangesQuery),
+    responses(
+        (status = 200, description = "The changes after `after_sequence`, in commit order", body = SegmentChanges),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn segment_changes(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    QueryParams(query): QueryParams<SegmentChangesQuery>,
+) -> Result<Response, Problem> {
+    let request = query.into_proto(auth.program());
+    let reply = state.upstreams.insights(request, rpc!(list_segment_changes)).await.map_err(insights_failed)?;
     Ok(json(&reply.message))
 }

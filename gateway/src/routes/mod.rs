@@ -147,6 +147,8 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::PUT, "/v1/insights/settings", insights::put_settings)
         .add(Method::GET, "/v1/insights/surveys", insights::survey_scores)
         .add(Method::GET, "/v1/insights/kpis", insights::kpis)
+        .add(Method::GET, "/v1/insights/cohorts", insights::cohorts)
+        .add(Method::GET, "/v1/insights/segment-changes", insights::segment_changes)
         // Shop back end: survey answers.
         .add(Method::POST, "/v1/customers/{customer_id}/surveys", insights::record_survey);
     let RouteTable { router, specs } = table;

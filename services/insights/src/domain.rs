@@ -37,7 +37,7 @@ impl Segment {
 }
 
 /// A program's thresholds; `version` 0 while the defaults apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub at_risk_days: i32,
     pub churned_days: i32,
@@ -47,6 +47,9 @@ pub struct Settings {
     /// What one point is worth, in thousandths of a minor unit; 0: no liability reported.
     #[serde(default)]
     pub point_value_milli_minor: i64,
+    /// The hidden tier customers hold while at risk; empty: none.
+    #[serde(default)]
+    pub win_back_tier_id: String,
     pub version: i64,
 }
 
@@ -59,6 +62,7 @@ impl Default for Settings {
             loyal_days: 90,
             expected_lifespan_days: 1095,
             point_value_milli_minor: 0,
+            win_back_tier_id: String::new(),
             version: 0,
         }
     }
@@ -100,10 +104,46 @@ impl Settings {
                 format!("must be between 0 and {MAX_POINT_VALUE_MILLI_MINOR}"),
             ));
         }
+        if !self.win_back_tier_id.is_empty()
+            && let Err(violation) = loyalty_common::validate::id("settings.win_back_tier_id", &self.win_back_tier_id)
+        {
+            bad.push(violation);
+        }
         if self.churned_days <= self.at_risk_days {
             bad.push(FieldViolation::new("settings.churned_days", "must be more than at_risk_days"));
         }
         bad
+    }
+}
+
+/// A customer's move from one segment to another (from none: their first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentChange {
+    pub sequence: i64,
+    pub program_id: String,
+    pub customer_id: String,
+    pub from: Option<Segment>,
+    pub to: Segment,
+    pub at: Micros,
+}
+
+/// What the win-back rule does about a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinBack {
+    /// The customer became at risk: give them the win-back tier.
+    Assign,
+    /// They are no longer at risk: end it.
+    End,
+}
+
+impl SegmentChange {
+    pub fn win_back(&self) -> Option<WinBack> {
+        let was = self.from == Some(Segment::AtRisk);
+        match (was, self.to == Segment::AtRisk) {
+            (false, true) => Some(WinBack::Assign),
+            (true, false) => Some(WinBack::End),
+            _ => None,
+        }
     }
 }
 
@@ -301,6 +341,10 @@ pub struct DayCounts {
     /// Customers whose first (second) order was that day.
     pub first_buyers: i64,
     pub repeat_buyers: i64,
+    /// Customers who churned that day (`churned_days` after the last day
+    /// they ordered), and who ordered again that day after churning.
+    pub churned: i64,
+    pub reactivated: i64,
 }
 
 impl std::ops::AddAssign for DayCounts {
@@ -316,6 +360,15 @@ impl std::ops::AddAssign for DayCounts {
         self.points_change += o.points_change;
         self.first_buyers += o.first_buyers;
         self.repeat_buyers += o.repeat_buyers;
+        self.churned += o.churned;
+        self.reactivated += o.reactivated;
+    }
+}
+
+impl DayCounts {
+    /// Buyers not churned: every first buyer, less the churned, plus the reactivated.
+    pub fn live_buyers(&self) -> i64 {
+        self.first_buyers - self.churned + self.reactivated
     }
 }
 
@@ -354,6 +407,90 @@ impl Period {
     pub fn repeat_purchase_rate_percent(&self) -> i32 {
         percent(self.running.repeat_buyers, self.running.first_buyers)
     }
+
+    /// Buyers not churned when the period began.
+    pub fn live_buyers_at_start(&self) -> i64 {
+        self.running.live_buyers() - self.counts.live_buyers()
+    }
+
+    /// Customers who churned in the period, in percent of every buyer not
+    /// churned at some time in it (those at its start, its first buyers and
+    /// its reactivated), rounded down.
+    pub fn churn_rate_percent(&self) -> i32 {
+        let c = &self.counts;
+        percent(c.churned, self.live_buyers_at_start() + c.first_buyers + c.reactivated)
+    }
+}
+
+/// How a customer's order on `day` moves the churn counts, given the last
+/// day they had ordered before (`previous`), and `churned_days`: a list of
+/// (day, churned, reactivated) changes. A customer churns `churned_days`
+/// after their last order day; an order before then moves that day later,
+/// an order on or after it reactivates them (the churn stays counted).
+/// An order on or before the previous day changes nothing.
+pub fn churn_changes(previous: Option<Micros>, day: Micros, churned_days: i32) -> Vec<(Micros, i64, i64)> {
+    let after = i64::from(churned_days) * MICROS_PER_DAY;
+    match previous {
+        None => vec![(day + after, 1, 0)],
+        Some(last) if day <= last => Vec::new(),
+        Some(last) if day < last + after => vec![(last + after, -1, 0), (day + after, 1, 0)],
+        Some(_) => vec![(day, 0, 1), (day + after, 1, 0)],
+    }
+}
+
+/// The first instant of the calendar month (UTC) `at` falls in.
+pub fn month_of(at: Micros) -> Micros {
+    let (year, month, _) = civil_from_days(at.div_euclid(MICROS_PER_DAY));
+    days_from_civil(year, month, 1) * MICROS_PER_DAY
+}
+
+/// The first instant of the month `months` after the one starting at `month`.
+pub fn add_months(month: Micros, months: i64) -> Micros {
+    let (year, m, _) = civil_from_days(month.div_euclid(MICROS_PER_DAY));
+    let index = i64::from(year) * 12 + i64::from(m) - 1 + months;
+    let (year, m) = (index.div_euclid(12), index.rem_euclid(12) + 1);
+    days_from_civil(i32::try_from(year).unwrap_or(i32::MAX), u32::try_from(m).unwrap_or(1), 1) * MICROS_PER_DAY
+}
+
+/// The customers whose first order fell in one month, and how many of them
+/// ordered in that month and each one after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    pub month: Micros,
+    /// `retained[k]`: customers of the cohort who ordered in the k-th month
+    /// after its own; `retained[0]` is the cohort's size.
+    pub retained: Vec<i64>,
+}
+
+impl Cohort {
+    pub fn customers(&self) -> i64 {
+        self.retained.first().copied().unwrap_or(0)
+    }
+
+    /// `retained[k]` in percent of the cohort, rounded down.
+    pub fn retained_percent(&self) -> Vec<i32> {
+        self.retained.iter().map(|&n| percent(n, self.customers())).collect()
+    }
+}
+
+/// The cohorts of the months from `first` to `last` (month starts), each
+/// with its months up to `current`, from (cohort, month, customers) counts.
+pub fn cohorts(counts: &[(Micros, Micros, i64)], first: Micros, last: Micros, current: Micros) -> Vec<Cohort> {
+    let counts: std::collections::HashMap<(Micros, Micros), i64> =
+        counts.iter().map(|&(cohort, month, n)| ((cohort, month), n)).collect();
+    let mut cohorts = Vec::new();
+    let mut month = first;
+    while month <= last {
+        let mut retained = Vec::new();
+        let mut at = month;
+        while at <= current {
+            retained.push(counts.get(&(month, at)).copied().unwrap_or(0));
+            at = add_months(at, 1);
+        }
+        cohorts.push(Cohort { month, retained });
+        month = add_months(month, 1);
+    }
+    cohorts
 }
 
 /// `part / whole` in percent, rounded down; 0 when `whole` is not positive.
@@ -431,9 +568,7 @@ pub fn week_start(day: Micros) -> Micros {
 
 /// The first day of the calendar month after `day`'s (UTC).
 fn next_month_start(day: Micros) -> Micros {
-    let (year, month, _) = civil_from_days(day.div_euclid(MICROS_PER_DAY));
-    let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    days_from_civil(year, month, 1) * MICROS_PER_DAY
+    add_months(month_of(day), 1)
 }
 
 #[cfg(test)]
@@ -552,10 +687,70 @@ mod tests {
     }
 
     #[test]
+    fn churn_moves_with_each_order_and_reactivation_keeps_it() {
+        let d = |n: i64| n * DAY;
+        // A first order on day 10: churns on day 190.
+        assert_eq!(churn_changes(None, d(10), 180), [(d(190), 1, 0)]);
+        // Another on day 100 moves it to day 280.
+        assert_eq!(churn_changes(Some(d(10)), d(100), 180), [(d(190), -1, 0), (d(280), 1, 0)]);
+        // On day 190 itself it had churned: reactivated that day, churning again on 370.
+        assert_eq!(churn_changes(Some(d(10)), d(190), 180), [(d(190), 0, 1), (d(370), 1, 0)]);
+        // A second order the same day, or an earlier one, changes nothing.
+        assert!(churn_changes(Some(d(10)), d(10), 180).is_empty());
+        assert!(churn_changes(Some(d(10)), d(5), 180).is_empty());
+    }
+
+    #[test]
+    fn churn_rate_counts_everyone_live_in_the_period() {
+        // 10 buyers before, 2 churned and 1 back: 9 live at the start; in the
+        // period 1 new buyer, 1 reactivated, 2 churned: 2 / (9 + 1 + 1) = 18 %.
+        let before = DayCounts { first_buyers: 10, churned: 2, reactivated: 1, ..DayCounts::default() };
+        let counts = DayCounts { first_buyers: 1, churned: 2, reactivated: 1, ..DayCounts::default() };
+        let mut running = before;
+        running += counts;
+        let period = Period { first_day: 0, last_day: 0, counts, running };
+        assert_eq!(period.live_buyers_at_start(), 9);
+        assert_eq!(period.churn_rate_percent(), 18);
+    }
+
+    #[test]
+    fn cohorts_count_months_since_the_first_order() {
+        let jan = days_from_civil(2026, 1, 1) * DAY;
+        let (feb, mar) = (add_months(jan, 1), add_months(jan, 2));
+        assert_eq!(month_of(jan + 40 * DAY), feb);
+        assert_eq!(add_months(jan, -1), days_from_civil(2025, 12, 1) * DAY);
+        assert_eq!(add_months(jan, 13), days_from_civil(2027, 2, 1) * DAY);
+        // January's cohort: 4 customers, 2 back in February, 1 in March; February's: 3, 3 back in March.
+        let counts = [(jan, jan, 4), (jan, feb, 2), (jan, mar, 1), (feb, feb, 3), (feb, mar, 3)];
+        let cohorts = cohorts(&counts, jan, feb, mar);
+        assert_eq!(cohorts.len(), 2);
+        assert_eq!((cohorts[0].customers(), cohorts[0].retained.clone()), (4, vec![4, 2, 1]));
+        assert_eq!(cohorts[0].retained_percent(), [100, 50, 25]);
+        assert_eq!((cohorts[1].month, cohorts[1].retained.clone()), (feb, vec![3, 3]));
+    }
+
+    #[test]
+    fn the_win_back_tier_follows_entering_and_leaving_at_risk() {
+        let change =
+            |from, to| SegmentChange { sequence: 1, program_id: "p".into(), customer_id: "c".into(), from, to, at: 0 };
+        assert_eq!(change(Some(Segment::Active), Segment::AtRisk).win_back(), Some(WinBack::Assign));
+        assert_eq!(change(Some(Segment::AtRisk), Segment::Active).win_back(), Some(WinBack::End));
+        assert_eq!(change(Some(Segment::AtRisk), Segment::Churned).win_back(), Some(WinBack::End));
+        assert_eq!(change(None, Segment::New).win_back(), None);
+        assert_eq!(change(Some(Segment::Loyal), Segment::Active).win_back(), None);
+    }
+
+    #[test]
     fn settings_are_checked() {
         assert!(Settings::default().validate().is_empty());
-        let bad = Settings { at_risk_days: 200, churned_days: 180, loyal_orders: 0, ..Settings::default() };
+        let bad = Settings {
+            at_risk_days: 200,
+            churned_days: 180,
+            loyal_orders: 0,
+            win_back_tier_id: " ".into(),
+            ..Settings::default()
+        };
         let fields: Vec<_> = bad.validate().into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["settings.loyal_orders", "settings.churned_days"]);
+        assert_eq!(fields, ["settings.loyal_orders", "settings.win_back_tier_id", "settings.churned_days"]);
     }
 }

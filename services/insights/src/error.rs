@@ -17,6 +17,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("the tiers service did not answer: {0}")]
+    TiersUnavailable(tonic::Status),
 }
 
 impl From<loyalty_common::db::StoredJson> for Error {
@@ -34,6 +36,7 @@ impl ServiceError for Error {
             Error::Key(e) => Fault::key(e),
             Error::Database(e) => Fault::database(e),
             Error::Corrupt(_) => Fault::Internal,
+            Error::TiersUnavailable(_) => Fault::Unavailable("the tiers service"),
         }
     }
 }

@@ -128,6 +128,7 @@ impl InsightsService for InsightsApi {
             loyal_days: s.loyal_days,
             expected_lifespan_days: s.expected_lifespan_days,
             point_value_milli_minor: s.point_value_milli_minor,
+            win_back_tier_id: s.win_back_tier_id,
             version: 0,
         };
         check.0.extend(settings.validate());
@@ -192,6 +193,40 @@ impl InsightsService for InsightsApi {
         request: Request<pb::GetProgramKpisRequest>,
     ) -> Result<Response<pb::GetProgramKpisResponse>, Status> {
         Ok(Response::new(self.program_kpis(request.into_inner()).await?))
+    }
+
+    async fn get_cohort_retention(
+        &self,
+        request: Request<pb::GetCohortRetentionRequest>,
+    ) -> Result<Response<pb::GetCohortRetentionResponse>, Status> {
+        Ok(Response::new(self.cohort_retention(request.into_inner()).await?))
+    }
+
+    async fn list_segment_changes(
+        &self,
+        request: Request<pb::ListSegmentChangesRequest>,
+    ) -> Result<Response<pb::ListSegmentChangesResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        if r.after_sequence < 0 {
+            check.add(Err(FieldViolation::new("after_sequence", "must not be negative")));
+        }
+        let limit = check.page(r.page_size, "").size;
+        check.done(DOMAIN)?;
+        let changes = self.insights.store().segment_changes(Some(&r.program_id), r.after_sequence, limit).await?;
+        let next_after_sequence = changes.last().map_or(r.after_sequence, |c| c.sequence);
+        let changes = changes
+            .iter()
+            .map(|c| pb::SegmentChange {
+                sequence: c.sequence,
+                customer_id: c.customer_id.clone(),
+                from_segment: c.from.map_or(pb::Segment::Unspecified, segment_to_proto) as i32,
+                to_segment: segment_to_proto(c.to) as i32,
+                changed_at: Some(to_timestamp(c.at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListSegmentChangesResponse { changes, next_after_sequence }))
     }
 
     async fn get_survey_scores(
@@ -265,6 +300,9 @@ fn period_to_proto(p: &Period, active_members: i64) -> pb::Kpis {
         buyers: p.running.first_buyers,
         repeat_buyers: p.running.repeat_buyers,
         repeat_purchase_rate_percent: p.repeat_purchase_rate_percent(),
+        churned: c.churned,
+        reactivated: c.reactivated,
+        churn_rate_percent: p.churn_rate_percent(),
     }
 }
 
@@ -288,7 +326,8 @@ impl InsightsApi {
         };
         check.done(DOMAIN)?;
         let store = self.insights.store();
-        let (day_rows, before) = store.kpi_days(&r.program_id, from, to).await?;
+        store.rebuild_pending(Some(&r.program_id)).await?;
+        let (day_rows, before) = store.kpi_days(&r.program_id, from, to, domain::day_of(now)).await?;
         let settings = store.settings(&r.program_id).await?;
         let periods = domain::periods(&day_rows, before, from, to, granularity.1);
         let total = domain::total(&periods).ok_or_else(|| Status::internal("a range of no days"))?;
@@ -306,6 +345,47 @@ impl InsightsApi {
         })
     }
 }
+
+impl InsightsApi {
+    async fn cohort_retention(
+        &self,
+        r: pb::GetCohortRetentionRequest,
+    ) -> Result<pb::GetCohortRetentionResponse, Status> {
+        let now = self.insights.store().now();
+        let current = domain::month_of(now);
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let last = check.timestamp("to", r.to.as_ref(), now).map_or(current, domain::month_of);
+        let first = check
+            .timestamp("from", r.from.as_ref(), now)
+            .map_or_else(|| domain::add_months(last, 1 - DEFAULT_COHORTS), domain::month_of);
+        if first > last {
+            check.add(Err(FieldViolation::new("from", "must not be after to")));
+        } else if domain::add_months(first, MAX_COHORTS) <= last {
+            check.add(Err(FieldViolation::new("from", format!("must be at most {MAX_COHORTS} months before to"))));
+        }
+        check.done(DOMAIN)?;
+        let store = self.insights.store();
+        store.rebuild_pending(Some(&r.program_id)).await?;
+        let counts = store.cohort_months(&r.program_id, first, last).await?;
+        let cohorts = domain::cohorts(&counts, first, last, current);
+        Ok(pb::GetCohortRetentionResponse {
+            cohorts: cohorts
+                .iter()
+                .map(|c| pb::Cohort {
+                    month: Some(to_timestamp(c.month)),
+                    customers: c.customers(),
+                    retained: c.retained.clone(),
+                    retained_percent: c.retained_percent(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The cohorts GetCohortRetention answers with when the request names none, and at most.
+const DEFAULT_COHORTS: i64 = 12;
+const MAX_COHORTS: i64 = 36;
 
 fn answer_to_proto(a: &SurveyAnswer) -> pb::SurveyResponse {
     pb::SurveyResponse {
@@ -378,6 +458,7 @@ fn settings_to_proto(s: &Settings) -> pb::InsightSettings {
         loyal_days: s.loyal_days,
         expected_lifespan_days: s.expected_lifespan_days,
         point_value_milli_minor: s.point_value_milli_minor,
+        win_back_tier_id: s.win_back_tier_id.clone(),
         version: s.version,
     }
 }

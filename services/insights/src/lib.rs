@@ -10,6 +10,7 @@ pub mod follow;
 pub mod grpc;
 pub mod service;
 pub mod store;
+pub mod winback;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use loyalty_proto::insights::v1::insights_service_server::InsightsServiceServer;
 use crate::grpc::InsightsApi;
 use crate::service::Insights;
 use crate::store::InsightsStore;
+use crate::winback::WinBackRule;
 
 pub const SERVICE_NAME: &str = "loyalty.insights.v1.InsightsService";
 
@@ -44,6 +46,8 @@ pub const POLICY: Policy = Policy {
         ("RecordSurveyResponse", Access::Key(Server)),
         ("GetSurveyScores", Access::Key(Admin)),
         ("GetProgramKpis", Access::Key(Admin)),
+        ("GetCohortRetention", Access::Key(Admin)),
+        ("ListSegmentChanges", Access::Key(Admin)),
     ],
 };
 
@@ -52,6 +56,8 @@ loyalty_common::embedded_migrations!("../migrations":
     2 "surveys" "0002_surveys.sql",
     3 "kpis" "0003_kpis.sql",
     4 "buyers" "0004_buyers.sql",
+    5 "retention" "0005_retention.sql",
+    6 "segment_changes" "0006_segment_changes.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -70,6 +76,12 @@ pub struct Config {
     /// `host:port` of the points service, whose ledger tells of orders and refunds; unset: nothing is learnt.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
+    /// `host:port` of the tiers service, through which the win-back tier is assigned; unset: no win-back tier.
+    #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
+    pub tiers_addr: Option<String>,
+    /// Deadline for one call to the tiers service, in milliseconds.
+    #[arg(long, env = "TIERS_TIMEOUT_MS", value_name = "TIERS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub tiers_timeout_ms: u64,
     /// How often segments that time alone changes (a customer quiet for 60 days) are moved along, in seconds.
     #[arg(long, env = "REVIEW_INTERVAL_SECS", value_name = "REVIEW_INTERVAL_SECS", default_value_t = 60)]
     pub review_interval_secs: u64,
@@ -98,7 +110,10 @@ impl Service for InsightsServer {
     ) -> Result<RunningService, StartError> {
         let mut launch = Launch::prepare("insights", POLICY, config.metrics_addr, &config.security, clock).await?;
         let database = config.database.open(MIGRATIONS).await?;
-        let insights = Arc::new(Insights::new(InsightsStore::new(database.clone(), launch.clock())));
+        let deadline = Duration::from_millis(config.tiers_timeout_ms.max(1));
+        let win_back = WinBackRule::connect(config.tiers_addr.as_deref(), deadline, &launch.peers())
+            .map_err(|e| StartError::setting("TIERS_ADDR", e))?;
+        let insights = Arc::new(Insights::new(InsightsStore::new(database.clone(), launch.clock()), win_back));
         let review = Duration::from_secs(config.review_interval_secs.max(1));
         launch.spawn(insights.clone().review_job(review, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {

@@ -11,6 +11,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use crate::domain::{self, Segment, Settings};
 use crate::error::Error;
 use crate::store::{CustomerRow, InsightsStore, Order};
+use crate::winback::WinBackRule;
 
 /// Segments reviewed per step of the job, or before a read of one program.
 const REVIEW_BATCH: usize = 500;
@@ -19,6 +20,7 @@ const REVIEW_LOCK_KEY: i64 = 0x0069_6e73_6967_0002;
 
 pub struct Insights {
     store: InsightsStore,
+    win_back: Option<WinBackRule>,
 }
 
 /// One customer's numbers as of now, with their RFM ranks.
@@ -30,8 +32,8 @@ pub struct CustomerInsight {
 }
 
 impl Insights {
-    pub fn new(store: InsightsStore) -> Self {
-        Self { store }
+    pub fn new(store: InsightsStore, win_back: Option<WinBackRule>) -> Self {
+        Self { store, win_back }
     }
 
     pub fn store(&self) -> &InsightsStore {
@@ -88,28 +90,37 @@ impl Insights {
         Ok(Segment::ALL.into_iter().map(|s| (s, counts.get(&s).copied().unwrap_or(0))).collect())
     }
 
-    async fn catch_up(&self, program_id: &str) -> Result<(), Error> {
+    /// Brings the program's segments and recomputed aggregates up to date.
+    pub async fn catch_up(&self, program_id: &str) -> Result<(), Error> {
         self.review(Some(program_id), || false).await
     }
 
     /// Reviews every due segment of `program_id` (all programs when `None`),
     /// batch after batch, until none is due or `stop` says so.
     async fn review(&self, program_id: Option<&str>, stop: impl Fn() -> bool) -> Result<(), Error> {
+        self.store.rebuild_pending(program_id).await?;
         while self.store.review_due(program_id, REVIEW_BATCH).await? == REVIEW_BATCH && !stop() {}
         Ok(())
     }
 
-    /// Moves segments along as time passes, every `interval`, until shutdown;
-    /// one replica at a time (the others would only repeat its work).
+    /// Moves segments along as time passes, and applies the win-back rule
+    /// to what changed, every `interval`, until shutdown; one replica at a
+    /// time (the others would only repeat its work).
     pub async fn review_job(self: std::sync::Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = shutdown.fired() => return,
             }
-            let review = self.review(None, || shutdown.is_fired());
-            if let Err(error) = loyalty_common::db::exclusively(self.store.database(), REVIEW_LOCK_KEY, review).await {
-                tracing::warn!(%error, "segment review failed, retrying at the next interval");
+            let work = async {
+                self.review(None, || shutdown.is_fired()).await?;
+                if let Some(rule) = &self.win_back {
+                    rule.run(&self.store, || shutdown.is_fired()).await?;
+                }
+                Ok::<(), Error>(())
+            };
+            if let Err(error) = loyalty_common::db::exclusively(self.store.database(), REVIEW_LOCK_KEY, work).await {
+                tracing::warn!(%error, "segment review or win-back rule failed, retrying at the next interval");
             }
         }
     }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use sqlx::{AnyConnection, Row};
 
-use loyalty_common::clock::{Clock, Micros};
+use loyalty_common::clock::{Clock, MICROS_PER_DAY, Micros};
 use loyalty_common::db::{Database, Dialect, from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 
-use crate::domain::{self, History, Segment, Settings, SurveyAnswer, SurveyKind};
+use crate::domain::{self, History, Segment, SegmentChange, Settings, SurveyAnswer, SurveyKind};
 use crate::error::Error;
 
 /// Names this service's row in `consumer_cursors`.
@@ -168,6 +168,13 @@ impl InsightsStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if stored.churned_days != current.churned_days {
+            // Churn days move with the threshold: recomputed in the consumer's turn.
+            sqlx::query("INSERT INTO kpi_rebuilds (program_id, part) VALUES ($1, 'churn') ON CONFLICT DO NOTHING")
+                .bind(program_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         idempotency::save(&mut tx, program_id, METHOD, key, &body, "").await?;
         tx.commit().await?;
         Ok(stored)
@@ -189,11 +196,27 @@ impl InsightsStore {
         let mut touched = BTreeSet::new();
         let mut days: BTreeMap<(String, Micros), domain::DayCounts> = BTreeMap::new();
         let mut first_seen: BTreeMap<(String, String), Micros> = BTreeMap::new();
+        let mut cohorts: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
+        let mut settings = HashMap::new();
         for (_, fact) in facts.iter().filter(|(sequence, _)| *sequence > cursor) {
             let day = domain::day_of(fact.at);
             let mut counts = fact.counts;
-            if let Some(customer_id) = apply_order(&mut tx, fact, &mut counts).await? {
+            if let Some((customer_id, placed)) = apply_order(&mut tx, fact, &mut counts).await? {
                 touched.insert((fact.program_id.clone(), customer_id));
+                if let Some(placed) = placed {
+                    let churned_days = settings_cached(&mut tx, &mut settings, &fact.program_id).await?.churned_days;
+                    for (at, churned, reactivated) in
+                        domain::churn_changes(placed.previous.map(domain::day_of), day, churned_days)
+                    {
+                        let counts = days.entry((fact.program_id.clone(), at)).or_default();
+                        counts.churned += churned;
+                        counts.reactivated += reactivated;
+                    }
+                    if placed.first_in_month {
+                        let key = (fact.program_id.clone(), domain::month_of(placed.first), domain::month_of(fact.at));
+                        *cohorts.entry(key).or_default() += 1;
+                    }
+                }
             }
             *days.entry((fact.program_id.clone(), day)).or_default() += counts;
             let seen = first_seen.entry((fact.program_id.clone(), fact.customer_id.clone())).or_insert(day);
@@ -215,8 +238,11 @@ impl InsightsStore {
             sqlx::query(
                 "INSERT INTO kpi_days (program_id, day_us, new_members, orders, revenue_minor, refunded_minor, \
                  points_issued, points_redeemed, points_expired, points_reversed, points_change, first_buyers, \
-                 repeat_buyers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 repeat_buyers, churned, reactivated) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (program_id, day_us) DO UPDATE SET \
+                 churned = kpi_days.churned + excluded.churned, \
+                 reactivated = kpi_days.reactivated + excluded.reactivated, \
                  first_buyers = kpi_days.first_buyers + excluded.first_buyers, \
                  repeat_buyers = kpi_days.repeat_buyers + excluded.repeat_buyers, \
                  new_members = kpi_days.new_members + excluded.new_members, \
@@ -242,16 +268,30 @@ impl InsightsStore {
             .bind(c.points_change)
             .bind(c.first_buyers)
             .bind(c.repeat_buyers)
+            .bind(c.churned)
+            .bind(c.reactivated)
             .execute(&mut *tx)
             .await?;
         }
-        let mut settings = HashMap::new();
-        for (program_id, customer_id) in &touched {
-            if !settings.contains_key(program_id) {
-                settings.insert(program_id.clone(), settings_in(&mut tx, program_id, "").await?);
-            }
-            refresh(&mut tx, self.db.dialect, &settings[program_id], program_id, customer_id, now).await?;
+        for ((program_id, cohort, month), customers) in &cohorts {
+            sqlx::query(
+                "INSERT INTO cohort_months (program_id, cohort_us, month_us, customers) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (program_id, cohort_us, month_us) DO UPDATE SET \
+                 customers = cohort_months.customers + excluded.customers",
+            )
+            .bind(program_id)
+            .bind(cohort)
+            .bind(month)
+            .bind(customers)
+            .execute(&mut *tx)
+            .await?;
         }
+        let mut changes = Vec::new();
+        for (program_id, customer_id) in &touched {
+            let settings = settings_cached(&mut tx, &mut settings, program_id).await?;
+            changes.extend(refresh(&mut tx, self.db.dialect, &settings, program_id, customer_id, now).await?);
+        }
+        record_changes(&mut tx, &changes).await?;
         follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
         tx.commit().await?;
         Ok(touched.len())
@@ -273,10 +313,9 @@ impl InsightsStore {
         let mut settings = HashMap::new();
         for (program_id, customer_id) in &due {
             let mut tx = begin_write(&self.db).await?;
-            if !settings.contains_key(program_id) {
-                settings.insert(program_id.clone(), settings_in(&mut tx, program_id, "").await?);
-            }
-            refresh(&mut tx, self.db.dialect, &settings[program_id], program_id, customer_id, now).await?;
+            let settings = settings_cached(&mut tx, &mut settings, program_id).await?;
+            let change = refresh(&mut tx, self.db.dialect, &settings, program_id, customer_id, now).await?;
+            record_changes(&mut tx, change.as_slice()).await?;
             tx.commit().await?;
         }
         Ok(due.len())
@@ -401,34 +440,160 @@ impl InsightsStore {
     }
 
     /// The program's counts of each day from `first_day` to `last_day`
-    /// (midnights, both included), and the sums of every day before.
+    /// (midnights, both included), and the sums of every day before; churn
+    /// days after `today` are projections and count nothing yet.
     pub async fn kpi_days(
         &self,
         program_id: &str,
         first_day: Micros,
         last_day: Micros,
+        today: Micros,
     ) -> Result<(Vec<(Micros, domain::DayCounts)>, domain::DayCounts), Error> {
-        const COLUMNS: &str = "new_members, orders, revenue_minor, refunded_minor, points_issued, points_redeemed, \
-                               points_expired, points_reversed, points_change, first_buyers, repeat_buyers";
+        const COLUMNS: [&str; 13] = [
+            "new_members",
+            "orders",
+            "revenue_minor",
+            "refunded_minor",
+            "points_issued",
+            "points_redeemed",
+            "points_expired",
+            "points_reversed",
+            "points_change",
+            "first_buyers",
+            "repeat_buyers",
+            "churned",
+            "reactivated",
+        ];
+        // `$today` is the parameter holding `today`.
+        let value = |column: &str| match column {
+            "churned" => "CASE WHEN day_us <= $today THEN churned ELSE 0 END".to_owned(),
+            other => other.to_owned(),
+        };
+        let each: Vec<String> = COLUMNS.iter().map(|c| format!("{} AS {c}", value(c))).collect();
         let sql = format!(
-            "SELECT day_us, {COLUMNS} FROM kpi_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 ORDER BY day_us"
-        );
+            "SELECT day_us, {} FROM kpi_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 ORDER BY day_us",
+            each.join(", ")
+        )
+        .replace("$today", "$4");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .bind(first_day)
             .bind(last_day)
+            .bind(today)
             .fetch_all(&self.db.pool)
             .await?;
         let days =
             rows.iter().map(|r| Ok((r.try_get("day_us")?, counts_from_row(r)?))).collect::<Result<_, Error>>()?;
-        let sums = COLUMNS.split(", ").map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"));
-        let sql = format!(
-            "SELECT {} FROM kpi_days WHERE program_id = $1 AND day_us < $2",
-            sums.collect::<Vec<_>>().join(", ")
-        );
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(first_day).fetch_one(&self.db.pool).await?;
+        let sums: Vec<String> =
+            COLUMNS.iter().map(|c| format!("CAST(COALESCE(SUM({}), 0) AS BIGINT) AS {c}", value(c))).collect();
+        let sql = format!("SELECT {} FROM kpi_days WHERE program_id = $1 AND day_us < $2", sums.join(", "))
+            .replace("$today", "$3");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(first_day)
+            .bind(today)
+            .fetch_one(&self.db.pool)
+            .await?;
         Ok((days, counts_from_row(&row)?))
+    }
+
+    /// Segment changes after `after` (of `program_id`, or every program), oldest first.
+    pub async fn segment_changes(
+        &self,
+        program_id: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SegmentChange>, Error> {
+        let rows = sqlx::query(
+            "SELECT sequence, program_id, customer_id, from_segment, to_segment, changed_at_us FROM segment_changes \
+             WHERE sequence > $1 AND ($2 = '' OR program_id = $2) ORDER BY sequence LIMIT $3",
+        )
+        .bind(after)
+        .bind(program_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let from: String = r.try_get("from_segment")?;
+                Ok(SegmentChange {
+                    sequence: r.try_get("sequence")?,
+                    program_id: r.try_get("program_id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    from: if from.is_empty() { None } else { Some(parse_segment(&from)?) },
+                    to: parse_segment(&r.try_get::<String, _>("to_segment")?)?,
+                    at: r.try_get("changed_at_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Where a follower of this service's own data (the win-back rule) stands.
+    pub async fn follower_cursor(&self, follower: &str) -> Result<i64, Error> {
+        Ok(follow::read_cursor(&self.db.pool, follower).await?)
+    }
+
+    pub async fn advance_follower(&self, follower: &str, sequence: i64) -> Result<(), Error> {
+        Ok(follow::advance_cursor(&self.db.pool, follower, sequence).await?)
+    }
+
+    /// The program's cohorts whose first month is from `first` to `last`
+    /// (month starts): (cohort, month, customers who ordered in it).
+    pub async fn cohort_months(
+        &self,
+        program_id: &str,
+        first: Micros,
+        last: Micros,
+    ) -> Result<Vec<(Micros, Micros, i64)>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT cohort_us, month_us, customers FROM cohort_months \
+             WHERE program_id = $1 AND cohort_us >= $2 AND cohort_us <= $3",
+        )
+        .bind(program_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// Recomputes the aggregates waiting in `kpi_rebuilds` (of `program_id`
+    /// only, if given) from the buyers' days, each in the ledger consumer's
+    /// turn; returns how many were done.
+    pub async fn rebuild_pending(&self, program_id: Option<&str>) -> Result<usize, Error> {
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "SELECT program_id, part FROM kpi_rebuilds WHERE ($1 = '' OR program_id = $1) ORDER BY program_id, part",
+        )
+        .bind(program_id.unwrap_or(""))
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut done = 0;
+        for (program_id, part) in pending {
+            let mut tx = begin_write(&self.db).await?;
+            // The consumer's cursor row, locked: no batch from the ledger runs meanwhile.
+            follow::advance_cursor(&mut *tx, CONSUMER, 0).await?;
+            follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
+            let claimed = sqlx::query("DELETE FROM kpi_rebuilds WHERE program_id = $1 AND part = $2")
+                .bind(&program_id)
+                .bind(&part)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            match part.as_str() {
+                "churn" => {
+                    let settings = settings_in(&mut tx, &program_id, "").await?;
+                    rebuild_churn(&mut tx, &program_id, settings.churned_days).await?;
+                }
+                "cohorts" => rebuild_cohorts(&mut tx, &program_id).await?,
+                other => return Err(Error::Corrupt(format!("unknown rebuild {other:?}"))),
+            }
+            tx.commit().await?;
+            done += 1;
+        }
+        Ok(done)
     }
 
     /// How many customers ordered within each of `periods` (first and last
@@ -494,13 +659,23 @@ impl InsightsStore {
     }
 }
 
+/// A purchase seen for the first time: when the customer had last ordered
+/// before it, when they first ordered (this one included), and whether it
+/// was their first order in its calendar month.
+struct Placed {
+    previous: Option<Micros>,
+    first: Micros,
+    first_in_month: bool,
+}
+
 /// Records the order or refund `fact` is, if any, and adds it to the day's
-/// `counts`; returns the customer whose orders it changed.
+/// `counts`; returns the customer whose orders it changed, and for a new
+/// purchase what it changed of their history.
 async fn apply_order(
     tx: &mut AnyConnection,
     fact: &LedgerFact,
     counts: &mut domain::DayCounts,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<(String, Option<Placed>)>, Error> {
     match &fact.order {
         None => Ok(None),
         Some(OrderEvent::Purchase { order_id, amount_minor }) => {
@@ -522,10 +697,8 @@ async fn apply_order(
             }
             counts.orders += 1;
             counts.revenue_minor += amount_minor;
-            let (first, repeat) = buyer(tx, &fact.program_id, &fact.customer_id, domain::day_of(fact.at)).await?;
-            counts.first_buyers += first;
-            counts.repeat_buyers += repeat;
-            Ok(Some(fact.customer_id.clone()))
+            let placed = buyer(tx, fact, order_id, counts).await?;
+            Ok(Some((fact.customer_id.clone(), Some(placed))))
         }
         Some(OrderEvent::Refund { order_id, amount_minor }) => {
             // The points service refunds at most what an order was; a refund
@@ -542,33 +715,121 @@ async fn apply_order(
             if customer.is_some() {
                 counts.refunded_minor += amount_minor;
             }
-            Ok(customer)
+            Ok(customer.map(|customer| (customer, None)))
         }
     }
 }
 
-/// Notes that the customer ordered on `day`; (1, 0) when this was their
-/// first order, (0, 1) their second, else (0, 0).
-async fn buyer(tx: &mut AnyConnection, program_id: &str, customer_id: &str, day: Micros) -> Result<(i64, i64), Error> {
+/// Notes that the customer ordered on the fact's day and month, and counts
+/// them as a first-time buyer (their first order) or a repeat buyer (their
+/// second) in `counts`.
+async fn buyer(
+    tx: &mut AnyConnection,
+    fact: &LedgerFact,
+    order_id: &str,
+    counts: &mut domain::DayCounts,
+) -> Result<Placed, Error> {
+    let (program_id, customer_id) = (&fact.program_id, &fact.customer_id);
     sqlx::query("INSERT INTO buyer_days (program_id, day_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(program_id)
-        .bind(day)
+        .bind(domain::day_of(fact.at))
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
-    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE program_id = $1 AND customer_id = $2")
-        .bind(program_id)
-        .bind(customer_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(match orders {
-        1 => (1, 0),
-        2 => (0, 1),
-        _ => (0, 0),
-    })
+    let first_in_month = sqlx::query(
+        "INSERT INTO buyer_months (program_id, month_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(program_id)
+    .bind(domain::month_of(fact.at))
+    .bind(customer_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let (orders, previous, first): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), MAX(CASE WHEN order_id <> $3 THEN occurred_at_us END), MIN(occurred_at_us) \
+         FROM orders WHERE program_id = $1 AND customer_id = $2",
+    )
+    .bind(program_id)
+    .bind(customer_id)
+    .bind(order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    match orders {
+        1 => counts.first_buyers += 1,
+        2 => counts.repeat_buyers += 1,
+        _ => {}
+    }
+    Ok(Placed { previous, first: first.unwrap_or(fact.at), first_in_month })
 }
 
-/// Writes the customer's row from their orders, as of `now`.
+/// Every customer's churn and reactivation days, from the days they ordered
+/// (as [`domain::churn_changes`] moves them order by order).
+async fn rebuild_churn(tx: &mut AnyConnection, program_id: &str, churned_days: i32) -> Result<(), Error> {
+    const GAPS: &str = "(SELECT program_id, day_us, \
+         LEAD(day_us) OVER (PARTITION BY customer_id ORDER BY day_us) AS next_us \
+         FROM buyer_days WHERE program_id = $1) AS gaps";
+    let after = i64::from(churned_days) * MICROS_PER_DAY;
+    sqlx::query("UPDATE kpi_days SET churned = 0, reactivated = 0 WHERE program_id = $1")
+        .bind(program_id)
+        .execute(&mut *tx)
+        .await?;
+    // A last order day, or one followed by a gap of `churned_days` or more: churned after it.
+    let churned = format!(
+        "INSERT INTO kpi_days (program_id, day_us, churned) SELECT program_id, day_us + $2, COUNT(*) FROM {GAPS} \
+         WHERE next_us IS NULL OR next_us >= day_us + $2 GROUP BY program_id, day_us \
+         ON CONFLICT (program_id, day_us) DO UPDATE SET churned = excluded.churned"
+    );
+    // The order day that ends such a gap: reactivated.
+    let reactivated = format!(
+        "INSERT INTO kpi_days (program_id, day_us, reactivated) SELECT program_id, next_us, COUNT(*) FROM {GAPS} \
+         WHERE next_us >= day_us + $2 GROUP BY program_id, next_us \
+         ON CONFLICT (program_id, day_us) DO UPDATE SET reactivated = excluded.reactivated"
+    );
+    for sql in [churned, reactivated] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(after).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Every customer's months with an order and the program's cohorts, from
+/// the days they ordered.
+async fn rebuild_cohorts(tx: &mut AnyConnection, program_id: &str) -> Result<(), Error> {
+    let (first, last): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT MIN(day_us), MAX(day_us) FROM buyer_days WHERE program_id = $1")
+            .bind(program_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok(());
+    };
+    let mut month = domain::month_of(first);
+    while month <= last {
+        sqlx::query("INSERT INTO calendar_months (month_us) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(month)
+            .execute(&mut *tx)
+            .await?;
+        month = domain::add_months(month, 1);
+    }
+    for sql in [
+        "DELETE FROM buyer_months WHERE program_id = $1",
+        "DELETE FROM cohort_months WHERE program_id = $1",
+        "INSERT INTO buyer_months (program_id, month_us, customer_id) \
+         SELECT DISTINCT b.program_id, (SELECT MAX(m.month_us) FROM calendar_months m WHERE m.month_us <= b.day_us), \
+         b.customer_id FROM buyer_days b WHERE b.program_id = $1",
+        "INSERT INTO cohort_months (program_id, cohort_us, month_us, customers) \
+         SELECT bm.program_id, c.cohort_us, bm.month_us, COUNT(*) FROM buyer_months bm \
+         JOIN (SELECT customer_id, MIN(month_us) AS cohort_us FROM buyer_months WHERE program_id = $1 \
+               GROUP BY customer_id) c ON c.customer_id = bm.customer_id \
+         WHERE bm.program_id = $1 GROUP BY bm.program_id, c.cohort_us, bm.month_us",
+    ] {
+        sqlx::query(sql).bind(program_id).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes the customer's row from their orders, as of `now`; returns the
+/// change of segment, if any (sequence 0 until [`record_changes`] numbers it).
 async fn refresh(
     tx: &mut AnyConnection,
     dialect: Dialect,
@@ -576,11 +837,17 @@ async fn refresh(
     program_id: &str,
     customer_id: &str,
     now: Micros,
-) -> Result<(), Error> {
+) -> Result<Option<SegmentChange>, Error> {
     // The row first, then the orders: a review and a batch from the ledger
     // take turns, and the later one writes from the orders as they now are.
-    let lock = format!("SELECT 1 FROM customers WHERE program_id = $1 AND customer_id = $2{}", dialect.for_update());
-    sqlx::query(sqlx::AssertSqlSafe(lock)).bind(program_id).bind(customer_id).fetch_optional(&mut *tx).await?;
+    let lock =
+        format!("SELECT segment FROM customers WHERE program_id = $1 AND customer_id = $2{}", dialect.for_update());
+    let stored: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(lock))
+        .bind(program_id)
+        .bind(customer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let from = stored.as_deref().map(parse_segment).transpose()?;
     let history = history_in(tx, program_id, customer_id).await?;
     let (segment, review_at) = history.segment(settings, now);
     sqlx::query(
@@ -600,6 +867,43 @@ async fn refresh(
     .bind(review_at)
     .execute(&mut *tx)
     .await?;
+    Ok((from != Some(segment)).then(|| SegmentChange {
+        sequence: 0,
+        program_id: program_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        from,
+        to: segment,
+        at: now,
+    }))
+}
+
+/// Numbers the changes and writes them, last in their transaction: the
+/// log's row stays locked until commit, so numbers commit in order.
+async fn record_changes(tx: &mut AnyConnection, changes: &[SegmentChange]) -> Result<(), Error> {
+    let Ok(count) = i64::try_from(changes.len()) else { return Err(Error::Corrupt("too many changes".into())) };
+    if count == 0 {
+        return Ok(());
+    }
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE segment_log SET last_sequence = last_sequence + $1 WHERE id = 1 RETURNING last_sequence",
+    )
+    .bind(count)
+    .fetch_one(&mut *tx)
+    .await?;
+    for (sequence, change) in (last - count + 1..).zip(changes) {
+        sqlx::query(
+            "INSERT INTO segment_changes (sequence, program_id, customer_id, from_segment, to_segment, changed_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(sequence)
+        .bind(&change.program_id)
+        .bind(&change.customer_id)
+        .bind(change.from.map_or("", Segment::as_str))
+        .bind(change.to.as_str())
+        .bind(change.at)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -616,6 +920,20 @@ async fn history_in(conn: &mut AnyConnection, program_id: &str, customer_id: &st
         order_times: orders.iter().map(|(at, _)| *at).collect(),
         spend_minor: orders.iter().map(|(_, amount)| amount).sum(),
     })
+}
+
+/// The program's settings, read once per transaction.
+async fn settings_cached(
+    conn: &mut AnyConnection,
+    cache: &mut HashMap<String, Settings>,
+    program_id: &str,
+) -> Result<Settings, Error> {
+    if let Some(settings) = cache.get(program_id) {
+        return Ok(settings.clone());
+    }
+    let settings = settings_in(conn, program_id, "").await?;
+    cache.insert(program_id.to_owned(), settings.clone());
+    Ok(settings)
 }
 
 /// The program's settings (the defaults until it stores its own); `lock`
@@ -640,6 +958,8 @@ fn counts_from_row(row: &sqlx::any::AnyRow) -> Result<domain::DayCounts, Error> 
         points_change: row.try_get("points_change")?,
         first_buyers: row.try_get("first_buyers")?,
         repeat_buyers: row.try_get("repeat_buyers")?,
+        churned: row.try_get("churned")?,
+        reactivated: row.try_get("reactivated")?,
     })
 }
 

@@ -387,15 +387,15 @@ async fn settings_move_segments_and_are_checked(backend: Backend) {
         expected_version,
     };
     // At risk after 30 days: ben (45) and eve (49) are.
-    let thirty = pb::InsightSettings { at_risk_days: 30, ..defaults };
-    let stored = h.insights.put_insight_settings(put(thirty, Some(0), "s1")).await.unwrap().into_inner();
+    let thirty = pb::InsightSettings { at_risk_days: 30, ..defaults.clone() };
+    let stored = h.insights.put_insight_settings(put(thirty.clone(), Some(0), "s1")).await.unwrap().into_inner();
     assert_eq!(stored.settings.unwrap().version, 1);
     assert_eq!(h.counts().await, counts(2, 0, 1, 2, 0));
     assert_eq!(h.insight("eve").await.segment, AtRisk as i32);
     // The same key again answers the same; a stale version is refused.
     let again = h.insights.put_insight_settings(put(thirty, Some(0), "s1")).await.unwrap().into_inner();
     assert_eq!(again.settings.unwrap().version, 1);
-    let stale = h.insights.put_insight_settings(put(defaults, Some(0), "s2")).await.unwrap_err();
+    let stale = h.insights.put_insight_settings(put(defaults.clone(), Some(0), "s2")).await.unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert_eq!(stale.get_error_details().error_info().unwrap().reason, "VERSION_MISMATCH");
     // Out of range and contradictory values, every field named.
@@ -577,7 +577,7 @@ async fn program_kpis_sum_the_ledger_by_day_week_and_month(backend: Backend) {
         loyal_days: 90,
         expected_lifespan_days: 1095,
         point_value_milli_minor: 1_000,
-        version: 0,
+        ..Default::default()
     };
     let put = pb::PutInsightSettingsRequest {
         program_id: "shop".into(),
@@ -634,7 +634,251 @@ async fn active_members_and_repeat_buyers_count_customers_not_orders(backend: Ba
     h.stop().await;
 }
 
+impl Harness {
+    async fn put_churned_days(&mut self, churned_days: i32, key: &str) {
+        let settings = pb::InsightSettings {
+            at_risk_days: 10,
+            churned_days,
+            loyal_orders: 3,
+            loyal_days: 90,
+            expected_lifespan_days: 1095,
+            ..Default::default()
+        };
+        let request = pb::PutInsightSettingsRequest {
+            program_id: "shop".into(),
+            settings: Some(settings),
+            actor: "test".into(),
+            idempotency_key: key.into(),
+            expected_version: None,
+        };
+        self.insights.put_insight_settings(request).await.unwrap();
+    }
+
+    async fn cohorts(&mut self, from: i64, to: i64) -> Vec<(i64, Vec<i64>, Vec<i32>)> {
+        let request = pb::GetCohortRetentionRequest {
+            program_id: "shop".into(),
+            from: Some(to_timestamp(T0 + from * DAY)),
+            to: Some(to_timestamp(T0 + to * DAY)),
+        };
+        let response = self.insights.get_cohort_retention(request).await.unwrap().into_inner();
+        response.cohorts.into_iter().map(|c| (c.customers, c.retained, c.retained_percent)).collect()
+    }
+
+    /// Asks for the aggregates to be recomputed from the buyers' days, as a change of settings or the migration does.
+    async fn ask_rebuild(&self) {
+        let db = loyalty_common::db::connect(&self.insights_url, loyalty_common::db::PoolSettings::new(1, 5_000))
+            .await
+            .unwrap();
+        for part in ["churn", "cohorts"] {
+            sqlx::query("INSERT INTO kpi_rebuilds (program_id, part) VALUES ('shop', $1)")
+                .bind(part)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        db.pool.close().await;
+    }
+}
+
+/// Churn, reactivation and cohorts, churned after 30 quiet days. T0 is
+/// Monday 24 November 2025: days 0–6 are November, 7–37 December, 38–68
+/// January. Day 0 anna and ben order (churning on day 30), day 10 anna
+/// again (her churn moves to 40) and cara (churning on 40), day 35 cara
+/// again (to 65), day 45 ben, who churned on day 30: reactivated, churning
+/// again on 75. Now is day 50.
+async fn churn_and_cohorts_follow_each_customer_as_worked_out_by_hand(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    h.put_churned_days(30, "settings-30").await;
+    h.order("anna", "a1", 1_000).await;
+    h.order("ben", "b1", 1_000).await;
+    h.at_day(10);
+    h.order("anna", "a2", 1_000).await;
+    h.order("cara", "c1", 1_000).await;
+    h.at_day(35);
+    h.order("cara", "c2", 1_000).await;
+    h.at_day(45);
+    h.order("ben", "b2", 1_000).await;
+    h.at_day(50);
+    Harness::caught_up(&mut h.insights, "ben", 2, 2_000).await;
+    let churn = |k: &pb::Kpis| (k.churned, k.reactivated, k.churn_rate_percent);
+    let days = h.kpis(0, 50, pb::Granularity::Day).await;
+    let churned_days: Vec<(usize, i64)> =
+        days.periods.iter().enumerate().filter(|(_, k)| k.churned != 0).map(|(d, k)| (d, k.churned)).collect();
+    assert_eq!(churned_days, [(30, 1), (40, 1)], "ben on day 30, anna on day 40");
+    assert_eq!(churn(&days.periods[45]), (0, 1, 0));
+    // All 50 days: 2 churned of 3 first buyers and 1 reactivated: 50 %.
+    assert_eq!(churn(days.total.as_ref().unwrap()), (2, 1, 50));
+    // November: nobody. December: ben of anna, ben (live at its start) and cara: 33 %.
+    // January: anna of anna and cara (live at its start) and ben (back): 33 %.
+    let months = h.kpis(0, 50, pb::Granularity::Month).await;
+    assert_eq!(months.periods.iter().map(churn).collect::<Vec<_>>(), [(0, 0, 0), (1, 0, 33), (1, 1, 33)]);
+    // Cara's day 65 and ben's day 75 have not come: nothing counts for them yet.
+    assert_eq!(churn(h.kpis(0, 80, pb::Granularity::Day).await.total.as_ref().unwrap()), (2, 1, 50));
+    // November's cohort (anna, ben): anna back in December, ben in January;
+    // December's (cara): not back in January; January's: nobody.
+    let cohorts = h.cohorts(0, 50).await;
+    assert_eq!(cohorts, [(2, vec![2, 1, 1], vec![100, 50, 50]), (1, vec![1, 0], vec![100, 0]), (0, vec![0], vec![0])]);
+    // Recomputed from the buyers' days, as after the migration, they are the same.
+    h.ask_rebuild().await;
+    assert_eq!(h.kpis(0, 50, pb::Granularity::Day).await, days);
+    assert_eq!(h.cohorts(0, 50).await, cohorts);
+    // Churned after 40 days instead: ben on day 40 (back on 45), anna on day 50.
+    h.put_churned_days(40, "settings-40").await;
+    let days = h.kpis(0, 50, pb::Granularity::Day).await;
+    let churned_days: Vec<(usize, i64)> =
+        days.periods.iter().enumerate().filter(|(_, k)| k.churned != 0).map(|(d, k)| (d, k.churned)).collect();
+    assert_eq!(churned_days, [(40, 1), (50, 1)]);
+    assert_eq!(churn(days.total.as_ref().unwrap()), (2, 1, 50));
+    // Too many cohorts, or backwards, are refused.
+    for (from, to) in [(-1_200, 0), (40, 0)] {
+        let request = pb::GetCohortRetentionRequest {
+            program_id: "shop".into(),
+            from: Some(to_timestamp(T0 + from * DAY)),
+            to: Some(to_timestamp(T0 + to * DAY)),
+        };
+        assert_eq!(h.insights.get_cohort_retention(request).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    h.stop().await;
+}
+
+/// The win-back rule end to end: a points, a tiers and an insights service
+/// (reviewing every second). At risk after 10 quiet days: anna and ben
+/// order on days 0 and 1; the shop gives ben the hidden `vip` tier by hand.
+/// On day 12 both are at risk: anna gets the `winback` tier, ben keeps
+/// `vip`. On day 13 anna orders again: loyal (3 orders), and the tier ends. Every
+/// change is listed in order.
+async fn the_win_back_tier_follows_the_at_risk_segment(backend: Backend) {
+    use loyalty_proto::tiers::v1 as tiers;
+    use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+    use pb::Segment::{Active, AtRisk, Loyal, New, Unspecified};
+    let mut h = Harness::start(backend).await;
+    let tiers_url = h.sandbox.database("tiers").await;
+    let points_addr = h.points_server.bind_addr().to_string();
+    let tiers_server = h
+        .sandbox
+        .start::<loyalty_tiers::TiersServer>(
+            &tiers_url,
+            &["--points-addr", &points_addr, "--review-interval-secs", "3600"],
+        )
+        .await;
+    let mut tier_client = TiersServiceClient::new(testing::channel(tiers_server.bind_addr()).await);
+    let tier = |id: &str, hidden: bool| tiers::Tier {
+        tier_id: id.into(),
+        name: id.to_uppercase(),
+        multiplier_bp: 10_000,
+        hidden,
+        ..Default::default()
+    };
+    let ladder = tiers::Ladder {
+        tiers: vec![tier("member", false), tier("winback", true), tier("vip", true)],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        ..Default::default()
+    };
+    let put = tiers::PutLadderRequest {
+        program_id: "shop".into(),
+        ladder: Some(ladder),
+        actor: "admin".into(),
+        idempotency_key: "ladder".into(),
+    };
+    tier_client.put_ladder(put).await.unwrap();
+    // The insights service again, now with the tiers service and a quick review.
+    h.insights_server.take().unwrap().shutdown().await.unwrap();
+    let tiers_addr = tiers_server.bind_addr().to_string();
+    let args = ["--points-addr", &points_addr, "--tiers-addr", &tiers_addr, "--review-interval-secs", "1"];
+    let server = h.sandbox.start::<InsightsServer>(&h.insights_url, &args).await;
+    h.insights = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+    h.insights_server = Some(server);
+    let settings = pb::InsightSettings {
+        at_risk_days: 10,
+        churned_days: 30,
+        loyal_orders: 3,
+        loyal_days: 90,
+        expected_lifespan_days: 1095,
+        win_back_tier_id: "winback".into(),
+        ..Default::default()
+    };
+    let request = pb::PutInsightSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin".into(),
+        idempotency_key: "win-back".into(),
+        expected_version: None,
+    };
+    h.insights.put_insight_settings(request).await.unwrap();
+
+    h.order("anna", "a1", 1_000).await;
+    h.order("ben", "b1", 1_000).await;
+    // Caught up before the next orders: one change per batch and customer.
+    Harness::caught_up(&mut h.insights, "ben", 1, 1_000).await;
+    h.at_day(1);
+    h.order("anna", "a2", 1_000).await;
+    h.order("ben", "b2", 1_000).await;
+    let assign = tiers::AssignTierRequest {
+        program_id: "shop".into(),
+        customer_id: "ben".into(),
+        tier_id: "vip".into(),
+        ends_at: None,
+        actor: "admin".into(),
+        idempotency_key: "ben-vip".into(),
+    };
+    tier_client.assign_tier(assign).await.unwrap();
+    Harness::caught_up(&mut h.insights, "ben", 2, 2_000).await;
+    let membership = |customer: &'static str| {
+        let mut client = tier_client.clone();
+        async move {
+            let request = tiers::GetMembershipRequest { program_id: "shop".into(), customer_id: customer.into() };
+            let m = client.get_membership(request).await.unwrap().into_inner().membership.unwrap();
+            (m.tier_id, m.assigned)
+        }
+    };
+    h.at_day(12);
+    eventually("anna's win-back tier", || membership("anna"), |m| *m == ("winback".to_owned(), true)).await;
+    assert_eq!(h.counts().await, counts(0, 0, 0, 2, 0));
+    assert_eq!(membership("ben").await, ("vip".to_owned(), true), "a tier the shop assigned stands");
+    h.at_day(13);
+    h.order("anna", "a3", 1_000).await;
+    eventually("the end of anna's win-back tier", || membership("anna"), |m| !m.1).await;
+    assert_eq!(membership("ben").await, ("vip".to_owned(), true));
+    let history = tiers::ListMembershipHistoryRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        page_size: 0,
+        page_token: String::new(),
+    };
+    let changes = tier_client.list_membership_history(history).await.unwrap().into_inner().changes;
+    // Newest first: the end, then the rule's assignment (the tiers service names no actor for an ended one).
+    let moves: Vec<_> =
+        changes.iter().map(|c| (c.from_tier_id.as_str(), c.to_tier_id.as_str(), c.actor.as_str())).collect();
+    assert_eq!(moves[..2], [("winback", "member", ""), ("member", "winback", loyalty_insights::winback::ACTOR)]);
+    // Every change, in order, paged.
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let list = pb::ListSegmentChangesRequest { program_id: "shop".into(), after_sequence: after, page_size: 3 };
+        let page = h.insights.list_segment_changes(list).await.unwrap().into_inner();
+        assert!(page.changes.len() <= 3);
+        if page.changes.is_empty() {
+            assert_eq!(page.next_after_sequence, after, "an empty page keeps the place");
+            break;
+        }
+        after = page.next_after_sequence;
+        all.extend(page.changes);
+    }
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    let of = |customer: &str| -> Vec<(i32, i32)> {
+        all.iter().filter(|c| c.customer_id == customer).map(|c| (c.from_segment, c.to_segment)).collect()
+    };
+    let anna = [(Unspecified, New), (New, Active), (Active, AtRisk), (AtRisk, Loyal)];
+    assert_eq!(of("anna"), anna.map(|(a, b)| (a as i32, b as i32)));
+    assert_eq!(of("ben"), [(Unspecified, New), (New, Active), (Active, AtRisk)].map(|(a, b)| (a as i32, b as i32)));
+    tiers_server.shutdown().await.unwrap();
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    the_win_back_tier_follows_the_at_risk_segment,
+    churn_and_cohorts_follow_each_customer_as_worked_out_by_hand,
     active_members_and_repeat_buyers_count_customers_not_orders,
     program_kpis_sum_the_ledger_by_day_week_and_month,
     survey_answers_add_up_to_nps_and_csat,

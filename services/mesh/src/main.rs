@@ -168,6 +168,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         metrics_addr: args.insights_metrics_addr,
         database: DatabaseArgs::new(sqlite(&args.data_dir, "insights.db"), 8),
         points_addr: Some(points_addr.to_string()),
+        tiers_addr: Some(tiers_addr.to_string()),
+        tiers_timeout_ms: 2_000,
         review_interval_secs: 60,
         security: security.clone(),
         telemetry: args.telemetry.clone(),
