@@ -7,9 +7,10 @@ use super::*;
 /// JSON and schema.
 pub use insights_pb::{
     Cohort, CsatScore, CustomerInsight, CustomerOrder, GetCohortRetentionResponse as CohortRetention,
-    GetProgramKpisResponse as ProgramKpis, ListSegmentChangesResponse as SegmentChanges, SegmentChange, GetSegmentCountsResponse as SegmentCounts,
-    GetSurveyScoresResponse as SurveyScores, Granularity, InsightSettings, Kpis, NpsScore, Segment, SegmentCount,
-    SurveyKind, SurveyResponse,
+    GetProgramKpisResponse as ProgramKpis, GetSegmentCountsResponse as SegmentCounts,
+    GetSurveyScoresResponse as SurveyScores, Granularity, InsightSettings, Kpis,
+    ListSegmentChangesResponse as SegmentChanges, NpsScore, Segment, SegmentChange, SegmentCount, SurveyKind,
+    SurveyResponse,
 };
 
 /// Which customers, in what order, from where.

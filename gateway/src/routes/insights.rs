@@ -8,9 +8,9 @@ use axum::response::Response;
 
 use crate::extract::{self, AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, ServerScope};
 use crate::model::{
-    self, CohortRetention, CohortsQuery, SegmentChanges, SegmentChangesQuery, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings,
-    InsightSettingsBody, KpisQuery, ProgramKpis, SegmentCounts, SurveyBody, SurveyResponse, SurveyScores,
-    SurveyScoresQuery,
+    self, CohortRetention, CohortsQuery, CustomerInsight, CustomerListQuery, CustomerPage, InsightSettings,
+    InsightSettingsBody, KpisQuery, ProgramKpis, SegmentChanges, SegmentChangesQuery, SegmentCounts, SurveyBody,
+    SurveyResponse, SurveyScores, SurveyScoresQuery,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, insights_failed, json, written};

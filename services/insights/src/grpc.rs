@@ -333,8 +333,7 @@ impl InsightsApi {
         let total = domain::total(&periods).ok_or_else(|| Status::internal("a range of no days"))?;
         let expected = domain::expected_redemption_percent(total.running.points_redeemed, total.running.points_expired);
         let bounds: Vec<(Micros, Micros)> = periods.iter().map(|p| (p.first_day, p.last_day)).collect();
-        let active = store.active_members(&r.program_id, &bounds).await?;
-        let total_active = store.buyers_between(&r.program_id, from, to).await?;
+        let (active, total_active) = store.active_members(&r.program_id, &bounds).await?;
         let points_outstanding = total.running.points_change;
         Ok(pb::GetProgramKpisResponse {
             granularity: granularity.0 as i32,

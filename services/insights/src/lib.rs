@@ -58,6 +58,7 @@ loyalty_common::embedded_migrations!("../migrations":
     4 "buyers" "0004_buyers.sql",
     5 "retention" "0005_retention.sql",
     6 "segment_changes" "0006_segment_changes.sql",
+    7 "buyer_gaps" "0007_buyer_gaps.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -197,6 +197,7 @@ impl InsightsStore {
         let mut days: BTreeMap<(String, Micros), domain::DayCounts> = BTreeMap::new();
         let mut first_seen: BTreeMap<(String, String), Micros> = BTreeMap::new();
         let mut cohorts: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
+        let mut gaps: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
         let mut settings = HashMap::new();
         for (_, fact) in facts.iter().filter(|(sequence, _)| *sequence > cursor) {
             let day = domain::day_of(fact.at);
@@ -211,6 +212,10 @@ impl InsightsStore {
                         let counts = days.entry((fact.program_id.clone(), at)).or_default();
                         counts.churned += churned;
                         counts.reactivated += reactivated;
+                    }
+                    if placed.first_on_day {
+                        let previous = placed.previous.map_or(domain::NO_DAY, domain::day_of);
+                        *gaps.entry((fact.program_id.clone(), day, previous)).or_default() += 1;
                     }
                     if placed.first_in_month {
                         let key = (fact.program_id.clone(), domain::month_of(placed.first), domain::month_of(fact.at));
@@ -282,6 +287,19 @@ impl InsightsStore {
             .bind(program_id)
             .bind(cohort)
             .bind(month)
+            .bind(customers)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((program_id, day, previous), customers) in &gaps {
+            sqlx::query(
+                "INSERT INTO buyer_gaps (program_id, day_us, previous_us, customers) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (program_id, day_us, previous_us) DO UPDATE SET \
+                 customers = buyer_gaps.customers + excluded.customers",
+            )
+            .bind(program_id)
+            .bind(day)
+            .bind(previous)
             .bind(customers)
             .execute(&mut *tx)
             .await?;
@@ -588,6 +606,7 @@ impl InsightsStore {
                     rebuild_churn(&mut tx, &program_id, settings.churned_days).await?;
                 }
                 "cohorts" => rebuild_cohorts(&mut tx, &program_id).await?,
+                "gaps" => rebuild_gaps(&mut tx, &program_id).await?,
                 other => return Err(Error::Corrupt(format!("unknown rebuild {other:?}"))),
             }
             tx.commit().await?;
@@ -597,43 +616,52 @@ impl InsightsStore {
     }
 
     /// How many customers ordered within each of `periods` (first and last
-    /// day, both included; in order, not overlapping), counted in the
-    /// database: one query for whole days, one per longer period.
-    pub async fn active_members(&self, program_id: &str, periods: &[(Micros, Micros)]) -> Result<Vec<i64>, Error> {
+    /// day, both included; in order, not overlapping), and within all of
+    /// them, from `buyer_gaps` ([`domain::active_members`]): three queries
+    /// of rows per day, never of customers.
+    pub async fn active_members(
+        &self,
+        program_id: &str,
+        periods: &[(Micros, Micros)],
+    ) -> Result<(Vec<i64>, i64), Error> {
         let (Some(&(first_day, _)), Some(&(_, last_day))) = (periods.first(), periods.last()) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         };
-        if periods.iter().all(|(first, last)| first == last) {
-            let per_day: HashMap<Micros, i64> = sqlx::query_as(
-                "SELECT day_us, COUNT(*) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 \
-                 GROUP BY day_us",
+        let per_day: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT day_us, CAST(SUM(customers) AS BIGINT) FROM buyer_gaps \
+             WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 GROUP BY day_us",
+        )
+        .bind(program_id)
+        .bind(first_day)
+        .bind(last_day)
+        .fetch_all(&self.db.pool)
+        .await?;
+        // Only a previous day at most the longest period back can fall in the same period.
+        let longest = periods.iter().map(|(first, last)| last - first).max().unwrap_or(0);
+        let close: Vec<(i64, i64, i64)> = if longest == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT day_us, previous_us, customers FROM buyer_gaps \
+                 WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 AND previous_us >= day_us - $4",
             )
             .bind(program_id)
             .bind(first_day)
             .bind(last_day)
+            .bind(longest)
             .fetch_all(&self.db.pool)
             .await?
-            .into_iter()
-            .collect();
-            return Ok(periods.iter().map(|(day, _)| per_day.get(day).copied().unwrap_or(0)).collect());
-        }
-        let mut counts = Vec::with_capacity(periods.len());
-        for &(first_day, last_day) in periods {
-            counts.push(self.buyers_between(program_id, first_day, last_day).await?);
-        }
-        Ok(counts)
-    }
-
-    /// How many customers ordered from `first_day` to `last_day`, both included.
-    pub async fn buyers_between(&self, program_id: &str, first_day: Micros, last_day: Micros) -> Result<i64, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT customer_id) FROM buyer_days WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3",
+        };
+        let total: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(customers), 0) AS BIGINT) FROM buyer_gaps \
+             WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 AND previous_us < $2",
         )
         .bind(program_id)
         .bind(first_day)
         .bind(last_day)
         .fetch_one(&self.db.pool)
-        .await?)
+        .await?;
+        Ok((domain::active_members(periods, &per_day, &close), total))
     }
 
     /// How many answers of `kind` gave each score, on the UTC days from
@@ -665,6 +693,7 @@ impl InsightsStore {
 struct Placed {
     previous: Option<Micros>,
     first: Micros,
+    first_on_day: bool,
     first_in_month: bool,
 }
 
@@ -730,12 +759,16 @@ async fn buyer(
     counts: &mut domain::DayCounts,
 ) -> Result<Placed, Error> {
     let (program_id, customer_id) = (&fact.program_id, &fact.customer_id);
-    sqlx::query("INSERT INTO buyer_days (program_id, day_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(program_id)
-        .bind(domain::day_of(fact.at))
-        .bind(customer_id)
-        .execute(&mut *tx)
-        .await?;
+    let first_on_day = sqlx::query(
+        "INSERT INTO buyer_days (program_id, day_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(program_id)
+    .bind(domain::day_of(fact.at))
+    .bind(customer_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
     let first_in_month = sqlx::query(
         "INSERT INTO buyer_months (program_id, month_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
@@ -760,7 +793,7 @@ async fn buyer(
         2 => counts.repeat_buyers += 1,
         _ => {}
     }
-    Ok(Placed { previous, first: first.unwrap_or(fact.at), first_in_month })
+    Ok(Placed { previous, first: first.unwrap_or(fact.at), first_on_day, first_in_month })
 }
 
 /// Every customer's churn and reactivation days, from the days they ordered
@@ -789,6 +822,23 @@ async fn rebuild_churn(tx: &mut AnyConnection, program_id: &str, churned_days: i
     for sql in [churned, reactivated] {
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).bind(after).execute(&mut *tx).await?;
     }
+    Ok(())
+}
+
+/// Every customer's order days with the day before each, from buyer_days.
+async fn rebuild_gaps(tx: &mut AnyConnection, program_id: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM buyer_gaps WHERE program_id = $1").bind(program_id).execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO buyer_gaps (program_id, day_us, previous_us, customers) \
+         SELECT program_id, day_us, COALESCE(previous_us, $2), COUNT(*) FROM \
+         (SELECT program_id, day_us, LAG(day_us) OVER (PARTITION BY customer_id ORDER BY day_us) AS previous_us \
+          FROM buyer_days WHERE program_id = $1) AS days \
+         GROUP BY program_id, day_us, COALESCE(previous_us, $2)",
+    )
+    .bind(program_id)
+    .bind(domain::NO_DAY)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

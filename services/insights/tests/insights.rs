@@ -669,7 +669,7 @@ impl Harness {
         let db = loyalty_common::db::connect(&self.insights_url, loyalty_common::db::PoolSettings::new(1, 5_000))
             .await
             .unwrap();
-        for part in ["churn", "cohorts"] {
+        for part in ["churn", "cohorts", "gaps"] {
             sqlx::query("INSERT INTO kpi_rebuilds (program_id, part) VALUES ('shop', $1)")
                 .bind(part)
                 .execute(&db.pool)
