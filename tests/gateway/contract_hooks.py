@@ -50,6 +50,8 @@ NOT_STATABLE = (
     ("expires_at", "must be after pending_until"),
     # Against the program as it stands: a campaign's tiers must be on the ladder.
     ("tier_ids", "needs a tiers service"),
+    # The points service runs without an insights service here.
+    ("segment_ids", "needs an insights service"),
     ("", "is not on the tier ladder"),
     # Across the items of a list.
     ("", "appears twice"),

@@ -159,6 +159,10 @@ pub struct CampaignBody {
     /// `order` and/or activity types it applies to; empty: every earn.
     #[serde(default)]
     pub applies_to: Vec<String>,
+    /// Only customers in these lifecycle segments (`new`, `active`, `loyal`, `at_risk`,
+    /// `churned`) when they earn, as the insights service tells them; empty: everyone.
+    #[serde(default)]
+    pub segment_ids: Vec<String>,
 }
 
 impl CampaignBody {
@@ -173,6 +177,7 @@ impl CampaignBody {
             bonus_points: self.bonus_points.unwrap_or(0),
             tier_ids: self.tier_ids,
             applies_to: self.applies_to,
+            segment_ids: self.segment_ids,
         })
     }
 }
@@ -194,6 +199,7 @@ pub struct Campaign {
     pub ends_at: Option<String>,
     pub tier_ids: Vec<String>,
     pub applies_to: Vec<String>,
+    pub segment_ids: Vec<String>,
 }
 
 impl From<pb::Campaign> for Campaign {
@@ -209,6 +215,7 @@ impl From<pb::Campaign> for Campaign {
             ends_at: time_out(c.ends_at.as_ref()),
             tier_ids: c.tier_ids,
             applies_to: c.applies_to,
+            segment_ids: c.segment_ids,
         }
     }
 }

@@ -202,6 +202,18 @@ impl InsightsService for InsightsApi {
         Ok(Response::new(self.cohort_retention(request.into_inner()).await?))
     }
 
+    async fn get_segment(
+        &self,
+        request: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::GetSegmentResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.done(DOMAIN)?;
+        let segment = self.insights.segment(&r.program_id, &r.customer_id).await?;
+        Ok(Response::new(pb::GetSegmentResponse { segment: segment_to_proto(segment) as i32 }))
+    }
+
     async fn list_segment_changes(
         &self,
         request: Request<pb::ListSegmentChangesRequest>,

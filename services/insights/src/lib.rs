@@ -48,6 +48,7 @@ pub const POLICY: Policy = Policy {
         ("GetProgramKpis", Access::Key(Admin)),
         ("GetCohortRetention", Access::Key(Admin)),
         ("ListSegmentChanges", Access::Key(Admin)),
+        ("GetSegment", Access::Internal),
     ],
 };
 

@@ -68,6 +68,13 @@ impl Insights {
         Ok((CustomerInsight { numbers, rfm }, settings))
     }
 
+    /// The customer's segment at this instant, from their orders.
+    pub async fn segment(&self, program_id: &str, customer_id: &str) -> Result<Segment, Error> {
+        let settings = self.store.settings(program_id).await?;
+        let history = self.store.history(program_id, customer_id).await?;
+        Ok(history.segment(&settings, self.store.now()).0)
+    }
+
     /// One page of the program's customers; segments due for review are
     /// brought up to date first, so the filter is exact.
     pub async fn customers(

@@ -876,7 +876,106 @@ async fn the_win_back_tier_follows_the_at_risk_segment(backend: Backend) {
     h.stop().await;
 }
 
+/// A campaign for at-risk customers, end to end: points asks insights for
+/// the customer's segment when the campaign could apply. Anna orders on days
+/// 0 and 1 (10 points each), and on day 12, at risk after 10 quiet days:
+/// twice the points. With the insights service down an order is refused as
+/// UNAVAILABLE, and its retry earns once insights is back.
+async fn a_campaign_for_at_risk_customers_doubles_their_points(backend: Backend) {
+    let mut sandbox = Sandbox::new(backend, T0);
+    let (points_url, insights_url) = (sandbox.database("points").await, sandbox.database("insights").await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let insights_addr = listener.local_addr().unwrap().to_string();
+    let points_server = sandbox.start::<PointsServer>(&points_url, &["--insights-addr", &insights_addr]).await;
+    let points_addr = points_server.bind_addr().to_string();
+    let insights_args = ["--points-addr", points_addr.as_str(), "--review-interval-secs", "3600"];
+    let insights_server = sandbox.start_on::<InsightsServer>(listener, &insights_url, &insights_args).await;
+    let mut h = Harness {
+        points: PointsServiceClient::new(testing::channel(points_server.bind_addr()).await),
+        insights: InsightsServiceClient::new(testing::channel(insights_server.bind_addr()).await),
+        sandbox,
+        points_server,
+        insights_server: Some(insights_server),
+        replays: Vec::new(),
+        insights_url,
+    };
+    h.put_churned_days(30, "settings").await;
+    let campaign = points::Campaign {
+        name: "We miss you".into(),
+        kind: points::CampaignKind::Multiplier as i32,
+        multiplier_bp: 20_000,
+        starts_at: Some(to_timestamp(T0)),
+        ends_at: Some(to_timestamp(T0 + 100 * DAY)),
+        applies_to: vec!["order".into()],
+        segment_ids: vec!["at_risk".into()],
+        ..Default::default()
+    };
+    let create = |campaign: points::Campaign| points::CreateCampaignRequest {
+        program_id: "shop".into(),
+        campaign: Some(campaign),
+        actor: "admin".into(),
+        idempotency_key: "we-miss-you".into(),
+    };
+    h.points.create_campaign(create(campaign.clone())).await.unwrap();
+    let unknown = points::Campaign { segment_ids: vec!["vip".into()], ..campaign.clone() };
+    let refused = h.points.create_campaign(create(unknown)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    assert_eq!(h.order("anna", "a1", 1_000).await, 10);
+    h.at_day(1);
+    assert_eq!(h.order("anna", "a2", 1_000).await, 10, "active: the campaign is not for her");
+    Harness::caught_up(&mut h.insights, "anna", 2, 2_000).await;
+    h.at_day(12);
+    assert_eq!(h.order("anna", "a3", 1_000).await, 20, "at risk: double points");
+    Harness::caught_up(&mut h.insights, "anna", 3, 3_000).await;
+    // Back to active with that order: single points again.
+    assert_eq!(h.order("anna", "a4", 1_000).await, 10);
+
+    // Without insights the earn cannot be priced: UNAVAILABLE, and nothing is booked.
+    h.insights_server.take().unwrap().shutdown().await.unwrap();
+    let order = points::EarnForOrderRequest {
+        program_id: "shop".into(),
+        customer_id: "ben".into(),
+        order_id: "b1".into(),
+        amount_minor: 1_000,
+        currency: "EUR".into(),
+        occurred_at: None,
+    };
+    let status = h.points.earn_for_order(order.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.get_error_details().error_info().unwrap().reason, "INSIGHTS_UNAVAILABLE");
+    assert_eq!(h.held("ben").await, 0);
+    // Back on the address the points service knows.
+    let listener = tokio::net::TcpListener::bind(&insights_addr).await.unwrap();
+    let server = h.sandbox.start_on::<InsightsServer>(listener, &h.insights_url, &insights_args).await;
+    h.insights_server = Some(server);
+    let earned = eventually(
+        "the retried order",
+        || {
+            let (mut points, order) = (h.points.clone(), order.clone());
+            async move { points.earn_for_order(order).await.map(|r| r.into_inner().points).map_err(|s| s.code()) }
+        },
+        |answer| answer.is_ok(),
+    )
+    .await;
+    assert_eq!(earned, Ok(10));
+
+    // A points service without an insights service refuses campaigns for segments.
+    let lone_url = h.sandbox.database("points-alone").await;
+    let lone = h.sandbox.start::<PointsServer>(&lone_url, &[]).await;
+    let mut client = PointsServiceClient::new(testing::channel(lone.bind_addr()).await);
+    let status = client.create_campaign(create(campaign)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("INSIGHTS_ADDR")
+            || format!("{:?}", status.get_error_details()).contains("INSIGHTS_ADDR")
+    );
+    lone.shutdown().await.unwrap();
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    a_campaign_for_at_risk_customers_doubles_their_points,
     the_win_back_tier_follows_the_at_risk_segment,
     churn_and_cohorts_follow_each_customer_as_worked_out_by_hand,
     active_members_and_repeat_buyers_count_customers_not_orders,

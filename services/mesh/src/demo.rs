@@ -96,9 +96,32 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
                 ends_at: Some(to_timestamp(2_051_136_000_000_000)),
                 tier_ids: Vec::new(),
                 applies_to: vec!["review".to_owned()],
+                segment_ids: Vec::new(),
             }),
             actor: ACTOR.to_owned(),
             idempotency_key: "demo-setup-campaign-reviews-v1".to_owned(),
+        },
+        rpc!(create_campaign),
+    )
+    .await?;
+    // The win-back offer: double points on orders for customers slipping away (insights' AT_RISK).
+    up.points(
+        points::CreateCampaignRequest {
+            program_id: PROGRAM.to_owned(),
+            campaign: Some(points::Campaign {
+                campaign_id: String::new(),
+                name: "Double points when we miss you".to_owned(),
+                kind: points::CampaignKind::Multiplier as i32,
+                multiplier_bp: 20_000,
+                bonus_points: 0,
+                starts_at: Some(to_timestamp(1_767_225_600_000_000)),
+                ends_at: Some(to_timestamp(2_051_136_000_000_000)),
+                tier_ids: Vec::new(),
+                applies_to: vec!["order".to_owned()],
+                segment_ids: vec!["at_risk".to_owned()],
+            }),
+            actor: ACTOR.to_owned(),
+            idempotency_key: "demo-setup-campaign-at-risk-v1".to_owned(),
         },
         rpc!(create_campaign),
     )

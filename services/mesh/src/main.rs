@@ -130,6 +130,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         redis_backoff_ms: 1_000,
         tiers_addr: Some(tiers_addr.to_string()),
         tiers_timeout_ms: 300,
+        insights_addr: Some(insights_addr.to_string()),
+        insights_timeout_ms: 300,
         expiry_interval_secs: 60,
         security: security.clone(),
         telemetry: args.telemetry.clone(),

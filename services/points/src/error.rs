@@ -27,6 +27,8 @@ pub enum Error {
     VersionMismatch { expected: i64, actual: i64 },
     #[error("the tiers service is unavailable, retry with the same key")]
     TiersUnavailable(#[source] tonic::Status),
+    #[error("the insights service is unavailable, retry with the same key")]
+    InsightsUnavailable(#[source] tonic::Status),
     #[error("idempotency key already used for a different {method} request")]
     IdempotencyKeyReused { method: &'static str },
     #[error(
@@ -114,6 +116,7 @@ impl ServiceError for Error {
             Error::CampaignNotFound(_) => Fault::failure(NotFound, "CAMPAIGN_NOT_FOUND"),
             Error::VersionMismatch { .. } => Fault::failure(FailedPrecondition, "VERSION_MISMATCH"),
             Error::TiersUnavailable(_) => Fault::failure(Unavailable, "TIERS_UNAVAILABLE"),
+            Error::InsightsUnavailable(_) => Fault::failure(Unavailable, "INSIGHTS_UNAVAILABLE"),
             Error::IdempotencyKeyReused { .. } => Fault::failure(AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
             Error::OrderAlreadyRecorded(order_id) => {
                 failure(AlreadyExists, "ORDER_ALREADY_RECORDED", &[("order_id", order_id.clone())])
@@ -127,8 +130,8 @@ impl ServiceError for Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        if let Error::TiersUnavailable(cause) = &error {
-            tracing::warn!(code = ?cause.code(), message = cause.message(), "tiers service unavailable");
+        if let Error::TiersUnavailable(cause) | Error::InsightsUnavailable(cause) = &error {
+            tracing::warn!(code = ?cause.code(), message = cause.message(), "a peer service is unavailable: {error}");
         }
         error.into_status()
     }

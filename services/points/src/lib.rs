@@ -5,6 +5,7 @@ pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod segments;
 pub mod service;
 pub mod store;
 pub mod tiers;
@@ -27,6 +28,7 @@ use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
 use crate::cache::BalanceCache;
 use crate::grpc::PointsApi;
+use crate::segments::SegmentSource;
 use crate::service::{Ledger, WriterSettings};
 use crate::store::program::ProgramStore;
 use crate::store::{CacheDoubts, LedgerStore};
@@ -118,6 +120,13 @@ pub struct Config {
     /// Deadline for one call to the tiers service, in milliseconds.
     #[arg(long, env = "TIERS_TIMEOUT_MS", value_name = "TIERS_TIMEOUT_MS", default_value_t = 300)]
     pub tiers_timeout_ms: u64,
+    /// `host:port` of the insights service, asked for the customer's segment when a campaign
+    /// targets segments; unset: campaigns cannot target segments.
+    #[arg(long, env = "INSIGHTS_ADDR", value_name = "INSIGHTS_ADDR")]
+    pub insights_addr: Option<String>,
+    /// Deadline for one call to the insights service, in milliseconds.
+    #[arg(long, env = "INSIGHTS_TIMEOUT_MS", value_name = "INSIGHTS_TIMEOUT_MS", default_value_t = 300)]
+    pub insights_timeout_ms: u64,
     /// How long a balance may stay in Redis without being refreshed, in seconds.
     #[arg(long, env = "BALANCE_CACHE_TTL_SECS", value_name = "BALANCE_CACHE_TTL_SECS", default_value_t = 300)]
     pub balance_cache_ttl_secs: u64,
@@ -173,6 +182,9 @@ impl Service for PointsServer {
         let tiers_deadline = Duration::from_millis(config.tiers_timeout_ms);
         let tiers = TierSource::connect(config.tiers_addr.as_deref(), tiers_deadline, &launch.peers())
             .map_err(|e| StartError::setting("TIERS_ADDR", e))?;
+        let insights_deadline = Duration::from_millis(config.insights_timeout_ms);
+        let segments = SegmentSource::connect(config.insights_addr.as_deref(), insights_deadline, &launch.peers())
+            .map_err(|e| StartError::setting("INSIGHTS_ADDR", e))?;
         let programs = ProgramStore::new(database.clone(), launch.clock());
         let store = LedgerStore::new(database.clone(), launch.clock());
         let refused = Counter::default();
@@ -186,7 +198,7 @@ impl Service for PointsServer {
             queue_capacity: usize::try_from(config.write_queue_capacity).unwrap_or(usize::MAX),
             refused,
         };
-        let ledger = Ledger::new(store, cache, programs, tiers, writer)
+        let ledger = Ledger::new(store, cache, programs, tiers, segments, writer)
             .await
             .map_err(|e| StartError::setting("cannot read the ledger", e))?;
         let ledger = Arc::new(ledger);

@@ -23,6 +23,7 @@ use crate::cache::{AccountBalance, BalanceCache};
 use crate::domain::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
 use crate::domain::{Account, Balance, EntryKind, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
 use crate::error::Error;
+use crate::segments::SegmentSource;
 use crate::store::program::ProgramStore;
 use crate::store::{BatchCommand, CacheDoubt, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
 use crate::tiers::TierSource;
@@ -47,6 +48,7 @@ pub struct Ledger {
     readers: Arc<Readers>,
     programs: ProgramStore,
     tiers: TierSource,
+    segments: SegmentSource,
     /// Group commit for the commands it supports; `None`: every command in
     /// a transaction of its own.
     writer: Option<Writer>,
@@ -132,12 +134,13 @@ impl Ledger {
         cache: BalanceCache,
         programs: ProgramStore,
         tiers: TierSource,
+        segments: SegmentSource,
         writer: WriterSettings,
     ) -> Result<Self, Error> {
         let last = store.last_sequence().await?;
         let readers = Arc::new(Readers { cache, published: watch::Sender::new(last), publish_now: Notify::new() });
         let writer = (writer.workers > 0).then(|| Writer::start(store.clone(), readers.clone(), writer));
-        Ok(Self { store, readers, programs, tiers, writer })
+        Ok(Self { store, readers, programs, tiers, segments, writer })
     }
 
     /// Settings, campaigns and their audit log.
@@ -168,8 +171,33 @@ impl Ledger {
         if unknown.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(unknown)) }
     }
 
-    /// An order's points from the rules, the customer's tier and the
-    /// campaigns active when it was placed.
+    /// Refuses a campaign for segments without an insights service to tell them.
+    pub fn check_campaign_segments(&self, campaign: &rules::Campaign) -> Result<(), Error> {
+        if campaign.segment_ids.is_empty() || self.segments.is_on() {
+            return Ok(());
+        }
+        Err(Error::invalid("campaign.segment_ids", "needs an insights service (INSIGHTS_ADDR) to tell the segments"))
+    }
+
+    /// The customer's segment when a campaign for `target` at `at` needs it.
+    async fn segment_for(
+        &self,
+        program_id: &str,
+        customer_id: Option<&str>,
+        campaigns: &[rules::Campaign],
+        target: &str,
+        at: Micros,
+    ) -> Result<Option<&'static str>, Error> {
+        match customer_id {
+            Some(customer) if campaigns.iter().any(|c| c.needs_segment(at, target)) => {
+                self.segments.segment(program_id, customer).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// An order's points from the rules, the customer's tier and segment,
+    /// and the campaigns active when it was placed.
     pub async fn price_order(
         &self,
         program_id: &str,
@@ -192,7 +220,9 @@ impl Ledger {
         let breakdown = if amount_minor < settings.minimum_order_minor {
             Breakdown::below_minimum()
         } else {
-            rules::breakdown(settings.order_base_points(amount_minor), &tier, &campaigns, ORDER_TARGET, at)
+            let segment = self.segment_for(program_id, customer_id, &campaigns, ORDER_TARGET, at).await?;
+            let base = settings.order_base_points(amount_minor);
+            rules::breakdown(base, &tier, segment, &campaigns, ORDER_TARGET, at)
         };
         within_one_command("amount_minor", &breakdown)?;
         Ok((breakdown, settings))
@@ -281,26 +311,31 @@ impl Ledger {
         };
         // The tier is asked for only when it can change the price: a birthday
         // (the tier's birthday perk) or a tier-limited campaign for this
-        // activity. Like an order, a silent tiers service refuses it unless
-        // the key's saved result answers.
+        // activity, and the segment only for a segment-limited one. Like an
+        // order, a silent tiers or insights service refuses it unless the
+        // key's saved result answers.
         let needs_tier =
             activity_type == rules::BIRTHDAY_ACTIVITY || campaigns.iter().any(|c| c.needs_tier(now, activity_type));
-        let tier = if needs_tier {
-            match self.tiers.standing(program_id, customer_id, now).await {
-                Ok(tier) => tier,
-                Err(error) => {
-                    return match self.store.saved(program_id, idempotency_key, &command(Breakdown::default())).await? {
-                        Some(saved) => self.acknowledge(program_id, saved).await,
-                        None => Err(error),
-                    };
-                }
+        let standing = async {
+            let tier = match needs_tier {
+                true => self.tiers.standing(program_id, customer_id, now).await?,
+                false => TierStanding::none(),
+            };
+            let segment = self.segment_for(program_id, Some(customer_id), &campaigns, activity_type, now).await?;
+            Ok::<_, Error>((tier, segment))
+        };
+        let (tier, segment) = match standing.await {
+            Ok(standing) => standing,
+            Err(error) => {
+                return match self.store.saved(program_id, idempotency_key, &command(Breakdown::default())).await? {
+                    Some(saved) => self.acknowledge(program_id, saved).await,
+                    None => Err(error),
+                };
             }
-        } else {
-            TierStanding::none()
         };
         // Tier multipliers reward spending: an activity's tier selects campaigns
         // and, for birthdays, the tier's birthday perk.
-        let breakdown = rules::breakdown(rule.points, &tier, &campaigns, activity_type, now);
+        let breakdown = rules::breakdown(rule.points, &tier, segment, &campaigns, activity_type, now);
         within_one_command("activity_type", &breakdown)?;
         self.execute(program_id, idempotency_key, command(breakdown)).await
     }

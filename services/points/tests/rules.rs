@@ -191,6 +191,7 @@ fn campaign(name: &str, kind: pb::CampaignKind, value: i64, from: i64, to: i64) 
         ends_at: Some(timestamp(to)),
         tier_ids: Vec::new(),
         applies_to: Vec::new(),
+        segment_ids: Vec::new(),
     }
 }
 

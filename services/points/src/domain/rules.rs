@@ -104,7 +104,14 @@ pub struct Campaign {
     pub ends_at: Micros,
     pub tier_ids: Vec<String>,
     pub applies_to: Vec<String>,
+    /// Only customers in these insights segments; left out of the stored
+    /// JSON when empty, so campaigns stored before it read and hash alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segment_ids: Vec<String>,
 }
+
+/// The insights service's lifecycle segments a campaign may target.
+pub const SEGMENTS: [&str; 5] = ["new", "active", "loyal", "at_risk", "churned"];
 
 /// The customer's tier as the tiers service reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -273,6 +280,14 @@ impl Campaign {
                 bad.push(v);
             }
         }
+        for (i, segment) in self.segment_ids.iter().enumerate() {
+            if !SEGMENTS.contains(&segment.as_str()) {
+                bad.push(FieldViolation::new(
+                    format!("campaign.segment_ids[{i}]"),
+                    "must be one of new, active, loyal, at_risk, churned",
+                ));
+            }
+        }
         for (i, target) in self.applies_to.iter().enumerate() {
             if let Err(mut v) = activity_type(target) {
                 v.field = format!("campaign.applies_to[{i}]");
@@ -283,9 +298,17 @@ impl Campaign {
     }
 
     /// Whether it boosts an earn of `target` (`order` or an activity type)
-    /// at `at` for a member of `tier_id`.
-    pub fn applies(&self, at: Micros, tier_id: &str, target: &str) -> bool {
-        self.boosts(at, target) && (self.tier_ids.is_empty() || self.tier_ids.iter().any(|t| t == tier_id))
+    /// at `at` for a member of `tier_id` in `segment` (none when unknown).
+    pub fn applies(&self, at: Micros, tier_id: &str, segment: Option<&str>, target: &str) -> bool {
+        self.boosts(at, target)
+            && (self.tier_ids.is_empty() || self.tier_ids.iter().any(|t| t == tier_id))
+            && (self.segment_ids.is_empty() || segment.is_some_and(|s| self.segment_ids.iter().any(|id| id == s)))
+    }
+
+    /// Whether it is limited to segments and would boost `target` at `at`:
+    /// only then does pricing ask the insights service.
+    pub fn needs_segment(&self, at: Micros, target: &str) -> bool {
+        !self.segment_ids.is_empty() && self.boosts(at, target)
     }
 
     /// Whether it is limited to tiers and would boost `target` at `at` for
@@ -301,15 +324,22 @@ impl Campaign {
 }
 
 /// Applies the tier's multiplier for `target` and the campaigns active at
-/// `at` to `base`.
-pub fn breakdown(base: i64, tier: &TierStanding, campaigns: &[Campaign], target: &str, at: Micros) -> Breakdown {
+/// `at` for a customer of that tier and `segment` to `base`.
+pub fn breakdown(
+    base: i64,
+    tier: &TierStanding,
+    segment: Option<&str>,
+    campaigns: &[Campaign],
+    target: &str,
+    at: Micros,
+) -> Breakdown {
     let share = |multiplier_bp: i64| {
         let extra = i128::from(base) * i128::from((multiplier_bp - BP_ONE).max(0)) / i128::from(BP_ONE);
         i64::try_from(extra).unwrap_or(i64::MAX)
     };
     let tier_bp = tier.multiplier_for(target);
     let tier_bonus = share(tier_bp);
-    let applying: Vec<&Campaign> = campaigns.iter().filter(|c| c.applies(at, &tier.tier_id, target)).collect();
+    let applying: Vec<&Campaign> = campaigns.iter().filter(|c| c.applies(at, &tier.tier_id, segment, target)).collect();
     let best_multiplier = applying
         .iter()
         .filter_map(|c| match c.kind {
@@ -404,6 +434,7 @@ mod tests {
             starts_at: 100,
             ends_at: 200,
             tier_ids: Vec::new(),
+            segment_ids: Vec::new(),
             applies_to: applies_to.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -434,10 +465,10 @@ mod tests {
             campaign("reviews", CampaignKind::Bonus { points: 999 }, &["review"]),
         ];
         let gold = TierStanding { tier_id: "gold".into(), multiplier_bp: 20_000, birthday_multiplier_bp: 30_000 };
-        let b = breakdown(100, &gold, &campaigns, ORDER_TARGET, 150);
+        let b = breakdown(100, &gold, None, &campaigns, ORDER_TARGET, 150);
         assert_eq!((b.base_points, b.tier_bonus_points, b.campaign_bonus_points, b.total_points), (100, 100, 275, 475));
         assert_eq!(b.campaign_ids, ["triple", "b1", "b2"]);
-        let outside = breakdown(100, &gold, &campaigns, ORDER_TARGET, 200);
+        let outside = breakdown(100, &gold, None, &campaigns, ORDER_TARGET, 200);
         assert_eq!(outside.total_points, 200, "the window excludes its end");
     }
 
@@ -445,8 +476,16 @@ mod tests {
     fn tier_restricted_campaigns_apply_only_to_those_tiers() {
         let mut c = campaign("vip", CampaignKind::Bonus { points: 10 }, &[]);
         c.tier_ids = vec!["gold".into()];
-        assert!(c.applies(150, "gold", ORDER_TARGET));
-        assert!(!c.applies(150, "", ORDER_TARGET));
+        assert!(c.applies(150, "gold", None, ORDER_TARGET));
+        assert!(!c.applies(150, "", None, ORDER_TARGET));
+        // Limited to at-risk customers as well: only gold members at risk.
+        c.segment_ids = vec!["at_risk".into()];
+        assert!(c.applies(150, "gold", Some("at_risk"), ORDER_TARGET));
+        assert!(!c.applies(150, "gold", Some("active"), ORDER_TARGET));
+        assert!(!c.applies(150, "gold", None, ORDER_TARGET));
+        assert!(c.needs_segment(150, ORDER_TARGET) && !c.needs_segment(250, ORDER_TARGET));
+        c.segment_ids = vec!["vip".into()];
+        assert_eq!(c.validate()[0].field, "campaign.segment_ids[0]");
     }
 
     #[test]
@@ -573,7 +612,7 @@ mod tests {
         fn breakdown_total_is_the_sum_of_its_parts(base in 0i64..10_000_000, tier_bp in 10_000i64..=MAX_MULTIPLIER_BP, bonus in 1i64..1_000) {
             let campaigns = [campaign("b", CampaignKind::Bonus { points: bonus }, &[])];
             let tier = TierStanding { tier_id: "t".into(), multiplier_bp: tier_bp, birthday_multiplier_bp: BP_ONE };
-            let b = breakdown(base, &tier, &campaigns, ORDER_TARGET, 150);
+            let b = breakdown(base, &tier, None, &campaigns, ORDER_TARGET, 150);
             prop_assert!(b.total_points >= b.base_points);
             prop_assert_eq!(b.total_points, b.base_points + b.tier_bonus_points + b.campaign_bonus_points);
         }

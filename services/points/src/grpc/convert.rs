@@ -145,6 +145,7 @@ pub fn campaign_from_proto(c: pb::Campaign, bad: &mut Vec<FieldViolation>, now: 
         ends_at,
         tier_ids: c.tier_ids,
         applies_to: c.applies_to,
+        segment_ids: c.segment_ids,
     };
     bad.extend(campaign.validate());
     campaign
@@ -167,6 +168,7 @@ pub fn campaign_to_proto(c: &Campaign) -> pb::Campaign {
         ends_at: Some(to_timestamp(c.ends_at)),
         tier_ids: c.tier_ids.clone(),
         applies_to: c.applies_to.clone(),
+        segment_ids: c.segment_ids.clone(),
     }
 }
 

@@ -425,6 +425,7 @@ impl PointsService for PointsApi {
             check.add(Err(FieldViolation::new("campaign.campaign_id", "is given by the service; leave it empty")));
         }
         check.done(DOMAIN)?;
+        self.ledger.check_campaign_segments(&campaign)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let created =
             self.ledger.programs().create_campaign(&r.program_id, campaign, &actor, &r.idempotency_key).await?;
@@ -442,6 +443,7 @@ impl PointsService for PointsApi {
         let campaign = campaign_from_proto(r.campaign.unwrap_or_default(), &mut check.0, self.ledger.now());
         check.id("campaign.campaign_id", &campaign.campaign_id);
         check.done(DOMAIN)?;
+        self.ledger.check_campaign_segments(&campaign)?;
         self.ledger.check_campaign_tiers(&r.program_id, &campaign).await?;
         let updated =
             self.ledger.programs().update_campaign(&r.program_id, campaign, &actor, &r.idempotency_key).await?;
