@@ -173,9 +173,10 @@ const JSON_MESSAGES: &[JsonMessage] = &[
     JsonMessage::written(".loyalty.insights.v1.Kpis", &[("from", Instant), ("to", Instant)]),
     JsonMessage::written(
         ".loyalty.insights.v1.GetProgramKpisResponse",
-        &[("granularity", Enum("Granularity")), ("total", Message("Kpis"))],
+        &[("granularity", Enum("Granularity")), ("total", Message("Kpis")), ("referrals", Message("ReferralFunnel"))],
     )
     .named("ProgramKpis"),
+    JsonMessage::written(".loyalty.insights.v1.ReferralFunnel", &[]),
     JsonMessage::written(".loyalty.insights.v1.Cohort", &[("month", Instant)]),
     JsonMessage::written(".loyalty.insights.v1.GetCohortRetentionResponse", &[]).named("CohortRetention"),
     JsonMessage::written(".loyalty.insights.v1.NpsScore", &[]),

@@ -515,6 +515,8 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (own_ns, pod("loyalty-points"), "loyalty-insights", "grpc", True, "points asks insights for segments"),
         (own_ns, pod("loyalty-insights"), "loyalty-tiers", "grpc", True, "insights assigns the win-back tier"),
         (own_ns, pod("loyalty-referral"), "loyalty-insights", "grpc", False, "referral never calls insights"),
+        (own_ns, pod("loyalty-insights"), "loyalty-referral", "grpc", True, "insights reads the referral funnel"),
+        (own_ns, pod("loyalty-insights"), "loyalty-rewards", "grpc", False, "insights never calls rewards"),
         (own_ns, pod("anything"), "loyalty-gateway", "http", True, "pods of the namespace call the gateway"),
         (ingress_ns, pod("ingress-nginx"), "loyalty-gateway", "http", True, "the ingress controller"),
         (own_ns, pod("loyalty-loadgen"), "loyalty-tiers", "grpc", False, "loadgen has no business with tiers"),

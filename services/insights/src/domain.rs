@@ -441,35 +441,6 @@ pub fn churn_changes(previous: Option<Micros>, day: Micros, churned_days: i32) -
 /// The previous order day of a customer's first: before every day.
 pub const NO_DAY: Micros = Micros::MIN;
 
-/// How many customers ordered in each period (first and last day, in
-/// order), from how many ordered each day (`per_day`: day, customers) and
-/// the (day, previous order day, customers) counts whose previous day may
-/// fall in the same period (`close`): a customer counts in a period on the
-/// first day they ordered in it, so the days' counts less those whose
-/// previous order was already in the period.
-pub fn active_members(
-    periods: &[(Micros, Micros)],
-    per_day: &[(Micros, i64)],
-    close: &[(Micros, Micros, i64)],
-) -> Vec<i64> {
-    let period_of = |day: Micros| {
-        let index = periods.partition_point(|&(first, _)| first <= day);
-        index.checked_sub(1).filter(|&i| day <= periods[i].1)
-    };
-    let mut counts = vec![0; periods.len()];
-    for &(day, customers) in per_day {
-        if let Some(i) = period_of(day) {
-            counts[i] += customers;
-        }
-    }
-    for &(day, previous, customers) in close {
-        if let Some(i) = period_of(day).filter(|&i| previous >= periods[i].0) {
-            counts[i] -= customers;
-        }
-    }
-    counts
-}
-
 /// The first instant of the calendar month (UTC) `at` falls in.
 pub fn month_of(at: Micros) -> Micros {
     let (year, month, _) = civil_from_days(at.div_euclid(MICROS_PER_DAY));
@@ -743,31 +714,6 @@ mod tests {
         let period = Period { first_day: 0, last_day: 0, counts, running };
         assert_eq!(period.live_buyers_at_start(), 9);
         assert_eq!(period.churn_rate_percent(), 18);
-    }
-
-    #[test]
-    fn active_members_count_each_customer_once_per_period() {
-        // Days 0..=13 in two weeks. Anna orders on days 1, 2 and 9; ben on 3 and 12; cara on 8.
-        let weeks = [(0, 6 * DAY), (7 * DAY, 13 * DAY)];
-        let days = |d: &[i64]| d.iter().map(|d| d * DAY).collect::<Vec<_>>();
-        let mut per_day = std::collections::BTreeMap::new();
-        let mut close = Vec::new();
-        for orders in [days(&[1, 2, 9]), days(&[3, 12]), days(&[8])] {
-            let mut previous = NO_DAY;
-            for day in orders {
-                *per_day.entry(day).or_insert(0) += 1;
-                close.push((day, previous, 1));
-                previous = day;
-            }
-        }
-        let per_day: Vec<_> = per_day.into_iter().collect();
-        // Week one: anna, ben. Week two: anna, ben, cara.
-        assert_eq!(active_members(&weeks, &per_day, &close), [2, 3]);
-        // Each day alone: its buyers.
-        let each: Vec<_> = (0..14).map(|d| (d * DAY, d * DAY)).collect();
-        assert_eq!(active_members(&each, &per_day, &close), [0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0]);
-        // Both weeks at once: three customers.
-        assert_eq!(active_members(&[(0, 13 * DAY)], &per_day, &close), [3]);
     }
 
     #[test]

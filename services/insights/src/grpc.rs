@@ -13,16 +13,18 @@ use loyalty_proto::insights::v1::insights_service_server::InsightsService;
 
 use crate::domain::{self, Csat, Granularity, Nps, Period, Segment, Settings, SurveyAnswer, SurveyKind};
 use crate::error::DOMAIN;
+use crate::referral::ReferralSource;
 use crate::service::{CustomerInsight, Insights};
 use crate::store::{CustomerRow, Order};
 
 pub struct InsightsApi {
     insights: Arc<Insights>,
+    referral: Option<ReferralSource>,
 }
 
 impl InsightsApi {
-    pub fn new(insights: Arc<Insights>) -> Self {
-        Self { insights }
+    pub fn new(insights: Arc<Insights>, referral: Option<ReferralSource>) -> Self {
+        Self { insights, referral }
     }
 }
 
@@ -347,7 +349,13 @@ impl InsightsApi {
         let bounds: Vec<(Micros, Micros)> = periods.iter().map(|p| (p.first_day, p.last_day)).collect();
         let (active, total_active) = store.active_members(&r.program_id, &bounds).await?;
         let points_outstanding = total.running.points_change;
+        let referrals = match &self.referral {
+            Some(source) => source.funnel(&r.program_id, from, to + MICROS_PER_DAY).await,
+            None => None,
+        };
         Ok(pb::GetProgramKpisResponse {
+            referrals_unavailable: self.referral.is_some() && referrals.is_none(),
+            referrals,
             granularity: granularity.0 as i32,
             periods: periods.iter().zip(active).map(|(p, active)| period_to_proto(p, active)).collect(),
             total: Some(period_to_proto(&total, total_active)),

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod follow;
 pub mod grpc;
+pub mod referral;
 pub mod service;
 pub mod store;
 pub mod winback;
@@ -27,6 +28,7 @@ use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::insights::v1::insights_service_server::InsightsServiceServer;
 
 use crate::grpc::InsightsApi;
+use crate::referral::ReferralSource;
 use crate::service::Insights;
 use crate::store::InsightsStore;
 use crate::winback::WinBackRule;
@@ -84,6 +86,12 @@ pub struct Config {
     /// Deadline for one call to the tiers service, in milliseconds.
     #[arg(long, env = "TIERS_TIMEOUT_MS", value_name = "TIERS_TIMEOUT_MS", default_value_t = 2_000)]
     pub tiers_timeout_ms: u64,
+    /// `host:port` of the referral service, asked for the referral funnel among the KPIs; unset: none.
+    #[arg(long, env = "REFERRAL_ADDR", value_name = "REFERRAL_ADDR")]
+    pub referral_addr: Option<String>,
+    /// Deadline for one call to the referral service, in milliseconds.
+    #[arg(long, env = "REFERRAL_TIMEOUT_MS", value_name = "REFERRAL_TIMEOUT_MS", default_value_t = 300)]
+    pub referral_timeout_ms: u64,
     /// How often segments that time alone changes (a customer quiet for 60 days) are moved along, in seconds.
     #[arg(long, env = "REVIEW_INTERVAL_SECS", value_name = "REVIEW_INTERVAL_SECS", default_value_t = 60)]
     pub review_interval_secs: u64,
@@ -124,7 +132,10 @@ impl Service for InsightsServer {
             }
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed"),
         }
-        let routes = tonic::service::Routes::new(InsightsServiceServer::new(InsightsApi::new(insights)));
+        let deadline = Duration::from_millis(config.referral_timeout_ms.max(1));
+        let referral = ReferralSource::connect(config.referral_addr.as_deref(), deadline, &launch.peers())
+            .map_err(|e| StartError::setting("REFERRAL_ADDR", e))?;
+        let routes = tonic::service::Routes::new(InsightsServiceServer::new(InsightsApi::new(insights, referral)));
         Ok(launch.serve(listener, routes, &database).await)
     }
 }

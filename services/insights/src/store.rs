@@ -617,8 +617,10 @@ impl InsightsStore {
 
     /// How many customers ordered within each of `periods` (first and last
     /// day, both included; in order, not overlapping), and within all of
-    /// them, from `buyer_gaps` ([`domain::active_members`]): three queries
-    /// of rows per day, never of customers.
+    /// them, from `buyer_gaps`: a customer counts in a range on the first
+    /// day they ordered in it, the row whose previous day is before the
+    /// range. Two queries over rows per day and previous day, never over
+    /// customers; the periods go in as a `VALUES` list of our own integers.
     pub async fn active_members(
         &self,
         program_id: &str,
@@ -627,31 +629,27 @@ impl InsightsStore {
         let (Some(&(first_day, _)), Some(&(_, last_day))) = (periods.first(), periods.last()) else {
             return Ok((Vec::new(), 0));
         };
-        let per_day: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT day_us, CAST(SUM(customers) AS BIGINT) FROM buyer_gaps \
-             WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 GROUP BY day_us",
-        )
-        .bind(program_id)
-        .bind(first_day)
-        .bind(last_day)
-        .fetch_all(&self.db.pool)
-        .await?;
-        // Only a previous day at most the longest period back can fall in the same period.
-        let longest = periods.iter().map(|(first, last)| last - first).max().unwrap_or(0);
-        let close: Vec<(i64, i64, i64)> = if longest == 0 {
-            Vec::new()
-        } else {
-            sqlx::query_as(
-                "SELECT day_us, previous_us, customers FROM buyer_gaps \
-                 WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 AND previous_us >= day_us - $4",
+        let sql = if periods.iter().all(|(first, last)| first == last) {
+            // Whole days: every row of a day is a customer's first order that day.
+            format!(
+                "SELECT day_us, CAST(SUM(customers) AS BIGINT) FROM buyer_gaps \
+                 WHERE program_id = $1 AND day_us >= {first_day} AND day_us <= {last_day} GROUP BY day_us"
             )
+        } else {
+            let values: Vec<String> = periods.iter().map(|(first, last)| format!("({first}, {last})")).collect();
+            format!(
+                "SELECT p.column1, CAST(SUM(g.customers) AS BIGINT) FROM (VALUES {}) AS p \
+                 JOIN buyer_gaps g ON g.program_id = $1 AND g.day_us >= p.column1 AND g.day_us <= p.column2 \
+                 AND g.previous_us < p.column1 GROUP BY p.column1",
+                values.join(", ")
+            )
+        };
+        let per_period: HashMap<Micros, i64> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
-            .bind(first_day)
-            .bind(last_day)
-            .bind(longest)
             .fetch_all(&self.db.pool)
             .await?
-        };
+            .into_iter()
+            .collect();
         let total: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(customers), 0) AS BIGINT) FROM buyer_gaps \
              WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 AND previous_us < $2",
@@ -661,7 +659,7 @@ impl InsightsStore {
         .bind(last_day)
         .fetch_one(&self.db.pool)
         .await?;
-        Ok((domain::active_members(periods, &per_day, &close), total))
+        Ok((periods.iter().map(|(first, _)| per_period.get(first).copied().unwrap_or(0)).collect(), total))
     }
 
     /// How many answers of `kind` gave each score, on the UTC days from

@@ -974,7 +974,75 @@ async fn a_campaign_for_at_risk_customers_doubles_their_points(backend: Backend)
     h.stop().await;
 }
 
+/// Referral conversion among the KPIs: ben and cara sign up with anna's
+/// code, ben's order completes his referral: 2 signed up, 1 completed, 50 %.
+/// With the referral service down the KPIs still answer, without it.
+async fn the_kpis_carry_the_referral_funnel(backend: Backend) {
+    use loyalty_proto::referral::v1 as referral;
+    use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+    let mut h = Harness::start(backend).await;
+    let referral_url = h.sandbox.database("referral").await;
+    let points_addr = h.points_server.bind_addr().to_string();
+    let referral_server =
+        h.sandbox.start::<loyalty_referral::ReferralServer>(&referral_url, &["--points-addr", &points_addr]).await;
+    let mut client = ReferralServiceClient::new(testing::channel(referral_server.bind_addr()).await);
+    h.insights_server.take().unwrap().shutdown().await.unwrap();
+    let referral_addr = referral_server.bind_addr().to_string();
+    let args = ["--points-addr", &points_addr, "--referral-addr", &referral_addr, "--review-interval-secs", "3600"];
+    let server = h.sandbox.start::<InsightsServer>(&h.insights_url, &args).await;
+    h.insights = InsightsServiceClient::new(testing::channel(server.bind_addr()).await);
+    h.insights_server = Some(server);
+    let settings = referral::ReferralSettings {
+        enabled: true,
+        referrer_points: 500,
+        referee_points: 250,
+        minimum_order_minor: 2_000,
+        cap_period_days: 30,
+        attribution_window_days: 30,
+        clawback_window_days: 14,
+        ..Default::default()
+    };
+    let put = referral::PutReferralSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin".into(),
+        idempotency_key: "referral-settings".into(),
+    };
+    client.put_referral_settings(put).await.unwrap();
+    let code = referral::GetOrCreateCodeRequest { program_id: "shop".into(), customer_id: "anna".into() };
+    let code = client.get_or_create_code(code).await.unwrap().into_inner().code;
+    for friend in ["ben", "cara"] {
+        let signup = referral::RecordSignupRequest {
+            program_id: "shop".into(),
+            code: code.clone(),
+            referee_customer_id: friend.into(),
+            idempotency_key: format!("signup-{friend}"),
+        };
+        client.record_signup(signup).await.unwrap();
+    }
+    let purchase = referral::RecordPurchaseRequest {
+        program_id: "shop".into(),
+        customer_id: "ben".into(),
+        order_id: "b1".into(),
+        amount_minor: 5_000,
+        occurred_at: None,
+    };
+    assert!(client.record_purchase(purchase).await.unwrap().into_inner().referral.is_some());
+    let kpis = h.kpis(0, 0, pb::Granularity::Day).await;
+    let funnel = kpis.referrals.expect("the funnel");
+    assert_eq!((funnel.signed_up, funnel.completed, funnel.conversion_percent), (2, 1, 50));
+    assert!(!kpis.referrals_unavailable);
+    // The day before: nobody.
+    let before = h.kpis(-1, -1, pb::Granularity::Day).await.referrals.expect("the funnel");
+    assert_eq!((before.signed_up, before.conversion_percent), (0, 0));
+    referral_server.shutdown().await.unwrap();
+    let kpis = h.kpis(0, 0, pb::Granularity::Day).await;
+    assert!(kpis.referrals.is_none() && kpis.referrals_unavailable);
+    h.stop().await;
+}
+
 loyalty_common::on_both_backends!(
+    the_kpis_carry_the_referral_funnel,
     a_campaign_for_at_risk_customers_doubles_their_points,
     the_win_back_tier_follows_the_at_risk_segment,
     churn_and_cohorts_follow_each_customer_as_worked_out_by_hand,

@@ -172,6 +172,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         points_addr: Some(points_addr.to_string()),
         tiers_addr: Some(tiers_addr.to_string()),
         tiers_timeout_ms: 2_000,
+        referral_addr: Some(referral_addr.to_string()),
+        referral_timeout_ms: 300,
         review_interval_secs: 60,
         security: security.clone(),
         telemetry: args.telemetry.clone(),

@@ -184,6 +184,33 @@ impl ReferralService for ReferralApi {
         Ok(Response::new(stats_to_proto(&s)))
     }
 
+    async fn get_referral_funnel(
+        &self,
+        request: Request<pb::GetReferralFunnelRequest>,
+    ) -> Result<Response<pb::GetReferralFunnelResponse>, Status> {
+        let r = request.into_inner();
+        let now = self.referrals.store().now();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        let from = check.timestamp("from", r.from.as_ref(), now).unwrap_or(0);
+        let until = check.timestamp("to", r.to.as_ref(), now).unwrap_or(now);
+        if from > until {
+            check.add(Err(FieldViolation::new("from", "must not be after to")));
+        }
+        check.done(DOMAIN)?;
+        let s = self.referrals.store().funnel(&r.program_id, from, until).await?;
+        let conversion_percent =
+            if s.invited == 0 { 0 } else { i32::try_from(s.completed * 100 / s.invited).unwrap_or(0) };
+        Ok(Response::new(pb::GetReferralFunnelResponse {
+            signed_up: s.invited,
+            pending: s.pending,
+            completed: s.completed,
+            reversed: s.reversed,
+            expired: s.expired,
+            conversion_percent,
+        }))
+    }
+
     async fn get_referral_summary(
         &self,
         request: Request<pb::GetReferralSummaryRequest>,

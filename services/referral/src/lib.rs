@@ -42,6 +42,7 @@ pub const POLICY: Policy = Policy {
         ("ListReferrals", Access::Key(Server)),
         ("GetReferralStats", Access::Key(Server)),
         ("GetReferralSummary", Access::Key(Server)),
+        ("GetReferralFunnel", Access::Key(Admin)),
         ("GetReferralSettings", Access::Key(Admin)),
         ("PutReferralSettings", Access::Key(Admin)),
     ],
@@ -50,6 +51,7 @@ pub const POLICY: Policy = Policy {
 loyalty_common::embedded_migrations!("../migrations":
     1 "referral" "0001_referral.sql",
     2 "code disabled by" "0002_code_disabled_by.sql",
+    3 "referrals by day" "0003_referrals_by_day.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -513,24 +513,43 @@ impl ReferralStore {
         .bind(referrer)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut stats = Stats::default();
-        for row in rows {
-            let (status, n, points): (String, i64, i64) =
-                (row.try_get("status")?, row.try_get("n")?, row.try_get("points")?);
-            stats.invited += n;
-            match Status::parse(&status) {
-                Some(Status::Pending) => stats.pending = n,
-                Some(Status::Completed) => {
-                    stats.completed = n;
-                    stats.points_earned = points;
-                }
-                Some(Status::Reversed) => stats.reversed = n,
-                Some(Status::Expired) => stats.expired = n,
-                None => return Err(Error::Corrupt(format!("referral status {status:?}"))),
-            }
-        }
-        Ok(stats)
+        stats_from(rows)
     }
+
+    /// The program's referrals whose friend signed up from `from` to `until` (excluded).
+    pub async fn funnel(&self, program_id: &str, from: Micros, until: Micros) -> Result<Stats, Error> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n, CAST(COALESCE(SUM(referrer_points), 0) AS BIGINT) AS points FROM referrals \
+             WHERE program_id = $1 AND created_at_us >= $2 AND created_at_us < $3 GROUP BY status",
+        )
+        .bind(program_id)
+        .bind(from)
+        .bind(until)
+        .fetch_all(&self.db.pool)
+        .await?;
+        stats_from(rows)
+    }
+}
+
+/// Counts per status (`status`, `n`, `points` rows).
+fn stats_from(rows: Vec<AnyRow>) -> Result<Stats, Error> {
+    let mut stats = Stats::default();
+    for row in rows {
+        let (status, n, points): (String, i64, i64) =
+            (row.try_get("status")?, row.try_get("n")?, row.try_get("points")?);
+        stats.invited += n;
+        match Status::parse(&status) {
+            Some(Status::Pending) => stats.pending = n,
+            Some(Status::Completed) => {
+                stats.completed = n;
+                stats.points_earned = points;
+            }
+            Some(Status::Reversed) => stats.reversed = n,
+            Some(Status::Expired) => stats.expired = n,
+            None => return Err(Error::Corrupt(format!("referral status {status:?}"))),
+        }
+    }
+    Ok(stats)
 }
 
 async fn settings_in(conn: &mut AnyConnection, program_id: &str) -> Result<Settings, Error> {

@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod drive;
 pub mod extras;
+pub mod insights;
 pub mod report;
 pub mod system;
 pub mod workload;
