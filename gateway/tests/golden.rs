@@ -205,10 +205,33 @@ async fn every_route_answers_in_its_golden_shape() {
     let survey = json!({"kind": "nps", "score": 9, "comment": "Quick delivery"});
     let path = "/v1/customers/anna/surveys";
     seen.record("POST /v1/customers/{customer_id}/surveys", &h.post(&admin, path, "survey-1", survey).await);
-    seen.record("GET /v1/insights/surveys", &h.get(&admin, "/v1/insights/surveys").await);
-    seen.record("GET /v1/insights/kpis", &h.get(&admin, "/v1/insights/kpis?granularity=week").await);
-    seen.record("GET /v1/insights/cohorts", &h.get(&admin, "/v1/insights/cohorts").await);
+    let scores = h.get(&admin, "/v1/insights/surveys").await;
+    assert_eq!((scores.body["nps"]["responses"].clone(), scores.body["nps"]["nps"].clone()), (json!(1), json!(100)));
+    seen.record("GET /v1/insights/surveys", &scores);
+    // The numbers through the gateway, by hand: one order of 150.00, 10.00 refunded.
+    let kpis = h.get(&admin, "/v1/insights/kpis?granularity=week").await;
+    let total = &kpis.body["total"];
+    let numbers = ["orders", "revenue_minor", "refunded_minor", "average_order_minor", "active_members", "buyers"]
+        .map(|field| total[field].clone());
+    assert_eq!(numbers, [json!(1), json!(15_000), json!(1_000), json!(14_000), json!(1), json!(1)], "{kpis:?}");
+    seen.record("GET /v1/insights/kpis", &kpis);
+    // This month's cohort is anna.
+    let cohorts = h.get(&admin, "/v1/insights/cohorts").await;
+    let this_month = &cohorts.body["cohorts"][11];
+    assert_eq!(
+        (this_month["customers"].clone(), this_month["retained"].clone()),
+        (json!(1), json!([1])),
+        "{cohorts:?}"
+    );
+    seen.record("GET /v1/insights/cohorts", &cohorts);
     let changes = h.get(&admin, "/v1/insights/segment-changes?page_size=10").await;
+    let first = &changes.body["changes"][0];
+    assert_eq!(
+        (first["customer_id"].clone(), first["to_segment"].clone()),
+        (json!("anna"), json!("new")),
+        "{changes:?}"
+    );
+    assert!(first.get("from_segment").is_none(), "a first segment comes from none");
     seen.record("GET /v1/insights/segment-changes", &changes);
 
     // Last, so that the audit has every kind of change in it.

@@ -345,6 +345,8 @@ pub struct DayCounts {
     /// they ordered), and who ordered again that day after churning.
     pub churned: i64,
     pub reactivated: i64,
+    /// Customers who ordered that day, each once.
+    pub day_buyers: i64,
 }
 
 impl std::ops::AddAssign for DayCounts {
@@ -362,6 +364,7 @@ impl std::ops::AddAssign for DayCounts {
         self.repeat_buyers += o.repeat_buyers;
         self.churned += o.churned;
         self.reactivated += o.reactivated;
+        self.day_buyers += o.day_buyers;
     }
 }
 

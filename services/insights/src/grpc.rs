@@ -347,7 +347,11 @@ impl InsightsApi {
         let total = domain::total(&periods).ok_or_else(|| Status::internal("a range of no days"))?;
         let expected = domain::expected_redemption_percent(total.running.points_redeemed, total.running.points_expired);
         let bounds: Vec<(Micros, Micros)> = periods.iter().map(|p| (p.first_day, p.last_day)).collect();
-        let (active, total_active) = store.active_members(&r.program_id, &bounds).await?;
+        let active = match granularity.1 {
+            Granularity::Day => periods.iter().map(|p| p.counts.day_buyers).collect(),
+            Granularity::Week | Granularity::Month => store.active_members(&r.program_id, &bounds).await?,
+        };
+        let total_active = store.active_between(&r.program_id, from, to).await?;
         let points_outstanding = total.running.points_change;
         let referrals = match &self.referral {
             Some(source) => source.funnel(&r.program_id, from, to + MICROS_PER_DAY).await,

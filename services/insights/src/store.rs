@@ -243,9 +243,10 @@ impl InsightsStore {
             sqlx::query(
                 "INSERT INTO kpi_days (program_id, day_us, new_members, orders, revenue_minor, refunded_minor, \
                  points_issued, points_redeemed, points_expired, points_reversed, points_change, first_buyers, \
-                 repeat_buyers, churned, reactivated) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 repeat_buyers, churned, reactivated, day_buyers) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                  ON CONFLICT (program_id, day_us) DO UPDATE SET \
+                 day_buyers = kpi_days.day_buyers + excluded.day_buyers, \
                  churned = kpi_days.churned + excluded.churned, \
                  reactivated = kpi_days.reactivated + excluded.reactivated, \
                  first_buyers = kpi_days.first_buyers + excluded.first_buyers, \
@@ -275,6 +276,7 @@ impl InsightsStore {
             .bind(c.repeat_buyers)
             .bind(c.churned)
             .bind(c.reactivated)
+            .bind(c.day_buyers)
             .execute(&mut *tx)
             .await?;
         }
@@ -467,7 +469,7 @@ impl InsightsStore {
         last_day: Micros,
         today: Micros,
     ) -> Result<(Vec<(Micros, domain::DayCounts)>, domain::DayCounts), Error> {
-        const COLUMNS: [&str; 13] = [
+        const COLUMNS: [&str; 14] = [
             "new_members",
             "orders",
             "revenue_minor",
@@ -481,6 +483,7 @@ impl InsightsStore {
             "repeat_buyers",
             "churned",
             "reactivated",
+            "day_buyers",
         ];
         // `$today` is the parameter holding `today`.
         let value = |column: &str| match column {
@@ -616,41 +619,34 @@ impl InsightsStore {
     }
 
     /// How many customers ordered within each of `periods` (first and last
-    /// day, both included; in order, not overlapping), and within all of
-    /// them, from `buyer_gaps`: a customer counts in a range on the first
-    /// day they ordered in it, the row whose previous day is before the
-    /// range. Two queries over rows per day and previous day, never over
-    /// customers; the periods go in as a `VALUES` list of our own integers.
-    pub async fn active_members(
-        &self,
-        program_id: &str,
-        periods: &[(Micros, Micros)],
-    ) -> Result<(Vec<i64>, i64), Error> {
-        let (Some(&(first_day, _)), Some(&(_, last_day))) = (periods.first(), periods.last()) else {
-            return Ok((Vec::new(), 0));
-        };
-        let sql = if periods.iter().all(|(first, last)| first == last) {
-            // Whole days: every row of a day is a customer's first order that day.
-            format!(
-                "SELECT day_us, CAST(SUM(customers) AS BIGINT) FROM buyer_gaps \
-                 WHERE program_id = $1 AND day_us >= {first_day} AND day_us <= {last_day} GROUP BY day_us"
-            )
-        } else {
-            let values: Vec<String> = periods.iter().map(|(first, last)| format!("({first}, {last})")).collect();
-            format!(
-                "SELECT p.column1, CAST(SUM(g.customers) AS BIGINT) FROM (VALUES {}) AS p \
-                 JOIN buyer_gaps g ON g.program_id = $1 AND g.day_us >= p.column1 AND g.day_us <= p.column2 \
-                 AND g.previous_us < p.column1 GROUP BY p.column1",
-                values.join(", ")
-            )
-        };
+    /// day, both included; in order, not overlapping), from `buyer_gaps`: a
+    /// customer counts in a range on the first day they ordered in it, the
+    /// row whose previous day is before the range. One query over rows per
+    /// day and previous day, never over customers; the periods go in as a
+    /// `VALUES` list of our own integers. (A day's alone is `day_buyers`.)
+    pub async fn active_members(&self, program_id: &str, periods: &[(Micros, Micros)]) -> Result<Vec<i64>, Error> {
+        if periods.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<String> = periods.iter().map(|(first, last)| format!("({first}, {last})")).collect();
+        let sql = format!(
+            "SELECT p.column1, CAST(SUM(g.customers) AS BIGINT) FROM (VALUES {}) AS p \
+             JOIN buyer_gaps g ON g.program_id = $1 AND g.day_us >= p.column1 AND g.day_us <= p.column2 \
+             AND g.previous_us < p.column1 GROUP BY p.column1",
+            values.join(", ")
+        );
         let per_period: HashMap<Micros, i64> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .fetch_all(&self.db.pool)
             .await?
             .into_iter()
             .collect();
-        let total: i64 = sqlx::query_scalar(
+        Ok(periods.iter().map(|(first, _)| per_period.get(first).copied().unwrap_or(0)).collect())
+    }
+
+    /// How many customers ordered from `first_day` to `last_day`, both included.
+    pub async fn active_between(&self, program_id: &str, first_day: Micros, last_day: Micros) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(customers), 0) AS BIGINT) FROM buyer_gaps \
              WHERE program_id = $1 AND day_us >= $2 AND day_us <= $3 AND previous_us < $2",
         )
@@ -658,8 +654,7 @@ impl InsightsStore {
         .bind(first_day)
         .bind(last_day)
         .fetch_one(&self.db.pool)
-        .await?;
-        Ok((periods.iter().map(|(first, _)| per_period.get(first).copied().unwrap_or(0)).collect(), total))
+        .await?)
     }
 
     /// How many answers of `kind` gave each score, on the UTC days from
@@ -790,6 +785,9 @@ async fn buyer(
         1 => counts.first_buyers += 1,
         2 => counts.repeat_buyers += 1,
         _ => {}
+    }
+    if first_on_day {
+        counts.day_buyers += 1;
     }
     Ok(Placed { previous, first: first.unwrap_or(fact.at), first_on_day, first_in_month })
 }
@@ -1008,6 +1006,7 @@ fn counts_from_row(row: &sqlx::any::AnyRow) -> Result<domain::DayCounts, Error> 
         repeat_buyers: row.try_get("repeat_buyers")?,
         churned: row.try_get("churned")?,
         reactivated: row.try_get("reactivated")?,
+        day_buyers: row.try_get("day_buyers")?,
     })
 }
 

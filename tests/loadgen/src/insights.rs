@@ -714,6 +714,7 @@ struct KpiDay {
     repeat_buyers: i64,
     churned: i64,
     reactivated: i64,
+    day_buyers: i64,
 }
 
 /// What is summed over customers: the days' KPIs, the buyer gaps, the cohorts.
@@ -767,6 +768,7 @@ impl Aggregates {
         let mut previous = i64::MIN;
         for &day in days {
             *self.gaps.entry((day, previous)).or_default() += 1;
+            self.day(day).day_buyers += 1;
             previous = day;
         }
         self.totals.buyer_days += days.len() as i64;
@@ -990,12 +992,12 @@ async fn copy_all(
         pool,
         "kpi_days",
         "program_id, day_us, new_members, orders, revenue_minor, refunded_minor, points_issued, points_redeemed, \
-         points_expired, points_reversed, points_change, first_buyers, repeat_buyers, churned, reactivated",
+         points_expired, points_reversed, points_change, first_buyers, repeat_buyers, churned, reactivated, day_buyers",
     )
     .await?;
     for (day, d) in &sums.days {
         kpi_days.row(format_args!(
-            "{PROGRAM}\t{day}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{PROGRAM}\t{day}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             d.new_members,
             d.orders,
             d.revenue_minor,
@@ -1008,7 +1010,8 @@ async fn copy_all(
             d.first_buyers,
             d.repeat_buyers,
             d.churned,
-            d.reactivated
+            d.reactivated,
+            d.day_buyers
         ));
     }
     rows.push(kpi_days.finish().await?);
