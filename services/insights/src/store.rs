@@ -4,7 +4,7 @@
 //! from the ledger is applied with the cursor in one transaction, so
 //! nothing counts twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::{AnyConnection, Row};
@@ -193,51 +193,82 @@ impl InsightsStore {
         let now = self.now();
         let mut tx = begin_write(&self.db).await?;
         let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
+        let facts: Vec<&LedgerFact> =
+            facts.iter().filter(|(sequence, _)| *sequence > cursor).map(|(_, fact)| fact).collect();
+        // The batch's new purchases first, set-wise per program: what each changed of its customer's history.
+        let mut placed: HashMap<(String, String), Placed> = HashMap::new();
+        let programs: BTreeSet<&str> = facts.iter().map(|f| f.program_id.as_str()).collect();
+        for program_id in programs {
+            let purchases: Vec<Purchase<'_>> = facts
+                .iter()
+                .filter(|f| f.program_id == program_id)
+                .filter_map(|f| match &f.order {
+                    Some(OrderEvent::Purchase { order_id, amount_minor }) => {
+                        Some((*f, order_id.as_str(), *amount_minor))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (order_id, order) in place_orders(&mut tx, program_id, &purchases).await? {
+                placed.insert((program_id.to_owned(), order_id), order);
+            }
+        }
         let mut touched = BTreeSet::new();
         let mut days: BTreeMap<(String, Micros), domain::DayCounts> = BTreeMap::new();
         let mut first_seen: BTreeMap<(String, String), Micros> = BTreeMap::new();
         let mut cohorts: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
         let mut gaps: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
         let mut settings = HashMap::new();
-        for (_, fact) in facts.iter().filter(|(sequence, _)| *sequence > cursor) {
+        for fact in facts {
             let day = domain::day_of(fact.at);
             let mut counts = fact.counts;
-            if let Some((customer_id, placed)) = apply_order(&mut tx, fact, &mut counts).await? {
-                touched.insert((fact.program_id.clone(), customer_id));
-                if let Some(placed) = placed {
-                    let churned_days = settings_cached(&mut tx, &mut settings, &fact.program_id).await?.churned_days;
-                    for (at, churned, reactivated) in
-                        domain::churn_changes(placed.previous.map(domain::day_of), day, churned_days)
-                    {
-                        let counts = days.entry((fact.program_id.clone(), at)).or_default();
-                        counts.churned += churned;
-                        counts.reactivated += reactivated;
-                    }
-                    if placed.first_on_day {
-                        let previous = placed.previous.map_or(domain::NO_DAY, domain::day_of);
-                        *gaps.entry((fact.program_id.clone(), day, previous)).or_default() += 1;
-                    }
-                    if placed.first_in_month {
-                        let key = (fact.program_id.clone(), domain::month_of(placed.first), domain::month_of(fact.at));
-                        *cohorts.entry(key).or_default() += 1;
+            match &fact.order {
+                Some(OrderEvent::Purchase { order_id, amount_minor }) => {
+                    // An order id earns once: only a new one counts.
+                    if let Some(order) = placed.remove(&(fact.program_id.clone(), order_id.clone())) {
+                        touched.insert((fact.program_id.clone(), fact.customer_id.clone()));
+                        counts.orders += 1;
+                        counts.revenue_minor += amount_minor;
+                        match order.ordinal {
+                            1 => counts.first_buyers += 1,
+                            2 => counts.repeat_buyers += 1,
+                            _ => {}
+                        }
+                        let churned_days =
+                            settings_cached(&mut tx, &mut settings, &fact.program_id).await?.churned_days;
+                        for (at, churned, reactivated) in
+                            domain::churn_changes(order.previous.map(domain::day_of), day, churned_days)
+                        {
+                            let counts = days.entry((fact.program_id.clone(), at)).or_default();
+                            counts.churned += churned;
+                            counts.reactivated += reactivated;
+                        }
+                        if order.first_on_day {
+                            counts.day_buyers += 1;
+                            let previous = order.previous.map_or(domain::NO_DAY, domain::day_of);
+                            *gaps.entry((fact.program_id.clone(), day, previous)).or_default() += 1;
+                        }
+                        if order.first_in_month {
+                            let key =
+                                (fact.program_id.clone(), domain::month_of(order.first), domain::month_of(fact.at));
+                            *cohorts.entry(key).or_default() += 1;
+                        }
                     }
                 }
+                Some(OrderEvent::Refund { order_id, amount_minor }) => {
+                    if let Some(customer_id) = refund(&mut tx, &fact.program_id, order_id, *amount_minor).await? {
+                        counts.refunded_minor += amount_minor;
+                        touched.insert((fact.program_id.clone(), customer_id));
+                    }
+                }
+                None => {}
             }
             *days.entry((fact.program_id.clone(), day)).or_default() += counts;
             let seen = first_seen.entry((fact.program_id.clone(), fact.customer_id.clone())).or_insert(day);
             *seen = (*seen).min(day);
         }
-        for ((program_id, customer_id), day) in &first_seen {
-            let new = sqlx::query(
-                "INSERT INTO members (program_id, customer_id, first_seen_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(program_id)
-            .bind(customer_id)
-            .bind(day)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            days.entry((program_id.clone(), *day)).or_default().new_members += i64::try_from(new).unwrap_or(0);
+        for (program_id, day) in new_members(&mut tx, &first_seen).await? {
+            days.entry((program_id, day)).or_default().new_members += 1;
         }
         for ((program_id, day), c) in &days {
             sqlx::query(
@@ -307,9 +338,12 @@ impl InsightsStore {
             .await?;
         }
         let mut changes = Vec::new();
-        for (program_id, customer_id) in &touched {
+        let programs: BTreeSet<&str> = touched.iter().map(|(program_id, _)| program_id.as_str()).collect();
+        for program_id in programs {
+            let customers: Vec<&str> =
+                touched.iter().filter(|(p, _)| p == program_id).map(|(_, c)| c.as_str()).collect();
             let settings = settings_cached(&mut tx, &mut settings, program_id).await?;
-            changes.extend(refresh(&mut tx, self.db.dialect, &settings, program_id, customer_id, now).await?);
+            changes.extend(refresh_many(&mut tx, self.db.dialect, &settings, program_id, &customers, now).await?);
         }
         record_changes(&mut tx, &changes).await?;
         follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
@@ -680,116 +714,184 @@ impl InsightsStore {
     }
 }
 
-/// A purchase seen for the first time: when the customer had last ordered
-/// before it, when they first ordered (this one included), and whether it
-/// was their first order in its calendar month.
+/// A purchase in a batch: the fact, its order id and amount.
+type Purchase<'a> = (&'a LedgerFact, &'a str, i64);
+
+/// Most rows one multi-row statement writes (well under every bound on parameters).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// A purchase seen for the first time and what it changed of its
+/// customer's history: which of their orders it is, when they had last
+/// ordered before it, when they first ordered (this one included), and
+/// whether it was their first order on its day and in its calendar month.
 struct Placed {
+    ordinal: i64,
     previous: Option<Micros>,
     first: Micros,
     first_on_day: bool,
     first_in_month: bool,
 }
 
-/// Records the order or refund `fact` is, if any, and adds it to the day's
-/// `counts`; returns the customer whose orders it changed, and for a new
-/// purchase what it changed of their history.
-async fn apply_order(
+/// Records a batch's purchases of one program, in a few statements for
+/// the whole batch: the customers' orders so far, the new orders, their
+/// buyer days and months. Returns each new order (by id) with what it
+/// changed, as if the orders had been recorded one by one in batch order.
+async fn place_orders(
     tx: &mut AnyConnection,
-    fact: &LedgerFact,
-    counts: &mut domain::DayCounts,
-) -> Result<Option<(String, Option<Placed>)>, Error> {
-    match &fact.order {
-        None => Ok(None),
-        Some(OrderEvent::Purchase { order_id, amount_minor }) => {
-            let inserted = sqlx::query(
-                "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, occurred_at_us) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&fact.program_id)
-            .bind(order_id)
-            .bind(&fact.customer_id)
-            .bind(amount_minor)
-            .bind(fact.at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // An order id earns once.
-            if inserted == 0 {
-                return Ok(None);
-            }
-            counts.orders += 1;
-            counts.revenue_minor += amount_minor;
-            let placed = buyer(tx, fact, order_id, counts).await?;
-            Ok(Some((fact.customer_id.clone(), Some(placed))))
+    program_id: &str,
+    purchases: &[Purchase<'_>],
+) -> Result<Vec<(String, Placed)>, Error> {
+    if purchases.is_empty() {
+        return Ok(Vec::new());
+    }
+    // (count, latest, earliest) of each customer's orders before the batch.
+    let customers: BTreeSet<&str> = purchases.iter().map(|(f, _, _)| f.customer_id.as_str()).collect();
+    let mut before: HashMap<String, (i64, Option<Micros>, Option<Micros>)> = HashMap::new();
+    let customers: Vec<&str> = customers.into_iter().collect();
+    for chunk in customers.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT customer_id, COUNT(*), MAX(occurred_at_us), MIN(occurred_at_us) FROM orders \
+             WHERE program_id = $1 AND customer_id IN ({}) GROUP BY customer_id",
+            list(chunk.len(), 2)
+        );
+        // Planned with its values each time (not prepared): a plan cached while the
+        // table was small would scan it whole once it is not.
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(program_id).persistent(false);
+        for customer in chunk {
+            query = query.bind(*customer);
         }
-        Some(OrderEvent::Refund { order_id, amount_minor }) => {
-            // The points service refunds at most what an order was; a refund
-            // of an order this service never saw changes nothing.
-            let customer: Option<String> = sqlx::query_scalar(
-                "UPDATE orders SET refunded_minor = refunded_minor + $3 \
-                 WHERE program_id = $1 AND order_id = $2 RETURNING customer_id",
-            )
-            .bind(&fact.program_id)
-            .bind(order_id)
-            .bind(amount_minor)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if customer.is_some() {
-                counts.refunded_minor += amount_minor;
-            }
-            Ok(customer.map(|customer| (customer, None)))
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = query.fetch_all(&mut *tx).await?;
+        before.extend(rows.into_iter().map(|(customer, count, last, first)| (customer, (count, last, first))));
+    }
+    let mut new_orders: HashSet<String> = HashSet::new();
+    for chunk in purchases.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, occurred_at_us) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING order_id",
+            rows(chunk.len(), 5)
+        );
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for (fact, order_id, amount_minor) in chunk {
+            query = query.bind(program_id).bind(*order_id).bind(&fact.customer_id).bind(*amount_minor).bind(fact.at);
+        }
+        let inserted: Vec<String> = query.fetch_all(&mut *tx).await?;
+        new_orders.extend(inserted);
+    }
+    // An order id earns once, even if the batch names it twice.
+    let mut fresh: Vec<&Purchase<'_>> = Vec::new();
+    for purchase in purchases {
+        if new_orders.remove(purchase.1) {
+            fresh.push(purchase);
         }
     }
+    let days: BTreeSet<(&str, Micros)> =
+        fresh.iter().map(|(f, _, _)| (f.customer_id.as_str(), domain::day_of(f.at))).collect();
+    let mut new_days = insert_periods(tx, "buyer_days", "day_us", program_id, &days).await?;
+    let months: BTreeSet<(&str, Micros)> =
+        fresh.iter().map(|(f, _, _)| (f.customer_id.as_str(), domain::month_of(f.at))).collect();
+    let mut new_months = insert_periods(tx, "buyer_months", "month_us", program_id, &months).await?;
+    let mut placed = Vec::with_capacity(fresh.len());
+    for (fact, order_id, _) in fresh {
+        let (count, last, first) = before.entry(fact.customer_id.clone()).or_default();
+        *count += 1;
+        let previous = *last;
+        *last = Some(last.map_or(fact.at, |l| l.max(fact.at)));
+        *first = Some(first.map_or(fact.at, |f| f.min(fact.at)));
+        let day = (fact.customer_id.clone(), domain::day_of(fact.at));
+        let month = (fact.customer_id.clone(), domain::month_of(fact.at));
+        placed.push((
+            (*order_id).to_owned(),
+            Placed {
+                ordinal: *count,
+                previous,
+                first: first.unwrap_or(fact.at),
+                first_on_day: new_days.remove(&day),
+                first_in_month: new_months.remove(&month),
+            },
+        ));
+    }
+    Ok(placed)
 }
 
-/// Notes that the customer ordered on the fact's day and month, and counts
-/// them as a first-time buyer (their first order) or a repeat buyer (their
-/// second) in `counts`.
-async fn buyer(
+/// Inserts (customer, period start) rows into `table` (`buyer_days` or
+/// `buyer_months`, whose period column is `column`); returns those that were new.
+async fn insert_periods(
     tx: &mut AnyConnection,
-    fact: &LedgerFact,
+    table: &str,
+    column: &str,
+    program_id: &str,
+    periods: &BTreeSet<(&str, Micros)>,
+) -> Result<HashSet<(String, Micros)>, Error> {
+    let periods: Vec<&(&str, Micros)> = periods.iter().collect();
+    let mut new = HashSet::new();
+    for chunk in periods.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table} (program_id, customer_id, {column}) VALUES {} ON CONFLICT DO NOTHING \
+             RETURNING customer_id, {column}",
+            rows(chunk.len(), 3)
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for (customer, start) in chunk {
+            query = query.bind(program_id).bind(*customer).bind(*start);
+        }
+        let inserted: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
+        new.extend(inserted);
+    }
+    Ok(new)
+}
+
+/// Adds a refund to its order; returns the order's customer, none for an
+/// order this service never saw (the points service refunds at most what an
+/// order was).
+async fn refund(
+    tx: &mut AnyConnection,
+    program_id: &str,
     order_id: &str,
-    counts: &mut domain::DayCounts,
-) -> Result<Placed, Error> {
-    let (program_id, customer_id) = (&fact.program_id, &fact.customer_id);
-    let first_on_day = sqlx::query(
-        "INSERT INTO buyer_days (program_id, day_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    amount_minor: i64,
+) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET refunded_minor = refunded_minor + $3 WHERE program_id = $1 AND order_id = $2 \
+         RETURNING customer_id",
     )
     .bind(program_id)
-    .bind(domain::day_of(fact.at))
-    .bind(customer_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    let first_in_month = sqlx::query(
-        "INSERT INTO buyer_months (program_id, month_us, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(program_id)
-    .bind(domain::month_of(fact.at))
-    .bind(customer_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    let (orders, previous, first): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), MAX(CASE WHEN order_id <> $3 THEN occurred_at_us END), MIN(occurred_at_us) \
-         FROM orders WHERE program_id = $1 AND customer_id = $2",
-    )
-    .bind(program_id)
-    .bind(customer_id)
     .bind(order_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    match orders {
-        1 => counts.first_buyers += 1,
-        2 => counts.repeat_buyers += 1,
-        _ => {}
+    .bind(amount_minor)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// Records every (program, customer) first seen on a day; returns the
+/// (program, day) of each that was new to the program.
+async fn new_members(
+    tx: &mut AnyConnection,
+    first_seen: &BTreeMap<(String, String), Micros>,
+) -> Result<Vec<(String, Micros)>, Error> {
+    let seen: Vec<(&(String, String), &Micros)> = first_seen.iter().collect();
+    let mut new = Vec::new();
+    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO members (program_id, customer_id, first_seen_us) VALUES {} ON CONFLICT DO NOTHING \
+             RETURNING program_id, first_seen_us",
+            rows(chunk.len(), 3)
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for ((program_id, customer_id), day) in chunk {
+            query = query.bind(program_id).bind(customer_id).bind(**day);
+        }
+        let inserted: Vec<(String, i64)> = query.fetch_all(&mut *tx).await?;
+        new.extend(inserted);
     }
-    if first_on_day {
-        counts.day_buyers += 1;
-    }
-    Ok(Placed { previous, first: first.unwrap_or(fact.at), first_on_day, first_in_month })
+    Ok(new)
+}
+
+/// `$first, $first+1, …` for `count` values.
+fn list(count: usize, first: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, …, $columns), (…)` for `count` rows.
+fn rows(count: usize, columns: usize) -> String {
+    (0..count).map(|row| format!("({})", list(columns, 1 + row * columns))).collect::<Vec<_>>().join(", ")
 }
 
 /// Every customer's churn and reactivation days, from the days they ordered
@@ -936,21 +1038,106 @@ async fn record_changes(tx: &mut AnyConnection, changes: &[SegmentChange]) -> Re
     .bind(count)
     .fetch_one(&mut *tx)
     .await?;
-    for (sequence, change) in (last - count + 1..).zip(changes) {
-        sqlx::query(
+    let numbered: Vec<(i64, &SegmentChange)> = (last - count + 1..).zip(changes).collect();
+    for chunk in numbered.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO segment_changes (sequence, program_id, customer_id, from_segment, to_segment, changed_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(sequence)
-        .bind(&change.program_id)
-        .bind(&change.customer_id)
-        .bind(change.from.map_or("", Segment::as_str))
-        .bind(change.to.as_str())
-        .bind(change.at)
-        .execute(&mut *tx)
-        .await?;
+             VALUES {}",
+            rows(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (sequence, change) in chunk {
+            query = query
+                .bind(*sequence)
+                .bind(&change.program_id)
+                .bind(&change.customer_id)
+                .bind(change.from.map_or("", Segment::as_str))
+                .bind(change.to.as_str())
+                .bind(change.at);
+        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// [`refresh`] for many customers of one program at once: their rows
+/// locked, their orders read and their rows written, one statement each
+/// (per [`ROWS_PER_STATEMENT`] customers).
+async fn refresh_many(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    settings: &Settings,
+    program_id: &str,
+    customers: &[&str],
+    now: Micros,
+) -> Result<Vec<SegmentChange>, Error> {
+    let mut changes = Vec::new();
+    for chunk in customers.chunks(ROWS_PER_STATEMENT) {
+        let lock = format!(
+            "SELECT customer_id, segment FROM customers WHERE program_id = $1 AND customer_id IN ({}){}",
+            list(chunk.len(), 2),
+            dialect.for_update()
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(lock)).bind(program_id).persistent(false);
+        for customer in chunk {
+            query = query.bind(*customer);
+        }
+        let stored: Vec<(String, String)> = query.fetch_all(&mut *tx).await?;
+        let stored: HashMap<String, String> = stored.into_iter().collect();
+        let orders = format!(
+            "SELECT customer_id, occurred_at_us, amount_minor - refunded_minor FROM orders \
+             WHERE program_id = $1 AND customer_id IN ({}) AND refunded_minor < amount_minor \
+             ORDER BY customer_id, occurred_at_us",
+            list(chunk.len(), 2)
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(orders)).bind(program_id).persistent(false);
+        for customer in chunk {
+            query = query.bind(*customer);
+        }
+        let orders: Vec<(String, i64, i64)> = query.fetch_all(&mut *tx).await?;
+        let mut histories: HashMap<&str, History> = chunk.iter().map(|c| (*c, History::default())).collect();
+        for (customer, at, amount) in &orders {
+            if let Some(history) = histories.get_mut(customer.as_str()) {
+                history.order_times.push(*at);
+                history.spend_minor += amount;
+            }
+        }
+        let upsert = format!(
+            "INSERT INTO customers (program_id, customer_id, first_order_us, last_order_us, order_count, spend_minor, \
+             segment, review_at_us) VALUES {} ON CONFLICT (program_id, customer_id) DO \
+             UPDATE SET first_order_us = excluded.first_order_us, last_order_us = excluded.last_order_us, \
+             order_count = excluded.order_count, spend_minor = excluded.spend_minor, segment = excluded.segment, \
+             review_at_us = excluded.review_at_us",
+            rows(chunk.len(), 8)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(upsert));
+        for customer in chunk {
+            let history = &histories[customer];
+            let (segment, review_at) = history.segment(settings, now);
+            let from = stored.get(*customer).map(|s| parse_segment(s)).transpose()?;
+            if from != Some(segment) {
+                changes.push(SegmentChange {
+                    sequence: 0,
+                    program_id: program_id.to_owned(),
+                    customer_id: (*customer).to_owned(),
+                    from,
+                    to: segment,
+                    at: now,
+                });
+            }
+            query = query
+                .bind(program_id)
+                .bind(*customer)
+                .bind(history.first_order())
+                .bind(history.last_order())
+                .bind(history.order_count())
+                .bind(history.spend_minor)
+                .bind(segment.as_str())
+                .bind(review_at);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(changes)
 }
 
 async fn history_in(conn: &mut AnyConnection, program_id: &str, customer_id: &str) -> Result<History, Error> {

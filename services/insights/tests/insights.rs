@@ -847,10 +847,11 @@ async fn the_win_back_tier_follows_the_at_risk_segment(backend: Backend) {
         page_token: String::new(),
     };
     let changes = tier_client.list_membership_history(history).await.unwrap().into_inner().changes;
-    // Newest first: the end, then the rule's assignment (the tiers service names no actor for an ended one).
+    // Newest first: the rule's end, then its assignment, both audited as the rule.
     let moves: Vec<_> =
         changes.iter().map(|c| (c.from_tier_id.as_str(), c.to_tier_id.as_str(), c.actor.as_str())).collect();
-    assert_eq!(moves[..2], [("winback", "member", ""), ("member", "winback", loyalty_insights::winback::ACTOR)]);
+    let rule = loyalty_insights::winback::ACTOR;
+    assert_eq!(moves[..2], [("winback", "member", rule), ("member", "winback", rule)]);
     // Every change, in order, paged.
     let mut all = Vec::new();
     let mut after = 0;

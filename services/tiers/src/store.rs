@@ -373,7 +373,10 @@ impl TierStore {
         .execute(&mut *tx)
         .await?;
         if let Some(change) = change {
-            let actor = if change.reason == Reason::Manual { actor } else { String::new() };
+            // Who assigned a tier, or removed an assignment, by hand; nobody for
+            // what points or time did (an assignment that ran out has no actor).
+            let by_hand = matches!(change.reason, Reason::Manual | Reason::AssignmentEnded);
+            let actor = if by_hand { actor } else { String::new() };
             sqlx::query(
                 "INSERT INTO membership_history (program_id, customer_id, from_tier_id, to_tier_id, reason, actor, \
                  changed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
