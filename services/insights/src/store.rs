@@ -678,6 +678,26 @@ impl InsightsStore {
         Ok(periods.iter().map(|(first, _)| per_period.get(first).copied().unwrap_or(0)).collect())
     }
 
+    /// How many customers ordered in each calendar month whose start is from
+    /// `first` to `last`: the sum of the cohorts' counts for the month.
+    pub async fn month_buyers(
+        &self,
+        program_id: &str,
+        first: Micros,
+        last: Micros,
+    ) -> Result<HashMap<Micros, i64>, Error> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT month_us, CAST(SUM(customers) AS BIGINT) FROM cohort_months \
+             WHERE program_id = $1 AND month_us >= $2 AND month_us <= $3 GROUP BY month_us",
+        )
+        .bind(program_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// How many customers ordered from `first_day` to `last_day`, both included.
     pub async fn active_between(&self, program_id: &str, first_day: Micros, last_day: Micros) -> Result<i64, Error> {
         Ok(sqlx::query_scalar(

@@ -631,6 +631,15 @@ async fn active_members_and_repeat_buyers_count_customers_not_orders(backend: Ba
     assert_eq!(numbers(days.total.as_ref().unwrap()), (3, 3, 1, 33));
     let weeks = h.kpis(0, 8, pb::Granularity::Week).await;
     assert_eq!(weeks.periods.iter().map(numbers).collect::<Vec<_>>(), [(2, 2, 1, 50), (2, 3, 1, 33)]);
+    // Months: day 0 is 24 November, day 7 the 1st of December. Dan orders on day 20.
+    h.at_day(20);
+    h.order("dan", "d1", 1_000).await;
+    Harness::caught_up(&mut h.insights, "dan", 1, 1_000).await;
+    let active = |k: &pb::GetProgramKpisResponse| k.periods.iter().map(|p| p.active_members).collect::<Vec<_>>();
+    // Whole months: November anna and ben; December anna, cara and dan.
+    assert_eq!(active(&h.kpis(-23, 37, pb::Granularity::Month).await), [2, 3]);
+    // Partial ones: 24–30 November, then 1–2 December (anna and cara).
+    assert_eq!(active(&h.kpis(0, 8, pb::Granularity::Month).await), [2, 2]);
     h.stop().await;
 }
 
