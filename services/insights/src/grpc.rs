@@ -349,8 +349,7 @@ impl InsightsApi {
         let bounds: Vec<(Micros, Micros)> = periods.iter().map(|p| (p.first_day, p.last_day)).collect();
         let active = match granularity.1 {
             Granularity::Day => periods.iter().map(|p| p.counts.day_buyers).collect(),
-            Granularity::Week => store.active_members(&r.program_id, &bounds).await?,
-            Granularity::Month => self.monthly_active(&r.program_id, &bounds).await?,
+            Granularity::Week | Granularity::Month => self.active(&r.program_id, granularity.1, &bounds).await?,
         };
         let total_active = store.active_between(&r.program_id, from, to).await?;
         let points_outstanding = total.running.points_change;
@@ -371,24 +370,37 @@ impl InsightsApi {
 }
 
 impl InsightsApi {
-    /// Active members per month: a whole calendar month's are its buyers as
-    /// the cohorts count them (each customer once per month they ordered);
-    /// only a partial first or last month is summed from `buyer_gaps`.
-    async fn monthly_active(&self, program_id: &str, bounds: &[(Micros, Micros)]) -> Result<Vec<i64>, Status> {
+    /// Active members per week or month: a whole ISO week's or calendar
+    /// month's are counted as orders arrive (`week_buyers`, the cohorts'
+    /// counts for a month); only a partial first or last period is summed
+    /// from `buyer_gaps`.
+    async fn active(
+        &self,
+        program_id: &str,
+        granularity: Granularity,
+        bounds: &[(Micros, Micros)],
+    ) -> Result<Vec<i64>, Status> {
         let store = self.insights.store();
-        let whole = |&(first, last): &(Micros, Micros)| {
-            first == domain::month_of(first) && last == domain::add_months(first, 1) - MICROS_PER_DAY
+        let whole = |&(first, last): &(Micros, Micros)| match granularity {
+            Granularity::Week => first == domain::week_start(first) && last == first + 6 * MICROS_PER_DAY,
+            Granularity::Month => {
+                first == domain::month_of(first) && last == domain::add_months(first, 1) - MICROS_PER_DAY
+            }
+            Granularity::Day => first == last,
         };
         let partial: Vec<(Micros, Micros)> = bounds.iter().copied().filter(|b| !whole(b)).collect();
         let mut partial_counts = store.active_members(program_id, &partial).await?.into_iter();
         let (Some(&(first, _)), Some(&(last, _))) = (bounds.first(), bounds.last()) else {
             return Ok(Vec::new());
         };
-        let months = store.month_buyers(program_id, first, last).await?;
+        let counted = match granularity {
+            Granularity::Week => store.week_buyers(program_id, first, last).await?,
+            Granularity::Month | Granularity::Day => store.month_buyers(program_id, first, last).await?,
+        };
         Ok(bounds
             .iter()
             .map(|b| match whole(b) {
-                true => months.get(&b.0).copied().unwrap_or(0),
+                true => counted.get(&b.0).copied().unwrap_or(0),
                 false => partial_counts.next().unwrap_or(0),
             })
             .collect())

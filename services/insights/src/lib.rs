@@ -63,6 +63,7 @@ loyalty_common::embedded_migrations!("../migrations":
     6 "segment_changes" "0006_segment_changes.sql",
     7 "buyer_gaps" "0007_buyer_gaps.sql",
     8 "day_buyers" "0008_day_buyers.sql",
+    9 "buyer_weeks" "0009_buyer_weeks.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -218,6 +218,7 @@ impl InsightsStore {
         let mut first_seen: BTreeMap<(String, String), Micros> = BTreeMap::new();
         let mut cohorts: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
         let mut gaps: BTreeMap<(String, Micros, Micros), i64> = BTreeMap::new();
+        let mut weeks: BTreeMap<(String, Micros), i64> = BTreeMap::new();
         let mut settings = HashMap::new();
         for fact in facts {
             let day = domain::day_of(fact.at);
@@ -247,6 +248,9 @@ impl InsightsStore {
                             counts.day_buyers += 1;
                             let previous = order.previous.map_or(domain::NO_DAY, domain::day_of);
                             *gaps.entry((fact.program_id.clone(), day, previous)).or_default() += 1;
+                        }
+                        if order.first_in_week {
+                            *weeks.entry((fact.program_id.clone(), domain::week_start(fact.at))).or_default() += 1;
                         }
                         if order.first_in_month {
                             let key =
@@ -320,6 +324,17 @@ impl InsightsStore {
             .bind(program_id)
             .bind(cohort)
             .bind(month)
+            .bind(customers)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((program_id, week), customers) in &weeks {
+            sqlx::query(
+                "INSERT INTO week_buyers (program_id, week_us, customers) VALUES ($1, $2, $3) \
+                 ON CONFLICT (program_id, week_us) DO UPDATE SET customers = week_buyers.customers + excluded.customers",
+            )
+            .bind(program_id)
+            .bind(week)
             .bind(customers)
             .execute(&mut *tx)
             .await?;
@@ -644,6 +659,7 @@ impl InsightsStore {
                 }
                 "cohorts" => rebuild_cohorts(&mut tx, &program_id).await?,
                 "gaps" => rebuild_gaps(&mut tx, &program_id).await?,
+                "weeks" => rebuild_weeks(&mut tx, &program_id).await?,
                 other => return Err(Error::Corrupt(format!("unknown rebuild {other:?}"))),
             }
             tx.commit().await?;
@@ -676,6 +692,24 @@ impl InsightsStore {
             .into_iter()
             .collect();
         Ok(periods.iter().map(|(first, _)| per_period.get(first).copied().unwrap_or(0)).collect())
+    }
+
+    /// How many customers ordered in each ISO week whose Monday is from `first` to `last`.
+    pub async fn week_buyers(
+        &self,
+        program_id: &str,
+        first: Micros,
+        last: Micros,
+    ) -> Result<HashMap<Micros, i64>, Error> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT week_us, customers FROM week_buyers WHERE program_id = $1 AND week_us >= $2 AND week_us <= $3",
+        )
+        .bind(program_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// How many customers ordered in each calendar month whose start is from
@@ -749,6 +783,7 @@ struct Placed {
     previous: Option<Micros>,
     first: Micros,
     first_on_day: bool,
+    first_in_week: bool,
     first_in_month: bool,
 }
 
@@ -807,6 +842,9 @@ async fn place_orders(
     let days: BTreeSet<(&str, Micros)> =
         fresh.iter().map(|(f, _, _)| (f.customer_id.as_str(), domain::day_of(f.at))).collect();
     let mut new_days = insert_periods(tx, "buyer_days", "day_us", program_id, &days).await?;
+    let weeks: BTreeSet<(&str, Micros)> =
+        fresh.iter().map(|(f, _, _)| (f.customer_id.as_str(), domain::week_start(f.at))).collect();
+    let mut new_weeks = insert_periods(tx, "buyer_weeks", "week_us", program_id, &weeks).await?;
     let months: BTreeSet<(&str, Micros)> =
         fresh.iter().map(|(f, _, _)| (f.customer_id.as_str(), domain::month_of(f.at))).collect();
     let mut new_months = insert_periods(tx, "buyer_months", "month_us", program_id, &months).await?;
@@ -818,6 +856,7 @@ async fn place_orders(
         *last = Some(last.map_or(fact.at, |l| l.max(fact.at)));
         *first = Some(first.map_or(fact.at, |f| f.min(fact.at)));
         let day = (fact.customer_id.clone(), domain::day_of(fact.at));
+        let week = (fact.customer_id.clone(), domain::week_start(fact.at));
         let month = (fact.customer_id.clone(), domain::month_of(fact.at));
         placed.push((
             (*order_id).to_owned(),
@@ -826,6 +865,7 @@ async fn place_orders(
                 previous,
                 first: first.unwrap_or(fact.at),
                 first_on_day: new_days.remove(&day),
+                first_in_week: new_weeks.remove(&week),
                 first_in_month: new_months.remove(&month),
             },
         ));
@@ -957,6 +997,27 @@ async fn rebuild_gaps(tx: &mut AnyConnection, program_id: &str) -> Result<(), Er
     .bind(domain::NO_DAY)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Every customer's weeks with an order and each week's buyers, from
+/// buyer_days (a day's Monday: 1970-01-01 was a Thursday).
+async fn rebuild_weeks(tx: &mut AnyConnection, program_id: &str) -> Result<(), Error> {
+    let monday = format!("day_us - (((day_us / {MICROS_PER_DAY}) + 3) % 7) * {MICROS_PER_DAY}");
+    let statements = [
+        "DELETE FROM buyer_weeks WHERE program_id = $1".to_owned(),
+        "DELETE FROM week_buyers WHERE program_id = $1".to_owned(),
+        format!(
+            "INSERT INTO buyer_weeks (program_id, week_us, customer_id) \
+             SELECT DISTINCT program_id, {monday}, customer_id FROM buyer_days WHERE program_id = $1"
+        ),
+        "INSERT INTO week_buyers (program_id, week_us, customers) SELECT program_id, week_us, COUNT(*) \
+         FROM buyer_weeks WHERE program_id = $1 GROUP BY program_id, week_us"
+            .to_owned(),
+    ];
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 

@@ -631,6 +631,9 @@ async fn active_members_and_repeat_buyers_count_customers_not_orders(backend: Ba
     assert_eq!(numbers(days.total.as_ref().unwrap()), (3, 3, 1, 33));
     let weeks = h.kpis(0, 8, pb::Granularity::Week).await;
     assert_eq!(weeks.periods.iter().map(numbers).collect::<Vec<_>>(), [(2, 2, 1, 50), (2, 3, 1, 33)]);
+    // Two whole weeks: the second holds anna and cara.
+    let weeks = h.kpis(0, 13, pb::Granularity::Week).await;
+    assert_eq!(weeks.periods.iter().map(|p| p.active_members).collect::<Vec<_>>(), [2, 2]);
     // Months: day 0 is 24 November, day 7 the 1st of December. Dan orders on day 20.
     h.at_day(20);
     h.order("dan", "d1", 1_000).await;
@@ -678,7 +681,7 @@ impl Harness {
         let db = loyalty_common::db::connect(&self.insights_url, loyalty_common::db::PoolSettings::new(1, 5_000))
             .await
             .unwrap();
-        for part in ["churn", "cohorts", "gaps"] {
+        for part in ["churn", "cohorts", "gaps", "weeks"] {
             sqlx::query("INSERT INTO kpi_rebuilds (program_id, part) VALUES ('shop', $1)")
                 .bind(part)
                 .execute(&db.pool)
@@ -728,7 +731,10 @@ async fn churn_and_cohorts_follow_each_customer_as_worked_out_by_hand(backend: B
     let cohorts = h.cohorts(0, 50).await;
     assert_eq!(cohorts, [(2, vec![2, 1, 1], vec![100, 50, 50]), (1, vec![1, 0], vec![100, 0]), (0, vec![0], vec![0])]);
     // Recomputed from the buyers' days, as after the migration, they are the same.
+    let weekly = h.kpis(0, 55, pb::Granularity::Week).await;
+    assert_eq!(weekly.periods.iter().map(|p| p.active_members).collect::<Vec<_>>(), [2, 2, 0, 0, 0, 1, 1, 0]);
     h.ask_rebuild().await;
+    assert_eq!(h.kpis(0, 55, pb::Granularity::Week).await, weekly);
     assert_eq!(h.kpis(0, 50, pb::Granularity::Day).await, days);
     assert_eq!(h.cohorts(0, 50).await, cohorts);
     // Churned after 40 days instead: ben on day 40 (back on 45), anna on day 50.

@@ -23,7 +23,7 @@
 //! Every database the run creates (`loadgen_insights_<run>_<part>`) is
 //! dropped at the end, whether the run succeeded or not.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +43,7 @@ use tonic::transport::{Channel, Endpoint};
 use loyalty_common::clock::{Clock, MICROS_PER_DAY, Micros, SystemClock, civil_from_days, to_timestamp};
 use loyalty_common::server::{RunningService, Service};
 use loyalty_common::telemetry::TelemetryArgs;
-use loyalty_insights::domain::{History, Settings, day_of, month_of};
+use loyalty_insights::domain::{History, Settings, day_of, month_of, week_start};
 use loyalty_proto::insights::v1 as ipb;
 use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use loyalty_proto::points::v1 as ppb;
@@ -725,6 +725,8 @@ struct Aggregates {
     gaps: HashMap<(Micros, Micros), i64>,
     /// (cohort month, month) → customers.
     cohorts: BTreeMap<(Micros, Micros), i64>,
+    /// Week (its Monday) → customers who ordered in it.
+    weeks: BTreeMap<Micros, i64>,
     totals: SeedTotals,
 }
 
@@ -783,6 +785,10 @@ impl Aggregates {
             }
         }
         self.day(last_day + after).churned += 1;
+        let weeks: BTreeSet<Micros> = days.iter().map(|&day| week_start(day)).collect();
+        for week in weeks {
+            *self.weeks.entry(week).or_default() += 1;
+        }
         let cohort = month_of(first.at);
         let mut last_month = None;
         for &day in days {
@@ -1024,6 +1030,13 @@ async fn copy_all(
         buyer_gaps.send_if_full().await?;
     }
     rows.push(buyer_gaps.finish().await?);
+
+    let mut week_buyers = CopyTable::begin(pool, "week_buyers", "program_id, week_us, customers").await?;
+    for (week, n) in &sums.weeks {
+        week_buyers.row(format_args!("{PROGRAM}\t{week}\t{n}"));
+        week_buyers.send_if_full().await?;
+    }
+    rows.push(week_buyers.finish().await?);
 
     let mut cohort_months =
         CopyTable::begin(pool, "cohort_months", "program_id, cohort_us, month_us, customers").await?;
