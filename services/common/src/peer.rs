@@ -2,6 +2,8 @@
 //! identity (when it has one) and the current trace context, over TLS when
 //! `LOYALTY_TLS_CA` is set.
 
+use std::time::Duration;
+
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -62,6 +64,13 @@ impl Peers {
             Some(tls) => endpoint.tls_config(tls),
             None => Ok(endpoint),
         }
+    }
+
+    /// A channel to `address` that connects on first use (so a service starts
+    /// while its peers are down), each call bounded by `deadline`, with this
+    /// service's credentials.
+    pub fn lazy(&self, address: &str, deadline: Duration) -> Result<PeerChannel, tonic::transport::Error> {
+        Ok(self.attach(self.endpoint(address)?.connect_timeout(deadline).timeout(deadline).connect_lazy()))
     }
 
     /// `channel` with this service's credentials on every call.

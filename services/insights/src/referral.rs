@@ -23,8 +23,7 @@ impl ReferralSource {
         peers: &Peers,
     ) -> Result<Option<Self>, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(None) };
-        let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Some(Self { client: ReferralServiceClient::new(peers.attach(channel)), deadline }))
+        Ok(Some(Self { client: ReferralServiceClient::new(peers.lazy(addr, deadline)?), deadline }))
     }
 
     /// Friends who signed up from `from` to `until` (excluded) and how many

@@ -383,8 +383,8 @@ impl InsightsStore {
         for (program_id, customer_id) in &due {
             let mut tx = begin_write(&self.db).await?;
             let settings = settings_cached(&mut tx, &mut settings, program_id).await?;
-            let change = refresh(&mut tx, self.db.dialect, &settings, program_id, customer_id, now).await?;
-            record_changes(&mut tx, change.as_slice()).await?;
+            let changes = refresh_many(&mut tx, self.db.dialect, &settings, program_id, &[customer_id], now).await?;
+            record_changes(&mut tx, &changes).await?;
             tx.commit().await?;
         }
         Ok(due.len())
@@ -1057,55 +1057,6 @@ async fn rebuild_cohorts(tx: &mut AnyConnection, program_id: &str) -> Result<(),
     Ok(())
 }
 
-/// Writes the customer's row from their orders, as of `now`; returns the
-/// change of segment, if any (sequence 0 until [`record_changes`] numbers it).
-async fn refresh(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
-    settings: &Settings,
-    program_id: &str,
-    customer_id: &str,
-    now: Micros,
-) -> Result<Option<SegmentChange>, Error> {
-    // The row first, then the orders: a review and a batch from the ledger
-    // take turns, and the later one writes from the orders as they now are.
-    let lock =
-        format!("SELECT segment FROM customers WHERE program_id = $1 AND customer_id = $2{}", dialect.for_update());
-    let stored: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(lock))
-        .bind(program_id)
-        .bind(customer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let from = stored.as_deref().map(parse_segment).transpose()?;
-    let history = history_in(tx, program_id, customer_id).await?;
-    let (segment, review_at) = history.segment(settings, now);
-    sqlx::query(
-        "INSERT INTO customers (program_id, customer_id, first_order_us, last_order_us, order_count, spend_minor, \
-         segment, review_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (program_id, customer_id) DO \
-         UPDATE SET first_order_us = excluded.first_order_us, last_order_us = excluded.last_order_us, \
-         order_count = excluded.order_count, spend_minor = excluded.spend_minor, segment = excluded.segment, \
-         review_at_us = excluded.review_at_us",
-    )
-    .bind(program_id)
-    .bind(customer_id)
-    .bind(history.first_order())
-    .bind(history.last_order())
-    .bind(history.order_count())
-    .bind(history.spend_minor)
-    .bind(segment.as_str())
-    .bind(review_at)
-    .execute(&mut *tx)
-    .await?;
-    Ok((from != Some(segment)).then(|| SegmentChange {
-        sequence: 0,
-        program_id: program_id.to_owned(),
-        customer_id: customer_id.to_owned(),
-        from,
-        to: segment,
-        at: now,
-    }))
-}
-
 /// Numbers the changes and writes them, last in their transaction: the
 /// log's row stays locked until commit, so numbers commit in order.
 async fn record_changes(tx: &mut AnyConnection, changes: &[SegmentChange]) -> Result<(), Error> {
@@ -1141,9 +1092,12 @@ async fn record_changes(tx: &mut AnyConnection, changes: &[SegmentChange]) -> Re
     Ok(())
 }
 
-/// [`refresh`] for many customers of one program at once: their rows
-/// locked, their orders read and their rows written, one statement each
-/// (per [`ROWS_PER_STATEMENT`] customers).
+/// Writes the customers' rows (of one program) from their orders, as of
+/// `now`, and returns the changes of segment (sequence 0 until
+/// [`record_changes`] numbers them). The rows first, then the orders: a
+/// review and a batch from the ledger take turns, and the later one writes
+/// from the orders as they now are. One statement each for the locks, the
+/// orders and the rows, per [`ROWS_PER_STATEMENT`] customers.
 async fn refresh_many(
     tx: &mut AnyConnection,
     dialect: Dialect,

@@ -40,8 +40,7 @@ impl WinBackRule {
         peers: &Peers,
     ) -> Result<Option<Self>, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(None) };
-        let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Some(Self { client: TiersServiceClient::new(peers.attach(channel)) }))
+        Ok(Some(Self { client: TiersServiceClient::new(peers.lazy(addr, deadline)?) }))
     }
 
     /// Applies the rule to every change not handled yet, until none is left

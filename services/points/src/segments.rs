@@ -30,8 +30,7 @@ impl SegmentSource {
     /// Connects lazily, so the points service starts while insights is down.
     pub fn connect(addr: Option<&str>, deadline: Duration, peers: &Peers) -> Result<Self, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
-        let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Self::Remote { client: Box::new(InsightsServiceClient::new(peers.attach(channel))), deadline })
+        Ok(Self::Remote { client: Box::new(InsightsServiceClient::new(peers.lazy(addr, deadline)?)), deadline })
     }
 
     pub fn is_on(&self) -> bool {

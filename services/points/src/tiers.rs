@@ -31,8 +31,7 @@ impl TierSource {
     /// Connects lazily, so the points service starts while tiers is down.
     pub fn connect(addr: Option<&str>, deadline: Duration, peers: &Peers) -> Result<Self, tonic::transport::Error> {
         let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(Self::Off) };
-        let channel = peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy();
-        Ok(Self::Remote { client: Box::new(TiersServiceClient::new(peers.attach(channel))), deadline })
+        Ok(Self::Remote { client: Box::new(TiersServiceClient::new(peers.lazy(addr, deadline)?)), deadline })
     }
 
     /// The customer's tier when the order was placed (`at`).

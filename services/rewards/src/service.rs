@@ -71,10 +71,6 @@ pub struct Rewards {
     work_added: Notify,
 }
 
-fn channel(peers: &Peers, addr: &str, deadline: Duration) -> Result<PeerChannel, tonic::transport::Error> {
-    Ok(peers.attach(peers.endpoint(addr)?.connect_timeout(deadline).timeout(deadline).connect_lazy()))
-}
-
 impl Rewards {
     /// Clients connect lazily, so the service starts while its peers are
     /// down. The store's lease becomes twice the deadline (see the top).
@@ -85,9 +81,9 @@ impl Rewards {
         deadline: Duration,
         peers: &Peers,
     ) -> Result<Self, tonic::transport::Error> {
-        let points = PointsServiceClient::new(channel(peers, points_addr, deadline)?);
+        let points = PointsServiceClient::new(peers.lazy(points_addr, deadline)?);
         let tiers = match tiers_addr.filter(|a| !a.is_empty()) {
-            Some(addr) => Some(TiersServiceClient::new(channel(peers, addr, deadline)?)),
+            Some(addr) => Some(TiersServiceClient::new(peers.lazy(addr, deadline)?)),
             None => None,
         };
         let lease = Micros::try_from(deadline.as_micros().saturating_mul(2)).unwrap_or(Micros::MAX);
