@@ -35,3 +35,9 @@ pub mod points {
         tonic::include_proto!("loyalty.points.v1");
     }
 }
+
+pub mod webhooks {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.webhooks.v1");
+    }
+}

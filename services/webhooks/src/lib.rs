@@ -1,0 +1,172 @@
+//! The webhooks service: the program's events, pushed to the shop's own
+//! endpoints. It follows the points ledger, records each entry a
+//! subscription wants as an event with one delivery per subscription, and
+//! delivers them signed per the Standard Webhooks specification, at least
+//! once, retried with backoff. `main.rs` is one call to the shared start-up.
+
+pub mod deliver;
+pub mod domain;
+pub mod error;
+pub mod follow;
+pub mod grpc;
+pub mod guard;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+
+use loyalty_common::auth::keys::Scope::Admin;
+use loyalty_common::auth::{Access, Policy, SecurityArgs};
+use loyalty_common::clock::Clock;
+use loyalty_common::db::DatabaseArgs;
+use loyalty_common::server::{Launch, RunningService, Service, StartError};
+use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::webhooks::v1::webhooks_service_server::WebhooksServiceServer;
+
+use crate::deliver::DeliverySettings;
+use crate::domain::RetrySchedule;
+use crate::grpc::WebhooksApi;
+use crate::guard::AddressPolicy;
+use crate::service::Webhooks;
+use crate::store::WebhooksStore;
+
+pub const SERVICE_NAME: &str = "loyalty.webhooks.v1.WebhooksService";
+
+/// What each RPC needs of an API key: endpoints and their secrets are the
+/// shop's administration.
+pub const POLICY: Policy = Policy {
+    service: SERVICE_NAME,
+    methods: &[
+        ("CreateSubscription", Access::Key(Admin)),
+        ("GetSubscription", Access::Key(Admin)),
+        ("ListSubscriptions", Access::Key(Admin)),
+        ("UpdateSubscription", Access::Key(Admin)),
+        ("DeleteSubscription", Access::Key(Admin)),
+        ("RotateSecret", Access::Key(Admin)),
+        ("ListDeliveries", Access::Key(Admin)),
+        ("Redeliver", Access::Key(Admin)),
+        ("ListEventTypes", Access::Key(Admin)),
+    ],
+};
+
+loyalty_common::embedded_migrations!("../migrations":
+    1 "webhooks" "0001_webhooks.sql",
+);
+
+/// Every setting, from flags or the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loyalty-webhooks", version, about = "The loyalty webhooks service, served over gRPC.")]
+#[command(mut_arg("database_url", |arg| arg.required(false).default_value("sqlite://./data/webhooks.db")))]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "WEBHOOKS_GRPC_ADDR", value_name = "WEBHOOKS_GRPC_ADDR", default_value = "127.0.0.1:50056")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "WEBHOOKS_METRICS_ADDR", value_name = "WEBHOOKS_METRICS_ADDR", default_value = "127.0.0.1:9106")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// `host:port` of the points service, whose ledger's entries are the `points.*` events; unset: none.
+    #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
+    pub points_addr: Option<String>,
+    /// Delays between attempts, e.g. `5s,5m,30m,2h` (units s, m, h, d): the
+    /// first attempt is at once, one more after each delay, then the
+    /// delivery is given up.
+    #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE", value_name = "WEBHOOKS_RETRY_SCHEDULE", default_value = RetrySchedule::DEFAULT)]
+    pub retry_schedule: RetrySchedule,
+    /// Deadline of one attempt, connecting included, in milliseconds (at most 30000).
+    #[arg(long, env = "WEBHOOKS_TIMEOUT_MS", value_name = "WEBHOOKS_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=30_000))]
+    pub timeout_ms: u64,
+    /// Attempts under way at once to one subscription's endpoint, per replica.
+    #[arg(long, env = "WEBHOOKS_ENDPOINT_CONCURRENCY", value_name = "WEBHOOKS_ENDPOINT_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub endpoint_concurrency: u32,
+    /// Attempts under way at once in all, per replica.
+    #[arg(long, env = "WEBHOOKS_MAX_IN_FLIGHT", value_name = "WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight: u32,
+    /// A subscription whose every attempt failed for this many days is disabled (status FAILING) and a
+    /// `subscription.disabled` event goes to the program's other subscriptions.
+    #[arg(long, env = "WEBHOOKS_DISABLE_AFTER_DAYS", value_name = "WEBHOOKS_DISABLE_AFTER_DAYS", default_value_t = 5,
+          value_parser = clap::value_parser!(i64).range(1..=60))]
+    pub disable_after_days: i64,
+    /// How often due deliveries are looked for when nothing new arrived, in milliseconds.
+    #[arg(long, env = "WEBHOOKS_POLL_INTERVAL_MS", value_name = "WEBHOOKS_POLL_INTERVAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+    /// How long a replica keeps a delivery it took for an attempt, in seconds: a replica that dies
+    /// mid-attempt leaves its deliveries to be taken again after this long. More than the timeout.
+    #[arg(long, env = "WEBHOOKS_LEASE_SECS", value_name = "WEBHOOKS_LEASE_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub lease_secs: u64,
+    /// Networks deliveries may reach although they are not public, comma-separated CIDRs
+    /// (e.g. `10.20.0.0/16`); by default only public addresses are reached.
+    #[arg(long, env = "WEBHOOKS_ALLOWED_NETWORKS", value_name = "WEBHOOKS_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub allowed_networks: Vec<IpNet>,
+    /// Also accept `http://` endpoint URLs (for tests and local development; production endpoints use https).
+    #[arg(long, env = "WEBHOOKS_ALLOW_HTTP", value_name = "WEBHOOKS_ALLOW_HTTP")]
+    pub allow_http: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// The webhooks service, as the shared start-up runs it ([`loyalty_common::server::main`]).
+pub struct WebhooksServer;
+
+impl Service for WebhooksServer {
+    const BINARY: &'static str = "loyalty-webhooks";
+    type Config = Config;
+
+    fn serving(config: &Config) -> (SocketAddr, &TelemetryArgs) {
+        (config.grpc_addr, &config.telemetry)
+    }
+
+    /// Connects storage, applies migrations, starts following the ledger, the dispatcher and serving.
+    async fn start(
+        config: Config,
+        listener: TcpListener,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<RunningService, StartError> {
+        let mut launch = Launch::prepare("webhooks", POLICY, config.metrics_addr, &config.security, clock).await?;
+        let database = config.database.open(MIGRATIONS).await?;
+        let settings = DeliverySettings {
+            schedule: config.retry_schedule.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            endpoint_concurrency: config.endpoint_concurrency as usize,
+            max_in_flight: config.max_in_flight as usize,
+            disable_after_days: config.disable_after_days,
+            poll_interval: Duration::from_millis(config.poll_interval_ms),
+            lease: Duration::from_secs(config.lease_secs),
+            addresses: AddressPolicy::new(config.allowed_networks.clone()),
+            plain_http: config.allow_http,
+        };
+        if config.lease_secs * 1_000 <= config.timeout_ms {
+            return Err(StartError::setting("WEBHOOKS_LEASE_SECS", "must be longer than WEBHOOKS_TIMEOUT_MS"));
+        }
+        let client = deliver::client(&settings).map_err(|e| StartError::setting("WEBHOOKS_TIMEOUT_MS", e))?;
+        let webhooks = Arc::new(Webhooks::new(WebhooksStore::new(database.clone(), launch.clock()), settings));
+        launch.metrics.register(
+            "webhook_attempts_delivered",
+            "Delivery attempts the endpoint accepted (2xx)",
+            webhooks.delivered.clone(),
+        );
+        launch.metrics.register("webhook_attempts_failed", "Delivery attempts that failed", webhooks.failed.clone());
+        launch.spawn(deliver::run(webhooks.clone(), client, launch.signal()));
+        match config.points_addr.clone().filter(|a| !a.is_empty()) {
+            Some(points) => {
+                launch.spawn(loyalty_common::follow::run(webhooks.clone(), points, launch.peers(), launch.signal()))
+            }
+            None => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),
+        }
+        let routes = tonic::service::Routes::new(WebhooksServiceServer::new(WebhooksApi::new(webhooks)));
+        Ok(launch.serve(listener, routes, &database).await)
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    loyalty_common::server::main::<loyalty_webhooks::WebhooksServer>()
+}
