@@ -27,7 +27,7 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-ARG BINARIES="loyalty-points loyalty-tiers loyalty-referral loyalty-rewards loyalty-insights loyalty-gateway loadgen"
+ARG BINARIES="loyalty-points loyalty-tiers loyalty-referral loyalty-rewards loyalty-insights loyalty-webhooks loyalty-gateway loadgen"
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: cached until the recipe changes.
 RUN cargo chef cook --release --locked --recipe-path recipe.json

@@ -208,6 +208,41 @@ const JSON_MESSAGES: &[JsonMessage] = &[
             ("consumed_order_id", OptionalText),
         ],
     ),
+    JsonMessage::written(
+        ".loyalty.webhooks.v1.Subscription",
+        &[
+            ("status", Enum("SubscriptionStatus")),
+            ("created_at", Instant),
+            ("failing_since", Instant),
+            ("previous_secret_until", Instant),
+        ],
+    ),
+    JsonMessage::written(
+        ".loyalty.webhooks.v1.CreateSubscriptionResponse",
+        &[("subscription", Message("Subscription"))],
+    )
+    .named("SubscriptionCreated"),
+    JsonMessage::written(".loyalty.webhooks.v1.RotateSecretResponse", &[("subscription", Message("Subscription"))])
+        .named("SecretRotated"),
+    JsonMessage::written(".loyalty.webhooks.v1.ListSubscriptionsResponse", &[("next_page_token", OptionalText)])
+        .named("SubscriptionPage"),
+    JsonMessage::written(
+        ".loyalty.webhooks.v1.Attempt",
+        &[("attempted_at", Instant), ("response", OptionalText), ("error", OptionalText)],
+    ),
+    JsonMessage::written(
+        ".loyalty.webhooks.v1.Delivery",
+        &[
+            ("state", Enum("DeliveryState")),
+            ("created_at", Instant),
+            ("next_attempt_at", Instant),
+            ("customer_id", OptionalText),
+        ],
+    ),
+    JsonMessage::written(".loyalty.webhooks.v1.ListDeliveriesResponse", &[("next_page_token", OptionalText)])
+        .named("DeliveryPage"),
+    JsonMessage::written(".loyalty.webhooks.v1.EventType", &[]),
+    JsonMessage::written(".loyalty.webhooks.v1.ListEventTypesResponse", &[]).named("EventTypes"),
     JsonMessage::read(
         ".loyalty.tiers.v1.TierBenefits",
         &[
@@ -241,6 +276,8 @@ const JSON_ENUMS: &[JsonEnum] = &[
     JsonEnum::state(".loyalty.rewards.v1.RedemptionStatus"),
     // Has its own UNKNOWN value, which unspecified ones show as.
     JsonEnum::written(".loyalty.rewards.v1.VoucherState"),
+    JsonEnum::state(".loyalty.webhooks.v1.SubscriptionStatus"),
+    JsonEnum::read(".loyalty.webhooks.v1.DeliveryState"),
     JsonEnum::read(".loyalty.tiers.v1.WindowKind"),
     JsonEnum::read(".loyalty.tiers.v1.DowngradeKind"),
     JsonEnum::read(".loyalty.tiers.v1.QualificationBasis"),

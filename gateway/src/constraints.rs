@@ -49,10 +49,16 @@ pub fn apply(document: &mut Value) {
 
 fn parameter_rule(path: &str, place: &str, name: &str) -> Option<Value> {
     Some(match (place, name) {
-        ("path", "customer_id" | "campaign_id" | "reward_id" | "redemption_id" | "order_id") => id(),
+        ("path", "customer_id" | "campaign_id" | "reward_id" | "redemption_id" | "order_id" | "subscription_id") => {
+            id()
+        }
         ("path", "code") if path.starts_with("/v1/vouchers/") => voucher_code(),
         ("path", "code") => referral_code(),
         ("query", "customer_id") => id(),
+        ("query", "event_id") => optional_id(),
+        ("query", "page_token") if path == "/v1/webhooks/subscriptions" => {
+            json!({"pattern": "^(sub_[0-9a-f]{32})?$", "description": "`next_page_token` of the previous page"})
+        }
         ("query", "page_token") if path == "/v1/insights/customers" => insights_page_token(),
         ("query", "page_token") => {
             json!({"pattern": "^([1-9][0-9]{0,17})?$", "description": "`next_page_token` of the previous page"})
@@ -133,6 +139,15 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("SignupBody", "code", referral_code()),
         ("SignupBody", "customer_id", id()),
         ("ValidateBody", "customer_id", optional_id()),
+        ("SubscriptionBody", "url", endpoint_url()),
+        ("SubscriptionBody", "event_types", json!({"items": {"type": "string", "enum": event_type_names()}})),
+        ("SubscriptionBody", "description", json!({"maxLength": 500})),
+        ("SubscriptionChange", "url", endpoint_url()),
+        ("SubscriptionChange", "event_types", json!({"items": {"type": "string", "enum": event_type_names()}})),
+        ("SubscriptionChange", "description", json!({"maxLength": 500})),
+        ("SubscriptionChange", "expected_version", json!({"minimum": 0})),
+        ("RotateSecretBody", "overlap_seconds", range(0, 7 * 86_400)),
+        ("RedeliverBody", "event_id", id()),
     ]
 }
 
@@ -148,6 +163,22 @@ fn merge(target: &mut Value, rule: Value) {
             }
         }
     }
+}
+
+/// An endpoint: `https://`, a DNS name whose last label starts with a letter (no
+/// address, no punycode), an optional port, path and query. Plain `http://` is for
+/// operators who allow it (`WEBHOOKS_ALLOW_HTTP`), so the document does not offer it.
+fn endpoint_url() -> Value {
+    let label = "[a-z0-9]+(-[a-z0-9]+)*";
+    let last = "[a-z][a-z0-9]*(-[a-z0-9]+)*";
+    json!({
+        "maxLength": 2_000,
+        "pattern": format!("^https://({label}\\.)*{last}(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9._~/-]*)?(\\?[A-Za-z0-9._~=&-]*)?$"),
+    })
+}
+
+fn event_type_names() -> Vec<&'static str> {
+    loyalty_proto::webhooks::EVENT_TYPES.iter().map(|(name, _)| *name).collect()
 }
 
 fn range(minimum: i64, maximum: i64) -> Value {
@@ -268,6 +299,24 @@ mod tests {
                 loyalty_common::validate::id("x", text).is_ok(),
                 "{text:?} by the schema and by the service"
             );
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_the_schema_offers_are_urls_the_webhooks_service_takes() {
+        let rule = endpoint_url();
+        for url in [
+            "https://shop.example/hooks",
+            "https://a/",
+            "https://x-1.y2.example:8443/a/b_c~d.e?x=1&y=-",
+            "https://0.a",
+            "https://shop.example",
+        ] {
+            assert!(matches(&rule, url), "{url} by the schema");
+            assert_eq!(loyalty_webhooks::domain::check_url(url, false), Ok(()), "{url} by the service");
+        }
+        for url in ["http://shop.example/", "https://1.2.3.4/", "https://xn--a.example/", "https://a.0/", "ftp://a/"] {
+            assert!(!matches(&rule, url), "{url} is not offered");
         }
     }
 

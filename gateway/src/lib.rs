@@ -73,6 +73,10 @@ pub struct Config {
     /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED`.
     #[arg(long, env = "INSIGHTS_ADDR", value_name = "INSIGHTS_ADDR")]
     pub insights_addr: Option<String>,
+    /// `host:port` of the webhooks service (subscriptions, deliveries, admin routes);
+    /// unset: its routes answer 503 `BACKEND_NOT_CONFIGURED`.
+    #[arg(long, env = "WEBHOOKS_ADDR", value_name = "WEBHOOKS_ADDR")]
+    pub webhooks_addr: Option<String>,
     /// Deadline of every call to a backend service, in milliseconds.
     #[arg(
         long,
@@ -189,6 +193,7 @@ impl GatewayServer {
             referral: config.referral_addr.as_deref(),
             rewards: config.rewards_addr.as_deref(),
             insights: config.insights_addr.as_deref(),
+            webhooks: config.webhooks_addr.as_deref(),
         };
         let upstreams = Upstreams::connect(&addresses, deadline, &peers)?;
 
@@ -258,6 +263,7 @@ impl GatewayServer {
             referral = config.referral_addr.as_deref().unwrap_or("unset"),
             rewards = config.rewards_addr.as_deref().unwrap_or("unset"),
             insights = config.insights_addr.as_deref().unwrap_or("unset"),
+            webhooks = config.webhooks_addr.as_deref().unwrap_or("unset"),
             database = ?database.dialect,
             tls = serves_tls,
             "gateway ready"

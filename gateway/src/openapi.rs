@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{self, FieldError, ProblemDocument};
-use crate::routes::{admin, customers, insights, ops, orders, program, referrals, rewards, tiers};
+use crate::routes::{admin, customers, insights, ops, orders, program, referrals, rewards, tiers, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,7 +32,7 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
             for invalid input, `errors` naming each field: 400 for a request that cannot be read, 422 for \
             values the service refuses, 409 for a conflict with the current state (e.g. \
             `INSUFFICIENT_POINTS`), 429 with `Retry-After` past the key's rate limit.\n\n\
-            The tiers, referral, rewards and insights services are optional: a route that needs one the gateway \
+            The tiers, referral, rewards, insights and webhooks services are optional: a route that needs one the gateway \
             has no address for answers 503 with code `BACKEND_NOT_CONFIGURED`; the loyalty page then \
             marks that part `available: false, reason: not_configured`."
     ),
@@ -85,9 +85,18 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         insights::kpis,
         insights::cohorts,
         insights::segment_changes,
+        webhooks::event_types,
+        webhooks::list,
+        webhooks::create,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::deliveries,
+        webhooks::redeliver,
     ),
-    // CustomerOrder appears only in a query, which utoipa does not collect schemas from.
-    components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder)),
+    // CustomerOrder and DeliveryState appear only in a query, which utoipa does not collect schemas from.
+    components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder, crate::model::DeliveryState)),
     modifiers(&SecurityAndProblems),
     tags(
         (name = "orders", description = "The shop's back end (scope `server`)"),
@@ -97,6 +106,7 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         (name = "referrals", description = "Referral codes and sign-ups (`storefront`) and settings (`admin`); needs the referral service"),
         (name = "tiers", description = "The tier ladder, memberships and manual assignments (scope `admin`); needs the tiers service"),
         (name = "insights", description = "Customers' order history, RFM scores, segments and lifetime value, their thresholds, program KPIs, churn and cohort retention, NPS and CSAT (scope `admin`); survey answers (`server`); needs the insights service"),
+        (name = "webhooks", description = "Endpoints that receive the program's events, signed per the Standard Webhooks specification, their secrets and deliveries (scope `admin`); needs the webhooks service"),
         (name = "operations", description = "Probes; no key needed"),
     )
 )]

@@ -20,6 +20,7 @@ use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
+use loyalty_proto::webhooks::v1::webhooks_service_client::WebhooksServiceClient;
 
 type Traced = PeerChannel;
 
@@ -64,6 +65,7 @@ pub struct Addresses<'a> {
     pub referral: Option<&'a str>,
     pub rewards: Option<&'a str>,
     pub insights: Option<&'a str>,
+    pub webhooks: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,7 @@ pub struct Upstreams {
     referral: Option<ReferralServiceClient<Traced>>,
     rewards: Option<RewardsServiceClient<Traced>>,
     insights: Option<InsightsServiceClient<Traced>>,
+    webhooks: Option<WebhooksServiceClient<Traced>>,
     deadline: Duration,
 }
 
@@ -97,6 +100,7 @@ impl Upstreams {
         let referral = optional("REFERRAL_ADDR", addresses.referral)?;
         let rewards = optional("REWARDS_ADDR", addresses.rewards)?;
         let insights = optional("INSIGHTS_ADDR", addresses.insights)?;
+        let webhooks = optional("WEBHOOKS_ADDR", addresses.webhooks)?;
         Ok(Self {
             points: PointsServiceClient::new(peers.attach(points_channel.clone())),
             points_health: HealthClient::new(points_channel),
@@ -104,6 +108,7 @@ impl Upstreams {
             referral: referral.map(|c| ReferralServiceClient::new(peers.attach(c))),
             rewards: rewards.map(|c| RewardsServiceClient::new(peers.attach(c))),
             insights: insights.map(|c| InsightsServiceClient::new(peers.attach(c))),
+            webhooks: webhooks.map(|c| WebhooksServiceClient::new(peers.attach(c))),
             deadline,
         })
     }
@@ -179,6 +184,18 @@ impl Upstreams {
         Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
     {
         self.optional(&self.insights, "INSIGHTS_ADDR", message, rpc).await
+    }
+
+    /// One call to the webhooks service; [`Failure::NotConfigured`] without its address.
+    pub async fn webhooks<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl FnOnce(WebhooksServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Result<Reply<Res>, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        self.optional(&self.webhooks, "WEBHOOKS_ADDR", message, rpc).await
     }
 
     /// One call to an optional backend, or [`Failure::NotConfigured`] naming `variable`.

@@ -599,12 +599,13 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
     use prost::Message;
     use prost_types::field_descriptor_proto::Type;
 
-    let policies: [Policy; 5] = [
+    let policies: [Policy; 6] = [
         loyalty_points::POLICY,
         loyalty_tiers::POLICY,
         loyalty_referral::POLICY,
         loyalty_rewards::POLICY,
         loyalty_insights::POLICY,
+        loyalty_webhooks::POLICY,
     ];
     let set = prost_types::FileDescriptorSet::decode(loyalty_proto::FILE_DESCRIPTOR_SET).unwrap();
     let messages: std::collections::HashMap<String, &prost_types::DescriptorProto> = set

@@ -234,6 +234,43 @@ async fn every_route_answers_in_its_golden_shape() {
     assert!(first.get("from_segment").is_none(), "a first segment comes from none");
     seen.record("GET /v1/insights/segment-changes", &changes);
 
+    // Webhooks: a subscription to a receiver here, an order's event delivered to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(|| async { "ok" })).await });
+    seen.record("GET /v1/webhooks/event-types", &h.get(&admin, "/v1/webhooks/event-types").await);
+    let body = json!({"url": hooks, "event_types": ["points.earned"], "description": "CRM", "ordered": true});
+    let created = seen
+        .record("POST /v1/webhooks/subscriptions", &h.post(&admin, "/v1/webhooks/subscriptions", "hook-1", body).await);
+    let id = created["subscription"]["subscription_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/webhooks/subscriptions/{id}");
+    seen.record("GET /v1/webhooks/subscriptions", &h.get(&admin, "/v1/webhooks/subscriptions").await);
+    seen.record("GET /v1/webhooks/subscriptions/{subscription_id}", &h.get(&admin, &path).await);
+    h.order(&admin, "ben", "order-hooks", 1_000).await.ok();
+    let deliveries = format!("{path}/deliveries");
+    // Ben's: earlier entries the service had not followed yet when the subscription came may be delivered too.
+    let bens = || async {
+        let page = h.get(&admin, &deliveries).await;
+        let mut bens = page.body["deliveries"].as_array().into_iter().flatten().filter(|d| d["customer_id"] == "ben");
+        bens.find(|d| d["state"] == "delivered").map(|d| d["event_id"].as_str().unwrap().to_owned())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { bens().await.is_some() }).await,
+        "ben's event never arrived"
+    );
+    let bens_event = bens().await.unwrap();
+    let page = h.get(&admin, &format!("{deliveries}?event_id={bens_event}")).await;
+    let page = seen.record("GET /v1/webhooks/subscriptions/{subscription_id}/deliveries", &page);
+    let event_id = page["deliveries"][0]["event_id"].clone();
+    let again = h.post(&admin, &format!("{path}/redeliveries"), "hook-2", json!({"event_id": event_id})).await;
+    seen.record("POST /v1/webhooks/subscriptions/{subscription_id}/redeliveries", &again);
+    let rotated = h.post(&admin, &format!("{path}/secret"), "hook-3", json!({"overlap_seconds": 3600})).await;
+    seen.record("POST /v1/webhooks/subscriptions/{subscription_id}/secret", &rotated);
+    let update = json!({"url": hooks, "event_types": [], "description": "CRM, all events"});
+    seen.record("PUT /v1/webhooks/subscriptions/{subscription_id}", &h.put(&admin, &path, "hook-4", update).await);
+    let deleted = h.bodiless(Method::DELETE, &admin, &path, "hook-5").await;
+    seen.record("DELETE /v1/webhooks/subscriptions/{subscription_id}", &deleted);
+
     // Last, so that the audit has every kind of change in it.
     let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;
     seen.record("POST /v1/campaigns/{campaign_id}/end", &end);

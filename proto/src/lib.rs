@@ -40,4 +40,17 @@ pub mod webhooks {
     pub mod v1 {
         tonic::include_proto!("loyalty.webhooks.v1");
     }
+
+    /// Every event type a subscription can ask for, with what it means: the
+    /// `type` of the events' bodies (version `v1`).
+    pub const EVENT_TYPES: &[(&str, &str)] = &[
+        ("points.earned", "Points earned: an order, an activity, a referral or a bonus (pending until the return window ends)"),
+        ("points.activated", "Pending points became spendable"),
+        ("points.spent", "Points spent: a reward redeemed or a checkout"),
+        ("points.restored", "A spend given back: a voucher cancelled or a redemption that failed"),
+        ("points.reversed", "Points taken back by a refund"),
+        ("points.adjusted", "Points added or taken by hand, with the reason"),
+        ("points.expired", "Points expired"),
+        ("subscription.disabled", "A subscription of the program was disabled after failing for days"),
+    ];
 }

@@ -46,10 +46,11 @@ TIERS_PID=""
 REFERRAL_PID=""
 REWARDS_PID=""
 INSIGHTS_PID=""
+WEBHOOKS_PID=""
 GATEWAY_PID=""
 cleanup() {
     local pid
-    for pid in "$GATEWAY_PID" "$INSIGHTS_PID" "$REWARDS_PID" "$REFERRAL_PID" "$TIERS_PID" "$POINTS_PID"; do
+    for pid in "$GATEWAY_PID" "$WEBHOOKS_PID" "$INSIGHTS_PID" "$REWARDS_PID" "$REFERRAL_PID" "$TIERS_PID" "$POINTS_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -69,9 +70,9 @@ fi
 if [ "${LOYALTY_SKIP_BUILD:-0}" != 1 ]; then
     log "building the services and the gateway"
     (cd "$ROOT" && cargo build --quiet --locked -p loyalty-points -p loyalty-tiers -p loyalty-referral \
-        -p loyalty-rewards -p loyalty-insights -p loyalty-gateway) || die "build failed"
+        -p loyalty-rewards -p loyalty-insights -p loyalty-webhooks -p loyalty-gateway) || die "build failed"
 fi
-for binary in loyalty-points loyalty-tiers loyalty-referral loyalty-rewards loyalty-insights loyalty-gateway; do
+for binary in loyalty-points loyalty-tiers loyalty-referral loyalty-rewards loyalty-insights loyalty-webhooks loyalty-gateway; do
     [ -x "$BIN/$binary" ] || die "$BIN/$binary is missing (build it or unset LOYALTY_SKIP_BUILD)"
 done
 
@@ -152,14 +153,22 @@ DATABASE_URL="sqlite://$WORK/insights.db" POINTS_ADDR="$POINTS_ADDR" \
 INSIGHTS_PID=$!
 INSIGHTS_ADDR="$(wait_for_addr "$INSIGHTS_PID" "$WORK/insights.log" grpc "service ready")"
 
+log "starting the webhooks service, following $POINTS_ADDR"
+LOG_FORMAT=json RUST_LOG=info \
+WEBHOOKS_GRPC_ADDR=127.0.0.1:0 WEBHOOKS_METRICS_ADDR=127.0.0.1:0 \
+DATABASE_URL="sqlite://$WORK/webhooks.db" POINTS_ADDR="$POINTS_ADDR" \
+    "$BIN/loyalty-webhooks" >"$WORK/webhooks.log" 2>&1 &
+WEBHOOKS_PID=$!
+WEBHOOKS_ADDR="$(wait_for_addr "$WEBHOOKS_PID" "$WORK/webhooks.log" grpc "service ready")"
+
 KEY="$(DATABASE_URL="$GATEWAY_DB" "$BIN/loyalty-gateway" keys create --program contract --scope admin --label contract-test 2>/dev/null)" \
     || die "cannot create an API key"
 
-log "starting the gateway in front of points $POINTS_ADDR, tiers $TIERS_ADDR, referral $REFERRAL_ADDR, rewards $REWARDS_ADDR, insights $INSIGHTS_ADDR"
+log "starting the gateway in front of points $POINTS_ADDR, tiers $TIERS_ADDR, referral $REFERRAL_ADDR, rewards $REWARDS_ADDR, insights $INSIGHTS_ADDR, webhooks $WEBHOOKS_ADDR"
 LOG_FORMAT=json RUST_LOG=warn,loyalty_gateway=info,loyalty_gateway::observe=warn \
 GATEWAY_HTTP_ADDR=127.0.0.1:0 GATEWAY_METRICS_ADDR=127.0.0.1:0 \
 POINTS_ADDR="$POINTS_ADDR" TIERS_ADDR="$TIERS_ADDR" REFERRAL_ADDR="$REFERRAL_ADDR" REWARDS_ADDR="$REWARDS_ADDR" \
-INSIGHTS_ADDR="$INSIGHTS_ADDR" DATABASE_URL="$GATEWAY_DB" GATEWAY_RATE_LIMIT_PER_SEC=0 \
+INSIGHTS_ADDR="$INSIGHTS_ADDR" WEBHOOKS_ADDR="$WEBHOOKS_ADDR" DATABASE_URL="$GATEWAY_DB" GATEWAY_RATE_LIMIT_PER_SEC=0 \
     "$BIN/loyalty-gateway" >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 GATEWAY_ADDR="$(wait_for_addr "$GATEWAY_PID" "$WORK/gateway.log" http "gateway ready")"

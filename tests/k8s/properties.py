@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import re
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "ap
 SENSITIVE_ENV = re.compile(r"(^|_)(URL|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?|API_KEY)$")
 CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
-GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights"}
+GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
+                 "loyalty-webhooks"}
 HTTP_SERVICES = {"loyalty-gateway"}
 # Credentials (issue 10): every binary checks callers unless LOYALTY_AUTH=off,
 # which no install may set; these settings hold secrets and must come from a
@@ -47,7 +49,7 @@ TLS_ENV = (TLS_CERT, TLS_KEY, TLS_CLIENT_CA, TLS_CA)
 PLAINTEXT_APP_PROTOCOLS = {"http", "h2c", "kubernetes.io/h2c", "grpc"}
 # Settings naming another workload to call (host:port): the host must be a name
 # its certificate carries, i.e. its Service's name in the namespace.
-PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS|INSIGHTS)_ADDR$")
+PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS|INSIGHTS|WEBHOOKS)_ADDR$")
 # The optional cert-manager example (not rendered by any overlay), checked with prod.
 CERT_MANAGER_EXAMPLE = Path("cert-manager") / "certificates.yaml"
 
@@ -151,6 +153,71 @@ def ingress_allowed(policies: list[dict], namespace: str, source_namespace: dict
                 pod_ok = labels_match(peer["podSelector"], source_labels) if "podSelector" in peer else True
                 if ns_ok and pod_ok:
                     return True
+    return False
+
+
+class Destination:
+    """Where a connection goes: a pod (labels, its namespace's labels, its
+    address) or an address outside the cluster (no labels)."""
+
+    def __init__(self, ip: str, namespace: dict | None = None, labels: dict | None = None,
+                 workload: dict | None = None, label: str | None = None) -> None:
+        self.ip, self.namespace, self.labels, self.workload = ipaddress.ip_address(ip), namespace, labels, workload
+        self.label = label or (labels or {}).get("app.kubernetes.io/name") or ip
+
+
+def egress_allowed(policies: list[dict], namespace: str, source_labels: dict, destination: Destination,
+                   port: int, protocol: str = "TCP") -> bool:
+    """Would a connection from a pod (labels, in `namespace`) to `destination`
+    on `port`/`protocol` leave the pod? A pod no Egress policy selects sends
+    anywhere. ipBlocks are matched against pod addresses too (NetworkPolicy
+    leaves that to the plugin, so the stricter reading)."""
+    def types(policy: dict) -> list[str]:
+        spec = policy["spec"]
+        return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+
+    selecting = [p for p in policies
+                 if p["metadata"].get("namespace") == namespace and "Egress" in types(p)
+                 and labels_match(p["spec"].get("podSelector") or {}, source_labels)]
+    if not selecting:
+        return True
+    named = {}
+    if destination.workload is not None:
+        named = {d["name"]: d["containerPort"] for x in containers(destination.workload)
+                 for d in x.get("ports") or [] if d.get("name")}
+
+    def port_ok(rule_port: dict) -> bool:
+        if rule_port.get("protocol", "TCP") != protocol:
+            return False
+        wanted = rule_port.get("port")
+        if wanted is None:
+            return True
+        if isinstance(wanted, str):
+            return named.get(wanted) == port
+        return wanted <= port <= rule_port.get("endPort", wanted)
+
+    def peer_ok(peer: dict) -> bool:
+        if "ipBlock" in peer:
+            block = peer["ipBlock"]
+            return destination.ip in ipaddress.ip_network(block["cidr"]) and not any(
+                destination.ip in ipaddress.ip_network(e) for e in block.get("except") or [])
+        if destination.labels is None:
+            return False
+        ns_selector = peer.get("namespaceSelector")
+        if ns_selector is None:
+            ns_ok = (destination.namespace or {}).get("kubernetes.io/metadata.name") == namespace
+        else:
+            ns_ok = labels_match(ns_selector, destination.namespace or {})
+        return ns_ok and (labels_match(peer["podSelector"], destination.labels) if "podSelector" in peer else True)
+
+    for policy in selecting:
+        for rule in policy["spec"].get("egress") or []:
+            ports = rule.get("ports")
+            if ports and not any(port_ok(p) for p in ports):
+                continue
+            peers = rule.get("to")
+            if not peers or any(peer_ok(peer) for peer in peers):
+                return True
     return False
 
 
@@ -517,6 +584,14 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (own_ns, pod("loyalty-referral"), "loyalty-insights", "grpc", False, "referral never calls insights"),
         (own_ns, pod("loyalty-insights"), "loyalty-referral", "grpc", True, "insights reads the referral funnel"),
         (own_ns, pod("loyalty-insights"), "loyalty-rewards", "grpc", False, "insights never calls rewards"),
+        (own_ns, pod("loyalty-webhooks"), "loyalty-points", "grpc", True, "webhooks follows the ledger"),
+        (own_ns, pod("loyalty-gateway"), "loyalty-webhooks", "grpc", True, "gateway serves webhooks routes"),
+        (own_ns, pod("loyalty-points"), "loyalty-webhooks", "grpc", False, "points never calls webhooks"),
+        (own_ns, pod("loyalty-insights"), "loyalty-webhooks", "grpc", False, "insights never calls webhooks"),
+        (own_ns, pod("loyalty-loadgen"), "loyalty-webhooks", "grpc", False, "loadgen has no business with webhooks"),
+        (own_ns, pod("anything"), "loyalty-webhooks", "grpc", False, "only the gateway calls webhooks"),
+        (own_ns, pod("loyalty-webhooks"), "loyalty-tiers", "grpc", False, "webhooks never calls tiers"),
+        (own_ns, pod("loyalty-webhooks"), "loyalty-insights", "grpc", False, "webhooks never calls insights"),
         (own_ns, pod("anything"), "loyalty-gateway", "http", True, "pods of the namespace call the gateway"),
         (ingress_ns, pod("ingress-nginx"), "loyalty-gateway", "http", True, "the ingress controller"),
         (own_ns, pod("loyalty-loadgen"), "loyalty-tiers", "grpc", False, "loadgen has no business with tiers"),
@@ -527,17 +602,18 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (monitoring, pod("prometheus"), "loyalty-points", "grpc", False, "Prometheus gets metrics only"),
     ]
     for target in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
-                   "loyalty-gateway"):
+                   "loyalty-webhooks", "loyalty-gateway"):
         matrix.append((monitoring, pod("prometheus"), target, "metrics", True, "Prometheus scrapes metrics"))
         matrix.append((own_ns, pod("anything"), target, "metrics", False, "metrics only for Prometheus"))
     if overlay == "dev":
         for caller in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
-                       "loyalty-gateway"):
+                       "loyalty-webhooks", "loyalty-gateway"):
             matrix.append((own_ns, pod(caller), "postgres", "postgres", True, "each service owns a database"))
         matrix.append((own_ns, pod("loyalty-points"), "redis", "redis", True, "points caches balances"))
         matrix.append((own_ns, pod("loyalty-tiers"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-gateway"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-insights"), "redis", "redis", False, "only points uses Redis"))
+        matrix.append((own_ns, pod("loyalty-webhooks"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-loadgen"), "postgres", "postgres", False, "loadgen has no database"))
     for source_ns, source, target, port, expected, why in matrix:
         if target not in workloads:
@@ -548,6 +624,75 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         c.check(allowed == expected,
                 f"network: {source['app.kubernetes.io/name']} ({source_ns['kubernetes.io/metadata.name']}) -> "
                 f"{target}:{port} should be {verdict} ({why})")
+    check_egress(c, policies, workloads, namespace, overlay)
+
+
+# An address standing for any on the public internet, and one in the pod
+# range of a typical cluster (inside 10.0.0.0/8, like most pod and Service ranges).
+PUBLIC_IP = "8.8.8.8"
+POD_IP = "10.244.1.7"
+# Addresses outside the cluster that loyalty-webhooks must never reach,
+# whatever the port: the private, shared, link-local and loopback ranges.
+FORBIDDEN_IPS = {
+    "10.20.30.40": "a private 10/8 address",
+    "172.20.0.10": "a private 172.16/12 address",
+    "192.168.1.1": "a private 192.168/16 address",
+    "169.254.169.254": "the cloud metadata address",
+    "100.64.0.1": "the shared (carrier NAT) range",
+    "127.0.0.1": "loopback",
+    "10.96.0.1": "the Kubernetes API Service",
+}
+
+
+def check_egress(c: Checks, policies: list[dict], workloads: dict[str, dict], namespace: str,
+                 overlay: str) -> None:
+    """Where fenced workloads may connect to: loyalty-webhooks calls the
+    addresses shops choose, so its egress is limited (base/webhooks)."""
+    own_ns = {"kubernetes.io/metadata.name": namespace}
+
+    def pod(name: str) -> Destination:
+        """A workload of the namespace (its container ports resolve named ports)."""
+        return Destination(POD_IP, own_ns, {"app.kubernetes.io/name": name}, workloads.get(name))
+
+    kube_dns = Destination("10.244.0.3", {"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"},
+                           label="kube-dns (kube-system)")
+    collector = Destination("10.244.2.9", {"kubernetes.io/metadata.name": "observability"},
+                            {"app.kubernetes.io/name": "opentelemetry-collector"}, label="otel collector (observability)")
+    public = Destination(PUBLIC_IP, label=f"{PUBLIC_IP} (public)")
+    # (source, destination, port, protocol, expected, why)
+    matrix: list[tuple[str, Destination, int, str, bool, str]] = [
+        ("loyalty-webhooks", kube_dns, 53, "UDP", True, "webhooks resolves names"),
+        ("loyalty-webhooks", kube_dns, 53, "TCP", True, "webhooks resolves names (large answers)"),
+        ("loyalty-webhooks", pod("loyalty-points"), 50051, "TCP", True, "webhooks follows the ledger"),
+        ("loyalty-webhooks", pod("loyalty-points"), 9101, "TCP", False, "webhooks needs the ledger, not metrics"),
+        ("loyalty-webhooks", pod("loyalty-tiers"), 50052, "TCP", False, "webhooks never calls tiers"),
+        ("loyalty-webhooks", pod("loyalty-insights"), 50055, "TCP", False, "webhooks never calls insights"),
+        ("loyalty-webhooks", pod("loyalty-gateway"), 8080, "TCP", False, "webhooks never calls the gateway"),
+        ("loyalty-webhooks", public, 443, "TCP", True, "shops' https endpoints"),
+        ("loyalty-webhooks", public, 80, "TCP", False, "no plain-http deliveries"),
+        ("loyalty-webhooks", public, 22, "TCP", False, "https only"),
+        ("loyalty-webhooks", public, 53, "UDP", False, "DNS only through the cluster's resolver"),
+        ("loyalty-gateway", pod("loyalty-webhooks"), 50056, "TCP", True, "gateway serves webhooks routes"),
+    ]
+    for ip, what in FORBIDDEN_IPS.items():
+        for port in (443, 80):
+            matrix.append(("loyalty-webhooks", Destination(ip), port, "TCP", False, what))
+    if overlay == "dev":
+        matrix.append(("loyalty-webhooks", pod("postgres"), 5432, "TCP", True, "its own and the key database"))
+        matrix.append(("loyalty-webhooks", pod("redis"), 6379, "TCP", False, "only points uses Redis"))
+    if overlay == "prod":
+        matrix.append(("loyalty-webhooks", Destination("10.20.30.40"), 5432, "TCP", True,
+                       "its own and the key database, external on a private network"))
+        matrix.append(("loyalty-webhooks", Destination("10.20.30.40"), 6379, "TCP", False, "only points uses Redis"))
+        matrix.append(("loyalty-webhooks", collector, 4317, "TCP", True, "traces and logs to the OTLP collector"))
+    for source, destination, port, protocol, expected, why in matrix:
+        if source not in workloads:
+            c.check(False, f"network: no workload {source} to check")
+            continue
+        allowed = egress_allowed(policies, namespace, pod_labels(workloads[source]), destination, port, protocol)
+        verdict = "allowed" if expected else "denied"
+        c.check(allowed == expected,
+                f"network: egress {source} -> {destination.label}:{port}/{protocol} should be {verdict} ({why})")
 
 
 def check_overlay(c: Checks, objects: list[dict], overlay: str, context: list[dict]) -> None:

@@ -19,6 +19,7 @@ use loyalty_proto::points::v1 as pb;
 use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::rewards::v1 as rewards_pb;
 use loyalty_proto::tiers::v1 as tiers_pb;
+use loyalty_proto::webhooks::v1 as webhooks_pb;
 
 use crate::problem::{FieldError, Problem};
 use crate::rfc3339;
@@ -78,6 +79,7 @@ mod program;
 mod referrals;
 mod rewards;
 mod tiers;
+mod webhooks;
 
 pub use customers::*;
 pub use insights::*;
@@ -86,3 +88,4 @@ pub use program::*;
 pub use referrals::*;
 pub use rewards::*;
 pub use tiers::*;
+pub use webhooks::*;

@@ -12,6 +12,7 @@ pub mod program;
 pub mod referrals;
 pub mod rewards;
 pub mod tiers;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +151,17 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::GET, "/v1/insights/cohorts", insights::cohorts)
         .add(Method::GET, "/v1/insights/segment-changes", insights::segment_changes)
         // Shop back end: survey answers.
-        .add(Method::POST, "/v1/customers/{customer_id}/surveys", insights::record_survey);
+        .add(Method::POST, "/v1/customers/{customer_id}/surveys", insights::record_survey)
+        // Admin: webhooks.
+        .add(Method::GET, "/v1/webhooks/event-types", webhooks::event_types)
+        .add(Method::GET, "/v1/webhooks/subscriptions", webhooks::list)
+        .add(Method::POST, "/v1/webhooks/subscriptions", webhooks::create)
+        .add(Method::GET, "/v1/webhooks/subscriptions/{subscription_id}", webhooks::get)
+        .add(Method::PUT, "/v1/webhooks/subscriptions/{subscription_id}", webhooks::update)
+        .add(Method::DELETE, "/v1/webhooks/subscriptions/{subscription_id}", webhooks::delete)
+        .add(Method::POST, "/v1/webhooks/subscriptions/{subscription_id}/secret", webhooks::rotate_secret)
+        .add(Method::GET, "/v1/webhooks/subscriptions/{subscription_id}/deliveries", webhooks::deliveries)
+        .add(Method::POST, "/v1/webhooks/subscriptions/{subscription_id}/redeliveries", webhooks::redeliver);
     let RouteTable { router, specs } = table;
     let demo = if state.widget.demo.is_some() { demo::routes() } else { Router::new() };
 
@@ -267,6 +278,10 @@ pub fn rewards_failed(failure: Failure) -> Problem {
 
 pub fn insights_failed(failure: Failure) -> Problem {
     backend_failed("insights", failure)
+}
+
+pub fn webhooks_failed(failure: Failure) -> Problem {
+    backend_failed("webhooks", failure)
 }
 
 #[cfg(test)]

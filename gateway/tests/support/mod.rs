@@ -25,6 +25,7 @@ use loyalty_points::PointsServer;
 use loyalty_referral::ReferralServer;
 use loyalty_rewards::RewardsServer;
 use loyalty_tiers::TiersServer;
+use loyalty_webhooks::WebhooksServer;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -46,6 +47,8 @@ pub struct Options {
     pub rewards_addr: Option<String>,
     /// Start no insights service and point the gateway here instead.
     pub insights_addr: Option<String>,
+    /// Start no webhooks service and point the gateway here instead.
+    pub webhooks_addr: Option<String>,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     pub key_cache_ttl_secs: u64,
@@ -65,6 +68,7 @@ impl Default for Options {
             referral_addr: None,
             rewards_addr: None,
             insights_addr: None,
+            webhooks_addr: None,
             rate_limit_per_sec: 0,
             rate_limit_burst: 100,
             key_cache_ttl_secs: 30,
@@ -94,6 +98,7 @@ pub struct Harness {
     referral: Option<RunningService>,
     rewards: Option<RunningService>,
     insights: Option<RunningService>,
+    webhooks: Option<RunningService>,
     sandbox: Sandbox,
 }
 
@@ -165,12 +170,14 @@ impl Harness {
         let referral_listener = start(optional && options.referral_addr.is_none()).await;
         let rewards_listener = start(optional && options.rewards_addr.is_none()).await;
         let insights_listener = start(optional && options.insights_addr.is_none()).await;
+        let webhooks_listener = start(optional && options.webhooks_addr.is_none()).await;
         let addr = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr().unwrap().to_string());
         let points_addr = options.points_addr.clone().or_else(|| addr(&points_listener)).unwrap();
         let tiers_addr = options.tiers_addr.clone().or_else(|| addr(&tiers_listener));
         let referral_addr = options.referral_addr.clone().or_else(|| addr(&referral_listener));
         let rewards_addr = options.rewards_addr.clone().or_else(|| addr(&rewards_listener));
         let insights_addr = options.insights_addr.clone().or_else(|| addr(&insights_listener));
+        let webhooks_addr = options.webhooks_addr.clone().or_else(|| addr(&webhooks_listener));
 
         let points = match points_listener {
             Some(listener) => {
@@ -215,6 +222,16 @@ impl Harness {
             }
             None => None,
         };
+        let webhooks = match webhooks_listener {
+            Some(listener) => {
+                let url = sandbox.database("webhooks").await;
+                // Receivers in tests listen on loopback over plain http.
+                let mut args = vec!["--allow-http", "--allowed-networks", "127.0.0.0/8", "--poll-interval-ms", "50"];
+                args.extend(follower);
+                Some(sandbox.start_on::<WebhooksServer>(listener, &url, &args).await)
+            }
+            None => None,
+        };
         let config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -223,6 +240,7 @@ impl Harness {
             referral_addr,
             rewards_addr,
             insights_addr,
+            webhooks_addr,
             upstream_timeout_ms: options.upstream_timeout_ms,
             request_timeout_ms: 10_000,
             max_body_bytes: options.max_body_bytes,
@@ -250,6 +268,7 @@ impl Harness {
             referral,
             rewards,
             insights,
+            webhooks,
             sandbox,
         }
     }
@@ -290,6 +309,9 @@ impl Harness {
     pub async fn stop(mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await.expect("gateway shuts down cleanly");
+        }
+        if let Some(webhooks) = self.webhooks.take() {
+            webhooks.shutdown().await.expect("webhooks shuts down cleanly");
         }
         if let Some(insights) = self.insights.take() {
             insights.shutdown().await.expect("insights shuts down cleanly");
@@ -409,6 +431,7 @@ impl Harness {
             self.referral.as_ref(),
             self.rewards.as_ref(),
             self.insights.as_ref(),
+            self.webhooks.as_ref(),
         ];
         let mut calls = BTreeMap::new();
         for server in servers.into_iter().flatten() {

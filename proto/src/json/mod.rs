@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     insights::v1 as insights, points::v1 as points, referral::v1 as referral, rewards::v1 as rewards,
-    tiers::v1 as tiers,
+    tiers::v1 as tiers, webhooks::v1 as webhooks,
 };
 
 pub mod rfc3339;
@@ -45,6 +45,7 @@ fallbacks! {
     points::EntryKind => Unspecified,
     rewards::RedemptionStatus => Unspecified,
     referral::ReferralStatus => Unspecified,
+    webhooks::SubscriptionStatus => Unspecified,
     // Never shown: the field is left out instead (`unspecified`).
     points::NoPointsReason => Unspecified,
     points::Rounding => Down,
@@ -60,6 +61,8 @@ fallbacks! {
     insights::CustomerOrder => Spend,
     insights::SurveyKind => Nps,
     insights::Granularity => Day,
+    // A delivery always has a state; the query reads it.
+    webhooks::DeliveryState => Pending,
 }
 
 /// An enum field by name (`serialize_with`).

@@ -35,6 +35,7 @@ pub async fn prepare(gateway: &mut loyalty_gateway::Config) -> Result<(), Error>
         referral: gateway.referral_addr.as_deref(),
         rewards: gateway.rewards_addr.as_deref(),
         insights: gateway.insights_addr.as_deref(),
+        webhooks: gateway.webhooks_addr.as_deref(),
     };
     // The same way in as the gateway's: its TLS settings and a service identity from the shared secret.
     let tls = Tls::load(&gateway.tls)?;

@@ -50,6 +50,12 @@ struct Args {
     /// Metrics address of the insights service.
     #[arg(long, env = "INSIGHTS_METRICS_ADDR", value_name = "INSIGHTS_METRICS_ADDR", default_value = "127.0.0.1:9105")]
     insights_metrics_addr: SocketAddr,
+    /// gRPC address of the webhooks service.
+    #[arg(long, env = "WEBHOOKS_GRPC_ADDR", value_name = "WEBHOOKS_GRPC_ADDR", default_value = "127.0.0.1:50056")]
+    webhooks_grpc_addr: SocketAddr,
+    /// Metrics address of the webhooks service.
+    #[arg(long, env = "WEBHOOKS_METRICS_ADDR", value_name = "WEBHOOKS_METRICS_ADDR", default_value = "127.0.0.1:9106")]
+    webhooks_metrics_addr: SocketAddr,
     /// HTTP address of the gateway.
     #[arg(long, env = "GATEWAY_HTTP_ADDR", value_name = "GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     gateway_http_addr: SocketAddr,
@@ -104,6 +110,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let rewards_addr = rewards_listener.local_addr()?;
     let insights_listener = bind(args.insights_grpc_addr, "INSIGHTS_GRPC_ADDR").await?;
     let insights_addr = insights_listener.local_addr()?;
+    let webhooks_listener = bind(args.webhooks_grpc_addr, "WEBHOOKS_GRPC_ADDR").await?;
+    let webhooks_addr = webhooks_listener.local_addr()?;
     let gateway_listener = bind(args.gateway_http_addr, "GATEWAY_HTTP_ADDR").await?;
     let gateway_addr = gateway_listener.local_addr()?;
 
@@ -178,6 +186,24 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
+    // On a developer's machine the endpoints under test listen here, over plain http.
+    let webhooks_config = loyalty_webhooks::Config {
+        grpc_addr: webhooks_addr,
+        metrics_addr: args.webhooks_metrics_addr,
+        database: DatabaseArgs::new(sqlite(&args.data_dir, "webhooks.db"), 8),
+        points_addr: Some(points_addr.to_string()),
+        retry_schedule: loyalty_webhooks::domain::RetrySchedule::DEFAULT.parse()?,
+        timeout_ms: 10_000,
+        endpoint_concurrency: 8,
+        max_in_flight: 256,
+        disable_after_days: 5,
+        poll_interval_ms: 1_000,
+        lease_secs: 120,
+        allowed_networks: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+        allow_http: true,
+        security: security.clone(),
+        telemetry: args.telemetry.clone(),
+    };
     let mut gateway_config = loyalty_gateway::Config::from_env()?;
     gateway_config.http_addr = gateway_addr;
     gateway_config.metrics_addr = args.gateway_metrics_addr;
@@ -186,6 +212,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     gateway_config.referral_addr = Some(referral_addr.to_string());
     gateway_config.rewards_addr = Some(rewards_addr.to_string());
     gateway_config.insights_addr = Some(insights_addr.to_string());
+    gateway_config.webhooks_addr = Some(webhooks_addr.to_string());
     gateway_config.database.url = keys_url;
     gateway_config.service_secret = Some(service_secret);
     let keys = loyalty_gateway::keys::KeyStore::open(&gateway_config.database.url, 2).await?;
@@ -195,6 +222,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     let referral = loyalty_referral::ReferralServer::start(referral_config, referral_listener, None).await?;
     let rewards = loyalty_rewards::RewardsServer::start(rewards_config, rewards_listener, None).await?;
     let insights = loyalty_insights::InsightsServer::start(insights_config, insights_listener, None).await?;
+    let webhooks = loyalty_webhooks::WebhooksServer::start(webhooks_config, webhooks_listener, None).await?;
     demo::prepare(&mut gateway_config).await?;
     let gateway = loyalty_gateway::GatewayServer::start(gateway_config, gateway_listener).await?;
 
@@ -204,6 +232,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("  referral grpc {referral_addr}  metrics http://{}/metrics", referral.metrics_addr());
     println!("  rewards grpc {rewards_addr}  metrics http://{}/metrics", rewards.metrics_addr());
     println!("  insights grpc {insights_addr}  metrics http://{}/metrics", insights.metrics_addr());
+    println!(
+        "  webhooks grpc {webhooks_addr}  metrics http://{}/metrics  (delivers to http://localhost too, for trying it out)",
+        webhooks.metrics_addr()
+    );
     println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
     println!("  demo shop http://{gateway_addr}/demo  (the storefront widget with sample customers)");
     match args.auth {
@@ -233,6 +265,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     println!("stop with ctrl-c");
     loyalty_common::shutdown::termination().await;
     gateway.shutdown().await?;
+    webhooks.shutdown().await?;
     insights.shutdown().await?;
     rewards.shutdown().await?;
     referral.shutdown().await?;

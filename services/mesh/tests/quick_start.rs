@@ -20,7 +20,7 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     // Every listener on port 0: the mesh binds what the kernel gives and prints the
     // addresses it got, so no port picked here can be taken before the mesh binds it.
     let mut command = Command::new(env!("CARGO_BIN_EXE_loyalty-mesh"));
-    for service in ["POINTS", "TIERS", "REFERRAL", "REWARDS", "INSIGHTS"] {
+    for service in ["POINTS", "TIERS", "REFERRAL", "REWARDS", "INSIGHTS", "WEBHOOKS"] {
         command.env(format!("{service}_GRPC_ADDR"), "127.0.0.1:0");
         command.env(format!("{service}_METRICS_ADDR"), "127.0.0.1:0");
     }
@@ -56,6 +56,8 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     assert!(banner.iter().any(|l| l.contains(&format!("grpc {rewards_grpc}"))), "{banner:?}");
     let insights_grpc = address("insights", "grpc");
     assert_ne!(insights_grpc.port(), 0, "the insights service is in the quick start: {banner:?}");
+    let webhooks_grpc = address("webhooks", "grpc");
+    assert_ne!(webhooks_grpc.port(), 0, "the webhooks service is in the quick start: {banner:?}");
     assert!(banner.iter().any(|l| l.starts_with("AUTH REQUIRED")), "the banner says calls need a key: {banner:?}");
     let key_line = banner.iter().find(|l| l.contains("shown once")).expect("an admin key is printed");
     let key = key_line.rsplit(' ').next().unwrap().to_owned();

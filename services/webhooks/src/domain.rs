@@ -13,20 +13,7 @@ use sha2::Sha256;
 use loyalty_common::clock::{MICROS_PER_SECOND, Micros};
 use loyalty_common::validate::FieldViolation;
 
-/// Every event type a subscription can ask for, with what it means.
-pub const EVENT_TYPES: &[(&str, &str)] = &[
-    (
-        "points.earned",
-        "Points earned: an order, an activity, a referral or a bonus (pending until the return window ends)",
-    ),
-    ("points.activated", "Pending points became spendable"),
-    ("points.spent", "Points spent: a reward redeemed or a checkout"),
-    ("points.restored", "A spend given back: a voucher cancelled or a redemption that failed"),
-    ("points.reversed", "Points taken back by a refund"),
-    ("points.adjusted", "Points added or taken by hand, with the reason"),
-    ("points.expired", "Points expired"),
-    ("subscription.disabled", "A subscription of the program was disabled after failing for days"),
-];
+pub use loyalty_proto::webhooks::EVENT_TYPES;
 
 /// Whether `name` is a known event type.
 pub fn is_event_type(name: &str) -> bool {

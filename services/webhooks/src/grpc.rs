@@ -57,7 +57,7 @@ impl WebhooksService for WebhooksApi {
         check.done(DOMAIN)?;
         let program = r.program_id.clone();
         let request_json = serde_json::to_value(&endpoint).unwrap_or_default();
-        let saved = self
+        let (saved, replayed) = self
             .store()
             .idempotent(&program, "CreateSubscription", &r.idempotency_key, &request_json, async |conn, now| {
                 let secret = domain::new_secret();
@@ -66,10 +66,10 @@ impl WebhooksService for WebhooksApi {
             })
             .await?;
         let row = self.store().get_subscription(&r.program_id, &saved.subscription_id).await?;
-        Ok(Response::new(pb::CreateSubscriptionResponse {
-            subscription: Some(subscription_to_proto(&row)),
-            secret: saved.secret,
-        }))
+        Ok(marked(
+            pb::CreateSubscriptionResponse { subscription: Some(subscription_to_proto(&row)), secret: saved.secret },
+            replayed,
+        ))
     }
 
     async fn get_subscription(
@@ -130,7 +130,8 @@ impl WebhooksService for WebhooksApi {
         let (program, id, expected) = (r.program_id.clone(), r.subscription_id.clone(), r.expected_version);
         let request_json = serde_json::json!({ "id": id, "endpoint": endpoint, "expected": expected });
         let dialect = self.store().database().dialect;
-        self.store()
+        let ((), replayed) = self
+            .store()
             .idempotent(&program, "UpdateSubscription", &r.idempotency_key, &request_json, async |conn, _| {
                 WebhooksStore::update_subscription(conn, dialect, &program, &id, &endpoint, expected).await?;
                 Ok(())
@@ -140,7 +141,7 @@ impl WebhooksService for WebhooksApi {
         if row.status == ENABLED {
             self.webhooks.wake();
         }
-        Ok(Response::new(pb::UpdateSubscriptionResponse { subscription: Some(subscription_to_proto(&row)) }))
+        Ok(marked(pb::UpdateSubscriptionResponse { subscription: Some(subscription_to_proto(&row)) }, replayed))
     }
 
     async fn delete_subscription(
@@ -156,12 +157,13 @@ impl WebhooksService for WebhooksApi {
         check.done(DOMAIN)?;
         let request_json = serde_json::json!({ "id": r.subscription_id });
         let id = r.subscription_id.clone();
-        self.store()
+        let ((), replayed) = self
+            .store()
             .idempotent(&r.program_id, "DeleteSubscription", &r.idempotency_key, &request_json, async |conn, _| {
                 WebhooksStore::delete_subscription(conn, &r.program_id, &id).await
             })
             .await?;
-        Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+        Ok(marked(pb::DeleteSubscriptionResponse {}, replayed))
     }
 
     async fn rotate_secret(
@@ -183,7 +185,7 @@ impl WebhooksService for WebhooksApi {
         let (program, id) = (r.program_id.clone(), r.subscription_id.clone());
         let request_json = serde_json::json!({ "id": id, "overlap": r.overlap_seconds });
         let dialect = self.store().database().dialect;
-        let saved = self
+        let (saved, replayed) = self
             .store()
             .idempotent(&program, "RotateSecret", &r.idempotency_key, &request_json, async |conn, now| {
                 let secret = domain::new_secret();
@@ -192,10 +194,10 @@ impl WebhooksService for WebhooksApi {
             })
             .await?;
         let row = self.store().get_subscription(&r.program_id, &r.subscription_id).await?;
-        Ok(Response::new(pb::RotateSecretResponse {
-            subscription: Some(subscription_to_proto(&row)),
-            secret: saved.secret,
-        }))
+        Ok(marked(
+            pb::RotateSecretResponse { subscription: Some(subscription_to_proto(&row)), secret: saved.secret },
+            replayed,
+        ))
     }
 
     async fn list_deliveries(
@@ -246,7 +248,7 @@ impl WebhooksService for WebhooksApi {
         check.done(DOMAIN)?;
         let (program, subscription, event) = (r.program_id.clone(), r.subscription_id.clone(), r.event_id.clone());
         let request_json = serde_json::json!({ "subscription": subscription, "event": event });
-        let delivery_id: String = self
+        let (delivery_id, replayed): (String, bool) = self
             .store()
             .idempotent(&program, "Redeliver", &r.idempotency_key, &request_json, async |conn, now| {
                 WebhooksStore::redeliver(conn, &program, &subscription, &event, now).await
@@ -254,7 +256,7 @@ impl WebhooksService for WebhooksApi {
             .await?;
         self.webhooks.wake();
         let row = self.store().delivery(&r.program_id, &r.subscription_id, &delivery_id).await?;
-        Ok(Response::new(pb::RedeliverResponse { delivery: Some(delivery_to_proto(&row)) }))
+        Ok(marked(pb::RedeliverResponse { delivery: Some(delivery_to_proto(&row)) }, replayed))
     }
 
     async fn list_event_types(
@@ -267,6 +269,15 @@ impl WebhooksService for WebhooksApi {
             .collect();
         Ok(Response::new(pb::ListEventTypesResponse { event_types }))
     }
+}
+
+/// An answer, marked `idempotent-replayed: true` when it is the saved one of an earlier call.
+fn marked<T>(message: T, replayed: bool) -> Response<T> {
+    let mut response = Response::new(message);
+    if replayed {
+        response.metadata_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+    }
+    response
 }
 
 fn instant(at: Option<Micros>) -> Option<prost_types::Timestamp> {

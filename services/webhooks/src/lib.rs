@@ -135,6 +135,10 @@ impl Service for WebhooksServer {
         listener: TcpListener,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<RunningService, StartError> {
+        // Settings first: a bad one must not leave a migrated database behind.
+        if config.lease_secs * 1_000 <= config.timeout_ms {
+            return Err(StartError::setting("WEBHOOKS_LEASE_SECS", "must be longer than WEBHOOKS_TIMEOUT_MS"));
+        }
         let mut launch = Launch::prepare("webhooks", POLICY, config.metrics_addr, &config.security, clock).await?;
         let database = config.database.open(MIGRATIONS).await?;
         let settings = DeliverySettings {
@@ -148,9 +152,6 @@ impl Service for WebhooksServer {
             addresses: AddressPolicy::new(config.allowed_networks.clone()),
             plain_http: config.allow_http,
         };
-        if config.lease_secs * 1_000 <= config.timeout_ms {
-            return Err(StartError::setting("WEBHOOKS_LEASE_SECS", "must be longer than WEBHOOKS_TIMEOUT_MS"));
-        }
         let client = deliver::client(&settings).map_err(|e| StartError::setting("WEBHOOKS_TIMEOUT_MS", e))?;
         let webhooks = Arc::new(Webhooks::new(WebhooksStore::new(database.clone(), launch.clock()), settings));
         launch.metrics.register(

@@ -164,7 +164,7 @@ impl WebhooksStore {
     // ------------------------------------------------------------ subscriptions
 
     /// Runs `write` under an idempotency key: a replay returns the saved
-    /// answer, a first call saves `write`'s answer in its transaction.
+    /// answer (and `true`), a first call saves `write`'s answer in its transaction.
     pub async fn idempotent<T, F>(
         &self,
         program_id: &str,
@@ -172,7 +172,7 @@ impl WebhooksStore {
         key: &str,
         request: &serde_json::Value,
         write: F,
-    ) -> Result<T, Error>
+    ) -> Result<(T, bool), Error>
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
         F: AsyncFnOnce(&mut AnyConnection, Micros) -> Result<T, Error>,
@@ -181,12 +181,12 @@ impl WebhooksStore {
         let hash = idempotency::request_hash(program_id, request);
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, method, key, &hash, now).await? {
-            return Ok(loyalty_common::db::from_json(&saved)?);
+            return Ok((loyalty_common::db::from_json(&saved)?, true));
         }
         let answer = write(&mut tx, now).await?;
         idempotency::save(&mut tx, program_id, method, key, &loyalty_common::db::to_json(&answer), "").await?;
         tx.commit().await?;
-        Ok(answer)
+        Ok((answer, false))
     }
 
     /// Stores a new subscription with its secret.

@@ -1,0 +1,704 @@
+#!/usr/bin/env python3
+"""Webhooks end to end, checked with the published Standard Webhooks library.
+
+Our deliveries claim to follow the Standard Webhooks specification
+(`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`). This
+test does not take our word for it: every signature is checked with the
+specification's own Python library (`standardwebhooks` from PyPI, pinned in
+tests/python/requirements.txt), as a shop's receiver would, and never with
+our code.
+
+It starts, on free 127.0.0.1 ports with SQLite databases in a temporary
+directory, no Redis and callers checked as in production (LOYALTY_AUTH=required,
+one LOYALTY_SERVICE_SECRET shared so that the webhooks service may follow the
+points ledger):
+    LOYALTY_POINTS_BIN   (default: target/debug/loyalty-points)
+    LOYALTY_WEBHOOKS_BIN (default: target/debug/loyalty-webhooks), with
+        POINTS_ADDR, plain http and 127.0.0.0/8 allowed, quick polling, the
+        retry schedule 1s,1s,1s and a 3 s lease
+and an HTTP receiver of its own (http.server in a thread) that records each
+request's headers and raw body and answers per a script. API keys are made
+with `LOYALTY_GATEWAY_BIN (default: target/debug/loyalty-gateway) keys create`
+(an admin-scope key for the webhooks API, a server-scope key for the points
+API) and sent as `authorization: Bearer` metadata; message classes are built
+from gRPC server reflection, as in interop_test.py.
+
+It checks:
+  1. a subscription's deliveries of `points.earned` and `points.spent` verify
+     with `standardwebhooks.Webhook(secret).verify(body, headers)`, a retry
+     carries the same `webhook-id`, and a tampered body, a tampered id or a
+     wrong secret does not verify (the library raises);
+  2. after RotateSecret with an overlap, a delivery verifies with the old
+     secret and, separately, with the new one (each signs one of the two
+     signatures of the header);
+  3. a delivery service killed with SIGKILL while deliveries are pending
+     (some answered 503 and waiting for a retry, some in flight) loses no
+     event when it starts again on the same database: each arrives, signed,
+     and all attempts of one event carry the same `webhook-id`.
+Then it sends SIGTERM to both services and requires exit code 0.
+
+Run through `tests/run` (which builds the binaries and the venv), or directly:
+    .tools/venv/bin/python tests/python/webhooks_test.py
+Exits 0 and prints `webhooks_test: PASS ...` when every check passed.
+"""
+
+import base64
+import http.server
+import json
+import os
+import secrets as random_secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+
+import grpc
+from google.protobuf import message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import standardwebhooks
+from standardwebhooks import Webhook, WebhookVerificationError
+
+# The reflection client and the pool built from it are interop_test's.
+from interop_test import ReflectionClient, ReflectionError, build_pool, free_ports, v1_reflection_messages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+POINTS_SERVICE = "loyalty.points.v1.PointsService"
+WEBHOOKS_SERVICE = "loyalty.webhooks.v1.WebhooksService"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+PROGRAM = "py-webhooks"
+HOOK_PATH = "/hooks"
+READY_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 10.0
+RPC_TIMEOUT_S = 10.0
+DELIVERY_TIMEOUT_S = 30.0
+OVERLAP_S = 3600
+
+CHECKS = 0
+
+
+def check(cond, what):
+    """Asserts `cond` and reports it as one passed check."""
+    global CHECKS
+    if not cond:
+        raise AssertionError(what)
+    CHECKS += 1
+    print(f"ok {CHECKS} - {what}", flush=True)
+
+
+def raises_verification_error(call):
+    """The error `call` raised if it was the library's WebhookVerificationError; None if it returned."""
+    try:
+        call()
+    except WebhookVerificationError as err:
+        return err
+    return None
+
+
+def wait_until(what, probe, timeout=DELIVERY_TIMEOUT_S):
+    """Calls `probe` every 20 ms until it returns something truthy, which is returned; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------- the receiver
+
+
+class Received:
+    """One request the receiver got: what the library needs (raw body, headers) and what was answered."""
+
+    def __init__(self, method, path, headers, body):
+        self.method = method
+        self.path = path
+        # Lower-case names; a repeated header would be a bug of ours, so it is kept whole.
+        self.headers = {}
+        for name, value in headers.items():
+            name = name.lower()
+            self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
+        self.body = body
+        self.at = time.monotonic()
+        self.answer = None  # the status sent, or None while held or when the caller had gone
+        try:
+            self.json = json.loads(body)
+        except ValueError:
+            self.json = None
+
+    @property
+    def webhook_id(self):
+        return self.headers.get("webhook-id", "")
+
+    @property
+    def transaction_id(self):
+        data = self.json.get("data") if isinstance(self.json, dict) else None
+        return data.get("transaction_id", "") if isinstance(data, dict) else ""
+
+    def __repr__(self):
+        return (f"<{self.method} {self.path} id={self.webhook_id} tx={self.transaction_id} "
+                f"answer={self.answer}>")
+
+
+class Receiver:
+    """An HTTP endpoint in this process: records every request and answers per
+    a script (statuses to give first, in order), then `otherwise`; the answer
+    "hold" keeps the request waiting until `release()`, then answers 503."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._received = []
+        self._script = deque()
+        self._otherwise = 200
+        self._released = threading.Event()
+        self._released.set()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                got = Received(self.command, self.path, self.headers, body)
+                with receiver._lock:
+                    receiver._received.append(got)
+                    answer = receiver._script.popleft() if receiver._script else receiver._otherwise
+                if answer == "hold":
+                    # Stands for an attempt under way: whatever comes after, it is no success.
+                    receiver._released.wait(timeout=120)
+                    answer = 503
+                text = f"answer {answer}".encode()
+                try:
+                    self.send_response(answer)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    self.wfile.flush()
+                except OSError:
+                    return  # the sender is gone (killed while we held its request)
+                with receiver._lock:
+                    got.answer = answer
+
+            do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args):
+                pass
+
+            def log_error(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="receiver", daemon=True)
+        self._thread.start()
+
+    def url(self, path):
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def script(self, *answers):
+        with self._lock:
+            self._script.extend(answers)
+
+    def otherwise(self, answer):
+        """The answer after the script; "hold" also holds from now on until release()."""
+        with self._lock:
+            self._otherwise = answer
+            if answer == "hold":
+                self._released.clear()
+
+    def release(self):
+        self._released.set()
+
+    def received(self):
+        with self._lock:
+            return list(self._received)
+
+    def of(self, transaction_id):
+        return [r for r in self.received() if r.transaction_id == transaction_id]
+
+    def delivered(self, transaction_id):
+        """The request of `transaction_id`'s event that was answered 2xx, once there is one."""
+        for r in self.of(transaction_id):
+            if r.answer is not None and 200 <= r.answer < 300:
+                return r
+        return None
+
+    def stop(self):
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --------------------------------------------------------------- gRPC
+
+
+class Method:
+    """A generic unary call of one method, with message classes built from the reflected descriptors."""
+
+    def __init__(self, channel, pool, service, name, key=None):
+        desc = pool.FindServiceByName(service).methods_by_name[name]
+        if desc.client_streaming or desc.server_streaming:
+            raise AssertionError(f"{service}/{name} is not unary")
+        self.Request = message_factory.GetMessageClass(desc.input_type)
+        self.Response = message_factory.GetMessageClass(desc.output_type)
+        self._call = channel.unary_unary(
+            f"/{service}/{name}",
+            request_serializer=self.Request.SerializeToString,
+            response_deserializer=self.Response.FromString,
+        )
+        self.name = name
+        self.metadata = (("authorization", f"Bearer {key}"),) if key else ()
+
+    def __call__(self, **fields):
+        return self._call(self.Request(**fields), timeout=RPC_TIMEOUT_S, metadata=self.metadata)
+
+    def expect_error(self, code, **fields):
+        try:
+            response = self(**fields)
+        except grpc.RpcError as err:
+            check(err.code() == code,
+                  f"{self.name} -> {code.name} (got {err.code().name}: {err.details()!r})")
+            return err
+        raise AssertionError(f"{self.name} {fields} should fail with {code.name}, got {response}")
+
+
+def make_key(gateway_binary, keys_url, scope):
+    made = subprocess.run(
+        [gateway_binary, "keys", "create", "--program", PROGRAM, "--scope", scope, "--label", f"webhooks-{scope}"],
+        env={**os.environ, "DATABASE_URL": keys_url}, capture_output=True, text=True, timeout=60,
+    )
+    if made.returncode != 0:
+        raise AssertionError(f"loyalty-gateway keys create --scope {scope} failed: {made.stderr.strip()}")
+    return made.stdout.strip()
+
+
+# --------------------------------------------------------------- the services
+
+
+class Process:
+    """One service binary on free ports; each start logs to its own file."""
+
+    def __init__(self, name, binary, workdir, env, addr_vars):
+        self.name = name
+        self.binary = binary
+        self.workdir = workdir
+        self.base_env = env
+        self.addr_vars = addr_vars  # (gRPC address variable, metrics address variable)
+        self.starts = 0
+        self.proc = None
+        self._log = None
+        self.log_paths = []
+
+    def start(self):
+        self.starts += 1
+        self.grpc_port, self.metrics_port = free_ports(2)
+        env = dict(self.base_env)
+        env[self.addr_vars[0]] = f"127.0.0.1:{self.grpc_port}"
+        env[self.addr_vars[1]] = f"127.0.0.1:{self.metrics_port}"
+        log_path = os.path.join(self.workdir, f"{self.name}-{self.starts}.log")
+        self.log_paths.append(log_path)
+        self._log = open(log_path, "wb")
+        print(f"starting {self.binary} (gRPC {self.target}, metrics 127.0.0.1:{self.metrics_port}, "
+              f"{env['DATABASE_URL']})", flush=True)
+        self.proc = subprocess.Popen(
+            [self.binary], env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def target(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def wait_serving(self, channel):
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with code {self.proc.returncode} before it was ready")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as err:
+                last = f"{err.code().name}: {err.details()}"
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} not SERVING within {READY_TIMEOUT_S:.0f}s (last: {last})")
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        try:
+            code = self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running {SHUTDOWN_TIMEOUT_S:.0f}s after SIGTERM") from None
+        self._log.close()
+        return code, time.monotonic() - start
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        code = self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        self._log.close()
+        return code
+
+    def cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def log_tail(self, lines=40):
+        out = []
+        for path in self.log_paths:
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            out.append(f"---- {path}, last lines ----")
+            out.extend(text.splitlines()[-lines:])
+        return "\n".join(out)
+
+
+def service_env(workdir, keys_url, service_secret, database):
+    """The environment every service gets: this one's database, the shared key
+    store and service secret, callers checked; nothing inherited that would
+    change a setting."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LOYALTY_", "WEBHOOKS_", "POINTS_", "DATABASE_", "KEYS_", "REDIS_"))}
+    env.update(
+        DATABASE_URL=f"sqlite://{os.path.join(workdir, database)}",
+        LOYALTY_AUTH="required",
+        KEYS_DATABASE_URL=keys_url,
+        LOYALTY_SERVICE_SECRET=service_secret,
+    )
+    return env
+
+
+# --------------------------------------------------------------- the test
+
+
+def verifies(secret, received, body=None, headers=None):
+    """What the library returns verifying `received` (or a tampered copy) with `secret`; raises if it does not."""
+    return Webhook(secret).verify(received.body if body is None else body,
+                                  received.headers if headers is None else headers)
+
+
+def check_signed(secret, received, what, wrong=()):
+    """`received` verifies with `secret` through the library, returns the same
+    JSON it carries, is fresh, and does not verify with any of `wrong`."""
+    payload = verifies(secret, received)
+    check(payload == received.json and isinstance(payload, dict),
+          f"{what}: Webhook(secret).verify(body, headers) accepts it (webhook-id {received.webhook_id})")
+    stamp = int(received.headers.get("webhook-timestamp", "0"))
+    check(abs(time.time() - stamp) < 120, f"{what}: webhook-timestamp {stamp} is the wall clock's")
+    for other in wrong:
+        err = raises_verification_error(lambda: verifies(other, received))
+        check(err is not None, f"{what}: a wrong secret does not verify ({err})")
+    return payload
+
+
+def random_secret():
+    return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
+
+
+def run(points, webhooks, receiver, admin_key, server_key):
+    points.start()
+    # The webhooks service follows the points ledger, with the shared service identity.
+    webhooks.base_env["POINTS_ADDR"] = points.target
+    webhooks.start()
+    points_channel = grpc.insecure_channel(points.target)
+    webhooks_channel = grpc.insecure_channel(webhooks.target)
+    try:
+        points.wait_serving(points_channel)
+        check(True, f"loyalty-points SERVING (pid {points.proc.pid})")
+        webhooks.wait_serving(webhooks_channel)
+        check(True, f"loyalty-webhooks SERVING (pid {webhooks.proc.pid}), following {points.target}")
+
+        req_v1, resp_v1 = v1_reflection_messages()
+        points_pool, _, _ = build_pool(ReflectionClient(points_channel, REFLECTION_V1, req_v1, resp_v1),
+                                       POINTS_SERVICE)
+        webhooks_reflection = ReflectionClient(webhooks_channel, REFLECTION_V1, req_v1, resp_v1)
+        check(WEBHOOKS_SERVICE in webhooks_reflection.list_services(),
+              f"the webhooks server's reflection lists {WEBHOOKS_SERVICE}")
+        pool, webhooks_file, _ = build_pool(webhooks_reflection, WEBHOOKS_SERVICE)
+        check(pool.FindServiceByName(WEBHOOKS_SERVICE) is not None,
+              f"descriptors of {WEBHOOKS_SERVICE} from {webhooks_file.name} via v1 reflection")
+        state = pool.FindEnumTypeByName("loyalty.webhooks.v1.DeliveryState").values_by_name
+        pending, delivered = state["DELIVERY_STATE_PENDING"].number, state["DELIVERY_STATE_DELIVERED"].number
+        enabled = pool.FindEnumTypeByName("loyalty.webhooks.v1.SubscriptionStatus") \
+            .values_by_name["SUBSCRIPTION_STATUS_ENABLED"].number
+
+        def webhooks_api(name, key=admin_key, channel=None):
+            return Method(channel or webhooks_channel, pool, WEBHOOKS_SERVICE, name, key)
+
+        earn = Method(points_channel, points_pool, POINTS_SERVICE, "Earn", server_key)
+        spend = Method(points_channel, points_pool, POINTS_SERVICE, "Spend", server_key)
+
+        def earned(customer, amount):
+            reply = earn(program_id=PROGRAM, customer_id=customer, points=amount, reason="order",
+                         idempotency_key=uuid.uuid4().hex)
+            if not reply.transaction_id:
+                raise AssertionError(f"Earn {amount} for {customer} gave no transaction id")
+            return reply.transaction_id
+
+        # ------------------------------------------------ who may subscribe
+        url = receiver.url(HOOK_PATH)
+        create_fields = dict(program_id=PROGRAM, url=url, event_types=["points.earned", "points.spent"],
+                             description="py webhooks_test receiver", idempotency_key=uuid.uuid4().hex)
+        webhooks_api("CreateSubscription", key=None).expect_error(grpc.StatusCode.UNAUTHENTICATED,
+                                                                   **create_fields)
+        webhooks_api("CreateSubscription", key=server_key).expect_error(grpc.StatusCode.PERMISSION_DENIED,
+                                                                        **create_fields)
+        types = {t.name for t in webhooks_api("ListEventTypes")(program_id=PROGRAM).event_types}
+        check({"points.earned", "points.spent"} <= types, f"ListEventTypes offers points.earned and points.spent "
+              f"(all: {sorted(types)})")
+
+        created = webhooks_api("CreateSubscription")(**create_fields)
+        sub = created.subscription
+        secret = created.secret
+        check(sub.subscription_id.startswith("sub_") and sub.url == url and sub.status == enabled,
+              f"CreateSubscription -> {sub.subscription_id}, enabled, for {url}")
+        Webhook(secret)  # the library takes the secret as it is given out
+        check(secret.startswith("whsec_") and len(base64.b64decode(secret[len("whsec_"):])) >= 24,
+              "the secret is `whsec_` and at least 24 bytes of base64, as the library expects")
+
+        list_deliveries = webhooks_api("ListDeliveries")
+
+        def deliveries(**filters):
+            reply = list_deliveries(program_id=PROGRAM, subscription_id=sub.subscription_id, page_size=200,
+                                    **filters)
+            return {d.event_id: d for d in reply.deliveries}
+
+        # ------------------------------------------------ 1. earn and spend, verified by the library
+        customer = f"c-{uuid.uuid4().hex[:12]}"
+        receiver.script(500)  # the very first attempt fails: its retry must be the same message
+        earn_tx = earned(customer, 120)
+        first = wait_until(f"the delivery of points.earned {earn_tx} answered 200",
+                           lambda: receiver.delivered(earn_tx))
+        attempts = receiver.of(earn_tx)
+        check([r.answer for r in attempts] == [500, 200],
+              f"points.earned {earn_tx}: answered 500, then retried and answered 200")
+        check(all(r.method == "POST" and r.path == HOOK_PATH for r in attempts),
+              f"deliveries are POSTs to {HOOK_PATH}")
+        check(attempts[0].webhook_id == attempts[1].webhook_id and first.webhook_id.startswith("evt_"),
+              f"the retry carries the same webhook-id {first.webhook_id}")
+        check(first.headers.get("content-type", "").startswith("application/json"),
+              f"content-type is application/json (got {first.headers.get('content-type')!r})")
+        check(len(first.headers.get("webhook-signature", "").split(" ")) == 1,
+              "outside a rotation, webhook-signature holds one signature")
+        wrong = random_secret()
+        for n, r in enumerate(attempts, 1):
+            payload = check_signed(secret, r, f"points.earned attempt {n}", wrong=(wrong,))
+        check(payload.get("type") == "points.earned" and payload.get("program_id") == PROGRAM
+              and payload["data"].get("customer_id") == customer and payload["data"].get("points") == 120
+              and payload["data"].get("amount") == 120 and "timestamp" in payload,
+              f"points.earned body: type, program, customer, points 120 ({first.body.decode()})")
+
+        # Tampering: the library must refuse each.
+        tampered = first.body.replace(b'"points":120', b'"points":121')
+        check(tampered != first.body, "the body can be tampered with (points 120 -> 121)")
+        err = raises_verification_error(lambda: verifies(secret, first, body=tampered))
+        check(err is not None, f"a tampered body does not verify ({err})")
+        err = raises_verification_error(lambda: verifies(secret, first, body=first.body + b" "))
+        check(err is not None, f"a body with one byte more (equal JSON) does not verify ({err})")
+        other_id = dict(first.headers, **{"webhook-id": "evt_" + uuid.uuid4().hex})
+        err = raises_verification_error(lambda: verifies(secret, first, headers=other_id))
+        check(err is not None, f"another webhook-id does not verify ({err})")
+        other_time = dict(first.headers, **{"webhook-timestamp": str(int(first.headers["webhook-timestamp"]) + 1)})
+        err = raises_verification_error(lambda: verifies(secret, first, headers=other_time))
+        check(err is not None, f"another webhook-timestamp does not verify ({err})")
+
+        spend_tx = spend(program_id=PROGRAM, customer_id=customer, points=20, reason="reward",
+                         idempotency_key=uuid.uuid4().hex).transaction_id
+        spent = wait_until(f"the delivery of points.spent {spend_tx}", lambda: receiver.delivered(spend_tx))
+        payload = check_signed(secret, spent, "points.spent", wrong=(wrong,))
+        check(payload.get("type") == "points.spent" and payload["data"].get("points") == -20
+              and payload["data"].get("amount") == 20 and spent.webhook_id != first.webhook_id,
+              f"points.spent body: type, points -20, amount 20, its own webhook-id ({spent.body.decode()})")
+
+        for r, n in ((first, 2), (spent, 1)):
+            # The outcome is written just after the answer: asked until it is.
+            d = wait_until(f"ListDeliveries shows {r.webhook_id} DELIVERED",
+                           lambda: (lambda d: d if d is not None and d.state == delivered else None)(
+                               deliveries(event_id=r.webhook_id).get(r.webhook_id)))
+            check(len(d.attempts) == n and [a.status_code for a in d.attempts][-1] == 200
+                  and d.payload.encode() == r.body and d.event_type == r.json["type"],
+                  f"ListDeliveries: {r.webhook_id} DELIVERED after {n} attempt(s) "
+                  f"{[a.status_code for a in d.attempts]}, payload = the body received")
+
+        # ------------------------------------------------ 2. rotation with an overlap
+        old_secret = secret
+        rotated = webhooks_api("RotateSecret")(program_id=PROGRAM, subscription_id=sub.subscription_id,
+                                               overlap_seconds=OVERLAP_S, idempotency_key=uuid.uuid4().hex)
+        new_secret = rotated.secret
+        until = rotated.subscription.previous_secret_until.seconds
+        check(new_secret.startswith("whsec_") and new_secret != old_secret,
+              "RotateSecret -> a new whsec_ secret")
+        check(abs(until - (time.time() + OVERLAP_S)) < 120,
+              f"previous_secret_until is {OVERLAP_S} s from now (got {until - time.time():.0f} s)")
+        rotation_tx = earned(customer, 30)
+        during = wait_until(f"the delivery of points.earned {rotation_tx} during the overlap",
+                            lambda: receiver.delivered(rotation_tx))
+        parts = during.headers.get("webhook-signature", "").split(" ")
+        check(len(parts) == 2 and all(p.startswith("v1,") for p in parts),
+              f"during the overlap webhook-signature holds two v1 signatures ({len(parts)})")
+        check_signed(old_secret, during, "during the overlap, with the OLD secret", wrong=(wrong,))
+        check_signed(new_secret, during, "during the overlap, with the NEW secret")
+        # Each secret signs exactly one of the two, checked one signature at a time.
+        by = []
+        for part in parts:
+            alone = dict(during.headers, **{"webhook-signature": part})
+            by.append({name for name, s in (("old", old_secret), ("new", new_secret))
+                       if raises_verification_error(lambda: verifies(s, during, headers=alone)) is None})
+        check(sorted(map(sorted, by)) == [["new"], ["old"]],
+              f"one signature is the old secret's, the other the new one's ({by})")
+
+        # ------------------------------------------------ 3. killed while deliveries are pending
+        receiver.otherwise(503)
+        waiting = [earned(f"k-{uuid.uuid4().hex[:10]}", 10 + i) for i in range(4)]
+        wait_until("a first attempt (answered 503) of each of 4 events",
+                   lambda: all(any(r.answer == 503 for r in receiver.of(tx)) for tx in waiting))
+        check(True, f"4 events answered 503, waiting for their retry: {', '.join(waiting)}")
+        receiver.otherwise("hold")
+        in_flight = [earned(f"h-{uuid.uuid4().hex[:10]}", 50 + i) for i in range(2)]
+        wait_until("an attempt of each of 2 more events, held by the receiver",
+                   lambda: all(receiver.of(tx) for tx in in_flight))
+        check(True, f"2 events in flight, their requests held unanswered: {', '.join(in_flight)}")
+        events = waiting + in_flight
+        ids = {tx: receiver.of(tx)[0].webhook_id for tx in events}
+        listed = deliveries(state=pending)
+        check(all(ids[tx] in listed for tx in events), "ListDeliveries: all 6 are PENDING")
+        code = webhooks.kill9()
+        check(code == -signal.SIGKILL, f"kill -9 -> loyalty-webhooks died (code {code})")
+        webhooks_channel.close()
+
+        receiver.otherwise(200)
+        receiver.release()
+        restarted_at = time.monotonic()
+        webhooks.start()
+        webhooks_channel = grpc.insecure_channel(webhooks.target)
+        webhooks.wait_serving(webhooks_channel)
+        check(True, f"loyalty-webhooks started again on the same database (pid {webhooks.proc.pid})")
+        list_deliveries = webhooks_api("ListDeliveries", channel=webhooks_channel)
+        for tx in events:
+            got = wait_until(f"the delivery of {tx} after the restart", lambda: receiver.delivered(tx))
+            all_of = receiver.of(tx)
+            check(len(all_of) >= 2 and {r.webhook_id for r in all_of} == {ids[tx]},
+                  f"{tx}: {len(all_of)} attempts, all with webhook-id {ids[tx]}, the last answered 200")
+            for r in all_of:
+                verifies(new_secret, r)
+                verifies(old_secret, r)
+            check(True, f"{tx}: every attempt verifies with the library (new and old secret)")
+            check(got.at > restarted_at and got.json["data"]["transaction_id"] == tx,
+                  f"{tx}: the attempt answered 200 is its own event, made after the restart")
+        check(len(set(ids.values())) == len(events), "6 events, 6 distinct webhook-ids")
+        wait_until("ListDeliveries shows all 6 DELIVERED",
+                   lambda: (lambda listed: all(ids[tx] in listed and listed[ids[tx]].state == delivered
+                                               for tx in events))(deliveries()))
+        check(True, "ListDeliveries: all 6 DELIVERED")
+
+        # Nothing arrived that is not one of our events, and nothing twice under two ids.
+        known = {earn_tx, spend_tx, rotation_tx, *events}
+        everything = receiver.received()
+        check(all(r.transaction_id in known and r.method == "POST" and r.path == HOOK_PATH for r in everything),
+              f"all {len(everything)} requests received are deliveries of our {len(known)} events")
+        by_tx = {}
+        for r in everything:
+            by_tx.setdefault(r.transaction_id, set()).add(r.webhook_id)
+        check(all(len(v) == 1 for v in by_tx.values()), "each event arrived under one webhook-id only")
+    finally:
+        points_channel.close()
+        webhooks_channel.close()
+
+    code, took = webhooks.terminate()
+    check(code == 0, f"SIGTERM -> loyalty-webhooks exited with code {code} after {took:.2f}s")
+    code, took = points.terminate()
+    check(code == 0, f"SIGTERM -> loyalty-points exited with code {code} after {took:.2f}s")
+
+
+def main():
+    def binary(var, name):
+        return os.environ.get(var) or os.path.join(ROOT, "target", "debug", name)
+
+    points_bin = binary("LOYALTY_POINTS_BIN", "loyalty-points")
+    webhooks_bin = binary("LOYALTY_WEBHOOKS_BIN", "loyalty-webhooks")
+    gateway_bin = binary("LOYALTY_GATEWAY_BIN", "loyalty-gateway")
+    for path, package in ((points_bin, "loyalty-points"), (webhooks_bin, "loyalty-webhooks"),
+                          (gateway_bin, "loyalty-gateway")):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            print(f"webhooks_test: FAIL: binary not found: {path} "
+                  f"(build it with `cargo build -p {package}` or set the LOYALTY_*_BIN variable)", file=sys.stderr)
+            return 1
+    print(f"verifying with standardwebhooks {getattr(standardwebhooks, '__version__', '?')} "
+          f"({os.path.dirname(standardwebhooks.__file__)})", flush=True)
+    workdir = tempfile.mkdtemp(prefix="loyalty-webhooks.")
+    services = []
+    receiver = None
+    try:
+        keys_url = f"sqlite://{os.path.join(workdir, 'keys.db')}"
+        admin_key = make_key(gateway_bin, keys_url, "admin")
+        server_key = make_key(gateway_bin, keys_url, "server")
+        service_secret = uuid.uuid4().hex + uuid.uuid4().hex
+        points = Process("points", points_bin, workdir,
+                         service_env(workdir, keys_url, service_secret, "points.db"),
+                         ("POINTS_GRPC_ADDR", "POINTS_METRICS_ADDR"))
+        services.append(points)
+        receiver = Receiver()
+        webhooks_env = service_env(workdir, keys_url, service_secret, "webhooks.db")
+        webhooks = Process("webhooks", webhooks_bin, workdir, webhooks_env,
+                           ("WEBHOOKS_GRPC_ADDR", "WEBHOOKS_METRICS_ADDR"))
+        services.append(webhooks)
+        webhooks_env.update(
+            WEBHOOKS_ALLOW_HTTP="true",
+            WEBHOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
+            WEBHOOKS_POLL_INTERVAL_MS="50",
+            WEBHOOKS_RETRY_SCHEDULE="1s,1s,1s",
+            WEBHOOKS_LEASE_SECS="3",
+            # The lease must be longer than one attempt's deadline (default 10 s).
+            WEBHOOKS_TIMEOUT_MS="2000",
+        )
+        run(points, webhooks, receiver, admin_key, server_key)
+    except Exception as err:  # any failure, expected or not, fails the test
+        if isinstance(err, grpc.RpcError):
+            err = f"unexpected RPC error {err.code().name}: {err.details()}"
+        elif isinstance(err, WebhookVerificationError):
+            traceback.print_exc()
+            err = f"the Standard Webhooks library refused a delivery: {err}"
+        elif not isinstance(err, (AssertionError, ReflectionError)):
+            traceback.print_exc()
+            err = f"{type(err).__name__}: {err}"
+        print(f"not ok {CHECKS + 1} - {err}", file=sys.stderr)
+        if receiver is not None:
+            print("---- requests received ----", file=sys.stderr)
+            for r in receiver.received():
+                print(f"{r!r} headers={r.headers} body={r.body[:300]!r}", file=sys.stderr)
+        for service in services:
+            print(service.log_tail(), file=sys.stderr)
+        print("---- end of logs ----", file=sys.stderr)
+        print(f"webhooks_test: FAIL after {CHECKS} passed checks: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for service in services:
+            service.cleanup()
+        if receiver is not None:
+            receiver.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"webhooks_test: PASS ({CHECKS} checks)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
