@@ -123,6 +123,7 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("SettingsBody", "currency", json!({"pattern": "^([A-Z]{3})?$"})),
         ("SettingsBody", "minimum_order_minor", range(0, MAX_AMOUNT_MINOR)),
         ("SettingsBody", "pending_days", range(0, 365)),
+        ("SettingsBody", "expiry_reminder_days", range(0, 365)),
         ("EarnRate", "points", range(0, 1_000_000)),
         ("EarnRate", "per_amount_minor", range(1, MAX_POINTS)),
         ("ActivityRule", "activity_type", activity_type()),

@@ -44,13 +44,21 @@ pub mod webhooks {
     /// Every event type a subscription can ask for, with what it means: the
     /// `type` of the events' bodies (version `v1`).
     pub const EVENT_TYPES: &[(&str, &str)] = &[
-        ("points.earned", "Points earned: an order, an activity, a referral or a bonus (pending until the return window ends)"),
+        (
+            "points.earned",
+            "Points earned: an order, an activity, a referral or a bonus (pending until the return window ends)",
+        ),
         ("points.activated", "Pending points became spendable"),
         ("points.spent", "Points spent: a reward redeemed or a checkout"),
         ("points.restored", "A spend given back: a voucher cancelled or a redemption that failed"),
         ("points.reversed", "Points taken back by a refund"),
         ("points.adjusted", "Points added or taken by hand, with the reason"),
         ("points.expired", "Points expired"),
+        (
+            "points.expiring_soon",
+            "Points will expire soon: once per lot, the program's expiry_reminder_days before, with the points still left",
+        ),
+        ("segment.changed", "A customer's lifecycle segment changed (new, active, loyal, at_risk, churned)"),
         ("subscription.disabled", "A subscription of the program was disabled after failing for days"),
     ];
 }

@@ -34,7 +34,17 @@ It checks:
   3. a delivery service killed with SIGKILL while deliveries are pending
      (some answered 503 and waiting for a retry, some in flight) loses no
      event when it starts again on the same database: each arrives, signed,
-     and all attempts of one event carry the same `webhook-id`.
+     and all attempts of one event carry the same `webhook-id`;
+  4. a second subscription, to every event type, receives each type the
+     ledger makes (an order's earn and its refund, a pending earn activated
+     and reversed, adjustments both ways, a spend given back, an expiry),
+     signed, with the data its operation implies.
+Every body received, in every section, must match the JSON Schema of its
+`type` in docs/events/<type>.v1.schema.json (Draft 2020-12, checked with the
+`jsonschema` package and a FormatChecker, pinned in requirements.txt); before
+the services start, the schemas are checked to be valid, strict, to match
+their examples and reject altered ones, and to name exactly the types of
+`EVENT_TYPES` in proto/src/lib.rs (read as text).
 Then it sends SIGTERM to both services and requires exit code 0.
 
 Run through `tests/run` (which builds the binaries and the venv), or directly:
@@ -43,9 +53,12 @@ Exits 0 and prints `webhooks_test: PASS ...` when every check passed.
 """
 
 import base64
+import datetime
 import http.server
+import importlib.metadata
 import json
 import os
+import re
 import secrets as random_secrets
 import shutil
 import signal
@@ -62,7 +75,9 @@ import grpc
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import jsonschema
 import standardwebhooks
+from jsonschema import Draft202012Validator, FormatChecker
 from standardwebhooks import Webhook, WebhookVerificationError
 
 # The reflection client and the pool built from it are interop_test's.
@@ -74,6 +89,13 @@ WEBHOOKS_SERVICE = "loyalty.webhooks.v1.WebhooksService"
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 PROGRAM = "py-webhooks"
 HOOK_PATH = "/hooks"
+# The second subscription's, which asks for every event type (section 4).
+EVERY_PATH = "/every"
+# One JSON Schema per event type, of the whole body; the list of types is EVENT_TYPES in proto/src/lib.rs.
+EVENTS_DIR = os.path.join(ROOT, "docs", "events")
+SCHEMA_SUFFIX = ".v1.schema.json"
+SCHEMA_ID_BASE = "https://loyalty.example/events/"
+LIB_RS = os.path.join(ROOT, "proto", "src", "lib.rs")
 READY_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 10.0
@@ -111,6 +133,126 @@ def wait_until(what, probe, timeout=DELIVERY_TIMEOUT_S):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f}s")
         time.sleep(0.02)
+
+
+# --------------------------------------------------------------- the event schemas
+
+
+def event_types_of_lib_rs(path=LIB_RS):
+    """The names in `EVENT_TYPES` of the `webhooks` module of proto/src/lib.rs, read as text, in order."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    module = re.search(r"^pub mod webhooks \{$(.*?)^\}$", text, re.S | re.M)
+    if module is None:
+        raise AssertionError(f"{path}: no `pub mod webhooks {{ ... }}`")
+    table = re.search(r"pub const EVENT_TYPES: &\[\(&str, &str\)\] = &\[(.*?)\];", module.group(1), re.S)
+    if table is None:
+        raise AssertionError(f"{path}: no `pub const EVENT_TYPES: &[(&str, &str)] = &[...];` in `mod webhooks`")
+    literal = r'"((?:[^"\\]|\\.)*)"'
+    entries = re.findall(rf"\(\s*{literal}\s*,\s*{literal}\s*,?\s*\)", table.group(1))
+    # Whatever is left once the entries and comments are taken out must be commas and blanks.
+    rest = re.sub(rf"\(\s*{literal}\s*,\s*{literal}\s*,?\s*\)", "", table.group(1))
+    rest = re.sub(r"//[^\n]*", "", rest)
+    if rest.replace(",", "").strip() or not entries:
+        raise AssertionError(f"{path}: EVENT_TYPES holds something other than (\"name\", \"description\") pairs: "
+                             f"{rest.strip()[:200]!r}")
+    names = [name for name, _ in entries]
+    if len(set(names)) != len(names):
+        raise AssertionError(f"{path}: EVENT_TYPES names a type twice: {names}")
+    return names
+
+
+class Schemas:
+    """docs/events/<type>.v1.schema.json, each a Draft 2020-12 schema of the whole body of one event type,
+    checked with the `jsonschema` package (pinned in requirements.txt) and a FormatChecker."""
+
+    def __init__(self, directory=EVENTS_DIR):
+        self.directory = directory
+        # Without rfc3339-validator, jsonschema's FormatChecker passes any string as a date-time, silently.
+        self.format_checker = FormatChecker()
+        if "date-time" not in self.format_checker.checkers:
+            raise AssertionError("jsonschema's FormatChecker cannot check `date-time` (is rfc3339-validator "
+                                 "installed? see tests/python/requirements.txt)")
+        if not self.format_checker.conforms("2026-01-02T03:04:05.678Z", "date-time") \
+                or self.format_checker.conforms("2026-01-02 03:04:05", "date-time"):
+            raise AssertionError("jsonschema's FormatChecker does not tell an RFC 3339 date-time from another string")
+        self.validators = {}
+        self.files = {}
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(directory, name)
+            if not name.endswith(SCHEMA_SUFFIX):
+                raise AssertionError(f"{path}: a schema file must be named <type>{SCHEMA_SUFFIX}")
+            event_type = name[:-len(SCHEMA_SUFFIX)]
+            with open(path, encoding="utf-8") as f:
+                schema = json.load(f)
+            try:
+                Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as err:
+                raise AssertionError(f"{path} is not a valid Draft 2020-12 schema: {err.message}") from None
+            problems = []
+            if schema.get("$schema") != "https://json-schema.org/draft/2020-12/schema":
+                problems.append(f"$schema is {schema.get('$schema')!r}")
+            if schema.get("$id") != SCHEMA_ID_BASE + name:
+                problems.append(f"$id is {schema.get('$id')!r}, not {SCHEMA_ID_BASE + name!r}")
+            props = schema.get("properties", {})
+            if props.get("type", {}).get("const") != event_type:
+                problems.append(f"properties.type is not const {event_type!r}")
+            if props.get("version", {}).get("const") != "v1":
+                problems.append("properties.version is not const \"v1\"")
+            data = props.get("data", {})
+            for where, node in (("the body", schema), ("data", data)):
+                if node.get("additionalProperties") is not False:
+                    problems.append(f"{where} does not say additionalProperties: false")
+                if not set(node.get("required", [])) <= set(node.get("properties", {})):
+                    problems.append(f"{where} requires a field it does not describe")
+            if not schema.get("title") or not schema.get("examples"):
+                problems.append("no title or no examples")
+            if problems:
+                raise AssertionError(f"{path}: " + "; ".join(problems))
+            validator = Draft202012Validator(schema, format_checker=self.format_checker)
+            for n, example in enumerate(schema["examples"], 1):
+                errors = self.errors(validator, example)
+                if errors:
+                    raise AssertionError(f"{path}: its example {n} does not match it: " + "; ".join(errors))
+            self.validators[event_type] = validator
+            self.files[event_type] = path
+
+    @staticmethod
+    def errors(validator, instance):
+        found = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+        return [f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in found]
+
+    def problems(self, body):
+        """Why the JSON `body` does not match the schema of its `type` (empty when it does)."""
+        if not isinstance(body, dict):
+            return [f"the body is not a JSON object: {body!r}"]
+        event_type = body.get("type")
+        validator = self.validators.get(event_type)
+        if validator is None:
+            return [f"no schema for type {event_type!r} in {self.directory} (have: {sorted(self.validators)})"]
+        return self.errors(validator, body)
+
+    def check(self, received):
+        """Fails, saying why, unless what `received` carries matches the schema of its `type`."""
+        problems = self.problems(received.json)
+        if problems:
+            event_type = received.json.get("type") if isinstance(received.json, dict) else "?"
+            raise AssertionError(
+                f"the body of {received.webhook_id} ({event_type}) does not match its schema: "
+                f"{'; '.join(problems)}; body: {received.body.decode(errors='replace')}")
+        return received.json
+
+
+SCHEMAS = None  # the Schemas, loaded by check_event_schemas() before anything is delivered
+
+
+def instant(text):
+    """An RFC 3339 UTC text as a datetime (fractions of any length, cut to microseconds)."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    at = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+    return at + datetime.timedelta(microseconds=int((fraction + "000000")[:6])) if fraction else at
 
 
 # --------------------------------------------------------------- the receiver
@@ -262,6 +404,12 @@ class Method:
     def __call__(self, **fields):
         return self._call(self.Request(**fields), timeout=RPC_TIMEOUT_S, metadata=self.metadata)
 
+    def timestamp(self, field, unix_seconds):
+        """A value for the request's `google.protobuf.Timestamp` field `field`."""
+        desc = self.Request.DESCRIPTOR.fields_by_name[field].message_type
+        whole = int(unix_seconds)
+        return message_factory.GetMessageClass(desc)(seconds=whole, nanos=int((unix_seconds - whole) * 1e9))
+
     def expect_error(self, code, **fields):
         try:
             response = self(**fields)
@@ -402,6 +550,8 @@ def check_signed(secret, received, what, wrong=()):
     payload = verifies(secret, received)
     check(payload == received.json and isinstance(payload, dict),
           f"{what}: Webhook(secret).verify(body, headers) accepts it (webhook-id {received.webhook_id})")
+    SCHEMAS.check(received)
+    check(True, f"{what}: the body matches {os.path.relpath(SCHEMAS.files[payload['type']], ROOT)}")
     stamp = int(received.headers.get("webhook-timestamp", "0"))
     check(abs(time.time() - stamp) < 120, f"{what}: webhook-timestamp {stamp} is the wall clock's")
     for other in wrong:
@@ -414,7 +564,45 @@ def random_secret():
     return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
 
 
+def check_event_schemas():
+    """The schemas load, are strict, match their examples and catch drift; they and EVENT_TYPES name the same types."""
+    global SCHEMAS
+    SCHEMAS = Schemas()
+    check(True, f"{len(SCHEMAS.files)} schemas in docs/events: valid Draft 2020-12, additionalProperties: false on the "
+                f"body and its data, each matching its own example (jsonschema "
+                f"{importlib.metadata.version('jsonschema')}, a FormatChecker that checks date-time)")
+    listed = event_types_of_lib_rs()
+    missing = [t for t in listed if t not in SCHEMAS.validators]
+    unlisted = sorted(set(SCHEMAS.validators) - set(listed))
+    check(not missing and not unlisted,
+          f"EVENT_TYPES in proto/src/lib.rs ({len(listed)} types) and docs/events/*{SCHEMA_SUFFIX} name the same types "
+          f"(without a schema: {missing}; a schema without an entry: {unlisted})")
+    # Drift is caught: each example, changed in one way, no longer matches.
+    for event_type, path in SCHEMAS.files.items():
+        with open(path, encoding="utf-8") as f:
+            schema = json.load(f)
+        example = schema["examples"][0]
+        variants = {
+            "a data field no schema names": dict(example, data=dict(example["data"], unexpected_field=1)),
+            "an envelope field no schema names": dict(example, unexpected_field=1),
+            "timestamp not RFC 3339": dict(example, timestamp="2026-01-02 03:04:05"),
+            "version v2": dict(example, version="v2"),
+            "another type": dict(example, type=event_type + "x"),
+        }
+        for field in schema["properties"]["data"]["required"]:
+            variants[f"no data.{field}"] = dict(example, data={k: v for k, v in example["data"].items() if k != field})
+        for field, value in example["data"].items():
+            if isinstance(value, int):
+                variants[f"data.{field} as text"] = dict(example, data=dict(example["data"], **{field: str(value)}))
+        accepted = [what for what, body in variants.items() if not SCHEMAS.problems(body)]
+        if accepted:
+            raise AssertionError(f"{path} accepts its example changed by: {accepted}")
+    check(True, "every schema rejects its example with a field added, a required field removed, a number as text, a "
+                "timestamp that is not RFC 3339, another version or another type")
+
+
 def run(points, webhooks, receiver, admin_key, server_key):
+    check_event_schemas()
     points.start()
     # The webhooks service follows the points ledger, with the shared service identity.
     webhooks.base_env["POINTS_ADDR"] = points.target
@@ -465,6 +653,8 @@ def run(points, webhooks, receiver, admin_key, server_key):
         types = {t.name for t in webhooks_api("ListEventTypes")(program_id=PROGRAM).event_types}
         check({"points.earned", "points.spent"} <= types, f"ListEventTypes offers points.earned and points.spent "
               f"(all: {sorted(types)})")
+        check(types <= set(SCHEMAS.validators), f"every type ListEventTypes offers has a schema in docs/events "
+              f"(none for {sorted(types - set(SCHEMAS.validators))})")
 
         created = webhooks_api("CreateSubscription")(**create_fields)
         sub = created.subscription
@@ -619,6 +809,133 @@ def run(points, webhooks, receiver, admin_key, server_key):
         for r in everything:
             by_tx.setdefault(r.transaction_id, set()).add(r.webhook_id)
         check(all(len(v) == 1 for v in by_tx.values()), "each event arrived under one webhook-id only")
+
+        # ------------------------------------------------ 4. every event type of the ledger, as its schema says
+        every = webhooks_api("CreateSubscription")(program_id=PROGRAM, url=receiver.url(EVERY_PATH), event_types=[],
+                                                   description="py webhooks_test: every type",
+                                                   idempotency_key=uuid.uuid4().hex)
+        every_secret = every.secret
+        check(list(every.subscription.event_types) == [],
+              f"CreateSubscription {every.subscription.subscription_id}: every event type, to {EVERY_PATH}")
+        earn_for_order = Method(points_channel, points_pool, POINTS_SERVICE, "EarnForOrder", server_key)
+        refund_order = Method(points_channel, points_pool, POINTS_SERVICE, "RefundOrder", server_key)
+        activate = Method(points_channel, points_pool, POINTS_SERVICE, "ActivatePending", server_key)
+        reverse = Method(points_channel, points_pool, POINTS_SERVICE, "Reverse", server_key)
+        restore = Method(points_channel, points_pool, POINTS_SERVICE, "RestoreSpend", server_key)
+        balance = Method(points_channel, points_pool, POINTS_SERVICE, "GetBalance", server_key)
+        adjust = Method(points_channel, points_pool, POINTS_SERVICE, "Adjust", admin_key)
+        who = f"s-{uuid.uuid4().hex[:10]}"
+        order_id = f"o-{uuid.uuid4().hex[:10]}"
+        now = time.time()
+
+        def key():
+            return uuid.uuid4().hex
+
+        order_earn = earn_for_order(program_id=PROGRAM, customer_id=who, order_id=order_id, amount_minor=12345,
+                                    currency="EUR")
+        refund = refund_order(program_id=PROGRAM, order_id=order_id, refunded_amount_minor=5000, idempotency_key=key())
+        pending_tx = earn(program_id=PROGRAM, customer_id=who, points=40, reason="order", idempotency_key=key(),
+                          pending_until=earn.timestamp("pending_until", now + 3600),
+                          expires_at=earn.timestamp("expires_at", now + 7200)).transaction_id
+        activated = activate(program_id=PROGRAM, customer_id=who, earn_transaction_id=pending_tx,
+                             idempotency_key=key())
+        reversal = reverse(program_id=PROGRAM, original_transaction_id=pending_tx, points=10, idempotency_key=key(),
+                           reason="goodwill reversal")
+        added_tx = adjust(program_id=PROGRAM, customer_id=who, points=25, reason="goodwill", idempotency_key=key(),
+                          expires_at=adjust.timestamp("expires_at", now + 86400)).transaction_id
+        taken_tx = adjust(program_id=PROGRAM, customer_id=who, points=-5, reason="correction",
+                          idempotency_key=key()).transaction_id
+        spend_tx = spend(program_id=PROGRAM, customer_id=who, points=15, reason="reward",
+                         idempotency_key=key()).transaction_id
+        restored = restore(program_id=PROGRAM, spend_transaction_id=spend_tx, idempotency_key=key(),
+                           reason="voucher cancelled")
+        expiring_at = time.time() + 3
+        short_tx = earn(program_id=PROGRAM, customer_id=who, points=7, reason="short-lived", idempotency_key=key(),
+                        expires_at=earn.timestamp("expires_at", expiring_at)).transaction_id
+        check(order_earn.transaction_id and refund.transaction_id and activated.transaction_ids
+              and reversal.transaction_id and restored.transaction_id,
+              f"{who}: an order earn ({order_earn.points} points) and its refund, a pending earn activated and "
+              f"partly reversed, two adjustments, a spend given back, and 7 points expiring in 3 s")
+
+        def to_every(event_type, **data):
+            """The delivery to EVERY_PATH, answered 200, of the `event_type` event whose data has `data`."""
+            for r in receiver.received():
+                if (r.path == EVERY_PATH and r.answer == 200 and isinstance(r.json, dict)
+                        and r.json.get("type") == event_type
+                        and all(r.json.get("data", {}).get(k) == v for k, v in data.items())):
+                    return r
+            return None
+
+        def expired():
+            if time.time() > expiring_at + 0.5:
+                balance(program_id=PROGRAM, customer_id=who)  # settles the account: the lot expires
+            return to_every("points.expired", customer_id=who, related_transaction_id=short_tx)
+
+        expected = [
+            ("points.earned, an order's", lambda: to_every("points.earned", transaction_id=order_earn.transaction_id),
+             {"order_id": order_id, "order_amount_minor": 12345, "amount": order_earn.points,
+              "points": order_earn.points, "pending_points": 0, "base_points": order_earn.points}),
+            ("points.reversed, a refund's", lambda: to_every("points.reversed", transaction_id=refund.transaction_id),
+             {"order_id": order_id, "order_amount_minor": 5000, "related_transaction_id": order_earn.transaction_id}),
+            ("points.earned, pending", lambda: to_every("points.earned", transaction_id=pending_tx),
+             {"points": 0, "pending_points": 40, "amount": 40}),
+            ("points.activated", lambda: to_every("points.activated", transaction_id=activated.transaction_ids[0]),
+             {"points": 40, "pending_points": -40, "amount": 40, "related_transaction_id": pending_tx}),
+            ("points.reversed", lambda: to_every("points.reversed", transaction_id=reversal.transaction_id),
+             {"points": -10, "pending_points": 0, "amount": 10, "related_transaction_id": pending_tx}),
+            ("points.adjusted, positive", lambda: to_every("points.adjusted", transaction_id=added_tx),
+             {"points": 25, "amount": 25, "reason": "goodwill"}),
+            ("points.adjusted, negative", lambda: to_every("points.adjusted", transaction_id=taken_tx),
+             {"points": -5, "reason": "correction"}),
+            ("points.spent", lambda: to_every("points.spent", transaction_id=spend_tx),
+             {"points": -15, "amount": 15}),
+            ("points.restored", lambda: to_every("points.restored", transaction_id=restored.transaction_id),
+             {"points": 15, "amount": 15, "related_transaction_id": spend_tx}),
+            ("points.expired", expired, {"points": -7, "amount": 7}),
+        ]
+        for what, probe, fields in expected:
+            got = wait_until(f"the delivery of {what} to {EVERY_PATH}", probe)
+            payload = check_signed(every_secret, got, what)
+            data = payload["data"]
+            check(data.get("customer_id") == who and all(data.get(k) == v for k, v in fields.items()),
+                  f"{what}: {', '.join(f'{k} {v}' for k, v in fields.items())} ({got.body.decode()})")
+        # What the ledger's contract leaves to the reader, shown rather than asserted.
+        negative = to_every("points.adjusted", transaction_id=taken_tx).json["data"]
+        print(f"note: a negative adjustment carries amount {negative['amount']} with points {negative['points']} "
+              f"(LedgerEntry.amount says `adjusted (signed)`)", flush=True)
+        pending = to_every("points.earned", transaction_id=pending_tx).json["data"]
+        check("pending_until" in pending and "expires_at" in pending,
+              "points.earned, pending: pending_until and expires_at given")
+        adjusted = to_every("points.adjusted", transaction_id=added_tx).json["data"]
+        check("expires_at" in adjusted, "points.adjusted, positive: expires_at given")
+        gone = expired().json["data"]
+        check("expires_at" in gone and instant(gone["expires_at"]) <= instant(gone["created_at"]),
+              f"points.expired: expires_at {gone['expires_at']} given, at or before created_at {gone['created_at']}")
+        if "points.expiring_soon" in types:
+            # The +25 adjustment's lot, expiring in a day, is never drawn from (the pending earn's expires sooner):
+            # its reminder, within the default 14 days, says 25 whenever the job runs.
+            reminded = wait_until("the points.expiring_soon reminder of the +25 adjustment's lot",
+                                  lambda: to_every("points.expiring_soon", customer_id=who,
+                                                   expires_at=adjusted["expires_at"]))
+            payload = check_signed(every_secret, reminded, "points.expiring_soon")
+            check(payload["data"]["points"] == 25 and payload["data"]["reminder_days"] == 14,
+                  f"points.expiring_soon: 25 points expiring at {adjusted['expires_at']}, reminded 14 days ahead "
+                  f"({reminded.body.decode()})")
+        reminders = [r.json["data"] for r in receiver.received() if r.path == EVERY_PATH
+                     and isinstance(r.json, dict) and r.json.get("type") == "points.expiring_soon"]
+        print(f"note: {len(reminders)} points.expiring_soon delivery(ies): {json.dumps(reminders)}", flush=True)
+        ledger_types = {t for t in event_types_of_lib_rs() if t.startswith("points.") and t != "points.expiring_soon"}
+        seen = {r.json["type"] for r in receiver.received() if r.path == EVERY_PATH and isinstance(r.json, dict)}
+        check(ledger_types <= seen, f"{EVERY_PATH} received every event type the ledger makes ({sorted(ledger_types)})")
+
+        # Every body that arrived, at either path, attempts of any answer included, matches its type's schema.
+        everything = receiver.received()
+        counts = {}
+        for r in everything:
+            SCHEMAS.check(r)
+            counts[r.json["type"]] = counts.get(r.json["type"], 0) + 1
+        check(True, f"all {len(everything)} bodies received match the schema of their type: "
+                    + ", ".join(f"{t} x{n}" for t, n in sorted(counts.items())))
     finally:
         points_channel.close()
         webhooks_channel.close()
@@ -666,6 +983,9 @@ def main():
             WEBHOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
             WEBHOOKS_POLL_INTERVAL_MS="50",
             WEBHOOKS_RETRY_SCHEDULE="1s,1s,1s",
+            # Due `points.expiring_soon` reminders looked for every second (where the binary has them): section 4
+            # earns points expiring within the default 14 days, so any reminder is checked against its schema too.
+            WEBHOOKS_REMINDER_INTERVAL_SECS="1",
             WEBHOOKS_LEASE_SECS="3",
             # The lease must be longer than one attempt's deadline (default 10 s).
             WEBHOOKS_TIMEOUT_MS="2000",

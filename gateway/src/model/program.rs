@@ -75,6 +75,10 @@ pub struct SettingsBody {
     #[serde(default)]
     pub pending_days: i32,
     pub expiry: ExpiryPolicy,
+    /// How many days before points expire the customer is reminded (the webhooks' `points.expiring_soon`,
+    /// once per lot); absent or 0: 14.
+    #[serde(default)]
+    pub expiry_reminder_days: i32,
     #[serde(default)]
     pub activity_rules: Vec<ActivityRule>,
     /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
@@ -92,6 +96,7 @@ impl SettingsBody {
             expiry: Some(self.expiry),
             activity_rules: self.activity_rules.into_iter().map(pb::ActivityRule::from).collect(),
             version: 0,
+            expiry_reminder_days: self.expiry_reminder_days,
         };
         pb::PutProgramSettingsRequest {
             program_id: program_id.to_owned(),
@@ -112,6 +117,8 @@ pub struct Settings {
     pub minimum_order_minor: i64,
     pub pending_days: i32,
     pub expiry: ExpiryPolicy,
+    /// Days before points expire that the customer is reminded (0: 14).
+    pub expiry_reminder_days: i32,
     pub activity_rules: Vec<ActivityRule>,
     pub version: i64,
 }
@@ -125,6 +132,7 @@ impl From<pb::ProgramSettings> for Settings {
             minimum_order_minor: s.minimum_order_minor,
             pending_days: s.pending_days,
             expiry: s.expiry.unwrap_or_default(),
+            expiry_reminder_days: s.expiry_reminder_days,
             activity_rules: s.activity_rules.into_iter().map(ActivityRule::from).collect(),
             version: s.version,
         }

@@ -74,6 +74,7 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
                     activity("social_follow", 25, 3, points::CapPeriod::Lifetime, true),
                 ],
                 version: 0,
+                expiry_reminder_days: 0,
             }),
             actor: ACTOR.to_owned(),
             idempotency_key: "demo-setup-settings-v1".to_owned(),

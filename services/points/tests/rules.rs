@@ -129,6 +129,7 @@ fn shop_settings() -> pb::ProgramSettings {
             pb::ActivityRule { active: false, ..rule("social_follow", 20, 0, pb::CapPeriod::Unspecified, true) },
         ],
         version: 0,
+        expiry_reminder_days: 0,
     }
 }
 

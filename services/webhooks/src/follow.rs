@@ -10,7 +10,7 @@ use loyalty_common::follow::{BoxError, LedgerConsumer};
 use loyalty_proto::points::v1 as points;
 
 use crate::service::Webhooks;
-use crate::store::NewEvent;
+use crate::store::{Expiring, NewEvent};
 
 impl LedgerConsumer for Webhooks {
     const NAME: &'static str = "webhooks";
@@ -26,12 +26,24 @@ impl LedgerConsumer for Webhooks {
 
     async fn apply(&self, entries: Vec<points::LedgerEntry>, last_sequence: i64) -> Result<(), BoxError> {
         let events: Vec<(i64, NewEvent)> = entries.iter().filter_map(|e| Some((e.sequence, event(e)?))).collect();
-        let made = self.store().record_batch(&events, last_sequence).await?;
+        let expiring: Vec<(i64, Expiring)> = entries.iter().filter_map(|e| Some((e.sequence, expiring(e)?))).collect();
+        let made = self.store().record_batch(&events, &expiring, last_sequence).await?;
         if made > 0 {
             self.wake();
         }
         Ok(())
     }
+}
+
+/// The points an entry makes that will expire: an earn's, or a positive
+/// adjustment's, with an expiry.
+pub fn expiring(entry: &points::LedgerEntry) -> Option<Expiring> {
+    use points::EntryKind::{Adjust, Earn};
+    let kind = points::EntryKind::try_from(entry.kind).ok()?;
+    // An adjustment's `amount` is its size; `points` says which way it went.
+    let adds = matches!(kind, Earn) || (matches!(kind, Adjust) && entry.points + entry.pending_points > 0);
+    let expires_at = entry.expires_at.as_ref().and_then(from_timestamp).filter(|_| adds)?;
+    Some(Expiring { program_id: entry.program_id.clone(), customer_id: entry.customer_id.clone(), expires_at })
 }
 
 /// The event a ledger entry is, if it is one.

@@ -10,6 +10,8 @@ pub mod error;
 pub mod follow;
 pub mod grpc;
 pub mod guard;
+pub mod reminders;
+pub mod segments;
 pub mod service;
 pub mod store;
 
@@ -26,6 +28,8 @@ use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
 use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
+use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::webhooks::v1::webhooks_service_server::WebhooksServiceServer;
 
 use crate::deliver::DeliverySettings;
@@ -56,6 +60,7 @@ pub const POLICY: Policy = Policy {
 
 loyalty_common::embedded_migrations!("../migrations":
     1 "webhooks" "0001_webhooks.sql",
+    2 "reminders" "0002_reminders.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -74,6 +79,23 @@ pub struct Config {
     /// `host:port` of the points service, whose ledger's entries are the `points.*` events; unset: none.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
+    /// Deadline for one call to the points service (the reminders ask it what is left to expire), in milliseconds.
+    #[arg(long, env = "POINTS_TIMEOUT_MS", value_name = "POINTS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub points_timeout_ms: u64,
+    /// How often due `points.expiring_soon` reminders are looked for, in seconds.
+    #[arg(long, env = "WEBHOOKS_REMINDER_INTERVAL_SECS", value_name = "WEBHOOKS_REMINDER_INTERVAL_SECS",
+          default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reminder_interval_secs: u64,
+    /// `host:port` of the insights service, whose segment changes are the `segment.changed` events; unset: none.
+    #[arg(long, env = "INSIGHTS_ADDR", value_name = "INSIGHTS_ADDR")]
+    pub insights_addr: Option<String>,
+    /// Deadline for one call to the insights service, in milliseconds.
+    #[arg(long, env = "INSIGHTS_TIMEOUT_MS", value_name = "INSIGHTS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub insights_timeout_ms: u64,
+    /// How often the segment changes of programs that want them are asked for, in milliseconds.
+    #[arg(long, env = "WEBHOOKS_SEGMENT_POLL_MS", value_name = "WEBHOOKS_SEGMENT_POLL_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub segment_poll_ms: u64,
     /// Delays between attempts, e.g. `5s,5m,30m,2h` (units s, m, h, d): the
     /// first attempt is at once, one more after each delay, then the
     /// delivery is given up.
@@ -163,9 +185,26 @@ impl Service for WebhooksServer {
         launch.spawn(deliver::run(webhooks.clone(), client, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
+                let deadline = Duration::from_millis(config.points_timeout_ms.max(1));
+                let channel =
+                    launch.peers().lazy(&points, deadline).map_err(|e| StartError::setting("POINTS_ADDR", e))?;
+                let client = PointsServiceClient::new(channel);
+                let interval = Duration::from_secs(config.reminder_interval_secs);
+                launch.spawn(reminders::run(webhooks.clone(), client, interval, launch.signal()));
                 launch.spawn(loyalty_common::follow::run(webhooks.clone(), points, launch.peers(), launch.signal()))
             }
             None => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),
+        }
+        match config.insights_addr.clone().filter(|a| !a.is_empty()) {
+            Some(insights) => {
+                let deadline = Duration::from_millis(config.insights_timeout_ms.max(1));
+                let channel =
+                    launch.peers().lazy(&insights, deadline).map_err(|e| StartError::setting("INSIGHTS_ADDR", e))?;
+                let interval = Duration::from_millis(config.segment_poll_ms);
+                let client = InsightsServiceClient::new(channel);
+                launch.spawn(segments::run(webhooks.clone(), client, interval, launch.signal()));
+            }
+            None => tracing::info!("INSIGHTS_ADDR is not set: no segment.changed events"),
         }
         let routes = tonic::service::Routes::new(WebhooksServiceServer::new(WebhooksApi::new(webhooks)));
         Ok(launch.serve(listener, routes, &database).await)

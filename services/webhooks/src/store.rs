@@ -4,7 +4,7 @@
 //! cursor past what it came from, so every event is recorded once and
 //! before any attempt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::{AnyConnection, Row};
@@ -82,6 +82,18 @@ pub struct NewEvent {
     pub occurred_at: Micros,
     /// The `data` of the body.
     pub data: serde_json::Value,
+}
+
+/// The event type of the reminder.
+pub const EXPIRING_SOON: &str = "points.expiring_soon";
+
+/// Points of a customer that expire at an instant (a lot, or the lots
+/// that expire together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub program_id: String,
+    pub customer_id: String,
+    pub expires_at: Micros,
 }
 
 /// A delivery taken for an attempt, with what the attempt needs.
@@ -372,15 +384,23 @@ impl WebhooksStore {
         Ok(follow::read_cursor(&self.db.pool, CONSUMER).await?)
     }
 
-    /// Records the events of one ledger batch and their deliveries, and
-    /// moves the cursor, in one transaction; events of positions at or
-    /// before the cursor were recorded already and are skipped. Returns how
+    /// Records the events of one ledger batch and their deliveries, and the
+    /// points that will expire for programs that want reminders, and moves
+    /// the cursor, in one transaction; what comes from positions at or
+    /// before the cursor was recorded already and is skipped. Returns how
     /// many deliveries were made.
-    pub async fn record_batch(&self, events: &[(i64, NewEvent)], last_sequence: i64) -> Result<usize, Error> {
+    pub async fn record_batch(
+        &self,
+        events: &[(i64, NewEvent)],
+        expiring: &[(i64, Expiring)],
+        last_sequence: i64,
+    ) -> Result<usize, Error> {
         let mut tx = begin_write(&self.db).await?;
         let cursor = follow::lock_cursor(&mut tx, self.db.dialect, CONSUMER).await?;
         let fresh: Vec<&NewEvent> = events.iter().filter(|(seq, _)| *seq > cursor).map(|(_, e)| e).collect();
         let made = Self::record(&mut tx, &fresh, None, self.now()).await?;
+        let expiring: Vec<&Expiring> = expiring.iter().filter(|(seq, _)| *seq > cursor).map(|(_, e)| e).collect();
+        Self::remember_expiring(&mut tx, &expiring).await?;
         follow::advance_cursor(&mut *tx, CONSUMER, last_sequence).await?;
         tx.commit().await?;
         Ok(made)
@@ -388,7 +408,8 @@ impl WebhooksStore {
 
     /// Records `events` for every enabled subscription of their program that
     /// wants them (but `except`), with one pending delivery each, due now.
-    /// Events no subscription wants are not kept.
+    /// Events no subscription wants are not kept, nor an event whose source
+    /// position was recorded already (a reminder another replica sent).
     pub async fn record(
         conn: &mut AnyConnection,
         events: &[&NewEvent],
@@ -402,32 +423,28 @@ impl WebhooksStore {
         programs.sort_unstable();
         programs.dedup();
         let subscribers = Self::subscribers(conn, &programs).await?;
-        let mut event_rows: Vec<(String, &NewEvent, String)> = Vec::new();
-        let mut delivery_rows: Vec<(String, &str, String, &str)> = Vec::new();
+        let mut event_rows: Vec<(String, &NewEvent, String, Vec<&str>)> = Vec::new();
         for &event in events {
-            let wanting: Vec<&(String, Endpoint)> = subscribers
+            let wanting: Vec<&str> = subscribers
                 .get(event.program_id.as_str())
                 .into_iter()
                 .flatten()
                 .filter(|(id, endpoint)| endpoint.wants(event.event_type) && except != Some(id.as_str()))
+                .map(|(id, _)| id.as_str())
                 .collect();
-            if wanting.is_empty() {
-                continue;
+            if !wanting.is_empty() {
+                event_rows.push((domain::new_id("evt_"), event, body(event), wanting));
             }
-            let event_id = domain::new_id("evt_");
-            for (subscription_id, _) in wanting {
-                delivery_rows.push((domain::new_id("dlv_"), subscription_id, event_id.clone(), &event.customer_id));
-            }
-            event_rows.push((event_id, event, body(event)));
         }
+        let mut delivery_rows: Vec<(String, &str, String, &str)> = Vec::new();
         for chunk in event_rows.chunks(ROWS_PER_STATEMENT) {
             let values = placeholders(chunk.len(), 8);
             let sql = format!(
                 "INSERT INTO events (event_id, program_id, event_type, customer_id, source, source_position, body, \
-                 occurred_at_us) VALUES {values}"
+                 occurred_at_us) VALUES {values} ON CONFLICT (source, source_position) DO NOTHING RETURNING event_id"
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, event, body) in chunk {
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for (id, event, body, _) in chunk {
                 query = query
                     .bind(id)
                     .bind(&event.program_id)
@@ -438,12 +455,126 @@ impl WebhooksStore {
                     .bind(body)
                     .bind(event.occurred_at);
             }
-            query.execute(&mut *conn).await?;
+            let inserted: HashSet<String> = query.fetch_all(&mut *conn).await?.into_iter().collect();
+            for (event_id, event, _, wanting) in chunk.iter().filter(|row| inserted.contains(&row.0)) {
+                for subscription_id in wanting {
+                    delivery_rows.push((domain::new_id("dlv_"), subscription_id, event_id.clone(), &event.customer_id));
+                }
+            }
         }
         for chunk in delivery_rows.chunks(ROWS_PER_STATEMENT) {
             Self::insert_deliveries(conn, chunk, now).await?;
         }
         Ok(delivery_rows.len())
+    }
+
+    // ------------------------------------------------------------ other streams
+
+    /// The programs with an enabled subscription that wants `event_type`,
+    /// each with the creation of the first such subscription.
+    pub async fn programs_wanting(&self, event_type: &str) -> Result<Vec<(String, Micros)>, Error> {
+        let rows = sqlx::query(
+            "SELECT program_id, MIN(created_at_us) AS since FROM subscriptions WHERE enabled = 1 \
+             AND (event_types = '' OR event_types LIKE $1) GROUP BY program_id ORDER BY program_id",
+        )
+        .bind(format!("%,{event_type},%"))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("program_id")?, r.try_get("since")?))).collect()
+    }
+
+    /// Where a followed stream stands (0 before the first).
+    pub async fn stream_cursor(&self, consumer: &str) -> Result<i64, Error> {
+        Ok(follow::read_cursor(&self.db.pool, consumer).await?)
+    }
+
+    /// Records the events of one page of a followed stream and moves its
+    /// cursor (never back), in one transaction.
+    pub async fn record_followed(&self, consumer: &str, events: &[NewEvent], last: i64) -> Result<usize, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        let made = Self::record(&mut tx, &refs, None, self.now()).await?;
+        follow::advance_cursor(&mut *tx, consumer, last).await?;
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    // ------------------------------------------------------------ reminders
+
+    /// Keeps the expiry instants of programs with an enabled subscription
+    /// that wants `points.expiring_soon`.
+    async fn remember_expiring(conn: &mut AnyConnection, expiring: &[&Expiring]) -> Result<(), Error> {
+        if expiring.is_empty() {
+            return Ok(());
+        }
+        let mut programs: Vec<&str> = expiring.iter().map(|e| e.program_id.as_str()).collect();
+        programs.sort_unstable();
+        programs.dedup();
+        let subscribers = Self::subscribers(conn, &programs).await?;
+        let wanted = |program: &str| {
+            subscribers.get(program).is_some_and(|subs| subs.iter().any(|(_, e)| e.wants(EXPIRING_SOON)))
+        };
+        let rows: Vec<&&Expiring> = expiring.iter().filter(|e| wanted(&e.program_id)).collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let values = placeholders(chunk.len(), 3);
+            let sql = format!(
+                "INSERT INTO reminders (program_id, customer_id, expires_at_us) VALUES {values} \
+                 ON CONFLICT (program_id, customer_id, expires_at_us) DO NOTHING"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query.bind(&e.program_id).bind(&e.customer_id).bind(e.expires_at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets instants already past, and names the programs with reminders to come.
+    pub async fn reminder_programs(&self) -> Result<Vec<String>, Error> {
+        sqlx::query("DELETE FROM reminders WHERE expires_at_us <= $1").bind(self.now()).execute(&self.db.pool).await?;
+        Ok(sqlx::query_scalar("SELECT DISTINCT program_id FROM reminders").fetch_all(&self.db.pool).await?)
+    }
+
+    /// Up to `limit` of a program's instants from now to `horizon`, soonest first.
+    pub async fn due_reminders(&self, program_id: &str, horizon: Micros, limit: i64) -> Result<Vec<Expiring>, Error> {
+        let rows = sqlx::query(
+            "SELECT customer_id, expires_at_us FROM reminders WHERE program_id = $1 AND expires_at_us > $2 \
+             AND expires_at_us <= $3 ORDER BY expires_at_us, customer_id LIMIT $4",
+        )
+        .bind(program_id)
+        .bind(self.now())
+        .bind(horizon)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Expiring {
+                    program_id: program_id.to_owned(),
+                    customer_id: r.try_get("customer_id")?,
+                    expires_at: r.try_get("expires_at_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the reminders' events (each once, whichever replica comes
+    /// first) and forgets the instants they were for, in one transaction.
+    pub async fn record_reminders(&self, events: &[NewEvent], done: &[Expiring]) -> Result<usize, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        let made = Self::record(&mut tx, &refs, None, self.now()).await?;
+        for e in done {
+            sqlx::query("DELETE FROM reminders WHERE program_id = $1 AND customer_id = $2 AND expires_at_us = $3")
+                .bind(&e.program_id)
+                .bind(&e.customer_id)
+                .bind(e.expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(made)
     }
 
     async fn insert_deliveries(

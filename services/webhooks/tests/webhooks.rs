@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use loyalty_common::clock::{MICROS_PER_DAY, MICROS_PER_SECOND, Micros};
 use loyalty_common::server::RunningService;
 use loyalty_common::testing::{self, Backend, Sandbox};
+use loyalty_insights::InsightsServer;
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
@@ -166,6 +167,7 @@ struct Harness {
     webhooks: WebhooksServiceClient<Channel>,
     points_server: RunningService,
     webhooks_server: Option<RunningService>,
+    insights_server: Option<RunningService>,
     webhooks_url: String,
     flags: Vec<String>,
 }
@@ -181,11 +183,29 @@ impl Harness {
     }
 
     async fn start_with(backend: Backend, extra: &[&str]) -> Self {
+        Self::start_full(backend, extra, false).await
+    }
+
+    /// Points, an insights service following it, and webhooks following both.
+    async fn start_with_insights(backend: Backend) -> Self {
+        Self::start_full(backend, &["--segment-poll-ms", "50"], true).await
+    }
+
+    async fn start_full(backend: Backend, extra: &[&str], with_insights: bool) -> Self {
         let mut sandbox = Sandbox::new(backend, T0);
         let (points_url, webhooks_url) = (sandbox.database("points").await, sandbox.database("webhooks").await);
         let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
         let points_addr = points_server.bind_addr().to_string();
         let mut flags: Vec<String> = FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        let insights_server = if with_insights {
+            let url = sandbox.database("insights").await;
+            let args = ["--points-addr", points_addr.as_str(), "--review-interval-secs", "3600"];
+            let server = sandbox.start::<InsightsServer>(&url, &args).await;
+            flags.extend(["--insights-addr".to_owned(), server.bind_addr().to_string()]);
+            Some(server)
+        } else {
+            None
+        };
         flags.extend(["--points-addr".to_owned(), points_addr]);
         if !extra.contains(&"--allowed-networks") {
             flags.extend(["--allowed-networks".to_owned(), "127.0.0.0/8".to_owned()]);
@@ -199,6 +219,7 @@ impl Harness {
             sandbox,
             points_server,
             webhooks_server: Some(webhooks_server),
+            insights_server,
             webhooks_url,
             flags,
         }
@@ -215,6 +236,9 @@ impl Harness {
 
     async fn stop(mut self) {
         if let Some(server) = self.webhooks_server.take() {
+            server.shutdown().await.unwrap();
+        }
+        if let Some(server) = self.insights_server.take() {
             server.shutdown().await.unwrap();
         }
         self.points_server.shutdown().await.unwrap();
@@ -607,6 +631,110 @@ async fn a_restarted_service_delivers_what_it_had_not(backend: Backend) {
     h.stop().await;
 }
 
+/// Points that expire at `expires_at`.
+async fn earn_expiring(h: &mut Harness, customer: &str, points: i64, expires_at: Micros, key: &str) {
+    let request = points::EarnRequest {
+        program_id: "shop".into(),
+        customer_id: customer.into(),
+        points,
+        reason: "goodwill".into(),
+        idempotency_key: key.into(),
+        pending_until: None,
+        expires_at: Some(loyalty_common::clock::to_timestamp(expires_at)),
+    };
+    h.points.earn(request).await.unwrap();
+}
+
+async fn expiring_points_are_reminded_once_per_lot(backend: Backend) {
+    let mut h = Harness::start_with(backend, &["--reminder-interval-secs", "1"]).await;
+    let receiver = Receiver::start().await;
+    // The program reminds 7 days ahead.
+    let settings = points::ProgramSettings {
+        earn_rate: Some(points::EarnRate { points: 1, per_amount_minor: 100 }),
+        rounding: points::Rounding::Down as i32,
+        expiry: Some(points::ExpiryPolicy { kind: points::ExpiryPolicyKind::Never as i32, count: 0 }),
+        expiry_reminder_days: 7,
+        ..Default::default()
+    };
+    let request = points::PutProgramSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin".into(),
+        idempotency_key: "settings".into(),
+        expected_version: None,
+    };
+    h.points.put_program_settings(request).await.unwrap();
+    h.subscribe(&receiver.url("/remind"), &["points.expiring_soon"], false).await;
+    // A second replica on the same database runs the job too (PostgreSQL; SQLite is one process).
+    let args: Vec<&str> = h.flags.iter().map(String::as_str).collect();
+    let second = match backend {
+        Backend::Postgres => Some(h.sandbox.start::<WebhooksServer>(&h.webhooks_url, &args).await),
+        Backend::Sqlite => None,
+    };
+
+    let day = MICROS_PER_DAY;
+    earn_expiring(&mut h, "anna", 500, T0 + 30 * day, "e1").await;
+    earn_expiring(&mut h, "anna", 200, T0 + 31 * day, "e2").await;
+    earn_expiring(&mut h, "ben", 100, T0 + 31 * day, "e3").await;
+    h.spend("anna", 100, "s1").await;
+    // Seven days before the first lot expires (and an hour): what is left of it.
+    h.advance(23 * day + 3_600 * MICROS_PER_SECOND);
+    let first = eventually("anna's first reminder", || async { receiver.at("/remind") }, |r| !r.is_empty()).await;
+    assert_eq!(first[0].body["type"], "points.expiring_soon");
+    assert_eq!(first[0].body["data"]["customer_id"], "anna");
+    assert_eq!(first[0].body["data"]["points"], 400, "the lot's points less the spend");
+    assert_eq!(first[0].body["data"]["reminder_days"], 7);
+    assert_eq!(first[0].body["data"]["expires_at"], loyalty_common::clock::to_timestamp(T0 + 30 * day).to_string());
+    // The job runs again on both replicas, and after a restart: still one reminder.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    h.restart_webhooks().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(receiver.at("/remind").len(), 1, "one reminder per lot");
+
+    // Anna spends what would have expired next: only ben is reminded of the lots of day 31.
+    h.spend("anna", 600, "s2").await;
+    h.advance(day);
+    let second_round = eventually("ben's reminder", || async { receiver.at("/remind") }, |r| r.len() >= 2).await;
+    assert_eq!(second_round[1].body["data"]["customer_id"], "ben");
+    assert_eq!(second_round[1].body["data"]["points"], 100);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(receiver.at("/remind").len(), 2, "nothing for points already spent, nothing twice");
+    if let Some(second) = second {
+        second.shutdown().await.unwrap();
+    }
+    h.stop().await;
+}
+
+async fn segment_changes_are_delivered(backend: Backend) {
+    let mut h = Harness::start_with_insights(backend).await;
+    let receiver = Receiver::start().await;
+    h.subscribe(&receiver.url("/segments"), &["segment.changed"], true).await;
+    let order = |order_id: &str| points::EarnForOrderRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        order_id: order_id.into(),
+        amount_minor: 5_000,
+        currency: "EUR".into(),
+        occurred_at: None,
+    };
+    h.points.earn_for_order(order("o-1")).await.unwrap();
+    let first = eventually("anna's first segment", || async { receiver.at("/segments") }, |r| !r.is_empty()).await;
+    assert_eq!(first[0].body["type"], "segment.changed");
+    assert_eq!(first[0].body["data"]["to_segment"], "new");
+    assert!(first[0].body["data"].get("from_segment").is_none(), "a first segment comes from none");
+    h.advance(MICROS_PER_DAY);
+    h.points.earn_for_order(order("o-2")).await.unwrap();
+    let both = eventually("anna's second segment", || async { receiver.at("/segments") }, |r| r.len() >= 2).await;
+    assert_eq!(
+        (both[1].body["data"]["from_segment"].as_str(), both[1].body["data"]["to_segment"].as_str()),
+        (Some("new"), Some("active"))
+    );
+    assert!(both[1].body["data"]["sequence"].as_i64() > both[0].body["data"]["sequence"].as_i64());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.at("/segments").len(), 2, "each change once");
+    h.stop().await;
+}
+
 async fn bad_requests_are_refused_field_by_field(backend: Backend) {
     use tonic_types::StatusExt;
     let mut h = Harness::start(backend).await;
@@ -649,5 +777,7 @@ loyalty_common::on_both_backends!(
     a_rotated_secret_signs_beside_the_old_one_during_the_overlap,
     an_endpoint_failing_for_days_is_disabled_and_the_shop_told,
     a_restarted_service_delivers_what_it_had_not,
+    expiring_points_are_reminded_once_per_lot,
+    segment_changes_are_delivered,
     bad_requests_are_refused_field_by_field,
 );

@@ -479,6 +479,7 @@ async fn seed_rules(channels: &Channels, plan: &Plan) -> Result<(), RunError> {
         expiry: Some(pb::ExpiryPolicy { kind: pb::ExpiryPolicyKind::DaysAfterEarn as i32, count: 365 }),
         activity_rules: Vec::new(),
         version: 0,
+        expiry_reminder_days: 0,
     };
     client
         .put_program_settings(pb::PutProgramSettingsRequest {

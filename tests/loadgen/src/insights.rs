@@ -397,7 +397,8 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
     validate(&args)?;
     let machine = Machine::read();
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let mut resources = Resources { admin_url: args.database_url.clone(), run_id, ..Resources::default() };
+    let mut resources =
+        Resources { prefix: "loadgen_insights", admin_url: args.database_url.clone(), run_id, ..Resources::default() };
     let outcome = async {
         let resources = &mut resources;
         let kpis = match args.only {
@@ -484,11 +485,14 @@ fn validate(args: &Args) -> Result<(), RunError> {
 
 // ------------------------------------------------------------ resources
 
-/// The databases and services of one run, released at its end.
+/// The databases and services of one run, released at its end (shared
+/// with the other harnesses that start services in this process).
 #[derive(Default)]
-struct Resources {
-    admin_url: String,
-    run_id: String,
+pub(crate) struct Resources {
+    /// Names the run's databases: `<prefix>_<run>_<part>`.
+    pub(crate) prefix: &'static str,
+    pub(crate) admin_url: String,
+    pub(crate) run_id: String,
     /// Databases created, dropped by [`Resources::release`].
     databases: Vec<String>,
     /// Services running, stopped last first.
@@ -496,9 +500,15 @@ struct Resources {
 }
 
 impl Resources {
-    /// Creates `loadgen_insights_<run>_<part>`; returns its URL.
-    async fn database(&mut self, part: &str) -> Result<String, RunError> {
-        let name = format!("loadgen_insights_{}_{part}", self.run_id);
+    /// A run's resources, none made yet.
+    pub(crate) fn new(prefix: &'static str, admin_url: &str) -> Self {
+        let run_id = uuid::Uuid::now_v7().simple().to_string();
+        Self { prefix, admin_url: admin_url.to_owned(), run_id, ..Self::default() }
+    }
+
+    /// Creates `<prefix>_<run>_<part>`; returns its URL.
+    pub(crate) async fn database(&mut self, part: &str) -> Result<String, RunError> {
+        let name = format!("{}_{}_{part}", self.prefix, self.run_id);
         admin_execute(&self.admin_url, &format!("CREATE DATABASE {name}")).await?;
         self.databases.push(name.clone());
         Ok(database_url(&self.admin_url, &name))
@@ -506,7 +516,11 @@ impl Resources {
 
     /// Starts `S` on a loopback port, callers unchecked, metrics on a free
     /// port, with `args` (its own flags) and nothing from the environment.
-    async fn start<S: Service>(&mut self, name: &'static str, args: &[&str]) -> Result<SocketAddr, RunError> {
+    pub(crate) async fn start<S: Service>(
+        &mut self,
+        name: &'static str,
+        args: &[&str],
+    ) -> Result<SocketAddr, RunError> {
         let config = service_config::<S>(args)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -523,18 +537,18 @@ impl Resources {
     async fn stop_services(&mut self) {
         while let Some((name, server)) = self.services.pop() {
             if let Err(error) = server.shutdown().await {
-                eprintln!("loadgen-insights: {name} service shutdown: {error}");
+                eprintln!("{}: {name} service shutdown: {error}", self.prefix);
             }
         }
     }
 
     /// Stops the services and drops every database.
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.stop_services().await;
         for name in std::mem::take(&mut self.databases) {
             let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
             if let Err(error) = admin_execute(&self.admin_url, &statement).await {
-                eprintln!("loadgen-insights: {error}");
+                eprintln!("{}: {error}", self.prefix);
             }
         }
     }
@@ -576,7 +590,7 @@ async fn pool(url: &str, size: u32) -> Result<PgPool, RunError> {
         .map_err(|e| RunError::Failed(format!("cannot connect to the run's database: {e}")))
 }
 
-async fn channel(addr: SocketAddr, timeout: Duration) -> Result<Channel, RunError> {
+pub(crate) async fn channel(addr: SocketAddr, timeout: Duration) -> Result<Channel, RunError> {
     Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| RunError::Failed(e.to_string()))?
         .tcp_nodelay(true)
@@ -1440,7 +1454,7 @@ fn date(at: Micros) -> String {
 }
 
 /// `postgres://user:secret@host/db` → `postgres://host/db`.
-fn without_credentials(url: &str) -> String {
+pub(crate) fn without_credentials(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
         _ => url.to_owned(),

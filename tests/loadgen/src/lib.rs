@@ -12,6 +12,7 @@ pub mod extras;
 pub mod insights;
 pub mod report;
 pub mod system;
+pub mod webhooks;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -229,6 +230,58 @@ impl std::fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
+
+/// The `main` of a harness binary besides `loadgen` (`loadgen-insights`,
+/// `loadgen-webhooks`): telemetry, the run, the report printed (and written
+/// as JSON to `json`), and the exit code: 0, 1 when a check failed or the run
+/// could not be done, 2 for bad arguments.
+pub async fn harness_main<R, F>(
+    name: &'static str,
+    telemetry: &loyalty_common::telemetry::TelemetryArgs,
+    json: Option<std::path::PathBuf>,
+    ok: impl Fn(&R) -> bool,
+    run: F,
+) -> std::process::ExitCode
+where
+    R: std::fmt::Display + serde::Serialize,
+    F: std::future::Future<Output = Result<R, RunError>>,
+{
+    use std::process::ExitCode;
+    let guard = match loyalty_common::telemetry::init(name, telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run.await {
+        Ok(report) => {
+            println!("{report}");
+            let written = json.map_or(Ok(()), |path| {
+                let text = serde_json::to_string_pretty(&report).expect("reports serialise");
+                std::fs::write(&path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))
+            });
+            match written {
+                Err(error) => {
+                    eprintln!("{name}: {error}");
+                    ExitCode::FAILURE
+                }
+                Ok(()) if !ok(&report) => ExitCode::FAILURE,
+                Ok(()) => ExitCode::SUCCESS,
+            }
+        }
+        Err(RunError::Usage(message)) => {
+            eprintln!("{name}: {message}");
+            ExitCode::from(2)
+        }
+        Err(RunError::Failed(message)) => {
+            eprintln!("{name}: {message}");
+            ExitCode::FAILURE
+        }
+    };
+    guard.shutdown();
+    code
+}
 
 pub(crate) fn failed(context: &str) -> impl FnOnce(String) -> RunError + '_ {
     move |error| RunError::Failed(format!("{context}: {error}"))

@@ -70,7 +70,13 @@ pub struct ProgramSettings {
     pub expiry: ExpiryPolicy,
     pub activity_rules: Vec<ActivityRule>,
     pub version: i64,
+    /// Days before points expire that the customer is reminded (0: [`DEFAULT_EXPIRY_REMINDER_DAYS`]).
+    #[serde(default)]
+    pub expiry_reminder_days: i32,
 }
+
+/// The reminder's lead when a program names none.
+pub const DEFAULT_EXPIRY_REMINDER_DAYS: i32 = 14;
 
 impl Default for ProgramSettings {
     /// 1 point per 1.00 of any currency, rounded down, active at once, never expiring.
@@ -85,6 +91,7 @@ impl Default for ProgramSettings {
             expiry: ExpiryPolicy::Never,
             activity_rules: Vec::new(),
             version: 0,
+            expiry_reminder_days: 0,
         }
     }
 }
@@ -179,6 +186,9 @@ impl ProgramSettings {
         }
         if !(0..=365).contains(&self.pending_days) {
             push("settings.pending_days".into(), "must be between 0 and 365");
+        }
+        if !(0..=365).contains(&self.expiry_reminder_days) {
+            push("settings.expiry_reminder_days".into(), "must be between 0 and 365");
         }
         match self.expiry {
             ExpiryPolicy::Never => {}

@@ -72,6 +72,7 @@ pub fn settings_from_proto(s: pb::ProgramSettings, bad: &mut Vec<FieldViolation>
         expiry,
         activity_rules,
         version: 0,
+        expiry_reminder_days: s.expiry_reminder_days,
     };
     bad.extend(settings.validate());
     settings
@@ -92,6 +93,7 @@ pub fn settings_to_proto(s: &ProgramSettings) -> pb::ProgramSettings {
         } as i32,
         minimum_order_minor: s.minimum_order_minor,
         pending_days: s.pending_days,
+        expiry_reminder_days: s.expiry_reminder_days,
         expiry: Some(pb::ExpiryPolicy { kind: kind as i32, count }),
         activity_rules: s
             .activity_rules
