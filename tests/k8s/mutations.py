@@ -130,6 +130,8 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
      lambda k: edit_text(k / "overlays/dev/postgres.yaml", "                  - loyalty-insights\n", "")),
     ("points forgets webhooks", "prod", "properties", "webhooks follows the ledger",
      lambda k: edit_text(k / "base/points/networkpolicy.yaml", "                  - loyalty-webhooks", "")),
+    ("insights forgets webhooks", "prod", "properties", "webhooks follows segment changes",
+     lambda k: edit_text(k / "base/insights/networkpolicy.yaml", "                  - loyalty-webhooks", "")),
     ("webhooks admits every pod", "dev", "properties", "only the gateway calls webhooks",
      lambda k: edit_text(k / "base/webhooks/networkpolicy.yaml",
                          "        - podSelector:\n            matchLabels:\n"

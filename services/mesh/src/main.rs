@@ -204,6 +204,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         disable_after_days: 5,
         poll_interval_ms: 1_000,
         lease_secs: 120,
+        retention_days: 30,
         allowed_networks: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         allow_http: true,
         security: security.clone(),

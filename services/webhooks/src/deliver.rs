@@ -24,7 +24,7 @@ use crate::store::{Due, Outcome};
 /// How much of an answer's body is kept.
 const RESPONSE_SNIPPET_BYTES: usize = 1_024;
 /// Deliveries taken from the database at once.
-const TAKE_BATCH: i64 = 100;
+const TAKE_BATCH: i64 = 256;
 /// Outcomes written in one transaction at most.
 const WRITE_BATCH: usize = 500;
 const RETRY: Duration = Duration::from_secs(1);
@@ -246,4 +246,25 @@ fn describe(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How often settled deliveries past their retention are forgotten.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Forgets settled deliveries older than `days` days, every hour, until shutdown.
+pub async fn retention(webhooks: Arc<Webhooks>, days: i64, mut shutdown: ShutdownSignal) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            () = shutdown.fired() => return,
+        }
+        let before = webhooks.store().now() - days * MICROS_PER_DAY;
+        match webhooks.store().purge(before).await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(deliveries = purged, days, "settled deliveries past their retention forgotten")
+            }
+            Err(error) => tracing::warn!(%error, "the retention job failed, retrying in an hour"),
+        }
+    }
 }

@@ -61,6 +61,7 @@ pub const POLICY: Policy = Policy {
 loyalty_common::embedded_migrations!("../migrations":
     1 "webhooks" "0001_webhooks.sql",
     2 "reminders" "0002_reminders.sql",
+    3 "retention" "0003_retention.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -122,6 +123,10 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKS_POLL_INTERVAL_MS", value_name = "WEBHOOKS_POLL_INTERVAL_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
+    /// Days settled deliveries (delivered or given up), their attempts and their events are kept.
+    #[arg(long, env = "WEBHOOKS_RETENTION_DAYS", value_name = "WEBHOOKS_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..=3_650))]
+    pub retention_days: i64,
     /// How long a replica keeps a delivery it took for an attempt, in seconds: a replica that dies
     /// mid-attempt leaves its deliveries to be taken again after this long. More than the timeout.
     #[arg(long, env = "WEBHOOKS_LEASE_SECS", value_name = "WEBHOOKS_LEASE_SECS", default_value_t = 120,
@@ -183,6 +188,7 @@ impl Service for WebhooksServer {
         );
         launch.metrics.register("webhook_attempts_failed", "Delivery attempts that failed", webhooks.failed.clone());
         launch.spawn(deliver::run(webhooks.clone(), client, launch.signal()));
+        launch.spawn(deliver::retention(webhooks.clone(), config.retention_days, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
                 let deadline = Duration::from_millis(config.points_timeout_ms.max(1));

@@ -499,6 +499,49 @@ impl WebhooksStore {
         Ok(made)
     }
 
+    // ------------------------------------------------------------ retention
+
+    /// Forgets deliveries settled (delivered or given up) before `before`,
+    /// their attempts, and the events left without a delivery, a few
+    /// thousand rows per transaction. Returns the deliveries forgotten.
+    pub async fn purge(&self, before: Micros) -> Result<u64, Error> {
+        const ROWS: i64 = 5_000;
+        let mut purged = 0;
+        loop {
+            let mut tx = begin_write(&self.db).await?;
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "SELECT delivery_seq FROM deliveries WHERE state <> 'pending' AND created_at_us < $1 \
+                 ORDER BY delivery_seq LIMIT $2",
+            )
+            .bind(before)
+            .bind(ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+            if let (Some(first), Some(last)) = (seqs.first(), seqs.last()) {
+                for table in ["attempts", "deliveries"] {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE delivery_seq BETWEEN $1 AND $2 AND delivery_seq IN \
+                         (SELECT delivery_seq FROM deliveries WHERE state <> 'pending' AND created_at_us < $3)"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).bind(before).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            purged += seqs.len() as u64;
+            if (seqs.len() as i64) < ROWS {
+                break;
+            }
+        }
+        sqlx::query(
+            "DELETE FROM events WHERE occurred_at_us < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.event_id)",
+        )
+        .bind(before)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(purged)
+    }
+
     // ------------------------------------------------------------ reminders
 
     /// Keeps the expiry instants of programs with an enabled subscription
@@ -720,22 +763,37 @@ impl WebhooksStore {
             }
             query.execute(&mut *tx).await?;
         }
-        for (outcome, next) in outcomes {
-            let state = match (outcome.delivered, next) {
-                (true, _) => "delivered",
-                (false, Some(_)) => "pending",
-                (false, None) => "failed",
-            };
-            sqlx::query(
-                "UPDATE deliveries SET state = $1, attempts = $2, next_attempt_us = $3 \
-                 WHERE delivery_seq = $4 AND state = 'pending'",
-            )
-            .bind(state)
-            .bind(outcome.attempt)
-            .bind(if outcome.delivered { None } else { *next })
-            .bind(outcome.delivery_seq)
-            .execute(&mut *tx)
-            .await?;
+        // Every delivery's next state in one statement per chunk.
+        for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let n = r * 4;
+                    format!(
+                        "(CAST(${} AS BIGINT), ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "WITH v (seq, state, attempts, next_us) AS (VALUES {values}) \
+                 UPDATE deliveries SET state = v.state, attempts = v.attempts, next_attempt_us = v.next_us \
+                 FROM v WHERE deliveries.delivery_seq = v.seq AND deliveries.state = 'pending'"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for (outcome, next) in chunk {
+                let state = match (outcome.delivered, next) {
+                    (true, _) => "delivered",
+                    (false, Some(_)) => "pending",
+                    (false, None) => "failed",
+                };
+                let next = if outcome.delivered { None } else { *next };
+                query = query.bind(outcome.delivery_seq).bind(state).bind(outcome.attempt).bind(next);
+            }
+            query.execute(&mut *tx).await?;
         }
         // Each subscription's failing state, from its latest attempt in this batch.
         let mut latest: HashMap<&str, &Outcome> = HashMap::new();

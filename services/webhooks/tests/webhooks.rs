@@ -735,6 +735,38 @@ async fn segment_changes_are_delivered(backend: Backend) {
     h.stop().await;
 }
 
+async fn settled_deliveries_are_forgotten_after_their_retention(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let receiver = Receiver::start().await;
+    let (subscription, _) = h.subscribe(&receiver.url("/kept"), &[], false).await;
+    h.earn("anna", 10, "old").await;
+    eventually(
+        "the old delivery",
+        || h.deliveries(&subscription.subscription_id),
+        |d| d.len() == 1 && d[0].state == pb::DeliveryState::Delivered as i32,
+    )
+    .await;
+    h.advance(31 * MICROS_PER_DAY);
+    h.earn("anna", 20, "new").await;
+    eventually(
+        "the new delivery",
+        || h.deliveries(&subscription.subscription_id),
+        |d| d.len() == 2 && d[0].state == pb::DeliveryState::Delivered as i32,
+    )
+    .await;
+    // The service's own job runs hourly; its store, on the same database and clock, does the same now.
+    let database =
+        loyalty_common::db::connect(&h.webhooks_url, loyalty_common::db::PoolSettings::new(2, 5_000)).await.unwrap();
+    let store = loyalty_webhooks::store::WebhooksStore::new(database, std::sync::Arc::new(h.sandbox.clock.clone()));
+    let purged = store.purge(store.now() - 30 * MICROS_PER_DAY).await.unwrap();
+    assert_eq!(purged, 1);
+    let left = h.deliveries(&subscription.subscription_id).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].payload.contains("\"amount\":20"), true, "the recent one stays: {left:?}");
+    store.database().pool.close().await;
+    h.stop().await;
+}
+
 async fn bad_requests_are_refused_field_by_field(backend: Backend) {
     use tonic_types::StatusExt;
     let mut h = Harness::start(backend).await;
@@ -779,5 +811,6 @@ loyalty_common::on_both_backends!(
     a_restarted_service_delivers_what_it_had_not,
     expiring_points_are_reminded_once_per_lot,
     segment_changes_are_delivered,
+    settled_deliveries_are_forgotten_after_their_retention,
     bad_requests_are_refused_field_by_field,
 );
