@@ -58,6 +58,10 @@ pub mod webhooks {
             "points.expiring_soon",
             "Points will expire soon: once per lot, the program's expiry_reminder_days before, with the points still left",
         ),
+        (
+            "points.statement",
+            "A member's monthly statement: balance, what expires next, tier progress; once per member with points and month",
+        ),
         ("segment.changed", "A customer's lifecycle segment changed (new, active, loyal, at_risk, churned)"),
         ("subscription.disabled", "A subscription of the program was disabled after failing for days"),
     ];

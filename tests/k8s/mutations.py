@@ -132,6 +132,8 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
      lambda k: edit_text(k / "base/points/networkpolicy.yaml", "                  - loyalty-webhooks", "")),
     ("insights forgets webhooks", "prod", "properties", "webhooks follows segment changes",
      lambda k: edit_text(k / "base/insights/networkpolicy.yaml", "                  - loyalty-webhooks", "")),
+    ("tiers forgets webhooks", "prod", "properties", "webhooks asks tiers for statements",
+     lambda k: edit_text(k / "base/tiers/networkpolicy.yaml", "                  - loyalty-webhooks", "")),
     ("webhooks admits every pod", "dev", "properties", "only the gateway calls webhooks",
      lambda k: edit_text(k / "base/webhooks/networkpolicy.yaml",
                          "        - podSelector:\n            matchLabels:\n"

@@ -54,6 +54,8 @@ pub const POLICY: Policy = Policy {
         // Every program at once: the services' own jobs and consumers only.
         ("RunExpiry", Access::Internal),
         ("StreamEvents", Access::Internal),
+        // Every account of a program: the webhooks service's monthly statements.
+        ("ListBalances", Access::Internal),
         ("GetProgramSettings", Access::Key(Admin)),
         ("PutProgramSettings", Access::Key(Admin)),
         ("ListCampaigns", Access::Key(Admin)),

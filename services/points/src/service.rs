@@ -461,6 +461,16 @@ impl Ledger {
         self.store.entries_after(after, program_id, kinds, limit).await
     }
 
+    /// Accounts of a program holding points, after `after`, in customer id order.
+    pub async fn holding(
+        &self,
+        program_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::Account>, Error> {
+        self.store.holding(program_id, after, limit).await
+    }
+
     pub async fn expiring(
         &self,
         program_id: &str,

@@ -599,6 +599,17 @@ impl LedgerStore {
         row.as_ref().map(account_from_row).transpose().map_err(Error::from)
     }
 
+    /// Up to `limit` accounts of a program holding points (available or
+    /// pending), as stored, with customer ids after `after`, in id order.
+    pub async fn holding(&self, program_id: &str, after: &str, limit: i64) -> Result<Vec<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE program_id = $1 AND customer_id > $2 \
+             AND (available <> 0 OR pending <> 0) ORDER BY customer_id LIMIT $3"
+        ));
+        let rows = sqlx::query(sql).bind(program_id).bind(after).bind(limit).fetch_all(&self.db.pool).await?;
+        rows.iter().map(account_from_row).collect::<Result<_, _>>().map_err(Error::from)
+    }
+
     /// One page of an account's entries, newest first, strictly before `before_id`.
     pub async fn entries(
         &self,

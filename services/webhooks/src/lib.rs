@@ -13,6 +13,7 @@ pub mod guard;
 pub mod reminders;
 pub mod segments;
 pub mod service;
+pub mod statements;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_proto::webhooks::v1::webhooks_service_server::WebhooksServiceServer;
 
 use crate::deliver::DeliverySettings;
@@ -62,6 +64,7 @@ loyalty_common::embedded_migrations!("../migrations":
     1 "webhooks" "0001_webhooks.sql",
     2 "reminders" "0002_reminders.sql",
     3 "retention" "0003_retention.sql",
+    4 "statements" "0004_statements.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -87,6 +90,16 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKS_REMINDER_INTERVAL_SECS", value_name = "WEBHOOKS_REMINDER_INTERVAL_SECS",
           default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reminder_interval_secs: u64,
+    /// How often due monthly statements (`points.statement`) are looked for, in seconds.
+    #[arg(long, env = "WEBHOOKS_STATEMENT_INTERVAL_SECS", value_name = "WEBHOOKS_STATEMENT_INTERVAL_SECS",
+          default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub statement_interval_secs: u64,
+    /// `host:port` of the tiers service, for the tier and its progress in monthly statements; unset: without them.
+    #[arg(long, env = "TIERS_ADDR", value_name = "TIERS_ADDR")]
+    pub tiers_addr: Option<String>,
+    /// Deadline for one call to the tiers service, in milliseconds.
+    #[arg(long, env = "TIERS_TIMEOUT_MS", value_name = "TIERS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub tiers_timeout_ms: u64,
     /// `host:port` of the insights service, whose segment changes are the `segment.changed` events; unset: none.
     #[arg(long, env = "INSIGHTS_ADDR", value_name = "INSIGHTS_ADDR")]
     pub insights_addr: Option<String>,
@@ -196,7 +209,17 @@ impl Service for WebhooksServer {
                     launch.peers().lazy(&points, deadline).map_err(|e| StartError::setting("POINTS_ADDR", e))?;
                 let client = PointsServiceClient::new(channel);
                 let interval = Duration::from_secs(config.reminder_interval_secs);
-                launch.spawn(reminders::run(webhooks.clone(), client, interval, launch.signal()));
+                launch.spawn(reminders::run(webhooks.clone(), client.clone(), interval, launch.signal()));
+                let deadline = Duration::from_millis(config.tiers_timeout_ms.max(1));
+                let tiers = match config.tiers_addr.as_deref().filter(|a| !a.is_empty()) {
+                    Some(tiers) => Some(TiersServiceClient::new(
+                        launch.peers().lazy(tiers, deadline).map_err(|e| StartError::setting("TIERS_ADDR", e))?,
+                    )),
+                    None => None,
+                };
+                let peers = statements::Peers { points: client, tiers };
+                let interval = Duration::from_secs(config.statement_interval_secs);
+                launch.spawn(statements::run(webhooks.clone(), peers, interval, launch.signal()));
                 launch.spawn(loyalty_common::follow::run(webhooks.clone(), points, launch.peers(), launch.signal()))
             }
             None => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),

@@ -542,6 +542,49 @@ impl WebhooksStore {
         Ok(purged)
     }
 
+    // ------------------------------------------------------------ statements
+
+    /// Where a program's statement for `period` (`YYYY-MM`) stands: the last
+    /// customer id it went past (empty before the first), or `None` once done.
+    pub async fn statement_position(&self, program_id: &str, period: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT after_customer, done FROM statement_runs WHERE program_id = $1 AND period = $2")
+            .bind(program_id)
+            .bind(period)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(row) = row else { return Ok(Some(String::new())) };
+        let done: i64 = row.try_get("done")?;
+        Ok((done == 0).then(|| row.try_get("after_customer")).transpose()?)
+    }
+
+    /// Records one page of statements and how far the run came (never
+    /// back, never undone), in one transaction.
+    pub async fn record_statements(
+        &self,
+        program_id: &str,
+        period: &str,
+        events: &[NewEvent],
+        last: &str,
+        done: bool,
+    ) -> Result<usize, Error> {
+        let mut tx = begin_write(&self.db).await?;
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        let made = Self::record(&mut tx, &refs, None, self.now()).await?;
+        sqlx::query(
+            "INSERT INTO statement_runs (program_id, period, after_customer, done) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (program_id, period) DO UPDATE SET after_customer = excluded.after_customer, \
+             done = excluded.done WHERE statement_runs.done = 0 AND statement_runs.after_customer <= excluded.after_customer",
+        )
+        .bind(program_id)
+        .bind(period)
+        .bind(last)
+        .bind(i64::from(done))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(made)
+    }
+
     // ------------------------------------------------------------ reminders
 
     /// Keeps the expiry instants of programs with an enabled subscription

@@ -767,6 +767,31 @@ async fn settled_deliveries_are_forgotten_after_their_retention(backend: Backend
     h.stop().await;
 }
 
+async fn members_with_points_get_a_monthly_statement(backend: Backend) {
+    // T0 is 2025-11-24: the statement for November goes out from 2025-12-01.
+    let mut h = Harness::start_with(backend, &["--statement-interval-secs", "1"]).await;
+    let receiver = Receiver::start().await;
+    h.subscribe(&receiver.url("/statements"), &["points.statement"], false).await;
+    h.earn("anna", 500, "e1").await;
+    h.earn("ben", 100, "e2").await;
+    h.spend("ben", 100, "s1").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(receiver.at("/statements").is_empty(), "no statement before the month is over");
+    h.advance(7 * MICROS_PER_DAY + 3_600 * MICROS_PER_SECOND);
+    let sent = eventually("anna's statement", || async { receiver.at("/statements") }, |r| !r.is_empty()).await;
+    let data = &sent[0].body["data"];
+    assert_eq!(sent[0].body["type"], "points.statement");
+    assert_eq!((data["customer_id"].as_str(), data["period"].as_str()), (Some("anna"), Some("2025-11")));
+    assert_eq!((data["available"].as_i64(), data["pending"].as_i64()), (Some(500), Some(0)));
+    // Again on the next rounds and after a restart: one statement per member and month, none for ben (no points).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    h.restart_webhooks().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let sent = receiver.at("/statements");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    h.stop().await;
+}
+
 async fn bad_requests_are_refused_field_by_field(backend: Backend) {
     use tonic_types::StatusExt;
     let mut h = Harness::start(backend).await;
@@ -812,5 +837,6 @@ loyalty_common::on_both_backends!(
     expiring_points_are_reminded_once_per_lot,
     segment_changes_are_delivered,
     settled_deliveries_are_forgotten_after_their_retention,
+    members_with_points_get_a_monthly_statement,
     bad_requests_are_refused_field_by_field,
 );

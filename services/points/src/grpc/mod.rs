@@ -323,6 +323,29 @@ impl PointsService for PointsApi {
         Ok(Response::new(expiring(lots)))
     }
 
+    async fn list_balances(
+        &self,
+        request: Request<pb::ListBalancesRequest>,
+    ) -> Result<Response<pb::ListBalancesResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        if !r.after_customer_id.is_empty() {
+            check.id("after_customer_id", &r.after_customer_id);
+        }
+        if !(0..=1_000).contains(&r.page_size) {
+            check.add(Err(FieldViolation::new("page_size", "must be between 0 and 1000")));
+        }
+        check.done(DOMAIN)?;
+        let limit = if r.page_size == 0 { 200 } else { i64::from(r.page_size) };
+        let accounts = self.ledger.holding(&r.program_id, &r.after_customer_id, limit).await?;
+        let balances = accounts
+            .iter()
+            .map(|a| pb::CustomerBalance { customer_id: a.customer_id.clone(), balance: Some(balance(&a.balance())) })
+            .collect();
+        Ok(Response::new(pb::ListBalancesResponse { balances }))
+    }
+
     async fn get_account_summary(
         &self,
         request: Request<pb::GetAccountSummaryRequest>,
