@@ -10,6 +10,7 @@ pub mod error;
 pub mod follow;
 pub mod grpc;
 pub mod guard;
+pub mod jobs;
 pub mod reminders;
 pub mod segments;
 pub mod service;

@@ -16,6 +16,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
+use crate::jobs::{self, JobError};
 use crate::service::Webhooks;
 use crate::store::{EXPIRING_SOON, Expiring, NewEvent};
 
@@ -24,36 +25,16 @@ const DEFAULT_REMINDER_DAYS: i32 = 14;
 /// Instants handled per program and step.
 const BATCH: i64 = 200;
 
-/// Why a round of a job that asks another service failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReminderError {
-    #[error(transparent)]
-    Store(#[from] crate::error::Error),
-    #[error("a peer service: {0}")]
-    Peer(#[from] tonic::Status),
-}
-
 /// Runs the reminders every `interval` until shutdown.
 pub async fn run(
     webhooks: Arc<Webhooks>,
     points: PointsServiceClient<PeerChannel>,
     interval: Duration,
-    mut shutdown: ShutdownSignal,
+    shutdown: ShutdownSignal,
 ) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.fired() => return,
-        }
-        match remind(&webhooks, points.clone(), || shutdown.is_fired()).await {
-            Ok(0) => {}
-            Ok(made) => {
-                tracing::info!(deliveries = made, "expiring points reminded");
-                webhooks.wake();
-            }
-            Err(error) => tracing::warn!(%error, "expiring points reminders failed, retrying at the next interval"),
-        }
-    }
+    let stop = shutdown.clone();
+    let round = || remind(&webhooks, points.clone(), || stop.is_fired());
+    jobs::every(&webhooks, "expiring points reminders", interval, shutdown, round).await;
 }
 
 /// Records every reminder due now; returns the deliveries made.
@@ -61,7 +42,7 @@ pub async fn remind(
     webhooks: &Webhooks,
     mut points: PointsServiceClient<PeerChannel>,
     stop: impl Fn() -> bool,
-) -> Result<usize, ReminderError> {
+) -> Result<usize, JobError> {
     let store = webhooks.store();
     let mut made = 0;
     for program in store.reminder_programs().await? {

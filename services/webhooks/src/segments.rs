@@ -15,7 +15,7 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_proto::insights::v1 as insights;
 use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 
-use crate::reminders::ReminderError as FollowError;
+use crate::jobs::{self, JobError};
 use crate::service::Webhooks;
 use crate::store::NewEvent;
 
@@ -29,28 +29,14 @@ pub async fn run(
     webhooks: Arc<Webhooks>,
     insights: InsightsServiceClient<PeerChannel>,
     interval: Duration,
-    mut shutdown: ShutdownSignal,
+    shutdown: ShutdownSignal,
 ) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.fired() => return,
-        }
-        match follow(&webhooks, insights.clone()).await {
-            Ok(0) => {}
-            Ok(_) => webhooks.wake(),
-            Err(error) => {
-                tracing::warn!(%error, "segment changes could not be followed, retrying at the next interval")
-            }
-        }
-    }
+    let round = || follow(&webhooks, insights.clone());
+    jobs::every(&webhooks, "segment changes", interval, shutdown, round).await;
 }
 
 /// One round over every program that wants the event; returns the deliveries made.
-pub async fn follow(
-    webhooks: &Webhooks,
-    mut insights: InsightsServiceClient<PeerChannel>,
-) -> Result<usize, FollowError> {
+pub async fn follow(webhooks: &Webhooks, mut insights: InsightsServiceClient<PeerChannel>) -> Result<usize, JobError> {
     let store = webhooks.store();
     let mut made = 0;
     for (program, since) in store.programs_wanting(SEGMENT_CHANGED).await? {

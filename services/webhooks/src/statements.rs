@@ -19,7 +19,7 @@ use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::tiers::v1 as tiers;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 
-use crate::reminders::ReminderError as JobError;
+use crate::jobs::{self, JobError};
 use crate::service::Webhooks;
 use crate::store::NewEvent;
 
@@ -35,21 +35,10 @@ pub struct Peers {
 }
 
 /// Sends the statements due every `interval` until shutdown.
-pub async fn run(webhooks: Arc<Webhooks>, peers: Peers, interval: Duration, mut shutdown: ShutdownSignal) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.fired() => return,
-        }
-        match send(&webhooks, peers.clone(), || shutdown.is_fired()).await {
-            Ok(0) => {}
-            Ok(made) => {
-                tracing::info!(deliveries = made, "monthly statements recorded");
-                webhooks.wake();
-            }
-            Err(error) => tracing::warn!(%error, "monthly statements failed, resuming at the next interval"),
-        }
-    }
+pub async fn run(webhooks: Arc<Webhooks>, peers: Peers, interval: Duration, shutdown: ShutdownSignal) {
+    let stop = shutdown.clone();
+    let round = || send(&webhooks, peers.clone(), || stop.is_fired());
+    jobs::every(&webhooks, "monthly statements", interval, shutdown, round).await;
 }
 
 /// The month before the one `now` falls in (`YYYY-MM`), and the instant it ended (UTC).
