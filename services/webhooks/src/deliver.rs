@@ -67,7 +67,7 @@ pub async fn run(webhooks: Arc<Webhooks>, client: reqwest::Client, mut shutdown:
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
     let endpoints: Arc<Mutex<HashMap<String, Arc<Semaphore>>>> = Arc::default();
     let (outcomes, received) = mpsc::unbounded_channel::<Outcome>();
-    let writer = tokio::spawn(write_outcomes(webhooks.clone(), received));
+    let writer = tokio::spawn(write_outcomes(webhooks.clone(), received, shutdown.clone()));
     loop {
         let free = in_flight.available_permits();
         let taken = if free == 0 {
@@ -87,23 +87,39 @@ pub async fn run(webhooks: Arc<Webhooks>, client: reqwest::Client, mut shutdown:
             }
         };
         let full = taken.len() as i64 == TAKE_BATCH;
+        // A delivery whose endpoint has no free turn is not queued here (its
+        // lease would run out while it waits, and it would hold a turn of the
+        // others): it goes back, due at once, and is taken again when an
+        // attempt ends (the outcome writer wakes this loop).
+        let mut busy = Vec::new();
+        let mut started = 0;
+        let lease = taken.first().map(|d| d.lease);
         for due in taken {
-            let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
             let endpoint = endpoints
                 .lock()
                 .expect("never poisoned")
                 .entry(due.subscription_id.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(settings.endpoint_concurrency.max(1))))
                 .clone();
+            let Ok(turn) = endpoint.try_acquire_owned() else {
+                busy.push(due.delivery_seq);
+                continue;
+            };
+            let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+            started += 1;
             let (client, webhooks, outcomes) = (client.clone(), webhooks.clone(), outcomes.clone());
             tokio::spawn(async move {
-                let _turn = endpoint.acquire_owned().await.expect("the semaphore is never closed");
                 let outcome = attempt(&client, &webhooks, due).await;
                 let _ = outcomes.send(outcome);
-                drop(permit);
+                drop((turn, permit));
             });
         }
-        if full && in_flight.available_permits() > 0 {
+        if let (Some(lease), false) = (lease, busy.is_empty()) {
+            if let Err(error) = webhooks.store().postpone(&busy, lease, webhooks.store().now()).await {
+                tracing::warn!(%error, "busy endpoints' deliveries wait for their lease to end");
+            }
+        }
+        if full && started > 0 && in_flight.available_permits() > 0 {
             continue;
         }
         tokio::select! {
@@ -121,7 +137,11 @@ pub async fn run(webhooks: Arc<Webhooks>, client: reqwest::Client, mut shutdown:
 
 /// Writes outcomes as they come, many per transaction, retrying while the
 /// database is away (the leases keep the deliveries from being taken again).
-async fn write_outcomes(webhooks: Arc<Webhooks>, mut received: mpsc::UnboundedReceiver<Outcome>) {
+async fn write_outcomes(
+    webhooks: Arc<Webhooks>,
+    mut received: mpsc::UnboundedReceiver<Outcome>,
+    shutdown: ShutdownSignal,
+) {
     let settings = webhooks.settings().clone();
     while let Some(first) = received.recv().await {
         let mut batch = vec![first];
@@ -148,6 +168,11 @@ async fn write_outcomes(webhooks: Arc<Webhooks>, mut received: mpsc::UnboundedRe
                     webhooks.wake();
                     break;
                 }
+                // Shutting down: what is not written is attempted again once its lease ends.
+                Err(error) if shutdown.is_fired() => {
+                    tracing::warn!(%error, outcomes = rows.len(), "delivery outcomes not written at shutdown");
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, outcomes = rows.len(), "delivery outcomes could not be written, retrying");
                     tokio::time::sleep(RETRY).await;
@@ -164,6 +189,7 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, due: Due) -> Out
     let started = Instant::now();
     let mut outcome = Outcome {
         delivery_seq: due.delivery_seq,
+        lease: due.lease,
         subscription_id: due.subscription_id.clone(),
         attempt: due.attempts + 1,
         attempted_at,
@@ -176,13 +202,14 @@ async fn attempt(client: &reqwest::Client, webhooks: &Webhooks, due: Due) -> Out
     match send(client, webhooks, &due, attempted_at).await {
         Ok((status, snippet)) => {
             outcome.status_code = i64::from(status.as_u16());
-            outcome.response = snippet;
+            // PostgreSQL text holds no NUL: an endpoint's binary answer must not stop the writer.
+            outcome.response = snippet.replace('\0', "");
             outcome.delivered = status.is_success();
             if status.is_redirection() {
                 outcome.error = "redirects are not followed".into();
             }
         }
-        Err(error) => outcome.error = error,
+        Err(error) => outcome.error = error.replace('\0', ""),
     }
     outcome.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     webhooks.count_attempt(outcome.delivered);

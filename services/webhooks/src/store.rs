@@ -107,12 +107,16 @@ pub struct Due {
     /// The secrets that sign it: the current one, then the previous one during an overlap.
     pub secrets: Vec<String>,
     pub attempts: i64,
+    /// Until when this replica holds it: its outcome is written only while it still does.
+    pub lease: Micros,
 }
 
 /// How one attempt went.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub delivery_seq: i64,
+    /// The lease the attempt was made under ([`Due::lease`]).
+    pub lease: Micros,
     pub subscription_id: String,
     pub attempt: i64,
     pub attempted_at: Micros,
@@ -742,7 +746,7 @@ impl WebhooksStore {
         let sql = format!(
             "SELECT d.delivery_seq, d.subscription_id, d.event_id, d.attempts, e.body, s.url, s.secret, \
              s.previous_secret, s.previous_until_us FROM deliveries d \
-             JOIN events e ON e.event_id = d.event_id \
+             LEFT JOIN events e ON e.event_id = d.event_id \
              JOIN subscriptions s ON s.subscription_id = d.subscription_id \
              WHERE d.delivery_seq IN ({list}) ORDER BY d.delivery_seq"
         );
@@ -751,9 +755,30 @@ impl WebhooksStore {
             query = query.bind(seq);
         }
         let rows = query.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let mut due = Vec::with_capacity(rows.len());
+        // A delivery whose event is gone (forgotten by the retention job while
+        // a redelivery of it was being made) can never be sent: it fails.
+        let mut orphans = Vec::new();
+        let mut found = Vec::with_capacity(rows.len());
         for row in rows {
+            match row.try_get::<Option<String>, _>("body")? {
+                Some(_) => found.push(row),
+                None => orphans.push(row.try_get::<i64, _>("delivery_seq")?),
+            }
+        }
+        if !orphans.is_empty() {
+            let list = (1..=orphans.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "UPDATE deliveries SET state = 'failed', next_attempt_us = NULL WHERE delivery_seq IN ({list})"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for seq in &orphans {
+                query = query.bind(seq);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut due = Vec::with_capacity(found.len());
+        for row in found {
             let mut secrets = vec![row.try_get::<String, _>("secret")?];
             let previous: Option<String> = row.try_get("previous_secret")?;
             let until: Option<Micros> = row.try_get("previous_until_us")?;
@@ -770,9 +795,26 @@ impl WebhooksStore {
                 body: row.try_get("body")?,
                 secrets,
                 attempts: row.try_get("attempts")?,
+                lease: lease_until,
             });
         }
         Ok(due)
+    }
+
+    /// Gives back deliveries taken under `lease` but not attempted (their
+    /// endpoint had no free turn): due again at `at`.
+    pub async fn postpone(&self, seqs: &[i64], lease: Micros, at: Micros) -> Result<(), Error> {
+        let list = (3..seqs.len() + 3).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "UPDATE deliveries SET next_attempt_us = $1 WHERE next_attempt_us = $2 AND state = 'pending' \
+             AND delivery_seq IN ({list})"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false).bind(at).bind(lease);
+        for seq in seqs {
+            query = query.bind(seq);
+        }
+        query.execute(&self.db.pool).await?;
+        Ok(())
     }
 
     /// Writes how attempts went, in one transaction: the attempt, the
@@ -810,21 +852,23 @@ impl WebhooksStore {
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let values = (0..chunk.len())
                 .map(|r| {
-                    let n = r * 4;
+                    let n = r * 5;
                     format!(
-                        "(CAST(${} AS BIGINT), ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                        "(CAST(${} AS BIGINT), ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
                         n + 1,
                         n + 2,
                         n + 3,
-                        n + 4
+                        n + 4,
+                        n + 5
                     )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "WITH v (seq, state, attempts, next_us) AS (VALUES {values}) \
+                "WITH v (seq, state, attempts, next_us, lease) AS (VALUES {values}) \
                  UPDATE deliveries SET state = v.state, attempts = v.attempts, next_attempt_us = v.next_us \
-                 FROM v WHERE deliveries.delivery_seq = v.seq AND deliveries.state = 'pending'"
+                 FROM v WHERE deliveries.delivery_seq = v.seq AND deliveries.state = 'pending' \
+                 AND deliveries.next_attempt_us = v.lease"
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for (outcome, next) in chunk {
@@ -834,7 +878,8 @@ impl WebhooksStore {
                     (false, None) => "failed",
                 };
                 let next = if outcome.delivered { None } else { *next };
-                query = query.bind(outcome.delivery_seq).bind(state).bind(outcome.attempt).bind(next);
+                query =
+                    query.bind(outcome.delivery_seq).bind(state).bind(outcome.attempt).bind(next).bind(outcome.lease);
             }
             query.execute(&mut *tx).await?;
         }

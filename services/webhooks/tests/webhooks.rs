@@ -42,6 +42,8 @@ enum Answer {
     Redirect,
     /// Waits this long, then 200.
     Slow(Duration),
+    /// 200 with a body of bytes that are not text (a NUL among them).
+    Binary,
 }
 
 /// One request the receiver got.
@@ -99,6 +101,7 @@ impl Receiver {
                         headers.insert("location", "/elsewhere".parse().unwrap());
                         (StatusCode::TEMPORARY_REDIRECT, headers, String::new())
                     }
+                    Answer::Binary => (StatusCode::OK, HeaderMap::new(), "ok\0\u{1}done".to_owned()),
                     Answer::Slow(wait) => {
                         tokio::time::sleep(wait).await;
                         (StatusCode::OK, HeaderMap::new(), "late".to_owned())
@@ -477,6 +480,22 @@ async fn redirects_timeouts_and_private_addresses_fail(backend: Backend) {
         assert!(attempt.error.contains("resolves only to addresses deliveries may not reach"), "{attempt:?}");
     }
     assert_eq!(receiver.received().len(), before, "nothing reached the private address");
+    h.stop().await;
+
+    // An answer that is not text is kept without what PostgreSQL cannot hold, and the next ones follow.
+    let mut h = Harness::start(backend).await;
+    receiver.script(&[Answer::Binary]);
+    let (binary, _) = h.subscribe(&receiver.url("/binary"), &[], false).await;
+    h.earn("anna", 10, "earn-1").await;
+    h.earn("anna", 20, "earn-2").await;
+    let deliveries = eventually(
+        "both deliveries marked delivered",
+        || h.deliveries(&binary.subscription_id),
+        |d| d.len() == 2 && d.iter().all(|d| d.state == pb::DeliveryState::Delivered as i32),
+    )
+    .await;
+    let answers: Vec<&str> = deliveries.iter().map(|d| d.attempts[0].response.as_str()).collect();
+    assert!(answers.contains(&"ok\u{1}done"), "{answers:?}");
     h.stop().await;
 }
 
