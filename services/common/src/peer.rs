@@ -73,6 +73,15 @@ impl Peers {
         Ok(self.attach(self.endpoint(address)?.connect_timeout(deadline).timeout(deadline).connect_lazy()))
     }
 
+    /// [`Peers::lazy`] to an optional peer: `None` when its address is unset or empty.
+    pub fn optional(
+        &self,
+        address: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Option<PeerChannel>, tonic::transport::Error> {
+        address.filter(|a| !a.is_empty()).map(|a| self.lazy(a, deadline)).transpose()
+    }
+
     /// `channel` with this service's credentials on every call.
     pub fn attach(&self, channel: Channel) -> PeerChannel {
         InterceptedService::new(channel, self.credentials.clone())

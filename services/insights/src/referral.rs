@@ -22,8 +22,9 @@ impl ReferralSource {
         deadline: Duration,
         peers: &Peers,
     ) -> Result<Option<Self>, tonic::transport::Error> {
-        let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(None) };
-        Ok(Some(Self { client: ReferralServiceClient::new(peers.lazy(addr, deadline)?), deadline }))
+        Ok(peers
+            .optional(addr, deadline)?
+            .map(|channel| Self { client: ReferralServiceClient::new(channel), deadline }))
     }
 
     /// Friends who signed up from `from` to `until` (excluded) and how many

@@ -39,8 +39,7 @@ impl WinBackRule {
         deadline: Duration,
         peers: &Peers,
     ) -> Result<Option<Self>, tonic::transport::Error> {
-        let Some(addr) = addr.filter(|a| !a.is_empty()) else { return Ok(None) };
-        Ok(Some(Self { client: TiersServiceClient::new(peers.lazy(addr, deadline)?) }))
+        Ok(peers.optional(addr, deadline)?.map(|channel| Self { client: TiersServiceClient::new(channel) }))
     }
 
     /// Applies the rule to every change not handled yet, until none is left

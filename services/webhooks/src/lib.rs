@@ -203,33 +203,34 @@ impl Service for WebhooksServer {
         launch.metrics.register("webhook_attempts_failed", "Delivery attempts that failed", webhooks.failed.clone());
         launch.spawn(deliver::run(webhooks.clone(), client, launch.signal()));
         launch.spawn(deliver::retention(webhooks.clone(), config.retention_days, launch.signal()));
-        match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => {
-                let deadline = Duration::from_millis(config.points_timeout_ms.max(1));
-                let channel =
-                    launch.peers().lazy(&points, deadline).map_err(|e| StartError::setting("POINTS_ADDR", e))?;
+        // The peers, each optional: a lazy channel with its own deadline.
+        let peers = launch.peers();
+        let peer = |variable: &'static str, address: Option<&str>, timeout_ms: u64| {
+            let deadline = Duration::from_millis(timeout_ms.max(1));
+            peers.optional(address, deadline).map_err(|e| StartError::setting(variable, e))
+        };
+        let points = peer("POINTS_ADDR", config.points_addr.as_deref(), config.points_timeout_ms)?;
+        let tiers = peer("TIERS_ADDR", config.tiers_addr.as_deref(), config.tiers_timeout_ms)?;
+        let insights = peer("INSIGHTS_ADDR", config.insights_addr.as_deref(), config.insights_timeout_ms)?;
+        match (points, config.points_addr.clone()) {
+            (Some(channel), Some(points_addr)) => {
                 let client = PointsServiceClient::new(channel);
                 let interval = Duration::from_secs(config.reminder_interval_secs);
                 launch.spawn(reminders::run(webhooks.clone(), client.clone(), interval, launch.signal()));
-                let deadline = Duration::from_millis(config.tiers_timeout_ms.max(1));
-                let tiers = match config.tiers_addr.as_deref().filter(|a| !a.is_empty()) {
-                    Some(tiers) => Some(TiersServiceClient::new(
-                        launch.peers().lazy(tiers, deadline).map_err(|e| StartError::setting("TIERS_ADDR", e))?,
-                    )),
-                    None => None,
-                };
-                let peers = statements::Peers { points: client, tiers };
+                let statement_peers = statements::Peers { points: client, tiers: tiers.map(TiersServiceClient::new) };
                 let interval = Duration::from_secs(config.statement_interval_secs);
-                launch.spawn(statements::run(webhooks.clone(), peers, interval, launch.signal()));
-                launch.spawn(loyalty_common::follow::run(webhooks.clone(), points, launch.peers(), launch.signal()))
+                launch.spawn(statements::run(webhooks.clone(), statement_peers, interval, launch.signal()));
+                launch.spawn(loyalty_common::follow::run(
+                    webhooks.clone(),
+                    points_addr,
+                    peers.clone(),
+                    launch.signal(),
+                ));
             }
-            None => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),
+            _ => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),
         }
-        match config.insights_addr.clone().filter(|a| !a.is_empty()) {
-            Some(insights) => {
-                let deadline = Duration::from_millis(config.insights_timeout_ms.max(1));
-                let channel =
-                    launch.peers().lazy(&insights, deadline).map_err(|e| StartError::setting("INSIGHTS_ADDR", e))?;
+        match insights {
+            Some(channel) => {
                 let interval = Duration::from_millis(config.segment_poll_ms);
                 let client = InsightsServiceClient::new(channel);
                 launch.spawn(segments::run(webhooks.clone(), client, interval, launch.signal()));
