@@ -6,6 +6,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 #[cfg(feature = "json")]
 pub mod json;
 
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.events.v1");
+    }
+}
+
 pub mod insights {
     pub mod v1 {
         tonic::include_proto!("loyalty.insights.v1");
@@ -62,6 +68,22 @@ pub mod webhooks {
             "points.statement",
             "A member's monthly statement: balance, what expires next, tier progress; once per member with points and month",
         ),
+        ("tier.upgraded", "A customer moved up the ladder (qualifying points reached a higher tier)"),
+        ("tier.downgraded", "A customer moved down the ladder (a window or grace ended, or points were reversed)"),
+        ("tier.assigned", "A customer was put in a tier by hand (hidden tiers included)"),
+        (
+            "tier.ended",
+            "A tier assigned by hand ended or was removed; the customer is back where their points put them",
+        ),
+        ("reward.redeemed", "A reward was redeemed with points: the voucher is ready to use"),
+        ("voucher.consumed", "A voucher was used at checkout, with the order"),
+        (
+            "voucher.expiring_soon",
+            "An unused voucher will expire soon: once per voucher, the rewards service's VOUCHER_REMINDER_DAYS before",
+        ),
+        ("redemption.cancelled", "An unused voucher was cancelled; its points go back to the customer"),
+        ("referral.completed", "A referred friend's qualifying order completed a referral: the referrer's reward"),
+        ("referral.reversed", "A completed referral was reversed by a refund of the qualifying order"),
         ("segment.changed", "A customer's lifecycle segment changed (new, active, loyal, at_risk, churned)"),
         ("subscription.disabled", "A subscription of the program was disabled after failing for days"),
     ];

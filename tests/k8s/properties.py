@@ -50,6 +50,20 @@ PLAINTEXT_APP_PROTOCOLS = {"http", "h2c", "kubernetes.io/h2c", "grpc"}
 # Settings naming another workload to call (host:port): the host must be a name
 # its certificate carries, i.e. its Service's name in the namespace.
 PEER_ADDR = re.compile(r"^(POINTS|TIERS|REFERRAL|REWARDS|INSIGHTS|WEBHOOKS)_ADDR$")
+# The peers each workload must be told of: unset, a service starts without
+# what the peer gives (webhooks: no events of that source), so a missing
+# setting fails nothing else. check_network requires the same edges.
+PEER_SETTINGS = {
+    "loyalty-gateway": ("POINTS_ADDR", "TIERS_ADDR", "REFERRAL_ADDR", "REWARDS_ADDR", "INSIGHTS_ADDR",
+                        "WEBHOOKS_ADDR"),
+    "loyalty-points": ("TIERS_ADDR", "INSIGHTS_ADDR"),
+    "loyalty-tiers": ("POINTS_ADDR",),
+    "loyalty-referral": ("POINTS_ADDR",),
+    "loyalty-rewards": ("POINTS_ADDR", "TIERS_ADDR"),
+    "loyalty-insights": ("POINTS_ADDR", "TIERS_ADDR", "REFERRAL_ADDR"),
+    # The ledger, segment changes, and the outboxes of tiers, referral and rewards.
+    "loyalty-webhooks": ("POINTS_ADDR", "INSIGHTS_ADDR", "TIERS_ADDR", "REFERRAL_ADDR", "REWARDS_ADDR"),
+}
 # The optional cert-manager example (not rendered by any overlay), checked with prod.
 CERT_MANAGER_EXAMPLE = Path("cert-manager") / "certificates.yaml"
 
@@ -467,9 +481,12 @@ def check_app_container(c: Checks, cn: str, obj: dict, container: dict, objects:
     namespace = obj["metadata"].get("namespace", "")
     services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"
                 and o["metadata"].get("namespace", "") == namespace}
-    for variable, host in peer_addresses(container, objects).items():
+    peers = peer_addresses(container, objects)
+    for variable, host in peers.items():
         c.check(any(host in service_names(s, namespace) for s in services),
                 f"{cn}: {variable} host {host!r} is a Service of the namespace, a name its certificate carries")
+    for variable in PEER_SETTINGS.get(name, ()):
+        c.check(variable in peers, f"{cn}: sets {variable} (a peer it calls)")
     for variable, value in settings.items():
         if variable.endswith(("_GRPC_ADDR", "_HTTP_ADDR", "_METRICS_ADDR")):
             port = int(value.rsplit(":", 1)[1])
@@ -592,6 +609,9 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (own_ns, pod("anything"), "loyalty-webhooks", "grpc", False, "only the gateway calls webhooks"),
         (own_ns, pod("loyalty-webhooks"), "loyalty-tiers", "grpc", True, "webhooks asks tiers for statements"),
         (own_ns, pod("loyalty-webhooks"), "loyalty-insights", "grpc", True, "webhooks follows segment changes"),
+        (own_ns, pod("loyalty-webhooks"), "loyalty-referral", "grpc", True, "webhooks follows the referral outbox"),
+        (own_ns, pod("loyalty-webhooks"), "loyalty-rewards", "grpc", True, "webhooks follows the rewards outbox"),
+        (own_ns, pod("loyalty-loadgen"), "loyalty-rewards", "grpc", False, "loadgen has no business with rewards"),
         (own_ns, pod("anything"), "loyalty-gateway", "http", True, "pods of the namespace call the gateway"),
         (ingress_ns, pod("ingress-nginx"), "loyalty-gateway", "http", True, "the ingress controller"),
         (own_ns, pod("loyalty-loadgen"), "loyalty-tiers", "grpc", False, "loadgen has no business with tiers"),
@@ -671,6 +691,12 @@ def check_egress(c: Checks, policies: list[dict], workloads: dict[str, dict], na
         ("loyalty-webhooks", pod("loyalty-insights"), 50055, "TCP", True, "webhooks follows segment changes"),
         ("loyalty-webhooks", pod("loyalty-insights"), 9105, "TCP", False,
          "webhooks needs segment changes, not metrics"),
+        ("loyalty-webhooks", pod("loyalty-referral"), 50053, "TCP", True, "webhooks follows the referral outbox"),
+        ("loyalty-webhooks", pod("loyalty-referral"), 9103, "TCP", False,
+         "webhooks needs the referral outbox, not metrics"),
+        ("loyalty-webhooks", pod("loyalty-rewards"), 50054, "TCP", True, "webhooks follows the rewards outbox"),
+        ("loyalty-webhooks", pod("loyalty-rewards"), 9104, "TCP", False,
+         "webhooks needs the rewards outbox, not metrics"),
         ("loyalty-webhooks", pod("loyalty-gateway"), 8080, "TCP", False, "webhooks never calls the gateway"),
         ("loyalty-webhooks", public, 443, "TCP", True, "shops' https endpoints"),
         ("loyalty-webhooks", public, 80, "TCP", False, "no plain-http deliveries"),

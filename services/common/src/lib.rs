@@ -10,6 +10,7 @@ pub mod db;
 pub mod follow;
 pub mod idempotency;
 pub mod metrics;
+pub mod outbox;
 pub mod peer;
 pub mod redis;
 pub mod server;

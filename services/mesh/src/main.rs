@@ -170,6 +170,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         tiers_addr: Some(tiers_addr.to_string()),
         upstream_timeout_ms: 2_000,
         recovery_interval_ms: 5_000,
+        voucher_reminder_days: 3,
         security: security.clone(),
         telemetry: args.telemetry.clone(),
     };
@@ -200,6 +201,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         insights_addr: Some(insights_addr.to_string()),
         insights_timeout_ms: 2_000,
         segment_poll_ms: 2_000,
+        referral_addr: Some(referral_addr.to_string()),
+        rewards_addr: Some(rewards_addr.to_string()),
+        outbox_timeout_ms: 2_000,
+        outbox_poll_ms: 500,
         retry_schedule: loyalty_webhooks::domain::RetrySchedule::DEFAULT.parse()?,
         timeout_ms: 10_000,
         endpoint_concurrency: 8,

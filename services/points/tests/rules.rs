@@ -615,6 +615,13 @@ impl tiers::tiers_service_server::TiersService for GoldTiers {
     ) -> Result<tonic::Response<tiers::ReevaluateResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
+
+    async fn list_events(
+        &self,
+        _request: tonic::Request<tiers::ListEventsRequest>,
+    ) -> Result<tonic::Response<tiers::ListEventsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
+    }
 }
 
 async fn serve_gold_tiers() -> SocketAddr {

@@ -109,6 +109,41 @@ pub struct Referral {
     pub referrer_points: i64,
 }
 
+impl Referral {
+    /// The event a referral's new state is (`referral.completed`,
+    /// `referral.reversed`), told to the referrer: the friend's order earned
+    /// them points, or its refund took them back.
+    pub fn event(&self) -> Option<loyalty_common::outbox::Event> {
+        let (event_type, at) = match self.status {
+            Status::Completed => ("referral.completed", self.completed_at?),
+            Status::Reversed => ("referral.reversed", self.reversed_at?),
+            Status::Pending | Status::Expired => return None,
+        };
+        let instant = |at: Micros| loyalty_common::clock::to_timestamp(at).to_string();
+        let mut data = serde_json::json!({
+            "customer_id": self.referrer_customer_id,
+            "referral_id": self.referral_id,
+            "referee_customer_id": self.referee_customer_id,
+            "qualifying_order_id": self.qualifying_order_id,
+            "referrer_points": self.referrer_points,
+            "signed_up_at": instant(self.created_at),
+        });
+        if let Some(completed_at) = self.completed_at {
+            data["completed_at"] = instant(completed_at).into();
+        }
+        if let Some(reversed_at) = self.reversed_at {
+            data["reversed_at"] = instant(reversed_at).into();
+        }
+        Some(loyalty_common::outbox::Event {
+            program_id: self.program_id.clone(),
+            customer_id: self.referrer_customer_id.clone(),
+            event_type,
+            occurred_at: at,
+            data,
+        })
+    }
+}
+
 /// Why a sign-up is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use loyalty_common::auth;
 use loyalty_common::clock::to_timestamp;
+use loyalty_common::outbox;
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::referral::v1 as pb;
 use loyalty_proto::referral::v1::referral_service_server::ReferralService;
@@ -268,6 +269,16 @@ impl ReferralService for ReferralApi {
         check.done(DOMAIN)?;
         let stored = self.referrals.store().put_settings(&r.program_id, settings, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = request.into_inner();
+        let database = self.referrals.store().database();
+        let (events, next_after_sequence) = outbox::list(database, DOMAIN, r.after_sequence, r.page_size).await?;
+        Ok(Response::new(pb::ListEventsResponse { events, next_after_sequence }))
     }
 }
 

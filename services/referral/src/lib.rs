@@ -18,6 +18,7 @@ use loyalty_common::auth::keys::Scope::{Admin, Server, Storefront};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
+use loyalty_common::outbox;
 use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::referral::v1::referral_service_server::ReferralServiceServer;
@@ -27,6 +28,9 @@ use crate::service::Referrals;
 use crate::store::ReferralStore;
 
 pub const SERVICE_NAME: &str = "loyalty.referral.v1.ReferralService";
+
+/// Elects the replica that numbers the outbox's events.
+const OUTBOX_LOCK_KEY: i64 = 0x0072_6566_6572_0002;
 
 /// What each RPC needs of an API key. Only resolving a code (what it is
 /// worth, for a landing page) is open to storefront keys.
@@ -45,6 +49,7 @@ pub const POLICY: Policy = Policy {
         ("GetReferralFunnel", Access::Key(Admin)),
         ("GetReferralSettings", Access::Key(Admin)),
         ("PutReferralSettings", Access::Key(Admin)),
+        ("ListEvents", Access::Internal),
     ],
 };
 
@@ -52,6 +57,7 @@ loyalty_common::embedded_migrations!("../migrations":
     1 "referral" "0001_referral.sql",
     2 "code disabled by" "0002_code_disabled_by.sql",
     3 "referrals by day" "0003_referrals_by_day.sql",
+    4 "outbox" "0004_outbox.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -96,6 +102,7 @@ impl Service for ReferralServer {
         let mut launch = Launch::prepare("referral", POLICY, config.metrics_addr, &config.security, clock).await?;
         let database = config.database.open(MIGRATIONS).await?;
         let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), launch.clock())));
+        launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
                 launch.spawn(loyalty_common::follow::run(

@@ -13,6 +13,7 @@ use loyalty_common::db::{self, Database};
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
+use loyalty_common::outbox;
 
 use crate::domain::{self, OrderEffect, Referral, Refusal, Settings, Status};
 use crate::error::Error;
@@ -455,6 +456,9 @@ impl ReferralStore {
         .bind(&referral.referral_id)
         .execute(&mut *tx)
         .await?;
+        if let Some(event) = referral.event() {
+            outbox::append(tx, self.db.dialect, &[event]).await?;
+        }
         Ok(())
     }
 

@@ -345,6 +345,31 @@ async fn a_refund_within_the_window_claws_back(backend: Backend) {
     statuses.sort_unstable();
     assert_eq!(statuses, [pb::ReferralStatus::Completed as i32, pb::ReferralStatus::Reversed as i32]);
     assert_eq!(m.available("anna").await, 500);
+
+    // The outbox told the referrer each completion and the reversal, in commit order, once.
+    let mut events = Vec::new();
+    for _ in 0..500 {
+        let request = pb::ListEventsRequest { after_sequence: 0, page_size: 0 };
+        events = m.referral.list_events(request).await.unwrap().into_inner().events;
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen: Vec<(String, String, serde_json::Value)> = events
+        .iter()
+        .map(|e| (e.r#type.clone(), e.customer_id.clone(), serde_json::from_str(&e.data_json).unwrap()))
+        .collect();
+    let summary: Vec<(&str, &str, &str)> =
+        seen.iter().map(|(t, c, d)| (t.as_str(), c.as_str(), d["referee_customer_id"].as_str().unwrap())).collect();
+    let completed_first = summary[..2].iter().any(|s| s.2 == "ben") && summary[..2].iter().any(|s| s.2 == "cal");
+    assert!(completed_first, "{summary:?}");
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert_eq!(summary[2], ("referral.reversed", "anna", "ben"));
+    assert!(summary[..2].iter().all(|s| s.0 == "referral.completed" && s.1 == "anna"), "{summary:?}");
+    let reversed = &seen[2].2;
+    assert_eq!((&reversed["qualifying_order_id"], &reversed["referrer_points"]), (&"o-ben".into(), &500.into()));
+    assert!(reversed["reversed_at"].is_string() && reversed["completed_at"].is_string(), "{reversed}");
     m.stop().await;
 }
 

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use loyalty_common::auth;
 use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::outbox;
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::rewards::v1 as pb;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsService;
@@ -222,6 +223,16 @@ impl RewardsService for RewardsApi {
         check.done(DOMAIN)?;
         let used = self.rewards.store().consume(&r.program_id, &code, &r.order_id).await?;
         Ok(Response::new(pb::ConsumeVoucherResponse { redemption: Some(redemption_to_proto(&used)) }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = request.into_inner();
+        let database = self.rewards.store().database();
+        let (events, next_after_sequence) = outbox::list(database, DOMAIN, r.after_sequence, r.page_size).await?;
+        Ok(Response::new(pb::ListEventsResponse { events, next_after_sequence }))
     }
 }
 

@@ -17,6 +17,7 @@ use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
+use loyalty_common::outbox;
 use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::rewards::v1::rewards_service_server::RewardsServiceServer;
@@ -26,6 +27,9 @@ use crate::service::Rewards;
 use crate::store::RewardsStore;
 
 pub const SERVICE_NAME: &str = "loyalty.rewards.v1.RewardsService";
+
+/// Elects the replica that numbers the outbox's events.
+const OUTBOX_LOCK_KEY: i64 = 0x0072_6577_6172_0002;
 
 /// What each RPC needs of an API key: the catalog is the admin's, redeeming
 /// and vouchers the shop's back end.
@@ -42,6 +46,7 @@ pub const POLICY: Policy = Policy {
         ("CancelRedemption", Access::Key(Admin)),
         ("ValidateVoucher", Access::Key(Server)),
         ("ConsumeVoucher", Access::Key(Server)),
+        ("ListEvents", Access::Internal),
     ],
 };
 
@@ -51,6 +56,7 @@ loyalty_common::embedded_migrations!("../migrations":
     3 "redemption lease" "0003_redemption_lease.sql",
     4 "task spend key" "0004_task_spend_key.sql",
     5 "consumer cursor" "0005_consumer_cursor.sql",
+    6 "outbox" "0006_outbox.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -79,6 +85,11 @@ pub struct Config {
     /// How often half-done redemptions are settled, refunds sent and vouchers expired, in milliseconds.
     #[arg(long, env = "RECOVERY_INTERVAL_MS", value_name = "RECOVERY_INTERVAL_MS", default_value_t = 5_000)]
     pub recovery_interval_ms: u64,
+    /// Days before an unused voucher expires that its `voucher.expiring_soon` event is written, once
+    /// per voucher (at most 365; 0: never).
+    #[arg(long, env = "VOUCHER_REMINDER_DAYS", value_name = "VOUCHER_REMINDER_DAYS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub voucher_reminder_days: u32,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
@@ -111,7 +122,8 @@ impl Service for RewardsServer {
             .map_err(|e| StartError::setting("POINTS_ADDR or TIERS_ADDR", e))?;
         let rewards = Arc::new(rewards);
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
-        launch.spawn(rewards.clone().background(interval, launch.signal()));
+        launch.spawn(rewards.clone().background(interval, config.voucher_reminder_days, launch.signal()));
+        launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         // Reversals that leave a debt cancel the customer's unused vouchers (see `follow`).
         launch.spawn(loyalty_common::follow::run(
             rewards.clone(),

@@ -238,8 +238,16 @@ impl Rewards {
     /// Background: recovery at start-up and then periodically (sooner when
     /// a lease runs out before the next pass), refunds, and voucher expiry,
     /// until shutdown.
-    pub async fn background(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
+    /// `reminder_days` ahead of a voucher's expiry, `voucher.expiring_soon`
+    /// is written for it (0: never).
+    pub async fn background(self: Arc<Self>, interval: Duration, reminder_days: u32, mut shutdown: ShutdownSignal) {
         loop {
+            if reminder_days > 0 {
+                let ahead = i64::from(reminder_days) * loyalty_common::clock::MICROS_PER_DAY;
+                if let Err(error) = self.store.remind_expiring(ahead, 500).await {
+                    tracing::warn!(%error, "voucher reminders failed, will retry");
+                }
+            }
             if let Err(error) = self.recover().await {
                 tracing::warn!(%error, "redemption recovery failed, will retry");
             }

@@ -16,6 +16,7 @@ use loyalty_common::db::{self, Database, Dialect};
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
+use loyalty_common::outbox;
 
 use crate::domain::{self, Reward};
 use crate::error::Error;
@@ -73,7 +74,40 @@ impl Redemption {
     pub fn spend_key(&self) -> String {
         format!("redemption:{}:spend", self.redemption_id)
     }
+
+    /// The event `event_type` (`reward.redeemed`, `voucher.consumed`,
+    /// `voucher.expiring_soon`, `redemption.cancelled`) of this redemption
+    /// as it stands at `at`; `docs/events/<type>.v1.schema.json` describes it.
+    pub fn event(&self, event_type: &'static str, at: Micros) -> outbox::Event {
+        let instant = |at: Micros| loyalty_common::clock::to_timestamp(at).to_string();
+        let mut data = serde_json::json!({
+            "customer_id": self.customer_id,
+            "redemption_id": self.redemption_id,
+            "reward_id": self.reward_id,
+            "reward_name": self.reward_name,
+            "points": self.points,
+            "voucher_code": crate::domain::display_code(&self.voucher_code),
+            "voucher_expires_at": instant(self.voucher_expires_at),
+            "redeemed_at": instant(self.created_at),
+        });
+        if !self.consumed_order_id.is_empty() {
+            data["order_id"] = self.consumed_order_id.as_str().into();
+        }
+        outbox::Event {
+            program_id: self.program_id.clone(),
+            customer_id: self.customer_id.clone(),
+            event_type,
+            occurred_at: at,
+            data,
+        }
+    }
 }
+
+/// The events a redemption's states are.
+pub const REDEEMED: &str = "reward.redeemed";
+pub const CONSUMED: &str = "voucher.consumed";
+pub const EXPIRING_SOON: &str = "voucher.expiring_soon";
+pub const CANCELLED: &str = "redemption.cancelled";
 
 /// A reward as the catalog holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,24 +511,27 @@ impl RewardsStore {
                 return Ok(active);
             }
         }
-        // One statement, committed on its own: when it changes nothing it
-        // locked nothing either, so the refund below needs no more than its
-        // own transaction.
+        // The change and its event in one transaction: when it changes
+        // nothing it locked nothing either, so the refund below needs no
+        // more than its own transaction.
+        let now = self.now();
+        let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
             "UPDATE redemptions SET status = 'active', updated_at_us = $1 \
              WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
         )
-        .bind(self.now())
+        .bind(now)
         .bind(&redemption.redemption_id)
         .bind(&redemption.token)
-        .execute(&self.db.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed == 1 {
+            outbox::append(&mut tx, self.db.dialect, &[active.event(REDEEMED, now)]).await?;
+            tx.commit().await?;
             // Nothing else of it changed: no need to read it back.
             return Ok(active);
         }
-        let mut tx = begin_write(&self.db).await?;
         self.refund_lost_spend(&mut tx, redemption).await?;
         tx.commit().await?;
         self.redemption(&redemption.redemption_id).await
@@ -662,20 +699,22 @@ impl RewardsStore {
     /// ACTIVE → USED for `order_id`, exactly once; the same order again is a replay.
     pub async fn consume(&self, program_id: &str, code: &str, order_id: &str) -> Result<Redemption, Error> {
         let now = self.now();
-        let used = sqlx::query(
+        let mut tx = begin_write(&self.db).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE redemptions SET status = 'used', consumed_order_id = $1, updated_at_us = $2 \
-             WHERE program_id = $3 AND voucher_code = $4 AND status = 'active' AND voucher_expires_at_us > $2",
-        )
-        .bind(order_id)
-        .bind(now)
-        .bind(program_id)
-        .bind(code)
-        .execute(&self.db.pool)
-        .await?
-        .rows_affected();
+             WHERE program_id = $3 AND voucher_code = $4 AND status = 'active' AND voucher_expires_at_us > $2 \
+             RETURNING {REDEMPTION_COLUMNS}"
+        ));
+        let used =
+            sqlx::query(sql).bind(order_id).bind(now).bind(program_id).bind(code).fetch_optional(&mut *tx).await?;
+        if let Some(used) = used.as_ref().map(redemption_from_row).transpose()? {
+            outbox::append(&mut tx, self.db.dialect, &[used.event(CONSUMED, now)]).await?;
+            tx.commit().await?;
+            return Ok(used);
+        }
+        tx.rollback().await?;
         let redemption = self.by_code(program_id, code).await?.ok_or(Error::VoucherNotFound)?;
         match redemption.status {
-            _ if used == 1 => Ok(redemption),
             Status::Used if redemption.consumed_order_id == order_id => Ok(redemption),
             Status::Used => Err(Error::VoucherUsed),
             Status::Cancelled => Err(Error::VoucherCancelled),
@@ -753,6 +792,14 @@ impl RewardsStore {
             .ok_or_else(|| Error::RedemptionNotFound(redemption_id.to_owned()))?;
         if changed == 1 {
             release_stock(&mut tx, &redemption.reward_id).await?;
+            let mut event = redemption.event(CANCELLED, self.now());
+            if !why.is_empty() {
+                event.data["reason"] = why.into();
+            }
+            if !actor.is_empty() {
+                event.data["actor"] = actor.into();
+            }
+            outbox::append(&mut tx, self.db.dialect, &[event]).await?;
             let task = RefundTask {
                 task_id: format!("redemption:{redemption_id}:cancel"),
                 spend_key: redemption.spend_key(),
@@ -776,6 +823,30 @@ impl RewardsStore {
                 Err(Error::RedemptionNotFound(redemption_id.to_owned()))
             }
         }
+    }
+
+    /// `voucher.expiring_soon` for ACTIVE vouchers that expire within
+    /// `ahead`, once per voucher: the voucher is marked reminded in the
+    /// transaction that writes the event, so replicas and restarts do not
+    /// remind twice. Returns how many were reminded.
+    pub async fn remind_expiring(&self, ahead: Micros, limit: i64) -> Result<usize, Error> {
+        let now = self.now();
+        let mut tx = begin_write(&self.db).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE redemptions SET voucher_reminded_at_us = $1 WHERE redemption_id IN \
+             (SELECT redemption_id FROM redemptions WHERE status = 'active' AND voucher_reminded_at_us IS NULL \
+              AND voucher_expires_at_us > $1 AND voucher_expires_at_us <= $2 ORDER BY voucher_expires_at_us LIMIT $3{}) \
+             AND voucher_reminded_at_us IS NULL RETURNING {REDEMPTION_COLUMNS}",
+            if self.db.dialect == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" }
+        ));
+        let rows = sqlx::query(sql).bind(now).bind(now.saturating_add(ahead)).bind(limit).fetch_all(&mut *tx).await?;
+        let events = rows
+            .iter()
+            .map(|row| Ok(redemption_from_row(row)?.event(EXPIRING_SOON, now)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        outbox::append(&mut tx, self.db.dialect, &events).await?;
+        tx.commit().await?;
+        Ok(events.len())
     }
 
     /// ACTIVE vouchers past their date → EXPIRED, with a refund task where

@@ -165,6 +165,73 @@ impl Harness {
     }
 }
 
+/// The outbox's events, once it holds `count` (numbered after commit: waits, bounded).
+async fn events(m: &mut Harness, count: usize) -> Vec<(String, serde_json::Value, i64)> {
+    for _ in 0..500 {
+        let request = pb::ListEventsRequest { after_sequence: 0, page_size: 0 };
+        let events = m.rewards.list_events(request).await.unwrap().into_inner().events;
+        if events.len() >= count {
+            let parsed =
+                events.into_iter().map(|e| (e.r#type, serde_json::from_str(&e.data_json).unwrap(), e.sequence));
+            return parsed.collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the outbox never held {count} events");
+}
+
+async fn redemptions_and_vouchers_are_events_of_the_outbox(backend: Backend) {
+    let mut m = Harness::start(backend).await;
+    let reward = m.reward(discount("5 EUR off", 500)).await;
+    m.earn("ann", 2_000).await;
+    let used = m.redeem("ann", &reward, "r1").await.unwrap();
+    let cancelled = m.redeem("ann", &reward, "r2").await.unwrap();
+    let kept = m.redeem("ann", &reward, "r3").await.unwrap();
+    let consume = pb::ConsumeVoucherRequest {
+        program_id: "shop".into(),
+        code: used.voucher_code.clone(),
+        order_id: "o-1".into(),
+    };
+    m.rewards.consume_voucher(consume.clone()).await.unwrap();
+    m.rewards.consume_voucher(consume).await.expect("a replay, which is no second event");
+    let cancel = pb::CancelRedemptionRequest {
+        program_id: "shop".into(),
+        redemption_id: cancelled.redemption_id.clone(),
+        idempotency_key: "c1".into(),
+    };
+    m.rewards.cancel_redemption(cancel).await.unwrap();
+    // 90 days of validity; the reminder comes 3 days before the end, once.
+    m.clock.advance(86 * 86_400_000_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(events(&mut m, 5).await.len(), 5, "no reminder 4 days before");
+    m.clock.advance(2 * 86_400_000_000);
+    let all = events(&mut m, 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(events(&mut m, 6).await.len(), 6, "each voucher reminded once: {all:?}");
+    let seen: Vec<(&str, &str)> =
+        all.iter().map(|(t, data, _)| (t.as_str(), data["redemption_id"].as_str().unwrap())).collect();
+    let ids = [&used.redemption_id, &cancelled.redemption_id, &kept.redemption_id].map(String::as_str);
+    assert_eq!(
+        seen,
+        [
+            ("reward.redeemed", ids[0]),
+            ("reward.redeemed", ids[1]),
+            ("reward.redeemed", ids[2]),
+            ("voucher.consumed", ids[0]),
+            ("redemption.cancelled", ids[1]),
+            ("voucher.expiring_soon", ids[2]),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].2 < w[1].2), "in sequence");
+    let redeemed = &all[0].1;
+    assert_eq!(
+        (&redeemed["customer_id"], &redeemed["reward_name"], &redeemed["points"], &redeemed["voucher_code"]),
+        (&"ann".into(), &"5 EUR off".into(), &500.into(), &used.voucher_code.clone().into())
+    );
+    assert_eq!(all[3].1["order_id"], "o-1", "the order the voucher paid for");
+    m.stop().await;
+}
+
 fn discount(name: &str, cost: i64) -> pb::Reward {
     pb::Reward {
         name: name.into(),
@@ -192,6 +259,7 @@ loyalty_common::on_both_backends!(
     hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position,
     staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is,
     a_redeem_cancelled_after_its_spend_is_read_back_at_once,
+    redemptions_and_vouchers_are_events_of_the_outbox,
 );
 
 /// Points behind Redis. A Redeem whose caller gives up while points holds

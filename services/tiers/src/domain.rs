@@ -201,6 +201,44 @@ pub fn caused_by_reversal(ladder: &Ladder, change: &mut Change) {
     }
 }
 
+/// The webhook event a change is: `tier.assigned` when put there by hand,
+/// `tier.ended` when an assignment ran out or was removed, otherwise
+/// `tier.upgraded` or `tier.downgraded` by the tiers' places on the ladder
+/// (no tier is below every tier).
+pub fn event_type(ladder: &Ladder, change: &Change) -> &'static str {
+    match change.reason {
+        Reason::Manual if !change.to_tier_id.is_empty() => "tier.assigned",
+        Reason::Manual | Reason::AssignmentEnded => "tier.ended",
+        _ if ladder.rank(&change.to_tier_id) > ladder.rank(&change.from_tier_id) => "tier.upgraded",
+        _ => "tier.downgraded",
+    }
+}
+
+/// The `data` of a change's event (`docs/events/tier.*.v1.schema.json`):
+/// the tiers with their names as the ladder has them now, the reason, who
+/// did it by hand, the history entry's id.
+pub fn event_data(ladder: &Ladder, customer_id: &str, change: &Change, change_id: i64) -> serde_json::Value {
+    let mut data = serde_json::json!({
+        "customer_id": customer_id,
+        "reason": change.reason.as_str(),
+        "changed_at": loyalty_common::clock::to_timestamp(change.at).to_string(),
+        "change_id": change_id,
+    });
+    let name = |id: &str| ladder.tiers.iter().find(|t| t.tier_id == id).map(|t| t.name.clone());
+    for (field, id) in [("from", &change.from_tier_id), ("to", &change.to_tier_id)] {
+        if !id.is_empty() {
+            data[format!("{field}_tier_id")] = id.as_str().into();
+            if let Some(name) = name(id) {
+                data[format!("{field}_tier_name")] = name.into();
+            }
+        }
+    }
+    if !change.actor.is_empty() {
+        data["actor"] = change.actor.as_str().into();
+    }
+    data
+}
+
 /// One customer's standing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {

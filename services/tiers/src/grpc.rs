@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use loyalty_common::auth;
 use loyalty_common::clock::{Micros, to_timestamp};
+use loyalty_common::outbox;
 use loyalty_common::validate::{Check, FieldViolation};
 use loyalty_proto::tiers::v1 as pb;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersService;
@@ -163,6 +164,16 @@ impl TiersService for TiersApi {
             multiplier_bp: i32::try_from(standing.multiplier_bp).unwrap_or(i32::MAX),
             birthday_multiplier_bp: i32::try_from(standing.birthday_multiplier_bp).unwrap_or(i32::MAX),
         }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = request.into_inner();
+        let database = self.tiers.store().database();
+        let (events, next_after_sequence) = outbox::list(database, DOMAIN, r.after_sequence, r.page_size).await?;
+        Ok(Response::new(pb::ListEventsResponse { events, next_after_sequence }))
     }
 }
 

@@ -19,6 +19,7 @@ use loyalty_common::auth::keys::Scope::{Admin, Server};
 use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
+use loyalty_common::outbox;
 use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::tiers::v1::tiers_service_server::TiersServiceServer;
@@ -28,6 +29,9 @@ use crate::service::Tiers;
 use crate::store::TierStore;
 
 pub const SERVICE_NAME: &str = "loyalty.tiers.v1.TiersService";
+
+/// Elects the replica that numbers the outbox's events.
+const OUTBOX_LOCK_KEY: i64 = 0x0074_6965_7273_0002;
 
 /// What each RPC needs of an API key. The ladder names hidden tiers, so
 /// reading it takes an admin key; the multiplier is for the points service.
@@ -42,12 +46,14 @@ pub const POLICY: Policy = Policy {
         ("RemoveAssignment", Access::Key(Admin)),
         ("Reevaluate", Access::Key(Admin)),
         ("GetMultiplier", Access::Internal),
+        ("ListEvents", Access::Internal),
     ],
 };
 
 loyalty_common::embedded_migrations!("../migrations":
     1 "tiers" "0001_tiers.sql",
     2 "qualification basis" "0002_qualification_basis.sql",
+    3 "outbox" "0003_outbox.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -102,6 +108,7 @@ impl Service for TiersServer {
         let tiers = Arc::new(Tiers::new(store, ttl, &launch.metrics));
         let review = Duration::from_secs(config.review_interval_secs.max(1));
         launch.spawn(tiers.clone().review_job(review, launch.signal()));
+        launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
                 launch.spawn(loyalty_common::follow::run(tiers.clone(), points, launch.peers(), launch.signal()))

@@ -14,6 +14,7 @@ use loyalty_common::db::{self, Database};
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
+use loyalty_common::outbox;
 
 use crate::domain::{self, Change, Ladder, Measures, Membership, Qualifying, Reason, Window};
 use crate::error::Error;
@@ -377,19 +378,28 @@ impl TierStore {
             // what points or time did (an assignment that ran out has no actor).
             let by_hand = matches!(change.reason, Reason::Manual | Reason::AssignmentEnded);
             let actor = if by_hand { actor } else { String::new() };
-            sqlx::query(
+            let change_id: i64 = sqlx::query_scalar(
                 "INSERT INTO membership_history (program_id, customer_id, from_tier_id, to_tier_id, reason, actor, \
-                 changed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 changed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING change_id",
             )
             .bind(program_id)
             .bind(customer_id)
             .bind(&change.from_tier_id)
             .bind(&change.to_tier_id)
             .bind(change.reason.as_str())
-            .bind(actor)
+            .bind(&actor)
             .bind(change.at)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let change = Change { actor, ..change };
+            let event = outbox::Event {
+                program_id: program_id.to_owned(),
+                customer_id: customer_id.to_owned(),
+                event_type: domain::event_type(ladder, &change),
+                occurred_at: change.at,
+                data: domain::event_data(ladder, customer_id, &change, change_id),
+            };
+            outbox::append(tx, self.db.dialect, &[event]).await?;
         }
         Ok(member)
     }

@@ -199,6 +199,22 @@ impl Harness {
         let changes = self.tiers.list_membership_history(request).await.unwrap().into_inner().changes;
         changes.into_iter().map(|c| (c.to_tier_id, c.reason, c.actor)).collect()
     }
+
+    /// The outbox's events (numbered after commit: waits, bounded, for `count`).
+    async fn events(&mut self, count: usize) -> Vec<(String, serde_json::Value, i64)> {
+        for _ in 0..500 {
+            let request = pb::ListEventsRequest { after_sequence: 0, page_size: 0 };
+            let events = self.tiers.list_events(request).await.unwrap().into_inner().events;
+            if events.len() >= count {
+                return events
+                    .into_iter()
+                    .map(|e| (e.r#type, serde_json::from_str(&e.data_json).unwrap(), e.sequence))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the outbox never held {count} events");
+    }
 }
 
 fn tier(id: &str, threshold: i64, bp: i32, hidden: bool) -> pb::Tier {
@@ -380,6 +396,28 @@ async fn hidden_tiers_are_assigned_by_hand_and_expire(backend: Backend) {
     let history = m.history("cat").await;
     assert_eq!(history[0], ("advocate".into(), pb::ChangeReason::AssignmentEnded as i32, String::new()));
     assert_eq!(history[1], ("winback".into(), pb::ChangeReason::Manual as i32, "support@shop".into()));
+
+    // Every change is an event of the outbox, in the order it committed.
+    let events = m.events(history.len()).await;
+    let types: Vec<&str> = events.iter().map(|(t, _, _)| t.as_str()).collect();
+    let mut expected = vec!["tier.upgraded"; history.len() - 2];
+    expected.extend(["tier.assigned", "tier.ended"]);
+    assert_eq!(types, expected, "{events:?}");
+    assert!(events.windows(2).all(|w| w[0].2 < w[1].2), "in sequence: {events:?}");
+    let (assigned, ended) = (&events[events.len() - 2].1, &events[events.len() - 1].1);
+    assert_eq!(
+        (&assigned["from_tier_id"], &assigned["to_tier_id"], &assigned["to_tier_name"], &assigned["actor"]),
+        (&"advocate".into(), &"winback".into(), &"WINBACK".into(), &"support@shop".into())
+    );
+    assert_eq!(
+        (&ended["to_tier_id"], &ended["reason"], &ended["customer_id"]),
+        (&"advocate".into(), &"assignment_ended".into(), &"cat".into())
+    );
+    assert!(ended.get("actor").is_none(), "an assignment that ran out has no actor: {ended}");
+    let after_all = pb::ListEventsRequest { after_sequence: events[events.len() - 1].2, page_size: 10 };
+    assert!(m.tiers.list_events(after_all).await.unwrap().into_inner().events.is_empty());
+    let too_big = m.tiers.list_events(pb::ListEventsRequest { after_sequence: -1, page_size: 1_001 }).await;
+    assert_eq!(too_big.unwrap_err().code(), Code::InvalidArgument);
     m.stop().await;
 }
 

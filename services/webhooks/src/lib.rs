@@ -11,6 +11,7 @@ pub mod follow;
 pub mod grpc;
 pub mod guard;
 pub mod jobs;
+pub mod outboxes;
 pub mod reminders;
 pub mod segments;
 pub mod service;
@@ -32,6 +33,8 @@ use loyalty_common::server::{Launch, RunningService, Service, StartError};
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_proto::webhooks::v1::webhooks_service_server::WebhooksServiceServer;
 
@@ -39,6 +42,7 @@ use crate::deliver::DeliverySettings;
 use crate::domain::RetrySchedule;
 use crate::grpc::WebhooksApi;
 use crate::guard::AddressPolicy;
+use crate::outboxes::Source;
 use crate::service::Webhooks;
 use crate::store::WebhooksStore;
 
@@ -107,6 +111,20 @@ pub struct Config {
     /// Deadline for one call to the insights service, in milliseconds.
     #[arg(long, env = "INSIGHTS_TIMEOUT_MS", value_name = "INSIGHTS_TIMEOUT_MS", default_value_t = 2_000)]
     pub insights_timeout_ms: u64,
+    /// `host:port` of the referral service, whose outbox's events are `referral.*`; unset: none.
+    #[arg(long, env = "REFERRAL_ADDR", value_name = "REFERRAL_ADDR")]
+    pub referral_addr: Option<String>,
+    /// `host:port` of the rewards service, whose outbox's events are `reward.redeemed`, `voucher.*` and
+    /// `redemption.cancelled`; unset: none. (The tiers service's, `tier.*`, come from TIERS_ADDR.)
+    #[arg(long, env = "REWARDS_ADDR", value_name = "REWARDS_ADDR")]
+    pub rewards_addr: Option<String>,
+    /// Deadline for one call to the referral or rewards service, in milliseconds.
+    #[arg(long, env = "OUTBOX_TIMEOUT_MS", value_name = "OUTBOX_TIMEOUT_MS", default_value_t = 2_000)]
+    pub outbox_timeout_ms: u64,
+    /// How often the outboxes of the tiers, referral and rewards services are asked for new events, in milliseconds.
+    #[arg(long, env = "WEBHOOKS_OUTBOX_POLL_MS", value_name = "WEBHOOKS_OUTBOX_POLL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub outbox_poll_ms: u64,
     /// How often the segment changes of programs that want them are asked for, in milliseconds.
     #[arg(long, env = "WEBHOOKS_SEGMENT_POLL_MS", value_name = "WEBHOOKS_SEGMENT_POLL_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
@@ -212,6 +230,17 @@ impl Service for WebhooksServer {
         let points = peer("POINTS_ADDR", config.points_addr.as_deref(), config.points_timeout_ms)?;
         let tiers = peer("TIERS_ADDR", config.tiers_addr.as_deref(), config.tiers_timeout_ms)?;
         let insights = peer("INSIGHTS_ADDR", config.insights_addr.as_deref(), config.insights_timeout_ms)?;
+        let referral = peer("REFERRAL_ADDR", config.referral_addr.as_deref(), config.outbox_timeout_ms)?;
+        let rewards = peer("REWARDS_ADDR", config.rewards_addr.as_deref(), config.outbox_timeout_ms)?;
+        let outboxes = [
+            tiers.clone().map(|c| Source::Tiers(TiersServiceClient::new(c))),
+            referral.map(|c| Source::Referral(ReferralServiceClient::new(c))),
+            rewards.map(|c| Source::Rewards(RewardsServiceClient::new(c))),
+        ];
+        for source in outboxes.into_iter().flatten() {
+            let interval = Duration::from_millis(config.outbox_poll_ms);
+            launch.spawn(outboxes::run(webhooks.clone(), source, interval, launch.signal()));
+        }
         match (points, config.points_addr.clone()) {
             (Some(channel), Some(points_addr)) => {
                 let client = PointsServiceClient::new(channel);

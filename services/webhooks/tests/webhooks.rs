@@ -25,8 +25,17 @@ use loyalty_insights::InsightsServer;
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::referral::v1 as referral;
+use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_proto::rewards::v1 as rewards;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
+use loyalty_proto::tiers::v1 as tiers;
+use loyalty_proto::tiers::v1::tiers_service_client::TiersServiceClient;
 use loyalty_proto::webhooks::v1 as pb;
 use loyalty_proto::webhooks::v1::webhooks_service_client::WebhooksServiceClient;
+use loyalty_referral::ReferralServer;
+use loyalty_rewards::RewardsServer;
+use loyalty_tiers::TiersServer;
 use loyalty_webhooks::WebhooksServer;
 
 /// 2025-11-24T00:00:00Z.
@@ -171,6 +180,8 @@ struct Harness {
     points_server: RunningService,
     webhooks_server: Option<RunningService>,
     insights_server: Option<RunningService>,
+    /// Tiers, referral and rewards, when the test follows their outboxes.
+    outbox_servers: Vec<RunningService>,
     webhooks_url: String,
     flags: Vec<String>,
 }
@@ -186,15 +197,20 @@ impl Harness {
     }
 
     async fn start_with(backend: Backend, extra: &[&str]) -> Self {
-        Self::start_full(backend, extra, false).await
+        Self::start_full(backend, extra, false, false).await
     }
 
     /// Points, an insights service following it, and webhooks following both.
     async fn start_with_insights(backend: Backend) -> Self {
-        Self::start_full(backend, &["--segment-poll-ms", "50"], true).await
+        Self::start_full(backend, &["--segment-poll-ms", "50"], true, false).await
     }
 
-    async fn start_full(backend: Backend, extra: &[&str], with_insights: bool) -> Self {
+    /// Points; tiers, referral and rewards following it; webhooks following all four.
+    async fn start_with_outboxes(backend: Backend) -> Self {
+        Self::start_full(backend, &["--outbox-poll-ms", "50"], false, true).await
+    }
+
+    async fn start_full(backend: Backend, extra: &[&str], with_insights: bool, with_outboxes: bool) -> Self {
         let mut sandbox = Sandbox::new(backend, T0);
         let (points_url, webhooks_url) = (sandbox.database("points").await, sandbox.database("webhooks").await);
         let points_server = sandbox.start::<PointsServer>(&points_url, &[]).await;
@@ -209,6 +225,22 @@ impl Harness {
         } else {
             None
         };
+        let mut outbox_servers = Vec::new();
+        if with_outboxes {
+            let (tiers_url, referral_url) = (sandbox.database("tiers").await, sandbox.database("referral").await);
+            let rewards_url = sandbox.database("rewards").await;
+            let tiers = sandbox.start::<TiersServer>(&tiers_url, &["--points-addr", &points_addr]).await;
+            let referral = sandbox.start::<ReferralServer>(&referral_url, &["--points-addr", &points_addr]).await;
+            let tiers_addr = tiers.bind_addr().to_string();
+            let args = ["--points-addr", &points_addr, "--tiers-addr", &tiers_addr, "--recovery-interval-ms", "50"];
+            let rewards = sandbox.start::<RewardsServer>(&rewards_url, &args).await;
+            for (flag, server) in
+                [("--tiers-addr", &tiers), ("--referral-addr", &referral), ("--rewards-addr", &rewards)]
+            {
+                flags.extend([flag.to_owned(), server.bind_addr().to_string()]);
+            }
+            outbox_servers.extend([rewards, referral, tiers]);
+        }
         flags.extend(["--points-addr".to_owned(), points_addr]);
         if !extra.contains(&"--allowed-networks") {
             flags.extend(["--allowed-networks".to_owned(), "127.0.0.0/8".to_owned()]);
@@ -223,6 +255,7 @@ impl Harness {
             points_server,
             webhooks_server: Some(webhooks_server),
             insights_server,
+            outbox_servers,
             webhooks_url,
             flags,
         }
@@ -242,6 +275,9 @@ impl Harness {
             server.shutdown().await.unwrap();
         }
         if let Some(server) = self.insights_server.take() {
+            server.shutdown().await.unwrap();
+        }
+        for server in self.outbox_servers.drain(..) {
             server.shutdown().await.unwrap();
         }
         self.points_server.shutdown().await.unwrap();
@@ -751,6 +787,160 @@ async fn segment_changes_are_delivered(backend: Backend) {
     h.stop().await;
 }
 
+/// The events of the tiers, rewards and referral services' outboxes reach
+/// the subscriptions that want them, signed, each once.
+async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
+    let mut h = Harness::start_with_outboxes(backend).await;
+    let receiver = Receiver::start().await;
+    let types = ["tier.upgraded", "reward.redeemed", "voucher.consumed", "redemption.cancelled", "referral.completed"];
+    let (_, secret) = h.subscribe(&receiver.url("/crm"), &types, false).await;
+    let peer = |i: usize| testing::channel(h.outbox_servers[i].bind_addr());
+    let (mut rewards, mut referral, mut tiers) = (
+        RewardsServiceClient::new(peer(0).await),
+        ReferralServiceClient::new(peer(1).await),
+        TiersServiceClient::new(peer(2).await),
+    );
+    let tier = |id: &str, threshold: i64| tiers::Tier {
+        tier_id: id.into(),
+        name: id.to_uppercase(),
+        threshold,
+        multiplier_bp: 10_000,
+        ..Default::default()
+    };
+    let ladder = tiers::Ladder {
+        tiers: vec![tier("silver", 0), tier("gold", 1_000)],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        ..Default::default()
+    };
+    let put = tiers::PutLadderRequest {
+        program_id: "shop".into(),
+        ladder: Some(ladder),
+        actor: "admin".into(),
+        idempotency_key: "ladder".into(),
+    };
+    tiers.put_ladder(put).await.unwrap();
+    let reward = rewards::Reward {
+        name: "5 EUR off".into(),
+        kind: rewards::RewardKind::FixedDiscount as i32,
+        amount_minor: 500,
+        currency: "EUR".into(),
+        point_cost: 300,
+        voucher_validity_days: 90,
+        ..Default::default()
+    };
+    let create = rewards::CreateRewardRequest {
+        program_id: "shop".into(),
+        reward: Some(reward),
+        actor: "admin".into(),
+        idempotency_key: "reward".into(),
+    };
+    let reward_id = rewards.create_reward(create).await.unwrap().into_inner().reward.unwrap().reward_id;
+    let settings = referral::ReferralSettings {
+        enabled: true,
+        referrer_points: 500,
+        referee_points: 250,
+        minimum_order_minor: 1_000,
+        cap_count: 10,
+        cap_period_days: 30,
+        attribution_window_days: 30,
+        clawback_window_days: 14,
+        version: 0,
+    };
+    let put = referral::PutReferralSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin".into(),
+        idempotency_key: "settings".into(),
+    };
+    referral.put_referral_settings(put).await.unwrap();
+
+    // Anna climbs to gold, redeems twice, uses one voucher and gives the other back; Ben, whom she referred, orders.
+    h.earn("anna", 1_200, "e1").await;
+    let mut vouchers = Vec::new();
+    for key in ["r1", "r2"] {
+        let redeem = |key: &str| rewards::RedeemRequest {
+            program_id: "shop".into(),
+            customer_id: "anna".into(),
+            reward_id: reward_id.clone(),
+            idempotency_key: key.into(),
+        };
+        vouchers.push(rewards.redeem(redeem(key)).await.unwrap().into_inner().redemption.unwrap());
+    }
+    let consume = rewards::ConsumeVoucherRequest {
+        program_id: "shop".into(),
+        code: vouchers[0].voucher_code.clone(),
+        order_id: "o-9".into(),
+    };
+    rewards.consume_voucher(consume).await.unwrap();
+    let cancel = rewards::CancelRedemptionRequest {
+        program_id: "shop".into(),
+        redemption_id: vouchers[1].redemption_id.clone(),
+        idempotency_key: "c1".into(),
+    };
+    rewards.cancel_redemption(cancel).await.unwrap();
+    let code = referral
+        .get_or_create_code(referral::GetOrCreateCodeRequest { program_id: "shop".into(), customer_id: "anna".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .code;
+    let signup = referral::RecordSignupRequest {
+        program_id: "shop".into(),
+        code,
+        referee_customer_id: "ben".into(),
+        idempotency_key: "signup-ben".into(),
+    };
+    referral.record_signup(signup).await.unwrap();
+    let order = points::EarnForOrderRequest {
+        program_id: "shop".into(),
+        customer_id: "ben".into(),
+        order_id: "o-ben".into(),
+        amount_minor: 5_000,
+        currency: "EUR".into(),
+        occurred_at: None,
+    };
+    h.points.earn_for_order(order).await.unwrap();
+
+    // tier.upgraded twice (none → silver at the first evaluation is an
+    // upgrade too, as is silver → gold) is not assumed: one at least, to gold.
+    let wanted = |r: &Vec<Received>| {
+        let of = |t: &str| r.iter().filter(|d| d.body["type"] == t).count();
+        of("reward.redeemed") == 2
+            && of("voucher.consumed") == 1
+            && of("redemption.cancelled") == 1
+            && of("referral.completed") == 1
+            && r.iter().any(|d| d.body["type"] == "tier.upgraded" && d.body["data"]["to_tier_id"] == "gold")
+    };
+    let got = eventually("every outbox event", || async { receiver.at("/crm") }, wanted).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_later = receiver.at("/crm");
+    assert_eq!(
+        got_later.len(),
+        got.len(),
+        "each event once: {:?}",
+        got_later.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    for delivery in &got {
+        assert!(signed_by(&secret, delivery), "signed: {}", delivery.raw);
+        assert!(types.contains(&delivery.body["type"].as_str().unwrap()), "only what was asked for: {}", delivery.raw);
+        assert_eq!((&delivery.body["program_id"], &delivery.body["version"]), (&"shop".into(), &"v1".into()));
+    }
+    let ids: std::collections::HashSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), got.len(), "one webhook-id per event");
+    let of = |t: &str| got.iter().find(|d| d.body["type"] == t).unwrap().body["data"].clone();
+    let consumed = of("voucher.consumed");
+    assert_eq!((&consumed["customer_id"], &consumed["order_id"]), (&"anna".into(), &"o-9".into()));
+    assert_eq!(consumed["voucher_code"], vouchers[0].voucher_code.as_str());
+    assert_eq!(of("redemption.cancelled")["redemption_id"], vouchers[1].redemption_id.as_str());
+    let completed = of("referral.completed");
+    assert_eq!(
+        (&completed["customer_id"], &completed["referee_customer_id"], &completed["referrer_points"]),
+        (&"anna".into(), &"ben".into(), &500.into())
+    );
+    h.stop().await;
+}
+
 async fn settled_deliveries_are_forgotten_after_their_retention(backend: Backend) {
     let mut h = Harness::start(backend).await;
     let receiver = Receiver::start().await;
@@ -854,4 +1044,5 @@ loyalty_common::on_both_backends!(
     settled_deliveries_are_forgotten_after_their_retention,
     members_with_points_get_a_monthly_statement,
     bad_requests_are_refused_field_by_field,
+    tier_reward_and_referral_events_are_delivered,
 );

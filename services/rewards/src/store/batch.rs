@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use loyalty_common::clock::Micros;
 use loyalty_common::coalesce::Coalescer;
-use loyalty_common::db::Database;
+use loyalty_common::db::{Database, Dialect};
+use loyalty_common::outbox;
 
 /// Most rows in one batch statement.
 const MAX_BATCH: usize = 128;
@@ -139,13 +140,26 @@ async fn activate_all(db: &Database, rows: &[Activation]) -> Result<HashSet<Stri
             "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
         )
         .await?;
-    let sql = "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, token text, \
-               at bigint) ORDER BY redemption_id) \
-               UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
-               WHERE redemptions.redemption_id = r.redemption_id AND redemptions.status = 'pending' \
-               AND redemptions.owner = r.token RETURNING redemptions.redemption_id";
+    let sql = format!(
+        "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, token text, \
+         at bigint) ORDER BY redemption_id) \
+         UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
+         WHERE redemptions.redemption_id = r.redemption_id AND redemptions.status = 'pending' \
+         AND redemptions.owner = r.token RETURNING {}",
+        super::REDEMPTION_COLUMNS.split(", ").map(|c| format!("redemptions.{c}")).collect::<Vec<_>>().join(", ")
+    );
     let json = serde_json::to_string(rows).expect("rows serialise");
-    let ids: Vec<String> = sqlx::query_scalar(sql).bind(json).fetch_all(&mut *tx).await?;
+    let activated = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json).fetch_all(&mut *tx).await?;
+    let mut ids = HashSet::with_capacity(activated.len());
+    let mut events = Vec::with_capacity(activated.len());
+    for row in &activated {
+        let redemption = super::redemption_from_row(row).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let at = rows.iter().find(|r| r.redemption_id == redemption.redemption_id).map_or(0, |r| r.at);
+        let redemption = super::Redemption { status: super::Status::Active, ..redemption };
+        events.push(redemption.event(super::REDEEMED, at));
+        ids.insert(redemption.redemption_id);
+    }
+    outbox::append(&mut tx, Dialect::Postgres, &events).await?;
     tx.commit().await?;
-    Ok(ids.into_iter().collect())
+    Ok(ids)
 }
