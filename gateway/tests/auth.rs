@@ -382,6 +382,9 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         })
         .await;
     assert_eq!(multiplier.unwrap_err().code(), Code::PermissionDenied, "multipliers are for the points service");
+    // Every program's events: for the webhooks service only.
+    let events = tiers_admin.list_events(tiers::ListEventsRequest { after_sequence: 0, page_size: 0 }).await;
+    assert_eq!(events.unwrap_err().code(), Code::PermissionDenied, "the tiers outbox is internal");
 
     // Another service's RPC on a port is not a question of keys: it is not served there.
     for key in [Some(admin.as_str()), None] {
@@ -408,6 +411,12 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
         .await
         .expect("a server key earns");
     let mut rewards_admin = RewardsServiceClient::new(harness.channel(harness.rewards.bind_addr(), Some(&admin)).await);
+    let events = rewards_admin.list_events(rewards::ListEventsRequest { after_sequence: 0, page_size: 0 }).await;
+    assert_eq!(events.unwrap_err().code(), Code::PermissionDenied, "the rewards outbox is internal");
+    let mut referral_admin =
+        ReferralServiceClient::new(harness.channel(harness.referral.bind_addr(), Some(&admin)).await);
+    let events = referral_admin.list_events(referral::ListEventsRequest { after_sequence: 0, page_size: 0 }).await;
+    assert_eq!(events.unwrap_err().code(), Code::PermissionDenied, "the referral outbox is internal");
     let reward = rewards_admin
         .create_reward(rewards::CreateRewardRequest {
             program_id: PROGRAM.into(),

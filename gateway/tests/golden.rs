@@ -239,6 +239,8 @@ async fn every_route_answers_in_its_golden_shape() {
     let hooks = format!("http://{}/hooks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(|| async { "ok" })).await });
     seen.record("GET /v1/webhooks/event-types", &h.get(&admin, "/v1/webhooks/event-types").await);
+    let schema = h.get(&admin, "/v1/webhooks/event-types/tier.upgraded/schema").await;
+    seen.record("GET /v1/webhooks/event-types/{event_type}/schema", &schema);
     let body = json!({"url": hooks, "event_types": ["points.earned"], "description": "CRM", "ordered": true});
     let created = seen
         .record("POST /v1/webhooks/subscriptions", &h.post(&admin, "/v1/webhooks/subscriptions", "hook-1", body).await);

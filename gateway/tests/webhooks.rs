@@ -40,6 +40,12 @@ async fn a_shop_subscribes_and_receives_its_orders_points() {
     let names: Vec<&str> =
         types.ok()["event_types"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"points.earned") && names.contains(&"points.expired"), "{names:?}");
+    for name in &names {
+        let schema = h.get(&admin, &format!("/v1/webhooks/event-types/{name}/schema")).await;
+        assert_eq!((schema.status.as_u16(), schema.content_type()), (200, "application/schema+json"), "{name}");
+        assert_eq!(schema.body["properties"]["type"]["const"], *name, "each type's own schema");
+    }
+    h.get(&admin, "/v1/webhooks/event-types/points.unknown/schema").await.problem(404, "EVENT_TYPE_NOT_FOUND");
 
     let body = json!({"url": url, "event_types": ["points.earned"], "description": "CRM"});
     let created = h.post(&admin, "/v1/webhooks/subscriptions", "sub-1", body.clone()).await;

@@ -73,6 +73,7 @@ pub struct PageQuery {
 }
 
 mod customers;
+pub mod event_schemas;
 mod insights;
 mod orders;
 mod program;

@@ -154,6 +154,7 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/customers/{customer_id}/surveys", insights::record_survey)
         // Admin: webhooks.
         .add(Method::GET, "/v1/webhooks/event-types", webhooks::event_types)
+        .add(Method::GET, "/v1/webhooks/event-types/{event_type}/schema", webhooks::event_schema)
         .add(Method::GET, "/v1/webhooks/subscriptions", webhooks::list)
         .add(Method::POST, "/v1/webhooks/subscriptions", webhooks::create)
         .add(Method::GET, "/v1/webhooks/subscriptions/{subscription_id}", webhooks::get)

@@ -31,6 +31,30 @@ pub async fn event_types(State(state): State<AppState>, auth: Authorized<AdminSc
     Ok(json(&reply.message))
 }
 
+/// The JSON Schema (draft 2020-12) of one event type's delivery body, the
+/// envelope with its `data`: what `docs/events/` holds. Served by the
+/// gateway itself, so it answers without the webhooks service.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/event-types/{event_type}/schema",
+    tag = "webhooks",
+    operation_id = "getWebhookEventSchema",
+    security(("api_key" = ["admin"])),
+    params(("event_type" = String, Path, min_length = 1, max_length = 64, description = "An event type, e.g. `points.earned`")),
+    responses(
+        (status = 200, description = "The JSON Schema of the type's deliveries", body = Object, content_type = "application/schema+json"),
+        (status = 404, description = "No such event type", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn event_schema(
+    _auth: Authorized<AdminScope>,
+    Segment(event_type): Segment<String>,
+) -> Result<Response, Problem> {
+    let schema = model::event_schemas::schema(&event_type)
+        .ok_or_else(|| Problem::not_found("EVENT_TYPE_NOT_FOUND", format!("there is no event type {event_type:?}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/schema+json")], schema).into_response())
+}
+
 /// The program's subscriptions, oldest first, paged.
 #[utoipa::path(
     get,

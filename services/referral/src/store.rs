@@ -457,7 +457,7 @@ impl ReferralStore {
         .execute(&mut *tx)
         .await?;
         if let Some(event) = referral.event() {
-            outbox::append(tx, self.db.dialect, &[event]).await?;
+            outbox::append(tx, self.db.dialect, self.now(), &[event]).await?;
         }
         Ok(())
     }

@@ -511,9 +511,8 @@ impl RewardsStore {
                 return Ok(active);
             }
         }
-        // The change and its event in one transaction: when it changes
-        // nothing it locked nothing either, so the refund below needs no
-        // more than its own transaction.
+        // The change and its event in one transaction; when it changes
+        // nothing, the same transaction writes the refund below.
         let now = self.now();
         let mut tx = begin_write(&self.db).await?;
         let changed = sqlx::query(
@@ -527,7 +526,7 @@ impl RewardsStore {
         .await?
         .rows_affected();
         if changed == 1 {
-            outbox::append(&mut tx, self.db.dialect, &[active.event(REDEEMED, now)]).await?;
+            outbox::append(&mut tx, self.db.dialect, now, &[active.event(REDEEMED, now)]).await?;
             tx.commit().await?;
             // Nothing else of it changed: no need to read it back.
             return Ok(active);
@@ -708,7 +707,7 @@ impl RewardsStore {
         let used =
             sqlx::query(sql).bind(order_id).bind(now).bind(program_id).bind(code).fetch_optional(&mut *tx).await?;
         if let Some(used) = used.as_ref().map(redemption_from_row).transpose()? {
-            outbox::append(&mut tx, self.db.dialect, &[used.event(CONSUMED, now)]).await?;
+            outbox::append(&mut tx, self.db.dialect, now, &[used.event(CONSUMED, now)]).await?;
             tx.commit().await?;
             return Ok(used);
         }
@@ -799,7 +798,7 @@ impl RewardsStore {
             if !actor.is_empty() {
                 event.data["actor"] = actor.into();
             }
-            outbox::append(&mut tx, self.db.dialect, &[event]).await?;
+            outbox::append(&mut tx, self.db.dialect, self.now(), &[event]).await?;
             let task = RefundTask {
                 task_id: format!("redemption:{redemption_id}:cancel"),
                 spend_key: redemption.spend_key(),
@@ -829,22 +828,32 @@ impl RewardsStore {
     /// `ahead`, once per voucher: the voucher is marked reminded in the
     /// transaction that writes the event, so replicas and restarts do not
     /// remind twice. Returns how many were reminded.
+    /// A voucher issued less than `ahead` before its expiry is not reminded:
+    /// the customer was just told of it.
     pub async fn remind_expiring(&self, ahead: Micros, limit: i64) -> Result<usize, Error> {
+        const DUE: &str = "status = 'active' AND voucher_reminded_at_us IS NULL \
+             AND voucher_expires_at_us > $1 AND voucher_expires_at_us <= $2 AND voucher_expires_at_us - $3 > created_at_us";
         let now = self.now();
+        let horizon = now.saturating_add(ahead);
+        // A read first, so that a pass with nothing due takes no write lock.
+        let sql = sqlx::AssertSqlSafe(format!("SELECT redemption_id FROM redemptions WHERE {DUE} LIMIT 1"));
+        let due = sqlx::query(sql).bind(now).bind(horizon).bind(ahead).fetch_optional(&self.db.pool).await?;
+        if due.is_none() {
+            return Ok(0);
+        }
         let mut tx = begin_write(&self.db).await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE redemptions SET voucher_reminded_at_us = $1 WHERE redemption_id IN \
-             (SELECT redemption_id FROM redemptions WHERE status = 'active' AND voucher_reminded_at_us IS NULL \
-              AND voucher_expires_at_us > $1 AND voucher_expires_at_us <= $2 ORDER BY voucher_expires_at_us LIMIT $3{}) \
+             (SELECT redemption_id FROM redemptions WHERE {DUE} ORDER BY voucher_expires_at_us LIMIT $4{}) \
              AND voucher_reminded_at_us IS NULL RETURNING {REDEMPTION_COLUMNS}",
             if self.db.dialect == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" }
         ));
-        let rows = sqlx::query(sql).bind(now).bind(now.saturating_add(ahead)).bind(limit).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(sql).bind(now).bind(horizon).bind(ahead).bind(limit).fetch_all(&mut *tx).await?;
         let events = rows
             .iter()
             .map(|row| Ok(redemption_from_row(row)?.event(EXPIRING_SOON, now)))
             .collect::<Result<Vec<_>, Error>>()?;
-        outbox::append(&mut tx, self.db.dialect, &events).await?;
+        outbox::append(&mut tx, self.db.dialect, now, &events).await?;
         tx.commit().await?;
         Ok(events.len())
     }

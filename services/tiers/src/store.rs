@@ -399,7 +399,7 @@ impl TierStore {
                 occurred_at: change.at,
                 data: domain::event_data(ladder, customer_id, &change, change_id),
             };
-            outbox::append(tx, self.db.dialect, &[event]).await?;
+            outbox::append(tx, self.db.dialect, now, &[event]).await?;
         }
         Ok(member)
     }

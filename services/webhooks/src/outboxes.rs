@@ -82,9 +82,11 @@ pub async fn follow(webhooks: &Webhooks, mut source: Source) -> Result<usize, Jo
     let mut made = 0;
     for _ in 0..PAGES_PER_ROUND {
         let (page, next) = source.page(after).await?;
-        let events: Vec<NewEvent> = page.iter().filter_map(|e| event(source.name(), e)).collect();
-        made += store.record_followed(&consumer, &events, next).await?;
-        if page.len() < PAGE as usize || next <= after {
+        let (events, last) = recordable(source.name(), &page, next);
+        if last > after {
+            made += store.record_followed(&consumer, &events, last).await?;
+        }
+        if page.len() < PAGE as usize || last < next || next <= after {
             break;
         }
         after = next;
@@ -92,25 +94,42 @@ pub async fn follow(webhooks: &Webhooks, mut source: Source) -> Result<usize, Jo
     Ok(made)
 }
 
-/// The event to record, if it is of a type subscriptions can ask for.
-fn event(source: &'static str, event: &Event) -> Option<NewEvent> {
+/// The events of a page to record, and where the cursor may go: to `next`,
+/// or to just before the first event of a type this build does not know.
+fn recordable(source: &'static str, page: &[Event], next: i64) -> (Vec<NewEvent>, i64) {
+    let mut events = Vec::with_capacity(page.len());
+    for outboxed in page {
+        match event(source, outboxed) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => {}
+            Err(Unknown) => {
+                tracing::warn!(source, event_type = %outboxed.r#type, sequence = outboxed.sequence,
+                    "an event of a type this build does not know waits until it does");
+                return (events, outboxed.sequence - 1);
+            }
+        }
+    }
+    (events, next)
+}
+
+/// An event type this build does not know.
+#[derive(Debug, PartialEq, Eq)]
+struct Unknown;
+
+/// The event to record; `None` for one whose data is not a JSON object (a
+/// bug of its source, logged and passed over).
+fn event(source: &'static str, event: &Event) -> Result<Option<NewEvent>, Unknown> {
     let known = loyalty_proto::webhooks::EVENT_TYPES.iter().find(|(name, _)| *name == event.r#type);
-    let Some(&(event_type, _)) = known else {
-        tracing::warn!(source, event_type = %event.r#type, "an event of an unknown type is not delivered");
-        return None;
-    };
+    let &(event_type, _) = known.ok_or(Unknown)?;
     let data = match serde_json::from_str::<serde_json::Value>(&event.data_json) {
         Ok(data @ serde_json::Value::Object(_)) => data,
         _ => {
-            tracing::warn!(
-                source,
-                sequence = event.sequence,
-                "an event whose data is not a JSON object is not delivered"
-            );
-            return None;
+            let sequence = event.sequence;
+            tracing::error!(source, sequence, "an event whose data is not a JSON object is passed over");
+            return Ok(None);
         }
     };
-    Some(NewEvent {
+    Ok(Some(NewEvent {
         program_id: event.program_id.clone(),
         event_type,
         customer_id: event.customer_id.clone(),
@@ -118,7 +137,7 @@ fn event(source: &'static str, event: &Event) -> Option<NewEvent> {
         source_position: event.sequence.to_string(),
         occurred_at: event.occurred_at.as_ref().and_then(from_timestamp).unwrap_or_default(),
         data,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -138,16 +157,21 @@ mod tests {
 
     #[test]
     fn known_events_are_recorded_under_their_source_and_sequence() {
-        let recorded = event("tiers", &outbox_event("tier.upgraded", r#"{"customer_id":"anna"}"#)).unwrap();
+        let recorded = event("tiers", &outbox_event("tier.upgraded", r#"{"customer_id":"anna"}"#)).unwrap().unwrap();
         assert_eq!((recorded.source, recorded.source_position.as_str()), ("tiers", "7"));
         assert_eq!((recorded.event_type, recorded.occurred_at), ("tier.upgraded", 1_000_000));
         assert_eq!(recorded.data["customer_id"], "anna");
     }
 
     #[test]
-    fn unknown_types_and_bad_data_are_not_delivered() {
-        assert!(event("tiers", &outbox_event("tier.renamed", "{}")).is_none());
-        assert!(event("rewards", &outbox_event("reward.redeemed", "[1]")).is_none());
-        assert!(event("rewards", &outbox_event("reward.redeemed", "not json")).is_none());
+    fn bad_data_is_passed_over_and_an_unknown_type_holds_the_cursor_before_it() {
+        assert_eq!(event("rewards", &outbox_event("reward.redeemed", "[1]")), Ok(None));
+        assert_eq!(event("rewards", &outbox_event("reward.redeemed", "not json")), Ok(None));
+        let at = |sequence: i64, event_type: &str| Event { sequence, ..outbox_event(event_type, "{}") };
+        let page = [at(3, "tier.upgraded"), at(4, "tier.renamed"), at(5, "tier.ended")];
+        let (events, last) = recordable("tiers", &page, 5);
+        assert_eq!((events.len(), last), (1, 3), "held before the unknown one");
+        let (events, last) = recordable("tiers", &page[..1], 9);
+        assert_eq!((events.len(), last), (1, 9), "a page of known events moves to its end");
     }
 }

@@ -9,7 +9,9 @@ CREATE TABLE outbox (
     customer_id     TEXT    NOT NULL,
     event_type      TEXT    NOT NULL,
     occurred_at_us  BIGINT  NOT NULL,
-    data            TEXT    NOT NULL
+    data            TEXT    NOT NULL,
+    -- The service clock when written: retention counts from it.
+    written_at_us   BIGINT  NOT NULL
 );
 -- What the publisher numbers next.
 CREATE INDEX outbox_unnumbered ON outbox (id) WHERE seq IS NULL;

@@ -8,5 +8,7 @@ CREATE TABLE outbox (
     customer_id     TEXT    NOT NULL,
     event_type      TEXT    NOT NULL,
     occurred_at_us  INTEGER NOT NULL,
-    data            TEXT    NOT NULL
+    data            TEXT    NOT NULL,
+    -- The service clock when written: retention counts from it.
+    written_at_us   INTEGER NOT NULL
 );

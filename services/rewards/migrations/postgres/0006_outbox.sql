@@ -9,10 +9,15 @@ CREATE TABLE outbox (
     customer_id     TEXT    NOT NULL,
     event_type      TEXT    NOT NULL,
     occurred_at_us  BIGINT  NOT NULL,
-    data            TEXT    NOT NULL
+    data            TEXT    NOT NULL,
+    -- The service clock when written: retention counts from it.
+    written_at_us   BIGINT  NOT NULL
 );
 -- What the publisher numbers next.
 CREATE INDEX outbox_unnumbered ON outbox (id) WHERE seq IS NULL;
 
 -- When the voucher's `voucher.expiring_soon` event was written (once per voucher).
 ALTER TABLE redemptions ADD COLUMN voucher_reminded_at_us BIGINT;
+-- What the voucher reminders look for: unused vouchers not reminded yet, by expiry.
+CREATE INDEX redemptions_to_remind ON redemptions (voucher_expires_at_us)
+    WHERE status = 'active' AND voucher_reminded_at_us IS NULL;

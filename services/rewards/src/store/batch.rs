@@ -159,7 +159,8 @@ async fn activate_all(db: &Database, rows: &[Activation]) -> Result<HashSet<Stri
         events.push(redemption.event(super::REDEEMED, at));
         ids.insert(redemption.redemption_id);
     }
-    outbox::append(&mut tx, Dialect::Postgres, &events).await?;
+    let now = rows.iter().map(|r| r.at).max().unwrap_or(0);
+    outbox::append(&mut tx, Dialect::Postgres, now, &events).await?;
     tx.commit().await?;
     Ok(ids)
 }
