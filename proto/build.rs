@@ -206,6 +206,9 @@ const JSON_MESSAGES: &[JsonMessage] = &[
             ("created_at", Instant),
             ("voucher_expires_at", Instant),
             ("consumed_order_id", OptionalText),
+            ("granted_by", OptionalText),
+            ("grant_reason", OptionalText),
+            ("batch_id", OptionalText),
         ],
     ),
     JsonMessage::written(

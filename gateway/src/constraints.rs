@@ -99,6 +99,12 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
             json!({"items": {"type": "string", "enum": ["new", "active", "loyal", "at_risk", "churned"]}}),
         ),
         ("ConsumeBody", "order_id", id()),
+        ("ConsumeBody", "customer_id", optional_id()),
+        ("GrantBody", "customer_ids", json!({"items": id(), "minItems": 1, "maxItems": 1_000, "uniqueItems": true})),
+        ("GrantBody", "reason", named(MAX_REASON_CHARS)),
+        ("CodeBatchBody", "count", range(1, 10_000)),
+        ("CodeBatchBody", "prefix", json!({"pattern": "^[A-Za-z0-9]{0,12}$"})),
+        ("CodeBatchBody", "reason", named(MAX_REASON_CHARS)),
         ("OrderBody", "customer_id", id()),
         ("OrderBody", "order_id", id()),
         ("OrderBody", "amount_minor", range(0, MAX_AMOUNT_MINOR)),
@@ -195,7 +201,8 @@ fn activity_type() -> Value {
 }
 
 fn voucher_code() -> Value {
-    json!({"pattern": format!("^[- ]*([{CODE_ALPHABET}][- ]*){{12}}$"), "maxLength": 128})
+    // A campaign's prefix (IssueCodeBatch), then the code itself.
+    json!({"pattern": format!("^[- ]*([A-Za-z0-9][- ]*){{0,12}}([{CODE_ALPHABET}][- ]*){{12}}$"), "maxLength": 128})
 }
 
 fn referral_code() -> Value {

@@ -465,6 +465,7 @@ async fn internal_rpcs_refuse_keys_and_services_call_each_other_over_mutual_tls(
             program_id: PROGRAM.into(),
             redemption_id: redemption.redemption_id,
             idempotency_key: "cancel-1".into(),
+            actor: "someone else".into(),
         })
         .await
         .expect("an admin key cancels");

@@ -109,6 +109,14 @@ async fn every_route_answers_in_its_golden_shape() {
     let reward_id = created["reward_id"].as_str().unwrap().to_owned();
     let path = format!("/v1/rewards/{reward_id}");
     seen.record("PUT /v1/rewards/{reward_id}", &h.put(&admin, &path, "reward-2", reward("€5 off", 100)).await);
+    let gift = json!({"customer_ids": ["anna"], "reason": "sorry for the wait"});
+    seen.record(
+        "POST /v1/rewards/{reward_id}/grants",
+        &h.post(&admin, &format!("{path}/grants"), "gift-1", gift).await,
+    );
+    let codes = json!({"count": 2, "prefix": "WELCOME", "reason": "newsletter"});
+    let batch = h.post(&admin, &format!("{path}/code-batches"), "codes-1", codes).await;
+    seen.record("POST /v1/rewards/{reward_id}/code-batches", &batch);
     let spare = h.post(&admin, "/v1/rewards", "reward-3", reward("retired", 50)).await;
     let spare_id = spare.ok()["reward_id"].as_str().unwrap().to_owned();
     let archive = h.bodiless(Method::POST, &admin, &format!("/v1/rewards/{spare_id}/archive"), "archive-1").await;

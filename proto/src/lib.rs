@@ -76,6 +76,10 @@ pub mod webhooks {
             "A tier assigned by hand ended or was removed; the customer is back where their points put them",
         ),
         ("reward.redeemed", "A reward was redeemed with points: the voucher is ready to use"),
+        (
+            "reward.granted",
+            "A reward was given without points (a gift), with who gave it and why: the voucher is ready to use",
+        ),
         ("voucher.consumed", "A voucher was used at checkout, with the order"),
         (
             "voucher.expiring_soon",

@@ -10,18 +10,23 @@ our code.
 
 It starts, on free 127.0.0.1 ports with SQLite databases in a temporary
 directory, no Redis and callers checked as in production (LOYALTY_AUTH=required,
-one LOYALTY_SERVICE_SECRET shared so that the webhooks service may follow the
-points ledger):
+one LOYALTY_SERVICE_SECRET shared so that the services may call each other):
     LOYALTY_POINTS_BIN   (default: target/debug/loyalty-points)
+    LOYALTY_TIERS_BIN    (default: target/debug/loyalty-tiers), with POINTS_ADDR
+    LOYALTY_REWARDS_BIN  (default: target/debug/loyalty-rewards), with
+        POINTS_ADDR, TIERS_ADDR and quick recovery
     LOYALTY_WEBHOOKS_BIN (default: target/debug/loyalty-webhooks), with
-        POINTS_ADDR, plain http and 127.0.0.0/8 allowed, quick polling, the
-        retry schedule 1s,1s,1s and a 3 s lease
-and an HTTP receiver of its own (http.server in a thread) that records each
-request's headers and raw body and answers per a script. API keys are made
-with `LOYALTY_GATEWAY_BIN (default: target/debug/loyalty-gateway) keys create`
-(an admin-scope key for the webhooks API, a server-scope key for the points
-API) and sent as `authorization: Bearer` metadata; message classes are built
-from gRPC server reflection, as in interop_test.py.
+        POINTS_ADDR, TIERS_ADDR and REWARDS_ADDR (their outboxes asked every
+        100 ms), plain http and 127.0.0.0/8 allowed, quick polling, the retry
+        schedule 1s,1s,1s and a 3 s lease
+    LOYALTY_GATEWAY_BIN  (default: target/debug/loyalty-gateway), serving the
+        HTTP API in front of all four (for section 5 only)
+(target/ is $CARGO_TARGET_DIR when that is set) and an HTTP receiver of its own
+(http.server in a thread) that records each request's headers and raw body and
+answers per a script. API keys are made with `loyalty-gateway keys create` (an
+admin-scope key for the webhooks API, a server-scope key for the points API)
+and sent as `authorization: Bearer` metadata (gRPC) or header (HTTP); message
+classes are built from gRPC server reflection, as in interop_test.py.
 
 It checks:
   1. a subscription's deliveries of `points.earned` and `points.spent` verify
@@ -38,14 +43,24 @@ It checks:
   4. a second subscription, to every event type, receives each type the
      ledger makes (an order's earn and its refund, a pending earn activated
      and reversed, adjustments both ways, a spend given back, an expiry),
-     signed, with the data its operation implies.
+     signed, with the data its operation implies;
+  5. through the gateway's HTTP API, as a shop would: a third subscription
+     (POST /v1/webhooks/subscriptions) to `tier.upgraded`, `reward.redeemed`,
+     `voucher.consumed` and `redemption.cancelled` receives, signed, each
+     event of the tiers' and rewards' outboxes: a ladder put
+     (PUT /v1/tiers/ladder), orders (POST /v1/orders) earning a customer past
+     silver then gold, a gold-only reward (POST /v1/rewards) refused to silver
+     and redeemed by gold (POST /v1/customers/{id}/redemptions), its voucher
+     consumed (POST /v1/vouchers/{code}/consume), another redeemed and
+     cancelled (POST /v1/redemptions/{id}/cancel); the every-type
+     subscription of section 4 receives them too.
 Every body received, in every section, must match the JSON Schema of its
 `type` in docs/events/<type>.v1.schema.json (Draft 2020-12, checked with the
 `jsonschema` package and a FormatChecker, pinned in requirements.txt); before
 the services start, the schemas are checked to be valid, strict, to match
 their examples and reject altered ones, and to name exactly the types of
 `EVENT_TYPES` in proto/src/lib.rs (read as text).
-Then it sends SIGTERM to both services and requires exit code 0.
+Then it sends SIGTERM to the five services and requires exit code 0 of each.
 
 Run through `tests/run` (which builds the binaries and the venv), or directly:
     .tools/venv/bin/python tests/python/webhooks_test.py
@@ -68,6 +83,8 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 import uuid
 from collections import deque
 
@@ -91,6 +108,9 @@ PROGRAM = "py-webhooks"
 HOOK_PATH = "/hooks"
 # The second subscription's, which asks for every event type (section 4).
 EVERY_PATH = "/every"
+# The third's, made through the gateway, for events of the tiers' and rewards' outboxes (section 5).
+OUTBOX_PATH = "/outboxes"
+OUTBOX_TYPES = ["tier.upgraded", "reward.redeemed", "voucher.consumed", "redemption.cancelled"]
 # One JSON Schema per event type, of the whole body; the list of types is EVENT_TYPES in proto/src/lib.rs.
 EVENTS_DIR = os.path.join(ROOT, "docs", "events")
 SCHEMA_SUFFIX = ".v1.schema.json"
@@ -375,6 +395,15 @@ class Receiver:
                 return r
         return None
 
+    def event(self, path, event_type, **data):
+        """The delivery to `path`, answered 200, of the `event_type` event whose data has `data`."""
+        for r in self.received():
+            if (r.path == path and r.answer == 200 and isinstance(r.json, dict)
+                    and r.json.get("type") == event_type
+                    and all(r.json.get("data", {}).get(k) == v for k, v in data.items())):
+                return r
+        return None
+
     def stop(self):
         self.release()
         self._server.shutdown()
@@ -430,6 +459,34 @@ def make_key(gateway_binary, keys_url, scope):
     return made.stdout.strip()
 
 
+# --------------------------------------------------------------- the gateway's HTTP API
+
+
+def http_call(base, method, path, key=None, body=None):
+    """One request to the gateway, as a shop's back end makes it: `authorization: Bearer <key>`, a JSON body and
+    a fresh `Idempotency-Key` on every write. Returns the status, the JSON answer (None if none) and the raw one."""
+    headers = {"accept": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    if method != "GET":
+        headers["idempotency-key"] = uuid.uuid4().hex
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=RPC_TIMEOUT_S) as answer:
+            status, raw = answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = None
+    return status, parsed, raw
+
+
 # --------------------------------------------------------------- the services
 
 
@@ -456,7 +513,7 @@ class Process:
         log_path = os.path.join(self.workdir, f"{self.name}-{self.starts}.log")
         self.log_paths.append(log_path)
         self._log = open(log_path, "wb")
-        print(f"starting {self.binary} (gRPC {self.target}, metrics 127.0.0.1:{self.metrics_port}, "
+        print(f"starting {self.binary} ({self.addr_vars[0]} {self.target}, metrics 127.0.0.1:{self.metrics_port}, "
               f"{env['DATABASE_URL']})", flush=True)
         self.proc = subprocess.Popen(
             [self.binary], env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
@@ -483,6 +540,23 @@ class Process:
                 last = f"{err.code().name}: {err.details()}"
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not SERVING within {READY_TIMEOUT_S:.0f}s (last: {last})")
+
+    def wait_ready_http(self):
+        """For the gateway: until GET /readyz answers 200."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with code {self.proc.returncode} before it was ready")
+            try:
+                status, body, _ = http_call(f"http://{self.target}", "GET", "/readyz")
+                if status == 200:
+                    return
+                last = f"{status} {body}"
+            except OSError as err:
+                last = str(err)
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: GET /readyz not 200 within {READY_TIMEOUT_S:.0f}s (last: {last})")
 
     def terminate(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -525,7 +599,9 @@ def service_env(workdir, keys_url, service_secret, database):
     store and service secret, callers checked; nothing inherited that would
     change a setting."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LOYALTY_", "WEBHOOKS_", "POINTS_", "DATABASE_", "KEYS_", "REDIS_"))}
+           if not k.startswith(("LOYALTY_", "WEBHOOKS_", "POINTS_", "TIERS_", "REWARDS_", "REFERRAL_", "INSIGHTS_",
+                                "GATEWAY_", "DATABASE_", "KEYS_", "REDIS_", "RECOVERY_", "REVIEW_", "OUTBOX_",
+                                "UPSTREAM_", "VOUCHER_", "MULTIPLIER_"))}
     env.update(
         DATABASE_URL=f"sqlite://{os.path.join(workdir, database)}",
         LOYALTY_AUTH="required",
@@ -601,19 +677,32 @@ def check_event_schemas():
                 "timestamp that is not RFC 3339, another version or another type")
 
 
-def run(points, webhooks, receiver, admin_key, server_key):
+def run(points, webhooks, tiers, rewards, gateway, receiver, admin_key, server_key):
     check_event_schemas()
     points.start()
-    # The webhooks service follows the points ledger, with the shared service identity.
-    webhooks.base_env["POINTS_ADDR"] = points.target
+    # Tiers follows the ledger; rewards spends through points and asks tiers; both keep an outbox.
+    tiers.base_env["POINTS_ADDR"] = points.target
+    tiers.start()
+    rewards.base_env.update(POINTS_ADDR=points.target, TIERS_ADDR=tiers.target)
+    rewards.start()
+    # The webhooks service follows the points ledger and the outboxes of tiers and rewards, with the shared
+    # service identity.
+    webhooks.base_env.update(POINTS_ADDR=points.target, TIERS_ADDR=tiers.target, REWARDS_ADDR=rewards.target)
     webhooks.start()
     points_channel = grpc.insecure_channel(points.target)
     webhooks_channel = grpc.insecure_channel(webhooks.target)
+    tiers_channel = grpc.insecure_channel(tiers.target)
+    rewards_channel = grpc.insecure_channel(rewards.target)
     try:
         points.wait_serving(points_channel)
         check(True, f"loyalty-points SERVING (pid {points.proc.pid})")
+        tiers.wait_serving(tiers_channel)
+        check(True, f"loyalty-tiers SERVING (pid {tiers.proc.pid}), following {points.target}")
+        rewards.wait_serving(rewards_channel)
+        check(True, f"loyalty-rewards SERVING (pid {rewards.proc.pid})")
         webhooks.wait_serving(webhooks_channel)
-        check(True, f"loyalty-webhooks SERVING (pid {webhooks.proc.pid}), following {points.target}")
+        check(True, f"loyalty-webhooks SERVING (pid {webhooks.proc.pid}), following {points.target}, and the "
+                    f"outboxes of {tiers.target} (tiers) and {rewards.target} (rewards)")
 
         req_v1, resp_v1 = v1_reflection_messages()
         points_pool, _, _ = build_pool(ReflectionClient(points_channel, REFLECTION_V1, req_v1, resp_v1),
@@ -859,12 +948,7 @@ def run(points, webhooks, receiver, admin_key, server_key):
 
         def to_every(event_type, **data):
             """The delivery to EVERY_PATH, answered 200, of the `event_type` event whose data has `data`."""
-            for r in receiver.received():
-                if (r.path == EVERY_PATH and r.answer == 200 and isinstance(r.json, dict)
-                        and r.json.get("type") == event_type
-                        and all(r.json.get("data", {}).get(k) == v for k, v in data.items())):
-                    return r
-            return None
+            return receiver.event(EVERY_PATH, event_type, **data)
 
         def expired():
             if time.time() > expiring_at + 0.5:
@@ -928,7 +1012,152 @@ def run(points, webhooks, receiver, admin_key, server_key):
         seen = {r.json["type"] for r in receiver.received() if r.path == EVERY_PATH and isinstance(r.json, dict)}
         check(ledger_types <= seen, f"{EVERY_PATH} received every event type the ledger makes ({sorted(ledger_types)})")
 
-        # Every body that arrived, at either path, attempts of any answer included, matches its type's schema.
+        # ------------------------------------------------ 5. tiers and rewards, through the gateway's HTTP API
+        # Started now that the webhooks service has its last address (section 3 started it again elsewhere).
+        gateway.base_env.update(POINTS_ADDR=points.target, TIERS_ADDR=tiers.target, REWARDS_ADDR=rewards.target,
+                                WEBHOOKS_ADDR=webhooks.target)
+        gateway.start()
+        gateway.wait_ready_http()
+        check(True, f"loyalty-gateway ready (pid {gateway.proc.pid}) on http://{gateway.target}, in front of points, "
+                    f"tiers, rewards and webhooks")
+        base = f"http://{gateway.target}"
+
+        def api(method, path, key=admin_key, body=None):
+            """The JSON answer of a request to the gateway that must succeed (200)."""
+            status, answer, raw = http_call(base, method, path, key, body)
+            if status != 200:
+                raise AssertionError(f"{method} {path} -> {status}, not 200: {raw.decode(errors='replace')}")
+            return answer
+
+        offered = {t["name"] for t in api("GET", "/v1/webhooks/event-types")["event_types"]}
+        check(set(OUTBOX_TYPES) <= offered, f"GET /v1/webhooks/event-types offers {', '.join(OUTBOX_TYPES)}")
+        created = api("POST", "/v1/webhooks/subscriptions",
+                      body={"url": receiver.url(OUTBOX_PATH), "event_types": OUTBOX_TYPES,
+                            "description": "py webhooks_test: tiers and rewards"})
+        shop_secret = created["secret"]
+        check(sorted(created["subscription"]["event_types"]) == sorted(OUTBOX_TYPES)
+              and created["subscription"]["status"] == "enabled" and shop_secret.startswith("whsec_"),
+              f"POST /v1/webhooks/subscriptions -> {created['subscription']['subscription_id']}, for "
+              f"{', '.join(OUTBOX_TYPES)} to {OUTBOX_PATH}, with a whsec_ secret")
+
+        # Thresholds no customer of the sections above reaches: only this section's member moves.
+        ladder = api("PUT", "/v1/tiers/ladder", body={
+            "tiers": [{"tier_id": "silver", "name": "Silver", "threshold": 500, "multiplier_bp": 10000},
+                      {"tier_id": "gold", "name": "Gold", "threshold": 1000, "multiplier_bp": 10000}],
+            "window": {"kind": "lifetime"},
+            "downgrade": {"kind": "immediate"},
+        })
+        check([t["tier_id"] for t in ladder["tiers"]] == ["silver", "gold"] and ladder["version"] >= 1,
+              f"PUT /v1/tiers/ladder: silver at 500, gold at 1000 qualifying points (version {ladder['version']})")
+        reward = api("POST", "/v1/rewards", body={"name": "Free shipping", "kind": "free_shipping",
+                                                  "point_cost": 300, "minimum_tier_id": "gold"})
+        reward_id = reward["reward_id"]
+        check(reward_id and reward["point_cost"] == 300 and reward.get("minimum_tier_id") == "gold",
+              f"POST /v1/rewards -> {reward_id}: free shipping for 300 points, gold members and up")
+
+        member = f"t-{uuid.uuid4().hex[:10]}"
+
+        def to_shop(event_type, **data):
+            return receiver.event(OUTBOX_PATH, event_type, **data)
+
+        def order(amount_minor):
+            order_id = f"o-{uuid.uuid4().hex[:10]}"
+            earned = api("POST", "/v1/orders", key=server_key,
+                         body={"customer_id": member, "order_id": order_id, "amount_minor": amount_minor,
+                               "currency": "EUR"})
+            check(earned["points"] == amount_minor // 100 and earned.get("transaction_id"),
+                  f"POST /v1/orders {order_id}: {amount_minor / 100:.2f} EUR earns {member} {earned['points']} points")
+            return earned
+
+        def redeem():
+            return http_call(base, "POST", f"/v1/customers/{member}/redemptions", server_key, {"reward_id": reward_id})
+
+        # Past the first threshold: from no tier up to silver.
+        order(60000)
+        got = wait_until(f"tier.upgraded of {member} to silver at {OUTBOX_PATH}",
+                         lambda: to_shop("tier.upgraded", customer_id=member, to_tier_id="silver"))
+        to_silver = check_signed(shop_secret, got, "tier.upgraded to silver", wrong=(every_secret,))["data"]
+        check(to_silver["reason"] == "threshold" and "from_tier_id" not in to_silver
+              and to_silver.get("to_tier_name") == "Silver",
+              f"tier.upgraded: from no tier to silver, reason threshold ({got.body.decode()})")
+        status, problem, raw = redeem()
+        check(status == 409 and isinstance(problem, dict) and problem.get("code") == "TIER_TOO_LOW",
+              f"a silver member cannot redeem a gold reward: 409 TIER_TOO_LOW (got {status}: {raw[:200]!r})")
+
+        # Past the second: silver up to gold.
+        order(50000)
+        got = wait_until(f"tier.upgraded of {member} to gold at {OUTBOX_PATH}",
+                         lambda: to_shop("tier.upgraded", customer_id=member, to_tier_id="gold"))
+        to_gold = check_signed(shop_secret, got, "tier.upgraded to gold", wrong=(every_secret,))["data"]
+        check(to_gold["reason"] == "threshold" and to_gold.get("from_tier_id") == "silver"
+              and to_gold.get("from_tier_name") == "Silver" and to_gold.get("to_tier_name") == "Gold"
+              and to_gold["change_id"] > to_silver["change_id"],
+              f"tier.upgraded: silver to gold, reason threshold, change_id {to_gold['change_id']} > "
+              f"{to_silver['change_id']} ({got.body.decode()})")
+        membership = api("GET", f"/v1/customers/{member}/tier")
+        check(membership.get("tier_id") == "gold" and membership["qualifying_points"] == 1100,
+              f"GET /v1/customers/{member}/tier: gold, 1100 qualifying points")
+
+        # A reward redeemed, its voucher used at checkout.
+        status, first, raw = redeem()
+        check(status == 200 and first["status"] in ("active", "pending") and first["points_spent"] == 300,
+              f"POST /v1/customers/{member}/redemptions -> {first.get('redemption_id')}, {first.get('status')}, "
+              f"300 points (got {status}: {raw[:300]!r})")
+        got = wait_until(f"reward.redeemed of {first['redemption_id']} at {OUTBOX_PATH}",
+                         lambda: to_shop("reward.redeemed", redemption_id=first["redemption_id"]))
+        redeemed = check_signed(shop_secret, got, "reward.redeemed", wrong=(every_secret,))["data"]
+        code = redeemed["voucher_code"]
+        check(redeemed["customer_id"] == member and redeemed["reward_id"] == reward_id
+              and redeemed["reward_name"] == "Free shipping" and redeemed["points"] == 300
+              and (first["status"] != "active" or first.get("voucher_code") == code),
+              f"reward.redeemed: {member}, {reward_id}, 300 points, voucher {code} ({got.body.decode()})")
+        checkout = f"o-{uuid.uuid4().hex[:10]}"
+        used = api("POST", f"/v1/vouchers/{code}/consume", key=server_key, body={"order_id": checkout})
+        check(used["status"] == "used" and used["redemption_id"] == first["redemption_id"],
+              f"POST /v1/vouchers/{code}/consume for order {checkout}: used")
+        got = wait_until(f"voucher.consumed of {first['redemption_id']} at {OUTBOX_PATH}",
+                         lambda: to_shop("voucher.consumed", redemption_id=first["redemption_id"]))
+        consumed = check_signed(shop_secret, got, "voucher.consumed", wrong=(every_secret,))["data"]
+        check(consumed["order_id"] == checkout and consumed["voucher_code"] == code
+              and consumed["customer_id"] == member and consumed["redeemed_at"] == redeemed["redeemed_at"],
+              f"voucher.consumed: voucher {code}, order {checkout} ({got.body.decode()})")
+
+        # Another redeemed, then cancelled by the shop.
+        status, second, raw = redeem()
+        check(status == 200 and second["redemption_id"] != first["redemption_id"],
+              f"a second redemption -> {second.get('redemption_id')} (got {status}: {raw[:300]!r})")
+        got = wait_until(f"reward.redeemed of {second['redemption_id']} at {OUTBOX_PATH}",
+                         lambda: to_shop("reward.redeemed", redemption_id=second["redemption_id"]))
+        check_signed(shop_secret, got, "reward.redeemed, the second", wrong=(every_secret,))
+        cancelled = api("POST", f"/v1/redemptions/{second['redemption_id']}/cancel")
+        check(cancelled["status"] == "cancelled", f"POST /v1/redemptions/{second['redemption_id']}/cancel: cancelled")
+        got = wait_until(f"redemption.cancelled of {second['redemption_id']} at {OUTBOX_PATH}",
+                         lambda: to_shop("redemption.cancelled", redemption_id=second["redemption_id"]))
+        gone = check_signed(shop_secret, got, "redemption.cancelled", wrong=(every_secret,))["data"]
+        check(gone["customer_id"] == member and gone["points"] == 300 and gone.get("actor")
+              and gone["actor"] != "service:rewards" and "reason" not in gone,
+              f"redemption.cancelled: 300 points, by a caller ({gone.get('actor')}), no reason ({got.body.decode()})")
+        check(gone["actor"].startswith("api-key:"),
+              f"redemption.cancelled names the admin key that cancelled through the gateway ({gone['actor']})")
+
+        # The shop's subscription got what it asked for, each once; the every-type one got the same events.
+        at_shop = [r for r in receiver.received() if r.path == OUTBOX_PATH]
+        check(all(r.json["type"] in OUTBOX_TYPES and r.json["data"]["customer_id"] == member for r in at_shop)
+              and len({r.webhook_id for r in at_shop}) == len(at_shop),
+              f"{OUTBOX_PATH} received only its types, only of {member}, each webhook-id once "
+              f"({len(at_shop)} deliveries)")
+        outbox_events = [("tier.upgraded", {"to_tier_id": "silver"}), ("tier.upgraded", {"to_tier_id": "gold"}),
+                         ("reward.redeemed", {"redemption_id": first["redemption_id"]}),
+                         ("voucher.consumed", {"redemption_id": first["redemption_id"]}),
+                         ("reward.redeemed", {"redemption_id": second["redemption_id"]}),
+                         ("redemption.cancelled", {"redemption_id": second["redemption_id"]})]
+        for event_type, data in outbox_events:
+            got = wait_until(f"{event_type} {data} at {EVERY_PATH}",
+                             lambda: to_every(event_type, customer_id=member, **data))
+            verifies(every_secret, got)
+        check(True, f"{EVERY_PATH} (every type) received the same 6 events, each verifying with its own secret")
+
+        # Every body that arrived, at any path, attempts of any answer included, matches its type's schema.
         everything = receiver.received()
         counts = {}
         for r in everything:
@@ -939,22 +1168,30 @@ def run(points, webhooks, receiver, admin_key, server_key):
     finally:
         points_channel.close()
         webhooks_channel.close()
+        tiers_channel.close()
+        rewards_channel.close()
 
-    code, took = webhooks.terminate()
-    check(code == 0, f"SIGTERM -> loyalty-webhooks exited with code {code} after {took:.2f}s")
-    code, took = points.terminate()
-    check(code == 0, f"SIGTERM -> loyalty-points exited with code {code} after {took:.2f}s")
+    # The callers first, then what they call.
+    for service in (gateway, webhooks, rewards, tiers, points):
+        code, took = service.terminate()
+        check(code == 0, f"SIGTERM -> loyalty-{service.name} exited with code {code} after {took:.2f}s")
 
 
 def main():
+    # Where cargo put them: $CARGO_TARGET_DIR when set (as for `cargo build`), else the repository's target/.
+    target_dir = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
+
     def binary(var, name):
-        return os.environ.get(var) or os.path.join(ROOT, "target", "debug", name)
+        return os.environ.get(var) or os.path.join(target_dir, "debug", name)
 
     points_bin = binary("LOYALTY_POINTS_BIN", "loyalty-points")
     webhooks_bin = binary("LOYALTY_WEBHOOKS_BIN", "loyalty-webhooks")
     gateway_bin = binary("LOYALTY_GATEWAY_BIN", "loyalty-gateway")
+    tiers_bin = binary("LOYALTY_TIERS_BIN", "loyalty-tiers")
+    rewards_bin = binary("LOYALTY_REWARDS_BIN", "loyalty-rewards")
     for path, package in ((points_bin, "loyalty-points"), (webhooks_bin, "loyalty-webhooks"),
-                          (gateway_bin, "loyalty-gateway")):
+                          (gateway_bin, "loyalty-gateway"), (tiers_bin, "loyalty-tiers"),
+                          (rewards_bin, "loyalty-rewards")):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             print(f"webhooks_test: FAIL: binary not found: {path} "
                   f"(build it with `cargo build -p {package}` or set the LOYALTY_*_BIN variable)", file=sys.stderr)
@@ -973,6 +1210,14 @@ def main():
                          service_env(workdir, keys_url, service_secret, "points.db"),
                          ("POINTS_GRPC_ADDR", "POINTS_METRICS_ADDR"))
         services.append(points)
+        tiers_env = service_env(workdir, keys_url, service_secret, "tiers.db")
+        tiers = Process("tiers", tiers_bin, workdir, tiers_env, ("TIERS_GRPC_ADDR", "TIERS_METRICS_ADDR"))
+        services.append(tiers)
+        rewards_env = service_env(workdir, keys_url, service_secret, "rewards.db")
+        # Half-done redemptions settled quickly, should one be answered `pending`.
+        rewards_env.update(RECOVERY_INTERVAL_MS="200")
+        rewards = Process("rewards", rewards_bin, workdir, rewards_env, ("REWARDS_GRPC_ADDR", "REWARDS_METRICS_ADDR"))
+        services.append(rewards)
         receiver = Receiver()
         webhooks_env = service_env(workdir, keys_url, service_secret, "webhooks.db")
         webhooks = Process("webhooks", webhooks_bin, workdir, webhooks_env,
@@ -989,8 +1234,15 @@ def main():
             WEBHOOKS_LEASE_SECS="3",
             # The lease must be longer than one attempt's deadline (default 10 s).
             WEBHOOKS_TIMEOUT_MS="2000",
+            # The outboxes of tiers and rewards (section 5) asked often.
+            WEBHOOKS_OUTBOX_POLL_MS="100",
         )
-        run(points, webhooks, receiver, admin_key, server_key)
+        # The gateway serves the HTTP API on the same key store (its DATABASE_URL), with the service identity.
+        gateway_env = service_env(workdir, keys_url, service_secret, "unused.db")
+        gateway_env.update(DATABASE_URL=keys_url, GATEWAY_RATE_LIMIT_PER_SEC="0")
+        gateway = Process("gateway", gateway_bin, workdir, gateway_env, ("GATEWAY_HTTP_ADDR", "GATEWAY_METRICS_ADDR"))
+        services.append(gateway)
+        run(points, webhooks, tiers, rewards, gateway, receiver, admin_key, server_key)
     except Exception as err:  # any failure, expected or not, fails the test
         if isinstance(err, grpc.RpcError):
             err = f"unexpected RPC error {err.code().name}: {err.details()}"

@@ -17,6 +17,7 @@ pub fn schema(event_type: &str) -> Option<&'static str> {
         "redemption.cancelled" => include_str!("../../../docs/events/redemption.cancelled.v1.schema.json"),
         "referral.completed" => include_str!("../../../docs/events/referral.completed.v1.schema.json"),
         "referral.reversed" => include_str!("../../../docs/events/referral.reversed.v1.schema.json"),
+        "reward.granted" => include_str!("../../../docs/events/reward.granted.v1.schema.json"),
         "reward.redeemed" => include_str!("../../../docs/events/reward.redeemed.v1.schema.json"),
         "segment.changed" => include_str!("../../../docs/events/segment.changed.v1.schema.json"),
         "subscription.disabled" => include_str!("../../../docs/events/subscription.disabled.v1.schema.json"),

@@ -326,6 +326,95 @@ pub struct RedemptionPage {
     pub next_page_token: Option<String>,
 }
 
+/// A gift: the reward given to each customer without points, with why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// 1 to 1000 customers, each given one voucher.
+    pub customer_ids: Vec<String>,
+    /// Why it is given: kept with each voucher and told in its `reward.granted` event.
+    pub reason: String,
+}
+
+impl GrantBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        reward_id: String,
+        actor: String,
+        key: String,
+    ) -> rewards_pb::GrantRewardRequest {
+        rewards_pb::GrantRewardRequest {
+            program_id: program_id.to_owned(),
+            reward_id,
+            customer_ids: self.customer_ids,
+            reason: self.reason,
+            actor,
+            idempotency_key: key,
+        }
+    }
+}
+
+/// The vouchers given, one per customer, in the request's order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Gifts {
+    pub redemptions: Vec<Redemption>,
+}
+
+/// Single-use codes of a reward for a campaign, held by no customer until one uses them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBatchBody {
+    /// 1 to 10000 codes.
+    pub count: i32,
+    /// What every code starts with: up to 12 letters and digits (`WELCOME`: `WELCOME-ABCD-EFGH-JKLM`).
+    #[serde(default)]
+    pub prefix: String,
+    /// When the codes stop being valid; absent: the reward's `voucher_validity_days` from now.
+    #[schema(format = DateTime)]
+    pub valid_until: Option<String>,
+    /// Why they are issued (kept with the batch and each code).
+    pub reason: String,
+}
+
+impl CodeBatchBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        reward_id: String,
+        actor: String,
+        key: String,
+    ) -> Result<rewards_pb::IssueCodeBatchRequest, Problem> {
+        let valid_until = self.valid_until.as_deref().map(|t| time_in("valid_until", t)).transpose()?;
+        Ok(rewards_pb::IssueCodeBatchRequest {
+            program_id: program_id.to_owned(),
+            reward_id,
+            count: self.count,
+            prefix: self.prefix,
+            valid_until,
+            reason: self.reason,
+            actor,
+            idempotency_key: key,
+        })
+    }
+}
+
+/// A batch of campaign codes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeBatch {
+    pub batch_id: String,
+    /// Each code as customers type it, e.g. `WELCOME-ABCD-EFGH-JKLM`.
+    pub codes: Vec<String>,
+    #[schema(format = DateTime)]
+    pub valid_until: String,
+}
+
+impl From<rewards_pb::IssueCodeBatchResponse> for CodeBatch {
+    fn from(r: rewards_pb::IssueCodeBatchResponse) -> Self {
+        Self { batch_id: r.batch_id, codes: r.codes, valid_until: time_out(r.valid_until.as_ref()).unwrap_or_default() }
+    }
+}
+
 impl From<rewards_pb::ListRedemptionsResponse> for RedemptionPage {
     fn from(r: rewards_pb::ListRedemptionsResponse) -> Self {
         Self { redemptions: r.redemptions, next_page_token: non_empty(r.next_page_token) }
@@ -348,9 +437,15 @@ pub fn redemptions_request(
 pub fn cancel_redemption_request(
     program_id: &str,
     redemption_id: String,
+    actor: String,
     key: String,
 ) -> rewards_pb::CancelRedemptionRequest {
-    rewards_pb::CancelRedemptionRequest { program_id: program_id.to_owned(), redemption_id, idempotency_key: key }
+    rewards_pb::CancelRedemptionRequest {
+        program_id: program_id.to_owned(),
+        redemption_id,
+        idempotency_key: key,
+        actor,
+    }
 }
 
 /// Checks a voucher at the checkout; writes nothing.
@@ -397,10 +492,19 @@ impl From<rewards_pb::ValidateVoucherResponse> for VoucherCheck {
 #[serde(deny_unknown_fields)]
 pub struct ConsumeBody {
     pub order_id: String,
+    /// The customer using it: becomes a campaign code's holder; another
+    /// customer's voucher is refused as unknown. Optional.
+    #[serde(default)]
+    pub customer_id: String,
 }
 
 impl ConsumeBody {
     pub fn into_proto(self, program_id: &str, code: String) -> rewards_pb::ConsumeVoucherRequest {
-        rewards_pb::ConsumeVoucherRequest { program_id: program_id.to_owned(), code, order_id: self.order_id }
+        rewards_pb::ConsumeVoucherRequest {
+            program_id: program_id.to_owned(),
+            code,
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+        }
     }
 }

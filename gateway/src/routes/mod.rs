@@ -137,6 +137,8 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/rewards", rewards::create)
         .add(Method::PUT, "/v1/rewards/{reward_id}", rewards::update)
         .add(Method::POST, "/v1/rewards/{reward_id}/archive", rewards::archive)
+        .add(Method::POST, "/v1/rewards/{reward_id}/grants", rewards::grant)
+        .add(Method::POST, "/v1/rewards/{reward_id}/code-batches", rewards::issue_codes)
         .add(Method::POST, "/v1/redemptions/{redemption_id}/cancel", rewards::cancel_redemption)
         .add(Method::GET, "/v1/referrals/settings", referrals::get_settings)
         .add(Method::PUT, "/v1/referrals/settings", referrals::put_settings)

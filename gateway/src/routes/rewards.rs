@@ -11,8 +11,8 @@ use crate::extract::{
     AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope,
 };
 use crate::model::{
-    self, AvailableRewards, ConsumeBody, PageQuery, RedeemBody, Redemption, RedemptionPage, Reward, RewardBody,
-    RewardList, RewardQuery, ValidateBody, VoucherCheck,
+    self, AvailableRewards, CodeBatch, CodeBatchBody, ConsumeBody, Gifts, GrantBody, PageQuery, RedeemBody, Redemption,
+    RedemptionPage, Reward, RewardBody, RewardList, RewardQuery, ValidateBody, VoucherCheck,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, rewards_failed, written};
@@ -282,6 +282,75 @@ pub async fn archive(
     Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))
 }
 
+/// Gives the reward to customers without points (a surprise gift, a
+/// win-back or thank-you voucher): one voucher each, ACTIVE at once, with
+/// who gave it and why. Stock counts (all or none); tiers, limits and dates
+/// do not.
+#[utoipa::path(
+    post,
+    path = "/v1/rewards/{reward_id}/grants",
+    tag = "rewards",
+    operation_id = "grantReward",
+    security(("api_key" = ["admin"])),
+    params(
+        ("reward_id" = String, Path, min_length = 1, max_length = 128, description = "The reward given"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+    ),
+    request_body = GrantBody,
+    responses(
+        (status = 200, description = "The vouchers given, in the customers' order", body = Gifts,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 404, description = "No such reward in this program (`REWARD_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock (`OUT_OF_STOCK`), the reward is archived (`REWARD_NOT_ACTIVE`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (no customer, a customer twice, no reason)", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn grant(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    Segment(reward_id): Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<GrantBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), reward_id, auth.actor(), key);
+    let reply = state.upstreams.rewards(request, rpc!(grant_reward)).await.map_err(rewards_failed)?;
+    Ok(written(reply.replayed, &Gifts { redemptions: reply.message.redemptions }))
+}
+
+/// Issues single-use codes of the reward for a campaign (a newsletter, a
+/// flyer): held by no customer until one uses one; checkout validates and
+/// consumes them as any voucher. Stock counts (all or none).
+#[utoipa::path(
+    post,
+    path = "/v1/rewards/{reward_id}/code-batches",
+    tag = "rewards",
+    operation_id = "issueCodeBatch",
+    security(("api_key" = ["admin"])),
+    params(
+        ("reward_id" = String, Path, min_length = 1, max_length = 128, description = "The reward the codes are for"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+    ),
+    request_body = CodeBatchBody,
+    responses(
+        (status = 200, description = "The batch and its codes", body = CodeBatch,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 404, description = "No such reward in this program (`REWARD_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock (`OUT_OF_STOCK`), the reward is archived (`REWARD_NOT_ACTIVE`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (count, prefix, a past `valid_until`, no reason)", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn issue_codes(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    Segment(reward_id): Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<CodeBatchBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), reward_id, auth.actor(), key)?;
+    let reply = state.upstreams.rewards(request, rpc!(issue_code_batch)).await.map_err(rewards_failed)?;
+    Ok(written(reply.replayed, &CodeBatch::from(reply.message)))
+}
+
 /// Cancels an unused voucher and gives its points back.
 #[utoipa::path(
     post,
@@ -307,7 +376,7 @@ pub async fn cancel_redemption(
     Segment(redemption_id): Segment<String>,
     IdempotencyKey(key): IdempotencyKey,
 ) -> Result<Response, Problem> {
-    let request = model::cancel_redemption_request(auth.program(), redemption_id, key);
+    let request = model::cancel_redemption_request(auth.program(), redemption_id, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(cancel_redemption)).await.map_err(rewards_failed)?;
     Ok(written(reply.replayed, &reply.message.redemption.unwrap_or_default()))
 }

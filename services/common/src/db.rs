@@ -491,3 +491,19 @@ mod tests {
         assert!(matches!(Dialect::from_url("mysql://h/db"), Err(DbError::UnsupportedUrl(s)) if s == "mysql"));
     }
 }
+
+/// `($1, $2, …), (…)`: `rows` groups of `columns` numbered placeholders.
+pub fn placeholders(rows: usize, columns: usize) -> String {
+    placeholders_with(rows, columns, "")
+}
+
+/// [`placeholders`] with `suffix` (constants) at the end of every group.
+pub fn placeholders_with(rows: usize, columns: usize, suffix: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let group: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({}{suffix})", group.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

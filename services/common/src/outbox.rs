@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Row};
 use loyalty_proto::events::v1 as pb;
 
 use crate::clock::{Clock, MICROS_PER_DAY, Micros, to_timestamp};
-use crate::db::{Database, Dialect, is_unavailable};
+use crate::db::{Database, Dialect, is_unavailable, placeholders_with};
 use crate::shutdown::ShutdownSignal;
 use crate::status;
 use crate::validate::FieldViolation;
@@ -68,16 +68,9 @@ pub async fn append(
     }
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         // Five values per row, and the write time once, last.
-        let written = chunk.len() * 5 + 1;
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let n = row * 5 + 1;
-                format!("(${n}, ${}, ${}, ${}, ${}, ${written})", n + 1, n + 2, n + 3, n + 4)
-            })
-            .collect();
+        let values = placeholders_with(chunk.len(), 5, &format!(", ${}", chunk.len() * 5 + 1));
         let sql = format!(
-            "INSERT INTO outbox (program_id, customer_id, event_type, occurred_at_us, data, written_at_us) VALUES {}",
-            values.join(", ")
+            "INSERT INTO outbox (program_id, customer_id, event_type, occurred_at_us, data, written_at_us) VALUES {values}"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for event in chunk {

@@ -210,15 +210,39 @@ pub fn new_voucher_code() -> String {
     (0..VOUCHER_LENGTH).map(|i| CODE_ALPHABET[((random >> (i * 5)) & 31) as usize] as char).collect()
 }
 
-/// `ABCD-EFGH-JKLM` for people.
+/// A campaign code's prefix: at most this many letters and digits.
+pub const MAX_PREFIX: usize = 12;
+
+/// `ABCD-EFGH-JKLM` for people; a campaign code's prefix before it
+/// (`WELCOME-ABCD-EFGH-JKLM`).
 pub fn display_code(code: &str) -> String {
-    code.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-")
+    let (prefix, random) = code.split_at(code.len().saturating_sub(VOUCHER_LENGTH));
+    let groups = random.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>();
+    let groups = groups.join("-");
+    if prefix.is_empty() { groups } else { format!("{prefix}-{groups}") }
 }
 
-/// A code as typed (any case, dashes or spaces); `None` when it cannot be one.
+/// A code as typed (any case, dashes or spaces); `None` when it cannot be
+/// one: 12 symbols of the alphabet, after a campaign's prefix if any.
 pub fn normalize_code(input: &str) -> Option<String> {
     let code: String = input.chars().filter(|c| !matches!(c, '-' | ' ')).collect::<String>().to_ascii_uppercase();
-    (code.len() == VOUCHER_LENGTH && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
+    if !code.is_ascii() {
+        return None;
+    }
+    let prefix_len = code.len().checked_sub(VOUCHER_LENGTH)?;
+    let (prefix, random) = code.split_at(prefix_len);
+    let fits = prefix_len <= MAX_PREFIX
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && random.bytes().all(|b| CODE_ALPHABET.contains(&b));
+    fits.then_some(code)
+}
+
+/// A campaign code's prefix as given, checked: letters and digits, made upper case.
+pub fn code_prefix(input: &str) -> Result<String, FieldViolation> {
+    if input.len() > MAX_PREFIX || !input.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(FieldViolation::new("prefix", format!("must be at most {MAX_PREFIX} letters and digits")));
+    }
+    Ok(input.to_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -297,6 +321,14 @@ mod tests {
         assert_eq!(code.len(), VOUCHER_LENGTH);
         assert_eq!(normalize_code(&display_code(code).to_lowercase()), Some(code.clone()));
         assert_eq!(normalize_code("ABCD-EFGH-JKL0"), None);
+        let campaign = format!("WELCOME{code}");
+        assert_eq!(display_code(&campaign), format!("WELCOME-{}", display_code(code)));
+        assert_eq!(normalize_code(&display_code(&campaign).to_lowercase()), Some(campaign));
+        assert_eq!(normalize_code(&format!("ABCDEFGHIJKLM{code}")), None, "a prefix of 13");
+        assert_eq!(normalize_code(&format!("WEL_COME{code}")), None);
+        assert_eq!(normalize_code(&format!("é{code}")), None, "not split inside a character");
+        assert_eq!(code_prefix("welcome10").unwrap(), "WELCOME10");
+        assert!(code_prefix("WELCOME-10").is_err() && code_prefix("ABCDEFGHIJKLM").is_err());
     }
 
     #[test]

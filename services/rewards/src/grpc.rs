@@ -15,7 +15,7 @@ use loyalty_proto::rewards::v1::rewards_service_server::RewardsService;
 use crate::domain::{self, Kind, Reward, Unavailable};
 use crate::error::DOMAIN;
 use crate::service::Rewards;
-use crate::store::{CatalogEntry, Redemption, Status as RedemptionStatus};
+use crate::store::{CatalogEntry, Giving, Redemption, Status as RedemptionStatus};
 
 pub struct RewardsApi {
     rewards: Arc<Rewards>,
@@ -31,9 +31,24 @@ fn admin(check: &mut Check, program_id: &str, actor: &str, key: &str) {
     check.id("program_id", program_id).id("actor", actor).id("idempotency_key", key);
 }
 
+/// Customers one GrantReward gives to, and codes one IssueCodeBatch issues, at most.
+const MAX_GIFTS: usize = 1_000;
+const MAX_BATCH_CODES: i32 = 10_000;
+
+/// Why a gift or a batch was given: required, bounded free text.
+fn reason(check: &mut Check, reason: &str) {
+    if reason.trim().is_empty() {
+        check.add(Err(FieldViolation::new("reason", "is required: say why it is given")));
+    }
+    check.text("reason", reason);
+}
+
 fn voucher_code(check: &mut Check, input: &str) -> String {
     domain::normalize_code(input).unwrap_or_else(|| {
-        check.add(Err(FieldViolation::new("code", "is not a voucher code (12 characters, dashes allowed)")));
+        check.add(Err(FieldViolation::new(
+            "code",
+            "is not a voucher code (12 characters after a campaign's prefix if any, dashes allowed)",
+        )));
         String::new()
     })
 }
@@ -166,8 +181,8 @@ impl RewardsService for RewardsApi {
         &self,
         request: Request<pb::CancelRedemptionRequest>,
     ) -> Result<Response<pb::CancelRedemptionResponse>, Status> {
-        // Recorded on the refund's ledger entry: which key cancelled the voucher.
-        let actor = auth::actor(&request, "");
+        // Recorded on the refund's ledger entry: which key (or, through the gateway, whose) cancelled the voucher.
+        let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("redemption_id", &r.redemption_id);
@@ -194,7 +209,9 @@ impl RewardsService for RewardsApi {
         let code = voucher_code(&mut check, &r.code);
         check.done(DOMAIN)?;
         let found = self.rewards.store().by_code(&r.program_id, &code).await?;
-        let found = found.filter(|v| r.customer_id.is_empty() || v.customer_id == r.customer_id);
+        // A campaign code is public: anyone's until used, and its state anyone's to know.
+        let public = |v: &Redemption| !v.batch_id.is_empty();
+        let found = found.filter(|v| r.customer_id.is_empty() || public(v) || v.customer_id == r.customer_id);
         let now = self.rewards.store().now();
         let Some(redemption) = found else {
             return Ok(Response::new(pb::ValidateVoucherResponse {
@@ -219,10 +236,70 @@ impl RewardsService for RewardsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id).id("order_id", &r.order_id);
+        if !r.customer_id.is_empty() {
+            check.id("customer_id", &r.customer_id);
+        }
         let code = voucher_code(&mut check, &r.code);
         check.done(DOMAIN)?;
-        let used = self.rewards.store().consume(&r.program_id, &code, &r.order_id).await?;
+        let used = self.rewards.store().consume(&r.program_id, &code, &r.order_id, &r.customer_id).await?;
         Ok(Response::new(pb::ConsumeVoucherResponse { redemption: Some(redemption_to_proto(&used)) }))
+    }
+
+    async fn grant_reward(
+        &self,
+        request: Request<pb::GrantRewardRequest>,
+    ) -> Result<Response<pb::GrantRewardResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("reward_id", &r.reward_id).id("actor", &actor);
+        check.id("idempotency_key", &r.idempotency_key);
+        reason(&mut check, &r.reason);
+        if r.customer_ids.is_empty() || r.customer_ids.len() > MAX_GIFTS {
+            check.add(Err(FieldViolation::new("customer_ids", format!("must name 1 to {MAX_GIFTS} customers"))));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, customer) in r.customer_ids.iter().enumerate().take(MAX_GIFTS) {
+            check.id(&format!("customer_ids[{i}]"), customer);
+            if !seen.insert(customer) {
+                check.add(Err(FieldViolation::new(format!("customer_ids[{i}]"), "names a customer twice")));
+            }
+        }
+        check.done(DOMAIN)?;
+        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
+        let gifts = self.rewards.store().grant(&r.program_id, &r.reward_id, &r.customer_ids, giving).await?;
+        Ok(Response::new(pb::GrantRewardResponse { redemptions: gifts.iter().map(redemption_to_proto).collect() }))
+    }
+
+    async fn issue_code_batch(
+        &self,
+        request: Request<pb::IssueCodeBatchRequest>,
+    ) -> Result<Response<pb::IssueCodeBatchResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("reward_id", &r.reward_id).id("actor", &actor);
+        check.id("idempotency_key", &r.idempotency_key);
+        reason(&mut check, &r.reason);
+        if !(1..=MAX_BATCH_CODES).contains(&r.count) {
+            check.add(Err(FieldViolation::new("count", format!("must be between 1 and {MAX_BATCH_CODES}"))));
+        }
+        let prefix = domain::code_prefix(&r.prefix).map_err(|v| check.add(Err(v))).unwrap_or_default();
+        let now = self.rewards.store().now();
+        let valid_until = check.timestamp("valid_until", r.valid_until.as_ref(), now);
+        if valid_until.is_some_and(|until| until <= now) {
+            check.add(Err(FieldViolation::new("valid_until", "must be in the future")));
+        }
+        check.done(DOMAIN)?;
+        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
+        let count = usize::try_from(r.count).unwrap_or(0);
+        let batch =
+            self.rewards.store().issue_batch(&r.program_id, &r.reward_id, count, &prefix, valid_until, giving).await?;
+        Ok(Response::new(pb::IssueCodeBatchResponse {
+            batch_id: batch.batch_id,
+            codes: batch.codes.iter().map(|c| domain::display_code(c)).collect(),
+            valid_until: Some(to_timestamp(batch.valid_until)),
+        }))
     }
 
     async fn list_events(
@@ -342,5 +419,8 @@ fn redemption_to_proto(r: &Redemption) -> pb::Redemption {
         created_at: Some(to_timestamp(r.created_at)),
         voucher_expires_at: issued.then(|| to_timestamp(r.voucher_expires_at)),
         consumed_order_id: r.consumed_order_id.clone(),
+        granted_by: r.granted_by.clone(),
+        grant_reason: r.grant_reason.clone(),
+        batch_id: r.batch_id.clone(),
     }
 }

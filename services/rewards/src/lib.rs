@@ -46,6 +46,8 @@ pub const POLICY: Policy = Policy {
         ("CancelRedemption", Access::Key(Admin)),
         ("ValidateVoucher", Access::Key(Server)),
         ("ConsumeVoucher", Access::Key(Server)),
+        ("GrantReward", Access::Key(Admin)),
+        ("IssueCodeBatch", Access::Key(Admin)),
         ("ListEvents", Access::Internal),
     ],
 };
@@ -57,6 +59,7 @@ loyalty_common::embedded_migrations!("../migrations":
     4 "task spend key" "0004_task_spend_key.sql",
     5 "consumer cursor" "0005_consumer_cursor.sql",
     6 "outbox" "0006_outbox.sql",
+    7 "gifts" "0007_gifts.sql",
 );
 
 /// Every setting, from flags or the environment.

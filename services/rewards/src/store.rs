@@ -67,6 +67,14 @@ pub struct Redemption {
     pub voucher_expires_at: Micros,
     pub consumed_order_id: String,
     pub created_at: Micros,
+    /// A gift or a campaign code: who gave it and why (empty: bought with points).
+    #[serde(default)]
+    pub granted_by: String,
+    #[serde(default)]
+    pub grant_reason: String,
+    /// The campaign code's batch.
+    #[serde(default)]
+    pub batch_id: String,
 }
 
 impl Redemption {
@@ -108,6 +116,27 @@ pub const REDEEMED: &str = "reward.redeemed";
 pub const CONSUMED: &str = "voucher.consumed";
 pub const EXPIRING_SOON: &str = "voucher.expiring_soon";
 pub const CANCELLED: &str = "redemption.cancelled";
+pub const GRANTED: &str = "reward.granted";
+
+/// Vouchers written per INSERT (16 values each).
+const ISSUED_PER_STATEMENT: usize = 200;
+
+/// A batch of campaign codes as issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeBatch {
+    pub batch_id: String,
+    /// Each code as stored (without dashes), in the order issued.
+    pub codes: Vec<String>,
+    pub valid_until: Micros,
+}
+
+/// Who gives a gift or a batch, why, and the request's idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct Giving<'a> {
+    pub actor: &'a str,
+    pub reason: &'a str,
+    pub key: &'a str,
+}
 
 /// A reward as the catalog holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +198,7 @@ pub enum Staged {
 }
 
 const REDEMPTION_COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
-     voucher_code, voucher_expires_at_us, consumed_order_id, created_at_us";
+     voucher_code, voucher_expires_at_us, consumed_order_id, created_at_us, granted_by, grant_reason, batch_id";
 
 /// Lease of a store made without [`RewardsStore::with_lease`]: twice the
 /// default upstream deadline (`UPSTREAM_TIMEOUT_MS`, 2 s).
@@ -438,6 +467,9 @@ impl RewardsStore {
             voucher_expires_at: reward.voucher_expires_at(now),
             consumed_order_id: String::new(),
             created_at: now,
+            granted_by: String::new(),
+            grant_reason: String::new(),
+            batch_id: String::new(),
         };
         Claim { redemption, token: self.new_token() }
     }
@@ -695,24 +727,49 @@ impl RewardsStore {
         rows.iter().map(|r| Ok((r.try_get("redemption_seq")?, redemption_from_row(r)?))).collect()
     }
 
-    /// ACTIVE → USED for `order_id`, exactly once; the same order again is a replay.
-    pub async fn consume(&self, program_id: &str, code: &str, order_id: &str) -> Result<Redemption, Error> {
+    /// ACTIVE → USED for `order_id`, exactly once; the same order again is a
+    /// replay. `customer_id` (may be empty) becomes a campaign code's holder;
+    /// another customer's voucher is not found for it (a campaign code used
+    /// by someone else is: used).
+    pub async fn consume(
+        &self,
+        program_id: &str,
+        code: &str,
+        order_id: &str,
+        customer_id: &str,
+    ) -> Result<Redemption, Error> {
         let now = self.now();
         let mut tx = begin_write(&self.db).await?;
         let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE redemptions SET status = 'used', consumed_order_id = $1, updated_at_us = $2 \
+            "UPDATE redemptions SET status = 'used', consumed_order_id = $1, updated_at_us = $2, \
+             customer_id = CASE WHEN customer_id = '' THEN $5 ELSE customer_id END \
              WHERE program_id = $3 AND voucher_code = $4 AND status = 'active' AND voucher_expires_at_us > $2 \
-             RETURNING {REDEMPTION_COLUMNS}"
+             AND ($5 = '' OR customer_id = '' OR customer_id = $5) RETURNING {REDEMPTION_COLUMNS}"
         ));
-        let used =
-            sqlx::query(sql).bind(order_id).bind(now).bind(program_id).bind(code).fetch_optional(&mut *tx).await?;
+        let used = sqlx::query(sql)
+            .bind(order_id)
+            .bind(now)
+            .bind(program_id)
+            .bind(code)
+            .bind(customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(used) = used.as_ref().map(redemption_from_row).transpose()? {
-            outbox::append(&mut tx, self.db.dialect, now, &[used.event(CONSUMED, now)]).await?;
+            // A campaign code used by nobody named has nobody to tell.
+            if !used.customer_id.is_empty() {
+                outbox::append(&mut tx, self.db.dialect, now, &[used.event(CONSUMED, now)]).await?;
+            }
             tx.commit().await?;
             return Ok(used);
         }
         tx.rollback().await?;
         let redemption = self.by_code(program_id, code).await?.ok_or(Error::VoucherNotFound)?;
+        // Another customer's voucher is none of this one's business; a
+        // campaign code is public, so its state is told to anyone.
+        let theirs = !(customer_id.is_empty() || redemption.customer_id == customer_id);
+        if theirs && redemption.batch_id.is_empty() {
+            return Err(Error::VoucherNotFound);
+        }
         match redemption.status {
             Status::Used if redemption.consumed_order_id == order_id => Ok(redemption),
             Status::Used => Err(Error::VoucherUsed),
@@ -720,6 +777,218 @@ impl RewardsStore {
             Status::Active | Status::Expired => Err(Error::VoucherExpired),
             Status::Pending | Status::Failed => Err(Error::VoucherNotFound),
         }
+    }
+
+    /// A gift of `reward_id` to each of `customers`: ACTIVE vouchers without
+    /// points, with who gave them and why, stock taken for all or none, and
+    /// a `reward.granted` event each; answered in the customers' order.
+    pub async fn grant(
+        &self,
+        program_id: &str,
+        reward_id: &str,
+        customers: &[String],
+        giving: Giving<'_>,
+    ) -> Result<Vec<Redemption>, Error> {
+        let request = serde_json::json!({ "reward_id": reward_id, "customer_ids": customers, "reason": giving.reason });
+        let hash = request_hash(program_id, &request);
+        let now = self.now();
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, "GrantReward", giving.key, &hash, now).await? {
+            tx.rollback().await?;
+            let ids: Vec<String> = from_json(&saved)?;
+            return self.redemptions_in_order(program_id, &ids).await;
+        }
+        let entry = self.lock_reward(&mut tx, program_id, reward_id, RowLock::Exclusive).await?;
+        let expires_at = entry.reward.voucher_expires_at(now);
+        let gifts: Vec<Redemption> = customers
+            .iter()
+            .map(|customer| self.given(program_id, customer, &entry.reward, expires_at, giving, ""))
+            .collect();
+        self.issue_in(&mut tx, &entry, &gifts).await?;
+        let events: Vec<outbox::Event> = gifts
+            .iter()
+            .map(|gift| {
+                let mut event = gift.event(GRANTED, now);
+                event.data["reason"] = giving.reason.into();
+                event.data["actor"] = giving.actor.into();
+                event
+            })
+            .collect();
+        outbox::append(&mut tx, self.db.dialect, now, &events).await?;
+        let ids: Vec<&str> = gifts.iter().map(|g| g.redemption_id.as_str()).collect();
+        idempotency::save(&mut tx, program_id, "GrantReward", giving.key, &to_json(&ids), "").await?;
+        tx.commit().await?;
+        Ok(gifts)
+    }
+
+    /// `count` campaign codes of `reward_id`, held by no customer, valid
+    /// until `valid_until` (default: the reward's validity from now), stock
+    /// taken for all or none; the batch is kept with who asked and why.
+    pub async fn issue_batch(
+        &self,
+        program_id: &str,
+        reward_id: &str,
+        count: usize,
+        prefix: &str,
+        valid_until: Option<Micros>,
+        giving: Giving<'_>,
+    ) -> Result<CodeBatch, Error> {
+        let request = serde_json::json!({
+            "reward_id": reward_id, "count": count, "prefix": prefix, "valid_until": valid_until, "reason": giving.reason,
+        });
+        let hash = request_hash(program_id, &request);
+        let now = self.now();
+        let mut tx = begin_write(&self.db).await?;
+        if let Some(saved) = idempotency::claim(&mut tx, program_id, "IssueCodeBatch", giving.key, &hash, now).await? {
+            tx.rollback().await?;
+            let batch_id: String = from_json(&saved)?;
+            return self.batch(program_id, &batch_id).await;
+        }
+        let entry = self.lock_reward(&mut tx, program_id, reward_id, RowLock::Exclusive).await?;
+        let valid_until = valid_until.unwrap_or_else(|| entry.reward.voucher_expires_at(now));
+        let batch_id = format!("bat_{}", uuid::Uuid::now_v7().simple());
+        let codes: Vec<Redemption> = (0..count)
+            .map(|_| {
+                let mut code = self.given(program_id, "", &entry.reward, valid_until, giving, &batch_id);
+                code.voucher_code = format!("{prefix}{}", code.voucher_code);
+                code
+            })
+            .collect();
+        self.issue_in(&mut tx, &entry, &codes).await?;
+        sqlx::query(
+            "INSERT INTO code_batches (batch_id, program_id, reward_id, code_count, prefix, valid_until_us, reason, \
+             actor, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&batch_id)
+        .bind(program_id)
+        .bind(reward_id)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .bind(prefix)
+        .bind(valid_until)
+        .bind(giving.reason)
+        .bind(giving.actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        idempotency::save(&mut tx, program_id, "IssueCodeBatch", giving.key, &to_json(&batch_id), "").await?;
+        tx.commit().await?;
+        let codes = codes.into_iter().map(|c| c.voucher_code).collect();
+        Ok(CodeBatch { batch_id, codes, valid_until })
+    }
+
+    /// An ACTIVE voucher of `reward` given without points.
+    fn given(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        reward: &Reward,
+        expires_at: Micros,
+        giving: Giving<'_>,
+        batch_id: &str,
+    ) -> Redemption {
+        Redemption {
+            redemption_id: format!("rdm_{}", uuid::Uuid::now_v7().simple()),
+            program_id: program_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            reward_id: reward.reward_id.clone(),
+            reward_name: reward.name.clone(),
+            points: 0,
+            status: Status::Active,
+            voucher_code: domain::new_voucher_code(),
+            voucher_expires_at: expires_at,
+            consumed_order_id: String::new(),
+            created_at: self.now(),
+            granted_by: giving.actor.to_owned(),
+            grant_reason: giving.reason.to_owned(),
+            batch_id: batch_id.to_owned(),
+        }
+    }
+
+    /// Takes stock for `vouchers` (all or none) and writes them, under the
+    /// reward's row lock. An archived reward gives nothing.
+    async fn issue_in(
+        &self,
+        tx: &mut AnyConnection,
+        entry: &CatalogEntry,
+        vouchers: &[Redemption],
+    ) -> Result<(), Error> {
+        if entry.archived {
+            return Err(Error::RewardNotActive(entry.reward.reward_id.clone()));
+        }
+        let wanted = i64::try_from(vouchers.len()).unwrap_or(i64::MAX);
+        if let Some(remaining) = entry.remaining_stock {
+            if remaining < wanted {
+                return Err(Error::OutOfStock);
+            }
+            sqlx::query("UPDATE rewards SET remaining_stock = remaining_stock - $1 WHERE reward_id = $2")
+                .bind(wanted)
+                .bind(&entry.reward.reward_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in vouchers.chunks(ISSUED_PER_STATEMENT) {
+            let values = db::placeholders(chunk.len(), 16);
+            let sql = format!(
+                "INSERT INTO redemptions (redemption_id, program_id, customer_id, reward_id, reward_name, points, \
+                 status, voucher_code, voucher_expires_at_us, idempotency_key, request_hash, created_at_us, \
+                 updated_at_us, granted_by, grant_reason, batch_id) VALUES {values}"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in chunk {
+                query = query
+                    .bind(v.redemption_id.clone())
+                    .bind(v.program_id.clone())
+                    .bind(v.customer_id.clone())
+                    .bind(v.reward_id.clone())
+                    .bind(v.reward_name.clone())
+                    .bind(v.points)
+                    .bind(v.status.as_str())
+                    .bind(v.voucher_code.clone())
+                    .bind(v.voucher_expires_at)
+                    // Given, not redeemed: the row's own key, never a caller's.
+                    .bind(format!("given:{}", v.redemption_id))
+                    .bind(String::new())
+                    .bind(v.created_at)
+                    .bind(v.created_at)
+                    .bind(v.granted_by.clone())
+                    .bind(v.grant_reason.clone())
+                    .bind(v.batch_id.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The redemptions `ids` of the program, in that order.
+    async fn redemptions_in_order(&self, program_id: &str, ids: &[String]) -> Result<Vec<Redemption>, Error> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let redemption = self.redemption(id).await?;
+            if redemption.program_id != program_id {
+                return Err(Error::Corrupt(format!("saved gift {id} of another program")));
+            }
+            found.push(redemption);
+        }
+        Ok(found)
+    }
+
+    /// A batch as issued, its codes in order.
+    async fn batch(&self, program_id: &str, batch_id: &str) -> Result<CodeBatch, Error> {
+        let valid_until: Option<i64> =
+            sqlx::query_scalar("SELECT valid_until_us FROM code_batches WHERE program_id = $1 AND batch_id = $2")
+                .bind(program_id)
+                .bind(batch_id)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        let valid_until = valid_until.ok_or_else(|| Error::Corrupt(format!("saved batch {batch_id} is missing")))?;
+        let codes = sqlx::query_scalar(
+            "SELECT voucher_code FROM redemptions WHERE program_id = $1 AND batch_id = $2 ORDER BY redemption_seq",
+        )
+        .bind(program_id)
+        .bind(batch_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(CodeBatch { batch_id: batch_id.to_owned(), codes, valid_until })
     }
 
     /// The database, for the ledger consumer's leadership.
@@ -750,11 +1019,11 @@ impl RewardsStore {
         .await?)
     }
 
-    /// The customer's unused vouchers, newest first.
+    /// The customer's unused vouchers bought with points, newest first.
     pub async fn unused_vouchers(&self, program_id: &str, customer_id: &str) -> Result<Vec<Redemption>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE program_id = $1 AND customer_id = $2 \
-             AND status = 'active' ORDER BY redemption_seq DESC"
+             AND status = 'active' AND points > 0 ORDER BY redemption_seq DESC"
         ));
         let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&self.db.pool).await?;
         rows.iter().map(redemption_from_row).collect()
@@ -933,6 +1202,10 @@ impl RewardsStore {
     }
 
     async fn add_task(&self, tx: &mut AnyConnection, task: &RefundTask) -> Result<(), Error> {
+        if task.points <= 0 {
+            // A gift or a campaign code: no points to give back.
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO points_tasks (task_id, program_id, customer_id, points, reason, created_at_us, actor, spend_key) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -1048,5 +1321,8 @@ fn redemption_from_row(row: &AnyRow) -> Result<Redemption, Error> {
         voucher_expires_at: row.try_get("voucher_expires_at_us")?,
         consumed_order_id: row.try_get("consumed_order_id")?,
         created_at: row.try_get("created_at_us")?,
+        granted_by: row.try_get("granted_by")?,
+        grant_reason: row.try_get("grant_reason")?,
+        batch_id: row.try_get("batch_id")?,
     })
 }

@@ -191,6 +191,7 @@ async fn redemptions_and_vouchers_are_events_of_the_outbox(backend: Backend) {
         program_id: "shop".into(),
         code: used.voucher_code.clone(),
         order_id: "o-1".into(),
+        customer_id: "ann".into(),
     };
     m.rewards.consume_voucher(consume.clone()).await.unwrap();
     m.rewards.consume_voucher(consume).await.expect("a replay, which is no second event");
@@ -198,6 +199,7 @@ async fn redemptions_and_vouchers_are_events_of_the_outbox(backend: Backend) {
         program_id: "shop".into(),
         redemption_id: cancelled.redemption_id.clone(),
         idempotency_key: "c1".into(),
+        actor: String::new(),
     };
     m.rewards.cancel_redemption(cancel).await.unwrap();
     // 90 days of validity; the reminder comes 3 days before the end, once.
@@ -243,6 +245,127 @@ fn discount(name: &str, cost: i64) -> pb::Reward {
     }
 }
 
+async fn gifts_and_campaign_codes_cost_no_points_and_count_against_stock(backend: Backend) {
+    let mut m = Harness::start(backend).await;
+    let reward = m.reward(pb::Reward { total_stock: Some(60), ..discount("5 EUR off", 500) }).await;
+    let grant = |customers: &[&str], reason: &str, key: &str| pb::GrantRewardRequest {
+        program_id: "shop".into(),
+        reward_id: reward.clone(),
+        customer_ids: customers.iter().map(|c| (*c).to_owned()).collect(),
+        reason: reason.into(),
+        actor: "support@shop".into(),
+        idempotency_key: key.into(),
+    };
+    let gifts = m.rewards.grant_reward(grant(&["ann", "bob"], "sorry for the delay", "g1")).await.unwrap();
+    let gifts = gifts.into_inner().redemptions;
+    assert_eq!(gifts.iter().map(|g| g.customer_id.as_str()).collect::<Vec<_>>(), ["ann", "bob"]);
+    for gift in &gifts {
+        assert_eq!((gift.status, gift.points_spent), (pb::RedemptionStatus::Active as i32, 0));
+        assert_eq!((gift.granted_by.as_str(), gift.grant_reason.as_str()), ("support@shop", "sorry for the delay"));
+        assert_eq!(m.validate(&gift.voucher_code).await, pb::VoucherState::Valid as i32);
+    }
+    assert_eq!(m.available("ann").await, 0, "a gift spends nothing");
+    let replay = m.rewards.grant_reward(grant(&["ann", "bob"], "sorry for the delay", "g1")).await.unwrap();
+    let replayed: Vec<String> = replay.into_inner().redemptions.into_iter().map(|r| r.redemption_id).collect();
+    assert_eq!(replayed, gifts.iter().map(|g| g.redemption_id.clone()).collect::<Vec<_>>(), "a replay");
+    let reused = m.rewards.grant_reward(grant(&["cal"], "another", "g1")).await.unwrap_err();
+    assert_eq!((reused.code(), reason(&reused)), (Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED".into()));
+    let bad = m.rewards.grant_reward(grant(&["ann", "ann"], " ", "g2")).await.unwrap_err();
+    let fields: Vec<String> =
+        bad.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["reason", "customer_ids[1]"]);
+    let none = m.rewards.grant_reward(grant(&[], "why", "g3")).await.unwrap_err();
+    assert_eq!(none.code(), Code::InvalidArgument);
+
+    // Fifty codes for a campaign: anyone's until used, each once.
+    let batch = |count: i32, key: &str| pb::IssueCodeBatchRequest {
+        program_id: "shop".into(),
+        reward_id: reward.clone(),
+        count,
+        prefix: "welcome".into(),
+        valid_until: None,
+        reason: "newsletter".into(),
+        actor: "marketing@shop".into(),
+        idempotency_key: key.into(),
+    };
+    let issued = m.rewards.issue_code_batch(batch(50, "b1")).await.unwrap().into_inner();
+    let codes: std::collections::HashSet<&str> = issued.codes.iter().map(String::as_str).collect();
+    assert_eq!(codes.len(), 50);
+    assert!(issued.codes.iter().all(|c| c.starts_with("WELCOME-") && c.len() == "WELCOME-".len() + 14), "{codes:?}");
+    let replay = m.rewards.issue_code_batch(batch(50, "b1")).await.unwrap().into_inner();
+    assert_eq!((replay.batch_id, replay.codes), (issued.batch_id.clone(), issued.codes.clone()));
+    let short = m.rewards.issue_code_batch(batch(9, "b2")).await.unwrap_err();
+    assert_eq!(
+        (short.code(), reason(&short)),
+        (Code::FailedPrecondition, "OUT_OF_STOCK".into()),
+        "60 - 2 - 50 = 8 left"
+    );
+    let code = issued.codes[0].to_lowercase();
+    assert_eq!(m.validate(&code).await, pb::VoucherState::Valid as i32);
+    let attempts = (0..50).map(|i| {
+        let mut rewards = m.rewards.clone();
+        let request = pb::ConsumeVoucherRequest {
+            program_id: "shop".into(),
+            code: code.clone(),
+            order_id: format!("order-{i}"),
+            customer_id: format!("shopper-{i}"),
+        };
+        tokio::spawn(async move { rewards.consume_voucher(request).await })
+    });
+    let mut through = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        match attempt.await.unwrap() {
+            Ok(used) => through.push(used.into_inner().redemption.unwrap()),
+            Err(refused) => assert_eq!(reason(&refused), "VOUCHER_USED", "{refused:?}"),
+        }
+    }
+    assert_eq!(through.len(), 1, "a single-use code is used once");
+    let holder = through[0].customer_id.clone();
+    assert!(holder.starts_with("shopper-") && through[0].batch_id == issued.batch_id, "{through:?}");
+    let request =
+        pb::ValidateVoucherRequest { program_id: "shop".into(), code: code.clone(), customer_id: "eve".into() };
+    let state = m.rewards.validate_voucher(request).await.unwrap().into_inner().state;
+    assert_eq!(state, pb::VoucherState::Used as i32, "a campaign code's state is public: used by {holder}");
+    let request = pb::ValidateVoucherRequest {
+        program_id: "shop".into(),
+        code: gifts[1].voucher_code.clone(),
+        customer_id: "eve".into(),
+    };
+    let state = m.rewards.validate_voucher(request).await.unwrap().into_inner().state;
+    assert_eq!(state, pb::VoucherState::Unknown as i32, "bob's gift is not eve's to know");
+
+    // A gift cancelled gives nothing back (it cost nothing), and said so in the events.
+    let cancel = pb::CancelRedemptionRequest {
+        program_id: "shop".into(),
+        redemption_id: gifts[0].redemption_id.clone(),
+        idempotency_key: "c1".into(),
+        actor: String::new(),
+    };
+    m.rewards.cancel_redemption(cancel).await.unwrap();
+    let all = events(&mut m, 4).await;
+    let seen: Vec<(&str, &str)> =
+        all.iter().map(|(t, d, _)| (t.as_str(), d["customer_id"].as_str().unwrap())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("reward.granted", "ann"),
+            ("reward.granted", "bob"),
+            ("voucher.consumed", holder.as_str()),
+            ("redemption.cancelled", "ann")
+        ]
+    );
+    assert_eq!(
+        (&all[0].1["reason"], &all[0].1["actor"], &all[0].1["points"]),
+        (&"sorry for the delay".into(), &"support@shop".into(), &0.into())
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let request =
+        points::ListTransactionsRequest { program_id: "shop".into(), customer_id: "ann".into(), ..Default::default() };
+    let ledger = m.points.list_transactions(request).await.unwrap().into_inner().entries;
+    assert!(ledger.is_empty(), "no points moved for ann: {ledger:?}");
+    m.stop().await;
+}
+
 fn reason(status: &tonic::Status) -> String {
     status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
@@ -259,6 +382,7 @@ loyalty_common::on_both_backends!(
     staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is,
     a_redeem_cancelled_after_its_spend_is_read_back_at_once,
     redemptions_and_vouchers_are_events_of_the_outbox,
+    gifts_and_campaign_codes_cost_no_points_and_count_against_stock,
 );
 
 /// Points behind Redis. A Redeem whose caller gives up while points holds
@@ -349,6 +473,7 @@ async fn a_voucher_is_issued_validated_and_consumed_once(backend: Backend) {
         program_id: "shop".into(),
         code: code.clone(),
         order_id: order.into(),
+        customer_id: String::new(),
     };
     let used = m.rewards.consume_voucher(consume("o-1")).await.unwrap().into_inner().redemption.unwrap();
     assert_eq!((used.status, used.consumed_order_id.as_str()), (pb::RedemptionStatus::Used as i32, "o-1"));
@@ -567,6 +692,7 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
         program_id: "shop".into(),
         redemption_id: id.into(),
         idempotency_key: key.into(),
+        actor: String::new(),
     };
     let cancelled = m.rewards.cancel_redemption(cancel(&first.redemption_id, "c1")).await.unwrap().into_inner();
     assert_eq!(cancelled.redemption.unwrap().status, pb::RedemptionStatus::Cancelled as i32);
@@ -618,6 +744,7 @@ async fn cancelling_gives_the_points_back(backend: Backend) {
             program_id: "shop".into(),
             code: second.voucher_code.clone(),
             order_id: "o-9".into(),
+            customer_id: String::new(),
         })
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{Database, Dialect};
+use loyalty_common::db::{Database, Dialect, placeholders, placeholders_with};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write};
 
@@ -1076,20 +1076,4 @@ pub fn timestamp_text(at: Micros) -> String {
 
 fn last_failure(outcome: &Outcome) -> String {
     if outcome.status_code != 0 { format!("HTTP {}", outcome.status_code) } else { outcome.error.clone() }
-}
-
-/// `($1, $2, …), (…)`: `rows` groups of `columns` numbered placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
-    placeholders_with(rows, columns, "")
-}
-
-/// [`placeholders`] with `suffix` (constants) at the end of every group.
-fn placeholders_with(rows: usize, columns: usize, suffix: &str) -> String {
-    (0..rows)
-        .map(|r| {
-            let group: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
-            format!("({}{suffix})", group.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

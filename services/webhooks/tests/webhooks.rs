@@ -871,12 +871,14 @@ async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
         program_id: "shop".into(),
         code: vouchers[0].voucher_code.clone(),
         order_id: "o-9".into(),
+        customer_id: String::new(),
     };
     rewards.consume_voucher(consume).await.unwrap();
     let cancel = rewards::CancelRedemptionRequest {
         program_id: "shop".into(),
         redemption_id: vouchers[1].redemption_id.clone(),
         idempotency_key: "c1".into(),
+        actor: "support@shop".into(),
     };
     rewards.cancel_redemption(cancel).await.unwrap();
     let code = referral
