@@ -197,7 +197,10 @@ const JSON_MESSAGES: &[JsonMessage] = &[
             ("qualifying_order_id", OptionalText),
         ],
     ),
-    JsonMessage::written(".loyalty.referral.v1.ReferralSettings", &[]),
+    JsonMessage::written(
+        ".loyalty.referral.v1.ReferralSettings",
+        &[("referee_reward_id", OptionalText), ("referrer_reward_id", OptionalText)],
+    ),
     JsonMessage::written(
         ".loyalty.rewards.v1.Redemption",
         &[

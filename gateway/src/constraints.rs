@@ -118,6 +118,8 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("ReferralSettingsBody", "cap_period_days", range(1, MAX_DAYS)),
         ("ReferralSettingsBody", "attribution_window_days", range(1, MAX_DAYS)),
         ("ReferralSettingsBody", "clawback_window_days", range(0, MAX_DAYS)),
+        ("ReferralSettingsBody", "referee_reward_id", optional_id()),
+        ("ReferralSettingsBody", "referrer_reward_id", optional_id()),
         ("RewardBody", "name", named(200)),
         ("RewardBody", "description", json!({"maxLength": 2_000})),
         ("RewardBody", "point_cost", range(1, MAX_POINTS)),

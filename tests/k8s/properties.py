@@ -58,7 +58,8 @@ PEER_SETTINGS = {
                         "WEBHOOKS_ADDR"),
     "loyalty-points": ("TIERS_ADDR", "INSIGHTS_ADDR"),
     "loyalty-tiers": ("POINTS_ADDR",),
-    "loyalty-referral": ("POINTS_ADDR",),
+    # The ledger, and rewards for the welcome vouchers.
+    "loyalty-referral": ("POINTS_ADDR", "REWARDS_ADDR"),
     "loyalty-rewards": ("POINTS_ADDR", "TIERS_ADDR"),
     "loyalty-insights": ("POINTS_ADDR", "TIERS_ADDR", "REFERRAL_ADDR"),
     # The ledger, segment changes, and the outboxes of tiers, referral and rewards.
@@ -591,6 +592,7 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         (own_ns, pod("loyalty-insights"), "loyalty-points", "grpc", True, "insights follows the ledger"),
         (own_ns, pod("loyalty-rewards"), "loyalty-tiers", "grpc", True, "rewards checks minimum tiers"),
         (own_ns, pod("loyalty-gateway"), "loyalty-referral", "grpc", True, "gateway serves referral routes"),
+        (own_ns, pod("loyalty-referral"), "loyalty-rewards", "grpc", True, "referral grants welcome vouchers"),
         (own_ns, pod("loyalty-gateway"), "loyalty-rewards", "grpc", True, "gateway serves rewards routes"),
         (own_ns, pod("loyalty-gateway"), "loyalty-insights", "grpc", True, "gateway serves insights routes"),
         (own_ns, pod("loyalty-points"), "loyalty-rewards", "grpc", False, "points never calls rewards"),
@@ -703,6 +705,7 @@ def check_egress(c: Checks, policies: list[dict], workloads: dict[str, dict], na
         ("loyalty-webhooks", public, 22, "TCP", False, "https only"),
         ("loyalty-webhooks", public, 53, "UDP", False, "DNS only through the cluster's resolver"),
         ("loyalty-gateway", pod("loyalty-webhooks"), 50056, "TCP", True, "gateway serves webhooks routes"),
+        ("loyalty-referral", pod("loyalty-rewards"), 50054, "TCP", True, "referral grants welcome vouchers"),
     ]
     for ip, what in FORBIDDEN_IPS.items():
         for port in (443, 80):

@@ -156,6 +156,12 @@ pub struct ReferralSettingsBody {
     pub attribution_window_days: i32,
     /// Days after completion in which a refund of the qualifying order claws back.
     pub clawback_window_days: i32,
+    /// The friend's welcome voucher: a reward given at sign-up, beside `referee_points`; absent: none.
+    #[serde(default)]
+    pub referee_reward_id: String,
+    /// The referrer's reward as a voucher of this reward instead of `referrer_points`; absent: points.
+    #[serde(default)]
+    pub referrer_reward_id: String,
 }
 
 impl ReferralSettingsBody {
@@ -172,6 +178,8 @@ impl ReferralSettingsBody {
                 attribution_window_days: self.attribution_window_days,
                 clawback_window_days: self.clawback_window_days,
                 version: 0,
+                referee_reward_id: self.referee_reward_id,
+                referrer_reward_id: self.referrer_reward_id,
             }),
             actor,
             idempotency_key: key,

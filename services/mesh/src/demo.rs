@@ -208,6 +208,8 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
                 attribution_window_days: 30,
                 clawback_window_days: 14,
                 version: 0,
+                referee_reward_id: String::new(),
+                referrer_reward_id: String::new(),
             }),
             actor: ACTOR.to_owned(),
             idempotency_key: "demo-setup-referrals-v1".to_owned(),

@@ -159,6 +159,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         metrics_addr: args.referral_metrics_addr,
         database: DatabaseArgs::new(sqlite(&args.data_dir, "referral.db"), 8),
         points_addr: Some(points_addr.to_string()),
+        rewards_addr: Some(rewards_addr.to_string()),
+        rewards_timeout_ms: 2_000,
         security: security.clone(),
         telemetry: args.telemetry.clone(),
     };

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use loyalty_common::clock::{MICROS_PER_DAY, Micros};
-use loyalty_common::validate::FieldViolation;
+use loyalty_common::validate::{self, FieldViolation};
 
 /// Readable aloud: no 0/O and no 1/I.
 pub const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
@@ -23,6 +23,12 @@ pub struct Settings {
     pub attribution_window_days: i32,
     pub clawback_window_days: i32,
     pub version: i64,
+    /// The friend's welcome voucher (a reward given at sign-up); empty: none.
+    #[serde(default)]
+    pub referee_reward_id: String,
+    /// The referrer's reward as a voucher instead of points; empty: points.
+    #[serde(default)]
+    pub referrer_reward_id: String,
 }
 
 impl Default for Settings {
@@ -38,6 +44,8 @@ impl Default for Settings {
             attribution_window_days: 30,
             clawback_window_days: 30,
             version: 0,
+            referee_reward_id: String::new(),
+            referrer_reward_id: String::new(),
         }
     }
 }
@@ -58,11 +66,32 @@ impl Settings {
         check((1..=3_660).contains(&self.attribution_window_days), "attribution_window_days", "must be 1 to 3660");
         check((0..=3_660).contains(&self.clawback_window_days), "clawback_window_days", "must be 0 to 3660");
         check(
-            !self.enabled || self.referrer_points > 0 || self.referee_points > 0,
+            !self.enabled || self.referrer_points > 0 || self.referee_points > 0 || !self.reward_ids().is_empty(),
             "enabled",
             "a program needs a reward for at least one side to turn referrals on",
         );
+        for (field, id) in
+            [("referee_reward_id", &self.referee_reward_id), ("referrer_reward_id", &self.referrer_reward_id)]
+        {
+            if !id.is_empty()
+                && let Err(violation) = validate::id(&format!("settings.{field}"), id)
+            {
+                bad.push(violation);
+            }
+        }
         bad
+    }
+
+    /// The rewards given as vouchers (the rewards service must hold them).
+    pub fn reward_ids(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("settings.referee_reward_id", &self.referee_reward_id),
+            ("settings.referrer_reward_id", &self.referrer_reward_id),
+        ]
+        .into_iter()
+        .filter(|(_, id)| !id.is_empty())
+        .map(|(field, id)| (field, id.as_str()))
+        .collect()
     }
 
     /// Start of the cap period that ends at `now`.

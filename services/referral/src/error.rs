@@ -19,6 +19,12 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("vouchers need the rewards service, and REWARDS_ADDR is not set")]
+    RewardsNotConfigured,
+    #[error("the rewards service is unavailable")]
+    Rewards(#[source] tonic::Status),
+    #[error("invalid settings")]
+    Invalid(Vec<loyalty_common::validate::FieldViolation>),
 }
 
 impl From<loyalty_common::db::StoredJson> for Error {
@@ -48,6 +54,9 @@ impl ServiceError for Error {
             Error::Key(e) => Fault::key(e),
             Error::Database(e) => Fault::database(e),
             Error::Corrupt(_) => Fault::Internal,
+            Error::RewardsNotConfigured => Fault::failure(FailedPrecondition, "REWARDS_NOT_CONFIGURED"),
+            Error::Rewards(_) => Fault::Unavailable("the rewards service"),
+            Error::Invalid(violations) => Fault::Invalid(violations.clone()),
         }
     }
 }

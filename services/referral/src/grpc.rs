@@ -262,11 +262,14 @@ impl ReferralService for ReferralApi {
             attribution_window_days: s.attribution_window_days,
             clawback_window_days: s.clawback_window_days,
             version: 0,
+            referee_reward_id: s.referee_reward_id,
+            referrer_reward_id: s.referrer_reward_id,
         };
         for violation in settings.validate() {
             check.add(Err(violation));
         }
         check.done(DOMAIN)?;
+        self.referrals.check_voucher_rewards(&r.program_id, &settings.reward_ids()).await?;
         let stored = self.referrals.store().put_settings(&r.program_id, settings, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }
@@ -304,6 +307,8 @@ fn settings_to_proto(s: &Settings) -> pb::ReferralSettings {
         attribution_window_days: s.attribution_window_days,
         clawback_window_days: s.clawback_window_days,
         version: s.version,
+        referee_reward_id: s.referee_reward_id.clone(),
+        referrer_reward_id: s.referrer_reward_id.clone(),
     }
 }
 

@@ -58,6 +58,7 @@ loyalty_common::embedded_migrations!("../migrations":
     2 "code disabled by" "0002_code_disabled_by.sql",
     3 "referrals by day" "0003_referrals_by_day.sql",
     4 "outbox" "0004_outbox.sql",
+    5 "vouchers" "0005_vouchers.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -76,6 +77,13 @@ pub struct Config {
     /// `host:port` of the points service: its ledger tells of orders and refunds, and it pays the rewards.
     #[arg(long, env = "POINTS_ADDR", value_name = "POINTS_ADDR")]
     pub points_addr: Option<String>,
+    /// `host:port` of the rewards service, which gives the vouchers the settings name (`referee_reward_id`,
+    /// `referrer_reward_id`); unset: settings cannot name vouchers.
+    #[arg(long, env = "REWARDS_ADDR", value_name = "REWARDS_ADDR")]
+    pub rewards_addr: Option<String>,
+    /// Deadline of one call to the rewards service, in milliseconds.
+    #[arg(long, env = "REWARDS_TIMEOUT_MS", value_name = "REWARDS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub rewards_timeout_ms: u64,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
@@ -101,7 +109,12 @@ impl Service for ReferralServer {
     ) -> Result<RunningService, StartError> {
         let mut launch = Launch::prepare("referral", POLICY, config.metrics_addr, &config.security, clock).await?;
         let database = config.database.open(MIGRATIONS).await?;
-        let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), launch.clock())));
+        let deadline = std::time::Duration::from_millis(config.rewards_timeout_ms.max(1));
+        let rewards = launch
+            .peers()
+            .optional(config.rewards_addr.as_deref(), deadline)
+            .map_err(|e| StartError::setting("REWARDS_ADDR", e))?;
+        let referrals = Arc::new(Referrals::new(ReferralStore::new(database.clone(), launch.clock()), rewards));
         launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {

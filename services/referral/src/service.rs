@@ -13,13 +13,17 @@ use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::rewards::v1 as rewards;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 
 use crate::domain::Referral;
 use crate::error::Error;
-use crate::store::{OrderEvent, ReferralStore, RewardTask};
+use crate::store::{OrderEvent, ReferralStore, RewardTask, TaskKind};
 
 /// Deadline of one call to the points service.
 const POINTS_DEADLINE: Duration = Duration::from_secs(2);
+/// Who gives and cancels the vouchers, as the rewards service records it.
+const ACTOR: &str = "service:referral";
 /// How often the dispatcher looks for tasks when nobody wakes it.
 const DISPATCH_POLL: Duration = Duration::from_millis(500);
 
@@ -27,13 +31,36 @@ pub struct Referrals {
     pub(crate) store: ReferralStore,
     /// Woken when new reward tasks are written, so the dispatcher sends them at once.
     pub(crate) tasks_added: Notify,
+    /// The rewards service, which gives and cancels the settings' vouchers (REWARDS_ADDR).
+    rewards: Option<RewardsClient>,
 }
 
 type PointsClient = PointsServiceClient<PeerChannel>;
+type RewardsClient = RewardsServiceClient<PeerChannel>;
 
 impl Referrals {
-    pub fn new(store: ReferralStore) -> Self {
-        Self { store, tasks_added: Notify::new() }
+    /// `rewards`: the rewards service, without which settings cannot name vouchers.
+    pub fn new(store: ReferralStore, rewards: Option<PeerChannel>) -> Self {
+        Self { store, tasks_added: Notify::new(), rewards: rewards.map(RewardsServiceClient::new) }
+    }
+
+    /// Checks that the rewards the settings give as vouchers exist in the
+    /// program's catalog and are not archived (the rewards service says).
+    pub async fn check_voucher_rewards(&self, program_id: &str, ids: &[(&str, &str)]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.rewards.clone().ok_or(Error::RewardsNotConfigured)?;
+        let request = rewards::ListRewardsRequest { program_id: program_id.to_owned(), include_archived: false };
+        let catalog = client.list_rewards(request).await.map_err(Error::Rewards)?.into_inner().rewards;
+        let missing: Vec<_> = ids
+            .iter()
+            .filter(|(_, id)| !catalog.iter().any(|r| r.reward_id == *id))
+            .map(|(field, id)| {
+                loyalty_common::validate::FieldViolation::new(*field, format!("no active reward {id} in this program"))
+            })
+            .collect();
+        if missing.is_empty() { Ok(()) } else { Err(Error::Invalid(missing)) }
     }
 
     pub fn store(&self) -> &ReferralStore {
@@ -81,7 +108,7 @@ impl Referrals {
         let tasks = self.store.pending_tasks(100).await?;
         let mut sent = 0;
         for task in tasks {
-            match send(client.clone(), &task).await {
+            match send(client.clone(), self.rewards.clone(), &task).await {
                 Ok(()) => {}
                 Err(status) if retryable(status.code()) => return Err(Box::new(status)),
                 Err(status) => {
@@ -97,8 +124,18 @@ impl Referrals {
     }
 }
 
-async fn send(mut client: PointsClient, task: &RewardTask) -> Result<(), tonic::Status> {
-    if task.reverse {
+async fn send(
+    mut client: PointsClient,
+    rewards: Option<RewardsClient>,
+    task: &RewardTask,
+) -> Result<(), tonic::Status> {
+    if matches!(task.kind, TaskKind::Voucher | TaskKind::Unvoucher) {
+        let Some(rewards) = rewards else {
+            return Err(tonic::Status::unavailable("REWARDS_ADDR is not set: vouchers wait until it is"));
+        };
+        return send_voucher(rewards, task).await;
+    }
+    if task.kind == TaskKind::Reverse {
         let request = points::ReverseRequest {
             program_id: task.program_id.clone(),
             original: Some(points::reverse_request::Original::OriginalIdempotencyKey(task.original_key.clone())),
@@ -119,6 +156,35 @@ async fn send(mut client: PointsClient, task: &RewardTask) -> Result<(), tonic::
         };
         client.earn(request).await.map(drop)
     }
+}
+
+/// Gives a voucher (GrantReward, keyed by the task), or cancels the one
+/// `original_key` gave: the grant replayed (same key, same request) names
+/// it, then CancelRedemption; a voucher used meanwhile stays used.
+async fn send_voucher(mut rewards: RewardsClient, task: &RewardTask) -> Result<(), tonic::Status> {
+    let given = if task.kind == TaskKind::Voucher { &task.task_id } else { &task.original_key };
+    let grant = rewards::GrantRewardRequest {
+        program_id: task.program_id.clone(),
+        reward_id: task.reward_id.clone(),
+        customer_ids: vec![task.customer_id.clone()],
+        reason: task.reason.clone(),
+        actor: ACTOR.to_owned(),
+        idempotency_key: given.clone(),
+    };
+    let gifts = rewards.grant_reward(grant).await?.into_inner().redemptions;
+    if task.kind == TaskKind::Voucher {
+        return Ok(());
+    }
+    for gift in gifts {
+        let cancel = rewards::CancelRedemptionRequest {
+            program_id: task.program_id.clone(),
+            redemption_id: gift.redemption_id,
+            idempotency_key: task.task_id.clone(),
+            actor: ACTOR.to_owned(),
+        };
+        rewards.cancel_redemption(cancel).await?;
+    }
+    Ok(())
 }
 
 fn retryable(code: Code) -> bool {

@@ -42,16 +42,48 @@ pub enum OrderEvent {
     },
 }
 
-/// A points call still to make.
+/// A call still to make: to the points service (points given or taken
+/// back) or to the rewards service (a voucher given or cancelled).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewardTask {
     pub task_id: String,
     pub program_id: String,
     pub customer_id: String,
-    pub reverse: bool,
+    pub kind: TaskKind,
     pub points: i64,
+    /// For a voucher given, why; for one cancelled, the reason it was given with.
     pub reason: String,
+    /// For what is taken back: the task id (the idempotency key) of what was given.
     pub original_key: String,
+    /// For a voucher: the reward.
+    pub reward_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Points earned (`Earn`).
+    Earn,
+    /// Points taken back (`Reverse` of the earn `original_key`).
+    Reverse,
+    /// A voucher given (`GrantReward`).
+    Voucher,
+    /// The voucher `original_key` gave, cancelled if unused (`CancelRedemption`).
+    Unvoucher,
+}
+
+impl TaskKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Earn => "earn",
+            Self::Reverse => "reverse",
+            Self::Voucher => "voucher",
+            Self::Unvoucher => "unvoucher",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Earn, Self::Reverse, Self::Voucher, Self::Unvoucher].into_iter().find(|k| k.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -269,6 +301,19 @@ impl ReferralStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if !settings.referee_reward_id.is_empty() {
+            let task = RewardTask {
+                task_id: format!("referral:{}:referee-voucher", referral.referral_id),
+                program_id: program_id.to_owned(),
+                customer_id: referee.to_owned(),
+                kind: TaskKind::Voucher,
+                points: 0,
+                reason: format!("welcome gift: referred by {}", referral.referrer_customer_id),
+                original_key: String::new(),
+                reward_id: settings.referee_reward_id.clone(),
+            };
+            self.add_task(&mut tx, &task).await?;
+        }
         idempotency::save(&mut tx, program_id, "RecordSignup", key, &to_json(&referral), &referral.referral_id).await?;
         tx.commit().await?;
         Ok(referral)
@@ -335,12 +380,15 @@ impl ReferralStore {
                         referral.status = Status::Completed;
                         referral.completed_at = Some(*at);
                         referral.qualifying_order_id.clone_from(order_id);
-                        referral.referrer_points = settings.referrer_points;
+                        // The referrer's reward is a voucher when the settings name one.
+                        let referrer_points =
+                            if settings.referrer_reward_id.is_empty() { settings.referrer_points } else { 0 };
+                        referral.referrer_points = referrer_points;
                         let id = &referral.referral_id;
                         let referee_reason = format!("welcome bonus: referred by {}", referral.referrer_customer_id);
                         let referrer_reason = format!("referral reward: {} ordered", referral.referee_customer_id);
                         let rewards = [
-                            (&referral.referrer_customer_id, settings.referrer_points, "referrer", referrer_reason),
+                            (&referral.referrer_customer_id, referrer_points, "referrer", referrer_reason.clone()),
                             (&referral.referee_customer_id, settings.referee_points, "referee", referee_reason),
                         ];
                         for (customer, points, side, reason) in rewards.into_iter().filter(|(_, p, _, _)| *p > 0) {
@@ -348,10 +396,24 @@ impl ReferralStore {
                                 task_id: format!("referral:{id}:{side}"),
                                 program_id: program_id.clone(),
                                 customer_id: customer.clone(),
-                                reverse: false,
+                                kind: TaskKind::Earn,
                                 points,
                                 reason,
                                 original_key: String::new(),
+                                reward_id: String::new(),
+                            };
+                            self.add_task(tx, &task).await?;
+                        }
+                        if !settings.referrer_reward_id.is_empty() {
+                            let task = RewardTask {
+                                task_id: format!("referral:{id}:referrer-voucher"),
+                                program_id: program_id.clone(),
+                                customer_id: referral.referrer_customer_id.clone(),
+                                kind: TaskKind::Voucher,
+                                points: 0,
+                                reason: referrer_reason,
+                                original_key: String::new(),
+                                reward_id: settings.referrer_reward_id.clone(),
                             };
                             self.add_task(tx, &task).await?;
                         }
@@ -401,23 +463,36 @@ impl ReferralStore {
                 for (customer, side) in
                     [(&referral.referrer_customer_id, "referrer"), (&referral.referee_customer_id, "referee")]
                 {
-                    let original_key = format!("referral:{}:{side}", referral.referral_id);
-                    // Only what was (to be) awarded is taken back.
-                    let awarded: Option<i64> = sqlx::query_scalar("SELECT points FROM reward_tasks WHERE task_id = $1")
-                        .bind(&original_key)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let Some(points) = awarded else { continue };
-                    let task = RewardTask {
-                        task_id: format!("{original_key}:clawback"),
-                        program_id: program_id.clone(),
-                        customer_id: customer.clone(),
-                        reverse: true,
-                        points,
-                        reason: format!("referral reversed: order {order_id} refunded"),
-                        original_key,
-                    };
-                    self.add_task(tx, &task).await?;
+                    // Only what was (to be) given is taken back: points, and a
+                    // voucher (cancelled if still unused).
+                    for given in [
+                        format!("referral:{}:{side}", referral.referral_id),
+                        format!("referral:{}:{side}-voucher", referral.referral_id),
+                    ] {
+                        let row =
+                            sqlx::query("SELECT kind, points, reason, reward_id FROM reward_tasks WHERE task_id = $1")
+                                .bind(&given)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        let Some(row) = row else { continue };
+                        let voucher = row.try_get::<String, _>("kind")? == TaskKind::Voucher.as_str();
+                        let task = RewardTask {
+                            task_id: format!("{given}:clawback"),
+                            program_id: program_id.clone(),
+                            customer_id: customer.clone(),
+                            kind: if voucher { TaskKind::Unvoucher } else { TaskKind::Reverse },
+                            points: row.try_get("points")?,
+                            // A cancel replays the grant first, which must ask the same.
+                            reason: if voucher {
+                                row.try_get("reason")?
+                            } else {
+                                format!("referral reversed: order {order_id} refunded")
+                            },
+                            original_key: given,
+                            reward_id: row.try_get("reward_id")?,
+                        };
+                        self.add_task(tx, &task).await?;
+                    }
                 }
                 self.save_referral(tx, &referral).await?;
                 Ok(Some(referral))
@@ -427,17 +502,18 @@ impl ReferralStore {
 
     async fn add_task(&self, tx: &mut AnyConnection, task: &RewardTask) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO reward_tasks (task_id, program_id, customer_id, kind, points, reason, original_key, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            "INSERT INTO reward_tasks (task_id, program_id, customer_id, kind, points, reason, original_key, \
+             created_at_us, reward_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(&task.task_id)
         .bind(&task.program_id)
         .bind(&task.customer_id)
-        .bind(if task.reverse { "reverse" } else { "earn" })
+        .bind(task.kind.as_str())
         .bind(task.points)
         .bind(&task.reason)
         .bind(&task.original_key)
         .bind(self.now())
+        .bind(&task.reward_id)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -465,7 +541,7 @@ impl ReferralStore {
     /// Points calls not yet confirmed, oldest first.
     pub async fn pending_tasks(&self, limit: i64) -> Result<Vec<RewardTask>, Error> {
         let rows = sqlx::query(
-            "SELECT task_id, program_id, customer_id, kind, points, reason, original_key FROM reward_tasks \
+            "SELECT task_id, program_id, customer_id, kind, points, reason, original_key, reward_id FROM reward_tasks \
              WHERE done = 0 ORDER BY task_seq LIMIT $1",
         )
         .bind(limit)
@@ -477,10 +553,14 @@ impl ReferralStore {
                     task_id: r.try_get("task_id")?,
                     program_id: r.try_get("program_id")?,
                     customer_id: r.try_get("customer_id")?,
-                    reverse: r.try_get::<String, _>("kind")? == "reverse",
+                    kind: {
+                        let kind: String = r.try_get("kind")?;
+                        TaskKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("reward task kind {kind:?}")))?
+                    },
                     points: r.try_get("points")?,
                     reason: r.try_get("reason")?,
                     original_key: r.try_get("original_key")?,
+                    reward_id: r.try_get("reward_id")?,
                 })
             })
             .collect()

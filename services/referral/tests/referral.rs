@@ -13,7 +13,10 @@ use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 use loyalty_proto::referral::v1 as pb;
 use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
+use loyalty_proto::rewards::v1 as rewards;
+use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
 use loyalty_referral::ReferralServer;
+use loyalty_rewards::RewardsServer;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -83,6 +86,8 @@ impl Harness {
             attribution_window_days: 30,
             clawback_window_days: 14,
             version: 0,
+            referee_reward_id: String::new(),
+            referrer_reward_id: String::new(),
         };
         self.referral
             .put_referral_settings(pb::PutReferralSettingsRequest {
@@ -130,6 +135,17 @@ impl Harness {
     }
 
     /// Waits (bounded) for the customer's balance to reach `expected`.
+    /// A refund of `amount_minor` of the order, as the shop reports it to the points service.
+    async fn refund(&mut self, order_id: &str, amount_minor: i64, key: &str) {
+        let request = points::RefundOrderRequest {
+            program_id: "shop".into(),
+            order_id: order_id.into(),
+            refunded_amount_minor: amount_minor,
+            idempotency_key: key.into(),
+        };
+        self.points.refund_order(request).await.unwrap();
+    }
+
     async fn balance_reaches(&mut self, customer: &str, expected: i64) {
         for _ in 0..500 {
             if self.available(customer).await == expected {
@@ -171,6 +187,7 @@ loyalty_common::on_both_backends!(
     every_refusal_has_its_reason,
     a_refund_within_the_window_claws_back,
     concurrent_signups_respect_the_cap,
+    vouchers_welcome_the_friend_and_reward_the_referrer,
 );
 
 async fn a_first_order_rewards_both_sides_exactly_once(backend: Backend) {
@@ -317,29 +334,13 @@ async fn a_refund_within_the_window_claws_back(backend: Backend) {
     m.balance_reaches("ben", 300).await;
 
     // Ben returns everything within the window: both rewards go.
-    m.points
-        .refund_order(points::RefundOrderRequest {
-            program_id: "shop".into(),
-            order_id: "o-ben".into(),
-            refunded_amount_minor: 5_000,
-            idempotency_key: "refund-ben".into(),
-        })
-        .await
-        .unwrap();
+    m.refund("o-ben", 5_000, "refund-ben").await;
     m.balance_reaches("anna", 500).await;
     m.balance_reaches("ben", 0).await;
 
     // Cal returns after the window: the referral stands.
     m.clock.advance(15 * DAY);
-    m.points
-        .refund_order(points::RefundOrderRequest {
-            program_id: "shop".into(),
-            order_id: "o-cal".into(),
-            refunded_amount_minor: 5_000,
-            idempotency_key: "refund-cal".into(),
-        })
-        .await
-        .unwrap();
+    m.refund("o-cal", 5_000, "refund-cal").await;
     m.balance_reaches("cal", 250).await;
     let mut statuses = m.status("anna").await;
     statuses.sort_unstable();
@@ -402,4 +403,116 @@ async fn concurrent_signups_respect_the_cap(backend: Backend) {
     assert_eq!(pending, 10);
     assert_eq!(m.status("anna").await.len(), 10);
     m.stop().await;
+}
+
+/// Settings that give vouchers: the friend's at sign-up, the referrer's
+/// instead of points; both cancelled by a clawback while unused.
+async fn vouchers_welcome_the_friend_and_reward_the_referrer(backend: Backend) {
+    let mut m = Harness::start(backend).await;
+    let settings = |referee_reward_id: &str, referrer_reward_id: &str| pb::PutReferralSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(pb::ReferralSettings {
+            enabled: true,
+            referrer_points: 500,
+            referee_points: 250,
+            minimum_order_minor: 2_000,
+            cap_count: 0,
+            cap_period_days: 30,
+            attribution_window_days: 30,
+            clawback_window_days: 14,
+            version: 0,
+            referee_reward_id: referee_reward_id.into(),
+            referrer_reward_id: referrer_reward_id.into(),
+        }),
+        actor: "admin@shop".into(),
+        idempotency_key: format!("settings-{referee_reward_id}-{referrer_reward_id}"),
+    };
+    let refused = m.referral.put_referral_settings(settings("welcome", "")).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused)), (Code::FailedPrecondition, "REWARDS_NOT_CONFIGURED".into()));
+
+    // The same referral service, now told of a rewards service.
+    let rewards_url = m.sandbox.database("rewards").await;
+    let points = m.points_addr.to_string();
+    let rewards_server = m.sandbox.start::<RewardsServer>(&rewards_url, &["--points-addr", &points]).await;
+    let rewards_addr = rewards_server.bind_addr().to_string();
+    m.stop_referral().await;
+    let server = m
+        .sandbox
+        .start::<ReferralServer>(&m.referral_url, &["--points-addr", &points, "--rewards-addr", &rewards_addr])
+        .await;
+    m.referral = ReferralServiceClient::new(testing::channel(server.bind_addr()).await);
+    m.referral_server = Some(server);
+    let catalog = RewardsServiceClient::new(testing::channel(rewards_server.bind_addr()).await);
+    let reward = |name: &str| {
+        let request = rewards::CreateRewardRequest {
+            program_id: "shop".into(),
+            reward: Some(rewards::Reward {
+                name: name.into(),
+                kind: rewards::RewardKind::PercentDiscount as i32,
+                percent_bp: 1_000,
+                point_cost: 1_000,
+                voucher_validity_days: 30,
+                ..Default::default()
+            }),
+            actor: "admin@shop".into(),
+            idempotency_key: format!("reward-{name}"),
+        };
+        let mut catalog = catalog.clone();
+        async move { catalog.create_reward(request).await.unwrap().into_inner().reward.unwrap().reward_id }
+    };
+    let (welcome, thanks) = (reward("10% off your first order").await, reward("10% off, thank you").await);
+    let unknown = m.referral.put_referral_settings(settings("rwd_missing", &thanks)).await.unwrap_err();
+    let fields: Vec<String> =
+        unknown.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["settings.referee_reward_id"], "{unknown:?}");
+    m.referral.put_referral_settings(settings(&welcome, &thanks)).await.unwrap();
+
+    let vouchers = |customer: &str| {
+        let request = rewards::ListRedemptionsRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            page_size: 0,
+            page_token: String::new(),
+        };
+        let mut catalog = catalog.clone();
+        async move { catalog.list_redemptions(request).await.unwrap().into_inner().redemptions }
+    };
+    let until = |customer: &'static str, want: fn(&[rewards::Redemption]) -> bool| {
+        let vouchers = &vouchers;
+        async move {
+            for _ in 0..500 {
+                let held = vouchers(customer).await;
+                if want(&held) {
+                    return held;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{customer}'s vouchers never came right: {:?}", vouchers(customer).await);
+        }
+    };
+    let code = m.code("anna").await;
+    m.signup(&code, "ben").await.unwrap();
+    let active =
+        |held: &[rewards::Redemption]| held.len() == 1 && held[0].status == rewards::RedemptionStatus::Active as i32;
+    let welcomed = until("ben", active).await;
+    assert_eq!(
+        (welcomed[0].reward_id.as_str(), welcomed[0].points_spent, welcomed[0].grant_reason.as_str()),
+        (welcome.as_str(), 0, "welcome gift: referred by anna")
+    );
+    m.order("ben", "o-ben", 5_000).await;
+    let thanked = until("anna", active).await;
+    assert_eq!(thanked[0].reward_id, thanks, "the referrer's reward is the voucher");
+    m.balance_reaches("ben", 300).await; // 50 for the order, 250 welcome points
+    assert_eq!(m.available("anna").await, 0, "a voucher instead of points");
+
+    // The order comes back within the window: both vouchers, unused, are cancelled; ben's points go.
+    m.refund("o-ben", 5_000, "refund-ben").await;
+    let cancelled =
+        |held: &[rewards::Redemption]| held.len() == 1 && held[0].status == rewards::RedemptionStatus::Cancelled as i32;
+    until("anna", cancelled).await;
+    until("ben", cancelled).await;
+    m.balance_reaches("ben", 0).await;
+    assert_eq!(m.status("anna").await, [pb::ReferralStatus::Reversed as i32]);
+    m.stop().await;
+    rewards_server.shutdown().await.unwrap();
 }

@@ -35,12 +35,17 @@ fn admin(check: &mut Check, program_id: &str, actor: &str, key: &str) {
 const MAX_GIFTS: usize = 1_000;
 const MAX_BATCH_CODES: i32 = 10_000;
 
-/// Why a gift or a batch was given: required, bounded free text.
-fn reason(check: &mut Check, reason: &str) {
-    if reason.trim().is_empty() {
+/// What every giving (a gift, a batch) checks: the ids, who gives, the key,
+/// and why, which is required, bounded free text.
+fn giving_checked(program_id: &str, reward_id: &str, giving: Giving<'_>) -> Check {
+    let mut check = Check::default();
+    check.id("program_id", program_id).id("reward_id", reward_id).id("actor", giving.actor);
+    check.id("idempotency_key", giving.key);
+    if giving.reason.trim().is_empty() {
         check.add(Err(FieldViolation::new("reason", "is required: say why it is given")));
     }
-    check.text("reason", reason);
+    check.text("reason", giving.reason);
+    check
 }
 
 fn voucher_code(check: &mut Check, input: &str) -> String {
@@ -251,10 +256,8 @@ impl RewardsService for RewardsApi {
     ) -> Result<Response<pb::GrantRewardResponse>, Status> {
         let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
-        let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("reward_id", &r.reward_id).id("actor", &actor);
-        check.id("idempotency_key", &r.idempotency_key);
-        reason(&mut check, &r.reason);
+        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
+        let mut check = giving_checked(&r.program_id, &r.reward_id, giving);
         if r.customer_ids.is_empty() || r.customer_ids.len() > MAX_GIFTS {
             check.add(Err(FieldViolation::new("customer_ids", format!("must name 1 to {MAX_GIFTS} customers"))));
         }
@@ -266,7 +269,6 @@ impl RewardsService for RewardsApi {
             }
         }
         check.done(DOMAIN)?;
-        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
         let gifts = self.rewards.store().grant(&r.program_id, &r.reward_id, &r.customer_ids, giving).await?;
         Ok(Response::new(pb::GrantRewardResponse { redemptions: gifts.iter().map(redemption_to_proto).collect() }))
     }
@@ -277,10 +279,8 @@ impl RewardsService for RewardsApi {
     ) -> Result<Response<pb::IssueCodeBatchResponse>, Status> {
         let actor = auth::actor(&request, &request.get_ref().actor);
         let r = request.into_inner();
-        let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("reward_id", &r.reward_id).id("actor", &actor);
-        check.id("idempotency_key", &r.idempotency_key);
-        reason(&mut check, &r.reason);
+        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
+        let mut check = giving_checked(&r.program_id, &r.reward_id, giving);
         if !(1..=MAX_BATCH_CODES).contains(&r.count) {
             check.add(Err(FieldViolation::new("count", format!("must be between 1 and {MAX_BATCH_CODES}"))));
         }
@@ -291,7 +291,6 @@ impl RewardsService for RewardsApi {
             check.add(Err(FieldViolation::new("valid_until", "must be in the future")));
         }
         check.done(DOMAIN)?;
-        let giving = Giving { actor: &actor, reason: &r.reason, key: &r.idempotency_key };
         let count = usize::try_from(r.count).unwrap_or(0);
         let batch =
             self.rewards.store().issue_batch(&r.program_id, &r.reward_id, count, &prefix, valid_until, giving).await?;

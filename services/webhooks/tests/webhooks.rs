@@ -846,6 +846,8 @@ async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
         attribution_window_days: 30,
         clawback_window_days: 14,
         version: 0,
+        referee_reward_id: String::new(),
+        referrer_reward_id: String::new(),
     };
     let put = referral::PutReferralSettingsRequest {
         program_id: "shop".into(),
