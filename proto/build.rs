@@ -142,6 +142,17 @@ const JSON_MESSAGES: &[JsonMessage] = &[
     )
     .named("Breakdown"),
     JsonMessage::written(".loyalty.points.v1.ExpiringPoints", &[("expires_at", Instant)]),
+    JsonMessage::written(".loyalty.points.v1.MarketingConsent", &[("changed_at", Instant)]),
+    JsonMessage::written(
+        ".loyalty.points.v1.MemberProfile",
+        &[
+            ("enrolled_at", Instant),
+            ("updated_at", Instant),
+            ("enrollment_channel", OptionalText),
+            ("locale", OptionalText),
+            ("time_zone", OptionalText),
+        ],
+    ),
     JsonMessage::written(".loyalty.points.v1.RefundOrderResponse", &[("balance", Message("Balance"))])
         .named("Refunded"),
     JsonMessage::written(

@@ -652,3 +652,29 @@ async fn only_listed_origins_may_call_from_a_browser() {
 
     h.stop().await;
 }
+
+/// A member's profile through the HTTP API: none before the enrolment, the
+/// service's field errors named as the body names them, a time that is not
+/// RFC 3339 refused here already, and no storefront key writing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profiles_are_enrolled_and_refused_by_body_field() {
+    let h = Harness::start().await;
+    let server = h.key("shop", Scope::Server).await;
+    let storefront = h.key("shop", Scope::Storefront).await;
+    h.get(&server, "/v1/customers/zoe/profile").await.problem(404, "PROFILE_NOT_FOUND");
+    let impossible = json!({"birth_month": 4, "birth_day": 31, "time_zone": "Mars/Olympus"});
+    let refused = h.put(&server, "/v1/customers/zoe/profile", "p-1", impossible).await;
+    refused.problem(422, "INVALID_ARGUMENT");
+    assert_eq!(refused.error_fields(), ["birth_day", "time_zone"]);
+    let timeless = json!({"consents": [{"channel": "email", "granted": true, "changed_at": "yesterday"}]});
+    let refused = h.put(&server, "/v1/customers/zoe/profile", "p-2", timeless).await;
+    assert_eq!(refused.error_fields(), ["consents[0].changed_at"], "{:#}", refused.body);
+    let body = json!({"birth_month": 12, "birth_day": 24, "locale": "tr", "expected_version": 0});
+    h.put(&storefront, "/v1/customers/zoe/profile", "p-3", body.clone()).await.problem(403, "INSUFFICIENT_SCOPE");
+    let stored = h.put(&server, "/v1/customers/zoe/profile", "p-4", body).await;
+    assert_eq!((stored.ok()["birth_day"].clone(), stored.body["version"].clone()), (json!(24), json!(1)));
+    let again = json!({"birth_month": 12, "birth_day": 25, "expected_version": 0});
+    h.put(&server, "/v1/customers/zoe/profile", "p-5", again).await.problem(409, "VERSION_MISMATCH");
+    assert_eq!(h.get(&server, "/v1/customers/zoe/profile").await.ok()["locale"], "tr");
+    h.stop().await;
+}

@@ -128,6 +128,14 @@ async fn every_route_answers_in_its_golden_shape() {
     let signup = json!({"activity_type": "signup"});
     let path = "/v1/customers/anna/activities";
     seen.record("POST /v1/customers/{customer_id}/activities", &h.post(&admin, path, "signup-anna", signup).await);
+    let profile = json!({
+        "enrollment_channel": "store", "birth_month": 2, "birth_day": 29, "locale": "de-CH", "time_zone": "Europe/Zurich",
+        "consents": [{"channel": "email", "granted": true, "changed_at": "2025-01-01T00:00:00Z"}],
+        "attributes": {"favourite_store": "Zürich HB"}, "expected_version": 0,
+    });
+    let put = h.put(&admin, "/v1/customers/anna/profile", "profile-anna", profile).await;
+    seen.record("PUT /v1/customers/{customer_id}/profile", &put);
+    seen.record("GET /v1/customers/{customer_id}/profile", &h.get(&admin, "/v1/customers/anna/profile").await);
     seen.record(
         "GET /v1/orders/preview",
         &h.get(&admin, "/v1/orders/preview?customer_id=anna&amount_minor=5000&currency=EUR").await,

@@ -42,6 +42,11 @@ NOT_STATABLE = (
     ("enabled", "a program needs a reward for at least one side"),
     ("expiry.count", ""),  # days or months, by the policy's kind
     ("never_expires", "only applies to a positive adjustment"),
+    ("birth_day", "must be 1 to "),  # for the birth month
+    ("birth_month", "must be given with the day"),
+    # Against the time zone database (the names of the IANA zones this build bundles).
+    ("time_zone", "must be an IANA time zone"),
+    ("changed_at", "must not be in the future"),
     ("expires_at", "only applies to a positive adjustment"),
     # Against the present: instants from 1970 to 3,660 days ahead, some in the future.
     ("", "must be in the future"),

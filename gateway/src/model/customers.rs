@@ -331,3 +331,87 @@ pub fn account_summary_request(program_id: &str, customer_id: &str) -> pb::GetAc
 pub fn membership_request(program_id: &str, customer_id: &str) -> tiers_pb::GetMembershipRequest {
     tiers_pb::GetMembershipRequest { program_id: program_id.to_owned(), customer_id: customer_id.to_owned() }
 }
+
+/// A member's profile, replaced whole; the first write is the enrolment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    /// Where the customer enrolled (`web`, `store`, `app`…): set once, kept after.
+    #[serde(default)]
+    pub enrollment_channel: String,
+    /// Birth month (1 to 12) and day (29 February included), no year; absent: unknown.
+    #[serde(default)]
+    pub birth_month: i32,
+    #[serde(default)]
+    pub birth_day: i32,
+    /// BCP 47, e.g. `de-CH`; absent: the program's.
+    #[serde(default)]
+    pub locale: String,
+    /// IANA, e.g. `Europe/Berlin`; absent: UTC.
+    #[serde(default)]
+    pub time_zone: String,
+    /// Each channel's consent with when it was given or withdrawn.
+    #[serde(default)]
+    pub consents: Vec<ConsentBody>,
+    /// The shop's own fields: at most 50; keys of lower-case letters, digits, `_` or `-`.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// The `version` read (0: none yet); a profile changed meanwhile is refused
+    /// (409 `VERSION_MISMATCH`). Absent: the last writer wins.
+    pub expected_version: Option<i64>,
+}
+
+/// A marketing consent as the customer gave or withdrew it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentBody {
+    /// e.g. `email`, `sms`, `push`.
+    pub channel: String,
+    pub granted: bool,
+    /// When: required, not in the future.
+    #[schema(format = DateTime)]
+    pub changed_at: String,
+}
+
+impl ProfileBody {
+    pub fn into_proto(
+        self,
+        program_id: &str,
+        customer_id: String,
+        actor: String,
+        key: String,
+    ) -> Result<pb::UpdateProfileRequest, Problem> {
+        let mut consents = Vec::with_capacity(self.consents.len());
+        for (i, c) in self.consents.into_iter().enumerate() {
+            let changed_at = time_in(&format!("consents[{i}].changed_at"), &c.changed_at)?;
+            consents.push(pb::MarketingConsent {
+                channel: c.channel,
+                granted: c.granted,
+                changed_at: Some(changed_at),
+            });
+        }
+        Ok(pb::UpdateProfileRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            profile: Some(pb::MemberProfile {
+                enrollment_channel: self.enrollment_channel,
+                birth_month: self.birth_month,
+                birth_day: self.birth_day,
+                locale: self.locale,
+                time_zone: self.time_zone,
+                consents,
+                attributes: self.attributes.into_iter().collect(),
+                ..Default::default()
+            }),
+            expected_version: self.expected_version,
+            actor,
+            idempotency_key: key,
+        })
+    }
+}
+
+pub use pb::{MarketingConsent, MemberProfile};
+
+pub fn profile_request(program_id: &str, customer_id: String) -> pb::GetProfileRequest {
+    pb::GetProfileRequest { program_id: program_id.to_owned(), customer_id }
+}

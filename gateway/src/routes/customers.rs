@@ -1,4 +1,4 @@
-//! One customer: activities (scope `server`), the loyalty page and the
+//! One customer: activities and the profile (scope `server`), the loyalty page and the
 //! transaction history (scope `storefront`).
 
 use axum::extract::State;
@@ -7,8 +7,8 @@ use tonic::Code;
 
 use crate::extract::{Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{
-    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, PageQuery, PointsPart, ReferralPart, RewardsPart,
-    TierPart, TransactionPage,
+    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, MemberProfile, PageQuery, PointsPart, ProfileBody,
+    ReferralPart, RewardsPart, TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, points_failed, written};
@@ -44,6 +44,67 @@ pub async fn record_activity(
     let request = body.into_proto(auth.program(), customer_id, key);
     let reply = state.upstreams.points(request, rpc!(record_activity)).await.map_err(points_failed)?;
     Ok(written(reply.replayed, &ActivityRecorded::from(reply.message)))
+}
+
+/// The member's profile: enrolment, birthday, locale, time zone, marketing
+/// consents and the shop's attributes.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/profile",
+    tag = "customers",
+    operation_id = "getProfile",
+    security(("api_key" = ["server"])),
+    params(("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id")),
+    responses(
+        (status = 200, description = "The profile", body = MemberProfile),
+        (status = 404, description = "No profile yet: the customer has not enrolled (`PROFILE_NOT_FOUND`)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "The customer id is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn profile(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    Segment(customer_id): Segment<String>,
+) -> Result<Response, Problem> {
+    let request = model::profile_request(auth.program(), customer_id);
+    let reply = state.upstreams.points(request, rpc!(get_profile)).await.map_err(points_failed)?;
+    let profile = reply.message.profile.ok_or_else(|| {
+        Problem::not_found("PROFILE_NOT_FOUND", "the customer has no profile yet: PUT one to enrol them")
+    })?;
+    Ok(json(&profile))
+}
+
+/// Replaces the member's profile; the first write is the enrolment. Audited
+/// (entity `profile`, `GET /v1/audit`).
+#[utoipa::path(
+    put,
+    path = "/v1/customers/{customer_id}/profile",
+    tag = "customers",
+    operation_id = "putProfile",
+    security(("api_key" = ["server"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "A retry with the same key returns the first answer"),
+    ),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The profile as stored", body = MemberProfile,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the saved answer of an earlier call"))),
+        (status = 409, description = "The profile changed meanwhile (`VERSION_MISMATCH`), or the key was used with other arguments", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (an impossible birthday, a consent without a time, an unknown time zone, a bad attribute)", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_profile(
+    State(state): State<AppState>,
+    auth: Authorized<ServerScope>,
+    Segment(customer_id): Segment<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<ProfileBody>,
+) -> Result<Response, Problem> {
+    let request = body.into_proto(auth.program(), customer_id, auth.actor(), key)?;
+    let reply = state.upstreams.points(request, rpc!(update_profile)).await;
+    let reply = reply.map_err(|failure| points_failed(failure).strip_field_prefix("profile."))?;
+    Ok(written(reply.replayed, &reply.message.profile.unwrap_or_default()))
 }
 
 /// The customer's loyalty standing: balance, pending points, what expires

@@ -105,6 +105,8 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/customers/{customer_id}/activities", customers::record_activity)
         // Storefront.
         .add(Method::GET, "/v1/customers/{customer_id}/loyalty", customers::loyalty_page)
+        .add(Method::GET, "/v1/customers/{customer_id}/profile", customers::profile)
+        .add(Method::PUT, "/v1/customers/{customer_id}/profile", customers::put_profile)
         .add(Method::GET, "/v1/customers/{customer_id}/transactions", customers::transactions)
         .add(Method::GET, "/v1/program", program::overview)
         // Admin.

@@ -141,6 +141,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
         insights_addr: Some(insights_addr.to_string()),
         insights_timeout_ms: 300,
         expiry_interval_secs: 60,
+        birthday_interval_secs: 3_600,
         security: security.clone(),
         telemetry: args.telemetry.clone(),
     };

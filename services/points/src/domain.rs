@@ -10,6 +10,7 @@
 //!   over the account's ledger;
 //! - a spend never takes `available` below zero.
 
+pub mod profile;
 pub mod rules;
 
 use serde::{Deserialize, Serialize};

@@ -23,7 +23,7 @@ pub enum Error {
     SpendNotFound(String),
     #[error("campaign {0} not found in this program")]
     CampaignNotFound(String),
-    #[error("settings changed meanwhile: version is {actual}, expected {expected}")]
+    #[error("changed meanwhile (settings, a profile): version is {actual}, expected {expected}")]
     VersionMismatch { expected: i64, actual: i64 },
     #[error("the tiers service is unavailable, retry with the same key")]
     TiersUnavailable(#[source] tonic::Status),

@@ -1,6 +1,7 @@
 //! The points ledger service: earn, pending, spend, expiry, reversal, and the
 //! ledger as an event stream. `main.rs` is one call to the shared start-up.
 
+pub mod birthdays;
 pub mod cache;
 pub mod domain;
 pub mod error;
@@ -56,6 +57,9 @@ pub const POLICY: Policy = Policy {
         ("StreamEvents", Access::Internal),
         // Every account of a program: the webhooks service's monthly statements.
         ("ListBalances", Access::Internal),
+        ("GetProfile", Access::Key(Server)),
+        ("UpdateProfile", Access::Key(Server)),
+        ("RunBirthdays", Access::Internal),
         ("GetProgramSettings", Access::Key(Admin)),
         ("PutProgramSettings", Access::Key(Admin)),
         ("ListCampaigns", Access::Key(Admin)),
@@ -79,6 +83,7 @@ loyalty_common::embedded_migrations!("../migrations":
     6 "entry base points" "0006_entry_base_points.sql",
     7 "balance cache doubts" "0007_balance_cache_doubts.sql",
     8 "entry draws" "0008_entry_draws.sql",
+    9 "member profiles" "0009_member_profiles.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -141,6 +146,11 @@ pub struct Config {
     /// How often the expiry job activates due pending points and expires old lots, in seconds.
     #[arg(long, env = "EXPIRY_INTERVAL_SECS", value_name = "EXPIRY_INTERVAL_SECS", default_value_t = 60)]
     pub expiry_interval_secs: u64,
+    /// How often members whose birthday it is (in their time zone) are looked for and given the `birthday`
+    /// activity, once a year each, in seconds.
+    #[arg(long, env = "BIRTHDAY_INTERVAL_SECS", value_name = "BIRTHDAY_INTERVAL_SECS", default_value_t = 3_600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub birthday_interval_secs: u64,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
@@ -207,6 +217,8 @@ impl Service for PointsServer {
         launch.spawn(ledger.clone().publisher(launch.signal()));
         let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
         launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));
+        let birthdays = Duration::from_secs(config.birthday_interval_secs);
+        launch.spawn(ledger.clone().birthday_job(birthdays, launch.signal()));
         tracing::info!(cache = if config.redis_url.is_some() { "redis" } else { "in-process" }, "balance cache");
         let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, launch.signal())));
         Ok(launch.serve(listener, routes, &database).await)

@@ -261,18 +261,9 @@ async fn settings_are_validated_versioned_and_audited(backend: Backend) {
         .unwrap_err();
     assert_eq!(stale.get_error_details().error_info().unwrap().reason, "VERSION_MISMATCH");
 
-    let audit = h
-        .client
-        .list_audit_entries(pb::ListAuditEntriesRequest {
-            program_id: "shop".into(),
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(audit.entries.len(), 1, "one change, whatever was refused or replayed");
-    let entry = &audit.entries[0];
+    let audit = h.audit("shop").await;
+    assert_eq!(audit.len(), 1, "one change, whatever was refused or replayed");
+    let entry = &audit[0];
     assert_eq!((entry.actor.as_str(), entry.entity.as_str()), ("admin@shop", "settings"));
     assert!(entry.old_value.contains("\"pending_days\":0") && entry.new_value.contains("\"pending_days\":14"));
     // The same values as the messages the settings RPCs use.

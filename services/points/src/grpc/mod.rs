@@ -20,6 +20,7 @@ use loyalty_proto::points::v1::points_service_server::PointsService;
 
 mod convert;
 
+use crate::domain::profile::{Profile, ProfileChange};
 use crate::domain::rules::{self, MAX_ORDER_MINOR};
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
@@ -371,6 +372,15 @@ impl PointsService for PointsApi {
         }))
     }
 
+    async fn run_birthdays(
+        &self,
+        _request: Request<pb::RunBirthdaysRequest>,
+    ) -> Result<Response<pb::RunBirthdaysResponse>, Status> {
+        let run = self.ledger.run_birthdays().await?;
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(Response::new(pb::RunBirthdaysResponse { due: count(run.due), awarded: count(run.awarded) }))
+    }
+
     async fn run_expiry(
         &self,
         request: Request<pb::RunExpiryRequest>,
@@ -421,6 +431,42 @@ impl PointsService for PointsApi {
             .put_settings(&r.program_id, settings, &actor, &r.idempotency_key, r.expected_version)
             .await?;
         Ok(Response::new(pb::PutProgramSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.done(DOMAIN)?;
+        let profile = self.ledger.programs().profile(&r.program_id, &r.customer_id).await?;
+        Ok(Response::new(pb::GetProfileResponse { profile: profile.map(|p| profile_to_proto(&r.customer_id, &p)) }))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.id("idempotency_key", &r.idempotency_key).id("actor", &actor);
+        if r.expected_version.is_some_and(|v| v < 0) {
+            check.add(Err(FieldViolation::new("expected_version", "must not be negative")));
+        }
+        let change = profile_from_proto(r.profile.unwrap_or_default());
+        for violation in change.validate(self.ledger.now()) {
+            check.add(Err(violation));
+        }
+        check.done(DOMAIN)?;
+        let programs = self.ledger.programs();
+        let stored = programs
+            .put_profile(&r.program_id, &r.customer_id, change, r.expected_version, &actor, &r.idempotency_key)
+            .await?;
+        Ok(Response::new(pb::UpdateProfileResponse { profile: Some(profile_to_proto(&r.customer_id, &stored)) }))
     }
 
     async fn list_campaigns(
@@ -785,5 +831,54 @@ fn kind(kind: EntryKind) -> pb::EntryKind {
         EntryKind::Activate => pb::EntryKind::Activate,
         EntryKind::Expire => pb::EntryKind::Expire,
         EntryKind::Restore => pb::EntryKind::Restore,
+    }
+}
+
+/// A profile as the RPCs answer it.
+fn profile_to_proto(customer_id: &str, p: &Profile) -> pb::MemberProfile {
+    pb::MemberProfile {
+        customer_id: customer_id.to_owned(),
+        enrolled_at: Some(to_timestamp(p.enrolled_at)),
+        enrollment_channel: p.enrollment_channel.clone(),
+        birth_month: i32::try_from(p.birth_month).unwrap_or(0),
+        birth_day: i32::try_from(p.birth_day).unwrap_or(0),
+        locale: p.locale.clone(),
+        time_zone: p.time_zone.clone(),
+        consents: p
+            .consents
+            .iter()
+            .map(|c| pb::MarketingConsent {
+                channel: c.channel.clone(),
+                granted: c.granted,
+                changed_at: Some(to_timestamp(c.changed_at)),
+            })
+            .collect(),
+        attributes: p.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        version: p.version,
+        updated_at: Some(to_timestamp(p.updated_at)),
+    }
+}
+
+/// What a write asks for; checked by [`ProfileChange::validate`]. A month
+/// or day out of `u32` reads as one no calendar has.
+fn profile_from_proto(p: pb::MemberProfile) -> ProfileChange {
+    ProfileChange {
+        enrollment_channel: p.enrollment_channel,
+        birth_month: u32::try_from(p.birth_month).unwrap_or(u32::MAX),
+        birth_day: u32::try_from(p.birth_day).unwrap_or(u32::MAX),
+        locale: p.locale,
+        time_zone: p.time_zone,
+        consents: p
+            .consents
+            .into_iter()
+            .map(|c| {
+                (
+                    c.channel,
+                    c.granted,
+                    c.changed_at.as_ref().map(|t| loyalty_common::clock::from_timestamp(t).unwrap_or(i64::MIN)),
+                )
+            })
+            .collect(),
+        attributes: p.attributes.into_iter().collect(),
     }
 }

@@ -16,10 +16,19 @@ use sqlx::{AnyConnection, Row};
 use loyalty_common::clock::{Clock, Micros};
 use loyalty_common::db::{self, Database};
 
+use crate::domain::profile::{Profile, ProfileChange};
 use crate::domain::rules::{Campaign, ProgramSettings};
 use crate::error::Error;
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::idempotency::{self, begin_write, request_hash};
+
+/// A member whose birthday may be today somewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirthdayMember {
+    pub program_id: String,
+    pub customer_id: String,
+    pub time_zone: String,
+}
 
 /// One change, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +364,101 @@ impl ProgramStore {
                     updated,
                     Change { entity: "campaign", entity_id: campaign_id, old_value: old_json, new_value: new_json },
                 ))
+            })
+        })
+        .await
+    }
+
+    /// The member's profile, if one was written.
+    pub async fn profile(&self, program_id: &str, customer_id: &str) -> Result<Option<Profile>, Error> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM member_profiles WHERE program_id = $1 AND customer_id = $2")
+                .bind(program_id)
+                .bind(customer_id)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(body.as_deref().map(from_json).transpose()?)
+    }
+
+    /// Members of every program born on `month`/`day`, with their time zones.
+    pub async fn birthdays_on(&self, month: u32, day: u32) -> Result<Vec<BirthdayMember>, Error> {
+        let rows = sqlx::query(
+            "SELECT program_id, customer_id, time_zone FROM member_profiles WHERE birth_month = $1 AND birth_day = $2",
+        )
+        .bind(i64::from(month))
+        .bind(i64::from(day))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BirthdayMember {
+                    program_id: r.try_get("program_id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    time_zone: r.try_get("time_zone")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the member's profile (the first write is the enrolment),
+    /// audited as entity `profile`, under the idempotency key; with
+    /// `expected_version` (0: none yet), a profile changed meanwhile is refused.
+    pub async fn put_profile(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        change: ProfileChange,
+        expected_version: Option<i64>,
+        actor: &str,
+        key: &str,
+    ) -> Result<Profile, Error> {
+        let request = serde_json::json!({
+            "customer_id": customer_id, "profile": change, "expected_version": expected_version,
+        });
+        let dialect = self.db.dialect;
+        let (program, customer) = (program_id.to_owned(), customer_id.to_owned());
+        let call = AdminCall { program_id, method: "UpdateProfile", key, actor };
+        self.admin_write(call, &request, move |tx, now| {
+            Box::pin(async move {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT body FROM member_profiles WHERE program_id = $1 AND customer_id = $2{}",
+                    dialect.for_update()
+                ));
+                let old_json: Option<String> =
+                    sqlx::query_scalar(sql).bind(&program).bind(&customer).fetch_optional(&mut *tx).await?;
+                let current: Option<Profile> = old_json.as_deref().map(from_json).transpose()?;
+                let version = current.as_ref().map_or(0, |p| p.version);
+                if let Some(expected) = expected_version
+                    && expected != version
+                {
+                    return Err(Error::VersionMismatch { expected, actual: version });
+                }
+                let stored = change.apply(current.as_ref(), now);
+                let new_json = to_json(&stored);
+                sqlx::query(
+                    "INSERT INTO member_profiles (program_id, customer_id, body, birth_month, birth_day, time_zone, \
+                     version, updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (program_id, customer_id) DO UPDATE SET body = excluded.body, \
+                     birth_month = excluded.birth_month, birth_day = excluded.birth_day, \
+                     time_zone = excluded.time_zone, version = excluded.version, updated_at_us = excluded.updated_at_us",
+                )
+                .bind(&program)
+                .bind(&customer)
+                .bind(&new_json)
+                .bind(i64::from(stored.birth_month))
+                .bind(i64::from(stored.birth_day))
+                .bind(&stored.time_zone)
+                .bind(stored.version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let change = Change {
+                    entity: "profile",
+                    entity_id: customer,
+                    old_value: old_json.unwrap_or_default(),
+                    new_value: new_json,
+                };
+                Ok((stored, change))
             })
         })
         .await

@@ -122,6 +122,17 @@ impl Harness {
         PointsServiceClient::connect(format!("http://{}", self.addr)).await.unwrap()
     }
 
+    /// The program's audit log, newest first (the first page).
+    #[allow(dead_code)] // not every test binary reads it
+    pub async fn audit(&mut self, program_id: &str) -> Vec<loyalty_proto::points::v1::AuditEntry> {
+        let request = loyalty_proto::points::v1::ListAuditEntriesRequest {
+            program_id: program_id.into(),
+            page_size: 0,
+            page_token: String::new(),
+        };
+        self.client.list_audit_entries(request).await.unwrap().into_inner().entries
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");

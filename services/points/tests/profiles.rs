@@ -1,0 +1,179 @@
+//! Member profiles end to end over gRPC, on both back-ends: the enrolment,
+//! replacing with optimistic concurrency, replays, the audit log, and clear
+//! errors for impossible birthdays, consents without a time, unknown time
+//! zones and bad attributes.
+
+mod support;
+
+use std::collections::HashMap;
+
+use loyalty_proto::points::v1 as pb;
+use support::{Backend, DAY, Harness, T0, timestamp};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+loyalty_common::on_both_backends!(
+    birthdays_are_awarded_once_a_year_in_the_members_time_zone,
+    profiles_enrol_change_with_versions_and_are_audited,
+    bad_profiles_are_refused_field_by_field,
+);
+
+fn profile(birth: (i32, i32), time_zone: &str, consents: Vec<pb::MarketingConsent>) -> pb::MemberProfile {
+    pb::MemberProfile {
+        enrollment_channel: "store".into(),
+        birth_month: birth.0,
+        birth_day: birth.1,
+        locale: "de-CH".into(),
+        time_zone: time_zone.into(),
+        consents,
+        attributes: HashMap::from([("favourite_store".into(), "Zürich HB".into())]),
+        ..Default::default()
+    }
+}
+
+fn consent(channel: &str, granted: bool, at: Option<i64>) -> pb::MarketingConsent {
+    pb::MarketingConsent { channel: channel.into(), granted, changed_at: at.map(timestamp) }
+}
+
+fn update(customer: &str, profile: pb::MemberProfile, expected: Option<i64>, key: &str) -> pb::UpdateProfileRequest {
+    pb::UpdateProfileRequest {
+        program_id: "shop".into(),
+        customer_id: customer.into(),
+        profile: Some(profile),
+        expected_version: expected,
+        actor: "support@shop".into(),
+        idempotency_key: key.into(),
+    }
+}
+
+async fn profiles_enrol_change_with_versions_and_are_audited(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let get = pb::GetProfileRequest { program_id: "shop".into(), customer_id: "anna".into() };
+    assert_eq!(
+        h.client.get_profile(get.clone()).await.unwrap().into_inner().profile,
+        None,
+        "none before the enrolment"
+    );
+
+    let email = consent("email", true, Some(T0 - DAY));
+    let first = profile((2, 29), "Europe/Zurich", vec![email.clone()]);
+    let enrolled = h.client.update_profile(update("anna", first.clone(), Some(0), "p1")).await.unwrap().into_inner();
+    let enrolled = enrolled.profile.unwrap();
+    assert_eq!(
+        (enrolled.version, enrolled.enrolled_at, enrolled.customer_id.as_str()),
+        (1, Some(timestamp(T0)), "anna")
+    );
+    assert_eq!((enrolled.birth_month, enrolled.birth_day, enrolled.time_zone.as_str()), (2, 29, "Europe/Zurich"));
+    assert_eq!(enrolled.consents, [email.clone()]);
+    let replay = h.client.update_profile(update("anna", first.clone(), Some(0), "p1")).await.unwrap();
+    assert_eq!(replay.into_inner().profile.unwrap(), enrolled, "a replay answers as the first time");
+
+    h.clock.advance(DAY);
+    let stale = h.client.update_profile(update("anna", first.clone(), Some(0), "p2")).await.unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    let withdrawn = consent("email", false, Some(T0 + DAY / 2));
+    let mut second = profile((2, 29), "Europe/Berlin", vec![withdrawn.clone()]);
+    second.enrollment_channel = "web".into();
+    let changed =
+        h.client.update_profile(update("anna", second, Some(1), "p3")).await.unwrap().into_inner().profile.unwrap();
+    assert_eq!(
+        (changed.version, changed.enrolled_at.clone(), changed.enrollment_channel.as_str()),
+        (2, Some(timestamp(T0)), "store"),
+        "the enrolment is history"
+    );
+    assert_eq!((changed.time_zone.as_str(), changed.updated_at.clone()), ("Europe/Berlin", Some(timestamp(T0 + DAY))));
+    assert_eq!(h.client.get_profile(get).await.unwrap().into_inner().profile.unwrap(), changed);
+
+    let audit = h.audit("shop").await;
+    let profiles: Vec<(&str, &str, bool)> =
+        audit.iter().map(|e| (e.entity.as_str(), e.entity_id.as_str(), e.old_value.is_empty())).collect();
+    assert_eq!(profiles, [("profile", "anna", false), ("profile", "anna", true)], "the change, then the enrolment");
+    assert!(audit.iter().all(|e| e.actor == "support@shop"));
+    assert!(audit[0].new_value.contains("Europe/Berlin") && audit[0].old_value.contains("Europe/Zurich"));
+    h.stop().await;
+}
+
+async fn bad_profiles_are_refused_field_by_field(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let mut bad =
+        profile((4, 31), "Mars/Olympus", vec![consent("email", true, None), consent("sms", true, Some(T0 + DAY))]);
+    bad.locale = "deutsch".into();
+    bad.attributes.insert("Shoe Size".into(), "42".into());
+    let refused = h.client.update_profile(update("ben", bad, None, "b1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        refused.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(
+        fields,
+        [
+            "profile.birth_day",
+            "profile.locale",
+            "profile.time_zone",
+            "profile.consents[0].changed_at",
+            "profile.consents[1].changed_at",
+            "profile.attributes[Shoe Size]"
+        ]
+    );
+    let get = pb::GetProfileRequest { program_id: "shop".into(), customer_id: "ben".into() };
+    assert_eq!(h.client.get_profile(get).await.unwrap().into_inner().profile, None, "nothing written");
+    h.stop().await;
+}
+
+/// An instant from its UTC calendar date and hour.
+fn utc(year: i32, month: u32, day: u32, hour: i64, minute: i64) -> i64 {
+    loyalty_common::clock::days_from_civil(year, month, day) * DAY + (hour * 60 + minute) * 60_000_000
+}
+
+async fn birthdays_are_awarded_once_a_year_in_the_members_time_zone(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let defaults = pb::GetProgramSettingsRequest { program_id: "shop".into() };
+    let mut settings = h.client.get_program_settings(defaults).await.unwrap().into_inner().settings.unwrap();
+    settings.activity_rules =
+        vec![pb::ActivityRule { activity_type: "birthday".into(), points: 100, active: true, ..Default::default() }];
+    let put = pb::PutProgramSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin@shop".into(),
+        idempotency_key: "settings".into(),
+        expected_version: None,
+    };
+    h.client.put_program_settings(put).await.unwrap();
+    for (customer, birth, zone) in
+        [("leap", (2, 29), "Pacific/Auckland"), ("eve", (12, 31), "Pacific/Honolulu"), ("spring", (3, 1), "")]
+    {
+        let request = update(customer, profile(birth, zone, Vec::new()), None, &format!("enrol-{customer}"));
+        h.client.update_profile(request).await.unwrap();
+    }
+    let mut run = |at: i64| {
+        h.clock.set(at);
+        let mut client = h.client.clone();
+        async move {
+            let run = client.run_birthdays(pb::RunBirthdaysRequest {}).await.unwrap().into_inner();
+            (run.due, run.awarded)
+        }
+    };
+    // 05:00 UTC on 1 January 2027 is still 31 December 2026 in Honolulu.
+    assert_eq!(run(utc(2027, 1, 1, 5, 0)).await, (1, 1), "eve, for 2026");
+    // 27 February 23:00 in Auckland: not yet.
+    assert_eq!(run(utc(2027, 2, 27, 10, 0)).await, (0, 0));
+    // 28 February 00:30 in Auckland, 2027 has no 29th: the leap-day birthday, once however often asked.
+    let at = utc(2027, 2, 27, 11, 30);
+    assert_eq!(run(at).await, (1, 1), "leap, on 28 February");
+    let (first, second) = tokio::join!(run(at), run(at));
+    assert_eq!((first, second), ((1, 0), (1, 0)), "a run again, or two replicas at once, award nothing more");
+    assert_eq!(run(utc(2027, 12, 31, 20, 0)).await, (1, 1), "eve, for 2027");
+    // 2028 has a 29th: not on the 28th, on the 29th.
+    assert_eq!(run(utc(2028, 2, 27, 12, 0)).await, (0, 0));
+    assert_eq!(run(utc(2028, 2, 28, 12, 0)).await, (1, 1), "leap, on 29 February 2028");
+    for (customer, awards) in [("leap", 2), ("eve", 2), ("spring", 0)] {
+        let request = pb::ListTransactionsRequest {
+            program_id: "shop".into(),
+            customer_id: customer.into(),
+            ..Default::default()
+        };
+        let entries = h.client.list_transactions(request).await.unwrap().into_inner().entries;
+        assert_eq!(entries.len(), awards, "{customer}: {entries:?}");
+        assert!(entries.iter().all(|e| e.points == 100 && e.reason.contains("birthday")), "{entries:?}");
+    }
+    h.stop().await;
+}
