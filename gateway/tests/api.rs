@@ -676,5 +676,10 @@ async fn profiles_are_enrolled_and_refused_by_body_field() {
     let again = json!({"birth_month": 12, "birth_day": 25, "expected_version": 0});
     h.put(&server, "/v1/customers/zoe/profile", "p-5", again).await.problem(409, "VERSION_MISMATCH");
     assert_eq!(h.get(&server, "/v1/customers/zoe/profile").await.ok()["locale"], "tr");
+    let admin = h.key("shop", Scope::Admin).await;
+    let audit = h.get(&admin, "/v1/audit").await;
+    let enrolled = &audit.ok()["entries"][0];
+    assert_eq!((&enrolled["entity"], &enrolled["entity_id"]), (&json!("profile"), &json!("zoe")));
+    assert_eq!((enrolled.get("old_value"), &enrolled["new_value"]["birth_day"]), (None, &json!(24)), "{enrolled:#}");
     h.stop().await;
 }

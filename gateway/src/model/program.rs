@@ -298,14 +298,14 @@ pub struct AuditEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub changed_at: Option<String>,
-    /// `settings` or `campaign`.
+    /// `settings`, `campaign` or `profile` (then `entity_id` is the customer).
     pub entity: String,
     pub entity_id: String,
-    /// The settings or the campaign before the change, as `GET` answers them;
+    /// The settings, the campaign or the profile before the change, as `GET` answers them;
     /// absent when the change created it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_value: Option<AuditValue>,
-    /// The settings or the campaign after the change.
+    /// The settings, the campaign or the profile after the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_value: Option<AuditValue>,
 }
@@ -316,6 +316,7 @@ pub struct AuditEntry {
 pub enum AuditValue {
     Settings(Settings),
     Campaign(Campaign),
+    Profile(pb::MemberProfile),
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -339,10 +340,12 @@ impl From<pb::ListAuditEntriesResponse> for AuditPage {
                 old_value: e.before.map(|before| match before {
                     pb::audit_entry::Before::SettingsBefore(s) => AuditValue::Settings(s.into()),
                     pb::audit_entry::Before::CampaignBefore(c) => AuditValue::Campaign(c.into()),
+                    pb::audit_entry::Before::ProfileBefore(p) => AuditValue::Profile(p),
                 }),
                 new_value: e.after.map(|after| match after {
                     pb::audit_entry::After::SettingsAfter(s) => AuditValue::Settings(s.into()),
                     pb::audit_entry::After::CampaignAfter(c) => AuditValue::Campaign(c.into()),
+                    pb::audit_entry::After::ProfileAfter(p) => AuditValue::Profile(p),
                 }),
             })
             .collect();

@@ -59,3 +59,21 @@ pub async fn termination() {
         () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
     }
 }
+
+/// Runs `round` every `interval` until `shutdown` fires; a late round delays
+/// the next instead of bunching them. A round logs its own outcome.
+pub async fn every<F, Fut>(interval: std::time::Duration, mut shutdown: ShutdownSignal, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.fired() => return,
+        }
+        round().await;
+    }
+}

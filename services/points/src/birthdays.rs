@@ -96,20 +96,15 @@ impl Ledger {
     }
 
     /// Background job: [`Ledger::run_birthdays`] every `interval` until shutdown.
-    pub async fn birthday_job(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.fired() => return,
-            }
+    pub async fn birthday_job(self: Arc<Self>, interval: Duration, shutdown: ShutdownSignal) {
+        loyalty_common::shutdown::every(interval, shutdown, || async {
             match self.run_birthdays().await {
                 Ok(run) if run.awarded > 0 => tracing::info!(awarded = run.awarded, "birthdays awarded"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "birthday run failed, will retry"),
             }
-        }
+        })
+        .await;
     }
 }
 

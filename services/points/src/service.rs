@@ -504,14 +504,8 @@ impl Ledger {
     }
 
     /// Background job: `run_expiry` every `interval` until shutdown.
-    pub async fn expiry_job(self: Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.fired() => return,
-            }
+    pub async fn expiry_job(self: Arc<Self>, interval: Duration, shutdown: ShutdownSignal) {
+        loyalty_common::shutdown::every(interval, shutdown, || async {
             match self.run_expiry(None).await {
                 Ok(run) if run.accounts_settled > 0 => tracing::info!(
                     accounts = run.accounts_settled,
@@ -522,7 +516,8 @@ impl Ledger {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error, "expiry run failed, will retry"),
             }
-        }
+        })
+        .await;
     }
 
     /// Background job: hands out stream positions after commits (PostgreSQL).

@@ -90,6 +90,13 @@ async fn profiles_enrol_change_with_versions_and_are_audited(backend: Backend) {
     assert_eq!(profiles, [("profile", "anna", false), ("profile", "anna", true)], "the change, then the enrolment");
     assert!(audit.iter().all(|e| e.actor == "support@shop"));
     assert!(audit[0].new_value.contains("Europe/Berlin") && audit[0].old_value.contains("Europe/Zurich"));
+    use pb::audit_entry::{After, Before};
+    match (&audit[0].before, &audit[0].after, &audit[1].before) {
+        (Some(Before::ProfileBefore(before)), Some(After::ProfileAfter(after)), None) => {
+            assert_eq!((before.time_zone.as_str(), after), ("Europe/Zurich", &changed), "typed, as the RPCs answer");
+        }
+        other => panic!("the profile's values before and after: {other:?}"),
+    }
     h.stop().await;
 }
 
@@ -144,7 +151,7 @@ async fn birthdays_are_awarded_once_a_year_in_the_members_time_zone(backend: Bac
         let request = update(customer, profile(birth, zone, Vec::new()), None, &format!("enrol-{customer}"));
         h.client.update_profile(request).await.unwrap();
     }
-    let mut run = |at: i64| {
+    let run = |at: i64| {
         h.clock.set(at);
         let mut client = h.client.clone();
         async move {

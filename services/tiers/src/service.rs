@@ -185,20 +185,15 @@ impl Tiers {
     }
 
     /// Background job: `review_due` every `interval` until shutdown.
-    pub async fn review_job(self: std::sync::Arc<Self>, interval: Duration, mut shutdown: ShutdownSignal) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.fired() => return,
-            }
+    pub async fn review_job(self: std::sync::Arc<Self>, interval: Duration, shutdown: ShutdownSignal) {
+        loyalty_common::shutdown::every(interval, shutdown, || async {
             match self.review_due().await {
                 Ok(0) => {}
                 Ok(reviewed) => tracing::info!(reviewed, "membership review done"),
                 Err(error) => tracing::warn!(error = %error, "membership review failed, will retry"),
             }
-        }
+        })
+        .await;
     }
 
     fn remember(&self, member: &Membership, ladder: &Ladder) {

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use loyalty_common::clock::{Clock, Micros};
-use loyalty_common::db::{self, Database};
+use loyalty_common::db::{self, Database, Dialect};
 use loyalty_common::db::{from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
@@ -20,6 +20,8 @@ use crate::domain::{self, Change, Ladder, Measures, Membership, Qualifying, Reas
 use crate::error::Error;
 
 const CONSUMER: &str = "points-ledger";
+/// First key of the per-program advisory lock between ladder changes and evaluations ("ti").
+const LADDER_LOCK_CLASS: i32 = 0x7469;
 
 /// What the consumer takes from a ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,26 @@ impl TierStore {
         body.map_or_else(|| Ok(Ladder::default()), |b| Ok(from_json(&b)?))
     }
 
+    /// The program's ladder read in `tx`, under a shared per-program lock
+    /// that `put_ladder` takes exclusively (PostgreSQL; SQLite writes one
+    /// transaction at a time): an evaluation never writes a membership with
+    /// a ladder replaced while it ran, where the replacement's "review
+    /// everyone" would miss it (a fresh member's row was not there yet).
+    async fn ladder_in(&self, tx: &mut AnyConnection, program_id: &str) -> Result<Ladder, Error> {
+        if self.db.dialect == Dialect::Postgres {
+            sqlx::query("SELECT CAST(pg_advisory_xact_lock_shared($1, hashtext($2)) AS TEXT)")
+                .bind(LADDER_LOCK_CLASS)
+                .bind(program_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM ladders WHERE program_id = $1")
+            .bind(program_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        body.map_or_else(|| Ok(Ladder::default()), |b| Ok(from_json(&b)?))
+    }
+
     /// Replaces the ladder (already validated), idempotently.
     pub async fn put_ladder(&self, program_id: &str, ladder: Ladder, actor: &str, key: &str) -> Result<Ladder, Error> {
         let now = self.now();
@@ -91,6 +113,14 @@ impl TierStore {
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutLadder", key, &hash, now).await? {
             tx.rollback().await?;
             return Ok(from_json(&saved)?);
+        }
+        if self.db.dialect == Dialect::Postgres {
+            // Waits for evaluations under the old ladder to commit (see `ladder_in`).
+            sqlx::query("SELECT CAST(pg_advisory_xact_lock($1, hashtext($2)) AS TEXT)")
+                .bind(LADDER_LOCK_CLASS)
+                .bind(program_id)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO ladders (program_id, body, version, updated_at_us, updated_by) VALUES ($1, $2, 0, $3, $4) \
@@ -145,8 +175,8 @@ impl TierStore {
 
     /// Evaluates one customer now and stores the result.
     pub async fn evaluate(&self, program_id: &str, customer_id: &str) -> Result<(Membership, Ladder), Error> {
-        let ladder = self.ladder(program_id).await?;
         let mut tx = begin_write(&self.db).await?;
+        let ladder = self.ladder_in(&mut tx, program_id).await?;
         let member = self.evaluate_in(&mut tx, &ladder, program_id, customer_id, None, Cause::Review).await?;
         tx.commit().await?;
         Ok((member, ladder))
@@ -166,17 +196,17 @@ impl TierStore {
         let method = if tier_id.is_some() { "AssignTier" } else { "RemoveAssignment" };
         let request = Assignment { tier_id: tier_id.map(str::to_owned), ends_at };
         let hash = request_hash(program_id, &serde_json::json!({ "customer_id": customer_id, "assignment": request }));
-        let ladder = self.ladder(program_id).await?;
-        if let Some(id) = tier_id
-            && ladder.tier(id).is_none()
-        {
-            return Err(Error::UnknownTier(id.to_owned()));
-        }
         let mut tx = begin_write(&self.db).await?;
         if idempotency::claim(&mut tx, program_id, method, key, &hash, now).await?.is_some() {
             // The assignment is done; answer with the membership as it is now.
             tx.rollback().await?;
             return self.evaluate(program_id, customer_id).await;
+        }
+        let ladder = self.ladder_in(&mut tx, program_id).await?;
+        if let Some(id) = tier_id
+            && ladder.tier(id).is_none()
+        {
+            return Err(Error::UnknownTier(id.to_owned()));
         }
         let member = self
             .evaluate_in(
@@ -298,7 +328,7 @@ impl TierStore {
         let mut ladders = std::collections::HashMap::new();
         for (program_id, customer_id) in touched {
             if !ladders.contains_key(&program_id) {
-                ladders.insert(program_id.clone(), self.ladder(&program_id).await?);
+                ladders.insert(program_id.clone(), self.ladder_in(&mut tx, &program_id).await?);
             }
             let ladder = &ladders[&program_id];
             let cause = if reversed.contains(&(program_id.clone(), customer_id.clone())) {

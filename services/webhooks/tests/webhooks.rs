@@ -915,14 +915,16 @@ async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
             && of("redemption.cancelled") == 1
             && of("referral.completed") == 1
             && r.iter().any(|d| d.body["type"] == "tier.upgraded" && d.body["data"]["to_tier_id"] == "gold")
+            && r.iter().any(|d| d.body["type"] == "tier.upgraded" && d.body["data"]["customer_id"] == "ben")
     };
     let got = eventually("every outbox event", || async { receiver.at("/crm") }, wanted).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got_later = receiver.at("/crm");
+    let later_ids: std::collections::HashSet<&str> = got_later.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(
-        got_later.len(),
-        got.len(),
-        "each event once: {:?}",
+        (later_ids.len(), got_later.len()),
+        (got.len(), got.len()),
+        "each event once, nothing after: {:?}",
         got_later.iter().map(|r| &r.body).collect::<Vec<_>>()
     );
     for delivery in &got {

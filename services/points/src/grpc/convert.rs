@@ -4,6 +4,7 @@ use loyalty_common::clock::{Micros, to_timestamp};
 use loyalty_common::validate::{self, FieldViolation};
 use loyalty_proto::points::v1 as pb;
 
+use crate::domain::profile::Profile;
 use crate::domain::rules::{
     ActivityRule, Breakdown, Campaign, CampaignKind, CapPeriod, ExpiryPolicy, ProgramSettings, Rounding,
 };
@@ -193,13 +194,15 @@ pub fn breakdown_to_proto(b: &Breakdown) -> pb::PointsBreakdown {
 
 pub fn audit_to_proto(a: &AuditRecord) -> pb::AuditEntry {
     use pb::audit_entry::{After, Before};
-    let before = audit_value(&a.entity, &a.old_value).map(|value| match value {
+    let before = audit_value(a, &a.old_value).map(|value| match value {
         AuditValue::Settings(s) => Before::SettingsBefore(s),
         AuditValue::Campaign(c) => Before::CampaignBefore(c),
+        AuditValue::Profile(p) => Before::ProfileBefore(p),
     });
-    let after = audit_value(&a.entity, &a.new_value).map(|value| match value {
+    let after = audit_value(a, &a.new_value).map(|value| match value {
         AuditValue::Settings(s) => After::SettingsAfter(s),
         AuditValue::Campaign(c) => After::CampaignAfter(c),
+        AuditValue::Profile(p) => After::ProfileAfter(p),
     });
     pb::AuditEntry {
         audit_id: a.audit_id,
@@ -217,18 +220,46 @@ pub fn audit_to_proto(a: &AuditRecord) -> pb::AuditEntry {
 enum AuditValue {
     Settings(pb::ProgramSettings),
     Campaign(pb::Campaign),
+    Profile(pb::MemberProfile),
 }
 
 /// A stored audit value as the message the RPCs use; `None` when there is
 /// none (a creation's "before") or it cannot be read as its entity.
-fn audit_value(entity: &str, stored: &str) -> Option<AuditValue> {
+fn audit_value(entry: &AuditRecord, stored: &str) -> Option<AuditValue> {
     if stored.is_empty() {
         return None;
     }
+    let entity = entry.entity.as_str();
     let value = match entity {
         "settings" => serde_json::from_str(stored).map(|s| AuditValue::Settings(settings_to_proto(&s))),
         "campaign" => serde_json::from_str(stored).map(|c| AuditValue::Campaign(campaign_to_proto(&c))),
+        "profile" => serde_json::from_str(stored).map(|p| AuditValue::Profile(profile_to_proto(&entry.entity_id, &p))),
         _ => return None,
     };
     value.inspect_err(|error| tracing::warn!(entity, %error, "an audit value does not read as its entity")).ok()
+}
+
+/// A profile as the RPCs answer it.
+pub fn profile_to_proto(customer_id: &str, p: &Profile) -> pb::MemberProfile {
+    pb::MemberProfile {
+        customer_id: customer_id.to_owned(),
+        enrolled_at: Some(to_timestamp(p.enrolled_at)),
+        enrollment_channel: p.enrollment_channel.clone(),
+        birth_month: i32::try_from(p.birth_month).unwrap_or(0),
+        birth_day: i32::try_from(p.birth_day).unwrap_or(0),
+        locale: p.locale.clone(),
+        time_zone: p.time_zone.clone(),
+        consents: p
+            .consents
+            .iter()
+            .map(|c| pb::MarketingConsent {
+                channel: c.channel.clone(),
+                granted: c.granted,
+                changed_at: Some(to_timestamp(c.changed_at)),
+            })
+            .collect(),
+        attributes: p.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        version: p.version,
+        updated_at: Some(to_timestamp(p.updated_at)),
+    }
 }

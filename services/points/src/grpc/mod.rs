@@ -20,14 +20,15 @@ use loyalty_proto::points::v1::points_service_server::PointsService;
 
 mod convert;
 
-use crate::domain::profile::{Profile, ProfileChange};
+use crate::domain::profile::ProfileChange;
 use crate::domain::rules::{self, MAX_ORDER_MINOR};
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
 use crate::service::Ledger;
 use crate::store::{Command, EntryRef, Execution, LedgerRow, OrderRequest};
 use convert::{
-    audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, settings_from_proto, settings_to_proto,
+    audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, profile_to_proto, settings_from_proto,
+    settings_to_proto,
 };
 
 /// How far in the future an order's `occurred_at` may lie (clocks differ).
@@ -831,31 +832,6 @@ fn kind(kind: EntryKind) -> pb::EntryKind {
         EntryKind::Activate => pb::EntryKind::Activate,
         EntryKind::Expire => pb::EntryKind::Expire,
         EntryKind::Restore => pb::EntryKind::Restore,
-    }
-}
-
-/// A profile as the RPCs answer it.
-fn profile_to_proto(customer_id: &str, p: &Profile) -> pb::MemberProfile {
-    pb::MemberProfile {
-        customer_id: customer_id.to_owned(),
-        enrolled_at: Some(to_timestamp(p.enrolled_at)),
-        enrollment_channel: p.enrollment_channel.clone(),
-        birth_month: i32::try_from(p.birth_month).unwrap_or(0),
-        birth_day: i32::try_from(p.birth_day).unwrap_or(0),
-        locale: p.locale.clone(),
-        time_zone: p.time_zone.clone(),
-        consents: p
-            .consents
-            .iter()
-            .map(|c| pb::MarketingConsent {
-                channel: c.channel.clone(),
-                granted: c.granted,
-                changed_at: Some(to_timestamp(c.changed_at)),
-            })
-            .collect(),
-        attributes: p.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        version: p.version,
-        updated_at: Some(to_timestamp(p.updated_at)),
     }
 }
 
