@@ -153,8 +153,16 @@ const JSON_MESSAGES: &[JsonMessage] = &[
             ("time_zone", OptionalText),
         ],
     ),
-    JsonMessage::written(".loyalty.points.v1.RefundOrderResponse", &[("balance", Message("Balance"))])
-        .named("Refunded"),
+    JsonMessage::written(
+        ".loyalty.points.v1.RefundOrderResponse",
+        &[("transaction_id", OptionalText), ("balance", Message("Balance")), ("restore_transaction_id", OptionalText)],
+    )
+    .named("Refunded"),
+    JsonMessage::read(".loyalty.points.v1.CheckoutPoints", &[("min_points", Defaulted), ("step_points", Defaulted)]),
+    JsonMessage::written(".loyalty.points.v1.QuoteCheckoutPointsResponse", &[("rule", Message("CheckoutPoints"))])
+        .named("CheckoutQuote"),
+    JsonMessage::written(".loyalty.points.v1.ApplyCheckoutPointsResponse", &[("balance", Message("Balance"))])
+        .named("CheckoutApplied"),
     JsonMessage::written(
         ".loyalty.points.v1.RecordActivityResponse",
         &[("breakdown", Message("PointsBreakdown")), ("balance", Message("Balance"))],

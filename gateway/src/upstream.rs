@@ -260,6 +260,8 @@ impl Upstreams {
                 let message = pb::GetAccountSummaryResponse {
                     balance: balance?.message.balance,
                     expiring: Some(expiring?.message),
+                    // Older than profiles too.
+                    profile: None,
                 };
                 Ok(Reply { message, replayed: false })
             }

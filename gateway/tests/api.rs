@@ -137,6 +137,65 @@ mod postgres {
     }
 }
 
+/// Points at checkout over HTTP: the rule in the settings, the storefront's
+/// quote for a signed-in customer, the shop's back end spending them on an
+/// order (once), a refusal past the share, and a refund giving back its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn points_pay_part_of_an_order_at_checkout() {
+    let h = Harness::start().await;
+    let admin = h.key("shop", Scope::Admin).await;
+    let server = h.key("shop", Scope::Server).await;
+    let storefront = h.key("shop", Scope::Storefront).await;
+    let bo = h.customer_token("shop", "bo").await;
+    let rules = json!({
+        "currency": "EUR",
+        "earn_rate": {"points": 1, "per_amount_minor": 100},
+        "rounding": "down",
+        "expiry": {"kind": "never"},
+        "checkout": {"points": 100, "amount_minor": 100, "max_share_bp": 5_000, "step_points": 100},
+    });
+    let put = h.put(&admin, "/v1/settings", "rules-1", rules).await;
+    assert_eq!(
+        put.ok()["checkout"],
+        json!({"points": 100, "amount_minor": 100, "min_points": 0, "max_share_bp": 5_000, "step_points": 100})
+    );
+    h.order(&server, "bo", "o-1", 200_000).await.ok();
+
+    let quote = h.get_for(&storefront, &bo, "/v1/customers/bo/checkout-points?amount_minor=3050&currency=EUR").await;
+    let quote = quote.ok();
+    assert_eq!(
+        (quote["max_points"].as_i64(), quote["max_discount_minor"].as_i64()),
+        (Some(1_500), Some(1_500)),
+        "{quote:#}"
+    );
+    assert_eq!(quote["available"], 2_000);
+    assert_eq!(quote["rule"]["max_share_bp"], 5_000);
+
+    let body = json!({"customer_id": "bo", "amount_minor": 3_050, "currency": "EUR", "points": 1_500});
+    h.post(&storefront, "/v1/orders/o-2/points", "p-1", body.clone()).await.problem(403, "INSUFFICIENT_SCOPE");
+    let applied = h.post(&server, "/v1/orders/o-2/points", "p-1", body.clone()).await;
+    assert_eq!(
+        (applied.ok()["discount_minor"].as_i64(), applied.body["balance"]["available"].as_i64()),
+        (Some(1_500), Some(500))
+    );
+    let again = h.post(&server, "/v1/orders/o-2/points", "p-2", body).await;
+    assert_eq!((again.body.clone(), again.header("idempotent-replayed")), (applied.body.clone(), Some("true")));
+    let more = json!({"customer_id": "bo", "amount_minor": 3_050, "currency": "EUR", "points": 1_600});
+    let refused = h.post(&server, "/v1/orders/o-3/points", "p-3", more).await;
+    assert_eq!(refused.problem(409, "CHECKOUT_SHARE_EXCEEDED")["metadata"]["max_points"], "1500");
+
+    let refund = h.post(&server, "/v1/orders/o-2/refunds", "r-1", json!({"refunded_amount_minor": 1_525})).await;
+    let refund = refund.ok();
+    assert_eq!(
+        (refund["points_restored"].as_i64(), refund["points_reversed"].as_i64()),
+        (Some(750), Some(0)),
+        "{refund:#}"
+    );
+    assert!(refund.get("transaction_id").is_none() && refund["restore_transaction_id"].is_string(), "{refund:#}");
+    assert_eq!(refund["balance"]["available"], 1_250);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_manages_rules_campaigns_audit_and_adjustments() {
     let h = Harness::start().await;
@@ -669,13 +728,24 @@ async fn profiles_are_enrolled_and_refused_by_body_field() {
     let timeless = json!({"consents": [{"channel": "email", "granted": true, "changed_at": "yesterday"}]});
     let refused = h.put(&server, "/v1/customers/zoe/profile", "p-2", timeless).await;
     assert_eq!(refused.error_fields(), ["consents[0].changed_at"], "{:#}", refused.body);
-    let body = json!({"birth_month": 12, "birth_day": 24, "locale": "tr", "expected_version": 0});
+    let zoe = h.customer_token("shop", "zoe").await;
+    let page = h.get_for(&storefront, &zoe, "/v1/customers/zoe/loyalty").await;
+    assert!(page.ok().get("profile").is_none(), "no profile before the enrolment: {:#}", page.body);
+    let body = json!({
+        "birth_month": 12, "birth_day": 24, "locale": "tr", "expected_version": 0,
+        "attributes": {"crm_note": "the shop's own"},
+    });
     h.put(&storefront, "/v1/customers/zoe/profile", "p-3", body.clone()).await.problem(403, "INSUFFICIENT_SCOPE");
     let stored = h.put(&server, "/v1/customers/zoe/profile", "p-4", body).await;
     assert_eq!((stored.ok()["birth_day"].clone(), stored.body["version"].clone()), (json!(24), json!(1)));
     let again = json!({"birth_month": 12, "birth_day": 25, "expected_version": 0});
     h.put(&server, "/v1/customers/zoe/profile", "p-5", again).await.problem(409, "VERSION_MISMATCH");
     assert_eq!(h.get(&server, "/v1/customers/zoe/profile").await.ok()["locale"], "tr");
+    // The loyalty page shows the member's own part, not the shop's attributes.
+    let page = h.get_for(&storefront, &zoe, "/v1/customers/zoe/loyalty").await;
+    let shown = &page.ok()["profile"];
+    assert_eq!((&shown["birth_month"], &shown["birth_day"], &shown["locale"]), (&json!(12), &json!(24), &json!("tr")));
+    assert!(shown["enrolled_at"].is_string() && shown.get("attributes").is_none(), "{shown:#}");
     let admin = h.key("shop", Scope::Admin).await;
     let audit = h.get(&admin, "/v1/audit").await;
     let enrolled = &audit.ok()["entries"][0];

@@ -83,6 +83,40 @@ pub struct LoyaltyPage {
     pub tier: TierPart,
     pub referral: ReferralPart,
     pub rewards: RewardsPart,
+    /// What the member told the program about themselves (the public part of
+    /// the profile: not the shop's own attributes); absent until a profile is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfilePart>,
+}
+
+/// The member's own part of the profile, for the storefront.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfilePart {
+    /// When the member enrolled (the profile's first write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub enrolled_at: Option<String>,
+    /// Birth month and day, no year; 0 and 0: not given.
+    pub birth_month: i32,
+    pub birth_day: i32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub locale: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
+    pub consents: Vec<pb::MarketingConsent>,
+}
+
+impl From<pb::MemberProfile> for ProfilePart {
+    fn from(p: pb::MemberProfile) -> Self {
+        Self {
+            enrolled_at: time_out(p.enrolled_at.as_ref()),
+            birth_month: p.birth_month,
+            birth_day: p.birth_day,
+            locale: p.locale,
+            time_zone: p.time_zone,
+            consents: p.consents,
+        }
+    }
 }
 
 /// The customer's referral code and stats.
@@ -325,6 +359,7 @@ pub fn account_summary_request(program_id: &str, customer_id: &str) -> pb::GetAc
         program_id: program_id.to_owned(),
         customer_id: customer_id.to_owned(),
         expiring_within: Some(prost_types::Duration { seconds: EXPIRING_SOON_DAYS * 86_400, nanos: 0 }),
+        include_profile: true,
     }
 }
 

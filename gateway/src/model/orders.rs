@@ -1,4 +1,4 @@
-//! Orders: earning, previews and refunds.
+//! Orders: earning, previews, refunds and points at checkout.
 
 use super::*;
 
@@ -121,3 +121,55 @@ impl PreviewQuery {
 
 /// What an order would earn, served as the points service answers it.
 pub use pb::PreviewOrderResponse as Preview;
+
+// ---------------------------------------------------------------- points at checkout
+
+/// The order points may pay for: its amount before any points discount and its currency.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckoutQuery {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+impl CheckoutQuery {
+    pub fn into_proto(self, program_id: &str, customer_id: String) -> pb::QuoteCheckoutPointsRequest {
+        pb::QuoteCheckoutPointsRequest {
+            program_id: program_id.to_owned(),
+            customer_id,
+            amount_minor: self.amount_minor,
+            currency: self.currency,
+        }
+    }
+}
+
+/// How many points may pay for the order and for how much, served as the points service answers it.
+pub use pb::QuoteCheckoutPointsResponse as CheckoutQuote;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutPointsBody {
+    pub customer_id: String,
+    /// The order's amount before the points discount; refunds of the order count against it.
+    pub amount_minor: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+    /// The points to spend: at least the program's `min_points`, in its steps, within its maximum share.
+    pub points: i64,
+}
+
+impl CheckoutPointsBody {
+    pub fn into_proto(self, program_id: &str, order_id: String) -> pb::ApplyCheckoutPointsRequest {
+        pb::ApplyCheckoutPointsRequest {
+            program_id: program_id.to_owned(),
+            customer_id: self.customer_id,
+            order_id,
+            amount_minor: self.amount_minor,
+            currency: self.currency,
+            points: self.points,
+        }
+    }
+}
+
+/// The points spent on the order and the discount they pay, served as the points service answers them.
+pub use pb::ApplyCheckoutPointsResponse as CheckoutApplied;

@@ -81,6 +81,8 @@ pub struct SettingsBody {
     pub expiry_reminder_days: i32,
     #[serde(default)]
     pub activity_rules: Vec<ActivityRule>,
+    /// Points at checkout (`POST /v1/orders/{order_id}/points`); absent: points cannot pay for orders.
+    pub checkout: Option<pb::CheckoutPoints>,
     /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
     pub expected_version: Option<i64>,
 }
@@ -97,6 +99,7 @@ impl SettingsBody {
             activity_rules: self.activity_rules.into_iter().map(pb::ActivityRule::from).collect(),
             version: 0,
             expiry_reminder_days: self.expiry_reminder_days,
+            checkout: self.checkout,
         };
         pb::PutProgramSettingsRequest {
             program_id: program_id.to_owned(),
@@ -120,6 +123,9 @@ pub struct Settings {
     /// Days before points expire that the customer is reminded (0: 14).
     pub expiry_reminder_days: i32,
     pub activity_rules: Vec<ActivityRule>,
+    /// Points at checkout; absent: points cannot pay for orders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<pb::CheckoutPoints>,
     pub version: i64,
 }
 
@@ -134,6 +140,7 @@ impl From<pb::ProgramSettings> for Settings {
             expiry: s.expiry.unwrap_or_default(),
             expiry_reminder_days: s.expiry_reminder_days,
             activity_rules: s.activity_rules.into_iter().map(ActivityRule::from).collect(),
+            checkout: s.checkout,
             version: s.version,
         }
     }

@@ -8,7 +8,7 @@ use tonic::Code;
 use crate::extract::{Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{
     self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, MemberProfile, PageQuery, PointsPart, ProfileBody,
-    ReferralPart, RewardsPart, TierPart, TransactionPage,
+    ProfilePart, ReferralPart, RewardsPart, TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, points_failed, written};
@@ -152,9 +152,10 @@ pub async fn loyalty_page(
         tier_part(up, program, &customer_id),
         referral_part(up, program, &customer_id)
     );
-    let (summary, rewards) = points_and_rewards?;
+    let (mut summary, rewards) = points_and_rewards?;
+    let profile = summary.profile.take().map(ProfilePart::from);
     let points = PointsPart::from(summary);
-    Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards }))
+    Ok(json(&LoyaltyPage { customer_id, points, tier, referral, rewards, profile }))
 }
 
 /// Why an optional part is missing, logged when the service failed.

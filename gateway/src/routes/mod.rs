@@ -102,12 +102,14 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::POST, "/v1/orders", orders::earn_for_order)
         .add(Method::GET, "/v1/orders/preview", orders::preview_order)
         .add(Method::POST, "/v1/orders/{order_id}/refunds", orders::refund_order)
+        .add(Method::POST, "/v1/orders/{order_id}/points", orders::apply_checkout_points)
         .add(Method::POST, "/v1/customers/{customer_id}/activities", customers::record_activity)
         // Storefront.
         .add(Method::GET, "/v1/customers/{customer_id}/loyalty", customers::loyalty_page)
         .add(Method::GET, "/v1/customers/{customer_id}/profile", customers::profile)
         .add(Method::PUT, "/v1/customers/{customer_id}/profile", customers::put_profile)
         .add(Method::GET, "/v1/customers/{customer_id}/transactions", customers::transactions)
+        .add(Method::GET, "/v1/customers/{customer_id}/checkout-points", orders::quote_checkout_points)
         .add(Method::GET, "/v1/program", program::overview)
         // Admin.
         .add(Method::POST, "/v1/customers/{customer_id}/adjustments", admin::adjust)

@@ -75,9 +75,18 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
                 ],
                 version: 0,
                 expiry_reminder_days: 0,
+                // Points pay for up to half an order at checkout: 100 points = 1.00, in tens.
+                checkout: Some(points::CheckoutPoints {
+                    points: 100,
+                    amount_minor: 100,
+                    min_points: 100,
+                    max_share_bp: 5_000,
+                    step_points: 10,
+                }),
             }),
             actor: ACTOR.to_owned(),
-            idempotency_key: "demo-setup-settings-v1".to_owned(),
+            // A new key for new settings: a demo database seeded before gets them once.
+            idempotency_key: "demo-setup-settings-v2".to_owned(),
             expected_version: None,
         },
         rpc!(put_program_settings),

@@ -165,6 +165,27 @@ pub struct NewEntry {
     pub draws: Vec<Draw>,
 }
 
+/// The draws that give `points` more of a spend back after `restored` were
+/// given back: the spend's draws last first (the latest-expiring lots get
+/// their points back first), past what earlier partial restores took.
+pub fn draws_to_restore(draws: &[Draw], restored: i64, points: i64) -> Vec<Draw> {
+    let (mut skip, mut left) = (restored.max(0), points.max(0));
+    let mut out = Vec::new();
+    for draw in draws.iter().rev() {
+        let skipped = skip.min(draw.points);
+        skip -= skipped;
+        let take = (draw.points - skipped).min(left);
+        if take > 0 {
+            out.push(Draw { lot_id: draw.lot_id.clone(), points: take });
+            left -= take;
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    out
+}
+
 /// Points a spend took from one lot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Draw {
@@ -198,6 +219,14 @@ pub enum RuleViolation {
     CurrencyMismatch { expected: String, got: String },
     #[error("spend {spend} was already given back by {restore}")]
     AlreadyRestored { spend: String, restore: String },
+    #[error("spend {spend} paid for order {order_id}: refund the order to give its points back")]
+    SpendPaidForOrder { spend: String, order_id: String },
+    #[error("this program does not let points pay for orders")]
+    CheckoutDisabled,
+    #[error("points at checkout must be at least {min_points} and a multiple of {step_points}")]
+    CheckoutUnaligned { min_points: i64, step_points: i64 },
+    #[error("at most {max_points} points may pay for this order ({max_share_bp} basis points of it)")]
+    CheckoutShareExceeded { max_points: i64, max_share_bp: i64 },
     #[error("{field}: {description}")]
     InvalidField { field: &'static str, description: String },
 }
@@ -775,6 +804,30 @@ mod tests {
             b.reverse("r2", &e, Some(41), "refund"),
             Err(RuleViolation::ReversalExceedsEarn { reversible: 40, requested: 41 })
         );
+        let entries = b.entries.clone();
+        check(&b, &entries);
+    }
+
+    #[test]
+    fn a_spend_given_back_in_parts_returns_each_point_once_latest_expiry_first() {
+        let mut b = book();
+        let soon = earn(&mut b, 100, Some(10));
+        let late = earn(&mut b, 100, Some(60));
+        b.spend("s", 150, "order o").unwrap();
+        let draws = b.entries.last().unwrap().draws.clone();
+        let d = |lot: &str, points| Draw { lot_id: lot.to_owned(), points };
+        assert_eq!(draws_to_restore(&draws, 0, 30), [d(&late, 30)]);
+        assert_eq!(draws_to_restore(&draws, 30, 40), [d(&late, 20), d(&soon, 20)]);
+        assert_eq!(draws_to_restore(&draws, 70, 1_000), [d(&soon, 80)], "never more than the spend");
+        let mut restored = 0;
+        for (i, part) in [30, 40, 80].into_iter().enumerate() {
+            let partial = draws_to_restore(&draws, restored, part);
+            b.restore(&format!("r{i}"), "s", part, &partial, "refund", None);
+            restored += part;
+        }
+        let remaining = |b: &AccountBook, id: &str| b.lots[b.lot_index(id).unwrap()].remaining;
+        assert_eq!((remaining(&b, &soon), remaining(&b, &late)), (100, 100));
+        assert_eq!((b.account.available, b.account.spent), (200, 0));
         let entries = b.entries.clone();
         check(&b, &entries);
     }

@@ -36,6 +36,11 @@ pub enum Error {
          send a correction as a refund"
     )]
     OrderAlreadyRecorded(String),
+    #[error(
+        "points were already applied to order {0} with another customer, amount, currency or number of points: \
+         an order takes points once; refund it to give them back"
+    )]
+    CheckoutAlreadyApplied(String),
     #[error("too many writes are waiting; retry with the same idempotency key")]
     Overloaded,
     #[error("database error")]
@@ -107,6 +112,22 @@ impl ServiceError for Error {
             Error::Rule(RuleViolation::AlreadyRestored { restore, .. }) => {
                 failure(FailedPrecondition, "SPEND_ALREADY_RESTORED", &[("restore_transaction_id", restore.clone())])
             }
+            Error::Rule(RuleViolation::SpendPaidForOrder { order_id, .. }) => {
+                failure(FailedPrecondition, "SPEND_PAID_FOR_ORDER", &[("order_id", order_id.clone())])
+            }
+            Error::Rule(RuleViolation::CheckoutDisabled) => {
+                Fault::failure(FailedPrecondition, "CHECKOUT_POINTS_DISABLED")
+            }
+            Error::Rule(RuleViolation::CheckoutUnaligned { min_points, step_points }) => failure(
+                FailedPrecondition,
+                "CHECKOUT_POINTS_UNALIGNED",
+                &[("min_points", min_points.to_string()), ("step_points", step_points.to_string())],
+            ),
+            Error::Rule(RuleViolation::CheckoutShareExceeded { max_points, max_share_bp }) => failure(
+                FailedPrecondition,
+                "CHECKOUT_SHARE_EXCEEDED",
+                &[("max_points", max_points.to_string()), ("max_share_bp", max_share_bp.to_string())],
+            ),
             Error::Rule(RuleViolation::CurrencyMismatch { .. }) => {
                 Fault::failure(FailedPrecondition, "CURRENCY_MISMATCH")
             }
@@ -120,6 +141,9 @@ impl ServiceError for Error {
             Error::IdempotencyKeyReused { .. } => Fault::failure(AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
             Error::OrderAlreadyRecorded(order_id) => {
                 failure(AlreadyExists, "ORDER_ALREADY_RECORDED", &[("order_id", order_id.clone())])
+            }
+            Error::CheckoutAlreadyApplied(order_id) => {
+                failure(AlreadyExists, "CHECKOUT_ALREADY_APPLIED", &[("order_id", order_id.clone())])
             }
             Error::Overloaded => Fault::failure(Unavailable, "OVERLOADED"),
             Error::Database(e) => Fault::database(e),

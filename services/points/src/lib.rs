@@ -71,6 +71,8 @@ pub const POLICY: Policy = Policy {
         ("RefundOrder", Access::Key(Server)),
         ("RecordActivity", Access::Key(Server)),
         ("PreviewOrder", Access::Key(Server)),
+        ("QuoteCheckoutPoints", Access::Key(Server)),
+        ("ApplyCheckoutPoints", Access::Key(Server)),
     ],
 };
 
@@ -84,6 +86,7 @@ loyalty_common::embedded_migrations!("../migrations":
     7 "balance cache doubts" "0007_balance_cache_doubts.sql",
     8 "entry draws" "0008_entry_draws.sql",
     9 "member profiles" "0009_member_profiles.sql",
+    10 "checkout spends" "0010_checkout_spends.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -20,12 +20,14 @@ use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::validate::FieldViolation;
 
 use crate::cache::{AccountBalance, BalanceCache};
-use crate::domain::rules::{self, Breakdown, ORDER_TARGET, TierStanding};
+use crate::domain::rules::{self, Breakdown, CheckoutPoints, ORDER_TARGET, TierStanding};
 use crate::domain::{Account, Balance, EntryKind, MAX_POINTS_PER_COMMAND, RuleViolation, Settlement};
 use crate::error::Error;
 use crate::segments::SegmentSource;
 use crate::store::program::ProgramStore;
-use crate::store::{BatchCommand, CacheDoubt, Command, Execution, LedgerRow, LedgerStore, OrderRequest};
+use crate::store::{
+    BatchCommand, CacheDoubt, CheckoutRequest, Command, Execution, LedgerRow, LedgerStore, OrderRequest,
+};
 use crate::tiers::TierSource;
 use crate::writer::Writer;
 
@@ -206,12 +208,7 @@ impl Ledger {
         currency: &str,
         at: Micros,
     ) -> Result<(Breakdown, rules::ProgramSettings), Error> {
-        let settings = self.programs.settings(program_id).await?;
-        if !settings.currency.is_empty() && settings.currency != currency {
-            let mismatch =
-                RuleViolation::CurrencyMismatch { expected: settings.currency.clone(), got: currency.to_owned() };
-            return Err(mismatch.into());
-        }
+        let settings = self.settings_for_order(program_id, currency).await?;
         let tier = match customer_id {
             Some(customer) => self.tiers.standing(program_id, customer, at).await?,
             None => TierStanding::none(),
@@ -284,6 +281,71 @@ impl Ledger {
             return Err(Error::invalid("occurred_at", "is so long ago that its points would already have expired"));
         }
         Ok((breakdown, settings.pending_until(at), expires_at))
+    }
+
+    /// Spends points against an order once per order id (the write's
+    /// idempotency key), for the discount the program's checkout rule gives.
+    pub async fn apply_checkout_points(
+        self: &Arc<Self>,
+        program_id: &str,
+        order: CheckoutRequest,
+    ) -> Result<Execution, Error> {
+        let key = order.order_id.clone();
+        let applied = match self.checkout_discount(program_id, &order).await {
+            Ok(discount_minor) => {
+                self.execute(program_id, &key, Command::CheckoutSpend { order, discount_minor }).await
+            }
+            // A replay answers from its saved result even when the rule would refuse it now.
+            Err(error) => {
+                let identity = Command::CheckoutSpend { order, discount_minor: 0 };
+                match self.store.saved(program_id, &key, &identity).await {
+                    Ok(Some(saved)) => self.acknowledge(program_id, saved).await,
+                    Ok(None) => Err(error),
+                    Err(other) => Err(other),
+                }
+            }
+        };
+        applied.map_err(|error| match error {
+            Error::IdempotencyKeyReused { .. } => Error::CheckoutAlreadyApplied(key),
+            other => other,
+        })
+    }
+
+    async fn checkout_discount(&self, program_id: &str, order: &CheckoutRequest) -> Result<i64, Error> {
+        let rule = self.checkout_rule(program_id, &order.currency).await?;
+        Ok(rule.apply(order.amount_minor, order.points)?)
+    }
+
+    /// The program's checkout rule, for an order in `currency`.
+    async fn checkout_rule(&self, program_id: &str, currency: &str) -> Result<CheckoutPoints, Error> {
+        let settings = self.settings_for_order(program_id, currency).await?;
+        Ok(settings.checkout.ok_or(RuleViolation::CheckoutDisabled)?)
+    }
+
+    /// The program's settings, for an order in `currency`.
+    async fn settings_for_order(&self, program_id: &str, currency: &str) -> Result<rules::ProgramSettings, Error> {
+        let settings = self.programs.settings(program_id).await?;
+        if !settings.currency.is_empty() && settings.currency != currency {
+            let mismatch =
+                RuleViolation::CurrencyMismatch { expected: settings.currency.clone(), got: currency.to_owned() };
+            return Err(mismatch.into());
+        }
+        Ok(settings)
+    }
+
+    /// How many of the customer's points may pay for an order of
+    /// `amount_minor` now: the rule, the balance and the most points usable.
+    pub async fn quote_checkout_points(
+        self: &Arc<Self>,
+        program_id: &str,
+        customer_id: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(CheckoutPoints, Balance, i64), Error> {
+        let rule = self.checkout_rule(program_id, currency).await?;
+        let balance = self.balance(program_id, customer_id).await?;
+        let usable = rule.usable(amount_minor, balance.available);
+        Ok((rule, balance, usable))
     }
 
     /// Awards an activity rule's points, within its cap.

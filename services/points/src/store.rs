@@ -23,7 +23,8 @@ use loyalty_common::idempotency::{self, begin_write, request_hash};
 
 use crate::domain::rules::{self, ActivityRule, Breakdown};
 use crate::domain::{
-    Account, AccountBook, Balance, Draw, EntryKind, PointLot, RuleViolation, Settlement, new_transaction_id,
+    Account, AccountBook, Balance, Draw, EntryKind, PointLot, RuleViolation, Settlement, draws_to_restore,
+    new_transaction_id,
 };
 use crate::error::Error;
 
@@ -103,9 +104,16 @@ pub enum Command {
         pending_until: Option<Micros>,
         expires_at: Option<Micros>,
     },
+    /// Refunds part of an order: its earn reversed and the points that paid
+    /// for it given back, each in the share refunded.
     OrderRefund {
         order_id: String,
         refunded_amount_minor: i64,
+    },
+    /// Points paying for part of an order; the discount computed by the caller.
+    CheckoutSpend {
+        order: CheckoutRequest,
+        discount_minor: i64,
     },
     /// An activity's points, computed from its rule by the caller; the cap is checked here.
     Activity {
@@ -129,6 +137,16 @@ pub struct OrderRequest {
     pub occurred_at: Option<Micros>,
 }
 
+/// What identifies points applied to an order: a replay must repeat it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckoutRequest {
+    pub customer_id: String,
+    pub order_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub points: i64,
+}
+
 impl Command {
     /// The RPC name; idempotency keys are scoped to (program, method).
     pub fn method(&self) -> &'static str {
@@ -142,6 +160,7 @@ impl Command {
             Self::OrderEarn { .. } => "EarnForOrder",
             Self::OrderRefund { .. } => "RefundOrder",
             Self::Activity { .. } => "RecordActivity",
+            Self::CheckoutSpend { .. } => "ApplyCheckoutPoints",
         }
     }
 
@@ -150,6 +169,7 @@ impl Command {
     fn request_identity(&self) -> serde_json::Value {
         match self {
             Self::OrderEarn { order, .. } => serde_json::json!({ "order": order }),
+            Self::CheckoutSpend { order, .. } => serde_json::json!({ "checkout": order }),
             Self::Activity { customer_id, activity_type, activity_ref, .. } => {
                 serde_json::json!({ "activity": [customer_id, activity_type, activity_ref] })
             }
@@ -180,6 +200,14 @@ pub struct Receipt {
     pub expires_at: Option<Micros>,
     #[serde(default)]
     pub total_refunded_minor: i64,
+    /// Points at checkout: what the points paid.
+    #[serde(default)]
+    pub discount_minor: i64,
+    /// A refund: the points that paid for the order given back, and the entry.
+    #[serde(default)]
+    pub points_restored: i64,
+    #[serde(default)]
+    pub restore_transaction_id: String,
 }
 
 #[derive(Debug)]
@@ -288,13 +316,8 @@ impl LedgerStore {
             Command::Reverse { original, .. } => {
                 self.find_earn(&mut tx, program_id, original).await.map(|(customer, lot)| (customer, Some(lot)))
             }
-            Command::OrderRefund { order_id, .. } => {
-                self.order(&mut tx, program_id, order_id, false).await.and_then(|found| {
-                    let found = found.ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
-                    let lot = Some(found.transaction_id.clone()).filter(|id| !id.is_empty());
-                    Ok((found.customer_id, lot))
-                })
-            }
+            Command::OrderRefund { order_id, .. } => self.refund_target(&mut tx, program_id, order_id).await,
+            Command::CheckoutSpend { order, .. } => Ok((order.customer_id.clone(), None)),
             Command::Earn { customer_id, .. }
             | Command::Spend { customer_id, .. }
             | Command::Adjust { customer_id, .. }
@@ -318,9 +341,12 @@ impl LedgerStore {
         // the order, then the idempotency key. A transaction waiting on a key
         // holds no key, so no two writers ever wait on each other.
         let account = lock_account(&mut tx, self.db.dialect, program_id, &customer_id).await?;
-        let order = match &command {
-            Command::OrderRefund { order_id, .. } => self.order(&mut tx, program_id, order_id, true).await?,
-            _ => None,
+        let (order, paid) = match &command {
+            Command::OrderRefund { order_id, .. } => (
+                self.order(&mut tx, program_id, order_id, true).await?,
+                self.checkout(&mut tx, program_id, order_id, true).await?,
+            ),
+            _ => (None, None),
         };
         if let Some(saved) = idempotency::claim(&mut tx, program_id, method, idempotency_key, &hash, now).await? {
             tx.rollback().await?;
@@ -337,6 +363,18 @@ impl LedgerStore {
         if let Some(spend) = &spend {
             wanted.extend(spend.draws.iter().map(|d| d.lot_id.clone()));
         }
+        // A refund gives back the refunded share of the points that paid for the order.
+        let give_back = match (&command, &paid) {
+            (Command::OrderRefund { refunded_amount_minor, .. }, Some(paid)) => {
+                let due =
+                    rules::refund_reversal(paid.points, paid.amount_minor, paid.refunded_minor, *refunded_amount_minor);
+                let draws = spend_draws(&mut tx, program_id, &paid.transaction_id).await?;
+                let draws = draws_to_restore(&draws, paid.restored_points, due);
+                wanted.extend(draws.iter().map(|d| d.lot_id.clone()));
+                Some((paid, due, draws))
+            }
+            _ => None,
+        };
         for lot_id in &wanted {
             if !lots.iter().any(|l| &l.lot_id == lot_id) {
                 lots.extend(lot_by_id(&mut tx, program_id, lot_id).await?);
@@ -358,6 +396,9 @@ impl LedgerStore {
         let mut transaction_ids = Vec::new();
         let mut entry_written = true;
         let mut total_refunded_minor = 0;
+        let mut points_restored = 0;
+        let mut restore_transaction_id = String::new();
+        let mut discount_minor = 0;
         let outcome: Result<(), RuleViolation> = match &command {
             Command::Earn { points, reason, pending_until, expires_at, policy_expiry, .. } => {
                 receipt_points = *points;
@@ -405,18 +446,27 @@ impl LedgerStore {
                 }
             }
             Command::OrderRefund { order_id, refunded_amount_minor } => {
-                let order = order.as_ref().ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
-                let refundable = order.amount_minor - order.refunded_minor;
+                // The order's amount is the earn's, or the one points were applied
+                // to (the larger when both are known: refunds count against either).
+                let left = |amount: i64, refunded: i64| (amount - refunded, refunded + refunded_amount_minor);
+                let totals = [
+                    order.as_ref().map(|o| left(o.amount_minor, o.refunded_minor)),
+                    paid.as_ref().map(|p| left(p.amount_minor, p.refunded_minor)),
+                ];
+                let refundable = totals.iter().flatten().map(|(left, _)| *left).max();
+                let refundable = refundable.ok_or_else(|| Error::OrderNotFound(order_id.clone()))?;
                 if *refunded_amount_minor > refundable {
                     Err(RuleViolation::RefundExceedsOrder { refundable, requested: *refunded_amount_minor })
                 } else {
-                    total_refunded_minor = order.refunded_minor + refunded_amount_minor;
-                    let due = rules::refund_reversal(
-                        order.points,
-                        order.amount_minor,
-                        order.refunded_minor,
-                        *refunded_amount_minor,
-                    );
+                    total_refunded_minor = totals.iter().flatten().map(|(_, total)| *total).max().unwrap_or(0);
+                    let due = order.as_ref().map_or(0, |order| {
+                        rules::refund_reversal(
+                            order.points,
+                            order.amount_minor,
+                            order.refunded_minor,
+                            *refunded_amount_minor,
+                        )
+                    });
                     // Points already taken back by a direct Reverse are not taken twice.
                     let reversible = target_lot
                         .as_deref()
@@ -425,13 +475,27 @@ impl LedgerStore {
                     let points = due.min(reversible);
                     entry_written = points > 0;
                     let reason = format!("refund of order {order_id}");
-                    match target_lot.as_deref() {
+                    let reversed = match target_lot.as_deref() {
                         Some(lot) if entry_written => {
                             book.reverse(&transaction_id, lot, Some(points), &reason).map(|r| receipt_points = r)
                         }
                         _ => Ok(()),
+                    };
+                    // After the reversal, so that points given back repay any debt it left.
+                    if let Some((paid, due, draws)) = &give_back
+                        && *due > 0
+                    {
+                        restore_transaction_id = new_transaction_id();
+                        points_restored =
+                            book.restore(&restore_transaction_id, &paid.transaction_id, *due, draws, &reason, None);
                     }
+                    reversed
                 }
+            }
+            Command::CheckoutSpend { order, discount_minor: discount } => {
+                receipt_points = order.points;
+                discount_minor = *discount;
+                book.spend(&transaction_id, order.points, &format!("points paying for order {}", order.order_id))
             }
             Command::Activity { activity_type, breakdown, expires_at, .. } => {
                 receipt_points = breakdown.total_points;
@@ -452,6 +516,7 @@ impl LedgerStore {
             Command::OrderRefund { order_id, refunded_amount_minor } => {
                 Some((order_id.as_str(), *refunded_amount_minor, 0))
             }
+            Command::CheckoutSpend { order, .. } => Some((order.order_id.as_str(), order.amount_minor, 0)),
             _ => None,
         };
         let order_ref = order_ref.map(|(order_id, amount, base_points)| OrderRef {
@@ -487,6 +552,9 @@ impl LedgerStore {
             pending_until,
             expires_at,
             total_refunded_minor,
+            discount_minor,
+            points_restored,
+            restore_transaction_id,
         };
         match &command {
             Command::OrderEarn { order, .. } => {
@@ -505,15 +573,47 @@ impl LedgerStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            Command::OrderRefund { order_id, .. } => {
+            Command::OrderRefund { order_id, refunded_amount_minor } => {
+                // Each record counts refunds up to its own amount.
+                if let Some(order) = &order {
+                    sqlx::query(
+                        "UPDATE orders SET refunded_minor = $1, reversed_points = reversed_points + $2 \
+                         WHERE program_id = $3 AND order_id = $4",
+                    )
+                    .bind((order.refunded_minor + refunded_amount_minor).min(order.amount_minor))
+                    .bind(receipt.points)
+                    .bind(program_id)
+                    .bind(order_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(paid) = &paid {
+                    sqlx::query(
+                        "UPDATE checkout_spends SET refunded_minor = $1, restored_points = restored_points + $2 \
+                         WHERE program_id = $3 AND order_id = $4",
+                    )
+                    .bind((paid.refunded_minor + refunded_amount_minor).min(paid.amount_minor))
+                    .bind(receipt.points_restored)
+                    .bind(program_id)
+                    .bind(order_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            Command::CheckoutSpend { order, discount_minor } => {
                 sqlx::query(
-                    "UPDATE orders SET refunded_minor = $1, reversed_points = reversed_points + $2 \
-                     WHERE program_id = $3 AND order_id = $4",
+                    "INSERT INTO checkout_spends (program_id, order_id, customer_id, transaction_id, amount_minor, \
+                     currency, points, discount_minor, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
-                .bind(total_refunded_minor)
-                .bind(receipt.points)
                 .bind(program_id)
-                .bind(order_id)
+                .bind(&order.order_id)
+                .bind(&order.customer_id)
+                .bind(&receipt.transaction_id)
+                .bind(order.amount_minor)
+                .bind(&order.currency)
+                .bind(order.points)
+                .bind(discount_minor)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -738,6 +838,49 @@ impl LedgerStore {
         }))
     }
 
+    /// Who a refund concerns and the earn it reverses (if the order earned):
+    /// the order as earned, else as points paid for it.
+    async fn refund_target(
+        &self,
+        tx: &mut AnyConnection,
+        program_id: &str,
+        order_id: &str,
+    ) -> Result<(String, Option<String>), Error> {
+        if let Some(found) = self.order(tx, program_id, order_id, false).await? {
+            let lot = Some(found.transaction_id).filter(|id| !id.is_empty());
+            return Ok((found.customer_id, lot));
+        }
+        match self.checkout(tx, program_id, order_id, false).await? {
+            Some(paid) => Ok((paid.customer_id, None)),
+            None => Err(Error::OrderNotFound(order_id.to_owned())),
+        }
+    }
+
+    /// The points applied to an order at checkout; `lock` holds the row until commit.
+    async fn checkout(
+        &self,
+        tx: &mut AnyConnection,
+        program_id: &str,
+        order_id: &str,
+        lock: bool,
+    ) -> Result<Option<CheckoutRow>, Error> {
+        let suffix = if lock && self.db.dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT customer_id, transaction_id, amount_minor, points, refunded_minor, restored_points \
+             FROM checkout_spends WHERE program_id = $1 AND order_id = $2{suffix}"
+        ));
+        let row = sqlx::query(sql).bind(program_id).bind(order_id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(CheckoutRow {
+            customer_id: row.try_get("customer_id")?,
+            transaction_id: row.try_get("transaction_id")?,
+            amount_minor: row.try_get("amount_minor")?,
+            points: row.try_get("points")?,
+            refunded_minor: row.try_get("refunded_minor")?,
+            restored_points: row.try_get("restored_points")?,
+        }))
+    }
+
     async fn find_earn(
         &self,
         tx: &mut AnyConnection,
@@ -764,7 +907,8 @@ impl LedgerStore {
         };
         let transaction_id = transaction_of(tx, program_id, "Spend", which).await?.ok_or_else(not_found)?;
         let row = sqlx::query(
-            "SELECT customer_id, kind, amount, draws FROM ledger_entries WHERE program_id = $1 AND transaction_id = $2",
+            "SELECT customer_id, kind, amount, draws, order_id FROM ledger_entries \
+             WHERE program_id = $1 AND transaction_id = $2",
         )
         .bind(program_id)
         .bind(&transaction_id)
@@ -774,12 +918,11 @@ impl LedgerStore {
         if row.try_get::<String, _>("kind")? != EntryKind::Spend.as_str() {
             return Err(not_found());
         }
-        let draws: String = row.try_get("draws")?;
-        let draws = if draws.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_str(&draws).map_err(|e| Error::Corrupt(format!("draws of {transaction_id}: {e}")))?
-        };
+        let order_id: String = row.try_get("order_id")?;
+        if !order_id.is_empty() {
+            return Err(RuleViolation::SpendPaidForOrder { spend: transaction_id, order_id }.into());
+        }
+        let draws = parse_draws(&transaction_id, &row.try_get::<String, _>("draws")?)?;
         Ok(SpendRow { customer_id: row.try_get("customer_id")?, transaction_id, points: row.try_get("amount")?, draws })
     }
 
@@ -937,6 +1080,25 @@ async fn transaction_of(
     }
 }
 
+/// The lots a spend drew from.
+async fn spend_draws(tx: &mut AnyConnection, program_id: &str, transaction_id: &str) -> Result<Vec<Draw>, Error> {
+    let draws: Option<String> =
+        sqlx::query_scalar("SELECT draws FROM ledger_entries WHERE program_id = $1 AND transaction_id = $2")
+            .bind(program_id)
+            .bind(transaction_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let draws = draws.ok_or_else(|| Error::Corrupt(format!("the spend {transaction_id} of a checkout is missing")))?;
+    parse_draws(transaction_id, &draws)
+}
+
+fn parse_draws(transaction_id: &str, text: &str) -> Result<Vec<Draw>, Error> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("draws of {transaction_id}: {e}")))
+}
+
 /// The restore that already gave `spend_id` back, if any.
 async fn restored_by(
     tx: &mut AnyConnection,
@@ -957,6 +1119,16 @@ async fn restored_by(
 
 /// An order as `RefundOrder` needs it.
 #[derive(Debug, Clone)]
+/// Points applied to an order, as `ApplyCheckoutPoints` recorded them.
+struct CheckoutRow {
+    customer_id: String,
+    transaction_id: String,
+    amount_minor: i64,
+    points: i64,
+    refunded_minor: i64,
+    restored_points: i64,
+}
+
 struct OrderRow {
     customer_id: String,
     amount_minor: i64,

@@ -224,6 +224,7 @@ async fn expiry_consumes_fifo_and_writes_expire_entries(backend: Backend) {
         program_id: "shop".into(),
         customer_id: "dina".into(),
         expiring_within: Some(prost_types::Duration { seconds: days * 86_400, nanos: 0 }),
+        include_profile: false,
     };
     let both = h.client.get_account_summary(summary(30)).await.unwrap().into_inner();
     assert_eq!((both.balance, both.expiring), (Some(balance), Some(expiring)));

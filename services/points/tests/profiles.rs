@@ -83,6 +83,16 @@ async fn profiles_enrol_change_with_versions_and_are_audited(backend: Backend) {
     );
     assert_eq!((changed.time_zone.as_str(), changed.updated_at.clone()), ("Europe/Berlin", Some(timestamp(T0 + DAY))));
     assert_eq!(h.client.get_profile(get).await.unwrap().into_inner().profile.unwrap(), changed);
+    // The account summary brings it along when asked (the loyalty page: one call).
+    let summary = |include_profile| pb::GetAccountSummaryRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        expiring_within: Some(prost_types::Duration { seconds: 86_400, nanos: 0 }),
+        include_profile,
+    };
+    let with = h.client.get_account_summary(summary(true)).await.unwrap().into_inner();
+    assert_eq!(with.profile.as_ref(), Some(&changed));
+    assert_eq!(h.client.get_account_summary(summary(false)).await.unwrap().into_inner().profile, None);
 
     let audit = h.audit("shop").await;
     let profiles: Vec<(&str, &str, bool)> =

@@ -22,7 +22,150 @@ loyalty_common::on_both_backends!(
     tier_limited_activity_campaigns_follow_the_customers_tier,
     an_earn_without_its_own_expiry_follows_the_programs_policy,
     an_order_worth_more_than_one_write_is_refused_not_capped,
+    points_pay_for_part_of_an_order_and_refunds_give_back_exactly_what_was_spent,
 );
+
+fn checkout_settings() -> pb::ProgramSettings {
+    // 100 points pay 1.00, at least 200, at most half the order, in tens.
+    let checkout =
+        pb::CheckoutPoints { points: 100, amount_minor: 100, min_points: 200, max_share_bp: 5_000, step_points: 10 };
+    pb::ProgramSettings { pending_days: 0, checkout: Some(checkout), ..shop_settings() }
+}
+
+fn checkout(order_id: &str, amount_minor: i64, points: i64) -> pb::ApplyCheckoutPointsRequest {
+    pb::ApplyCheckoutPointsRequest {
+        program_id: "shop".into(),
+        customer_id: "cara".into(),
+        order_id: order_id.into(),
+        amount_minor,
+        currency: "EUR".into(),
+        points,
+    }
+}
+
+fn reason_of(status: &tonic::Status) -> String {
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// Points at checkout: the quote, the discount, the refusals (share, steps,
+/// balance, a disabled program, the same order twice), a spend that paid for
+/// an order is given back only by refunding the order, and three partial
+/// refunds running at once give back exactly the points spent, never more.
+async fn points_pay_for_part_of_an_order_and_refunds_give_back_exactly_what_was_spent(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let quote = |customer: &str, amount_minor| pb::QuoteCheckoutPointsRequest {
+        program_id: "shop".into(),
+        customer_id: customer.into(),
+        amount_minor,
+        currency: "EUR".into(),
+    };
+    put_settings(&mut h, "shop", shop_settings(), "s-plain").await;
+    let disabled = h.client.quote_checkout_points(quote("cara", 10_000)).await.unwrap_err();
+    assert_eq!(
+        (disabled.code(), reason_of(&disabled).as_str()),
+        (Code::FailedPrecondition, "CHECKOUT_POINTS_DISABLED")
+    );
+    let bad = pb::ProgramSettings {
+        checkout: Some(pb::CheckoutPoints { max_share_bp: 20_000, ..checkout_settings().checkout.unwrap() }),
+        ..checkout_settings()
+    };
+    let refused = h
+        .client
+        .put_program_settings(pb::PutProgramSettingsRequest {
+            program_id: "shop".into(),
+            settings: Some(bad),
+            actor: "admin@shop".into(),
+            idempotency_key: "s-bad".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    let fields: Vec<_> =
+        refused.get_error_details().bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(fields, ["settings.checkout.max_share_bp"]);
+    let stored = put_settings(&mut h, "shop", checkout_settings(), "s-checkout").await;
+    assert_eq!(stored.checkout, checkout_settings().checkout, "the rule reads back as written");
+
+    h.earn("shop", "cara", 5_000, "e-1").await;
+    let q = h.client.quote_checkout_points(quote("cara", 7_000)).await.unwrap().into_inner();
+    assert_eq!((q.max_points, q.max_discount_minor, q.available), (3_500, 3_500, 5_000), "half of 70.00");
+    assert_eq!((q.min_points, q.step_points), (200, 10));
+    let q = h.client.quote_checkout_points(quote("nobody", 7_000)).await.unwrap().into_inner();
+    assert_eq!((q.max_points, q.available), (0, 0), "nothing to use below the minimum");
+
+    let applied = h.client.apply_checkout_points(checkout("o-1", 10_000, 3_000)).await.unwrap().into_inner();
+    assert_eq!((applied.points, applied.discount_minor), (3_000, 3_000));
+    assert_eq!(applied.balance.as_ref().unwrap().available, 2_000);
+    let replay = h.client.apply_checkout_points(checkout("o-1", 10_000, 3_000)).await.unwrap();
+    assert!(replay.metadata().get("idempotent-replayed").is_some());
+    assert_eq!(replay.into_inner().transaction_id, applied.transaction_id);
+    let twice = h.client.apply_checkout_points(checkout("o-1", 10_000, 2_000)).await.unwrap_err();
+    assert_eq!((twice.code(), reason_of(&twice).as_str()), (Code::AlreadyExists, "CHECKOUT_ALREADY_APPLIED"));
+
+    let too_much = h.client.apply_checkout_points(checkout("o-2", 10_000, 6_000)).await.unwrap_err();
+    assert_eq!(reason_of(&too_much), "CHECKOUT_SHARE_EXCEEDED", "{too_much:?}");
+    assert_eq!(too_much.get_error_details().error_info().unwrap().metadata["max_points"], "5000");
+    let unaligned = h.client.apply_checkout_points(checkout("o-2", 10_000, 205)).await.unwrap_err();
+    assert_eq!(reason_of(&unaligned), "CHECKOUT_POINTS_UNALIGNED", "{unaligned:?}");
+    let poor = h.client.apply_checkout_points(checkout("o-2", 10_000, 2_500)).await.unwrap_err();
+    assert_eq!(reason_of(&poor), "INSUFFICIENT_POINTS", "{poor:?}");
+    let dollars = pb::ApplyCheckoutPointsRequest { currency: "USD".into(), ..checkout("o-2", 10_000, 200) };
+    assert_eq!(reason_of(&h.client.apply_checkout_points(dollars).await.unwrap_err()), "CURRENCY_MISMATCH");
+
+    // Only a refund of the order gives those points back.
+    let restore = pb::RestoreSpendRequest {
+        program_id: "shop".into(),
+        spend: Some(pb::restore_spend_request::Spend::SpendTransactionId(applied.transaction_id.clone())),
+        idempotency_key: "r-1".into(),
+        reason: "cancel".into(),
+        actor: "admin@shop".into(),
+    };
+    let not_so = h.client.restore_spend(restore).await.unwrap_err();
+    assert_eq!((not_so.code(), reason_of(&not_so).as_str()), (Code::FailedPrecondition, "SPEND_PAID_FOR_ORDER"));
+
+    // Three partial refunds at once: 999 + 1000 + 1001 in whatever order they commit.
+    let refund = |amount, key: &str| pb::RefundOrderRequest {
+        program_id: "shop".into(),
+        order_id: "o-1".into(),
+        refunded_amount_minor: amount,
+        idempotency_key: key.into(),
+    };
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(h.client().await);
+    }
+    let refunds = [(3_333, "rf-1"), (3_333, "rf-2"), (3_334, "rf-3")].into_iter().zip(clients).map(
+        |((amount, key), mut client)| {
+            let request = refund(amount, key);
+            async move { client.refund_order(request).await.expect("refunded").into_inner() }
+        },
+    );
+    let done = futures::future::join_all(refunds).await;
+    let restored: i64 = done.iter().map(|r| r.points_restored).sum();
+    assert_eq!(restored, 3_000, "exactly what was spent: {done:?}");
+    assert!(done.iter().all(|r| r.points_reversed == 0 && !r.restore_transaction_id.is_empty()));
+    assert_eq!(done.iter().map(|r| r.total_refunded_minor).max(), Some(10_000));
+    let more = h.client.refund_order(refund(1, "rf-4")).await.unwrap_err();
+    assert_eq!(reason_of(&more), "REFUND_EXCEEDS_ORDER", "{more:?}");
+    let replay = h.client.refund_order(refund(3_334, "rf-3")).await.expect("a replay").into_inner();
+    assert_eq!(replay.points_restored, done[2].points_restored, "the saved result, nothing given twice");
+    let balance = h.assert_ledger_matches_balance("shop", "cara").await;
+    assert_eq!((balance.available, balance.spent), (5_000, 0), "every point back, none twice");
+
+    // Points and an earn on one order: refunding the order's value takes
+    // back the earn and gives back the points.
+    let applied = h.client.apply_checkout_points(checkout("o-5", 10_000, 1_000)).await.unwrap().into_inner();
+    assert_eq!(applied.discount_minor, 1_000);
+    let earned = h.client.earn_for_order(order("shop", "cara", "o-5", 9_000)).await.unwrap().into_inner();
+    assert_eq!(earned.points, 90, "earned on what was paid");
+    let whole =
+        h.client.refund_order(pb::RefundOrderRequest { order_id: "o-5".into(), ..refund(10_000, "rf-5") }).await;
+    let whole = whole.expect("the whole order refunded").into_inner();
+    assert_eq!((whole.points_reversed, whole.points_restored, whole.total_refunded_minor), (90, 1_000, 10_000));
+    let balance = h.assert_ledger_matches_balance("shop", "cara").await;
+    assert_eq!(balance.available, 5_000);
+    h.stop().await;
+}
 
 /// 1 point per 1.00: an order of 10,000,000.00 earns exactly the most one
 /// write may book, and its breakdown adds up; a double-points campaign
@@ -130,6 +273,7 @@ fn shop_settings() -> pb::ProgramSettings {
         ],
         version: 0,
         expiry_reminder_days: 0,
+        checkout: None,
     }
 }
 

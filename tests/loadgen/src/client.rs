@@ -480,6 +480,7 @@ async fn seed_rules(channels: &Channels, plan: &Plan) -> Result<(), RunError> {
         activity_rules: Vec::new(),
         version: 0,
         expiry_reminder_days: 0,
+        checkout: None,
     };
     client
         .put_program_settings(pb::PutProgramSettingsRequest {

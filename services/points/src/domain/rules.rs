@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use loyalty_common::clock::{MICROS_PER_DAY, Micros, civil_from_days, days_from_civil};
 use loyalty_common::validate::{self, FieldViolation};
 
-use crate::domain::MAX_POINTS_PER_COMMAND;
+use crate::domain::{MAX_POINTS_PER_COMMAND, RuleViolation};
 
 /// 1x in basis points.
 pub const BP_ONE: i64 = 10_000;
@@ -73,6 +73,82 @@ pub struct ProgramSettings {
     /// Days before points expire that the customer is reminded (0: [`DEFAULT_EXPIRY_REMINDER_DAYS`]).
     #[serde(default)]
     pub expiry_reminder_days: i32,
+    /// Points at checkout; `None`: points cannot pay for orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<CheckoutPoints>,
+}
+
+/// How points may pay for part of an order: `points` points pay
+/// `amount_minor`, at least `min_points`, at most `max_share_bp` of the
+/// order, in multiples of `step_points`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutPoints {
+    pub points: i64,
+    pub amount_minor: i64,
+    pub min_points: i64,
+    pub max_share_bp: i64,
+    pub step_points: i64,
+}
+
+impl CheckoutPoints {
+    /// What `points` pay, rounded down to a whole minor unit.
+    pub fn discount_minor(&self, points: i64) -> i64 {
+        let value = i128::from(points) * i128::from(self.amount_minor) / i128::from(self.points);
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    /// The most points an order of `order_minor` may take: their value
+    /// within the maximum share, in whole steps (however many the customer has).
+    pub fn max_points_for(&self, order_minor: i64) -> i64 {
+        let max_discount = i128::from(order_minor.max(0)) * i128::from(self.max_share_bp) / i128::from(BP_ONE);
+        let points = max_discount * i128::from(self.points) / i128::from(self.amount_minor);
+        let points = i64::try_from(points).unwrap_or(i64::MAX).min(MAX_POINTS_PER_COMMAND);
+        points - points % self.step()
+    }
+
+    /// The most of `available` points an order may take: 0 when that is
+    /// below the minimum.
+    pub fn usable(&self, order_minor: i64, available: i64) -> i64 {
+        let available = available.max(0);
+        let points = self.max_points_for(order_minor).min(available - available % self.step());
+        if points < self.min_points.max(1) { 0 } else { points }
+    }
+
+    /// The discount `points` give an order of `order_minor`, or why they may not pay for it.
+    pub fn apply(&self, order_minor: i64, points: i64) -> Result<i64, RuleViolation> {
+        let step = self.step();
+        if points % step != 0 || points < self.min_points {
+            return Err(RuleViolation::CheckoutUnaligned { min_points: self.min_points, step_points: step });
+        }
+        let max_points = self.max_points_for(order_minor);
+        if points > max_points {
+            return Err(RuleViolation::CheckoutShareExceeded { max_points, max_share_bp: self.max_share_bp });
+        }
+        Ok(self.discount_minor(points))
+    }
+
+    fn step(&self) -> i64 {
+        self.step_points.max(1)
+    }
+
+    fn validate(&self, push: &mut impl FnMut(String, &str)) {
+        let field = |name: &str| format!("settings.checkout.{name}");
+        if !(1..=MAX_POINTS_PER_COMMAND).contains(&self.points) {
+            push(field("points"), "must be between 1 and 1000000000");
+        }
+        if !(1..=MAX_POINTS_PER_COMMAND).contains(&self.amount_minor) {
+            push(field("amount_minor"), "must be between 1 and 1000000000");
+        }
+        if !(0..=MAX_POINTS_PER_COMMAND).contains(&self.min_points) {
+            push(field("min_points"), "must be between 0 and 1000000000");
+        }
+        if !(1..=BP_ONE).contains(&self.max_share_bp) {
+            push(field("max_share_bp"), "must be between 1 and 10000 (10000 is the whole order)");
+        }
+        if !(0..=MAX_POINTS_PER_COMMAND).contains(&self.step_points) {
+            push(field("step_points"), "must be between 0 and 1000000000");
+        }
+    }
 }
 
 /// The reminder's lead when a program names none.
@@ -92,6 +168,7 @@ impl Default for ProgramSettings {
             activity_rules: Vec::new(),
             version: 0,
             expiry_reminder_days: 0,
+            checkout: None,
         }
     }
 }
@@ -202,6 +279,9 @@ impl ProgramSettings {
         }
         if matches!(self.expiry, ExpiryPolicy::DaysAfterEarn(days) if days <= self.pending_days) {
             push("settings.expiry.count".into(), "points must not expire before the pending period ends");
+        }
+        if let Some(checkout) = &self.checkout {
+            checkout.validate(&mut push);
         }
         let mut seen = std::collections::HashSet::new();
         for (i, rule) in self.activity_rules.iter().enumerate() {
@@ -579,6 +659,56 @@ mod tests {
         assert_eq!(fields, ["campaign.multiplier_bp", "campaign.ends_at", "campaign.applies_to[0]"]);
     }
 
+    fn checkout(min_points: i64, max_share_bp: i64, step_points: i64) -> CheckoutPoints {
+        CheckoutPoints { points: 100, amount_minor: 100, min_points, max_share_bp, step_points }
+    }
+
+    #[test]
+    fn checkout_points_stay_within_the_share_the_minimum_and_the_steps() {
+        // 100 points = 1.00, at most half the order, at least 500, in hundreds.
+        let rule = checkout(500, 5_000, 100);
+        assert_eq!(rule.max_points_for(12_345), 6_100, "half of 123.45 is 61.72: 6100 points in steps of 100");
+        assert_eq!(rule.usable(12_345, 2_550), 2_500, "what the customer has, in whole steps");
+        assert_eq!(rule.usable(12_345, 499), 0, "below the minimum nothing is usable");
+        assert_eq!(rule.usable(800, 10_000), 0, "half of 8.00 is below the minimum");
+        assert_eq!(rule.apply(12_345, 2_500), Ok(2_500));
+        assert_eq!(
+            rule.apply(12_345, 6_200),
+            Err(RuleViolation::CheckoutShareExceeded { max_points: 6_100, max_share_bp: 5_000 })
+        );
+        assert_eq!(
+            rule.apply(12_345, 2_550),
+            Err(RuleViolation::CheckoutUnaligned { min_points: 500, step_points: 100 })
+        );
+        assert_eq!(
+            rule.apply(12_345, 400),
+            Err(RuleViolation::CheckoutUnaligned { min_points: 500, step_points: 100 })
+        );
+        // 3 points = 0.01: 10 points pay 0.03, rounded down.
+        let odd = CheckoutPoints { points: 3, amount_minor: 1, min_points: 0, max_share_bp: BP_ONE, step_points: 0 };
+        assert_eq!(odd.apply(1_000, 10), Ok(3));
+        assert_eq!(odd.max_points_for(1_000), 3_000);
+    }
+
+    #[test]
+    fn checkout_rules_name_their_fields() {
+        let bad = ProgramSettings {
+            checkout: Some(CheckoutPoints {
+                points: 0,
+                amount_minor: 100,
+                min_points: -1,
+                max_share_bp: 10_001,
+                step_points: 1,
+            }),
+            ..ProgramSettings::default()
+        };
+        let fields: Vec<String> = bad.validate().into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            ["settings.checkout.points", "settings.checkout.min_points", "settings.checkout.max_share_bp"]
+        );
+    }
+
     proptest! {
         #[test]
         fn calendar_round_trips(days in -800_000i64..800_000) {
@@ -616,6 +746,19 @@ mod tests {
             if refunded == amount {
                 prop_assert_eq!(reversed, points, "a full refund takes back exactly what was earned");
             }
+        }
+
+        #[test]
+        fn checkout_discounts_never_exceed_the_share(
+            points in 1i64..10_000, amount in 1i64..10_000, share in 1i64..=BP_ONE, step in 0i64..500,
+            order in 0i64..10_000_000, available in 0i64..10_000_000,
+        ) {
+            let rule = CheckoutPoints { points, amount_minor: amount, min_points: 0, max_share_bp: share, step_points: step };
+            let usable = rule.usable(order, available);
+            prop_assert!(usable <= available);
+            prop_assert_eq!(usable % step.max(1), 0);
+            let discount = rule.apply(order, usable).expect("the usable points apply");
+            prop_assert!(i128::from(discount) * i128::from(BP_ONE) <= i128::from(order) * i128::from(share));
         }
 
         #[test]

@@ -6,7 +6,7 @@ use loyalty_proto::points::v1 as pb;
 
 use crate::domain::profile::Profile;
 use crate::domain::rules::{
-    ActivityRule, Breakdown, Campaign, CampaignKind, CapPeriod, ExpiryPolicy, ProgramSettings, Rounding,
+    ActivityRule, Breakdown, Campaign, CampaignKind, CapPeriod, CheckoutPoints, ExpiryPolicy, ProgramSettings, Rounding,
 };
 use crate::store::program::AuditRecord;
 
@@ -74,9 +74,31 @@ pub fn settings_from_proto(s: pb::ProgramSettings, bad: &mut Vec<FieldViolation>
         activity_rules,
         version: 0,
         expiry_reminder_days: s.expiry_reminder_days,
+        checkout: s.checkout.map(checkout_from_proto),
     };
     bad.extend(settings.validate());
     settings
+}
+
+fn checkout_from_proto(c: pb::CheckoutPoints) -> CheckoutPoints {
+    CheckoutPoints {
+        points: c.points,
+        amount_minor: c.amount_minor,
+        min_points: c.min_points,
+        max_share_bp: i64::from(c.max_share_bp),
+        step_points: c.step_points,
+    }
+}
+
+pub fn checkout_to_proto(c: &CheckoutPoints) -> pb::CheckoutPoints {
+    pb::CheckoutPoints {
+        points: c.points,
+        amount_minor: c.amount_minor,
+        min_points: c.min_points,
+        // Validated to 1..=10000 on the way in.
+        max_share_bp: i32::try_from(c.max_share_bp).unwrap_or(i32::MAX),
+        step_points: c.step_points,
+    }
 }
 
 pub fn settings_to_proto(s: &ProgramSettings) -> pb::ProgramSettings {
@@ -95,6 +117,7 @@ pub fn settings_to_proto(s: &ProgramSettings) -> pb::ProgramSettings {
         minimum_order_minor: s.minimum_order_minor,
         pending_days: s.pending_days,
         expiry_reminder_days: s.expiry_reminder_days,
+        checkout: s.checkout.as_ref().map(checkout_to_proto),
         expiry: Some(pb::ExpiryPolicy { kind: kind as i32, count }),
         activity_rules: s
             .activity_rules

@@ -25,10 +25,10 @@ use crate::domain::rules::{self, MAX_ORDER_MINOR};
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
 use crate::service::Ledger;
-use crate::store::{Command, EntryRef, Execution, LedgerRow, OrderRequest};
+use crate::store::{CheckoutRequest, Command, EntryRef, Execution, LedgerRow, OrderRequest};
 use convert::{
-    audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, profile_to_proto, settings_from_proto,
-    settings_to_proto,
+    audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, checkout_to_proto, profile_to_proto,
+    settings_from_proto, settings_to_proto,
 };
 
 /// How far in the future an order's `occurred_at` may lie (clocks differ).
@@ -367,9 +367,14 @@ impl PointsService for PointsApi {
             Some(at) if at <= until => self.ledger.expiring(&r.program_id, &r.customer_id, until).await?,
             _ => Vec::new(),
         };
+        let profile = match r.include_profile {
+            true => self.ledger.programs().profile(&r.program_id, &r.customer_id).await?,
+            false => None,
+        };
         Ok(Response::new(pb::GetAccountSummaryResponse {
             balance: Some(balance(&found)),
             expiring: Some(expiring(lots)),
+            profile: profile.map(|p| profile_to_proto(&r.customer_id, &p)),
         }))
     }
 
@@ -603,6 +608,8 @@ impl PointsService for PointsApi {
             points_reversed: receipt.points,
             total_refunded_minor: receipt.total_refunded_minor,
             balance: Some(balance(&receipt.balance)),
+            points_restored: receipt.points_restored,
+            restore_transaction_id: receipt.restore_transaction_id.clone(),
         };
         Ok(respond(&execution, message))
     }
@@ -652,6 +659,55 @@ impl PointsService for PointsApi {
             points: breakdown.total_points,
             breakdown: Some(breakdown_to_proto(&breakdown)),
         }))
+    }
+
+    async fn quote_checkout_points(
+        &self,
+        request: Request<pb::QuoteCheckoutPointsRequest>,
+    ) -> Result<Response<pb::QuoteCheckoutPointsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id);
+        check.order(r.amount_minor, &r.currency);
+        check.done(DOMAIN)?;
+        let (rule, balance, usable) =
+            self.ledger.quote_checkout_points(&r.program_id, &r.customer_id, r.amount_minor, &r.currency).await?;
+        Ok(Response::new(pb::QuoteCheckoutPointsResponse {
+            max_points: usable,
+            max_discount_minor: rule.discount_minor(usable),
+            available: balance.available,
+            min_points: rule.min_points,
+            step_points: rule.step_points.max(1),
+            rule: Some(checkout_to_proto(&rule)),
+        }))
+    }
+
+    async fn apply_checkout_points(
+        &self,
+        request: Request<pb::ApplyCheckoutPointsRequest>,
+    ) -> Result<Response<pb::ApplyCheckoutPointsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("order_id", &r.order_id);
+        check.order(r.amount_minor, &r.currency);
+        check.points("points", r.points);
+        check.done(DOMAIN)?;
+        let order = CheckoutRequest {
+            customer_id: r.customer_id,
+            order_id: r.order_id,
+            amount_minor: r.amount_minor,
+            currency: r.currency,
+            points: r.points,
+        };
+        let execution = self.ledger.apply_checkout_points(&r.program_id, order).await?;
+        let receipt = &execution.receipt;
+        let message = pb::ApplyCheckoutPointsResponse {
+            transaction_id: receipt.transaction_id.clone(),
+            points: receipt.points,
+            discount_minor: receipt.discount_minor,
+            balance: Some(balance(&receipt.balance)),
+        };
+        Ok(respond(&execution, message))
     }
 
     type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send + 'static>>;

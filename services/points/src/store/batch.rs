@@ -634,6 +634,9 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
         pending_until: pending,
         expires_at: expires,
         total_refunded_minor: 0,
+        discount_minor: 0,
+        points_restored: 0,
+        restore_transaction_id: String::new(),
     };
     Ok((receipt, book.entries))
 }
