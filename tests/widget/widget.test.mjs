@@ -309,6 +309,28 @@ test("the shop overrides strings per language and themes the widget with custom 
   await setLanguage("en");
 });
 
+test("points pay for part of an order at the demo checkout", async () => {
+  const before = await shownNumber('[data-testid="available"]');
+  // At most half of €40.00 at 100 points = €1.00, in tens: 2000 points, or what anna has.
+  const usable = Math.min(2000, before - (before % 10));
+  await page.selectOption("#amount", "4000");
+  await eventually(async () => {
+    const offered = `(up to ${usable} points, €${(usable / 100).toFixed(2)} off)`;
+    assert.equal(await page.locator("#points-offer").innerText(), offered);
+  }, "the checkout's offer");
+  await page.locator("#use-points").check();
+  await page.getByRole("button", { name: "Place a fake order" }).click();
+  const placed = page.locator("#log li").filter({ hasText: `paid ${usable} points` });
+  await placed.waitFor();
+  const earned = Number((await placed.innerText()).match(/\+(\d+) points/)[1]);
+  assert.ok(earned > 0, "what is left to pay still earns");
+  await eventually(async () => {
+    assert.equal(await shownNumber('[data-testid="available"]'), before - usable + earned);
+  }, "the balance after paying with points");
+  await shot("09b-points-at-checkout");
+  await page.locator("#use-points").uncheck();
+});
+
 test("a forged token is refused and the widget says so politely", async () => {
   const token = await page.locator("#widget").getAttribute("customer-token");
   const [payload, signature] = [token.slice(0, token.lastIndexOf(".")), token.slice(token.lastIndexOf(".") + 1)];

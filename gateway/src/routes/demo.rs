@@ -1,8 +1,9 @@
 //! The demo shop at `/demo`, served only in quick-start mode (`GATEWAY_DEMO`):
 //! a page with the widget on it, and the few things a shop's own back end
 //! would do, done here server-side so a person can try the widget alone:
-//! sign a customer in (a customer token), place a fake order, and have a
-//! friend complete a referral. None of it is part of the API (`/openapi.json`
+//! sign a customer in (a customer token), place a fake order (paying part
+//! of it with points, if the customer likes), and have a friend complete a
+//! referral. None of it is part of the API (`/openapi.json`
 //! does not list it), and none of it needs a key: never turn it on in production.
 
 use axum::Router;
@@ -16,7 +17,7 @@ use loyalty_common::validate;
 
 use crate::customer::TokenRefusal;
 use crate::extract::JsonBody;
-use crate::model::{self, ActivityBody, OrderBody};
+use crate::model::{self, ActivityBody, CheckoutPointsBody, OrderBody};
 use crate::problem::{FieldError, Problem};
 use crate::routes::{AppState, json, points_failed};
 use crate::rpc;
@@ -82,13 +83,16 @@ async fn session(State(state): State<AppState>, JsonBody(body): JsonBody<Session
 struct FakeOrder {
     customer_id: String,
     amount_minor: i64,
+    /// Points that pay for part of it, as the storefront's quote offered.
+    #[serde(default)]
+    points: i64,
 }
 
 /// Places a fake order for the customer, in the program's currency.
 async fn order(State(state): State<AppState>, JsonBody(body): JsonBody<FakeOrder>) -> Result<Response, Problem> {
     let shop = shop(&state)?;
     let customer_id = customer(body.customer_id)?;
-    let reply = place_order(&state, shop, customer_id, body.amount_minor, None).await?;
+    let reply = place_order(&state, shop, customer_id, body.amount_minor, body.points, None).await?;
     Ok(json(&reply))
 }
 
@@ -113,14 +117,18 @@ async fn referral(State(state): State<AppState>, JsonBody(body): JsonBody<Referr
         state.upstreams.referral(model::code_request(&shop.program_id, &customer_id), rpc!(get_or_create_code)).await;
     let code = code.map_err(crate::routes::referral_failed)?.message.code;
     let friend_id = format!("demo-friend-{}", random_hex());
-    let earned = place_order(&state, shop, friend_id.clone(), 80_00, Some(code)).await?;
+    let earned = place_order(&state, shop, friend_id.clone(), 80_00, 0, Some(code)).await?;
     Ok(json(&CompletedReferral { friend_id, points: earned.points }))
 }
 
 #[derive(Debug, Serialize)]
 struct OrderPlaced {
     order_id: String,
+    /// Earned by the order.
     points: i64,
+    /// Spent on it at checkout, and what they paid.
+    points_used: i64,
+    discount_minor: i64,
 }
 
 async fn place_order(
@@ -128,12 +136,25 @@ async fn place_order(
     shop: &DemoShop,
     customer_id: String,
     amount_minor: i64,
+    points: i64,
     referral_code: Option<String>,
 ) -> Result<OrderPlaced, Problem> {
     let settings = state.upstreams.points(model::settings_request(&shop.program_id), rpc!(get_program_settings)).await;
     let currency =
         model::Settings::from(settings.map_err(points_failed)?.message.settings.unwrap_or_default()).currency;
     let order_id = format!("demo-{}", random_hex());
+    // Points pay first, as a checkout would take them off; the order earns on what is left to pay.
+    let (points_used, discount_minor) = if points > 0 {
+        let body =
+            CheckoutPointsBody { customer_id: customer_id.clone(), amount_minor, currency: currency.clone(), points };
+        let paid =
+            state.upstreams.points(body.into_proto(&shop.program_id, order_id.clone()), rpc!(apply_checkout_points));
+        let paid = paid.await.map_err(points_failed)?.message;
+        (paid.points, paid.discount_minor)
+    } else {
+        (0, 0)
+    };
+    let amount_minor = amount_minor - discount_minor;
     let body =
         OrderBody { customer_id, order_id: order_id.clone(), amount_minor, currency, occurred_at: None, referral_code };
     if let Some(signup) = body.signup_request(&shop.program_id) {
@@ -144,7 +165,7 @@ async fn place_order(
         .points(body.into_proto(&shop.program_id)?, rpc!(earn_for_order))
         .await
         .map_err(points_failed)?;
-    Ok(OrderPlaced { order_id, points: reply.message.points })
+    Ok(OrderPlaced { order_id, points: reply.message.points, points_used, discount_minor })
 }
 
 fn customer(id: String) -> Result<String, Problem> {
