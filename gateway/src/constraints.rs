@@ -100,6 +100,8 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ),
         ("ConsumeBody", "order_id", id()),
         ("ConsumeBody", "customer_id", optional_id()),
+        ("BirthdayBody", "birth_month", range(1, 12)),
+        ("BirthdayBody", "birth_day", range(1, 31)),
         ("ProfileBody", "birth_month", range(0, 12)),
         ("ProfileBody", "birth_day", range(0, 31)),
         ("ProfileBody", "enrollment_channel", json!({"pattern": "^[a-z0-9_-]{0,32}$"})),

@@ -61,6 +61,15 @@ impl<S: RequiredScope> Authorized<S> {
     pub fn actor(&self) -> String {
         format!("api-key:{}", self.caller.key_id)
     }
+
+    /// Who acts, for the audit log, on a route the customer may call: the
+    /// customer (through a storefront key, proven by their token), else the key.
+    pub fn actor_for(&self, customer_id: &str) -> String {
+        match self.caller.scope {
+            crate::keys::Scope::Storefront => format!("customer:{customer_id}"),
+            _ => self.actor(),
+        }
+    }
 }
 
 impl<S, St> FromRequestParts<St> for Authorized<S>

@@ -746,9 +746,34 @@ async fn profiles_are_enrolled_and_refused_by_body_field() {
     let shown = &page.ok()["profile"];
     assert_eq!((&shown["birth_month"], &shown["birth_day"], &shown["locale"]), (&json!(12), &json!(24), &json!("tr")));
     assert!(shown["enrolled_at"].is_string() && shown.get("attributes").is_none(), "{shown:#}");
+    // The member's own birthday: set once, by the member (a storefront key with their token).
+    let same = h
+        .put_for(&storefront, &zoe, "/v1/customers/zoe/birthday", "b-1", json!({"birth_month": 12, "birth_day": 24}))
+        .await;
+    assert_eq!(same.ok()["birth_day"], 24, "the same birthday again answers as the first time");
+    let moved = h
+        .put_for(&storefront, &zoe, "/v1/customers/zoe/birthday", "b-2", json!({"birth_month": 1, "birth_day": 2}))
+        .await;
+    moved.problem(409, "BIRTHDAY_ALREADY_SET");
+    let yan = h.customer_token("shop", "yan").await;
+    let impossible = h
+        .put_for(&storefront, &yan, "/v1/customers/yan/birthday", "b-3", json!({"birth_month": 2, "birth_day": 30}))
+        .await;
+    assert_eq!(impossible.error_fields(), ["birth_day"], "{:#}", impossible.body);
+    let others = h
+        .put_for(&storefront, &yan, "/v1/customers/zoe/birthday", "b-4", json!({"birth_month": 2, "birth_day": 29}))
+        .await;
+    assert_eq!(others.status.as_u16(), 403, "yan's token is not zoe's: {:#}", others.body);
+    let given = h
+        .put_for(&storefront, &yan, "/v1/customers/yan/birthday", "b-5", json!({"birth_month": 2, "birth_day": 29}))
+        .await;
+    assert_eq!((given.ok()["birth_month"].clone(), given.body["birth_day"].clone()), (json!(2), json!(29)));
+    assert!(given.body["enrolled_at"].is_string(), "the birthday enrols: {:#}", given.body);
     let admin = h.key("shop", Scope::Admin).await;
     let audit = h.get(&admin, "/v1/audit").await;
-    let enrolled = &audit.ok()["entries"][0];
+    let by_yan = &audit.ok()["entries"][0];
+    assert_eq!((&by_yan["entity_id"], &by_yan["actor"]), (&json!("yan"), &json!("customer:yan")), "{by_yan:#}");
+    let enrolled = &audit.body["entries"][1];
     assert_eq!((&enrolled["entity"], &enrolled["entity_id"]), (&json!("profile"), &json!("zoe")));
     assert_eq!((enrolled.get("old_value"), &enrolled["new_value"]["birth_day"]), (None, &json!(24)), "{enrolled:#}");
     h.stop().await;

@@ -137,6 +137,9 @@ async fn every_route_answers_in_its_golden_shape() {
     let put = h.put(&admin, "/v1/customers/anna/profile", "profile-anna", profile).await;
     seen.record("PUT /v1/customers/{customer_id}/profile", &put);
     seen.record("GET /v1/customers/{customer_id}/profile", &h.get(&admin, "/v1/customers/anna/profile").await);
+    let birthday = json!({"birth_month": 2, "birth_day": 29});
+    let given = h.put_for(&storefront, &anna, "/v1/customers/anna/birthday", "birthday-anna", birthday).await;
+    seen.record("PUT /v1/customers/{customer_id}/birthday", &given);
     // A preview's and an order's breakdown names the tier once the tiers service has placed
     // anna (after her sign-up points): wait for it, so the shape is one.
     let tiered = eventually(Duration::from_secs(10), || async {

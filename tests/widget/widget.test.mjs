@@ -331,6 +331,26 @@ test("points pay for part of an order at the demo checkout", async () => {
   await page.locator("#use-points").uncheck();
 });
 
+test("the member gives their birthday once, and an impossible date is explained", async () => {
+  const section = widget('section[aria-labelledby="loyalty-birthday"]');
+  await section.waitFor();
+  assert.match(await section.innerText(), /get 100 points every year/);
+  await widget("#loyalty-birth-month").selectOption("2");
+  await widget("#loyalty-birth-day").selectOption("30");
+  await widget('button:has-text("Save my birthday")').click();
+  await widget('[role="alert"]').filter({ hasText: "That date does not exist" }).waitFor();
+  await widget("#loyalty-birth-month").selectOption("2");
+  await widget("#loyalty-birth-day").selectOption("29");
+  await widget('button:has-text("Save my birthday")').click();
+  await eventually(async () => {
+    assert.equal(await widget('[data-testid="birthday"]').innerText(), "Your birthday: February 29");
+    assert.equal(await widget('[role="alert"]').count(), 0, "the explanation goes once it is right");
+  }, "the birthday shown");
+  assert.equal(await widget("#loyalty-birth-month").count(), 0, "given once: no form any more");
+  await shot("09c-birthday");
+  await axe("birthday");
+});
+
 test("a forged token is refused and the widget says so politely", async () => {
   const token = await page.locator("#widget").getAttribute("customer-token");
   const [payload, signature] = [token.slice(0, token.lastIndexOf(".")), token.slice(token.lastIndexOf(".") + 1)];

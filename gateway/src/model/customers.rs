@@ -445,6 +445,16 @@ impl ProfileBody {
     }
 }
 
+/// The member's birthday, as they give it themselves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BirthdayBody {
+    /// 1 to 12.
+    pub birth_month: i32,
+    /// 1 to the month's last day (29 February included); no year.
+    pub birth_day: i32,
+}
+
 pub use pb::{MarketingConsent, MemberProfile};
 
 pub fn profile_request(program_id: &str, customer_id: String) -> pb::GetProfileRequest {

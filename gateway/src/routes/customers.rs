@@ -1,19 +1,21 @@
-//! One customer: activities and the profile (scope `server`), the loyalty page and the
-//! transaction history (scope `storefront`).
+//! One customer: activities and the profile (scope `server`), the loyalty page, the
+//! transaction history and the member's own birthday (scope `storefront`).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use tonic::Code;
 
 use crate::extract::{Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, ServerScope};
 use crate::model::{
-    self, Absence, ActivityBody, ActivityRecorded, LoyaltyPage, MemberProfile, PageQuery, PointsPart, ProfileBody,
-    ProfilePart, ReferralPart, RewardsPart, TierPart, TransactionPage,
+    self, Absence, ActivityBody, ActivityRecorded, BirthdayBody, LoyaltyPage, MemberProfile, PageQuery, PointsPart,
+    ProfileBody, ProfilePart, ReferralPart, RewardsPart, TierPart, TransactionPage,
 };
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, points_failed, written};
 use crate::rpc;
 use crate::upstream::{Failure, Upstreams};
+use loyalty_proto::points::v1 as pb;
 
 /// Awards an activity rule's points (`signup`, `birthday`, `review`, ...), within its cap.
 #[utoipa::path(
@@ -105,6 +107,66 @@ pub async fn put_profile(
     let reply = state.upstreams.points(request, rpc!(update_profile)).await;
     let reply = reply.map_err(|failure| points_failed(failure).strip_field_prefix("profile."))?;
     Ok(written(reply.replayed, &reply.message.profile.unwrap_or_default()))
+}
+
+/// The member's birthday, given by the member: set once.
+///
+/// For a storefront's "tell us your birthday" (a storefront key with the
+/// customer's token; `server` and `admin` keys may call it too, and may
+/// change a birthday with `PUT /v1/customers/{customer_id}/profile`). The
+/// rest of the profile is kept; a member without one is enrolled by it. A
+/// birthday once given cannot be changed here (409 `BIRTHDAY_ALREADY_SET`;
+/// the same birthday again answers as the first time), so it cannot be moved
+/// to collect the birthday points twice. Audited as a profile change by
+/// `customer:<id>`.
+#[utoipa::path(
+    put,
+    path = "/v1/customers/{customer_id}/birthday",
+    tag = "customers",
+    operation_id = "setBirthday",
+    security(("api_key" = ["storefront"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        ("X-Customer-Token" = Option<String>, Header, description = "With a `storefront` key: a token the shop's back end signed for this customer; `server` and `admin` keys need none"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "Required on every write"),
+    ),
+    request_body = BirthdayBody,
+    responses(
+        (status = 200, description = "The member's public profile with the birthday", body = ProfilePart),
+        (status = 409, description = "Another birthday was already given (`BIRTHDAY_ALREADY_SET`), or the profile changed meanwhile (`VERSION_MISMATCH`: retry)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "An impossible date", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_birthday(
+    State(state): State<AppState>,
+    ForCustomer { auth, customer_id }: ForCustomer,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<BirthdayBody>,
+) -> Result<Response, Problem> {
+    let program = auth.program();
+    let found = state.upstreams.points(model::profile_request(program, customer_id.clone()), rpc!(get_profile)).await;
+    let mut profile = found.map_err(points_failed)?.message.profile.unwrap_or_default();
+    if profile.birth_month != 0 {
+        if (profile.birth_month, profile.birth_day) == (body.birth_month, body.birth_day) {
+            return Ok(json(&ProfilePart::from(profile)));
+        }
+        let detail = "a birthday was already given; the shop can correct it";
+        return Err(Problem::new(StatusCode::CONFLICT, "BIRTHDAY_ALREADY_SET", detail));
+    }
+    // Written only if nothing changed since it was read.
+    let expected_version = Some(profile.version);
+    (profile.birth_month, profile.birth_day) = (body.birth_month, body.birth_day);
+    let request = pb::UpdateProfileRequest {
+        program_id: program.to_owned(),
+        actor: auth.actor_for(&customer_id),
+        customer_id,
+        profile: Some(profile),
+        expected_version,
+        idempotency_key: key,
+    };
+    let reply = state.upstreams.points(request, rpc!(update_profile)).await;
+    let reply = reply.map_err(|failure| points_failed(failure).strip_field_prefix("profile."))?;
+    Ok(written(reply.replayed, &ProfilePart::from(reply.message.profile.unwrap_or_default())))
 }
 
 /// The customer's loyalty standing: balance, pending points, what expires

@@ -108,6 +108,7 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::GET, "/v1/customers/{customer_id}/loyalty", customers::loyalty_page)
         .add(Method::GET, "/v1/customers/{customer_id}/profile", customers::profile)
         .add(Method::PUT, "/v1/customers/{customer_id}/profile", customers::put_profile)
+        .add(Method::PUT, "/v1/customers/{customer_id}/birthday", customers::set_birthday)
         .add(Method::GET, "/v1/customers/{customer_id}/transactions", customers::transactions)
         .add(Method::GET, "/v1/customers/{customer_id}/checkout-points", orders::quote_checkout_points)
         .add(Method::GET, "/v1/program", program::overview)

@@ -301,9 +301,26 @@ impl Harness {
 
     /// A JSON POST from a storefront acting for a signed-in customer.
     pub async fn post_for(&self, key: &str, token: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        self.write_for(Method::POST, key, token, path, idempotency_key, body).await
+    }
+
+    /// A JSON PUT from a storefront acting for a signed-in customer.
+    pub async fn put_for(&self, key: &str, token: &str, path: &str, idempotency_key: &str, body: Value) -> Answer {
+        self.write_for(Method::PUT, key, token, path, idempotency_key, body).await
+    }
+
+    async fn write_for(
+        &self,
+        method: Method,
+        key: &str,
+        token: &str,
+        path: &str,
+        idempotency_key: &str,
+        body: Value,
+    ) -> Answer {
         let headers =
             [("content-type", "application/json"), ("idempotency-key", idempotency_key), ("x-customer-token", token)];
-        self.send(Method::POST, path, Some(key), &headers, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send(method, path, Some(key), &headers, Some(serde_json::to_vec(&body).unwrap())).await
     }
 
     pub async fn stop(mut self) {

@@ -43,6 +43,8 @@ export interface LoyaltyPage {
     stats?: { invited: number; completed: number; points_earned: number };
   };
   rewards: { available: boolean; redeemable?: Reward[] };
+  /** The member's own part of the profile; absent until one is written. Birth month 0: not given. */
+  profile?: { birth_month: number; birth_day: number };
 }
 
 /** A campaign running now: a multiplier or a bonus, on `applies_to` (empty: everything), for `tier_ids` (empty: everyone). */
@@ -112,6 +114,11 @@ export class Gateway {
       `/v1/customers/${encodeURIComponent(customer)}/redemptions?page_size=50`,
     );
     return page.redemptions.filter((r) => r.status === "active" && r.voucher_code);
+  }
+
+  /** The member gives their birthday (once). */
+  setBirthday(customer: string, month: number, day: number): Promise<unknown> {
+    return this.call("PUT", `/v1/customers/${encodeURIComponent(customer)}/birthday`, { birth_month: month, birth_day: day });
   }
 
   redeem(customer: string, rewardId: string): Promise<Redemption> {

@@ -70,6 +70,14 @@ const en = {
   redeemFailed: "This reward could not be redeemed: {reason}",
   notEnoughPoints: "you do not have enough points.",
   tryAgain: "please try again.",
+  birthdayTitle: "Your birthday",
+  birthdayOffer: "Tell us your birthday and get {points} points every year.",
+  birthdayMonth: "Month",
+  birthdayDay: "Day",
+  birthdaySave: "Save my birthday",
+  birthdayShown: "Your birthday: {date}",
+  birthdayInvalid: "That date does not exist; please check the day.",
+  birthdaySaved: "Birthday saved",
 };
 
 export type Key = keyof typeof en;
@@ -141,6 +149,14 @@ const de: Strings = {
   redeemFailed: "Diese Prämie konnte nicht eingelöst werden: {reason}",
   notEnoughPoints: "Sie haben nicht genug Punkte.",
   tryAgain: "Bitte versuchen Sie es noch einmal.",
+  birthdayTitle: "Ihr Geburtstag",
+  birthdayOffer: "Verraten Sie uns Ihren Geburtstag und erhalten Sie jedes Jahr {points} Punkte.",
+  birthdayMonth: "Monat",
+  birthdayDay: "Tag",
+  birthdaySave: "Geburtstag speichern",
+  birthdayShown: "Ihr Geburtstag: {date}",
+  birthdayInvalid: "Dieses Datum gibt es nicht; bitte prüfen Sie den Tag.",
+  birthdaySaved: "Geburtstag gespeichert",
 };
 
 const zhHans: Strings = {
@@ -209,6 +225,14 @@ const zhHans: Strings = {
   redeemFailed: "无法兑换此奖励：{reason}",
   notEnoughPoints: "您的积分不足。",
   tryAgain: "请重试。",
+  birthdayTitle: "您的生日",
+  birthdayOffer: "告诉我们您的生日，每年可获得 {points} 积分。",
+  birthdayMonth: "月",
+  birthdayDay: "日",
+  birthdaySave: "保存我的生日",
+  birthdayShown: "您的生日：{date}",
+  birthdayInvalid: "该日期不存在，请检查日期。",
+  birthdaySaved: "生日已保存",
 };
 
 const zhHant: Strings = {
@@ -277,6 +301,14 @@ const zhHant: Strings = {
   redeemFailed: "無法兌換此獎勵：{reason}",
   notEnoughPoints: "您的積分不足。",
   tryAgain: "請重試。",
+  birthdayTitle: "您的生日",
+  birthdayOffer: "告訴我們您的生日，每年可獲得 {points} 積分。",
+  birthdayMonth: "月",
+  birthdayDay: "日",
+  birthdaySave: "儲存我的生日",
+  birthdayShown: "您的生日：{date}",
+  birthdayInvalid: "該日期不存在，請檢查日期。",
+  birthdaySaved: "生日已儲存",
 };
 
 const tr: Strings = {
@@ -345,6 +377,14 @@ const tr: Strings = {
   redeemFailed: "Bu ödül kullanılamadı: {reason}",
   notEnoughPoints: "yeterli puanınız yok.",
   tryAgain: "lütfen tekrar deneyin.",
+  birthdayTitle: "Doğum gününüz",
+  birthdayOffer: "Doğum gününüzü bize söyleyin, her yıl {points} puan kazanın.",
+  birthdayMonth: "Ay",
+  birthdayDay: "Gün",
+  birthdaySave: "Doğum günümü kaydet",
+  birthdayShown: "Doğum gününüz: {date}",
+  birthdayInvalid: "Bu tarih mevcut değil; lütfen günü kontrol edin.",
+  birthdaySaved: "Doğum günü kaydedildi",
 };
 
 export const CATALOG: Record<Lang, Strings> = { en, de, "zh-Hans": zhHans, "zh-Hant": zhHant, tr };

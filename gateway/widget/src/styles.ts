@@ -71,7 +71,7 @@ button.secondary, .button.secondary {
   color: var(--loyalty-accent, #0a58ca);
 }
 button[disabled] { opacity: 0.7; cursor: progress; }
-button:focus-visible, .button:focus-visible, input:focus-visible, [tabindex="-1"]:focus-visible {
+button:focus-visible, .button:focus-visible, input:focus-visible, select:focus-visible, [tabindex="-1"]:focus-visible {
   outline: 3px solid var(--loyalty-focus, #bf3989);
   outline-offset: 2px;
 }

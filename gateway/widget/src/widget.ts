@@ -257,7 +257,65 @@ class LoyaltyWidget extends HTMLElement {
     nodes.push(this.rewards(page, t, n));
     if (page.referral.available && page.referral.enabled && page.referral.code) nodes.push(this.referral(page, t, n));
     else if (page.referral.available && !page.referral.code && this.view.program?.referral.enabled) nodes.push(this.referralInvite(t, n));
+    const birthday = this.view.program?.ways_to_earn.find((w) => w.activity_type === "birthday");
+    if (birthday) nodes.push(this.birthday(page, birthday.points, t, n));
     return nodes;
+  }
+
+  /** The member's birthday: shown once given, else asked for (once: the gateway keeps the first). */
+  private birthday(page: LoyaltyPage, points: number, t: Strings, n: (v: number) => string): Node {
+    const section = h("section", { "aria-labelledby": "loyalty-birthday" }, h("h3", { id: "loyalty-birthday" }, t.birthdayTitle));
+    const { locale } = this.language();
+    // A leap year, so that 29 February has a name.
+    const day = (month: number, d: number) =>
+      new Intl.DateTimeFormat(locale, { month: "long", day: "numeric", timeZone: "UTC" }).format(new Date(Date.UTC(2000, month - 1, d)));
+    const given = page.profile?.birth_month ? page.profile : null;
+    if (given) {
+      section.append(h("p", { "data-testid": "birthday" }, fill(t.birthdayShown, { date: day(given.birth_month, given.birth_day) })));
+      return section;
+    }
+    section.append(h("p", {}, fill(t.birthdayOffer, { points: n(points) })));
+    const monthName = new Intl.DateTimeFormat(locale, { month: "long", timeZone: "UTC" });
+    const month = h(
+      "select",
+      { id: "loyalty-birth-month", "data-focus": "birth-month" },
+      ...Array.from({ length: 12 }, (_, i) => h("option", { value: String(i + 1) }, monthName.format(new Date(Date.UTC(2000, i, 1))))),
+    ) as HTMLSelectElement;
+    const dayOf = h(
+      "select",
+      { id: "loyalty-birth-day", "data-focus": "birth-day" },
+      ...Array.from({ length: 31 }, (_, i) => h("option", { value: String(i + 1) }, n(i + 1))),
+    ) as HTMLSelectElement;
+    const save = h("button", { type: "button", "data-focus": "birthday-save" }, t.birthdaySave) as HTMLButtonElement;
+    save.addEventListener("click", () => void this.saveBirthday(save, Number(month.value), Number(dayOf.value), t));
+    section.append(
+      h(
+        "div",
+        { class: "row" },
+        h("label", { for: "loyalty-birth-month" }, t.birthdayMonth),
+        month,
+        h("label", { for: "loyalty-birth-day" }, t.birthdayDay),
+        dayOf,
+        save,
+      ),
+    );
+    return section;
+  }
+
+  private async saveBirthday(button: HTMLButtonElement, month: number, day: number, t: Strings) {
+    const customer = this.view.page?.customer_id;
+    if (!customer) return;
+    button.disabled = true;
+    try {
+      await this.gateway().setBirthday(customer, month, day);
+      this.status.textContent = t.birthdaySaved;
+      this.view = { ...this.view, notice: null };
+      await this.load(true);
+    } catch (error) {
+      const invalid = error instanceof Problem && error.status === 422;
+      this.view = { ...this.view, notice: { key: invalid ? "birthdayInvalid" : "unavailable" } };
+      this.render();
+    }
   }
 
   /** Referrals are on but the customer has no code yet: reading the page made none, a click does. */

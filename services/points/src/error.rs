@@ -37,8 +37,8 @@ pub enum Error {
     )]
     OrderAlreadyRecorded(String),
     #[error(
-        "points were already applied to order {0} with another customer, amount, currency or number of points: \
-         an order takes points once; refund it to give them back"
+        "order {0} already took points with another customer, amount, currency or number of points, or is \
+         another customer's order: an order takes points once; refund it to give them back"
     )]
     CheckoutAlreadyApplied(String),
     #[error("too many writes are waiting; retry with the same idempotency key")]

@@ -344,8 +344,20 @@ impl LedgerStore {
         let (order, paid) = match &command {
             Command::OrderRefund { order_id, .. } => (
                 self.order(&mut tx, program_id, order_id, true).await?,
-                self.checkout(&mut tx, program_id, order_id, true).await?,
+                // Points another customer applied to this order id are theirs:
+                // this refund concerns the earn's customer only.
+                self.checkout(&mut tx, program_id, order_id, true).await?.filter(|p| p.customer_id == customer_id),
             ),
+            Command::CheckoutSpend { order, .. } => {
+                // Points pay for the customer's own order, not one earned by another.
+                match self.order(&mut tx, program_id, &order.order_id, false).await? {
+                    Some(earned) if earned.customer_id != customer_id => {
+                        tx.rollback().await?;
+                        return Err(Error::CheckoutAlreadyApplied(order.order_id.clone()));
+                    }
+                    _ => (None, None),
+                }
+            }
             _ => (None, None),
         };
         if let Some(saved) = idempotency::claim(&mut tx, program_id, method, idempotency_key, &hash, now).await? {

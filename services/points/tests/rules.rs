@@ -164,6 +164,12 @@ async fn points_pay_for_part_of_an_order_and_refunds_give_back_exactly_what_was_
     assert_eq!((whole.points_reversed, whole.points_restored, whole.total_refunded_minor), (90, 1_000, 10_000));
     let balance = h.assert_ledger_matches_balance("shop", "cara").await;
     assert_eq!(balance.available, 5_000);
+
+    // Another customer's order id is not cara's to pay for.
+    h.client.earn_for_order(order("shop", "dan", "o-6", 9_000)).await.expect("dan's order");
+    let not_hers = h.client.apply_checkout_points(checkout("o-6", 10_000, 1_000)).await.unwrap_err();
+    assert_eq!(reason_of(&not_hers), "CHECKOUT_ALREADY_APPLIED", "{not_hers:?}");
+    assert_eq!(h.assert_ledger_matches_balance("shop", "cara").await.available, 5_000);
     h.stop().await;
 }
 
