@@ -60,6 +60,8 @@ pub const POLICY: Policy = Policy {
         ("GetProfile", Access::Key(Server)),
         ("UpdateProfile", Access::Key(Server)),
         ("RunBirthdays", Access::Internal),
+        // A customer's data for the right of access: the shop's back office.
+        ("ExportCustomer", Access::Key(Admin)),
         ("GetProgramSettings", Access::Key(Admin)),
         ("PutProgramSettings", Access::Key(Admin)),
         ("ListCampaigns", Access::Key(Admin)),

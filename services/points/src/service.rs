@@ -150,6 +150,17 @@ impl Ledger {
         &self.programs
     }
 
+    /// Everything held about one customer, as one JSON document (read from
+    /// the database, not the cache); the export is audited.
+    pub async fn export_customer(
+        &self,
+        program_id: &str,
+        customer_id: &str,
+        actor: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.store.export_customer(program_id, customer_id, actor).await
+    }
+
     /// Refuses a campaign restricted to tiers the program's ladder lacks.
     pub async fn check_campaign_tiers(&self, program_id: &str, campaign: &rules::Campaign) -> Result<(), Error> {
         if campaign.tier_ids.is_empty() {

@@ -13,6 +13,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 loyalty_common::on_both_backends!(
+    a_customers_data_is_exported_as_one_document_and_the_export_audited,
     birthdays_are_awarded_once_a_year_in_the_members_time_zone,
     profiles_enrol_change_with_versions_and_are_audited,
     bad_profiles_are_refused_field_by_field,
@@ -192,5 +193,107 @@ async fn birthdays_are_awarded_once_a_year_in_the_members_time_zone(backend: Bac
         assert_eq!(entries.len(), awards, "{customer}: {entries:?}");
         assert!(entries.iter().all(|e| e.points == 100 && e.reason.contains("birthday")), "{entries:?}");
     }
+    h.stop().await;
+}
+
+/// The right of access: one document with everything points holds about the
+/// customer (account, lots, ledger, orders, checkout spends, activity awards,
+/// profile and its changes), nobody else's, and the export audited.
+async fn a_customers_data_is_exported_as_one_document_and_the_export_audited(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let mut settings = h
+        .client
+        .get_program_settings(pb::GetProgramSettingsRequest { program_id: "shop".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    settings.activity_rules = vec![pb::ActivityRule {
+        activity_type: "signup".into(),
+        points: 200,
+        active: true,
+        cap_count: 1,
+        cap_period: pb::CapPeriod::Lifetime as i32,
+        once_per_ref: false,
+    }];
+    settings.checkout =
+        Some(pb::CheckoutPoints { points: 1, amount_minor: 1, min_points: 0, max_share_bp: 10_000, step_points: 0 });
+    let put = pb::PutProgramSettingsRequest {
+        program_id: "shop".into(),
+        settings: Some(settings),
+        actor: "admin@shop".into(),
+        idempotency_key: "s".into(),
+        expected_version: None,
+    };
+    h.client.put_program_settings(put).await.expect("settings");
+    let first = profile((7, 14), "Europe/Paris", vec![consent("email", true, Some(T0 - DAY))]);
+    h.client.update_profile(update("anna", first, Some(0), "p1")).await.expect("enrolled");
+    let order = pb::EarnForOrderRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        order_id: "o-1".into(),
+        amount_minor: 5_000,
+        currency: "EUR".into(),
+        occurred_at: None,
+    };
+    h.client.earn_for_order(order).await.expect("earned");
+    let signup = pb::RecordActivityRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        activity_type: "signup".into(),
+        activity_ref: String::new(),
+        idempotency_key: "signup-anna".into(),
+    };
+    h.client.record_activity(signup).await.expect("signup");
+    let paid = pb::ApplyCheckoutPointsRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        order_id: "o-2".into(),
+        amount_minor: 1_000,
+        currency: "EUR".into(),
+        points: 100,
+    };
+    h.client.apply_checkout_points(paid).await.expect("points at checkout");
+    h.earn("shop", "ben", 999, "e-ben").await;
+
+    let export = |customer: &str| pb::ExportCustomerRequest {
+        program_id: "shop".into(),
+        customer_id: customer.into(),
+        actor: "dpo@shop".into(),
+    };
+    let document = h.client.export_customer(export("anna")).await.unwrap().into_inner().document;
+    let document: serde_json::Value = serde_json::from_str(&document).expect("one JSON document");
+    assert_eq!(
+        (&document["customer_id"], &document["program_id"]),
+        (&serde_json::json!("anna"), &serde_json::json!("shop"))
+    );
+    let balance = h.balance("shop", "anna").await;
+    assert_eq!(document["account"]["available"], balance.available, "{document:#}");
+    let kinds: Vec<&str> = document["ledger"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["EARN", "EARN", "SPEND"], "oldest first: {document:#}");
+    assert_eq!(document["lots"].as_array().unwrap().len(), 2);
+    assert_eq!(document["orders"][0]["order_id"], "o-1");
+    assert_eq!(
+        (&document["checkout_spends"][0]["order_id"], &document["checkout_spends"][0]["points"]),
+        (&serde_json::json!("o-2"), &serde_json::json!(100))
+    );
+    assert_eq!(document["activity_awards"][0]["activity_type"], "signup");
+    assert_eq!(document["profile"]["body"]["time_zone"], "Europe/Paris");
+    assert_eq!(document["profile_changes"][0]["actor"], "support@shop");
+    assert!(document["ledger"][0]["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {document:#}");
+    assert!(!document.to_string().contains("ben"), "nobody else's data: {document:#}");
+
+    let nobody = h.client.export_customer(export("nobody")).await.unwrap().into_inner().document;
+    let nobody: serde_json::Value = serde_json::from_str(&nobody).unwrap();
+    assert_eq!((nobody["account"].clone(), nobody["ledger"].clone()), (serde_json::Value::Null, serde_json::json!([])));
+
+    let audit = h.audit("shop").await;
+    let exports: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e.entity == "customer_export")
+        .map(|e| (e.entity_id.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(exports, [("nobody", "dpo@shop"), ("anna", "dpo@shop")], "each export audited, newest first");
     h.stop().await;
 }

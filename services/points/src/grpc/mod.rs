@@ -378,6 +378,19 @@ impl PointsService for PointsApi {
         }))
     }
 
+    async fn export_customer(
+        &self,
+        request: Request<pb::ExportCustomerRequest>,
+    ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
+        let actor = auth::actor(&request, &request.get_ref().actor);
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("actor", &actor);
+        check.done(DOMAIN)?;
+        let document = self.ledger.export_customer(&r.program_id, &r.customer_id, &actor).await?;
+        Ok(Response::new(pb::ExportCustomerResponse { document: document.to_string() }))
+    }
+
     async fn run_birthdays(
         &self,
         _request: Request<pb::RunBirthdaysRequest>,
