@@ -295,31 +295,34 @@ impl Ledger {
     }
 
     /// Spends points against an order once per order id (the write's
-    /// idempotency key), for the discount the program's checkout rule gives.
+    /// idempotency key), for the discount the program's checkout rule gives:
+    /// the same order id with other arguments is refused as already applied.
     pub async fn apply_checkout_points(
         self: &Arc<Self>,
         program_id: &str,
         order: CheckoutRequest,
     ) -> Result<Execution, Error> {
         let key = order.order_id.clone();
-        let applied = match self.checkout_discount(program_id, &order).await {
-            Ok(discount_minor) => {
-                self.execute(program_id, &key, Command::CheckoutSpend { order, discount_minor }).await
-            }
-            // A replay answers from its saved result even when the rule would refuse it now.
-            Err(error) => {
-                let identity = Command::CheckoutSpend { order, discount_minor: 0 };
-                match self.store.saved(program_id, &key, &identity).await {
-                    Ok(Some(saved)) => self.acknowledge(program_id, saved).await,
-                    Ok(None) => Err(error),
-                    Err(other) => Err(other),
-                }
-            }
-        };
-        applied.map_err(|error| match error {
+        self.apply_once(program_id, order).await.map_err(|error| match error {
             Error::IdempotencyKeyReused { .. } => Error::CheckoutAlreadyApplied(key),
             other => other,
         })
+    }
+
+    async fn apply_once(self: &Arc<Self>, program_id: &str, order: CheckoutRequest) -> Result<Execution, Error> {
+        let key = order.order_id.clone();
+        let discount_minor = match self.checkout_discount(program_id, &order).await {
+            Ok(discount_minor) => discount_minor,
+            // A replay answers from its saved result even when the rule would refuse it now.
+            Err(error) => {
+                let identity = Command::CheckoutSpend { order, discount_minor: 0 };
+                return match self.store.saved(program_id, &key, &identity).await? {
+                    Some(saved) => self.acknowledge(program_id, saved).await,
+                    None => Err(error),
+                };
+            }
+        };
+        self.execute(program_id, &key, Command::CheckoutSpend { order, discount_minor }).await
     }
 
     async fn checkout_discount(&self, program_id: &str, order: &CheckoutRequest) -> Result<i64, Error> {

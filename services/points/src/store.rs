@@ -391,8 +391,15 @@ impl LedgerStore {
             (Command::OrderRefund { refunded_amount_minor, .. }, Some(paid)) => {
                 let due =
                     rules::refund_reversal(paid.points, paid.amount_minor, paid.refunded_minor, *refunded_amount_minor);
-                let draws = spend_draws(&mut tx, program_id, &paid.transaction_id).await?;
-                let draws = draws_to_restore(&draws, paid.restored_points, due);
+                // Nothing due (all given back already, or a share too small): no draws to read.
+                let draws = match due {
+                    0 => Vec::new(),
+                    _ => draws_to_restore(
+                        &spend_draws(&mut tx, program_id, &paid.transaction_id).await?,
+                        paid.restored_points,
+                        due,
+                    ),
+                };
                 wanted.extend(draws.iter().map(|d| d.lot_id.clone()));
                 Some((paid, due, draws))
             }

@@ -31,6 +31,8 @@ struct Part {
     table: &'static str,
     columns: &'static [(&'static str, Column)],
     order_by: &'static str,
+    /// At most one row: an object (null when none), not a list.
+    one: bool,
 }
 
 const PARTS: &[Part] = &[
@@ -48,6 +50,7 @@ const PARTS: &[Part] = &[
             ("version", Number),
         ],
         order_by: "customer_id",
+        one: true,
     },
     Part {
         name: "lots",
@@ -65,6 +68,7 @@ const PARTS: &[Part] = &[
             ("expires_at_us", Instant),
         ],
         order_by: "earned_at_us, lot_id",
+        one: false,
     },
     Part {
         name: "ledger",
@@ -85,6 +89,7 @@ const PARTS: &[Part] = &[
             ("expires_at_us", Instant),
         ],
         order_by: "id",
+        one: false,
     },
     Part {
         name: "orders",
@@ -100,6 +105,7 @@ const PARTS: &[Part] = &[
             ("created_at_us", Instant),
         ],
         order_by: "created_at_us, order_id",
+        one: false,
     },
     Part {
         name: "checkout_spends",
@@ -116,6 +122,7 @@ const PARTS: &[Part] = &[
             ("created_at_us", Instant),
         ],
         order_by: "created_at_us, order_id",
+        one: false,
     },
     Part {
         name: "activity_awards",
@@ -127,12 +134,14 @@ const PARTS: &[Part] = &[
             ("awarded_at_us", Instant),
         ],
         order_by: "awarded_at_us, transaction_id",
+        one: false,
     },
     Part {
         name: "profile",
         table: "member_profiles",
         columns: &[("body", Json), ("version", Number), ("updated_at_us", Instant)],
         order_by: "customer_id",
+        one: true,
     },
 ];
 
@@ -171,9 +180,9 @@ pub async fn customer_document(
         ));
         let rows = sqlx::query(sql).bind(program_id).bind(customer_id).fetch_all(&mut *tx).await?;
         let objects = rows.iter().map(|row| object(row, part.columns)).collect::<Result<Vec<_>, Error>>()?;
-        let value = match part.name {
-            "account" | "profile" => objects.into_iter().next().unwrap_or(Value::Null),
-            _ => Value::Array(objects),
+        let value = match part.one {
+            true => objects.into_iter().next().unwrap_or(Value::Null),
+            false => Value::Array(objects),
         };
         document.insert(part.name.into(), value);
     }
