@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{self, FieldError, ProblemDocument};
-use crate::routes::{admin, customers, insights, ops, orders, program, referrals, rewards, tiers, webhooks};
+use crate::routes::{admin, customers, insights, ops, orders, privacy, program, referrals, rewards, tiers, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,8 @@ use crate::routes::{admin, customers, insights, ops, orders, program, referrals,
         admin::create_campaign,
         admin::update_campaign,
         admin::end_campaign,
+        privacy::export,
+        privacy::erase,
         admin::audit,
         rewards::available,
         rewards::redeem,

@@ -16,6 +16,7 @@ use loyalty_common::peer::{PeerChannel, Peers};
 use loyalty_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use loyalty_proto::points::v1 as pb;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
+use loyalty_proto::privacy::v1::customer_data_service_client::CustomerDataServiceClient;
 use loyalty_proto::referral::v1 as referral_pb;
 use loyalty_proto::referral::v1::referral_service_client::ReferralServiceClient;
 use loyalty_proto::rewards::v1::rewards_service_client::RewardsServiceClient;
@@ -84,6 +85,8 @@ pub struct Upstreams {
     rewards: Option<RewardsServiceClient<Traced>>,
     insights: Option<InsightsServiceClient<Traced>>,
     webhooks: Option<WebhooksServiceClient<Traced>>,
+    /// Every configured service's customer-data service, by name, points first.
+    customer_data: Vec<(&'static str, CustomerDataServiceClient<Traced>)>,
     deadline: Duration,
 }
 
@@ -101,6 +104,17 @@ impl Upstreams {
         let rewards = optional("REWARDS_ADDR", addresses.rewards)?;
         let insights = optional("INSIGHTS_ADDR", addresses.insights)?;
         let webhooks = optional("WEBHOOKS_ADDR", addresses.webhooks)?;
+        let customer_data = [
+            ("points", Some(&points_channel)),
+            ("tiers", tiers.as_ref()),
+            ("referral", referral.as_ref()),
+            ("rewards", rewards.as_ref()),
+            ("insights", insights.as_ref()),
+            ("webhooks", webhooks.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, channel)| Some((name, CustomerDataServiceClient::new(peers.attach(channel?.clone())))))
+        .collect();
         Ok(Self {
             points: PointsServiceClient::new(peers.attach(points_channel.clone())),
             points_health: HealthClient::new(points_channel),
@@ -109,6 +123,7 @@ impl Upstreams {
             rewards: rewards.map(|c| RewardsServiceClient::new(peers.attach(c))),
             insights: insights.map(|c| InsightsServiceClient::new(peers.attach(c))),
             webhooks: webhooks.map(|c| WebhooksServiceClient::new(peers.attach(c))),
+            customer_data,
             deadline,
         })
     }
@@ -196,6 +211,38 @@ impl Upstreams {
         Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
     {
         self.optional(&self.webhooks, "WEBHOOKS_ADDR", message, rpc).await
+    }
+
+    /// The services the gateway has no address for (whose customer data it cannot reach).
+    pub fn not_configured(&self) -> Vec<&'static str> {
+        let configured: Vec<&str> = self.customer_data.iter().map(|(name, _)| *name).collect();
+        ["points", "tiers", "referral", "rewards", "insights", "webhooks"]
+            .into_iter()
+            .filter(|name| !configured.contains(name))
+            .collect()
+    }
+
+    /// The same call to the customer-data service of every configured
+    /// backend: points first and alone (the others follow its stream, so
+    /// what it answers for no longer reaches them afterwards), then the
+    /// others concurrently; the answers in that order, by service name.
+    pub async fn every_service<Req, Res, Fut>(
+        &self,
+        message: Req,
+        rpc: impl Fn(CustomerDataServiceClient<Traced>, tonic::Request<Req>) -> Fut,
+    ) -> Vec<(&'static str, Result<Reply<Res>, Status>)>
+    where
+        Req: Clone,
+        Fut: Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let Some(((first, points), others)) = self.customer_data.split_first() else { return Vec::new() };
+        let mut answers = vec![(*first, self.unary(message.clone(), |r| rpc(points.clone(), r)).await)];
+        let rest = others.iter().map(|(name, client)| {
+            let call = self.unary(message.clone(), |r| rpc(client.clone(), r));
+            async move { (*name, call.await) }
+        });
+        answers.extend(futures::future::join_all(rest).await);
+        answers
     }
 
     /// One call to an optional backend, or [`Failure::NotConfigured`] naming `variable`.

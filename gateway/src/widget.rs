@@ -25,11 +25,14 @@ const SCRIPT: &[u8] = include_bytes!("../widget/dist/widget.js");
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// A strong validator: the script's SHA-256, so it changes exactly when the bytes do.
-static SCRIPT_ETAG: LazyLock<String> = LazyLock::new(|| {
-    let digest = Sha256::digest(SCRIPT);
+static SCRIPT_ETAG: LazyLock<String> = LazyLock::new(|| etag_of(SCRIPT));
+
+/// A strong validator for `bytes`: the first half of their SHA-256, hex, quoted.
+pub(crate) fn etag_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
-});
+}
 
 /// The widget's settings, flattened into [`crate::Config`].
 #[derive(Debug, Clone, clap::Args)]
@@ -136,7 +139,7 @@ pub async fn script(State(state): State<AppState>, headers: HeaderMap) -> Respon
 }
 
 /// True when `If-None-Match` lists this ETag (or `*`); weak forms compare equal, as RFC 9110 asks for GET.
-fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
         |candidate| {
             let candidate = candidate.trim();

@@ -609,14 +609,18 @@ fn every_rpc_has_an_access_rule_and_keyed_rpcs_carry_program_id_in_field_one() {
     use prost::Message;
     use prost_types::field_descriptor_proto::Type;
 
-    let policies: [Policy; 6] = [
+    let policies: [Policy; 7] = [
         loyalty_points::POLICY,
         loyalty_tiers::POLICY,
         loyalty_referral::POLICY,
         loyalty_rewards::POLICY,
         loyalty_insights::POLICY,
         loyalty_webhooks::POLICY,
+        // Served by every one of them.
+        loyalty_common::privacy::POLICY,
     ];
+    let shared = loyalty_common::auth::SHARED.iter();
+    assert!(shared.clone().all(|s| policies.iter().any(|p| p.service == s.service)), "shared policies are checked");
     let set = prost_types::FileDescriptorSet::decode(loyalty_proto::FILE_DESCRIPTOR_SET).unwrap();
     let messages: std::collections::HashMap<String, &prost_types::DescriptorProto> = set
         .file

@@ -305,6 +305,11 @@ async fn every_route_answers_in_its_golden_shape() {
     let deleted = h.bodiless(Method::DELETE, &admin, &path, "hook-5").await;
     seen.record("DELETE /v1/webhooks/subscriptions/{subscription_id}", &deleted);
 
+    // The customer's rights, on a customer nobody knows (whose export and erasure are the same every run).
+    seen.record("GET /v1/customers/{customer_id}/export", &h.get(&admin, "/v1/customers/nobody/export").await);
+    let erased = h.send(Method::DELETE, "/v1/customers/nobody", Some(&admin), &[], None).await;
+    seen.record("DELETE /v1/customers/{customer_id}", &erased);
+
     // Last, so that the audit has every kind of change in it.
     let end = h.bodiless(Method::POST, &admin, &format!("/v1/campaigns/{campaign_id}/end"), "end-1").await;
     seen.record("POST /v1/campaigns/{campaign_id}/end", &end);

@@ -18,6 +18,12 @@ pub mod insights {
     }
 }
 
+pub mod privacy {
+    pub mod v1 {
+        tonic::include_proto!("loyalty.privacy.v1");
+    }
+}
+
 pub mod referral {
     pub mod v1 {
         tonic::include_proto!("loyalty.referral.v1");

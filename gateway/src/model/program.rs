@@ -305,7 +305,8 @@ pub struct AuditEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub changed_at: Option<String>,
-    /// `settings`, `campaign` or `profile` (then `entity_id` is the customer).
+    /// `settings`, `campaign` or `profile` (then `entity_id` is the customer), `customer_export`
+    /// (the customer) or `customer_erasure` (the anonymous id their records moved to).
     pub entity: String,
     pub entity_id: String,
     /// The settings, the campaign or the profile before the change, as `GET` answers them;
@@ -360,11 +361,53 @@ impl From<pb::ListAuditEntriesResponse> for AuditPage {
     }
 }
 
-pub fn audit_request(program_id: &str, page: PageQuery) -> pb::ListAuditEntriesRequest {
+/// `GET /v1/audit`'s parameters: a page, and which entries.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries per page, at most 200; absent or 0: 50.
+    #[param(minimum = 0, maximum = 200)]
+    pub page_size: Option<i32>,
+    /// The `next_page_token` of the previous page; absent: the first page.
+    pub page_token: Option<String>,
+    /// Only this actor's entries (exact), e.g. `api-key:<key id>` or `customer:<id>`.
+    #[param(min_length = 1, max_length = 128)]
+    pub actor: Option<String>,
+    /// Only entries of this kind.
+    pub entity: Option<AuditKind>,
+}
+
+/// What an audit entry is about.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    Settings,
+    Campaign,
+    Profile,
+    CustomerExport,
+    CustomerErasure,
+}
+
+impl AuditKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Settings => "settings",
+            Self::Campaign => "campaign",
+            Self::Profile => "profile",
+            Self::CustomerExport => "customer_export",
+            Self::CustomerErasure => "customer_erasure",
+        }
+    }
+}
+
+pub fn audit_request(program_id: &str, query: AuditQuery) -> pb::ListAuditEntriesRequest {
     pb::ListAuditEntriesRequest {
         program_id: program_id.to_owned(),
-        page_size: page.page_size.unwrap_or(0),
-        page_token: page.page_token.unwrap_or_default(),
+        page_size: query.page_size.unwrap_or(0),
+        page_token: query.page_token.unwrap_or_default(),
+        actor: query.actor.unwrap_or_default(),
+        entity: query.entity.map(AuditKind::as_str).unwrap_or_default().to_owned(),
     }
 }
 

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, Segment};
 use crate::model::{
-    self, Adjusted, AdjustmentBody, AuditPage, Campaign, CampaignBody, CampaignList, CampaignQuery, PageQuery,
+    self, Adjusted, AdjustmentBody, AuditPage, AuditQuery, Campaign, CampaignBody, CampaignList, CampaignQuery,
     Settings, SettingsBody,
 };
 use crate::problem::{Problem, ProblemDocument};
@@ -204,14 +204,16 @@ pub async fn end_campaign(
     Ok(written(reply.replayed, &Campaign::from(reply.message.campaign.unwrap_or_default())))
 }
 
-/// Every change to settings and campaigns, newest first, paged.
+/// Every change to settings, campaigns and profiles, and every export and
+/// erasure of a customer's data, newest first, paged; filtered by actor and
+/// kind when asked.
 #[utoipa::path(
     get,
     path = "/v1/audit",
     tag = "admin",
     operation_id = "listAuditEntries",
     security(("api_key" = ["admin"])),
-    params(PageQuery),
+    params(AuditQuery),
     responses(
         (status = 200, description = "One page of the audit log", body = AuditPage),
         (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
@@ -220,8 +222,8 @@ pub async fn end_campaign(
 pub async fn audit(
     State(state): State<AppState>,
     auth: Authorized<AdminScope>,
-    QueryParams(page): QueryParams<PageQuery>,
+    QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Response, Problem> {
-    let reply = state.upstreams.points(model::audit_request(auth.program(), page), rpc!(list_audit_entries)).await;
+    let reply = state.upstreams.points(model::audit_request(auth.program(), query), rpc!(list_audit_entries)).await;
     Ok(json(&AuditPage::from(reply.map_err(points_failed)?.message)))
 }

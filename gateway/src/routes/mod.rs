@@ -8,6 +8,7 @@ pub mod demo;
 pub mod insights;
 pub mod ops;
 pub mod orders;
+pub mod privacy;
 pub mod program;
 pub mod referrals;
 pub mod rewards;
@@ -121,6 +122,9 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         .add(Method::PUT, "/v1/campaigns/{campaign_id}", admin::update_campaign)
         .add(Method::POST, "/v1/campaigns/{campaign_id}/end", admin::end_campaign)
         .add(Method::GET, "/v1/audit", admin::audit)
+        // Admin: the customer's rights.
+        .add(Method::GET, "/v1/customers/{customer_id}/export", privacy::export)
+        .add(Method::DELETE, "/v1/customers/{customer_id}", privacy::erase)
         // Storefront: rewards and referrals.
         .add(Method::GET, "/v1/customers/{customer_id}/rewards", rewards::available)
         .add(Method::POST, "/v1/customers/{customer_id}/redemptions", rewards::redeem)

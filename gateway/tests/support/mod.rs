@@ -92,6 +92,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub keys: KeyStore,
     pub database_url: String,
+    /// Each service's database, by service name (those this harness started).
+    pub service_databases: BTreeMap<&'static str, String>,
     pub gateway: Option<GatewayServer>,
     points: Option<RunningService>,
     tiers: Option<RunningService>,
@@ -157,6 +159,7 @@ impl Harness {
         let mut sandbox = Sandbox::new(options.backend, 0).on_wall_clock();
         let points_url = sandbox.database("points").await;
         let gateway_url = sandbox.database("gateway").await;
+        let mut service_databases = BTreeMap::from([("points", points_url.clone())]);
         sandbox.check_callers(&gateway_url, SERVICE_SECRET);
 
         // Every listener first, so each service can be told where the others are.
@@ -193,6 +196,7 @@ impl Harness {
         let tiers = match tiers_listener {
             Some(listener) => {
                 let url = sandbox.database("tiers").await;
+                service_databases.insert("tiers", url.clone());
                 Some(sandbox.start_on::<TiersServer>(listener, &url, &follower).await)
             }
             None => None,
@@ -200,6 +204,7 @@ impl Harness {
         let referral = match referral_listener {
             Some(listener) => {
                 let url = sandbox.database("referral").await;
+                service_databases.insert("referral", url.clone());
                 Some(sandbox.start_on::<ReferralServer>(listener, &url, &follower).await)
             }
             None => None,
@@ -207,6 +212,7 @@ impl Harness {
         let rewards = match rewards_listener {
             Some(listener) => {
                 let url = sandbox.database("rewards").await;
+                service_databases.insert("rewards", url.clone());
                 let mut args = vec!["--points-addr", points_addr.as_str(), "--recovery-interval-ms", "200"];
                 if let Some(tiers) = &tiers_addr {
                     args.extend(["--tiers-addr", tiers.as_str()]);
@@ -218,6 +224,7 @@ impl Harness {
         let insights = match insights_listener {
             Some(listener) => {
                 let url = sandbox.database("insights").await;
+                service_databases.insert("insights", url.clone());
                 Some(sandbox.start_on::<InsightsServer>(listener, &url, &follower).await)
             }
             None => None,
@@ -225,6 +232,7 @@ impl Harness {
         let webhooks = match webhooks_listener {
             Some(listener) => {
                 let url = sandbox.database("webhooks").await;
+                service_databases.insert("webhooks", url.clone());
                 // Receivers in tests listen on loopback over plain http.
                 let mut args = vec!["--allow-http", "--allowed-networks", "127.0.0.0/8", "--poll-interval-ms", "50"];
                 args.extend(follower);
@@ -262,6 +270,7 @@ impl Harness {
             http: reqwest::Client::new(),
             keys,
             database_url: gateway_url,
+            service_databases,
             gateway: Some(gateway),
             points,
             tiers,

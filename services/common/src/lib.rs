@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 pub mod peer;
+pub mod privacy;
 pub mod redis;
 pub mod server;
 pub mod shutdown;

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::db::{Database, DbError};
 use crate::metrics::{Metrics, RpcObserverLayer};
 use crate::peer::Peers;
+use crate::privacy::{AfterErase, CustomerDataApi, Subject};
 use crate::shutdown::ShutdownTrigger;
 use crate::telemetry::TelemetryArgs;
 use crate::tls::{Tls, TlsError};
@@ -77,6 +78,7 @@ pub struct Launch {
     metrics_listener: TcpListener,
     tasks: Vec<JoinHandle<()>>,
     clock: Arc<dyn Clock>,
+    after_erase: Option<Arc<dyn AfterErase>>,
 }
 
 impl Launch {
@@ -111,6 +113,7 @@ impl Launch {
             metrics_listener,
             tasks: Vec::new(),
             clock,
+            after_erase: None,
         })
     }
 
@@ -134,9 +137,26 @@ impl Launch {
         self.tasks.push(tokio::spawn(task));
     }
 
-    /// Serves `routes` (plus health and reflection) on `listener` and the
+    /// What the service does after it erased a customer (see [`crate::privacy`]).
+    pub fn after_erase(&mut self, hook: Arc<dyn AfterErase>) {
+        self.after_erase = Some(hook);
+    }
+
+    /// Serves `routes` (plus health, reflection, and the customer's rights
+    /// over what `subject` says the service holds) on `listener` and the
     /// metrics endpoint, watches `database`, then reports SERVING.
-    pub async fn serve(mut self, listener: TcpListener, routes: Routes, database: &Database) -> RunningService {
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        routes: Routes,
+        database: &Database,
+        subject: &'static Subject,
+    ) -> RunningService {
+        let mut customer_data = CustomerDataApi::new(subject, database.clone(), self.clock.clone());
+        if let Some(hook) = self.after_erase.take() {
+            customer_data = customer_data.after_erase(hook);
+        }
+        let routes = routes.add_service(customer_data.into_server());
         let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
         let bind_addr = listener.local_addr().unwrap_or(unbound);
         let metrics_addr = self.metrics_listener.local_addr().unwrap_or(unbound);

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod follow;
 pub mod grpc;
+pub mod privacy;
 pub mod referral;
 pub mod service;
 pub mod store;
@@ -138,6 +139,6 @@ impl Service for InsightsServer {
         let referral = ReferralSource::connect(config.referral_addr.as_deref(), deadline, &launch.peers())
             .map_err(|e| StartError::setting("REFERRAL_ADDR", e))?;
         let routes = tonic::service::Routes::new(InsightsServiceServer::new(InsightsApi::new(insights, referral)));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }
 }

@@ -216,6 +216,25 @@ impl BalanceCache {
         fresh
     }
 
+    /// Drops the account's cached balance (an erased customer's); `Err` when
+    /// Redis could not be told.
+    pub async fn forget(&self, program_id: &str, customer_id: &str) -> Result<(), String> {
+        match &self.backend {
+            Backend::Local(map) => {
+                map.write().expect("cache lock").remove(&(program_id.to_owned(), customer_id.to_owned()));
+                Ok(())
+            }
+            Backend::Redis(redis) => {
+                let mut conn = redis.conn.clone();
+                conn.del::<_, ()>(redis.key(program_id, customer_id)).await.map_err(|error| {
+                    self.counters.errors.inc();
+                    redis.failed(&error);
+                    format!("the balance cache (Redis) did not answer: {error}")
+                })
+            }
+        }
+    }
+
     /// Stores the balances writes just committed, each unless a newer
     /// version is cached, in one round trip. Accounts Redis could not be
     /// told of are doubted at once in this process and returned: whoever

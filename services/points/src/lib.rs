@@ -6,6 +6,7 @@ pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod privacy;
 pub mod segments;
 pub mod service;
 pub mod store;
@@ -60,8 +61,6 @@ pub const POLICY: Policy = Policy {
         ("GetProfile", Access::Key(Server)),
         ("UpdateProfile", Access::Key(Server)),
         ("RunBirthdays", Access::Internal),
-        // A customer's data for the right of access: the shop's back office.
-        ("ExportCustomer", Access::Key(Admin)),
         ("GetProgramSettings", Access::Key(Admin)),
         ("PutProgramSettings", Access::Key(Admin)),
         ("ListCampaigns", Access::Key(Admin)),
@@ -225,7 +224,18 @@ impl Service for PointsServer {
         let birthdays = Duration::from_secs(config.birthday_interval_secs);
         launch.spawn(ledger.clone().birthday_job(birthdays, launch.signal()));
         tracing::info!(cache = if config.redis_url.is_some() { "redis" } else { "in-process" }, "balance cache");
+        launch.after_erase(Arc::new(ForgetBalance(ledger.clone())));
         let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, launch.signal())));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
+    }
+}
+
+/// An erased customer's balance leaves the cache too.
+struct ForgetBalance(Arc<Ledger>);
+
+#[tonic::async_trait]
+impl loyalty_common::privacy::AfterErase for ForgetBalance {
+    async fn erased(&self, program_id: &str, customer_id: &str) -> Result<(), String> {
+        self.0.forget_cached(program_id, customer_id).await
     }
 }

@@ -145,20 +145,14 @@ impl Ledger {
         Ok(Self { store, readers, programs, tiers, segments, writer })
     }
 
+    /// Drops an erased customer's cached balance.
+    pub async fn forget_cached(&self, program_id: &str, customer_id: &str) -> Result<(), String> {
+        self.readers.cache.forget(program_id, customer_id).await
+    }
+
     /// Settings, campaigns and their audit log.
     pub fn programs(&self) -> &ProgramStore {
         &self.programs
-    }
-
-    /// Everything held about one customer, as one JSON document (read from
-    /// the database, not the cache); the export is audited.
-    pub async fn export_customer(
-        &self,
-        program_id: &str,
-        customer_id: &str,
-        actor: &str,
-    ) -> Result<serde_json::Value, Error> {
-        self.store.export_customer(program_id, customer_id, actor).await
     }
 
     /// Refuses a campaign restricted to tiers the program's ladder lacks.

@@ -9,7 +9,6 @@
 //! the key, commit.
 
 mod batch;
-pub mod export;
 pub mod program;
 
 use std::sync::Arc;
@@ -289,16 +288,6 @@ impl LedgerStore {
 
     pub fn dialect(&self) -> Dialect {
         self.db.dialect
-    }
-
-    /// Everything held about one customer, as one JSON document; the export is audited.
-    pub async fn export_customer(
-        &self,
-        program_id: &str,
-        customer_id: &str,
-        actor: &str,
-    ) -> Result<serde_json::Value, Error> {
-        export::customer_document(&self.db, program_id, customer_id, actor, self.clock.now()).await
     }
 
     pub fn now(&self) -> Micros {

@@ -8,12 +8,15 @@ mod support;
 use std::collections::HashMap;
 
 use loyalty_proto::points::v1 as pb;
+use loyalty_proto::privacy::v1 as privacy;
+use loyalty_proto::privacy::v1::customer_data_service_client::CustomerDataServiceClient;
 use support::{Backend, DAY, Harness, T0, timestamp};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 loyalty_common::on_both_backends!(
     a_customers_data_is_exported_as_one_document_and_the_export_audited,
+    an_erased_customers_ledger_stays_under_an_anonymous_id,
     birthdays_are_awarded_once_a_year_in_the_members_time_zone,
     profiles_enrol_change_with_versions_and_are_audited,
     bad_profiles_are_refused_field_by_field,
@@ -257,17 +260,15 @@ async fn a_customers_data_is_exported_as_one_document_and_the_export_audited(bac
     h.client.apply_checkout_points(paid).await.expect("points at checkout");
     h.earn("shop", "ben", 999, "e-ben").await;
 
-    let export = |customer: &str| pb::ExportCustomerRequest {
+    let mut data = CustomerDataServiceClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    let export = |customer: &str| privacy::ExportCustomerRequest {
         program_id: "shop".into(),
         customer_id: customer.into(),
         actor: "dpo@shop".into(),
     };
-    let document = h.client.export_customer(export("anna")).await.unwrap().into_inner().document;
-    let document: serde_json::Value = serde_json::from_str(&document).expect("one JSON document");
-    assert_eq!(
-        (&document["customer_id"], &document["program_id"]),
-        (&serde_json::json!("anna"), &serde_json::json!("shop"))
-    );
+    let answer = data.export_customer(export("anna")).await.unwrap().into_inner();
+    assert_eq!(answer.service, "points");
+    let document: serde_json::Value = serde_json::from_str(&answer.document).expect("one JSON document");
     let balance = h.balance("shop", "anna").await;
     assert_eq!(document["account"]["available"], balance.available, "{document:#}");
     let kinds: Vec<&str> = document["ledger"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
@@ -284,7 +285,7 @@ async fn a_customers_data_is_exported_as_one_document_and_the_export_audited(bac
     assert!(document["ledger"][0]["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {document:#}");
     assert!(!document.to_string().contains("ben"), "nobody else's data: {document:#}");
 
-    let nobody = h.client.export_customer(export("nobody")).await.unwrap().into_inner().document;
+    let nobody = data.export_customer(export("nobody")).await.unwrap().into_inner().document;
     let nobody: serde_json::Value = serde_json::from_str(&nobody).unwrap();
     assert_eq!((nobody["account"].clone(), nobody["ledger"].clone()), (serde_json::Value::Null, serde_json::json!([])));
 
@@ -295,5 +296,85 @@ async fn a_customers_data_is_exported_as_one_document_and_the_export_audited(bac
         .map(|e| (e.entity_id.as_str(), e.actor.as_str()))
         .collect();
     assert_eq!(exports, [("nobody", "dpo@shop"), ("anna", "dpo@shop")], "each export audited, newest first");
+    h.stop().await;
+}
+
+/// The right to erasure, as points does it: the account, its lots and
+/// entries move to the anonymous id with their sums (and the balance the
+/// cache held leaves it), the profile goes, reasons are blanked, the
+/// erasure is audited under the anonymous id, another customer and another
+/// program are untouched, and a second erasure finds nothing.
+async fn an_erased_customers_ledger_stays_under_an_anonymous_id(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let first = profile((7, 14), "Europe/Paris", vec![consent("email", true, Some(T0 - DAY))]);
+    h.client.update_profile(update("anna", first, Some(0), "p1")).await.expect("enrolled");
+    h.earn("shop", "anna", 700, "e-1").await;
+    h.earn("shop", "anna", 300, "e-2").await;
+    h.earn("shop", "ben", 999, "e-ben").await;
+    h.earn("other", "anna", 55, "e-other").await;
+    let spend = pb::SpendRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        points: 200,
+        reason: "a present for anna's mother".into(),
+        idempotency_key: "s-1".into(),
+    };
+    h.client.spend(spend).await.expect("spent");
+    let before = h.balance("shop", "anna").await;
+    assert_eq!(before.available, 800);
+
+    let mut data = CustomerDataServiceClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    let anonymous = loyalty_common::privacy::anonymous_id();
+    let erase = |anonymous_id: &str| privacy::EraseCustomerRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        anonymous_id: anonymous_id.into(),
+        actor: "dpo@shop".into(),
+    };
+    let bad = data.erase_customer(erase("anon-not-hex")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let erased = data.erase_customer(erase(&anonymous)).await.expect("erased").into_inner();
+    assert_eq!(erased.service, "points");
+    assert!(erased.anonymized >= 6 && erased.deleted >= 2, "{erased:?}");
+
+    // Audited under the anonymous id; the profile's changes moved there too.
+    let audit = h.audit("shop").await;
+    let erasure = audit.iter().find(|e| e.entity == "customer_erasure").expect("audited");
+    assert_eq!((erasure.entity_id.as_str(), erasure.actor.as_str()), (anonymous.as_str(), "dpo@shop"));
+    assert!(audit.iter().all(|e| e.entity_id != "anna"), "no audit entry names anna: {audit:?}");
+
+    // The ledger's sums moved whole; the customer's id holds nothing, even in the cache.
+    let moved = h.balance("shop", &anonymous).await;
+    assert_eq!((moved.available, moved.lifetime_earned, moved.spent), (800, 1_000, 200));
+    assert_eq!(h.balance("shop", "anna").await.available, 0, "the cached balance left with the account");
+    assert_eq!(h.balance("shop", "ben").await.available, 999);
+    assert_eq!(h.balance("other", "anna").await.available, 55, "another program's anna is not this one");
+    let entries = pb::ListTransactionsRequest {
+        program_id: "shop".into(),
+        customer_id: anonymous.clone(),
+        page_size: 10,
+        page_token: String::new(),
+    };
+    let entries = h.client.list_transactions(entries).await.unwrap().into_inner().entries;
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e.reason.is_empty()), "reasons are blanked: {entries:?}");
+    let profile = pb::GetProfileRequest { program_id: "shop".into(), customer_id: "anna".into() };
+    let profile = h.client.get_profile(profile).await;
+    assert!(profile.is_err() || profile.unwrap().into_inner().profile.is_none(), "the profile is gone");
+    let document = data.export_customer(privacy::ExportCustomerRequest {
+        program_id: "shop".into(),
+        customer_id: "anna".into(),
+        actor: "dpo@shop".into(),
+    });
+    let document: serde_json::Value = serde_json::from_str(&document.await.unwrap().into_inner().document).unwrap();
+    assert_eq!(
+        (document["account"].clone(), document["ledger"].clone()),
+        (serde_json::Value::Null, serde_json::json!([]))
+    );
+    assert_eq!(document["profile_changes"], serde_json::json!([]), "{document:#}");
+
+    let again = data.erase_customer(erase(&loyalty_common::privacy::anonymous_id())).await.unwrap().into_inner();
+    // Nothing left but the audit entry of the export made since, which names anna.
+    assert_eq!((again.anonymized, again.deleted), (1, 0));
     h.stop().await;
 }

@@ -660,13 +660,29 @@ async fn campaigns_apply_only_inside_their_window(backend: Backend) {
         .list_audit_entries(pb::ListAuditEntriesRequest {
             program_id: "shop".into(),
             page_size: 2,
-            page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(audit.entries[0].entity_id, weekend.campaign_id, "the end, newest first");
     assert!(!audit.next_page_token.is_empty(), "settings and three creations follow");
+    // Filtered by kind and by actor (exact), paged the same way.
+    let filtered = |actor: &str, entity: &str| pb::ListAuditEntriesRequest {
+        program_id: "shop".into(),
+        actor: actor.into(),
+        entity: entity.into(),
+        ..Default::default()
+    };
+    let all = h.client.list_audit_entries(filtered("", "")).await.unwrap().into_inner().entries;
+    let campaigns = h.client.list_audit_entries(filtered("", "campaign")).await.unwrap().into_inner().entries;
+    assert!(!campaigns.is_empty() && campaigns.iter().all(|e| e.entity == "campaign"), "{campaigns:?}");
+    assert_eq!(campaigns.len(), all.iter().filter(|e| e.entity == "campaign").count());
+    let actor = all[0].actor.clone();
+    let by_actor = h.client.list_audit_entries(filtered(&actor, "")).await.unwrap().into_inner().entries;
+    assert_eq!(by_actor.len(), all.iter().filter(|e| e.actor == actor).count());
+    let nobody = h.client.list_audit_entries(filtered("nobody", "campaign")).await.unwrap().into_inner().entries;
+    assert!(nobody.is_empty());
     h.stop().await;
 }
 

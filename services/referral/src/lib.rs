@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod follow;
 pub mod grpc;
+pub mod privacy;
 pub mod service;
 pub mod store;
 
@@ -129,6 +130,6 @@ impl Service for ReferralServer {
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed and no rewards are paid"),
         }
         let routes = tonic::service::Routes::new(ReferralServiceServer::new(ReferralApi::new(referrals)));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }
 }

@@ -308,7 +308,8 @@ impl ReferralStore {
                 customer_id: referee.to_owned(),
                 kind: TaskKind::Voucher,
                 points: 0,
-                reason: format!("welcome gift: referred by {}", referral.referrer_customer_id),
+                // Named by the referral, never by the other customer (whose erasure must not leave their id here).
+                reason: format!("welcome gift: referral {}", referral.referral_id),
                 original_key: String::new(),
                 reward_id: settings.referee_reward_id.clone(),
             };
@@ -385,8 +386,9 @@ impl ReferralStore {
                             if settings.referrer_reward_id.is_empty() { settings.referrer_points } else { 0 };
                         referral.referrer_points = referrer_points;
                         let id = &referral.referral_id;
-                        let referee_reason = format!("welcome bonus: referred by {}", referral.referrer_customer_id);
-                        let referrer_reason = format!("referral reward: {} ordered", referral.referee_customer_id);
+                        // Named by the referral, never by the other customer.
+                        let referee_reason = format!("welcome bonus: referral {id}");
+                        let referrer_reason = format!("referral reward: referral {id}");
                         let rewards = [
                             (&referral.referrer_customer_id, referrer_points, "referrer", referrer_reason.clone()),
                             (&referral.referee_customer_id, settings.referee_points, "referee", referee_reason),

@@ -495,10 +495,10 @@ async fn vouchers_welcome_the_friend_and_reward_the_referrer(backend: Backend) {
     let active =
         |held: &[rewards::Redemption]| held.len() == 1 && held[0].status == rewards::RedemptionStatus::Active as i32;
     let welcomed = until("ben", active).await;
-    assert_eq!(
-        (welcomed[0].reward_id.as_str(), welcomed[0].points_spent, welcomed[0].grant_reason.as_str()),
-        (welcome.as_str(), 0, "welcome gift: referred by anna")
-    );
+    assert_eq!((welcomed[0].reward_id.as_str(), welcomed[0].points_spent), (welcome.as_str(), 0));
+    // Named by the referral, not by anna (whose erasure must not leave her id in ben's records).
+    let reason = welcomed[0].grant_reason.as_str();
+    assert!(reason.starts_with("welcome gift: referral ") && !reason.contains("anna"), "{reason}");
     m.order("ben", "o-ben", 5_000).await;
     let thanked = until("anna", active).await;
     assert_eq!(thanked[0].reward_id, thanks, "the referrer's reward is the voucher");

@@ -33,6 +33,8 @@ pub enum Error {
     VoucherExpired,
     #[error("the voucher was cancelled")]
     VoucherCancelled,
+    #[error("customer {0} was erased at their request: nothing can be given to them")]
+    CustomerErased(String),
     #[error("redemption {0} was taken over while its points were spent; retry with the same key for its outcome")]
     Interrupted(String),
     #[error("the {0} service is unavailable")]
@@ -73,6 +75,11 @@ impl ServiceError for Error {
             Error::VoucherUsed => Fault::failure(FailedPrecondition, "VOUCHER_USED"),
             Error::VoucherExpired => Fault::failure(FailedPrecondition, "VOUCHER_EXPIRED"),
             Error::VoucherCancelled => Fault::failure(FailedPrecondition, "VOUCHER_CANCELLED"),
+            Error::CustomerErased(customer) => Fault::Failure {
+                class: FailedPrecondition,
+                reason: "CUSTOMER_ERASED",
+                metadata: vec![("customer_id", customer.clone())],
+            },
             Error::Upstream(what, _) => Fault::Unavailable(what),
             Error::Interrupted(_) => Fault::Unavailable("the redemption's settlement"),
             Error::Key(e) => Fault::key(e),

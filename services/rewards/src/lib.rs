@@ -5,6 +5,7 @@ pub mod domain;
 pub mod error;
 pub mod follow;
 pub mod grpc;
+pub mod privacy;
 pub mod service;
 pub mod store;
 
@@ -60,6 +61,7 @@ loyalty_common::embedded_migrations!("../migrations":
     5 "consumer cursor" "0005_consumer_cursor.sql",
     6 "outbox" "0006_outbox.sql",
     7 "gifts" "0007_gifts.sql",
+    8 "erased customers" "0008_erased_customers.sql",
 );
 
 /// Every setting, from flags or the environment.
@@ -135,6 +137,6 @@ impl Service for RewardsServer {
             launch.signal(),
         ));
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }
 }

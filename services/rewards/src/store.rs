@@ -17,6 +17,7 @@ use loyalty_common::db::{from_json, to_json};
 use loyalty_common::follow;
 use loyalty_common::idempotency::{self, begin_write, request_hash};
 use loyalty_common::outbox;
+use loyalty_common::privacy::customer_hash;
 
 use crate::domain::{self, Reward};
 use crate::error::Error;
@@ -798,6 +799,9 @@ impl RewardsStore {
             let ids: Vec<String> = from_json(&saved)?;
             return self.redemptions_in_order(program_id, &ids).await;
         }
+        if let Some(erased) = erased_among(&mut tx, program_id, customers).await? {
+            return Err(Error::CustomerErased(erased));
+        }
         let entry = self.lock_reward(&mut tx, program_id, reward_id, RowLock::Exclusive).await?;
         let expires_at = entry.reward.voucher_expires_at(now);
         let gifts: Vec<Redemption> = customers
@@ -1325,4 +1329,24 @@ fn redemption_from_row(row: &AnyRow) -> Result<Redemption, Error> {
         grant_reason: row.try_get("grant_reason")?,
         batch_id: row.try_get("batch_id")?,
     })
+}
+
+/// The first of `customers` that was erased at their request, if any (by
+/// the tombstones erasure leaves: hashes, never ids).
+async fn erased_among(tx: &mut AnyConnection, program_id: &str, customers: &[String]) -> Result<Option<String>, Error> {
+    if customers.is_empty() {
+        return Ok(None);
+    }
+    let hashes: Vec<String> = customers.iter().map(|c| customer_hash(program_id, c)).collect();
+    let placeholders: Vec<String> = (2..hashes.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT customer_hash FROM erased_customers WHERE program_id = $1 AND customer_hash IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id);
+    for hash in &hashes {
+        query = query.bind(hash);
+    }
+    let found: Vec<String> = query.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    Ok(customers.iter().zip(&hashes).find(|(_, hash)| found.contains(hash)).map(|(customer, _)| customer.clone()))
 }

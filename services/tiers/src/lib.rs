@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod follow;
 pub mod grpc;
+pub mod privacy;
 pub mod service;
 pub mod store;
 
@@ -116,6 +117,6 @@ impl Service for TiersServer {
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
         let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }
 }

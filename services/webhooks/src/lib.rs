@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod guard;
 pub mod jobs;
 pub mod outboxes;
+pub mod privacy;
 pub mod reminders;
 pub mod segments;
 pub mod service;
@@ -267,6 +268,6 @@ impl Service for WebhooksServer {
             None => tracing::info!("INSIGHTS_ADDR is not set: no segment.changed events"),
         }
         let routes = tonic::service::Routes::new(WebhooksServiceServer::new(WebhooksApi::new(webhooks)));
-        Ok(launch.serve(listener, routes, &database).await)
+        Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }
 }

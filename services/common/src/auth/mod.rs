@@ -51,6 +51,9 @@ pub enum Access {
     Internal,
 }
 
+/// The services every loyalty server serves beside its own.
+pub const SHARED: &[Policy] = &[crate::privacy::POLICY];
+
 /// The access table of one gRPC service: every method, by name.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -60,8 +63,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The access `/<service>/<method>` needs; `None` for a path not in the table.
+    /// The access `/<service>/<method>` needs; `None` for a path not in the
+    /// table, nor in the services every server also serves ([`SHARED`]).
     pub fn access(&self, path: &str) -> Option<Access> {
+        self.own(path).or_else(|| SHARED.iter().find_map(|shared| shared.own(path)))
+    }
+
+    fn own(&self, path: &str) -> Option<Access> {
         let method = path.strip_prefix('/')?.strip_prefix(self.service)?.strip_prefix('/')?;
         self.methods.iter().find(|(name, _)| *name == method).map(|(_, access)| *access)
     }

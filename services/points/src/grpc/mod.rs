@@ -25,6 +25,7 @@ use crate::domain::rules::{self, MAX_ORDER_MINOR};
 use crate::domain::{Balance, EntryKind, MAX_POINTS_PER_COMMAND};
 use crate::error::DOMAIN;
 use crate::service::Ledger;
+use crate::store::program::AuditFilter;
 use crate::store::{CheckoutRequest, Command, EntryRef, Execution, LedgerRow, OrderRequest};
 use convert::{
     audit_to_proto, breakdown_to_proto, campaign_from_proto, campaign_to_proto, checkout_to_proto, profile_to_proto,
@@ -378,19 +379,6 @@ impl PointsService for PointsApi {
         }))
     }
 
-    async fn export_customer(
-        &self,
-        request: Request<pb::ExportCustomerRequest>,
-    ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
-        let actor = auth::actor(&request, &request.get_ref().actor);
-        let r = request.into_inner();
-        let mut check = Check::default();
-        check.id("program_id", &r.program_id).id("customer_id", &r.customer_id).id("actor", &actor);
-        check.done(DOMAIN)?;
-        let document = self.ledger.export_customer(&r.program_id, &r.customer_id, &actor).await?;
-        Ok(Response::new(pb::ExportCustomerResponse { document: document.to_string() }))
-    }
-
     async fn run_birthdays(
         &self,
         _request: Request<pb::RunBirthdaysRequest>,
@@ -560,9 +548,15 @@ impl PointsService for PointsApi {
         let r = request.into_inner();
         let mut check = Check::default();
         check.id("program_id", &r.program_id);
+        for (field, value) in [("actor", &r.actor), ("entity", &r.entity)] {
+            if !value.is_empty() {
+                check.id(field, value);
+            }
+        }
         let page = check.page(r.page_size, &r.page_token);
         check.done(DOMAIN)?;
-        let rows = self.ledger.programs().audit_entries(&r.program_id, page.before, page.size + 1).await?;
+        let filter = AuditFilter { actor: &r.actor, entity: &r.entity };
+        let rows = self.ledger.programs().audit_entries(&r.program_id, filter, page.before, page.size + 1).await?;
         let (rows, next_page_token) = page.cut(rows, |row| row.audit_id);
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries: rows.iter().map(audit_to_proto).collect(),

@@ -30,6 +30,13 @@ pub struct BirthdayMember {
     pub time_zone: String,
 }
 
+/// Which audit entries a listing wants: empty fields match every entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditFilter<'a> {
+    pub actor: &'a str,
+    pub entity: &'a str,
+}
+
 /// One change, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -302,17 +309,19 @@ impl ProgramStore {
         self.replace_campaign(call, &request, campaign_id.to_owned(), end).await
     }
 
-    /// Audit entries, newest first, strictly before `before_id`.
+    /// Audit entries, newest first, strictly before `before_id`, only those `filter` lets through.
     pub async fn audit_entries(
         &self,
         program_id: &str,
+        filter: AuditFilter<'_>,
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, Error> {
         let select =
             "SELECT audit_id, actor, changed_at_us, entity, entity_id, old_value, new_value FROM audit_entries";
-        let rows =
-            db::newest_first(&self.db, select, &[("program_id", program_id)], "audit_id", before_id, limit).await?;
+        let mut columns = vec![("program_id", program_id)];
+        columns.extend([("actor", filter.actor), ("entity", filter.entity)].into_iter().filter(|(_, v)| !v.is_empty()));
+        let rows = db::newest_first(&self.db, select, &columns, "audit_id", before_id, limit).await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditRecord {
@@ -496,7 +505,10 @@ impl ProgramStore {
         .bind(&change.new_value)
         .execute(&mut *tx)
         .await?;
-        idempotency::save(&mut tx, program_id, method, key, &to_json(&result), "").await?;
+        // What the write changed, beside its answer: `profile:<customer>` lets an
+        // erasure find the saved answers that hold the customer's profile.
+        let changed = format!("{}:{}", change.entity, change.entity_id);
+        idempotency::save(&mut tx, program_id, method, key, &to_json(&result), &changed).await?;
         tx.commit().await?;
         Ok(result)
     }

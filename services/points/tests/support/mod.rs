@@ -128,7 +128,7 @@ impl Harness {
         let request = loyalty_proto::points::v1::ListAuditEntriesRequest {
             program_id: program_id.into(),
             page_size: 0,
-            page_token: String::new(),
+            ..Default::default()
         };
         self.client.list_audit_entries(request).await.unwrap().into_inner().entries
     }
