@@ -106,7 +106,13 @@ use crate::routes::{admin, customers, insights, ops, orders, privacy, program, r
         webhooks::redeliver,
     ),
     // CustomerOrder and DeliveryState appear only in a query, which utoipa does not collect schemas from.
-    components(schemas(ProblemDocument, FieldError, crate::model::CustomerOrder, crate::model::DeliveryState)),
+    components(schemas(
+        ProblemDocument,
+        FieldError,
+        crate::model::CustomerOrder,
+        crate::model::DeliveryState,
+        crate::model::AuditKind
+    )),
     modifiers(&SecurityAndProblems),
     tags(
         (name = "orders", description = "The shop's back end (scope `server`)"),

@@ -371,8 +371,8 @@ pub struct AuditQuery {
     pub page_size: Option<i32>,
     /// The `next_page_token` of the previous page; absent: the first page.
     pub page_token: Option<String>,
-    /// Only this actor's entries (exact), e.g. `api-key:<key id>` or `customer:<id>`.
-    #[param(min_length = 1, max_length = 128)]
+    /// Only this actor's entries (exact), e.g. `api-key:<key id>` or `customer:<id>`; empty:
+    /// every actor's.
     pub actor: Option<String>,
     /// Only entries of this kind.
     pub entity: Option<AuditKind>,
