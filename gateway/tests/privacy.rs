@@ -212,6 +212,7 @@ async fn customer_rights(backend: Backend) {
     assert_eq!((document["program_id"].clone(), document["customer_id"].clone()), (json!("shop"), json!(CUSTOMER)));
     assert_eq!(document["not_configured"], json!([]));
     let services = &document["services"];
+    let account = services["points"]["account"].clone();
     assert_eq!(services["points"]["profile"]["body"]["attributes"]["favourite_store"], "attr-secret-91c");
     assert_eq!(services["points"]["orders"].as_array().unwrap().len(), 2, "{services}");
     assert!(services["points"]["ledger"].as_array().unwrap().len() >= 4, "{services}");
@@ -265,7 +266,19 @@ async fn customer_rights(backend: Backend) {
     let entries = audit.ok()["entries"].as_array().unwrap().clone();
     let erasure = entries.iter().find(|e| e["entity"] == "customer_erasure").expect("the erasure is audited");
     assert!(erasure["actor"].as_str().unwrap().starts_with("api-key:"), "{erasure}");
-    assert!(erasure["entity_id"].as_str().unwrap().starts_with("anon-"), "{erasure}");
+    let anonymous = erasure["entity_id"].as_str().unwrap().to_owned();
+    assert!(anonymous.starts_with("anon-"), "{erasure}");
+    // What the totals are made of is there, under the anonymous id, and reads as ever.
+    let page = h.get(&admin, &format!("/v1/customers/{anonymous}/loyalty")).await;
+    let points = &page.ok()["points"];
+    assert_eq!(
+        (&points["available"], &points["lifetime_earned"]),
+        (&account["available"], &account["lifetime_earned"])
+    );
+    assert_eq!(page.ok()["tier"]["tier_id"], "silver", "{:?}", page.body);
+    let history = h.get(&admin, &format!("/v1/customers/{anonymous}/transactions")).await;
+    let entries = history.ok()["entries"].as_array().unwrap().clone();
+    assert!(entries.len() >= 4 && entries.iter().all(|e| e["reason"].as_str().unwrap_or("").is_empty()), "{entries:?}");
 
     // Again: nothing left to erase but the audit entry of the export made since (which names the customer).
     let again = h.send(Method::DELETE, &format!("/v1/customers/{CUSTOMER}"), Some(&admin), &[], None).await;

@@ -76,7 +76,8 @@ pub static SUBJECT: Subject = Subject {
             ],
             "task_seq",
         )
-        .erase(Erase::Keep("customer_id = {anonymous}, reason = ''")),
+        // A task still to send is sent with this reason: neutral, not empty.
+        .erase(Erase::Keep("customer_id = {anonymous}, reason = 'referral'")),
         // The other side's tasks whose reason named this customer (before reasons named referrals).
         Holding::unexported(
             "reward_tasks",

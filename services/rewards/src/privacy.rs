@@ -42,7 +42,8 @@ pub static SUBJECT: Subject = Subject {
         Holding::unexported(
             "points_tasks",
             "program_id = {program} AND customer_id = {customer}",
-            Erase::Keep("customer_id = {anonymous}, reason = ''"),
+            // A task still to send is sent with this reason: neutral, not empty.
+            Erase::Keep("customer_id = {anonymous}, reason = 'reward redemption'"),
         ),
         OUTBOX,
         OUTBOX_MENTIONS,

@@ -1,10 +1,11 @@
 //! What the tiers service holds about a customer, for the customer's rights
 //! (served by [`loyalty_common::privacy`]). Erasure keeps the membership,
-//! its history and the qualifying events under the anonymous id (the tier
-//! distribution stays right), with the history's reasons blanked.
+//! its history (whose reasons are codes such as `threshold`, not text) and
+//! the qualifying events under the anonymous id, so the tier distribution
+//! stays right.
 
 use loyalty_common::privacy::Column::{Instant, Number, Text};
-use loyalty_common::privacy::{Erase, Holding, OUTBOX, OUTBOX_MENTIONS, SAVED_ANSWERS, Subject};
+use loyalty_common::privacy::{Holding, OUTBOX, OUTBOX_MENTIONS, SAVED_ANSWERS, Subject};
 
 pub static SUBJECT: Subject = Subject {
     service: "tiers",
@@ -36,8 +37,7 @@ pub static SUBJECT: Subject = Subject {
                 ("changed_at_us", Instant),
             ],
             "change_id",
-        )
-        .erase(Erase::Keep("customer_id = {anonymous}, reason = ''")),
+        ),
         Holding::rows(
             "qualifying_events",
             "qualifying_events",
