@@ -268,6 +268,8 @@ const JSON_MESSAGES: &[JsonMessage] = &[
         .named("DeliveryPage"),
     JsonMessage::written(".loyalty.webhooks.v1.EventType", &[]),
     JsonMessage::written(".loyalty.webhooks.v1.ListEventTypesResponse", &[]).named("EventTypes"),
+    JsonMessage::written(".loyalty.tiers.v1.TierCount", &[]),
+    JsonMessage::written(".loyalty.tiers.v1.GetTierDistributionResponse", &[]).named("TierDistribution"),
     JsonMessage::read(
         ".loyalty.tiers.v1.TierBenefits",
         &[

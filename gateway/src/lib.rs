@@ -3,6 +3,7 @@
 //! the command line and calls [`run`] or [`cli::run_keys`].
 
 pub mod cli;
+pub mod console;
 pub mod constraints;
 pub mod customer;
 pub mod extract;

@@ -81,6 +81,7 @@ use crate::routes::{admin, customers, insights, ops, orders, privacy, program, r
         referrals::put_settings,
         tiers::get_ladder,
         tiers::put_ladder,
+        tiers::distribution,
         tiers::membership,
         tiers::assign,
         tiers::remove_assignment,

@@ -205,6 +205,9 @@ async fn every_route_answers_in_its_golden_shape() {
 
     // Tiers: placed since before her first order.
     seen.record("GET /v1/customers/{customer_id}/tier", &h.get(&admin, "/v1/customers/anna/tier").await);
+    let distribution = h.get(&admin, "/v1/tiers/distribution").await;
+    assert!(distribution.ok()["members"].as_i64().unwrap() >= 1, "{:?}", distribution.body);
+    seen.record("GET /v1/tiers/distribution", &distribution);
     let path = "/v1/customers/anna/tier-assignment";
     let assigned =
         h.post(&admin, path, "assign-1", json!({"tier_id": "silver", "ends_at": now_plus(MICROS_PER_DAY)})).await;

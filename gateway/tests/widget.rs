@@ -252,6 +252,36 @@ async fn the_widget_script_is_cached_and_revalidated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_console_is_served_locked_down() {
+    let h = Harness::start().await;
+    let header = |r: &reqwest::Response, name: &str| r.headers().get(name).unwrap().to_str().unwrap().to_owned();
+    let page = h.http.get(format!("{}/admin", h.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&page, "cache-control"), "no-store");
+    let policy = header(&page, "content-security-policy");
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(directive), "{directive} missing from {policy}");
+    }
+    assert_eq!(header(&page, "referrer-policy"), "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<div id="console"></div><script src="/admin/console.js"></script>"#), "{html}");
+
+    let url = format!("{}/admin/console.js", h.base);
+    let script = h.http.get(&url).send().await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(header(&script, "content-type"), "text/javascript; charset=utf-8");
+    assert_eq!(header(&script, "cache-control"), "no-cache");
+    let etag = header(&script, "etag");
+    let body = script.text().await.unwrap();
+    // The built console with its charting library, not a placeholder.
+    assert!(body.len() > 20_000 && body.contains("/v1/insights/kpis"), "{} bytes", body.len());
+    let again = h.http.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_shop_is_there_only_in_demo_mode() {
     let h = Harness::start().await;
     h.send(Method::GET, "/demo", None, &[], None).await.problem(404, "NOT_FOUND");

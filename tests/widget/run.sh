@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# tests/widget/run.sh - the storefront widget end to end in a real browser.
+# tests/widget/run.sh - the storefront widget and the admin console end to end
+# in a real browser.
 #
 # 1. Installs Debian's chromium, openssl and a CJK font when missing (as root).
-# 2. `npm ci` for the widget and checks that a fresh `npm run build`
-#    reproduces the committed gateway/widget/dist/widget.js byte for byte, so
-#    the file the gateway embeds cannot drift from its source.
+# 2. `npm ci` for the widget and the console and checks that a fresh `npm run
+#    build` reproduces the committed gateway/widget/dist/widget.js and
+#    gateway/console/dist/console.js byte for byte, so the files the gateway
+#    embeds cannot drift from their source.
 # 3. `npm ci` for this test (pinned playwright-core and axe-core).
 # 4. Builds loyalty-mesh and loyalty-gateway (debug, in ${CARGO_TARGET_DIR:-target}),
 #    gives the demo program a customer token secret with
 #    `loyalty-gateway customer-secret rotate`, signs an expired token with it
 #    the way the README tells shops to (openssl), and starts the mesh on free
 #    loopback ports with a throwaway data directory.
-# 5. Runs widget.test.mjs (node's test runner) against the mesh's /demo page in
-#    headless Chromium; screenshots and axe reports go to tests/widget/artifacts/.
+# 5. Runs widget.test.mjs (the mesh's /demo page) and console.test.mjs (the
+#    admin console at /admin) with node's test runner in headless Chromium;
+#    screenshots and axe reports go to tests/widget/artifacts/.
 #
 # Exits non-zero on any failure; always stops the mesh.
 #
@@ -60,14 +63,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed"
 
-log "checking that the widget builds reproducibly"
-(cd "$WIDGET" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed in gateway/widget"
-cp "$WIDGET/dist/widget.js" "$WORK/committed-widget.js"
-(cd "$WIDGET" && npm run --silent build >/dev/null) || die "npm run build failed in gateway/widget"
-if ! cmp -s "$WORK/committed-widget.js" "$WIDGET/dist/widget.js"; then
-    cp "$WORK/committed-widget.js" "$WIDGET/dist/widget.js"
-    die "gateway/widget/dist/widget.js differs from what its source builds to: run 'npm run build' there and commit the result"
-fi
+# The committed bundle in $1/dist/$2 must be what its source builds to.
+reproducible() {
+    local dir="$1" bundle="$2"
+    log "checking that ${dir#"$ROOT"/} builds reproducibly"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed in $dir"
+    cp "$dir/dist/$bundle" "$WORK/committed-$bundle"
+    (cd "$dir" && npm run --silent build >/dev/null) || die "npm run build failed in $dir"
+    if ! cmp -s "$WORK/committed-$bundle" "$dir/dist/$bundle"; then
+        cp "$WORK/committed-$bundle" "$dir/dist/$bundle"
+        die "${dir#"$ROOT"/}/dist/$bundle differs from what its source builds to: run 'npm run build' there and commit the result"
+    fi
+}
+reproducible "$WIDGET" widget.js
+reproducible "$ROOT/gateway/console" console.js
 
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed in tests/widget"
 
@@ -116,14 +125,14 @@ for _ in $(seq 1 150); do
 done
 curl -fsS "$DEMO_URL/readyz" >/dev/null || die "the gateway did not become ready"
 
-log "running the browser scenarios against $DEMO_URL/demo"
+log "running the browser scenarios against $DEMO_URL/demo and $DEMO_URL/admin"
 rm -rf "$ARTIFACTS"
 status=0
 # The demo program's admin key, printed once at start-up, for the test's own changes (a debt).
 ADMIN_KEY="$(sed -n "s|^  curl -H 'Authorization: Bearer \([^']*\)'.*|\1|p" "$WORK/mesh.out")"
 [ -n "$ADMIN_KEY" ] || { cat "$WORK/mesh.out" >&2; die "the mesh printed no admin key"; }
 (cd "$HERE" && GATEWAY_URL="$DEMO_URL" EXPIRED_TOKEN="$EXPIRED_TOKEN" ADMIN_KEY="$ADMIN_KEY" ARTIFACTS="$ARTIFACTS" CHROMIUM="$CHROMIUM" \
-    node --test --test-concurrency=1 widget.test.mjs) || status=$?
+    node --test --test-concurrency=1 widget.test.mjs console.test.mjs) || status=$?
 if grep -q ' ERROR ' "$WORK/mesh.err"; then
     log "the mesh logged errors:"
     grep ' ERROR ' "$WORK/mesh.err" >&2

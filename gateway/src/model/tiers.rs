@@ -123,6 +123,13 @@ pub fn ladder_request(program_id: &str) -> tiers_pb::GetLadderRequest {
     tiers_pb::GetLadderRequest { program_id: program_id.to_owned() }
 }
 
+/// How many members hold each tier: the tiers service's answer as it is.
+pub use tiers_pb::{GetTierDistributionResponse as TierDistribution, TierCount};
+
+pub fn distribution_request(program_id: &str) -> tiers_pb::GetTierDistributionRequest {
+    tiers_pb::GetTierDistributionRequest { program_id: program_id.to_owned() }
+}
+
 /// A customer's tier and the progress to the next one. Without `tier_id` the customer has no tier yet.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Membership {

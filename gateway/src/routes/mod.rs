@@ -31,6 +31,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use loyalty_common::db::Database;
 
+use crate::console;
 use crate::customer::CustomerTokens;
 use crate::extract::{Admission, CUSTOMER_TOKEN_HEADER};
 use crate::observe::{self, HttpMetrics};
@@ -139,6 +140,7 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         // Admin: tiers, the rewards catalog, referral settings.
         .add(Method::GET, "/v1/tiers/ladder", tiers::get_ladder)
         .add(Method::PUT, "/v1/tiers/ladder", tiers::put_ladder)
+        .add(Method::GET, "/v1/tiers/distribution", tiers::distribution)
         .add(Method::GET, "/v1/customers/{customer_id}/tier", tiers::membership)
         .add(Method::POST, "/v1/customers/{customer_id}/tier-assignment", tiers::assign)
         .add(Method::DELETE, "/v1/customers/{customer_id}/tier-assignment", tiers::remove_assignment)
@@ -182,6 +184,8 @@ pub fn router(state: AppState, metrics: HttpMetrics, settings: &HttpSettings) ->
         // and the demo shop.
         .route("/openapi.json", axum::routing::get(ops::openapi))
         .route("/widget.js", axum::routing::get(widget::script))
+        .route("/admin", axum::routing::get(console::page))
+        .route("/admin/console.js", axum::routing::get(console::script))
         .merge(demo)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment};
-use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership};
+use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership, TierDistribution};
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, tiers_failed, written};
 use crate::rpc;
@@ -27,6 +27,23 @@ pub async fn get_ladder(State(state): State<AppState>, auth: Authorized<AdminSco
     let reply =
         state.upstreams.tiers(model::ladder_request(auth.program()), rpc!(get_ladder)).await.map_err(tiers_failed)?;
     Ok(json(&Ladder::from(reply.message.ladder.unwrap_or_default())))
+}
+
+/// How many members hold each tier now (most first; `tier_id` empty: no tier
+/// reached yet), as last evaluated; an assignment that has not ended counts
+/// as its tier.
+#[utoipa::path(
+    get,
+    path = "/v1/tiers/distribution",
+    tag = "tiers",
+    operation_id = "getTierDistribution",
+    security(("api_key" = ["admin"])),
+    responses((status = 200, description = "Members per tier", body = TierDistribution))
+)]
+pub async fn distribution(State(state): State<AppState>, auth: Authorized<AdminScope>) -> Result<Response, Problem> {
+    let request = model::distribution_request(auth.program());
+    let reply = state.upstreams.tiers(request, rpc!(get_tier_distribution)).await.map_err(tiers_failed)?;
+    Ok(json(&reply.message))
 }
 
 /// Replaces the tier ladder; validated (unique ids, thresholds strictly

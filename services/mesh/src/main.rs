@@ -255,6 +255,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync
     );
     println!("  gateway http://{gateway_addr}  metrics http://{}/metrics", gateway.metrics_addr());
     println!("  demo shop http://{gateway_addr}/demo  (the storefront widget with sample customers)");
+    // The key rides in the fragment, which browsers never send: the console keeps it for the tab only.
+    println!("  admin console http://{gateway_addr}/admin#key={}  (signed in with the admin key below)", demo_key.key);
     match args.auth {
         AuthMode::Required => {
             println!("AUTH REQUIRED: every HTTP and gRPC call needs an API key. Admin key for program \"demo\"");

@@ -61,6 +61,8 @@ async fn mesh_starts_on_embedded_storage_and_answers_the_printed_calls() {
     assert!(banner.iter().any(|l| l.starts_with("AUTH REQUIRED")), "the banner says calls need a key: {banner:?}");
     let key_line = banner.iter().find(|l| l.contains("shown once")).expect("an admin key is printed");
     let key = key_line.rsplit(' ').next().unwrap().to_owned();
+    let console = banner.iter().find(|l| l.starts_with("  admin console http://")).expect("the console's address");
+    assert!(console.contains(&format!("/admin#key={key} ")), "signed in by its link with the same key: {console}");
     let authorization: tonic::metadata::MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
     let with_key = move |mut request: tonic::Request<()>| {
         request.metadata_mut().insert("authorization", authorization.clone());

@@ -46,6 +46,20 @@ impl TiersService for TiersApi {
         Ok(Response::new(pb::GetLadderResponse { ladder: Some(ladder_to_proto(&ladder)) }))
     }
 
+    async fn get_tier_distribution(
+        &self,
+        request: Request<pb::GetTierDistributionRequest>,
+    ) -> Result<Response<pb::GetTierDistributionResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::default();
+        check.id("program_id", &r.program_id);
+        check.done(DOMAIN)?;
+        let counts = self.tiers.store().distribution(&r.program_id).await?;
+        let members = counts.iter().map(|(_, n)| n).sum();
+        let tiers = counts.into_iter().map(|(tier_id, members)| pb::TierCount { tier_id, members }).collect();
+        Ok(Response::new(pb::GetTierDistributionResponse { tiers, members }))
+    }
+
     async fn put_ladder(
         &self,
         request: Request<pb::PutLadderRequest>,

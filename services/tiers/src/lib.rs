@@ -41,6 +41,7 @@ pub const POLICY: Policy = Policy {
     methods: &[
         ("GetLadder", Access::Key(Admin)),
         ("PutLadder", Access::Key(Admin)),
+        ("GetTierDistribution", Access::Key(Admin)),
         ("GetMembership", Access::Key(Server)),
         ("ListMembershipHistory", Access::Key(Server)),
         ("AssignTier", Access::Key(Admin)),

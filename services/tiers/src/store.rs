@@ -236,6 +236,21 @@ impl TierStore {
         rows.iter().map(|r| Ok((r.try_get("program_id")?, r.try_get("customer_id")?))).collect()
     }
 
+    /// Members per tier now, most first (an assignment that has not ended counts as its tier).
+    pub async fn distribution(&self, program_id: &str) -> Result<Vec<(String, i64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT tier, CAST(count(*) AS BIGINT) AS members FROM (SELECT CASE \
+             WHEN assigned_tier_id IS NOT NULL AND (assigned_until_us IS NULL OR assigned_until_us > $2) \
+             THEN assigned_tier_id ELSE tier_id END AS tier FROM memberships WHERE program_id = $1) AS effective \
+             GROUP BY tier ORDER BY members DESC, tier",
+        )
+        .bind(program_id)
+        .bind(self.now())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("tier")?, r.try_get("members")?))).collect()
+    }
+
     pub async fn history(
         &self,
         program_id: &str,
