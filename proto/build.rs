@@ -269,6 +269,14 @@ const JSON_MESSAGES: &[JsonMessage] = &[
     JsonMessage::written(".loyalty.webhooks.v1.EventType", &[]),
     JsonMessage::written(".loyalty.webhooks.v1.ListEventTypesResponse", &[]).named("EventTypes"),
     JsonMessage::written(".loyalty.tiers.v1.TierCount", &[]),
+    JsonMessage::written(
+        ".loyalty.tiers.v1.MembershipChange",
+        &[("reason", Enum("ChangeReason")), ("changed_at", Instant), ("actor", OptionalText)],
+    ),
+    JsonMessage::written(".loyalty.tiers.v1.ListMembershipHistoryResponse", &[("next_page_token", OptionalText)])
+        .named("TierHistory"),
+    JsonMessage::written(".loyalty.referral.v1.ListReferralsResponse", &[("next_page_token", OptionalText)])
+        .named("ReferralPage"),
     JsonMessage::written(".loyalty.tiers.v1.GetTierDistributionResponse", &[]).named("TierDistribution"),
     JsonMessage::read(
         ".loyalty.tiers.v1.TierBenefits",
@@ -299,6 +307,7 @@ const JSON_ENUMS: &[JsonEnum] = &[
     JsonEnum::read(".loyalty.insights.v1.SurveyKind"),
     JsonEnum::read(".loyalty.insights.v1.Granularity"),
     JsonEnum::state(".loyalty.referral.v1.ReferralStatus"),
+    JsonEnum::state(".loyalty.tiers.v1.ChangeReason"),
     JsonEnum::read(".loyalty.rewards.v1.RewardKind"),
     JsonEnum::state(".loyalty.rewards.v1.RedemptionStatus"),
     // Has its own UNKNOWN value, which unspecified ones show as.

@@ -179,6 +179,9 @@ async fn every_route_answers_in_its_golden_shape() {
     seen.record("GET /v1/referrals/codes/{code}", &h.get(&storefront, &format!("/v1/referrals/codes/{code}")).await);
     let signup = json!({"code": code, "customer_id": "ben"});
     seen.record("POST /v1/referrals/signups", &h.post(&admin, "/v1/referrals/signups", "signup-ben", signup).await);
+    let referrals = h.get(&admin, "/v1/customers/anna/referrals").await;
+    assert_eq!(referrals.ok()["referrals"][0]["referee_customer_id"], "ben", "{:?}", referrals.body);
+    seen.record("GET /v1/customers/{customer_id}/referrals", &referrals);
 
     // Rewards at the storefront and the checkout.
     let path = "/v1/customers/anna/rewards";
@@ -208,6 +211,10 @@ async fn every_route_answers_in_its_golden_shape() {
     let distribution = h.get(&admin, "/v1/tiers/distribution").await;
     assert!(distribution.ok()["members"].as_i64().unwrap() >= 1, "{:?}", distribution.body);
     seen.record("GET /v1/tiers/distribution", &distribution);
+    let path = "/v1/customers/anna/tier/history";
+    let history = h.get(&admin, path).await;
+    assert!(!history.ok()["changes"].as_array().unwrap().is_empty(), "{:?}", history.body);
+    seen.record("GET /v1/customers/{customer_id}/tier/history", &history);
     let path = "/v1/customers/anna/tier-assignment";
     let assigned =
         h.post(&admin, path, "assign-1", json!({"tier_id": "silver", "ends_at": now_plus(MICROS_PER_DAY)})).await;

@@ -102,7 +102,17 @@ pub fn signup_request(
 
 /// A referral, served as the referral service answers it; an unspecified or unknown status is
 /// `unknown`.
-pub use referral_pb::{Referral, ReferralStatus};
+pub use referral_pb::{ListReferralsResponse as ReferralPage, Referral, ReferralStatus};
+
+/// The friends a customer referred, newest first.
+pub fn referrals_request(program_id: &str, customer_id: &str, page: PageQuery) -> referral_pb::ListReferralsRequest {
+    referral_pb::ListReferralsRequest {
+        program_id: program_id.to_owned(),
+        referrer_customer_id: customer_id.to_owned(),
+        page_size: page.page_size.unwrap_or(0),
+        page_token: page.page_token.unwrap_or_default(),
+    }
+}
 
 /// What became of an order's `referral_code`. The order earns its points either way.
 #[derive(Debug, Serialize, ToSchema)]

@@ -123,8 +123,20 @@ pub fn ladder_request(program_id: &str) -> tiers_pb::GetLadderRequest {
     tiers_pb::GetLadderRequest { program_id: program_id.to_owned() }
 }
 
-/// How many members hold each tier: the tiers service's answer as it is.
-pub use tiers_pb::{GetTierDistributionResponse as TierDistribution, TierCount};
+/// How many members hold each tier, and a member's tier changes: the tiers service's answers as they are.
+pub use tiers_pb::{
+    ChangeReason, GetTierDistributionResponse as TierDistribution, ListMembershipHistoryResponse as TierHistory,
+    MembershipChange, TierCount,
+};
+
+pub fn history_request(program_id: &str, customer_id: &str, page: PageQuery) -> tiers_pb::ListMembershipHistoryRequest {
+    tiers_pb::ListMembershipHistoryRequest {
+        program_id: program_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        page_size: page.page_size.unwrap_or(0),
+        page_token: page.page_token.unwrap_or_default(),
+    }
+}
 
 pub fn distribution_request(program_id: &str) -> tiers_pb::GetTierDistributionRequest {
     tiers_pb::GetTierDistributionRequest { program_id: program_id.to_owned() }

@@ -10,8 +10,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::customer::CustomerTokens;
-use crate::extract::{self, AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, Segment, StorefrontScope};
-use crate::model::{self, CodeInfo, CustomerReferral, Referral, ReferralSettings, ReferralSettingsBody, SignupBody};
+use crate::extract::{
+    self, AdminScope, Authorized, ForCustomer, IdempotencyKey, JsonBody, QueryParams, Segment, StorefrontScope,
+};
+use crate::model::{
+    self, CodeInfo, CustomerReferral, PageQuery, Referral, ReferralPage, ReferralSettings, ReferralSettingsBody,
+    SignupBody,
+};
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, referral_failed, written};
 use crate::rpc;
@@ -43,6 +48,34 @@ pub async fn customer_referral(
     let request = model::referral_summary_request(auth.program(), &customer_id);
     let reply = state.upstreams.get_referral_summary(request).await.map_err(referral_failed)?;
     Ok(json(&CustomerReferral::from_proto(customer_id, reply.message)))
+}
+
+/// The friends the customer referred, newest first, paged, with what
+/// became of each referral (for support: admin scope).
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/referrals",
+    tag = "referrals",
+    operation_id = "listCustomerReferrals",
+    security(("api_key" = ["admin"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of referrals", body = ReferralPage),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn customer_referrals(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    Segment(customer_id): Segment<String>,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Response, Problem> {
+    let request = model::referrals_request(auth.program(), &customer_id, page);
+    let reply = state.upstreams.referral(request, rpc!(list_referrals)).await.map_err(referral_failed)?;
+    Ok(json(&reply.message))
 }
 
 /// Makes the customer's referral code, once: later calls answer the same code.

@@ -5,8 +5,8 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, Segment};
-use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership, TierDistribution};
+use crate::extract::{AdminScope, Authorized, IdempotencyKey, JsonBody, QueryParams, Segment};
+use crate::model::{self, AssignmentBody, Ladder, LadderBody, Membership, PageQuery, TierDistribution, TierHistory};
 use crate::problem::{Problem, ProblemDocument};
 use crate::routes::{AppState, json, tiers_failed, written};
 use crate::rpc;
@@ -97,6 +97,35 @@ pub async fn membership(
     let request = model::membership_request(auth.program(), &customer_id);
     let reply = state.upstreams.tiers(request, rpc!(get_membership)).await.map_err(tiers_failed)?;
     Ok(json(&Membership::from_proto(customer_id, reply.message.membership)))
+}
+
+/// The customer's tier changes, newest first, paged: from and to which
+/// tier, why (`threshold`, `grace_expired`, `period_ended`, `manual`,
+/// `assignment_ended`, `points_reversed`), when, and who for a manual one.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/tier/history",
+    tag = "tiers",
+    operation_id = "listTierHistory",
+    security(("api_key" = ["admin"])),
+    params(
+        ("customer_id" = String, Path, min_length = 1, max_length = 128, description = "The shop's customer id"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of tier changes", body = TierHistory),
+        (status = 422, description = "A parameter is invalid", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    auth: Authorized<AdminScope>,
+    Segment(customer_id): Segment<String>,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Response, Problem> {
+    let request = model::history_request(auth.program(), &customer_id, page);
+    let reply = state.upstreams.tiers(request, rpc!(list_membership_history)).await.map_err(tiers_failed)?;
+    Ok(json(&reply.message))
 }
 
 /// Puts the customer in a tier by hand (hidden tiers included), optionally

@@ -45,6 +45,7 @@ fallbacks! {
     points::EntryKind => Unspecified,
     rewards::RedemptionStatus => Unspecified,
     referral::ReferralStatus => Unspecified,
+    tiers::ChangeReason => Unspecified,
     webhooks::SubscriptionStatus => Unspecified,
     // Never shown: the field is left out instead (`unspecified`).
     points::NoPointsReason => Unspecified,
