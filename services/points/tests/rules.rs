@@ -738,6 +738,13 @@ impl tiers::tiers_service_server::TiersService for GoldTiers {
         Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
     }
 
+    async fn get_tier_distribution(
+        &self,
+        _request: tonic::Request<tiers::GetTierDistributionRequest>,
+    ) -> Result<tonic::Response<tiers::GetTierDistributionResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the points service only asks for multipliers and ladders"))
+    }
+
     async fn get_membership(
         &self,
         _request: tonic::Request<tiers::GetMembershipRequest>,
