@@ -424,6 +424,21 @@ impl Harness {
         let url = format!("http://{}/metrics", self.gateway().metrics_addr());
         self.http.get(url).send().await.unwrap().text().await.unwrap()
     }
+
+    /// A service's `/metrics` (points, tiers, referral, rewards, insights or webhooks).
+    pub async fn service_metrics(&self, service: &str) -> String {
+        let running = match service {
+            "points" => &self.points,
+            "tiers" => &self.tiers,
+            "referral" => &self.referral,
+            "rewards" => &self.rewards,
+            "insights" => &self.insights,
+            "webhooks" => &self.webhooks,
+            other => panic!("no service {other}"),
+        };
+        let addr = running.as_ref().unwrap_or_else(|| panic!("{service} is not running")).metrics_addr();
+        self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
 }
 
 /// The secret the test harness's services share: they check callers as in production.

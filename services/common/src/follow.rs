@@ -7,18 +7,28 @@
 //! Only one replica of a consuming service follows at a time: on PostgreSQL,
 //! replicas take turns through a session advisory lock held for as long as
 //! they consume. SQLite means one process anyway.
+//!
+//! Where a consumer stands is on `/metrics` ([`Progress`]): the last sequence
+//! it applied, when that entry was written, and whether it is following now.
+//! The points service publishes the stream's head (`ledger_stream_head`), so
+//! the lag is `ledger_stream_head - stream_consumer_position`, in entries, and
+//! `time() - stream_consumer_entry_timestamp_seconds` while it is behind.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::{AnyConnection, Connection};
 
 use loyalty_proto::points::v1 as points;
 use loyalty_proto::points::v1::points_service_client::PointsServiceClient;
 
 use crate::db::{Database, Dialect};
+use crate::metrics::Metrics;
 use crate::peer::Peers;
 use crate::shutdown::ShutdownSignal;
 
@@ -53,13 +63,60 @@ pub trait LedgerConsumer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabel {
+    consumer: String,
+}
+
+/// A consumer's place in the stream, as `/metrics` shows it (label `consumer`).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// `stream_consumer_position`: the last sequence applied.
+    pub position: Gauge,
+    /// `stream_consumer_entry_timestamp_seconds`: when the last entry applied was written.
+    pub entry_time: Gauge,
+    /// `stream_consumer_connected`: 1 while the stream is open and this replica leads.
+    pub connected: Gauge,
+}
+
+impl Progress {
+    pub fn register(metrics: &Metrics, consumer: &str) -> Self {
+        let label = ConsumerLabel { consumer: consumer.to_owned() };
+        let family = |name: &str, help: &str| {
+            let family = Family::<ConsumerLabel, Gauge>::default();
+            metrics.register(name, help, family.clone());
+            family.get_or_create(&label).clone()
+        };
+        Self {
+            position: family("stream_consumer_position", "The last ledger sequence the consumer applied"),
+            entry_time: family(
+                "stream_consumer_entry_timestamp_seconds",
+                "When the last ledger entry the consumer applied was written (Unix seconds)",
+            ),
+            connected: family(
+                "stream_consumer_connected",
+                "1 while the consumer follows the ledger (stream open, lock held), else 0",
+            ),
+        }
+    }
+}
+
 /// Runs until shutdown, reconnecting after any failure.
-pub async fn run<C: LedgerConsumer>(consumer: Arc<C>, points_addr: String, peers: Peers, mut shutdown: ShutdownSignal) {
+pub async fn run<C: LedgerConsumer>(
+    consumer: Arc<C>,
+    points_addr: String,
+    peers: Peers,
+    progress: Progress,
+    mut shutdown: ShutdownSignal,
+) {
     loop {
         let Some(mut leadership) = become_leader(consumer.database(), C::LOCK_KEY, &mut shutdown).await else {
             return;
         };
-        match consume(consumer.as_ref(), &points_addr, &peers, &mut leadership, &mut shutdown).await {
+        let consumed =
+            consume(consumer.as_ref(), &points_addr, &peers, &progress, &mut leadership, &mut shutdown).await;
+        progress.connected.set(0);
+        match consumed {
             Ok(()) => return,
             Err(error) => tracing::warn!(consumer = C::NAME, %error, "ledger consumer interrupted, reconnecting"),
         }
@@ -97,6 +154,7 @@ async fn consume<C: LedgerConsumer>(
     consumer: &C,
     points_addr: &str,
     peers: &Peers,
+    progress: &Progress,
     leadership: &mut Option<AnyConnection>,
     shutdown: &mut ShutdownSignal,
 ) -> Result<(), BoxError> {
@@ -110,6 +168,8 @@ async fn consume<C: LedgerConsumer>(
         interval_ms: C::INTERVAL_MS,
     };
     let mut stream = client.stream_events(request).await?.into_inner();
+    progress.position.set(cursor);
+    progress.connected.set(1);
     tracing::info!(consumer = C::NAME, after_sequence = cursor, "following the points ledger");
     let mut lock_check = tokio::time::interval(RETRY);
     loop {
@@ -135,9 +195,20 @@ async fn consume<C: LedgerConsumer>(
                 Ok(None) | Err(_) => break,
             }
         }
+        // A filtered stream says how far it went past entries it did not send.
+        let through = batch.iter().map(|m| m.through_sequence).max().unwrap_or(0);
         let entries: Vec<points::LedgerEntry> = batch.into_iter().filter_map(|m| m.entry).collect();
+        if entries.is_empty() {
+            progress.position.set(progress.position.get().max(through));
+            continue;
+        }
         let last = entries.iter().map(|e| e.sequence).max().unwrap_or(cursor);
+        let written = entries.iter().filter_map(|e| e.created_at.as_ref()).map(|t| t.seconds).max();
         consumer.apply(entries, last).await?;
+        progress.position.set(last.max(through));
+        if let Some(written) = written {
+            progress.entry_time.set(written);
+        }
     }
 }
 

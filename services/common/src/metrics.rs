@@ -240,6 +240,39 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    state: &'static str,
+}
+
+/// Keeps `db_pool_connections{state="in_use"|"idle"}` and
+/// `db_pool_max_connections` current (read every second) until shutdown:
+/// a pool whose connections are all in use makes callers wait.
+pub fn watch_pool(
+    db: crate::db::Database,
+    metrics: &Metrics,
+    mut shutdown: ShutdownSignal,
+) -> impl Future<Output = ()> + Send + 'static {
+    let connections = Family::<PoolLabel, prometheus_client::metrics::gauge::Gauge>::default();
+    let max = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    metrics.register("db_pool_connections", "Database connections of this process, by state", connections.clone());
+    metrics.register("db_pool_max_connections", "The most database connections this process opens", max.clone());
+    async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let open = i64::from(db.pool.size());
+            let idle = i64::try_from(db.pool.num_idle()).unwrap_or(i64::MAX);
+            connections.get_or_create(&PoolLabel { state: "in_use" }).set((open - idle).max(0));
+            connections.get_or_create(&PoolLabel { state: "idle" }).set(idle);
+            max.set(i64::from(db.pool.options().get_max_connections()));
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.fired() => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

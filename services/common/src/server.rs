@@ -137,6 +137,14 @@ impl Launch {
         self.tasks.push(tokio::spawn(task));
     }
 
+    /// Follows the points ledger at `points_addr` with `consumer` until
+    /// shutdown (see [`crate::follow`]), its progress on `/metrics`.
+    pub fn follow<C: crate::follow::LedgerConsumer>(&mut self, consumer: Arc<C>, points_addr: String) {
+        let progress = crate::follow::Progress::register(&self.metrics, C::NAME);
+        let task = crate::follow::run(consumer, points_addr, self.peers(), progress, self.signal());
+        self.spawn(task);
+    }
+
     /// What the service does after it erased a customer (see [`crate::privacy`]).
     pub fn after_erase(&mut self, hook: Arc<dyn AfterErase>) {
         self.after_erase = Some(hook);
@@ -169,6 +177,7 @@ impl Launch {
             }
         }));
         self.tasks.push(tokio::spawn(watch_database(database.clone(), self.health.clone(), self.signal.clone())));
+        self.tasks.push(tokio::spawn(crate::metrics::watch_pool(database.clone(), &self.metrics, self.signal.clone())));
         let health = (self.health.clone(), self.health_server);
         let perimeter = Perimeter { auth: self.security.layer(self.policy), tls: self.tls.grpc_server() };
         let grpc = tokio::spawn(serve(

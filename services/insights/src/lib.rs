@@ -130,9 +130,7 @@ impl Service for InsightsServer {
         let review = Duration::from_secs(config.review_interval_secs.max(1));
         launch.spawn(insights.clone().review_job(review, launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => {
-                launch.spawn(loyalty_common::follow::run(insights.clone(), points, launch.peers(), launch.signal()))
-            }
+            Some(points) => launch.follow(insights.clone(), points),
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed"),
         }
         let deadline = Duration::from_millis(config.referral_timeout_ms.max(1));

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 
 use loyalty_common::auth::keys::Scope::{Admin, Server};
@@ -25,6 +26,7 @@ use loyalty_common::auth::{Access, Policy, SecurityArgs};
 use loyalty_common::clock::Clock;
 use loyalty_common::db::DatabaseArgs;
 use loyalty_common::server::{Launch, RunningService, Service, StartError};
+use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::telemetry::TelemetryArgs;
 use loyalty_proto::points::v1::points_service_server::PointsServiceServer;
 
@@ -219,6 +221,13 @@ impl Service for PointsServer {
             .map_err(|e| StartError::setting("cannot read the ledger", e))?;
         let ledger = Arc::new(ledger);
         launch.spawn(ledger.clone().publisher(launch.signal()));
+        let head = Gauge::default();
+        launch.metrics.register(
+            "ledger_stream_head",
+            "The last ledger sequence published to StreamEvents (consumers' lag: this minus stream_consumer_position)",
+            head.clone(),
+        );
+        launch.spawn(track_head(ledger.published(), head, launch.signal()));
         let expiry = Duration::from_secs(config.expiry_interval_secs.max(1));
         launch.spawn(ledger.clone().expiry_job(expiry, launch.signal()));
         let birthdays = Duration::from_secs(config.birthday_interval_secs);
@@ -227,6 +236,17 @@ impl Service for PointsServer {
         launch.after_erase(Arc::new(ForgetBalance(ledger.clone())));
         let routes = tonic::service::Routes::new(PointsServiceServer::new(PointsApi::new(ledger, launch.signal())));
         Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
+    }
+}
+
+/// Keeps `ledger_stream_head` at the last published sequence.
+async fn track_head(mut published: tokio::sync::watch::Receiver<i64>, head: Gauge, mut shutdown: ShutdownSignal) {
+    loop {
+        head.set(*published.borrow_and_update());
+        tokio::select! {
+            changed = published.changed() => if changed.is_err() { return },
+            () = shutdown.fired() => return,
+        }
     }
 }
 

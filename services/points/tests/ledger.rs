@@ -542,8 +542,20 @@ async fn a_stream_of_some_kinds_sends_only_those(backend: Backend) {
     assert_eq!((first.kind, first.points), (pb::EntryKind::Reverse as i32, -10));
     h.earn("shop", "ivy", 5, "e3").await;
     h.client.reverse(reverse("r2", "e2")).await.unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
-    let second = second.entry.unwrap();
+    // Between them the stream may say how far it went past what it skipped
+    // (a message without an entry), never backwards and never past an entry it owes.
+    let mut through = first.sequence;
+    let second = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        match message.entry {
+            Some(entry) => break entry,
+            None => {
+                assert!(message.through_sequence >= through, "{} after {through}", message.through_sequence);
+                through = message.through_sequence;
+            }
+        }
+    };
+    assert!(through < second.sequence, "the progress {through} passed the reversal {}", second.sequence);
     assert_eq!(second.kind, pb::EntryKind::Reverse as i32, "the earn in between was not sent");
     assert!(second.sequence > first.sequence + 1, "{} then {}", first.sequence, second.sequence);
     h.stop().await;

@@ -119,12 +119,7 @@ impl Service for ReferralServer {
         launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
             Some(points) => {
-                launch.spawn(loyalty_common::follow::run(
-                    referrals.clone(),
-                    points.clone(),
-                    launch.peers(),
-                    launch.signal(),
-                ));
+                launch.follow(referrals.clone(), points.clone());
                 launch.spawn(referrals.clone().dispatcher(points, launch.peers(), launch.signal()));
             }
             None => tracing::warn!("POINTS_ADDR is not set: no orders are followed and no rewards are paid"),

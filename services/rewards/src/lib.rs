@@ -130,12 +130,7 @@ impl Service for RewardsServer {
         launch.spawn(rewards.clone().background(interval, config.voucher_reminder_days, launch.signal()));
         launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         // Reversals that leave a debt cancel the customer's unused vouchers (see `follow`).
-        launch.spawn(loyalty_common::follow::run(
-            rewards.clone(),
-            config.points_addr.clone(),
-            launch.peers(),
-            launch.signal(),
-        ));
+        launch.follow(rewards.clone(), config.points_addr.clone());
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
         Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
     }

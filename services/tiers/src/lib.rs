@@ -112,9 +112,7 @@ impl Service for TiersServer {
         launch.spawn(tiers.clone().review_job(review, launch.signal()));
         launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         match config.points_addr.clone().filter(|a| !a.is_empty()) {
-            Some(points) => {
-                launch.spawn(loyalty_common::follow::run(tiers.clone(), points, launch.peers(), launch.signal()))
-            }
+            Some(points) => launch.follow(tiers.clone(), points),
             None => tracing::warn!("POINTS_ADDR is not set: memberships follow no ledger, only manual assignments"),
         }
         let routes = tonic::service::Routes::new(TiersServiceServer::new(TiersApi::new(tiers)));

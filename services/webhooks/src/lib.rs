@@ -250,12 +250,7 @@ impl Service for WebhooksServer {
                 let statement_peers = statements::Peers { points: client, tiers: tiers.map(TiersServiceClient::new) };
                 let interval = Duration::from_secs(config.statement_interval_secs);
                 launch.spawn(statements::run(webhooks.clone(), statement_peers, interval, launch.signal()));
-                launch.spawn(loyalty_common::follow::run(
-                    webhooks.clone(),
-                    points_addr,
-                    peers.clone(),
-                    launch.signal(),
-                ));
+                launch.follow(webhooks.clone(), points_addr);
             }
             _ => tracing::warn!("POINTS_ADDR is not set: no points events are delivered"),
         }

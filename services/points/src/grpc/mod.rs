@@ -780,14 +780,18 @@ async fn feed_stream(
         };
         let caught_up = rows.len() < STREAM_BATCH as usize;
         for row in &rows {
-            if tx.send(Ok(pb::StreamEventsResponse { entry: Some(entry(row)) })).await.is_err() {
+            if tx.send(Ok(pb::StreamEventsResponse { entry: Some(entry(row)), through_sequence: 0 })).await.is_err() {
                 return;
             }
             cursor = row.sequence;
         }
         if caught_up {
-            if !filter.kinds.is_empty() {
-                cursor = cursor.max(visible);
+            if !filter.kinds.is_empty() && visible > cursor {
+                cursor = visible;
+                let through = pb::StreamEventsResponse { entry: None, through_sequence: visible };
+                if tx.send(Ok(through)).await.is_err() {
+                    return;
+                }
             }
             published.mark_unchanged();
             tokio::select! {
