@@ -58,7 +58,33 @@ async function admin(method, path, body) {
   return json;
 }
 
+/**
+ * The demo program's configuration as this file found it. The program scenarios change it (the earn
+ * rate, a tier, a referral bonus); `after` puts it back, for the widget's scenarios that count on it.
+ */
+let found;
+
+/** Puts back the settings, the ladder and the referral settings as they were found. */
+async function restoreProgram() {
+  if (!found) return;
+  const { version, ...settings } = found.settings;
+  const now = await admin("GET", "/v1/settings");
+  if (JSON.stringify({ ...now, version }) !== JSON.stringify(found.settings)) {
+    await admin("PUT", "/v1/settings", { ...settings, expected_version: now.version });
+  }
+  const { version: _ladder, ...ladder } = found.ladder;
+  await admin("PUT", "/v1/tiers/ladder", ladder);
+  const { version: _referrals, ...referrals } = found.referrals;
+  await admin("PUT", "/v1/referrals/settings", referrals);
+}
+
 before(async () => {
+  const [settings, ladder, referrals] = await Promise.all([
+    admin("GET", "/v1/settings"),
+    admin("GET", "/v1/tiers/ladder"),
+    admin("GET", "/v1/referrals/settings"),
+  ]);
+  found = { settings, ladder, referrals };
   mkdirSync(artifacts, { recursive: true });
   profile = mkdtempSync(join(tmpdir(), "loyalty-console-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
@@ -91,6 +117,7 @@ before(async () => {
 after(async () => {
   await context?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
+  await restoreProgram();
 });
 
 async function shot(name) {
@@ -432,6 +459,401 @@ test("the console speaks German, Chinese (simplified and traditional) and Turkis
   await page.selectOption("#language", "en");
   await page.waitForFunction(() => document.documentElement.lang === "en");
   assert.equal(await page.locator("main h1").innerText(), english);
+});
+
+/** Records the page's writes of one kind (`PUT /v1/settings`): each body and Idempotency-Key, until `stop`. */
+function watchWrites(method, path) {
+  const seen = [];
+  const watch = (request) => {
+    if (request.method() === method && new URL(request.url()).pathname === path) {
+      seen.push({ body: request.postDataJSON(), key: request.headers()["idempotency-key"] });
+    }
+  };
+  page.on("request", watch);
+  return { seen, stop: () => page.off("request", watch) };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+test("the earning rules: bad values are refused by their fields, and a new earn rate is saved", async () => {
+  await page.getByTestId("nav-program").click();
+  await page.waitForURL((url) => url.hash === "#/program");
+  const form = page.getByTestId("earning-form");
+  await form.waitFor();
+  assert.equal(await page.locator("main h1").innerText(), "Program");
+  assert.equal(await page.title(), "Earning rules – Program – Loyalty console");
+  assert.equal(await page.getByTestId("nav-program").getAttribute("aria-current"), "page");
+  assert.equal(await page.getByTestId("program-earning").getAttribute("aria-current"), "page");
+  assert.equal(await page.getByRole("navigation", { name: "Program sections" }).count(), 1);
+  const before = await admin("GET", "/v1/settings");
+  assert.equal(await page.locator("#earn-points").inputValue(), String(before.earn_rate.points));
+  assert.equal(await page.locator("#currency").inputValue(), before.currency);
+  assert.equal(await page.getByTestId("rule").count(), before.activity_rules.length, "a row per way to earn");
+  assert.equal(await page.getByLabel("Customers can pay part of an order with points").isChecked(), before.checkout !== undefined);
+  await shot("07-program-earning");
+  await axe("program-earning");
+
+  const puts = watchWrites("PUT", "/v1/settings");
+  const save = page.getByRole("button", { name: "Save the earning rules" });
+  const points = page.locator("#earn-points");
+  // A negative and a fractional earn rate: the browser lets both through; the console checks as the API does.
+  for (const [value, message] of [
+    ["-1", "Enter a number from 0 to 1,000,000."],
+    ["1.5", "Enter a whole number."],
+  ]) {
+    await points.fill(value);
+    await save.click();
+    const error = page.getByTestId("earn-points-error");
+    await error.waitFor();
+    assert.equal(await error.innerText(), message);
+    assert.equal(await points.getAttribute("aria-invalid"), "true");
+    assert.match(await points.getAttribute("aria-describedby"), /\bearn-points-error\b/);
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "earn-points", "focus goes to the field to fix");
+  }
+  await page.waitForTimeout(300);
+  assert.deepEqual(puts.seen, [], "nothing was sent for an invalid form");
+
+  // A value only the API refuses (points must not expire before the return window ends): its field error lands by the field.
+  await points.fill("2");
+  await page.locator("#pending-days").fill("30");
+  await page.selectOption("#expiry-kind", "days_after_earn");
+  await page.locator("#expiry-count").fill("20");
+  await save.click();
+  const countError = page.getByTestId("expiry-count-error");
+  await countError.waitFor();
+  assert.equal(await countError.innerText(), "points must not expire before the pending period ends");
+  assert.equal(await page.locator("#expiry-count").getAttribute("aria-invalid"), "true");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "expiry-count");
+  assert.equal(await page.getByTestId("earn-points-error").isVisible(), false, "the earn rate is fine now");
+  await status().filter({ hasText: "points must not expire before the pending period ends" }).waitFor();
+  assert.equal(puts.seen.length, 1, "sent once, and refused");
+  assert.equal(puts.seen[0].body.expected_version, before.version, "with the version the form was loaded at");
+  assert.equal((await admin("GET", "/v1/settings")).version, before.version, "nothing was saved");
+  await shot("07-program-earning-refused");
+
+  // Put right: saved, and the API has the new earn rate and nothing else changed.
+  await page.locator("#pending-days").fill(String(before.pending_days));
+  await page.locator("#expiry-count").fill(String(before.expiry.count));
+  await save.click();
+  await status().filter({ hasText: `Earning rules saved (version ${before.version + 1}).` }).waitFor();
+  puts.stop();
+  const after = await admin("GET", "/v1/settings");
+  assert.deepEqual(after.earn_rate, { points: 2, per_amount_minor: before.earn_rate.per_amount_minor });
+  assert.equal(after.version, before.version + 1);
+  const strip = ({ version, earn_rate, ...rest }) => rest;
+  assert.deepEqual(strip(after), strip(before), "the rest of the settings as they were");
+  assert.equal(puts.seen.length, 2);
+  assert.match(puts.seen[0].key, UUID);
+  assert.match(puts.seen[1].key, UUID);
+  assert.notEqual(puts.seen[1].key, puts.seen[0].key, "a new action, a new Idempotency-Key");
+  assert.equal(await points.inputValue(), "2", "the form shows what was saved");
+  assert.match(await page.getByTestId("settings-version").innerText(), new RegExp(`version ${after.version}\\.`));
+});
+
+test("a change made meanwhile is not overwritten: the console warns, and Reload shows it", async () => {
+  await page.reload();
+  await page.getByTestId("earning-form").waitFor();
+  const loaded = await admin("GET", "/v1/settings");
+  assert.match(await page.getByTestId("settings-version").innerText(), new RegExp(`version ${loaded.version}\\.`));
+  // Someone changes the earn rate through the API while the form is open…
+  const { version, ...body } = loaded;
+  const theirs = await admin("PUT", "/v1/settings", { ...body, earn_rate: { ...body.earn_rate, points: 3 }, expected_version: version });
+  assert.equal(theirs.version, version + 1);
+
+  // …and the console's save, made from the older version, is refused instead of overwriting it.
+  const puts = watchWrites("PUT", "/v1/settings");
+  await page.locator("#earn-per-amount").fill("50");
+  const save = page.getByRole("button", { name: "Save the earning rules" });
+  await save.click();
+  const conflict = page.getByTestId("conflict");
+  await conflict.waitFor();
+  assert.match(await conflict.innerText(), /Changed meanwhile\. Someone changed this since you opened it/);
+  assert.equal(await conflict.getAttribute("role"), "alert");
+  assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), "conflict", "the warning takes the focus");
+  assert.equal(await save.isDisabled(), true, "no second try from the stale form");
+  await page.waitForTimeout(300);
+  puts.stop();
+  assert.equal(puts.seen.length, 1, "sent once, never again on its own");
+  assert.equal(puts.seen[0].body.expected_version, loaded.version);
+  const stored = await admin("GET", "/v1/settings");
+  assert.equal(stored.version, theirs.version);
+  assert.deepEqual(stored.earn_rate, { points: 3, per_amount_minor: loaded.earn_rate.per_amount_minor }, "the change made meanwhile is still there");
+  await shot("07-program-conflict");
+  await axe("program-conflict");
+
+  // Reload: the stored settings and their version, ready for the change to be made again.
+  await page.getByTestId("conflict-reload").click();
+  await eventually(async () => assert.equal(await page.locator("#earn-points").inputValue(), "3"), async () => {}, "the reloaded form");
+  assert.equal(await page.locator("#earn-per-amount").inputValue(), String(loaded.earn_rate.per_amount_minor));
+  assert.match(await page.getByTestId("settings-version").innerText(), new RegExp(`version ${stored.version}\\.`));
+  assert.equal(await page.getByTestId("conflict").count(), 0);
+  assert.equal(await save.isDisabled(), false);
+});
+
+test("a tier is added to the ladder", async () => {
+  await page.getByTestId("program-tiers").click();
+  await page.waitForURL((url) => url.hash === "#/program/tiers");
+  await page.getByTestId("ladder-form").waitFor();
+  assert.equal(await page.title(), "Tier ladder – Program – Loyalty console");
+  const before = await admin("GET", "/v1/tiers/ladder");
+  const rows = page.getByTestId("tier");
+  assert.equal(await rows.count(), before.tiers.length, "a fieldset per tier");
+  assert.equal(await rows.first().getByLabel("Tier ID").inputValue(), before.tiers[0].tier_id);
+  await axe("program-tiers");
+
+  await page.getByTestId("add-tier").click();
+  assert.equal(await rows.count(), before.tiers.length + 1);
+  const added = rows.last();
+  assert.equal(await added.locator("legend").innerText(), `Tier ${before.tiers.length + 1}`);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), await added.getByLabel("Tier ID").getAttribute("id"), "focus on the new tier");
+  await added.getByLabel("Tier ID").fill("platinum");
+  await added.getByLabel("Name", { exact: true }).fill("Platinum");
+  // No threshold yet: caught by its field before anything is sent.
+  const save = page.getByRole("button", { name: "Save the ladder" });
+  await save.click();
+  const threshold = added.getByLabel("Threshold", { exact: true });
+  assert.equal(await threshold.getAttribute("aria-invalid"), "true");
+  assert.equal(await page.getByTestId(`${await threshold.getAttribute("id")}-error`).innerText(), "Enter a number.");
+  const top = Math.max(...before.tiers.map((tier) => tier.threshold));
+  await threshold.fill(String(top + 4_000));
+  await added.getByLabel("Earn multiplier (basis points)").fill("20000");
+  await added.getByLabel("Perks").fill("2x points on orders\nfree express shipping");
+  await save.click();
+  await status().filter({ hasText: `Tier ladder saved (version ${before.version + 1}).` }).waitFor();
+  const after = await admin("GET", "/v1/tiers/ladder");
+  assert.deepEqual(
+    after.tiers.map((tier) => tier.tier_id),
+    [...before.tiers.map((tier) => tier.tier_id), "platinum"],
+  );
+  const platinum = after.tiers.at(-1);
+  assert.deepEqual(
+    { name: platinum.name, threshold: platinum.threshold, multiplier_bp: platinum.multiplier_bp, perks: platinum.perks, hidden: platinum.hidden },
+    { name: "Platinum", threshold: top + 4_000, multiplier_bp: 20_000, perks: ["2x points on orders", "free express shipping"], hidden: false },
+  );
+  assert.deepEqual(after.tiers.slice(0, -1), before.tiers, "the other tiers as they were");
+  assert.deepEqual([after.window, after.downgrade, after.qualification_basis], [before.window, before.downgrade, before.qualification_basis]);
+  // The stored tier's ID is kept: members hold it.
+  assert.equal(await rows.last().getByLabel("Tier ID").getAttribute("readonly"), "");
+  await shot("07-program-tiers");
+});
+
+test("a reward is created with its stock, edited, and archived", async () => {
+  await page.getByTestId("program-rewards").click();
+  await page.waitForURL((url) => url.hash === "#/program/rewards");
+  await page.getByTestId("reward-form").waitFor();
+  const name = `Console mug ${customer.slice(-4)}`;
+  await page.locator("#reward-name").fill(name);
+  await page.selectOption("#reward-kind", "free_product");
+  assert.equal(await page.locator("#reward-amount").isVisible(), false, "no amount off for a free product");
+  await page.locator("#reward-sku").fill("mug-01");
+  await page.locator("#reward-cost").fill("0");
+  await page.locator("#reward-stock").fill("25");
+  const add = page.getByRole("button", { name: "Add the reward" });
+  await add.click();
+  assert.equal(await page.getByTestId("reward-cost-error").innerText(), "Enter a number from 1 to 1,000,000,000.");
+  await page.locator("#reward-cost").fill("400");
+  await add.click();
+  await status().filter({ hasText: `Reward ${name} added.` }).waitFor();
+  const row = page.getByTestId("reward-row").filter({ hasText: name });
+  await row.waitFor();
+  assert.equal(await row.getAttribute("data-status"), "active");
+  assert.equal(await row.getByTestId("reward-stock").innerText(), "25 of 25 left");
+  assert.match(await row.innerText(), /Free product mug-01/);
+  const id = await row.getAttribute("data-reward");
+  const made = (await admin("GET", "/v1/rewards")).rewards.find((reward) => reward.reward_id === id);
+  assert.ok(made, "the API offers it");
+  assert.deepEqual(
+    { name: made.name, kind: made.kind, sku: made.sku, point_cost: made.point_cost, total_stock: made.total_stock, remaining_stock: made.remaining_stock },
+    { name, kind: "free_product", sku: "mug-01", point_cost: 400, total_stock: 25, remaining_stock: 25 },
+  );
+  await shot("07-program-rewards");
+  await axe("program-rewards");
+
+  // Edited: the form holds what is stored; the PUT replaces the reward whole, so the rest must come back as it was.
+  await row.getByRole("button", { name: `Edit reward ${name}` }).click();
+  assert.equal(await page.locator("#reward-form-heading").innerText(), `Edit reward ${name}`);
+  assert.equal(await page.locator("#reward-cost").inputValue(), "400");
+  await page.locator("#reward-cost").fill("450");
+  await page.getByRole("button", { name: "Save the reward" }).click();
+  await status().filter({ hasText: `Reward ${name} saved.` }).waitFor();
+  const edited = (await admin("GET", "/v1/rewards")).rewards.find((reward) => reward.reward_id === id);
+  assert.deepEqual({ ...edited, point_cost: 400 }, made, "only the cost changed");
+  assert.equal(edited.point_cost, 450);
+
+  page.once("dialog", (dialog) => void dialog.accept());
+  await row.getByRole("button", { name: `Archive reward ${name}` }).click();
+  await status().filter({ hasText: `Reward ${name} archived.` }).waitFor();
+  await page.locator(`[data-testid="reward-row"][data-reward="${id}"][data-status="archived"]`).waitFor();
+  assert.equal(await row.getByTestId("reward-status").innerText(), "Archived");
+  assert.equal(await row.getByRole("button").count(), 0, "nothing more to do with an archived reward");
+  assert.ok(!(await admin("GET", "/v1/rewards")).rewards.some((reward) => reward.reward_id === id), "no longer offered");
+  const archived = (await admin("GET", "/v1/rewards?include_archived=true")).rewards.find((reward) => reward.reward_id === id);
+  assert.equal(archived.archived, true);
+});
+
+test("a campaign is created, shown active now, and ended", async () => {
+  await page.getByTestId("program-campaigns").click();
+  await page.waitForURL((url) => url.hash === "#/program/campaigns");
+  await page.getByTestId("campaign-form").waitFor();
+  const name = `Console weekend ${customer.slice(-4)}`;
+  await page.locator("#campaign-name").fill(name);
+  await page.selectOption("#campaign-kind", "bonus");
+  await page.locator("#campaign-bonus").fill("50");
+  await page.locator("#campaign-applies").fill("order, review");
+  await page.getByRole("button", { name: "Create the campaign" }).click();
+  await status().filter({ hasText: `Campaign ${name} created.` }).waitFor();
+  const row = page.getByTestId("campaign-row").filter({ hasText: name });
+  await row.waitFor();
+  assert.equal(await row.getAttribute("data-status"), "active");
+  assert.equal(await row.getByTestId("campaign-status").innerText(), "Active now");
+  assert.match(await row.innerText(), /\+50 points/);
+  const id = await row.getAttribute("data-campaign");
+  const listed = (await admin("GET", "/v1/campaigns")).campaigns.find((campaign) => campaign.campaign_id === id);
+  assert.deepEqual([listed.kind, listed.bonus_points, listed.applies_to], ["bonus", 50, ["order", "review"]]);
+  assert.ok(Date.parse(listed.starts_at) <= Date.now() && Date.now() < Date.parse(listed.ends_at), "running now");
+  await shot("07-program-campaigns");
+  await axe("program-campaigns");
+
+  page.once("dialog", (dialog) => void dialog.accept());
+  await row.getByRole("button", { name: `End campaign ${name} now` }).click();
+  await status().filter({ hasText: `Campaign ${name} ended.` }).waitFor();
+  await eventually(async () => assert.equal(await row.count(), 0, "gone from the running and upcoming ones"), async () => {}, "the list after the end");
+  assert.ok(!(await admin("GET", "/v1/campaigns")).campaigns.some((campaign) => campaign.campaign_id === id), "the API lists it no more");
+  const ended = (await admin("GET", "/v1/campaigns?include_ended=true")).campaigns.find((campaign) => campaign.campaign_id === id);
+  assert.ok(Date.parse(ended.ends_at) <= Date.now(), `ended: ${ended.ends_at}`);
+  await page.getByLabel("Show ended campaigns").check();
+  const endedRow = page.locator(`[data-testid="campaign-row"][data-campaign="${id}"]`);
+  await endedRow.waitFor();
+  assert.equal(await endedRow.getAttribute("data-status"), "ended");
+  assert.equal(await endedRow.getByTestId("campaign-status").innerText(), "Ended");
+  assert.equal(await endedRow.getByRole("button").count(), 0);
+});
+
+test("a referral setting is changed, and a save the network lost is retried with the same Idempotency-Key", async () => {
+  await page.getByTestId("program-referrals").click();
+  await page.waitForURL((url) => url.hash === "#/program/referrals");
+  await page.getByTestId("referral-form").waitFor();
+  const before = await admin("GET", "/v1/referrals/settings");
+  assert.equal(await page.locator("#referee-points").inputValue(), String(before.referee_points));
+  assert.equal(await page.getByLabel("Referrals are on").isChecked(), before.enabled);
+  await axe("program-referrals");
+  const save = page.getByRole("button", { name: "Save the referral settings" });
+
+  await page.locator("#attribution-days").fill("0");
+  await save.click();
+  assert.equal(await page.getByTestId("attribution-days-error").innerText(), "Enter a number from 1 to 3,660.");
+  await page.locator("#attribution-days").fill(String(before.attribution_window_days));
+  await page.locator("#referee-points").fill(String(before.referee_points + 50));
+
+  // The first PUT never reaches the gateway: the console says so; the admin saves again, as the same action.
+  const puts = watchWrites("PUT", "/v1/referrals/settings");
+  let lost = 0;
+  await page.route("**/v1/referrals/settings", (route) =>
+    route.request().method() === "PUT" && lost++ === 0 ? route.abort("connectionreset") : route.fallback(),
+  );
+  await save.click();
+  await status().filter({ hasText: "The gateway could not be reached." }).waitFor();
+  await page.unrouteAll();
+  await save.click();
+  await status().filter({ hasText: "Referral settings saved." }).waitFor();
+  puts.stop();
+  assert.equal(puts.seen.length, 2);
+  assert.match(puts.seen[0].key, UUID);
+  assert.equal(puts.seen[1].key, puts.seen[0].key, "the retry of the same save carries the same key");
+
+  const after = await admin("GET", "/v1/referrals/settings");
+  assert.equal(after.referee_points, before.referee_points + 50);
+  assert.equal(after.version, before.version + 1, "saved once");
+  const strip = ({ version, referee_points, ...rest }) => rest;
+  assert.deepEqual(strip(after), strip(before), "the other settings as they were");
+  await shot("07-program-referrals");
+});
+
+test("the dashboard shows the members by tier in the ladder's order, and says so in that card when tiers is not configured", async () => {
+  await page.getByTestId("nav-dashboard").click();
+  const card = page.getByTestId("tier-distribution");
+  await card.waitFor();
+  assert.equal(await card.locator("h2").innerText(), "Members by tier");
+  const ladder = await admin("GET", "/v1/tiers/ladder");
+  const ids = ladder.tiers.map((tier) => tier.tier_id);
+  assert.ok(ids.includes("platinum"), "the tier added from the console");
+  await eventually(
+    async () => {
+      const distribution = await admin("GET", "/v1/tiers/distribution");
+      assert.ok(distribution.members > 0, "this run's customers are members");
+      const counts = new Map(distribution.tiers.map((c) => [c.tier_id, c.members]));
+      const rows = card.locator("tbody tr");
+      const expected = [...ids, ...distribution.tiers.filter((c) => c.tier_id && !ids.includes(c.tier_id)).map((c) => c.tier_id)];
+      if (counts.get("")) expected.push("");
+      assert.deepEqual(await rows.evaluateAll((all) => all.map((row) => row.dataset.tier)), expected, "the ladder's order, zeros included");
+      for (const tier of ladder.tiers) {
+        const row = card.locator(`tbody tr[data-tier="${tier.tier_id}"]`);
+        assert.equal(await row.locator("th").innerText(), tier.name, "the ladder's name");
+        const members = counts.get(tier.tier_id) ?? 0;
+        assert.equal(await shownNumber(row.locator("td.num")), members, `${tier.tier_id}'s members`);
+        assert.match(await row.locator("td").last().innerText(), new RegExp(`${Math.round((100 * members) / distribution.members)}%`));
+      }
+    },
+    async () => {
+      await page.getByRole("button", { name: "Refresh" }).click();
+      await page.locator('main .view[aria-busy="false"]').first().waitFor();
+    },
+    "the tier distribution",
+  );
+  await shot("07-dashboard-tiers");
+  await axe("dashboard-tiers");
+
+  // Without a tiers service: that card says so, and the rest of the dashboard stands.
+  await page.route("**/v1/tiers/**", (route) =>
+    route.fulfill({
+      status: 503,
+      contentType: "application/problem+json",
+      body: JSON.stringify({
+        type: "urn:loyalty:problem:backend_not_configured",
+        title: "Service Unavailable",
+        status: 503,
+        code: "BACKEND_NOT_CONFIGURED",
+        detail: "this gateway is not connected to a tiers service (TIERS_ADDR is not set)",
+      }),
+    }),
+  );
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await card.getByText("Unavailable: this gateway has no tiers service configured.").waitFor();
+  assert.equal(await card.locator("table").count(), 0);
+  assert.equal(await page.getByTestId("kpi-members").count(), 1, "the key figures are still there");
+  assert.equal(await page.getByTestId("segments").count(), 1, "and the segments");
+  assert.equal(await status().innerText(), "", "nothing else complains");
+  await page.unrouteAll();
+});
+
+test("the program's headings speak German, Chinese (simplified and traditional) and Turkish", async () => {
+  await page.getByTestId("nav-program").click();
+  await page.getByTestId("earning-form").waitFor();
+  const expectations = [
+    ["de", "Programm", ["Sammelregeln", "Statusstufen", "Prämien", "Aktionen", "Empfehlungen"], "Punkte pro Einkauf"],
+    ["zh-Hans", "会员计划", ["积分规则", "会员等级", "奖励", "营销活动", "推荐"], "积分比例"],
+    ["zh-Hant", "會員計畫", ["點數規則", "會員等級", "獎勵", "行銷活動", "推薦"], "點數比例"],
+    ["tr", "Program", ["Puan kazanma kuralları", "Seviyeler", "Ödüller", "Kampanyalar", "Tavsiyeler"], "Puan kazanma oranı"],
+  ];
+  const english = await page.locator("nav.subnav a").allInnerTexts();
+  for (const [lang, heading, parts, legend] of expectations) {
+    await page.selectOption("#language", lang);
+    await page.waitForFunction((l) => document.documentElement.lang === l, lang);
+    await page.getByTestId("earning-form").waitFor();
+    assert.equal(await page.locator("main h1").innerText(), heading, `${lang}: the heading`);
+    assert.equal(await page.getByTestId("nav-program").innerText(), heading, `${lang}: the navigation`);
+    const shown = await page.locator("nav.subnav a").allInnerTexts();
+    assert.deepEqual(shown, parts, `${lang}: the program's parts`);
+    assert.ok(shown.every((part, i) => part !== english[i]), `${lang}: every part translated`);
+    assert.equal(await page.locator("#part-heading").innerText(), parts[0]);
+    assert.equal(await page.getByTestId("earning-form").locator("legend").first().innerText(), legend);
+    assert.ok((await page.title()).startsWith(`${parts[0]} – ${heading}`), `${lang}: the title ${await page.title()}`);
+    await shot(`07-program-${lang}`);
+    await axe(`program-${lang}`);
+  }
+  await page.selectOption("#language", "en");
+  await page.waitForFunction(() => document.documentElement.lang === "en");
+  assert.deepEqual(await page.locator("nav.subnav a").allInnerTexts(), english);
 });
 
 test("signing out forgets the key, and a key revoked meanwhile signs the console out", async () => {

@@ -28,30 +28,182 @@ export interface EarnRate {
   per_amount_minor: number;
 }
 
+/** `down` or `nearest`. */
+export type Rounding = "down" | "nearest";
+export type ExpiryKind = "never" | "days_after_earn" | "end_of_nth_month";
+export type CapPeriod = "lifetime" | "year" | "month" | "week" | "day";
+
 export interface ActivityRule {
   activity_type: string;
   points: number;
   active: boolean;
+  /** At most this many awards per customer per `cap_period`; 0: no cap. */
+  cap_count?: number;
+  cap_period?: CapPeriod;
+  /** At most one award per `activity_ref`. */
+  once_per_ref?: boolean;
+}
+
+/** Points paying for part of an order: `points` points pay `amount_minor`. */
+export interface CheckoutPoints {
+  points: number;
+  amount_minor: number;
+  min_points: number;
+  /** At most this share of the order, in basis points (5000: half). */
+  max_share_bp: number;
+  step_points: number;
 }
 
 export interface Settings {
+  /** ISO 4217; empty accepts any. */
   currency: string;
   earn_rate: EarnRate;
-  rounding: string;
+  rounding: Rounding;
   minimum_order_minor: number;
   pending_days: number;
-  expiry: { kind: string; count?: number };
+  expiry: { kind: ExpiryKind; count?: number };
+  /** 0: 14. */
   expiry_reminder_days: number;
   activity_rules: ActivityRule[];
+  /** Absent: points cannot pay for orders. */
+  checkout?: CheckoutPoints;
+  /** Grows with every change. */
   version: number;
 }
+
+/** `PUT /v1/settings`: refused with 409 `VERSION_MISMATCH` unless `expected_version` is still the stored one. */
+export type SettingsBody = Omit<Settings, "version"> & { expected_version: number };
+
+export type WindowKind = "calendar_year" | "rolling_days" | "lifetime";
+export type DowngradeKind = "immediate" | "grace_days" | "end_of_next_period";
+export type QualificationBasis = "all_earned" | "order_points_base" | "order_points_all" | "spend";
+
+export interface TierBenefits {
+  free_shipping: boolean;
+  early_access_hours: number;
+  /** 0: none; else 10000 (1x) to 100000. */
+  birthday_multiplier_bp: number;
+  flags: string[];
+}
+
+export interface Tier {
+  tier_id: string;
+  name: string;
+  /** Qualifying points needed; ignored for hidden tiers. */
+  threshold: number;
+  /** 10000 is 1x. */
+  multiplier_bp: number;
+  perks: string[];
+  /** Only assigned by hand. */
+  hidden: boolean;
+  benefits: TierBenefits;
+}
+
+export interface Ladder {
+  /** Lowest first. */
+  tiers: Tier[];
+  window: { kind: WindowKind; days?: number };
+  downgrade: { kind: DowngradeKind; grace_days?: number };
+  qualification_basis: QualificationBasis;
+  /** 0: never set. */
+  version: number;
+}
+
+/** `PUT /v1/tiers/ladder` takes no `expected_version` (the body refuses unknown fields). */
+export type LadderBody = Omit<Ladder, "version">;
+
+/** Members per tier, most first; `tier_id` empty: no tier reached yet. */
+export interface TierDistribution {
+  tiers: { tier_id: string; members: number }[];
+  members: number;
+}
+
+export type RewardKind = "fixed_discount" | "percent_discount" | "free_shipping" | "free_product" | "custom";
 
 export interface Reward {
   reward_id: string;
   name: string;
+  description?: string;
+  kind?: RewardKind;
+  amount_minor?: number;
+  currency?: string;
+  percent_bp?: number;
+  sku?: string;
   point_cost: number;
+  minimum_tier_id?: string;
+  eligible_tier_ids?: string[];
+  /** Absent: unlimited. */
+  total_stock?: number;
+  /** Vouchers left, when `total_stock` is set. */
+  remaining_stock?: number;
+  per_customer_limit?: number;
+  limit_period_days?: number;
+  starts_at?: string;
+  ends_at?: string;
+  voucher_validity_days?: number;
+  refund_expired?: boolean;
   archived?: boolean;
 }
+
+/** A reward as created or replaced (`PUT` replaces it whole: what is left out is reset). */
+export interface RewardBody {
+  name: string;
+  description: string;
+  kind: RewardKind;
+  amount_minor?: number;
+  currency?: string;
+  percent_bp?: number;
+  sku?: string;
+  point_cost: number;
+  minimum_tier_id?: string;
+  eligible_tier_ids: string[];
+  total_stock?: number;
+  per_customer_limit: number;
+  limit_period_days: number;
+  starts_at?: string;
+  ends_at?: string;
+  voucher_validity_days: number;
+  refund_expired: boolean;
+}
+
+export type CampaignKind = "multiplier" | "bonus";
+
+export interface Campaign {
+  campaign_id: string;
+  name: string;
+  kind: CampaignKind;
+  /** For `multiplier`: 20000 is 2x. */
+  multiplier_bp?: number;
+  /** For `bonus`. */
+  bonus_points?: number;
+  starts_at?: string;
+  ends_at?: string;
+  tier_ids: string[];
+  /** `order` and/or activity types; empty: every earn. */
+  applies_to: string[];
+  segment_ids: string[];
+}
+
+export type CampaignBody = Omit<Campaign, "campaign_id">;
+
+export interface ReferralSettings {
+  enabled: boolean;
+  referrer_points: number;
+  referee_points: number;
+  minimum_order_minor: number;
+  /** 0: no cap. */
+  cap_count: number;
+  cap_period_days: number;
+  attribution_window_days: number;
+  clawback_window_days: number;
+  /** Absent: none. */
+  referee_reward_id?: string;
+  referrer_reward_id?: string;
+  version: number;
+}
+
+/** `PUT /v1/referrals/settings` takes no `expected_version` either. */
+export type ReferralSettingsBody = Omit<ReferralSettings, "version">;
 
 export interface Kpis {
   from?: string;
@@ -192,8 +344,60 @@ export class Api {
     return this.call("GET", "/v1/settings");
   }
 
-  async rewards(): Promise<Reward[]> {
-    return (await this.call<{ rewards: Reward[] }>("GET", "/v1/rewards")).rewards;
+  /** Settings as stored; 409 `VERSION_MISMATCH` when they changed since `expected_version`. */
+  putSettings(body: SettingsBody, key: string): Promise<Settings> {
+    return this.call("PUT", "/v1/settings", body, key);
+  }
+
+  /** The active rewards, or every one with `archived`. */
+  async rewards(archived = false): Promise<Reward[]> {
+    return (await this.call<{ rewards: Reward[] }>("GET", `/v1/rewards${archived ? "?include_archived=true" : ""}`)).rewards;
+  }
+
+  createReward(body: RewardBody, key: string): Promise<Reward> {
+    return this.call("POST", "/v1/rewards", body, key);
+  }
+
+  updateReward(reward: string, body: RewardBody, key: string): Promise<Reward> {
+    return this.call("PUT", `/v1/rewards/${encodeURIComponent(reward)}`, body, key);
+  }
+
+  archiveReward(reward: string, key: string): Promise<Reward> {
+    return this.call("POST", `/v1/rewards/${encodeURIComponent(reward)}/archive`, undefined, key);
+  }
+
+  ladder(): Promise<Ladder> {
+    return this.call("GET", "/v1/tiers/ladder");
+  }
+
+  putLadder(body: LadderBody, key: string): Promise<Ladder> {
+    return this.call("PUT", "/v1/tiers/ladder", body, key);
+  }
+
+  tierDistribution(): Promise<TierDistribution> {
+    return this.call("GET", "/v1/tiers/distribution");
+  }
+
+  /** Current and upcoming campaigns, and ended ones with `ended`. */
+  async campaigns(ended: boolean): Promise<Campaign[]> {
+    return (await this.call<{ campaigns: Campaign[] }>("GET", `/v1/campaigns${ended ? "?include_ended=true" : ""}`)).campaigns;
+  }
+
+  createCampaign(body: CampaignBody, key: string): Promise<Campaign> {
+    return this.call("POST", "/v1/campaigns", body, key);
+  }
+
+  /** Ends it now (one that has not started ends at its start). */
+  endCampaign(campaign: string, key: string): Promise<Campaign> {
+    return this.call("POST", `/v1/campaigns/${encodeURIComponent(campaign)}/end`, undefined, key);
+  }
+
+  referralSettings(): Promise<ReferralSettings> {
+    return this.call("GET", "/v1/referrals/settings");
+  }
+
+  putReferralSettings(body: ReferralSettingsBody, key: string): Promise<ReferralSettings> {
+    return this.call("PUT", "/v1/referrals/settings", body, key);
   }
 
   kpis(from: Date, to: Date, granularity: Granularity): Promise<KpiReport> {
@@ -234,11 +438,11 @@ export class Api {
 
   /** Gives an unused voucher's points back. */
   cancelRedemption(redemption: string): Promise<Redemption> {
-    return this.call("POST", `/v1/redemptions/${encodeURIComponent(redemption)}/cancel`, undefined, true);
+    return this.call("POST", `/v1/redemptions/${encodeURIComponent(redemption)}/cancel`, undefined, idempotencyKey());
   }
 
   adjust(customer: string, points: number, reason: string): Promise<{ transaction_id: string; balance: Balance }> {
-    return this.call("POST", `${customerPath(customer)}/adjustments`, { points, reason }, true);
+    return this.call("POST", `${customerPath(customer)}/adjustments`, { points, reason }, idempotencyKey());
   }
 
   async audit(filters: { actor?: string; entity?: string }, token?: string): Promise<Page<AuditEntry>> {
@@ -249,11 +453,11 @@ export class Api {
     return { items: page.entries, next: page.next_page_token };
   }
 
-  /** One request; writes carry a fresh `Idempotency-Key`, so a network retry of the same click applies once. */
-  private async call<T>(method: string, path: string, body?: unknown, write = false): Promise<T> {
+  /** One request; a write carries its action's `Idempotency-Key`, so a retry of the same click applies once. */
+  private async call<T>(method: string, path: string, body?: unknown, idempotency?: string): Promise<T> {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.key}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (write) headers["Idempotency-Key"] = idempotencyKey();
+    if (idempotency) headers["Idempotency-Key"] = idempotency;
     let answer: Response;
     try {
       answer = await fetch(path, {
@@ -293,6 +497,32 @@ function query(parameters: Record<string, string | undefined>): string {
   for (const [name, value] of Object.entries(parameters)) if (value) search.set(name, value);
   const text = search.toString();
   return text ? `?${text}` : "";
+}
+
+/**
+ * The `Idempotency-Key` of one user action (a save, a create, an archive): the
+ * same key while the same body goes out again after an answer that settled
+ * nothing (no answer at all, a 5xx), so the retry applies once; a new key for
+ * another body, or once an answer settled the action (done, or refused).
+ */
+export class Action {
+  private current = "";
+  private sent = "";
+
+  keyFor(body: unknown): string {
+    const text = JSON.stringify(body ?? null);
+    if (!this.current || text !== this.sent) {
+      this.current = idempotencyKey();
+      this.sent = text;
+    }
+    return this.current;
+  }
+
+  /** The action's answer: done (no error) or a refusal start the next action afresh; an outage keeps the key for the retry. */
+  settled(error?: unknown): void {
+    if (error instanceof Problem && (error.status === 0 || error.status >= 500)) return;
+    this.current = "";
+  }
 }
 
 function idempotencyKey(): string {

@@ -15,6 +15,7 @@ import { dashboardView } from "./dashboard";
 import { h } from "./dom";
 import { CATALOG, formats, isLang, Key, Lang, LANG_NAMES, LANGS, pickLang, Strings } from "./i18n";
 import { NOTICES } from "./licenses";
+import { programView } from "./program";
 import { href, parse, Route, ViewName } from "./router";
 import { signInForm } from "./signin";
 import { STYLES } from "./styles";
@@ -32,10 +33,11 @@ interface Section {
   render: View<never>;
 }
 
-/** The console's sections, in the navigation's order (the program's configuration comes next). */
+/** The console's sections, in the navigation's order. */
 const SECTIONS: Section[] = [
   { view: "dashboard", home: { view: "dashboard" }, label: "navDashboard", title: "dashTitle", render: dashboardView },
   { view: "customers", home: { view: "customers", customer: null }, label: "navCustomers", title: "custTitle", render: customersView },
+  { view: "program", home: { view: "program", part: "earning" }, label: "navProgram", title: "progTitle", render: programView },
   { view: "audit", home: { view: "audit", actor: "", entity: "" }, label: "navAudit", title: "auditTitle", render: auditView },
 ];
 

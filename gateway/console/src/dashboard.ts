@@ -1,12 +1,15 @@
 // The dashboard: the program's key figures over a period, two trend charts
-// and the customers by segment, from the insights service. Without insights
-// (503 `BACKEND_NOT_CONFIGURED` or `UNAVAILABLE`) it says so and shows what
-// the points and rewards services can: the settings and the catalog's size.
+// and the customers by segment, from the insights service, and the members
+// by tier from the tiers service. Without insights (503
+// `BACKEND_NOT_CONFIGURED` or `UNAVAILABLE`) it says so and shows what the
+// points and rewards services can: the settings and the catalog's size.
+// Without tiers, only the tiers' card says so.
 
-import { Granularity, KpiReport, Problem, SegmentCounts, Settings, SurveyScores } from "./api";
+import { Granularity, KpiReport, Ladder, Problem, SegmentCounts, Settings, SurveyScores, TierDistribution } from "./api";
 import { lineChart } from "./charts";
 import { Context, problemText, View } from "./context";
 import { Child, facts, field, h, table } from "./dom";
+import { unavailable } from "./forms";
 import { counted, fill, Key, named } from "./i18n";
 
 interface Period {
@@ -54,23 +57,26 @@ export const dashboardView: View = (context, _route, root) => {
     const from = new Date(to.getTime() - (picked.days - 1) * DAY_MS);
     content.setAttribute("aria-busy", "true");
     refresh.disabled = true;
-    const [kpis, segments, surveys, settings] = await Promise.allSettled([
+    const [kpis, segments, surveys, settings, distribution, ladder] = await Promise.allSettled([
       context.api.kpis(from, to, picked.granularity),
       context.api.segments(),
       context.api.surveys(from, to),
       context.api.settings(),
+      context.api.tierDistribution(),
+      context.api.ladder(),
     ]);
     if (!context.alive()) return;
     refresh.disabled = false;
     content.setAttribute("aria-busy", "false");
     const currency = settings.status === "fulfilled" ? settings.value.currency : "";
+    const tiers = tierSection(context, distribution, ladder);
     if (kpis.status === "fulfilled") {
-      content.replaceChildren(...insights(scoped, kpis.value, segments, surveys, currency));
+      content.replaceChildren(...insights(scoped, kpis.value, segments, surveys, currency), tiers);
       return;
     }
     const error = kpis.reason;
     if (error instanceof Problem && error.status === 503 && (error.code === "BACKEND_NOT_CONFIGURED" || error.code === "UNAVAILABLE")) {
-      content.replaceChildren(...(await fallback(context, error.code, settings)));
+      content.replaceChildren(...(await fallback(context, error.code, settings)), tiers);
       return;
     }
     content.replaceChildren();
@@ -206,6 +212,52 @@ function segmentFigure(context: Context, segments: PromiseSettledResult<SegmentC
     );
   }
   return h("figure", { "data-testid": "segments" }, h("figcaption", { class: "sr-only" }, t.segmentsTitle), element);
+}
+
+/**
+ * The members by tier, in the ladder's order and by the ladder's names, with
+ * a share bar like the segments'; then tiers no longer on the ladder (by id)
+ * and the members who reached none yet. Without the tiers service, the card
+ * says so and nothing else does.
+ */
+function tierSection(context: Context, distribution: PromiseSettledResult<TierDistribution>, ladder: PromiseSettledResult<Ladder>): HTMLElement {
+  const { t } = context;
+  return h(
+    "section",
+    { "aria-labelledby": "tiers-heading", class: "panel", "data-testid": "tier-distribution" },
+    h("h2", { id: "tiers-heading" }, t.tierDistTitle),
+    distribution.status === "rejected" ? unavailable(context, distribution.reason, "tiers") : tierFigure(context, distribution.value, ladder),
+  );
+}
+
+function tierFigure(context: Context, distribution: TierDistribution, ladder: PromiseSettledResult<Ladder>): Child {
+  const { t, fmt } = context;
+  const counts = new Map(distribution.tiers.map((c) => [c.tier_id, c.members]));
+  const rungs = ladder.status === "fulfilled" ? ladder.value.tiers : [];
+  const rows: { id: string; name: string; members: number }[] = rungs.map((tier) => ({ id: tier.tier_id, name: tier.name, members: counts.get(tier.tier_id) ?? 0 }));
+  for (const c of distribution.tiers) {
+    if (c.tier_id && !rungs.some((tier) => tier.tier_id === c.tier_id)) rows.push({ id: c.tier_id, name: c.tier_id, members: c.members });
+  }
+  const none = counts.get("") ?? 0;
+  if (none > 0) rows.push({ id: "", name: t.tierNoneYet, members: none });
+  const total = distribution.members || [...counts.values()].reduce((a, b) => a + b, 0);
+  if (total === 0) return h("p", { class: "muted", "data-testid": "tiers-empty" }, t.tierDistEmpty);
+  const { table: element, body } = table([{ label: t.colTier }, { label: t.colMembers, numeric: true }, { label: t.colShare }]);
+  for (const row of rows) {
+    const share = Math.round((100 * row.members) / total);
+    const bar = h("span", { class: "bar" });
+    bar.style.width = `${share}%`;
+    body.append(
+      h(
+        "tr",
+        { "data-tier": row.id },
+        h("th", { scope: "row" }, row.name),
+        h("td", { class: "num" }, fmt.number(row.members)),
+        h("td", {}, h("span", { class: "bar-track", "aria-hidden": "true" }, bar), fmt.percent(share)),
+      ),
+    );
+  }
+  return h("figure", { "data-testid": "tiers" }, h("figcaption", { class: "sr-only" }, t.tierDistTitle), element);
 }
 
 /** Insights is missing or down: say so, and show the program as the other services report it. */

@@ -24,16 +24,31 @@ export function append(parent: Element, ...children: Child[]): void {
   }
 }
 
+export type Control = HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
+
 /** A labelled input with a place for its error, wired with `aria-describedby` and `aria-invalid`. */
 export interface Field {
   /** The label, the input, the hint (if any) and the error, in one block. */
   block: HTMLElement;
-  input: HTMLInputElement | HTMLSelectElement;
+  input: Control;
   /** Shows `message` next to the field (or clears it with null). */
   invalid(message: string | null): void;
 }
 
-export function field(id: string, label: string, input: HTMLInputElement | HTMLSelectElement, hint?: string): Field {
+export function field(id: string, label: string, input: Control, hint?: string): Field {
+  return wired(id, input, hint, (hintNode, error) => h("div", { class: "field" }, h("label", { for: id }, label), input, hintNode, error));
+}
+
+/** A checkbox with its label beside it, its hint and its error below. */
+export function checkbox(id: string, label: string, checked: boolean, hint?: string): Field {
+  const input = h("input", { type: "checkbox" });
+  input.checked = checked;
+  return wired(id, input, hint, (hintNode, error) =>
+    h("div", { class: "field check" }, h("span", { class: "check-row" }, input, h("label", { for: id }, label)), hintNode, error),
+  );
+}
+
+function wired(id: string, input: Control, hint: string | undefined, layout: (hint: HTMLElement | null, error: HTMLElement) => HTMLElement): Field {
   input.id = id;
   const error = h("p", { id: `${id}-error`, class: "field-error", "data-testid": `${id}-error` });
   error.hidden = true;
@@ -44,9 +59,8 @@ export function field(id: string, label: string, input: HTMLInputElement | HTMLS
     else input.removeAttribute("aria-describedby");
   };
   describe(false);
-  const block = h("div", { class: "field" }, h("label", { for: id }, label), input, hintNode, error);
   return {
-    block,
+    block: layout(hintNode, error),
     input,
     invalid(message) {
       error.textContent = message ?? "";

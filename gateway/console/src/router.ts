@@ -4,15 +4,18 @@
 //   #/customers                 look a customer up
 //   #/customers/<id>            one customer (the id URL-encoded)
 //   #/audit[?actor=…&entity=…]  the audit log, filtered
-//
-// A later slice adds the program's configuration (settings, tiers, rewards,
-// campaigns) as `#/program/…`: one more `Route` variant, one more nav entry in
-// console.ts and one more view module.
+//   #/program                   the program's earning rules
+//   #/program/<part>            its tier ladder, rewards, campaigns or referrals
+
+/** The parts of the program's configuration, in the order of its own navigation. */
+export const PROGRAM_PARTS = ["earning", "tiers", "rewards", "campaigns", "referrals"] as const;
+export type ProgramPart = (typeof PROGRAM_PARTS)[number];
 
 export type Route =
   | { view: "dashboard" }
   | { view: "customers"; customer: string | null }
-  | { view: "audit"; actor: string; entity: string };
+  | { view: "audit"; actor: string; entity: string }
+  | { view: "program"; part: ProgramPart };
 
 export type ViewName = Route["view"];
 
@@ -34,6 +37,10 @@ export function parse(hash: string): Route {
     }
     case "audit":
       return { view: "audit", actor: params.get("actor") ?? "", entity: params.get("entity") ?? "" };
+    case "program": {
+      const part = PROGRAM_PARTS.find((p) => p === parts[1]);
+      return { view: "program", part: part ?? "earning" };
+    }
     default:
       return { view: "dashboard" };
   }
@@ -50,6 +57,8 @@ export function href(route: Route): string {
       const search = params.toString();
       return search ? `#/audit?${search}` : "#/audit";
     }
+    case "program":
+      return route.part === "earning" ? "#/program" : `#/program/${route.part}`;
     default:
       return "#/dashboard";
   }

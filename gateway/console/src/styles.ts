@@ -69,7 +69,7 @@ main:focus { outline: none; }
 .status.info { background: #dafbe1; border-color: #1a7f37; color: #0f5323; }
 .notice { background: #fff8c5; color: #3b2300; border: 1px solid #9a6700; border-radius: 6px; padding: 0.6rem 0.9rem; }
 .muted, .hint { color: var(--muted); font-size: 0.9em; }
-button, select, input { font: inherit; color: inherit; }
+button, select, input, textarea { font: inherit; color: inherit; }
 button {
   cursor: pointer; border-radius: 6px; padding: 0.4rem 0.9rem;
   border: 1px solid var(--accent); background: var(--accent); color: var(--accent-text);
@@ -77,16 +77,49 @@ button {
 button.secondary { background: var(--panel); color: var(--accent); }
 button.danger { background: var(--panel); color: var(--danger); border-color: var(--danger); }
 button[disabled] { opacity: 0.7; cursor: progress; }
-input, select {
+input, select, textarea {
   background: var(--panel); border: 1px solid var(--field-border); border-radius: 6px; padding: 0.4rem 0.5rem; min-width: 0;
 }
-input[aria-invalid="true"] { border-color: var(--danger); border-width: 2px; }
+input[aria-invalid="true"], select[aria-invalid="true"], textarea[aria-invalid="true"] { border-color: var(--danger); border-width: 2px; }
+input[readonly] { background: var(--page); }
+input.number { width: 10rem; }
+input.short { width: 5rem; }
+textarea { width: min(100%, 32rem); resize: vertical; }
 form.inline { display: flex; flex-wrap: wrap; gap: 0.75rem; align-items: flex-start; }
 /* A row's button lines up with the inputs under their one-line labels. */
 form.inline > .actions { padding-top: calc(1.5em + 0.25rem); }
 .field { display: grid; gap: 0.25rem; align-content: start; }
 .field label { font-weight: 600; }
 .field-error { color: var(--danger); font-size: 0.9em; font-weight: 600; }
+.check-row { display: flex; gap: 0.5rem; align-items: center; }
+.check-row input { width: 1.1rem; height: 1.1rem; margin: 0; }
+.field.check label { font-weight: 400; }
+form.stacked { display: grid; gap: 1rem; }
+form.stacked .actions { display: flex; flex-wrap: wrap; gap: 0.75rem; align-items: center; }
+fieldset { border: 1px solid var(--border); border-radius: 8px; padding: 0.75rem 1rem 1rem; margin: 0; display: grid; gap: 0.75rem; min-width: 0; }
+legend { font-weight: 700; padding: 0 0.25rem; }
+fieldset.row, fieldset.choices { background: var(--page); }
+fieldset.choices legend { font-weight: 600; }
+.fields { display: flex; flex-wrap: wrap; gap: 0.75rem 1.25rem; align-items: flex-start; }
+.fields > .field { max-width: 22rem; }
+/* A checkbox in a row of fields lines up with the inputs under their one-line labels. */
+.fields > .field.check { padding-top: calc(1.5em + 0.25rem); }
+fieldset.choices .fields > .field.check { padding-top: 0; }
+.rows { display: grid; gap: 0.75rem; }
+.row-actions { display: flex; flex-wrap: wrap; gap: 0.5rem; }
+td.row-actions { display: table-cell; white-space: nowrap; }
+td.row-actions button + button { margin-left: 0.5rem; }
+.hint.block { display: block; font-weight: 400; }
+.conflict { display: grid; gap: 0.5rem; }
+.conflict:focus { outline: 3px solid var(--focus); outline-offset: 2px; }
+.subnav ul { list-style: none; display: flex; flex-wrap: wrap; gap: 0.5rem; margin: 0; padding: 0; }
+.subnav a { display: inline-block; padding: 0.35rem 0.8rem; border: 1px solid var(--border); border-radius: 999px; text-decoration: none; background: var(--panel); font-weight: 600; }
+.subnav a[aria-current="page"] { background: var(--accent); border-color: var(--accent); color: var(--accent-text); }
+.subnav a:hover { text-decoration: underline; }
+.badge { display: inline-block; padding: 0.05rem 0.55rem; border-radius: 999px; border: 1px solid var(--field-border); font-size: 0.85em; font-weight: 600; white-space: nowrap; }
+.badge.active { background: #dafbe1; border-color: #1a7f37; color: #0f5323; }
+.badge.upcoming { background: #ddf4ff; border-color: #0969da; color: #0a3069; }
+.badge.ended { background: #eaeef2; color: var(--muted); }
 .signin { max-width: 32rem; }
 .signin input { width: 100%; }
 .kpis { display: grid; gap: 0.75rem; grid-template-columns: repeat(auto-fill, minmax(13rem, 1fr)); margin: 0; }
