@@ -778,3 +778,36 @@ async fn profiles_are_enrolled_and_refused_by_body_field() {
     assert_eq!((enrolled.get("old_value"), &enrolled["new_value"]["birth_day"]), (None, &json!(24)), "{enrolled:#}");
     h.stop().await;
 }
+
+/// The ladder and the referral settings are replaced with optimistic
+/// concurrency, as the earning rules are: the version read, or 409
+/// `VERSION_MISMATCH` and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ladder_and_referral_settings_refuse_a_change_made_meanwhile() {
+    let h = Harness::start().await;
+    let admin = h.key("shop", Scope::Admin).await;
+    let ladder = |name: &str, expected: i64| {
+        json!({
+            "tiers": [{"tier_id": "bronze", "name": name, "threshold": 0, "multiplier_bp": 10_000}],
+            "window": {"kind": "lifetime"}, "downgrade": {"kind": "immediate"}, "expected_version": expected,
+        })
+    };
+    assert_eq!(h.put(&admin, "/v1/tiers/ladder", "l-1", ladder("Bronze", 0)).await.ok()["version"], 1);
+    let stale = h.put(&admin, "/v1/tiers/ladder", "l-2", ladder("Stale", 0)).await;
+    stale.problem(409, "VERSION_MISMATCH");
+    assert_eq!(h.get(&admin, "/v1/tiers/ladder").await.ok()["tiers"][0]["name"], "Bronze", "nothing changed");
+    assert_eq!(h.put(&admin, "/v1/tiers/ladder", "l-3", ladder("Copper", 1)).await.ok()["version"], 2);
+
+    let settings = |points: i64, expected: i64| {
+        json!({"enabled": true, "referrer_points": points, "referee_points": 100, "attribution_window_days": 30,
+               "clawback_window_days": 14, "expected_version": expected})
+    };
+    let first = h.put(&admin, "/v1/referrals/settings", "r-1", settings(300, 0)).await;
+    let version = first.ok()["version"].as_i64().unwrap();
+    let stale = h.put(&admin, "/v1/referrals/settings", "r-2", settings(999, version - 1)).await;
+    stale.problem(409, "VERSION_MISMATCH");
+    assert_eq!(h.get(&admin, "/v1/referrals/settings").await.ok()["referrer_points"], 300, "nothing changed");
+    let next = h.put(&admin, "/v1/referrals/settings", "r-3", settings(500, version)).await;
+    assert_eq!(next.ok()["version"], version + 1);
+    h.stop().await;
+}

@@ -160,6 +160,23 @@ async function eventually(check, retry, what) {
 const status = () => page.getByTestId("status");
 const storedKey = () => page.evaluate((name) => sessionStorage.getItem(name), KEY_STORAGE);
 
+/** Answers the page's calls matching `pattern` as a gateway without that service does: 503 `BACKEND_NOT_CONFIGURED`. */
+async function notConfigured(pattern, detail) {
+  await page.route(pattern, (route) =>
+    route.fulfill({
+      status: 503,
+      contentType: "application/problem+json",
+      body: JSON.stringify({
+        type: "urn:loyalty:problem:backend_not_configured",
+        title: "Service Unavailable",
+        status: 503,
+        code: "BACKEND_NOT_CONFIGURED",
+        detail,
+      }),
+    }),
+  );
+}
+
 async function signInWith(key) {
   await page.locator("#api-key").fill(key);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
@@ -277,19 +294,7 @@ test("the dashboard shows the KPIs, charts with their tables, and the KPIs move 
 });
 
 test("without insights the dashboard says so and shows what the other services report", async () => {
-  await page.route("**/v1/insights/**", (route) =>
-    route.fulfill({
-      status: 503,
-      contentType: "application/problem+json",
-      body: JSON.stringify({
-        type: "urn:loyalty:problem:backend_not_configured",
-        title: "Service Unavailable",
-        status: 503,
-        code: "BACKEND_NOT_CONFIGURED",
-        detail: "the gateway has no address for the insights service",
-      }),
-    }),
-  );
+  await notConfigured("**/v1/insights/**", "the gateway has no address for the insights service");
   const { rewards } = await admin("GET", "/v1/rewards");
   await page.getByRole("button", { name: "Refresh" }).click();
   const notice = page.getByTestId("insights-unavailable");
@@ -637,6 +642,55 @@ test("a tier is added to the ladder", async () => {
   await shot("07-program-tiers");
 });
 
+test("a ladder changed meanwhile is not overwritten: the console warns, and Reload shows it", async () => {
+  await page.reload();
+  await page.getByTestId("ladder-form").waitFor();
+  const loaded = await admin("GET", "/v1/tiers/ladder");
+  assert.match(await page.getByTestId("ladder-version").innerText(), new RegExp(`version ${loaded.version}\\.`));
+  // Someone renames the top tier through the API while the form is open…
+  const { version, ...body } = loaded;
+  const top = loaded.tiers.length - 1;
+  const renamed = `${loaded.tiers[top].name} Plus`;
+  const theirs = await admin("PUT", "/v1/tiers/ladder", { ...body, tiers: body.tiers.map((tier, i) => (i === top ? { ...tier, name: renamed } : tier)) });
+  assert.equal(theirs.version, version + 1);
+
+  // …and the console's save, made from the older version, is refused instead of overwriting it.
+  const puts = watchWrites("PUT", "/v1/tiers/ladder");
+  const rows = page.getByTestId("tier");
+  await rows.first().getByLabel("Perks").fill("a welcome gift");
+  const save = page.getByRole("button", { name: "Save the ladder" });
+  await save.click();
+  const conflict = page.getByTestId("conflict");
+  await conflict.waitFor();
+  assert.match(await conflict.innerText(), /Changed meanwhile\. Someone changed this since you opened it/);
+  assert.equal(await conflict.getAttribute("role"), "alert");
+  assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), "conflict", "the warning takes the focus");
+  assert.equal(await save.isDisabled(), true, "no second try from the stale form");
+  await page.waitForTimeout(300);
+  puts.stop();
+  assert.equal(puts.seen.length, 1, "sent once, never again on its own");
+  assert.equal(puts.seen[0].body.expected_version, loaded.version, "with the version the form was loaded at");
+  assert.deepEqual(puts.seen[0].body.tiers[0].perks, ["a welcome gift"]);
+  const stored = await admin("GET", "/v1/tiers/ladder");
+  assert.equal(stored.version, theirs.version, "nothing saved over it");
+  assert.equal(stored.tiers[top].name, renamed, "the change made meanwhile is still there");
+  assert.deepEqual(stored.tiers, theirs.tiers, "and the console's change is not");
+  await shot("07-program-tiers-conflict");
+  await axe("program-tiers-conflict");
+
+  // Reload: the stored ladder and its version, ready for the change to be made again.
+  await page.getByTestId("conflict-reload").click();
+  await eventually(
+    async () => assert.equal(await rows.nth(top).getByLabel("Name", { exact: true }).inputValue(), renamed),
+    async () => {},
+    "the reloaded ladder",
+  );
+  assert.equal(await rows.first().getByLabel("Perks").inputValue(), loaded.tiers[0].perks.join("\n"));
+  assert.match(await page.getByTestId("ladder-version").innerText(), new RegExp(`version ${stored.version}\\.`));
+  assert.equal(await page.getByTestId("conflict").count(), 0);
+  assert.equal(await save.isDisabled(), false);
+});
+
 test("a reward is created with its stock, edited, and archived", async () => {
   await page.getByTestId("program-rewards").click();
   await page.waitForURL((url) => url.hash === "#/program/rewards");
@@ -760,6 +814,7 @@ test("a referral setting is changed, and a save the network lost is retried with
   assert.equal(puts.seen.length, 2);
   assert.match(puts.seen[0].key, UUID);
   assert.equal(puts.seen[1].key, puts.seen[0].key, "the retry of the same save carries the same key");
+  assert.equal(puts.seen[0].body.expected_version, before.version, "with the version the form was loaded at");
 
   const after = await admin("GET", "/v1/referrals/settings");
   assert.equal(after.referee_points, before.referee_points + 50);
@@ -804,19 +859,7 @@ test("the dashboard shows the members by tier in the ladder's order, and says so
   await axe("dashboard-tiers");
 
   // Without a tiers service: that card says so, and the rest of the dashboard stands.
-  await page.route("**/v1/tiers/**", (route) =>
-    route.fulfill({
-      status: 503,
-      contentType: "application/problem+json",
-      body: JSON.stringify({
-        type: "urn:loyalty:problem:backend_not_configured",
-        title: "Service Unavailable",
-        status: 503,
-        code: "BACKEND_NOT_CONFIGURED",
-        detail: "this gateway is not connected to a tiers service (TIERS_ADDR is not set)",
-      }),
-    }),
-  );
+  await notConfigured("**/v1/tiers/**", "this gateway is not connected to a tiers service (TIERS_ADDR is not set)");
   await page.getByRole("button", { name: "Refresh" }).click();
   await card.getByText("Unavailable: this gateway has no tiers service configured.").waitFor();
   assert.equal(await card.locator("table").count(), 0);

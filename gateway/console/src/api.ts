@@ -109,8 +109,8 @@ export interface Ladder {
   version: number;
 }
 
-/** `PUT /v1/tiers/ladder` takes no `expected_version` (the body refuses unknown fields). */
-export type LadderBody = Omit<Ladder, "version">;
+/** `PUT /v1/tiers/ladder`: with `expected_version`, refused with 409 `VERSION_MISMATCH` unless it is still the stored one. */
+export type LadderBody = Omit<Ladder, "version"> & { expected_version?: number };
 
 /** Members per tier, most first; `tier_id` empty: no tier reached yet. */
 export interface TierDistribution {
@@ -202,8 +202,8 @@ export interface ReferralSettings {
   version: number;
 }
 
-/** `PUT /v1/referrals/settings` takes no `expected_version` either. */
-export type ReferralSettingsBody = Omit<ReferralSettings, "version">;
+/** `PUT /v1/referrals/settings`: `expected_version` as for the ladder. */
+export type ReferralSettingsBody = Omit<ReferralSettings, "version"> & { expected_version?: number };
 
 export interface Kpis {
   from?: string;

@@ -11,9 +11,6 @@ import { checkbox, h, table } from "./dom";
 import {
   areaField,
   busy,
-  changedMeanwhile,
-  Checker,
-  conflictNotice,
   CURRENCY,
   MAX_AMOUNT_MINOR,
   MAX_DAYS,
@@ -22,6 +19,7 @@ import {
   MAX_POINTS,
   minorHint,
   numberField,
+  onSave,
   selectField,
   textField,
   unavailable,
@@ -229,66 +227,45 @@ function rewardForm(context: Context, reward: Reward | null, tiers: Tier[], curr
     h("div", { class: "actions" }, submit, reward ? cancel : null),
   );
 
-  let stale = false;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (stale) return;
-    const check = new Checker(context);
-    const chosen = check.choice<RewardKind>("kind", kind);
-    const fixed = chosen === "fixed_discount";
-    const rewardName = check.text("name", name, { required: true, max: 200 });
-    const perCustomer = check.integer("per_customer_limit", limit, 0, MAX_INT32);
-    const body: RewardBody = {
-      name: rewardName,
-      description: check.text("description", description, { max: 2_000 }),
-      kind: chosen,
-      amount_minor: fixed ? check.integer("amount_minor", amount, 1, MAX_AMOUNT_MINOR) : undefined,
-      currency: fixed ? check.text("currency", rewardCurrency, { required: true, pattern: CURRENCY, message: t.rewardCurrencyInvalid, upper: true }) : undefined,
-      percent_bp: chosen === "percent_discount" ? check.integer("percent_bp", percent, 1, 10_000) : undefined,
-      sku: chosen === "free_product" ? check.text("sku", sku, { required: true, max: MAX_ID_CHARS }) : undefined,
-      point_cost: check.integer("point_cost", cost, 1, MAX_POINTS),
-      total_stock: check.optionalInteger("total_stock", stock, 0, Number.MAX_SAFE_INTEGER),
-      per_customer_limit: perCustomer,
-      limit_period_days: perCustomer > 0 ? check.integer("limit_period_days", limitDays, 1, MAX_DAYS) : (check.optionalInteger("limit_period_days", limitDays, 0, MAX_DAYS) ?? 0),
-      voucher_validity_days: check.integer("voucher_validity_days", validity, 1, MAX_DAYS),
-      refund_expired: check.checked("refund_expired", refund),
-      minimum_tier_id: check.choice("minimum_tier_id", tier) || undefined,
-      // Not on the form: sent back as they were, since a PUT replaces the reward whole.
-      eligible_tier_ids: reward?.eligible_tier_ids ?? [],
-      starts_at: reward?.starts_at,
-      ends_at: reward?.ends_at,
-    };
-    if (!check.passed()) return;
-    const done = busy(submit, t.saving);
-    try {
-      let answer: Reward;
-      if (reward) {
-        const now = (await context.api.rewards(true)).find((r) => r.reward_id === reward.reward_id);
-        if (!now || !sameReward(now, reward)) throw new Problem(409, "VERSION_MISMATCH", "");
-        answer = await context.api.updateReward(reward.reward_id, body, action.keyFor(body));
-      } else {
-        answer = await context.api.createReward(body, action.keyFor(body));
-      }
-      action.settled();
-      if (!context.alive()) return;
-      await on.saved(answer, reward === null);
-      return;
-    } catch (error) {
-      action.settled(error);
-      if (!context.alive()) return;
-      if (changedMeanwhile(error)) {
-        stale = true;
-        const notice = conflictNotice(context, () => void on.reload());
-        conflict.replaceChildren(notice);
-        notice.focus();
-        return;
-      }
-      context.fail(error);
-      if (error instanceof Problem) check.refused(error);
-    } finally {
-      done();
-      submit.disabled = stale;
-    }
+  onSave(context, {
+    form,
+    submit,
+    conflict,
+    reload: () => void on.reload(),
+    read: (check) => {
+      const chosen = check.choice<RewardKind>("kind", kind);
+      const fixed = chosen === "fixed_discount";
+      const rewardName = check.text("name", name, { required: true, max: 200 });
+      const perCustomer = check.integer("per_customer_limit", limit, 0, MAX_INT32);
+      const body: RewardBody = {
+        name: rewardName,
+        description: check.text("description", description, { max: 2_000 }),
+        kind: chosen,
+        amount_minor: fixed ? check.integer("amount_minor", amount, 1, MAX_AMOUNT_MINOR) : undefined,
+        currency: fixed ? check.text("currency", rewardCurrency, { required: true, pattern: CURRENCY, message: t.rewardCurrencyInvalid, upper: true }) : undefined,
+        percent_bp: chosen === "percent_discount" ? check.integer("percent_bp", percent, 1, 10_000) : undefined,
+        sku: chosen === "free_product" ? check.text("sku", sku, { required: true, max: MAX_ID_CHARS }) : undefined,
+        point_cost: check.integer("point_cost", cost, 1, MAX_POINTS),
+        total_stock: check.optionalInteger("total_stock", stock, 0, Number.MAX_SAFE_INTEGER),
+        per_customer_limit: perCustomer,
+        limit_period_days: perCustomer > 0 ? check.integer("limit_period_days", limitDays, 1, MAX_DAYS) : (check.optionalInteger("limit_period_days", limitDays, 0, MAX_DAYS) ?? 0),
+        voucher_validity_days: check.integer("voucher_validity_days", validity, 1, MAX_DAYS),
+        refund_expired: check.checked("refund_expired", refund),
+        minimum_tier_id: check.choice("minimum_tier_id", tier) || undefined,
+        // Not on the form: sent back as they were, since a PUT replaces the reward whole.
+        eligible_tier_ids: reward?.eligible_tier_ids ?? [],
+        starts_at: reward?.starts_at,
+        ends_at: reward?.ends_at,
+      };
+      return body;
+    },
+    confirm: async () => {
+      if (!reward) return;
+      const now = (await context.api.rewards(true)).find((r) => r.reward_id === reward.reward_id);
+      if (!now || !sameReward(now, reward)) throw new Problem(409, "VERSION_MISMATCH", "");
+    },
+    send: (body, key) => (reward ? context.api.updateReward(reward.reward_id, body, key) : context.api.createReward(body, key)),
+    saved: (answer) => on.saved(answer, reward === null),
   });
   return form;
 }

@@ -5,15 +5,11 @@
 // made meanwhile answers 409 `VERSION_MISMATCH`, and the form says so instead
 // of overwriting it.
 
-import { Action, ActivityRule, CapPeriod, CheckoutPoints, ExpiryKind, Problem, Rounding, Settings, SettingsBody } from "./api";
+import { Action, ActivityRule, CapPeriod, CheckoutPoints, ExpiryKind, Rounding, Settings, SettingsBody } from "./api";
 import { Context } from "./context";
 import { checkbox, Field, h } from "./dom";
 import {
   ACTIVITY_TYPE,
-  busy,
-  changedMeanwhile,
-  Checker,
-  conflictNotice,
   CURRENCY,
   loadPart,
   MAX_AMOUNT_MINOR,
@@ -21,6 +17,7 @@ import {
   MAX_POINTS,
   minorHint,
   numberField,
+  onSave,
   selectField,
   textField,
   unavailable,
@@ -166,75 +163,60 @@ function settingsForm(context: Context, settings: Settings, saved: (settings: Se
     h("div", { class: "actions" }, submit, h("p", { class: "hint", "data-testid": "settings-version" }, fill(t.loadedVersion, { version: fmt.number(settings.version) }))),
   );
 
-  let stale = false;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (stale) return;
-    const check = new Checker(context);
-    const kind = check.choice<ExpiryKind>("expiry.kind", expiryKind);
-    const body: SettingsBody = {
-      earn_rate: {
-        points: check.integer("earn_rate.points", points, 0, 1_000_000),
-        per_amount_minor: check.integer("earn_rate.per_amount_minor", perAmount, 1, MAX_POINTS),
-      },
-      rounding: check.choice<Rounding>("rounding", rounding),
-      currency: check.text("currency", currency, { pattern: CURRENCY, message: t.currencyInvalid, upper: true }),
-      minimum_order_minor: check.integer("minimum_order_minor", minimum, 0, MAX_AMOUNT_MINOR),
-      pending_days: check.integer("pending_days", pending, 0, 365),
-      expiry:
-        kind === "never"
-          ? { kind }
-          : { kind, count: kind === "days_after_earn" ? check.integer("expiry.count", expiryCount, 1, 3_650) : check.integer("expiry.count", expiryCount, 0, 120) },
-      expiry_reminder_days: check.integer("expiry_reminder_days", reminder, 0, 365),
-      activity_rules: rows.map((row, i) => {
-        const path = `activity_rules[${i}]`;
-        return {
-          activity_type: check.text(`${path}.activity_type`, row.type, { required: true, pattern: ACTIVITY_TYPE, message: t.activityTypeInvalid }),
-          points: check.integer(`${path}.points`, row.points, 1, MAX_POINTS),
-          active: check.checked(`${path}.active`, row.active),
-          cap_count: check.integer(`${path}.cap_count`, row.cap, 0, MAX_INT32),
-          cap_period: check.choice<CapPeriod>(`${path}.cap_period`, row.period),
-          once_per_ref: check.checked(`${path}.once_per_ref`, row.once),
-        };
-      }),
-      checkout: check.checked("checkout", checkoutOn)
-        ? {
-            points: check.integer("checkout.points", checkoutPoints, 1, MAX_POINTS),
-            amount_minor: check.integer("checkout.amount_minor", checkoutAmount, 1, MAX_POINTS),
-            min_points: check.integer("checkout.min_points", checkoutMin, 0, MAX_POINTS),
-            max_share_bp: check.integer("checkout.max_share_bp", checkoutShare, 1, 10_000),
-            step_points: check.integer("checkout.step_points", checkoutStep, 0, MAX_POINTS),
-          }
-        : undefined,
-      expected_version: settings.version,
-    };
-    if (!check.passed()) return;
-    currency.input.value = body.currency;
-    const done = busy(submit, t.saving);
-    try {
-      const answer = await context.api.putSettings(body, action.keyFor(body));
-      action.settled();
-      if (!context.alive()) return;
+  onSave(context, {
+    form,
+    submit,
+    conflict,
+    reload,
+    read: (check) => {
+      const kind = check.choice<ExpiryKind>("expiry.kind", expiryKind);
+      const body: SettingsBody = {
+        earn_rate: {
+          points: check.integer("earn_rate.points", points, 0, 1_000_000),
+          per_amount_minor: check.integer("earn_rate.per_amount_minor", perAmount, 1, MAX_POINTS),
+        },
+        rounding: check.choice<Rounding>("rounding", rounding),
+        currency: check.text("currency", currency, { pattern: CURRENCY, message: t.currencyInvalid, upper: true }),
+        minimum_order_minor: check.integer("minimum_order_minor", minimum, 0, MAX_AMOUNT_MINOR),
+        pending_days: check.integer("pending_days", pending, 0, 365),
+        expiry:
+          kind === "never"
+            ? { kind }
+            : { kind, count: kind === "days_after_earn" ? check.integer("expiry.count", expiryCount, 1, 3_650) : check.integer("expiry.count", expiryCount, 0, 120) },
+        expiry_reminder_days: check.integer("expiry_reminder_days", reminder, 0, 365),
+        activity_rules: rows.map((row, i) => {
+          const path = `activity_rules[${i}]`;
+          return {
+            activity_type: check.text(`${path}.activity_type`, row.type, { required: true, pattern: ACTIVITY_TYPE, message: t.activityTypeInvalid }),
+            points: check.integer(`${path}.points`, row.points, 1, MAX_POINTS),
+            active: check.checked(`${path}.active`, row.active),
+            cap_count: check.integer(`${path}.cap_count`, row.cap, 0, MAX_INT32),
+            cap_period: check.choice<CapPeriod>(`${path}.cap_period`, row.period),
+            once_per_ref: check.checked(`${path}.once_per_ref`, row.once),
+          };
+        }),
+        checkout: check.checked("checkout", checkoutOn)
+          ? {
+              points: check.integer("checkout.points", checkoutPoints, 1, MAX_POINTS),
+              amount_minor: check.integer("checkout.amount_minor", checkoutAmount, 1, MAX_POINTS),
+              min_points: check.integer("checkout.min_points", checkoutMin, 0, MAX_POINTS),
+              max_share_bp: check.integer("checkout.max_share_bp", checkoutShare, 1, 10_000),
+              step_points: check.integer("checkout.step_points", checkoutStep, 0, MAX_POINTS),
+            }
+          : undefined,
+        expected_version: settings.version,
+      };
+      return body;
+    },
+    send: (body, key) => {
+      // The currency as it is sent (in capitals).
+      currency.input.value = body.currency;
+      return context.api.putSettings(body, key);
+    },
+    saved: (answer) => {
       context.say(fill(t.earningSaved, { version: fmt.number(answer.version) }));
       saved(answer);
-    } catch (error) {
-      action.settled(error);
-      if (!context.alive()) return;
-      if (changedMeanwhile(error)) {
-        // Never sent again as it is: the admin reloads, sees the other change and decides.
-        stale = true;
-        const notice = conflictNotice(context, reload);
-        conflict.replaceChildren(notice);
-        submit.disabled = true;
-        notice.focus();
-        return;
-      }
-      context.fail(error);
-      if (error instanceof Problem) check.refused(error);
-    } finally {
-      done();
-      submit.disabled = stale;
-    }
+    },
   });
   return form;
 }

@@ -7,7 +7,7 @@
 // a campaign's end after its start) are the API's to say: its answer lands by
 // the field all the same.
 
-import { Problem } from "./api";
+import { Action, Problem } from "./api";
 import { Context, problemText } from "./context";
 import { Attributes, checkbox, Field, field, h } from "./dom";
 import { fill } from "./i18n";
@@ -252,6 +252,69 @@ export function conflictNotice(context: Context, reload: () => void): HTMLElemen
     h("p", {}, h("strong", {}, t.changedTitle), " ", t.changedMeanwhile),
     h("div", {}, button),
   );
+}
+
+/** How one form saves: see `onSave`. */
+export interface Save<B, T> {
+  form: HTMLFormElement;
+  submit: HTMLButtonElement;
+  /** Where the "changed meanwhile" warning goes. */
+  conflict: HTMLElement;
+  /** The warning's Reload: shows what is stored now. */
+  reload: () => void;
+  /** Reads the form into the body to send, each value checked by `check`; nothing is sent unless all passed. */
+  read: (check: Checker) => B;
+  /** Before sending: throws (a 409 `VERSION_MISMATCH` for a change made meanwhile) to stop the save. */
+  confirm?: () => Promise<void>;
+  /** Sends `body` with the action's Idempotency-Key. */
+  send: (body: B, key: string) => Promise<T>;
+  /** What the save answered: the status message, the form shown again from it. */
+  saved: (answer: T) => void | Promise<void>;
+}
+
+/**
+ * A form's save, the same for every form: its values are checked before
+ * anything is sent; the body goes with the action's Idempotency-Key (kept for
+ * a retry after an outage, new after an answer); a 409 `VERSION_MISMATCH`
+ * shows the warning and leaves the form stale, never sent again; any other
+ * refusal goes to the status message and its field errors by their fields.
+ */
+export function onSave<B, T>(context: Context, save: Save<B, T>): void {
+  const { form, submit, conflict } = save;
+  const action = new Action();
+  let stale = false;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (stale) return;
+    const check = new Checker(context);
+    const body = save.read(check);
+    if (!check.passed()) return;
+    const done = busy(submit, context.t.saving);
+    try {
+      if (save.confirm) await save.confirm();
+      const answer = await save.send(body, action.keyFor(body));
+      action.settled();
+      if (!context.alive()) return;
+      await save.saved(answer);
+    } catch (error) {
+      action.settled(error);
+      if (!context.alive()) return;
+      if (changedMeanwhile(error)) {
+        // Never sent again as it is: the admin reloads, sees the other change and decides.
+        stale = true;
+        const notice = conflictNotice(context, save.reload);
+        conflict.replaceChildren(notice);
+        submit.disabled = true;
+        notice.focus();
+        return;
+      }
+      context.fail(error);
+      if (error instanceof Problem) check.refused(error);
+    } finally {
+      done();
+      submit.disabled = stale;
+    }
+  });
 }
 
 /** A part the API cannot serve: its service is not configured here (503 `BACKEND_NOT_CONFIGURED`), or it failed. */

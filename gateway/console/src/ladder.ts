@@ -1,23 +1,20 @@
 // The tier ladder (`GET`/`PUT /v1/tiers/ladder`): the tiers, lowest first,
 // with their thresholds, multipliers, perks and benefits; the qualifying
-// window, the downgrade policy and what qualifies. The ladder's PUT takes no
-// `expected_version`, so before saving the console reads the ladder again and
-// stops with the "changed meanwhile" warning when its version moved: that
-// narrows the window for overwriting someone else's change, it cannot close it.
+// window, the downgrade policy and what qualifies. A save sends the version
+// the form was loaded at as `expected_version`: a change made meanwhile
+// answers 409 `VERSION_MISMATCH`, and the form says so instead of
+// overwriting it.
 
-import { Action, DowngradeKind, Ladder, LadderBody, Problem, QualificationBasis, Tier, WindowKind } from "./api";
+import { Action, DowngradeKind, Ladder, LadderBody, QualificationBasis, Tier, WindowKind } from "./api";
 import { Context } from "./context";
 import { checkbox, Field, h } from "./dom";
 import {
   ACTIVITY_TYPE,
   areaField,
-  busy,
-  changedMeanwhile,
-  Checker,
-  conflictNotice,
   loadPart,
   MAX_ID_CHARS,
   numberField,
+  onSave,
   selectField,
   textField,
   unavailable,
@@ -177,68 +174,50 @@ function ladderForm(context: Context, ladder: Ladder, saved: (ladder: Ladder) =>
     h("div", { class: "actions" }, submit, h("p", { class: "hint", "data-testid": "ladder-version" }, fill(t.loadedVersion, { version: fmt.number(ladder.version) }))),
   );
 
-  let stale = false;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (stale) return;
-    const check = new Checker(context);
-    /** 0 (none), or 1x to 10x. */
-    const birthdayOf = (path: string, f: Field) => {
-      const value = check.integer(path, f, 0, TEN_X);
-      return value > 0 && value < ONE_X ? check.refuse(f, fill(t.birthdayMultiplierInvalid, { min: fmt.number(ONE_X), max: fmt.number(TEN_X) })) : value;
-    };
-    const tiers = rows.map((row, i): Tier => {
-      const path = `tiers[${i}]`;
-      return {
-        tier_id: check.text(`${path}.tier_id`, row.id, { required: true, max: MAX_ID_CHARS }),
-        name: check.text(`${path}.name`, row.name, { required: true, max: 100 }),
-        threshold: check.integer(`${path}.threshold`, row.threshold, 0, Number.MAX_SAFE_INTEGER),
-        multiplier_bp: check.integer(`${path}.multiplier_bp`, row.multiplier, ONE_X, TEN_X),
-        hidden: check.checked(`${path}.hidden`, row.hidden),
-        perks: check.list(`${path}.perks`, row.perks, /\n/, 50, (perk) => [...perk].length <= 200, fill(t.perksInvalid, { most: fmt.number(50), chars: fmt.number(200) })),
-        benefits: {
-          free_shipping: check.checked(`${path}.benefits.free_shipping`, row.shipping),
-          early_access_hours: check.integer(`${path}.benefits.early_access_hours`, row.early, 0, 8_760),
-          birthday_multiplier_bp: birthdayOf(`${path}.benefits.birthday_multiplier_bp`, row.birthday),
-          flags: check.list(`${path}.benefits.flags`, row.flags, /[,\s]+/, 20, (flag) => ACTIVITY_TYPE.test(flag), fill(t.flagsInvalid, { most: fmt.number(20) })),
-        },
+  onSave(context, {
+    form,
+    submit,
+    conflict,
+    reload,
+    read: (check) => {
+      /** 0 (none), or 1x to 10x. */
+      const birthdayOf = (path: string, f: Field) => {
+        const value = check.integer(path, f, 0, TEN_X);
+        return value > 0 && value < ONE_X ? check.refuse(f, fill(t.birthdayMultiplierInvalid, { min: fmt.number(ONE_X), max: fmt.number(TEN_X) })) : value;
       };
-    });
-    const kind = check.choice<WindowKind>("window.kind", windowKind);
-    const downgrade = check.choice<DowngradeKind>("downgrade.kind", downgradeKind);
-    const body: LadderBody = {
-      tiers,
-      window: kind === "rolling_days" ? { kind, days: check.integer("window.days", windowDays, 1, 3_660) } : { kind },
-      downgrade: downgrade === "grace_days" ? { kind: downgrade, grace_days: check.integer("downgrade.grace_days", graceDays, 1, 730) } : { kind: downgrade },
-      qualification_basis: check.choice<QualificationBasis>("qualification_basis", basis),
-    };
-    if (!check.passed()) return;
-    const done = busy(submit, t.saving);
-    try {
-      // No expected_version in the body: compare the stored version with the one this form was loaded at.
-      const now = await context.api.ladder();
-      if (now.version !== ladder.version) throw new Problem(409, "VERSION_MISMATCH", "");
-      const answer = await context.api.putLadder(body, action.keyFor(body));
-      action.settled();
-      if (!context.alive()) return;
+      const tiers = rows.map((row, i): Tier => {
+        const path = `tiers[${i}]`;
+        return {
+          tier_id: check.text(`${path}.tier_id`, row.id, { required: true, max: MAX_ID_CHARS }),
+          name: check.text(`${path}.name`, row.name, { required: true, max: 100 }),
+          threshold: check.integer(`${path}.threshold`, row.threshold, 0, Number.MAX_SAFE_INTEGER),
+          multiplier_bp: check.integer(`${path}.multiplier_bp`, row.multiplier, ONE_X, TEN_X),
+          hidden: check.checked(`${path}.hidden`, row.hidden),
+          perks: check.list(`${path}.perks`, row.perks, /\n/, 50, (perk) => [...perk].length <= 200, fill(t.perksInvalid, { most: fmt.number(50), chars: fmt.number(200) })),
+          benefits: {
+            free_shipping: check.checked(`${path}.benefits.free_shipping`, row.shipping),
+            early_access_hours: check.integer(`${path}.benefits.early_access_hours`, row.early, 0, 8_760),
+            birthday_multiplier_bp: birthdayOf(`${path}.benefits.birthday_multiplier_bp`, row.birthday),
+            flags: check.list(`${path}.benefits.flags`, row.flags, /[,\s]+/, 20, (flag) => ACTIVITY_TYPE.test(flag), fill(t.flagsInvalid, { most: fmt.number(20) })),
+          },
+        };
+      });
+      const kind = check.choice<WindowKind>("window.kind", windowKind);
+      const downgrade = check.choice<DowngradeKind>("downgrade.kind", downgradeKind);
+      const body: LadderBody = {
+        tiers,
+        window: kind === "rolling_days" ? { kind, days: check.integer("window.days", windowDays, 1, 3_660) } : { kind },
+        downgrade: downgrade === "grace_days" ? { kind: downgrade, grace_days: check.integer("downgrade.grace_days", graceDays, 1, 730) } : { kind: downgrade },
+        qualification_basis: check.choice<QualificationBasis>("qualification_basis", basis),
+        expected_version: ladder.version,
+      };
+      return body;
+    },
+    send: (body, key) => context.api.putLadder(body, key),
+    saved: (answer) => {
       context.say(fill(t.ladderSaved, { version: fmt.number(answer.version) }));
       saved(answer);
-    } catch (error) {
-      action.settled(error);
-      if (!context.alive()) return;
-      if (changedMeanwhile(error)) {
-        stale = true;
-        const notice = conflictNotice(context, reload);
-        conflict.replaceChildren(notice);
-        notice.focus();
-        return;
-      }
-      context.fail(error);
-      if (error instanceof Problem) check.refused(error);
-    } finally {
-      done();
-      submit.disabled = stale;
-    }
+    },
   });
   return form;
 }

@@ -1,17 +1,14 @@
 // Referral settings (`GET`/`PUT /v1/referrals/settings`): whether referrals
 // are on, what each side gets (points, or a voucher of a reward in the
-// catalog), the friend's qualifying order and the windows. Their PUT takes no
-// `expected_version`: as for the ladder, the console reads them again before
-// saving and stops with the "changed meanwhile" warning when the version moved.
+// catalog), the friend's qualifying order and the windows. As for the earning
+// rules and the ladder, a save sends the version the form was loaded at as
+// `expected_version`, and a change made meanwhile (409 `VERSION_MISMATCH`)
+// gets the "changed meanwhile" warning instead of being overwritten.
 
-import { Action, Problem, ReferralSettings, ReferralSettingsBody, Reward } from "./api";
+import { Action, ReferralSettings, ReferralSettingsBody, Reward } from "./api";
 import { Context } from "./context";
 import { checkbox, h } from "./dom";
 import {
-  busy,
-  changedMeanwhile,
-  Checker,
-  conflictNotice,
   loadPart,
   MAX_AMOUNT_MINOR,
   MAX_DAYS,
@@ -19,6 +16,7 @@ import {
   MAX_POINTS,
   minorHint,
   numberField,
+  onSave,
   selectField,
   unavailable,
 } from "./forms";
@@ -85,49 +83,32 @@ function referralForm(
     h("div", { class: "actions" }, submit, h("p", { class: "hint", "data-testid": "referral-version" }, fill(t.loadedVersion, { version: fmt.number(settings.version) }))),
   );
 
-  let stale = false;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (stale) return;
-    const check = new Checker(context);
-    const body: ReferralSettingsBody = {
-      enabled: check.checked("enabled", enabled),
-      referrer_points: check.integer("referrer_points", referrerPoints, 0, MAX_POINTS),
-      referee_points: check.integer("referee_points", refereePoints, 0, MAX_POINTS),
-      referrer_reward_id: check.choice("referrer_reward_id", referrerReward),
-      referee_reward_id: check.choice("referee_reward_id", refereeReward),
-      minimum_order_minor: check.integer("minimum_order_minor", minimum, 0, MAX_AMOUNT_MINOR),
-      attribution_window_days: check.integer("attribution_window_days", attribution, 1, MAX_DAYS),
-      clawback_window_days: check.integer("clawback_window_days", clawback, 0, MAX_DAYS),
-      cap_count: check.integer("cap_count", cap, 0, MAX_INT32),
-      cap_period_days: check.integer("cap_period_days", capDays, 1, MAX_DAYS),
-    };
-    if (!check.passed()) return;
-    const done = busy(submit, t.saving);
-    try {
-      const now = await context.api.referralSettings();
-      if (now.version !== settings.version) throw new Problem(409, "VERSION_MISMATCH", "");
-      const answer = await context.api.putReferralSettings(body, action.keyFor(body));
-      action.settled();
-      if (!context.alive()) return;
+  onSave(context, {
+    form,
+    submit,
+    conflict,
+    reload,
+    read: (check) => {
+      const body: ReferralSettingsBody = {
+        enabled: check.checked("enabled", enabled),
+        referrer_points: check.integer("referrer_points", referrerPoints, 0, MAX_POINTS),
+        referee_points: check.integer("referee_points", refereePoints, 0, MAX_POINTS),
+        referrer_reward_id: check.choice("referrer_reward_id", referrerReward),
+        referee_reward_id: check.choice("referee_reward_id", refereeReward),
+        minimum_order_minor: check.integer("minimum_order_minor", minimum, 0, MAX_AMOUNT_MINOR),
+        attribution_window_days: check.integer("attribution_window_days", attribution, 1, MAX_DAYS),
+        clawback_window_days: check.integer("clawback_window_days", clawback, 0, MAX_DAYS),
+        cap_count: check.integer("cap_count", cap, 0, MAX_INT32),
+        cap_period_days: check.integer("cap_period_days", capDays, 1, MAX_DAYS),
+        expected_version: settings.version,
+      };
+      return body;
+    },
+    send: (body, key) => context.api.putReferralSettings(body, key),
+    saved: (answer) => {
       context.say(t.referralsSaved);
       saved(answer);
-    } catch (error) {
-      action.settled(error);
-      if (!context.alive()) return;
-      if (changedMeanwhile(error)) {
-        stale = true;
-        const notice = conflictNotice(context, reload);
-        conflict.replaceChildren(notice);
-        notice.focus();
-        return;
-      }
-      context.fail(error);
-      if (error instanceof Problem) check.refused(error);
-    } finally {
-      done();
-      submit.disabled = stale;
-    }
+    },
   });
   return form;
 }

@@ -172,6 +172,8 @@ pub struct ReferralSettingsBody {
     /// The referrer's reward as a voucher of this reward instead of `referrer_points`; absent: points.
     #[serde(default)]
     pub referrer_reward_id: String,
+    /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
+    pub expected_version: Option<i64>,
 }
 
 impl ReferralSettingsBody {
@@ -193,6 +195,7 @@ impl ReferralSettingsBody {
             }),
             actor,
             idempotency_key: key,
+            expected_version: self.expected_version,
         }
     }
 }

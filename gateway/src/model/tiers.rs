@@ -77,6 +77,8 @@ pub struct LadderBody {
     /// Absent: `all_earned`. Changing it re-evaluates every member from the stored history.
     #[serde(default = "all_earned")]
     pub qualification_basis: QualificationBasis,
+    /// When set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still matches.
+    pub expected_version: Option<i64>,
 }
 
 impl LadderBody {
@@ -93,6 +95,7 @@ impl LadderBody {
             ladder: Some(ladder),
             actor,
             idempotency_key: key,
+            expected_version: self.expected_version,
         }
     }
 }

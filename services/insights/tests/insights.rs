@@ -795,6 +795,7 @@ async fn the_win_back_tier_follows_the_at_risk_segment(backend: Backend) {
         ladder: Some(ladder),
         actor: "admin".into(),
         idempotency_key: "ladder".into(),
+        expected_version: None,
     };
     tier_client.put_ladder(put).await.unwrap();
     // The insights service again, now with the tiers service and a quick review.
@@ -1023,6 +1024,7 @@ async fn the_kpis_carry_the_referral_funnel(backend: Backend) {
         settings: Some(settings),
         actor: "admin".into(),
         idempotency_key: "referral-settings".into(),
+        expected_version: None,
     };
     client.put_referral_settings(put).await.unwrap();
     let code = referral::GetOrCreateCodeRequest { program_id: "shop".into(), customer_id: "anna".into() };

@@ -179,6 +179,7 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
             actor: ACTOR.to_owned(),
             // v2: tier benefits and the qualification basis arrived.
             idempotency_key: "demo-setup-ladder-v2".to_owned(),
+            expected_version: None,
         },
         rpc!(put_ladder),
     )
@@ -222,6 +223,7 @@ async fn seed(up: &Upstreams) -> Result<(), Error> {
             }),
             actor: ACTOR.to_owned(),
             idempotency_key: "demo-setup-referrals-v1".to_owned(),
+            expected_version: None,
         },
         rpc!(put_referral_settings),
     )

@@ -23,6 +23,8 @@ pub enum Error {
     RewardsNotConfigured,
     #[error("the rewards service is unavailable")]
     Rewards(#[source] tonic::Status),
+    #[error("the referral settings changed meanwhile: version is {actual}, expected {expected}")]
+    VersionMismatch { expected: i64, actual: i64 },
     #[error("invalid settings")]
     Invalid(Vec<loyalty_common::validate::FieldViolation>),
 }
@@ -57,6 +59,7 @@ impl ServiceError for Error {
             Error::RewardsNotConfigured => Fault::failure(FailedPrecondition, "REWARDS_NOT_CONFIGURED"),
             Error::Rewards(_) => Fault::Unavailable("the rewards service"),
             Error::Invalid(violations) => Fault::Invalid(violations.clone()),
+            Error::VersionMismatch { .. } => Fault::failure(FailedPrecondition, "VERSION_MISMATCH"),
         }
     }
 }

@@ -270,7 +270,9 @@ impl ReferralService for ReferralApi {
         }
         check.done(DOMAIN)?;
         self.referrals.check_voucher_rewards(&r.program_id, &settings.reward_ids()).await?;
-        let stored = self.referrals.store().put_settings(&r.program_id, settings, &actor, &r.idempotency_key).await?;
+        let store = self.referrals.store();
+        let stored =
+            store.put_settings(&r.program_id, settings, r.expected_version, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutReferralSettingsResponse { settings: Some(settings_to_proto(&stored)) }))
     }
 

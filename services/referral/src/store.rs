@@ -123,11 +123,17 @@ impl ReferralStore {
         &self,
         program_id: &str,
         settings: Settings,
+        expected_version: Option<i64>,
         actor: &str,
         key: &str,
     ) -> Result<Settings, Error> {
         let now = self.now();
-        let hash = request_hash(program_id, &serde_json::json!({ "settings": settings }));
+        let request = match expected_version {
+            // The same hash as before versions were checked, for replays of keys saved then.
+            None => serde_json::json!({ "settings": settings }),
+            Some(expected) => serde_json::json!({ "settings": settings, "expected_version": expected }),
+        };
+        let hash = request_hash(program_id, &request);
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutReferralSettings", key, &hash, now).await? {
             tx.rollback().await?;
@@ -140,6 +146,11 @@ impl ReferralStore {
         .bind(program_id)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(expected) = expected_version
+            && expected != version.unwrap_or(0)
+        {
+            return Err(Error::VersionMismatch { expected, actual: version.unwrap_or(0) });
+        }
         let stored = Settings { version: version.unwrap_or(0) + 1, ..settings };
         let body = to_json(&stored);
         sqlx::query(

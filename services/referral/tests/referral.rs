@@ -95,6 +95,7 @@ impl Harness {
                 settings: Some(settings),
                 actor: "admin@shop".into(),
                 idempotency_key: format!("settings-{cap_count}"),
+                expected_version: None,
             })
             .await
             .expect("settings accepted");
@@ -426,6 +427,7 @@ async fn vouchers_welcome_the_friend_and_reward_the_referrer(backend: Backend) {
         }),
         actor: "admin@shop".into(),
         idempotency_key: format!("settings-{referee_reward_id}-{referrer_reward_id}"),
+        expected_version: None,
     };
     let refused = m.referral.put_referral_settings(settings("welcome", "")).await.unwrap_err();
     assert_eq!((refused.code(), reason(&refused)), (Code::FailedPrecondition, "REWARDS_NOT_CONFIGURED".into()));

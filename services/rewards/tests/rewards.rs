@@ -518,6 +518,7 @@ async fn refusals_spend_nothing(backend: Backend) {
             ladder: Some(ladder),
             actor: "admin@shop".into(),
             idempotency_key: "l1".into(),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -862,6 +863,7 @@ async fn hidden_tier_rewards_go_to_their_members_whatever_the_ladder_position(ba
         ladder: Some(ladder),
         actor: "admin@shop".into(),
         idempotency_key: "l1".into(),
+        expected_version: None,
     };
     m.tiers.put_ladder(put).await.unwrap();
     let winback_only =

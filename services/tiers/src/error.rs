@@ -11,6 +11,8 @@ pub const DOMAIN: &str = "tiers.loyalty";
 pub enum Error {
     #[error("tier {0} is not on this program's ladder")]
     UnknownTier(String),
+    #[error("the ladder changed meanwhile: version is {actual}, expected {expected}")]
+    VersionMismatch { expected: i64, actual: i64 },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("database error")]
@@ -31,6 +33,7 @@ impl ServiceError for Error {
     fn fault(&self) -> Fault {
         match self {
             Error::UnknownTier(_) => Fault::failure(ErrorClass::NotFound, "TIER_NOT_FOUND"),
+            Error::VersionMismatch { .. } => Fault::failure(ErrorClass::FailedPrecondition, "VERSION_MISMATCH"),
             Error::Key(e) => Fault::key(e),
             Error::Database(e) => Fault::database(e),
             Error::Corrupt(_) => Fault::Internal,

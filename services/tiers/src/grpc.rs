@@ -70,7 +70,8 @@ impl TiersService for TiersApi {
         check.id("program_id", &r.program_id).id("actor", &actor).id("idempotency_key", &r.idempotency_key);
         let ladder = ladder_from_proto(r.ladder.unwrap_or_default(), &mut check.0);
         check.done(DOMAIN)?;
-        let stored = self.tiers.put_ladder(&r.program_id, ladder, &actor, &r.idempotency_key).await?;
+        let stored =
+            self.tiers.put_ladder(&r.program_id, ladder, r.expected_version, &actor, &r.idempotency_key).await?;
         Ok(Response::new(pb::PutLadderResponse { ladder: Some(ladder_to_proto(&stored)) }))
     }
 

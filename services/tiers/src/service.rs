@@ -147,11 +147,18 @@ impl Tiers {
         Ok((member, ladder))
     }
 
-    pub async fn put_ladder(&self, program_id: &str, ladder: Ladder, actor: &str, key: &str) -> Result<Ladder, Error> {
+    pub async fn put_ladder(
+        &self,
+        program_id: &str,
+        ladder: Ladder,
+        expected_version: Option<i64>,
+        actor: &str,
+        key: &str,
+    ) -> Result<Ladder, Error> {
         // Multipliers of this program may all have changed, also when the
         // caller gives up after the commit.
         let _forget = ForgetOnDrop { tiers: self, program_id, customer_id: None };
-        self.store.put_ladder(program_id, ladder, actor, key).await
+        self.store.put_ladder(program_id, ladder, expected_version, actor, key).await
     }
 
     /// Applies a batch from the ledger consumer.

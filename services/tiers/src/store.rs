@@ -106,9 +106,21 @@ impl TierStore {
     }
 
     /// Replaces the ladder (already validated), idempotently.
-    pub async fn put_ladder(&self, program_id: &str, ladder: Ladder, actor: &str, key: &str) -> Result<Ladder, Error> {
+    pub async fn put_ladder(
+        &self,
+        program_id: &str,
+        ladder: Ladder,
+        expected_version: Option<i64>,
+        actor: &str,
+        key: &str,
+    ) -> Result<Ladder, Error> {
         let now = self.now();
-        let hash = request_hash(program_id, &serde_json::json!({ "ladder": ladder }));
+        let request = match expected_version {
+            // The same hash as before versions were checked, for replays of keys saved then.
+            None => serde_json::json!({ "ladder": ladder }),
+            Some(expected) => serde_json::json!({ "ladder": ladder, "expected_version": expected }),
+        };
+        let hash = request_hash(program_id, &request);
         let mut tx = begin_write(&self.db).await?;
         if let Some(saved) = idempotency::claim(&mut tx, program_id, "PutLadder", key, &hash, now).await? {
             tx.rollback().await?;
@@ -137,6 +149,11 @@ impl TierStore {
             self.db.dialect.for_update()
         ));
         let version: i64 = sqlx::query_scalar(sql).bind(program_id).fetch_one(&mut *tx).await?;
+        if let Some(expected) = expected_version
+            && expected != version
+        {
+            return Err(Error::VersionMismatch { expected, actual: version });
+        }
         let stored = Ladder { version: version + 1, ..ladder };
         let body = to_json(&stored);
         sqlx::query(

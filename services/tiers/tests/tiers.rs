@@ -148,6 +148,7 @@ impl Harness {
                 ladder: Some(ladder),
                 actor: "admin@shop".into(),
                 idempotency_key: key.into(),
+                expected_version: None,
             })
             .await
             .expect("ladder accepted");
@@ -550,6 +551,7 @@ async fn ladders_are_validated(backend: Backend) {
             ladder: Some(ladder),
             actor: "admin@shop".into(),
             idempotency_key: "l1".into(),
+            expected_version: None,
         })
         .await
         .unwrap_err();
@@ -630,6 +632,7 @@ async fn switching_the_basis_matches_a_fresh_replay(backend: Backend) {
                     .ladder,
                 actor: "admin@shop".into(),
                 idempotency_key: "replay".into(),
+                expected_version: None,
             })
             .await
             .unwrap();

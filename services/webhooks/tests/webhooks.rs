@@ -818,6 +818,7 @@ async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
         ladder: Some(ladder),
         actor: "admin".into(),
         idempotency_key: "ladder".into(),
+        expected_version: None,
     };
     tiers.put_ladder(put).await.unwrap();
     let reward = rewards::Reward {
@@ -854,6 +855,7 @@ async fn tier_reward_and_referral_events_are_delivered(backend: Backend) {
         settings: Some(settings),
         actor: "admin".into(),
         idempotency_key: "settings".into(),
+        expected_version: None,
     };
     referral.put_referral_settings(put).await.unwrap();
 

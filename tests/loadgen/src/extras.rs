@@ -279,6 +279,7 @@ impl Tiers {
                     ladder: Some(ladder),
                     actor: "loadgen".into(),
                     idempotency_key: format!("{}-ladder", plan.run_id),
+                    expected_version: None,
                 })
                 .await
                 .map_err(crate::rpc_failed("PutLadder"))
