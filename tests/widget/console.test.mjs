@@ -899,6 +899,208 @@ test("the program's headings speak German, Chinese (simplified and traditional) 
   assert.deepEqual(await page.locator("nav.subnav a").allInnerTexts(), english);
 });
 
+/** A customer of this run who has reached a tier, for the tier history, the assignment and the referrals. */
+const tiered = `console-tier-${randomUUID().slice(0, 8)}`;
+const tieredPath = `/v1/customers/${encodeURIComponent(tiered)}`;
+
+async function lookUp(id) {
+  await page.getByTestId("nav-customers").click();
+  await page.locator("#customer-id").fill(id);
+  await page.locator("#customer-id").press("Enter");
+  await page.waitForURL((url) => url.hash === `#/customers/${encodeURIComponent(id)}`);
+  await page.getByTestId("balance-available").waitFor();
+}
+
+/** The history rows as the console shows them: [to, reason] each, newest first. */
+const shownChanges = () =>
+  page.getByTestId("tier-change").evaluateAll((rows) => rows.map((row) => [row.dataset.from, row.dataset.to, row.dataset.reason]));
+
+test("the customer's tier history lists the API's changes with the ladder's names and localised reasons", async () => {
+  await admin("POST", "/v1/orders", { customer_id: tiered, order_id: `order-${randomUUID()}`, amount_minor: 200_000, currency: "EUR" });
+  const history = await eventually(
+    async () => {
+      const answer = await admin("GET", `${tieredPath}/tier/history?page_size=20`);
+      assert.ok(answer.changes.length > 0, "the order reached a tier");
+      return answer;
+    },
+    async () => {},
+    "a tier change",
+  );
+  await lookUp(tiered);
+  const card = page.getByTestId("tier-history");
+  assert.equal(await card.locator("h3").innerText(), "Tier history");
+  await card.getByTestId("tier-change").first().waitFor();
+  assert.deepEqual(
+    await shownChanges(),
+    history.changes.map((c) => [c.from_tier_id, c.to_tier_id, c.reason]),
+    "the rows of GET .../tier/history, newest first",
+  );
+  const ladder = await admin("GET", "/v1/tiers/ladder");
+  const newest = history.changes[0];
+  const cells = await card.getByTestId("tier-change").first().locator("td").allInnerTexts();
+  const name = (id) => (id ? (ladder.tiers.find((tier) => tier.tier_id === id)?.name ?? id) : "no tier");
+  assert.equal(cells[1], name(newest.from_tier_id), "the tier before, by the ladder's name");
+  assert.equal(cells[2], name(newest.to_tier_id), "the tier after, by the ladder's name");
+  assert.equal(cells[3], { threshold: "Reached the threshold", points_reversed: "Points taken back" }[newest.reason] ?? cells[3]);
+  assert.equal(await card.getByTestId("tier-history-more").isVisible(), Boolean(history.next_page_token));
+});
+
+test("a tier is assigned from the customer's page, shows in the tier card and the history, and is ended", async () => {
+  const ladder = await admin("GET", "/v1/tiers/ladder");
+  const current = await admin("GET", `${tieredPath}/tier`);
+  const target = ladder.tiers.find((tier) => tier.hidden) ?? ladder.tiers.find((tier) => tier.tier_id !== current.tier_id);
+  assert.ok(target, "a tier to assign");
+  const form = page.getByTestId("assign-form");
+  await form.waitFor();
+  assert.equal(await page.getByTestId("assign").locator("h3").innerText(), "Assign a tier");
+  const options = await page.locator("#assign-tier option").evaluateAll((all) => all.map((o) => [o.value, o.textContent]));
+  assert.deepEqual(
+    options,
+    ladder.tiers.map((tier) => [tier.tier_id, tier.hidden ? `${tier.name} (hidden)` : tier.name]),
+    "every tier of the ladder, hidden ones marked",
+  );
+
+  // A refusal's field error lands by its field.
+  await page.route("**/tier-assignment", (route) =>
+    route.fulfill({
+      status: 400,
+      contentType: "application/problem+json",
+      body: JSON.stringify({
+        type: "urn:loyalty:problem:invalid_body",
+        title: "Bad Request",
+        status: 400,
+        code: "INVALID_BODY",
+        detail: "ends_at is not an RFC 3339 date-time",
+        errors: [{ field: "ends_at", description: "must be an RFC 3339 date-time such as 2025-11-24T09:30:00Z" }],
+      }),
+    }),
+  );
+  await page.selectOption("#assign-tier", target.tier_id);
+  await page.locator("#assign-ends").fill("2099-01-01T10:00");
+  await page.getByRole("button", { name: "Assign the tier" }).click();
+  const endsError = page.getByTestId("assign-ends-error");
+  await endsError.waitFor();
+  assert.match(await endsError.innerText(), /RFC 3339/);
+  assert.equal(await page.locator("#assign-ends").getAttribute("aria-invalid"), "true");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "assign-ends");
+  await page.unrouteAll();
+
+  // Assigned for real, with one Idempotency-Key, until removed.
+  const keys = [];
+  const watch = (request) => {
+    if (request.url().endsWith("/tier-assignment")) keys.push([request.method(), request.headers()["idempotency-key"], request.postData()]);
+  };
+  page.on("request", watch);
+  await page.locator("#assign-ends").fill("");
+  await page.getByRole("button", { name: "Assign the tier" }).click();
+  await status().filter({ hasText: `${target.name} assigned to ${tiered}.` }).waitFor();
+  assert.equal(await endsError.isVisible(), false);
+  const tierName = page.getByTestId("tier-name");
+  await eventually(
+    async () => assert.equal(await tierName.innerText(), `${target.name} (assigned by hand)`),
+    () => page.getByRole("button", { name: "Look up" }).click(),
+    "the tier card after the assignment",
+  );
+  const manual = await eventually(
+    async () => {
+      const [from, to, reason] = (await shownChanges())[0];
+      assert.deepEqual([to, reason], [target.tier_id, "manual"], "a manual change, newest first");
+      return from;
+    },
+    () => page.getByRole("button", { name: "Look up" }).click(),
+    "the history after the assignment",
+  );
+  assert.equal(manual, current.tier_id ?? "");
+  const row = page.getByTestId("tier-change").first();
+  assert.match(await row.getByTestId("tier-change-actor").innerText(), /^api-key:/);
+  assert.match(await row.innerText(), /Assigned by hand/);
+  const stored = await admin("GET", `${tieredPath}/tier`);
+  assert.equal(stored.tier_id, target.tier_id);
+  assert.equal(stored.assigned, true);
+  await shot("08-customer-tier-assigned");
+  await axe("customer-tiers");
+
+  // Ended: the tier follows the points again, and the button is gone.
+  page.once("dialog", (dialog) => void dialog.accept());
+  await page.getByTestId("end-assignment").click();
+  await status().filter({ hasText: `The tier assignment of ${tiered} ended.` }).waitFor();
+  await eventually(
+    async () => {
+      assert.doesNotMatch(await tierName.innerText(), /assigned by hand/);
+      assert.equal(await page.getByTestId("end-assignment").count(), 0);
+    },
+    () => page.getByRole("button", { name: "Look up" }).click(),
+    "the tier card after the end",
+  );
+  assert.equal((await admin("GET", `${tieredPath}/tier`)).assigned, false);
+  page.off("request", watch);
+  assert.deepEqual(
+    keys.map(([method, , body]) => [method, body && JSON.parse(body)]),
+    [
+      ["POST", { tier_id: target.tier_id }],
+      ["DELETE", null],
+    ],
+  );
+  assert.ok(keys.every(([, key]) => key) && keys[0][1] !== keys[1][1], "one Idempotency-Key per action");
+  await shot("08-customer-tier-ended");
+});
+
+test("the friends a customer referred are listed, and the cards say so when their service is not configured", async () => {
+  const card = page.getByTestId("referred");
+  assert.equal(await card.locator("h3").innerText(), "Referred friends");
+  await card.getByText("This customer has not referred anyone yet.").waitFor();
+  let { code } = await admin("GET", `${tieredPath}/referral`);
+  if (!code) ({ code } = await admin("POST", `${tieredPath}/referral`));
+  assert.ok(code, "the customer has a referral code");
+  const friend = `console-friend-${randomUUID().slice(0, 8)}`;
+  await admin("POST", "/v1/referrals/signups", { code, customer_id: friend });
+  const row = card.locator(`[data-testid="referred-row"][data-friend="${friend}"]`);
+  await eventually(() => row.waitFor({ timeout: 1000 }), () => page.getByRole("button", { name: "Look up" }).click(), "the friend listed");
+  assert.equal(await row.getAttribute("data-status"), "pending");
+  const cells = await row.locator("td").allInnerTexts();
+  assert.equal(cells[0], friend);
+  assert.equal(cells[1], "Pending");
+  assert.equal(await row.getByRole("link", { name: friend }).getAttribute("href"), `#/customers/${friend}`);
+  await shot("08-customer-referrals");
+  await axe("customer-referrals");
+
+  // Without the services: a note in those cards only.
+  await notConfigured(/\/v1\/customers\/[^/]+\/(tier\/history|referrals)(\?|$)/, "not connected");
+  await page.getByRole("button", { name: "Look up" }).click();
+  await card.getByText("Unavailable: this gateway has no referral service configured.").waitFor();
+  await page.getByTestId("tier-history").getByText("Unavailable: this gateway has no tiers service configured.").waitFor();
+  await page.getByTestId("balance-available").waitFor();
+  assert.equal(await page.getByTestId("assign-form").count(), 1, "the assignment form stands");
+  assert.equal(await status().innerText(), "", "nothing else complains");
+  await shot("08-customer-not-configured");
+  await page.unrouteAll();
+});
+
+test("the customer page's new cards speak German, Chinese (simplified and traditional) and Turkish", async () => {
+  await page.getByRole("button", { name: "Look up" }).click();
+  await page.getByTestId("tier-change").first().waitFor();
+  const expectations = [
+    ["de", "Statusverlauf", "Geworbene Freunde", "Status zuweisen"],
+    ["zh-Hans", "等级变更记录", "推荐的好友", "指定等级"],
+    ["zh-Hant", "等級變更紀錄", "推薦的好友", "指定等級"],
+    ["tr", "Seviye geçmişi", "Tavsiye edilen arkadaşlar", "Seviye ata"],
+  ];
+  for (const [lang, historyTitle, referredTitle, assignTitle] of expectations) {
+    await page.selectOption("#language", lang);
+    await page.waitForFunction((l) => document.documentElement.lang === l, lang);
+    await page.getByTestId("tier-change").first().waitFor();
+    assert.equal(await page.locator("#tier-history-heading").innerText(), historyTitle, `${lang}: the history`);
+    assert.equal(await page.locator("#referred-heading").innerText(), referredTitle, `${lang}: the referrals`);
+    assert.equal(await page.locator("#assign-heading").innerText(), assignTitle, `${lang}: the assignment`);
+    const reasons = await page.getByTestId("tier-change").locator("td:nth-child(4)").allInnerTexts();
+    assert.ok(!reasons.some((reason) => /Assigned by hand|Reached the threshold/.test(reason)), `${lang}: the reasons translated`);
+    await shot(`08-customer-${lang}`);
+    await axe(`customer-${lang}`);
+  }
+  await page.selectOption("#language", "en");
+  await page.waitForFunction(() => document.documentElement.lang === "en");
+});
+
 test("signing out forgets the key, and a key revoked meanwhile signs the console out", async () => {
   await page.getByTestId("sign-out").click();
   await page.getByTestId("signin").waitFor();

@@ -283,7 +283,40 @@ export interface TierStatus {
   since?: string;
   /** Set by hand (a tier assignment) rather than earned. */
   assigned?: boolean;
+  /** When the assignment ends; absent: until it is removed. */
+  assignment_ends_at?: string;
   perks?: string[];
+}
+
+/** `threshold`, `grace_expired`, `period_ended`, `manual`, `assignment_ended`, `points_reversed` or `unknown`. */
+export interface TierChange {
+  /** Empty: no tier before. */
+  from_tier_id: string;
+  to_tier_id: string;
+  reason: string;
+  changed_at?: string;
+  /** Who assigned it, for `manual` changes only. */
+  actor?: string;
+}
+
+/** `POST /v1/customers/{id}/tier-assignment`. */
+export interface AssignmentBody {
+  tier_id: string;
+  /** RFC 3339; absent: until removed. */
+  ends_at?: string;
+}
+
+/** A friend this customer referred; `status` is `pending`, `completed`, `reversed` or `unknown`. */
+export interface Referral {
+  referral_id: string;
+  code: string;
+  referrer_customer_id: string;
+  referee_customer_id: string;
+  status: string;
+  created_at?: string;
+  completed_at?: string;
+  reversed_at?: string;
+  qualifying_order_id?: string;
 }
 
 export interface Transaction {
@@ -418,6 +451,33 @@ export class Api {
 
   tier(customer: string): Promise<TierStatus> {
     return this.call("GET", `${customerPath(customer)}/tier`);
+  }
+
+  async tierHistory(customer: string, token?: string): Promise<Page<TierChange>> {
+    const page = await this.call<{ changes: TierChange[]; next_page_token?: string }>(
+      "GET",
+      `${customerPath(customer)}/tier/history${query({ page_size: "20", page_token: token })}`,
+    );
+    return { items: page.changes, next: page.next_page_token };
+  }
+
+  /** Gives the customer a tier by hand (a hidden one too) until `ends_at`, or until removed. */
+  assignTier(customer: string, body: AssignmentBody, key: string): Promise<TierStatus> {
+    return this.call("POST", `${customerPath(customer)}/tier-assignment`, body, key);
+  }
+
+  /** Ends the assignment: the tier follows the customer's points again. */
+  endAssignment(customer: string, key: string): Promise<TierStatus> {
+    return this.call("DELETE", `${customerPath(customer)}/tier-assignment`, undefined, key);
+  }
+
+  /** The friends the customer referred, newest first. */
+  async referrals(customer: string, token?: string): Promise<Page<Referral>> {
+    const page = await this.call<{ referrals: Referral[]; next_page_token?: string }>(
+      "GET",
+      `${customerPath(customer)}/referrals${query({ page_size: "20", page_token: token })}`,
+    );
+    return { items: page.referrals, next: page.next_page_token };
   }
 
   async transactions(customer: string, token?: string): Promise<Page<Transaction>> {

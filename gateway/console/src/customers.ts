@@ -1,12 +1,15 @@
 // One customer: look them up by id, see their balance, tier, referral and
-// profile, adjust their points, read their ledger and cancel an unused voucher.
+// profile, adjust their points, assign a tier by hand (a hidden one too) or
+// end that assignment, read their tier history, the friends they referred and
+// their ledger, and cancel an unused voucher.
 
-import { Balance, LoyaltyPage, Problem, Redemption, TierStatus, Transaction } from "./api";
+import { Action, AssignmentBody, Balance, Ladder, LoyaltyPage, Problem, Redemption, Referral, TierChange, TierStatus, Transaction } from "./api";
 import { Context, problemText, View } from "./context";
 import { Child, facts, field, h, table } from "./dom";
+import { onSave, selectField, textField, unavailable as serviceUnavailable } from "./forms";
 import { fill, named } from "./i18n";
 import { pager } from "./pager";
-import { Route } from "./router";
+import { href, Route } from "./router";
 
 type CustomersRoute = Extract<Route, { view: "customers" }>;
 
@@ -44,9 +47,12 @@ function customer(context: Context, customerId: string, root: HTMLElement) {
   const referral = panel("referral", t.referralTitle);
   const profile = panel("profile", t.profileTitle);
   const adjust = panel("adjust", t.adjustTitle);
+  const assign = panel("assign", t.assignTitle);
+  const history = panel("tier-history", t.tierHistoryTitle);
+  const referred = panel("referred", t.referredTitle);
   const ledger = panel("ledger", t.ledgerTitle);
   const vouchers = panel("vouchers", t.vouchersTitle);
-  for (const part of [balance, tier, referral, profile]) part.body.append(h("p", { class: "muted" }, t.loading));
+  for (const part of [balance, tier, referral, profile, assign, history, referred]) part.body.append(h("p", { class: "muted" }, t.loading));
   root.append(
     h(
       "section",
@@ -54,10 +60,19 @@ function customer(context: Context, customerId: string, root: HTMLElement) {
       heading,
       h("div", { class: "columns" }, balance.section, tier.section, referral.section, profile.section),
       adjust.section,
+      assign.section,
+      history.section,
+      referred.section,
       ledger.section,
       vouchers.section,
     ),
   );
+
+  /** The ladder, for the tiers' names and the tiers an assignment may give; null when it cannot be read. */
+  const ladderRead = context.api.ladder();
+  const ladder: Promise<Ladder | null> = ladderRead.catch(() => null);
+  const tierName = (known: Ladder | null, tierId: string) =>
+    tierId ? (known?.tiers.find((candidate) => candidate.tier_id === tierId)?.name ?? tierId) : t.noTierBefore;
 
   /** The newest balance an adjustment answered: a read that is older (a cache) does not hide it. */
   let newest: Balance | null = null;
@@ -77,9 +92,146 @@ function customer(context: Context, customerId: string, root: HTMLElement) {
       profile.body.replaceChildren();
       context.fail(page.reason);
     }
-    if (status.status === "fulfilled") tier.body.replaceChildren(tierFacts(context, status.value));
+    if (status.status === "fulfilled") tier.body.replaceChildren(...tierFacts(context, status.value, endButton));
     else if (status.reason instanceof Problem && status.reason.status === 404) tier.body.replaceChildren(h("p", { "data-testid": "tier-name" }, t.tierNone));
     else tier.body.replaceChildren(unavailable(context, status.reason));
+  };
+
+  // ---- ending a tier assignment: the button in the tier card while there is one
+  const ending = new Action();
+  const endButton = h("button", { type: "button", class: "danger", "data-testid": "end-assignment" }, t.endAssignment);
+  endButton.addEventListener("click", async () => {
+    if (!window.confirm(fill(t.endAssignmentConfirm, { customer: customerId }))) return;
+    endButton.disabled = true;
+    try {
+      await context.api.endAssignment(customerId, ending.keyFor({ end: customerId }));
+      ending.settled();
+      if (!context.alive()) return;
+      context.say(fill(t.assignmentEndedSaid, { customer: customerId }));
+      await Promise.all([loadSummary(), loadHistory()]);
+      tier.heading.focus();
+    } catch (error) {
+      ending.settled(error);
+      context.fail(error);
+    } finally {
+      endButton.disabled = false;
+    }
+  });
+
+  // ---- the tier history, newest first, 20 at a time, with the ladder's names
+  const historyTable = table(
+    [{ label: t.colDate }, { label: t.colFrom }, { label: t.colTo }, { label: t.colReason }, { label: t.colBy }],
+    t.tierHistoryTitle,
+  );
+  const historyEmpty = h("p", { class: "muted" }, t.tierHistoryEmpty);
+  let names: Ladder | null = null;
+  const historyPages = pager<TierChange>(context, {
+    body: historyTable.body,
+    table: historyTable.table,
+    empty: historyEmpty,
+    read: async (token) => {
+      names = await ladder;
+      return context.api.tierHistory(customerId, token);
+    },
+    row: (change) =>
+      h(
+        "tr",
+        { "data-testid": "tier-change", "data-from": change.from_tier_id, "data-to": change.to_tier_id, "data-reason": change.reason },
+        h("td", { class: "when" }, fmt.dateTime(change.changed_at)),
+        h("td", {}, tierName(names, change.from_tier_id)),
+        h("td", {}, tierName(names, change.to_tier_id)),
+        h("td", {}, named(t, "tierReason", change.reason)),
+        h("td", { class: "code", "data-testid": "tier-change-actor" }, change.actor ?? ""),
+      ),
+    focusAfter: history.heading,
+    testid: "tier-history",
+  });
+  const loadHistory = () =>
+    historyPages.reload().then(
+      () => {
+        if (context.alive()) history.body.replaceChildren(historyTable.table, historyEmpty, historyPages.more);
+      },
+      (error: unknown) => partFailed(context, history.body, error, "tiers"),
+    );
+
+  // ---- the friends this customer referred, newest first, 20 at a time
+  const referredTable = table(
+    [{ label: t.colFriend }, { label: t.colStatus }, { label: t.colSignedUp }, { label: t.colCompleted }, { label: t.colReversed }],
+    t.referredTitle,
+  );
+  const referredEmpty = h("p", { class: "muted" }, t.referredEmpty);
+  const referredPages = pager<Referral>(context, {
+    body: referredTable.body,
+    table: referredTable.table,
+    empty: referredEmpty,
+    read: (token) => context.api.referrals(customerId, token),
+    row: (friend) =>
+      h(
+        "tr",
+        { "data-testid": "referred-row", "data-friend": friend.referee_customer_id, "data-status": friend.status },
+        h("td", {}, h("a", { href: href({ view: "customers", customer: friend.referee_customer_id }) }, friend.referee_customer_id)),
+        h("td", {}, named(t, "referralStatus", friend.status)),
+        h("td", { class: "when" }, fmt.dateTime(friend.created_at)),
+        h("td", { class: "when" }, friend.completed_at ? fmt.dateTime(friend.completed_at) : ""),
+        h("td", { class: "when" }, friend.reversed_at ? fmt.dateTime(friend.reversed_at) : ""),
+      ),
+    focusAfter: referred.heading,
+    testid: "referred",
+  });
+  const loadReferred = () =>
+    referredPages.reload().then(
+      () => {
+        if (context.alive()) referred.body.replaceChildren(referredTable.table, referredEmpty, referredPages.more);
+      },
+      (error: unknown) => partFailed(context, referred.body, error, "referral"),
+    );
+
+  // ---- assigning a tier: any of the ladder's, hidden ones marked, until an optional end
+  const showAssign = (known: Ladder | null, error: unknown) => {
+    if (!context.alive()) return;
+    if (!known) {
+      partFailed(context, assign.body, error, "tiers");
+      return;
+    }
+    if (!known.tiers.length) {
+      assign.body.replaceChildren(h("p", { class: "muted" }, t.assignNoTiers));
+      return;
+    }
+    const options = known.tiers.map((option): [string, string] => [option.tier_id, option.hidden ? fill(t.tierHiddenMark, { name: option.name }) : option.name]);
+    const tierField = selectField("assign-tier", t.assignTier, options, known.tiers.find((option) => option.hidden)?.tier_id ?? options[0][0]);
+    const endsField = textField("assign-ends", t.assignEnds, "", t.assignEndsHint, { type: "datetime-local" });
+    const submit = h("button", { type: "submit" }, t.assignSubmit);
+    const conflict = h("div");
+    const form = h(
+      "form",
+      { class: "inline", novalidate: true, "data-testid": "assign-form" },
+      tierField.block,
+      endsField.block,
+      conflict,
+      h("div", { class: "actions" }, submit),
+    );
+    onSave<AssignmentBody, TierStatus>(context, {
+      form,
+      submit,
+      conflict,
+      reload: () =>
+        void context.api.ladder().then(
+          (again) => showAssign(again, null),
+          (error: unknown) => showAssign(null, error),
+        ),
+      read: (check) => {
+        const body: AssignmentBody = { tier_id: check.choice("tier_id", tierField) };
+        if (check.text("ends_at", endsField)) body.ends_at = check.moment("ends_at", endsField);
+        return body;
+      },
+      send: (body, key) => context.api.assignTier(customerId, body, key),
+      saved: async (answer) => {
+        endsField.input.value = "";
+        context.say(fill(t.tierAssignedSaid, { tier: answer.tier_name ?? tierName(known, answer.tier_id ?? ""), customer: customerId }));
+        await Promise.all([loadSummary(), loadHistory()]);
+      },
+    });
+    assign.body.replaceChildren(form);
   };
 
   // ---- the ledger, newest first, 20 at a time
@@ -224,7 +376,20 @@ function customer(context: Context, customerId: string, root: HTMLElement) {
   });
 
   void loadSummary();
+  void loadHistory();
+  void loadReferred();
+  ladderRead.then(
+    (known) => showAssign(known, null),
+    (error: unknown) => showAssign(null, error),
+  );
   for (const list of [ledgerPages, voucherPages]) list.reload().catch((error: unknown) => context.fail(error));
+}
+
+/** A part whose service is not configured says so in its card only; any other failure is in the status message too. */
+function partFailed(context: Context, body: HTMLElement, error: unknown, service: string) {
+  if (!context.alive()) return;
+  body.replaceChildren(serviceUnavailable(context, error, service));
+  if (!(error instanceof Problem && error.status === 503 && error.code === "BACKEND_NOT_CONFIGURED")) context.fail(error);
 }
 
 /** A titled part of the customer's page. */
@@ -256,16 +421,18 @@ function balanceFacts(context: Context, page: LoyaltyPage): HTMLElement {
   return facts(pairs);
 }
 
-function tierFacts(context: Context, tier: TierStatus): HTMLElement {
+/** The tier card: the tier, and while it is assigned by hand, until when and the button that ends it. */
+function tierFacts(context: Context, tier: TierStatus, endButton: HTMLButtonElement): Node[] {
   const { t, fmt } = context;
-  if (!tier.tier_name && !tier.tier_id) return h("p", { "data-testid": "tier-name" }, t.tierNone);
+  if (!tier.tier_name && !tier.tier_id) return [h("p", { "data-testid": "tier-name" }, t.tierNone)];
   const pairs: [string, Child, string?][] = [
     [t.tierTitle, tier.assigned ? `${tier.tier_name ?? tier.tier_id} (${t.tierAssigned})` : (tier.tier_name ?? tier.tier_id), "tier-name"],
     [t.tierQualifying, fmt.number(tier.qualifying_points ?? 0)],
   ];
   if (tier.since) pairs.push([t.tierSince, fmt.date(tier.since)]);
+  if (tier.assigned && tier.assignment_ends_at) pairs.push([t.assignmentEndsAt, fmt.dateTime(tier.assignment_ends_at), "assignment-ends"]);
   if (tier.perks?.length) pairs.push([t.perks, tier.perks.join(", ")]);
-  return facts(pairs);
+  return tier.assigned ? [facts(pairs), h("div", { class: "actions" }, endButton)] : [facts(pairs)];
 }
 
 function referralFacts(context: Context, page: LoyaltyPage): HTMLElement {
