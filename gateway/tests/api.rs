@@ -779,11 +779,11 @@ async fn profiles_are_enrolled_and_refused_by_body_field() {
     h.stop().await;
 }
 
-/// The ladder and the referral settings are replaced with optimistic
-/// concurrency, as the earning rules are: the version read, or 409
+/// The ladder, the referral settings and rewards are replaced with
+/// optimistic concurrency, as the earning rules are: the version read, or 409
 /// `VERSION_MISMATCH` and nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ladder_and_referral_settings_refuse_a_change_made_meanwhile() {
+async fn ladder_referral_settings_and_rewards_refuse_a_change_made_meanwhile() {
     let h = Harness::start().await;
     let admin = h.key("shop", Scope::Admin).await;
     let ladder = |name: &str, expected: i64| {
@@ -809,5 +809,19 @@ async fn ladder_and_referral_settings_refuse_a_change_made_meanwhile() {
     assert_eq!(h.get(&admin, "/v1/referrals/settings").await.ok()["referrer_points"], 300, "nothing changed");
     let next = h.put(&admin, "/v1/referrals/settings", "r-3", settings(500, version)).await;
     assert_eq!(next.ok()["version"], version + 1);
+
+    // Rewards: 1 when created; a change with the version read; a stale one refused; the same change again answered.
+    let reward = |cost: i64, expected: i64| {
+        json!({"name": "5 off", "description": "", "kind": "fixed_discount", "amount_minor": 500, "currency": "EUR",
+               "point_cost": cost, "voucher_validity_days": 30, "expected_version": expected})
+    };
+    let created = h.post(&admin, "/v1/rewards", "w-1", reward(100, 0)).await;
+    let (id, v1) = (created.ok()["reward_id"].as_str().unwrap().to_owned(), created.ok()["version"].clone());
+    assert_eq!(v1, 1);
+    let path = format!("/v1/rewards/{id}");
+    assert_eq!(h.put(&admin, &path, "w-2", reward(150, 1)).await.ok()["version"], 2);
+    h.put(&admin, &path, "w-3", reward(999, 1)).await.problem(409, "VERSION_MISMATCH");
+    let again = h.put(&admin, &path, "w-4", reward(150, 1)).await;
+    assert_eq!((again.ok()["version"].clone(), again.ok()["point_cost"].clone()), (json!(2), json!(150)), "a retry");
     h.stop().await;
 }

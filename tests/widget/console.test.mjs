@@ -731,7 +731,8 @@ test("a reward is created with its stock, edited, and archived", async () => {
   await page.getByRole("button", { name: "Save the reward" }).click();
   await status().filter({ hasText: `Reward ${name} saved.` }).waitFor();
   const edited = (await admin("GET", "/v1/rewards")).rewards.find((reward) => reward.reward_id === id);
-  assert.deepEqual({ ...edited, point_cost: 400 }, made, "only the cost changed");
+  assert.equal(edited.version, made.version + 1, "the change got the next version (sent with the version read)");
+  assert.deepEqual({ ...edited, point_cost: 400, version: made.version }, made, "only the cost changed");
   assert.equal(edited.point_cost, 450);
 
   page.once("dialog", (dialog) => void dialog.accept());

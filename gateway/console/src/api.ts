@@ -143,6 +143,8 @@ export interface Reward {
   voucher_validity_days?: number;
   refund_expired?: boolean;
   archived?: boolean;
+  /** 1 when created, one more with every change. */
+  version?: number;
 }
 
 /** A reward as created or replaced (`PUT` replaces it whole: what is left out is reset). */
@@ -164,6 +166,8 @@ export interface RewardBody {
   ends_at?: string;
   voucher_validity_days: number;
   refund_expired: boolean;
+  /** On an edit: the version it was read at (a change made meanwhile is refused). */
+  expected_version?: number;
 }
 
 export type CampaignKind = "multiplier" | "bonus";

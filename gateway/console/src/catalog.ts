@@ -1,9 +1,9 @@
 // The rewards catalog (`/v1/rewards`, archived ones included): each reward
 // with its cost and stock, made, changed and archived here. A reward's PUT
 // replaces it whole, so an edit sends back what the form does not show
-// (its eligible tiers, its dates) as it was read. It carries no version:
-// before saving, the console reads the reward again and stops with the
-// "changed meanwhile" warning when it is no longer what the form was loaded from.
+// (its eligible tiers, its dates) as it was read, with the version it was
+// read at (`expected_version`): a reward changed meanwhile is refused (409
+// `VERSION_MISMATCH`) and the form shows the "changed meanwhile" warning.
 
 import { Action, Problem, Reward, RewardBody, RewardKind, Tier } from "./api";
 import { Context } from "./context";
@@ -167,11 +167,6 @@ function describe(context: Context, reward: Reward): string {
   }
 }
 
-/** The same reward as far as an edit goes: vouchers issued meanwhile (the stock left) are not a change to it. */
-function sameReward(a: Reward, b: Reward): boolean {
-  return JSON.stringify({ ...a, remaining_stock: 0 }) === JSON.stringify({ ...b, remaining_stock: 0 });
-}
-
 interface Handlers {
   saved(answer: Reward, created: boolean): Promise<void>;
   cancel(): void;
@@ -256,13 +251,9 @@ function rewardForm(context: Context, reward: Reward | null, tiers: Tier[], curr
         eligible_tier_ids: reward?.eligible_tier_ids ?? [],
         starts_at: reward?.starts_at,
         ends_at: reward?.ends_at,
+        expected_version: reward?.version,
       };
       return body;
-    },
-    confirm: async () => {
-      if (!reward) return;
-      const now = (await context.api.rewards(true)).find((r) => r.reward_id === reward.reward_id);
-      if (!now || !sameReward(now, reward)) throw new Problem(409, "VERSION_MISMATCH", "");
     },
     send: (body, key) => (reward ? context.api.updateReward(reward.reward_id, body, key) : context.api.createReward(body, key)),
     saved: (answer) => on.saved(answer, reward === null),

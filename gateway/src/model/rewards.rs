@@ -48,6 +48,9 @@ pub struct RewardBody {
     /// Give the points back when a voucher expires unused.
     #[serde(default)]
     pub refund_expired: bool,
+    /// On `PUT`: when set, the change is refused (409 `VERSION_MISMATCH`) unless the stored version still
+    /// matches (the same replacement again is answered as the first). Ignored on `POST`.
+    pub expected_version: Option<i64>,
 }
 
 /// A voucher's life when a reward does not say: about a season.
@@ -80,6 +83,7 @@ impl RewardBody {
             voucher_validity_days: self.voucher_validity_days,
             refund_expired: self.refund_expired,
             archived: false,
+            version: 0,
         })
     }
 }
@@ -122,6 +126,8 @@ pub struct Reward {
     pub voucher_validity_days: i32,
     pub refund_expired: bool,
     pub archived: bool,
+    /// 1 when created, one more with every change; send it back as `expected_version` to change it safely.
+    pub version: i64,
 }
 
 impl From<rewards_pb::Reward> for Reward {
@@ -149,6 +155,7 @@ impl From<rewards_pb::Reward> for Reward {
             voucher_validity_days: r.voucher_validity_days,
             refund_expired: r.refund_expired,
             archived: r.archived,
+            version: r.version,
         }
     }
 }
@@ -195,6 +202,7 @@ pub fn create_reward_request(
 pub fn update_reward_request(
     program_id: &str,
     reward: rewards_pb::Reward,
+    expected_version: Option<i64>,
     actor: String,
     key: String,
 ) -> rewards_pb::UpdateRewardRequest {
@@ -203,6 +211,7 @@ pub fn update_reward_request(
         reward: Some(reward),
         actor,
         idempotency_key: key,
+        expected_version,
     }
 }
 

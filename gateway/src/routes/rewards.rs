@@ -245,8 +245,9 @@ pub async fn update(
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<RewardBody>,
 ) -> Result<Response, Problem> {
+    let expected_version = body.expected_version;
     let reward = body.into_proto(reward_id)?;
-    let request = model::update_reward_request(auth.program(), reward, auth.actor(), key);
+    let request = model::update_reward_request(auth.program(), reward, expected_version, auth.actor(), key);
     let reply = state.upstreams.rewards(request, rpc!(update_reward)).await;
     let reply = reply.map_err(|failure| rewards_failed(failure).strip_field_prefix(REWARD_PREFIX))?;
     Ok(written(reply.replayed, &Reward::from(reply.message.reward.unwrap_or_default())))

@@ -40,6 +40,9 @@ pub struct Reward {
     pub ends_at: Option<Micros>,
     pub voucher_validity_days: i32,
     pub refund_expired: bool,
+    /// 1 when created, one more with every change (0: stored before versions).
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// Why a customer cannot redeem a reward now.
@@ -265,6 +268,7 @@ mod tests {
             ends_at: None,
             voucher_validity_days: 90,
             refund_expired: false,
+            version: 0,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Error {
     VoucherExpired,
     #[error("the voucher was cancelled")]
     VoucherCancelled,
+    #[error("the reward changed meanwhile: version is {actual}, expected {expected}")]
+    VersionMismatch { expected: i64, actual: i64 },
     #[error("customer {0} was erased at their request: nothing can be given to them")]
     CustomerErased(String),
     #[error("redemption {0} was taken over while its points were spent; retry with the same key for its outcome")]
@@ -75,6 +77,7 @@ impl ServiceError for Error {
             Error::VoucherUsed => Fault::failure(FailedPrecondition, "VOUCHER_USED"),
             Error::VoucherExpired => Fault::failure(FailedPrecondition, "VOUCHER_EXPIRED"),
             Error::VoucherCancelled => Fault::failure(FailedPrecondition, "VOUCHER_CANCELLED"),
+            Error::VersionMismatch { .. } => Fault::failure(FailedPrecondition, "VERSION_MISMATCH"),
             Error::CustomerErased(customer) => Fault::Failure {
                 class: FailedPrecondition,
                 reason: "CUSTOMER_ERASED",

@@ -89,7 +89,7 @@ impl RewardsService for RewardsApi {
         check.id("reward.reward_id", &reward.reward_id);
         check.done(DOMAIN)?;
         // Replacing with the same content twice is the same replacement: idempotent by nature.
-        let entry = self.rewards.store().update(&r.program_id, reward).await?;
+        let entry = self.rewards.store().update(&r.program_id, reward, r.expected_version).await?;
         Ok(Response::new(pb::UpdateRewardResponse { reward: Some(reward_to_proto(&entry)) }))
     }
 
@@ -352,6 +352,7 @@ fn reward_from_proto(r: pb::Reward, check: &mut Check, now: Micros) -> Reward {
         ends_at,
         voucher_validity_days: r.voucher_validity_days,
         refund_expired: r.refund_expired,
+        version: 0,
     };
     for violation in reward.validate() {
         check.add(Err(violation));
@@ -393,6 +394,7 @@ fn reward_to_proto(entry: &CatalogEntry) -> pb::Reward {
         voucher_validity_days: r.voucher_validity_days,
         refund_expired: r.refund_expired,
         archived: entry.archived,
+        version: r.version,
     }
 }
 

@@ -263,7 +263,7 @@ impl RewardsStore {
             let reward_id: String = from_json(&saved)?;
             return self.entry(program_id, &reward_id).await;
         }
-        let reward = Reward { reward_id: format!("rwd_{}", uuid::Uuid::now_v7().simple()), ..reward };
+        let reward = Reward { reward_id: format!("rwd_{}", uuid::Uuid::now_v7().simple()), version: 1, ..reward };
         sqlx::query(
             "INSERT INTO rewards (reward_id, program_id, body, total_stock, remaining_stock, created_at_us) \
              VALUES ($1, $2, $3, $4, $4, $5)",
@@ -280,10 +280,29 @@ impl RewardsStore {
         self.entry(program_id, &reward.reward_id).await
     }
 
-    /// Replaces a reward; vouchers already issued still count against a new total stock.
-    pub async fn update(&self, program_id: &str, reward: Reward) -> Result<CatalogEntry, Error> {
+    /// Replaces a reward; vouchers already issued still count against a new
+    /// total stock. With `expected_version`, a reward changed meanwhile is
+    /// refused; the same replacement again (a retry) changes nothing and
+    /// answers as the first did.
+    pub async fn update(
+        &self,
+        program_id: &str,
+        reward: Reward,
+        expected_version: Option<i64>,
+    ) -> Result<CatalogEntry, Error> {
         let mut tx = begin_write(&self.db).await?;
         let current = self.lock_reward(&mut tx, program_id, &reward.reward_id, RowLock::Exclusive).await?;
+        let version = current.reward.version;
+        if (Reward { version, ..reward.clone() }) == current.reward {
+            tx.rollback().await?;
+            return self.entry(program_id, &reward.reward_id).await;
+        }
+        if let Some(expected) = expected_version
+            && expected != version
+        {
+            return Err(Error::VersionMismatch { expected, actual: version });
+        }
+        let reward = Reward { version: version + 1, ..reward };
         let issued = match (current.reward.total_stock, current.remaining_stock) {
             (Some(total), Some(remaining)) => total - remaining,
             _ => self.issued(&mut tx, &reward.reward_id).await?,

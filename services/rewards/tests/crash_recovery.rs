@@ -264,6 +264,7 @@ impl Replicas {
             ends_at: None,
             voucher_validity_days: 90,
             refund_expired: false,
+            version: 0,
         };
         let reward_id = a.create("shop", reward, "create").await.unwrap().reward.reward_id;
         Self { f, clock, a, b, reward_id }

@@ -969,7 +969,7 @@ async fn staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is(backe
     // Stock added after the caller read the reward: counted all the same.
     let mut limited = seen.reward.clone();
     limited.total_stock = Some(2);
-    let updated = store.update("shop", limited).await.unwrap();
+    let updated = store.update("shop", limited, None).await.unwrap();
     assert_eq!(updated.remaining_stock, Some(1), "the redemption staged above counts against it");
     let Staged::New(_) = store.stage("shop", "gil", &seen, "k2").await.unwrap() else { panic!("new") };
     assert_eq!(store.entry("shop", &open).await.unwrap().remaining_stock, Some(0));
