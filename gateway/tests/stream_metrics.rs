@@ -79,5 +79,12 @@ async fn every_follower_reports_its_place_in_the_ledger_stream() {
     }
     let points = h.service_metrics("points").await;
     assert_eq!(sample(&points, "db_pool_max_connections", ""), Some(8), "the harness gives points 8");
+    // Rewards counts its unsettled redemptions (none here, once its first count ran).
+    let settled = || async {
+        let rewards = h.service_metrics("rewards").await;
+        sample(&rewards, "redemptions_pending", "") == Some(0)
+            && sample(&rewards, "redemptions_pending_oldest_age_seconds", "") == Some(0)
+    };
+    assert!(eventually(Duration::from_secs(10), settled).await, "redemptions_pending on rewards' /metrics");
     h.stop().await;
 }

@@ -128,10 +128,48 @@ impl Service for RewardsServer {
         let rewards = Arc::new(rewards);
         let interval = std::time::Duration::from_millis(config.recovery_interval_ms.max(10));
         launch.spawn(rewards.clone().background(interval, config.voucher_reminder_days, launch.signal()));
+        launch.spawn(watch_sagas(rewards.clone(), &launch.metrics, launch.signal()));
         launch.spawn(outbox::publisher(database.clone(), OUTBOX_LOCK_KEY, launch.clock(), launch.signal()));
         // Reversals that leave a debt cancel the customer's unused vouchers (see `follow`).
         launch.follow(rewards.clone(), config.points_addr.clone());
         let routes = tonic::service::Routes::new(RewardsServiceServer::new(RewardsApi::new(rewards)));
         Ok(launch.serve(listener, routes, &database, &privacy::SUBJECT).await)
+    }
+}
+
+/// Keeps `redemptions_pending` and `redemptions_pending_oldest_age_seconds`
+/// current (read every 5 s): redemptions whose saga has not settled, and how
+/// long the oldest has waited (0 when none). Recovery settles them within
+/// its interval; one that stays is stuck.
+fn watch_sagas(
+    rewards: Arc<Rewards>,
+    metrics: &loyalty_common::metrics::Metrics,
+    mut shutdown: loyalty_common::shutdown::ShutdownSignal,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use prometheus_client::metrics::gauge::Gauge;
+    let pending = Gauge::<i64>::default();
+    let oldest = Gauge::<i64>::default();
+    metrics.register("redemptions_pending", "Redemptions whose points saga has not settled", pending.clone());
+    metrics.register(
+        "redemptions_pending_oldest_age_seconds",
+        "How long the oldest unsettled redemption has waited (0: none)",
+        oldest.clone(),
+    );
+    async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.fired() => return,
+            }
+            match rewards.store().pending_sagas().await {
+                Ok((count, since)) => {
+                    pending.set(count);
+                    let now = rewards.store().now();
+                    oldest.set(since.map_or(0, |at| (now - at).max(0) / loyalty_common::clock::MICROS_PER_SECOND));
+                }
+                Err(error) => tracing::warn!(%error, "cannot count pending redemptions"),
+            }
+        }
     }
 }

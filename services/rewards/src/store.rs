@@ -708,6 +708,17 @@ impl RewardsStore {
             .await?)
     }
 
+    /// How many redemptions are PENDING (their saga not settled), and since when the oldest is.
+    pub async fn pending_sagas(&self) -> Result<(i64, Option<Micros>), Error> {
+        let row = sqlx::query(
+            "SELECT CAST(count(*) AS BIGINT) AS pending, MIN(created_at_us) AS oldest FROM redemptions \
+             WHERE status = 'pending'",
+        )
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok((row.try_get("pending")?, row.try_get("oldest")?))
+    }
+
     pub async fn redemption(&self, redemption_id: &str) -> Result<Redemption, Error> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE redemption_id = $1"));
         let row = sqlx::query(sql).bind(redemption_id).fetch_optional(&self.db.pool).await?;
