@@ -6,10 +6,10 @@
 
 use std::sync::LazyLock;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::widget::{etag_of, none_match};
+use crate::widget::{etag_of, script_response};
 
 /// `npm run build` in `gateway/console/` writes this file; it is committed.
 const SCRIPT: &[u8] = include_bytes!("../console/dist/console.js");
@@ -40,17 +40,5 @@ pub async fn page() -> Response {
 
 /// `GET /admin/console.js`: revalidated on every load (an admin tool follows the gateway it runs on).
 pub async fn script(headers: HeaderMap) -> Response {
-    let etag = SCRIPT_ETAG.as_str();
-    let validators = [
-        (header::ETAG, HeaderValue::from_str(etag).expect("a hex ETag is a valid header")),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-    ];
-    if none_match(&headers, etag) {
-        return (StatusCode::NOT_MODIFIED, validators).into_response();
-    }
-    let mut response = (validators, SCRIPT).into_response();
-    let response_headers = response.headers_mut();
-    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
-    response_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
+    script_response(&headers, SCRIPT, SCRIPT_ETAG.as_str(), HeaderValue::from_static("no-cache"))
 }

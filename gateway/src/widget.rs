@@ -120,26 +120,40 @@ impl WidgetState {
 
 /// `GET /widget.js`: the embeddable script, cacheable, revalidated with its ETag.
 pub async fn script(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let etag = SCRIPT_ETAG.as_str();
     let cache_control = format!("public, max-age={}", state.widget.script_max_age.as_secs());
+    let cache_control = HeaderValue::from_str(&cache_control).expect("a number is a valid header");
+    let mut response = script_response(&headers, SCRIPT, SCRIPT_ETAG.as_str(), cache_control);
+    if response.status() == StatusCode::OK {
+        // Shops load it from their own pages, on another origin.
+        response.headers_mut().insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    }
+    response
+}
+
+/// A script the gateway embeds: 304 when `If-None-Match` names its ETag,
+/// else the bytes as JavaScript (`nosniff`), both with its validators.
+pub(crate) fn script_response(
+    headers: &HeaderMap,
+    body: &'static [u8],
+    etag: &str,
+    cache_control: HeaderValue,
+) -> Response {
     let validators = [
         (header::ETAG, HeaderValue::from_str(etag).expect("a hex ETag is a valid header")),
-        (header::CACHE_CONTROL, HeaderValue::from_str(&cache_control).expect("a number is a valid header")),
+        (header::CACHE_CONTROL, cache_control),
     ];
-    if none_match(&headers, etag) {
+    if none_match(headers, etag) {
         return (StatusCode::NOT_MODIFIED, validators).into_response();
     }
-    let mut response = (validators, SCRIPT).into_response();
+    let mut response = (validators, body).into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
     response_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    // Shops load it from their own pages, on another origin.
-    response_headers.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
     response
 }
 
 /// True when `If-None-Match` lists this ETag (or `*`); weak forms compare equal, as RFC 9110 asks for GET.
-pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
         |candidate| {
             let candidate = candidate.trim();

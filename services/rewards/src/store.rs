@@ -1368,15 +1368,16 @@ async fn erased_among(tx: &mut AnyConnection, program_id: &str, customers: &[Str
         return Ok(None);
     }
     let hashes: Vec<String> = customers.iter().map(|c| customer_hash(program_id, c)).collect();
-    let placeholders: Vec<String> = (2..hashes.len() + 2).map(|n| format!("${n}")).collect();
     let sql = format!(
-        "SELECT customer_hash FROM erased_customers WHERE program_id = $1 AND customer_hash IN ({})",
-        placeholders.join(", ")
+        "SELECT customer_hash FROM erased_customers WHERE customer_hash IN ({}) AND program_id = ${}",
+        db::placeholders(hashes.len(), 1),
+        hashes.len() + 1
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for hash in &hashes {
         query = query.bind(hash);
     }
+    let query = query.bind(program_id);
     let found: Vec<String> = query.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
     Ok(customers.iter().zip(&hashes).find(|(_, hash)| found.contains(hash)).map(|(customer, _)| customer.clone()))
 }
