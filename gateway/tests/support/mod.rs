@@ -56,6 +56,8 @@ pub struct Options {
     pub upstream_timeout_ms: u64,
     pub cors_origins: Vec<String>,
     pub widget: WidgetConfig,
+    /// Cache balances in the test Redis (under a fresh key prefix) instead of in process.
+    pub redis: bool,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
                 demo_program: "demo".into(),
                 demo_storefront_key: None,
             },
+            redis: false,
         }
     }
 }
@@ -188,6 +191,16 @@ impl Harness {
                 // A smaller pool, and no expiry run on the wall clock within a test.
                 let mut args = vec!["--database-max-connections", "8", "--expiry-interval-secs", "3600"];
                 args.extend(tiers.iter().flatten().map(String::as_str));
+                let redis = options.redis.then(|| {
+                    let prefix = format!("test-{}:", loyalty_common::testing::unique_suffix());
+                    [
+                        "--redis-url".to_owned(),
+                        loyalty_common::testing::redis_url(),
+                        "--redis-key-prefix".to_owned(),
+                        prefix,
+                    ]
+                });
+                args.extend(redis.iter().flatten().map(String::as_str));
                 Some(sandbox.start_on::<PointsServer>(listener, &points_url, &args).await)
             }
             None => None,

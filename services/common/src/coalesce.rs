@@ -18,13 +18,18 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// The queue of one batch worker; the worker stops, after answering what is
 /// queued, when the last clone of this is dropped.
 #[derive(Debug)]
 pub struct Coalescer<T, R> {
-    queue: mpsc::Sender<(T, oneshot::Sender<R>)>,
+    queue: mpsc::Sender<Queued<T, R>>,
 }
+
+/// A call waiting for its batch: the item, the caller's span (none unless
+/// traced), and where its result goes.
+type Queued<T, R> = (T, tracing::Span, oneshot::Sender<R>);
 
 /// Why a call got no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,21 +57,29 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<R>> + Send,
     {
-        let (queue, mut receive) = mpsc::channel::<(T, oneshot::Sender<R>)>(capacity.max(1));
+        let (queue, mut receive) = mpsc::channel::<Queued<T, R>>(capacity.max(1));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while receive.recv_many(&mut batch, max_batch.max(1)).await > 0 {
                 // A caller that has gone before its batch starts is not run for.
-                let (items, replies): (Vec<T>, Vec<_>) =
-                    batch.drain(..).filter(|(_, reply)| !reply.is_closed()).unzip();
+                let mut items = Vec::with_capacity(batch.len());
+                let mut callers = Vec::with_capacity(batch.len());
+                let mut replies = Vec::with_capacity(batch.len());
+                for (item, caller, reply) in batch.drain(..).filter(|(_, _, reply)| !reply.is_closed()) {
+                    items.push(item);
+                    callers.push(caller);
+                    replies.push(reply);
+                }
                 if items.is_empty() {
                     continue;
                 }
                 let size = items.len();
+                let span = crate::spans::batch(name, &callers);
+                drop(callers);
                 // A bug that panics fails this batch's callers (their replies
                 // are dropped unanswered), not every later call.
-                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| run(items))) {
-                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| span.in_scope(|| run(items)))) {
+                    Ok(future) => AssertUnwindSafe(future.instrument(span)).catch_unwind().await,
                     Err(panic) => Err(panic),
                 };
                 match outcome {
@@ -87,7 +100,7 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// Runs `item` in the next batch; refused at once when the queue is full.
     pub async fn call(&self, item: T) -> Result<R, Unanswered> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send((item, reply)).map_err(|error| match error {
+        self.queue.try_send((item, crate::spans::caller(), reply)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => Unanswered::Full,
             mpsc::error::TrySendError::Closed(_) => Unanswered::Dropped,
         })?;

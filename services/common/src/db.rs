@@ -249,6 +249,10 @@ fn pool_options(url: &str, pool: PoolSettings) -> Result<(AnyPoolOptions, String
     let max_connections = pool.max_connections;
     install_default_drivers();
     let dialect = Dialect::from_url(url)?;
+    crate::spans::set_db_system(match dialect {
+        Dialect::Postgres => "postgresql",
+        Dialect::Sqlite => "sqlite",
+    });
     let (url, max_connections) = match dialect {
         Dialect::Postgres => (url.to_owned(), max_connections),
         Dialect::Sqlite => {
@@ -265,6 +269,8 @@ fn pool_options(url: &str, pool: PoolSettings) -> Result<(AnyPoolOptions, String
         // the ping before lending (`test_before_acquire`, kept on: one round
         // trip per acquire, against a failed call per idle connection).
         .acquire_timeout(pool.acquire_timeout)
+        // Every wait for a connection, as an event for `db_pool_acquire_seconds`.
+        .acquire_time_level(log::LevelFilter::Trace)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {

@@ -16,6 +16,7 @@ pub mod privacy;
 pub mod redis;
 pub mod server;
 pub mod shutdown;
+pub mod spans;
 pub mod status;
 pub mod telemetry;
 pub mod testing;

@@ -59,6 +59,11 @@ impl Metrics {
             "gRPC request latency until the response headers, by method and status code",
             durations.clone(),
         );
+        registry.register(
+            "db_pool_acquire_seconds",
+            "How long callers waited for a database connection (every pool of the process)",
+            crate::spans::POOL_ACQUIRE.clone(),
+        );
         Self { registry: Arc::new(Mutex::new(registry)), requests, durations }
     }
 

@@ -9,11 +9,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::{Security, ServiceSecret};
+use crate::spans::ClientSpans;
 use crate::telemetry::inject_trace_context;
 use crate::tls::Tls;
 
-/// A channel whose calls carry credentials and trace context.
-pub type PeerChannel = InterceptedService<Channel, Credentials>;
+/// A channel whose calls carry credentials and trace context, each in a client span.
+pub type PeerChannel = ClientSpans<InterceptedService<Channel, Credentials>>;
 
 /// How to reach other services: TLS settings and the identity to present.
 #[derive(Clone, Default)]
@@ -84,7 +85,7 @@ impl Peers {
 
     /// `channel` with this service's credentials on every call.
     pub fn attach(&self, channel: Channel) -> PeerChannel {
-        InterceptedService::new(channel, self.credentials.clone())
+        ClientSpans::new(InterceptedService::new(channel, self.credentials.clone()))
     }
 }
 

@@ -9,6 +9,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -63,13 +65,19 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber. Call once, from `main`, inside the runtime.
+///
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans (server, client gRPC,
+/// database statements, Redis, batch commits) and logs are exported over
+/// OTLP/gRPC; sampling is the SDK's, from `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` (parent-based, ratio 1.0 when unset).
 pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| format!("RUST_LOG: {e}"))?;
+    let filter = || EnvFilter::try_new(&args.log_filter).map_err(|e| format!("RUST_LOG: {e}"));
     let fmt = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
-    };
+    }
+    .with_filter(filter()?);
 
     let export = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
     let (tracer, logger) = if export {
@@ -85,20 +93,41 @@ pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetr
         (None, None)
     };
 
-    let otel_traces =
-        tracer.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    let otel_traces = match &tracer {
+        Some(provider) => {
+            // Spans at INFO whatever the log level: quieter logs keep their traces.
+            let spans = EnvFilter::new("info");
+            Some(tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)).with_filter(spans))
+        }
+        None => None,
+    };
     // The log bridge must not see the exporter's own logs, or it would loop.
-    let otel_logs = logger.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(
-            EnvFilter::new("info")
-                .add_directive("h2=off".parse().expect("static directive"))
-                .add_directive("tonic=off".parse().expect("static directive"))
-                .add_directive("hyper=off".parse().expect("static directive"))
-                .add_directive("opentelemetry=off".parse().expect("static directive")),
-        )
-    });
+    let otel_logs = match &logger {
+        Some(provider) => Some(
+            OpenTelemetryTracingBridge::new(provider).with_filter(
+                filter()?
+                    .add_directive("h2=off".parse()?)
+                    .add_directive("tonic=off".parse()?)
+                    .add_directive("hyper=off".parse()?)
+                    .add_directive("opentelemetry=off".parse()?),
+            ),
+        ),
+        None => None,
+    };
+    // sqlx reports each statement, and each connection lent, as an event.
+    let statements = tracer
+        .as_ref()
+        .map(|_| crate::spans::StatementSpans.with_filter(Targets::new().with_target("sqlx::query", Level::DEBUG)));
+    let acquires =
+        crate::spans::AcquireTimes.with_filter(Targets::new().with_target("sqlx::pool::acquire", Level::TRACE));
 
-    tracing_subscriber::registry().with(filter).with(fmt).with(otel_traces).with(otel_logs).try_init()?;
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel_traces)
+        .with(otel_logs)
+        .with(statements)
+        .with(acquires)
+        .try_init()?;
     if export {
         tracing::info!(service = service_name, "otlp export enabled");
     }

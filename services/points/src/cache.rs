@@ -27,6 +27,8 @@ use redis::aio::ConnectionManager;
 use loyalty_common::clock::Micros;
 use loyalty_common::metrics::Metrics;
 use loyalty_common::shutdown::ShutdownSignal;
+use loyalty_common::spans;
+use tracing::Instrument;
 
 use crate::domain::{Account, Balance};
 use crate::store::{CacheDoubt, CacheDoubts};
@@ -77,6 +79,7 @@ struct CacheCounters {
     hits: Counter,
     misses: Counter,
     errors: Counter,
+    stale_deletions: Counter,
 }
 
 impl CacheCounters {
@@ -88,6 +91,11 @@ impl CacheCounters {
             "balance_cache_errors",
             "Cache operations that failed (Redis unreachable)",
             counters.errors.clone(),
+        );
+        metrics.register(
+            "balance_cache_stale_deletions",
+            "Cached balances made unreadable because a write could not reach Redis (doubts settled)",
+            counters.stale_deletions.clone(),
         );
         counters
     }
@@ -111,6 +119,7 @@ struct RedisCache {
     script: redis::Script,
     doubts: CacheDoubts,
     trouble: Mutex<Trouble>,
+    stale_deletions: Counter,
 }
 
 #[derive(Default)]
@@ -162,6 +171,7 @@ impl BalanceCache {
         doubts: CacheDoubts,
         metrics: &Metrics,
     ) -> Self {
+        let counters = CacheCounters::register(metrics);
         let redis = RedisCache {
             conn,
             prefix,
@@ -170,8 +180,9 @@ impl BalanceCache {
             script: redis::Script::new(PUT_IF_NEWER),
             doubts,
             trouble: Mutex::new(Trouble::default()),
+            stale_deletions: counters.stale_deletions.clone(),
         };
-        Self { backend: Backend::Redis(Arc::new(redis)), counters: CacheCounters::register(metrics) }
+        Self { backend: Backend::Redis(Arc::new(redis)), counters }
     }
 
     /// The background job that reads and settles doubts until shutdown
@@ -379,10 +390,12 @@ impl RedisCache {
             }
         }
         let mut conn = self.conn.clone();
-        match conn.hget::<_, _, Option<String>>(&key, "d").await {
+        let span = spans::redis("HGET", 1);
+        match conn.hget::<_, _, Option<String>>(&key, "d").instrument(span.clone()).await {
             Ok(Some(json)) => Ok(serde_json::from_str(&json).ok()),
             Ok(None) => Ok(None),
             Err(error) => {
+                spans::failed(&span);
                 self.failed(&error);
                 Err(())
             }
@@ -436,13 +449,22 @@ impl RedisCache {
             pipe
         };
         let mut conn = self.conn.clone();
-        match pipeline(false).query_async::<()>(&mut conn).await {
-            // The script is gone (a restarted server, SCRIPT FLUSH): load it, run again.
-            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                pipeline(true).query_async::<()>(&mut conn).await
+        let span = spans::redis("EVALSHA", invocations.len());
+        let done = async {
+            match pipeline(false).query_async::<()>(&mut conn).await {
+                // The script is gone (a restarted server, SCRIPT FLUSH): load it, run again.
+                Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    pipeline(true).query_async::<()>(&mut conn).await
+                }
+                other => other,
             }
-            other => other,
         }
+        .instrument(span.clone())
+        .await;
+        if done.is_err() {
+            spans::failed(&span);
+        }
+        done
     }
 
     /// Remembers in this process, at once, that Redis may hold an older
@@ -592,6 +614,7 @@ impl RedisCache {
         }
         match self.doubts.clear(batch).await {
             Ok(()) => {
+                self.stale_deletions.inc_by(batch.len() as u64);
                 tracing::info!(accounts = batch.len(), "stale balances removed from redis");
                 true
             }

@@ -1,0 +1,234 @@
+//! One request's whole trace, as an operator's OTLP receiver gets it: the
+//! services export through the real telemetry set-up (`telemetry::init`,
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`) to a receiver in this test, and one
+//! `POST /v1/orders` must arrive as one trace with the gateway's server
+//! span, a client and a server span for every gRPC hop, the batch commit,
+//! its database statements and Redis round trips, each under the right
+//! parent, and no attribute naming the customer, the order or the key.
+//! Its own test binary: it installs the process's global subscriber.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
+use loyalty_gateway::keys::Scope;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use reqwest::Method;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use support::{Backend, Harness, Options, eventually};
+
+/// A span as received, with its attributes as text.
+#[derive(Debug, Clone)]
+struct Received {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    kind: i32,
+    attributes: BTreeMap<String, String>,
+    links: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            (
+                                kv.key.clone(),
+                                kv.value.as_ref().and_then(|v| v.value.as_ref()).map_or_else(String::new, text),
+                            )
+                        })
+                        .collect();
+                    spans.push(Received {
+                        trace: hex(&span.trace_id),
+                        id: hex(&span.span_id),
+                        parent: hex(&span.parent_span_id),
+                        name: span.name,
+                        kind: span.kind,
+                        attributes,
+                        links: span.links.iter().map(|l| hex(&l.span_id)).collect(),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// Logs are exported to the same endpoint; this receiver takes and drops them.
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        _request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
+    }
+}
+
+fn text(value: &AnyValue) -> String {
+    match value {
+        AnyValue::StringValue(s) => s.clone(),
+        AnyValue::IntValue(i) => i.to_string(),
+        AnyValue::BoolValue(b) => b.to_string(),
+        AnyValue::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn one_order_is_one_trace_down_to_the_database() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // SAFETY: set before any other thread of this test binary reads the
+    // environment (the runtime's workers are idle; nothing has started yet).
+    unsafe {
+        std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+        std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
+        std::env::set_var("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+        std::env::set_var("OTEL_TRACES_SAMPLER_ARG", "1.0");
+    }
+    runtime.block_on(async move {
+        let receiver = Receiver::default();
+        let serving = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(LogsServiceServer::new(receiver.clone()))
+            .serve_with_incoming(TcpIncoming::from(listener));
+        let collector = tokio::spawn(serving);
+        let args = TelemetryArgs { log_format: LogFormat::Text, log_filter: "warn".into() };
+        let telemetry = loyalty_common::telemetry::init("loyalty-test", &args).expect("telemetry starts");
+
+        let h = Harness::start_with(Options { backend: Backend::Postgres, redis: true, ..Options::default() }).await;
+        let key = h.key("shop", Scope::Server).await;
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        let (customer, order) = ("ottilie-traced", "order-traced-7731");
+        let body = serde_json::json!({
+            "customer_id": customer, "order_id": order, "amount_minor": 4200, "currency": "EUR",
+        });
+        let headers = [
+            ("content-type", "application/json"),
+            ("idempotency-key", "traced-order-1"),
+            ("traceparent", traceparent.as_str()),
+        ];
+        let answer =
+            h.send(Method::POST, "/v1/orders", Some(&key), &headers, Some(serde_json::to_vec(&body).unwrap())).await;
+        assert!(answer.status.is_success(), "{:?}", answer.body);
+
+        let spans_of_trace = || -> Vec<Received> {
+            receiver.0.lock().unwrap().iter().filter(|s| s.trace == trace_id).cloned().collect()
+        };
+        let complete = |spans: &[Received]| {
+            let has = |kind: SpanKind, attribute: &str| {
+                spans.iter().any(|s| s.kind == kind as i32 && s.attributes.contains_key(attribute))
+            };
+            has(SpanKind::Server, "http.route")
+                && has(SpanKind::Client, "rpc.service")
+                && has(SpanKind::Server, "rpc.service")
+                && has(SpanKind::Client, "db.system")
+                && spans.iter().any(|s| s.name == "batch ledger")
+                && spans.iter().any(|s| s.attributes.get("db.system").is_some_and(|v| v == "redis"))
+        };
+        let arrived = eventually(Duration::from_secs(20), || async { complete(&spans_of_trace()) }).await;
+        let spans = spans_of_trace();
+        let names: BTreeSet<_> = spans.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
+        let received = receiver.0.lock().unwrap().len();
+        assert!(arrived, "the trace is incomplete after 20 s ({received} spans received in all): {names:#?}");
+
+        let by_id: BTreeMap<&str, &Received> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
+        // The root continues the caller's span; every other span's parent is in the trace.
+        let root = spans.iter().find(|s| s.attributes.contains_key("http.route")).unwrap();
+        assert_eq!(root.name, "POST /v1/orders");
+        assert_eq!(root.parent, "00f067aa0ba902b7", "the gateway continues the caller's span");
+        for span in &spans {
+            if span.id != root.id {
+                assert!(by_id.contains_key(span.parent.as_str()), "{} has its parent outside the trace", span.name);
+            }
+        }
+        let ancestors = |span: &Received| {
+            let mut chain = Vec::new();
+            let mut at = span;
+            while let Some(parent) = by_id.get(at.parent.as_str()) {
+                chain.push(*parent);
+                at = parent;
+            }
+            chain
+        };
+        // Each gRPC hop: the client span's child is the callee's server span of the same method.
+        let clients: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Client as i32 && s.attributes.contains_key("rpc.service"))
+            .collect();
+        assert!(clients.iter().any(|c| c.attributes["peer.service"] == "points"), "{names:#?}");
+        for client in &clients {
+            let served = spans.iter().find(|s| s.parent == client.id && s.kind == SpanKind::Server as i32);
+            let served = served.unwrap_or_else(|| panic!("no server span under {}", client.name));
+            assert_eq!(served.attributes["rpc.method"], client.attributes["rpc.method"]);
+            assert_eq!(client.attributes["rpc.grpc.status_code"], "0", "{}", client.name);
+        }
+        // The batch commit hangs under the points server span that queued it, and links to it.
+        let batch = spans.iter().find(|s| s.name == "batch ledger").unwrap();
+        let queued_by = by_id[batch.parent.as_str()];
+        assert_eq!(queued_by.kind, SpanKind::Server as i32, "{}", queued_by.name);
+        assert!(batch.links.contains(&queued_by.id), "the batch links to its caller");
+        // Database statements (and the commit) under the batch, with their class and no values.
+        let statements: Vec<_> =
+            spans.iter().filter(|s| s.attributes.get("db.system").is_some_and(|v| v == "postgresql")).collect();
+        assert!(
+            statements.iter().any(|s| ancestors(s).iter().any(|a| a.id == batch.id) && s.name.starts_with("INSERT")),
+            "{names:#?}"
+        );
+        assert!(statements.iter().any(|s| s.attributes["db.operation.name"] == "COMMIT"), "{names:#?}");
+        for statement in &statements {
+            assert_eq!(statement.kind, SpanKind::Client as i32);
+            assert!(!statement.attributes.contains_key("db.statement"), "{}", statement.name);
+        }
+        // The balance written to Redis after the commit, under the same batch.
+        let redis = spans.iter().find(|s| s.attributes.get("db.system").is_some_and(|v| v == "redis")).unwrap();
+        assert!(ancestors(redis).iter().any(|a| a.id == batch.id), "{}", redis.name);
+
+        // Nothing personal and no secret in any attribute of any span received.
+        let everything = receiver.0.lock().unwrap().clone();
+        for span in &everything {
+            for (name, value) in span.attributes.iter().chain([(&"name".to_owned(), &span.name)]) {
+                for secret in [customer, order, key.as_str()] {
+                    assert!(!value.contains(secret), "{}: {name} = {value}", span.name);
+                }
+            }
+        }
+
+        h.stop().await;
+        // Flushes what is left; the test's assertions are already made.
+        telemetry.shutdown();
+        collector.abort();
+    });
+}
