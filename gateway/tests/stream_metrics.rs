@@ -2,14 +2,15 @@
 //! points service's `ledger_stream_head` and every follower's
 //! `stream_consumer_position`, `stream_consumer_connected` and
 //! `stream_consumer_entry_timestamp_seconds`, moving as orders are placed;
-//! and every service's database pool.
+//! and every service's database pool. A follower cut off from the stream
+//! says so, and falls behind by what was written meanwhile, then catches up.
 
 mod support;
 
 use std::time::Duration;
 
 use loyalty_gateway::keys::Scope;
-use support::{Harness, eventually};
+use support::{Harness, Options, Relay, eventually};
 
 const FOLLOWERS: [&str; 5] = ["tiers", "referral", "rewards", "insights", "webhooks"];
 
@@ -86,5 +87,55 @@ async fn every_follower_reports_its_place_in_the_ledger_stream() {
             && sample(&rewards, "redemptions_pending_oldest_age_seconds", "") == Some(0)
     };
     assert!(eventually(Duration::from_secs(10), settled).await, "redemptions_pending on rewards' /metrics");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_cut_off_from_the_stream_falls_behind_and_says_so() {
+    let relay = Relay::start().await;
+    let options = Options { follower_points_addr: Some(relay.addr.to_string()), ..Options::default() };
+    let h = Harness::start_with(options).await;
+    relay.point_at(h.points_grpc_addr());
+    let server = h.key("shop", Scope::Server).await;
+    h.order(&server, "anna", "before", 5_000).await.ok();
+    let before = head(&h).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async { caught_up(&h, before).await }).await,
+        "every follower reaches the head {before} through the relay"
+    );
+
+    relay.cut();
+    let disconnected = || async {
+        for follower in FOLLOWERS {
+            let text = h.service_metrics(follower).await;
+            let label = format!("{{consumer=\"{follower}\"}}");
+            if sample(&text, "stream_consumer_connected", &label) != Some(0) {
+                return false;
+            }
+        }
+        true
+    };
+    // Rewards asks once a second: it notices at its next ask.
+    assert!(eventually(Duration::from_secs(10), disconnected).await, "every follower says it lost the stream");
+    for n in 0..4 {
+        h.order(&server, "anna", &format!("during-{n}"), 5_000).await.ok();
+    }
+    let moved = head(&h).await;
+    assert!(moved >= before + 4, "the head moves without the followers: {before} -> {moved}");
+    // Entries behind: the head minus where each follower stands, for as long as the cut lasts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for follower in FOLLOWERS {
+        let text = h.service_metrics(follower).await;
+        let label = format!("{{consumer=\"{follower}\"}}");
+        let position = sample(&text, "stream_consumer_position", &label).expect("a position");
+        assert!(moved - position >= 4, "{follower} stands at {position}, the head at {moved}");
+        assert_eq!(sample(&text, "stream_consumer_connected", &label), Some(0), "{follower}");
+    }
+
+    relay.restore();
+    assert!(
+        eventually(Duration::from_secs(20), || async { caught_up(&h, moved).await }).await,
+        "every follower catches up with {moved} once the stream is back"
+    );
     h.stop().await;
 }

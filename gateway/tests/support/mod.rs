@@ -58,6 +58,10 @@ pub struct Options {
     pub widget: WidgetConfig,
     /// Cache balances in the test Redis (under a fresh key prefix) instead of in process.
     pub redis: bool,
+    /// The followers (tiers, referral, rewards, insights, webhooks) reach the points service
+    /// here instead of directly (a [`Relay`] in front of it); rewards makes its calls to points
+    /// here too.
+    pub follower_points_addr: Option<String>,
 }
 
 impl Default for Options {
@@ -86,6 +90,7 @@ impl Default for Options {
                 demo_storefront_key: None,
             },
             redis: false,
+            follower_points_addr: None,
         }
     }
 }
@@ -205,7 +210,8 @@ impl Harness {
             }
             None => None,
         };
-        let follower = ["--points-addr", points_addr.as_str()];
+        let followed = options.follower_points_addr.clone().unwrap_or_else(|| points_addr.clone());
+        let follower = ["--points-addr", followed.as_str()];
         let tiers = match tiers_listener {
             Some(listener) => {
                 let url = sandbox.database("tiers").await;
@@ -226,7 +232,8 @@ impl Harness {
             Some(listener) => {
                 let url = sandbox.database("rewards").await;
                 service_databases.insert("rewards", url.clone());
-                let mut args = vec!["--points-addr", points_addr.as_str(), "--recovery-interval-ms", "200"];
+                // Rewards follows the ledger and calls points on one address.
+                let mut args = vec!["--points-addr", followed.as_str(), "--recovery-interval-ms", "200"];
                 if let Some(tiers) = &tiers_addr {
                     args.extend(["--tiers-addr", tiers.as_str()]);
                 }
@@ -508,6 +515,56 @@ impl Harness {
         if let Some(referral) = self.referral.take() {
             referral.shutdown().await.expect("referral shuts down cleanly");
         }
+    }
+}
+
+/// A TCP relay that can be cut: every connection through it is dropped and
+/// new ones refused until it is restored. Stands for a network partition
+/// between one service and another.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// Listening, relaying nowhere until [`Relay::point_at`].
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let to = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(target) = *to.lock().unwrap() else { continue };
+                let mut watch = watch.clone();
+                if *watch.borrow_and_update() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, target, cut }
+    }
+
+    pub fn point_at(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = Some(target);
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
     }
 }
 

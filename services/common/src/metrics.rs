@@ -64,6 +64,11 @@ impl Metrics {
             "How long callers waited for a database connection (every pool of the process)",
             crate::spans::POOL_ACQUIRE.clone(),
         );
+        registry.register(
+            "db_pool_acquire_timeouts",
+            "Calls answered UNAVAILABLE because no database connection was free within the acquire timeout",
+            crate::spans::POOL_TIMEOUTS.clone(),
+        );
         Self { registry: Arc::new(Mutex::new(registry)), requests, durations }
     }
 

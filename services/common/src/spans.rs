@@ -322,9 +322,24 @@ fn statement_class(sql: &str) -> (String, Option<String>) {
 pub(crate) static POOL_ACQUIRE: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 18)));
 
+/// Calls answered UNAVAILABLE because no connection was free within the
+/// acquire timeout (such waits end without an acquire event).
+pub(crate) static POOL_TIMEOUTS: LazyLock<prometheus_client::metrics::counter::Counter> =
+    LazyLock::new(Default::default);
+
 /// Feeds `db_pool_acquire_seconds` from sqlx's acquire events (target
 /// `sqlx::pool::acquire`, sent once a connection is lent).
 pub struct AcquireTimes;
+
+/// [`AcquireTimes`], seeing nothing but the acquire events: what `telemetry::init` installs.
+pub fn acquire_times<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    AcquireTimes.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("sqlx::pool::acquire", tracing::Level::TRACE),
+    )
+}
 
 impl<S: tracing::Subscriber> Layer<S> for AcquireTimes {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: LayerContext<'_, S>) {

@@ -61,6 +61,9 @@ impl Fault {
 
     /// A database error: UNAVAILABLE when the server cannot be reached, else internal.
     pub fn database(error: &sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            crate::spans::POOL_TIMEOUTS.inc();
+        }
         if crate::db::is_unavailable(error) { Self::Unavailable("the database") } else { Self::Internal }
     }
 
