@@ -231,6 +231,8 @@ impl GatewayServer {
             .map_err(|source| StartError::MetricsBind { addr: config.metrics_addr, source })?;
 
         let (trigger, signal) = shutdown::channel();
+        // The key store's pool, like every service's (it ends with the shutdown signal).
+        tokio::spawn(loyalty_common::metrics::watch_pool(database.clone(), &metrics, signal.clone()));
         let metrics_signal = signal.clone();
         let metrics_tls = tls.clone();
         let metrics_task = tokio::spawn(async move {

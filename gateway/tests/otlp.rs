@@ -5,104 +5,22 @@
 //! span, a client and a server span for every gRPC hop, the batch commit,
 //! its database statements and Redis round trips, each under the right
 //! parent, and no attribute naming the customer, the order or the key.
+//! The same receiver gets each registry's metrics, pushed beside `/metrics`.
 //! Its own test binary: it installs the process's global subscriber.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loyalty_common::otlp_sink::{ReceivedSpan as Received, Sink};
 use loyalty_common::telemetry::{LogFormat, TelemetryArgs};
 use loyalty_gateway::keys::Scope;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use reqwest::Method;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status};
 
 use support::{Backend, Harness, Options, eventually};
-
-/// A span as received, with its attributes as text.
-#[derive(Debug, Clone)]
-struct Received {
-    trace: String,
-    id: String,
-    parent: String,
-    name: String,
-    kind: i32,
-    attributes: BTreeMap<String, String>,
-    links: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Received>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut spans = self.0.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                for span in scope.spans {
-                    let attributes = span
-                        .attributes
-                        .iter()
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                kv.value.as_ref().and_then(|v| v.value.as_ref()).map_or_else(String::new, text),
-                            )
-                        })
-                        .collect();
-                    spans.push(Received {
-                        trace: hex(&span.trace_id),
-                        id: hex(&span.span_id),
-                        parent: hex(&span.parent_span_id),
-                        name: span.name,
-                        kind: span.kind,
-                        attributes,
-                        links: span.links.iter().map(|l| hex(&l.span_id)).collect(),
-                    });
-                }
-            }
-        }
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-/// Logs are exported to the same endpoint; this receiver takes and drops them.
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        _request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        Ok(Response::new(ExportLogsServiceResponse { partial_success: None }))
-    }
-}
-
-fn text(value: &AnyValue) -> String {
-    match value {
-        AnyValue::StringValue(s) => s.clone(),
-        AnyValue::IntValue(i) => i.to_string(),
-        AnyValue::BoolValue(b) => b.to_string(),
-        AnyValue::DoubleValue(d) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[test]
 fn one_order_is_one_trace_down_to_the_database() {
@@ -116,14 +34,11 @@ fn one_order_is_one_trace_down_to_the_database() {
         std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
         std::env::set_var("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
         std::env::set_var("OTEL_TRACES_SAMPLER_ARG", "1.0");
+        std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "200");
     }
     runtime.block_on(async move {
-        let receiver = Receiver::default();
-        let serving = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .add_service(LogsServiceServer::new(receiver.clone()))
-            .serve_with_incoming(TcpIncoming::from(listener));
-        let collector = tokio::spawn(serving);
+        let receiver = Sink::new(100_000);
+        let collector = receiver.serve(listener);
         let args = TelemetryArgs { log_format: LogFormat::Text, log_filter: "warn".into() };
         let telemetry = loyalty_common::telemetry::init("loyalty-test", &args).expect("telemetry starts");
 
@@ -144,9 +59,8 @@ fn one_order_is_one_trace_down_to_the_database() {
             h.send(Method::POST, "/v1/orders", Some(&key), &headers, Some(serde_json::to_vec(&body).unwrap())).await;
         assert!(answer.status.is_success(), "{:?}", answer.body);
 
-        let spans_of_trace = || -> Vec<Received> {
-            receiver.0.lock().unwrap().iter().filter(|s| s.trace == trace_id).cloned().collect()
-        };
+        let spans_of_trace =
+            || -> Vec<Received> { receiver.spans().into_iter().filter(|s| s.trace == trace_id).collect() };
         let complete = |spans: &[Received]| {
             let has = |kind: SpanKind, attribute: &str| {
                 spans.iter().any(|s| s.kind == kind as i32 && s.attributes.contains_key(attribute))
@@ -161,7 +75,7 @@ fn one_order_is_one_trace_down_to_the_database() {
         let arrived = eventually(Duration::from_secs(20), || async { complete(&spans_of_trace()) }).await;
         let spans = spans_of_trace();
         let names: BTreeSet<_> = spans.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
-        let received = receiver.0.lock().unwrap().len();
+        let received = receiver.span_count();
         assert!(arrived, "the trace is incomplete after 20 s ({received} spans received in all): {names:#?}");
 
         let by_id: BTreeMap<&str, &Received> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
@@ -217,7 +131,7 @@ fn one_order_is_one_trace_down_to_the_database() {
         assert!(ancestors(redis).iter().any(|a| a.id == batch.id), "{}", redis.name);
 
         // Nothing personal and no secret in any attribute of any span received.
-        let everything = receiver.0.lock().unwrap().clone();
+        let everything = receiver.spans();
         for span in &everything {
             for (name, value) in span.attributes.iter().chain([(&"name".to_owned(), &span.name)]) {
                 for secret in [customer, order, key.as_str()] {
@@ -225,6 +139,21 @@ fn one_order_is_one_trace_down_to_the_database() {
                 }
             }
         }
+
+        // Metrics are pushed beside /metrics: each registry (the gateway's, points') under its own instance.
+        let gateway_instance = h.gateway().metrics_addr().to_string();
+        let points_instance = h.service_metrics_addr("points").to_string();
+        let pushed_all = || {
+            let pushed = receiver.metric_names();
+            let has = |instance: &str, name: &str| pushed.get(instance).is_some_and(|names| names.contains(name));
+            has(&gateway_instance, "http_server_requests")
+                && has(&points_instance, "rpc_server_requests")
+                && has(&points_instance, "rpc_server_duration_seconds")
+                && has(&points_instance, "ledger_stream_head")
+                && has(&points_instance, "db_pool_acquire_seconds")
+        };
+        let arrived = eventually(Duration::from_secs(10), || async { pushed_all() }).await;
+        assert!(arrived, "metrics pushed over OTLP: {:#?}", receiver.metric_names());
 
         h.stop().await;
         // Flushes what is left; the test's assertions are already made.

@@ -80,6 +80,10 @@ async fn every_follower_reports_its_place_in_the_ledger_stream() {
     }
     let points = h.service_metrics("points").await;
     assert_eq!(sample(&points, "db_pool_max_connections", ""), Some(8), "the harness gives points 8");
+    // The gateway's key store too.
+    let gateway = h.metrics_text().await;
+    assert_eq!(sample(&gateway, "db_pool_max_connections", ""), Some(4), "the harness gives the gateway 4");
+    assert!(sample(&gateway, "db_pool_connections", "{state=\"idle\"}").is_some(), "{gateway}");
     // Rewards counts its unsettled redemptions (none here, once its first count ran).
     let settled = || async {
         let rewards = h.service_metrics("rewards").await;

@@ -4,7 +4,12 @@ property in a scratch copy of k8s/ and requires the named stage to fail with
 the expected message. A case whose edit no longer applies fails too, so the
 cases cannot silently go stale when the manifests change.
 
-Usage: mutations.py [--checkov PATH]   (checkov cases are skipped without it)
+The monitoring cases break k8s/monitoring (or docs/alerts.md, copied along)
+and need stage `monitoring` (the CRD schemas and monitoring.py) or `promtool`
+(promtool check rules and promtool test rules with alerts.test.yaml) to fail.
+
+Usage: mutations.py [--checkov PATH] [--promtool PATH]
+   (checkov and promtool cases are skipped without them)
 Last line: `RESULT <passed> <failed>` for validate.sh.
 """
 
@@ -26,6 +31,8 @@ from kubernetes_validate.utils import ValidationError
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import crds  # noqa: E402
+import monitoring  # noqa: E402
 import properties  # noqa: E402
 import render  # noqa: E402
 
@@ -69,6 +76,28 @@ def drop_env(docs: list[Any], name: str) -> None:
 
 def tls_volume(docs: list[Any]) -> dict:
     return next(v for v in docs[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+
+
+def monitor(docs: list[Any], name: str) -> dict:
+    """The metrics endpoint of ServiceMonitor `name`."""
+    found = [d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise AssertionError(f"mutation no longer applies: no ServiceMonitor {name}")
+    return found[0]["spec"]["endpoints"][0]
+
+
+def drop_monitor(docs: list[Any], name: str) -> None:
+    docs.remove(next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == name))
+
+
+def docs_of(k8s: Path) -> Path:
+    """docs/alerts.md of the scratch copy (next to its k8s/)."""
+    return k8s.parent / "docs" / "alerts.md"
+
+
+RULES = "monitoring/prometheusrule.yaml"
+BOARD = "monitoring/dashboard.json"
+MONITORS = "monitoring/servicemonitors.yaml"
 
 
 # Each case: (what is broken, overlay to render, stage that must fail,
@@ -284,11 +313,120 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
     ("privilege escalation (security scan)", "prod", "checkov", "CKV_K8S_20",
      lambda k: edit_yaml(k / "base/gateway/deployment.yaml",
                          lambda d: container(d)["securityContext"].update(allowPrivilegeEscalation=True))),
+    # Monitoring (k8s/monitoring, docs/alerts.md).
+    ("dashboard reads a misspelt metric", "monitoring", "monitoring", "unknown metric balance_cache_hit_total",
+     lambda k: edit_text(k / BOARD, "sum(rate(balance_cache_hits_total{", "sum(rate(balance_cache_hit_total{")),
+    ("rule reads a misspelt metric", "monitoring", "monitoring", "unknown metric stream_consumer_entry_timestamp",
+     lambda k: edit_text(k / RULES, "(stream_consumer_entry_timestamp_seconds > 0)",
+                         "(stream_consumer_entry_timestamp > 0)")),
+    ("rule expression does not parse", "monitoring", "monitoring", "PromQL does not parse",
+     lambda k: edit_text(k / RULES, "max by (namespace, job) (redemptions_pending_oldest_age_seconds) > 600",
+                         "max by (namespace, job) (redemptions_pending_oldest_age_seconds > 600")),
+    ("dashboard query does not parse", "monitoring", "monitoring", "PromQL does not parse",
+     lambda k: edit_text(k / BOARD, 'job=\\"loyalty-gateway\\", route!~\\"/healthz|/readyz\\"}[$__rate_interval]))"',
+                         'job=\\"loyalty-gateway\\", route!~\\"/healthz|/readyz\\"}[$__rate_interval])"')),
+    ("rule matches a misspelt label", "monitoring", "monitoring", "has no label consumr",
+     lambda k: edit_text(k / RULES, "max by (namespace, consumer) (stream_consumer_connected) == 0",
+                         'max by (namespace, consumer) (stream_consumer_connected{consumr="tiers"}) == 0')),
+    ("client errors count against availability", "monitoring", "monitoring", "selects exactly the server errors",
+     lambda k: edit_text(k / RULES, 'DataLoss|ResourceExhausted"}[1h]', 'DataLoss|ResourceExhausted|NotFound"}[1h]')),
+    ("alert without its runbook heading", "monitoring", "monitoring",
+     "docs/alerts.md has a heading `## LoyaltyRedemptionsStuck`",
+     lambda k: edit_text(docs_of(k), "## LoyaltyRedemptionsStuck\n", "## Redemptions stuck\n")),
+    ("runbook_url to another anchor", "monitoring", "monitoring", "runbook_url is",
+     lambda k: edit_text(k / RULES, "alerts.md#loyaltyredemptionsstuck", "alerts.md#redemptions-stuck")),
+    ("runbook heading of no alert", "monitoring", "monitoring", "`## LoyaltyGhost` documents an alert",
+     lambda k: docs_of(k).write_text(docs_of(k).read_text() + "\n## LoyaltyGhost\n\nGone.\n")),
+    ("alert of an unknown severity", "monitoring", "monitoring", "severity is one of",
+     lambda k: edit_text(k / RULES, "            severity: ticket\n          annotations:\n"
+                         "            summary: \"A redemption",
+                         "            severity: critical\n          annotations:\n"
+                         "            summary: \"A redemption")),
+    ("alert without a `for`", "monitoring", "monitoring", "has a `for` duration",
+     lambda k: edit_text(k / RULES, "oldest_age_seconds) > 600\n          for: 5m\n", "oldest_age_seconds) > 600\n")),
+    ("a service without a ServiceMonitor", "monitoring", "monitoring", "Service/loyalty-tiers: exactly one",
+     lambda k: edit_yaml(k / MONITORS, lambda d: drop_monitor(d, "loyalty-tiers"))),
+    ("metrics scraped over plain HTTP in prod", "monitoring", "monitoring", "scheme https",
+     lambda k: edit_yaml(k / MONITORS, lambda d: monitor(d, "loyalty-points").update(scheme="http"))),
+    ("certificate checked against a name it lacks", "monitoring", "monitoring", "a name the certificate carries",
+     lambda k: edit_text(k / MONITORS, "serverName: loyalty-rewards.loyalty.svc", "serverName: rewards.loyalty.svc")),
+    ("ServiceMonitor with a misspelt field", "monitoring", "monitoring", "'scrapeTimout' was unexpected",
+     lambda k: edit_text(k / MONITORS, "scrapeTimeout: 10s", "scrapeTimout: 10s")),
+    ("PrometheusRule with a malformed duration", "monitoring", "monitoring", "for: '5 min' does not match",
+     lambda k: edit_text(k / RULES, "oldest_age_seconds) > 600\n          for: 5m\n",
+                         "oldest_age_seconds) > 600\n          for: 5 min\n")),
+    ("monitoring in another namespace", "monitoring", "monitoring", "lives in prod's namespace loyalty",
+     lambda k: edit_text(k / "monitoring/kustomization.yaml", "namespace: loyalty\n", "namespace: monitoring\n")),
+    ("NetworkPolicy shuts Prometheus out", "monitoring", "monitoring",
+     "Service/loyalty-points: the NetworkPolicies admit",
+     lambda k: edit_text(k / "base/points/networkpolicy.yaml", "kubernetes.io/metadata.name: monitoring",
+                         "kubernetes.io/metadata.name: observability")),
+    ("dashboard without the sidecar's label", "monitoring", "monitoring", "labelled grafana_dashboard",
+     lambda k: edit_text(k / "monitoring/kustomization.yaml", '        grafana_dashboard: "1"\n',
+                         '        grafana_dashboard: "0"\n')),
+    ("dashboard loses a service's row", "monitoring", "monitoring", "one row titled rewards",
+     lambda k: edit_text(k / BOARD, '"title": "rewards"', '"title": "Rewards"')),
+    ("dashboard panel reads another service", "monitoring", "monitoring", "reads job loyalty-points only",
+     lambda k: edit_text(k / BOARD, 'rpc_server_requests_total{namespace=\\"$namespace\\", job=\\"loyalty-points\\"',
+                         'rpc_server_requests_total{namespace=\\"$namespace\\", job=\\"loyalty-tiers\\"')),
+    ("dashboard query on every namespace", "monitoring", "monitoring", 'is selected with namespace="$namespace"',
+     lambda k: edit_text(k / BOARD, 'http_server_requests_total{namespace=\\"$namespace\\", job=',
+                         'http_server_requests_total{job=')),
+    ("dashboard is not JSON", "monitoring", "monitoring", "is valid JSON",
+     lambda k: edit_text(k / BOARD, '"schemaVersion": 39,', '"schemaVersion": 39')),
+    ("fast burn threshold ten times too high", "monitoring", "promtool", "alertname: LoyaltyErrorBudgetBurnFast",
+     lambda k: edit_text(k / RULES, "loyalty:request_errors:ratio_rate1h > (14.4 * 0.001)",
+                         "loyalty:request_errors:ratio_rate1h > (144 * 0.001)")),
+    ("six-hour burn threshold ten times too high", "monitoring", "promtool", "alertname: LoyaltyErrorBudgetBurnFast",
+     lambda k: edit_text(k / RULES, "loyalty:request_errors:ratio_rate6h > (6 * 0.001)",
+                         "loyalty:request_errors:ratio_rate6h > (60 * 0.001)")),
+    ("stream lag without the caught-up case", "monitoring", "promtool", "expr: \"loyalty:stream_consumer_lag_seconds\"",
+     lambda k: edit_text(k / RULES, "            or on (namespace, consumer)\n"
+                         "            loyalty:stream_consumer_lag_entries * 0\n", "")),
+    ("stream lag blind to an old entry", "monitoring", "promtool", "alertname: LoyaltyStreamConsumerDelayed",
+     lambda k: edit_text(k / RULES, "loyalty:stream_consumer_lag_seconds > 300",
+                         "loyalty:stream_consumer_lag_seconds > 3000")),
+    ("rule expression promtool cannot parse", "monitoring", "promtool", "unclosed left parenthesis",
+     lambda k: edit_text(k / RULES, "max by (namespace, job) (redemptions_pending_oldest_age_seconds) > 600",
+                         "max by (namespace, job) (redemptions_pending_oldest_age_seconds > 600")),
+    ("dashboard query promtool cannot parse", "monitoring", "promtool", "dashboard.yaml",
+     lambda k: edit_text(k / BOARD, 'job=\\"loyalty-gateway\\", route!~\\"/healthz|/readyz\\"}[$__rate_interval]))"',
+                         'job=\\"loyalty-gateway\\", route!~\\"/healthz|/readyz\\"}[$__rate_interval])"')),
+    ("annotation template promtool cannot expand", "monitoring", "promtool", "template",
+     lambda k: edit_text(k / RULES, 'summary: "{{ $labels.job }} is slower', 'summary: "{{ $labels.job is slower')),
 ]
 
 
-def stage_failure(stage: str, overlay: str, tree: Path, checkov: Path | None, skips: str) -> str:
+def monitoring_failure(stage: str, tree: Path, promtool: Path | None) -> str:
+    """Renders k8s/monitoring (and prod) of the scratch tree and runs `stage`."""
+    try:
+        objects = render.render(tree / "monitoring")
+        prod = render.render(tree / "overlays/prod")
+    except render.RenderError as error:
+        return f"render: {error}"
+    if stage == "monitoring":
+        schemas = crds.load()
+        failures = [f"{o['kind']}/{o['metadata']['name']}: {problem}"
+                    for o in objects if crds.known(o, schemas) for problem in crds.validate(o, schemas)]
+        return "\n".join(failures + monitoring.run(objects, prod, docs_of(tree)).failed)
+    work = tree.parent / "promtool"
+    work.mkdir()
+    monitoring.write_yaml(work / "rules.yaml", {"groups": monitoring.prometheus_rules(objects)})
+    monitoring.write_yaml(work / "dashboard.yaml", monitoring.dashboard_rules(objects))
+    shutil.copy(HERE / "alerts.test.yaml", work / "alerts.test.yaml")
+    failures = []
+    for args in (["check", "rules", "rules.yaml", "dashboard.yaml"], ["test", "rules", "alerts.test.yaml"]):
+        result = subprocess.run([str(promtool), *args], cwd=work, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            failures.append(result.stdout + result.stderr)
+    return "\n".join(failures)
+
+
+def stage_failure(stage: str, overlay: str, tree: Path, checkov: Path | None, skips: str,
+                  promtool: Path | None = None) -> str:
     """Runs render and `stage` on the scratch tree; returns the failure text ("" if it passed)."""
+    if overlay == "monitoring":
+        return monitoring_failure(stage, tree, promtool)
     try:
         objects = render.render(tree / ("jobs" if overlay == "jobs" else f"overlays/{overlay}"))
     except render.RenderError as error:
@@ -321,18 +459,21 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkov", type=Path, help="checkov executable; without it checkov cases are not run")
     parser.add_argument("--checkov-skips", default="", help="the --skip-check list validate.sh uses for prod")
+    parser.add_argument("--promtool", type=Path, help="promtool executable; without it promtool cases are not run")
     args = parser.parse_args(argv)
     passed = failed = 0
     for what, overlay, stage, expected, mutate in CASES:
-        if stage == "checkov" and args.checkov is None:
+        if (stage == "checkov" and args.checkov is None) or (stage == "promtool" and args.promtool is None):
             continue
         with tempfile.TemporaryDirectory(prefix="k8s-mutation-") as scratch:
             tree = Path(scratch) / "k8s"
             shutil.copytree(ROOT / "k8s", tree)
+            docs_of(tree).parent.mkdir()
+            shutil.copy(ROOT / "docs" / "alerts.md", docs_of(tree))
             try:
                 mutate(tree)
                 with redirect_stdout(io.StringIO()):
-                    failure = stage_failure(stage, overlay, tree, args.checkov, args.checkov_skips)
+                    failure = stage_failure(stage, overlay, tree, args.checkov, args.checkov_skips, args.promtool)
             except Exception as error:  # noqa: BLE001 - a stale case is a failure to report, not a crash
                 failure, expected = f"case error: {error!r}", "\0never"
             if failure and expected in failure:

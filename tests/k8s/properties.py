@@ -81,6 +81,14 @@ class Checks:
         self.failed.append(what)
         return False
 
+    def report(self, label: str) -> int:
+        """Prints each failure and the RESULT line validate.sh reads; the exit status."""
+        for failure in self.failed:
+            print(f"  FAIL {failure}")
+        print(f"{label}: {self.passed} checks held, {len(self.failed)} broken")
+        print(f"RESULT {self.passed} {len(self.failed)}")
+        return 1 if self.failed else 0
+
 
 def name_of(obj: dict) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
@@ -972,12 +980,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     objects = load_yaml_documents(args.rendered)
     context = load_yaml_documents(args.context) if args.context else []
-    checks = run(objects, args.overlay, args.secret_example, context)
-    for failure in checks.failed:
-        print(f"  FAIL {failure}")
-    print(f"properties {args.overlay}: {checks.passed} checks held, {len(checks.failed)} broken")
-    print(f"RESULT {checks.passed} {len(checks.failed)}")
-    return 1 if checks.failed else 0
+    return run(objects, args.overlay, args.secret_example, context).report(f"properties {args.overlay}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,13 @@ Supported, and nothing else (any other field, option or patch form fails):
     named like it (kustomize versions disagree on renaming it otherwise)
   - images: name, newName, newTag, digest, applied to containers and
     initContainers anywhere in an object
-  - secretGenerator: name, type, literals, options; generatorOptions:
+  - secretGenerator: name, type, literals, options; configMapGenerator:
+    name, literals, files (`PATH` or `KEY=PATH`, UTF-8 text inside the
+    kustomization directory), options; generatorOptions:
     disableNameSuffixHash (must end up true: hashed names would need the
     reference rewriting kustomize does), labels, annotations
+  - kinds: the built-in ones listed below, and prometheus-operator's
+    ServiceMonitor, PodMonitor and PrometheusRule (namespaced)
 
 Usage: render.py DIR [-o FILE]   (multi-document YAML on stdout or in FILE)
 """
@@ -94,6 +98,8 @@ NAMESPACED = {
     "ConfigMap", "Secret", "Service", "ServiceAccount", "Deployment", "StatefulSet", "DaemonSet",
     "Job", "CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
     "PersistentVolumeClaim", "Ingress", "Role",
+    # prometheus-operator (k8s/monitoring).
+    "ServiceMonitor", "PodMonitor", "PrometheusRule",
 }
 # kustomize's legacy output order (resmap's orderFirst / orderLast).
 ORDER_FIRST = [
@@ -250,8 +256,10 @@ def rewrite_image(image: str, images: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- generators
-GENERATOR_FIELDS = {"name", "type", "literals", "options"}
+GENERATOR_FIELDS = {"Secret": {"name", "type", "literals", "options"},
+                    "ConfigMap": {"name", "literals", "files", "options"}}
 OPTION_FIELDS = {"disableNameSuffixHash", "labels", "annotations"}
+DATA_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 def remove_quotes(value: str) -> str:
@@ -260,44 +268,74 @@ def remove_quotes(value: str) -> str:
     return value
 
 
-def generate_secret(spec: dict, global_options: dict, where: Path) -> dict:
-    unknown = set(spec) - GENERATOR_FIELDS
+def generator_data(spec: dict, kind: str, directory: Path, where: Path) -> dict[str, str]:
+    """KEY -> text of a generator's literals and files, as kustomize reads them."""
+    data: dict[str, str] = {}
+
+    def add(key: str, value: str) -> None:
+        if not DATA_KEY.fullmatch(key):
+            raise RenderError(f"{where}: {key!r} is not a valid {kind} key")
+        if key in data:
+            raise RenderError(f"{where}: {kind} key {key!r} given twice")
+        data[key] = value
+
+    for literal in spec.get("literals") or []:
+        if not isinstance(literal, str) or "=" not in literal:
+            raise RenderError(f"{where}: literal {literal!r} is not KEY=VALUE")
+        key, value = literal.split("=", 1)
+        add(key, remove_quotes(value))
+    for entry in spec.get("files") or []:
+        if not isinstance(entry, str) or not entry:
+            raise RenderError(f"{where}: file entry {entry!r} is not PATH or KEY=PATH")
+        key, _, relative = entry.rpartition("=")
+        path = directory / relative
+        if not path.is_file() or not inside(path, directory):
+            raise RenderError(f"{where}: file {relative} missing or outside the kustomization root (kustomize "
+                              "refuses it)")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise RenderError(f"{where}: file {relative} is not UTF-8 text (binaryData is not supported)") from error
+        add(key or path.name, text)
+    return data
+
+
+def generate(kind: str, spec: dict, global_options: dict, directory: Path, where: Path) -> dict:
+    """The Secret or ConfigMap a secretGenerator or configMapGenerator entry makes."""
+    generator = f"{kind[0].lower()}{kind[1:]}Generator"
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise RenderError(f"{where}: {generator} entry {spec!r} has no name")
+    unknown = set(spec) - GENERATOR_FIELDS[kind]
     if unknown:
-        raise RenderError(f"{where}: secretGenerator fields not supported: {sorted(unknown)}")
+        raise RenderError(f"{where}: {generator} fields not supported: {sorted(unknown)}")
     options = dict(global_options)
     own = spec.get("options") or {}
     if set(own) - OPTION_FIELDS:
-        raise RenderError(f"{where}: secretGenerator options not supported: {sorted(set(own) - OPTION_FIELDS)}")
+        raise RenderError(f"{where}: {generator} options not supported: {sorted(set(own) - OPTION_FIELDS)}")
     for field in ("labels", "annotations"):
         if field in own:
             options[field] = {**options.get(field, {}), **own[field]}
     if "disableNameSuffixHash" in own:
         options["disableNameSuffixHash"] = own["disableNameSuffixHash"]
     if options.get("disableNameSuffixHash") is not True:
-        raise RenderError(f"{where}: secretGenerator {spec.get('name')}: name hash suffixes are not supported; "
+        raise RenderError(f"{where}: {generator} {spec.get('name')}: name hash suffixes are not supported; "
                           "set disableNameSuffixHash: true")
-    data: dict[str, str] = {}
-    for literal in spec.get("literals") or []:
-        if not isinstance(literal, str) or "=" not in literal:
-            raise RenderError(f"{where}: literal {literal!r} is not KEY=VALUE")
-        key, value = literal.split("=", 1)
-        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
-            raise RenderError(f"{where}: {key!r} is not a valid Secret key")
-        if key in data:
-            raise RenderError(f"{where}: Secret key {key!r} given twice")
-        data[key] = base64.b64encode(remove_quotes(value).encode()).decode()
+    data = generator_data(spec, kind, directory, where)
     metadata: dict[str, Any] = {"name": spec["name"]}
     if options.get("labels"):
         metadata["labels"] = dict(options["labels"])
     if options.get("annotations"):
         metadata["annotations"] = dict(options["annotations"])
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata,
-            "type": spec.get("type", "Opaque"), "data": data}
+    if kind == "ConfigMap":
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": spec.get("type", "Opaque"),
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}}
 
 
 # ----------------------------------------------------------------------------- kustomization
 KUSTOMIZATION_FIELDS = {
-    "apiVersion", "kind", "resources", "namespace", "patches", "images", "secretGenerator", "generatorOptions",
+    "apiVersion", "kind", "resources", "namespace", "patches", "images", "secretGenerator", "configMapGenerator",
+    "generatorOptions",
 }
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -347,8 +385,10 @@ def render(directory: Path | str, _stack: tuple[Path, ...] = ()) -> list[dict]:
     global_options = kustomization.get("generatorOptions") or {}
     if set(global_options) - OPTION_FIELDS:
         raise RenderError(f"{source}: generatorOptions not supported: {sorted(set(global_options) - OPTION_FIELDS)}")
+    for spec in kustomization.get("configMapGenerator") or []:
+        objects.append(generate("ConfigMap", spec, global_options, directory, source))
     for spec in kustomization.get("secretGenerator") or []:
-        objects.append(generate_secret(spec, global_options, source))
+        objects.append(generate("Secret", spec, global_options, directory, source))
 
     seen: set[tuple[str, str, str, str]] = set()
     for obj in objects:

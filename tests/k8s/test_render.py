@@ -158,6 +158,67 @@ class RenderTest(unittest.TestCase):
     def test_hashed_generator_names_are_refused(self) -> None:
         with self.assertRaisesRegex(render.RenderError, "disableNameSuffixHash"):
             self.overlay("secretGenerator:\n  - name: creds\n    literals: [a=b]\n")
+        with self.assertRaisesRegex(render.RenderError, "configMapGenerator board: name hash suffixes"):
+            self.overlay("configMapGenerator:\n  - name: board\n    literals: [a=b]\n")
+
+    def test_config_map_generator_from_files(self) -> None:
+        kustomization = """\
+            namespace: shop
+            configMapGenerator:
+              - name: board
+                files:
+                  - shop.json=dashboards/board.json
+                  - notes.txt
+                literals: ["mode='x y'"]
+                options:
+                  disableNameSuffixHash: true
+                  labels: {grafana_dashboard: "1"}
+            generatorOptions:
+              labels: {team: x}
+              annotations: {note: kept}
+            """
+        board = '{\n  "title": "Shop",\n  "expr": "rate(x[5m]) > 0.5"\n}\n'
+        [config_map] = self.overlay(kustomization, **{"dashboards/board.json": board, "notes.txt": "é\n"})
+        self.assertEqual(config_map["apiVersion"], "v1")
+        self.assertEqual(config_map["kind"], "ConfigMap")
+        self.assertEqual(config_map["metadata"], {
+            "name": "board", "labels": {"team": "x", "grafana_dashboard": "1"}, "annotations": {"note": "kept"},
+            "namespace": "shop"})
+        self.assertEqual(config_map["data"], {"mode": "x y", "shop.json": board, "notes.txt": "é\n"})
+        # The text survives the YAML round trip byte for byte.
+        [again] = list(render.yaml.safe_load_all(render.dump_yaml_documents([config_map])))
+        self.assertEqual(again["data"]["shop.json"], board)
+
+    def test_config_map_generator_refusals(self) -> None:
+        self.tree.write("outside.json", "{}\n")
+        (self.tree.root / "overlay").mkdir()
+        (self.tree.root / "overlay" / "binary.bin").write_bytes(b"\xff\xfe\x00")
+        cases = [
+            ("files: [../outside.json]", "outside the kustomization root"),
+            ("files: [missing.json]", "missing"),
+            ("files: [binary.bin]", "not UTF-8"),
+            ("files: [a.json=board.json, a.json=board.json]", "given twice"),
+            ("files: [bad/key=board.json]", "not a valid ConfigMap key"),
+            ("behavior: merge\n    literals: [a=b]", "fields not supported: \\['behavior'\\]"),
+            ("type: Opaque\n    literals: [a=b]", "fields not supported: \\['type'\\]"),
+        ]
+        for entry, message in cases:
+            with self.subTest(entry=entry):
+                with self.assertRaisesRegex(render.RenderError, message):
+                    self.overlay(f"configMapGenerator:\n  - name: board\n    {entry}\n"
+                                 "generatorOptions:\n  disableNameSuffixHash: true\n", **{"board.json": "{}\n"})
+
+    def test_prometheus_operator_kinds_are_namespaced(self) -> None:
+        monitor = """\
+            apiVersion: monitoring.coreos.com/v1
+            kind: ServiceMonitor
+            metadata: {name: web}
+            spec:
+              selector: {matchLabels: {app: web}}
+              endpoints: [{port: metrics}]
+            """
+        [obj] = self.overlay("namespace: shop\nresources: [sm.yaml]\n", **{"sm.yaml": monitor})
+        self.assertEqual(obj["metadata"]["namespace"], "shop")
 
     def test_unsupported_fields_fail(self) -> None:
         for kustomization, message in [

@@ -3,21 +3,34 @@
 #
 # Needs only python3 (3.11) and access to PyPI on the first run (or after
 # tests/k8s/requirements.txt changed): the tools go into .tools/venv-k8s
-# (K8S_VENV overrides the path). No cluster, kustomize or kubectl.
+# (K8S_VENV overrides the path). No cluster, kustomize or kubectl. And
+# promtool, for the monitoring rules: PROMTOOL=PATH, else the one on PATH,
+# else extracted from Debian's prometheus package into .tools/promtool
+# (apt-get download; no service is installed or started). Without it the
+# promtool steps fail (K8S_SKIP_PROMTOOL=1 skips them, except in CI).
 #
 # Steps, each counted:
 #   1. render.py's own unit tests
-#   2. render every overlay (dev, prod) and the load-test Job with render.py,
-#      a faithful renderer of the kustomize subset k8s/ uses
+#   2. render every overlay (dev, prod), the load-test Job and k8s/monitoring
+#      with render.py, a faithful renderer of the kustomize subset k8s/ uses
 #   3. yamllint over k8s/ (tests/k8s/yamllint.yaml)
 #   4. every rendered object against the Kubernetes 1.30 and 1.37 schemas,
-#      strict (kubernetes-validate, offline)
+#      strict (kubernetes-validate, offline); k8s/monitoring's
+#      ServiceMonitors and PrometheusRule against prometheus-operator's CRD
+#      schemas vendored in tests/k8s/crds (crds.py)
 #   5. checkov's Kubernetes checks on the rendered output
 #   6. the project's own properties (tests/k8s/properties.py): among them
 #      authentication on everywhere, credentials only from Secrets, and in
 #      prod TLS with read-only certificate mounts (plus the optional
-#      cert-manager example in k8s/cert-manager)
-#   7. mutations: breaking one property in a copy must make a step fail
+#      cert-manager example in k8s/cert-manager); and k8s/monitoring's
+#      (tests/k8s/monitoring.py): every workload scraped as prod serves it,
+#      every PromQL expression parsed and reading only metrics the services
+#      expose, every alert with severity, summary, description and a
+#      runbook in docs/alerts.md, a dashboard row per service
+#   7. promtool: check rules on the PrometheusRule and on every dashboard
+#      query (as recording rules), and the rules' unit tests
+#      (tests/k8s/alerts.test.yaml)
+#   8. mutations: breaking one property in a copy must make a step fail
 #
 # Last line: `k8s validation: N passed, M failed`; exit status 1 when M > 0.
 # K8S_RENDER_DIR=DIR keeps the rendered manifests there for inspection.
@@ -28,6 +41,7 @@ cd "$ROOT"
 HERE="$ROOT/tests/k8s"
 VENV="${K8S_VENV:-$ROOT/.tools/venv-k8s}"
 REQUIREMENTS="$HERE/requirements.txt"
+PROMTOOL_DIR="$ROOT/.tools/promtool"
 # Oldest Kubernetes the manifests support (the preStop `sleep` action is on by
 # default from 1.30) and the newest the bundled schemas know.
 K8S_VERSIONS=(1.30 1.37)
@@ -66,6 +80,40 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
         printf '%s\n' "$want" > "$stamp"
     fi
+}
+
+# Sets PROMTOOL to a promtool binary, or leaves it empty: PROMTOOL if set,
+# the one on PATH, one extracted earlier, else Debian's prometheus package
+# fetched with `apt-get download` and unpacked into .tools/promtool (only
+# promtool is used; nothing is installed into the system).
+ensure_promtool() {
+    local deb_dir
+    if [ -n "${PROMTOOL:-}" ]; then
+        [ -x "$PROMTOOL" ] || { log "PROMTOOL=$PROMTOOL is not executable"; PROMTOOL=""; }
+        return 0
+    fi
+    if command -v promtool >/dev/null 2>&1; then
+        PROMTOOL="$(command -v promtool)"
+        return 0
+    fi
+    if [ -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+        PROMTOOL="$PROMTOOL_DIR/usr/bin/promtool"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || return 0
+    log "fetching promtool from Debian's prometheus package into $PROMTOOL_DIR"
+    deb_dir="$(mktemp -d)"
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || log "apt-get update failed"
+    fi
+    if (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null 2>&1) \
+        && mkdir -p "$PROMTOOL_DIR" && dpkg-deb -x "$deb_dir"/prometheus_*.deb "$PROMTOOL_DIR/extract" \
+        && mkdir -p "$PROMTOOL_DIR/usr/bin" && mv "$PROMTOOL_DIR/extract/usr/bin/promtool" "$PROMTOOL_DIR/usr/bin/"; then
+        PROMTOOL="$PROMTOOL_DIR/usr/bin/promtool"
+    else
+        log "could not fetch Debian's prometheus package"
+    fi
+    rm -rf "$deb_dir" "$PROMTOOL_DIR/extract"
 }
 
 # step NAME COMMAND...: runs COMMAND, shows its output, and counts its checks:
@@ -120,11 +168,11 @@ mkdir -p "$RENDERED"
 
 step "render.py unit tests" "$PY" -m unittest "$HERE/test_render.py"
 
-declare -A SOURCE=([dev]=k8s/overlays/dev [prod]=k8s/overlays/prod [jobs]=k8s/jobs)
-for target in dev prod jobs; do
+declare -A SOURCE=([dev]=k8s/overlays/dev [prod]=k8s/overlays/prod [jobs]=k8s/jobs [monitoring]=k8s/monitoring)
+for target in dev prod jobs monitoring; do
     step "render ${SOURCE[$target]}" "$PY" "$HERE/render.py" "${SOURCE[$target]}" -o "$RENDERED/$target.yaml"
 done
-for target in dev prod jobs; do
+for target in dev prod jobs monitoring; do
     # Later steps need every rendering; a failed one was counted above.
     [ -s "$RENDERED/$target.yaml" ] || { log "cannot go on without $target.yaml"; echo "k8s validation: $PASSED passed, $FAILED failed"; exit 1; }
 done
@@ -135,6 +183,8 @@ version_args=()
 for version in "${K8S_VERSIONS[@]}"; do version_args+=(--k8s-version "$version"); done
 step "schemas (strict) ${K8S_VERSIONS[*]}" "$PY" "$HERE/schema.py" "${version_args[@]}" \
     "$RENDERED/dev.yaml" "$RENDERED/prod.yaml" "$RENDERED/jobs.yaml"
+step "schemas k8s/monitoring (strict; prometheus-operator CRDs of tests/k8s/crds)" "$PY" "$HERE/schema.py" \
+    "${version_args[@]}" --crds "$HERE/crds" "$RENDERED/monitoring.yaml"
 
 checkov() {
     "$VENV/bin/checkov" --framework kubernetes --quiet --compact --skip-download "$@"
@@ -146,8 +196,50 @@ step "properties dev" "$PY" "$HERE/properties.py" --overlay dev "$RENDERED/dev.y
 step "properties prod" "$PY" "$HERE/properties.py" --overlay prod "$RENDERED/prod.yaml"
 step "properties load-test Job" "$PY" "$HERE/properties.py" --overlay jobs --context "$RENDERED/dev.yaml" \
     "$RENDERED/jobs.yaml"
+step "properties k8s/monitoring (scraping, rules, alerts, dashboard)" "$PY" "$HERE/monitoring.py" check \
+    --prod "$RENDERED/prod.yaml" --docs docs/alerts.md "$RENDERED/monitoring.yaml"
 
-step "mutations are caught" "$PY" "$HERE/mutations.py" --checkov "$VENV/bin/checkov" --checkov-skips "$SKIP_ALL"
+# promtool_rules FILE...: promtool check rules, one check per rule it found.
+promtool_rules() {
+    local out status=0
+    out="$("$PROMTOOL" check rules "$@" 2>&1)" || status=$?
+    printf '%s\n' "$out"
+    [ "$status" -eq 0 ] || return "$status"
+    printf '%s\n' "$out" | awk '/SUCCESS: [0-9]+ rules found/ { n += $2 } END { print "RESULT " n " 0" }'
+}
+# promtool_test: the rules' unit tests, next to the rule file they name.
+promtool_test() {
+    cp "$HERE/alerts.test.yaml" "$PROMTOOL_WORK/alerts.test.yaml"
+    (cd "$PROMTOOL_WORK" && "$PROMTOOL" test rules alerts.test.yaml)
+}
+no_promtool() {
+    echo "promtool not found: install Debian's prometheus package (apt-get install prometheus), or set"
+    echo "PROMTOOL=/path/to/promtool (K8S_SKIP_PROMTOOL=1 skips these steps outside CI)"
+    return 1
+}
+PROMTOOL="${PROMTOOL:-}"
+ensure_promtool
+PROMTOOL_WORK="$RENDERED/promtool"
+mkdir -p "$PROMTOOL_WORK"
+# The rule files promtool reads (a failure here fails the promtool steps).
+"$PY" "$HERE/monitoring.py" rules "$RENDERED/monitoring.yaml" -o "$PROMTOOL_WORK/rules.yaml" \
+    || log "cannot write the rules of k8s/monitoring for promtool"
+"$PY" "$HERE/monitoring.py" dashboard-rules "$RENDERED/monitoring.yaml" -o "$PROMTOOL_WORK/dashboard.yaml" \
+    || log "cannot write the dashboard queries for promtool"
+mutation_args=(--checkov "$VENV/bin/checkov" --checkov-skips "$SKIP_ALL")
+if [ -n "$PROMTOOL" ]; then
+    log "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n1))"
+    step "promtool check rules k8s/monitoring" promtool_rules "$PROMTOOL_WORK/rules.yaml"
+    step "promtool check rules: dashboard queries" promtool_rules "$PROMTOOL_WORK/dashboard.yaml"
+    step "promtool test rules tests/k8s/alerts.test.yaml" promtool_test
+    mutation_args+=(--promtool "$PROMTOOL")
+elif [ "${K8S_SKIP_PROMTOOL:-}" = 1 ] && [ "${CI:-}" != true ]; then
+    log "SKIPPED the promtool steps and promtool mutations (K8S_SKIP_PROMTOOL=1): rules unchecked by promtool"
+else
+    step "promtool (check rules, dashboard queries, test rules)" no_promtool
+fi
+
+step "mutations are caught" "$PY" "$HERE/mutations.py" "${mutation_args[@]}"
 
 echo "k8s validation: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -447,6 +447,12 @@ impl Harness {
 
     /// A service's `/metrics` (points, tiers, referral, rewards, insights or webhooks).
     pub async fn service_metrics(&self, service: &str) -> String {
+        let addr = self.service_metrics_addr(service);
+        self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Where a service's `/metrics` listens.
+    pub fn service_metrics_addr(&self, service: &str) -> SocketAddr {
         let running = match service {
             "points" => &self.points,
             "tiers" => &self.tiers,
@@ -456,8 +462,7 @@ impl Harness {
             "webhooks" => &self.webhooks,
             other => panic!("no service {other}"),
         };
-        let addr = running.as_ref().unwrap_or_else(|| panic!("{service} is not running")).metrics_addr();
-        self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
+        running.as_ref().unwrap_or_else(|| panic!("{service} is not running")).metrics_addr()
     }
 }
 

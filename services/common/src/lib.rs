@@ -10,6 +10,8 @@ pub mod db;
 pub mod follow;
 pub mod idempotency;
 pub mod metrics;
+pub mod otlp_metrics;
+pub mod otlp_sink;
 pub mod outbox;
 pub mod peer;
 pub mod privacy;

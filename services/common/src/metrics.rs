@@ -86,7 +86,7 @@ impl Metrics {
         out
     }
 
-    fn observe(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
+    pub(crate) fn observe(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
         let labels = RpcLabels { service: service.to_owned(), method: method.to_owned(), code: format!("{code:?}") };
         self.requests.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(seconds);
@@ -103,6 +103,7 @@ pub async fn serve(
     ready: Option<Arc<AtomicBool>>,
     mut shutdown: ShutdownSignal,
 ) -> std::io::Result<()> {
+    let pushed = metrics.clone();
     let mut app =
         axum::Router::new().route(
             "/metrics",
@@ -127,6 +128,10 @@ pub async fn serve(
                 }
             }),
         );
+    }
+    if let Some(export) = crate::otlp_metrics::Export::from_env() {
+        let instance = listener.local_addr().map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+        tokio::spawn(crate::otlp_metrics::run(export, pushed, instance, shutdown.clone()));
     }
     tls.serve_http(listener, app, async move { shutdown.fired().await }).await
 }

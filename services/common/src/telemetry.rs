@@ -18,6 +18,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// Set once OTLP export is on: per-call spans are then worth their cost.
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The name `init` was given (the OTLP resource's `service.name`).
+static SERVICE_NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// This process's service name, once telemetry is set up.
+pub fn service_name() -> &'static str {
+    SERVICE_NAME.get().copied().unwrap_or("loyalty")
+}
+
 /// True when spans leave the process (OTLP export configured).
 pub fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
@@ -72,6 +80,7 @@ impl TelemetryGuard {
 /// `OTEL_TRACES_SAMPLER_ARG` (parent-based, ratio 1.0 when unset).
 pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let _ = SERVICE_NAME.set(service_name);
     let filter = || EnvFilter::try_new(&args.log_filter).map_err(|e| format!("RUST_LOG: {e}"));
     let fmt = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
