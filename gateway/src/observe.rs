@@ -71,6 +71,14 @@ pub async fn observe(State(metrics): State<HttpMetrics>, request: Request, next:
         api.key_id = tracing::field::Empty,
         loyalty.program_id = tracing::field::Empty,
     );
+    // A request left out of sampling keeps its span (its log lines need it),
+    // under a context marked not sampled: nothing of it is exported, here or
+    // in the services it calls.
+    let parent = if loyalty_common::telemetry::exporting() && !loyalty_common::telemetry::sampled(&parent) {
+        loyalty_common::telemetry::unsampled(parent)
+    } else {
+        parent
+    };
     let _ = span.set_parent(parent);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;

@@ -140,6 +140,27 @@ fn one_order_is_one_trace_down_to_the_database() {
             }
         }
 
+        // A caller that decided not to sample: nothing of its request is recorded, anywhere.
+        let unsampled = "5bf92f3577b34da6a3ce929d0e0e4736";
+        let marker = "6bf92f3577b34da6a3ce929d0e0e4736";
+        for (trace, flags) in [(unsampled, "00"), (marker, "01")] {
+            let traceparent = format!("00-{trace}-00f067aa0ba902b7-{flags}");
+            let page = format!("/v1/customers/{customer}/loyalty");
+            let answer = h.send(Method::GET, &page, Some(&key), &[("traceparent", traceparent.as_str())], None).await;
+            assert!(answer.status.is_success(), "{:?}", answer.body);
+        }
+        let points_served = |trace: &str| {
+            receiver
+                .spans()
+                .iter()
+                .any(|s| s.trace == trace && s.attributes.get("rpc.method").is_some_and(|m| m == "GetAccountSummary"))
+        };
+        // Spans are exported in order of ending: once the later request's are in, the earlier's would be.
+        assert!(eventually(Duration::from_secs(10), || async { points_served(marker) }).await, "the sampled page");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let leaked: Vec<_> = receiver.spans().into_iter().filter(|s| s.trace == unsampled).map(|s| s.name).collect();
+        assert!(leaked.is_empty(), "spans of a request its caller did not sample: {leaked:?}");
+
         // Metrics are pushed beside /metrics: each registry (the gateway's, points') under its own instance.
         let gateway_instance = h.gateway().metrics_addr().to_string();
         let points_instance = h.service_metrics_addr("points").to_string();

@@ -181,69 +181,73 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (service, method) = split_path(request.uri().path());
-        // A span per call costs a fifth of a cache hit's throughput; it is
-        // made at INFO only when spans are exported, else at DEBUG (free when off).
-        let span = if crate::telemetry::exporting() {
-            let span = tracing::info_span!(
-                "rpc",
-                otel.name = format!("{service}/{method}"),
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %method,
-                rpc.grpc.status_code = tracing::field::Empty,
-            );
-            span
-        } else {
-            tracing::debug_span!(
-                "rpc",
-                otel.name = format!("{service}/{method}"),
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %method,
-                rpc.grpc.status_code = tracing::field::Empty,
-            )
-        };
-        if !span.is_disabled() {
+        // A span per call costs a fifth of a cache hit's throughput: it is made
+        // only for a request that is recorded (exported and sampled), and
+        // decided before it is made. A request left out still carries its
+        // (unsampled) trace context on, so the services it calls leave it out too.
+        let (span, unsampled) = if crate::telemetry::exporting() {
             let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-            let _ = span.set_parent(parent);
-        }
+            if crate::telemetry::sampled(&parent) {
+                let span = tracing::info_span!(
+                    "rpc",
+                    otel.name = format!("{service}/{method}"),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                );
+                let _ = span.set_parent(parent);
+                (span, None)
+            } else {
+                (quiet_span(&service, &method), Some(crate::telemetry::unsampled(parent)))
+            }
+        } else {
+            (quiet_span(&service, &method), None)
+        };
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let recorded = span.clone();
-        Box::pin(
-            async move {
-                let result = inner.call(request).await;
-                let code = match &result {
-                    // Errors are trailers-only responses: the status is in the headers.
-                    // Without it the call succeeded (or a stream started).
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from),
-                    Err(_) => tonic::Code::Unknown,
-                };
-                recorded.record("rpc.grpc.status_code", code as i32);
-                // Unknown paths would let callers mint label values at will: whether
-                // answered UNIMPLEMENTED or refused by the caller checks first.
-                let unknown = match &result {
-                    Ok(response) => response.extensions().get::<crate::auth::UnknownRpc>().is_some(),
-                    Err(_) => false,
-                };
-                let (service, method) = if unknown || code == tonic::Code::Unimplemented {
-                    ("unknown".to_owned(), "unknown".to_owned())
-                } else {
-                    (service, method)
-                };
-                metrics.observe(&service, &method, code, started.elapsed().as_secs_f64());
-                result
-            }
-            .instrument(span),
-        )
+        let served = async move {
+            let result = inner.call(request).await;
+            let code = match &result {
+                // Errors are trailers-only responses: the status is in the headers.
+                // Without it the call succeeded (or a stream started).
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from),
+                Err(_) => tonic::Code::Unknown,
+            };
+            recorded.record("rpc.grpc.status_code", code as i32);
+            // Unknown paths would let callers mint label values at will: whether
+            // answered UNIMPLEMENTED or refused by the caller checks first.
+            let unknown = match &result {
+                Ok(response) => response.extensions().get::<crate::auth::UnknownRpc>().is_some(),
+                Err(_) => false,
+            };
+            let (service, method) = if unknown || code == tonic::Code::Unimplemented {
+                ("unknown".to_owned(), "unknown".to_owned())
+            } else {
+                (service, method)
+            };
+            metrics.observe(&service, &method, code, started.elapsed().as_secs_f64());
+            result
+        }
+        .instrument(span);
+        match unsampled {
+            Some(context) => Box::pin(opentelemetry::context::FutureExt::with_context(served, context)),
+            None => Box::pin(served),
+        }
     }
+}
+
+/// The span of a request that is not recorded: at DEBUG, so it costs nothing
+/// unless debug logging is on (then its log lines carry the RPC).
+fn quiet_span(service: &str, method: &str) -> tracing::Span {
+    tracing::debug_span!("rpc", rpc.service = %service, rpc.method = %method)
 }
 
 /// `/loyalty.points.v1.PointsService/Earn` → (`loyalty.points.v1.PointsService`, `Earn`).

@@ -26,6 +26,83 @@ pub fn service_name() -> &'static str {
     SERVICE_NAME.get().copied().unwrap_or("loyalty")
 }
 
+/// The share of new traces (requests that bring no caller's decision) that
+/// are recorded, as `f64` bits; 1.0 until `init` reads the sampler.
+static NEW_TRACE_RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x3FF0_0000_0000_0000);
+
+/// The ratio `OTEL_TRACES_SAMPLER` (and `_ARG`) give new traces. Every form
+/// is parent-based here: a caller's decision is always followed.
+fn new_trace_ratio() -> f64 {
+    let arg = || {
+        std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0))
+    };
+    match std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default().trim() {
+        "always_off" | "parentbased_always_off" => 0.0,
+        "traceidratio" | "parentbased_traceidratio" => arg(),
+        _ => 1.0,
+    }
+}
+
+/// Whether a request that starts a trace is recorded. Decided before any
+/// span is made, so the requests left out cost (almost) nothing.
+pub fn sample_new_trace() -> bool {
+    let ratio = f64::from_bits(NEW_TRACE_RATIO.load(std::sync::atomic::Ordering::Relaxed));
+    // 53 random bits as a fraction in [0, 1).
+    let unit = (random_u64() >> 11) as f64 / ((1u64 << 53) as f64);
+    ratio >= 1.0 || (ratio > 0.0 && unit < ratio)
+}
+
+/// The trace context of a request that is not recorded: the caller's, or a
+/// fresh one marked not sampled, so that the services it calls leave it out too.
+pub fn unsampled(parent: opentelemetry::Context) -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    if parent.span().span_context().is_valid() {
+        return parent;
+    }
+    let trace = (u128::from(random_u64()) << 64) | u128::from(random_u64());
+    let context = SpanContext::new(
+        TraceId::from(trace.max(1)),
+        SpanId::from(random_u64().max(1)),
+        TraceFlags::default(),
+        false,
+        TraceState::default(),
+    );
+    opentelemetry::Context::new().with_remote_span_context(context)
+}
+
+/// Whether a request with this caller context is recorded: the caller's
+/// decision when it made one, else [`sample_new_trace`].
+pub fn sampled(parent: &opentelemetry::Context) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    let span = parent.span();
+    let context = span.span_context();
+    if context.is_valid() { context.is_sampled() } else { sample_new_trace() }
+}
+
+/// xorshift64*, one state per thread, seeded from the process's random hasher keys.
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(0x9E37_79B9_7F4A_7C15);
+            hasher.finish() | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
 /// True when spans leave the process (OTLP export configured).
 pub fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
@@ -77,7 +154,8 @@ impl TelemetryGuard {
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans (server, client gRPC,
 /// database statements, Redis, batch commits) and logs are exported over
 /// OTLP/gRPC; sampling is the SDK's, from `OTEL_TRACES_SAMPLER` and
-/// `OTEL_TRACES_SAMPLER_ARG` (parent-based, ratio 1.0 when unset).
+/// `OTEL_TRACES_SAMPLER_ARG` (parent-based whatever the form, ratio 1.0 when
+/// unset), decided before a request's first span.
 pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, Box<dyn std::error::Error>> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let _ = SERVICE_NAME.set(service_name);
@@ -92,7 +170,16 @@ pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetr
     let (tracer, logger) = if export {
         let resource = Resource::builder().with_service_name(service_name).build();
         let spans = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
-        let tracer = SdkTracerProvider::builder().with_batch_exporter(spans).with_resource(resource.clone()).build();
+        // New traces are sampled before their first span is made (`sample_new_trace`); what
+        // reaches the SDK follows its parent, and a root that reaches it was chosen already.
+        NEW_TRACE_RATIO.store(new_trace_ratio().to_bits(), std::sync::atomic::Ordering::Relaxed);
+        let sampler =
+            opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOn));
+        let tracer = SdkTracerProvider::builder()
+            .with_batch_exporter(spans)
+            .with_sampler(sampler)
+            .with_resource(resource.clone())
+            .build();
         let logs = opentelemetry_otlp::LogExporter::builder().with_tonic().build()?;
         let logger = SdkLoggerProvider::builder().with_batch_exporter(logs).with_resource(resource).build();
         opentelemetry::global::set_tracer_provider(tracer.clone());
@@ -157,10 +244,13 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 }
 
 /// Client interceptor: carries the current span's W3C trace context to the
-/// called service in the request metadata.
+/// called service in the request metadata (outside any span: the context of
+/// a request left out of sampling, so the callee leaves it out too).
 pub fn inject_trace_context(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let context = tracing::Span::current().context();
+    let spanned = tracing::Span::current().context();
+    let context = if spanned.span().span_context().is_valid() { spanned } else { opentelemetry::Context::current() };
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
     });
