@@ -13,7 +13,7 @@ use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Set once OTLP export is on: per-call spans are then worth their cost.
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -189,41 +189,30 @@ pub fn init(service_name: &'static str, args: &TelemetryArgs) -> Result<Telemetr
         (None, None)
     };
 
-    let otel_traces = match &tracer {
-        Some(provider) => {
-            // Spans at INFO whatever the log level: quieter logs keep their traces.
-            let spans = EnvFilter::new("info");
-            Some(tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)).with_filter(spans))
-        }
-        None => None,
-    };
-    // The log bridge must not see the exporter's own logs, or it would loop.
-    let otel_logs = match &logger {
-        Some(provider) => Some(
-            OpenTelemetryTracingBridge::new(provider).with_filter(
-                filter()?
-                    .add_directive("h2=off".parse()?)
-                    .add_directive("tonic=off".parse()?)
-                    .add_directive("hyper=off".parse()?)
-                    .add_directive("opentelemetry=off".parse()?),
-            ),
-        ),
-        None => None,
-    };
-    // sqlx reports each statement, and each connection lent, as an event.
-    let statements = tracer
-        .as_ref()
-        .map(|_| crate::spans::StatementSpans.with_filter(Targets::new().with_target("sqlx::query", Level::DEBUG)));
-    let acquires =
-        crate::spans::AcquireTimes.with_filter(Targets::new().with_target("sqlx::pool::acquire", Level::TRACE));
-
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel_traces)
-        .with(otel_logs)
-        .with(statements)
-        .with(acquires)
-        .try_init()?;
+    // Only the layers in use, each with its own filter. (An absent `Option` layer
+    // would declare interest in every callsite, and the many TRACE events of h2
+    // and hyper would then be dispatched on every call: half the throughput.)
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![fmt.boxed(), crate::spans::acquire_times().boxed()];
+    if let Some(provider) = &tracer {
+        // Spans at INFO whatever the log level: quieter logs keep their traces.
+        let spans = EnvFilter::new("info");
+        layers
+            .push(tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)).with_filter(spans).boxed());
+        // sqlx reports each statement as an event.
+        let statements = Targets::new().with_target("sqlx::query", Level::DEBUG);
+        layers.push(crate::spans::StatementSpans.with_filter(statements).boxed());
+    }
+    if let Some(provider) = &logger {
+        // The log bridge must not see the exporter's own logs, or it would loop.
+        let logs = filter()?
+            .add_directive("h2=off".parse()?)
+            .add_directive("tonic=off".parse()?)
+            .add_directive("hyper=off".parse()?)
+            .add_directive("opentelemetry=off".parse()?);
+        layers.push(OpenTelemetryTracingBridge::new(provider).with_filter(logs).boxed());
+    }
+    tracing_subscriber::registry().with(layers).try_init()?;
     if export {
         tracing::info!(service = service_name, "otlp export enabled");
     }
