@@ -62,6 +62,7 @@ loyalty_common::embedded_migrations!("../migrations":
     6 "outbox" "0006_outbox.sql",
     7 "gifts" "0007_gifts.sql",
     8 "erased customers" "0008_erased_customers.sql",
+    9 "drop redemptions_unsettled" "0009_drop_redemptions_unsettled.sql",
 );
 
 /// Every setting, from flags or the environment.

@@ -119,8 +119,20 @@ pub struct Args {
     /// Baselines to measure in the same run (comma list), or `none`. Default: those relevant to the scenario.
     #[arg(long, env = "LOADGEN_BASELINES", value_enum, value_delimiter = ',')]
     pub baselines: Vec<BaselineKind>,
+    /// Export the in-process services' spans, sampled at this ratio (0..=1, parent-based), to an
+    /// OTLP receiver in this process: what tracing costs. Unset: spans are not exported (unless
+    /// OTEL_EXPORTER_OTLP_ENDPOINT says where).
+    #[arg(long, env = "LOADGEN_TRACE_RATIO", value_parser = ratio)]
+    pub trace_ratio: Option<f64>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text}: a sampling ratio between 0 and 1")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
