@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use loyalty_common::clock::Micros;
 use loyalty_common::metrics::Metrics;
+use loyalty_common::redis::Connection;
 use loyalty_common::shutdown::ShutdownSignal;
 use loyalty_common::spans;
 use tracing::Instrument;
@@ -112,7 +112,7 @@ enum Backend {
 }
 
 struct RedisCache {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     ttl: Duration,
     backoff: Duration,
@@ -164,7 +164,7 @@ impl BalanceCache {
 
     /// `backoff`: how long to leave Redis alone after it failed.
     pub fn redis(
-        conn: ConnectionManager,
+        conn: Connection,
         prefix: String,
         ttl: Duration,
         backoff: Duration,
@@ -438,19 +438,29 @@ impl RedisCache {
                 invocation
             })
             .collect();
-        let pipeline = |load: bool| {
-            let mut pipe = redis::pipe();
-            if load {
-                pipe.load_script(&self.script).ignore();
-            }
-            for invocation in &invocations {
-                pipe.invoke_script(invocation).ignore();
-            }
-            pipe
-        };
         let mut conn = self.conn.clone();
         let span = spans::redis("EVALSHA", invocations.len());
         let done = async {
+            if conn.is_cluster() {
+                // Sent together, one command per key: the client routes each
+                // to its slot's primary, so a batch costs one round trip per
+                // node (a cluster pipeline must stay within one slot).
+                let each = invocations.iter().map(|invocation| {
+                    let mut conn = conn.clone();
+                    async move { invocation.invoke_async::<()>(&mut conn).await }
+                });
+                return futures::future::join_all(each).await.into_iter().collect::<redis::RedisResult<()>>();
+            }
+            let pipeline = |load: bool| {
+                let mut pipe = redis::pipe();
+                if load {
+                    pipe.load_script(&self.script).ignore();
+                }
+                for invocation in &invocations {
+                    pipe.invoke_script(invocation).ignore();
+                }
+                pipe
+            };
             match pipeline(false).query_async::<()>(&mut conn).await {
                 // The script is gone (a restarted server, SCRIPT FLUSH): load it, run again.
                 Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -596,19 +606,21 @@ impl RedisCache {
 
     /// Leaves a tombstone for each doubt, then deletes the doubts.
     async fn settle(&self, batch: &[CacheDoubt]) -> bool {
-        let mut pipe = redis::pipe();
-        for doubt in batch {
-            // One EVAL per key: keys of different accounts may live on different cluster slots.
-            pipe.cmd("EVAL")
-                .arg(SETTLE_DOUBT)
-                .arg(1)
-                .arg(self.key(&doubt.program_id, &doubt.customer_id))
-                .arg(doubt.version)
-                .arg(self.ttl_ms())
-                .ignore();
-        }
-        let mut conn = self.conn.clone();
-        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+        let settles = batch
+            .iter()
+            .map(|doubt| {
+                // One EVAL per key: keys of different accounts may live on different cluster slots.
+                let mut settle = redis::cmd("EVAL");
+                settle
+                    .arg(SETTLE_DOUBT)
+                    .arg(1)
+                    .arg(self.key(&doubt.program_id, &doubt.customer_id))
+                    .arg(doubt.version)
+                    .arg(self.ttl_ms());
+                settle
+            })
+            .collect();
+        if let Err(error) = self.each_key(settles).await {
             self.failed(&error);
             return false;
         }
@@ -639,23 +651,61 @@ impl RedisCache {
         trouble.failures += 1;
     }
 
-    /// Makes sure the server we talk to is one whose balances were checked:
-    /// a restarted Redis may have loaded an old snapshot, and a promoted
-    /// replica may lag, so on a server (`run_id`) not yet marked every
+    /// Runs single-key commands together: one pipeline on one server; on a
+    /// cluster, sent at once and routed each to its slot's primary.
+    async fn each_key(&self, commands: Vec<redis::Cmd>) -> redis::RedisResult<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        if conn.is_cluster() {
+            let each = commands.into_iter().map(|command| {
+                let mut conn = conn.clone();
+                async move { command.query_async::<()>(&mut conn).await }
+            });
+            return futures::future::join_all(each).await.into_iter().collect();
+        }
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Makes sure the servers we talk to are ones whose balances were
+    /// checked: a restarted Redis may have loaded an old snapshot, and a
+    /// promoted replica may lag, so when the primaries (their `run_id`s: one
+    /// server's, or every cluster primary's) are not the ones marked, every
     /// balance is deleted before the mark is set.
     async fn check_server(&self) -> redis::RedisResult<()> {
         let marker = format!("{}server", self.prefix);
         let mut conn = self.conn.clone();
-        let (info, marked): (String, Option<String>) =
-            redis::pipe().cmd("INFO").arg("server").cmd("GET").arg(&marker).query_async(&mut conn).await?;
-        let run_id = info.lines().find_map(|line| line.strip_prefix("run_id:")).unwrap_or_default().trim();
-        if marked.as_deref() == Some(run_id) {
+        let primaries = self.primaries().await?;
+        let mut run_ids: Vec<&str> = primaries.iter().map(|(_, run_id)| run_id.as_str()).collect();
+        run_ids.sort_unstable();
+        let run_ids = run_ids.join(",");
+        let marked: Option<String> = conn.get(&marker).await?;
+        if marked.as_deref() == Some(run_ids.as_str()) {
             return Ok(());
         }
         self.delete_prefix().await?;
-        redis::cmd("SET").arg(&marker).arg(run_id).query_async::<()>(&mut conn).await?;
-        tracing::info!(run_id, "new redis server, every cached balance removed");
+        conn.set::<_, _, ()>(&marker, &run_ids).await?;
+        tracing::info!(run_ids, "new redis primaries, every cached balance removed");
         Ok(())
+    }
+
+    /// Each primary's address and `run_id`.
+    async fn primaries(&self) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        let answers = conn.on_each_primary(redis::cmd("INFO").arg("server")).await?;
+        answers
+            .into_iter()
+            .map(|(node, info)| {
+                let info: String = redis::FromRedisValue::from_redis_value(info)?;
+                let run_id = info.lines().find_map(|line| line.strip_prefix("run_id:")).unwrap_or_default().trim();
+                Ok::<_, redis::RedisError>((node, run_id.to_owned()))
+            })
+            .collect()
     }
 
     async fn delete_prefix_logged(&self) -> bool {
@@ -671,30 +721,32 @@ impl RedisCache {
         }
     }
 
+    /// Deletes every cached balance, on every primary.
     async fn delete_prefix(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}bal:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.del(key).ignore();
+        for (node, _) in self.primaries().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<String>) =
+                    redis::FromRedisValue::from_redis_value(conn.on_node(&node, &scan).await?)?;
+                let deletes = keys
+                    .iter()
+                    .map(|key| {
+                        let mut delete = redis::cmd("DEL");
+                        delete.arg(key);
+                        delete
+                    })
+                    .collect();
+                self.each_key(deletes).await?;
+                if next == 0 {
+                    break;
                 }
-                pipe.query_async::<()>(&mut conn).await?;
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }

@@ -121,7 +121,9 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub write_queue_capacity: u64,
-    /// `redis://host:port` to cache hot balances in Redis; unset: an in-process cache.
+    /// `redis://host:port` to cache hot balances in Redis, or
+    /// `redis+cluster://host:port,host:port,...` (seed nodes) in a Redis
+    /// Cluster; unset: an in-process cache.
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this service writes.

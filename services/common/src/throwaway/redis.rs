@@ -1,5 +1,7 @@
 //! A private `redis-server` on a free loopback port, with nothing persisted,
-//! that a test kills (SIGKILL) and starts again on the same port.
+//! that a test kills (SIGKILL) and starts again on the same port; and a
+//! private Redis Cluster of six of them (three primaries, one replica each)
+//! whose primaries a test kills to see a replica promoted.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -14,19 +16,22 @@ pub struct ThrowawayRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments beyond the standard ones (cluster mode).
+    extra: Vec<String>,
 }
 
 impl ThrowawayRedis {
     /// Starts `redis-server`; panics with a clear message when it is not
     /// installed or does not answer.
     pub fn spawn() -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|e| panic!("no free loopback port for redis-server: {e}"))
-            .port();
+        Self::spawn_with(Vec::new())
+    }
+
+    fn spawn_with(extra: Vec<String>) -> Self {
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("loyalty-redis-{}", crate::testing::unique_suffix()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let mut redis = Self { port, dir, child: None };
+        let mut redis = Self { port, dir, child: None, extra };
         redis.start();
         redis
     }
@@ -54,6 +59,7 @@ impl ThrowawayRedis {
         assert!(self.child.is_none(), "redis-server on port {} is still running", self.port);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -85,6 +91,13 @@ impl ThrowawayRedis {
     }
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free loopback port for redis-server: {e}"))
+        .port()
+}
+
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
         return false;
@@ -99,4 +112,200 @@ impl Drop for ThrowawayRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How long forming the cluster, or a failover, may take.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Six `redis-server`s in cluster mode on free loopback ports: three
+/// primaries with one replica each, every slot covered. A primary that stops
+/// answering is replaced by its replica after about a second
+/// (`cluster-node-timeout` 1000 ms).
+pub struct ThrowawayRedisCluster {
+    nodes: Vec<ThrowawayRedis>,
+}
+
+impl ThrowawayRedisCluster {
+    /// Starts the six servers, forms the cluster with `redis-cli --cluster
+    /// create`, and returns once every node sees it whole and every replica
+    /// is in sync; panics with a clear message when any of that fails.
+    pub fn spawn() -> Self {
+        let nodes: Vec<ThrowawayRedis> = (0..6)
+            .map(|_| {
+                // The cluster bus port is chosen too: port + 10000 may not be free.
+                ThrowawayRedis::spawn_with(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-port",
+                        &free_port().to_string(),
+                        // DEBUG SLEEP: a test makes a replica lag behind its primary.
+                        "--enable-debug-command",
+                        "local",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let output = create
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (is it installed and on PATH?): {e}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.await_healthy();
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,...`, every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The ports of the nodes that are primaries now, as a live node sees it.
+    pub fn primary_ports(&self) -> Vec<u16> {
+        let nodes = self.live_ports().find_map(|port| cli(port, &["CLUSTER", "NODES"]));
+        let nodes = nodes.expect("no cluster node answers CLUSTER NODES");
+        nodes
+            .lines()
+            .filter(|line| {
+                let flags = line.split(' ').nth(2).unwrap_or_default();
+                flags.split(',').any(|f| f == "master") && !flags.split(',').any(|f| f == "fail" || f == "fail?")
+            })
+            .filter_map(|line| line.split(' ').nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok())
+            .collect()
+    }
+
+    /// The port of the primary holding `key`'s slot.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let slot = self
+            .live_ports()
+            .find_map(|port| cli(port, &["CLUSTER", "KEYSLOT", key]))
+            .expect("no cluster node answers CLUSTER KEYSLOT");
+        let slot: u16 = slot.trim().parse().expect("CLUSTER KEYSLOT answers a number");
+        let shards = self.live_ports().find_map(|port| cli(port, &["CLUSTER", "NODES"])).expect("CLUSTER NODES");
+        shards
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let primary = fields.get(2)?.split(',').any(|f| f == "master");
+                let owns = fields.get(8..)?.iter().any(|range| match range.split_once('-') {
+                    Some((from, to)) => {
+                        from.parse::<u16>().is_ok_and(|from| from <= slot)
+                            && to.parse::<u16>().is_ok_and(|to| slot <= to)
+                    }
+                    None => range.parse::<u16>().ok() == Some(slot),
+                });
+                if !(primary && owns) {
+                    return None;
+                }
+                fields[1].split('@').next()?.rsplit(':').next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no primary owns slot {slot}"))
+    }
+
+    /// The port of a replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let nodes = self.live_ports().find_map(|port| cli(port, &["CLUSTER", "NODES"])).expect("CLUSTER NODES");
+        let port_of =
+            |line: &str| -> Option<u16> { line.split(' ').nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok() };
+        let primary_id = nodes
+            .lines()
+            .find(|line| port_of(line) == Some(primary))
+            .and_then(|line| line.split(' ').next())
+            .unwrap_or_else(|| panic!("no node on port {primary}"));
+        nodes
+            .lines()
+            .filter(|line| line.split(' ').nth(3) == Some(primary_id))
+            .find_map(port_of)
+            .unwrap_or_else(|| panic!("the primary on port {primary} has no replica"))
+    }
+
+    /// Makes the node on `port` unresponsive for `seconds` (`DEBUG SLEEP`):
+    /// a replica asleep does not take its primary's writes meanwhile.
+    /// Returns at once, with the node asleep.
+    pub fn put_to_sleep(&self, port: u16, seconds: u32) {
+        let mut sleeper = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "DEBUG", "SLEEP", &seconds.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        std::thread::spawn(move || sleeper.wait());
+        // Asleep once it no longer answers PING.
+        let deadline = Instant::now() + START_DEADLINE;
+        while ping(port) {
+            assert!(Instant::now() < deadline, "the node on port {port} never went to sleep");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Closes the replication links of the primary on `port`: with its
+    /// replicas asleep, what it acknowledges from then on reaches none of them.
+    pub fn cut_replication(&self, port: u16) {
+        let killed = cli(port, &["CLIENT", "KILL", "TYPE", "replica"]);
+        assert!(killed.is_some(), "CLIENT KILL TYPE replica on port {port} failed");
+    }
+
+    /// SIGKILL the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        node.unwrap_or_else(|| panic!("no cluster node on port {port}")).kill();
+    }
+
+    /// Returns once the live nodes agree the cluster is whole again (a
+    /// replica promoted in place of a dead primary).
+    pub fn await_healthy(&self) {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let ok = self.live_ports().all(|port| {
+                let info = cli(port, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let replication = cli(port, &["INFO", "replication"]).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && (replication.contains("role:master") || replication.contains("master_link_status:up"))
+            });
+            // Three primaries that answer: a dead one replaced, not just unnoticed yet.
+            let live: Vec<u16> = self.live_ports().collect();
+            let primaries = self.primary_ports();
+            if ok && primaries.len() == 3 && primaries.iter().all(|p| live.contains(p)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the redis cluster was not healthy within {CLUSTER_DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn live_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port)
+    }
+}
+
+/// `redis-cli -p <port> <args>`'s output, or `None` when the node does not answer.
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
 }
