@@ -290,11 +290,14 @@ impl WriteHold {
 }
 
 /// A TCP proxy that can cut every connection and refuse new ones, to take
-/// a dependency (Redis, a peer service) away without touching the server itself.
+/// a dependency (Redis, a peer service) away without touching the server
+/// itself, and send new connections elsewhere (a service name moved to a
+/// promoted standby).
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
+    upstream: Arc<std::sync::Mutex<SocketAddr>>,
 }
 
 impl CuttableProxy {
@@ -303,7 +306,8 @@ impl CuttableProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let (accept_up, accept_generation) = (up.clone(), generation.clone());
+        let upstream = Arc::new(std::sync::Mutex::new(upstream));
+        let (accept_up, accept_generation, accept_upstream) = (up.clone(), generation.clone(), upstream.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -314,6 +318,7 @@ impl CuttableProxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let upstream = *accept_upstream.lock().expect("proxy lock");
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
@@ -325,7 +330,13 @@ impl CuttableProxy {
                 });
             }
         });
-        Self { addr, up, generation }
+        Self { addr, up, generation, upstream }
+    }
+
+    /// Drops every open connection and sends new ones to `upstream`.
+    pub fn redirect(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("proxy lock") = upstream;
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Drops every open connection and refuses new ones.

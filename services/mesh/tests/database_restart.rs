@@ -3,13 +3,15 @@
 //! same key), never INTERNAL; health turns NOT_SERVING while it is away and
 //! SERVING once it is back; calls succeed again without restarting anything.
 //! The four services run in process over real gRPC against a private
-//! PostgreSQL cluster that the test stops, starts and restarts.
+//! PostgreSQL cluster that the test stops, starts and restarts; and against
+//! a primary with a synchronous standby, the primary lost and the standby
+//! promoted under load.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use loyalty_common::server::RunningService;
-use loyalty_common::testing::{Backend, Sandbox, channel};
+use loyalty_common::testing::{Backend, CuttableProxy, Sandbox, channel};
 use loyalty_common::throwaway::postgres::ThrowawayPostgres;
 use loyalty_points::PointsServer;
 use loyalty_proto::points::v1 as points;
@@ -61,8 +63,13 @@ async fn listener() -> (TcpListener, SocketAddr) {
 
 impl Harness {
     async fn start(pg: &ThrowawayPostgres) -> Self {
+        Self::start_with(&pg.url(), |name| pg.url_of(name)).await
+    }
+
+    /// The databases made through `admin_url`; each service reaches its own at `url_of(name)`.
+    async fn start_with(admin_url: &str, url_of: impl Fn(&str) -> String) -> Self {
         sqlx::any::install_default_drivers();
-        let admin = sqlx::AnyPool::connect(&pg.url()).await.expect("the private PostgreSQL answers");
+        let admin = sqlx::AnyPool::connect(admin_url).await.expect("the private PostgreSQL answers");
         for name in ["points", "tiers", "referral", "rewards"] {
             admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
         }
@@ -74,12 +81,12 @@ impl Harness {
         let (points_at, tiers_at) = (points_addr.to_string(), tiers_addr.to_string());
         let fast = ["--database-acquire-timeout-ms", "1000"];
         let args = [&fast[..], &["--tiers-addr", &tiers_at]].concat();
-        let points = sandbox.start_on::<PointsServer>(points_l, &pg.url_of("points"), &args).await;
+        let points = sandbox.start_on::<PointsServer>(points_l, &url_of("points"), &args).await;
         let follower = [&fast[..], &["--points-addr", &points_at]].concat();
-        let tiers = sandbox.start_on::<TiersServer>(tiers_l, &pg.url_of("tiers"), &follower).await;
-        let referral = sandbox.start_on::<ReferralServer>(referral_l, &pg.url_of("referral"), &follower).await;
+        let tiers = sandbox.start_on::<TiersServer>(tiers_l, &url_of("tiers"), &follower).await;
+        let referral = sandbox.start_on::<ReferralServer>(referral_l, &url_of("referral"), &follower).await;
         let args = [&follower[..], &["--tiers-addr", &tiers_at]].concat();
-        let rewards = sandbox.start_on::<RewardsServer>(rewards_l, &pg.url_of("rewards"), &args).await;
+        let rewards = sandbox.start_on::<RewardsServer>(rewards_l, &url_of("rewards"), &args).await;
         let mut health = Vec::new();
         for (name, addr) in [
             ("loyalty.points.v1.PointsService", points_addr),
@@ -236,34 +243,7 @@ async fn a_database_outage_is_unavailable_fast_and_healed_without_a_restart() {
     );
 
     // A restart under load: whatever fails, fails as UNAVAILABLE; a retry with its key succeeds.
-    let mut writer = m.points.clone();
-    let load = tokio::spawn(async move {
-        let mut failures = Vec::new();
-        let started = Instant::now();
-        let mut recovered = Duration::ZERO;
-        let mut i = 0;
-        while started.elapsed() < Duration::from_secs(4) {
-            let earn = |key: String| points::EarnRequest {
-                program_id: "shop".into(),
-                customer_id: format!("c{}", i % 8),
-                points: 1,
-                reason: "order".into(),
-                idempotency_key: key,
-                ..Default::default()
-            };
-            let key = format!("load-{i}");
-            let first_failure = Instant::now();
-            // The same key until it is answered: the write lands once.
-            while let Err(status) = writer.earn(earn(key.clone())).await {
-                failures.push(status);
-                assert!(first_failure.elapsed() < FOLLOW, "a retry with its key never succeeded");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            recovered = recovered.max(first_failure.elapsed());
-            i += 1;
-        }
-        (i, failures, recovered)
-    });
+    let load = tokio::spawn(earn_load(m.points.clone(), Duration::from_secs(4)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     pg.restart();
     let (writes, failures, recovered) = load.await.unwrap();
@@ -274,12 +254,147 @@ async fn a_database_outage_is_unavailable_fast_and_healed_without_a_restart() {
         "restart under load: {writes} writes, {} failed attempts (all UNAVAILABLE), longest write to succeed {recovered:?}",
         failures.len()
     );
-    let balance = |customer: String| points::GetBalanceRequest { program_id: "shop".into(), customer_id: customer };
-    let mut total = 0;
-    for c in 0..8 {
-        let answer = m.points.get_balance(balance(format!("c{c}"))).await.unwrap().into_inner();
-        total += answer.balance.unwrap().lifetime_earned;
-    }
+    let total: i64 = earned(&mut m.points).await.iter().sum();
     assert_eq!(total, i64::from(writes), "every acknowledged write once, none twice");
+    m.stop().await;
+}
+
+/// Earns of one point each, round robin over c0..c7, for `length`; each is
+/// retried with its key until it is answered, so it lands once. Returns the
+/// writes acknowledged, the failed attempts, and the longest a write took
+/// to succeed.
+async fn earn_load(mut writer: PointsServiceClient<Channel>, length: Duration) -> (u32, Vec<tonic::Status>, Duration) {
+    let mut failures = Vec::new();
+    let started = Instant::now();
+    let mut recovered = Duration::ZERO;
+    let mut i = 0;
+    while started.elapsed() < length {
+        let earn = |key: String| points::EarnRequest {
+            program_id: "shop".into(),
+            customer_id: format!("c{}", i % 8),
+            points: 1,
+            reason: "order".into(),
+            idempotency_key: key,
+            ..Default::default()
+        };
+        let key = format!("load-{i}");
+        let first_failure = Instant::now();
+        // The same key until it is answered: the write lands once.
+        while let Err(status) = writer.earn(earn(key.clone())).await {
+            failures.push(status);
+            assert!(first_failure.elapsed() < FOLLOW, "a retry with its key never succeeded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        recovered = recovered.max(first_failure.elapsed());
+        i += 1;
+    }
+    (i, failures, recovered)
+}
+
+/// Lifetime points earned by c0..c7, as points answers now.
+async fn earned(points: &mut PointsServiceClient<Channel>) -> Vec<i64> {
+    let mut out = Vec::new();
+    for c in 0..8 {
+        let request = points::GetBalanceRequest { program_id: "shop".into(), customer_id: format!("c{c}") };
+        out.push(points.get_balance(request).await.unwrap().into_inner().balance.unwrap().lifetime_earned);
+    }
+    out
+}
+
+/// The primary is lost (stopped at once, as a machine that died) under
+/// write load, and its synchronous standby promoted; the name the services
+/// connect to (a proxy here; the operator's read-write service on
+/// Kubernetes) then leads to it. Nothing is restarted: every call that
+/// failed meanwhile failed as UNAVAILABLE and succeeded when retried with
+/// its key; every acknowledged write is on the new primary, once; a write
+/// acknowledged before the loss, retried, is answered with its saved
+/// result; and the tiers follower resumes from its cursor and counts every
+/// point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_primary_replaced_by_its_synchronous_standby_loses_no_acknowledged_write() {
+    let primary = ThrowawayPostgres::start();
+    let proxy = CuttableProxy::start(primary.addr()).await;
+    let via = proxy.addr;
+    let mut m = Harness::start_with(&primary.url(), |name| format!("postgres://postgres@{via}/{name}")).await;
+    let standby = tokio::task::block_in_place(|| primary.start_standby());
+    let ladder = tiers::Ladder {
+        tiers: vec![
+            tiers::Tier {
+                tier_id: "member".into(),
+                name: "Member".into(),
+                multiplier_bp: 10_000,
+                ..Default::default()
+            },
+            tiers::Tier {
+                tier_id: "gold".into(),
+                name: "Gold".into(),
+                threshold: 1_000_000,
+                multiplier_bp: 10_000,
+                ..Default::default()
+            },
+        ],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        ..Default::default()
+    };
+    let put = tiers::PutLadderRequest {
+        program_id: "shop".into(),
+        ladder: Some(ladder),
+        actor: "admin@shop".into(),
+        idempotency_key: "ladder".into(),
+        expected_version: None,
+    };
+    m.tiers.put_ladder(put).await.expect("ladder accepted");
+    let before = points::EarnRequest {
+        program_id: "shop".into(),
+        customer_id: "c0".into(),
+        points: 5,
+        reason: "order".into(),
+        idempotency_key: "before-the-loss".into(),
+        ..Default::default()
+    };
+    let acknowledged = m.points.earn(before.clone()).await.expect("earn before the loss").into_inner();
+
+    let load = tokio::spawn(earn_load(m.points.clone(), Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let lost = Instant::now();
+    tokio::task::block_in_place(|| {
+        primary.kill();
+        standby.promote();
+    });
+    proxy.redirect(standby.addr());
+    let promoted = lost.elapsed();
+    let (writes, failures, recovered) = load.await.unwrap();
+    for status in &failures {
+        assert_unavailable("points.Earn during the failover", status);
+    }
+    let replay = m.points.earn(before).await.expect("the retry after the failover").into_inner();
+    assert_eq!(replay.transaction_id, acknowledged.transaction_id, "the retry is answered with the saved result");
+
+    let earned = earned(&mut m.points).await;
+    assert_eq!(
+        earned.iter().sum::<i64>(),
+        i64::from(writes) + 5,
+        "every acknowledged write once, none lost, none twice"
+    );
+    let mut tiers_client = m.tiers.clone();
+    let caught_up = within!("the tiers follower counts every point after the failover", {
+        let mut counted = Vec::new();
+        for c in 0..8 {
+            let request = tiers::GetMembershipRequest { program_id: "shop".into(), customer_id: format!("c{c}") };
+            let membership = tiers_client.get_membership(request).await;
+            counted.push(membership.ok().and_then(|r| r.into_inner().membership).map_or(-1, |m| m.qualifying_points));
+        }
+        counted == earned
+    });
+    within!(
+        "every service answers on the promoted standby",
+        m.touch_every_database("after-failover").await.iter().all(|(_, outcome, _)| outcome.is_ok())
+    );
+    eprintln!(
+        "failover under load: standby promoted {promoted:?} after the loss; {writes} writes, {} failed attempts \
+         (all UNAVAILABLE), longest write to succeed {recovered:?}; tiers caught up {caught_up:?} after",
+        failures.len()
+    );
     m.stop().await;
 }

@@ -1,8 +1,10 @@
 //! A private PostgreSQL cluster in a temporary directory on a free loopback
 //! port, that a test restarts, stops and starts again on the same port: what
-//! a database failover or restart looks like to the services.
+//! a database failover or restart looks like to the services. It can also
+//! get a synchronous streaming standby (`pg_basebackup`), that a test
+//! promotes after killing the primary.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,15 @@ impl ThrowawayPostgres {
     /// are root); panics with a clear message when the binaries are missing or
     /// the server does not start.
     pub fn start() -> Self {
+        let postgres = Self::empty();
+        let data = postgres.data_dir();
+        postgres.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        postgres.start_again();
+        postgres
+    }
+
+    /// A directory and a port, nothing in them yet.
+    fn empty() -> Self {
         let bin = binaries();
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -37,11 +48,75 @@ impl ThrowawayPostgres {
                 dir.display()
             );
         }
-        let postgres = Self { bin, dir, port, running: AtomicBool::new(false) };
-        let data = postgres.data_dir();
-        postgres.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
-        postgres.start_again();
-        postgres
+        Self { bin, dir, port, running: AtomicBool::new(false) }
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started and
+    /// made synchronous: from then on this primary acknowledges a commit
+    /// only once the standby has it on disk (`synchronous_standby_names`).
+    /// Returns once the primary reports the standby `sync`.
+    pub fn start_standby(&self) -> Self {
+        let standby = Self::empty();
+        let data = standby.data_dir();
+        let port = self.port.to_string();
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "--checkpoint=fast",
+            ],
+        );
+        standby.start_again();
+        self.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.sql("SELECT pg_reload_conf()");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").trim() != "1" {
+            assert!(std::time::Instant::now() < deadline, "the standby never became synchronous:\n{}", standby.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        standby
+    }
+
+    /// `pg_ctl promote`: a standby becomes a primary; returns once it accepts writes.
+    pub fn promote(&self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", &data, "-w", "-t", PG_CTL_WAIT_SECS, "promote"]);
+    }
+
+    /// `pg_ctl stop -m immediate`: the server is gone at once, as a machine
+    /// that died (no checkpoint; a standby keeps whatever it was sent).
+    pub fn kill(&self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "-t", PG_CTL_WAIT_SECS, "stop"]);
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    /// Runs one statement with `psql`; its output, unaligned, without headers.
+    pub fn sql(&self, statement: &str) -> String {
+        let port = self.port.to_string();
+        let output = self
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-XAtq", "-c", statement])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(output.status.success(), "psql {statement:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
