@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Validates custom resources against the CustomResourceDefinitions vendored
 in tests/k8s/crds (prometheus-operator's ServiceMonitor, PodMonitor and
-PrometheusRule; tests/k8s/crds/README.md says which release), offline.
+PrometheusRule, CloudNativePG's Cluster and Database; tests/k8s/crds/README.md
+says which releases), offline.
 
 Strict as `kubectl apply` is against a server with field validation: a field
 the schema does not declare fails (the schema's objects get
 `additionalProperties: false` unless they preserve unknown fields), and so do
 a wrong type, a missing required field, a value outside an enum or a pattern.
-The CRDs' CEL rules (x-kubernetes-validations; none in these three) are not
-evaluated. metadata gets the checks the API server makes of every object's
+The CRDs' CEL rules (x-kubernetes-validations: none in prometheus-operator's,
+a few in CloudNativePG's, listed in tests/k8s/crds/README.md) are not
+evaluated, nor are the operators' admission webhooks. metadata gets the checks the API server makes of every object's
 name, labels and annotations.
 
 Used by schema.py (--crds) and mutations.py.

@@ -45,11 +45,12 @@ def edit_yaml(path: Path, change: Callable[[list[Any]], None]) -> None:
     path.write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs), encoding="utf-8")
 
 
-def edit_text(path: Path, old: str, new: str) -> None:
+def edit_text(path: Path, old: str, new: str, count: int = 1) -> None:
+    """Replaces the first `count` occurrences of `old` (-1: all of them)."""
     text = path.read_text(encoding="utf-8")
     if old not in text:
         raise AssertionError(f"mutation no longer applies: {old!r} not in {path}")
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
 
 
 def container(docs: list[Any], kind: str = "Deployment") -> dict:
@@ -95,7 +96,16 @@ def docs_of(k8s: Path) -> Path:
     return k8s.parent / "docs" / "alerts.md"
 
 
+def kind_of(docs: list[Any], kind: str, name: str) -> dict:
+    """The document of that kind and name (of a multi-document file)."""
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise AssertionError(f"mutation no longer applies: no {kind} {name}")
+    return found[0]
+
+
 RULES = "monitoring/prometheusrule.yaml"
+HA = "overlays/prod-ha"
 BOARD = "monitoring/dashboard.json"
 MONITORS = "monitoring/servicemonitors.yaml"
 
@@ -299,6 +309,74 @@ CASES: list[tuple[str, str, str, str, Callable[[Path], None]]] = [
      lambda k: edit_text(k / "cert-manager/certificates.yaml", "    - loyalty-webhooks.loyalty.svc\n", "")),
     ("cert-manager Certificate with a misspelled field", "prod", "properties", "unknown: ['renewBfore']",
      lambda k: edit_text(k / "cert-manager/certificates.yaml", "  renewBefore: 720h", "  renewBfore: 720h")),
+    # prod-ha: PostgreSQL (CloudNativePG) and Redis that survive a node.
+    ("prod-ha PostgreSQL with two instances", "prod-ha", "properties", "Cluster/loyalty-pg has instances >= 3",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "  instances: 3\n", "  instances: 2\n")),
+    ("prod-ha PostgreSQL replicating asynchronously", "prod-ha", "properties", "replicates synchronously",
+     lambda k: edit_yaml(k / HA / "postgres-cluster.yaml",
+                         lambda d: pop(kind_of(d, "Cluster", "loyalty-pg")["spec"]["postgresql"], "synchronous"))),
+    ("prod-ha synchronous replication that stops writes with a node down", "prod-ha", "properties",
+     "keeps accepting writes with one instance lost",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "      number: 1\n", "      number: 2\n")),
+    ("prod-ha PostgreSQL instances sharing nodes", "prod-ha", "properties", "puts each instance on its own node",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "podAntiAffinityType: required",
+                         "podAntiAffinityType: preferred")),
+    ("prod-ha points' database URL outside the operator's Secret", "prod-ha", "properties",
+     "container points: DATABASE_URL comes from the CloudNativePG app Secret",
+     lambda k: edit_text(k / HA / "kustomization.yaml", "  - path: patches/deployment-points.yaml\n", "")),
+    ("prod-ha tiers' database not on the cluster", "prod-ha", "properties",
+     "key tiers-url: database 'tiers'",
+     lambda k: edit_yaml(k / HA / "postgres-cluster.yaml",
+                         lambda d: d.remove(kind_of(d, "Database", "loyalty-pg-tiers")))),
+    ("prod-ha database owned by an unmanaged role", "prod-ha", "properties",
+     "Database/loyalty-pg-rewards is owned by a role Cluster/loyalty-pg manages",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "  owner: rewards\n", "  owner: reward\n")),
+    ("prod-ha Redis with cluster mode off", "prod-ha", "properties", "one Redis Cluster StatefulSet",
+     lambda k: edit_text(k / HA / "redis-cluster.yaml", '- --cluster-enabled\n            - "yes"',
+                         '- --cluster-enabled\n            - "no"')),
+    ("prod-ha Redis Cluster of three nodes", "prod-ha", "properties", "runs 6 nodes",
+     lambda k: edit_text(k / HA / "redis-cluster.yaml", "  replicas: 6\n", "  replicas: 3\n")),
+    ("prod-ha Redis nodes forgetting their identity", "prod-ha", "properties", "lies on a PersistentVolumeClaim",
+     lambda k: edit_text(k / HA / "redis-cluster.yaml", "            - /data/nodes.conf\n",
+                         "            - /tmp/nodes.conf\n")),
+    ("prod-ha Redis cluster formed again on every run", "prod-ha", "properties",
+     "checks for an existing cluster first",
+     lambda k: edit_text(k / HA / "redis-cluster-create.sh", "cluster_state", "cluster_size", -1)),
+    ("prod-ha points on a single Redis server", "prod-ha", "properties", "REDIS_URL starts with redis+cluster://",
+     lambda k: edit_text(k / HA / "kustomization.yaml", "url=redis+cluster://redis-cluster-0.redis-cluster.loyalty.svc",
+                         "url=redis://redis-cluster-0.redis-cluster.loyalty.svc")),
+    ("prod-ha points with one seed node", "prod-ha", "properties", "at least 3 distinct seed nodes",
+     lambda k: edit_text(k / HA / "kustomization.yaml", ",redis-cluster-1.redis-cluster.loyalty.svc:6379,"
+                         "redis-cluster-2.redis-cluster.loyalty.svc:6379", "")),
+    ("prod-ha seed node that is no pod", "prod-ha", "properties", "is a pod of StatefulSet/redis-cluster",
+     lambda k: edit_text(k / HA / "kustomization.yaml", "redis-cluster-2.redis-cluster.loyalty.svc:6379",
+                         "redis-cluster-7.redis-cluster.loyalty.svc:6379")),
+    ("prod-ha Redis password committed", "prod-ha", "properties", "holds no credentials",
+     lambda k: edit_text(k / HA / "kustomization.yaml", "url=redis+cluster://", "url=redis+cluster://:hunter2@")),
+    ("prod-ha Redis nodes cut off the cluster bus", "prod-ha", "properties",
+     "redis-cluster (loyalty) -> redis-cluster:cluster-bus should be allowed",
+     lambda k: edit_text(k / HA / "redis-cluster.yaml", "        - port: cluster-bus\n          protocol: TCP\n", "")),
+    ("prod-ha Redis open to tiers", "prod-ha", "properties", "loyalty-tiers (loyalty) -> redis-cluster:redis",
+     lambda k: edit_text(k / HA / "redis-cluster.yaml", "                  - loyalty-points\n",
+                         "                  - loyalty-points\n                  - loyalty-tiers\n")),
+    ("prod-ha PostgreSQL closed to the operator", "prod-ha", "properties",
+     "cloudnative-pg (cnpg-system) -> loyalty-pg:status should be allowed",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "kubernetes.io/metadata.name: cnpg-system",
+                         "kubernetes.io/metadata.name: cnpg")),
+    ("prod-ha PostgreSQL forgets the gateway", "prod-ha", "properties",
+     "loyalty-gateway (loyalty) -> loyalty-pg:postgresql should be allowed",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "                  - loyalty-gateway\n", "")),
+    ("prod-ha webhooks reaches every private address on 5432", "prod-ha", "properties",
+     "egress loyalty-webhooks -> 10.20.30.40:5432/TCP should be denied",
+     lambda k: edit_text(k / HA / "kustomization.yaml", "  - path: patches/webhooks-egress.yaml\n", "")),
+    ("prod-ha Cluster with a misspelt field", "prod-ha", "schema", "'synchronus' was unexpected",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "    synchronous:\n", "    synchronus:\n")),
+    ("prod-ha synchronous replication of an unknown method", "prod-ha", "schema", "'all' is not one of",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "      method: any\n", "      method: all\n")),
+    ("prod-ha Database without an owner", "prod-ha", "schema", "'owner' is a required property",
+     lambda k: edit_text(k / HA / "postgres-cluster.yaml", "  owner: insights\n", "")),
+    ("prod-ha PodMonitor with a misspelt field", "prod-ha-monitoring", "schema", "'podMetricEndpoints' was unexpected",
+     lambda k: edit_text(k / HA / "monitoring/podmonitor.yaml", "podMetricsEndpoints:", "podMetricEndpoints:")),
     ("misspelled field", "dev", "schema", "readinesProbe",
      lambda k: edit_text(k / "base/points/deployment.yaml", "readinessProbe:", "readinesProbe:")),
     ("wrong type", "prod", "schema", "'12' is not of type 'integer'",
@@ -427,8 +505,9 @@ def stage_failure(stage: str, overlay: str, tree: Path, checkov: Path | None, sk
     """Runs render and `stage` on the scratch tree; returns the failure text ("" if it passed)."""
     if overlay == "monitoring":
         return monitoring_failure(stage, tree, promtool)
+    source = {"jobs": "jobs", "prod-ha-monitoring": "overlays/prod-ha/monitoring"}.get(overlay, f"overlays/{overlay}")
     try:
-        objects = render.render(tree / ("jobs" if overlay == "jobs" else f"overlays/{overlay}"))
+        objects = render.render(tree / source)
     except render.RenderError as error:
         return f"render: {error}"
     if stage == "render":
@@ -439,7 +518,11 @@ def stage_failure(stage: str, overlay: str, tree: Path, checkov: Path | None, sk
         return "\n".join(checks.failed)
     if stage == "schema":
         failures = []
+        schemas = crds.load()
         for obj in objects:
+            if crds.known(obj, schemas):
+                failures += [f"{obj['kind']}/{obj['metadata']['name']}: {p}" for p in crds.validate(obj, schemas)]
+                continue
             try:
                 kubernetes_validate.validate(obj, "1.30", strict=True)
             except ValidationError as error:

@@ -3,7 +3,9 @@
 
 Usage: properties.py --overlay NAME RENDERED.yaml [--secret-example FILE]
 
-NAME (dev, prod, jobs) adds the expectations of that overlay. Prints one
+NAME (dev, prod, prod-ha, jobs) adds the expectations of that overlay;
+prod-ha (prod with PostgreSQL as a CloudNativePG cluster and a Redis Cluster)
+gets prod's and its own (check_ha). Prints one
 line per failed check and a summary; the last line is
 `RESULT <passed> <failed>` for validate.sh. Exits 1 when a check failed.
 """
@@ -28,6 +30,8 @@ APP_IMAGE = re.compile(r"(^|/)loyalty-mesh([:@]|$)")
 RECOMMENDED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
 # Environment variables that carry credentials: never a literal value.
 SENSITIVE_ENV = re.compile(r"(^|_)(URL|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?|API_KEY)$")
+# Secret keys that name a credential (a committed Secret may hold none).
+SENSITIVE_KEY = re.compile(r"pass|secret|token|credential|key", re.IGNORECASE)
 CREDENTIAL_IN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
 GRPC_SERVICES = {"loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
@@ -67,6 +71,22 @@ PEER_SETTINGS = {
 }
 # The optional cert-manager example (not rendered by any overlay), checked with prod.
 CERT_MANAGER_EXAMPLE = Path("cert-manager") / "certificates.yaml"
+# Overlays held to prod's expectations (TLS, replicas, spreading, no committed credentials).
+PROD_OVERLAYS = ("prod", "prod-ha")
+# CloudNativePG (overlays/prod-ha): the Secret the operator makes for the
+# owner of the database initdb bootstraps, `<cluster>-app` (type
+# kubernetes.io/basic-auth), and its keys (pkg/specs/secrets.go, 1.29); the
+# read-write Service `<cluster>-rw` follows the primary.
+CNPG_API = "postgresql.cnpg.io/v1"
+CNPG_APP_SECRET_KEYS = {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri",
+                        "fqdn-uri", "fqdn-jdbc-uri"}
+CNPG_URI_KEYS = ("uri", "fqdn-uri")
+CNPG_RESERVED_DATABASES = {"postgres", "template0", "template1"}
+# A Redis Cluster has 16384 slots over its primaries; prod-ha runs three
+# primaries with one replica each.
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+REDIS_CLUSTER_NODES = 6
+REDIS_CLUSTER_SEEDS = 3
 
 
 class Checks:
@@ -430,7 +450,7 @@ def check_tls(c: Checks, cn: str, obj: dict, container: dict, settings: dict[str
               secret_docs: dict[str, dict], overlay: str) -> None:
     """prod: TLS and mutual TLS on, PEM files from Secrets, mounted read-only."""
     present = [v for v in TLS_ENV if settings.get(v)]
-    if overlay == "prod":
+    if overlay in PROD_OVERLAYS:
         for variable in TLS_ENV:
             c.check(settings.get(variable), f"{cn}: prod sets {variable} (TLS on every listener, mutual TLS)")
     elif present:
@@ -573,6 +593,8 @@ def check_app_workload(c: Checks, n: str, obj: dict, objects: list[dict]) -> Non
 def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}}
+    # The operator's PostgreSQL instances, as it will make them.
+    workloads.update({o["metadata"]["name"]: cnpg_instance_pods(o) for o in cnpg_clusters(objects)})
     namespaces = {o["metadata"].get("namespace") for o in objects if o["metadata"].get("namespace")}
     if len(namespaces) != 1:
         c.check(False, f"network: expected one namespace, found {sorted(namespaces)}")
@@ -645,6 +667,8 @@ def check_network(c: Checks, objects: list[dict], overlay: str) -> None:
         matrix.append((own_ns, pod("loyalty-insights"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-webhooks"), "redis", "redis", False, "only points uses Redis"))
         matrix.append((own_ns, pod("loyalty-loadgen"), "postgres", "postgres", False, "loadgen has no database"))
+    if overlay == "prod-ha":
+        matrix += ha_network_matrix(objects, namespace)
     for source_ns, source, target, port, expected, why in matrix:
         if target not in workloads:
             c.check(False, f"network: no workload {target} to check")
@@ -721,6 +745,16 @@ def check_egress(c: Checks, policies: list[dict], workloads: dict[str, dict], na
     if overlay == "dev":
         matrix.append(("loyalty-webhooks", pod("postgres"), 5432, "TCP", True, "its own and the key database"))
         matrix.append(("loyalty-webhooks", pod("redis"), 6379, "TCP", False, "only points uses Redis"))
+    if overlay == "prod-ha":
+        for name, workload in workloads.items():
+            if "cnpg.io/cluster" in pod_labels(workload):
+                matrix.append(("loyalty-webhooks", Destination(POD_IP, own_ns, pod_labels(workload), workload,
+                                                               label=f"{name} instances"), 5432, "TCP", True,
+                               "its own and the key database, on the CloudNativePG cluster"))
+        matrix.append(("loyalty-webhooks", Destination("10.20.30.40"), 5432, "TCP", False,
+                       "the database's pods are known: no other private address on 5432"))
+        matrix.append(("loyalty-webhooks", pod("redis-cluster"), 6379, "TCP", False, "only points uses Redis"))
+        matrix.append(("loyalty-webhooks", collector, 4317, "TCP", True, "traces and logs to the OTLP collector"))
     if overlay == "prod":
         matrix.append(("loyalty-webhooks", Destination("10.20.30.40"), 5432, "TCP", True,
                        "its own and the key database, external on a private network"))
@@ -736,9 +770,310 @@ def check_egress(c: Checks, policies: list[dict], workloads: dict[str, dict], na
                 f"network: egress {source} -> {destination.label}:{port}/{protocol} should be {verdict} ({why})")
 
 
+# ----------------------------------------------------------------------------- prod-ha: CloudNativePG and Redis Cluster
+def cnpg_clusters(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o.get("apiVersion") == CNPG_API and o["kind"] == "Cluster"]
+
+
+def cnpg_app_secret(cluster: dict) -> str | None:
+    """The Secret the operator makes for the owner of the database initdb
+    bootstraps (none when initdb is not used or names a Secret of its own)."""
+    initdb = ((cluster["spec"].get("bootstrap") or {}).get("initdb"))
+    if initdb is None or (initdb.get("secret") or {}).get("name"):
+        return None
+    return f"{cluster['metadata']['name']}-app"
+
+
+def cnpg_instance_pods(cluster: dict) -> dict:
+    """The Cluster's PostgreSQL pods as the operator makes them, shaped like a
+    workload for the NetworkPolicy checks: their labels (CloudNativePG docs,
+    labels_annotations.md, plus inheritedMetadata) and ports (security.md,
+    "Exposed Ports": postgresql 5432, status 8000, metrics 9187)."""
+    name = cluster["metadata"]["name"]
+    labels = dict(((cluster["spec"].get("inheritedMetadata") or {}).get("labels") or {}))
+    labels.update({"cnpg.io/cluster": name, "cnpg.io/podRole": "instance", "app.kubernetes.io/name": "postgresql",
+                   "app.kubernetes.io/instance": name, "app.kubernetes.io/component": "database"})
+    ports = [{"name": "postgresql", "containerPort": 5432}, {"name": "status", "containerPort": 8000},
+             {"name": "metrics", "containerPort": 9187}]
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": cluster["metadata"].get("namespace", "")},
+            "spec": {"template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "postgres", "ports": ports}]}}}}
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value after `flag` in a command line (redis-server's options)."""
+    for index, arg in enumerate(args[:-1]):
+        if arg == flag:
+            return str(args[index + 1])
+    return None
+
+
+def redis_cluster_nodes(objects: list[dict]) -> list[dict]:
+    """StatefulSets running redis-server with cluster mode on."""
+    found = []
+    for o in objects:
+        if o["kind"] != "StatefulSet":
+            continue
+        for x in pod_spec(o).get("containers") or []:
+            command = [str(a) for a in (x.get("command") or []) + (x.get("args") or [])]
+            if "redis-server" in command and flag_value(command, "--cluster-enabled") == "yes":
+                found.append(o)
+                break
+    return found
+
+
+def env_value(container: dict, variable: str, objects: list[dict]) -> tuple[str | None, str]:
+    """A variable's value as the manifests fix it (a literal, a rendered
+    ConfigMap or Secret), and where it comes from."""
+    entry = env_entry(container, variable)
+    if entry is None:
+        value = env_settings(container, objects).get(variable)
+        return value, "a ConfigMap" if value is not None else "nowhere"
+    if "value" in entry:
+        return str(entry["value"]), "a literal"
+    ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+    if ref:
+        value = secret_value(objects, ref.get("name", ""), ref.get("key", ""))
+        return value, f"Secret {ref.get('name')} key {ref.get('key')}"
+    ref = (entry.get("valueFrom") or {}).get("configMapKeyRef")
+    if ref:
+        data = next((o.get("data") or {} for o in objects
+                     if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ref.get("name")), {})
+        return data.get(ref.get("key")), f"ConfigMap {ref.get('name')} key {ref.get('key')}"
+    return None, "elsewhere"
+
+
+def job_text(job: dict, objects: list[dict]) -> str:
+    """A Job's command lines and the ConfigMap files (scripts) its pod mounts."""
+    parts = []
+    for x in containers(job):
+        parts += [str(a) for a in (x.get("command") or []) + (x.get("args") or [])]
+    for volume in pod_spec(job).get("volumes") or []:
+        name = (volume.get("configMap") or {}).get("name")
+        for o in objects:
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name:
+                parts += [str(v) for v in (o.get("data") or {}).values()]
+    return "\n".join(parts)
+
+
+def check_ha(c: Checks, objects: list[dict]) -> None:
+    """prod-ha: PostgreSQL and Redis that survive the loss of a node."""
+    namespace = next((o["metadata"].get("namespace") for o in objects if o["metadata"].get("namespace")), "")
+    # PostgreSQL: one CloudNativePG cluster, three instances on three nodes, synchronous.
+    clusters = cnpg_clusters(objects)
+    c.check(len(clusters) == 1, f"prod-ha: one CloudNativePG Cluster ({CNPG_API}), found {len(clusters)}")
+    for cluster in clusters:
+        n = name_of(cluster)
+        spec = cluster["spec"]
+        instances = spec.get("instances", 1)
+        c.check(isinstance(instances, int) and instances >= 3, f"prod-ha: {n} has instances >= 3 (got {instances})")
+        pg = spec.get("postgresql") or {}
+        sync = pg.get("synchronous")
+        legacy = spec.get("minSyncReplicas", 0) or spec.get("maxSyncReplicas", 0)
+        if sync is not None:
+            number = sync.get("number", 0)
+            c.check(sync.get("method") in ("any", "first") and isinstance(number, int) and number >= 1,
+                    f"prod-ha: {n} replicates synchronously (postgresql.synchronous: method any|first, number >= 1)")
+            c.check(isinstance(number, int) and isinstance(instances, int) and number <= instances - 2,
+                    f"prod-ha: {n} keeps accepting writes with one instance lost (synchronous.number {number} "
+                    f"<= instances {instances} - 2)")
+            c.check(sync.get("dataDurability", "required") == "required",
+                    f"prod-ha: {n} never acknowledges a commit no standby has (dataDurability required)")
+            c.check(not legacy, f"prod-ha: {n} sets postgresql.synchronous or minSyncReplicas/maxSyncReplicas, "
+                                "not both (the operator refuses it)")
+        else:
+            c.check(spec.get("minSyncReplicas", 0) >= 1 and spec.get("maxSyncReplicas", 0) >= 1,
+                    f"prod-ha: {n} replicates synchronously (postgresql.synchronous, or minSyncReplicas >= 1)")
+        affinity = spec.get("affinity") or {}
+        c.check(affinity.get("enablePodAntiAffinity", True) is not False
+                and affinity.get("podAntiAffinityType") == "required"
+                and affinity.get("topologyKey", "kubernetes.io/hostname") == "kubernetes.io/hostname",
+                f"prod-ha: {n} puts each instance on its own node (podAntiAffinityType required)")
+        image = spec.get("imageName", "")
+        c.check(not image or (re.search(r"(:[\w][\w.-]*|@sha256:[0-9a-f]{64})$", image.split("/")[-1])
+                              and not image.endswith(":latest")),
+                f"prod-ha: {n} imageName {image!r} has a fixed tag or digest")
+        for bound in ("requests", "limits"):
+            c.check(((spec.get("resources") or {}).get(bound) or {}).get("memory"),
+                    f"prod-ha: {n} resources.{bound}.memory set")
+        c.check((spec.get("storage") or {}).get("size"), f"prod-ha: {n} storage.size set")
+        initdb = (spec.get("bootstrap") or {}).get("initdb") or {}
+        c.check(initdb.get("database") and initdb.get("owner"),
+                f"prod-ha: {n} bootstraps a database and its owner (bootstrap.initdb)")
+    # Its databases: on a rendered cluster, owned by a role it manages, not a reserved name
+    # (the CRD's CEL rule, which crds.py does not evaluate).
+    roles: dict[str, set] = {}
+    for cluster in clusters:
+        managed = (cluster["spec"].get("managed") or {}).get("roles") or []
+        initdb = (cluster["spec"].get("bootstrap") or {}).get("initdb") or {}
+        present = {r.get("name") for r in managed if r.get("ensure", "present") == "present"}
+        roles[cluster["metadata"]["name"]] = present | {initdb.get("owner")}
+    databases: dict[tuple[str, str], str] = {}
+    for o in objects:
+        if o.get("apiVersion") == CNPG_API and o["kind"] == "Database":
+            spec, n = o["spec"], name_of(o)
+            cluster = (spec.get("cluster") or {}).get("name")
+            c.check(cluster in roles, f"prod-ha: {n} names a Cluster of the overlay (got {cluster})")
+            c.check(spec.get("owner") in roles.get(cluster, set()),
+                    f"prod-ha: {n} is owned by a role Cluster/{cluster} manages (got {spec.get('owner')})")
+            c.check(spec.get("name") not in CNPG_RESERVED_DATABASES, f"prod-ha: {n} is not a reserved database name")
+            if spec.get("ensure", "present") == "present":
+                databases[(cluster, spec.get("name"))] = spec.get("owner")
+    # Every service's DATABASE_URL: the app Secret of the database initdb made
+    # (only the operator knows its owner's password), or a Secret key
+    # `<service>-url` naming a Database object's database (and owner).
+    app_secrets = {cnpg_app_secret(cluster): cluster for cluster in clusters if cnpg_app_secret(cluster)}
+    for o in app_deployments(objects):
+        service = o["metadata"]["name"].removeprefix("loyalty-")
+        x = o["spec"]["template"]["spec"]["containers"][0]
+        cn = f"{name_of(o)} container {x['name']}"
+        ref = ((env_entry(x, "DATABASE_URL") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ref.get("name") in app_secrets:
+            cluster = app_secrets[ref["name"]]
+            initdb = cluster["spec"]["bootstrap"]["initdb"]
+            c.check(ref.get("key") in CNPG_URI_KEYS,
+                    f"prod-ha: {cn}: DATABASE_URL is the `uri` of Secret {ref['name']} (got key {ref.get('key')})")
+            c.check(initdb.get("database") == service and initdb.get("owner") == service,
+                    f"prod-ha: {cn}: the app Secret {ref['name']} is that of {service}'s own database (initdb: "
+                    f"database {initdb.get('database')}, owner {initdb.get('owner')})")
+            continue
+        value = secret_value(objects, ref.get("name", ""), ref.get("key", "")) if ref else None
+        if value is not None:
+            host = (urlsplit(value).hostname or "").split(".")[0]
+            c.check(any(host == f"{cluster['metadata']['name']}-rw" for cluster in clusters),
+                    f"prod-ha: {cn}: DATABASE_URL names the CloudNativePG read-write Service <cluster>-rw (got {host})")
+            continue
+        wanted = ref.get("key", "").removesuffix("-url")
+        on = [name for (name, database), owner in databases.items() if database == wanted and owner == wanted]
+        c.check(ref and wanted == service and on,
+                f"prod-ha: {cn}: DATABASE_URL comes from the CloudNativePG app Secret or names a database the "
+                f"cluster has (Secret {ref.get('name')} key {ref.get('key')}: database {wanted!r}, owner {wanted!r}, "
+                f"on loyalty-pg-rw)")
+    # Redis: a cluster of six nodes on volumes, a headless Service, a PDB, the Job that forms it.
+    nodes = redis_cluster_nodes(objects)
+    c.check(len(nodes) == 1, f"prod-ha: one Redis Cluster StatefulSet (redis-server --cluster-enabled yes), "
+                             f"found {len(nodes)}")
+    for sts in nodes:
+        n = name_of(sts)
+        replicas = sts["spec"].get("replicas")
+        c.check(replicas == REDIS_CLUSTER_NODES,
+                f"prod-ha: {n} runs {REDIS_CLUSTER_NODES} nodes (three primaries, a replica each; got {replicas})")
+        server = next(x for x in pod_spec(sts)["containers"]
+                      if "redis-server" in [str(a) for a in (x.get("command") or []) + (x.get("args") or [])])
+        command = [str(a) for a in (server.get("command") or []) + (server.get("args") or [])]
+        config = flag_value(command, "--cluster-config-file") or ""
+        claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []}
+        mount = next((m for m in server.get("volumeMounts") or []
+                      if config.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        c.check(mount is not None and mount["name"] in claims,
+                f"prod-ha: {n}: --cluster-config-file {config!r} lies on a PersistentVolumeClaim "
+                "(a node keeps its identity across restarts)")
+        c.check(flag_value(command, "--appendonly") == "yes", f"prod-ha: {n}: --appendonly yes")
+        timeout = flag_value(command, "--cluster-node-timeout") or ""
+        c.check(timeout.isdigit() and int(timeout) <= 15000,
+                f"prod-ha: {n}: --cluster-node-timeout set (a replica takes over within seconds; got {timeout!r})")
+        services = [o for o in objects
+                    if o["kind"] == "Service" and o["metadata"]["name"] == sts["spec"].get("serviceName")]
+        headless = services[0]["spec"] if services else {}
+        c.check(services and headless.get("clusterIP") == "None"
+                and labels_match({"matchLabels": headless.get("selector") or {}}, pod_labels(sts)),
+                f"prod-ha: {n}: its serviceName is a headless Service selecting its pods (stable pod names)")
+        bus = int(port_number(server, "cluster-bus") or 0)
+        c.check(bus == 10000 + (port_number(server, "redis") or 0),
+                f"prod-ha: {n}: declares the cluster bus port (redis + 10000, got {bus})")
+        c.check(any(o["kind"] == "PodDisruptionBudget" and labels_match(o["spec"].get("selector"), pod_labels(sts))
+                    and o["spec"].get("maxUnavailable") == 1 for o in objects),
+                f"prod-ha: {n}: a PodDisruptionBudget lets one node go at a time")
+        jobs = [o for o in objects if o["kind"] == "Job" and "--cluster create" in job_text(o, objects)]
+        if c.check(len(jobs) == 1, f"prod-ha: {n}: one Job forms the cluster (redis-cli --cluster create)"):
+            text = job_text(jobs[0], objects)
+            c.check("--cluster-replicas 1" in text, f"prod-ha: {name_of(jobs[0])} gives each primary one replica")
+            c.check("cluster_state" in text,
+                    f"prod-ha: {name_of(jobs[0])} checks for an existing cluster first (cluster_state), "
+                    "so it may run again")
+            policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+            c.check(ingress_allowed(policies, namespace, {"kubernetes.io/metadata.name": namespace},
+                                    pod_labels(jobs[0]), sts, "redis"),
+                    f"prod-ha: the NetworkPolicies admit {name_of(jobs[0])} to {n}")
+    # points finds the cluster: REDIS_URL names seed nodes that are pods of the StatefulSet.
+    points = next((o for o in app_deployments(objects) if o["metadata"]["name"] == "loyalty-points"), None)
+    if not c.check(points is not None, "prod-ha: loyalty-points is rendered"):
+        return
+    x = points["spec"]["template"]["spec"]["containers"][0]
+    url, source = env_value(x, "REDIS_URL", objects)
+    cn = f"{name_of(points)} container {x['name']}"
+    if not c.check(url is not None and url.startswith(REDIS_CLUSTER_SCHEME),
+                   f"prod-ha: {cn}: REDIS_URL starts with {REDIS_CLUSTER_SCHEME} (from {source}: {url!r})"):
+        return
+    c.check(not CREDENTIAL_IN_URL.search(url.replace(REDIS_CLUSTER_SCHEME, "redis://", 1)),
+            f"prod-ha: {cn}: REDIS_URL from {source} holds no password (it is rendered, so committed)")
+    seeds = url[len(REDIS_CLUSTER_SCHEME):].rsplit("@", 1)[-1].rstrip("/").split(",")
+    c.check(len(set(seeds)) >= REDIS_CLUSTER_SEEDS,
+            f"prod-ha: {cn}: REDIS_URL lists at least {REDIS_CLUSTER_SEEDS} distinct seed nodes "
+            f"(got {len(set(seeds))})")
+    for sts in nodes[:1]:
+        server = next(y for y in pod_spec(sts)["containers"] if port_number(y, "redis"))
+        service = sts["spec"].get("serviceName")
+        pod_names = {f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"].get("replicas") or 0)}
+        for seed in seeds:
+            host, _, port = seed.rpartition(":")
+            parts = host.split(".")
+            c.check(len(parts) >= 2 and parts[0] in pod_names and parts[1] == service
+                    and ".".join(parts[2:]) in ("", namespace, f"{namespace}.svc", f"{namespace}.svc.cluster.local")
+                    and port == str(port_number(server, "redis")),
+                    f"prod-ha: {cn}: REDIS_URL seed {seed!r} is a pod of {name_of(sts)} "
+                    f"(<pod>.{service}.{namespace}.svc:{port_number(server, 'redis')})")
+
+
+def ha_network_matrix(objects: list[dict], namespace: str) -> list[tuple[dict, dict, str, str, bool, str]]:
+    """Who may reach the Redis nodes and the PostgreSQL instances (ingress)."""
+    own_ns = {"kubernetes.io/metadata.name": namespace}
+    operator_ns = {"kubernetes.io/metadata.name": "cnpg-system"}
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+
+    def pod(name: str) -> dict:
+        return {"app.kubernetes.io/name": name}
+
+    matrix = [
+        (own_ns, pod("loyalty-points"), "redis-cluster", "redis", True, "points caches balances"),
+        (own_ns, pod("redis-cluster-create"), "redis-cluster", "redis", True, "the Job forms the cluster"),
+        (own_ns, pod("redis-cluster"), "redis-cluster", "redis", True, "replicas follow their primaries"),
+        (own_ns, pod("redis-cluster"), "redis-cluster", "cluster-bus", True, "the nodes gossip on the cluster bus"),
+        (own_ns, pod("loyalty-points"), "redis-cluster", "cluster-bus", False, "the bus is for the nodes only"),
+        (own_ns, pod("redis-cluster-create"), "redis-cluster", "cluster-bus", False, "the bus is for the nodes only"),
+        (own_ns, pod("loyalty-loadgen"), "redis-cluster", "redis", False, "only points uses Redis"),
+        (own_ns, pod("anything"), "redis-cluster", "redis", False, "only points uses Redis"),
+    ]
+    for caller in ("loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights", "loyalty-webhooks",
+                   "loyalty-gateway"):
+        matrix.append((own_ns, pod(caller), "redis-cluster", "redis", False, "only points uses Redis"))
+    for cluster in cnpg_clusters(objects):
+        name = cluster["metadata"]["name"]
+        peer = pod_labels(cnpg_instance_pods(cluster))
+        for caller in ("loyalty-points", "loyalty-tiers", "loyalty-referral", "loyalty-rewards", "loyalty-insights",
+                       "loyalty-webhooks", "loyalty-gateway"):
+            matrix.append((own_ns, pod(caller), name, "postgresql", True, "each service owns a database there"))
+        matrix += [
+            (own_ns, pod("loyalty-loadgen"), name, "postgresql", False, "loadgen has no database"),
+            (own_ns, pod("redis-cluster"), name, "postgresql", False, "Redis has no business with PostgreSQL"),
+            (own_ns, pod("anything"), name, "postgresql", False, "only the services"),
+            (own_ns, peer, name, "postgresql", True, "standbys stream from the primary"),
+            (own_ns, peer, name, "status", True, "the instances' managers talk to each other"),
+            (operator_ns, pod("cloudnative-pg"), name, "status", True, "the operator reads each instance's status"),
+            (operator_ns, pod("cloudnative-pg"), name, "postgresql", True, "the operator connects to PostgreSQL"),
+            (own_ns, pod("loyalty-points"), name, "status", False, "the status port is the operator's"),
+            (own_ns, pod("cloudnative-pg"), name, "status", False, "the operator lives in cnpg-system"),
+            (monitoring, pod("prometheus"), name, "metrics", True, "Prometheus scrapes PostgreSQL"),
+            (monitoring, pod("grafana"), name, "metrics", False, "only Prometheus scrapes"),
+            (monitoring, pod("prometheus"), name, "postgresql", False, "Prometheus gets metrics only"),
+            (own_ns, pod("anything"), name, "metrics", False, "metrics only for Prometheus"),
+        ]
+    return matrix
+
+
 def check_overlay(c: Checks, objects: list[dict], overlay: str, context: list[dict]) -> None:
     kinds = [o["kind"] for o in objects]
-    if overlay in ("dev", "prod"):
+    if overlay in ("dev",) + PROD_OVERLAYS:
         namespaces = [o for o in objects if o["kind"] == "Namespace"]
         c.check(len(namespaces) == 1, f"{overlay}: one Namespace object")
         for ns in namespaces:
@@ -753,23 +1088,35 @@ def check_overlay(c: Checks, objects: list[dict], overlay: str, context: list[di
             c.check(spec.get("minReplicas") == 1, f"dev: {name} starts with one replica")
     if overlay == "prod":
         c.check("Secret" not in kinds, "prod: no Secret objects (credentials are created outside git)")
+    if overlay == "prod-ha":
+        # Only loyalty-redis, which names the in-cluster Redis Cluster and holds no password.
+        for o in objects:
+            if o["kind"] == "Secret":
+                values = {key: secret_value(objects, o["metadata"]["name"], key) or "" for key in o.get("data") or {}}
+                c.check(values and all(not CREDENTIAL_IN_URL.search(v) and not SENSITIVE_KEY.search(k)
+                                       for k, v in values.items()),
+                        f"prod-ha: {name_of(o)} holds no credentials (they are created outside git)")
+    if overlay in PROD_OVERLAYS:
         c.check(common.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").startswith("http"),
-                "prod: OTEL_EXPORTER_OTLP_ENDPOINT points at a collector")
+                f"{overlay}: OTEL_EXPORTER_OTLP_ENDPOINT points at a collector")
         minimum = {"loyalty-points": 3, "loyalty-gateway": 3, "loyalty-tiers": 2}
         for name, least in minimum.items():
-            c.check(hpas.get(name, {}).get("minReplicas", 0) >= least, f"prod: {name} runs at least {least} replicas")
+            c.check(hpas.get(name, {}).get("minReplicas", 0) >= least,
+                    f"{overlay}: {name} runs at least {least} replicas")
         for o in objects:
-            if o["kind"] == "Deployment":
+            if o["kind"] == "Deployment" or (o["kind"] == "StatefulSet" and overlay == "prod-ha"):
                 spec = pod_spec(o)
                 terms = (((spec.get("affinity") or {}).get("podAntiAffinity") or {})
                          .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
                 c.check(any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" for t in terms),
-                        f"prod: {name_of(o)} prefers spreading over nodes (pod anti-affinity)")
+                        f"{overlay}: {name_of(o)} prefers spreading over nodes (pod anti-affinity)")
                 c.check(any(t["topologyKey"] == "topology.kubernetes.io/zone"
                             for t in spec.get("topologySpreadConstraints") or []),
-                        f"prod: {name_of(o)} spreads over zones")
+                        f"{overlay}: {name_of(o)} spreads over zones")
                 c.check(all(x.get("imagePullPolicy") == "Always" for x in containers(o)),
-                        f"prod: {name_of(o)} pulls its image on every start")
+                        f"{overlay}: {name_of(o)} pulls its image on every start")
+    if overlay == "prod-ha":
+        check_ha(c, objects)
     if overlay == "jobs":
         c.check(kinds == ["Job"], "jobs: only the load-test Job")
         policies = [o for o in context if o["kind"] == "NetworkPolicy"]
@@ -938,6 +1285,11 @@ def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | 
         if o["kind"] == "Secret":
             entry = secret_docs.setdefault(o["metadata"]["name"], {"keys": set(), "type": o.get("type", "Opaque")})
             entry["keys"].update((o.get("data") or {}).keys())
+    # Secrets an operator makes from rendered objects: CloudNativePG's `<cluster>-app`.
+    for cluster in cnpg_clusters(known):
+        name = cnpg_app_secret(cluster)
+        if name:
+            secret_docs.setdefault(name, {"keys": set(CNPG_APP_SECRET_KEYS), "type": "kubernetes.io/basic-auth"})
     for o in objects:
         labels = o["metadata"].get("labels") or {}
         wanted = RECOMMENDED_LABELS[1:] if o["kind"] == "Namespace" else RECOMMENDED_LABELS
@@ -954,16 +1306,17 @@ def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | 
         if o["kind"] == "PodDisruptionBudget":
             c.check("maxUnavailable" in o["spec"] or "minAvailable" in o["spec"], f"{name_of(o)}: has a budget")
     check_overlay(c, objects, overlay, context or [])
-    if overlay in ("dev", "prod"):
+    if overlay in ("dev",) + PROD_OVERLAYS:
         check_mesh_credentials(c, objects)
-    if overlay == "prod":
+    if overlay in PROD_OVERLAYS:
         certificates = {}
         for o in app_deployments(objects):
             found = tls_files_of(o, objects).get(TLS_CERT)
             if found and found.name:
                 certificates.setdefault(found.name, []).append(o["metadata"]["name"])
         for secret, users in certificates.items():
-            c.check(len(users) == 1, f"prod: each workload has its own certificate (Secret {secret} used by {users})")
+            c.check(len(users) == 1,
+                    f"{overlay}: each workload has its own certificate (Secret {secret} used by {users})")
         cert_manager = example.parent / CERT_MANAGER_EXAMPLE
         if cert_manager.exists():
             check_cert_manager(c, cert_manager, objects)
@@ -972,7 +1325,7 @@ def run(objects: list[dict], overlay: str, example: Path, context: list[dict] | 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--overlay", required=True, choices=["dev", "prod", "jobs"])
+    parser.add_argument("--overlay", required=True, choices=["dev", "prod", "prod-ha", "jobs"])
     parser.add_argument("--secret-example", type=Path,
                         default=Path(__file__).resolve().parents[2] / "k8s" / "secret.example.yaml")
     parser.add_argument("--context", type=Path, help="rendered objects already installed (lookups only)")

@@ -21,8 +21,9 @@ Supported, and nothing else (any other field, option or patch form fails):
     kustomization directory), options; generatorOptions:
     disableNameSuffixHash (must end up true: hashed names would need the
     reference rewriting kustomize does), labels, annotations
-  - kinds: the built-in ones listed below, and prometheus-operator's
-    ServiceMonitor, PodMonitor and PrometheusRule (namespaced)
+  - kinds: the built-in ones listed below, prometheus-operator's
+    ServiceMonitor, PodMonitor and PrometheusRule, and CloudNativePG's
+    Cluster and Database (all namespaced)
 
 Usage: render.py DIR [-o FILE]   (multi-document YAML on stdout or in FILE)
 """
@@ -98,8 +99,10 @@ NAMESPACED = {
     "ConfigMap", "Secret", "Service", "ServiceAccount", "Deployment", "StatefulSet", "DaemonSet",
     "Job", "CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
     "PersistentVolumeClaim", "Ingress", "Role",
-    # prometheus-operator (k8s/monitoring).
+    # prometheus-operator (k8s/monitoring, overlays/prod-ha/monitoring).
     "ServiceMonitor", "PodMonitor", "PrometheusRule",
+    # CloudNativePG (overlays/prod-ha).
+    "Cluster", "Database",
 }
 # kustomize's legacy output order (resmap's orderFirst / orderLast).
 ORDER_FIRST = [
@@ -197,8 +200,15 @@ def strategic_merge(target: Any, patch: Any, kind: str, path: tuple[str, ...] = 
                     raise RenderError(f"{'/'.join(path + (key,))}: every patch item needs its merge key {merge_key}")
                 if any(isinstance(k, str) and k.startswith("$") for k in item):
                     raise RenderError(f"patch directives in {'/'.join(path + (key,))} are not supported")
+                # kustomize merges a Service's ports by port *and* protocol: a
+                # patch item without protocol matches no port that names one
+                # and is silently added instead of merged.
+                keys = (merge_key, "protocol") if kind == "Service" and merge_key == "port" else (merge_key,)
+                if "protocol" in keys and "protocol" not in item:
+                    raise RenderError(f"{'/'.join(path + (key,))}: a Service port patch item needs protocol "
+                                      "(kustomize merges Service ports by port and protocol)")
                 for index, existing in enumerate(merged):
-                    if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]:
+                    if isinstance(existing, dict) and all(existing.get(k) == item[k] for k in keys):
                         merged[index] = strategic_merge(existing, item, kind, path + (key, "[]"))
                         break
                 else:

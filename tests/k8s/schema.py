@@ -4,7 +4,7 @@ OpenAPI schemas bundled with kubernetes-validate (offline), in strict mode:
 unknown fields fail, and so does a kind the schemas do not know.
 
 With --crds DIR, custom resources of the kinds whose definitions DIR
-vendors (tests/k8s/crds: prometheus-operator's) are validated against those,
+vendors (tests/k8s/crds: prometheus-operator's, CloudNativePG's) are validated against those,
 as strictly (crds.py); every other object against Kubernetes' own schemas.
 
 Usage: schema.py --k8s-version 1.30 [--k8s-version 1.37 ...] [--crds DIR] RENDERED.yaml...

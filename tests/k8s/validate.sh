@@ -11,18 +11,26 @@
 #
 # Steps, each counted:
 #   1. render.py's own unit tests
-#   2. render every overlay (dev, prod), the load-test Job and k8s/monitoring
-#      with render.py, a faithful renderer of the kustomize subset k8s/ uses
+#   2. render every overlay (dev, prod, prod-ha and its monitoring), the
+#      load-test Job and k8s/monitoring with render.py, a faithful renderer
+#      of the kustomize subset k8s/ uses
 #   3. yamllint over k8s/ (tests/k8s/yamllint.yaml)
 #   4. every rendered object against the Kubernetes 1.30 and 1.37 schemas,
 #      strict (kubernetes-validate, offline); k8s/monitoring's
 #      ServiceMonitors and PrometheusRule against prometheus-operator's CRD
-#      schemas vendored in tests/k8s/crds (crds.py)
+#      schemas vendored in tests/k8s/crds (crds.py); prod-ha against the
+#      same, its CloudNativePG Cluster and Database objects against
+#      CloudNativePG's CRD schemas vendored there too
 #   5. checkov's Kubernetes checks on the rendered output
 #   6. the project's own properties (tests/k8s/properties.py): among them
 #      authentication on everywhere, credentials only from Secrets, and in
 #      prod TLS with read-only certificate mounts (plus the optional
-#      cert-manager example in k8s/cert-manager); and k8s/monitoring's
+#      cert-manager example in k8s/cert-manager); in prod-ha also prod's,
+#      the Redis Cluster's workloads like every other, and its own (a
+#      synchronous CloudNativePG cluster of at least three instances, six
+#      Redis nodes in cluster mode and the Job forming them once, points'
+#      REDIS_URL naming at least three of them, every DATABASE_URL on the
+#      cluster, who reaches the databases); and k8s/monitoring's
 #      (tests/k8s/monitoring.py): every workload scraped as prod serves it,
 #      every PromQL expression parsed and reading only metrics the services
 #      expose, every alert with severity, summary, description and a
@@ -168,11 +176,13 @@ mkdir -p "$RENDERED"
 
 step "render.py unit tests" "$PY" -m unittest "$HERE/test_render.py"
 
-declare -A SOURCE=([dev]=k8s/overlays/dev [prod]=k8s/overlays/prod [jobs]=k8s/jobs [monitoring]=k8s/monitoring)
-for target in dev prod jobs monitoring; do
+declare -A SOURCE=([dev]=k8s/overlays/dev [prod]=k8s/overlays/prod [prod-ha]=k8s/overlays/prod-ha
+    [prod-ha-monitoring]=k8s/overlays/prod-ha/monitoring [jobs]=k8s/jobs [monitoring]=k8s/monitoring)
+TARGETS=(dev prod prod-ha prod-ha-monitoring jobs monitoring)
+for target in "${TARGETS[@]}"; do
     step "render ${SOURCE[$target]}" "$PY" "$HERE/render.py" "${SOURCE[$target]}" -o "$RENDERED/$target.yaml"
 done
-for target in dev prod jobs monitoring; do
+for target in "${TARGETS[@]}"; do
     # Later steps need every rendering; a failed one was counted above.
     [ -s "$RENDERED/$target.yaml" ] || { log "cannot go on without $target.yaml"; echo "k8s validation: $PASSED passed, $FAILED failed"; exit 1; }
 done
@@ -185,15 +195,21 @@ step "schemas (strict) ${K8S_VERSIONS[*]}" "$PY" "$HERE/schema.py" "${version_ar
     "$RENDERED/dev.yaml" "$RENDERED/prod.yaml" "$RENDERED/jobs.yaml"
 step "schemas k8s/monitoring (strict; prometheus-operator CRDs of tests/k8s/crds)" "$PY" "$HERE/schema.py" \
     "${version_args[@]}" --crds "$HERE/crds" "$RENDERED/monitoring.yaml"
+step "schemas prod-ha (strict; CloudNativePG and prometheus-operator CRDs of tests/k8s/crds)" "$PY" \
+    "$HERE/schema.py" "${version_args[@]}" --crds "$HERE/crds" "$RENDERED/prod-ha.yaml" \
+    "$RENDERED/prod-ha-monitoring.yaml"
 
 checkov() {
     "$VENV/bin/checkov" --framework kubernetes --quiet --compact --skip-download "$@"
 }
 step "checkov prod" checkov --skip-check "$SKIP_ALL" -f "$RENDERED/prod.yaml"
+step "checkov prod-ha" checkov --skip-check "$SKIP_ALL" -f "$RENDERED/prod-ha.yaml"
 step "checkov dev + load-test Job" checkov --skip-check "$SKIP_DEV" -f "$RENDERED/dev.yaml" -f "$RENDERED/jobs.yaml"
 
 step "properties dev" "$PY" "$HERE/properties.py" --overlay dev "$RENDERED/dev.yaml"
 step "properties prod" "$PY" "$HERE/properties.py" --overlay prod "$RENDERED/prod.yaml"
+step "properties prod-ha (prod's, and PostgreSQL and Redis surviving a node)" "$PY" "$HERE/properties.py" \
+    --overlay prod-ha "$RENDERED/prod-ha.yaml"
 step "properties load-test Job" "$PY" "$HERE/properties.py" --overlay jobs --context "$RENDERED/dev.yaml" \
     "$RENDERED/jobs.yaml"
 step "properties k8s/monitoring (scraping, rules, alerts, dashboard)" "$PY" "$HERE/monitoring.py" check \
