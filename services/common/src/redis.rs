@@ -132,6 +132,62 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Runs single-key commands together: one pipeline on one server; on a
+    /// cluster, sent at once and routed each to its slot's primary (a
+    /// cluster pipeline must stay within one slot), so they cost one round
+    /// trip per primary either way.
+    pub async fn run_each(&self, commands: Vec<Cmd>) -> redis::RedisResult<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.clone();
+        if conn.is_cluster() {
+            let each = commands.into_iter().map(|command| {
+                let mut conn = conn.clone();
+                async move { command.query_async::<()>(&mut conn).await }
+            });
+            return futures::future::join_all(each).await.into_iter().collect();
+        }
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Deletes every key matching `pattern` (a `SCAN MATCH` pattern), on
+    /// every primary; returns how many it deleted.
+    pub async fn delete_matching(&self, pattern: &str) -> redis::RedisResult<u64> {
+        let mut conn = self.clone();
+        let mut deleted = 0;
+        for (node, _) in conn.on_each_primary(&redis::cmd("PING")).await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<String>) =
+                    redis::FromRedisValue::from_redis_value(conn.on_node(&node, &scan).await?)?;
+                deleted += keys.len() as u64;
+                let deletes = keys
+                    .iter()
+                    .map(|key| {
+                        let mut delete = redis::cmd("DEL");
+                        delete.arg(key);
+                        delete
+                    })
+                    .collect();
+                self.run_each(deletes).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 fn unexpected(wanted: &'static str, got: &Value) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, wanted, format!("{got:?}")))
 }

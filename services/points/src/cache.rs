@@ -620,7 +620,7 @@ impl RedisCache {
                 settle
             })
             .collect();
-        if let Err(error) = self.each_key(settles).await {
+        if let Err(error) = self.conn.run_each(settles).await {
             self.failed(&error);
             return false;
         }
@@ -649,27 +649,6 @@ impl RedisCache {
         // Redis may come back as another server (restarted, failed over): check it first.
         trouble.polled_at = None;
         trouble.failures += 1;
-    }
-
-    /// Runs single-key commands together: one pipeline on one server; on a
-    /// cluster, sent at once and routed each to its slot's primary.
-    async fn each_key(&self, commands: Vec<redis::Cmd>) -> redis::RedisResult<()> {
-        if commands.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.conn.clone();
-        if conn.is_cluster() {
-            let each = commands.into_iter().map(|command| {
-                let mut conn = conn.clone();
-                async move { command.query_async::<()>(&mut conn).await }
-            });
-            return futures::future::join_all(each).await.into_iter().collect();
-        }
-        let mut pipe = redis::pipe();
-        for command in commands {
-            pipe.add_command(command).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await
     }
 
     /// Makes sure the servers we talk to are ones whose balances were
@@ -723,30 +702,6 @@ impl RedisCache {
 
     /// Deletes every cached balance, on every primary.
     async fn delete_prefix(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}bal:*", self.prefix);
-        for (node, _) in self.primaries().await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-                let (next, keys): (u64, Vec<String>) =
-                    redis::FromRedisValue::from_redis_value(conn.on_node(&node, &scan).await?)?;
-                let deletes = keys
-                    .iter()
-                    .map(|key| {
-                        let mut delete = redis::cmd("DEL");
-                        delete.arg(key);
-                        delete
-                    })
-                    .collect();
-                self.each_key(deletes).await?;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(())
+        self.conn.delete_matching(&format!("{}bal:*", self.prefix)).await.map(drop)
     }
 }

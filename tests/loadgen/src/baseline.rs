@@ -280,8 +280,30 @@ struct RawWorker {
 
 #[derive(Clone)]
 enum RawStore {
-    Redis { conn: MultiplexedConnection, prefix: String },
+    Redis { conn: RawRedis, prefix: String },
     Postgres(PgPool),
+}
+
+/// One server on one multiplexed connection, as the baseline always was; or
+/// a cluster (`redis+cluster://`), through the client the service uses.
+#[derive(Clone)]
+enum RawRedis {
+    One(MultiplexedConnection),
+    Cluster(loyalty_common::redis::Connection),
+}
+
+/// The raw Redis command standing for `kind` on `key`.
+async fn raw_redis_op<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    kind: OpKind,
+    key: String,
+) -> redis::RedisResult<()> {
+    match kind {
+        OpKind::Read | OpKind::Page => conn.get::<_, Option<i64>>(key).await.map(drop),
+        OpKind::Redeem => conn.incr::<_, _, i64>(key, -REWARD_COST).await.map(drop),
+        OpKind::Earn | OpKind::Order => conn.incr::<_, _, i64>(key, EARN_POINTS).await.map(drop),
+        OpKind::Spend => conn.incr::<_, _, i64>(key, -SPEND_POINTS).await.map(drop),
+    }
 }
 
 impl RawWorker {
@@ -316,11 +338,9 @@ impl Worker for RawWorker {
         let answer = match &mut self.store {
             RawStore::Redis { conn, prefix } => {
                 let key = format!("{prefix}{}", op.account);
-                let result = match op.kind {
-                    OpKind::Read | OpKind::Page => conn.get::<_, Option<i64>>(key).await.map(drop),
-                    OpKind::Redeem => conn.incr::<_, _, i64>(key, -REWARD_COST).await.map(drop),
-                    OpKind::Earn | OpKind::Order => conn.incr::<_, _, i64>(key, EARN_POINTS).await.map(drop),
-                    OpKind::Spend => conn.incr::<_, _, i64>(key, -SPEND_POINTS).await.map(drop),
+                let result = match conn {
+                    RawRedis::One(conn) => raw_redis_op(conn, op.kind, key).await,
+                    RawRedis::Cluster(conn) => raw_redis_op(conn, op.kind, key).await,
                 };
                 match result {
                     Ok(()) => Answer::Ok,
@@ -389,17 +409,25 @@ fn sqlx_kind(error: &sqlx::Error) -> &'static str {
 async fn redis(plan: &Plan, url: &str) -> Result<Baseline, RunError> {
     let context = format!("redis baseline ({url})");
     let fail = |e: redis::RedisError| RunError::Failed(format!("{context}: {e}"));
-    let conn = redis::Client::open(url).map_err(fail)?.get_multiplexed_async_connection().await.map_err(fail)?;
+    let conn = if loyalty_common::redis::cluster_nodes(url).map_err(fail)?.is_some() {
+        RawRedis::Cluster(loyalty_common::redis::connect(url, Duration::from_secs(5)).map_err(fail)?)
+    } else {
+        RawRedis::One(redis::Client::open(url).map_err(fail)?.get_multiplexed_async_connection().await.map_err(fail)?)
+    };
     let prefix = format!("loadgen:{}:baseline:", plan.run_id);
     if !matches!(plan.scenario, Scenario::Earn | Scenario::SpendContended) {
         // Reads find a value, as the service's reads find a cached balance.
-        let mut conn = conn.clone();
+        let seeder = loyalty_common::redis::connect(url, Duration::from_secs(5)).map_err(fail)?;
         for chunk in (0..plan.workload.customers).collect::<Vec<_>>().chunks(1_000) {
-            let mut pipe = redis::pipe();
-            for account in chunk {
-                pipe.set(format!("{prefix}{account}"), ROW_BALANCE).ignore();
-            }
-            if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            let sets = chunk
+                .iter()
+                .map(|account| {
+                    let mut set = redis::cmd("SET");
+                    set.arg(format!("{prefix}{account}")).arg(ROW_BALANCE);
+                    set
+                })
+                .collect();
+            if let Err(error) = seeder.run_each(sets).await {
                 let _ = delete_redis_prefix(url, &prefix).await;
                 return Err(fail(error));
             }
@@ -414,28 +442,10 @@ async fn redis(plan: &Plan, url: &str) -> Result<Baseline, RunError> {
     })
 }
 
-/// Deletes every key under `prefix`.
+/// Deletes every key under `prefix` (on every primary of a cluster).
 pub async fn delete_redis_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
-    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-    let pattern = format!("{prefix}*");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            conn.del::<_, ()>(keys).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    let conn = loyalty_common::redis::connect(url, Duration::from_secs(5))?;
+    conn.delete_matching(&format!("{prefix}*")).await.map(drop)
 }
 
 async fn postgres(plan: &Plan, admin_url: &str, pool_size: u32) -> Result<Baseline, RunError> {

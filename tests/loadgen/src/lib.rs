@@ -67,7 +67,7 @@ pub struct Args {
     /// Pool size of the in-process service, and of the raw PostgreSQL baseline.
     #[arg(long, env = "LOADGEN_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
-    /// Redis of the in-process service (unset: its in-process cache), and of the Redis baseline (unset: redis://127.0.0.1:6379).
+    /// Redis of the in-process service (unset: its in-process cache), and of the Redis baseline (unset: redis://127.0.0.1:6379); `redis+cluster://host:port,...` for a Redis Cluster (its seed nodes).
     #[arg(long, env = "LOADGEN_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// PostgreSQL server for the raw PostgreSQL baseline; a throwaway database is created there and dropped after.
