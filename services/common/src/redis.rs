@@ -8,7 +8,8 @@
 //! moves, a replica promoted). Keys that must be read together carry one
 //! hash tag (`{...}`), so each lives in one slot.
 
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
@@ -24,7 +25,27 @@ pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 #[derive(Clone)]
 pub enum Connection {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
+}
+
+/// How often a cluster connection may be made anew.
+const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+/// A cluster connection that can be made anew. The client follows the
+/// topology when the cluster tells it (MOVED, a refused node), but once its
+/// requests to a lost primary only time out it may never ask again; a new
+/// connection reads the topology from the seed nodes.
+#[derive(Clone)]
+pub struct Cluster {
+    client: ClusterClient,
+    config: ClusterConfig,
+    current: Arc<RwLock<(ClusterConnection, Instant)>>,
+}
+
+impl Cluster {
+    fn connection(&self) -> ClusterConnection {
+        self.current.read().expect("cluster lock").0.clone()
+    }
 }
 
 /// Connects lazily, so a service starts (and serves from its database) while
@@ -46,7 +67,9 @@ pub fn connect(url: &str, response_timeout: Duration) -> Result<Connection, redi
             .build()?;
         let config =
             ClusterConfig::new().set_connection_timeout(response_timeout).set_response_timeout(response_timeout);
-        return Ok(Connection::Cluster(client.get_pending_async_connection_with_config(config)));
+        let connection = client.get_pending_async_connection_with_config(config.clone());
+        let current = Arc::new(RwLock::new((connection, Instant::now())));
+        return Ok(Connection::Cluster(Cluster { client, config, current }));
     }
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
@@ -87,6 +110,21 @@ impl Connection {
         matches!(self, Self::Cluster(_))
     }
 
+    /// After a failure, on a cluster: makes the connection anew (at most
+    /// once a second), so that a topology the client stopped following
+    /// (a replica promoted while requests to the lost primary timed out) is
+    /// read again from the seed nodes. Nothing on one server, whose
+    /// connection reconnects by itself.
+    pub fn renew(&self) {
+        if let Self::Cluster(cluster) = self {
+            let mut current = cluster.current.write().expect("cluster lock");
+            if current.1.elapsed() >= RENEW_AT_MOST_EVERY {
+                *current =
+                    (cluster.client.get_pending_async_connection_with_config(cluster.config.clone()), Instant::now());
+            }
+        }
+    }
+
     /// Runs `cmd` on every primary (the one server when not a cluster);
     /// each primary's address (`host:port`) with its answer.
     pub async fn on_each_primary(&mut self, cmd: &Cmd) -> redis::RedisResult<Vec<(String, Value)>> {
@@ -95,9 +133,9 @@ impl Connection {
                 let value = cmd.query_async::<Value>(conn).await?;
                 Ok(vec![(String::new(), value)])
             }
-            Self::Cluster(conn) => {
+            Self::Cluster(cluster) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                let answers = conn.route_command(cmd.clone(), routing).await?;
+                let answers = cluster.connection().route_command(cmd.clone(), routing).await?;
                 let Value::Map(answers) = answers else {
                     return Err(unexpected("a map of answers by node", &answers));
                 };
@@ -118,7 +156,7 @@ impl Connection {
     pub async fn on_node(&mut self, address: &str, cmd: &Cmd) -> redis::RedisResult<Value> {
         match self {
             Self::Single(conn) => cmd.query_async::<Value>(conn).await,
-            Self::Cluster(conn) => {
+            Self::Cluster(cluster) => {
                 let (host, port) = address
                     .rsplit_once(':')
                     .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
@@ -126,7 +164,7 @@ impl Connection {
                         redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "a node address is host:port"))
                     })?;
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-                conn.route_command(cmd.clone(), routing).await
+                cluster.connection().route_command(cmd.clone(), routing).await
             }
         }
     }
@@ -196,7 +234,10 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(cluster) => {
+                let mut conn = cluster.connection();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -208,14 +249,17 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => {
+                let mut conn = cluster.connection();
+                Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster(cluster) => cluster.connection().get_db(),
         }
     }
 }

@@ -644,6 +644,7 @@ impl RedisCache {
 
     fn failed(&self, error: &redis::RedisError) {
         tracing::warn!(%error, "redis unavailable, serving balances from the database");
+        self.conn.renew();
         let mut trouble = self.trouble.lock().expect("cache lock");
         trouble.skip_until = Some(Instant::now() + self.backoff);
         // Redis may come back as another server (restarted, failed over): check it first.

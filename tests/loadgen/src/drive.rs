@@ -68,6 +68,10 @@ pub struct PhaseResult {
     pub ops: Vec<OpRecord>,
     /// Highest VmRSS seen by the once-a-second probe, in kB.
     pub rss_max_kb: Option<u64>,
+    /// Answers (OK or refused) in each whole second of the phase.
+    pub per_second: Vec<u64>,
+    /// When the first and the last error came, from the start of the phase.
+    pub error_window: Option<(Duration, Duration)>,
 }
 
 impl PhaseResult {
@@ -109,6 +113,11 @@ impl PhaseResult {
                 None => self.ops.push(op),
             }
         }
+        if let Some((first, last)) = next.error_window {
+            let (first, last) = (first + self.elapsed, last + self.elapsed);
+            self.error_window = Some(self.error_window.map_or((first, last), |(was, _)| (was, last)));
+        }
+        self.per_second.extend(next.per_second);
         self.elapsed += next.elapsed;
         self.rss_max_kb = self.rss_max_kb.max(next.rss_max_kb);
     }
@@ -149,6 +158,8 @@ struct Recorder {
     error_total: AtomicU64,
     last_ok_us: [AtomicU64; OpKind::COUNT],
     next_ticket: AtomicU64,
+    first_error_us: AtomicU64,
+    last_error_us: AtomicU64,
 }
 
 impl Recorder {
@@ -162,6 +173,8 @@ impl Recorder {
             error_total: AtomicU64::new(0),
             last_ok_us: Default::default(),
             next_ticket: AtomicU64::new(0),
+            first_error_us: AtomicU64::new(u64::MAX),
+            last_error_us: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +190,8 @@ impl Recorder {
             }
             Answer::Error(code) => {
                 self.error_total.fetch_add(1, Ordering::Relaxed);
+                self.first_error_us.fetch_min(since_start_us, Ordering::Relaxed);
+                self.last_error_us.fetch_max(since_start_us, Ordering::Relaxed);
                 *self.errors.lock().expect("recorder lock").entry((i, code)).or_default() += 1;
                 // Errors are counted, not timed: a fast failure must not flatter the latency.
                 return;
@@ -193,6 +208,12 @@ impl Recorder {
         let sum =
             |counters: &[AtomicU64; OpKind::COUNT]| counters.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
         (sum(&self.ok), sum(&self.refused), self.error_total.load(Ordering::Relaxed))
+    }
+
+    fn error_window(&self) -> Option<(Duration, Duration)> {
+        let first = self.first_error_us.load(Ordering::Relaxed);
+        (first != u64::MAX)
+            .then(|| (Duration::from_micros(first), Duration::from_micros(self.last_error_us.load(Ordering::Relaxed))))
     }
 
     fn into_records(self) -> Vec<OpRecord> {
@@ -279,9 +300,11 @@ pub async fn run_phase<W: Worker>(
     }
     let elapsed = start.elapsed();
     done.store(true, Ordering::Relaxed);
-    let rss_max_kb = progress.await.expect("progress task panicked");
+    let (rss_max_kb, per_second) = progress.await.expect("progress task panicked");
     let recorder = Arc::into_inner(recorder).expect("every worker has finished");
-    (workers, PhaseResult { label: phase.label.clone(), elapsed, ops: recorder.into_records(), rss_max_kb })
+    let error_window = recorder.error_window();
+    let ops = recorder.into_records();
+    (workers, PhaseResult { label: phase.label.clone(), elapsed, ops, rss_max_kb, per_second, error_window })
 }
 
 async fn progress(
@@ -289,10 +312,11 @@ async fn progress(
     recorder: Arc<Recorder>,
     done: Arc<AtomicBool>,
     memory: Option<Option<u32>>,
-) -> Option<u64> {
+) -> (Option<u64>, Vec<u64>) {
     let mut rss_max = memory.and_then(crate::system::rss_kb);
+    let mut per_second = Vec::new();
     if phase.duration.is_zero() {
-        return rss_max;
+        return (rss_max, per_second);
     }
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -301,7 +325,7 @@ async fn progress(
     loop {
         ticker.tick().await;
         if done.load(Ordering::Relaxed) {
-            return rss_max;
+            return (rss_max, per_second);
         }
         second += 1;
         let now = recorder.totals();
@@ -317,6 +341,7 @@ async fn progress(
             refused = now.1 - last.1,
             errors = now.2 - last.2,
         );
+        per_second.push((now.0 + now.1) - (last.0 + last.1));
         last = now;
     }
 }

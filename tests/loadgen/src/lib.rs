@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod drive;
 pub mod extras;
+pub mod failover;
 pub mod insights;
 pub mod report;
 pub mod system;
@@ -70,6 +71,12 @@ pub struct Args {
     /// Redis of the in-process service (unset: its in-process cache), and of the Redis baseline (unset: redis://127.0.0.1:6379); `redis+cluster://host:port,...` for a Redis Cluster (its seed nodes).
     #[arg(long, env = "LOADGEN_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// With a Redis Cluster `--redis-url`: shut one primary down (`SHUTDOWN NOSAVE`) this many
+    /// seconds into the measured run, so that the run crosses a failover; the report gives the
+    /// error window and the answers per second before and after, and the correctness check runs
+    /// after as always. Use `--rounds 1` and a `--duration` well past the cluster's node timeout.
+    #[arg(long, env = "LOADGEN_REDIS_FAIL_PRIMARY_AFTER", requires = "redis_url")]
+    pub redis_fail_primary_after: Option<f64>,
     /// PostgreSQL server for the raw PostgreSQL baseline; a throwaway database is created there and dropped after.
     #[arg(
         long,
@@ -332,6 +339,12 @@ impl Plan {
                 "say which service to load: --target ADDR (a running points service) or --start-points".into(),
             ));
         }
+        if let Some(after) = args.redis_fail_primary_after {
+            failover::check(args.redis_url.as_deref())?;
+            if !(after.is_finite() && after > 0.0) {
+                return Err(RunError::Usage("--redis-fail-primary-after: seconds, more than 0".into()));
+            }
+        }
         let positive = |name: &str, value: f64| {
             if value.is_finite() && value >= 0.0 {
                 Ok(Duration::from_secs_f64(value))
@@ -550,6 +563,10 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
         }
 
         let probe = measure_memory.then_some(memory_pid);
+        let failover = args.redis_fail_primary_after.map(|after| {
+            let url = args.redis_url.clone().unwrap_or_default();
+            tokio::spawn(failover::fail_primary_after(url, Duration::from_secs_f64(after)))
+        });
         let mut measured: Option<PhaseResult> = None;
         for round in 0..plan.rounds {
             let (next, slice) = drive::run_phase(workers, &plan.slice(scenario, round), probe).await;
@@ -561,6 +578,10 @@ pub async fn run(args: Args) -> Result<Report, RunError> {
             }
         }
         let measured = measured.expect("at least one round");
+        if let Some(failover) = failover {
+            let failed = failover.await.map_err(|e| RunError::Failed(format!("redis failover: {e}")))??;
+            notes.push(failover::describe(&failed, &measured));
+        }
         let end_rss_kb = measure_memory.then(|| system::rss_kb(memory_pid)).flatten();
         let tally = client::tally(workers, expected);
         let correctness = check::run(&channels, plan, &tally, extras.as_ref().map(|e| &e.rewards)).await;

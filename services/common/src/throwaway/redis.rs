@@ -144,6 +144,8 @@ impl ThrowawayRedisCluster {
                         "--cluster-port",
                         &free_port().to_string(),
                         // DEBUG SLEEP: a test makes a replica lag behind its primary.
+                        "--repl-diskless-sync-delay",
+                        "0",
                         "--enable-debug-command",
                         "local",
                     ]
