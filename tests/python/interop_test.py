@@ -63,15 +63,28 @@ def check(cond, what):
     print(f"ok {CHECKS} - {what}", flush=True)
 
 
+# Every port free_ports handed out in this process: the kernel may offer a
+# port again once its probe socket is closed, and two services started a
+# moment apart must not be given the same one (it happened: two metrics
+# listeners on one port, the second service exiting at start).
+_HANDED_OUT = set()
+
+
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1."""
+    """n free TCP ports on 127.0.0.1, distinct from each other and from
+    every port handed out before in this process."""
     socks = []
+    ports = []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+        _HANDED_OUT.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
