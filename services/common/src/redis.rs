@@ -36,15 +36,17 @@ const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 /// requests to a lost primary only time out it may never ask again; a new
 /// connection reads the topology from the seed nodes.
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Cluster(Arc<ClusterShared>);
+
+struct ClusterShared {
     client: ClusterClient,
     config: ClusterConfig,
-    current: Arc<RwLock<(ClusterConnection, Instant)>>,
+    current: RwLock<(ClusterConnection, Instant)>,
 }
 
 impl Cluster {
     fn connection(&self) -> ClusterConnection {
-        self.current.read().expect("cluster lock").0.clone()
+        self.0.current.read().expect("cluster lock").0.clone()
     }
 }
 
@@ -68,8 +70,8 @@ pub fn connect(url: &str, response_timeout: Duration) -> Result<Connection, redi
         let config =
             ClusterConfig::new().set_connection_timeout(response_timeout).set_response_timeout(response_timeout);
         let connection = client.get_pending_async_connection_with_config(config.clone());
-        let current = Arc::new(RwLock::new((connection, Instant::now())));
-        return Ok(Connection::Cluster(Cluster { client, config, current }));
+        let current = RwLock::new((connection, Instant::now()));
+        return Ok(Connection::Cluster(Cluster(Arc::new(ClusterShared { client, config, current }))));
     }
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
@@ -117,10 +119,11 @@ impl Connection {
     /// connection reconnects by itself.
     pub fn renew(&self) {
         if let Self::Cluster(cluster) = self {
-            let mut current = cluster.current.write().expect("cluster lock");
+            let shared = &cluster.0;
+            let mut current = shared.current.write().expect("cluster lock");
             if current.1.elapsed() >= RENEW_AT_MOST_EVERY {
                 *current =
-                    (cluster.client.get_pending_async_connection_with_config(cluster.config.clone()), Instant::now());
+                    (shared.client.get_pending_async_connection_with_config(shared.config.clone()), Instant::now());
             }
         }
     }
