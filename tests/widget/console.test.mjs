@@ -395,6 +395,8 @@ test("the audit log lists a settings change with its actor, and filters by kind 
 
   await page.getByTestId("nav-audit").click();
   await page.waitForURL((url) => url.hash === "#/audit");
+  // The hash changes before the page is drawn: wait for the heading, not just the URL.
+  await page.locator("main h1", { hasText: "Audit log" }).waitFor();
   assert.equal(await page.locator("main h1").innerText(), "Audit log");
   const rows = page.getByTestId("audit-row");
   await rows.first().waitFor();
