@@ -90,6 +90,7 @@ loyalty_common::embedded_migrations!("../migrations":
     8 "entry draws" "0008_entry_draws.sql",
     9 "member profiles" "0009_member_profiles.sql",
     10 "checkout spends" "0010_checkout_spends.sql",
+    11 "ledger batches" "0011_ledger_batches.sql",
 );
 
 /// Every setting, from flags or the environment.

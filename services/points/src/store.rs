@@ -274,9 +274,12 @@ const ACCOUNT_COLUMNS: &str = "program_id, customer_id, available, pending, life
      version, next_transition_us, next_expiry_us, next_expiry_points";
 const LOT_COLUMNS: &str = "lot_id, original, remaining, consumed, expired, reversed, expired_reversed, state, \
      pending_until_us, expires_at_us, earned_at_us";
-const ENTRY_COLUMNS: &str = "id, seq, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
+/// An entry's columns, without its stream position (`seq`, selected apart).
+const ENTRY_COLUMNS: &str = "id, transaction_id, program_id, customer_id, kind, points, pending_points, reason, \
      related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, order_amount_minor, actor, \
      base_points";
+/// An entry's stream position from its batch `b` (PostgreSQL; NULL until published).
+const BATCH_POSITION: &str = "b.last_seq - b.entries + 1 + (e.id - b.batch_id)";
 
 /// Any constant works as long as every replica uses the same one.
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
@@ -737,7 +740,16 @@ impl LedgerStore {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, Error> {
-        let select = format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries");
+        let select = match self.db.dialect {
+            // The batch holding the entry: the last one starting at or before its id.
+            Dialect::Postgres => format!(
+                "SELECT {}, {BATCH_POSITION} AS seq FROM ledger_entries e LEFT JOIN LATERAL ( \
+                 SELECT batch_id, entries, last_seq FROM ledger_batches WHERE batch_id <= e.id \
+                 ORDER BY batch_id DESC LIMIT 1) b ON true",
+                qualified_columns("e", ENTRY_COLUMNS)
+            ),
+            Dialect::Sqlite => format!("SELECT {ENTRY_COLUMNS}, seq FROM ledger_entries"),
+        };
         let filter = [("program_id", program_id), ("customer_id", customer_id)];
         let rows = db::newest_first(&self.db, &select, &filter, "id", before_id, limit).await?;
         rows.iter().map(entry_from_row).collect()
@@ -761,10 +773,21 @@ impl LedgerStore {
                 format!(" AND kind IN ({})", list.join(", "))
             }
         };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
-             WHERE seq > $1 AND ($2 = '' OR program_id = $2){kinds} ORDER BY seq LIMIT $3"
-        ));
+        let sql = sqlx::AssertSqlSafe(match self.db.dialect {
+            // Published batches from the one holding `after`, each with its
+            // block of entries (a primary-key range).
+            Dialect::Postgres => format!(
+                "SELECT {}, {BATCH_POSITION} AS seq FROM ledger_batches b \
+                 JOIN ledger_entries e ON e.id >= b.batch_id AND e.id < b.batch_id + b.entries \
+                 WHERE b.last_seq > $1 AND {BATCH_POSITION} > $1 AND ($2 = '' OR e.program_id = $2){kinds} \
+                 ORDER BY b.last_seq, e.id LIMIT $3",
+                qualified_columns("e", ENTRY_COLUMNS)
+            ),
+            Dialect::Sqlite => format!(
+                "SELECT {ENTRY_COLUMNS}, seq FROM ledger_entries \
+                 WHERE seq > $1 AND ($2 = '' OR program_id = $2){kinds} ORDER BY seq LIMIT $3"
+            ),
+        });
         let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
         rows.iter().map(entry_from_row).collect()
     }
@@ -792,7 +815,7 @@ impl LedgerStore {
         rows.iter().map(|r| Ok((r.try_get("expires_at_us")?, r.try_get("points")?))).collect()
     }
 
-    /// Hands out stream positions to committed, unnumbered entries (PostgreSQL).
+    /// Hands out stream positions to committed, unnumbered batches of entries (PostgreSQL).
     /// Publishers run one at a time under an advisory lock, and each numbers
     /// only rows already committed when it starts; a row committing later
     /// gets a higher position from a later run. So positions grow in the order
@@ -811,14 +834,19 @@ impl LedgerStore {
             // Another replica is publishing right now; it will number our rows too.
             return Ok(None);
         }
+        // Whole batches, each a contiguous run of positions after the last
+        // one handed out.
         let max: Option<i64> = sqlx::query_scalar(
             "WITH ready AS ( \
-                 SELECT id FROM ledger_entries WHERE seq IS NULL ORDER BY id LIMIT 10000 \
+                 SELECT batch_id, entries FROM ledger_batches WHERE last_seq IS NULL ORDER BY batch_id LIMIT 10000 \
+             ), top AS ( \
+                 SELECT COALESCE(MAX(last_seq), 0) AS top FROM ledger_batches \
              ), numbered AS ( \
-                 SELECT id, nextval('ledger_stream_seq') AS seq FROM ready \
+                 SELECT batch_id, top + SUM(entries) OVER (ORDER BY batch_id) AS last_seq FROM ready, top \
              ), updated AS ( \
-                 UPDATE ledger_entries e SET seq = n.seq FROM numbered n WHERE e.id = n.id RETURNING e.seq \
-             ) SELECT MAX(seq) FROM updated",
+                 UPDATE ledger_batches b SET last_seq = n.last_seq FROM numbered n WHERE b.batch_id = n.batch_id \
+                 RETURNING b.last_seq \
+             ) SELECT MAX(last_seq) FROM updated",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -828,8 +856,11 @@ impl LedgerStore {
 
     /// The highest published stream position (0 when none).
     pub async fn last_sequence(&self) -> Result<i64, Error> {
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM ledger_entries").fetch_one(&self.db.pool).await?;
+        let sql = match self.db.dialect {
+            Dialect::Postgres => "SELECT MAX(last_seq) FROM ledger_batches",
+            Dialect::Sqlite => "SELECT MAX(seq) FROM ledger_entries",
+        };
+        let max: Option<i64> = sqlx::query_scalar(sql).fetch_one(&self.db.pool).await?;
         Ok(max.unwrap_or(0))
     }
 
@@ -995,21 +1026,31 @@ impl LedgerStore {
                 .await?;
             }
         }
-        let insert_entry = match self.db.dialect {
+        // PostgreSQL: the entries take one block of ids, recorded as a batch
+        // the publisher numbers after commit (migration 0011). SQLite: writers
+        // are serialised, so numbering at insert is numbering in commit order.
+        let (insert_entry, mut next_id) = match self.db.dialect {
             Dialect::Postgres => {
-                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points, draws) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq"
+                let base = match book.entries.len() {
+                    0 => 0,
+                    n => open_batch(&mut *tx, n).await?,
+                };
+                (
+                    "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
+                     reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+                     order_amount_minor, actor, base_points, draws, id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    Some(base),
+                )
             }
-            // Writers are serialised, so numbering at insert is numbering in commit order.
-            Dialect::Sqlite => {
+            Dialect::Sqlite => (
                 "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
                  reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
                  order_amount_minor, actor, base_points, draws, seq) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq"
-            }
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger_entries)) RETURNING seq",
+                None,
+            ),
         };
         let mut published = None;
         for entry in &book.entries {
@@ -1017,7 +1058,7 @@ impl LedgerStore {
                 Some(r) if r.transaction_id == entry.transaction_id => (r.order_id, r.amount, r.base_points),
                 _ => ("", 0, 0),
             };
-            let seq: Option<i64> = sqlx::query_scalar(insert_entry)
+            let query = sqlx::query(insert_entry)
                 .bind(&entry.transaction_id)
                 .bind(program_id)
                 .bind(customer_id)
@@ -1034,10 +1075,17 @@ impl LedgerStore {
                 .bind(order_amount)
                 .bind(actor)
                 .bind(base_points)
-                .bind(entry.draws_text())
-                .fetch_one(&mut *tx)
-                .await?;
-            published = published.max(seq);
+                .bind(entry.draws_text());
+            match next_id.as_mut() {
+                Some(id) => {
+                    query.bind(*id).execute(&mut *tx).await?;
+                    *id += 1;
+                }
+                None => {
+                    let seq: Option<i64> = query.fetch_one(&mut *tx).await?.try_get("seq")?;
+                    published = published.max(seq);
+                }
+            }
         }
         if book.account != *before {
             sqlx::query(
@@ -1072,6 +1120,26 @@ struct SpendRow {
     transaction_id: String,
     points: i64,
     draws: Vec<Draw>,
+}
+
+/// The most entries one writing transaction may number as one batch: the
+/// increment of `ledger_batch_ids` (PostgreSQL migration 0011).
+pub const BATCH_BLOCK: usize = 262_144;
+
+/// Opens a batch of `entries` stream entries (PostgreSQL): takes one block of
+/// entry ids and records it, unnumbered, for the publisher. Returns the
+/// block's first id.
+async fn open_batch(tx: &mut AnyConnection, entries: usize) -> Result<i64, Error> {
+    if entries > BATCH_BLOCK {
+        return Err(Error::Corrupt(format!("one write of {entries} entries; a batch numbers at most {BATCH_BLOCK}")));
+    }
+    let base: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger_batches (batch_id, entries) VALUES (nextval('ledger_batch_ids'), $1) RETURNING batch_id",
+    )
+    .bind(entries as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(base)
 }
 
 /// The transaction an entry reference names: its id as given, or the one
@@ -1385,4 +1453,9 @@ impl CacheDoubts {
         }
         tx.commit().await
     }
+}
+
+/// `a.x, a.y` from `x, y`.
+fn qualified_columns(alias: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }

@@ -1338,16 +1338,19 @@ async fn write_orders(
     Ok((Rate::new(ok, begin.elapsed()), errors))
 }
 
-/// Waits until every ledger entry has its stream position (they are numbered
-/// just after commit); returns how many entries there are and the last position.
+/// Waits until every ledger entry has its stream position (their batches are
+/// numbered just after commit); returns how many entries there are and the last position.
 async fn settled_ledger(ledger: &PgPool) -> Result<(i64, i64), RunError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (entries, numbered, last): (i64, i64, i64) =
-            sqlx::query_as("SELECT COUNT(*), COUNT(seq), COALESCE(MAX(seq), 0) FROM ledger_entries")
-                .fetch_one(ledger)
-                .await
-                .map_err(|e| RunError::Failed(format!("reading the points ledger: {e}")))?;
+        let (entries, numbered, last): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM ledger_entries), \
+                 (SELECT COALESCE(SUM(entries), 0) FROM ledger_batches WHERE last_seq IS NOT NULL), \
+                 (SELECT COALESCE(MAX(last_seq), 0) FROM ledger_batches)",
+        )
+        .fetch_one(ledger)
+        .await
+        .map_err(|e| RunError::Failed(format!("reading the points ledger: {e}")))?;
         if entries == numbered {
             return Ok((entries, last));
         }

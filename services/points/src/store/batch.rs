@@ -26,7 +26,8 @@ use loyalty_common::db::Dialect;
 use loyalty_common::idempotency::request_hash;
 
 use super::{
-    ACCOUNT_COLUMNS, Command, Execution, LOT_COLUMNS, LedgerStore, Receipt, account_from_row, lot_from_row, lot_state,
+    ACCOUNT_COLUMNS, BATCH_BLOCK, Command, Execution, LOT_COLUMNS, LedgerStore, Receipt, account_from_row,
+    lot_from_row, lot_state, qualified_columns,
 };
 use crate::domain::{Account, AccountBook, EntryKind, NewEntry, PointLot, RuleViolation, new_transaction_id};
 use crate::error::Error;
@@ -193,7 +194,7 @@ impl LedgerStore {
             let sql = format!(
                 "SELECT l.program_id AS lot_program_id, l.customer_id AS lot_customer_id, {} FROM point_lots l \
                  JOIN {} ON l.program_id = r.p AND l.customer_id = r.c WHERE l.remaining > 0",
-                qualified("l", LOT_COLUMNS),
+                qualified_columns("l", LOT_COLUMNS),
                 recordset(dialect, &[("p", TEXT), ("c", TEXT)])
             );
             let rows =
@@ -320,7 +321,7 @@ impl LedgerStore {
         sqlx::query(sqlx::AssertSqlSafe(lock)).bind(which).execute(&mut *tx).await?;
         let read = format!(
             "SELECT {} FROM accounts a JOIN {rows} ON a.program_id = r.p AND a.customer_id = r.c",
-            qualified("a", ACCOUNT_COLUMNS),
+            qualified_columns("a", ACCOUNT_COLUMNS),
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(read)).bind(which).fetch_all(&mut *tx).await?;
         rows.iter().map(account_from_row).collect()
@@ -402,7 +403,7 @@ impl LedgerStore {
                     _ => ("", 0, 0),
                 };
                 entries.push(json!({
-                    "transaction_id": entry.transaction_id, "p": d.account.program_id, "c": d.account.customer_id,
+                    "ordinal": entries.len(), "transaction_id": entry.transaction_id, "p": d.account.program_id, "c": d.account.customer_id,
                     "kind": entry.kind.as_str(), "points": entry.points, "pending_points": entry.pending_points,
                     "reason": entry.reason, "related": entry.related_transaction_id, "created_at_us": now,
                     "pending_until_us": entry.pending_until, "expires_at_us": entry.expires_at,
@@ -422,6 +423,33 @@ impl LedgerStore {
                 "t": d.receipt.transaction_id, "r": response, "at": now,
             }));
         }
+
+        if entries.len() > BATCH_BLOCK {
+            let message = format!("one batch of {} entries; a batch numbers at most {BATCH_BLOCK}", entries.len());
+            return Err(BatchFailure::Database(sqlx::Error::Protocol(message)));
+        }
+        let entry_count = entries.len() as i64;
+        // PostgreSQL: the entries take their ids from the block of the
+        // batch's `ledger_batches` row (CTE `batch`), which the publisher
+        // numbers after commit. SQLite numbered them above.
+        let insert_entries = match dialect {
+            Dialect::Postgres => {
+                "INSERT INTO ledger_entries (id, transaction_id, program_id, customer_id, kind, points, \
+                 pending_points, reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, \
+                 amount, order_id, order_amount_minor, actor, base_points, draws) \
+                 SELECT batch.batch_id + r.ordinal, r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, \
+                 r.reason, r.related, r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, \
+                 r.order_amount, r.actor, r.base_points, r.draws FROM {rows} CROSS JOIN batch"
+            }
+            Dialect::Sqlite => {
+                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
+                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
+                 order_amount_minor, actor, base_points, draws, seq) \
+                 SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
+                 r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
+                 r.base_points, r.draws, r.seq FROM {rows}"
+            }
+        };
 
         // One statement per table; `{rows}` is the table's row source. The
         // last one saves the results: a key saved meanwhile by another
@@ -443,13 +471,9 @@ impl LedgerStore {
                 changed_lots,
             ),
             (
-                "INSERT INTO ledger_entries (transaction_id, program_id, customer_id, kind, points, pending_points, \
-                 reason, related_transaction_id, created_at_us, pending_until_us, expires_at_us, amount, order_id, \
-                 order_amount_minor, actor, base_points, draws, seq) \
-                 SELECT r.transaction_id, r.p, r.c, r.kind, r.points, r.pending_points, r.reason, r.related, \
-                 r.created_at_us, r.pending_until_us, r.expires_at_us, r.amount, r.order_id, r.order_amount, r.actor, \
-                 r.base_points, r.draws, r.seq FROM {rows}",
+                insert_entries,
                 &[
+                    ("ordinal", BIGINT),
                     ("transaction_id", TEXT),
                     ("p", TEXT),
                     ("c", TEXT),
@@ -532,11 +556,18 @@ impl LedgerStore {
                         )
                     })
                     .collect();
-                let sql = format!("WITH {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
+                // The batch's row and block of entry ids, when it wrote entries.
+                let batch = format!(
+                    "batch AS (INSERT INTO ledger_batches (batch_id, entries) \
+                     SELECT nextval('ledger_batch_ids'), ${n} WHERE ${n} > 0 RETURNING batch_id)",
+                    n = writes.len() + 1
+                );
+                let sql = format!("WITH {batch}, {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
                 let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
                 for (_, _, rows) in writes {
                     query = query.bind(Value::Array(rows).to_string());
                 }
+                query = query.bind(entry_count);
                 u64::try_from(query.fetch_one(&mut *tx).await?).unwrap_or(0)
             }
             // In process: a statement each, skipping tables with nothing to write.
@@ -666,9 +697,4 @@ fn recordset_at(dialect: Dialect, param: usize, columns: &[(&str, &str)]) -> Str
             format!("(SELECT {} FROM json_each(${param})) AS r", fields.join(", "))
         }
     }
-}
-
-/// `a.x, a.y` from `x, y`.
-fn qualified(alias: &str, columns: &str) -> String {
-    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
