@@ -281,7 +281,8 @@ const ENTRY_COLUMNS: &str = "id, transaction_id, program_id, customer_id, kind, 
 /// An entry's stream position from its batch `b` (PostgreSQL; NULL until published).
 const BATCH_POSITION: &str = "b.last_seq - b.entries + 1 + (e.id - b.batch_id)";
 
-/// Any constant works as long as every replica uses the same one.
+/// Any constant works as long as every replica uses the same one; points
+/// migration 0011 takes it too (in decimal: 30521864600974457).
 const PUBLISHER_LOCK_KEY: i64 = 0x006c_6f79_616c_7479;
 
 impl LedgerStore {

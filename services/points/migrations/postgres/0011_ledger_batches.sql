@@ -12,6 +12,14 @@
 --
 -- A block holds up to 262,144 entries (2^18): 2^45 batches fit in a BIGINT,
 -- over a century at ten thousand batches a second.
+-- No entry may be written or numbered while the ledger changes shape: the
+-- publisher's advisory lock first (an old publisher holding it finishes its
+-- round; taking the table first could deadlock with it), then the entries
+-- against writers. Old replicas cannot write after this commits: stop them
+-- before the new ones start (k8s/README.md, "How several replicas behave").
+SELECT pg_advisory_xact_lock(30521864600974457);
+LOCK TABLE ledger_entries IN EXCLUSIVE MODE;
+
 CREATE TABLE ledger_batches (
     batch_id  BIGINT   PRIMARY KEY,
     entries   INTEGER  NOT NULL CHECK (entries > 0 AND entries <= 262144),
