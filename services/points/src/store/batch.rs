@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row;
 
 use loyalty_common::db::Dialect;
@@ -127,17 +127,16 @@ impl LedgerStore {
         };
 
         // Replays, and keys reused for another request.
-        let keys: Vec<Value> = commands
+        let keys: Vec<KeyRef> = commands
             .iter()
-            .map(|c| json!({ "p": c.program_id, "m": c.command.method(), "k": c.idempotency_key }))
+            .map(|c| KeyRef { p: &c.program_id, m: c.command.method(), k: &c.idempotency_key })
             .collect();
         let sql = format!(
             "SELECT k.program_id, k.method, k.idempotency_key, k.request_hash, k.response FROM idempotency_keys k \
              JOIN {} ON k.program_id = r.p AND k.method = r.m AND k.idempotency_key = r.k",
             recordset(dialect, &[("p", TEXT), ("m", TEXT), ("k", TEXT)])
         );
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(keys).to_string()).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json_rows(&keys)).fetch_all(&mut *tx).await?;
         let mut saved = HashMap::new();
         for row in &rows {
             let id: (String, String, String) =
@@ -174,8 +173,8 @@ impl LedgerStore {
         for &i in &live {
             accounts.entry((commands[i].program_id.clone(), commands[i].customer_id().to_owned())).or_insert(None);
         }
-        let wanted: Vec<Value> = accounts.keys().map(|(p, c)| json!({ "p": p, "c": c })).collect();
-        for found in self.lock_accounts(&mut tx, &Value::Array(wanted).to_string()).await? {
+        let wanted: Vec<AccountRef> = accounts.keys().map(|(p, c)| AccountRef { p, c }).collect();
+        for found in self.lock_accounts(&mut tx, &json_rows(&wanted)).await? {
             accounts.insert((found.program_id.clone(), found.customer_id.clone()), Some(found));
         }
 
@@ -190,15 +189,14 @@ impl LedgerStore {
         }
         let mut lots: HashMap<(String, String), Vec<PointLot>> = HashMap::new();
         if !needs_lots.is_empty() {
-            let which: Vec<Value> = needs_lots.iter().map(|(p, c)| json!({ "p": p, "c": c })).collect();
+            let which: Vec<AccountRef> = needs_lots.iter().map(|(p, c)| AccountRef { p, c }).collect();
             let sql = format!(
                 "SELECT l.program_id AS lot_program_id, l.customer_id AS lot_customer_id, {} FROM point_lots l \
                  JOIN {} ON l.program_id = r.p AND l.customer_id = r.c WHERE l.remaining > 0",
                 qualified_columns("l", LOT_COLUMNS),
                 recordset(dialect, &[("p", TEXT), ("c", TEXT)])
             );
-            let rows =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Value::Array(which).to_string()).fetch_all(&mut *tx).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json_rows(&which)).fetch_all(&mut *tx).await?;
             for row in &rows {
                 let key: (String, String) = (row.try_get("lot_program_id")?, row.try_get("lot_customer_id")?);
                 lots.entry(key).or_default().push(lot_from_row(row)?);
@@ -340,13 +338,21 @@ impl LedgerStore {
         let (mut new_lots, mut changed_lots, mut changed_accounts) = (Vec::new(), Vec::new(), Vec::new());
         for ((program_id, customer_id), work) in working.iter().filter(|(_, w)| w.changed) {
             for lot in &work.lots {
-                let row = json!({
-                    "lot_id": lot.lot_id, "p": program_id, "c": customer_id, "original": lot.original,
-                    "remaining": lot.remaining, "consumed": lot.consumed, "expired": lot.expired,
-                    "reversed": lot.reversed, "expired_reversed": lot.expired_reversed,
-                    "state": lot_state(lot.active), "pending_until_us": lot.pending_until,
-                    "expires_at_us": lot.expires_at, "earned_at_us": lot.earned_at,
-                });
+                let row = LotRow {
+                    lot_id: &lot.lot_id,
+                    p: program_id,
+                    c: customer_id,
+                    original: lot.original,
+                    remaining: lot.remaining,
+                    consumed: lot.consumed,
+                    expired: lot.expired,
+                    reversed: lot.reversed,
+                    expired_reversed: lot.expired_reversed,
+                    state: lot_state(lot.active),
+                    pending_until_us: lot.pending_until,
+                    expires_at_us: lot.expires_at,
+                    earned_at_us: lot.earned_at,
+                };
                 if work.inserted.contains(&lot.lot_id) {
                     new_lots.push(row);
                 } else if work.dirty.contains(&lot.lot_id) {
@@ -354,13 +360,21 @@ impl LedgerStore {
                 }
             }
             let a = &work.account;
-            changed_accounts.push(json!({
-                "p": program_id, "c": customer_id, "available": a.available, "pending": a.pending,
-                "lifetime_earned": a.lifetime_earned, "spent": a.spent, "expired": a.expired,
-                "reversed": a.reversed, "debt": a.debt, "version": a.version,
-                "next_transition_us": a.next_transition_at, "next_expiry_us": a.next_expiry_at,
-                "next_expiry_points": a.next_expiry_points,
-            }));
+            changed_accounts.push(AccountRow {
+                p: program_id,
+                c: customer_id,
+                available: a.available,
+                pending: a.pending,
+                lifetime_earned: a.lifetime_earned,
+                spent: a.spent,
+                expired: a.expired,
+                reversed: a.reversed,
+                debt: a.debt,
+                version: a.version,
+                next_transition_us: a.next_transition_at,
+                next_expiry_us: a.next_expiry_at,
+                next_expiry_points: a.next_expiry_points,
+            });
         }
         const LOT: &[(&str, &str)] = &[
             ("lot_id", TEXT),
@@ -402,26 +416,50 @@ impl LedgerStore {
                     }
                     _ => ("", 0, 0),
                 };
-                entries.push(json!({
-                    "ordinal": entries.len(), "transaction_id": entry.transaction_id, "p": d.account.program_id, "c": d.account.customer_id,
-                    "kind": entry.kind.as_str(), "points": entry.points, "pending_points": entry.pending_points,
-                    "reason": entry.reason, "related": entry.related_transaction_id, "created_at_us": now,
-                    "pending_until_us": entry.pending_until, "expires_at_us": entry.expires_at,
-                    "amount": entry.amount, "actor": d.actor, "seq": seq, "order_id": order_id,
-                    "order_amount": order_amount, "base_points": base_points, "draws": entry.draws_text(),
-                }));
+                entries.push(EntryRow {
+                    ordinal: entries.len(),
+                    transaction_id: &entry.transaction_id,
+                    p: &d.account.program_id,
+                    c: &d.account.customer_id,
+                    kind: entry.kind.as_str(),
+                    points: entry.points,
+                    pending_points: entry.pending_points,
+                    reason: &entry.reason,
+                    related: &entry.related_transaction_id,
+                    created_at_us: now,
+                    pending_until_us: entry.pending_until,
+                    expires_at_us: entry.expires_at,
+                    amount: entry.amount,
+                    actor: &d.actor,
+                    seq,
+                    order_id,
+                    order_amount,
+                    base_points,
+                    draws: entry.draws_text(),
+                });
             }
             if let Some((order_id, amount, _, currency)) = &d.order {
-                orders.push(json!({
-                    "p": d.account.program_id, "o": order_id, "c": d.account.customer_id, "amount": amount,
-                    "currency": currency, "points": d.receipt.points, "t": d.receipt.transaction_id, "at": now,
-                }));
+                orders.push(OrderRow {
+                    p: &d.account.program_id,
+                    o: order_id,
+                    c: &d.account.customer_id,
+                    amount: *amount,
+                    currency,
+                    points: d.receipt.points,
+                    t: &d.receipt.transaction_id,
+                    at: now,
+                });
             }
             let response = serde_json::to_string(&d.receipt).expect("receipts serialise");
-            keys.push(json!({
-                "p": d.account.program_id, "m": d.method, "k": d.key, "h": d.hash,
-                "t": d.receipt.transaction_id, "r": response, "at": now,
-            }));
+            keys.push(KeyRow {
+                p: &d.account.program_id,
+                m: d.method,
+                k: &d.key,
+                h: &d.hash,
+                t: &d.receipt.transaction_id,
+                r: response,
+                at: now,
+            });
         }
 
         if entries.len() > BATCH_BLOCK {
@@ -461,14 +499,14 @@ impl LedgerStore {
                  SELECT r.lot_id, r.p, r.c, r.original, r.remaining, r.consumed, r.expired, r.reversed, \
                  r.expired_reversed, r.state, r.pending_until_us, r.expires_at_us, r.earned_at_us FROM {rows}",
                 LOT,
-                new_lots,
+                rows(&new_lots),
             ),
             (
                 "UPDATE point_lots SET remaining = r.remaining, consumed = r.consumed, expired = r.expired, \
                  reversed = r.reversed, expired_reversed = r.expired_reversed, state = r.state \
                  FROM {rows} WHERE point_lots.lot_id = r.lot_id",
                 LOT,
-                changed_lots,
+                rows(&changed_lots),
             ),
             (
                 insert_entries,
@@ -493,7 +531,7 @@ impl LedgerStore {
                     ("base_points", BIGINT),
                     ("draws", TEXT),
                 ],
-                entries,
+                rows(&entries),
             ),
             (
                 "INSERT INTO orders (program_id, order_id, customer_id, amount_minor, currency, points, \
@@ -509,7 +547,7 @@ impl LedgerStore {
                     ("t", TEXT),
                     ("at", BIGINT),
                 ],
-                orders,
+                rows(&orders),
             ),
             (
                 "UPDATE accounts SET available = r.available, pending = r.pending, \
@@ -532,14 +570,14 @@ impl LedgerStore {
                     ("next_expiry_us", BIGINT),
                     ("next_expiry_points", BIGINT),
                 ],
-                changed_accounts,
+                rows(&changed_accounts),
             ),
             (
                 "INSERT INTO idempotency_keys (program_id, method, idempotency_key, request_hash, transaction_id, \
                  response, created_at_us) SELECT r.p, r.m, r.k, r.h, r.t, r.r, r.at FROM {rows} WHERE true \
                  ORDER BY r.p, r.m, r.k ON CONFLICT DO NOTHING",
                 &[("p", TEXT), ("m", TEXT), ("k", TEXT), ("h", TEXT), ("t", TEXT), ("r", TEXT), ("at", BIGINT)],
-                keys,
+                rows(&keys),
             ),
         ];
         let saved = match dialect {
@@ -564,8 +602,8 @@ impl LedgerStore {
                 );
                 let sql = format!("WITH {batch}, {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
                 let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-                for (_, _, rows) in writes {
-                    query = query.bind(Value::Array(rows).to_string());
+                for (_, _, (_, json)) in writes {
+                    query = query.bind(json);
                 }
                 query = query.bind(entry_count);
                 u64::try_from(query.fetch_one(&mut *tx).await?).unwrap_or(0)
@@ -573,15 +611,12 @@ impl LedgerStore {
             // In process: a statement each, skipping tables with nothing to write.
             Dialect::Sqlite => {
                 let mut affected = 0;
-                for (sql, columns, rows) in writes {
-                    if rows.is_empty() {
+                for (sql, columns, (count, json)) in writes {
+                    if count == 0 {
                         continue;
                     }
                     let sql = sql.replace("{rows}", &recordset_at(dialect, 1, columns));
-                    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(Value::Array(rows).to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                    let result = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json).execute(&mut *tx).await?;
                     affected = result.rows_affected();
                 }
                 affected
@@ -673,8 +708,114 @@ fn run(work: &mut Working, c: &BatchCommand, now: i64) -> Result<(Receipt, Vec<N
 }
 
 /// One multi-row statement of a batch: its SQL with `{rows}` for the row
-/// source, the row source's columns, and the rows.
-type Write<'a> = (&'a str, &'a [(&'a str, &'a str)], Vec<Value>);
+/// source, the row source's columns, and the rows ([`rows`]).
+type Write<'a> = (&'a str, &'a [(&'a str, &'a str)], (usize, String));
+
+/// How many rows, and the JSON array a statement reads them from.
+fn rows<T: Serialize>(rows: &[T]) -> (usize, String) {
+    (rows.len(), json_rows(rows))
+}
+
+/// `rows` as one JSON array, serialised straight from the typed rows.
+fn json_rows<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of strings and integers serialise")
+}
+
+// The rows of a batch's statements, one struct per row source; field names
+// are the row source's column names.
+
+#[derive(Serialize)]
+struct KeyRef<'a> {
+    p: &'a str,
+    m: &'static str,
+    k: &'a str,
+}
+
+#[derive(Serialize)]
+struct AccountRef<'a> {
+    p: &'a str,
+    c: &'a str,
+}
+
+#[derive(Serialize)]
+struct LotRow<'a> {
+    lot_id: &'a str,
+    p: &'a str,
+    c: &'a str,
+    original: i64,
+    remaining: i64,
+    consumed: i64,
+    expired: i64,
+    reversed: i64,
+    expired_reversed: i64,
+    state: &'static str,
+    pending_until_us: Option<i64>,
+    expires_at_us: Option<i64>,
+    earned_at_us: i64,
+}
+
+#[derive(Serialize)]
+struct AccountRow<'a> {
+    p: &'a str,
+    c: &'a str,
+    available: i64,
+    pending: i64,
+    lifetime_earned: i64,
+    spent: i64,
+    expired: i64,
+    reversed: i64,
+    debt: i64,
+    version: i64,
+    next_transition_us: Option<i64>,
+    next_expiry_us: Option<i64>,
+    next_expiry_points: i64,
+}
+
+#[derive(Serialize)]
+struct EntryRow<'a> {
+    ordinal: usize,
+    transaction_id: &'a str,
+    p: &'a str,
+    c: &'a str,
+    kind: &'static str,
+    points: i64,
+    pending_points: i64,
+    reason: &'a str,
+    related: &'a str,
+    created_at_us: i64,
+    pending_until_us: Option<i64>,
+    expires_at_us: Option<i64>,
+    amount: i64,
+    actor: &'a str,
+    seq: Option<i64>,
+    order_id: &'a str,
+    order_amount: i64,
+    base_points: i64,
+    draws: String,
+}
+
+#[derive(Serialize)]
+struct OrderRow<'a> {
+    p: &'a str,
+    o: &'a str,
+    c: &'a str,
+    amount: i64,
+    currency: &'a str,
+    points: i64,
+    t: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct KeyRow<'a> {
+    p: &'a str,
+    m: &'static str,
+    k: &'a str,
+    h: &'a str,
+    t: &'a str,
+    r: String,
+    at: i64,
+}
 
 const TEXT: &str = "text";
 const BIGINT: &str = "bigint";
