@@ -1125,21 +1125,33 @@ struct SpendRow {
 
 /// The most entries one writing transaction may number as one batch: the
 /// increment of `ledger_batch_ids` (PostgreSQL migration 0011).
-pub const BATCH_BLOCK: usize = 262_144;
+const BATCH_BLOCK: usize = 262_144;
 
-/// Opens a batch of `entries` stream entries (PostgreSQL): takes one block of
-/// entry ids and records it, unnumbered, for the publisher. Returns the
-/// block's first id.
-async fn open_batch(tx: &mut AnyConnection, entries: usize) -> Result<i64, Error> {
-    if entries > BATCH_BLOCK {
-        return Err(Error::Corrupt(format!("one write of {entries} entries; a batch numbers at most {BATCH_BLOCK}")));
+/// Refuses a write of more entries than one block of ids holds.
+fn within_block(entries: usize) -> Result<(), String> {
+    match entries {
+        n if n > BATCH_BLOCK => Err(format!("one write of {n} entries; a batch numbers at most {BATCH_BLOCK}")),
+        _ => Ok(()),
     }
-    let base: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger_batches (batch_id, entries) VALUES (nextval('ledger_batch_ids'), $1) RETURNING batch_id",
+}
+
+/// The statement that opens a batch of `$param` entries (PostgreSQL): takes
+/// one block of entry ids and records it, unnumbered, for the publisher;
+/// returns the block's first id, and no row for no entries. Shared by the
+/// one-command path and the group-commit batch (a CTE of its write).
+fn open_batch_sql(param: usize) -> String {
+    format!(
+        "INSERT INTO ledger_batches (batch_id, entries) \
+         SELECT nextval('ledger_batch_ids'), ${param} WHERE ${param} > 0 RETURNING batch_id"
     )
-    .bind(entries as i64)
-    .fetch_one(&mut *tx)
-    .await?;
+}
+
+/// Opens a batch of `entries` (more than none) on the one-command path;
+/// returns the block's first id.
+async fn open_batch(tx: &mut AnyConnection, entries: usize) -> Result<i64, Error> {
+    within_block(entries).map_err(Error::Corrupt)?;
+    let base: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(open_batch_sql(1))).bind(entries as i64).fetch_one(&mut *tx).await?;
     Ok(base)
 }
 

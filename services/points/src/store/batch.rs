@@ -26,8 +26,8 @@ use loyalty_common::db::Dialect;
 use loyalty_common::idempotency::request_hash;
 
 use super::{
-    ACCOUNT_COLUMNS, BATCH_BLOCK, Command, Execution, LOT_COLUMNS, LedgerStore, Receipt, account_from_row,
-    lot_from_row, lot_state, qualified_columns,
+    ACCOUNT_COLUMNS, Command, Execution, LOT_COLUMNS, LedgerStore, Receipt, account_from_row, lot_from_row, lot_state,
+    open_batch_sql, qualified_columns, within_block,
 };
 use crate::domain::{Account, AccountBook, EntryKind, NewEntry, PointLot, RuleViolation, new_transaction_id};
 use crate::error::Error;
@@ -462,10 +462,7 @@ impl LedgerStore {
             });
         }
 
-        if entries.len() > BATCH_BLOCK {
-            let message = format!("one batch of {} entries; a batch numbers at most {BATCH_BLOCK}", entries.len());
-            return Err(BatchFailure::Database(sqlx::Error::Protocol(message)));
-        }
+        within_block(entries.len()).map_err(|message| BatchFailure::Database(sqlx::Error::Protocol(message)))?;
         let entry_count = entries.len() as i64;
         // PostgreSQL: the entries take their ids from the block of the
         // batch's `ledger_batches` row (CTE `batch`), which the publisher
@@ -595,11 +592,7 @@ impl LedgerStore {
                     })
                     .collect();
                 // The batch's row and block of entry ids, when it wrote entries.
-                let batch = format!(
-                    "batch AS (INSERT INTO ledger_batches (batch_id, entries) \
-                     SELECT nextval('ledger_batch_ids'), ${n} WHERE ${n} > 0 RETURNING batch_id)",
-                    n = writes.len() + 1
-                );
+                let batch = format!("batch AS ({})", open_batch_sql(writes.len() + 1));
                 let sql = format!("WITH {batch}, {} SELECT COUNT(*) FROM w{}", parts.join(", "), writes.len() - 1);
                 let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
                 for (_, _, (_, json)) in writes {
