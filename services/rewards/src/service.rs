@@ -53,6 +53,10 @@ use crate::store::{CatalogEntry, Claim, Redemption, RefundTask, RewardsStore, St
 type PointsClient = PointsServiceClient<PeerChannel>;
 type TiersClient = TiersServiceClient<PeerChannel>;
 
+/// How many times one redemption judges a tier-limited reward that keeps
+/// changing under it before it gives up (VERSION_MISMATCH, safe to retry).
+const MAX_JUDGED: u32 = 3;
+
 /// Shortest wait between recovery passes when a lease is about to run out,
 /// so a lease in the past (clock skew) does not spin the loop.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
@@ -102,21 +106,42 @@ impl Rewards {
         reward_id: &str,
         key: &str,
     ) -> Result<(Redemption, bool), Error> {
-        let entry = self.store.entry(program_id, reward_id).await?;
-        if entry.reward.tier_limited() {
-            // A replay is answered from what it made, even with tiers down.
-            if let Some(redemption) = self.store.replayed(program_id, customer_id, reward_id, key).await? {
-                return Ok((redemption, true));
+        // The reward as last read here (`stored`: read just now); staging
+        // checks it again under its lock.
+        let (mut entry, mut stored) = self.store.seen_entry(program_id, reward_id).await?;
+        let mut judged = 0;
+        let redemption = loop {
+            if entry.reward.tier_limited() {
+                // A replay is answered from what it made, even with tiers down.
+                if let Some(redemption) = self.store.replayed(program_id, customer_id, reward_id, key).await? {
+                    return Ok((redemption, true));
+                }
+                let refusal = self.tier_position(program_id, customer_id).await?.refuses(&entry.reward);
+                match refusal {
+                    // A copy may predate an edit that opened the reward up:
+                    // a refusal stands only on the reward as stored.
+                    Some(_) if !stored => {
+                        entry = self.store.entry(program_id, reward_id).await?;
+                        stored = true;
+                        continue;
+                    }
+                    Some(Unavailable::TierNotEligible) => return Err(Error::TierNotEligible),
+                    Some(_) => return Err(Error::TierTooLow),
+                    None => {}
+                }
             }
-            match self.tier_position(program_id, customer_id).await?.refuses(&entry.reward) {
-                Some(Unavailable::TierNotEligible) => return Err(Error::TierNotEligible),
-                Some(_) => return Err(Error::TierTooLow),
-                None => {}
+            match self.store.stage(program_id, customer_id, &entry, key).await? {
+                Staged::Replay(redemption) => return Ok((redemption, true)),
+                Staged::New(redemption) => break redemption,
+                // Edited since it was read: the tier is judged on the reward as it is.
+                Staged::Changed(fresh) if judged < MAX_JUDGED => {
+                    judged += 1;
+                    (entry, stored) = (fresh, true);
+                }
+                Staged::Changed(fresh) => {
+                    return Err(Error::VersionMismatch { expected: entry.reward.version, actual: fresh.reward.version });
+                }
             }
-        }
-        let redemption = match self.store.stage(program_id, customer_id, &entry, key).await? {
-            Staged::Replay(redemption) => return Ok((redemption, true)),
-            Staged::New(redemption) => redemption,
         };
         match self.spend(&redemption).await {
             Spend::Done => {

@@ -5,7 +5,8 @@
 //! neither is staged under a shared lock, and on PostgreSQL by group commit
 //! (`store/batch.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -196,6 +197,49 @@ pub enum Staged {
     New(Claim),
     /// The key was used before: the redemption as it stands.
     Replay(Redemption),
+    /// The reward is limited to some tiers and is no longer the one the
+    /// caller judged the customer's tier against: judge again on this one.
+    Changed(CatalogEntry),
+}
+
+/// Rewards as this process last read them, so that a redemption starts
+/// without reading its reward. A copy may be stale (another replica edited
+/// the reward): what it decides is checked again where it counts, under a
+/// lock on the reward's row. The batch stages only when the stored body is
+/// still the one seen, and the one-row path judges stock, limit, dates and
+/// cost on the row it locked, and hands a changed tier-limited reward back
+/// ([`Staged::Changed`]) for the tier check; a tier refusal made on a copy
+/// is confirmed on the stored reward. Every read of a reward, and every lock
+/// of one, refreshes its copy.
+/// Keyed by reward id (ids are unique across programs), with the program
+/// the reward belongs to, which every lookup must match.
+#[derive(Debug, Default)]
+struct Seen(Mutex<HashMap<String, (String, CatalogEntry)>>);
+
+/// Copies kept at most (rewards of all programs); past that, all are dropped
+/// and read again as redeemed.
+const SEEN_CAPACITY: usize = 10_000;
+
+impl Seen {
+    fn get(&self, program_id: &str, reward_id: &str) -> Option<CatalogEntry> {
+        let rewards = self.0.lock().expect("seen rewards poisoned");
+        rewards.get(reward_id).filter(|(program, _)| program == program_id).map(|(_, entry)| entry.clone())
+    }
+
+    fn put(&self, program_id: &str, entry: &CatalogEntry) {
+        let mut rewards = self.0.lock().expect("seen rewards poisoned");
+        if rewards.len() >= SEEN_CAPACITY {
+            rewards.clear();
+        }
+        rewards.insert(entry.reward.reward_id.clone(), (program_id.to_owned(), entry.clone()));
+    }
+
+    fn forget(&self, program_id: &str, reward_id: &str) {
+        let mut rewards = self.0.lock().expect("seen rewards poisoned");
+        if rewards.get(reward_id).is_some_and(|(program, _)| program == program_id) {
+            rewards.remove(reward_id);
+        }
+    }
 }
 
 const REDEMPTION_COLUMNS: &str = "redemption_id, program_id, customer_id, reward_id, reward_name, points, status, \
@@ -222,12 +266,13 @@ pub struct RewardsStore {
     lease: Micros,
     /// Group commit of stagings and activations (PostgreSQL).
     batches: Arc<Batches>,
+    seen: Arc<Seen>,
 }
 
 impl RewardsStore {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
         let owner = format!("rewards-{}", uuid::Uuid::now_v7().simple());
-        Self { db, clock, owner, lease: DEFAULT_LEASE, batches: Arc::default() }
+        Self { db, clock, owner, lease: DEFAULT_LEASE, batches: Arc::default(), seen: Arc::default() }
     }
 
     /// How long a PENDING redemption stays this process's after each step.
@@ -331,6 +376,7 @@ impl RewardsStore {
         self.entry(program_id, reward_id).await
     }
 
+    /// The reward as stored now.
     pub async fn entry(&self, program_id: &str, reward_id: &str) -> Result<CatalogEntry, Error> {
         let row =
             sqlx::query("SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2")
@@ -338,7 +384,26 @@ impl RewardsStore {
                 .bind(reward_id)
                 .fetch_optional(&self.db.pool)
                 .await?;
-        row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))
+        match row.as_ref().map(entry_from_row).transpose()? {
+            Some(entry) => {
+                self.seen.put(program_id, &entry);
+                Ok(entry)
+            }
+            None => {
+                self.seen.forget(program_id, reward_id);
+                Err(Error::RewardNotFound(reward_id.to_owned()))
+            }
+        }
+    }
+
+    /// The reward as this process last read it, read now if it never did
+    /// (then `true`): what a redemption starts from ([`Seen`] says why a
+    /// stale copy is safe).
+    pub async fn seen_entry(&self, program_id: &str, reward_id: &str) -> Result<(CatalogEntry, bool), Error> {
+        match self.seen.get(program_id, reward_id) {
+            Some(entry) => Ok((entry, false)),
+            None => Ok((self.entry(program_id, reward_id).await?, true)),
+        }
     }
 
     pub async fn catalog(&self, program_id: &str, include_archived: bool) -> Result<Vec<CatalogEntry>, Error> {
@@ -398,6 +463,11 @@ impl RewardsStore {
             tx.rollback().await?;
             exclusive = true;
         };
+        self.seen.put(program_id, &entry);
+        if entry.reward.tier_limited() && entry.reward != seen.reward {
+            tx.rollback().await?;
+            return Ok(Staged::Changed(entry));
+        }
         if entry.archived || !entry.reward.is_active(now) {
             return Err(Error::RewardNotActive(reward_id.to_owned()));
         }
@@ -558,6 +628,7 @@ impl RewardsStore {
                 redemption_id: redemption.redemption_id.clone(),
                 token: redemption.token.clone(),
                 at: self.now(),
+                active: active.clone(),
             };
             if self.batches.activate(&self.db, row).await {
                 return Ok(active);

@@ -275,7 +275,7 @@ impl Replicas {
         let reward = self.a.entry("shop", &self.reward_id).await.unwrap();
         match self.a.stage("shop", customer, &reward, &format!("redeem-{customer}")).await.unwrap() {
             Staged::New(redemption) => redemption,
-            Staged::Replay(_) => panic!("a new redemption"),
+            other => panic!("a new redemption, not {other:?}"),
         }
     }
 

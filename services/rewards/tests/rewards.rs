@@ -366,12 +366,90 @@ async fn gifts_and_campaign_codes_cost_no_points_and_count_against_stock(backend
     m.stop().await;
 }
 
+/// Each replica redeems from its own copy of a reward (the store's memory);
+/// an edit made on another replica must still decide the redemption.
+async fn a_replica_redeems_the_reward_as_another_replica_changed_it(backend: Backend) {
+    let mut m = Harness::start(backend).await;
+    let ladder = tiers::Ladder {
+        tiers: vec![
+            tiers::Tier { tier_id: "base".into(), name: "Base".into(), threshold: 0, multiplier_bp: 10_000, ..Default::default() },
+            tiers::Tier { tier_id: "gold".into(), name: "Gold".into(), threshold: 10_000, multiplier_bp: 10_000, ..Default::default() },
+        ],
+        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+        ..Default::default()
+    };
+    let request = tiers::PutLadderRequest {
+        program_id: "shop".into(),
+        ladder: Some(ladder),
+        actor: "admin@shop".into(),
+        idempotency_key: "l1".into(),
+        expected_version: None,
+    };
+    m.tiers.put_ladder(request).await.unwrap();
+    let reward = m.reward(discount("plain", 100)).await;
+    for customer in ["bob", "cy", "dee"] {
+        m.earn(customer, 1_000).await;
+    }
+    m.redeem("bob", &reward, "b1").await.expect("open to all: this replica now holds the reward as read");
+    let elsewhere = pb::RedeemRequest {
+        program_id: "other".into(),
+        customer_id: "bob".into(),
+        reward_id: reward.clone(),
+        idempotency_key: "x1".into(),
+    };
+    let status = m.rewards.redeem(elsewhere).await.expect_err("the copy held is this program's only");
+    assert_eq!(reason(&status), "REWARD_NOT_FOUND");
+
+    let args = [
+        "--points-addr",
+        &m.proxy.addr.to_string(),
+        "--tiers-addr",
+        &m.servers.1.bind_addr().to_string(),
+        "--upstream-timeout-ms",
+        "1000",
+    ];
+    let other = m.sandbox.start::<RewardsServer>(&m.rewards_url, &args).await;
+    let mut admin = RewardsServiceClient::new(testing::channel(other.bind_addr()).await);
+    let edit = |changed: pb::Reward, key: &str| pb::UpdateRewardRequest {
+        program_id: "shop".into(),
+        reward: Some(pb::Reward { reward_id: reward.clone(), ..changed }),
+        actor: "admin@shop".into(),
+        idempotency_key: key.into(),
+        expected_version: None,
+    };
+    let gold_only = pb::Reward { minimum_tier_id: "gold".into(), ..discount("plain", 100) };
+    admin.update_reward(edit(gold_only, "u1")).await.unwrap();
+    let refused = m.redeem("cy", &reward, "c1").await.expect_err("gold only since the other replica's edit");
+    assert_eq!(reason(&refused), "TIER_TOO_LOW");
+    assert_eq!(m.available("cy").await, 1_000, "nothing spent");
+
+    admin.update_reward(edit(discount("plain", 300), "u2")).await.unwrap();
+    let dearer = m.redeem("dee", &reward, "d1").await.unwrap();
+    assert_eq!(dearer.points_spent, 300, "the price as it is now");
+    assert_eq!(m.available("dee").await, 700);
+
+    let archive = pb::ArchiveRewardRequest {
+        program_id: "shop".into(),
+        reward_id: reward.clone(),
+        actor: "admin@shop".into(),
+        idempotency_key: "a1".into(),
+    };
+    admin.archive_reward(archive).await.unwrap();
+    let gone = m.redeem("cy", &reward, "c2").await.expect_err("archived on the other replica");
+    assert_eq!(reason(&gone), "REWARD_NOT_ACTIVE");
+    assert_eq!(m.available("cy").await, 1_000);
+    other.shutdown().await.unwrap();
+    m.stop().await;
+}
+
 fn reason(status: &tonic::Status) -> String {
     status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
 }
 
 loyalty_common::on_both_backends!(
     a_voucher_is_issued_validated_and_consumed_once,
+    a_replica_redeems_the_reward_as_another_replica_changed_it,
     refusals_spend_nothing,
     stock_holds_under_concurrent_redemptions,
     points_down_during_redeem_leaves_the_points,

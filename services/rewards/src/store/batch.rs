@@ -47,6 +47,10 @@ pub(super) struct Activation {
     pub redemption_id: String,
     pub token: String,
     pub at: Micros,
+    /// The redemption as the claim holds it, already ACTIVE: its event is
+    /// made from it, so the statement returns only ids.
+    #[serde(skip)]
+    pub active: super::Redemption,
 }
 
 /// The two batch workers, started at first use (on the caller's runtime).
@@ -140,25 +144,18 @@ async fn activate_all(db: &Database, rows: &[Activation]) -> Result<HashSet<Stri
             "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
         )
         .await?;
-    let sql = format!(
-        "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, token text, \
-         at bigint) ORDER BY redemption_id) \
-         UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
-         WHERE redemptions.redemption_id = r.redemption_id AND redemptions.status = 'pending' \
-         AND redemptions.owner = r.token RETURNING {}",
-        super::REDEMPTION_COLUMNS.split(", ").map(|c| format!("redemptions.{c}")).collect::<Vec<_>>().join(", ")
-    );
+    let sql = "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, token text, \
+               at bigint) ORDER BY redemption_id) \
+               UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
+               WHERE redemptions.redemption_id = r.redemption_id AND redemptions.status = 'pending' \
+               AND redemptions.owner = r.token RETURNING redemptions.redemption_id";
     let json = serde_json::to_string(rows).expect("rows serialise");
-    let activated = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json).fetch_all(&mut *tx).await?;
-    let mut ids = HashSet::with_capacity(activated.len());
-    let mut events = Vec::with_capacity(activated.len());
-    for row in &activated {
-        let redemption = super::redemption_from_row(row).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        let at = rows.iter().find(|r| r.redemption_id == redemption.redemption_id).map_or(0, |r| r.at);
-        let redemption = super::Redemption { status: super::Status::Active, ..redemption };
-        events.push(redemption.event(super::REDEEMED, at));
-        ids.insert(redemption.redemption_id);
-    }
+    let ids: HashSet<String> = sqlx::query_scalar(sql).bind(json).fetch_all(&mut *tx).await?.into_iter().collect();
+    let events: Vec<outbox::Event> = rows
+        .iter()
+        .filter(|r| ids.contains(&r.redemption_id))
+        .map(|r| r.active.event(super::REDEEMED, r.at))
+        .collect();
     let now = rows.iter().map(|r| r.at).max().unwrap_or(0);
     outbox::append(&mut tx, Dialect::Postgres, now, &events).await?;
     tx.commit().await?;
