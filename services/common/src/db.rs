@@ -360,6 +360,16 @@ pub async fn open(url: &str, pool: PoolSettings, migrations: Migrations) -> Resu
     Ok(db)
 }
 
+/// Begins a PostgreSQL transaction whose statements are planned as nested
+/// loops over index lookups: no sequential scans, hash or merge joins. For
+/// statements whose row source is JSON the planner knows nothing of, or a
+/// join it misjudges while a young table's statistics lag behind its growth,
+/// where any other plan reads a whole table.
+pub async fn begin_by_index(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    pool.begin_with("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        .await
+}
+
 /// True when the database answers a trivial query within `within`.
 pub async fn ping(db: &Database, within: Duration) -> bool {
     let query = sqlx::query("SELECT 1").execute(&db.pool);

@@ -789,7 +789,20 @@ impl LedgerStore {
                  WHERE seq > $1 AND ($2 = '' OR program_id = $2){kinds} ORDER BY seq LIMIT $3"
             ),
         });
-        let rows = sqlx::query(sql).bind(after).bind(program_id).bind(limit).fetch_all(&self.db.pool).await?;
+        let query = sqlx::query(sql).bind(after).bind(program_id).bind(limit);
+        let rows = match self.db.dialect {
+            // Batches in position order, each with its primary-key range of
+            // entries, stopping at the limit. Without statistics (a young
+            // ledger) the planner misjudges the range join and may scan the
+            // program's entries instead, most of all for a rare kind.
+            Dialect::Postgres => {
+                let mut tx = db::begin_by_index(&self.db.pool).await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            }
+            Dialect::Sqlite => query.fetch_all(&self.db.pool).await?,
+        };
         rows.iter().map(entry_from_row).collect()
     }
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use loyalty_common::db::Dialect;
+use loyalty_common::db::{self, Dialect};
 use loyalty_common::idempotency::request_hash;
 
 use super::{
@@ -120,9 +120,7 @@ impl LedgerStore {
             // this, a table whose statistics lag behind its growth (any
             // young ledger) is scanned whole for every batch. Each statement
             // of a batch is meant as a nested loop over primary-key lookups.
-            Dialect::Postgres => {
-                self.db.pool.begin_with("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off").await?
-            }
+            Dialect::Postgres => db::begin_by_index(&self.db.pool).await?,
             Dialect::Sqlite => self.begin().await?,
         };
 

@@ -138,12 +138,7 @@ async fn stage_all(db: &Database, rows: &[StageRow]) -> Result<HashSet<String>, 
 async fn activate_all(db: &Database, rows: &[Activation]) -> Result<HashSet<String>, sqlx::Error> {
     // The row source is JSON the planner knows nothing of: each row is meant
     // as a primary-key lookup, never a scan of the whole table.
-    let mut tx = db
-        .pool
-        .begin_with(
-            "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-        )
-        .await?;
+    let mut tx = loyalty_common::db::begin_by_index(&db.pool).await?;
     let sql = "WITH r AS (SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(redemption_id text, token text, \
                at bigint) ORDER BY redemption_id) \
                UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
