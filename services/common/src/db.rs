@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Executor};
+use sqlx::{AnyPool, AssertSqlSafe, Connection, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -225,6 +225,14 @@ pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Stored
 #[error("a stored JSON value does not read back: {0}")]
 pub struct StoredJson(#[source] serde_json::Error);
 
+/// A pooled connection idle for this long is pinged before it is lent: one
+/// used more recently was working a moment ago, and one that broke while in
+/// use was closed when it came back (sqlx pings on release). A connection
+/// idle through a database restart of this length or more is checked; one
+/// lent within a shorter outage fails its call once as UNAVAILABLE and is
+/// closed when it comes back.
+const PING_IDLE_AFTER: Duration = Duration::from_millis(250);
+
 /// Connects, creating the SQLite file (and its directory) when needed.
 pub async fn connect(url: &str, pool: PoolSettings) -> Result<Database, DbError> {
     let (options, url, dialect) = pool_options(url, pool)?;
@@ -266,8 +274,19 @@ fn pool_options(url: &str, pool: PoolSettings) -> Result<(AnyPoolOptions, String
         .max_connections(max_connections.max(1))
         // sqlx closes a connection whose ping fails when it comes back to the
         // pool, but one that sat idle through a restart is only found dead by
-        // the ping before lending (`test_before_acquire`, kept on: one round
-        // trip per acquire, against a failed call per idle connection).
+        // a ping before lending. Only a connection idle for a while is
+        // pinged: under load a connection is lent again within milliseconds,
+        // and sqlx's own `test_before_acquire` cost one round trip (or, on
+        // SQLite, one hop to the connection's thread) on every acquire.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .acquire_timeout(pool.acquire_timeout)
         // Every wait for a connection, as an event for `db_pool_acquire_seconds`.
         .acquire_time_level(log::LevelFilter::Trace)
@@ -489,7 +508,9 @@ mod tests {
         let terminated = sqlx::query("SELECT 1").execute(&mut *held).await.expect_err("the restart ended the session");
         assert!(is_unavailable(&terminated), "{terminated:?}");
         drop(held);
-        // The idle connection died too; the pool tests it before lending it.
+        // The idle connection died too. It has been idle longer than a
+        // restart takes, so the pool tests it before lending it.
+        tokio::time::sleep(PING_IDLE_AFTER).await;
         sqlx::query("SELECT 1").execute(&db.pool).await.expect("the first call after a restart gets a live connection");
 
         pg.stop();

@@ -116,7 +116,17 @@ impl Rewards {
                 if let Some(redemption) = self.store.replayed(program_id, customer_id, reward_id, key).await? {
                     return Ok((redemption, true));
                 }
-                let refusal = self.tier_position(program_id, customer_id).await?.refuses(&entry.reward);
+                let refusal = match self.tier_position(program_id, customer_id).await {
+                    Ok(position) => position.refuses(&entry.reward),
+                    // Tiers down: the copy may predate an edit that opened
+                    // the reward to everyone, which needs no tiers.
+                    Err(_) if !stored => {
+                        entry = self.store.entry(program_id, reward_id).await?;
+                        stored = true;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 match refusal {
                     // A copy may predate an edit that opened the reward up:
                     // a refusal stands only on the reward as stored.

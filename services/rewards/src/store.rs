@@ -209,8 +209,8 @@ pub enum Staged {
 /// still the one seen, and the one-row path judges stock, limit, dates and
 /// cost on the row it locked, and hands a changed tier-limited reward back
 /// ([`Staged::Changed`]) for the tier check; a tier refusal made on a copy
-/// is confirmed on the stored reward. Every read of a reward, and every lock
-/// of one, refreshes its copy.
+/// is confirmed on the stored reward. Every read of one reward by its id,
+/// locked or not, refreshes its copy (catalog listings and batches do not).
 /// Keyed by reward id (ids are unique across programs), with the program
 /// the reward belongs to, which every lookup must match.
 #[derive(Debug, Default)]
@@ -226,10 +226,15 @@ impl Seen {
         rewards.get(reward_id).filter(|(program, _)| program == program_id).map(|(_, entry)| entry.clone())
     }
 
+    /// Keeps `entry` unless a newer version of it is already kept (a slow
+    /// read must not put an older one back).
     fn put(&self, program_id: &str, entry: &CatalogEntry) {
         let mut rewards = self.0.lock().expect("seen rewards poisoned");
-        if rewards.len() >= SEEN_CAPACITY {
-            rewards.clear();
+        match rewards.get(&entry.reward.reward_id) {
+            Some((_, kept)) if kept.reward.version > entry.reward.version => return,
+            Some(_) => {}
+            None if rewards.len() >= SEEN_CAPACITY => rewards.clear(),
+            None => {}
         }
         rewards.insert(entry.reward.reward_id.clone(), (program_id.to_owned(), entry.clone()));
     }
@@ -463,7 +468,6 @@ impl RewardsStore {
             tx.rollback().await?;
             exclusive = true;
         };
-        self.seen.put(program_id, &entry);
         if entry.reward.tier_limited() && entry.reward != seen.reward {
             tx.rollback().await?;
             return Ok(Staged::Changed(entry));
@@ -638,18 +642,20 @@ impl RewardsStore {
         // nothing, the same transaction writes the refund below.
         let now = self.now();
         let mut tx = begin_write(&self.db).await?;
-        let changed = sqlx::query(
+        // The customer as stored: an erasure meanwhile replaced it, and the
+        // event must not bring the real one back.
+        let changed: Option<String> = sqlx::query_scalar(
             "UPDATE redemptions SET status = 'active', updated_at_us = $1 \
-             WHERE redemption_id = $2 AND status = 'pending' AND owner = $3",
+             WHERE redemption_id = $2 AND status = 'pending' AND owner = $3 RETURNING customer_id",
         )
         .bind(now)
         .bind(&redemption.redemption_id)
         .bind(&redemption.token)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 1 {
-            outbox::append(&mut tx, self.db.dialect, now, &[active.event(REDEEMED, now)]).await?;
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(customer_id) = changed {
+            let stored = Redemption { customer_id, ..active.clone() };
+            outbox::append(&mut tx, self.db.dialect, now, &[stored.event(REDEEMED, now)]).await?;
             tx.commit().await?;
             // Nothing else of it changed: no need to read it back.
             return Ok(active);
@@ -1346,7 +1352,10 @@ impl RewardsStore {
             "SELECT body, remaining_stock, archived FROM rewards WHERE program_id = $1 AND reward_id = $2{clause}"
         ));
         let row = sqlx::query(sql).bind(program_id).bind(reward_id).fetch_optional(&mut *tx).await?;
-        row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))
+        let entry =
+            row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| Error::RewardNotFound(reward_id.to_owned()))?;
+        self.seen.put(program_id, &entry);
+        Ok(entry)
     }
 
     async fn issued(&self, tx: &mut AnyConnection, reward_id: &str) -> Result<i64, Error> {

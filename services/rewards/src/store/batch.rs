@@ -5,7 +5,7 @@
 //! batch could not write (key taken, reward changed, redemption taken over)
 //! is left to the one-row path, which decides exactly as before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -143,14 +143,20 @@ async fn activate_all(db: &Database, rows: &[Activation]) -> Result<HashSet<Stri
                at bigint) ORDER BY redemption_id) \
                UPDATE redemptions SET status = 'active', updated_at_us = r.at FROM r \
                WHERE redemptions.redemption_id = r.redemption_id AND redemptions.status = 'pending' \
-               AND redemptions.owner = r.token RETURNING redemptions.redemption_id";
+               AND redemptions.owner = r.token RETURNING redemptions.redemption_id, redemptions.customer_id";
     let json = serde_json::to_string(rows).expect("rows serialise");
-    let ids: HashSet<String> = sqlx::query_scalar(sql).bind(json).fetch_all(&mut *tx).await?.into_iter().collect();
+    // Each activated redemption's customer as stored: an erasure meanwhile
+    // replaced it, and the event must not bring the real one back.
+    let customers: HashMap<String, String> =
+        sqlx::query_as(sql).bind(json).fetch_all(&mut *tx).await?.into_iter().collect();
     let events: Vec<outbox::Event> = rows
         .iter()
-        .filter(|r| ids.contains(&r.redemption_id))
-        .map(|r| r.active.event(super::REDEEMED, r.at))
+        .filter_map(|r| {
+            let customer_id = customers.get(&r.redemption_id)?.clone();
+            Some(super::Redemption { customer_id, ..r.active.clone() }.event(super::REDEEMED, r.at))
+        })
         .collect();
+    let ids: HashSet<String> = customers.into_keys().collect();
     let now = rows.iter().map(|r| r.at).max().unwrap_or(0);
     outbox::append(&mut tx, Dialect::Postgres, now, &events).await?;
     tx.commit().await?;
