@@ -385,8 +385,10 @@ pub async fn open(url: &str, pool: PoolSettings, migrations: Migrations) -> Resu
 /// join it misjudges while a young table's statistics lag behind its growth,
 /// where any other plan reads a whole table.
 pub async fn begin_by_index(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    pool.begin_with("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        .await
+    pool.begin_with(
+        "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+    )
+    .await
 }
 
 /// True when the database answers a trivial query within `within`.

@@ -149,7 +149,10 @@ impl Rewards {
                     (entry, stored) = (fresh, true);
                 }
                 Staged::Changed(fresh) => {
-                    return Err(Error::VersionMismatch { expected: entry.reward.version, actual: fresh.reward.version });
+                    return Err(Error::VersionMismatch {
+                        expected: entry.reward.version,
+                        actual: fresh.reward.version,
+                    });
                 }
             }
         };

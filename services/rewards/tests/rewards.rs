@@ -85,6 +85,31 @@ impl Harness {
         self.sandbox.stop().await;
     }
 
+    /// Base from 0 qualifying points, gold (2x) from 10,000.
+    async fn put_base_and_gold_ladder(&mut self) {
+        let tier = |id: &str, threshold: i64, multiplier_bp: i32| tiers::Tier {
+            tier_id: id.into(),
+            name: id.to_uppercase(),
+            threshold,
+            multiplier_bp,
+            ..Default::default()
+        };
+        let ladder = tiers::Ladder {
+            tiers: vec![tier("base", 0, 10_000), tier("gold", 10_000, 20_000)],
+            window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
+            downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
+            ..Default::default()
+        };
+        let request = tiers::PutLadderRequest {
+            program_id: "shop".into(),
+            ladder: Some(ladder),
+            actor: "admin@shop".into(),
+            idempotency_key: "l1".into(),
+            expected_version: None,
+        };
+        self.tiers.put_ladder(request).await.unwrap();
+    }
+
     async fn earn(&mut self, customer: &str, points: i64) {
         self.points
             .earn(points::EarnRequest {
@@ -370,28 +395,24 @@ async fn gifts_and_campaign_codes_cost_no_points_and_count_against_stock(backend
 /// an edit made on another replica must still decide the redemption.
 async fn a_replica_redeems_the_reward_as_another_replica_changed_it(backend: Backend) {
     let mut m = Harness::start(backend).await;
-    let ladder = tiers::Ladder {
-        tiers: vec![
-            tiers::Tier { tier_id: "base".into(), name: "Base".into(), threshold: 0, multiplier_bp: 10_000, ..Default::default() },
-            tiers::Tier { tier_id: "gold".into(), name: "Gold".into(), threshold: 10_000, multiplier_bp: 10_000, ..Default::default() },
-        ],
-        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
-        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
-        ..Default::default()
-    };
-    let request = tiers::PutLadderRequest {
-        program_id: "shop".into(),
-        ladder: Some(ladder),
-        actor: "admin@shop".into(),
-        idempotency_key: "l1".into(),
-        expected_version: None,
-    };
-    m.tiers.put_ladder(request).await.unwrap();
+    m.put_base_and_gold_ladder().await;
     let reward = m.reward(discount("plain", 100)).await;
-    for customer in ["bob", "cy", "dee"] {
+    let members = m.reward(pb::Reward { minimum_tier_id: "base".into(), ..discount("members", 100) }).await;
+    for customer in ["bob", "cy", "dee", "eve"] {
         m.earn(customer, 1_000).await;
     }
+    let mut held = String::new();
+    for _ in 0..500 {
+        let request = tiers::GetMembershipRequest { program_id: "shop".into(), customer_id: "eve".into() };
+        held = m.tiers.get_membership(request).await.unwrap().into_inner().membership.unwrap().tier_id;
+        if held == "base" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(held, "base", "eve's tier from the ledger");
     m.redeem("bob", &reward, "b1").await.expect("open to all: this replica now holds the reward as read");
+    m.redeem("eve", &members, "e1").await.expect("eve is a member: this replica holds the members' reward");
     let elsewhere = pb::RedeemRequest {
         program_id: "other".into(),
         customer_id: "bob".into(),
@@ -420,6 +441,21 @@ async fn a_replica_redeems_the_reward_as_another_replica_changed_it(backend: Bac
     };
     let gold_only = pb::Reward { minimum_tier_id: "gold".into(), ..discount("plain", 100) };
     admin.update_reward(edit(gold_only, "u1")).await.unwrap();
+    let gold_members = pb::UpdateRewardRequest {
+        program_id: "shop".into(),
+        reward: Some(pb::Reward {
+            reward_id: members.clone(),
+            minimum_tier_id: "gold".into(),
+            ..discount("members", 100)
+        }),
+        actor: "admin@shop".into(),
+        idempotency_key: "u0".into(),
+        expected_version: None,
+    };
+    admin.update_reward(gold_members).await.unwrap();
+    let raised = m.redeem("eve", &members, "e2").await.expect_err("the copy lets members in; the reward now asks gold");
+    assert_eq!(reason(&raised), "TIER_TOO_LOW");
+    assert_eq!(m.available("eve").await, 900, "only the first redemption was paid for");
     let refused = m.redeem("cy", &reward, "c1").await.expect_err("gold only since the other replica's edit");
     assert_eq!(reason(&refused), "TIER_TOO_LOW");
     assert_eq!(m.available("cy").await, 1_000, "nothing spent");
@@ -569,37 +605,7 @@ async fn refusals_spend_nothing(backend: Backend) {
     let once = m.reward(pb::Reward { per_customer_limit: 1, limit_period_days: 30, ..discount("once", 100) }).await;
     let scarce = m.reward(pb::Reward { total_stock: Some(1), ..discount("scarce", 100) }).await;
     let gold_only = m.reward(pb::Reward { minimum_tier_id: "gold".into(), ..discount("gold only", 100) }).await;
-    let ladder = tiers::Ladder {
-        tiers: vec![
-            tiers::Tier {
-                tier_id: "base".into(),
-                name: "Base".into(),
-                threshold: 0,
-                multiplier_bp: 10_000,
-                ..Default::default()
-            },
-            tiers::Tier {
-                tier_id: "gold".into(),
-                name: "Gold".into(),
-                threshold: 10_000,
-                multiplier_bp: 20_000,
-                ..Default::default()
-            },
-        ],
-        window: Some(tiers::Window { kind: tiers::WindowKind::Lifetime as i32, days: 0 }),
-        downgrade: Some(tiers::DowngradePolicy { kind: tiers::DowngradeKind::Immediate as i32, grace_days: 0 }),
-        ..Default::default()
-    };
-    m.tiers
-        .put_ladder(tiers::PutLadderRequest {
-            program_id: "shop".into(),
-            ladder: Some(ladder),
-            actor: "admin@shop".into(),
-            idempotency_key: "l1".into(),
-            expected_version: None,
-        })
-        .await
-        .unwrap();
+    m.put_base_and_gold_ladder().await;
     m.earn("bob", 1_000).await;
     m.earn("cy", 1_000).await;
 
@@ -1017,6 +1023,10 @@ async fn staging_from_a_stale_read_of_the_reward_obeys_the_reward_as_it_is(backe
     let open = m.reward(discount("open", 100)).await;
     let seen = store.entry("shop", &open).await.unwrap();
     assert!(!seen.counted(), "no stock, no limit: the one-statement path on PostgreSQL");
+    let (copy, read_now) = store.seen_entry("shop", &open).await.unwrap();
+    assert_eq!((copy, read_now), (seen.clone(), false), "a redemption starts from the copy the read left");
+    let elsewhere = store.seen_entry("other-shop", &open).await;
+    assert!(elsewhere.is_err(), "another program's id finds no copy and no reward: {elsewhere:?}");
     let reads = db::connect(&m.rewards_url, db::PoolSettings::new(1, 1_000)).await.unwrap();
     let stored: String = sqlx::query_scalar("SELECT body FROM rewards WHERE reward_id = $1")
         .bind(&open)
