@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// How long a fresh `redis-server` may take to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(10);
+/// Fresh ports tried for a server that exits at start (its port was taken).
+const START_ATTEMPTS: usize = 5;
 
 pub struct ThrowawayRedis {
     port: u16,
@@ -24,16 +26,27 @@ impl ThrowawayRedis {
     /// Starts `redis-server`; panics with a clear message when it is not
     /// installed or does not answer.
     pub fn spawn() -> Self {
-        Self::spawn_with(Vec::new())
+        Self::spawn_with(|_| Vec::new())
     }
 
-    fn spawn_with(extra: Vec<String>) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("loyalty-redis-{}", crate::testing::unique_suffix()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let mut redis = Self { port, dir, child: None, extra };
-        redis.start();
-        redis
+    /// `extra(port)`: the arguments beyond the standard ones for a server on
+    /// `port`. A port found free may be taken by another process before the
+    /// server binds it (or, for a cluster node, be the same as its bus port):
+    /// the server then exits at once, and is started again on other ports.
+    fn spawn_with(extra: impl Fn(u16) -> Vec<String>) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = std::env::temp_dir().join(format!("loyalty-redis-{}", crate::testing::unique_suffix()));
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            let port = free_port();
+            let mut redis = Self { port, dir, child: None, extra: extra(port) };
+            // A failed attempt is dropped: its directory goes with it.
+            match redis.try_start() {
+                Ok(()) => return redis,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-server did not start in {START_ATTEMPTS} attempts: {failures:?}");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -56,6 +69,10 @@ impl ThrowawayRedis {
     /// Starts the server again on the same port (empty: nothing was saved);
     /// returns once it answers PING.
     pub fn start(&mut self) {
+        self.try_start().unwrap_or_else(|failure| panic!("{failure}"));
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server on port {} is still running", self.port);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -67,19 +84,19 @@ impl ThrowawayRedis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run redis-server (is it installed and on PATH?): {e}"));
         self.child = Some(child);
-        self.await_pong();
+        self.await_pong()
     }
 
-    fn await_pong(&mut self) {
+    fn await_pong(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if ping(self.port) {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("redis-server on port {} exited at start: {status}", self.port);
+                return Err(format!("redis-server on port {} exited at start: {status}", self.port));
             }
             assert!(
                 Instant::now() < deadline,
@@ -133,7 +150,8 @@ impl ThrowawayRedisCluster {
         let nodes: Vec<ThrowawayRedis> = (0..6)
             .map(|_| {
                 // The cluster bus port is chosen too: port + 10000 may not be free.
-                ThrowawayRedis::spawn_with(
+                ThrowawayRedis::spawn_with(|port| {
+                    let bus = std::iter::repeat_with(free_port).find(|&bus| bus != port).expect("endless");
                     [
                         "--cluster-enabled",
                         "yes",
@@ -142,7 +160,7 @@ impl ThrowawayRedisCluster {
                         "--cluster-node-timeout",
                         "1000",
                         "--cluster-port",
-                        &free_port().to_string(),
+                        &bus.to_string(),
                         // DEBUG SLEEP: a test makes a replica lag behind its primary.
                         "--repl-diskless-sync-delay",
                         "0",
@@ -150,8 +168,8 @@ impl ThrowawayRedisCluster {
                         "local",
                     ]
                     .map(str::to_owned)
-                    .to_vec(),
-                )
+                    .to_vec()
+                })
             })
             .collect();
         let mut create = Command::new("redis-cli");
