@@ -766,6 +766,7 @@ impl LedgerStore {
         kinds: &[EntryKind],
         limit: i64,
     ) -> Result<Vec<LedgerRow>, Error> {
+        let filtered = !kinds.is_empty();
         // The kinds are our own constants, never the caller's text.
         let kinds = match kinds {
             [] => String::new(),
@@ -798,7 +799,7 @@ impl LedgerStore {
             // are few (a consumer of rare kinds reads once a second), so the
             // two more round trips are paid by them alone; a read of every
             // kind, at each publication, stops at its limit either way.
-            Dialect::Postgres if !kinds.is_empty() => {
+            Dialect::Postgres if filtered => {
                 let mut tx = db::begin_by_index(&self.db.pool).await?;
                 let rows = query.fetch_all(&mut *tx).await?;
                 tx.commit().await?;

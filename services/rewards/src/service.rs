@@ -116,28 +116,20 @@ impl Rewards {
                 if let Some(redemption) = self.store.replayed(program_id, customer_id, reward_id, key).await? {
                     return Ok((redemption, true));
                 }
-                let refusal = match self.tier_position(program_id, customer_id).await {
-                    Ok(position) => position.refuses(&entry.reward),
-                    // Tiers down: the copy may predate an edit that opened
-                    // the reward to everyone, which needs no tiers.
-                    Err(_) if !stored => {
+                match self.tier_position(program_id, customer_id).await.map(|p| p.refuses(&entry.reward)) {
+                    Ok(None) => {}
+                    // A copy may predate an edit that opened the reward up
+                    // (to more tiers, or to everyone, which needs no tiers):
+                    // a refusal, or tiers not answering, stands only on the
+                    // reward as stored.
+                    _ if !stored => {
                         entry = self.store.entry(program_id, reward_id).await?;
                         stored = true;
                         continue;
                     }
+                    Ok(Some(Unavailable::TierNotEligible)) => return Err(Error::TierNotEligible),
+                    Ok(Some(_)) => return Err(Error::TierTooLow),
                     Err(error) => return Err(error),
-                };
-                match refusal {
-                    // A copy may predate an edit that opened the reward up:
-                    // a refusal stands only on the reward as stored.
-                    Some(_) if !stored => {
-                        entry = self.store.entry(program_id, reward_id).await?;
-                        stored = true;
-                        continue;
-                    }
-                    Some(Unavailable::TierNotEligible) => return Err(Error::TierNotEligible),
-                    Some(_) => return Err(Error::TierTooLow),
-                    None => {}
                 }
             }
             match self.store.stage(program_id, customer_id, &entry, key).await? {

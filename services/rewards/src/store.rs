@@ -211,6 +211,7 @@ pub enum Staged {
 /// ([`Staged::Changed`]) for the tier check; a tier refusal made on a copy
 /// is confirmed on the stored reward. Every read of one reward by its id,
 /// locked or not, refreshes its copy (catalog listings and batches do not).
+///
 /// Keyed by reward id (ids are unique across programs), with the program
 /// the reward belongs to, which every lookup must match.
 #[derive(Debug, Default)]
